@@ -1,0 +1,186 @@
+"""Settings: the one place that reads the environment and configuration files.
+
+Precedence: explicit arguments > ``HDI_*`` environment variables > config file > defaults. The
+config file is ``$HDI_CONFIG``, else ``hdi_lab.toml`` in the working directory, else the
+``[tool.hdi_lab]`` table of the nearest ``pyproject.toml``, else ``<config dir>/hdi_lab.toml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from hdi_lab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    env: tuple[str, ...]
+    default: Any
+    kind: type
+    secret: bool = False
+    help: str = ""
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("database_url", ("HDI_DATABASE_URL",), None, str, True,
+           "PostgreSQL/TimescaleDB URL; unset = the embedded server in home"),
+    Option("home", ("HDI_HOME",), None, Path, False, "data home (embedded server, caches)"),
+    Option("db_schema", ("HDI_DB_SCHEMA",), "hdi", str, False, "PostgreSQL schema holding hdi_lab tables"),
+    Option("databento_api_key", ("HDI_DATABENTO_API_KEY", "DATABENTO_API_KEY"), None, str, True,
+           "Databento API key"),
+    Option("databento_gateway", ("HDI_DATABENTO_GATEWAY",), "https://hist.databento.com", str, False,
+           "Databento historical gateway"),
+    Option("ib_host", ("HDI_IB_HOST",), "127.0.0.1", str, False, "IB Gateway/TWS host"),
+    Option("ib_port", ("HDI_IB_PORT",), 4002, int, False, "IB Gateway/TWS port"),
+    Option("ib_client_id", ("HDI_IB_CLIENT_ID",), 17, int, False, "IB API client id"),
+    Option("ib_timeout", ("HDI_IB_TIMEOUT",), 10.0, float, False, "IB request timeout (s)"),
+    Option("chunk_rows", ("HDI_CHUNK_ROWS",), 1_000_000, int, False, "records per load batch"),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+_PLACEHOLDER = re.compile(r"^(|x+|\.\.\.|<.*>|changeme|your[-_ ]?(api[-_ ]?)?key.*|\$\{.*\})$", re.I)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; ``sources`` records where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def home_dir(self) -> Path:
+        home = self.values.get("home")
+        return Path(home) if home else default_home()
+
+    def masked(self) -> list[tuple[str, str, str]]:
+        """(name, display value, source) for every option, secrets masked."""
+        rows = []
+        for opt in OPTIONS:
+            value = self.values.get(opt.name)
+            if opt.name == "home" and value is None:
+                value = self.home_dir
+            rows.append((opt.name, mask(opt, value), self.sources.get(opt.name, "default")))
+        return rows
+
+    def replace(self, **overrides: Any) -> Settings:
+        return load_settings(overrides=overrides, environ={}, base=self)
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("hdi_lab", appauthor=False))
+
+
+def mask(opt: Option, value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if not opt.secret:
+        return str(value)
+    if opt.name == "database_url":
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1****@", str(value))
+    return "****" + str(value)[-3:] if len(str(value)) > 8 else "****"
+
+
+def _coerce(opt: Option, raw: Any, source: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        value = opt.kind(raw) if not isinstance(raw, opt.kind) else raw
+    except (TypeError, ValueError):
+        raise ConfigError(f"{opt.name}={raw!r} from {source} is not a valid {opt.kind.__name__}") from None
+    if opt.secret and isinstance(value, str) and opt.name != "database_url" and _PLACEHOLDER.match(value):
+        names = " or ".join(opt.env)
+        raise ConfigError(f"{opt.name} from {source} looks like a placeholder: set {names} to your real key")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], where: str) -> None:
+    for key in table:
+        if key not in _BY_NAME:
+            close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown setting {key!r} in {where}{hint}; known: {', '.join(_BY_NAME)}")
+
+
+def find_config_file(environ: Mapping[str, str], cwd: Path) -> tuple[Path, Mapping[str, Any]] | None:
+    """The config file in force and its hdi_lab table, or None."""
+    explicit = environ.get("HDI_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"HDI_CONFIG={explicit} does not exist: point it at an hdi_lab.toml file")
+        return path, _read_toml(path)
+    if (cwd / "hdi_lab.toml").is_file():
+        return cwd / "hdi_lab.toml", _read_toml(cwd / "hdi_lab.toml")
+    for folder in (cwd, *cwd.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            table = _read_toml(pyproject).get("tool", {}).get("hdi_lab")
+            if table is not None:
+                return pyproject, table
+            break
+    user = Path(platformdirs.user_config_dir("hdi_lab", appauthor=False)) / "hdi_lab.toml"
+    if user.is_file():
+        return user, _read_toml(user)
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    base: Settings | None = None,
+) -> Settings:
+    """Resolve settings: overrides > environment > config file > defaults (or ``base``)."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_keys(overrides, "arguments")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if base is not None:
+        values, sources = dict(base.values), dict(base.sources)
+    else:
+        found = find_config_file(environ, cwd or Path.cwd())
+        table: Mapping[str, Any] = {}
+        if found:
+            path, table = found
+            _check_keys(table, str(path))
+        for opt in OPTIONS:
+            values[opt.name], sources[opt.name] = opt.default, "default"
+            if opt.name in table:
+                values[opt.name] = _coerce(opt, table[opt.name], str(found[0]))  # type: ignore[index]
+                sources[opt.name] = f"file {found[0]}"  # type: ignore[index]
+            for env in opt.env:
+                if environ.get(env):
+                    values[opt.name] = _coerce(opt, environ[env], f"${env}")
+                    sources[opt.name] = f"env {env}"
+                    break
+    for name, raw in overrides.items():
+        values[name] = _coerce(_BY_NAME[name], raw, "argument")
+        sources[name] = "argument"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_schema"])):
+        raise ConfigError(f"db_schema={values['db_schema']!r} must be a lowercase SQL identifier like 'hdi'")
+    return Settings(values=values, sources=sources)

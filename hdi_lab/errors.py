@@ -1,0 +1,89 @@
+"""The hdi_lab exception tree.
+
+::
+
+    HdiError
+    ├── ConfigError            a setting is missing, unknown or malformed
+    ├── MissingDependency      an optional extra is not installed (also an ImportError)
+    ├── ValidationError        a request is wrong: unknown schema or symbol, start >= end, ...
+    ├── DataFormatError        input bytes are not valid DBN: corrupt, truncated, wrong schema
+    ├── ProviderError          a data vendor failed (carries provider, status, request_id)
+    │   ├── AuthError
+    │   ├── RateLimitError
+    │   └── UnavailableError
+    └── StorageError           the database failed or refused (carries sqlstate)
+        └── EmbeddedServerError   the embedded PostgreSQL could not be started or stopped
+
+Every message says what was wrong and what to do about it. Library code raises; only the
+front ends (CLI, magics) turn these into short messages.
+"""
+
+from __future__ import annotations
+
+
+class HdiError(Exception):
+    """Root of all hdi_lab errors."""
+
+
+class ConfigError(HdiError):
+    """A setting is missing, unknown or malformed."""
+
+
+class MissingDependency(HdiError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{module} is not installed: install it with `pip install 'hdi_lab[{extra}]'`"
+        )
+
+
+class ValidationError(HdiError):
+    """A request is invalid (unknown schema, symbol, dataset, bad time range, ...)."""
+
+
+class DataFormatError(HdiError):
+    """Input data is not valid DBN (corrupt, truncated, not DBN, unsupported schema)."""
+
+
+class ProviderError(HdiError):
+    """A data provider failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+
+
+class AuthError(ProviderError):
+    """The provider rejected the credentials."""
+
+
+class RateLimitError(ProviderError):
+    """The provider throttled the request and retries were exhausted."""
+
+
+class UnavailableError(ProviderError):
+    """The provider could not be reached or failed on its side."""
+
+
+class StorageError(HdiError):
+    """The database failed or refused an operation."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class EmbeddedServerError(StorageError):
+    """The embedded PostgreSQL server could not be started, reached or stopped."""

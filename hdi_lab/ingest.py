@@ -1,0 +1,133 @@
+"""The one ingestion core: plan -> fetch -> decode/normalise -> validate -> quarantine -> load -> log.
+
+Each chunk commits its rows, its quarantined records and its ingest-log row in one transaction,
+so a crash keeps every committed chunk and leaves no half chunk; a re-run skips completed chunks
+unless ``force`` is set (which re-loads them without duplicates).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+
+import numpy as np
+
+from hdi_lab import dbn
+from hdi_lab.errors import DataFormatError
+from hdi_lab.providers.base import Provider
+from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
+from hdi_lab.session import HdiSession
+from hdi_lab.storage import load
+from hdi_lab.storage.db import transaction
+from hdi_lab.storage.tables import TABLES
+from hdi_lab.validate import validate
+
+ProgressFn = Callable[[Progress], None]
+
+
+def run(
+    request: IngestRequest,
+    session: HdiSession,
+    *,
+    provider: Provider | None = None,
+    progress: ProgressFn | None = None,
+    executor: Executor | None = None,
+) -> IngestReport:
+    """Ingest ``request``; returns the report. Raises HdiError subclasses on bad input.
+
+    Chunks are independent: ``executor`` (default: in order, in this thread) may run them
+    elsewhere, but every chunk still writes through its own transaction.
+    """
+    t0 = time.perf_counter()
+    provider = provider or session.provider(request.provider)
+    chunks = provider.plan(request)
+    schema = request.schema.value if request.schema else (chunks[0].schema.value if chunks else "")
+    report = IngestReport(provider=provider.name, schema=schema, dry_run=request.dry_run)
+    if request.dry_run:
+        for chunk in chunks:
+            est = provider.estimate(chunk)
+            report.chunks.append(ChunkResult(chunk, fetched=int(est.records or 0)))
+        report.seconds = time.perf_counter() - t0
+        return report
+    conn = session.connection()
+    with transaction(conn) as cur:
+        done = set() if request.force else load.completed(cur, session.schema, [c.key for c in chunks])
+
+    def one(chunk: Chunk) -> ChunkResult:
+        if chunk.key in done:
+            return ChunkResult(chunk, skipped=True)
+        return ingest_chunk(session, provider, chunk, force=request.force)
+
+    results: Iterable[ChunkResult] = executor.map(one, chunks) if executor else map(one, chunks)
+    rows = 0
+    for i, result in enumerate(results, 1):
+        report.chunks.append(result)
+        rows += result.fetched
+        if progress is not None:
+            progress(Progress(done=i, total=len(chunks), rows=rows, chunk=result))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force: bool = False) -> ChunkResult:
+    """Fetch, validate and load one chunk in a single transaction."""
+    t0 = time.perf_counter()
+    schema_name = session.schema
+    conn = session.connection()
+    counts = dict(fetched=0, inserted=0, updated=0, duplicates=0, quarantined=0)
+    bad_rows: list[tuple[str, str, dict[str, object]]] = []
+    batch = int(session.settings.chunk_rows)
+    with transaction(conn) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (chunk.key,))
+        if not force and load.completed(cur, schema_name, [chunk.key]):
+            return ChunkResult(chunk, skipped=True)
+        name = chunk.path or chunk.describe()
+        for store in provider.fetch(chunk):
+            for part in dbn.decode(store, name, batch=batch):
+                if part.schema != chunk.schema:
+                    raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
+                load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
+                _load_part(cur, schema_name, chunk, part, counts, bad_rows)
+        seconds = time.perf_counter() - t0
+        result = ChunkResult(chunk, seconds=seconds, **counts)
+        log_id = load.insert_log(cur, schema_name, result, force)
+        load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
+    return result
+
+
+def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded,
+               counts: dict[str, int], bad_rows: list[tuple[str, str, dict[str, object]]]) -> None:
+    records = part.records
+    counts["fetched"] += len(records)
+    if len(records) == 0:
+        return
+    known = None
+    if chunk.schema is not Schema.DEFINITION:
+        ids = np.unique(records["instrument_id"]).astype(np.int64)
+        mapped = np.array([m.instrument_id for m in part.mappings], dtype=np.int64)
+        missing = np.setdiff1d(ids, mapped)
+        known = np.union1d(mapped, load.known_instruments(cur, schema_name, part.dataset, missing))
+    rejected = validate(records, chunk.schema, chunk.start.value, chunk.end.value, known)
+    if len(rejected.index):
+        for j, rule, reason in zip(rejected.index, rejected.rules, rejected.reasons, strict=True):
+            bad_rows.append((rule, reason, dbn.record_to_json(records[j])))
+        keep = np.ones(len(records), dtype=bool)
+        keep[rejected.index] = False
+        records = records[keep]
+        counts["quarantined"] += len(rejected.index)
+    load_records(cur, schema_name, chunk.schema, part.dataset, records, counts)
+
+
+def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: str,
+                 records: np.ndarray, counts: dict[str, int]) -> None:
+    """Write valid DBN records of one schema; adds to counts' inserted/updated/duplicates."""
+    if schema is Schema.DEFINITION:
+        ins, upd = load.load_definitions(cur, schema_name, dataset, records)
+    else:
+        records = records[dbn.key_order(records, schema)]
+        cols = dbn.normalise(records, schema, TABLES[schema])
+        ins, upd = load.load_market(cur, schema_name, cols)
+    counts["inserted"] += ins
+    counts["updated"] += upd
+    counts["duplicates"] += len(records) - ins - upd

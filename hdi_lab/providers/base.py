@@ -1,0 +1,46 @@
+"""The provider protocol.
+
+A provider turns an :class:`~hdi_lab.schemas.IngestRequest` into chunks and fetches each chunk
+as DBN (a ``databento.DBNStore``): the common currency of every provider, whether the bytes come
+from a file, the Databento API, the offline sample generator or converted IB bars. Decoding and
+normalisation happen in :mod:`hdi_lab.dbn`, writing in :mod:`hdi_lab.storage`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import databento as db
+
+from hdi_lab.schemas import Chunk, IngestRequest
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a dry run reports for one chunk."""
+
+    chunk: Chunk
+    records: int | None = None
+    bytes: int | None = None
+    cost_usd: float | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the ingest core needs from a data source."""
+
+    name: str
+
+    def plan(self, request: IngestRequest) -> list[Chunk]:
+        """Split a request into independent chunks. Raises ValidationError on a bad request."""
+        ...
+
+    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+        """Yield the chunk's records as one or more DBN stores (metadata carries symbology)."""
+        ...
+
+    def estimate(self, chunk: Chunk) -> CostEstimate:
+        """Estimate a chunk's size without fetching it (for dry runs)."""
+        ...

@@ -1,0 +1,86 @@
+"""Local DBN files (``.dbn`` or ``.dbn.zst``): one chunk per file, keyed by its content hash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import databento as db
+import pandas as pd
+
+from hdi_lab.dbn import open_store, schema_of
+from hdi_lab.errors import ValidationError
+from hdi_lab.providers.base import CostEstimate
+from hdi_lab.schemas import Chunk, IngestRequest, SType, parse_enum
+
+SUFFIXES = (".dbn", ".dbn.zst")
+
+
+def expand(paths: tuple[str, ...]) -> list[Path]:
+    """Files named directly, plus every DBN file inside named directories (sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
+            if not found:
+                raise ValidationError(f"{p} holds no .dbn or .dbn.zst files")
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ValidationError(f"{p} does not exist: give the path of a .dbn or .dbn.zst file or a folder")
+    return out
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FileProvider:
+    """Reads DBN files exported from Databento (or written by hdi_lab)."""
+
+    name = "file"
+
+    def plan(self, request: IngestRequest) -> list[Chunk]:
+        if not request.paths:
+            raise ValidationError("the file provider needs at least one path: hdi ingest --provider file PATH")
+        if request.start is not None or request.end is not None:
+            raise ValidationError("a DBN file carries its own time range: drop start/end for the file provider")
+        chunks = []
+        for path in expand(request.paths):
+            store = open_store(path)
+            schema = schema_of(store, str(path))
+            if request.schema is not None and request.schema != schema:
+                raise ValidationError(f"{path} holds {schema}, not the requested {request.schema}")
+            if request.dataset and request.dataset != store.dataset:
+                raise ValidationError(f"{path} is from {store.dataset}, not the requested {request.dataset}")
+            meta = store.metadata
+            end = meta.end if meta.end else meta.start + 1
+            stype_raw = meta.stype_in.value if hasattr(meta.stype_in, "value") else meta.stype_in
+            chunks.append(Chunk(
+                key=f"file:{schema}:{file_digest(path)}",
+                provider=self.name,
+                dataset=str(store.dataset),
+                schema=schema,
+                stype_in=parse_enum(SType, stype_raw or "raw_symbol", "stype_in"),
+                symbols=tuple(store.symbols or ()),
+                start=pd.Timestamp(meta.start, unit="ns", tz="UTC"),
+                end=pd.Timestamp(end, unit="ns", tz="UTC"),
+                path=str(path.resolve()),
+            ))
+        return chunks
+
+    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+        assert chunk.path is not None
+        yield open_store(chunk.path)
+
+    def estimate(self, chunk: Chunk) -> CostEstimate:
+        assert chunk.path is not None
+        size = Path(chunk.path).stat().st_size
+        return CostEstimate(chunk, records=None, bytes=size, cost_usd=0.0)

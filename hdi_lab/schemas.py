@@ -1,0 +1,225 @@
+"""Typed records shared by every layer: schemas, requests, chunks and reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from hdi_lab.errors import ValidationError
+
+
+class Schema(enum.StrEnum):
+    """The market-data schemas hdi_lab stores (Databento's names)."""
+
+    OHLCV_1S = "ohlcv-1s"
+    OHLCV_1M = "ohlcv-1m"
+    OHLCV_1H = "ohlcv-1h"
+    OHLCV_1D = "ohlcv-1d"
+    TRADES = "trades"
+    TBBO = "tbbo"
+    STATISTICS = "statistics"
+    DEFINITION = "definition"
+
+    @property
+    def table(self) -> str:
+        """The table that holds this schema's rows."""
+        return "instruments" if self is Schema.DEFINITION else self.value.replace("-", "_")
+
+    @property
+    def is_bar(self) -> bool:
+        return self.value.startswith("ohlcv-")
+
+    @property
+    def bar_seconds(self) -> int:
+        """Bar length in seconds (bars only)."""
+        return {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}[self.value.split("-")[1]]
+
+
+class SType(enum.StrEnum):
+    """How requested symbols are interpreted."""
+
+    RAW_SYMBOL = "raw_symbol"
+    PARENT = "parent"
+    CONTINUOUS = "continuous"
+    INSTRUMENT_ID = "instrument_id"
+
+
+def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
+    """Coerce ``value`` to ``kind`` or raise an error naming ``param`` and the allowed values."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(str(value).strip().lower())
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+        raise ValidationError(f"{param}={value!r} is not valid: use one of {allowed}") from None
+
+
+def parse_time(value: object, param: str) -> pd.Timestamp:
+    """Parse a date or timestamp into a tz-aware UTC nanosecond ``Timestamp``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValidationError(f"{param} is required: give a date like 2024-01-02 or an ISO timestamp")
+    try:
+        ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(
+            f"{param}={value!r} is not a date or timestamp: use a form like 2024-01-02 "
+            "or 2024-01-02T14:30:00Z"
+        ) from exc
+    if ts is pd.NaT:
+        raise ValidationError(f"{param}={value!r} is not a date or timestamp")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.as_unit("ns")
+
+
+def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Parse a half-open ``[start, end)`` range and check that start < end."""
+    s, e = parse_time(start, "start"), parse_time(end, "end")
+    if s >= e:
+        raise ValidationError(
+            f"start ({s.isoformat()}) must be before end ({e.isoformat()}): the range is [start, end)"
+        )
+    return s, e
+
+
+def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Split a comma-separated string or a sequence into a tuple of stripped symbols."""
+    if symbols is None:
+        return ()
+    items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
+    out = tuple(dict.fromkeys(str(s).strip() for s in items if str(s).strip()))
+    return out
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """What to ingest. Front ends build one and pass it to :func:`hdi_lab.ingest.run`."""
+
+    provider: str
+    schema: Schema | None = None
+    dataset: str | None = None
+    symbols: tuple[str, ...] = ()
+    stype_in: SType = SType.RAW_SYMBOL
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    paths: tuple[str, ...] = ()
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One independent, idempotent unit of ingestion."""
+
+    key: str
+    provider: str
+    dataset: str
+    schema: Schema
+    stype_in: SType
+    symbols: tuple[str, ...]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    path: str | None = None
+
+    def describe(self) -> str:
+        what = self.path or ",".join(self.symbols)
+        return f"{self.dataset} {self.schema} {what} [{self.start:%Y-%m-%d %H:%M}, {self.end:%Y-%m-%d %H:%M})"
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """Counts for one chunk, as written to the ingest log."""
+
+    chunk: Chunk
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+
+
+@dataclass
+class IngestReport:
+    """The outcome of an ingest: counts summed over chunks."""
+
+    provider: str
+    schema: str
+    chunks: list[ChunkResult] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def _sum(self, name: str) -> int:
+        return int(sum(getattr(c, name) for c in self.chunks))
+
+    @property
+    def fetched(self) -> int:
+        return self._sum("fetched")
+
+    @property
+    def inserted(self) -> int:
+        return self._sum("inserted")
+
+    @property
+    def updated(self) -> int:
+        return self._sum("updated")
+
+    @property
+    def duplicates(self) -> int:
+        return self._sum("duplicates")
+
+    @property
+    def quarantined(self) -> int:
+        return self._sum("quarantined")
+
+    @property
+    def chunks_skipped(self) -> int:
+        return sum(1 for c in self.chunks if c.skipped)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.fetched / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "provider": self.provider,
+            "schema": self.schema,
+            "chunks": len(self.chunks),
+            "chunks_skipped": self.chunks_skipped,
+            "fetched": self.fetched,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(self.rows_per_second),
+        }
+
+    def __str__(self) -> str:
+        s = self.summary()
+        head = "dry run: " if self.dry_run else ""
+        return (
+            f"{head}{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done), "
+            f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
+            f"duplicates {s['duplicates']}, quarantined {s['quarantined']} in {s['seconds']} s "
+            f"({s['rows_per_s']} rows/s)"
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress event for front ends (one per finished chunk)."""
+
+    done: int
+    total: int
+    rows: int
+    chunk: ChunkResult
+
+
+def utc_date(ts: pd.Timestamp) -> dt.date:
+    return ts.tz_convert("UTC").date()

@@ -1,0 +1,1 @@
+"""Storage: PostgreSQL/TimescaleDB tables, migrations, binary COPY in and out."""

@@ -1,0 +1,206 @@
+"""Writing one chunk: market data (binary COPY), definitions, symbology, quarantine, ingest log.
+
+Every function takes the cursor of the chunk's transaction; the caller commits or rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql
+
+from hdi_lab.dbn import Columns, Mapping, record_to_json
+from hdi_lab.schemas import Chunk, ChunkResult
+from hdi_lab.storage import copy
+from hdi_lab.storage.tables import INT64_MAX, UINT64_MAX
+
+Cursor = psycopg2.extensions.cursor
+
+
+def _q(cur: Cursor, *names: str) -> str:
+    return sql.Identifier(*names).as_string(cur.connection)
+
+
+def _payload(cols: Columns) -> bytes:
+    t = cols.table
+    idx = {c.name: i for i, c in enumerate(t.columns)}
+    return copy.encode(
+        [c.pgtype for c in t.columns],
+        [cols.values[c.name] for c in t.columns],
+        {idx[name]: mask for name, mask in cols.nulls.items()},
+    )
+
+
+def _range_is_empty(cur: Cursor, schema: str, cols: Columns) -> bool:
+    t = cols.table
+    ts = cols.values[t.time_column]
+    lo, hi = int(ts.min()), int(ts.max())
+    cur.execute(
+        f"SELECT NOT EXISTS (SELECT 1 FROM {_q(cur, schema, t.name)} WHERE instrument_id = ANY(%s) "
+        f"AND {t.time_column} BETWEEN %s AND %s)",
+        (np.unique(cols.values["instrument_id"]).tolist(), _pg_ts(lo), _pg_ts(hi)),
+    )
+    return bool(cur.fetchone()[0])
+
+
+def _pg_ts(pg_us: int) -> dt.datetime:
+    return dt.datetime(2000, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=pg_us)
+
+
+def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
+    """Load canonical columns; returns (inserted, updated). Re-loading the same rows adds nothing.
+
+    When the chunk's key range is provably empty the rows are COPYed straight into the table;
+    otherwise (or if a concurrent writer got there first) through a staging table and
+    ``INSERT .. SELECT .. ON CONFLICT``.
+    """
+    n = len(cols)
+    if n == 0:
+        return 0, 0
+    t = cols.table
+    target = _q(cur, schema, t.name)
+    names = [_q(cur, c) for c in t.column_names]
+    payload = _payload(cols)
+    if _range_is_empty(cur, schema, cols):
+        cur.execute("SAVEPOINT hdi_direct")
+        try:
+            copy.copy_in(cur, target, names, payload)
+            cur.execute("RELEASE SAVEPOINT hdi_direct")
+            return n, 0
+        except psycopg2.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
+    stage = _q(cur, f"hdi_stage_{t.name}")
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
+    cur.execute(f"TRUNCATE {stage}")
+    copy.copy_in(cur, stage, names, payload)
+    cols_sql = ", ".join(names)
+    key_sql = ", ".join(_q(cur, k) for k in t.key)
+    if t.on_conflict == "nothing":
+        cur.execute(f"INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} ON CONFLICT ({key_sql}) DO NOTHING")
+        return cur.rowcount, 0
+    rest = [_q(cur, c) for c in t.column_names if c not in t.key]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)
+    old = ", ".join(f"{target}.{c}" for c in rest)
+    new = ", ".join(f"EXCLUDED.{c}" for c in rest)
+    cur.execute(
+        f"WITH up AS (INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} "
+        f"ON CONFLICT ({key_sql}) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}) "
+        "RETURNING (xmax = 0) AS fresh) "
+        "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up"
+    )
+    ins, upd = cur.fetchone()
+    return int(ins), int(upd)
+
+
+def _text(v: bytes) -> str | None:
+    s = v.decode("latin-1").rstrip("\x00")
+    return s or None
+
+
+def _ns_ts(v: int) -> dt.datetime | None:
+    if v in (UINT64_MAX, INT64_MAX, 0):
+        return None
+    return pd.Timestamp(int(v), unit="ns", tz="UTC").to_pydatetime(warn=False)
+
+
+def load_definitions(cur: Cursor, schema: str, dataset: str, records: np.ndarray) -> tuple[int, int]:
+    """Upsert instrument definitions (versioned by ts_recv); returns (inserted, updated)."""
+    if len(records) == 0:
+        return 0, 0
+    rows = []
+    for r in records:  # definitions are few: one per instrument per day
+        rows.append((
+            int(r["publisher_id"]), int(r["instrument_id"]), int(r["ts_recv"]), _ns_ts(int(r["ts_recv"])),
+            int(r["ts_event"]), dataset, _text(r["raw_symbol"]) or "", _text(r["instrument_class"]),
+            _text(r["security_type"]), _text(r["asset"]), _text(r["exchange"]), _text(r["currency"]),
+            _text(r["underlying"]), _ns_ts(int(r["expiration"])), _ns_ts(int(r["activation"])),
+            None if int(r["min_price_increment"]) == INT64_MAX else int(r["min_price_increment"]),
+            None if int(r["display_factor"]) == INT64_MAX else int(r["display_factor"]),
+            None if int(r["contract_multiplier"]) == 2**31 - 1 else int(r["contract_multiplier"]),
+            psycopg2.extras.Json(record_to_json(r)),
+        ))
+    t = _q(cur, schema, "instruments")
+    result = psycopg2.extras.execute_values(
+        cur,
+        f"WITH up AS (INSERT INTO {t} (publisher_id, instrument_id, ts_recv_ns, ts_recv, ts_event_ns, dataset, "
+        "raw_symbol, instrument_class, security_type, asset, exchange, currency, underlying, expiration, "
+        "activation, min_price_increment, display_factor, contract_multiplier, record) VALUES %s "
+        "ON CONFLICT (publisher_id, instrument_id, ts_recv_ns) DO UPDATE SET record = EXCLUDED.record, "
+        "raw_symbol = EXCLUDED.raw_symbol, expiration = EXCLUDED.expiration "
+        f"WHERE {t}.record IS DISTINCT FROM EXCLUDED.record RETURNING (xmax = 0) AS fresh) "
+        "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up",
+        rows, page_size=len(rows), fetch=True,
+    )
+    ins, upd = result[0]
+    return int(ins), int(upd)
+
+
+def upsert_symbology(cur: Cursor, schema: str, dataset: str, mappings: Iterable[Mapping]) -> None:
+    rows = sorted({(dataset, m.stype, m.symbol, m.d0, m.d1, m.instrument_id) for m in mappings})
+    if not rows:
+        return
+    t = _q(cur, schema, "symbology")
+    psycopg2.extras.execute_values(
+        cur,
+        f"INSERT INTO {t} (dataset, stype, symbol, d0, d1, instrument_id) VALUES %s "
+        f"ON CONFLICT (dataset, stype, symbol, d0, instrument_id) DO UPDATE SET d1 = GREATEST({t}.d1, EXCLUDED.d1)",
+        rows,
+    )
+
+
+def known_instruments(cur: Cursor, schema: str, dataset: str, ids: np.ndarray) -> np.ndarray:
+    """The subset of ``ids`` that the database knows for ``dataset`` (symbology or definitions)."""
+    if len(ids) == 0:
+        return ids
+    cur.execute(
+        f"SELECT instrument_id FROM {_q(cur, schema, 'symbology')} WHERE dataset = %s AND instrument_id = ANY(%s) "
+        f"UNION SELECT instrument_id FROM {_q(cur, schema, 'instruments')} WHERE dataset = %s "
+        "AND instrument_id = ANY(%s)",
+        (dataset, ids.tolist(), dataset, ids.tolist()),
+    )
+    return np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+
+
+def completed(cur: Cursor, schema: str, keys: Sequence[str]) -> set[str]:
+    if not keys:
+        return set()
+    cur.execute(
+        f"SELECT DISTINCT chunk_key FROM {_q(cur, schema, 'ingest_log')} WHERE chunk_key = ANY(%s)", (list(keys),)
+    )
+    return {r[0] for r in cur.fetchall()}
+
+
+def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> int:
+    c = result.chunk
+    cur.execute(
+        f"INSERT INTO {_q(cur, schema, 'ingest_log')} (chunk_key, provider, dataset, schema, stype_in, symbols, "
+        "start_ts, end_ts, source, fetched, inserted, updated, duplicates, quarantined, seconds, forced) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (c.key, c.provider, c.dataset, c.schema.value, c.stype_in.value, list(c.symbols),
+         c.start.to_pydatetime(), c.end.to_pydatetime(), c.path, result.fetched, result.inserted,
+         result.updated, result.duplicates, result.quarantined, result.seconds, forced),
+    )
+    return int(cur.fetchone()[0])
+
+
+def insert_quarantine(
+    cur: Cursor, schema: str, ingest_id: int | None, chunk: Chunk,
+    rows: Sequence[tuple[str, str, dict[str, object]]],
+) -> None:
+    """Store rejected records (rule, reason, original record); an open identical entry is kept once."""
+    if not rows:
+        return
+    t = _q(cur, schema, "quarantine")
+    psycopg2.extras.execute_values(
+        cur,
+        f"INSERT INTO {t} (ingest_id, chunk_key, dataset, schema, rule, reason, record, req_start, req_end) "
+        "VALUES %s ON CONFLICT (schema, rule, md5(record::text)) WHERE status = 'open' DO NOTHING",
+        [(ingest_id, chunk.key, chunk.dataset, chunk.schema.value, rule, reason, psycopg2.extras.Json(rec),
+          chunk.start.to_pydatetime(), chunk.end.to_pydatetime()) for rule, reason, rec in rows],
+    )
