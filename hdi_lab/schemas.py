@@ -97,7 +97,7 @@ def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class IngestRequest:
-    """What to ingest. Front ends build one and pass it to :func:`hdi_lab.ingest.run`."""
+    """What to ingest. Front ends build one and pass it to :func:`hdi_lab.ingestion.run`."""
 
     provider: str
     schema: Schema | None = None

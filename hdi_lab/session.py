@@ -36,7 +36,7 @@ class HdiSession:
             else:
                 from hdi_lab.storage.embedded import EmbeddedServer
 
-                self._url = EmbeddedServer(self.settings.home_dir / "postgres").start()
+                self._url = EmbeddedServer(self.settings.home_dir).start()
         return self._url
 
     def connection(self) -> psycopg2.extensions.connection:

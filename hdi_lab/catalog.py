@@ -1,0 +1,61 @@
+"""What the database holds: row counts, coverage per table and instrument, recent ingests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from psycopg2 import sql as pgsql
+
+from hdi_lab.session import HdiSession
+from hdi_lab.storage.db import ServerInfo, server_info, transaction
+from hdi_lab.storage.tables import TABLES
+
+
+@dataclass(frozen=True)
+class Status:
+    server: ServerInfo
+    coverage: pd.DataFrame  # table, dataset, symbol, instrument_id, rows, first, last
+    recent: pd.DataFrame  # latest ingest-log rows
+    instruments: int
+    quarantine_open: int
+
+
+def status(session: HdiSession, recent: int = 10) -> Status:
+    conn = session.connection()
+    info = server_info(conn)
+    parts = []
+    with transaction(conn) as cur:
+        def q(*names: str) -> str:
+            return pgsql.Identifier(*names).as_string(conn)
+
+        s = session.schema
+        for t in {t.name: t for t in TABLES.values()}.values():
+            parts.append(
+                f"SELECT '{t.name}' AS tbl, d.instrument_id, p.dataset, count(*) AS rows, "
+                f"min(d.{t.time_column}) AS first, max(d.{t.time_column}) AS last "
+                f"FROM {q(s, t.name)} d JOIN {q(s, 'publishers')} p USING (publisher_id) "
+                "GROUP BY d.instrument_id, p.dataset"
+            )
+        cur.execute(
+            f"WITH c AS ({' UNION ALL '.join(parts)}) "
+            "SELECT c.tbl AS \"table\", c.dataset, "
+            f"(SELECT i.raw_symbol FROM {q(s, 'instruments')} i WHERE i.instrument_id = c.instrument_id "
+            "AND i.dataset = c.dataset ORDER BY i.ts_recv_ns DESC LIMIT 1) AS raw_symbol, "
+            f"COALESCE((SELECT string_agg(DISTINCT y.symbol, ',') FROM {q(s, 'symbology')} y "
+            "WHERE y.instrument_id = c.instrument_id AND y.dataset = c.dataset AND y.stype = 'raw_symbol'), '') "
+            "AS symbols, c.instrument_id, c.rows, c.first, c.last FROM c ORDER BY 1, 2, 5"
+        )
+        coverage = pd.DataFrame.from_records(cur.fetchall(), columns=[d.name for d in cur.description])
+        cur.execute(
+            f"SELECT id, finished_at, provider, dataset, schema, array_to_string(symbols, ',') AS symbols, "
+            f"start_ts, end_ts, fetched, inserted, updated, duplicates, quarantined, round(seconds::numeric, 3) "
+            f"AS seconds FROM {q(s, 'ingest_log')} ORDER BY id DESC LIMIT %s",
+            (recent,),
+        )
+        log = pd.DataFrame.from_records(cur.fetchall(), columns=[d.name for d in cur.description])
+        cur.execute(f"SELECT count(DISTINCT (dataset, instrument_id)) FROM {q(s, 'instruments')}")
+        n_instruments = int(cur.fetchone()[0])
+        cur.execute(f"SELECT count(*) FROM {q(s, 'quarantine')} WHERE status = 'open'")
+        n_quarantine = int(cur.fetchone()[0])
+    return Status(info, coverage, log, n_instruments, n_quarantine)

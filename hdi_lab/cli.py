@@ -1,0 +1,226 @@
+"""The ``hdi`` command line: a thin front end over the ingestion and query core."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+
+from hdi_lab import catalog, ingestion, quarantine, retrieval
+from hdi_lab.api import make_request
+from hdi_lab.config import load_settings
+from hdi_lab.errors import HdiError, ValidationError
+from hdi_lab.schemas import Progress, Schema, SType
+from hdi_lab.session import PROVIDERS, HdiSession
+
+SCHEMAS = [s.value for s in Schema]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hdi", description="Historical market data into PostgreSQL/TimescaleDB.")
+    p.add_argument("--database-url", help="PostgreSQL URL (default: $HDI_DATABASE_URL, else the embedded server)")
+    p.add_argument("--home", help="data home (default: $HDI_HOME or the platform data dir)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ing = sub.add_parser("ingest", help="fetch, validate and load market data")
+    ing.add_argument("paths", nargs="*", metavar="PATH", help="DBN files or folders (file provider)")
+    ing.add_argument("--provider", default="file", choices=PROVIDERS)
+    ing.add_argument("--dataset")
+    ing.add_argument("--schema", choices=SCHEMAS)
+    ing.add_argument("--symbols", help="comma-separated symbols")
+    ing.add_argument("--stype-in", default="raw_symbol", choices=[s.value for s in SType])
+    ing.add_argument("--start")
+    ing.add_argument("--end")
+    ing.add_argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
+    ing.add_argument("--dry-run", action="store_true", help="plan and estimate only")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = sub.add_parser("query", help="read stored data")
+    q.add_argument("schema", choices=SCHEMAS)
+    q.add_argument("--symbols", required=True)
+    q.add_argument("--start", required=True)
+    q.add_argument("--end", required=True)
+    q.add_argument("--dataset")
+    q.add_argument("--price-type", choices=["float", "fixed"], default="float")
+    q.add_argument("--columns", help="comma-separated columns to keep")
+    q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
+    q.add_argument("--output", help="file to write (required for parquet)")
+    q.add_argument("--limit", type=int, default=20, help="rows shown by --format table (0 = all)")
+
+    sub.add_parser("status", help="ingest log, row counts and coverage")
+
+    qu = sub.add_parser("quarantine", help="records that failed validation")
+    qsub = qu.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ql = qsub.add_parser("list")
+    ql.add_argument("--status", choices=["open", "resolved", "all"], default="open")
+    ql.add_argument("--rule")
+    ql.add_argument("--limit", type=int, default=100)
+    qs = qsub.add_parser("show")
+    qs.add_argument("id", type=int)
+    qr = qsub.add_parser("retry", help="re-validate and load fixed entries")
+    qr.add_argument("ids", type=int, nargs="*", help="entry ids (default: all open)")
+
+    dbp = sub.add_parser("db", help="the database server")
+    dbp.add_argument("action", choices=["status", "start", "stop"])
+
+    cfg = sub.add_parser("config", help="settings")
+    cfg.add_argument("action", choices=["show"])
+
+    demo = sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary")
+    demo.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _progress_bar(enabled: bool, err: TextIO) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(ev: Progress) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=ev.total, unit="chunk", file=err, leave=False, dynamic_ncols=True)
+        bar["bar"].update(1)
+        bar["bar"].set_postfix(rows=ev.rows)
+
+    return update, lambda: bar["bar"].close() if "bar" in bar else None
+
+
+def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    req = make_request(a.provider, schema=a.schema, symbols=a.symbols, start=a.start, end=a.end,
+                       dataset=a.dataset, stype_in=a.stype_in, path=a.paths or None,
+                       force=a.force, dry_run=a.dry_run)
+    update, close = _progress_bar(not a.quiet and err.isatty(), err)
+    try:
+        report = ingestion.run(req, session, progress=update)
+    finally:
+        close()
+    print(report, file=out)
+    if a.dry_run:
+        for c in report.chunks:
+            print(f"  {c.chunk.describe()}: ~{c.fetched} records", file=out)
+    return 0
+
+
+def cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
+    df = retrieval.query(session, a.schema, a.symbols, a.start, a.end, dataset=a.dataset,
+                         price_type=a.price_type, columns=cols)
+    if a.format == "parquet":
+        if not a.output:
+            raise ValidationError("--format parquet needs --output FILE")
+        df.to_parquet(a.output)
+        print(f"wrote {len(df)} rows to {a.output}", file=err)
+    elif a.format == "csv":
+        if a.output:
+            df.to_csv(a.output)
+            print(f"wrote {len(df)} rows to {a.output}", file=err)
+        else:
+            df.to_csv(out)
+    else:
+        shown = df if a.limit == 0 else df.head(a.limit)
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(shown.to_string() if len(shown) else "(no rows)", file=out)
+        if len(shown) < len(df):
+            print(f"... {len(df)} rows in all (--limit 0 shows all, --format csv exports)", file=out)
+    return 0
+
+
+def _table(df: pd.DataFrame, out: TextIO, empty: str) -> None:
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 80):
+        print(df.to_string(index=False) if len(df) else empty, file=out)
+
+
+def cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    st = catalog.status(session)
+    ts = f"TimescaleDB {st.server.timescaledb}" if st.server.timescaledb else "plain PostgreSQL"
+    where = "embedded" if session.embedded else "configured"
+    print(f"server: PostgreSQL {st.server.version} ({ts}, {where}), schema {session.schema}", file=out)
+    print(f"instruments: {st.instruments}; open quarantine entries: {st.quarantine_open}\n", file=out)
+    print("coverage:", file=out)
+    _table(st.coverage, out, "  (no data yet: hdi ingest ...)")
+    print("\nrecent ingests:", file=out)
+    _table(st.recent, out, "  (none)")
+    return 0
+
+
+def cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if a.action == "list":
+        _table(quarantine.list_entries(session, a.status, a.rule, a.limit), out, "(no entries)")
+    elif a.action == "show":
+        for k, v in quarantine.show(session, a.id).items():
+            print(f"{k}: {v}", file=out)
+    else:
+        r = quarantine.retry(session, a.ids or None)
+        print(f"retried {r.retried}: loaded {r.loaded}, already stored {r.duplicates}, still failing {r.still_bad}",
+              file=out)
+        return 0 if r.still_bad == 0 else 1
+    return 0
+
+
+def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.storage.embedded import EmbeddedServer
+
+    if not session.embedded:
+        if a.action != "status":
+            raise ValidationError(f"`hdi db {a.action}` manages the embedded server; a database URL is configured")
+        info = catalog.server_info(session.connection())
+        ts = f"TimescaleDB {info.timescaledb}" if info.timescaledb else "plain PostgreSQL"
+        print(f"configured server: PostgreSQL {info.version} ({ts})", file=out)
+        return 0
+    server = EmbeddedServer(session.settings.home_dir)
+    if a.action == "start":
+        server.start()
+    elif a.action == "stop":
+        print("stopped" if server.stop() else "was not running", file=out)
+        return 0
+    st = server.status()
+    state = f"running (pid {st.pid}, port {st.port})" if st.running else "stopped"
+    print(f"embedded PostgreSQL {st.version or ''}: {state}; data {st.data_dir}", file=out)
+    return 0
+
+
+def cmd_config(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    for name, value, source in session.settings.masked():
+        print(f"{name:<18} {value:<50} {source}", file=out)
+    return 0
+
+
+def cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.demo import run_demo
+
+    run_demo(session, out, progress=not a.quiet and err.isatty())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], int]] = {
+    "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine,
+    "db": cmd_db, "config": cmd_config, "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        overrides = {"database_url": args.database_url, "home": Path(args.home) if args.home else None}
+        with HdiSession(load_settings(overrides)) as session:
+            return COMMANDS[args.command](session, args, out, err)
+    except HdiError as exc:
+        print(f"hdi: error: {exc}", file=err)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("hdi: interrupted (completed chunks are kept; re-run to resume)", file=err)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Quarantined records: list, show, and retry after a fix (re-validated, then loaded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from psycopg2 import sql as pgsql
+
+from hdi_lab import dbn
+from hdi_lab.dbn_writer import record_dtype
+from hdi_lab.errors import ValidationError
+from hdi_lab.ingestion import load_records
+from hdi_lab.schemas import Schema
+from hdi_lab.session import HdiSession
+from hdi_lab.storage import load
+from hdi_lab.storage.db import transaction
+from hdi_lab.validate import validate
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    retried: int
+    loaded: int
+    duplicates: int
+    still_bad: int
+
+
+def _t(session: HdiSession, cur: Any) -> str:
+    return pgsql.Identifier(session.schema, "quarantine").as_string(cur.connection)
+
+
+def list_entries(session: HdiSession, status: str = "open", rule: str | None = None,
+                 limit: int = 100) -> pd.DataFrame:
+    """Quarantine entries (newest first) without the record bodies."""
+    with transaction(session.connection()) as cur:
+        cur.execute(
+            f"SELECT id, created_at, dataset, schema, rule, reason, status FROM {_t(session, cur)} "
+            "WHERE (%s = 'all' OR status = %s) AND (%s::text IS NULL OR rule = %s) ORDER BY id DESC LIMIT %s",
+            (status, status, rule, rule, limit),
+        )
+        names = [d.name for d in cur.description]
+        return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+
+
+def show(session: HdiSession, entry_id: int) -> dict[str, Any]:
+    with transaction(session.connection()) as cur:
+        cur.execute(f"SELECT * FROM {_t(session, cur)} WHERE id = %s", (entry_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise ValidationError(f"quarantine entry {entry_id} does not exist: list them with `hdi quarantine list`")
+        return dict(zip([d.name for d in cur.description], row, strict=True))
+
+
+def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
+    """Re-validate open entries (all, or ``ids``); valid records are loaded and marked resolved.
+
+    Fix a record first (e.g. ``UPDATE quarantine SET record = jsonb_set(record, '{high}', ...)``)
+    or load what it lacked (e.g. the instrument's definitions). Runs in one transaction.
+    """
+    retried = loaded = dups = still = 0
+    with transaction(session.connection()) as cur:
+        t = _t(session, cur)
+        cur.execute(
+            f"SELECT id, dataset, schema, record, req_start, req_end FROM {t} WHERE status = 'open' "
+            "AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id FOR UPDATE",
+            (ids, ids),
+        )
+        rows = cur.fetchall()
+        if ids and len(rows) != len(set(ids)):
+            found = {r[0] for r in rows}
+            raise ValidationError(f"no open quarantine entries {sorted(set(ids) - found)}")
+        groups: dict[tuple[str, str, Any, Any], list[tuple[int, dict[str, Any]]]] = {}
+        for qid, ds, sch, rec, lo, hi in rows:
+            groups.setdefault((ds, sch, lo, hi), []).append((qid, rec))
+        for (ds, sch, lo, hi), items in groups.items():
+            schema = Schema(sch)
+            records = dbn.records_from_json([r for _, r in items], record_dtype(schema))
+            ids_arr = np.array([q for q, _ in items])
+            known = None
+            if schema is not Schema.DEFINITION:
+                known = load.known_instruments(cur, session.schema, ds,
+                                               np.unique(records["instrument_id"]).astype(np.int64))
+            rej = validate(records, schema, pd.Timestamp(lo).value, pd.Timestamp(hi).value, known)
+            good = np.ones(len(records), dtype=bool)
+            good[rej.index] = False
+            for j, rule, reason in zip(rej.index, rej.rules, rej.reasons, strict=True):
+                cur.execute(f"UPDATE {t} SET rule = %s, reason = %s WHERE id = %s", (rule, reason, int(ids_arr[j])))
+            counts = dict(inserted=0, updated=0, duplicates=0)
+            load_records(cur, session.schema, schema, ds, records[good], counts)
+            cur.execute(f"UPDATE {t} SET status = 'resolved', resolved_at = now() WHERE id = ANY(%s)",
+                        (ids_arr[good].tolist(),))
+            retried += len(records)
+            loaded += counts["inserted"] + counts["updated"]
+            dups += counts["duplicates"]
+            still += int((~good).sum())
+    return RetryResult(retried, loaded, dups, still)

@@ -1,0 +1,187 @@
+"""The query core: symbols resolved as of each date, rows read by binary COPY into a DataFrame."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from psycopg2 import sql as pgsql
+
+from hdi_lab import dbn
+from hdi_lab.errors import StorageError, ValidationError
+from hdi_lab.schemas import Schema, parse_enum, parse_range, parse_symbols
+from hdi_lab.session import HdiSession
+from hdi_lab.storage import copy
+from hdi_lab.storage.db import transaction
+from hdi_lab.storage.tables import INT64_MAX, TABLES, Column, Table
+from hdi_lab.symbology import Span, resolve
+
+PriceType = Literal["float", "fixed"]
+_SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
+
+
+def query(
+    session: HdiSession,
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    *,
+    dataset: str | None = None,
+    price_type: PriceType = "float",
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of ``schema`` for ``symbols`` in ``[start, end)`` (UTC), indexed by ``ts_event`` (ns).
+
+    Prices are floats (``price_type="fixed"`` keeps int64 1e-9 fixed-point with UNDEF_PRICE as
+    in DBN). The ``symbol`` column holds the requested symbol as of each row's date, so a
+    continuous symbol shows the contract it meant on each day in ``instrument_id``.
+    """
+    sch = parse_enum(Schema, schema, "schema")
+    syms = parse_symbols(symbols)
+    if not syms:
+        raise ValidationError("symbols is required: give one or more symbols, e.g. ESH4 or ES.c.0")
+    lo, hi = parse_range(start, end)
+    if price_type not in ("float", "fixed"):
+        raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    conn = session.connection()
+    with transaction(conn) as cur:
+        spans = resolve(cur, session.schema, syms, lo, hi, dataset)
+        if sch is Schema.DEFINITION:
+            frame = _definitions(cur, session.schema, spans, lo, hi, price_type)
+        else:
+            frame = _market(cur, session.schema, TABLES[sch], spans, syms, price_type)
+    if columns:
+        unknown = [c for c in columns if c not in frame.columns]
+        if unknown:
+            raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {list(frame.columns)}")
+        frame = frame[list(columns)]
+    return frame
+
+
+def _out_columns(t: Table) -> list[Column]:
+    return [c for c in t.columns if c.kind != "dup" and not (t.ns_column and c.name == t.time_column)]
+
+
+def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str, ...],
+            price_type: PriceType) -> pd.DataFrame:
+    cols = _out_columns(t)
+    q = pgsql.Identifier
+    conn = cur.connection
+    select = ["r.sym"]
+    types = ["int4"]
+    for c in cols:
+        ident = "t." + q(c.name).as_string(conn)
+        select.append(f"COALESCE({ident}, {_SENTINEL[c.kind]})" if c.nullable else ident)
+        types.append(c.pgtype)
+    ts = t.time_column
+    epoch = "'epoch'::timestamptz + interval '1 microsecond' * "
+    # bars are whole microseconds: ts*1000 >= lo_ns <=> ts >= ceil(lo_ns/1000); ticks add exact ns bounds
+    cond = f"t.{ts} >= {epoch}r.lo_us AND t.{ts} < {epoch}r.hi_us"
+    if t.ns_column:
+        cond += f" AND t.{t.ns_column} >= r.lo_ns AND t.{t.ns_column} < r.hi_ns"
+    order = f"t.{t.ns_column or ts}"
+    text = (
+        f"SELECT {', '.join(select)} FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[], %s::int8[], "
+        "%s::int8[], %s::int8[]) AS r(sym, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
+        f"JOIN {q(schema, t.name).as_string(conn)} t ON t.instrument_id = r.iid AND {cond} "
+        f"JOIN {q(schema, 'publishers').as_string(conn)} p ON p.publisher_id = t.publisher_id "
+        f"AND p.dataset = r.dataset ORDER BY {order}, r.sym, t.instrument_id"
+    )
+    lo_ns = [sp.lo.value for sp in spans]
+    hi_ns = [sp.hi.value for sp in spans]
+    if t.ns_column:  # coarse microsecond window around the exact nanosecond one
+        lo_us, hi_us = [v // 1000 for v in lo_ns], [(v - 1) // 1000 + 1 for v in hi_ns]
+    else:
+        lo_us, hi_us = [-(-v // 1000) for v in lo_ns], [-(-v // 1000) for v in hi_ns]
+    params = (
+        [syms.index(sp.symbol) for sp in spans], [sp.dataset for sp in spans],
+        [sp.instrument_id for sp in spans], lo_us, hi_us, lo_ns, hi_ns,
+    )
+    raw = copy.copy_out(cur, cur.mogrify(text, params).decode())
+    rows = copy.decode(raw, types)
+    return _frame(rows, cols, t, syms, price_type)
+
+
+def _frame(rows: np.ndarray, cols: list[Column], t: Table, syms: tuple[str, ...],
+           price_type: PriceType) -> pd.DataFrame:
+    data: dict[str, Any] = {}
+    for i, c in enumerate(cols, start=1):
+        v = rows[f"v{i}"]
+        if c.kind == "ts":
+            data[c.name] = v.astype(np.int64) * 1000 + copy.PG_EPOCH_US * 1000
+        elif c.kind == "char":
+            data[c.name] = v.astype(np.uint8).view("S1").astype(str)
+        elif c.kind == "price" and price_type == "float":
+            f = v.astype(np.float64) / 1e9
+            f[v == INT64_MAX] = np.nan
+            data[c.name] = f
+        elif c.kind == "undef_u64":
+            data[c.name] = v.astype(np.int64).view(np.uint64)
+        else:
+            data[c.name] = v.astype(v.dtype.newbyteorder("="))
+    time_ns = data.pop(t.ns_column or t.time_column)
+    index = pd.DatetimeIndex(pd.to_datetime(time_ns, unit="ns", utc=True), name="ts_event")
+    frame = pd.DataFrame(data, index=index)
+    if "ts_recv_ns" in frame:
+        frame.insert(0, "ts_recv", pd.to_datetime(frame.pop("ts_recv_ns").to_numpy(), unit="ns", utc=True))
+    if "ts_ref_ns" in frame:
+        frame = frame.rename(columns={"ts_ref_ns": "ts_ref"})
+    frame.insert(0, "symbol", np.array(syms, dtype=object)[rows["v0"].astype(np.int64)] if len(rows) else [])
+    return frame
+
+
+def _definitions(cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi: pd.Timestamp,
+                 price_type: PriceType) -> pd.DataFrame:
+    import databento_dbn
+
+    t = pgsql.Identifier(schema, "instruments").as_string(cur.connection)
+    frames = []
+    for sp in spans:
+        cur.execute(
+            f"SELECT record FROM {t} WHERE dataset = %s AND instrument_id = %s AND ts_recv_ns >= %s "
+            "AND ts_recv_ns < %s ORDER BY ts_recv_ns",
+            (sp.dataset, sp.instrument_id, max(sp.lo, lo).value, min(sp.hi, hi).value),
+        )
+        records = [r[0] for r in cur.fetchall()]
+        if records:
+            dtype = np.dtype(databento_dbn.InstrumentDefMsg._dtypes)
+            arr = dbn.records_from_json(records, dtype)
+            f = pd.DataFrame({n: arr[n] for n in dtype.names if not n.startswith("_") and n != "length"})
+            f.insert(0, "symbol", sp.symbol)
+            frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=["symbol"])
+    frame = pd.concat(frames, ignore_index=True)
+    for name in ("raw_symbol", "group", "exchange", "asset", "cfi", "security_type", "currency",
+                 "underlying", "instrument_class", "unit_of_measure", "settl_currency", "secsubtype"):
+        if name in frame:
+            frame[name] = frame[name].str.decode("latin-1")
+    if price_type == "float":
+        for name in databento_dbn.InstrumentDefMsg._price_fields:
+            v = frame[name].to_numpy()
+            frame[name] = np.where(v == INT64_MAX, np.nan, v / 1e9)
+    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("ts_event").astype(np.int64), unit="ns", utc=True),
+                                   name="ts_event")
+    return frame
+
+
+def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
+    """Run SQL with bound parameters (``%(name)s`` or ``%s``) against the hdi_lab schema."""
+    conn = session.connection()
+    try:
+        with transaction(conn) as cur:
+            cur.execute(text, params)
+            if cur.description is None:
+                return pd.DataFrame()
+            names = [d.name for d in cur.description]
+            return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+    except Exception as exc:
+        import psycopg2
+
+        if isinstance(exc, psycopg2.Error):
+            msg = (exc.pgerror or str(exc)).strip().splitlines()[0]
+            raise StorageError(f"SQL failed: {msg}", sqlstate=exc.pgcode) from exc
+        raise
