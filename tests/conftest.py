@@ -1,0 +1,115 @@
+"""Shared fixtures: a real PostgreSQL (HDI_TEST_DATABASE_URL or a throwaway Debian server), one schema per test."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from hdi_lab.config import load_settings
+from hdi_lab.session import HdiSession
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "databento"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HDI_* or vendor key from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("HDI_") or name == "DATABENTO_API_KEY":
+            monkeypatch.delenv(name, raising=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_debian_postgres(tmp: Path) -> tuple[str, list[str]]:
+    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdb:
+        raise RuntimeError("no PostgreSQL server binaries (apt-get install postgresql) and no HDI_TEST_DATABASE_URL")
+    bindir = Path(initdb[-1]).parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(tmp, "postgres")
+    data, port = tmp / "data", _free_port()
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "-E", "UTF8", "--locale=C"], check=True, capture_output=True)
+    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={tmp} -c fsync=off " \
+           "-c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(tmp / "log"), "-w", "-o", opts,
+                    "start"], check=True, capture_output=True)
+    stop = [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a real PostgreSQL for this test session."""
+    url = os.environ.get("HDI_TEST_DATABASE_URL")
+    stop: list[str] | None = None
+    tmp = None
+    if not url:
+        tmp = Path(tempfile.mkdtemp(prefix="hdi-pg-"))
+        try:
+            url, stop = _start_debian_postgres(tmp)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"PostgreSQL is required in CI and could not be started: {exc}")
+            pytest.skip(f"no PostgreSQL available: {exc}")
+    try:
+        psycopg2.connect(url).close()
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"cannot connect to the test PostgreSQL: {exc}")
+    yield url
+    if stop:
+        subprocess.run(stop, check=False, capture_output=True)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def db_schema(pg_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    conn.close()
+
+
+@pytest.fixture
+def session(pg_url: str, db_schema: str) -> Iterator[HdiSession]:
+    s = HdiSession(load_settings({"database_url": pg_url, "db_schema": db_schema}, environ={}))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hdi_env(pg_url: str, db_schema: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing hdi_lab (and child processes) at the test database and schema."""
+    env = {"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def fixture_files(schema: str | None = None) -> list[Path]:
+    files = sorted(FIXTURES.glob("*/test_data.*.dbn.zst"))
+    if schema:
+        files = [f for f in files if f.name == f"test_data.{schema}.dbn.zst"]
+    return files
