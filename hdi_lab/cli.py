@@ -164,8 +164,6 @@ def cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err:
 
 
 def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from hdi_lab.storage.embedded import EmbeddedServer
-
     if not session.embedded:
         if a.action != "status":
             raise ValidationError(f"`hdi db {a.action}` manages the embedded server; a database URL is configured")
@@ -173,7 +171,7 @@ def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO)
         ts = f"TimescaleDB {info.timescaledb}" if info.timescaledb else "plain PostgreSQL"
         print(f"configured server: PostgreSQL {info.version} ({ts})", file=out)
         return 0
-    server = EmbeddedServer(session.settings.home_dir)
+    server = session.embedded_server()
     if a.action == "start":
         server.start()
     elif a.action == "stop":

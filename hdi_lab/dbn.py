@@ -173,7 +173,8 @@ def normalise(records: np.ndarray, schema: Schema, table: Table) -> Columns:
             values[col.name] = src.view(np.uint8)
         elif col.kind in ("price", "undef_i64"):
             values[col.name] = src.astype(np.int64, copy=False)
-            nulls[col.name] = src == INT64_MAX
+            if col.nullable:
+                nulls[col.name] = src == INT64_MAX
         elif col.kind == "undef_u64":
             nulls[col.name] = src == np.uint64(UINT64_MAX)
             values[col.name] = src.astype(np.int64)

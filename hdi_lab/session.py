@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg2.extensions
 
 from hdi_lab.config import Settings, load_settings
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import Provider
 from hdi_lab.storage import db
+
+if TYPE_CHECKING:
+    from hdi_lab.storage.embedded import EmbeddedServer
 
 PROVIDERS = ("file", "sample")
 
@@ -34,10 +39,14 @@ class HdiSession:
             if self.settings.database_url:
                 self._url = str(self.settings.database_url)
             else:
-                from hdi_lab.storage.embedded import EmbeddedServer
-
-                self._url = EmbeddedServer(self.settings.home_dir).start()
+                self._url = self.embedded_server().start()
         return self._url
+
+    def embedded_server(self) -> EmbeddedServer:
+        """The embedded server under the data home (not started)."""
+        from hdi_lab.storage.embedded import EmbeddedServer
+
+        return EmbeddedServer(self.settings.home_dir)
 
     def connection(self) -> psycopg2.extensions.connection:
         """An open connection with the hdi_lab schema migrated to the current version."""

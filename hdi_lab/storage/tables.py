@@ -22,10 +22,7 @@ class Column:
     pgtype: str  # int2 | int4 | int8 | timestamptz | char
     source: str  # DBN field
     kind: Kind = "int"
-
-    @property
-    def nullable(self) -> bool:
-        return self.kind in ("price", "undef_i64", "undef_u64")
+    nullable: bool = False  # NULL where the vendor sends its UNDEF sentinel
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ _TICK_TIME = (
 )
 
 _TRADE = _ID + _TICK_TIME + (
-    Column("price", "int8", "price", "price"),
+    Column("price", "int8", "price", "price", nullable=True),
     Column("size", "int8", "size"),
     Column("action", "char", "action", "char"),
     Column("side", "char", "side", "char"),
@@ -75,8 +72,8 @@ _TRADE = _ID + _TICK_TIME + (
 )
 
 _BOOK = (
-    Column("bid_px_00", "int8", "bid_px_00", "price"),
-    Column("ask_px_00", "int8", "ask_px_00", "price"),
+    Column("bid_px_00", "int8", "bid_px_00", "price", nullable=True),
+    Column("ask_px_00", "int8", "ask_px_00", "price", nullable=True),
     Column("bid_sz_00", "int8", "bid_sz_00"),
     Column("ask_sz_00", "int8", "ask_sz_00"),
     Column("bid_ct_00", "int8", "bid_ct_00"),
@@ -84,9 +81,9 @@ _BOOK = (
 )
 
 _STAT = _ID + _TICK_TIME + (
-    Column("ts_ref_ns", "int8", "ts_ref", "undef_u64"),
-    Column("price", "int8", "price", "price"),
-    Column("quantity", "int8", "quantity", "undef_i64"),
+    Column("ts_ref_ns", "int8", "ts_ref", "undef_u64", nullable=True),
+    Column("price", "int8", "price", "price", nullable=True),
+    Column("quantity", "int8", "quantity", "undef_i64", nullable=True),
     Column("sequence", "int8", "sequence"),
     Column("ts_in_delta", "int4", "ts_in_delta"),
     Column("stat_type", "int2", "stat_type"),
