@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import psycopg2.extensions
@@ -18,12 +19,18 @@ PROVIDERS = ("file", "sample")
 
 
 class HdiSession:
-    """Holds settings and one lazily opened, migrated database connection."""
+    """Holds settings and lazily opened, migrated database connections (one per thread).
+
+    Chunks may run on a thread pool (see :func:`hdi_lab.ingestion.run`'s ``executor``): each
+    thread gets its own connection, so each chunk still commits through its own transaction.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self._conn: psycopg2.extensions.connection | None = None
+        self._conns: dict[int, psycopg2.extensions.connection] = {}
+        self._lock = threading.Lock()
         self._url: str | None = None
+        self._migrated = False
 
     @property
     def schema(self) -> str:
@@ -35,7 +42,9 @@ class HdiSession:
 
     def database_url(self) -> str:
         """The configured URL, or the embedded server's (started if needed). Contains secrets."""
-        if self._url is None:
+        with self._lock:
+            if self._url is not None:
+                return self._url
             if self.settings.database_url:
                 self._url = str(self.settings.database_url)
             else:
@@ -49,12 +58,17 @@ class HdiSession:
         return EmbeddedServer(self.settings.home_dir)
 
     def connection(self) -> psycopg2.extensions.connection:
-        """An open connection with the hdi_lab schema migrated to the current version."""
-        if self._conn is None or self._conn.closed:
+        """This thread's open connection, with the hdi_lab schema migrated to the current version."""
+        key = threading.get_ident()
+        conn = self._conns.get(key)
+        if conn is None or conn.closed:
             conn = db.connect(self.database_url(), self.schema)
-            db.migrate(conn, self.schema)
-            self._conn = conn
-        return self._conn
+            with self._lock:
+                if not self._migrated:
+                    db.migrate(conn, self.schema)
+                    self._migrated = True
+                self._conns[key] = conn
+        return conn
 
     def provider(self, name: str) -> Provider:
         if name == "file":
@@ -68,9 +82,12 @@ class HdiSession:
         raise ValidationError(f"provider={name!r} is not known: use one of {', '.join(PROVIDERS)}")
 
     def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
-        self._conn = None
+        """Close every connection this session opened (the embedded server keeps running)."""
+        with self._lock:
+            for conn in self._conns.values():
+                if not conn.closed:
+                    conn.close()
+            self._conns.clear()
 
     def __enter__(self) -> HdiSession:
         return self

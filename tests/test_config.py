@@ -63,3 +63,13 @@ def test_public_api_matches_all() -> None:
     modules = {n for n in exported if type(getattr(hdi_lab, n)).__name__ == "module"}
     assert set(hdi_lab.__all__) == exported - modules - {"annotations", "logging"}
     assert hdi_lab.__all__ == sorted(hdi_lab.__all__)
+
+
+def test_missing_extra_names_the_pip_command() -> None:
+    from hdi_lab.errors import MissingDependency
+    from hdi_lab.extras import require
+
+    with pytest.raises(MissingDependency, match=r"pip install 'hdi_lab\[ta\]'") as info:
+        require("hdi_lab_no_such_module", "ta")
+    assert isinstance(info.value, ImportError)
+    assert require("json").dumps([1]) == "[1]"

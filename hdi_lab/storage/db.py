@@ -16,6 +16,7 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from hdi_lab.errors import StorageError
+from hdi_lab.storage import timescale
 
 _MIGRATION = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
@@ -82,6 +83,7 @@ def migrate(conn: psycopg2.extensions.connection, schema: str) -> list[int]:
             cur.execute(text.replace("{s}", s))
             cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             applied_now.append(version)
+        timescale.enable(cur, schema)
         if applied_now:
             rows = [(p.to_int(), p.dataset, p.venue) for p in db.Publisher]
             psycopg2.extras.execute_values(
@@ -108,8 +110,6 @@ def server_info(conn: psycopg2.extensions.connection) -> ServerInfo:
     with transaction(conn) as cur:
         cur.execute("SHOW server_version")
         version = cur.fetchone()[0]
-        cur.execute(
-            "SELECT installed_version, true FROM pg_available_extensions WHERE name = 'timescaledb'"
-        )
+        cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
         row = cur.fetchone()
     return ServerInfo(version, row[0] if row else None, bool(row))
