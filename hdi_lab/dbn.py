@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,7 +58,9 @@ def open_store(source: str | Path | bytes) -> db.DBNStore:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            store = db.DBNStore.from_bytes(source) if isinstance(source, bytes) else db.DBNStore.from_file(source)
+            # from_bytes(io.BytesIO): from_bytes(bytes) repr()s its input, from_file leaves the file open
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            store = db.DBNStore.from_bytes(io.BytesIO(data))
             _ = store.metadata
     except DataFormatError:
         raise
@@ -118,6 +121,7 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
             else:
                 parts = store.to_ndarray(schema=schema.value, count=batch)
             for i, records in enumerate(parts):
+                records = records.reshape(-1)  # an empty store gives shape (0, 1)
                 yield Decoded(store.dataset, schema, stype, start, end, records, mappings if i == 0 else [])
     except Exception as exc:
         raise DataFormatError(

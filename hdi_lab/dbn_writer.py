@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import zstandard
 
+from databento_dbn import MappingInterval
+
 from hdi_lab.schemas import Schema, SType
 
 UNDEF_PRICE: int = dbn.UNDEF_PRICE
@@ -54,17 +56,17 @@ RTYPES: dict[Schema, int] = {
 Interval = tuple[dt.date, dt.date, int | str]
 
 
-@dataclass(frozen=True)
-class _MappingInterval:
+@dataclass
+class _MappingInterval:  # satisfies databento_dbn.MappingInterval
     start_date: dt.date
     end_date: dt.date
     symbol: str
 
 
-@dataclass(frozen=True)
-class _SymbolMapping:
+@dataclass
+class _SymbolMapping:  # satisfies databento_dbn.SymbolMapping
     raw_symbol: str
-    intervals: list[_MappingInterval]
+    intervals: Sequence[MappingInterval]
 
 
 def record_dtype(schema: Schema | str) -> np.dtype[np.void]:
@@ -77,21 +79,22 @@ def record_dtype(schema: Schema | str) -> np.dtype[np.void]:
 
 def _seed_record(schema: Schema) -> bytes:
     """One record built by databento_dbn itself, so unset fields hold Databento's sentinels."""
+    lib: Any = dbn  # its stubs type enum members (Action.TRADE, ...) as str
     common = {"publisher_id": 0, "instrument_id": 0, "ts_event": 0}
     if schema.is_bar:
-        return bytes(dbn.OHLCVMsg(rtype=RTYPES[schema], open=0, high=0, low=0, close=0, volume=0, **common))
+        return bytes(lib.OHLCVMsg(rtype=RTYPES[schema], open=0, high=0, low=0, close=0, volume=0, **common))
     if schema in (Schema.TRADES, Schema.TBBO):
-        cls = dbn.TradeMsg if schema is Schema.TRADES else dbn.MBP1Msg
-        return bytes(cls(price=UNDEF_PRICE, size=0, action=dbn.Action.TRADE, side=dbn.Side.NONE,
+        cls = lib.TradeMsg if schema is Schema.TRADES else lib.MBP1Msg
+        return bytes(cls(price=UNDEF_PRICE, size=0, action=lib.Action.TRADE, side=lib.Side.NONE,
                          depth=0, ts_recv=0, flags=0, **common))
     if schema is Schema.STATISTICS:
-        return bytes(dbn.StatMsg(ts_recv=0, ts_ref=UNDEF_TIMESTAMP, price=UNDEF_PRICE,
-                                 quantity=UNDEF_STAT_QUANTITY, stat_type=dbn.StatType.OPENING_PRICE,
+        return bytes(lib.StatMsg(ts_recv=0, ts_ref=UNDEF_TIMESTAMP, price=UNDEF_PRICE,
+                                 quantity=UNDEF_STAT_QUANTITY, stat_type=lib.StatType.OPENING_PRICE,
                                  **common))
-    return bytes(dbn.InstrumentDefMsg(ts_recv=0, min_price_increment=UNDEF_PRICE, display_factor=0,
+    return bytes(lib.InstrumentDefMsg(ts_recv=0, min_price_increment=UNDEF_PRICE, display_factor=0,
                                       raw_symbol="", asset="", security_type="",
-                                      instrument_class=dbn.InstrumentClass.FUTURE,
-                                      security_update_action=dbn.SecurityUpdateAction.ADD, **common))
+                                      instrument_class=lib.InstrumentClass.FUTURE,
+                                      security_update_action=lib.SecurityUpdateAction.ADD, **common))
 
 
 @functools.cache
@@ -177,6 +180,7 @@ def encode_dbn(
     partial: Sequence[str] = (),
     not_found: Sequence[str] = (),
     limit: int | None = None,
+    level: int = 3,
 ) -> bytes:
     """Encode a DBN v3 stream: metadata then ``records`` (written as-is), zstd-compressed if asked.
 
@@ -187,6 +191,6 @@ def encode_dbn(
         dataset=dataset, schema=schema, stype_in=stype_in, start=start, end=end, symbols=symbols,
         mappings=mappings, stype_out=stype_out, partial=partial, not_found=not_found, limit=limit,
     )
-    body = records if isinstance(records, bytes) else np.ascontiguousarray(records).tobytes()
-    raw = head + body
-    return zstandard.ZstdCompressor(level=3).compress(raw) if compress else raw
+    body = records if isinstance(records, bytes) else memoryview(np.ascontiguousarray(records)).cast("B")
+    raw = b"".join((head, body))
+    return zstandard.ZstdCompressor(level=level).compress(raw) if compress else raw
