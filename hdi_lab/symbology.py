@@ -37,8 +37,8 @@ def resolve(
 ) -> list[Span]:
     """Spans for every symbol over ``[start, end)``; unknown symbols raise ValidationError.
 
-    Stored symbology intervals come first; a raw symbol with definitions but no intervals
-    resolves through the instrument master for the whole range.
+    Stored symbology intervals (from each DBN file's metadata) and, for raw symbols, the
+    instrument master (an instrument is its raw symbol until it expires).
     """
     s = sql.Identifier(schema).as_string(cur.connection)
     cur.execute(
@@ -52,16 +52,18 @@ def resolve(
         lo, hi = max(start, _day(d0)), min(end, _day(d1))
         if lo < hi:
             spans.append(Span(sym, ds, int(iid), lo, hi))
-    found = {sp.symbol for sp in spans}
-    missing = [x for x in symbols if x not in found]
-    if missing:
-        cur.execute(
-            f"SELECT DISTINCT raw_symbol, dataset, instrument_id FROM {s}.instruments "
-            "WHERE raw_symbol = ANY(%s) AND (%s::text IS NULL OR dataset = %s)",
-            (missing, dataset, dataset),
-        )
-        for sym, ds, iid in cur.fetchall():
-            spans.append(Span(sym, ds, int(iid), start, end))
+    # Raw symbols also resolve through the instrument master: an instrument listed under the
+    # symbol is valid until it expires (covers data loaded by parent or continuous requests).
+    cur.execute(
+        f"SELECT raw_symbol, dataset, instrument_id, max(expiration) FROM {s}.instruments "
+        "WHERE raw_symbol = ANY(%s) AND (%s::text IS NULL OR dataset = %s) "
+        "GROUP BY raw_symbol, dataset, instrument_id",
+        (list(symbols), dataset, dataset),
+    )
+    for sym, ds, iid, expiration in cur.fetchall():
+        hi = min(end, pd.Timestamp(expiration)) if expiration is not None else end
+        if start < hi:
+            spans.append(Span(sym, ds, int(iid), start, hi))
     unknown = [x for x in symbols if x not in {sp.symbol for sp in spans}]
     if unknown:
         raise ValidationError(

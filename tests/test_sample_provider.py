@@ -258,7 +258,7 @@ def test_estimate_is_exact_and_free(schema: Schema) -> None:
 
 def test_continuous_rolls_from_h4_to_m4_on_march_14() -> None:
     provider = SampleProvider()
-    chunks = provider.plan(request(Schema.OHLCV_1H, ("ES.c.0",), "2024-03-12", "2024-03-16", SType.CONTINUOUS))
+    chunks = provider.plan(request(Schema.OHLCV_1M, ("ES.c.0",), "2024-03-12", "2024-03-16", SType.CONTINUOUS))
     store, rec = fetch(provider, one_chunk(chunks))
     assert store.metadata.mappings == {"ES.c.0": [
         {"start_date": dt.date(2024, 3, 12), "end_date": dt.date(2024, 3, 14), "symbol": str(ES_H)},
@@ -401,3 +401,15 @@ def test_definitions_one_per_instrument_per_day() -> None:
     assert esh4["expiration"] == utc("2024-03-15T13:30").value and esh4["asset"] == b"ES"
     stock = fetch_all(provider, provider.plan(request(Schema.DEFINITION, ("NVDA",), "2024-01-02", "2024-01-03")))
     assert stock["instrument_class"][0] == b"K" and stock["min_price_increment"][0] == 10_000_000
+
+
+def test_sparse_schemas_are_chunked_by_month_dense_ones_by_day() -> None:
+    provider = SampleProvider()
+    daily = provider.plan(request(Schema.OHLCV_1D, ("ESH4",), "2024-01-15", "2024-03-10"))
+    assert [(c.start.date().isoformat(), c.end.date().isoformat()) for c in daily] == [
+        ("2024-01-15", "2024-02-01"), ("2024-02-01", "2024-03-01"), ("2024-03-01", "2024-03-10")]
+    assert len(provider.plan(request(Schema.OHLCV_1M, ("ESH4",), "2024-01-15", "2024-03-10"))) == 55
+    whole = np.concatenate([provider.records(c) for c in daily])
+    by_day = np.concatenate([provider.records(c) for c in provider.plan(
+        request(Schema.OHLCV_1M, ("ESH4",), "2024-01-15", "2024-03-10"))])
+    assert len(whole) > 0 and len(by_day) > len(whole)

@@ -551,7 +551,9 @@ class SampleProvider:
         return universe()
 
     def plan(self, request: IngestRequest) -> list[Chunk]:
-        """One chunk per UTC day of ``[start, end)`` (clipped to it), all symbols together."""
+        """Chunks of ``[start, end)`` (clipped to it), all symbols together: one per UTC day for
+        ticks and 1s/1m bars, one per calendar month for the sparse schemas (1h/1d bars,
+        statistics, definitions)."""
         if request.schema is None:
             raise ValidationError(f"schema is required: use one of {', '.join(s.value for s in Schema)}")
         schema = parse_enum(Schema, request.schema, "schema")
@@ -569,9 +571,13 @@ class SampleProvider:
                 f"{dataset}: use dataset={dataset} or leave it out (sample datasets: {', '.join(DATASETS)})"
             )
         chunks: list[Chunk] = []
+        monthly = schema in (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
+        periods: dict[tuple[int, ...], list[dt.date]] = {}
         for day in _days(start, end):
-            lo = max(start, pd.Timestamp(_day_ns(day), tz="UTC"))
-            hi = min(end, pd.Timestamp(_day_ns(day) + DAY_NS, tz="UTC"))
+            periods.setdefault((day.year, day.month) if monthly else (day.toordinal(),), []).append(day)
+        for days in periods.values():
+            lo = max(start, pd.Timestamp(_day_ns(days[0]), tz="UTC"))
+            hi = min(end, pd.Timestamp(_day_ns(days[-1]) + DAY_NS, tz="UTC"))
             key = f"sample:{dataset}:{schema}:{stype}:{','.join(symbols)}:{_fmt(lo)}:{_fmt(hi)}"
             chunks.append(Chunk(key=key, provider=self.name, dataset=dataset, schema=schema,
                                 stype_in=stype, symbols=symbols, start=lo, end=hi))
