@@ -11,6 +11,7 @@ from pathlib import Path
 
 import databento as db
 import numpy as np
+import numpy.lib.recfunctions as rfn
 import pandas as pd
 
 from hdi_lab.errors import DataFormatError
@@ -122,6 +123,7 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
                 parts = store.to_ndarray(schema=schema.value, count=batch)
             for i, records in enumerate(parts):
                 records = records.reshape(-1)  # an empty store gives shape (0, 1)
+                check_headers(records, schema, name)
                 yield Decoded(store.dataset, schema, stype, start, end, records, mappings if i == 0 else [])
     except Exception as exc:
         raise DataFormatError(
@@ -148,27 +150,75 @@ def key_order(records: np.ndarray, schema: Schema) -> np.ndarray:
     return np.lexsort(keys)
 
 
-def dup_index(records: np.ndarray, schema: Schema) -> np.ndarray:
-    """Number the repeats of the same event key in vendor order (records already key-sorted)."""
+def _runs(records: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+    """Position of each record within its run of equal ``fields`` (records already key-sorted)."""
     n = len(records)
-    if n == 0:
-        return np.zeros(0, dtype=np.int16)
-    same = np.ones(n - 1, dtype=bool)
-    for k in dup_key(schema):
+    same = np.ones(max(n - 1, 0), dtype=bool)
+    for k in fields:
         col = records[k]
         same &= col[1:] == col[:-1]
     idx = np.arange(n)
     run_start = np.maximum.accumulate(np.where(np.concatenate(([False], same)), 0, idx))
-    return (idx - run_start).astype(np.int16)
+    return idx - run_start
 
 
-def normalise(records: np.ndarray, schema: Schema, table: Table) -> Columns:
-    """DBN records (already key-sorted) -> canonical columns for ``table``."""
+class DupCounter:
+    """Numbers records sharing a table key (the key without ``dup_idx``) in vendor order.
+
+    One counter spans all the batches of a chunk, so repeats split across batches still get
+    distinct, deterministic numbers.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.fields = dup_key(schema)
+        self._keys: np.ndarray | None = None  # sorted unique keys (void view) seen so far
+        self._counts: np.ndarray | None = None
+
+    def assign(self, records: np.ndarray) -> np.ndarray:
+        """dup_idx for key-sorted ``records`` of the next batch."""
+        n = len(records)
+        if not self.fields or n == 0:
+            return np.zeros(n, dtype=np.int32)
+        packed = rfn.repack_fields(records[list(self.fields)])
+        keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.dtype.itemsize)))
+        local = _runs(records, self.fields)
+        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        offset = np.zeros(len(uniq), dtype=np.int64)
+        if self._keys is None or self._counts is None:
+            self._keys, self._counts = uniq, counts
+        else:
+            pos = np.clip(np.searchsorted(self._keys, uniq), 0, len(self._keys) - 1)
+            hit = self._keys[pos] == uniq
+            offset[hit] = self._counts[pos[hit]]
+            merged, inv = np.unique(np.concatenate([self._keys, uniq]), return_inverse=True)
+            self._keys = merged
+            self._counts = np.bincount(inv, weights=np.concatenate([self._counts, counts])).astype(np.int64)
+        return (local + offset[inverse.reshape(-1)]).astype(np.int32)
+
+
+def check_headers(records: np.ndarray, schema: Schema, name: str) -> None:
+    """Every record must carry the schema's rtype and record length (the decoder does not check)."""
+    from hdi_lab.dbn_writer import RTYPES
+
+    if len(records) == 0:
+        return
+    bad = (records["length"].astype(np.int64) * 4 != records.dtype.itemsize) | (records["rtype"] != RTYPES[schema])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(
+            f"{name} is corrupt: record {i} has rtype {int(records['rtype'][i])} and length "
+            f"{int(records['length'][i]) * 4} bytes, not a {schema} record ({RTYPES[schema]}, "
+            f"{records.dtype.itemsize} bytes); nothing from it was stored"
+        )
+
+
+def normalise(records: np.ndarray, table: Table, dup_idx: np.ndarray | None = None) -> Columns:
+    """DBN records -> canonical columns for ``table`` (``dup_idx`` from a :class:`DupCounter`)."""
     values: dict[str, np.ndarray] = {}
     nulls: dict[str, np.ndarray] = {}
     for col in table.columns:
         if col.kind == "dup":
-            values[col.name] = dup_index(records, schema)
+            values[col.name] = dup_idx if dup_idx is not None else np.zeros(len(records), dtype=np.int32)
             continue
         src = records[col.source]
         if col.kind == "ts":
@@ -185,6 +235,8 @@ def normalise(records: np.ndarray, schema: Schema, table: Table) -> Columns:
         else:
             values[col.name] = src.astype(_NP[col.pgtype], copy=False)
     return Columns(table, values, nulls)
+
+
 
 
 _NP = {"int2": np.int16, "int4": np.int32, "int8": np.int64}

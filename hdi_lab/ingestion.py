@@ -76,7 +76,8 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
     schema_name = session.schema
     conn = session.connection()
     counts = dict(fetched=0, inserted=0, updated=0, duplicates=0, quarantined=0)
-    bad_rows: list[tuple[str, str, dict[str, object]]] = []
+    bad_rows: list[load.BadRow] = []
+    dups = dbn.DupCounter(chunk.schema)
     batch = int(session.settings.chunk_rows)
     with transaction(conn) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (chunk.key,))
@@ -88,7 +89,7 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
                 if part.schema != chunk.schema:
                     raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
-                _load_part(cur, schema_name, chunk, part, counts, bad_rows)
+                _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows)
         seconds = time.perf_counter() - t0
         result = ChunkResult(chunk, seconds=seconds, **counts)
         log_id = load.insert_log(cur, schema_name, result, force)
@@ -96,14 +97,17 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
     return result
 
 
-def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded,
-               counts: dict[str, int], bad_rows: list[tuple[str, str, dict[str, object]]]) -> None:
+def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded, dups: dbn.DupCounter,
+               counts: dict[str, int], bad_rows: list[load.BadRow]) -> None:
     records = part.records
     counts["fetched"] += len(records)
     if len(records) == 0:
         return
     known = None
+    dup_idx = None
     if chunk.schema is not Schema.DEFINITION:
+        records = records[dbn.key_order(records, chunk.schema)]
+        dup_idx = dups.assign(records)  # before validation: a quarantined record keeps its number
         ids = np.unique(records["instrument_id"]).astype(np.int64)
         mapped = np.array([m.instrument_id for m in part.mappings], dtype=np.int64)
         missing = np.setdiff1d(ids, mapped)
@@ -111,22 +115,23 @@ def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decod
     rejected = validate(records, chunk.schema, chunk.start.value, chunk.end.value, known)
     if len(rejected.index):
         for j, rule, reason in zip(rejected.index, rejected.rules, rejected.reasons, strict=True):
-            bad_rows.append((rule, reason, dbn.record_to_json(records[j])))
+            bad_rows.append(load.BadRow(rule, reason, dbn.record_to_json(records[j]),
+                                        int(dup_idx[j]) if dup_idx is not None else 0))
         keep = np.ones(len(records), dtype=bool)
         keep[rejected.index] = False
         records = records[keep]
+        dup_idx = dup_idx[keep] if dup_idx is not None else None
         counts["quarantined"] += len(rejected.index)
-    load_records(cur, schema_name, chunk.schema, part.dataset, records, counts)
+    load_records(cur, schema_name, chunk.schema, part.dataset, records, counts, dup_idx)
 
 
-def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: str,
-                 records: np.ndarray, counts: dict[str, int]) -> None:
-    """Write valid DBN records of one schema; adds to counts' inserted/updated/duplicates."""
+def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: str, records: np.ndarray,
+                 counts: dict[str, int], dup_idx: np.ndarray | None = None) -> None:
+    """Write valid, key-sorted DBN records of one schema; adds to counts' inserted/updated/duplicates."""
     if schema is Schema.DEFINITION:
         ins, upd = load.load_definitions(cur, schema_name, dataset, records)
     else:
-        records = records[dbn.key_order(records, schema)]
-        cols = dbn.normalise(records, schema, TABLES[schema])
+        cols = dbn.normalise(records, TABLES[schema], dup_idx)
         ins, upd = load.load_market(cur, schema_name, cols)
     counts["inserted"] += ins
     counts["updated"] += upd

@@ -64,7 +64,7 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
     with transaction(session.connection()) as cur:
         t = _t(session, cur)
         cur.execute(
-            f"SELECT id, dataset, schema, record, req_start, req_end FROM {t} WHERE status = 'open' "
+            f"SELECT id, dataset, schema, record, dup_idx, req_start, req_end FROM {t} WHERE status = 'open' "
             "AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id FOR UPDATE",
             (ids, ids),
         )
@@ -72,13 +72,14 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
         if ids and len(rows) != len(set(ids)):
             found = {r[0] for r in rows}
             raise ValidationError(f"no open quarantine entries {sorted(set(ids) - found)}")
-        groups: dict[tuple[str, str, Any, Any], list[tuple[int, dict[str, Any]]]] = {}
-        for qid, ds, sch, rec, lo, hi in rows:
-            groups.setdefault((ds, sch, lo, hi), []).append((qid, rec))
+        groups: dict[tuple[str, str, Any, Any], list[tuple[int, dict[str, Any], int]]] = {}
+        for qid, ds, sch, rec, dup, lo, hi in rows:
+            groups.setdefault((ds, sch, lo, hi), []).append((qid, rec, dup))
         for (ds, sch, lo, hi), items in groups.items():
             schema = Schema(sch)
-            records = dbn.records_from_json([r for _, r in items], record_dtype(schema))
-            ids_arr = np.array([q for q, _ in items])
+            records = dbn.records_from_json([r for _, r, _ in items], record_dtype(schema))
+            ids_arr = np.array([q for q, _, _ in items])
+            dup_idx = np.array([d for _, _, d in items], dtype=np.int32)
             known = None
             if schema is not Schema.DEFINITION:
                 known = load.known_instruments(cur, session.schema, ds,
@@ -89,7 +90,7 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
             for j, rule, reason in zip(rej.index, rej.rules, rej.reasons, strict=True):
                 cur.execute(f"UPDATE {t} SET rule = %s, reason = %s WHERE id = %s", (rule, reason, int(ids_arr[j])))
             counts = dict(inserted=0, updated=0, duplicates=0)
-            load_records(cur, session.schema, schema, ds, records[good], counts)
+            load_records(cur, session.schema, schema, ds, records[good], counts, dup_idx[good])
             cur.execute(f"UPDATE {t} SET status = 'resolved', resolved_at = now() WHERE id = ANY(%s)",
                         (ids_arr[good].tolist(),))
             retried += len(records)

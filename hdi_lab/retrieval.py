@@ -82,13 +82,14 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     cond = f"t.{ts} >= {epoch}r.lo_us AND t.{ts} < {epoch}r.hi_us"
     if t.ns_column:
         cond += f" AND t.{t.ns_column} >= r.lo_ns AND t.{t.ns_column} < r.hi_ns"
-    order = f"t.{t.ns_column or ts}"
+    ties = [k for k in t.key if k not in ("instrument_id", "ts_event", "ts_event_ns")]
+    order = ", ".join([f"t.{t.ns_column or ts}", "r.sym", "t.instrument_id", *(f"t.{k}" for k in ties)])
     text = (
         f"SELECT {', '.join(select)} FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[], %s::int8[], "
         "%s::int8[], %s::int8[]) AS r(sym, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
         f"JOIN {q(schema, t.name).as_string(conn)} t ON t.instrument_id = r.iid AND {cond} "
         f"JOIN {q(schema, 'publishers').as_string(conn)} p ON p.publisher_id = t.publisher_id "
-        f"AND p.dataset = r.dataset ORDER BY {order}, r.sym, t.instrument_id"
+        f"AND p.dataset = r.dataset ORDER BY {order}"
     )
     lo_ns = [sp.lo.value for sp in spans]
     hi_ns = [sp.hi.value for sp in spans]

@@ -455,10 +455,7 @@ class EmbeddedServer:
             port = _free_port()
             options = (
                 f"-c listen_addresses={HOST} -c port={port} -c unix_socket_directories='' "
-                "-c timezone=UTC -c log_timezone=UTC "
-                # A crash may drop the last commits, but each chunk's rows and its ingest-log row
-                # go together, so a re-run restores them; no corruption is possible (fsync stays on).
-                "-c synchronous_commit=off"
+                "-c timezone=UTC -c log_timezone=UTC"
             )
             argv = self._wrap([
                 str(self._bin_dir() / "pg_ctl"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -189,18 +190,22 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
     return int(cur.fetchone()[0])
 
 
-def insert_quarantine(
-    cur: Cursor, schema: str, ingest_id: int | None, chunk: Chunk,
-    rows: Sequence[tuple[str, str, dict[str, object]]],
-) -> None:
+class BadRow(NamedTuple):
+    rule: str
+    reason: str
+    record: dict[str, object]
+    dup_idx: int
+
+
+def insert_quarantine(cur: Cursor, schema: str, ingest_id: int | None, chunk: Chunk, rows: Sequence[BadRow]) -> None:
     """Store rejected records (rule, reason, original record); an open identical entry is kept once."""
     if not rows:
         return
     t = _q(cur, schema, "quarantine")
     psycopg2.extras.execute_values(
         cur,
-        f"INSERT INTO {t} (ingest_id, chunk_key, dataset, schema, rule, reason, record, req_start, req_end) "
+        f"INSERT INTO {t} (ingest_id, chunk_key, dataset, schema, rule, reason, record, dup_idx, req_start, req_end) "
         "VALUES %s ON CONFLICT (schema, rule, md5(record::text)) WHERE status = 'open' DO NOTHING",
-        [(ingest_id, chunk.key, chunk.dataset, chunk.schema.value, rule, reason, psycopg2.extras.Json(rec),
-          chunk.start.to_pydatetime(), chunk.end.to_pydatetime()) for rule, reason, rec in rows],
+        [(ingest_id, chunk.key, chunk.dataset, chunk.schema.value, r.rule, r.reason, psycopg2.extras.Json(r.record),
+          r.dup_idx, chunk.start.to_pydatetime(), chunk.end.to_pydatetime()) for r in rows],
     )

@@ -56,7 +56,7 @@ _BAR = _ID + (
 _TICK_TIME = (
     Column("ts_event", "timestamptz", "ts_event", "ts"),
     Column("ts_event_ns", "int8", "ts_event", "ns"),
-    Column("dup_idx", "int2", "", "dup"),
+    Column("dup_idx", "int4", "", "dup"),
     Column("ts_recv_ns", "int8", "ts_recv", "ns"),
 )
 

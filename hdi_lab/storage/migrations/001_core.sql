@@ -59,7 +59,7 @@ CREATE TABLE {s}.trades (
     publisher_id  smallint    NOT NULL,
     ts_event      timestamptz NOT NULL,   -- microseconds, for SQL
     ts_event_ns   bigint      NOT NULL,   -- exact
-    dup_idx       smallint    NOT NULL,   -- repeats of the same (ts_event, sequence) in vendor order
+    dup_idx       integer     NOT NULL,   -- numbers records sharing (instrument, publisher, ts_event_ns), vendor order
     ts_recv_ns    bigint      NOT NULL,
     price         bigint,
     size          bigint      NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE {s}.statistics (
     publisher_id  smallint    NOT NULL,
     ts_event      timestamptz NOT NULL,
     ts_event_ns   bigint      NOT NULL,
-    dup_idx       smallint    NOT NULL,
+    dup_idx       integer     NOT NULL,
     ts_recv_ns    bigint      NOT NULL,
     ts_ref_ns     bigint,
     price         bigint,
@@ -129,6 +129,7 @@ CREATE TABLE {s}.quarantine (
     rule        text        NOT NULL,
     reason      text        NOT NULL,
     record      jsonb       NOT NULL,   -- the original DBN record, integer fields exact
+    dup_idx     integer     NOT NULL DEFAULT 0,  -- its number among records sharing its key
     req_start   timestamptz NOT NULL,
     req_end     timestamptz NOT NULL,
     status      text        NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),

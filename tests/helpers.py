@@ -1,0 +1,95 @@
+"""Small helpers shared by the integration tests (no fixtures here: see conftest.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import databento as db
+import numpy as np
+import pandas as pd
+import psycopg2
+import zstandard
+
+import hdi_lab
+from hdi_lab.config import load_settings
+from hdi_lab.session import HdiSession
+
+#: Every table hdi_lab writes market data, reference data or bookkeeping into.
+DATA_TABLES = ("ohlcv_1s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d", "trades", "tbbo", "statistics",
+               "instruments", "symbology")
+ALL_TABLES = (*DATA_TABLES, "ingest_log", "quarantine")
+
+DAY_NS = 86_400_000_000_000
+
+
+def read_store(path: str | Path) -> db.DBNStore:
+    """The DBN file through the real databento decoder.
+
+    ``DBNStore.from_file`` keeps the file open until garbage collection, which raises a
+    ResourceWarning (an error under ``filterwarnings = error``); ``from_bytes`` is the same decoder.
+    """
+    return db.DBNStore.from_bytes(Path(path).read_bytes())
+
+
+def file_schema(path: str | Path) -> str:
+    return Path(path).name.split(".")[1]
+
+
+def decompressed(path: str | Path) -> bytes:
+    """The plain DBN bytes of a .dbn.zst file."""
+    return zstandard.ZstdDecompressor().decompressobj().decompress(Path(path).read_bytes())
+
+
+def metadata_mapping(store: db.DBNStore) -> dict[str, list[tuple[dt.date, dt.date, int]]]:
+    """The store's symbology as dbn_writer ``mappings``."""
+    return {sym: [(iv["start_date"], iv["end_date"], int(iv["symbol"])) for iv in ivs]
+            for sym, ivs in store.mappings.items()}
+
+
+def make_session(pg_url: str, schema: str, **extra: Any) -> HdiSession:
+    return HdiSession(load_settings({"database_url": pg_url, "db_schema": schema, **extra}, environ={}))
+
+
+def drop_schema(pg_url: str, schema: str) -> None:
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        conn.close()
+
+
+def row_counts(session: HdiSession, tables: tuple[str, ...] = ALL_TABLES) -> dict[str, int]:
+    """Row count of each hdi_lab table in the session's schema (through ``hdi_lab.sql``)."""
+    s = session.schema
+    text = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM \"{s}\".\"{t}\"" for t in tables)
+    df = hdi_lab.sql(text, session=session)
+    return {str(t): int(n) for t, n in zip(df["t"], df["n"], strict=True)}
+
+
+def assert_nothing_written(session: HdiSession) -> None:
+    counts = row_counts(session)
+    assert counts == dict.fromkeys(ALL_TABLES, 0), counts
+
+
+def table_exists(session: HdiSession, table: str) -> bool:
+    df = hdi_lab.sql("SELECT to_regclass(%s) IS NOT NULL AS ok", (f'"{session.schema}".{table}',), session=session)
+    return bool(df["ok"].iloc[0])
+
+
+def ns(ts: object) -> int:
+    t = pd.Timestamp(ts)  # type: ignore[arg-type]
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return int(t.as_unit("ns").value)
+
+
+def index_ns(frame: pd.DataFrame) -> np.ndarray:
+    """The DatetimeIndex as int64 nanoseconds since the epoch."""
+    return frame.index.as_unit("ns").asi8
+
+
+def col_ns(series: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(series).as_unit("ns").asi8

@@ -1,0 +1,273 @@
+"""Bad input is refused with the right HdiError, a message naming the problem, and nothing half-written."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import fixture_files
+from helpers import (
+    assert_nothing_written,
+    decompressed,
+    make_session,
+    read_store,
+    row_counts,
+    table_exists,
+)
+
+import hdi_lab
+from hdi_lab.cli import main
+from hdi_lab.errors import DataFormatError, ValidationError
+from hdi_lab.session import HdiSession
+
+pytestmark = pytest.mark.integration
+
+TRADES = fixture_files("trades")[0]  # EQUS.MINI, 4 TradeMsg records of 48 bytes
+GLBX_TRADES = next(f for f in fixture_files("trades") if f.parent.name == "GLBX.MDP3")
+RECORD = 48
+HOSTILE = "x'); drop table trades;--"
+SAMPLE = dict(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-03")
+
+
+@pytest.fixture
+def small_batches(pg_url: str, db_schema: str) -> Iterator[HdiSession]:
+    """A session loading 2 records per batch, so a bad tail is found after a first batch was written."""
+    with make_session(pg_url, db_schema, chunk_rows=2) as s:
+        yield s
+
+
+def _plain(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# --- bad files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", [1, RECORD // 2, RECORD + 7], ids=["1-byte", "half-record", "record-and-a-bit"])
+def test_truncated_dbn(small_batches: HdiSession, tmp_path: Path, cut: int) -> None:
+    raw = decompressed(TRADES)
+    path = _plain(tmp_path, "truncated.trades.dbn", raw[:-cut])
+    with pytest.raises(DataFormatError, match="truncated") as info:
+        hdi_lab.ingest(provider="file", path=path, session=small_batches)
+    assert path.name in str(info.value)
+    assert_nothing_written(small_batches)
+
+
+def test_truncated_inside_metadata(session: HdiSession, tmp_path: Path) -> None:
+    path = _plain(tmp_path, "header.dbn", decompressed(TRADES)[:40])
+    with pytest.raises(DataFormatError, match="not a readable DBN file") as info:
+        hdi_lab.ingest(provider="file", path=path, session=session)
+    assert path.name in str(info.value)
+    assert_nothing_written(session)
+
+
+def test_truncated_zstd_stream(small_batches: HdiSession, tmp_path: Path) -> None:
+    raw = decompressed(TRADES)
+    comp = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(raw[:-10])
+    path = _plain(tmp_path, "cut.trades.dbn.zst", comp)
+    with pytest.raises(DataFormatError, match="truncated"):
+        hdi_lab.ingest(provider="file", path=path, session=small_batches)
+    assert_nothing_written(small_batches)
+
+
+def test_corrupted_compressed_bytes(small_batches: HdiSession, tmp_path: Path) -> None:
+    """A flipped byte in the zstd payload fails the frame checksum of Databento's file."""
+    data = bytearray(TRADES.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path = _plain(tmp_path, "flipped.trades.dbn.zst", bytes(data))
+    with pytest.raises(DataFormatError) as info:
+        hdi_lab.ingest(provider="file", path=path, session=small_batches)
+    assert path.name in str(info.value)
+    assert_nothing_written(small_batches)
+
+
+def test_corrupted_metadata_version(session: HdiSession, tmp_path: Path) -> None:
+    raw = bytearray(decompressed(TRADES))
+    raw[3] = 9  # DBN version byte
+    path = _plain(tmp_path, "version.dbn", bytes(raw))
+    with pytest.raises(DataFormatError, match="not a readable DBN file"):
+        hdi_lab.ingest(provider="file", path=path, session=session)
+    assert_nothing_written(session)
+
+
+@pytest.mark.parametrize("field", ["length", "rtype"])
+def test_corrupted_record_header(small_batches: HdiSession, tmp_path: Path, field: str) -> None:
+    """The 3rd record's header says it is not a 48-byte trade: the stream is corrupt, nothing is stored."""
+    raw = bytearray(decompressed(TRADES))
+    first = len(raw) - 4 * RECORD
+    offset = first + 2 * RECORD + (0 if field == "length" else 1)
+    raw[offset] = 0xFF if field == "length" else 0xA0  # length 0xFF*4 bytes / rtype MBO
+    path = _plain(tmp_path, f"bad-{field}.trades.dbn", bytes(raw))
+    with pytest.raises(DataFormatError) as info:
+        hdi_lab.ingest(provider="file", path=path, session=small_batches)
+    assert path.name in str(info.value)
+    assert_nothing_written(small_batches)
+
+
+def test_text_file(session: HdiSession, tmp_path: Path) -> None:
+    path = _plain(tmp_path, "prices.dbn", b"ts_event,price\n2024-01-02T00:00:00Z,4800.25\n")
+    with pytest.raises(DataFormatError, match="not a readable DBN file") as info:
+        hdi_lab.ingest(provider="file", path=path, session=session)
+    assert str(path) in str(info.value)
+    assert_nothing_written(session)
+
+
+def test_empty_file(session: HdiSession, tmp_path: Path) -> None:
+    path = _plain(tmp_path, "empty.dbn.zst", b"")
+    with pytest.raises(DataFormatError, match="empty"):
+        hdi_lab.ingest(provider="file", path=path, session=session)
+    assert_nothing_written(session)
+
+
+def test_missing_path(session: HdiSession, tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "data.dbn.zst"
+    with pytest.raises(ValidationError, match="does not exist") as info:
+        hdi_lab.ingest(provider="file", path=path, session=session)
+    assert str(path) in str(info.value)
+    assert_nothing_written(session)
+
+
+def test_file_with_other_schema_than_requested(session: HdiSession) -> None:
+    with pytest.raises(ValidationError, match="not the requested tbbo"):
+        hdi_lab.ingest(provider="file", path=TRADES, schema="tbbo", session=session)
+    with pytest.raises(ValidationError, match="start/end"):
+        hdi_lab.ingest(provider="file", path=TRADES, start="2023-03-28", end="2023-03-29", session=session)
+    assert_nothing_written(session)
+
+
+def test_folder_with_one_bad_file_keeps_only_whole_chunks(small_batches: HdiSession, tmp_path: Path) -> None:
+    """Chunks are files: the good one commits whole, the truncated one leaves nothing."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    good = _plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES))
+    _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5])
+    with pytest.raises(DataFormatError, match="b_bad"):
+        hdi_lab.ingest(provider="file", path=folder, session=small_batches)
+    counts = row_counts(small_batches)
+    n = len(read_store(good).to_ndarray())
+    assert counts["trades"] == n and counts["ingest_log"] == 1 and counts["symbology"] == 1
+    log = hdi_lab.sql(f'SELECT source, inserted FROM "{small_batches.schema}".ingest_log', session=small_batches)
+    assert log.to_dict("records") == [{"source": str(good.resolve()), "inserted": n}]
+
+
+# --- bad requests ------------------------------------------------------------------------------
+
+
+def test_unknown_schema(session: HdiSession) -> None:
+    with pytest.raises(ValidationError, match="ohlcv-5m") as info:
+        hdi_lab.ingest(**{**SAMPLE, "schema": "ohlcv-5m"}, session=session)
+    assert "ohlcv-1m" in str(info.value)  # lists the valid ones
+    with pytest.raises(ValidationError, match="ohlcv-5m"):
+        hdi_lab.query("ohlcv-5m", ["ESH4"], "2024-01-02", "2024-01-03", session=session)
+    assert_nothing_written(session)
+
+
+@pytest.mark.parametrize("start,end", [("2024-01-05", "2024-01-02"), ("2024-01-02", "2024-01-02")])
+def test_start_not_before_end(session: HdiSession, start: str, end: str) -> None:
+    with pytest.raises(ValidationError, match="must be before end"):
+        hdi_lab.ingest(**{**SAMPLE, "start": start, "end": end}, session=session)
+    with pytest.raises(ValidationError, match="must be before end"):
+        hdi_lab.query("ohlcv-1m", ["ESH4"], start, end, session=session)
+    assert_nothing_written(session)
+
+
+def test_unparseable_time(session: HdiSession) -> None:
+    with pytest.raises(ValidationError, match="not a date"):
+        hdi_lab.ingest(**{**SAMPLE, "start": "yesterday-ish"}, session=session)
+    assert_nothing_written(session)
+
+
+def test_unknown_symbol_on_sample_ingest(session: HdiSession) -> None:
+    with pytest.raises(ValidationError, match="unknown symbol 'NOPE'"):
+        hdi_lab.ingest(**{**SAMPLE, "symbols": ["ESH4", "NOPE"]}, session=session)
+    assert_nothing_written(session)
+
+
+def test_unknown_symbol_on_query(session: HdiSession) -> None:
+    hdi_lab.ingest(provider="file", path=GLBX_TRADES, session=session)
+    before = row_counts(session)
+    with pytest.raises(ValidationError, match="unknown symbol.*'NOPE'") as info:
+        hdi_lab.query("trades", ["ESH1", "NOPE"], "2020-12-28", "2020-12-29", session=session)
+    assert "ESH1" not in str(info.value).split("unknown symbol")[1].split(" for ")[0]
+    assert row_counts(session) == before
+
+
+def test_hostile_symbol_is_just_unknown(session: HdiSession) -> None:
+    hdi_lab.ingest(provider="file", path=GLBX_TRADES, session=session)
+    before = row_counts(session)
+    with pytest.raises(ValidationError, match="unknown symbol") as info:
+        hdi_lab.query("trades", [HOSTILE], "2020-12-28", "2020-12-29", session=session)
+    assert HOSTILE in str(info.value)
+    with pytest.raises(ValidationError, match="unknown symbol"):
+        hdi_lab.ingest(**{**SAMPLE, "symbols": [HOSTILE]}, session=session)
+    assert table_exists(session, "trades")
+    assert row_counts(session) == before
+    assert len(hdi_lab.query("trades", ["ESH1"], "2020-12-28", "2020-12-29", session=session)) == before["trades"]
+
+
+# --- the same through the CLI ------------------------------------------------------------------
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    raw = decompressed(TRADES)
+    truncated = _plain(tmp, "truncated.trades.dbn", raw[:-RECORD // 2])
+    text = _plain(tmp, "notes.dbn", b"just some text\n")
+    mbp1 = fixture_files("mbp-1")[0]
+    q = ["query", "trades", "--start", "2020-12-28", "--end", "2020-12-29", "--symbols"]
+    return [
+        (["ingest", str(truncated)], "truncated"),
+        (["ingest", str(text)], "not a readable DBN file"),
+        (["ingest", str(tmp / "missing.dbn.zst")], "does not exist"),
+        (["ingest", str(mbp1)], "tbbo"),
+        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "NOPE", "--start", "2024-01-02",
+          "--end", "2024-01-03"], "unknown symbol 'NOPE'"),
+        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-01-05",
+          "--end", "2024-01-02"], "must be before end"),
+        (q + ["NOPE"], "unknown symbol"),
+        (q + [HOSTILE], "unknown symbol"),
+        (["query", "trades", "--symbols", "ESH1", "--start", "2020-12-29", "--end", "2020-12-28"],
+         "must be before end"),
+        (["quarantine", "show", "12345"], "12345"),
+    ]
+
+
+CLI_IDS = ["truncated", "text", "missing", "mbp-1", "sample-unknown-symbol", "sample-start-after-end",
+           "query-unknown-symbol", "query-hostile-symbol", "query-start-after-end", "quarantine-show-missing"]
+
+
+@pytest.mark.parametrize("case", range(len(CLI_IDS)), ids=CLI_IDS)
+def test_cli_errors_are_one_line(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path, case: int) -> None:
+    hdi_lab.ingest(provider="file", path=GLBX_TRADES, session=session)
+    before = row_counts(session)
+    argv, needle = _cli_cases(tmp_path)[case]
+    code, out, err = _cli(argv)
+    assert code == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hdi: error: ") and needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert row_counts(session) == before
+    assert table_exists(session, "trades")
+
+
+def test_cli_unknown_schema_is_an_argument_error(hdi_env: dict[str, str], session: HdiSession,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse refuses a schema outside the choices before hdi_lab runs (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(["ingest", "--provider", "sample", "--schema", "ohlcv-5m", "--symbols", "ESH4",
+              "--start", "2024-01-02", "--end", "2024-01-03"], io.StringIO(), io.StringIO())
+    assert info.value.code == 2
+    assert "invalid choice: 'ohlcv-5m'" in capsys.readouterr().err
+    assert_nothing_written(session)
+
