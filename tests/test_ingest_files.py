@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fixture_files
+from conftest import FIXTURES, fixture_files
 from helpers import (
     DAY_NS,
     assert_nothing_written,
@@ -269,3 +269,9 @@ def test_same_timestamp_trades_keep_vendor_order(session: HdiSession, tmp_path: 
     np.testing.assert_array_equal(frame["size"].to_numpy(), rec["size"].astype(np.int64))
     np.testing.assert_array_equal(index_ns(frame), rec["ts_event"].astype(np.int64))
     assert list(frame["side"]) == [s.decode() for s in rec["side"]]
+
+
+def test_shared_fixtures_are_present() -> None:
+    """The parametrised tests above run once per fixture file: an empty set must fail, not skip."""
+    files = fixture_files()
+    assert len(files) >= 25, f"expected the Databento fixtures under {FIXTURES}, found {len(files)} files"
