@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,7 @@ def ingest(
     ingested are skipped unless ``force=True``; ``dry_run=True`` only plans and estimates.
     """
     req = make_request(provider, **request)
-    if session is not None:
-        return ingestion.run(req, session, progress=progress)
-    with HdiSession() as own:
-        return ingestion.run(req, own, progress=progress)
+    return _with_session(session, lambda s: ingestion.run(req, s, progress=progress))
 
 
 def query(
@@ -80,11 +77,8 @@ def query(
     session: HdiSession | None = None,
 ) -> pd.DataFrame:
     """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``."""
-    kw: dict[str, Any] = dict(dataset=dataset, price_type=price_type, columns=columns)
-    if session is not None:
-        return retrieval.query(session, schema, symbols, start, end, **kw)
-    with HdiSession() as own:
-        return retrieval.query(own, schema, symbols, start, end, **kw)
+    return _with_session(session, lambda s: retrieval.query(
+        s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns))
 
 
 def sql(
@@ -94,7 +88,12 @@ def sql(
     session: HdiSession | None = None,
 ) -> pd.DataFrame:
     """Run SQL with bound parameters against the hdi_lab database."""
+    return _with_session(session, lambda s: retrieval.sql(s, text, params))
+
+
+def _with_session[T](session: HdiSession | None, work: Callable[[HdiSession], T]) -> T:
+    """Run ``work`` on the caller's session, or on a fresh one closed afterwards."""
     if session is not None:
-        return retrieval.sql(session, text, params)
+        return work(session)
     with HdiSession() as own:
-        return retrieval.sql(own, text, params)
+        return work(own)
