@@ -82,14 +82,19 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     cond = f"t.{ts} >= {epoch}r.lo_us AND t.{ts} < {epoch}r.hi_us"
     if t.ns_column:
         cond += f" AND t.{t.ns_column} >= r.lo_ns AND t.{t.ns_column} < r.hi_ns"
+    # rows are sorted client-side (time, symbol, instrument, then the rest of the key): a server
+    # sort of a large result spills to disk with the default work_mem
     ties = [k for k in t.key if k not in ("instrument_id", "ts_event", "ts_event_ns")]
-    order = ", ".join([f"t.{t.ns_column or ts}", "r.sym", "t.instrument_id", *(f"t.{k}" for k in ties)])
+    for k in ties:
+        if k not in [c.name for c in cols]:
+            select.append(f"t.{k}")
+            types.append(t.column(k).pgtype)
     text = (
         f"SELECT {', '.join(select)} FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[], %s::int8[], "
         "%s::int8[], %s::int8[]) AS r(sym, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
         f"JOIN {q(schema, t.name).as_string(conn)} t ON t.instrument_id = r.iid AND {cond} "
         f"JOIN {q(schema, 'publishers').as_string(conn)} p ON p.publisher_id = t.publisher_id "
-        f"AND p.dataset = r.dataset ORDER BY {order}"
+        "AND p.dataset = r.dataset"
     )
     lo_ns = [sp.lo.value for sp in spans]
     hi_ns = [sp.hi.value for sp in spans]
@@ -103,6 +108,11 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     )
     raw = copy.copy_out(cur, cur.mogrify(text, params).decode())
     rows = copy.decode(raw, types)
+    names = ["sym", *(c.name for c in cols)]
+    names += [k for k in ties if k not in names]
+    tie_cols = [rows[f"v{names.index(k)}"] for k in ties]
+    time_col = rows[f"v{names.index(t.ns_column or ts)}"]
+    rows = rows[np.lexsort([*reversed(tie_cols), rows[f"v{names.index('instrument_id')}"], rows["v0"], time_col])]
     return _frame(rows, cols, t, syms, price_type)
 
 

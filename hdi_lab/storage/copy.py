@@ -47,13 +47,19 @@ def encode(
     """
     n = len(values[0]) if values else 0
     dtype = row_dtype(pgtypes)
-    rows = np.empty(n, dtype=dtype)
+    has_nulls = bool(nulls) and any(m.any() for m in nulls.values())  # type: ignore[union-attr]
+    # without NULLs, build the rows in place between header and trailer: one buffer, one copy out
+    buf = np.empty(len(HEADER) + n * dtype.itemsize + len(TRAILER), dtype=np.uint8)
+    rows = buf[len(HEADER):len(buf) - len(TRAILER)].view(dtype) if not has_nulls else np.empty(n, dtype=dtype)
     rows["n"] = len(pgtypes)
     for i, (t, v) in enumerate(zip(pgtypes, values, strict=True)):
         rows[f"l{i}"] = np.dtype(WIDTH[t]).itemsize
         rows[f"v{i}"] = v
-    if not nulls or not any(m.any() for m in nulls.values()):
-        return HEADER + rows.tobytes() + TRAILER
+    if not has_nulls:
+        buf[:len(HEADER)] = np.frombuffer(HEADER, dtype=np.uint8)
+        buf[len(buf) - len(TRAILER):] = np.frombuffer(TRAILER, dtype=np.uint8)
+        return buf.tobytes()
+    assert nulls is not None
     keep = np.ones((n, dtype.itemsize), dtype=bool)
     for i, mask in nulls.items():
         if not mask.any():
@@ -87,25 +93,11 @@ def decode(buf: bytes | memoryview, pgtypes: Sequence[str]) -> np.ndarray:
     return rows
 
 
-class _Sink(io.RawIOBase):
-    """Collects COPY TO output chunks without re-copying."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        self.parts.append(bytes(b))
-        return len(b)
-
-
 def copy_out(cursor: object, query: str) -> bytes:
     """Run ``COPY (query) TO STDOUT (FORMAT binary)`` and return the bytes."""
-    sink = _Sink()
+    sink = io.BytesIO()  # psycopg2 writes once per row: keep that call in C
     cursor.copy_expert(f"COPY ({query}) TO STDOUT (FORMAT binary)", sink, size=1 << 20)  # type: ignore[attr-defined]
-    return b"".join(sink.parts)
+    return sink.getvalue()
 
 
 def copy_in(cursor: object, table: str, columns: Sequence[str], payload: bytes) -> None:

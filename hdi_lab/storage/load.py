@@ -28,26 +28,46 @@ def _q(cur: Cursor, *names: str) -> str:
     return sql.Identifier(*names).as_string(cur.connection)
 
 
-def _payload(cols: Columns) -> bytes:
+def _payload(cols: Columns, rows: np.ndarray | None = None) -> bytes:
+    """Binary COPY payload of all rows, or of the rows selected by the boolean mask ``rows``."""
     t = cols.table
     idx = {c.name: i for i, c in enumerate(t.columns)}
+
+    def pick(a: np.ndarray) -> np.ndarray:
+        return a if rows is None else a[rows]
+
     return copy.encode(
         [c.pgtype for c in t.columns],
-        [cols.values[c.name] for c in t.columns],
-        {idx[name]: mask for name, mask in cols.nulls.items()},
+        [pick(cols.values[c.name]) for c in t.columns],
+        {idx[name]: pick(mask) for name, mask in cols.nulls.items()},
     )
 
 
-def _range_is_empty(cur: Cursor, schema: str, cols: Columns) -> bool:
+def _key_view(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """One opaque, comparable value per row for a tuple of key columns."""
+    packed = np.empty(len(arrays[0]), dtype=[(f"k{i}", a.dtype.newbyteorder("=")) for i, a in enumerate(arrays)])
+    for i, a in enumerate(arrays):
+        packed[f"k{i}"] = a
+    return packed.view(np.dtype((np.void, packed.dtype.itemsize)))
+
+
+def _stored(cur: Cursor, schema: str, cols: Columns) -> np.ndarray:
+    """Mask of rows whose key is already stored (one index range scan, read by binary COPY)."""
     t = cols.table
     ts = cols.values[t.time_column]
-    lo, hi = int(ts.min()), int(ts.max())
-    cur.execute(
-        f"SELECT NOT EXISTS (SELECT 1 FROM {_q(cur, schema, t.name)} WHERE instrument_id = ANY(%s) "
-        f"AND {t.time_column} BETWEEN %s AND %s)",
-        (np.unique(cols.values["instrument_id"]).tolist(), _pg_ts(lo), _pg_ts(hi)),
-    )
-    return bool(cur.fetchone()[0])
+    key_types = [t.column(k).pgtype for k in t.key]
+    text = cur.mogrify(
+        f"SELECT {', '.join(_q(cur, k) for k in t.key)} FROM {_q(cur, schema, t.name)} "
+        f"WHERE instrument_id = ANY(%s) AND {t.time_column} BETWEEN %s AND %s",
+        (np.unique(cols.values["instrument_id"]).tolist(), _pg_ts(int(ts.min())), _pg_ts(int(ts.max()))),
+    ).decode()
+    existing = copy.decode(copy.copy_out(cur, text), key_types)
+    if len(existing) == 0:
+        return np.zeros(len(cols), dtype=bool)
+    mine = _key_view([cols.values[k].astype(existing[f"v{i}"].dtype.newbyteorder("="))
+                      for i, k in enumerate(t.key)])
+    theirs = _key_view([existing[f"v{i}"] for i in range(len(t.key))])
+    return np.isin(mine, theirs)
 
 
 def _pg_ts(pg_us: int) -> dt.datetime:
@@ -57,9 +77,11 @@ def _pg_ts(pg_us: int) -> dt.datetime:
 def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
     """Load canonical columns; returns (inserted, updated). Re-loading the same rows adds nothing.
 
-    When the chunk's key range is provably empty the rows are COPYed straight into the table;
-    otherwise (or if a concurrent writer got there first) through a staging table and
-    ``INSERT .. SELECT .. ON CONFLICT``.
+    The keys already stored in the chunk's range are read first. Rows with new keys are COPYed
+    straight into the table (insert-only tables never need more); tables that take vendor
+    corrections send overlapping rows through a staging table and ``INSERT .. ON CONFLICT DO
+    UPDATE``. If a concurrent writer stores the same keys meanwhile, the direct COPY fails on
+    the primary key and the whole batch falls back to the staging path.
     """
     n = len(cols)
     if n == 0:
@@ -67,15 +89,19 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
     t = cols.table
     target = _q(cur, schema, t.name)
     names = [_q(cur, c) for c in t.column_names]
-    payload = _payload(cols)
-    if _range_is_empty(cur, schema, cols):
+    stored = _stored(cur, schema, cols)
+    overlap = bool(stored.any())
+    if not overlap or t.on_conflict == "nothing":
+        fresh = ~stored
         cur.execute("SAVEPOINT hdi_direct")
         try:
-            copy.copy_in(cur, target, names, payload)
+            if fresh.any():
+                copy.copy_in(cur, target, names, _payload(cols, fresh if overlap else None))
             cur.execute("RELEASE SAVEPOINT hdi_direct")
-            return n, 0
+            return int(fresh.sum()), 0
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
+    payload = _payload(cols)
     stage = _q(cur, f"hdi_stage_{t.name}")
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
     cur.execute(f"TRUNCATE {stage}")
