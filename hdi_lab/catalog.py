@@ -59,3 +59,30 @@ def status(session: HdiSession, recent: int = 10) -> Status:
         cur.execute(f"SELECT count(*) FROM {q(s, 'quarantine')} WHERE status = 'open'")
         n_quarantine = int(cur.fetchone()[0])
     return Status(info, coverage, log, n_instruments, n_quarantine)
+
+
+def search_symbols(session: HdiSession, pattern: str = "", limit: int = 200) -> pd.DataFrame:
+    """Known symbols (symbology intervals and the instrument master) matching ``pattern``.
+
+    ``pattern`` is a case-insensitive substring (``%`` and ``_`` match literally). Columns:
+    symbol, stype, dataset, instrument_id, raw_symbol, first, last (dates the mapping covers).
+    """
+    conn = session.connection()
+    like = "%" + pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with transaction(conn) as cur:
+        s = pgsql.Identifier(session.schema).as_string(conn)
+        cur.execute(
+            f"WITH m AS ("
+            f"  SELECT y.symbol, y.stype, y.dataset, y.instrument_id, min(y.d0) AS first, max(y.d1) AS last "
+            f"  FROM {s}.symbology y WHERE y.symbol ILIKE %(p)s GROUP BY 1, 2, 3, 4 "
+            f"  UNION "
+            f"  SELECT i.raw_symbol, 'raw_symbol', i.dataset, i.instrument_id, min(i.ts_recv)::date, "
+            f"  (max(i.ts_recv)::date + 1) FROM {s}.instruments i WHERE i.raw_symbol ILIKE %(p)s GROUP BY 1, 2, 3, 4) "
+            f"SELECT m.symbol, m.stype, m.dataset, m.instrument_id, "
+            f"  (SELECT i.raw_symbol FROM {s}.instruments i WHERE i.dataset = m.dataset "
+            f"   AND i.instrument_id = m.instrument_id ORDER BY i.ts_recv_ns DESC LIMIT 1) AS raw_symbol, "
+            f"  min(m.first) AS first, max(m.last) AS last "
+            f"FROM m GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT %(n)s",
+            {"p": like, "n": limit},
+        )
+        return pd.DataFrame.from_records(cur.fetchall(), columns=[d.name for d in cur.description])
