@@ -8,7 +8,7 @@ import pandas as pd
 from psycopg2 import sql as pgsql
 
 from hdi_lab.session import HdiSession
-from hdi_lab.storage.db import ServerInfo, server_info, transaction
+from hdi_lab.storage.db import ServerInfo, fetch_frame, one, server_info, transaction
 from hdi_lab.storage.tables import TABLES
 
 
@@ -46,18 +46,18 @@ def status(session: HdiSession, recent: int = 10) -> Status:
             "WHERE y.instrument_id = c.instrument_id AND y.dataset = c.dataset AND y.stype = 'raw_symbol'), '') "
             "AS symbols, c.instrument_id, c.rows, c.first, c.last FROM c ORDER BY 1, 2, 5"
         )
-        coverage = pd.DataFrame.from_records(cur.fetchall(), columns=[d.name for d in cur.description])
+        coverage = fetch_frame(cur)
         cur.execute(
             f"SELECT id, finished_at, provider, dataset, schema, array_to_string(symbols, ',') AS symbols, "
             f"start_ts, end_ts, fetched, inserted, updated, duplicates, quarantined, round(seconds::numeric, 3) "
             f"AS seconds FROM {q(s, 'ingest_log')} ORDER BY id DESC LIMIT %s",
             (recent,),
         )
-        log = pd.DataFrame.from_records(cur.fetchall(), columns=[d.name for d in cur.description])
+        log = fetch_frame(cur)
         cur.execute(f"SELECT count(DISTINCT (dataset, instrument_id)) FROM {q(s, 'instruments')}")
-        n_instruments = int(cur.fetchone()[0])
+        n_instruments = int(one(cur)[0])
         cur.execute(f"SELECT count(*) FROM {q(s, 'quarantine')} WHERE status = 'open'")
-        n_quarantine = int(cur.fetchone()[0])
+        n_quarantine = int(one(cur)[0])
     return Status(info, coverage, log, n_instruments, n_quarantine)
 
 
@@ -85,4 +85,4 @@ def search_symbols(session: HdiSession, pattern: str = "", limit: int = 200) -> 
             f"FROM m GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT %(n)s",
             {"p": like, "n": limit},
         )
-        return pd.DataFrame.from_records(cur.fetchall(), columns=[d.name for d in cur.description])
+        return fetch_frame(cur)

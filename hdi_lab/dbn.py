@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import databento as db
 import numpy as np
@@ -92,9 +93,15 @@ def schema_of(store: db.DBNStore, name: str = "input") -> Schema:
         raise DataFormatError(f"{name} holds schema {value!r}, which hdi_lab does not store; supported: {allowed}") from None
 
 
+def stype_of(meta: Any) -> str:
+    """The metadata's input symbology type as text (raw_symbol when absent)."""
+    raw = meta.stype_in
+    return str(raw.value if raw is not None and hasattr(raw, "value") else raw or "raw_symbol")
+
+
 def mappings_of(store: db.DBNStore) -> list[Mapping]:
     meta = store.metadata
-    stype = str(meta.stype_in.value if hasattr(meta.stype_in, "value") else meta.stype_in or "raw_symbol")
+    stype = stype_of(meta)
     out: list[Mapping] = []
     for symbol, intervals in store.mappings.items():
         for iv in intervals:
@@ -110,7 +117,7 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
     """Yield the store's records in batches; a truncated or corrupt stream raises DataFormatError."""
     schema = schema_of(store, name)
     meta = store.metadata
-    stype = str(meta.stype_in.value if hasattr(meta.stype_in, "value") else meta.stype_in or "raw_symbol")
+    stype = stype_of(meta)
     start = pd.Timestamp(meta.start, unit="ns", tz="UTC")
     end = pd.Timestamp(meta.end, unit="ns", tz="UTC") if meta.end else pd.Timestamp.max.tz_localize("UTC")
     mappings = mappings_of(store)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 
 
@@ -12,7 +12,7 @@ from hdi_lab.api import make_request
 from hdi_lab.schemas import Progress
 from hdi_lab.session import HdiSession
 
-JOBS = (
+JOBS: tuple[dict[str, Any], ...] = (
     dict(schema="definition", symbols="ES.FUT,NQ.FUT", stype_in="parent", start="2024-03-01", end="2024-03-29"),
     dict(schema="ohlcv-1m", symbols="ES.FUT,NQ.FUT", stype_in="parent", start="2024-03-01", end="2024-03-29"),
     dict(schema="ohlcv-1d", symbols="ES.c.0", stype_in="continuous", start="2024-01-02", end="2024-06-01"),

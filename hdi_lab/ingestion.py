@@ -91,7 +91,9 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
                 _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows)
         seconds = time.perf_counter() - t0
-        result = ChunkResult(chunk, seconds=seconds, **counts)
+        result = ChunkResult(chunk, fetched=counts["fetched"], inserted=counts["inserted"],
+                             updated=counts["updated"], duplicates=counts["duplicates"],
+                             quarantined=counts["quarantined"], seconds=seconds)
         log_id = load.insert_log(cur, schema_name, result, force)
         load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
     return result

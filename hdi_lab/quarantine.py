@@ -16,7 +16,7 @@ from hdi_lab.ingestion import load_records
 from hdi_lab.schemas import Schema
 from hdi_lab.session import HdiSession
 from hdi_lab.storage import load
-from hdi_lab.storage.db import transaction
+from hdi_lab.storage.db import fetch_frame, transaction
 from hdi_lab.validate import validate
 
 
@@ -41,17 +41,16 @@ def list_entries(session: HdiSession, status: str = "open", rule: str | None = N
             "WHERE (%s = 'all' OR status = %s) AND (%s::text IS NULL OR rule = %s) ORDER BY id DESC LIMIT %s",
             (status, status, rule, rule, limit),
         )
-        names = [d.name for d in cur.description]
-        return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+        return fetch_frame(cur)
 
 
 def show(session: HdiSession, entry_id: int) -> dict[str, Any]:
     with transaction(session.connection()) as cur:
         cur.execute(f"SELECT * FROM {_t(session, cur)} WHERE id = %s", (entry_id,))
-        row = cur.fetchone()
-        if row is None:
+        rows = fetch_frame(cur)
+        if rows.empty:
             raise ValidationError(f"quarantine entry {entry_id} does not exist: list them with `hdi quarantine list`")
-        return dict(zip([d.name for d in cur.description], row, strict=True))
+        return {str(k): v for k, v in rows.iloc[0].to_dict().items()}
 
 
 def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:

@@ -15,7 +15,7 @@ from hdi_lab.errors import StorageError, ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range, parse_symbols
 from hdi_lab.session import HdiSession
 from hdi_lab.storage import copy
-from hdi_lab.storage.db import transaction
+from hdi_lab.storage.db import fetch_frame, transaction
 from hdi_lab.storage.tables import INT64_MAX, TABLES, Column, Table
 from hdi_lab.symbology import Span, resolve
 
@@ -171,7 +171,7 @@ def _definitions(cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi:
         if records:
             dtype = np.dtype(databento_dbn.InstrumentDefMsg._dtypes)
             arr = dbn.records_from_json(records, dtype)
-            f = pd.DataFrame({n: arr[n] for n in dtype.names if not n.startswith("_") and n != "length"})
+            f = pd.DataFrame({n: arr[n] for n in dtype.names or () if not n.startswith("_") and n != "length"})
             f.insert(0, "symbol", sp.symbol)
             frames.append(f)
     if not frames:
@@ -196,10 +196,7 @@ def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any
     try:
         with transaction(conn) as cur:
             cur.execute(text, params)
-            if cur.description is None:
-                return pd.DataFrame()
-            names = [d.name for d in cur.description]
-            return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+            return fetch_frame(cur) if cur.description is not None else pd.DataFrame()
     except Exception as exc:
         import psycopg2
 

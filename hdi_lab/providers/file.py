@@ -9,7 +9,7 @@ from pathlib import Path
 import databento as db
 import pandas as pd
 
-from hdi_lab.dbn import open_store, schema_of
+from hdi_lab.dbn import open_store, schema_of, stype_of
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate
 from hdi_lab.schemas import Chunk, IngestRequest, SType, parse_enum
@@ -62,13 +62,12 @@ class FileProvider:
                 raise ValidationError(f"{path} is from {store.dataset}, not the requested {request.dataset}")
             meta = store.metadata
             end = meta.end if meta.end else meta.start + 1
-            stype_raw = meta.stype_in.value if hasattr(meta.stype_in, "value") else meta.stype_in
             chunks.append(Chunk(
                 key=f"file:{schema}:{file_digest(path)}",
                 provider=self.name,
                 dataset=str(store.dataset),
                 schema=schema,
-                stype_in=parse_enum(SType, stype_raw or "raw_symbol", "stype_in"),
+                stype_in=parse_enum(SType, stype_of(meta), "stype_in"),
                 symbols=tuple(store.symbols or ()),
                 start=pd.Timestamp(meta.start, unit="ns", tz="UTC"),
                 end=pd.Timestamp(end, unit="ns", tz="UTC"),

@@ -7,8 +7,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import databento as db
+import pandas as pd
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
@@ -106,10 +108,24 @@ def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.exten
         cur.close()
 
 
+def one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The single row a statement must return."""
+    row = cur.fetchone()
+    if row is None:
+        raise StorageError("the database returned no row where one was expected")
+    return tuple(row)
+
+
+def fetch_frame(cur: psycopg2.extensions.cursor) -> pd.DataFrame:
+    """The rows of the last statement as a DataFrame (column names from the cursor)."""
+    names = [d.name for d in cur.description or ()]
+    return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+
+
 def server_info(conn: psycopg2.extensions.connection) -> ServerInfo:
     with transaction(conn) as cur:
         cur.execute("SHOW server_version")
-        version = cur.fetchone()[0]
+        version = one(cur)[0]
         cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
         row = cur.fetchone()
     return ServerInfo(version, row[0] if row else None, bool(row))

@@ -19,6 +19,7 @@ from psycopg2 import sql
 from hdi_lab.dbn import Columns, Mapping, record_to_json
 from hdi_lab.schemas import Chunk, ChunkResult
 from hdi_lab.storage import copy
+from hdi_lab.storage.db import one
 from hdi_lab.storage.tables import INT64_MAX, UINT64_MAX
 
 Cursor = psycopg2.extensions.cursor
@@ -121,7 +122,7 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
         "RETURNING (xmax = 0) AS fresh) "
         "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up"
     )
-    ins, upd = cur.fetchone()
+    ins, upd = one(cur)
     return int(ins), int(upd)
 
 
@@ -213,7 +214,7 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
          c.start.to_pydatetime(), c.end.to_pydatetime(), c.path, result.fetched, result.inserted,
          result.updated, result.duplicates, result.quarantined, result.seconds, forced),
     )
-    return int(cur.fetchone()[0])
+    return int(one(cur)[0])
 
 
 class BadRow(NamedTuple):
