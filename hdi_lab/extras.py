@@ -15,6 +15,8 @@ EXTRAS: dict[str, str] = {
     "feast": "feast",
     "ipywidgets": "notebook",
     "IPython": "notebook",
+    "plotly": "notebook",
+    "anywidget": "notebook",
 }
 
 

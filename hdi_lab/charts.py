@@ -1,0 +1,123 @@
+"""Charts for the widgets: price overlays (pure pandas) and a candlestick + volume ``FigureWidget``.
+
+plotly is imported only inside :func:`new_figure` / :func:`draw`, so importing this module (or
+:mod:`hdi_lab.widgets`) stays cheap. Overlay conventions (chosen to match pandas-ta's defaults,
+which replace these with a later issue):
+
+* SMA: ``close.rolling(window).mean()`` (the first ``window - 1`` values are NaN).
+* EMA: ``alpha = 2 / (window + 1)``, seeded with the SMA of the first ``window`` closes at bar
+  ``window - 1``, then ``ewm(adjust=False)``; the first ``window - 1`` values are NaN.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pandas as pd
+
+from hdi_lab.errors import ValidationError
+from hdi_lab.extras import require
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+#: Overlay names :func:`overlays` accepts.
+OVERLAYS = ("sma", "ema")
+
+
+def _check_window(close: pd.Series, window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValidationError(f"window={window!r} is not valid: use a whole number of bars >= 1, e.g. 20")
+    if len(close) < window:
+        raise ValidationError(
+            f"window={window} is longer than the {len(close)} bars loaded: shorten the window or widen the range"
+        )
+
+
+def sma(close: pd.Series, window: int) -> pd.Series:
+    """Simple moving average of ``close`` over ``window`` bars (a new Series; the input is untouched)."""
+    _check_window(close, window)
+    return close.astype(np.float64).rolling(window).mean().rename(f"sma_{window}")
+
+
+def ema(close: pd.Series, window: int) -> pd.Series:
+    """Exponential moving average of ``close``, seeded with the first window's SMA (see the module docstring)."""
+    _check_window(close, window)
+    seeded = close.astype(np.float64)  # astype copies: the caller's Series is never written
+    first = float(seeded.iloc[:window].mean())
+    seeded.iloc[: window - 1] = np.nan
+    seeded.iloc[window - 1] = first
+    return seeded.ewm(span=window, adjust=False).mean().rename(f"ema_{window}")
+
+
+def overlays(close: pd.Series, names: tuple[str, ...], window: int) -> dict[str, pd.Series]:
+    """The requested overlays of ``close`` by display name (``SMA(20)``); empty input gives none."""
+    if len(close) == 0:
+        return {}
+    funcs = {"sma": sma, "ema": ema}
+    out: dict[str, pd.Series] = {}
+    for name in names:
+        if name not in funcs:
+            raise ValidationError(f"overlay={name!r} is not known: use one of {', '.join(OVERLAYS)}")
+        out[f"{name.upper()}({window})"] = funcs[name](close, window)
+    return out
+
+
+def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Rows a single candlestick series can show, and a note when some were left out.
+
+    A parent symbol (``ES.FUT``) or several symbols give several rows per timestamp; the chart
+    then shows the (symbol, instrument) with the most rows.
+    """
+    if frame.index.is_unique or "instrument_id" not in frame:
+        return frame, ""
+    sizes = frame.groupby(["symbol", "instrument_id"], sort=True, observed=True).size()
+    symbol, iid = cast(tuple[str, int], sizes.idxmax())
+    keep = (frame["symbol"] == symbol).to_numpy() & (frame["instrument_id"] == iid).to_numpy()
+    note = (f"the result holds several instruments per timestamp: the chart shows {symbol} "
+            f"(instrument {iid}, {int(keep.sum())} of {len(frame)} rows); the table shows all rows")
+    return frame[keep], note
+
+
+def _x(frame: pd.DataFrame) -> np.ndarray:
+    """The UTC index as naive datetime64 (plotly serialises it far faster than tz-aware Timestamps)."""
+    index = pd.DatetimeIndex(frame.index)
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    return index.to_numpy()
+
+
+def new_figure(height: int = 560) -> go.FigureWidget:
+    """An empty candlestick (row 1) + volume (row 2) ``FigureWidget`` with a shared x axis."""
+    go_ = require("plotly.graph_objects", "notebook")
+    subplots = require("plotly.subplots", "notebook")
+    base = subplots.make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25],
+                                  vertical_spacing=0.03)
+    fig = go_.FigureWidget(base)
+    fig.update_layout(height=height, margin=dict(l=50, r=20, t=40, b=30), showlegend=True,
+                      legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom"),
+                      xaxis_rangeslider_visible=False, hovermode="x unified")
+    fig.update_yaxes(title_text="price", row=1, col=1)
+    fig.update_yaxes(title_text="volume", row=2, col=1)
+    fig.update_xaxes(title_text="UTC", row=2, col=1)
+    return fig
+
+
+def draw(fig: go.FigureWidget, frame: pd.DataFrame, lines: dict[str, pd.Series], title: str = "") -> None:
+    """Replace ``fig``'s traces with candles and volume of ``frame`` plus one line per overlay."""
+    go_ = require("plotly.graph_objects", "notebook")
+    x = _x(frame)
+    traces: list[tuple[Any, int]] = [
+        (go_.Candlestick(x=x, open=frame["open"].to_numpy(), high=frame["high"].to_numpy(),
+                         low=frame["low"].to_numpy(), close=frame["close"].to_numpy(), name="OHLC"), 1),
+        (go_.Bar(x=x, y=frame["volume"].to_numpy(np.float64), name="volume",
+                 marker_color="rgba(100, 110, 140, 0.6)"), 2),
+    ]
+    for name, series in lines.items():
+        traces.append((go_.Scatter(x=x, y=series.to_numpy(np.float64), mode="lines", name=name,
+                                   line=dict(width=1.4)), 1))
+    with fig.batch_update():
+        fig.data = ()
+        fig.update_layout(title_text=title)
+    fig.add_traces([t for t, _ in traces], rows=[r for _, r in traces], cols=[1] * len(traces))

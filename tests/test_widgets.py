@@ -1,0 +1,241 @@
+"""The ipywidgets front ends: plain handlers, live progress, charts, and errors shown in the widget."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import ALL_TABLES, assert_nothing_written, row_counts
+
+import hdi_lab
+from hdi_lab import charts
+from hdi_lab.api import make_request
+from hdi_lab.errors import ValidationError
+from hdi_lab.session import HdiSession
+from hdi_lab.widgets import IngestForm, QueryExplorer
+
+pytestmark = pytest.mark.integration
+
+REQUEST: dict[str, Any] = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-05")
+JAN2, JAN5 = dt.date(2024, 1, 2), dt.date(2024, 1, 5)
+ERROR_STYLE = "color:#c62828"
+
+
+def shown_html(panel: IngestForm | QueryExplorer) -> str:
+    return "".join(str(o["data"].get("text/html", "")) for o in panel.output.outputs)
+
+
+def filled_form(session: HdiSession, symbols: str = "ESH4", start: dt.date | None = JAN2,
+                end: dt.date | None = JAN5) -> IngestForm:
+    form = IngestForm(session)
+    form.provider.value = "sample"
+    form.schema.value = "ohlcv-1m"
+    form.symbols.value = symbols
+    form.stype_in.value = "raw_symbol"
+    form.start.value, form.end.value = start, end
+    return form
+
+
+def ingest_sample(session: HdiSession) -> None:
+    hdi_lab.ingest(provider="sample", **REQUEST, session=session)
+
+
+# --- IngestForm -------------------------------------------------------------------------------
+
+
+def test_request_is_make_request(session: HdiSession) -> None:
+    form = filled_form(session)
+    assert form.request() == make_request("sample", **REQUEST)
+    assert form.request(dry_run=True) == make_request("sample", **REQUEST, dry_run=True)
+    form.force.value = True
+    form.dataset.value = " GLBX.MDP3 "
+    assert form.request() == make_request("sample", dataset="GLBX.MDP3", force=True, **REQUEST)
+
+
+def test_file_provider_shows_path_and_builds_a_file_request(session: HdiSession) -> None:
+    form = filled_form(session)
+    form.provider.value = "file"
+    assert form.path.layout.display is None and form.symbols.layout.display == "none"
+    form.schema.value = ""
+    form.path.value = "/data/x.dbn.zst"
+    assert form.request() == make_request("file", path="/data/x.dbn.zst")
+    form.provider.value = "sample"
+    assert form.path.layout.display == "none" and form.symbols.layout.display is None
+
+
+def test_preview_estimates_and_writes_nothing(session: HdiSession) -> None:
+    form = filled_form(session)
+    report = form.preview()
+    assert report.dry_run and len(report.chunks) == 3
+    assert all(c.fetched > 0 for c in report.chunks)
+    assert form.report is report and form.last_error is None
+    assert_nothing_written(session)
+    shown = shown_html(form)
+    assert "dry run, nothing written" in shown and "est_records" in shown
+    for c in report.chunks:
+        assert html.escape(c.chunk.describe()) in shown
+    assert form.message() == str(report)
+    # the estimate is exact for the sample provider: a run fetches what the preview announced
+    assert form.run().fetched == report.fetched
+
+
+def test_run_ingests_with_live_progress(session: HdiSession) -> None:
+    form = filled_form(session)
+    seen: list[tuple[int, int]] = []
+    form.progress.observe(lambda ch: seen.append((ch["new"], form.progress.max)), names="value")
+    report = form.run()
+    frame = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-02", "2024-01-05", session=session)
+    assert len(frame) == report.inserted == report.fetched > 0
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # one update per chunk, from the core's progress callback
+    assert form.progress.value == form.progress.max == 3 and form.progress.bar_style == "success"
+    assert f"{report.fetched:,} rows" in form.progress_label.value
+    shown = shown_html(form)
+    assert "Ingest finished" in shown and f"inserted {report.inserted}" in shown
+    assert form.message() == str(report) and form.last_error is None
+    # a rerun skips every completed chunk and still completes the bar
+    again = form.run()
+    assert again.chunks_skipped == 3 and again.inserted == 0
+    assert form.progress.value == form.progress.max == 3
+
+
+@pytest.mark.parametrize(
+    ("symbols", "start", "end", "expected"),
+    [
+        ("ESH4", JAN5, JAN2, "must be before end"),
+        ("ZZZ9", JAN2, JAN5, "ZZZ9"),
+        ("", JAN2, JAN5, "symbols are required"),
+        ("ESH4", None, JAN5, "start is required"),
+    ],
+)
+def test_run_button_shows_bad_input_and_writes_nothing(session: HdiSession, symbols: str, start: dt.date | None,
+                                                       end: dt.date, expected: str) -> None:
+    form = filled_form(session, symbols, start, end)
+    form.run_button.click()  # ipywidgets would only log an exception: the form must show it
+    assert isinstance(form.last_error, ValidationError)
+    assert expected in str(form.last_error)
+    shown = shown_html(form)
+    assert ERROR_STYLE in shown and html.escape(str(form.last_error)) in shown
+    assert form.message() == f"Error: {form.last_error}"
+    assert not form.run_button.disabled and not form.preview_button.disabled
+    assert_nothing_written(session)
+    # the next good click clears the error
+    form.symbols.value, form.start.value, form.end.value = "ESH4", JAN2, JAN5
+    form.preview_button.click()
+    assert form.last_error is None and ERROR_STYLE not in shown_html(form)
+
+
+def test_unexpected_errors_show_type_and_traceback(session: HdiSession) -> None:
+    form = filled_form(session)
+    form._guard(lambda: 1 / 0)(None)
+    assert isinstance(form.last_error, ZeroDivisionError)
+    assert form.message() == "Error: ZeroDivisionError: division by zero"
+    assert "<details><summary>traceback</summary>" in shown_html(form)
+
+
+def test_panels_display_themselves(session: HdiSession) -> None:
+    form = IngestForm(session)
+    bundle = form._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == form.widget.model_id
+    explorer = QueryExplorer(session, refresh=False)
+    view = explorer._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"] == explorer.widget.model_id
+
+
+def test_import_and_construction_do_not_import_plotly() -> None:
+    code = ("import sys, hdi_lab.widgets as w; from hdi_lab.session import HdiSession; "
+            "w.QueryExplorer(HdiSession(), refresh=False); w.IngestForm(HdiSession()); "
+            "assert 'plotly' not in sys.modules, 'plotly imported'")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+# --- QueryExplorer ----------------------------------------------------------------------------
+
+
+def test_symbol_picker_lists_ingested_symbols_after_refresh(session: HdiSession) -> None:
+    explorer = QueryExplorer(session)
+    assert explorer.last_error is None and explorer.symbol.options == ()
+    ingest_sample(session)
+    explorer.refresh_button.click()
+    assert explorer.last_error is None
+    assert "ESH4" in explorer.symbol.options
+    assert explorer.symbol.value == "ESH4"  # the only symbol is picked, with the range the catalog knows
+    assert explorer.start.value is not None and explorer.start.value <= JAN2
+    assert explorer.end.value is not None and explorer.end.value >= JAN5
+
+
+def test_load_draws_candles_volume_and_sma(session: HdiSession) -> None:
+    ingest_sample(session)
+    explorer = QueryExplorer(session)
+    explorer.symbol.value = "ESH4"
+    explorer.start.value, explorer.end.value = JAN2, JAN5
+    explorer.sma.value, explorer.window.value = True, 10
+    frame = explorer.load()
+    expected = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-02", "2024-01-05", session=session)
+    pd.testing.assert_frame_equal(frame, expected)
+    assert explorer.frame is frame and explorer.last_error is None
+
+    fig = explorer.figure
+    assert fig is not None and explorer.chart.children == (fig,)
+    assert [t.type for t in fig.data] == ["candlestick", "bar", "scatter"]
+    candles, volume, sma = fig.data
+    assert len(candles.x) == len(volume.x) == len(frame)
+    np.testing.assert_array_equal(candles.close, frame["close"].to_numpy())
+    np.testing.assert_array_equal(volume.y, frame["volume"].to_numpy(np.float64))
+    assert volume.yaxis == "y2" and volume.xaxis == "x2" and fig.layout.xaxis.matches == "x2"
+    assert sma.name == "SMA(10)"
+    np.testing.assert_allclose(sma.y, frame["close"].rolling(10).mean().to_numpy(), equal_nan=True)
+    assert "first 5" in explorer.table.value and f"{len(frame):,} rows in all" in explorer.table.value
+    assert f"{len(frame):,} rows of ESH4" in explorer.message()
+
+    # overlays off, EMA on: the same figure is redrawn with the new traces
+    explorer.sma.value, explorer.ema.value = False, True
+    explorer.load_button.click()
+    redrawn_in_place = explorer.figure is fig
+    assert explorer.last_error is None and redrawn_in_place
+    assert [t.name for t in fig.data] == ["OHLC", "volume", "EMA(10)"]
+
+
+def test_load_unknown_symbol_shows_the_error(session: HdiSession) -> None:
+    ingest_sample(session)
+    explorer = QueryExplorer(session)
+    explorer.symbol.value = "ZZZ9"
+    explorer.start.value, explorer.end.value = JAN2, JAN5
+    explorer.load_button.click()
+    assert isinstance(explorer.last_error, ValidationError)
+    assert "unknown symbol(s) 'ZZZ9'" in str(explorer.last_error)
+    assert ERROR_STYLE in shown_html(explorer) and html.escape(str(explorer.last_error)) in shown_html(explorer)
+    assert explorer.figure is None and explorer.frame is None
+    assert row_counts(session, ALL_TABLES)["ohlcv_1m"] > 0  # the stored data is untouched
+
+
+def test_bad_window_is_shown(session: HdiSession) -> None:
+    ingest_sample(session)
+    explorer = QueryExplorer(session)
+    explorer.symbol.value = "ESH4"
+    explorer.start.value, explorer.end.value = JAN2, JAN5
+    explorer.ema.value, explorer.window.value = True, 0
+    explorer.load_button.click()
+    assert isinstance(explorer.last_error, ValidationError) and "window=0" in explorer.message()
+
+
+def test_overlays_are_pure_and_follow_the_documented_conventions() -> None:
+    close = pd.Series([10.0, 11.0, 12.0, 11.0, 13.0, 14.0], index=pd.RangeIndex(6))
+    before = close.copy()
+    sma = charts.sma(close, 3)
+    ema = charts.ema(close, 3)
+    pd.testing.assert_series_equal(close, before)  # the input is never written
+    np.testing.assert_allclose(sma, close.rolling(3).mean(), equal_nan=True)
+    alpha, want = 0.5, [np.nan, np.nan, 11.0]
+    for x in close.iloc[3:]:
+        want.append(alpha * x + (1 - alpha) * want[-1])
+    np.testing.assert_allclose(ema.to_numpy(), want, equal_nan=True)
+    with pytest.raises(ValidationError, match="longer than the 6 bars"):
+        charts.ema(close, 7)
+    assert charts.overlays(close.iloc[:0], ("sma",), 20) == {}
