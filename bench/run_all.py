@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-BENCHES = ("bench_ingest", "bench_decode", "bench_query")
+BENCHES = ("bench_ingest", "bench_decode", "bench_query", "bench_magics")
 
 
 def main(argv: list[str] | None = None) -> int:

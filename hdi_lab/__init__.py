@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import typing
 
-from hdi_lab.api import ingest, query, sql
-from hdi_lab.config import Settings, load_settings
 from hdi_lab.errors import (
     ConfigError,
     DataFormatError,
@@ -20,8 +20,41 @@ from hdi_lab.errors import (
     StorageError,
     ValidationError,
 )
-from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
-from hdi_lab.session import HdiSession
+
+if typing.TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from hdi_lab.api import ingest, query, sql
+    from hdi_lab.config import Settings, load_settings
+    from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
+    from hdi_lab.session import HdiSession
+
+# Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
+_LAZY = {
+    "ingest": "hdi_lab.api",
+    "query": "hdi_lab.api",
+    "sql": "hdi_lab.api",
+    "Settings": "hdi_lab.config",
+    "load_settings": "hdi_lab.config",
+    "IngestReport": "hdi_lab.schemas",
+    "IngestRequest": "hdi_lab.schemas",
+    "Schema": "hdi_lab.schemas",
+    "SType": "hdi_lab.schemas",
+    "HdiSession": "hdi_lab.session",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hdi_lab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ConfigError",
@@ -39,9 +72,11 @@ __all__ = [
     "ValidationError",
     "enable_logging",
     "ingest",
+    "load_ipython_extension",
     "load_settings",
     "query",
     "sql",
+    "unload_ipython_extension",
 ]
 __version__ = "0.1.0"
 
@@ -55,3 +90,20 @@ def enable_logging(level: int | str = logging.INFO) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def load_ipython_extension(ip: InteractiveShell) -> None:
+    """``%load_ext hdi_lab``: register the magics (%hdi_ingest, %hdi_query, ...; see hdi_lab.magics).
+
+    Loading again changes nothing; nothing is read or connected until a magic first runs.
+    """
+    from hdi_lab.magics import load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip: InteractiveShell) -> None:
+    """``%unload_ext hdi_lab``: unregister the magics and close their database connections."""
+    from hdi_lab.magics import unload
+
+    unload(ip)

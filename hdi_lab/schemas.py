@@ -6,10 +6,12 @@ import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from hdi_lab.errors import ValidationError
+
+if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must stay fast
+    import pandas as pd
 
 
 class Schema(enum.StrEnum):
@@ -61,6 +63,8 @@ def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
 
 def parse_time(value: object, param: str) -> pd.Timestamp:
     """Parse a date or timestamp into a tz-aware UTC nanosecond ``Timestamp``."""
+    import pandas as pd
+
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValidationError(f"{param} is required: give a date like 2024-01-02 or an ISO timestamp")
     try:
@@ -209,6 +213,30 @@ class IngestReport:
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']} in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
         )
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:
+        """IPython's text display: the one-line summary (the dataclass repr lists every chunk)."""
+        p.text(str(self))  # type: ignore[attr-defined]
+
+    def _repr_html_(self) -> str:
+        """Notebook display: a one-row summary table (plus the planned chunks of a dry run)."""
+        from html import escape
+
+        s = self.summary()
+        title = f"{'dry run: ' if self.dry_run else ''}{s.pop('provider')} {s.pop('schema')}"
+        cell = "style='text-align:right'"
+        head = "".join(f"<th {cell}>{escape(k)}</th>" for k in s)
+        row = "".join(f"<td {cell}>{escape(str(v))}</td>" for v in s.values())
+        out = (f"<table><caption style='text-align:left'><b>{escape(title)}</b></caption>"
+               f"<thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>")
+        if self.dry_run and self.chunks:
+            shown = self.chunks[:20]
+            rows = "".join(f"<tr><td style='text-align:left'>{escape(c.chunk.describe())}</td>"
+                           f"<td {cell}>~{c.fetched}</td></tr>" for c in shown)
+            more = f"<p>... {len(self.chunks) - len(shown)} more chunks</p>" if len(self.chunks) > len(shown) else ""
+            out += (f"<table><thead><tr><th>planned chunk</th><th {cell}>records (estimate)</th></tr></thead>"
+                    f"<tbody>{rows}</tbody></table>{more}")
+        return out
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-import psycopg2.extensions
-
 from hdi_lab.config import Settings, load_settings
 from hdi_lab.errors import ValidationError
-from hdi_lab.providers.base import Provider
-from hdi_lab.storage import db
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%load_ext`)
+    import psycopg2.extensions
+
+    from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
 
 PROVIDERS = ("file", "sample")
@@ -59,6 +58,8 @@ class HdiSession:
 
     def connection(self) -> psycopg2.extensions.connection:
         """This thread's open connection, with the hdi_lab schema migrated to the current version."""
+        from hdi_lab.storage import db
+
         key = threading.get_ident()
         conn = self._conns.get(key)
         if conn is None or conn.closed:

@@ -7,10 +7,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import databento as db
-import pandas as pd
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
@@ -19,6 +17,9 @@ from psycopg2 import sql
 
 from hdi_lab.errors import StorageError
 from hdi_lab.storage import timescale
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _MIGRATION = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
@@ -87,6 +88,8 @@ def migrate(conn: psycopg2.extensions.connection, schema: str) -> list[int]:
             applied_now.append(version)
         timescale.enable(cur, schema)
         if applied_now:
+            import databento as db
+
             rows = [(p.to_int(), p.dataset, p.venue) for p in db.Publisher]
             psycopg2.extras.execute_values(
                 cur, f"INSERT INTO {s}.publishers VALUES %s ON CONFLICT (publisher_id) DO NOTHING", rows
@@ -118,6 +121,8 @@ def one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
 
 def fetch_frame(cur: psycopg2.extensions.cursor) -> pd.DataFrame:
     """The rows of the last statement as a DataFrame (column names from the cursor)."""
+    import pandas as pd
+
     names = [d.name for d in cur.description or ()]
     return pd.DataFrame.from_records(cur.fetchall(), columns=names)
 

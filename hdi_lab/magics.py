@@ -1,0 +1,295 @@
+"""IPython magics (``%load_ext hdi_lab``): thin front ends over the same core as the ``hdi`` CLI.
+
+=================  =========================================================================
+``%hdi_ingest``    the options of ``hdi ingest``; returns the :class:`IngestReport`
+``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --price-type --columns]``: a DataFrame
+``%%hdi_query``    SQL in the cell; ``:name`` and ``{{name}}`` are bound as parameters from the
+                   notebook's variables (never pasted into the SQL text)
+``%hdi_status``    server, coverage and recent ingests
+``%hdi_config``    every setting with its source, secrets masked
+``%hdi_symbols``   symbols (symbology and instrument master) matching a pattern
+=================  =========================================================================
+
+Every magic returns its result and takes ``-o/--out NAME`` (also bind it in the user namespace)
+and ``--verbose``. An :class:`HdiError` is shown as a one-line ``UsageError`` with what to do;
+``--verbose`` (or ``%config HdiMagics.verbose = True``) raises it with its traceback instead.
+Returned frames display at most ``HdiMagics.display_rows`` rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import keyword
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Int
+
+from hdi_lab.display import ConfigView, FrameDisplay, StatusView, progress_bar
+from hdi_lab.errors import HdiError
+from hdi_lab.schemas import Schema, SType
+from hdi_lab.session import PROVIDERS, HdiSession
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pandas as pd
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from hdi_lab.schemas import IngestReport
+
+SCHEMAS = [s.value for s in Schema]
+_OUT = argument("-o", "--out", metavar="NAME", help="also store the result in the user namespace as NAME")
+_VERBOSE = argument("--verbose", action="store_true", help="on an hdi_lab error, show the full traceback")
+
+
+def usage_error(exc: HdiError) -> UsageError:
+    """jupysql's exception factory: a plain ``UsageError`` carrying the hdi_lab error type.
+
+    IPython prints a ``UsageError`` as one line without a traceback, but only that exact class:
+    a subclass gets the full traceback (ipython#14024), hence an instance tagged with attributes.
+    """
+    err = UsageError(f"{type(exc).__name__}: {exc}\n(add --verbose for the traceback)")
+    err.error_type = type(exc).__name__  # type: ignore[attr-defined]
+    err.hdi_error = exc  # type: ignore[attr-defined]
+    return err
+
+
+def _arg_error(magic: Callable[..., Any], message: str) -> UsageError:
+    """An argparse-style message: the magic's usage line, then the error."""
+    parser = magic.parser  # type: ignore[attr-defined]
+    text = parser.format_usage()  # IPython's formatter: "::\n\n  %name [options]\n    ..."
+    lines = [line.strip() for line in text.removeprefix("::").strip().splitlines()]
+    indent = " " * len(f"usage: %{parser.prog} ")
+    usage = "\n".join(["usage: " + lines[0], *(indent + line for line in lines[1:])])
+    return UsageError(f"{usage}\n%{parser.prog}: error: {message}")
+
+
+def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+    try:
+        args = parse_argstring(magic, line)
+    except (UsageError, ValueError) as exc:  # ValueError: unbalanced quotes (shlex)
+        raise _arg_error(magic, str(exc)) from None
+    for name, value in vars(args).items():  # IPython splits like a non-POSIX shell: 'a b' keeps its quotes
+        setattr(args, name, [_unquote(v) for v in value] if isinstance(value, list) else _unquote(value))
+    out = getattr(args, "out", None)
+    if out is not None and (not out.isidentifier() or keyword.iskeyword(out)):
+        raise _arg_error(magic, f"-o/--out {out!r} is not a Python variable name")
+    return args
+
+
+def _unquote(value: object) -> object:
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _front_end(magic: Callable[..., Any]) -> Callable[..., Any]:
+    """Parse the line with the magic's own parser, run the magic on the namespace, bind ``--out``,
+    and turn an HdiError into a short UsageError (chained, so the cause stays inspectable)."""
+
+    @functools.wraps(magic)
+    def run(self: HdiMagics, line: str, *cell: str) -> Any:
+        args = _parse(magic, line)
+        try:
+            result = magic(self, args, *cell)
+        except HdiError as exc:
+            if args.verbose or self.verbose:
+                raise
+            raise usage_error(exc) from exc
+        if args.out:
+            self.user_ns[args.out] = result
+        return result
+
+    return run
+
+
+@magics_class
+class HdiMagics(Magics):
+    """The hdi_lab magics; one instance per shell, holding the extension's one :class:`HdiSession`."""
+
+    verbose = Bool(False, help="Raise hdi_lab errors with their traceback instead of a short message.").tag(
+        config=True)
+    display_rows = Int(20, help="Rows shown (head and tail) when a DataFrame from a magic is displayed.").tag(
+        config=True)
+    progress = Bool(True, help="Show a progress bar while %hdi_ingest runs.").tag(config=True)
+
+    def __init__(self, shell: InteractiveShell, session: HdiSession | None = None, **kwargs: Any) -> None:
+        super().__init__(shell, **kwargs)  # Magics adds itself to shell.configurables (%config HdiMagics)
+        self._session = session
+        self._frames = FrameDisplay(shell, lambda: self.display_rows)
+
+    @property
+    def session(self) -> HdiSession:
+        """The session, created on first use: loading the extension reads and connects nothing."""
+        if self._session is None:
+            self._session = HdiSession()
+        return self._session
+
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None, "HdiMagics is created with its shell"
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    def _usage(self, magic: str, message: str) -> UsageError:
+        return _arg_error(getattr(type(self), magic), message)
+
+    def close(self) -> None:
+        """Close the session's connections and restore the DataFrame formatters."""
+        if self._session is not None:
+            self._session.close()
+        self._frames.uninstall()
+
+    @line_magic
+    @_front_end
+    @magic_arguments()
+    @argument("paths", nargs="*", metavar="PATH", help="DBN files or folders (file provider)")
+    @argument("--provider", default="file", choices=PROVIDERS, help=f"one of {', '.join(PROVIDERS)} (default file)")
+    @argument("--dataset", help="e.g. GLBX.MDP3")
+    @argument("--schema", choices=SCHEMAS, metavar="SCHEMA", help=f"one of {', '.join(SCHEMAS)}")
+    @argument("--symbols", help="comma-separated symbols")
+    @argument("--stype-in", default="raw_symbol", choices=[s.value for s in SType], metavar="STYPE",
+              help=f"one of {', '.join(s.value for s in SType)} (default raw_symbol)")
+    @argument("--start", help="date or ISO timestamp (UTC), inclusive")
+    @argument("--end", help="date or ISO timestamp (UTC), exclusive")
+    @argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
+    @argument("--dry-run", action="store_true", help="plan and estimate only")
+    @argument("--quiet", action="store_true", help="no progress bar")
+    @_OUT
+    @_VERBOSE
+    def hdi_ingest(self, args: argparse.Namespace) -> IngestReport:
+        """Fetch, validate and load market data, like ``hdi ingest``; returns the IngestReport.
+
+        ``%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-05``
+        or ``%hdi_ingest data/GLBX.MDP3/ohlcv-1m.dbn.zst``. Chunks already ingested are skipped.
+        """
+        from hdi_lab import ingestion
+        from hdi_lab.api import make_request
+
+        request = make_request(args.provider, schema=args.schema, symbols=args.symbols, start=args.start,
+                               end=args.end, dataset=args.dataset, stype_in=args.stype_in,
+                               path=args.paths or None, force=args.force, dry_run=args.dry_run)
+        update, close = progress_bar(self.progress and not args.quiet)
+        try:
+            return ingestion.run(request, self.session, progress=update)
+        finally:
+            close()
+
+    @line_cell_magic
+    @_front_end
+    @magic_arguments()
+    @argument("schema", nargs="?", choices=SCHEMAS, metavar="SCHEMA", help=f"one of {', '.join(SCHEMAS)}")
+    @argument("symbols", nargs="?", metavar="SYMBOLS", help="comma-separated symbols")
+    @argument("start", nargs="?", metavar="START", help="date or ISO timestamp (UTC), inclusive")
+    @argument("end", nargs="?", metavar="END", help="date or ISO timestamp (UTC), exclusive")
+    @argument("--dataset", help="restrict symbol resolution to this dataset")
+    @argument("--price-type", choices=["float", "fixed"], help="float (default) or fixed (int64, 1e-9)")
+    @argument("--columns", help="comma-separated columns to keep")
+    @_OUT
+    @_VERBOSE
+    def hdi_query(self, args: argparse.Namespace, cell: str | None = None) -> pd.DataFrame:
+        """Stored rows (line form, like ``hdi query``) or the result of SQL (cell form) as a DataFrame.
+
+        ``df = %hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-05``. Cell form: ``%%hdi_query [-o NAME]``
+        with SQL against the hdi_lab schema below it; ``:name`` and ``{{name}}`` take the value of
+        the notebook variable ``name`` as a bound parameter (a list binds as an array, a tuple as
+        ``(a, b)`` for ``IN``); ``::type`` casts, literals and comments are left alone.
+        """
+        if cell is None:
+            return self._frames.track(self._rows(args))
+        return self._frames.track(self._sql(args, cell))
+
+    def _rows(self, args: argparse.Namespace) -> pd.DataFrame:
+        from hdi_lab import retrieval
+
+        positional = {"SCHEMA": args.schema, "SYMBOLS": args.symbols, "START": args.start, "END": args.end}
+        missing = [name for name, value in positional.items() if value is None]
+        if missing:
+            raise self._usage("hdi_query", f"the following arguments are required: {', '.join(missing)} "
+                             "(or write SQL in a %%hdi_query cell)")
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        return retrieval.query(self.session, args.schema, args.symbols, args.start, args.end,
+                               dataset=args.dataset, price_type=args.price_type or "float", columns=columns)
+
+    def _sql(self, args: argparse.Namespace, cell: str) -> pd.DataFrame:
+        from hdi_lab import retrieval
+        from hdi_lab.sqlparams import bind
+
+        given = [args.schema, args.symbols, args.start, args.end, args.dataset, args.price_type, args.columns]
+        if any(v is not None for v in given):
+            raise self._usage("hdi_query", "%%hdi_query runs the SQL in the cell: only -o/--out NAME and "
+                             "--verbose go on its line")
+        if not cell.strip():
+            raise self._usage("hdi_query", "the cell is empty: write SQL below %%hdi_query")
+        text, params = bind(cell, self.user_ns)
+        return retrieval.sql(self.session, text, params)
+
+    @line_magic
+    @_front_end
+    @magic_arguments()
+    @argument("--recent", type=int, default=10, help="ingest-log rows to show (default 10)")
+    @_OUT
+    @_VERBOSE
+    def hdi_status(self, args: argparse.Namespace) -> StatusView:
+        """The server, what is stored (rows and time range per table and instrument) and recent ingests."""
+        from hdi_lab import catalog
+
+        status = catalog.status(self.session, recent=args.recent)
+        return StatusView(status, self.session.schema, self.session.embedded, self.display_rows)
+
+    @line_magic
+    @_front_end
+    @magic_arguments()
+    @_OUT
+    @_VERBOSE
+    def hdi_config(self, args: argparse.Namespace) -> ConfigView:
+        """Every setting with its value (secrets masked) and source, then the HdiMagics options."""
+        rows = list(self.session.settings.masked())
+        section = self.config.get(type(self).__name__) or {}
+        for name in sorted(self.class_trait_names(config=True)):
+            source = "%config / ipython_config" if name in section else "default"
+            rows.append((f"HdiMagics.{name}", str(getattr(self, name)), source))
+        return ConfigView(rows)
+
+    @line_magic
+    @_front_end
+    @magic_arguments()
+    @argument("pattern", nargs="?", default="", help="case-insensitive substring (default: all)")
+    @argument("--limit", type=int, default=200, help="at most this many rows (default 200)")
+    @_OUT
+    @_VERBOSE
+    def hdi_symbols(self, args: argparse.Namespace) -> pd.DataFrame:
+        """Known symbols matching PATTERN: stype, dataset, instrument_id, raw_symbol and the dates covered."""
+        from hdi_lab import catalog
+
+        return self._frames.track(catalog.search_symbols(self.session, args.pattern, args.limit))
+
+
+def load(shell: InteractiveShell) -> HdiMagics:
+    """Register the magics once per shell; loading again returns the registered instance unchanged."""
+    registered = shell.magics_manager.registry.get(HdiMagics.__name__)
+    if registered is not None:
+        return registered  # type: ignore[no-any-return]
+    magics = HdiMagics(shell)
+    if magics not in shell.configurables:
+        shell.configurables.append(magics)
+    shell.register_magics(magics)
+    return magics
+
+
+def unload(shell: InteractiveShell) -> None:
+    """Unregister the magics and close the session's database connections."""
+    magics = shell.magics_manager.registry.pop(HdiMagics.__name__, None)
+    if magics is None:
+        return
+    for kind, table in magics.magics.items():
+        registered = shell.magics_manager.magics[kind]
+        for name, fn in table.items():
+            if registered.get(name) == fn:
+                del registered[name]
+    if magics in shell.configurables:
+        shell.configurables.remove(magics)
+    magics.close()
