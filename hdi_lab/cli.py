@@ -85,7 +85,7 @@ def _progress_bar(enabled: bool, err: TextIO) -> tuple[Callable[[Progress], None
     def update(ev: Progress) -> None:
         if "bar" not in bar:
             bar["bar"] = tqdm(total=ev.total, unit="chunk", file=err, leave=False, dynamic_ncols=True)
-        bar["bar"].update(1)
+        bar["bar"].update(ev.done - bar["bar"].n)
         bar["bar"].set_postfix(rows=ev.rows)
 
     return update, lambda: bar["bar"].close() if "bar" in bar else None

@@ -49,7 +49,7 @@ def run_demo(session: HdiSession, out: TextIO, progress: bool = False) -> None:
 
 def _printer(out: TextIO) -> ingestion.ProgressFn:
     def show(ev: Progress) -> None:
-        if ev.done == ev.total or ev.done % 10 == 0:
+        if ev.chunk is not None and (ev.done == ev.total or ev.done % 10 == 0):
             print(f"    {ev.done}/{ev.total} chunks, {ev.rows} rows", file=out)
     return show
 

@@ -115,7 +115,7 @@ def progress_bar(enabled: bool) -> tuple[Callable[[Progress], None] | None, Call
     def update(ev: Progress) -> None:
         if "bar" not in bar:
             bar["bar"] = tqdm(total=ev.total, unit="chunk", desc="hdi_ingest", leave=False, dynamic_ncols=True)
-        bar["bar"].update(1)
+        bar["bar"].update(ev.done - bar["bar"].n)
         bar["bar"].set_postfix(rows=ev.rows)
 
     return update, lambda: bar["bar"].close() if "bar" in bar else None

@@ -44,21 +44,27 @@ def run(
     chunks = provider.plan(request)
     schema = request.schema.value if request.schema else (chunks[0].schema.value if chunks else "")
     report = IngestReport(provider=provider.name, schema=schema, dry_run=request.dry_run)
-    if request.dry_run:
-        for chunk in chunks:
-            est = provider.estimate(chunk)
-            report.chunks.append(ChunkResult(chunk, fetched=int(est.records or 0)))
-        report.seconds = time.perf_counter() - t0
-        return report
     conn = session.connection()
     with transaction(conn) as cur:
         done = set() if request.force else load.completed(cur, session.schema, [c.key for c in chunks])
+    if request.dry_run:  # estimate what a real run would fetch; chunks already done are skipped
+        for chunk in chunks:
+            if chunk.key in done:
+                report.chunks.append(ChunkResult(chunk, skipped=True))
+                continue
+            est = provider.estimate(chunk)
+            report.chunks.append(ChunkResult(chunk, fetched=int(est.records or 0), est_bytes=est.bytes,
+                                             cost_usd=est.cost_usd))
+        report.seconds = time.perf_counter() - t0
+        return report
 
     def one(chunk: Chunk) -> ChunkResult:
         if chunk.key in done:
             return ChunkResult(chunk, skipped=True)
         return ingest_chunk(session, provider, chunk, force=request.force)
 
+    if progress is not None:
+        progress(Progress(done=0, total=len(chunks), rows=0))
     results: Iterable[ChunkResult] = executor.map(one, chunks) if executor else map(one, chunks)
     rows = 0
     for i, result in enumerate(results, 1):

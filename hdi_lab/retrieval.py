@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -192,15 +193,43 @@ def _definitions(cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi:
 
 def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
     """Run SQL with bound parameters (``%(name)s`` or ``%s``) against the hdi_lab schema."""
+    import psycopg2
+
     conn = session.connection()
+    if isinstance(params, Mapping):
+        params = {k: plain(v) for k, v in params.items()}
+    elif params is not None:
+        params = [plain(v) for v in params]
     try:
         with transaction(conn) as cur:
             cur.execute(text, params)
-            return fetch_frame(cur) if cur.description is not None else pd.DataFrame()
-    except Exception as exc:
-        import psycopg2
+            if cur.description is None:
+                return pd.DataFrame()
+            frame = fetch_frame(cur)
+    except psycopg2.ProgrammingError as exc:
+        if exc.pgcode is None:  # raised by the driver before the server saw the statement
+            raise ValidationError(f"a parameter cannot be sent to PostgreSQL: {str(exc).strip()}") from exc
+        raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+    except psycopg2.Error as exc:
+        raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+    # numeric results (sum(bigint), price / 1e9) arrive as Decimal objects: give analysts floats
+    for name in frame.columns:
+        values = frame[name].dropna()
+        if frame[name].dtype == object and len(values) and isinstance(values.iloc[0], decimal.Decimal):
+            frame[name] = frame[name].astype("float64")
+    return frame
 
-        if isinstance(exc, psycopg2.Error):
-            msg = (exc.pgerror or str(exc)).strip().splitlines()[0]
-            raise StorageError(f"SQL failed: {msg}", sqlstate=exc.pgcode) from exc
-        raise
+
+def _first_line(exc: Exception) -> str:
+    return (getattr(exc, "pgerror", None) or str(exc)).strip().splitlines()[0]
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays (and containers of them) as Python values psycopg2 can send."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return type(value)(plain(v) for v in value)
+    return value

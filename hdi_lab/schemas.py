@@ -146,6 +146,8 @@ class ChunkResult:
     quarantined: int = 0
     seconds: float = 0.0
     skipped: bool = False
+    est_bytes: int | None = None  # dry runs: the provider's size estimate
+    cost_usd: float | None = None  # dry runs: the provider's cost estimate
 
 
 @dataclass
@@ -186,10 +188,20 @@ class IngestReport:
         return sum(1 for c in self.chunks if c.skipped)
 
     @property
+    def cost_usd(self) -> float | None:
+        """Estimated cost of a dry run (None when the provider gives none)."""
+        costs = [c.cost_usd for c in self.chunks if c.cost_usd is not None]
+        return float(sum(costs)) if costs else None
+
+    @property
     def rows_per_second(self) -> float:
         return self.fetched / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> dict[str, object]:
+        if self.dry_run:
+            return {"provider": self.provider, "schema": self.schema, "chunks": len(self.chunks),
+                    "chunks_skipped": self.chunks_skipped, "est_records": self.fetched, "est_cost_usd": self.cost_usd,
+                    "seconds": round(self.seconds, 3)}
         return {
             "provider": self.provider,
             "schema": self.schema,
@@ -206,9 +218,13 @@ class IngestReport:
 
     def __str__(self) -> str:
         s = self.summary()
-        head = "dry run: " if self.dry_run else ""
+        if self.dry_run:
+            cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:,.2f}"
+            return (f"dry run: {s['provider']} {s['schema']}: {s['chunks']} chunks ({self.chunks_skipped} already "
+                    f"done), ~{s['est_records']} records to fetch, "
+                    f"estimated cost {cost}; nothing was written")
         return (
-            f"{head}{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done), "
+            f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']} in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
@@ -241,12 +257,13 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress event for front ends (one per finished chunk)."""
+    """A progress event for front ends: one when the plan is made (``chunk`` None, ``done`` 0),
+    then one per finished chunk."""
 
     done: int
     total: int
     rows: int
-    chunk: ChunkResult
+    chunk: ChunkResult | None = None
 
 
 def utc_date(ts: pd.Timestamp) -> dt.date:

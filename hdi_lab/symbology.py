@@ -70,7 +70,8 @@ def resolve(
             f"unknown symbol(s) {', '.join(map(repr, unknown))}"
             + (f" in {dataset}" if dataset else "")
             + f" for [{start.date()}, {end.date()}): no symbology or definitions are stored for them; "
-            "ingest them first (hdi ingest ...) or list known ones with `hdi status`"
+            "ingest them first (hdi ingest / %hdi_ingest) or search the known ones "
+            "(hdi status / %hdi_symbols)"
         )
     return _merge(spans)
 

@@ -225,11 +225,9 @@ class IngestForm(_Panel):
 def _report_html(report: IngestReport) -> str:
     summary = report.summary()
     if report.dry_run:
+        cost = "no cost estimate" if report.cost_usd is None else f"estimated cost ${report.cost_usd:,.2f}"
         head = (f"<b>Preview (dry run, nothing written)</b>: {len(report.chunks)} chunks, "
-                f"~{report.fetched:,} records estimated")
-        summary = {k: v for k, v in summary.items()
-                   if k in ("provider", "schema", "chunks", "fetched", "seconds")}
-        summary["est_records"] = summary.pop("fetched")
+                f"~{report.fetched:,} records estimated, {cost}")
     else:
         head = f"<b>Ingest finished</b>: {html.escape(str(report))}"
     rows = [dict(chunk=c.chunk.describe(), **({"est_records": c.fetched} if report.dry_run else
