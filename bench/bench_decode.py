@@ -105,13 +105,7 @@ def run(args) -> list[Row]:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__.splitlines()[0])
-    p.set_defaults(repeat=5)
-    args = p.parse_args(argv)
-    rows = run(args)
-    common.print_table(rows, f"decode: {args.records:,} OHLCV-1m records")
-    common.write_json(args.json, rows)
-    return 0
+    return common.bench_main(argv, __doc__ or "", run, lambda a: f"decode: {a.records:,} OHLCV-1m records", repeat=5)
 
 
 if __name__ == "__main__":

@@ -185,11 +185,7 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parser(__doc__.splitlines()[0], repeat=5).parse_args(argv)
-    rows = run(args)
-    common.print_table(rows, f"ingest: {args.records:,} OHLCV-1m rows")
-    common.write_json(args.json, rows)
-    return 0
+    return common.bench_main(argv, __doc__ or "", run, lambda a: f"ingest: {a.records:,} OHLCV-1m rows", repeat=5)
 
 
 if __name__ == "__main__":

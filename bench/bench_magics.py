@@ -113,15 +113,8 @@ def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: A
     one = data.symbols[0]
     with common.database(args.database_url) as url, common.fresh_schema(url, "bench_magics") as sch:
         print(f"[{BENCH}] {common.server_summary(url)}; schema {sch}", flush=True)
-        sess = common.session(url, sch)
-        t, _ = common.timed(lambda: hdi_lab.ingest(provider="file", path=str(path), session=sess))
-        print(f"[{BENCH}] setup: ingested {len(data.records):,} rows in {t:.1f}s", flush=True)
-        admin = psycopg2.connect(url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'VACUUM ANALYZE "{sch}".ohlcv_1m')
-            cur.execute(f'ANALYZE "{sch}".symbology')
-        admin.close()
+        sess, t, stored = common.store_file(url, sch, path)
+        print(f"[{BENCH}] setup: ingested {stored:,} rows in {t:.1f}s", flush=True)
 
         # the extension's session is configured as a user would: through the environment
         os.environ.update(HDI_DATABASE_URL=url, HDI_DB_SCHEMA=sch)
@@ -191,11 +184,7 @@ def run(args) -> list[Row]:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parser(__doc__.splitlines()[0], records=200_000, repeat=5).parse_args(argv)
-    rows = run(args)
-    common.print_table(rows, "magics: %load_ext start-up and %hdi_query overhead")
-    common.write_json(args.json, rows)
-    return 0
+    return common.bench_main(argv, __doc__ or "", run, lambda a: "magics: %load_ext start-up and %hdi_query overhead", records=200_000, repeat=5)
 
 
 if __name__ == "__main__":

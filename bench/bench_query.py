@@ -57,15 +57,8 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
     rows: list[Row] = []
     with common.database(args.database_url) as url, common.fresh_schema(url, "bench_query") as sch:
         print(f"[{BENCH}] {common.server_summary(url)}; schema {sch}", flush=True)
-        sess = common.session(url, sch)
-        t, rep = common.timed(lambda: hdi_lab.ingest(provider="file", path=str(path), session=sess))
-        print(f"[{BENCH}] setup: ingested {sum(c.inserted for c in rep.chunks):,} rows in {t:.1f}s", flush=True)
-        admin = psycopg2.connect(url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'VACUUM ANALYZE "{sch}".ohlcv_1m')
-            cur.execute(f'ANALYZE "{sch}".symbology')
-        admin.close()
+        sess, t, stored = common.store_file(url, sch, path)
+        print(f"[{BENCH}] setup: ingested {stored:,} rows in {t:.1f}s", flush=True)
 
         import sqlalchemy as sa
 
@@ -139,11 +132,7 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parser(__doc__.splitlines()[0], repeat=5).parse_args(argv)
-    rows = run(args)
-    common.print_table(rows, f"query: {args.records:,} OHLCV-1m rows stored")
-    common.write_json(args.json, rows)
-    return 0
+    return common.bench_main(argv, __doc__ or "", run, lambda a: f"query: {a.records:,} OHLCV-1m rows stored", repeat=5)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,35 @@ def checkpoint(conn: psycopg2.extensions.connection) -> None:
         conn.autocommit = old
 
 
+def store_file(url: str, schema: str, path: Path) -> tuple[HdiSession, float, int]:
+    """Ingest a DBN file with hdi_lab into ``schema`` and VACUUM ANALYZE it for querying.
+
+    Returns (session, seconds, rows inserted)."""
+    import hdi_lab
+
+    sess = session(url, schema)
+    t0 = time.perf_counter()
+    report = hdi_lab.ingest(provider="file", path=str(path), session=sess)
+    seconds = time.perf_counter() - t0
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'VACUUM ANALYZE "{schema}".ohlcv_1m')
+        cur.execute(f'ANALYZE "{schema}".symbology')
+    admin.close()
+    return sess, seconds, report.inserted
+
+
+def bench_main(argv: list[str] | None, doc: str, run: Callable[[argparse.Namespace], list[Row]],
+               title: Callable[[argparse.Namespace], str], **defaults: int) -> int:
+    """Shared ``main``: parse the common options, run, print the table, write JSON."""
+    args = parser(doc.splitlines()[0], **defaults).parse_args(argv)
+    rows = run(args)
+    print_table(rows, title(args))
+    write_json(args.json, rows)
+    return 0
+
+
 def server_summary(url: str) -> str:
     conn = psycopg2.connect(url)
     try:
