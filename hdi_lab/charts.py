@@ -81,11 +81,12 @@ def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def _x(frame: pd.DataFrame) -> np.ndarray:
-    """The UTC index as naive datetime64 (plotly serialises it far faster than tz-aware Timestamps)."""
+    """The UTC index as naive datetime64[us]: plotly serialises it far faster than tz-aware Timestamps,
+    and its widget serialiser sends datetime64[ns] to the browser as integers (epoch ns)."""
     index = pd.DatetimeIndex(frame.index)
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
-    return index.to_numpy()
+    return index.to_numpy().astype("datetime64[us]")
 
 
 def new_figure(height: int = 560) -> go.FigureWidget:
@@ -96,7 +97,7 @@ def new_figure(height: int = 560) -> go.FigureWidget:
                                   vertical_spacing=0.03)
     fig = go_.FigureWidget(base)
     fig.update_layout(height=height, margin=dict(l=50, r=20, t=40, b=30), showlegend=True,
-                      legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom"),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
                       xaxis_rangeslider_visible=False, hovermode="x unified")
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)

@@ -186,6 +186,11 @@ def test_load_draws_candles_volume_and_sma(session: HdiSession) -> None:
     assert [t.type for t in fig.data] == ["candlestick", "bar", "scatter"]
     candles, volume, sma = fig.data
     assert len(candles.x) == len(volume.x) == len(frame)
+    # what the widget sends to the browser: dates, not epoch nanoseconds (plotly's serialiser sends
+    # datetime64[ns] as integers)
+    sent = fig.to_plotly_json()["data"][0]["x"]
+    assert np.asarray(sent).dtype == np.dtype("datetime64[us]")
+    assert pd.Timestamp(sent[0]).tz_localize("UTC") == frame.index[0]
     np.testing.assert_array_equal(candles.close, frame["close"].to_numpy())
     np.testing.assert_array_equal(volume.y, frame["volume"].to_numpy(np.float64))
     assert volume.yaxis == "y2" and volume.xaxis == "x2" and fig.layout.xaxis.matches == "x2"

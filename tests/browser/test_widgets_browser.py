@@ -1,0 +1,360 @@
+"""notebooks/03_widgets.ipynb in a real JupyterLab driven by headless Chromium: the widgets are LIVE.
+
+Saved widget state renders "disconnected" views and proves nothing, so this test runs every cell in
+a real kernel and then does round trips from the page: it types into widgets and clicks their
+buttons, and waits for the kernel's callbacks to change the page (the panels' output areas, the
+plotly chart's traces). See ../shared/DESIGN.md, "Widgets in a real browser (measured)".
+
+Needs Debian's ``/usr/bin/chromium`` (``apt-get install chromium``) and the ``playwright`` Python
+package (never ``playwright install``: its browser download does not work here). Missing either, the
+test skips, or fails when ``CI`` is set. The screenshot goes to ``$HDI_BROWSER_ARTIFACTS`` (else
+pytest's tmp_path) and its path is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "03_widgets.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SERVER_START_TIMEOUT = 60.0
+RUN_ALL_TIMEOUT = 120.0
+ROUND_TRIP_TIMEOUT_MS = 30_000
+# Read at import: the autouse clean_environ fixture removes every HDI_* variable before the test runs.
+ARTIFACTS = os.environ.get("HDI_BROWSER_ARTIFACTS")
+# No HTTP proxy from the environment for the local server.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _require_browser_tools() -> None:
+    """Skip (fail in CI) with the reason when Chromium or Playwright is missing."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package (pip install 'hdi_lab[dev]'; do not run `playwright install`)")
+    if missing:
+        reason = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: required in CI", pytrace=False)
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) for every process (from /proc)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        table[int(entry)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Descendants of ``pid`` (the kernel runs in a session of its own) with their start times."""
+    table = _proc_table()
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, start) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = start
+                todo.append(child)
+    return found
+
+
+def _kill_server(proc: subprocess.Popen[bytes], base_url: str, token: str) -> None:
+    """Shut the server down (it stops its kernel), then kill its process group and any leftover child."""
+    children = _descendants(proc.pid)
+    try:
+        req = urllib.request.Request(f"{base_url}/api/shutdown", method="POST",
+                                     headers={"Authorization": f"token {token}"})
+        _HTTP.open(req, timeout=5).close()
+        proc.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+    table = _proc_table()
+    for pid, start in children.items():  # only the very processes seen above (pids may be reused)
+        if table.get(pid, (0, ""))[1] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Lab:
+    base_url: str
+    token: str
+    log: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
+    """JupyterLab on a free port, serving a temp copy of 03_widgets.ipynb, its config in temp dirs."""
+    _require_browser_tools()
+    home = tmp_path / "jupyter"
+    dirs = {name: home / sub for name, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("IPYTHONDIR", "ipython"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"))}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    # Every cell attached to the DOM (no windowing), and no news/update toasts or requests.
+    settings = dirs["JUPYTERLAB_SETTINGS_DIR"]
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none"}))
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HDI_", "JUPYTER", "IPYTHONDIR"))}
+    env.update({k: str(v) for k, v in dirs.items()})
+    env.update(HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    port, token = _free_port(), secrets.token_hex(16)
+    log = tmp_path / "jupyter.log"
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+           f"--port={port}", f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    base_url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Lab(base_url, token, log)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}", pytrace=False)
+            try:
+                req = urllib.request.Request(f"{base_url}/api/status", headers={"Authorization": f"token {token}"})
+                with _HTTP.open(req, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab not up after {SERVER_START_TIMEOUT:.0f} s:\n{server.log_tail()}",
+                            pytrace=False)
+            time.sleep(0.25)
+        yield server
+    finally:
+        _kill_server(proc, base_url, token)
+
+
+def _artifact_dir(tmp_path: Path) -> Path:
+    out = Path(ARTIFACTS) if ARTIFACTS else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# JupyterLab's state, read in the page: the notebook panel, its kernel, and every code cell.
+NOTEBOOK_STATE_JS = """() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext) return null;
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code').map(c => {
+    const outputs = c.model.outputs.toJSON();
+    return {count: c.model.executionCount,
+            running: (c.promptNode && c.promptNode.textContent || '').includes('*'),
+            errors: outputs.filter(o => o.output_type === 'error')
+                           .map(o => o.ename + ': ' + o.evalue)};
+  });
+  return {kernel: kernel ? kernel.status : null, cells: cells};
+}"""
+
+
+def _poll(what: str, check: Callable[[], Any], timeout: float, describe: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}: {describe()}", pytrace=False)
+        time.sleep(0.25)
+
+
+def test_widgets_are_live_in_jupyterlab(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    artifacts = _artifact_dir(tmp_path)
+    shot = artifacts / "03_widgets_browser.png"
+    page_errors: list[str] = []
+
+    def report() -> str:
+        state = page.evaluate(NOTEBOOK_STATE_JS)
+        return (f"notebook state {json.dumps(state)}\npage errors {page_errors}\n"
+                f"jupyter log tail:\n{lab.log_tail(2000)}")
+
+    with sync_playwright() as pw:
+        home = tmp_path / "chromium-home"  # else Chromium writes ~/.config/chromium and ~/.cache/dconf
+        browser_env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                       "XDG_CACHE_HOME": str(home / ".cache")}
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=browser_env)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2000})
+            page.on("pageerror", lambda exc: page_errors.append(f"pageerror: {exc}"))
+            page.on("console", lambda msg: page_errors.append(f"console.{msg.type}: {msg.text}")
+                    if msg.type == "error" else None)
+            page.goto(f"{lab.base_url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded")
+            try:
+                _run_and_check(page, expect, report)
+            except BaseException:
+                page.screenshot(path=str(artifacts / "03_widgets_browser_failure.png"), full_page=True)
+                raise
+            page.screenshot(path=str(shot), full_page=True)
+            page.locator(".jp-Cell .js-plotly-plot").first.screenshot(path=str(artifacts / "03_widgets_chart.png"))
+        finally:
+            browser.close()
+    with capsys.disabled():
+        print(f"\nbrowser screenshot: {shot}")
+        for line in page_errors:  # console errors do not fail the test; page errors (uncaught) do
+            print(f"browser {line[:300]}")
+    assert not [e for e in page_errors if "pageerror" in e], page_errors
+
+
+def _run_and_check(page: Any, expect: Any, report: Callable[[], str]) -> None:
+    def state() -> dict[str, Any] | None:
+        return page.evaluate(NOTEBOOK_STATE_JS)  # type: ignore[no-any-return]
+
+    def kernel_idle() -> bool:
+        s = state()
+        return bool(s and s["kernel"] == "idle" and s["cells"])
+
+    _poll("the notebook's kernel to be idle", kernel_idle, 60, report)
+    # Not awaited (execute() resolves only when every cell has run): the poll below bounds the wait.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+    def all_run() -> bool:
+        s = state()
+        if not s or s["kernel"] != "idle":
+            return False
+        errors = [e for c in s["cells"] for e in c["errors"]]
+        if errors:
+            pytest.fail(f"a cell raised: {errors}\n{report()}", pytrace=False)
+        return all(c["count"] is not None and not c["running"] for c in s["cells"])
+
+    _poll("every cell to run", all_run, RUN_ALL_TIMEOUT, report)
+
+    # The two panels, found by their buttons; each panel's output area is its .widget-output.
+    form = page.locator(".jp-Cell").filter(has=page.locator("button.widget-button", has_text="Preview"))
+    explorer = page.locator(".jp-Cell").filter(has=page.locator("button.widget-button", has_text="Load"))
+    expect(form).to_have_count(1)
+    expect(explorer).to_have_count(1)
+    form_output = form.locator(".widget-output")
+    progress_label = form.locator(".widget-hprogress + .widget-label")  # the Label next to the IntProgress
+    explorer_output = explorer.locator(".widget-output")
+
+    # Rendered by the notebook's code: the ingest form (dropdowns, a complete progress bar) and the chart.
+    expect(form.locator(".widget-dropdown select").first).to_be_visible()
+    assert form.locator(".widget-dropdown select").count() >= 3  # provider, schema, stype_in
+    expect(form.locator(".widget-hprogress")).to_be_visible()
+    # The notebook's last click on Run failed on purpose: a red, empty bar and its label.
+    expect(form.locator(".widget-hprogress .progress-bar")).to_have_class("progress-bar progress-bar-danger")
+    expect(progress_label).to_contain_text("failed after 0 of 1 chunks")
+    chart = explorer.locator(".js-plotly-plot")
+    expect(chart).to_have_count(1)
+    expect(chart.locator("g.trace.boxes path").first).to_be_attached()  # candlesticks
+    expect(chart.locator(".legendtext")).to_have_text(["OHLC", "volume", "SMA(5)", "EMA(5)"])
+    expect(chart.locator(".gtitle")).to_have_text("AAPL ohlcv-1h")
+    # The last cells left an error in each panel (bad symbols on purpose).
+    expect(form_output.locator(".hdi-error")).to_be_visible()
+    expect(explorer_output.locator(".hdi-error")).to_contain_text("ZZZZ")
+
+    # Round trip 1: click Preview in the page; the kernel's callback replaces the form's error with a report.
+    form.locator("button.widget-button", has_text="Preview").click()
+    expect(form_output.locator(".hdi-report")).to_contain_text("Preview (dry run, nothing written)",
+                                                              timeout=ROUND_TRIP_TIMEOUT_MS)
+    expect(form_output.locator(".hdi-error")).to_have_count(0)
+
+    # Round trip 2: click Run; every chunk is already loaded, so the bar fills and turns green.
+    form.locator("button.widget-button", has_text="Run").click()
+    expect(progress_label).to_contain_text("4 chunks, 0 rows in", timeout=ROUND_TRIP_TIMEOUT_MS)
+    expect(form.locator(".widget-hprogress .progress-bar")).to_have_class("progress-bar progress-bar-success")
+    expect(form.locator(".widget-hprogress .progress-bar")).to_be_visible()
+    expect(form_output.locator(".hdi-report")).to_contain_text("Ingest finished")
+
+    # Round trip 3: type a symbol, untick SMA and click Load; the kernel queries and redraws the chart.
+    symbol = explorer.locator(".widget-text input[list]")  # the Combobox
+    symbol.fill("NVDA")
+    symbol.press("Enter")
+    explorer.locator(".widget-checkbox", has_text="SMA").locator("input").uncheck()
+    window = explorer.locator(".widget-text", has_text="window").locator("input")
+    window.fill("10")
+    window.press("Enter")
+    schema = explorer.locator(".widget-dropdown", has_text="interval").locator("select")
+    schema.select_option(label="1 minute")
+    explorer.locator("button.widget-button", has_text="Load").click()
+    expect(explorer_output.locator(".hdi-status")).to_have_text("1,560 rows of NVDA ohlcv-1m",
+                                                                timeout=ROUND_TRIP_TIMEOUT_MS)
+    expect(chart.locator(".gtitle")).to_have_text("NVDA ohlcv-1m", timeout=ROUND_TRIP_TIMEOUT_MS)
+    expect(chart.locator(".legendtext")).to_have_text(["OHLC", "volume", "EMA(10)"])
+    expect(chart.locator("g.trace.boxes path").first).to_be_attached()
+    expect(explorer.locator(".widget-html")).to_contain_text("1,560 rows in all")
+
+    # Live, not saved state: no error or disconnected widget views anywhere.
+    expect(page.locator(".jupyter-widgets-error-widget")).to_have_count(0)
+    expect(page.locator(".jupyter-widgets-disconnected")).to_have_count(0)
+
+    form.scroll_into_view_if_needed()
+    page.evaluate("""() => {  // the form's cell at the top of the notebook's viewport for the screenshot
+      const cell = [...document.querySelectorAll('.jp-Cell')].find(c => c.querySelector('.widget-hprogress'));
+      cell.scrollIntoView({block: 'start'});
+    }""")
