@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-BENCHES = ("bench_ingest", "bench_decode", "bench_query", "bench_magics")
+BENCHES = ("bench_ingest", "bench_decode", "bench_query", "bench_magics", "bench_databento")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ def make_request(
     path: str | Path | Sequence[str | Path] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    allow_cost: bool = False,
 ) -> IngestRequest:
     """Validate user arguments into an :class:`IngestRequest` (shared by every front end)."""
     paths: tuple[str, ...] = ()
@@ -45,6 +46,7 @@ def make_request(
         paths=paths,
         force=force,
         dry_run=dry_run,
+        allow_cost=allow_cost,
     )
 
 

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--end")
     ing.add_argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
     ing.add_argument("--dry-run", action="store_true", help="plan and estimate only")
+    ing.add_argument("--allow-cost", action="store_true", help="run even above the configured cost limit")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = sub.add_parser("query", help="read stored data")
@@ -94,7 +95,7 @@ def _progress_bar(enabled: bool, err: TextIO) -> tuple[Callable[[Progress], None
 def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     req = make_request(a.provider, schema=a.schema, symbols=a.symbols, start=a.start, end=a.end,
                        dataset=a.dataset, stype_in=a.stype_in, path=a.paths or None,
-                       force=a.force, dry_run=a.dry_run)
+                       force=a.force, dry_run=a.dry_run, allow_cost=a.allow_cost)
     update, close = _progress_bar(not a.quiet and err.isatty(), err)
     try:
         report = ingestion.run(req, session, progress=update)

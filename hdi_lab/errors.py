@@ -6,6 +6,7 @@
     ├── ConfigError            a setting is missing, unknown or malformed
     ├── MissingDependency      an optional extra is not installed (also an ImportError)
     ├── ValidationError        a request is wrong: unknown schema or symbol, start >= end, ...
+    │   └── CostLimitError       a request's estimated cost is above the configured limit
     ├── DataFormatError        input bytes are not valid DBN: corrupt, truncated, wrong schema
     ├── ProviderError          a data vendor failed (carries provider, status, request_id)
     │   ├── AuthError
@@ -42,6 +43,10 @@ class MissingDependency(HdiError, ImportError):
 
 class ValidationError(HdiError):
     """A request is invalid (unknown schema, symbol, dataset, bad time range, ...)."""
+
+
+class CostLimitError(ValidationError):
+    """A request's estimated cost is above the configured limit (override: allow_cost)."""
 
 
 class DataFormatError(HdiError):

@@ -7,10 +7,12 @@ unless ``force`` is set (which re-loads them without duplicates).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
+import databento as db
 import numpy as np
 
 from hdi_lab import dbn
@@ -24,6 +26,7 @@ from hdi_lab.storage.tables import TABLES
 from hdi_lab.validate import validate
 
 ProgressFn = Callable[[Progress], None]
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -70,6 +73,8 @@ def run(
     for i, result in enumerate(results, 1):
         report.chunks.append(result)
         rows += result.fetched
+        log.info("chunk %d/%d %s: %s", i, len(chunks), result.chunk.describe(),
+                 "skipped (done)" if result.skipped else f"fetched {result.fetched}, inserted {result.inserted}")
         if progress is not None:
             progress(Progress(done=i, total=len(chunks), rows=rows, chunk=result))
     report.seconds = time.perf_counter() - t0
@@ -90,19 +95,34 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
         if not force and load.completed(cur, schema_name, [chunk.key]):
             return ChunkResult(chunk, skipped=True)
         name = chunk.path or chunk.describe()
+        notes: list[str] = []
         for store in provider.fetch(chunk):
+            notes += _not_found(store, chunk)
             for part in dbn.decode(store, name, batch=batch):
                 if part.schema != chunk.schema:
                     raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
                 _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows)
+        take = getattr(provider, "take_warnings", None)  # optional: vendor warnings (e.g. HTTP 206)
+        vendor = take(chunk) if take is not None else []
+        notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         seconds = time.perf_counter() - t0
         result = ChunkResult(chunk, fetched=counts["fetched"], inserted=counts["inserted"],
                              updated=counts["updated"], duplicates=counts["duplicates"],
-                             quarantined=counts["quarantined"], seconds=seconds)
+                             quarantined=counts["quarantined"], seconds=seconds,
+                             warnings=tuple(dict.fromkeys(notes)))
         log_id = load.insert_log(cur, schema_name, result, force)
         load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
     return result
+
+
+def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:
+    """A warning for the symbols the DBN metadata lists as not found (the rest is ingested)."""
+    missing = list(getattr(store.metadata, "not_found", None) or [])
+    if not missing:
+        return []
+    return [f"symbol(s) {', '.join(missing)} not found in {chunk.dataset} {chunk.schema} for "
+            f"stype_in={chunk.stype_in}; the others were ingested (check the spelling, the stype_in and the dataset)"]
 
 
 def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded, dups: dbn.DupCounter,

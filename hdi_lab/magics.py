@@ -157,6 +157,7 @@ class HdiMagics(Magics):
     @argument("--end", help="date or ISO timestamp (UTC), exclusive")
     @argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
     @argument("--dry-run", action="store_true", help="plan and estimate only")
+    @argument("--allow-cost", action="store_true", help="run even above the configured cost limit")
     @argument("--quiet", action="store_true", help="no progress bar")
     @_OUT
     @_VERBOSE
@@ -171,7 +172,8 @@ class HdiMagics(Magics):
 
         request = make_request(args.provider, schema=args.schema, symbols=args.symbols, start=args.start,
                                end=args.end, dataset=args.dataset, stype_in=args.stype_in,
-                               path=args.paths or None, force=args.force, dry_run=args.dry_run)
+                               path=args.paths or None, force=args.force, dry_run=args.dry_run,
+                               allow_cost=args.allow_cost)
         update, close = progress_bar(self.progress and not args.quiet)
         try:
             return ingestion.run(request, self.session, progress=update)

@@ -48,9 +48,16 @@ def query(
     lo, hi = parse_range(start, end)
     if price_type not in ("float", "fixed"):
         raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    missing: list[str] = []
+    spans = _resolve(session, syms, lo, hi, dataset, missing)
+    if missing:  # auto-discovery when a Databento key is configured; else the unknown-symbol error
+        from hdi_lab import discovery
+
+        if discovery.can_discover(session, dataset):
+            discovery.discover(session, tuple(missing), lo, hi, dataset)
+        spans = _resolve(session, syms, lo, hi, dataset)
     conn = session.connection()
     with transaction(conn) as cur:
-        spans = resolve(cur, session.schema, syms, lo, hi, dataset)
         if sch is Schema.DEFINITION:
             frame = _definitions(cur, session.schema, spans, lo, hi, price_type)
         else:
@@ -61,6 +68,12 @@ def query(
             raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {list(frame.columns)}")
         frame = frame[list(columns)]
     return frame
+
+
+def _resolve(session: HdiSession, syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp,
+             dataset: str | None, missing: list[str] | None = None) -> list[Span]:
+    with transaction(session.connection()) as cur:
+        return resolve(cur, session.schema, syms, lo, hi, dataset, missing)
 
 
 def _out_columns(t: Table) -> list[Column]:

@@ -113,6 +113,7 @@ class IngestRequest:
     paths: tuple[str, ...] = ()
     force: bool = False
     dry_run: bool = False
+    allow_cost: bool = False  # run even when the estimated cost exceeds the configured limit
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class ChunkResult:
     skipped: bool = False
     est_bytes: int | None = None  # dry runs: the provider's size estimate
     cost_usd: float | None = None  # dry runs: the provider's cost estimate
+    warnings: tuple[str, ...] = ()  # e.g. symbols the provider could not resolve (partial resolution)
 
 
 @dataclass
@@ -186,6 +188,11 @@ class IngestReport:
     @property
     def chunks_skipped(self) -> int:
         return sum(1 for c in self.chunks if c.skipped)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Distinct warnings of all chunks (e.g. unresolved symbols), in order of appearance."""
+        return list(dict.fromkeys(w for c in self.chunks for w in c.warnings))
 
     @property
     def cost_usd(self) -> float | None:
@@ -228,7 +235,7 @@ class IngestReport:
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']} in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
-        )
+        ) + "".join(f"\nwarning: {w}" for w in self.warnings)
 
     def _repr_pretty_(self, p: object, cycle: bool) -> None:
         """IPython's text display: the one-line summary (the dataclass repr lists every chunk)."""

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%
     from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
 
-PROVIDERS = ("file", "sample")
+PROVIDERS = ("file", "sample", "databento")
 
 
 class HdiSession:
@@ -80,6 +80,10 @@ class HdiSession:
             from hdi_lab.providers.sample import SampleProvider
 
             return SampleProvider()
+        if name == "databento":
+            from hdi_lab.providers.databento import DatabentoProvider
+
+            return DatabentoProvider(self.settings)
         raise ValidationError(f"provider={name!r} is not known: use one of {', '.join(PROVIDERS)}")
 
     def close(self) -> None:

@@ -34,9 +34,11 @@ def resolve(
     start: pd.Timestamp,
     end: pd.Timestamp,
     dataset: str | None = None,
+    missing: list[str] | None = None,
 ) -> list[Span]:
     """Spans for every symbol over ``[start, end)``; unknown symbols raise ValidationError.
 
+    With ``missing`` given, unknown symbols are appended to it instead of raising.
     Stored symbology intervals (from each DBN file's metadata) and, for raw symbols, the
     instrument master (an instrument is its raw symbol until it expires).
     """
@@ -65,7 +67,9 @@ def resolve(
         if start < hi:
             spans.append(Span(sym, ds, int(iid), start, hi))
     unknown = [x for x in symbols if x not in {sp.symbol for sp in spans}]
-    if unknown:
+    if unknown and missing is not None:
+        missing += unknown
+    elif unknown:
         raise ValidationError(
             f"unknown symbol(s) {', '.join(map(repr, unknown))}"
             + (f" in {dataset}" if dataset else "")

@@ -148,6 +148,8 @@ class IngestForm(_Panel):
         self.path = w.Text(value="", placeholder="data.dbn.zst or a folder of DBN files", description="path",
                            style=_WIDE, layout=w.Layout(width="420px"))
         self.force = w.Checkbox(value=False, description="force (re-load completed chunks)", indent=False)
+        self.allow_cost = w.Checkbox(value=False, description="allow cost above the configured limit",
+                                     indent=False)
         self.preview_button = w.Button(description="Preview", icon="search",
                                        tooltip="Dry run: plan the chunks and estimate records; writes nothing")
         self.run_button = w.Button(description="Run", icon="download", button_style="primary",
@@ -165,7 +167,7 @@ class IngestForm(_Panel):
             self.symbols,
             w.HBox([self.start, self.end]),
             self.path,
-            self.force,
+            w.HBox([self.force, self.allow_cost]),
             w.HBox([self.preview_button, self.run_button]),
             w.HBox([self.progress, self.progress_label]),
             self.output,
@@ -181,7 +183,8 @@ class IngestForm(_Panel):
     def request(self, *, dry_run: bool = False) -> IngestRequest:
         """The IngestRequest for the current field values; raises HdiError on bad input."""
         common: dict[str, Any] = dict(schema=self.schema.value or None, dataset=self.dataset.value.strip() or None,
-                                      force=bool(self.force.value), dry_run=dry_run)
+                                      force=bool(self.force.value), dry_run=dry_run,
+                                      allow_cost=bool(self.allow_cost.value))
         if self.provider.value == "file":
             return make_request("file", path=self.path.value.strip() or None, **common)
         return make_request(self.provider.value, symbols=self.symbols.value, stype_in=self.stype_in.value,

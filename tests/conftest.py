@@ -113,3 +113,18 @@ def fixture_files(schema: str | None = None) -> list[Path]:
     if schema:
         files = [f for f in files if f.name == f"test_data.{schema}.dbn.zst"]
     return files
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--live", action="store_true", default=False,
+                     help="run `live` tests against the real vendors (needs their keys)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`live` tests call real vendors: they are skipped (with this reason) unless --live is given."""
+    if config.getoption("--live"):
+        return
+    skip = pytest.mark.skip(reason="live test: calls a real vendor; run with --live and a real API key")
+    for item in items:
+        if item.get_closest_marker("live") is not None:
+            item.add_marker(skip)

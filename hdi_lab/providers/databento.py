@@ -1,0 +1,227 @@
+"""The ``databento`` provider: the Databento Historical API (``databento.Historical``).
+
+Requests are validated (dataset, schema, stype_in, symbol forms, range) before any call. Long ranges
+are split like the sample provider's: one chunk per UTC day for ticks and 1s/1m bars, one per month
+for the sparse schemas. Each chunk is streamed to a temporary file (``get_range(path=...)``) and
+decoded from there in batches by the core, so no whole range is held in memory. Symbology mappings
+come with the DBN metadata; definitions are ingested with ``schema="definition"``.
+
+The API key comes from the settings (``HDI_DATABENTO_API_KEY`` / ``DATABENTO_API_KEY``) and is never
+logged, shown in a repr or put into an error message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import databento as db
+import pandas as pd
+from databento.common.publishers import Dataset
+
+from hdi_lab.config import Settings
+from hdi_lab.dbn_writer import record_dtype
+from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
+from hdi_lab.providers.base import CostEstimate
+from hdi_lab.providers.databento_http import Caller
+from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
+
+DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
+SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
+_PARENT = re.compile(r"^[^.\s]+\.(FUT|OPT|SPOT|MLEG)$")
+_CONTINUOUS = re.compile(r"^[^.\s]+\.[cnv]\.\d+$")
+_DAY_NS = 86_400_000_000_000
+
+
+def validate_dataset(value: str | None, default: str | None = None) -> str:
+    """A known Databento dataset code (upper-cased), else ValidationError with a suggestion."""
+    raw = (value or default or "").strip().upper()
+    if not raw:
+        raise ValidationError("dataset is required for the databento provider: e.g. dataset=GLBX.MDP3 "
+                              "(or set databento_dataset / HDI_DATABENTO_DATASET)")
+    if raw not in DATASETS:
+        close = difflib.get_close_matches(raw, DATASETS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValidationError(f"dataset={value or default!r} is not a Databento dataset: {hint}"
+                              f"known: {', '.join(DATASETS[:12])}, ...")
+    return raw
+
+
+def symbol_stype(symbol: str) -> SType:
+    """The stype a symbol's form suggests: ``ES.FUT`` parent, ``ES.c.0`` continuous, else raw."""
+    if _PARENT.match(symbol):
+        return SType.PARENT
+    if _CONTINUOUS.match(symbol):
+        return SType.CONTINUOUS
+    return SType.RAW_SYMBOL
+
+
+def validate_symbols(symbols: tuple[str, ...], stype: SType) -> None:
+    if not symbols:
+        raise ValidationError("symbols are required for the databento provider: e.g. symbols=['ESH4'], "
+                              "['ES.FUT'] with stype_in=parent or ['ES.c.0'] with stype_in=continuous")
+    for sym in symbols:
+        form = symbol_stype(sym)
+        if stype is SType.INSTRUMENT_ID:
+            if not sym.isdigit():
+                raise ValidationError(f"symbol {sym!r} is not an instrument id: use stype_in={form}")
+        elif stype in (SType.PARENT, SType.CONTINUOUS) and form is not stype:
+            example = "ES.FUT" if stype is SType.PARENT else "ES.c.0"
+            raise ValidationError(f"symbol {sym!r} is not a {stype} symbol (like {example}): use stype_in={form}")
+        elif stype is SType.RAW_SYMBOL and form is not SType.RAW_SYMBOL:
+            raise ValidationError(f"symbol {sym!r} is a {form} symbol: use stype_in={form}")
+
+
+def _fmt(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts.value % 10**9:09d}" if ts.value % 10**9 else "") + "Z"
+
+
+def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
+                start: pd.Timestamp, end: pd.Timestamp) -> list[Chunk]:
+    """Day chunks (dense schemas) or month chunks (sparse ones) covering ``[start, end)``, clipped to it."""
+    first, last = start.floor("D"), (end - pd.Timedelta(1, "ns")).floor("D")
+    bounds: list[pd.Timestamp] = []
+    t = first
+    while t <= last:
+        bounds.append(t)
+        t = t + pd.offsets.MonthBegin(1) if schema in SPARSE else t + pd.Timedelta(days=1)
+        t = t.floor("D")
+    bounds.append(t)
+    chunks = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        lo, hi = max(start, a), min(end, b)
+        if lo < hi:
+            key = f"{provider}:{dataset}:{schema}:{stype}:{','.join(symbols)}:{_fmt(lo)}:{_fmt(hi)}"
+            chunks.append(Chunk(key=key, provider=provider, dataset=dataset, schema=schema, stype_in=stype,
+                                symbols=symbols, start=lo, end=hi))
+    return chunks
+
+
+def _close(store: db.DBNStore) -> None:
+    """Close the file a file-backed DBNStore keeps open (databento offers no close())."""
+    source = getattr(store, "_data_source", None)
+    buf = getattr(source, "_FileDataSource__buffer", None)
+    if buf is not None:
+        buf.close()
+
+
+class DatabentoProvider:
+    """Databento Historical API provider (see the module docstring)."""
+
+    name = "databento"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: db.Historical | None = None
+        self._warnings: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DatabentoProvider(gateway={self.settings.databento_gateway!r})"
+
+    # --- the client --------------------------------------------------------------------------
+
+    def _key(self) -> str:
+        key = self.settings.databento_api_key
+        if not key:
+            raise ConfigError("databento_api_key is not set: export HDI_DATABENTO_API_KEY (or DATABENTO_API_KEY) "
+                              "or set databento_api_key in hdi_lab.toml")
+        return str(key)
+
+    def client(self) -> db.Historical:
+        with self._lock:
+            if self._client is None:
+                gateway = str(self.settings.databento_gateway)
+                try:
+                    self._client = db.Historical(key=self._key(), gateway=gateway)
+                except ValueError:
+                    raise ConfigError(f"databento_gateway={gateway!r} is not a valid URL: set "
+                                      "HDI_DATABENTO_GATEWAY to e.g. https://hist.databento.com") from None
+            return self._client
+
+    def caller(self) -> Caller:
+        s = self.settings
+        return Caller(self._key(), int(s.databento_retries), float(s.databento_backoff), float(s.databento_backoff_max))
+
+    def _args(self, chunk: Chunk) -> dict[str, Any]:
+        return dict(dataset=chunk.dataset, start=chunk.start, end=chunk.end, symbols=list(chunk.symbols),
+                    schema=str(chunk.schema), stype_in=str(chunk.stype_in))
+
+    # --- the Provider protocol ---------------------------------------------------------------
+
+    def plan(self, request: IngestRequest) -> list[Chunk]:
+        if request.schema is None:
+            raise ValidationError(f"schema is required: use one of {', '.join(s.value for s in Schema)}")
+        schema = parse_enum(Schema, request.schema, "schema")
+        stype = parse_enum(SType, request.stype_in, "stype_in")
+        dataset = validate_dataset(request.dataset, self.settings.databento_dataset)
+        symbols = tuple(sorted(dict.fromkeys(request.symbols)))
+        validate_symbols(symbols, stype)
+        start, end = parse_range(request.start, request.end)
+        chunks = plan_chunks(self.name, dataset, schema, stype, symbols, start, end)
+        self._key()
+        if not request.dry_run:
+            self.check_cost(dataset, schema, stype, symbols, start, end, request.allow_cost)
+        return chunks
+
+    def check_cost(self, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
+                   start: pd.Timestamp, end: pd.Timestamp, allow: bool) -> float:
+        """The request's estimated cost; CostLimitError above ``databento_max_cost_usd`` unless ``allow``."""
+        limit = self.settings.databento_max_cost_usd
+        if allow or limit is None:
+            return 0.0
+        args: dict[str, Any] = dict(dataset=dataset, start=start, end=end, symbols=list(symbols),
+                                    schema=str(schema), stype_in=str(stype))
+        cost = float(self.caller()("metadata.get_cost", lambda: self.client().metadata.get_cost(**args)))
+        if cost > float(limit):
+            raise CostLimitError(
+                f"estimated cost ${cost:,.2f} of {dataset} {schema} {','.join(symbols)} [{start.date()}, {end.date()}) "
+                f"is above the limit databento_max_cost_usd=${float(limit):,.2f}: narrow the request, raise "
+                "HDI_DATABENTO_MAX_COST_USD, or override with allow_cost=True (--allow-cost); --dry-run shows the cost")
+        return cost
+
+    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+        """Stream the chunk into a temporary file and yield a DBNStore reading from it."""
+        caller, client, args = self.caller(), self.client(), self._args(chunk)
+        with tempfile.TemporaryDirectory(prefix="hdi-databento-") as tmp:
+            path = Path(tmp) / "chunk.dbn.zst"
+            try:
+                store = caller("timeseries.get_range", lambda: client.timeseries.get_range(**args, path=path),
+                               on_retry=lambda: path.unlink(missing_ok=True))
+            except ValueError as exc:  # an empty response
+                raise DataFormatError(f"Databento timeseries.get_range for {chunk.describe()} returned no DBN "
+                                      f"data ({caller.scrub(str(exc))[:120]}): re-run the chunk") from None
+            with self._lock:
+                self._warnings.setdefault(chunk.key, []).extend(caller.warnings)
+            try:
+                yield store
+            finally:
+                _close(store)
+
+    def take_warnings(self, chunk: Chunk) -> list[str]:
+        """The vendor's warnings (``X-Warning``, e.g. partial resolution) for a fetched chunk."""
+        with self._lock:
+            return [f"{chunk.describe()}: {w}" for w in self._warnings.pop(chunk.key, [])]
+
+    def estimate(self, chunk: Chunk) -> CostEstimate:
+        caller, client, args = self.caller(), self.client(), self._args(chunk)
+        n = int(caller("metadata.get_record_count", lambda: client.metadata.get_record_count(**args)))
+        cost = float(caller("metadata.get_cost", lambda: client.metadata.get_cost(**args)))
+        return CostEstimate(chunk, records=n, bytes=n * record_dtype(chunk.schema).itemsize, cost_usd=cost)
+
+    # --- symbology (auto-discovery) ----------------------------------------------------------
+
+    def resolve(self, dataset: str, symbols: tuple[str, ...], stype: SType, start: dt.date,
+                end: dt.date) -> dict[str, Any]:
+        """``symbology.resolve`` (to instrument ids) with retries; the vendor's JSON answer."""
+        client = self.client()
+        out: dict[str, Any] = self.caller()("symbology.resolve", lambda: client.symbology.resolve(
+            dataset=dataset, symbols=list(symbols), stype_in=str(stype), stype_out="instrument_id",
+            start_date=start, end_date=end))
+        return out

@@ -1,0 +1,127 @@
+"""Calling the Databento Historical API: bounded retries, error translation, vendor warnings.
+
+The ``databento`` client does not retry ``timeseries``/``symbology``/``metadata`` calls. :class:`Caller`
+retries HTTP 429 (honouring ``Retry-After``), 5xx and dropped connections with bounded exponential
+backoff, then raises :class:`~hdi_lab.errors.RateLimitError` / :class:`~hdi_lab.errors.UnavailableError`.
+Other 4xx answers become one-line errors that say what to change. The API key never appears in a
+message: any text taken from the vendor is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+from databento.common.error import BentoClientError, BentoError, BentoHttpError, BentoServerError
+
+from hdi_lab.errors import AuthError, DataFormatError, ProviderError, RateLimitError, UnavailableError
+
+log = logging.getLogger(__name__)
+NAME = "databento"
+
+#: (substring of the vendor's message, what to change) for 4xx answers, first match wins
+_HINTS: tuple[tuple[str, str], ...] = (
+    ("symbol", "check the symbols and stype_in (raw_symbol ESH4, parent ES.FUT, continuous ES.c.0)"),
+    ("start", "check start/end: start must be before end and inside the dataset's available range"),
+    ("end", "check start/end: end must be after start and not after the dataset's available end"),
+    ("range", "choose a range inside the dataset's available range"),
+    ("dataset", "check the dataset code, e.g. GLBX.MDP3 or XNAS.ITCH"),
+    ("schema", "check the schema against the dataset's schemas"),
+)
+
+
+@dataclass
+class Caller:
+    """Runs client calls with retries; collects the vendor's warnings (``X-Warning``)."""
+
+    key: str
+    retries: int = 5
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    warnings: list[str] = field(default_factory=list)
+
+    def __call__[T](self, what: str, fn: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
+        """``fn()`` with retries; ``what`` names the call in messages; ``on_retry`` cleans up between tries."""
+        attempt = 0
+        while True:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    out = fn()
+                self.warnings += [self.scrub(str(w.message)) for w in caught]
+                return out
+            except BentoHttpError as exc:
+                status = int(exc.http_status)
+                if status != 429 and status < 500:
+                    raise self.client_error(what, exc) from None
+                final = attempt >= self.retries
+                if final:
+                    raise self.exhausted(what, exc, attempt) from None
+                delay = self.delay(attempt, exc.headers.get("Retry-After") if exc.headers else None)
+                log.warning("%s: HTTP %s, retry %d/%d in %.2f s", what, status, attempt + 1, self.retries, delay)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt >= self.retries:
+                    raise UnavailableError(
+                        f"Databento {what}: the gateway could not be reached after {attempt + 1} tries "
+                        f"({type(exc).__name__}): check the network and HDI_DATABENTO_GATEWAY, then re-run "
+                        "(completed chunks are kept)", provider=NAME) from None
+                delay = self.delay(attempt, None)
+            except BentoError as exc:  # the download broke off mid-stream
+                raise DataFormatError(
+                    f"Databento {what}: the download was cut short ({self.scrub(str(exc))[:160]}): "
+                    "re-run to fetch the chunk again (nothing from it was stored)") from None
+            if on_retry is not None:
+                on_retry()
+            self.sleep(delay)
+            attempt += 1
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), self.backoff_max)
+            except ValueError:
+                pass  # an HTTP date: fall back to exponential backoff
+        return float(min(self.backoff * 2**attempt, self.backoff_max))
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.key, "****") if self.key else text
+
+    def detail(self, exc: BentoHttpError) -> str:
+        body = exc.json_body if isinstance(exc.json_body, dict) else {}
+        detail = body.get("detail", exc.message)
+        if isinstance(detail, dict):
+            detail = detail.get("message", "")
+        text = " ".join(str(detail or "").split()) or "no detail given"
+        return self.scrub(text)[:240]
+
+    def client_error(self, what: str, exc: BentoHttpError) -> ProviderError:
+        status, detail, rid = int(exc.http_status), self.detail(exc), exc.request_id
+        if status in (401, 403):
+            return AuthError(
+                f"Databento rejected the API key (HTTP {status}): set HDI_DATABENTO_API_KEY (or DATABENTO_API_KEY) "
+                "to a valid key from https://databento.com/portal/keys", provider=NAME, status=status, request_id=rid)
+        low = detail.lower()
+        hint = next((h for k, h in _HINTS if k in low), "check the request's parameters")
+        return ProviderError(f"Databento refused {what} (HTTP {status}: {detail}): {hint}",
+                             provider=NAME, status=status, request_id=rid)
+
+    def exhausted(self, what: str, exc: BentoHttpError, attempt: int) -> ProviderError:
+        status, rid = int(exc.http_status), exc.request_id
+        tries = f"{attempt + 1} {'try' if attempt == 0 else 'tries'}"
+        if status == 429:
+            return RateLimitError(
+                f"Databento {what}: still rate-limited (HTTP 429) after {tries}: wait and re-run "
+                "(completed chunks are kept) or raise HDI_DATABENTO_RETRIES", provider=NAME, status=status,
+                request_id=rid)
+        kind = "server error" if isinstance(exc, BentoServerError) else "error"
+        return UnavailableError(
+            f"Databento {what}: {kind} HTTP {status} ({self.detail(exc)}) after {tries}: re-run later "
+            "(completed chunks are kept and skipped)", provider=NAME, status=status, request_id=rid)
+
+
+__all__ = ["BentoClientError", "Caller", "NAME"]

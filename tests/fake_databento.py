@@ -1,0 +1,227 @@
+"""A local fake of Databento's historical HTTP gateway, over TLS, for the real ``databento`` client.
+
+It speaks the endpoints the client calls (``POST /v0/timeseries.get_range`` streaming zstd DBN,
+``/v0/symbology.resolve``, ``/v0/metadata.get_cost``, ``/v0/metadata.get_record_count``, Basic auth
+with the key as user) and serves the offline sample provider's universe as real DBN bytes,
+filtered by the request's symbols, stype_in and [start, end). Faults are queued per endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+import pandas as pd
+import trustme
+
+from hdi_lab.dbn_writer import encode_dbn
+from hdi_lab.providers import sample
+from hdi_lab.schemas import Chunk, Schema, SType
+
+KEY = "db-FakeTestKey0123456789abcd"
+AVAILABLE = (pd.Timestamp("2018-01-01", tz="UTC"), pd.Timestamp("2025-01-01", tz="UTC"))
+
+
+@dataclass
+class Fault:
+    """The next call to ``endpoint`` answers ``status`` (or, with ``truncate``, a cut DBN stream)."""
+
+    endpoint: str
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    detail: str = "Internal server error"
+    truncate: bool = False
+    after: int = 0  # let this many matching calls through first
+
+
+class FakeDatabento:
+    """The gateway: ``url`` to point ``HDI_DATABENTO_GATEWAY`` at, ``ca_path`` for ``REQUESTS_CA_BUNDLE``."""
+
+    def __init__(self, tmp: Path, key: str = KEY, usd_per_record: float = 1e-4, cache: bool = False) -> None:
+        ca = trustme.CA()
+        self.ca_path = tmp / "fake-databento-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+        self.key, self.usd_per_record = key, usd_per_record
+        self.faults: list[Fault] = []
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.served: list[np.ndarray] = []  # records of each successful get_range, in order
+        self.cache: dict[str, tuple[int, dict[str, str], bytes]] | None = {} if cache else None  # benchmarks
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.server.fake = self  # type: ignore[attr-defined]
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def count(self, endpoint: str) -> int:
+        return sum(1 for e, _ in self.calls if e == endpoint)
+
+    def take_fault(self, endpoint: str) -> Fault | None:
+        with self.lock:
+            for i, f in enumerate(self.faults):
+                if f.endpoint == endpoint:
+                    if f.after > 0:
+                        f.after -= 1
+                        return None
+                    return self.faults.pop(i)
+        return None
+
+    # --- data ------------------------------------------------------------------------------
+
+    @staticmethod
+    def split(dataset: str, symbols: list[str], stype: SType) -> tuple[list[str], list[str]]:
+        table = sample._symbol_table(stype)
+        known = [s for s in symbols if table.get(s) == dataset]
+        return known, [s for s in symbols if s not in known]
+
+    def chunk(self, p: dict[str, str], known: list[str]) -> Chunk:
+        return Chunk(key="fake", provider="sample", dataset=p["dataset"], schema=Schema(p["schema"]),
+                     stype_in=SType(p["stype_in"]), symbols=tuple(known), start=_ts(p["start"]), end=_ts(p["end"]))
+
+    def records(self, p: dict[str, str]) -> np.ndarray:
+        """What get_range serves for these parameters (the known symbols only)."""
+        known, _ = self.split(p["dataset"], p["symbols"].split(","), SType(p["stype_in"]))
+        return sample.SampleProvider().records(self.chunk(p, known))
+
+    def get_range(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if self.cache is None:
+            return self._get_range(p)
+        key = json.dumps(p, sort_keys=True)
+        if key not in self.cache:
+            self.cache[key] = self._get_range(p)
+        return self.cache[key]
+
+    def _get_range(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        err = self.check_range(p)
+        if err:
+            return err
+        stype = SType(p["stype_in"])
+        known, unknown = self.split(p["dataset"], p["symbols"].split(","), stype)
+        if not known:
+            return _error(422, f"None of the symbols could be resolved: {','.join(unknown)}")
+        chunk = self.chunk(p, known)
+        records = sample.SampleProvider().records(chunk)
+        days = sample._days(chunk.start, chunk.end)
+        hits = {s: sum(1 for d in days if sample.resolve(s, stype, d)) for s in known}
+        maps = {s: iv for s, iv in sample.mappings(known, stype, days).items() if iv}
+        data = encode_dbn(dataset=chunk.dataset, schema=chunk.schema, stype_in=stype, start=chunk.start,
+                          end=chunk.end, symbols=p["symbols"].split(","), mappings=maps, records=records,
+                          compress=True, partial=[s for s in known if 0 < hits[s] < len(days)],
+                          not_found=unknown + [s for s in known if hits[s] == 0])
+        with self.lock:
+            if self.cache is None:
+                self.served.append(records)
+        headers = {"Content-Type": "application/octet-stream"}
+        if unknown:
+            warning = f"Warning: The following symbols could not be resolved: {', '.join(unknown)}"
+            headers["X-Warning"] = json.dumps([warning])
+            return 206, headers, data
+        return 200, headers, data
+
+    def check_range(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
+        start, end = _ts(p["start"]), _ts(p["end"])
+        if start >= end:
+            return _error(422, "Invalid time range: `start` must be before `end`.")
+        if start < AVAILABLE[0] or end > AVAILABLE[1]:
+            return _error(422, f"Requested range is outside the available range for {p['dataset']}: "
+                               f"{AVAILABLE[0].date()} to {AVAILABLE[1].date()}")
+        return None
+
+    def resolve(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        stype = SType(p["stype_in"])
+        symbols = p["symbols"].split(",")
+        start = pd.Timestamp(p["start_date"], tz="UTC")
+        end = pd.Timestamp(p["end_date"], tz="UTC") if p.get("end_date") else start + pd.Timedelta(days=1)
+        known, unknown = self.split(p["dataset"], symbols, stype)
+        days = sample._days(start, end)
+        maps = sample.mappings(known, stype, days) if known else {}
+        result = {s: [{"d0": str(a), "d1": str(b), "s": str(iid)} for a, b, iid in maps[s]] for s in known if maps[s]}
+        body = {"result": result, "symbols": symbols, "stype_in": str(stype), "stype_out": "instrument_id",
+                "start_date": str(start.date()), "end_date": str(end.date()), "partial": [],
+                "not_found": unknown + [s for s in known if not maps[s]], "message": "OK", "status": 0}
+        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def metadata(self, endpoint: str, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        err = self.check_range(p)
+        if err:
+            return err
+        known, _ = self.split(p["dataset"], p["symbols"].split(","), SType(p["stype_in"]))
+        n = int(sample.SampleProvider().estimate(self.chunk(p, known)).records or 0) if known else 0
+        value: float | int = n if endpoint.endswith("get_record_count") else round(n * self.usd_per_record, 6)
+        return 200, {"Content-Type": "application/json"}, json.dumps(value).encode()
+
+
+def _ts(text: str) -> pd.Timestamp:
+    ts = pd.Timestamp(text)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("ns")
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps({"detail": detail}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        fake: FakeDatabento = self.server.fake
+        endpoint = self.path.split("?")[0].removeprefix("/v0/")
+        length = int(self.headers.get("Content-Length") or 0)
+        params = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode(), keep_blank_values=True).items()}
+        with fake.lock:
+            fake.calls.append((endpoint, params))
+        status, headers, body = self.answer(fake, endpoint, params)
+        self.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(body)), "request-id": "fake-req-1"}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def answer(self, fake: FakeDatabento, endpoint: str, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        expected = "Basic " + base64.b64encode(f"{fake.key}:".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            return _error(401, "Authentication failed.")
+        fault = fake.take_fault(endpoint)
+        if fault is not None and not fault.truncate:
+            return _error(fault.status, fault.detail, fault.headers)
+        if endpoint == "timeseries.get_range":
+            status, headers, body = fake.get_range(p)
+            if fault is not None:  # a stream cut short: the header and part of the records
+                raw = body
+                import zstandard
+
+                plain = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+                body = zstandard.ZstdCompressor().compress(plain[: len(plain) * 2 // 3 + 7])
+                with fake.lock:
+                    fake.served.pop()
+            return status, headers, body
+        if endpoint == "symbology.resolve":
+            return fake.resolve(p)
+        if endpoint in ("metadata.get_cost", "metadata.get_record_count"):
+            return fake.metadata(endpoint, p)
+        return _error(404, f"Not found: {endpoint}")
+
+
+def iter_calls(fake: FakeDatabento, endpoint: str) -> Iterator[dict[str, str]]:
+    return (p for e, p in fake.calls if e == endpoint)

@@ -1,0 +1,304 @@
+"""The databento provider against a local fake gateway (TLS) driven by the real ``databento`` client."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hdi_lab
+from hdi_lab.errors import (
+    AuthError,
+    ConfigError,
+    CostLimitError,
+    DataFormatError,
+    ProviderError,
+    RateLimitError,
+    UnavailableError,
+    ValidationError,
+)
+from hdi_lab.schemas import Schema
+from hdi_lab.session import HdiSession
+from fake_databento import KEY, FakeDatabento, Fault
+
+pytestmark = pytest.mark.integration
+#: read at import: the autouse clean_environ fixture removes vendor keys before each test runs
+LIVE_KEY = os.environ.get("HDI_DATABENTO_API_KEY") or os.environ.get("DATABENTO_API_KEY")
+GLBX = "GLBX.MDP3"
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
+    gw = FakeDatabento(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
+    yield gw
+    gw.close()
+
+
+def _session(session: HdiSession, fake: FakeDatabento, **overrides: object) -> HdiSession:
+    values = dict(databento_api_key=KEY, databento_gateway=fake.url, databento_backoff=0.01,
+                  databento_retries=2, databento_max_cost_usd=1000.0)
+    values.update(overrides)
+    return HdiSession(session.settings.replace(**values))
+
+
+@pytest.fixture
+def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
+    s = _session(session, fake)
+    yield s
+    s.close()
+
+
+def _ingest(s: HdiSession, **kw: object) -> hdi_lab.IngestReport:
+    args: dict[str, object] = dict(provider="databento", dataset=GLBX, schema="ohlcv-1m", symbols=["ESH4"],
+                                   start="2024-03-12", end="2024-03-14")
+    args.update(kw)
+    return hdi_lab.ingest(session=s, **args)  # type: ignore[arg-type]
+
+
+def _count(s: HdiSession, table: str) -> int:
+    return int(hdi_lab.sql(f"SELECT count(*) AS n FROM {table}", session=s)["n"].iloc[0])
+
+
+# --- ingest of every schema ---------------------------------------------------------------------
+
+COMPARE = {
+    "bar": ("open", "high", "low", "close", "volume"),
+    "trades": ("price", "size", "sequence"),
+    "tbbo": ("price", "size", "bid_px_00", "ask_px_00", "bid_sz_00", "ask_sz_00"),
+    "statistics": ("stat_type", "price", "quantity"),
+}
+
+
+@pytest.mark.parametrize("schema", [s.value for s in Schema])
+def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake: FakeDatabento,
+                                                           schema: str) -> None:
+    sparse = schema in ("ohlcv-1h", "ohlcv-1d", "statistics", "definition")
+    start, end = ("2024-02-20", "2024-03-10") if sparse else ("2024-03-12", "2024-03-14")
+    report = _ingest(dbs, schema=schema, symbols=["ESH4", "NQH4"], start=start, end=end)
+    served = np.concatenate(fake.served)
+    assert len(report.chunks) == 2 and fake.count("timeseries.get_range") == 2
+    assert report.fetched == len(served) > 0 and report.quarantined == 0 and report.warnings == []
+    assert report.inserted == len(served)
+    if schema == "definition":
+        stored = hdi_lab.sql("SELECT instrument_id, raw_symbol FROM instruments ORDER BY 1", session=dbs)
+        assert set(stored["instrument_id"]) == set(served["instrument_id"].tolist())
+        assert set(stored["raw_symbol"]) == {"ESH4", "NQH4"}
+        return
+    frame = hdi_lab.query(schema, ["ESH4", "NQH4"], start, end, session=dbs, price_type="fixed")
+    order = np.lexsort((served["instrument_id"], served["ts_event"]))
+    got = frame.reset_index().sort_values(["ts_event", "instrument_id"], kind="stable")
+    assert len(got) == len(served)
+    assert got["ts_event"].astype("int64").to_numpy().tolist() == served["ts_event"][order].astype(np.int64).tolist()
+    assert got["instrument_id"].to_numpy().tolist() == served["instrument_id"][order].tolist()
+    cols = COMPARE["bar" if schema.startswith("ohlcv") else schema]
+    if schema in ("trades", "tbbo"):  # ties on ts_event: compare as sorted multisets per column
+        for c in cols:
+            assert sorted(got[c].astype("int64").tolist()) == sorted(served[c].astype(np.int64).tolist()), c
+    else:
+        for c in cols:
+            assert got[c].astype("int64").tolist() == served[c][order].astype(np.int64).tolist(), c
+
+
+def test_acceptance_form_parent_symbol(dbs: HdiSession, fake: FakeDatabento) -> None:
+    report = hdi_lab.ingest(provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1d", symbols=["ES.FUT"],
+                            stype_in="parent", start="2024-02-01", end="2024-03-01", session=dbs)
+    assert report.inserted == len(fake.served[0]) > 0
+    df = hdi_lab.query("ohlcv-1d", "ES.FUT", "2024-02-01", "2024-03-01", session=dbs)
+    assert set(df["instrument_id"]) == {400001, 400002}
+
+
+def test_continuous_symbol_rolls_on_2024_03_14(dbs: HdiSession) -> None:
+    _ingest(dbs, schema="ohlcv-1d", symbols=["ES.c.0"], stype_in="continuous", start="2024-03-10",
+            end="2024-03-20")
+    df = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-10", "2024-03-20", session=dbs)
+    before, after = df[df.index < "2024-03-14"], df[df.index >= "2024-03-14"]
+    assert set(before["instrument_id"]) == {400001} and set(after["instrument_id"]) == {400002}
+    assert len(before) and len(after)
+
+
+# --- auto-discovery -------------------------------------------------------------------------------
+
+
+def test_query_discovers_a_missing_symbol(dbs: HdiSession, fake: FakeDatabento) -> None:
+    t0 = time.perf_counter()
+    df = hdi_lab.query("definition", "NQM4", "2024-03-01", "2024-03-05", dataset=GLBX, session=dbs)
+    assert time.perf_counter() - t0 < 2.0
+    assert fake.count("symbology.resolve") == 1
+    assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"] == ["definition"]
+    assert len(df) and set(df["instrument_id"]) == {400004}
+    hdi_lab.query("definition", "NQM4", "2024-03-01", "2024-03-05", dataset=GLBX, session=dbs)
+    assert fake.count("symbology.resolve") == 1  # stored now: no second fetch
+
+
+def test_discovery_uses_the_dataset_setting_and_reports_unknown_symbols(session: HdiSession,
+                                                                        fake: FakeDatabento) -> None:
+    with _session(session, fake, databento_dataset=GLBX) as s:
+        df = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-01", "2024-03-05", session=s)
+        assert df.empty  # symbology known now, no bars ingested
+        with pytest.raises(ValidationError, match="Databento does not know them"):
+            hdi_lab.query("ohlcv-1d", "ZZZZ9", "2024-03-01", "2024-03-05", session=s)
+
+
+def test_no_discovery_without_a_key(session: HdiSession, fake: FakeDatabento) -> None:
+    with pytest.raises(ValidationError, match="ingest them first"):
+        hdi_lab.query("ohlcv-1d", "NQM4", "2024-03-01", "2024-03-05", dataset=GLBX, session=session)
+    assert fake.calls == []
+
+
+# --- cost ------------------------------------------------------------------------------------------
+
+
+def test_dry_run_reports_records_and_cost(dbs: HdiSession, fake: FakeDatabento) -> None:
+    report = _ingest(dbs, schema="trades", dry_run=True)
+    served = fake.records({"dataset": GLBX, "schema": "trades", "stype_in": "raw_symbol", "symbols": "ESH4",
+                           "start": "2024-03-12", "end": "2024-03-14"})
+    assert report.fetched == len(served) > 0
+    assert report.cost_usd == pytest.approx(len(served) * fake.usd_per_record)
+    assert fake.count("timeseries.get_range") == 0 and _count(dbs, "trades") == 0
+    assert "estimated cost $" in str(report)
+
+
+def test_cost_guard_refuses_then_allow_cost_overrides(session: HdiSession, fake: FakeDatabento) -> None:
+    with _session(session, fake, databento_max_cost_usd=0.5) as s:
+        with pytest.raises(CostLimitError) as info:
+            _ingest(s, schema="trades")
+        msg = str(info.value)
+        assert "databento_max_cost_usd=$0.50" in msg and "allow_cost=True" in msg and "\n" not in msg
+        assert fake.count("timeseries.get_range") == 0
+        report = _ingest(s, schema="trades", allow_cost=True)
+        assert report.inserted > 0
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_then_success(dbs: HdiSession, fake: FakeDatabento) -> None:
+    fake.faults.append(Fault("timeseries.get_range", 429, {"Retry-After": "0.3"}, "Too many requests"))
+    t0 = time.perf_counter()
+    report = _ingest(dbs, start="2024-03-12", end="2024-03-13")
+    assert time.perf_counter() - t0 >= 0.3  # Retry-After honoured (backoff alone is 0.01 s)
+    assert fake.count("timeseries.get_range") == 2 and report.inserted == len(fake.served[0])
+
+
+def test_429_exhausted_is_a_rate_limit_error(dbs: HdiSession, fake: FakeDatabento) -> None:
+    fake.faults += [Fault("timeseries.get_range", 429, {"Retry-After": "0"}) for _ in range(3)]
+    with pytest.raises(RateLimitError, match="after 3 tries") as info:
+        _ingest(dbs, start="2024-03-12", end="2024-03-13")
+    assert info.value.status == 429 and info.value.provider == "databento"
+
+
+def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiSession,
+                                                                      fake: FakeDatabento) -> None:
+    fake.faults += [Fault("timeseries.get_range", 503, after=1), Fault("timeseries.get_range", 502),
+                    Fault("timeseries.get_range", 500)]
+    with pytest.raises(UnavailableError, match="HTTP 500.*after 3 tries") as info:
+        _ingest(dbs, start="2024-03-11", end="2024-03-14")
+    assert info.value.status == 500 and info.value.request_id == "fake-req-1"
+    first = len(fake.served[0])
+    assert _count(dbs, "ohlcv_1m") == first > 0
+    report = _ingest(dbs, start="2024-03-11", end="2024-03-14")
+    assert report.chunks_skipped == 1 and len(report.chunks) == 3
+    assert _count(dbs, "ohlcv_1m") == sum(len(r) for r in fake.served)
+
+
+def test_truncated_stream_rolls_the_chunk_back(dbs: HdiSession, fake: FakeDatabento) -> None:
+    fake.faults.append(Fault("timeseries.get_range", truncate=True))
+    with pytest.raises(DataFormatError, match="truncated"):
+        _ingest(dbs, schema="trades", start="2024-03-12", end="2024-03-13")
+    assert _count(dbs, "trades") == 0 and _count(dbs, "ingest_log") == 0
+    report = _ingest(dbs, schema="trades", start="2024-03-12", end="2024-03-13")
+    assert report.inserted == _count(dbs, "trades") > 0
+
+
+def test_partial_resolution_ingests_the_rest_and_reports_it(dbs: HdiSession, fake: FakeDatabento) -> None:
+    report = _ingest(dbs, symbols=["ESH4", "ESZ9"], start="2024-03-12", end="2024-03-13")
+    assert report.inserted == len(fake.served[0]) > 0
+    assert len(report.warnings) == 1 and "ESZ9" in report.warnings[0] and "not found" in report.warnings[0]
+    assert "warning: " in str(report)
+
+
+def test_bad_key_is_a_one_line_auth_error_without_the_key(session: HdiSession, fake: FakeDatabento) -> None:
+    bad = "db-WrongKeyWrongKey0123456789"
+    with _session(session, fake, databento_api_key=bad) as s:
+        with pytest.raises(AuthError) as info:
+            _ingest(s)
+    msg = str(info.value)
+    assert "HDI_DATABENTO_API_KEY" in msg and "\n" not in msg and info.value.status == 401
+    assert bad not in msg and bad not in repr(info.value) and KEY not in msg
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    (dict(start="2010-01-04", end="2010-01-05"), "available range"),
+    (dict(symbols=["NOPE1"]), "check the symbols"),
+])
+def test_4xx_is_a_one_line_error_saying_what_to_change(dbs: HdiSession, fake: FakeDatabento,
+                                                       kw: dict[str, object], needle: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        _ingest(dbs, **kw)
+    msg = str(info.value)
+    assert needle in msg and "HTTP 422" in msg and "\n" not in msg and info.value.status == 422
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    (dict(dataset="GLBX.MPD3"), "did you mean GLBX.MDP3"),
+    (dict(dataset=None), "dataset is required"),
+    (dict(schema="mbp-10"), "schema='mbp-10' is not valid"),
+    (dict(symbols=["ES.FUT"]), "use stype_in=parent"),
+    (dict(symbols=["ESH4"], stype_in="continuous"), "use stype_in=raw_symbol"),
+    (dict(start="2024-03-14", end="2024-03-12"), "must be before end"),
+])
+def test_requests_are_validated_before_any_call(dbs: HdiSession, fake: FakeDatabento, kw: dict[str, object],
+                                                needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        _ingest(dbs, **kw)
+    assert fake.calls == []
+
+
+def test_missing_key_is_a_config_error_and_the_key_never_shows(session: HdiSession, dbs: HdiSession) -> None:
+    with pytest.raises(ConfigError, match="HDI_DATABENTO_API_KEY"):
+        _ingest(session)
+    provider = dbs.provider("databento")
+    assert KEY not in repr(provider) and KEY not in str(dbs.settings.masked())
+
+
+# --- live ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_live_databento_smoke(session: HdiSession) -> None:
+    """Against the real gateway: needs --live and HDI_DATABENTO_API_KEY/DATABENTO_API_KEY (costs cents)."""
+    if not LIVE_KEY:
+        pytest.skip("no Databento key in HDI_DATABENTO_API_KEY / DATABENTO_API_KEY")
+    with HdiSession(session.settings.replace(databento_api_key=LIVE_KEY, databento_max_cost_usd=1.0)) as s:
+        report = hdi_lab.ingest(provider="databento", dataset=GLBX, schema="ohlcv-1d", symbols=["ES.FUT"],
+                                stype_in="parent", start="2024-02-01", end="2024-03-01", session=s)
+        assert report.inserted > 0
+        df = hdi_lab.query("ohlcv-1d", "ES.FUT", "2024-02-01", "2024-03-01", session=s)
+        assert len(df) == report.inserted and pd.api.types.is_float_dtype(df["close"])
+
+
+# --- front ends ------------------------------------------------------------------------------------
+
+
+def test_cli_dry_run_and_allow_cost(hdi_env: dict[str, str], fake: FakeDatabento,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from hdi_lab.cli import main
+
+    for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
+                 "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():
+        monkeypatch.setenv(k, v)
+    argv = ["ingest", "--provider", "databento", "--dataset", GLBX, "--schema", "ohlcv-1m", "--symbols", "ESH4",
+            "--start", "2024-03-12", "--end", "2024-03-13"]
+    out, err = io.StringIO(), io.StringIO()
+    assert main([*argv, "--dry-run"], out, err) == 0 and "estimated cost $" in out.getvalue()
+    assert main(argv, out, err) == 1 and "--allow-cost" in err.getvalue() and KEY not in err.getvalue()
+    out = io.StringIO()
+    assert main([*argv, "--allow-cost"], out, err) == 0 and "inserted 1380" in out.getvalue()
