@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +55,7 @@ def sqlalchemy_rows(records: np.ndarray) -> list[dict[str, object]]:
 
 
 def run(args) -> list[Row]:  # noqa: ANN001
-    n = args.records
-    print(f"[{BENCH}] generating {n:,} OHLCV-1m records over {args.instruments} instruments", flush=True)
-    data = common.generate_ohlcv(n, args.instruments)
-    with tempfile.TemporaryDirectory(prefix="hdi-bench-ingest-") as tmp:
-        return _run(args, data, data.write(Path(tmp)))
+    return common.with_dbn_file(args, BENCH, _run)
 
 
 def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001

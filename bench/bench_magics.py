@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -105,11 +104,7 @@ def bench_load(repeat: int) -> list[Row]:
 
 
 def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
-    lo = pd.Timestamp(data.start_ns, unit="ns", tz="UTC")
-    hi = pd.Timestamp(data.end_ns, unit="ns", tz="UTC")
-    mid = (lo + (hi - lo) / 2).normalize()
-    w_lo = max(mid - pd.Timedelta(days=mid.day_of_week), lo.normalize())
-    w_hi = w_lo + pd.Timedelta(days=7)
+    w_lo, w_hi = data.middle_week()
     one = data.symbols[0]
     with common.database(args.database_url) as url, common.fresh_schema(url, "bench_magics") as sch:
         print(f"[{BENCH}] {common.server_summary(url)}; schema {sch}", flush=True)

@@ -15,12 +15,10 @@ schema, then ``VACUUM ANALYZE`` (the steady state autovacuum would reach; both s
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,21 +32,14 @@ SMALL_REPS = 50
 
 
 def run(args) -> list[Row]:  # noqa: ANN001
-    n = args.records
-    print(f"[{BENCH}] generating {n:,} OHLCV-1m records over {args.instruments} instruments", flush=True)
-    data = common.generate_ohlcv(n, args.instruments)
-    with tempfile.TemporaryDirectory(prefix="hdi-bench-query-") as tmp:
-        return _run(args, data, data.write(Path(tmp)))
+    return common.with_dbn_file(args, BENCH, _run)
 
 
 def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
     n = args.records
     lo = pd.Timestamp(data.start_ns, unit="ns", tz="UTC")
     hi = pd.Timestamp(data.end_ns, unit="ns", tz="UTC")
-    # one week (Monday to Monday) in the middle of the data, one instrument
-    mid = (lo + (hi - lo) / 2).normalize()
-    w_lo = max(mid - pd.Timedelta(days=mid.day_of_week), lo.normalize())
-    w_hi = w_lo + pd.Timedelta(days=7)
+    w_lo, w_hi = data.middle_week()
     one = data.symbols[0]
     iid = data.instrument_ids[0]
     r = data.records

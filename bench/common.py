@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,23 @@ class Dataset:
 
     def ts_range(self) -> tuple[np.datetime64, np.datetime64]:
         return np.datetime64(self.start_ns, "ns"), np.datetime64(self.end_ns, "ns")
+
+    def middle_week(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """One week (Monday to Monday) in the middle of the data: the small-query window."""
+        lo = pd.Timestamp(self.start_ns, unit="ns", tz="UTC")
+        hi = pd.Timestamp(self.end_ns, unit="ns", tz="UTC")
+        mid = (lo + (hi - lo) / 2).normalize()
+        w_lo = max(mid - pd.Timedelta(days=mid.day_of_week), lo.normalize())
+        return w_lo, w_lo + pd.Timedelta(days=7)
+
+
+def with_dbn_file(args: argparse.Namespace, bench: str,
+                  work: Callable[[argparse.Namespace, Dataset, Path], list[Row]]) -> list[Row]:
+    """Generate ``args.records`` OHLCV-1m bars, write them as a DBN file in a temp folder, run ``work``."""
+    print(f"[{bench}] generating {args.records:,} OHLCV-1m records over {args.instruments} instruments", flush=True)
+    data = generate_ohlcv(args.records, args.instruments)
+    with tempfile.TemporaryDirectory(prefix=f"hdi-bench-{bench}-") as tmp:
+        return work(args, data, data.write(Path(tmp)))
 
 
 def session_minutes(start_ns: int, count: int) -> np.ndarray:
