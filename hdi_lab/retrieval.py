@@ -85,28 +85,24 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     cols = _out_columns(t)
     q = pgsql.Identifier
     conn = cur.connection
-    select = ["r.sym"]
-    types = ["int4"]
-    for c in cols:
-        ident = "t." + q(c.name).as_string(conn)
-        select.append(f"COALESCE({ident}, {_SENTINEL[c.kind]})" if c.nullable else ident)
-        types.append(c.pgtype)
+    # each row comes back with the index of its span; the span gives symbol and instrument_id
+    # client-side (one field less per row: the server's COPY formatting is the read path's floor)
+    ties = [k for k in t.key if k not in ("instrument_id", "ts_event", "ts_event_ns")]
+    fetched = [c for c in cols if c.name != "instrument_id"]
+    fetched += [t.column(k) for k in ties if k not in {c.name for c in fetched}]
+    select = ["r.span"] + [
+        f"COALESCE(t.{q(c.name).as_string(conn)}, {_SENTINEL[c.kind]})" if c.nullable
+        else f"t.{q(c.name).as_string(conn)}" for c in fetched
+    ]
     ts = t.time_column
     epoch = "'epoch'::timestamptz + interval '1 microsecond' * "
     # bars are whole microseconds: ts*1000 >= lo_ns <=> ts >= ceil(lo_ns/1000); ticks add exact ns bounds
     cond = f"t.{ts} >= {epoch}r.lo_us AND t.{ts} < {epoch}r.hi_us"
     if t.ns_column:
         cond += f" AND t.{t.ns_column} >= r.lo_ns AND t.{t.ns_column} < r.hi_ns"
-    # rows are sorted client-side (time, symbol, instrument, then the rest of the key): a server
-    # sort of a large result spills to disk with the default work_mem
-    ties = [k for k in t.key if k not in ("instrument_id", "ts_event", "ts_event_ns")]
-    for k in ties:
-        if k not in [c.name for c in cols]:
-            select.append(f"t.{k}")
-            types.append(t.column(k).pgtype)
     text = (
         f"SELECT {', '.join(select)} FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[], %s::int8[], "
-        "%s::int8[], %s::int8[]) AS r(sym, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
+        "%s::int8[], %s::int8[]) AS r(span, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
         # one primary-key range scan per span (a hash join would match every row to every span)
         f"CROSS JOIN LATERAL (SELECT * FROM {q(schema, t.name).as_string(conn)} t WHERE t.instrument_id = r.iid "
         f"AND {cond} AND t.publisher_id IN (SELECT p.publisher_id FROM "
@@ -119,24 +115,27 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     else:
         lo_us, hi_us = [-(-v // 1000) for v in lo_ns], [-(-v // 1000) for v in hi_ns]
     params = (
-        [syms.index(sp.symbol) for sp in spans], [sp.dataset for sp in spans],
+        list(range(len(spans))), [sp.dataset for sp in spans],
         [sp.instrument_id for sp in spans], lo_us, hi_us, lo_ns, hi_ns,
     )
     raw = copy.copy_out(cur, cur.mogrify(text, params).decode())
-    rows = copy.decode(raw, types)
-    names = ["sym", *(c.name for c in cols)]
-    names += [k for k in ties if k not in names]
-    tie_cols = [rows[f"v{names.index(k)}"] for k in ties]
-    time_col = rows[f"v{names.index(t.ns_column or ts)}"]
-    rows = rows[np.lexsort([*reversed(tie_cols), rows[f"v{names.index('instrument_id')}"], rows["v0"], time_col])]
-    return _frame(rows, cols, t, syms, price_type)
+    rows = copy.decode(raw, ["int4", *(c.pgtype for c in fetched)])
+    span = rows["v0"].astype(np.int64)
+    arrays = {c.name: rows[f"v{i}"] for i, c in enumerate(fetched, start=1)}
+    arrays["instrument_id"] = np.array([sp.instrument_id for sp in spans], dtype=np.int64)[span]
+    sym = np.array([syms.index(sp.symbol) for sp in spans], dtype=np.int32)[span]
+    # sorted client-side (time, symbol, instrument, then the rest of the key): a server sort of a
+    # large result spills to disk with the default work_mem
+    order = np.lexsort([*(arrays[k] for k in reversed(ties)), arrays["instrument_id"], sym,
+                        arrays[t.ns_column or ts]])
+    return _frame({k: v[order] for k, v in arrays.items()}, sym[order], cols, t, syms, price_type)
 
 
-def _frame(rows: np.ndarray, cols: list[Column], t: Table, syms: tuple[str, ...],
+def _frame(arrays: dict[str, np.ndarray], sym: np.ndarray, cols: list[Column], t: Table, syms: tuple[str, ...],
            price_type: PriceType) -> pd.DataFrame:
     data: dict[str, Any] = {}
-    for i, c in enumerate(cols, start=1):
-        v = rows[f"v{i}"]
+    for c in cols:
+        v = arrays[c.name]
         if c.kind == "ts":
             data[c.name] = v.astype(np.int64) * 1000 + copy.PG_EPOCH_US * 1000
         elif c.kind == "char":
@@ -156,7 +155,7 @@ def _frame(rows: np.ndarray, cols: list[Column], t: Table, syms: tuple[str, ...]
         frame.insert(0, "ts_recv", pd.to_datetime(frame.pop("ts_recv_ns").to_numpy(), unit="ns", utc=True))
     if "ts_ref_ns" in frame:
         frame = frame.rename(columns={"ts_ref_ns": "ts_ref"})
-    frame.insert(0, "symbol", _strings(rows["v0"].astype(np.int32), syms))
+    frame.insert(0, "symbol", _strings(sym, syms))
     return frame
 
 
