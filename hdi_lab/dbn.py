@@ -114,7 +114,12 @@ def mappings_of(store: db.DBNStore) -> list[Mapping]:
 
 
 def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) -> Iterator[Decoded]:
-    """Yield the store's records in batches; a truncated or corrupt stream raises DataFormatError."""
+    """Yield the store's records in batches; a truncated or corrupt stream raises DataFormatError.
+
+    Records are read straight from the (decompressed) stream into numpy arrays, and a trailing
+    partial record is an error here rather than a warning in the client: no global warnings
+    state is touched, so decoding is safe while other threads download.
+    """
     schema = schema_of(store, name)
     meta = store.metadata
     stype = stype_of(meta)
@@ -122,21 +127,62 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
     end = pd.Timestamp(meta.end, unit="ns", tz="UTC") if meta.end else pd.Timestamp.max.tz_localize("UTC")
     mappings = mappings_of(store)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            if batch is None:
-                parts: Iterator[np.ndarray] = iter([store.to_ndarray(schema=schema.value)])
-            else:
-                parts = store.to_ndarray(schema=schema.value, count=batch)
-            for i, records in enumerate(parts):
-                records = records.reshape(-1)  # an empty store gives shape (0, 1)
-                check_headers(records, schema, name)
-                yield Decoded(store.dataset, schema, stype, start, end, records, mappings if i == 0 else [])
+        for i, records in enumerate(_batches(store, schema, name, batch)):
+            check_headers(records, schema, name)
+            yield Decoded(store.dataset, schema, stype, start, end, records, mappings if i == 0 else [])
+    except DataFormatError:
+        raise
     except Exception as exc:
         raise DataFormatError(
             f"{name} is corrupt or truncated ({_short(exc)}): re-download or re-export the file; "
             "nothing from it was stored"
         ) from exc
+
+
+def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[np.ndarray]:
+    from hdi_lab.dbn_writer import record_dtype
+
+    dtype = record_dtype(schema)
+    if store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS):
+        # these layouts changed in DBN v3: let the client upgrade each record (they are few)
+        yield np.frombuffer(b"".join(bytes(r) for r in store), dtype=dtype)
+        return
+    if store.metadata.ts_out:
+        dtype = np.dtype(dtype.descr + [("ts_out", "<u8")])
+    reader = store.reader
+    head = reader.read(8)
+    if len(head) < 8 or head[:3] != b"DBN":
+        raise DataFormatError(f"{name} is not a DBN stream")
+    reader.read(int.from_bytes(head[4:8], "little"))  # the metadata, already decoded
+    size = dtype.itemsize * max(batch or 0, 1) if batch else -1
+    first = True
+    while True:
+        buf = _read_full(reader, size)
+        if not buf:
+            if first:
+                yield np.empty(0, dtype=dtype)
+            return
+        first = False
+        if len(buf) % dtype.itemsize:
+            raise DataFormatError(
+                f"{name} is truncated: it ends inside a record ({len(buf) % dtype.itemsize} stray bytes); "
+                "re-download or re-export the file; nothing from it was stored"
+            )
+        yield np.frombuffer(buf, dtype=dtype)
+
+
+def _read_full(reader: Any, size: int) -> bytes:
+    """``size`` bytes (all with -1) or fewer only at the end: stream readers may return short reads."""
+    if size < 0:
+        return bytes(reader.read())
+    parts, got = [], 0
+    while got < size:
+        part = reader.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 @dataclass
