@@ -50,9 +50,9 @@ class Decoded:
     mappings: list[Mapping] = field(default_factory=list)
 
 
-def open_store(source: str | Path | bytes) -> db.DBNStore:
+def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNStore:
     """Open a DBN file or byte string, turning decoder failures into DataFormatError."""
-    name = "input bytes" if isinstance(source, bytes) else str(source)
+    name = name or ("input bytes" if isinstance(source, bytes) else str(source))
     if not isinstance(source, bytes):
         path = Path(source)
         if not path.is_file():

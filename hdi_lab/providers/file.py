@@ -34,14 +34,6 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
     return out
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class FileProvider:
     """Reads DBN files exported from Databento (or written by hdi_lab)."""
 
@@ -54,7 +46,10 @@ class FileProvider:
             raise ValidationError("a DBN file carries its own time range: drop start/end for the file provider")
         chunks = []
         for path in expand(request.paths):
-            store = open_store(path)
+            if not path.is_file():
+                raise ValidationError(f"{path} does not exist: give the path of a .dbn or .dbn.zst file")
+            data = path.read_bytes()  # read once: the content hash keys the chunk, the header plans it
+            store = open_store(data, str(path))
             schema = schema_of(store, str(path))
             if request.schema is not None and request.schema != schema:
                 raise ValidationError(f"{path} holds {schema}, not the requested {request.schema}")
@@ -63,7 +58,7 @@ class FileProvider:
             meta = store.metadata
             end = meta.end if meta.end else meta.start + 1
             chunks.append(Chunk(
-                key=f"file:{schema}:{file_digest(path)}",
+                key=f"file:{schema}:{hashlib.sha256(data).hexdigest()}",
                 provider=self.name,
                 dataset=str(store.dataset),
                 schema=schema,
