@@ -242,7 +242,7 @@ class IngestReport:
         p.text(str(self))  # type: ignore[attr-defined]
 
     def _repr_html_(self) -> str:
-        """Notebook display: a one-row summary table (plus the planned chunks of a dry run)."""
+        """Notebook display: a one-row summary table, then the chunks (open for a dry run's plan)."""
         from html import escape
 
         s = self.summary()
@@ -252,14 +252,23 @@ class IngestReport:
         row = "".join(f"<td {cell}>{escape(str(v))}</td>" for v in s.values())
         out = (f"<table><caption style='text-align:left'><b>{escape(title)}</b></caption>"
                f"<thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>")
-        if self.dry_run and self.chunks:
-            shown = self.chunks[:20]
-            rows = "".join(f"<tr><td style='text-align:left'>{escape(c.chunk.describe())}</td>"
-                           f"<td {cell}>~{c.fetched}</td></tr>" for c in shown)
-            more = f"<p>... {len(self.chunks) - len(shown)} more chunks</p>" if len(self.chunks) > len(shown) else ""
-            out += (f"<table><thead><tr><th>planned chunk</th><th {cell}>records (estimate)</th></tr></thead>"
-                    f"<tbody>{rows}</tbody></table>{more}")
-        return out
+        if not self.chunks:
+            return out
+        shown = self.chunks[:20]
+        if self.dry_run:
+            cols = ["planned chunk", "skipped", "records (estimate)"]
+            rows = [(c.chunk.describe(), c.skipped, f"~{c.fetched}") for c in shown]
+        else:
+            cols = ["chunk", "skipped", "fetched", "inserted", "updated", "duplicates", "quarantined", "seconds"]
+            rows = [(c.chunk.describe(), c.skipped, c.fetched, c.inserted, c.updated, c.duplicates, c.quarantined,
+                     round(c.seconds, 3)) for c in shown]
+        head = f"<th style='text-align:left'>{escape(cols[0])}</th>" + "".join(f"<th {cell}>{k}</th>" for k in cols[1:])
+        body = "".join(f"<tr><td style='text-align:left'>{escape(r[0])}</td>"
+                       + "".join(f"<td {cell}>{escape(str(v))}</td>" for v in r[1:]) + "</tr>" for r in rows)
+        more = f"<p>... {len(self.chunks) - len(shown)} more chunks</p>" if len(self.chunks) > len(shown) else ""
+        opened = " open" if self.dry_run else ""
+        return (out + f"<details{opened}><summary>{len(self.chunks)} chunks</summary><table><thead><tr>{head}"
+                f"</tr></thead><tbody>{body}</tbody></table>{more}</details>")
 
 
 @dataclass(frozen=True)

@@ -226,21 +226,14 @@ class IngestForm(_Panel):
 
 
 def _report_html(report: IngestReport) -> str:
-    summary = report.summary()
+    """A heading over the report's own notebook display (summary and chunks)."""
     if report.dry_run:
         cost = "no cost estimate" if report.cost_usd is None else f"estimated cost ${report.cost_usd:,.2f}"
         head = (f"<b>Preview (dry run, nothing written)</b>: {len(report.chunks)} chunks, "
                 f"~{report.fetched:,} records estimated, {cost}")
     else:
         head = f"<b>Ingest finished</b>: {html.escape(str(report))}"
-    rows = [dict(chunk=c.chunk.describe(), **({"est_records": c.fetched} if report.dry_run else
-                 dict(skipped=c.skipped, fetched=c.fetched, inserted=c.inserted, duplicates=c.duplicates,
-                      quarantined=c.quarantined, seconds=round(c.seconds, 3))))
-            for c in report.chunks]
-    chunks = _table_html(pd.DataFrame(rows), index=False) if rows else "<i>no chunks</i>"
-    opened = " open" if report.dry_run else ""
-    return (f"<div class='hdi-report'>{head}{_table_html(pd.DataFrame([summary]), index=False)}"
-            f"<details{opened}><summary>chunks</summary>{chunks}</details></div>")
+    return f"<div class='hdi-report'>{head}{report._repr_html_()}</div>"
 
 
 class QueryExplorer(_Panel):
