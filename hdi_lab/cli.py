@@ -6,15 +6,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import pandas as pd
 
 from hdi_lab import catalog, ingestion, quarantine, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
+from hdi_lab.progress import progress_bar
 from hdi_lab.errors import HdiError, ValidationError
-from hdi_lab.schemas import Progress, Schema, SType
+from hdi_lab.schemas import Schema, SType
 from hdi_lab.session import PROVIDERS, HdiSession
 
 SCHEMAS = [s.value for s in Schema]
@@ -76,27 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _progress_bar(enabled: bool, err: TextIO) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
-    if not enabled:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bar: dict[str, Any] = {}
-
-    def update(ev: Progress) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(total=ev.total, unit="chunk", file=err, leave=False, dynamic_ncols=True)
-        bar["bar"].update(ev.done - bar["bar"].n)
-        bar["bar"].set_postfix(rows=ev.rows)
-
-    return update, lambda: bar["bar"].close() if "bar" in bar else None
-
-
 def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     req = make_request(a.provider, schema=a.schema, symbols=a.symbols, start=a.start, end=a.end,
                        dataset=a.dataset, stype_in=a.stype_in, path=a.paths or None,
                        force=a.force, dry_run=a.dry_run, allow_cost=a.allow_cost)
-    update, close = _progress_bar(not a.quiet and err.isatty(), err)
+    update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
         report = ingestion.run(req, session, progress=update)
     finally:

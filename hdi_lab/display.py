@@ -10,7 +10,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from hdi_lab.schemas import Progress
 
 if TYPE_CHECKING:  # pandas is imported when a frame is first shown: loading the extension stays fast
     import pandas as pd
@@ -102,23 +101,6 @@ class FrameDisplay:
                 if i:
                     p.break_()
                 p.text(line)
-
-
-def progress_bar(enabled: bool) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
-    """A tqdm.auto bar fed by ingestion Progress events (a widget in Jupyter, text elsewhere)."""
-    if not enabled:
-        return None, lambda: None
-    from tqdm.auto import tqdm
-
-    bar: dict[str, Any] = {}
-
-    def update(ev: Progress) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(total=ev.total, unit="chunk", desc="hdi_ingest", leave=False, dynamic_ncols=True)
-        bar["bar"].update(ev.done - bar["bar"].n)
-        bar["bar"].set_postfix(rows=ev.rows)
-
-    return update, lambda: bar["bar"].close() if "bar" in bar else None
 
 
 def _table_html(frame: pd.DataFrame, rows: int, empty: str) -> str:

@@ -28,7 +28,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Int
 
-from hdi_lab.display import ConfigView, FrameDisplay, StatusView, progress_bar
+from hdi_lab.display import ConfigView, FrameDisplay, StatusView
+from hdi_lab.progress import progress_bar
 from hdi_lab.errors import HdiError
 from hdi_lab.schemas import Schema, SType
 from hdi_lab.session import PROVIDERS, HdiSession
@@ -174,7 +175,7 @@ class HdiMagics(Magics):
                                end=args.end, dataset=args.dataset, stype_in=args.stype_in,
                                path=args.paths or None, force=args.force, dry_run=args.dry_run,
                                allow_cost=args.allow_cost)
-        update, close = progress_bar(self.progress and not args.quiet)
+        update, close = progress_bar(self.progress and not args.quiet, "hdi_ingest")
         try:
             return ingestion.run(request, self.session, progress=update)
         finally:

@@ -255,6 +255,7 @@ class IngestReport:
         if not self.chunks:
             return out
         shown = self.chunks[:20]
+        rows: list[tuple[object, ...]]
         if self.dry_run:
             cols = ["planned chunk", "skipped", "records (estimate)"]
             rows = [(c.chunk.describe(), c.skipped, f"~{c.fetched}") for c in shown]
@@ -263,7 +264,7 @@ class IngestReport:
             rows = [(c.chunk.describe(), c.skipped, c.fetched, c.inserted, c.updated, c.duplicates, c.quarantined,
                      round(c.seconds, 3)) for c in shown]
         head = f"<th style='text-align:left'>{escape(cols[0])}</th>" + "".join(f"<th {cell}>{k}</th>" for k in cols[1:])
-        body = "".join(f"<tr><td style='text-align:left'>{escape(r[0])}</td>"
+        body = "".join(f"<tr><td style='text-align:left'>{escape(str(r[0]))}</td>"
                        + "".join(f"<td {cell}>{escape(str(v))}</td>" for v in r[1:]) + "</tr>" for r in rows)
         more = f"<p>... {len(self.chunks) - len(shown)} more chunks</p>" if len(self.chunks) > len(shown) else ""
         opened = " open" if self.dry_run else ""
