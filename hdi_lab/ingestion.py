@@ -103,8 +103,7 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
                     raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
                 _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows)
-        take = getattr(provider, "take_warnings", None)  # optional: vendor warnings (e.g. HTTP 206)
-        vendor = take(chunk) if take is not None else []
+        vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         seconds = time.perf_counter() - t0
         result = ChunkResult(chunk, fetched=counts["fetched"], inserted=counts["inserted"],

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg2.extras
 from psycopg2 import sql as pgsql
 
 from hdi_lab import dbn
@@ -86,8 +87,12 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
             rej = validate(records, schema, pd.Timestamp(lo).value, pd.Timestamp(hi).value, known)
             good = np.ones(len(records), dtype=bool)
             good[rej.index] = False
-            for j, rule, reason in zip(rej.index, rej.rules, rej.reasons, strict=True):
-                cur.execute(f"UPDATE {t} SET rule = %s, reason = %s WHERE id = %s", (rule, reason, int(ids_arr[j])))
+            if len(rej.index):
+                psycopg2.extras.execute_values(
+                    cur, f"UPDATE {t} q SET rule = v.rule, reason = v.reason FROM (VALUES %s) AS v(id, rule, reason) "
+                    "WHERE q.id = v.id",
+                    [(int(ids_arr[j]), rule, reason) for j, rule, reason in zip(rej.index, rej.rules, rej.reasons,
+                                                                                 strict=True)])
             counts = dict(inserted=0, updated=0, duplicates=0)
             load_records(cur, session.schema, schema, ds, records[good], counts, dup_idx[good])
             cur.execute(f"UPDATE {t} SET status = 'resolved', resolved_at = now() WHERE id = ANY(%s)",

@@ -409,7 +409,9 @@ def test_sparse_schemas_are_chunked_by_month_dense_ones_by_day() -> None:
     assert [(c.start.date().isoformat(), c.end.date().isoformat()) for c in daily] == [
         ("2024-01-15", "2024-02-01"), ("2024-02-01", "2024-03-01"), ("2024-03-01", "2024-03-10")]
     assert len(provider.plan(request(Schema.OHLCV_1M, ("ESH4",), "2024-01-15", "2024-03-10"))) == 55
+    # a month chunk holds exactly the bars of its days taken one day at a time
     whole = np.concatenate([provider.records(c) for c in daily])
-    by_day = np.concatenate([provider.records(c) for c in provider.plan(
-        request(Schema.OHLCV_1M, ("ESH4",), "2024-01-15", "2024-03-10"))])
-    assert len(whole) > 0 and len(by_day) > len(whole)
+    days = pd.date_range("2024-01-15", "2024-03-10", freq="D", tz="UTC")
+    one_by_one = np.concatenate([provider.records(dataclasses.replace(daily[0], start=lo, end=hi))
+                                 for lo, hi in zip(days[:-1], days[1:], strict=True)])
+    assert len(whole) > 30 and (whole == one_by_one).all()

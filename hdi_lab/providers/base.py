@@ -44,3 +44,7 @@ class Provider(Protocol):
     def estimate(self, chunk: Chunk) -> CostEstimate:
         """Estimate a chunk's size without fetching it (for dry runs)."""
         ...
+
+    def take_warnings(self, chunk: Chunk) -> list[str]:
+        """Warnings the vendor sent while fetching ``chunk`` (e.g. partial symbol resolution)."""
+        ...

@@ -74,6 +74,10 @@ class FileProvider:
         assert chunk.path is not None
         yield open_store(chunk.path)
 
+    def take_warnings(self, chunk: Chunk) -> list[str]:
+        """None: local data has no vendor warnings."""
+        return []
+
     def estimate(self, chunk: Chunk) -> CostEstimate:
         assert chunk.path is not None
         size = Path(chunk.path).stat().st_size

@@ -620,6 +620,10 @@ class SampleProvider:
         # BytesIO, not bytes: databento's MemoryDataSource keeps repr(source), i.e. the whole buffer
         yield db.DBNStore.from_bytes(io.BytesIO(data))
 
+    def take_warnings(self, chunk: Chunk) -> list[str]:
+        """None: local data has no vendor warnings."""
+        return []
+
     def estimate(self, chunk: Chunk) -> CostEstimate:
         """Exact record count (from timestamps only, no prices) at no cost."""
         validate_symbols(chunk.symbols, SType(chunk.stype_in))
