@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg2
+from psycopg2 import sql as pgsql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -36,9 +37,12 @@ from common import Row, rate  # noqa: E402
 from fake_databento import KEY, FakeDatabento  # noqa: E402
 
 import hdi_lab  # noqa: E402
+from hdi_lab import dbn  # noqa: E402
 from hdi_lab.providers import sample  # noqa: E402
 from hdi_lab.providers.databento import DatabentoProvider, _close, plan_chunks  # noqa: E402
 from hdi_lab.schemas import Chunk, Schema, SType  # noqa: E402
+from hdi_lab.storage import copy  # noqa: E402
+from hdi_lab.storage.tables import TABLES  # noqa: E402
 
 BENCH = "databento"
 SYMBOLS = ("ESH4", "ESM4", "NQH4", "NQM4")
@@ -83,6 +87,42 @@ def run(args: object) -> list[Row]:
                         _close(store)
                 return total
 
+            # (c): the same downloads and decode, plus the minimal write: binary COPY of canonical, key-sorted
+            # columns into a table like ohlcv_1m, one transaction per chunk (no validation, log or symbology)
+            table = TABLES[Schema.OHLCV_1M]
+            pgtypes = [c.pgtype for c in table.columns]
+            store_conn = psycopg2.connect(url)
+            q = lambda *names: pgsql.Identifier(*names).as_string(store_conn)  # noqa: E731
+            raw_schema = f"bench_db_raw_{os.getpid()}"
+            schemas.append(raw_schema)
+            tpl = common.session(url, raw_schema)
+            tpl.connection()  # the hdi_lab tables, ohlcv_1m written directly by (c)
+            tpl.close()
+            names = [q(c) for c in table.column_names]
+
+            def raw_store() -> int:
+                total = 0
+                with tempfile.TemporaryDirectory() as d:
+                    for i, c in enumerate(chunks):
+                        store = client.timeseries.get_range(dataset=c.dataset, start=c.start, end=c.end,
+                                                            symbols=list(c.symbols), schema=str(c.schema),
+                                                            path=Path(d) / f"{i}.dbn.zst")
+                        with store_conn.cursor() as cur:
+                            for recs in store.to_ndarray(count=batch):
+                                recs = recs[dbn.key_order(recs, Schema.OHLCV_1M)]
+                                cols = dbn.normalise(recs, table)
+                                buf = copy.encode(pgtypes, [cols.values[c.name] for c in table.columns], {})
+                                copy.copy_in(cur, q(raw_schema, "ohlcv_1m"), names, buf)
+                                total += len(recs)
+                        store_conn.commit()
+                        _close(store)
+                return total
+
+            def truncate_raw() -> None:
+                with store_conn.cursor() as cur:
+                    cur.execute(f"TRUNCATE {q(raw_schema, 'ohlcv_1m')}")
+                store_conn.commit()
+
             sessions: list[hdi_lab.HdiSession] = []
 
             def fresh() -> None:
@@ -96,10 +136,12 @@ def run(args: object) -> list[Row]:
                                       symbols=list(SYMBOLS), start=start, end=end, session=sessions[-1]).inserted
 
             assert raw() == n  # warms the fake's cache
-            t = common.interleaved({"raw": (raw, None), "hdi": (hdi, fresh)}, a.repeat,  # type: ignore[attr-defined]
-                                   checks={"raw": lambda r: None, "hdi": lambda r: None})
+            t = common.interleaved({"raw": (raw, None), "store": (raw_store, truncate_raw), "hdi": (hdi, fresh)},
+                                   a.repeat,  # type: ignore[attr-defined]
+                                   checks={"raw": lambda r: None, "store": lambda r: None, "hdi": lambda r: None})
             for s in sessions:
                 s.close()
+            store_conn.close()
             conn = psycopg2.connect(url)
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -108,12 +150,16 @@ def run(args: object) -> list[Row]:
             conn.close()
     finally:
         fake.close()
-    raw_t, hdi_t = t["raw"].best, t["hdi"].best
+    raw_t, store_t, hdi_t = t["raw"].best, t["store"].best, t["hdi"].best
     return [
         Row(BENCH, f"(a) raw get_range + decode, {len(chunks)} chunks [baseline]", rate(n, raw_t),
             note=f"{raw_t:.2f}s"),
         Row(BENCH, "(b) hdi_lab ingest end to end / raw", rate(n, hdi_t), raw_t / hdi_t, round(1 / 1.3, 3),
             note=f"{hdi_t:.2f}s, overhead {100 * (hdi_t / raw_t - 1):.0f}%"),
+        Row(BENCH, "(c) raw get_range + decode + binary COPY [baseline 2]", rate(n, store_t),
+            note=f"{store_t:.2f}s"),
+        Row(BENCH, "(b) hdi_lab ingest end to end / (c)", rate(n, hdi_t), store_t / hdi_t, round(1 / 1.3, 3),
+            note=f"overhead {100 * (hdi_t / store_t - 1):.0f}% over download + decode + COPY"),
     ]
 
 

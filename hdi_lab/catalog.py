@@ -50,7 +50,8 @@ def status(session: HdiSession, recent: int = 10) -> Status:
         cur.execute(
             f"SELECT id, finished_at, provider, dataset, schema, array_to_string(symbols, ',') AS symbols, "
             f"start_ts, end_ts, fetched, inserted, updated, duplicates, quarantined, round(seconds::numeric, 3) "
-            f"AS seconds FROM {q(s, 'ingest_log')} ORDER BY id DESC LIMIT %s",
+            f"AS seconds, array_to_string(warnings, '; ') AS warnings FROM {q(s, 'ingest_log')} "
+            "ORDER BY id DESC LIMIT %s",
             (recent,),
         )
         log = fetch_frame(cur)

@@ -50,6 +50,8 @@ OPTIONS: tuple[Option, ...] = (
            "first retry delay (s), doubled per retry; a Retry-After header wins"),
     Option("databento_backoff_max", ("HDI_DATABENTO_BACKOFF_MAX",), 30.0, float, False,
            "longest retry delay (s)"),
+    Option("databento_definitions", ("HDI_DATABENTO_DEFINITIONS",), True, bool, False,
+           "also store the instruments' definitions (the definition schema) with every market-data ingest"),
     Option("ib_host", ("HDI_IB_HOST",), "127.0.0.1", str, False, "IB Gateway/TWS host"),
     Option("ib_port", ("HDI_IB_PORT",), 4002, int, False, "IB Gateway/TWS port"),
     Option("ib_client_id", ("HDI_IB_CLIENT_ID",), 17, int, False, "IB API client id"),
@@ -110,8 +112,12 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
     if raw is None:
         return None
     try:
-        value = opt.kind(raw) if not isinstance(raw, opt.kind) else raw
-    except (TypeError, ValueError):
+        if opt.kind is bool and isinstance(raw, str):
+            value = {"1": True, "true": True, "yes": True, "on": True,
+                     "0": False, "false": False, "no": False, "off": False}[raw.strip().lower()]
+        else:
+            value = opt.kind(raw) if not isinstance(raw, opt.kind) else raw
+    except (TypeError, ValueError, KeyError):
         raise ConfigError(f"{opt.name}={raw!r} from {source} is not a valid {opt.kind.__name__}") from None
     if opt.secret and isinstance(value, str) and opt.name != "database_url" and _PLACEHOLDER.match(value):
         names = " or ".join(opt.env)

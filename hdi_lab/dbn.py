@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import numpy.lib.recfunctions as rfn
 import pandas as pd
 
+from hdi_lab import vendor_warnings
 from hdi_lab.errors import DataFormatError
 from hdi_lab.schemas import Schema
 from hdi_lab.storage.copy import PG_EPOCH_US
@@ -57,20 +57,23 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
         path = Path(source)
         if not path.is_file():
             raise DataFormatError(f"{name} does not exist: give the path of a .dbn or .dbn.zst file")
+
+    def read() -> db.DBNStore:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        # from_bytes(io.BytesIO): from_bytes(bytes) repr()s its input, from_file leaves the file open
+        store = db.DBNStore.from_bytes(io.BytesIO(data))
+        _ = store.metadata
+        return store
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            # from_bytes(io.BytesIO): from_bytes(bytes) repr()s its input, from_file leaves the file open
-            data = source if isinstance(source, bytes) else Path(source).read_bytes()
-            store = db.DBNStore.from_bytes(io.BytesIO(data))
-            _ = store.metadata
-    except DataFormatError:
-        raise
+        store, notes = vendor_warnings.call(read)
     except Exception as exc:  # the decoder raises BentoError, ValueError or OSError subclasses
         raise DataFormatError(
             f"{name} is not a readable DBN file ({_short(exc)}): hdi_lab reads Databento DBN "
             "files, plain or zstd-compressed (.dbn, .dbn.zst)"
         ) from exc
+    if notes:  # the decoder warns about input it can only partly read
+        raise DataFormatError(f"{name} is not a readable DBN file ({notes[0][:160]}): re-download or re-export it")
     return store
 
 

@@ -7,10 +7,11 @@ unless ``force`` is set (which re-loads them without duplicates).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import databento as db
 import numpy as np
@@ -61,6 +62,8 @@ def run(
         report.seconds = time.perf_counter() - t0
         return report
 
+    provider.check_cost([c for c in chunks if c.key not in done], request.allow_cost)
+
     def one(chunk: Chunk) -> ChunkResult:
         if chunk.key in done:
             return ChunkResult(chunk, skipped=True)
@@ -68,7 +71,8 @@ def run(
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
-    results: Iterable[ChunkResult] = executor.map(one, chunks) if executor else map(one, chunks)
+    results: Iterable[ChunkResult] = (executor.map(one, chunks) if executor
+                                      else _in_order(session, provider, chunks, done, request.force))
     rows = 0
     for i, result in enumerate(results, 1):
         report.chunks.append(result)
@@ -81,8 +85,56 @@ def run(
     return report
 
 
-def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force: bool = False) -> ChunkResult:
-    """Fetch, validate and load one chunk in a single transaction."""
+class _Prefetch:
+    """A chunk's DBN stores, the first one fetched on a background thread (its download)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, stores: Iterator[db.DBNStore]) -> None:
+        self._stores = stores
+        self._first: Future[db.DBNStore | None] = pool.submit(next, stores, None)
+
+    def __iter__(self) -> Iterator[db.DBNStore]:
+        first = self._first.result()  # re-raises the fetch's error, in the chunk it belongs to
+        if first is not None:
+            yield first
+            yield from self._stores
+
+    def close(self) -> None:
+        """Release what the fetch holds (temporary files), after waiting for a running download."""
+        if not self._first.cancel():
+            with contextlib.suppress(Exception):  # the error belongs to a chunk that will not be loaded now
+                self._first.result()
+        self._stores.close()
+
+
+def _in_order(session: HdiSession, provider: Provider, chunks: list[Chunk], done: set[str],
+              force: bool) -> Iterator[ChunkResult]:
+    """Chunks one after another; the next chunk downloads while the current one is validated and loaded."""
+    todo = [c for c in chunks if c.key not in done]
+    following = dict(zip((c.key for c in todo), todo[1:], strict=False))
+    with ThreadPoolExecutor(1, thread_name_prefix="hdi-fetch") as pool:
+        ahead: dict[str, _Prefetch] = {}
+        try:
+            for chunk in chunks:
+                if chunk.key in done:
+                    yield ChunkResult(chunk, skipped=True)
+                    continue
+                current = ahead.pop(chunk.key, None) or _Prefetch(pool, provider.fetch(chunk))
+                nxt = following.get(chunk.key)
+                if nxt is not None:
+                    ahead[nxt.key] = _Prefetch(pool, provider.fetch(nxt))
+                try:
+                    result = ingest_chunk(session, provider, chunk, force=force, stores=current)
+                finally:
+                    current.close()
+                yield result
+        finally:
+            for pending in ahead.values():
+                pending.close()
+
+
+def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force: bool = False,
+                 stores: Iterable[db.DBNStore] | None = None) -> ChunkResult:
+    """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction."""
     t0 = time.perf_counter()
     schema_name = session.schema
     conn = session.connection()
@@ -96,7 +148,7 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
             return ChunkResult(chunk, skipped=True)
         name = chunk.path or chunk.describe()
         notes: list[str] = []
-        for store in provider.fetch(chunk):
+        for store in provider.fetch(chunk) if stores is None else stores:
             notes += _not_found(store, chunk)
             for part in dbn.decode(store, name, batch=batch):
                 if part.schema != chunk.schema:

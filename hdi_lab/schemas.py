@@ -129,6 +129,7 @@ class Chunk:
     start: pd.Timestamp
     end: pd.Timestamp
     path: str | None = None
+    companion: bool = False  # fetched along with the requested data (the instruments' definitions)
 
     def describe(self) -> str:
         what = self.path or ",".join(self.symbols)
@@ -163,7 +164,13 @@ class IngestReport:
     dry_run: bool = False
 
     def _sum(self, name: str) -> int:
-        return int(sum(getattr(c, name) for c in self.chunks))
+        """Total over the requested data's chunks (companion definitions are counted in ``definitions``)."""
+        return int(sum(getattr(c, name) for c in self.chunks if not c.chunk.companion))
+
+    @property
+    def definitions(self) -> int:
+        """Instrument definitions stored (new or changed) along with the requested data."""
+        return int(sum(c.inserted + c.updated for c in self.chunks if c.chunk.companion))
 
     @property
     def fetched(self) -> int:
@@ -219,6 +226,7 @@ class IngestReport:
             "updated": self.updated,
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
+            **({"definitions": self.definitions} if any(c.chunk.companion for c in self.chunks) else {}),
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_second),
         }
@@ -233,7 +241,8 @@ class IngestReport:
         return (
             f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
-            f"duplicates {s['duplicates']}, quarantined {s['quarantined']} in {s['seconds']} s "
+            f"duplicates {s['duplicates']}, quarantined {s['quarantined']}"
+            + (f", definitions {s['definitions']}" if "definitions" in s else "") + f" in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
         ) + "".join(f"\nwarning: {w}" for w in self.warnings)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -40,7 +41,9 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     detail: str = "Internal server error"
     truncate: bool = False
+    cut: bool = False  # the connection drops halfway through the body (Content-Length promises more)
     after: int = 0  # let this many matching calls through first
+    schema: str | None = None  # only calls for this schema match (None: any)
 
 
 class FakeDatabento:
@@ -56,6 +59,7 @@ class FakeDatabento:
         self.faults: list[Fault] = []
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.served: list[np.ndarray] = []  # records of each successful get_range, in order
+        self.served_schemas: list[str] = []  # the schema of each entry of ``served``
         self.cache: dict[str, tuple[int, dict[str, str], bytes]] | None = {} if cache else None  # benchmarks
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -74,10 +78,16 @@ class FakeDatabento:
     def count(self, endpoint: str) -> int:
         return sum(1 for e, _ in self.calls if e == endpoint)
 
-    def take_fault(self, endpoint: str) -> Fault | None:
+    def served_of(self, schema: str) -> np.ndarray:
+        """The records served by successful get_range calls for ``schema``, in order."""
+        with self.lock:
+            parts = [r for sch, r in zip(self.served_schemas, self.served, strict=True) if sch == schema]
+        return np.concatenate(parts) if parts else np.array([])
+
+    def take_fault(self, endpoint: str, schema: str | None = None) -> Fault | None:
         with self.lock:
             for i, f in enumerate(self.faults):
-                if f.endpoint == endpoint:
+                if f.endpoint == endpoint and (f.schema is None or f.schema == schema):
                     if f.after > 0:
                         f.after -= 1
                         return None
@@ -129,6 +139,7 @@ class FakeDatabento:
         with self.lock:
             if self.cache is None:
                 self.served.append(records)
+                self.served_schemas.append(p["schema"])
         headers = {"Content-Type": "application/octet-stream"}
         if unknown:
             warning = f"Warning: The following symbols could not be resolved: {', '.join(unknown)}"
@@ -192,22 +203,34 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.calls.append((endpoint, params))
         status, headers, body = self.answer(fake, endpoint, params)
+        cut = headers.pop("X-Fake-Cut", None) is not None
         self.send_response(status)
         for k, v in {**headers, "Content-Length": str(len(body)), "request-id": "fake-req-1"}.items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if not cut:
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[: len(body) // 2])  # then the connection drops
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def answer(self, fake: FakeDatabento, endpoint: str, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         expected = "Basic " + base64.b64encode(f"{fake.key}:".encode()).decode()
         if self.headers.get("Authorization") != expected:
             return _error(401, "Authentication failed.")
-        fault = fake.take_fault(endpoint)
-        if fault is not None and not fault.truncate:
+        fault = fake.take_fault(endpoint, p.get("schema"))
+        if fault is not None and not (fault.truncate or fault.cut):
             return _error(fault.status, fault.detail, fault.headers)
         if endpoint == "timeseries.get_range":
             status, headers, body = fake.get_range(p)
-            if fault is not None:  # a stream cut short: the header and part of the records
+            if fault is not None and fault.cut:
+                with fake.lock:
+                    fake.served.pop()
+                    fake.served_schemas.pop()
+                headers["X-Fake-Cut"] = "1"
+            elif fault is not None:  # a stream cut short: the header and part of the records
                 raw = body
                 import zstandard
 
@@ -215,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = zstandard.ZstdCompressor().compress(plain[: len(plain) * 2 // 3 + 7])
                 with fake.lock:
                     fake.served.pop()
+                    fake.served_schemas.pop()
             return status, headers, body
         if endpoint == "symbology.resolve":
             return fake.resolve(p)

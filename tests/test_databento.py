@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import hdi_lab
+from hdi_lab import catalog
 from hdi_lab.errors import (
     AuthError,
     ConfigError,
@@ -81,15 +82,21 @@ def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake
     sparse = schema in ("ohlcv-1h", "ohlcv-1d", "statistics", "definition")
     start, end = ("2024-02-20", "2024-03-10") if sparse else ("2024-03-12", "2024-03-14")
     report = _ingest(dbs, schema=schema, symbols=["ESH4", "NQH4"], start=start, end=end)
-    served = np.concatenate(fake.served)
-    assert len(report.chunks) == 2 and fake.count("timeseries.get_range") == 2
+    served = fake.served_of(schema)
+    assert [c.chunk.schema.value for c in report.chunks if not c.chunk.companion] == [schema, schema]
+    assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"].count(schema) == 2
     assert report.fetched == len(served) > 0 and report.quarantined == 0 and report.warnings == []
     assert report.inserted == len(served)
+    # the instruments' definitions are stored with the data (before it), or are the data
+    defs = fake.served_of("definition")
+    stored = hdi_lab.sql("SELECT instrument_id, raw_symbol FROM instruments ORDER BY 1", session=dbs)
+    assert set(stored["instrument_id"]) == set(defs["instrument_id"].tolist())
+    assert set(stored["raw_symbol"]) == {"ESH4", "NQH4"}
     if schema == "definition":
-        stored = hdi_lab.sql("SELECT instrument_id, raw_symbol FROM instruments ORDER BY 1", session=dbs)
-        assert set(stored["instrument_id"]) == set(served["instrument_id"].tolist())
-        assert set(stored["raw_symbol"]) == {"ESH4", "NQH4"}
+        assert not any(c.chunk.companion for c in report.chunks)
         return
+    assert report.definitions == len(defs) > 0 and report.chunks[0].chunk.companion
+    assert f"definitions {len(defs)}" in str(report)
     frame = hdi_lab.query(schema, ["ESH4", "NQH4"], start, end, session=dbs, price_type="fixed")
     order = np.lexsort((served["instrument_id"], served["ts_event"]))
     got = frame.reset_index().sort_values(["ts_event", "instrument_id"], kind="stable")
@@ -108,7 +115,7 @@ def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake
 def test_acceptance_form_parent_symbol(dbs: HdiSession, fake: FakeDatabento) -> None:
     report = hdi_lab.ingest(provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1d", symbols=["ES.FUT"],
                             stype_in="parent", start="2024-02-01", end="2024-03-01", session=dbs)
-    assert report.inserted == len(fake.served[0]) > 0
+    assert report.inserted == len(fake.served_of("ohlcv-1d")) > 0
     df = hdi_lab.query("ohlcv-1d", "ES.FUT", "2024-02-01", "2024-03-01", session=dbs)
     assert set(df["instrument_id"]) == {400001, 400002}
 
@@ -158,8 +165,10 @@ def test_dry_run_reports_records_and_cost(dbs: HdiSession, fake: FakeDatabento) 
     report = _ingest(dbs, schema="trades", dry_run=True)
     served = fake.records({"dataset": GLBX, "schema": "trades", "stype_in": "raw_symbol", "symbols": "ESH4",
                            "start": "2024-03-12", "end": "2024-03-14"})
-    assert report.fetched == len(served) > 0
-    assert report.cost_usd == pytest.approx(len(served) * fake.usd_per_record)
+    defs = fake.records({"dataset": GLBX, "schema": "definition", "stype_in": "raw_symbol", "symbols": "ESH4",
+                         "start": "2024-03-12", "end": "2024-03-14"})
+    assert report.fetched == len(served) > 0 and len(defs) > 0  # the estimate of the data alone
+    assert report.cost_usd == pytest.approx((len(served) + len(defs)) * fake.usd_per_record)  # what is paid
     assert fake.count("timeseries.get_range") == 0 and _count(dbs, "trades") == 0
     assert "estimated cost $" in str(report)
 
@@ -179,11 +188,13 @@ def test_cost_guard_refuses_then_allow_cost_overrides(session: HdiSession, fake:
 
 
 def test_429_with_retry_after_then_success(dbs: HdiSession, fake: FakeDatabento) -> None:
-    fake.faults.append(Fault("timeseries.get_range", 429, {"Retry-After": "0.3"}, "Too many requests"))
+    fake.faults.append(Fault("timeseries.get_range", 429, {"Retry-After": "0.3"}, "Too many requests",
+                             schema="ohlcv-1m"))
     t0 = time.perf_counter()
     report = _ingest(dbs, start="2024-03-12", end="2024-03-13")
     assert time.perf_counter() - t0 >= 0.3  # Retry-After honoured (backoff alone is 0.01 s)
-    assert fake.count("timeseries.get_range") == 2 and report.inserted == len(fake.served[0])
+    assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"] == ["definition"] + ["ohlcv-1m"] * 2
+    assert report.inserted == len(fake.served_of("ohlcv-1m")) > 0
 
 
 def test_429_exhausted_is_a_rate_limit_error(dbs: HdiSession, fake: FakeDatabento) -> None:
@@ -195,16 +206,20 @@ def test_429_exhausted_is_a_rate_limit_error(dbs: HdiSession, fake: FakeDatabent
 
 def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiSession,
                                                                       fake: FakeDatabento) -> None:
-    fake.faults += [Fault("timeseries.get_range", 503, after=1), Fault("timeseries.get_range", 502),
-                    Fault("timeseries.get_range", 500)]
+    bars = dict(schema="ohlcv-1m")
+    fake.faults += [Fault("timeseries.get_range", 503, after=1, **bars), Fault("timeseries.get_range", 502, **bars),
+                    Fault("timeseries.get_range", 500, **bars)]
     with pytest.raises(UnavailableError, match="HTTP 500.*after 3 tries") as info:
         _ingest(dbs, start="2024-03-11", end="2024-03-14")
     assert info.value.status == 500 and info.value.request_id == "fake-req-1"
-    first = len(fake.served[0])
-    assert _count(dbs, "ohlcv_1m") == first > 0
+    first = fake.records({"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
+                          "start": "2024-03-11", "end": "2024-03-12"})
+    assert _count(dbs, "ohlcv_1m") == len(first) > 0  # the first day stays committed
     report = _ingest(dbs, start="2024-03-11", end="2024-03-14")
-    assert report.chunks_skipped == 1 and len(report.chunks) == 3
-    assert _count(dbs, "ohlcv_1m") == sum(len(r) for r in fake.served)
+    assert report.chunks_skipped == 2 and len(report.chunks) == 4  # the definitions and the first day
+    whole = fake.records({"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
+                          "start": "2024-03-11", "end": "2024-03-14"})
+    assert _count(dbs, "ohlcv_1m") == len(whole) == len(first) + report.inserted
 
 
 def test_truncated_stream_rolls_the_chunk_back(dbs: HdiSession, fake: FakeDatabento) -> None:
@@ -218,9 +233,61 @@ def test_truncated_stream_rolls_the_chunk_back(dbs: HdiSession, fake: FakeDatabe
 
 def test_partial_resolution_ingests_the_rest_and_reports_it(dbs: HdiSession, fake: FakeDatabento) -> None:
     report = _ingest(dbs, symbols=["ESH4", "ESZ9"], start="2024-03-12", end="2024-03-13")
-    assert report.inserted == len(fake.served[0]) > 0
-    assert len(report.warnings) == 1 and "ESZ9" in report.warnings[0] and "not found" in report.warnings[0]
+    assert report.inserted == len(fake.served_of("ohlcv-1m")) > 0
+    assert len(report.warnings) == 2  # for the definitions and for the bars
+    assert all("ESZ9" in w and "not found" in w for w in report.warnings)
+    assert any("ohlcv-1m" in w for w in report.warnings) and any("definition" in w for w in report.warnings)
     assert "warning: " in str(report)
+
+
+def test_partial_resolution_warnings_are_kept_in_the_ingest_log(dbs: HdiSession, fake: FakeDatabento) -> None:
+    report = _ingest(dbs, symbols=["ESH4", "ESZ9"], start="2024-03-12", end="2024-03-13")
+    logged = hdi_lab.sql("SELECT schema, warnings FROM ingest_log ORDER BY id", session=dbs)
+    assert logged["schema"].tolist() == ["definition", "ohlcv-1m"]
+    assert [w for ws in logged["warnings"] for w in ws] == report.warnings
+    status = catalog.status(dbs)
+    assert any("ESZ9" in w for w in status.recent["warnings"])
+
+
+def test_a_connection_cut_mid_download_is_retried(dbs: HdiSession, fake: FakeDatabento) -> None:
+    fake.faults.append(Fault("timeseries.get_range", cut=True, schema="trades"))
+    report = _ingest(dbs, schema="trades", start="2024-03-12", end="2024-03-13")
+    assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"].count("trades") == 2
+    assert report.inserted == len(fake.served_of("trades")) == _count(dbs, "trades") > 0
+
+
+def test_connection_cuts_exhausting_retries_fail_the_chunk(dbs: HdiSession, fake: FakeDatabento) -> None:
+    fake.faults += [Fault("timeseries.get_range", cut=True, schema="trades") for _ in range(3)]
+    with pytest.raises(UnavailableError, match="broke off 3 times"):
+        _ingest(dbs, schema="trades", start="2024-03-12", end="2024-03-13")
+    assert _count(dbs, "trades") == 0
+
+
+def test_definitions_with_the_data_can_be_turned_off(session: HdiSession, fake: FakeDatabento) -> None:
+    with _session(session, fake, databento_definitions=False) as s:
+        report = _ingest(s, start="2024-03-12", end="2024-03-13")
+        assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"] == ["ohlcv-1m"]
+        assert report.inserted > 0 and "definitions" not in report.summary() and _count(s, "instruments") == 0
+
+
+def test_cost_guard_counts_only_the_chunks_still_to_fetch(session: HdiSession, fake: FakeDatabento) -> None:
+    def cost(schema: str, start: str, end: str) -> float:
+        return len(fake.records({"dataset": GLBX, "schema": schema, "stype_in": "raw_symbol", "symbols": "ESH4",
+                                 "start": start, "end": end})) * fake.usd_per_record
+
+    whole = cost("trades", "2024-03-11", "2024-03-14") + cost("definition", "2024-03-11", "2024-03-14")
+    last_day = cost("trades", "2024-03-13", "2024-03-14")
+    assert last_day < whole / 2
+    with _session(session, fake, databento_max_cost_usd=whole) as s:
+        _ingest(s, schema="trades", start="2024-03-11", end="2024-03-13")
+    with _session(session, fake, databento_max_cost_usd=(last_day + whole) / 2) as s:
+        with pytest.raises(CostLimitError):  # the whole range costs more than the limit ...
+            _ingest(s, schema="trades", start="2024-03-11", end="2024-03-14", force=True)
+        report = _ingest(s, schema="trades", start="2024-03-11", end="2024-03-14")  # ... what is left does not
+        # skipped: the two trade days (the definitions' month chunk is keyed by the request's range)
+        assert report.chunks_skipped == 2 and report.inserted > 0
+    asked = [p for e, p in fake.calls if e == "metadata.get_cost"][-1]
+    assert (asked["schema"], asked["start"][:10], asked["end"][:10]) == ("trades", "2024-03-13", "2024-03-14")
 
 
 def test_bad_key_is_a_one_line_auth_error_without_the_key(session: HdiSession, fake: FakeDatabento) -> None:
@@ -302,3 +369,38 @@ def test_cli_dry_run_and_allow_cost(hdi_env: dict[str, str], fake: FakeDatabento
     assert main(argv, out, err) == 1 and "--allow-cost" in err.getvalue() and KEY not in err.getvalue()
     out = io.StringIO()
     assert main([*argv, "--allow-cost"], out, err) == 0 and "inserted 1380" in out.getvalue()
+
+
+def test_magic_and_widget_offer_the_cost_override(hdi_env: dict[str, str], fake: FakeDatabento,
+                                                  monkeypatch: pytest.MonkeyPatch, session: HdiSession) -> None:
+    from IPython.core.error import UsageError
+    from test_magics import _dispose, _shell
+
+    from hdi_lab.widgets import IngestForm
+
+    for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
+                 "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():
+        monkeypatch.setenv(k, v)
+    shell = _shell()
+    try:
+        shell.run_cell("%load_ext hdi_lab")
+        line = (f"%hdi_ingest --provider databento --dataset {GLBX} --schema ohlcv-1m --symbols ESH4 "
+                "--start 2024-03-12 --end 2024-03-13 --quiet")
+        with pytest.raises(UsageError, match="databento_max_cost_usd"):
+            shell.run_cell(line).raise_error()
+        report = shell.run_cell(line + " --allow-cost").result
+        assert report.inserted == len(fake.served_of("ohlcv-1m")) > 0
+    finally:
+        _dispose(shell)
+    with _session(session, fake, databento_max_cost_usd=0.01) as s:
+        form = IngestForm(s)
+        form.provider.value, form.dataset.value, form.schema.value = "databento", GLBX, "ohlcv-1m"
+        form.symbols.value, form.stype_in.value = "ESH4", "raw_symbol"
+        form.start.value, form.end.value = pd.Timestamp("2024-03-13").date(), pd.Timestamp("2024-03-14").date()
+        before = _count(s, "ohlcv_1m")  # the magic's day
+        form.run_button.click()
+        assert isinstance(form.last_error, CostLimitError) and _count(s, "ohlcv_1m") == before
+        form.allow_cost.value = True
+        form.run_button.click()
+        assert form.last_error is None and form.report is not None and form.report.inserted > 0
+        assert _count(s, "ohlcv_1m") == before + form.report.inserted

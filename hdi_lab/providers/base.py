@@ -41,6 +41,13 @@ class Provider(Protocol):
         """Yield the chunk's records as one or more DBN stores (metadata carries symbology)."""
         ...
 
+    def check_cost(self, chunks: list[Chunk], allow: bool) -> float | None:
+        """The estimated cost of fetching ``chunks`` (None when free or unknown).
+
+        Raises CostLimitError above the configured limit unless ``allow``.
+        """
+        ...
+
     def estimate(self, chunk: Chunk) -> CostEstimate:
         """Estimate a chunk's size without fetching it (for dry runs)."""
         ...

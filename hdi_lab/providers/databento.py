@@ -12,6 +12,7 @@ logged, shown in a repr or put into an error message.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import re
@@ -165,25 +166,38 @@ class DatabentoProvider:
         validate_symbols(symbols, stype)
         start, end = parse_range(request.start, request.end)
         chunks = plan_chunks(self.name, dataset, schema, stype, symbols, start, end)
+        if schema is not Schema.DEFINITION and self.settings.databento_definitions:
+            # the instruments' definitions first, so the data's instruments are known when it is validated
+            defs = plan_chunks(self.name, dataset, Schema.DEFINITION, stype, symbols, start, end)
+            chunks = [dataclasses.replace(c, companion=True) for c in defs] + chunks
         self._key()
-        if not request.dry_run:
-            self.check_cost(dataset, schema, stype, symbols, start, end, request.allow_cost)
         return chunks
 
-    def check_cost(self, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
-                   start: pd.Timestamp, end: pd.Timestamp, allow: bool) -> float:
-        """The request's estimated cost; CostLimitError above ``databento_max_cost_usd`` unless ``allow``."""
+    def check_cost(self, chunks: list[Chunk], allow: bool) -> float | None:
+        """Cost of the chunks still to fetch (per schema, over their span); CostLimitError above
+        ``databento_max_cost_usd`` unless ``allow``."""
         limit = self.settings.databento_max_cost_usd
-        if allow or limit is None:
-            return 0.0
-        args: dict[str, Any] = dict(dataset=dataset, start=start, end=end, symbols=list(symbols),
-                                    schema=str(schema), stype_in=str(stype))
-        cost = float(self.caller()("metadata.get_cost", lambda: self.client().metadata.get_cost(**args)))
+        if allow or limit is None or not chunks:
+            return None
+        client, caller, cost = self.client(), self.caller(), 0.0
+        spans: dict[Schema, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        for c in chunks:
+            lo, hi = spans.get(c.schema, (c.start, c.end))
+            spans[c.schema] = (min(lo, c.start), max(hi, c.end))
+        first = chunks[-1]
+        for schema, (lo, hi) in spans.items():
+            args: dict[str, Any] = dict(dataset=first.dataset, start=lo, end=hi, symbols=list(first.symbols),
+                                        schema=str(schema), stype_in=str(first.stype_in))
+            cost += float(caller("metadata.get_cost", lambda a=args: client.metadata.get_cost(**a)))  # type: ignore[misc]
         if cost > float(limit):
+            lo = min(c.start for c in chunks)
+            hi = max(c.end for c in chunks)
+            what = " + ".join(str(s) for s in spans)
             raise CostLimitError(
-                f"estimated cost ${cost:,.2f} of {dataset} {schema} {','.join(symbols)} [{start.date()}, {end.date()}) "
-                f"is above the limit databento_max_cost_usd=${float(limit):,.2f}: narrow the request, raise "
-                "HDI_DATABENTO_MAX_COST_USD, or override with allow_cost=True (--allow-cost); --dry-run shows the cost")
+                f"estimated cost ${cost:,.2f} of {first.dataset} {what} {','.join(first.symbols)} "
+                f"[{lo.date()}, {hi.date()}) is above the limit databento_max_cost_usd=${float(limit):,.2f}: "
+                "narrow the request, raise HDI_DATABENTO_MAX_COST_USD, or override with allow_cost=True "
+                "(--allow-cost); --dry-run shows the cost")
         return cost
 
     def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:

@@ -9,16 +9,17 @@ message: any text taken from the vendor is scrubbed of it.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
 from databento.common.error import BentoClientError, BentoError, BentoHttpError, BentoServerError
 
-from hdi_lab.errors import AuthError, DataFormatError, ProviderError, RateLimitError, UnavailableError
+from hdi_lab.errors import AuthError, ProviderError, RateLimitError, UnavailableError
+from hdi_lab import vendor_warnings
 
 log = logging.getLogger(__name__)
 NAME = "databento"
@@ -50,10 +51,8 @@ class Caller:
         attempt = 0
         while True:
             try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    out = fn()
-                self.warnings += [self.scrub(str(w.message)) for w in caught]
+                out, notes = vendor_warnings.call(fn)
+                self.warnings += [self.scrub(m) for m in notes]
                 return out
             except BentoHttpError as exc:
                 status = int(exc.http_status)
@@ -71,10 +70,15 @@ class Caller:
                         f"({type(exc).__name__}): check the network and HDI_DATABENTO_GATEWAY, then re-run "
                         "(completed chunks are kept)", provider=NAME) from None
                 delay = self.delay(attempt, None)
-            except BentoError as exc:  # the download broke off mid-stream
-                raise DataFormatError(
-                    f"Databento {what}: the download was cut short ({self.scrub(str(exc))[:160]}): "
-                    "re-run to fetch the chunk again (nothing from it was stored)") from None
+            except BentoError as exc:  # the connection broke off mid-download ("Error streaming response")
+                _close_abandoned_file(exc)
+                if attempt >= self.retries:
+                    raise UnavailableError(
+                        f"Databento {what}: the download broke off {attempt + 1} times "
+                        f"({self.scrub(str(exc))[:120]}): check the network, then re-run (completed chunks "
+                        "are kept; nothing from this one was stored)", provider=NAME) from None
+                log.warning("%s: download broke off, retry %d/%d", what, attempt + 1, self.retries)
+                delay = self.delay(attempt, None)
             if on_retry is not None:
                 on_retry()
             self.sleep(delay)
@@ -122,6 +126,16 @@ class Caller:
         return UnavailableError(
             f"Databento {what}: {kind} HTTP {status} ({self.detail(exc)}) after {tries}: re-run later "
             "(completed chunks are kept and skipped)", provider=NAME, status=status, request_id=rid)
+
+
+def _close_abandoned_file(exc: BaseException) -> None:
+    """Close the file the client was writing when the download broke off (it leaves it open)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        writer = tb.tb_frame.f_locals.get("writer")
+        if isinstance(writer, io.IOBase):
+            writer.close()
+        tb = tb.tb_next
 
 
 __all__ = ["BentoClientError", "Caller", "NAME"]

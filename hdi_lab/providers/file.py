@@ -74,6 +74,10 @@ class FileProvider:
         assert chunk.path is not None
         yield open_store(chunk.path)
 
+    def check_cost(self, chunks: list[Chunk], allow: bool) -> None:
+        """None: local data costs nothing."""
+        return None
+
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """None: local data has no vendor warnings."""
         return []

@@ -620,6 +620,10 @@ class SampleProvider:
         # BytesIO, not bytes: databento's MemoryDataSource keeps repr(source), i.e. the whole buffer
         yield db.DBNStore.from_bytes(io.BytesIO(data))
 
+    def check_cost(self, chunks: list[Chunk], allow: bool) -> None:
+        """None: local data costs nothing."""
+        return None
+
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """None: local data has no vendor warnings."""
         return []

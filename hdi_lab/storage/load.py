@@ -208,11 +208,11 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
     c = result.chunk
     cur.execute(
         f"INSERT INTO {_q(cur, schema, 'ingest_log')} (chunk_key, provider, dataset, schema, stype_in, symbols, "
-        "start_ts, end_ts, source, fetched, inserted, updated, duplicates, quarantined, seconds, forced) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        "start_ts, end_ts, source, fetched, inserted, updated, duplicates, quarantined, seconds, forced, warnings) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[]) RETURNING id",
         (c.key, c.provider, c.dataset, c.schema.value, c.stype_in.value, list(c.symbols),
          c.start.to_pydatetime(), c.end.to_pydatetime(), c.path, result.fetched, result.inserted,
-         result.updated, result.duplicates, result.quarantined, result.seconds, forced),
+         result.updated, result.duplicates, result.quarantined, result.seconds, forced, list(result.warnings)),
     )
     return int(one(cur)[0])
 
