@@ -76,11 +76,16 @@ def query(
     dataset: str | None = None,
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
+    interval: str | None = None,
     session: HdiSession | None = None,
 ) -> pd.DataFrame:
-    """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``."""
+    """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``.
+
+    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...
+    """
     return _with_session(session, lambda s: retrieval.query(
-        s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns))
+        s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns,
+        interval=interval))
 
 
 def sql(

@@ -10,6 +10,7 @@ from psycopg2 import sql as pgsql
 from hdi_lab.session import HdiSession
 from hdi_lab.storage.db import ServerInfo, fetch_frame, one, server_info, transaction
 from hdi_lab.storage.tables import TABLES
+from hdi_lab.storage.timescale import StorageInfo, describe
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Status:
     recent: pd.DataFrame  # latest ingest-log rows
     instruments: int
     quarantine_open: int
+    storage: StorageInfo | None = None  # TimescaleDB objects (hypertables, compression, policies)
 
 
 def status(session: HdiSession, recent: int = 10) -> Status:
@@ -59,7 +61,12 @@ def status(session: HdiSession, recent: int = 10) -> Status:
         n_instruments = int(one(cur)[0])
         cur.execute(f"SELECT count(*) FROM {q(s, 'quarantine')} WHERE status = 'open'")
         n_quarantine = int(one(cur)[0])
-    return Status(info, coverage, log, n_instruments, n_quarantine)
+    return Status(info, coverage, log, n_instruments, n_quarantine, describe(conn, session.schema))
+
+
+def storage_info(session: HdiSession) -> StorageInfo:
+    """The server, TimescaleDB version or plain PostgreSQL, hypertables, chunks, compression, policies."""
+    return describe(session.connection(), session.schema)
 
 
 def search_symbols(session: HdiSession, pattern: str = "", limit: int = 200) -> pd.DataFrame:

@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--dataset")
     q.add_argument("--price-type", choices=["float", "fixed"], default="float")
     q.add_argument("--columns", help="comma-separated columns to keep")
+    q.add_argument("--interval", help="roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)")
     q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
     q.add_argument("--output", help="file to write (required for parquet)")
     q.add_argument("--limit", type=int, default=20, help="rows shown by --format table (0 = all)")
@@ -67,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     qr.add_argument("ids", type=int, nargs="*", help="entry ids (default: all open)")
 
     dbp = sub.add_parser("db", help="the database server")
-    dbp.add_argument("action", choices=["status", "start", "stop"])
+    dbp.add_argument("action", choices=["status", "start", "stop", "info"],
+                     help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies")
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=["show"])
@@ -96,7 +98,7 @@ def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
 def cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
     df = retrieval.query(session, a.schema, a.symbols, a.start, a.end, dataset=a.dataset,
-                         price_type=a.price_type, columns=cols)
+                         price_type=a.price_type, columns=cols, interval=a.interval)
     if a.format == "parquet":
         if not a.output:
             raise ValidationError("--format parquet needs --output FILE")
@@ -150,6 +152,9 @@ def cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err:
 
 
 def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if a.action == "info":
+        print(catalog.storage_info(session).summary(), file=out)
+        return 0
     if not session.embedded:
         if a.action != "status":
             raise ValidationError(f"`hdi db {a.action}` manages the embedded server; a database URL is configured")

@@ -56,7 +56,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("ib_port", ("HDI_IB_PORT",), 4002, int, False, "IB Gateway/TWS port"),
     Option("ib_client_id", ("HDI_IB_CLIENT_ID",), 17, int, False, "IB API client id"),
     Option("ib_timeout", ("HDI_IB_TIMEOUT",), 10.0, float, False, "IB request timeout (s)"),
+    Option("ib_library", ("HDI_IB_LIBRARY",), "auto", str, False,
+           "IB client library: auto (ib_async if installed, else ib_insync), ib_async or ib_insync"),
     Option("chunk_rows", ("HDI_CHUNK_ROWS",), 1_000_000, int, False, "records per load batch"),
+    Option("timescale_compress_after", ("HDI_TIMESCALE_COMPRESS_AFTER",), "7 days", str, False,
+           "TimescaleDB: compress chunks older than this (a PostgreSQL interval; 'off' = no policy)"),
+    Option("timescale_retention", ("HDI_TIMESCALE_RETENTION",), None, str, False,
+           "TimescaleDB: DROP market data older than this (e.g. '5 years'); unset = keep everything"),
+    Option("feast_repo", ("HDI_FEAST_REPO",), None, Path, False,
+           "Feast feature repo used by `hdi features publish` (default: feature_repo/ of the hdi_lab checkout)"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 _PLACEHOLDER = re.compile(r"^(|x+|\.\.\.|<.*>|changeme|your[-_ ]?(api[-_ ]?)?key.*|\$\{.*\})$", re.I)

@@ -146,11 +146,21 @@ class StatusView:
         return (f"PostgreSQL {s.server.version} ({ts}, {where}), schema {self.db_schema}",
                 f"instruments: {s.instruments}; open quarantine entries: {s.quarantine_open}")
 
+    def timescale(self) -> list[tuple[str, pd.DataFrame]]:
+        """(title, frame) of the TimescaleDB sections; none on plain PostgreSQL."""
+        info = self.status.storage
+        if info is None or not info.timescaledb:
+            return []
+        return [("hypertables", info.hypertables), ("continuous aggregates", info.aggregates),
+                ("policies", info.policies)]
+
     def __repr__(self) -> str:
         server, counts = self.headline()
+        extra = "".join(f"\n\n{title}:\n{_table_text(frame, self.rows, '(none)')}"
+                        for title, frame in self.timescale())
         return (f"server: {server}\n{counts}\n\ncoverage:\n"
                 f"{_table_text(self.coverage, self.rows, '(no data yet: %hdi_ingest ...)')}\n\n"
-                f"recent ingests:\n{_table_text(self.recent, self.rows, '(none)')}")
+                f"recent ingests:\n{_table_text(self.recent, self.rows, '(none)')}{extra}")
 
     def _repr_pretty_(self, p: RepresentationPrinter, cycle: bool) -> None:
         p.text(repr(self))
@@ -159,7 +169,9 @@ class StatusView:
         server, counts = self.headline()
         return (f"<div><b>{html.escape(server)}</b><br>{html.escape(counts)}"
                 f"<h4>Coverage</h4>{_table_html(self.coverage, self.rows, 'no data yet: %hdi_ingest ...')}"
-                f"<h4>Recent ingests</h4>{_table_html(self.recent, self.rows, 'none')}</div>")
+                f"<h4>Recent ingests</h4>{_table_html(self.recent, self.rows, 'none')}"
+                + "".join(f"<h4>{html.escape(title.capitalize())}</h4>{_table_html(frame, self.rows, 'none')}"
+                          for title, frame in self.timescale()) + "</div>")
 
 
 @dataclass(frozen=True)

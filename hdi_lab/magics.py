@@ -191,6 +191,10 @@ class HdiMagics(Magics):
     @argument("--dataset", help="restrict symbol resolution to this dataset")
     @argument("--price-type", choices=["float", "fixed"], help="float (default) or fixed (int64, 1e-9)")
     @argument("--columns", help="comma-separated columns to keep")
+    @argument("--interval", help="roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)")
+    @argument("--indicators", metavar="COLUMNS",
+              help="bars only: add indicator columns computed on the fly per instrument, e.g. rsi_14,sma_20 "
+                   "(see hdi_lab.indicators)")
     @_OUT
     @_VERBOSE
     def hdi_query(self, args: argparse.Namespace, cell: str | None = None) -> pd.DataFrame:
@@ -214,14 +218,23 @@ class HdiMagics(Magics):
             raise self._usage("hdi_query", f"the following arguments are required: {', '.join(missing)} "
                              "(or write SQL in a %%hdi_query cell)")
         columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-        return retrieval.query(self.session, args.schema, args.symbols, args.start, args.end,
-                               dataset=args.dataset, price_type=args.price_type or "float", columns=columns)
+        frame = retrieval.query(self.session, args.schema, args.symbols, args.start, args.end,
+                                dataset=args.dataset, price_type=args.price_type or "float", columns=columns,
+                                interval=args.interval)
+        if args.indicators:
+            from hdi_lab import features
+
+            if not args.schema.startswith("ohlcv-") or args.price_type == "fixed":
+                raise self._usage("hdi_query", "--indicators needs bars (an ohlcv-* schema) with float prices")
+            frame = features.overlay(frame, args.indicators)
+        return frame
 
     def _sql(self, args: argparse.Namespace, cell: str) -> pd.DataFrame:
         from hdi_lab import retrieval
         from hdi_lab.sqlparams import bind
 
-        given = [args.schema, args.symbols, args.start, args.end, args.dataset, args.price_type, args.columns]
+        given = [args.schema, args.symbols, args.start, args.end, args.dataset, args.price_type, args.columns,
+                 args.interval, args.indicators]
         if any(v is not None for v in given):
             raise self._usage("hdi_query", "%%hdi_query runs the SQL in the cell: only -o/--out NAME and "
                              "--verbose go on its line")
@@ -269,6 +282,26 @@ class HdiMagics(Magics):
         from hdi_lab import catalog
 
         return self._frames.track(catalog.search_symbols(self.session, args.pattern, args.limit))
+
+    @line_magic
+    @_front_end
+    @magic_arguments()
+    @argument("feature_set", metavar="SET", help="feature set to publish, e.g. momentum_v1 (its feature service)")
+    @argument("--symbols", help="comma-separated symbols (omit with --no-compute: all stored instruments)")
+    @argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
+    @argument("--start", help="first bar (open) to compute, inclusive")
+    @argument("--end", help="bars opening before this, exclusive (default: now)")
+    @argument("--dataset", help="restrict symbol resolution to this dataset")
+    @argument("--no-compute", dest="compute", action="store_false", help="publish the rows already stored")
+    @argument("--repo", help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)")
+    @_OUT
+    @_VERBOSE
+    def hdi_publish(self, args: argparse.Namespace) -> PublishReport:
+        """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
+        from hdi_lab.publish import publish
+
+        return publish(args.feature_set, args.symbols, args.interval, args.start, args.end, compute=args.compute,
+                       dataset=args.dataset, repo=args.repo, session=self.session)
 
 
 def load(shell: InteractiveShell) -> HdiMagics:

@@ -15,7 +15,7 @@ from hdi_lab import dbn
 from hdi_lab.errors import StorageError, ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range, parse_symbols
 from hdi_lab.session import HdiSession
-from hdi_lab.storage import copy
+from hdi_lab.storage import aggregates, copy
 from hdi_lab.storage.db import fetch_frame, transaction
 from hdi_lab.storage.tables import INT64_MAX, TABLES, Column, Table
 from hdi_lab.symbology import Span, resolve
@@ -34,14 +34,27 @@ def query(
     dataset: str | None = None,
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
+    interval: str | None = None,
 ) -> pd.DataFrame:
     """Rows of ``schema`` for ``symbols`` in ``[start, end)`` (UTC), indexed by ``ts_event`` (ns).
 
     Prices are floats (``price_type="fixed"`` keeps int64 1e-9 fixed-point with UNDEF_PRICE as
     in DBN). The ``symbol`` column holds the requested symbol as of each row's date, so a
     continuous symbol shows the contract it meant on each day in ``instrument_id``.
+
+    ``interval`` (bars only, e.g. ``"5m"``, ``"15m"``, ``"1h"``, ``"1d"``) rolls the bars up: the
+    frame is shaped like the bars query, ``ts_event`` is each bucket's start (aligned on midnight
+    UTC); buckets starting in ``[start, end)`` are returned whole. A TimescaleDB continuous
+    aggregate serves it when one exists (see :mod:`hdi_lab.storage.aggregates`), else it is
+    computed (``time_bucket`` / ``date_bin``).
     """
     sch = parse_enum(Schema, schema, "schema")
+    seconds = None
+    if interval is not None:
+        if not sch.is_bar:
+            raise ValidationError(f"interval={interval!r} applies to bars only (ohlcv-*), not {sch}")
+        seconds = aggregates.parse_interval(interval, sch.bar_seconds)
+        seconds = None if seconds == sch.bar_seconds else seconds
     syms = parse_symbols(symbols)
     if not syms:
         raise ValidationError("symbols is required: give one or more symbols, e.g. ESH4 or ES.c.0")
@@ -61,7 +74,9 @@ def query(
         if sch is Schema.DEFINITION:
             frame = _definitions(cur, session.schema, spans, lo, hi, price_type)
         else:
-            frame = _market(cur, session.schema, TABLES[sch], spans, syms, price_type)
+            rollup = None if seconds is None else aggregates.choose(
+                cur, session.schema, TABLES[sch].name, seconds, lo.value, hi.value + seconds * 10**9)
+            frame = _market(cur, session.schema, TABLES[sch], spans, syms, price_type, rollup)
     if columns:
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:
@@ -81,7 +96,7 @@ def _out_columns(t: Table) -> list[Column]:
 
 
 def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str, ...],
-            price_type: PriceType) -> pd.DataFrame:
+            price_type: PriceType, rollup: aggregates.Rollup | None = None) -> pd.DataFrame:
     cols = _out_columns(t)
     q = pgsql.Identifier
     conn = cur.connection
@@ -100,16 +115,20 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     cond = f"t.{ts} >= {epoch}r.lo_us AND t.{ts} < {epoch}r.hi_us"
     if t.ns_column:
         cond += f" AND t.{t.ns_column} >= r.lo_ns AND t.{t.ns_column} < r.hi_ns"
+    where = (f"t.instrument_id = r.iid AND {cond} AND t.publisher_id IN (SELECT p.publisher_id FROM "
+             f"{q(schema, 'publishers').as_string(conn)} p WHERE p.dataset = r.dataset)")
+    inner = (aggregates.relation(conn, schema, rollup, where) if rollup
+             else f"SELECT * FROM {q(schema, t.name).as_string(conn)} t WHERE {where}")
     text = (
         f"SELECT {', '.join(select)} FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[], %s::int8[], "
         "%s::int8[], %s::int8[]) AS r(span, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
         # one primary-key range scan per span (a hash join would match every row to every span)
-        f"CROSS JOIN LATERAL (SELECT * FROM {q(schema, t.name).as_string(conn)} t WHERE t.instrument_id = r.iid "
-        f"AND {cond} AND t.publisher_id IN (SELECT p.publisher_id FROM "
-        f"{q(schema, 'publishers').as_string(conn)} p WHERE p.dataset = r.dataset) OFFSET 0) t"
+        f"CROSS JOIN LATERAL ({inner} OFFSET 0) t"
     )
     lo_ns = [sp.lo.value for sp in spans]
     hi_ns = [sp.hi.value for sp in spans]
+    if rollup:  # whole buckets starting in [lo, hi): the rows from the first bucket start >= lo on
+        lo_ns, hi_ns = ([aggregates.bucket_ceil_ns(v, rollup.seconds) for v in vs] for vs in (lo_ns, hi_ns))
     if t.ns_column:  # coarse microsecond window around the exact nanosecond one
         lo_us, hi_us = [v // 1000 for v in lo_ns], [(v - 1) // 1000 + 1 for v in hi_ns]
     else:

@@ -58,7 +58,7 @@ class HdiSession:
 
     def connection(self) -> psycopg2.extensions.connection:
         """This thread's open connection, with the hdi_lab schema migrated to the current version."""
-        from hdi_lab.storage import db
+        from hdi_lab.storage import db, timescale
 
         key = threading.get_ident()
         conn = self._conns.get(key)
@@ -66,7 +66,8 @@ class HdiSession:
             conn = db.connect(self.database_url(), self.schema)
             with self._lock:
                 if not self._migrated:
-                    db.migrate(conn, self.schema)
+                    db.migrate(conn, self.schema, timescale.Policies.from_settings(
+                        self.settings.timescale_compress_after, self.settings.timescale_retention))
                     self._migrated = True
                 self._conns[key] = conn
         return conn

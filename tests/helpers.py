@@ -93,3 +93,32 @@ def index_ns(frame: pd.DataFrame) -> np.ndarray:
 
 def col_ns(series: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(series).as_unit("ns").asi8
+
+
+#: pandas offset aliases of the rollup intervals hdi_lab accepts
+PANDAS_RULE = {"5m": "5min", "15m": "15min", "30m": "30min", "1h": "1h", "4h": "4h", "1d": "1D"}
+
+
+def resample_bars(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """The reference rollup of a bars query: per symbol and instrument, pandas ``resample`` with OHLC
+    first / max / min / last and volume sum; empty buckets dropped; shaped like ``query(..., interval=)``."""
+    parts = []
+    for (sym, iid), g in bars.groupby(["symbol", "instrument_id"], sort=False):
+        r = g.resample(PANDAS_RULE[interval]).agg({"publisher_id": "first", "open": "first", "high": "max",
+                                                    "low": "min", "close": "last", "volume": "sum"})
+        r = r.dropna(subset=["open"])
+        r.insert(0, "instrument_id", iid)
+        r.insert(0, "symbol", sym)
+        parts.append(r)
+    out = pd.concat(parts).reset_index().sort_values(["ts_event", "symbol", "instrument_id"], kind="stable")
+    out = out.set_index("ts_event")
+    for name in ("instrument_id", "publisher_id", "open", "high", "low", "close", "volume"):
+        out[name] = out[name].astype(bars[name].dtype)
+    out["symbol"] = out["symbol"].astype(bars["symbol"].dtype)
+    return out[list(bars.columns)]
+
+
+def by_time(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in (time, symbol, instrument) order, as :func:`resample_bars` returns them."""
+    return frame.reset_index().sort_values(["ts_event", "symbol", "instrument_id"], kind="stable") \
+        .set_index("ts_event")

@@ -61,8 +61,12 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-def migrate(conn: psycopg2.extensions.connection, schema: str) -> list[int]:
-    """Apply pending migrations in one transaction (serialised by an advisory lock)."""
+def migrate(conn: psycopg2.extensions.connection, schema: str,
+            policies: timescale.Policies | None = None) -> list[int]:
+    """Apply pending migrations in one transaction (serialised by an advisory lock).
+
+    On TimescaleDB also converts and configures the tables and sets the ``policies``.
+    """
     s = quote(conn, schema)
     applied_now: list[int] = []
     with transaction(conn) as cur:
@@ -86,7 +90,7 @@ def migrate(conn: psycopg2.extensions.connection, schema: str) -> list[int]:
             cur.execute(text.replace("{s}", s))
             cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             applied_now.append(version)
-        timescale.enable(cur, schema)
+        timescale.enable(cur, schema, policies)
         if applied_now:
             import databento as db
 

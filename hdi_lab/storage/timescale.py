@@ -1,15 +1,37 @@
-"""TimescaleDB when the extension is available: the market-data tables become hypertables.
+"""TimescaleDB when the extension is available: hypertables, compression, rollups, policies.
 
 Detection is automatic (``pg_available_extensions``). Plain PostgreSQL keeps ordinary tables with
-the same primary keys, so every query and load path is identical on both.
+the same primary keys, so every load path is identical on both; rollups are computed at query
+time there (see :mod:`hdi_lab.storage.aggregates`).
+
+On TimescaleDB, every time a session connects (:func:`enable`, called by the migration):
+
+- the market-data tables are hypertables with a chunk interval suited to each (``CHUNK_INTERVALS``);
+- they are compressible, segmented by ``instrument_id, publisher_id`` and ordered by time
+  (newest first) then the rest of the primary key; a compression policy compresses chunks older
+  than ``timescale_compress_after`` (default 7 days; ``off`` for none). Loads into compressed
+  chunks work as anywhere else (TimescaleDB >= 2.11 checks the key and inserts into compressed
+  chunks; rows already stored are skipped or updated exactly as in uncompressed ones);
+- 1-minute bars roll up into continuous aggregates (5m, 15m, 1h, 1d) with refresh policies;
+- retention is OFF: no data is ever dropped unless ``timescale_retention`` is set (e.g.
+  ``"5 years"``), which adds a retention policy to every market-data hypertable. Beware that a
+  retention policy also drops backfilled history older than that age. Unsetting it removes the policy.
+
+Policies follow the settings on every connect (added, changed or removed).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
+import pandas as pd
 import psycopg2.extensions
 from psycopg2 import sql
+
+from hdi_lab.errors import ConfigError
+from hdi_lab.storage import aggregates
+from hdi_lab.storage.tables import TABLES
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +45,54 @@ CHUNK_INTERVALS: dict[str, str] = {
     "tbbo": "1 day",
     "statistics": "30 days",
 }
+SEGMENT_BY = ("instrument_id", "publisher_id")
+_OFF = ("", "off", "none", "false", "0", "never")
+
+
+@dataclass(frozen=True)
+class Policies:
+    """What the TimescaleDB policies should be (from the settings)."""
+
+    compress_after: str | None = "7 days"  # None: no compression policy (chunks stay compressible)
+    retention: str | None = None  # None: never drop data
+
+    @classmethod
+    def from_settings(cls, compress_after: object, retention: object) -> Policies:
+        def interval(value: object) -> str | None:
+            return None if value is None or str(value).strip().lower() in _OFF else str(value).strip()
+
+        return cls(interval(compress_after), interval(retention))
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    """What ``hdi db info`` / ``%hdi_status`` show about the server and its TimescaleDB objects."""
+
+    server_version: str
+    timescaledb: str | None  # installed version; None: plain PostgreSQL
+    available: bool  # the server offers the extension
+    hypertables: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # table, chunk_interval, chunks, compressed_chunks, bytes_before, bytes_after, compression_ratio
+    aggregates: pd.DataFrame = field(default_factory=pd.DataFrame)  # view, source, materialized_only
+    policies: pd.DataFrame = field(default_factory=pd.DataFrame)  # job_id, policy, target, schedule, config
+
+    @property
+    def flavour(self) -> str:
+        if self.timescaledb:
+            return f"TimescaleDB {self.timescaledb}"
+        return "plain PostgreSQL" + (" (timescaledb available, not installed)" if self.available else "")
+
+    def summary(self) -> str:
+        lines = [f"server: PostgreSQL {self.server_version} ({self.flavour})"]
+        if not self.timescaledb:
+            lines.append("rollups (interval=) are computed at query time with date_bin")
+            return "\n".join(lines)
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 90):
+            for title, frame in (("hypertables", self.hypertables), ("continuous aggregates", self.aggregates),
+                                 ("policies", self.policies)):
+                lines.append(f"\n{title}:")
+                lines.append(frame.to_string(index=False) if len(frame) else "  (none)")
+        return "\n".join(lines)
 
 
 def available(cur: psycopg2.extensions.cursor) -> bool:
@@ -30,34 +100,146 @@ def available(cur: psycopg2.extensions.cursor) -> bool:
     return cur.fetchone() is not None
 
 
-def enable(cur: psycopg2.extensions.cursor, schema: str) -> list[str]:
-    """Create the extension if needed and convert the market-data tables; returns tables converted.
+def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | None = None) -> list[str]:
+    """Create the extension if needed, convert and configure the market-data tables; returns the
+    tables converted now.
 
     Runs inside the migration transaction; a server that lists the extension but refuses to
     create it (no privilege) leaves plain tables and logs why.
     """
-    if not available(cur):
-        return []
-    cur.execute("SAVEPOINT hdi_timescale")
-    try:
-        cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg2.Error as exc:
-        cur.execute("ROLLBACK TO SAVEPOINT hdi_timescale")
-        log.warning("timescaledb is available but could not be created (%s); using plain tables",
-                    (exc.pgerror or str(exc)).strip())
-        return []
+    policies = policies or Policies()
+    ext = aggregates.extension_schema(cur)
+    if ext is None:
+        if not available(cur):
+            return []
+        cur.execute("SAVEPOINT hdi_timescale")
+        try:  # in public, never in the first schema on the search path (the hdi_lab schema)
+            cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb SCHEMA public")
+        except psycopg2.Error as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT hdi_timescale")
+            log.warning("timescaledb is available but could not be created (%s); using plain tables",
+                        (exc.pgerror or str(exc)).strip())
+            return []
+        ext = "public"
+    conn = cur.connection
+    e = sql.Identifier(ext).as_string(conn)
     cur.execute(
-        "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = %s", (schema,)
+        "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables "
+        "WHERE hypertable_schema = %s", (schema,)
     )
-    existing = {r[0] for r in cur.fetchall()}
+    existing = dict(cur.fetchall())
     converted = []
     for table, interval in CHUNK_INTERVALS.items():
-        if table in existing:
-            continue
-        cur.execute(
-            "SELECT create_hypertable(%s::regclass, 'ts_event', chunk_time_interval => %s::interval, "
-            "migrate_data => true)",
-            (sql.Identifier(schema, table).as_string(cur.connection), interval),
-        )
-        converted.append(table)
+        target = sql.Identifier(schema, table).as_string(conn)
+        if table not in existing:
+            cur.execute(
+                f"SELECT {e}.create_hypertable(%s::regclass, 'ts_event', chunk_time_interval => %s::interval, "
+                "migrate_data => true)", (target, interval),
+            )
+            converted.append(table)
+        if not existing.get(table):
+            cur.execute(
+                f"ALTER TABLE {target} SET (timescaledb.compress, timescaledb.compress_segmentby = %s, "
+                "timescaledb.compress_orderby = %s)", (", ".join(SEGMENT_BY), _order_by(table)),
+            )
+    _sync_policy(cur, schema, e, "policy_compression", "compress_after", "add_compression_policy",
+                 "remove_compression_policy", policies.compress_after)
+    _sync_policy(cur, schema, e, "policy_retention", "drop_after", "add_retention_policy",
+                 "remove_retention_policy", policies.retention)
+    aggregates.create(cur, schema, ext)
     return converted
+
+
+def _order_by(table: str) -> str:
+    """Newest first, then the rest of the primary key (segments are one instrument and publisher)."""
+    key = next(t.key for t in TABLES.values() if t.name == table)
+    rest = [k for k in key if k not in SEGMENT_BY and k != "ts_event"]
+    return ", ".join(["ts_event DESC", *rest])
+
+
+def _sync_policy(cur: psycopg2.extensions.cursor, schema: str, e: str, proc: str, option: str, add: str,
+                 remove: str, wanted: str | None) -> None:
+    """Make every market-data hypertable's ``proc`` policy match ``wanted`` (None: no policy)."""
+    conn = cur.connection
+    if wanted is not None:
+        cur.execute("SAVEPOINT hdi_policy")
+        try:
+            cur.execute("SELECT %s::interval", (wanted,))
+        except psycopg2.Error:
+            cur.execute("ROLLBACK TO SAVEPOINT hdi_policy")
+            setting = "timescale_compress_after" if proc == "policy_compression" else "timescale_retention"
+            raise ConfigError(f"{setting}={wanted!r} is not a PostgreSQL interval: use e.g. '7 days' or 'off'") \
+                from None
+        cur.execute("RELEASE SAVEPOINT hdi_policy")
+    cur.execute(
+        "SELECT hypertable_name, (config->>%s)::interval = %s::interval FROM timescaledb_information.jobs "
+        "WHERE proc_name = %s AND hypertable_schema = %s",
+        (option, wanted, proc, schema),
+    )
+    current = {name: bool(same) for name, same in cur.fetchall()}
+    for table in CHUNK_INTERVALS:
+        target = sql.Identifier(schema, table).as_string(conn)
+        if table in current and (wanted is None or not current[table]):
+            cur.execute(f"SELECT {e}.{remove}(%s::regclass)", (target,))
+        if wanted is not None and not current.get(table):
+            cur.execute(f"SELECT {e}.{add}(%s::regclass, %s::interval)", (target, wanted))
+
+
+def describe(conn: psycopg2.extensions.connection, schema: str) -> StorageInfo:
+    """The server, its TimescaleDB version (or plain PostgreSQL) and, for ``schema``: hypertables with
+    chunk counts and compression, continuous aggregates and policies."""
+    from hdi_lab.storage.db import fetch_frame, transaction
+
+    with transaction(conn) as cur:
+        cur.execute("SHOW server_version")
+        version = str(cur.fetchone()[0])  # type: ignore[index]
+        cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
+        row = cur.fetchone()
+        ext = aggregates.extension_schema(cur)
+        if ext is None:
+            return StorageInfo(version, None, row is not None)
+        e = sql.Identifier(ext).as_string(conn)
+        cur.execute(
+            f"SELECT h.hypertable_name AS \"table\", d.time_interval AS chunk_interval, "
+            "(SELECT count(*) FROM timescaledb_information.chunks c WHERE c.hypertable_schema = h.hypertable_schema "
+            "AND c.hypertable_name = h.hypertable_name) AS chunks, "
+            "COALESCE(s.number_compressed_chunks, 0) AS compressed_chunks, "
+            "s.before_compression_total_bytes AS bytes_before, s.after_compression_total_bytes AS bytes_after, "
+            "round(s.before_compression_total_bytes::numeric / NULLIF(s.after_compression_total_bytes, 0), 2)"
+            "::float8 AS compression_ratio "
+            "FROM timescaledb_information.hypertables h "
+            "JOIN timescaledb_information.dimensions d ON d.hypertable_schema = h.hypertable_schema "
+            "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 "
+            f"LEFT JOIN LATERAL {e}.hypertable_compression_stats(format('%%I.%%I', h.hypertable_schema, "
+            "h.hypertable_name)::regclass) s ON true "
+            "WHERE h.hypertable_schema = %s ORDER BY 1", (schema,),
+        )
+        tables = fetch_frame(cur)
+        cur.execute(
+            "SELECT view_name AS view, hypertable_name AS source, materialized_only "
+            "FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s ORDER BY 1", (schema,),
+        )
+        views = fetch_frame(cur)
+        cur.execute(
+            "SELECT j.job_id, j.proc_name AS policy, COALESCE(a.view_name, j.hypertable_name) AS target, "
+            "j.schedule_interval::text AS schedule, j.config::text AS config "
+            "FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.continuous_aggregates a "
+            "ON a.materialization_hypertable_schema = j.hypertable_schema "
+            "AND a.materialization_hypertable_name = j.hypertable_name "
+            "WHERE j.hypertable_schema = %s OR a.view_schema = %s ORDER BY 2, 3", (schema, schema),
+        )
+        jobs = fetch_frame(cur)
+    for name in ("chunks", "compressed_chunks", "bytes_before", "bytes_after"):
+        tables[name] = tables[name].astype("Int64")
+    tables["chunk_interval"] = tables["chunk_interval"].astype(str)
+    return StorageInfo(version, str(row[0]) if row else None, True, tables, views, jobs)
+
+
+def job_ids(conn: psycopg2.extensions.connection, schema: str, policy: str) -> dict[str, int]:
+    """Job id of each ``policy`` job (``policy_compression``, ``policy_retention``,
+    ``policy_refresh_continuous_aggregate``) by table or view name, for ``CALL run_job(id)``."""
+    info = describe(conn, schema)
+    if not len(info.policies):
+        return {}
+    rows = info.policies[info.policies["policy"] == policy]
+    return {str(t): int(j) for t, j in zip(rows["target"], rows["job_id"], strict=True)}
