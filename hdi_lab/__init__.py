@@ -44,7 +44,13 @@ _LAZY = {
 }
 
 
+#: submodules reachable as attributes without an import (``hdi_lab.features.compute(...)``)
+_SUBMODULES = ("features", "indicators")
+
+
 def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hdi_lab.{name}")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -53,7 +59,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 __all__ = [

@@ -2,11 +2,11 @@
 
 plotly is imported only inside :func:`new_figure` / :func:`draw`, so importing this module (or
 :mod:`hdi_lab.widgets`) stays cheap. Overlay conventions (chosen to match pandas-ta's defaults,
-which replace these with a later issue):
+computed by :mod:`hdi_lab.indicators`, the one implementation of every indicator):
 
-* SMA: ``close.rolling(window).mean()`` (the first ``window - 1`` values are NaN).
-* EMA: ``alpha = 2 / (window + 1)``, seeded with the SMA of the first ``window`` closes at bar
-  ``window - 1``, then ``ewm(adjust=False)``; the first ``window - 1`` values are NaN.
+* SMA: ``sma_<window>``, the mean of the last ``window`` closes (the first ``window - 1`` values are NaN).
+* EMA: ``ema_<window>``, ``alpha = 2 / (window + 1)``, seeded with the SMA of the first ``window``
+  closes at bar ``window - 1``; the first ``window - 1`` values are NaN.
 """
 
 from __future__ import annotations
@@ -35,20 +35,23 @@ def _check_window(close: pd.Series, window: int) -> None:
         )
 
 
+def _indicator(close: pd.Series, name: str, window: int) -> pd.Series:
+    from hdi_lab import indicators
+
+    _check_window(close, window)
+    col = indicators.make_column(name, length=int(window))
+    out = indicators.compute(close.astype(np.float64).to_frame("close"), [col])
+    return out[col.name]
+
+
 def sma(close: pd.Series, window: int) -> pd.Series:
     """Simple moving average of ``close`` over ``window`` bars (a new Series; the input is untouched)."""
-    _check_window(close, window)
-    return close.astype(np.float64).rolling(window).mean().rename(f"sma_{window}")
+    return _indicator(close, "sma", window)
 
 
 def ema(close: pd.Series, window: int) -> pd.Series:
     """Exponential moving average of ``close``, seeded with the first window's SMA (see the module docstring)."""
-    _check_window(close, window)
-    seeded = close.astype(np.float64)  # astype copies: the caller's Series is never written
-    first = float(seeded.iloc[:window].mean())
-    seeded.iloc[: window - 1] = np.nan
-    seeded.iloc[window - 1] = first
-    return seeded.ewm(span=window, adjust=False).mean().rename(f"ema_{window}")
+    return _indicator(close, "ema", window)
 
 
 def overlays(close: pd.Series, names: tuple[str, ...], window: int) -> dict[str, pd.Series]:

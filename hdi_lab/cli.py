@@ -74,6 +74,40 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=["show"])
 
+    feat = sub.add_parser("features", help="feature sets: technical indicators computed and stored per instrument")
+    fsub = feat.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fc = fsub.add_parser("compute", help="compute a feature set over stored bars and store it (idempotent)")
+    fc.add_argument("--set", dest="feature_set", required=True, help="e.g. momentum_v1 (see `hdi features list`)")
+    fc.add_argument("--symbols", required=True, help="comma-separated symbols")
+    fc.add_argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
+    fc.add_argument("--start", help="first bar (open) to write, inclusive (default: the first stored bar)")
+    fc.add_argument("--end", help="bars opening before this, exclusive (default: now)")
+    fc.add_argument("--dataset")
+    fc.add_argument("--max-gap", help="refuse instruments with a longer gap between bars, e.g. 4D or 2h")
+    fsub.add_parser("list", help="defined feature sets and the tables computed")
+    fp = fsub.add_parser("publish", help="compute a set, `feast apply` the feature repo, load the online store")
+    fp.add_argument("--set", dest="feature_set", required=True, help="e.g. momentum_v1 (its Feast feature service)")
+    fp.add_argument("--symbols", help="comma-separated symbols (omit with --no-compute: all stored instruments)")
+    fp.add_argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
+    fp.add_argument("--start", help="first bar (open) to compute, inclusive (default: the first stored bar)")
+    fp.add_argument("--end", help="bars opening before this, exclusive (default: now)")
+    fp.add_argument("--dataset")
+    fp.add_argument("--no-compute", dest="compute", action="store_false", help="publish the rows already stored")
+    fp.add_argument("--repo", help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)")
+    fsub.add_parser("env", help="print `export` lines of the variables feature_store.yaml reads (not the password)")
+
+    cmp_ = sub.add_parser("compare", help="bar-by-bar differences of one market from two sources (e.g. Databento vs IB)")
+    cmp_.add_argument("schema", choices=[s.value for s in Schema if s.is_bar])
+    cmp_.add_argument("--left", required=True, help="symbol of the first source, e.g. ESH4")
+    cmp_.add_argument("--left-dataset", help="e.g. GLBX.MDP3")
+    cmp_.add_argument("--right", required=True, help="symbol of the second source, e.g. ES:FUT:CME:USD:202403")
+    cmp_.add_argument("--right-dataset", default="IB", help="default IB")
+    cmp_.add_argument("--start", required=True)
+    cmp_.add_argument("--end", required=True)
+    cmp_.add_argument("--price-tol", type=float, default=0.0, help="absolute price tolerance (default 0: exact)")
+    cmp_.add_argument("--volume-tol", type=float, default=0.0, help="relative volume tolerance (default 0: exact)")
+    cmp_.add_argument("--limit", type=int, default=20, help="differences shown (0 = all)")
+
     demo = sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary")
     demo.add_argument("--quiet", action="store_true")
     return p
@@ -91,7 +125,21 @@ def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     print(report, file=out)
     if a.dry_run:
         for c in report.chunks:
-            print(f"  {c.chunk.describe()}: ~{c.fetched} records", file=out)
+            start = "" if c.est_start_s is None else f", starts at +{c.est_start_s:,.0f} s"
+            print(f"  {c.chunk.describe()}: ~{c.fetched} records{start}", file=out)
+    return 0
+
+
+def cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.compare import compare_bars
+
+    result = compare_bars(session, a.schema, a.left, a.right, a.start, a.end, left_dataset=a.left_dataset,
+                          right_dataset=a.right_dataset, price_tol=a.price_tol, volume_tol=a.volume_tol)
+    print(result, file=out)
+    diffs = result.differences
+    if len(diffs):
+        shown = diffs if a.limit == 0 else diffs.head(a.limit)
+        print(shown.to_string(), file=out)
     return 0
 
 
@@ -180,6 +228,29 @@ def cmd_config(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     return 0
 
 
+def cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab import features
+
+    if a.action == "list":
+        _table(features.list_sets(session), out, "(no feature sets)")
+        return 0
+    if a.action == "publish":
+        from hdi_lab.publish import publish
+
+        print(publish(a.feature_set, a.symbols, a.interval, a.start, a.end, compute=a.compute, dataset=a.dataset,
+                      repo=a.repo, session=session), file=out)
+        return 0
+    if a.action == "env":
+        from hdi_lab.feast_repo import feast_env, shell_exports
+
+        print(shell_exports(feast_env(session)), file=out)
+        return 0
+    report = features.compute(a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset,
+                              max_gap=a.max_gap, session=session)
+    print(report, file=out)
+    return 0
+
+
 def cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab.demo import run_demo
 
@@ -189,7 +260,7 @@ def cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextI
 
 COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], int]] = {
     "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine,
-    "db": cmd_db, "config": cmd_config, "demo": cmd_demo,
+    "db": cmd_db, "config": cmd_config, "demo": cmd_demo, "features": cmd_features, "compare": cmd_compare,
 }
 
 

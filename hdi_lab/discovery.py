@@ -21,9 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def can_discover(session: HdiSession, dataset: str | None) -> bool:
-    """True if a Databento key and a dataset (the query's or the setting) are configured."""
+    """True if a Databento key and a Databento dataset (the query's, else the setting) are configured."""
+    from hdi_lab.providers.databento import DATASETS
+
     s = session.settings
-    return bool(s.databento_api_key) and bool(dataset or s.databento_dataset)
+    ds = (dataset or s.databento_dataset or "").strip().upper()
+    return bool(s.databento_api_key) and ds in DATASETS
 
 
 def discover(session: HdiSession, symbols: tuple[str, ...], start: pd.Timestamp, end: pd.Timestamp,

@@ -43,8 +43,13 @@ def run(
     Chunks are independent: ``executor`` (default: in order, in this thread) may run them
     elsewhere, but every chunk still writes through its own transaction.
     """
+    if provider is None:  # a provider made here is closed here (the IB one holds a connection for the run)
+        owned = session.provider(request.provider)
+        try:
+            return run(request, session, provider=owned, progress=progress, executor=executor)
+        finally:
+            owned.close()
     t0 = time.perf_counter()
-    provider = provider or session.provider(request.provider)
     chunks = provider.plan(request)
     schema = request.schema.value if request.schema else (chunks[0].schema.value if chunks else "")
     report = IngestReport(provider=provider.name, schema=schema, dry_run=request.dry_run)
@@ -58,7 +63,7 @@ def run(
                 continue
             est = provider.estimate(chunk)
             report.chunks.append(ChunkResult(chunk, fetched=int(est.records or 0), est_bytes=est.bytes,
-                                             cost_usd=est.cost_usd))
+                                             cost_usd=est.cost_usd, est_start_s=est.start_s))
         report.seconds = time.perf_counter() - t0
         return report
 

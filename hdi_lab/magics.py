@@ -2,12 +2,14 @@
 
 =================  =========================================================================
 ``%hdi_ingest``    the options of ``hdi ingest``; returns the :class:`IngestReport`
-``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --price-type --columns]``: a DataFrame
+``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --price-type --columns --indicators]``: a DataFrame
 ``%%hdi_query``    SQL in the cell; ``:name`` and ``{{name}}`` are bound as parameters from the
                    notebook's variables (never pasted into the SQL text)
 ``%hdi_status``    server, coverage and recent ingests
 ``%hdi_config``    every setting with its source, secrets masked
 ``%hdi_symbols``   symbols (symbology and instrument master) matching a pattern
+``%hdi_publish``   ``SET --symbols --interval --start --end``: compute, ``feast apply``, materialize
+                   (the options of ``hdi features publish``); returns the :class:`PublishReport`
 =================  =========================================================================
 
 Every magic returns its result and takes ``-o/--out NAME`` (also bind it in the user namespace)
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
+    from hdi_lab.publish import PublishReport
     from hdi_lab.schemas import IngestReport
 
 SCHEMAS = [s.value for s in Schema]

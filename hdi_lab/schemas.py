@@ -150,6 +150,7 @@ class ChunkResult:
     skipped: bool = False
     est_bytes: int | None = None  # dry runs: the provider's size estimate
     cost_usd: float | None = None  # dry runs: the provider's cost estimate
+    est_start_s: float | None = None  # dry runs: earliest start under the provider's pacing (IB)
     warnings: tuple[str, ...] = ()  # e.g. symbols the provider could not resolve (partial resolution)
 
 
@@ -208,6 +209,12 @@ class IngestReport:
         return float(sum(costs)) if costs else None
 
     @property
+    def min_duration_s(self) -> float | None:
+        """Dry runs of paced providers (IB): the earliest time the last chunk can start."""
+        starts = [c.est_start_s for c in self.chunks if c.est_start_s is not None]
+        return max(starts) if starts else None
+
+    @property
     def rows_per_second(self) -> float:
         return self.fetched / self.seconds if self.seconds > 0 else 0.0
 
@@ -215,6 +222,7 @@ class IngestReport:
         if self.dry_run:
             return {"provider": self.provider, "schema": self.schema, "chunks": len(self.chunks),
                     "chunks_skipped": self.chunks_skipped, "est_records": self.fetched, "est_cost_usd": self.cost_usd,
+                    **({"min_duration_s": round(self.min_duration_s, 1)} if self.min_duration_s is not None else {}),
                     "seconds": round(self.seconds, 3)}
         return {
             "provider": self.provider,
@@ -235,9 +243,11 @@ class IngestReport:
         s = self.summary()
         if self.dry_run:
             cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:,.2f}"
+            paced = self.min_duration_s
+            wait = "" if paced is None else f", minimum duration {_duration(paced)} under the provider's pacing rules"
             return (f"dry run: {s['provider']} {s['schema']}: {s['chunks']} chunks ({self.chunks_skipped} already "
                     f"done), ~{s['est_records']} records to fetch, "
-                    f"estimated cost {cost}; nothing was written")
+                    f"estimated cost {cost}{wait}; nothing was written")
         return (
             f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
@@ -290,6 +300,12 @@ class Progress:
     total: int
     rows: int
     chunk: ChunkResult | None = None
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    return f"{h} h {rem // 60:02d} min" if h else f"{rem // 60} min {rem % 60:02d} s"
 
 
 def utc_date(ts: pd.Timestamp) -> dt.date:

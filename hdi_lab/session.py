@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%
     from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
 
-PROVIDERS = ("file", "sample", "databento")
+PROVIDERS = ("file", "sample", "databento", "ib")
 
 
 class HdiSession:
@@ -85,6 +85,10 @@ class HdiSession:
             from hdi_lab.providers.databento import DatabentoProvider
 
             return DatabentoProvider(self.settings)
+        if name == "ib":
+            from hdi_lab.providers.ib import IbProvider
+
+            return IbProvider(self.settings)
         raise ValidationError(f"provider={name!r} is not known: use one of {', '.join(PROVIDERS)}")
 
     def close(self) -> None:

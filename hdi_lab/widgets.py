@@ -241,7 +241,9 @@ class QueryExplorer(_Panel):
 
     Widgets (attributes): ``symbol`` (Combobox filled from the catalog), ``refresh_button``,
     ``schema`` (bar interval), ``start``/``end`` (DatePickers, UTC days, end exclusive),
-    ``sma``/``ema`` (Checkboxes), ``window`` (IntText), ``load_button``, ``chart`` (a Box
+    ``sma``/``ema`` (Checkboxes), ``window`` (IntText), ``indicators`` (Text: more price-scale
+    overlays by column name, e.g. ``bbu_20_2, bbl_20_2``; every overlay is computed by
+    :mod:`hdi_lab.indicators`), ``load_button``, ``chart`` (a Box
     holding ``figure``, a plotly FigureWidget created on the first load), ``table`` (HTML with
     the first and last rows) and ``output``. ``frame`` holds the last loaded DataFrame and
     ``symbols_frame`` the last catalog listing.
@@ -267,6 +269,8 @@ class QueryExplorer(_Panel):
         self.end = w.DatePicker(description="end (excl.)", style=_WIDE)
         self.sma = w.Checkbox(value=False, description="SMA", indent=False, layout=w.Layout(width="70px"))
         self.ema = w.Checkbox(value=False, description="EMA", indent=False, layout=w.Layout(width="70px"))
+        self.indicators = w.Text(value="", placeholder="more overlays, e.g. bbu_20_2, bbl_20_2",
+                                 description="indicators", style=_WIDE, layout=w.Layout(width="420px"))
         self.window = w.IntText(value=20, description="window", style={"description_width": "60px"},
                                 layout=w.Layout(width="140px"))
         self.load_button = w.Button(description="Load", icon="line-chart", button_style="primary")
@@ -279,7 +283,7 @@ class QueryExplorer(_Panel):
         self._root = w.VBox([
             w.HBox([self.symbol, self.refresh_button, self.schema]),
             w.HBox([self.start, self.end]),
-            w.HBox([self.sma, self.ema, self.window, self.load_button]),
+            w.HBox([self.sma, self.ema, self.window, self.indicators, self.load_button]),
             self.output,
             self.chart,
             self.table,
@@ -318,6 +322,11 @@ class QueryExplorer(_Panel):
                 "or pick a longer interval")
             shown = shown.iloc[-self.max_points:]
         lines = charts.overlays(shown["close"], self.overlay_names(), int(self.window.value))
+        if self.indicators.value.strip() and len(shown):
+            from hdi_lab import indicators
+
+            extra = indicators.compute(shown, self.indicators.value, short="nan")
+            lines.update({name: extra[name] for name in extra.columns})
         if self.figure is None:
             self.figure = charts.new_figure()
             self.chart.children = (self.figure,)

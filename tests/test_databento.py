@@ -143,6 +143,12 @@ def test_query_discovers_a_missing_symbol(dbs: HdiSession, fake: FakeDatabento) 
     assert fake.count("symbology.resolve") == 1  # stored now: no second fetch
 
 
+def test_no_discovery_for_datasets_databento_does_not_serve(dbs: HdiSession, fake: FakeDatabento) -> None:
+    with pytest.raises(ValidationError) as info:
+        hdi_lab.query("ohlcv-1d", "ZZ:FUT:CME:USD:202403", "2024-03-01", "2024-03-05", dataset="IB", session=dbs)
+    assert "Databento" not in str(info.value) and fake.calls == []
+
+
 def test_discovery_uses_the_dataset_setting_and_reports_unknown_symbols(session: HdiSession,
                                                                         fake: FakeDatabento) -> None:
     with _session(session, fake, databento_dataset=GLBX) as s:

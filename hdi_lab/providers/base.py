@@ -25,6 +25,7 @@ class CostEstimate:
     records: int | None = None
     bytes: int | None = None
     cost_usd: float | None = None
+    start_s: float | None = None  # earliest start (s after the run starts) under the provider's pacing
 
 
 @runtime_checkable
@@ -54,4 +55,8 @@ class Provider(Protocol):
 
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """Warnings the vendor sent while fetching ``chunk`` (e.g. partial symbol resolution)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections held for the run (the core calls it when it made the provider)."""
         ...

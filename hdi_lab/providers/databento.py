@@ -218,6 +218,9 @@ class DatabentoProvider:
             finally:
                 _close(store)
 
+    def close(self) -> None:
+        """Nothing to release: each call is one HTTP request."""
+
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """The vendor's warnings (``X-Warning``, e.g. partial resolution) for a fetched chunk."""
         with self._lock:

@@ -78,6 +78,9 @@ class FileProvider:
         """None: local data costs nothing."""
         return None
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """None: local data has no vendor warnings."""
         return []

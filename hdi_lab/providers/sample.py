@@ -624,6 +624,9 @@ class SampleProvider:
         """None: local data costs nothing."""
         return None
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """None: local data has no vendor warnings."""
         return []
