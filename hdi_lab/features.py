@@ -158,11 +158,15 @@ class FeatureReport:
 
 
 def _bars(session: HdiSession, interval: str, symbols: tuple[str, ...], end: pd.Timestamp,
-          dataset: str | None) -> pd.DataFrame:
-    """Every stored bar of the symbols before ``end`` (from the first one: see the module docstring)."""
+          dataset: str | None, inputs: Sequence[str]) -> pd.DataFrame:
+    """Every stored bar of the symbols before ``end`` (from the first one: see the module docstring),
+    with the price/volume columns ``inputs`` only (less for the server to send)."""
+    columns = ["symbol", "instrument_id", *inputs]
     if interval in STORED:
-        return retrieval.query(session, f"ohlcv-{interval}", symbols, HISTORY_START, end, dataset=dataset)
-    return retrieval.query(session, "ohlcv-1m", symbols, HISTORY_START, end, dataset=dataset, interval=interval)
+        return retrieval.query(session, f"ohlcv-{interval}", symbols, HISTORY_START, end, dataset=dataset,
+                               columns=columns)
+    return retrieval.query(session, "ohlcv-1m", symbols, HISTORY_START, end, dataset=dataset, interval=interval,
+                           columns=columns)
 
 
 def _by_instrument(bars: pd.DataFrame) -> list[tuple[int, str, pd.DataFrame]]:
@@ -221,7 +225,7 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
     t0 = time.perf_counter()
     cols = fs.resolved
     report = FeatureReport(fs.name, interval, table_name(fs.name, interval), lo, hi)
-    bars = _bars(session, interval, syms, hi, dataset)
+    bars = _bars(session, interval, syms, hi, dataset, tuple(dict.fromkeys(i for c in cols for i in c.inputs)))
     t1 = time.perf_counter()
     step_ns = INTERVALS[interval] * 1_000_000_000
     ids: list[np.ndarray] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import decimal
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -76,7 +76,14 @@ def query(
         else:
             rollup = None if seconds is None else aggregates.choose(
                 cur, session.schema, TABLES[sch].name, seconds, lo.value, hi.value + seconds * 10**9)
-            frame = _market(cur, session.schema, TABLES[sch], spans, syms, price_type, rollup)
+            wanted = None
+            if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
+                known = [c.name for c in _out_columns(TABLES[sch])] + ["symbol"]
+                unknown = [c for c in columns if c not in known]
+                if unknown:
+                    raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {known}")
+                wanted = set(columns)
+            frame = _market(cur, session.schema, TABLES[sch], spans, syms, price_type, rollup, wanted)
     if columns:
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:
@@ -96,8 +103,11 @@ def _out_columns(t: Table) -> list[Column]:
 
 
 def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str, ...],
-            price_type: PriceType, rollup: aggregates.Rollup | None = None) -> pd.DataFrame:
-    cols = _out_columns(t)
+            price_type: PriceType, rollup: aggregates.Rollup | None = None,
+            wanted: Collection[str] | None = None) -> pd.DataFrame:
+    """The rows of ``spans``; ``wanted`` (bars) limits the value columns read (the key always comes)."""
+    cols = [c for c in _out_columns(t)
+            if wanted is None or c.name in wanted or c.name in ("instrument_id", t.time_column, t.ns_column)]
     q = pgsql.Identifier
     conn = cur.connection
     # each row comes back with the index of its span; the span gives symbol and instrument_id

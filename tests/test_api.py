@@ -50,3 +50,16 @@ def test_progress_announces_the_plan_then_each_chunk(session: HdiSession) -> Non
     hdi_lab.ingest(provider="sample", **REQ, session=session, progress=events.append)  # type: ignore[arg-type]
     assert [(e.done, e.total, e.chunk is None) for e in events] == [(0, 2, True), (1, 2, False), (2, 2, False)]
     assert events[-1].rows == 2760
+
+
+def test_columns_of_a_bars_query_are_read_alone_and_equal_the_full_query(session: HdiSession) -> None:
+    hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4", "NQH4"], start="2024-01-02",
+                   end="2024-01-04", session=session)
+    args = ("ohlcv-1m", ["ESH4", "NQH4"], "2024-01-02", "2024-01-04")
+    full = hdi_lab.query(*args, session=session)
+    part = hdi_lab.query(*args, columns=["symbol", "close", "volume"], session=session)
+    assert list(part.columns) == ["symbol", "close", "volume"] and len(part) == len(full) > 0
+    assert part.index.equals(full.index)
+    assert part.equals(full[["symbol", "close", "volume"]])
+    with pytest.raises(ValidationError, match=r"unknown column\(s\) \['clsoe'\].*close"):
+        hdi_lab.query(*args, columns=["clsoe"], session=session)
