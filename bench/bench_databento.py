@@ -26,7 +26,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import databento as db
 
 import pandas as pd
 import psycopg2
@@ -80,16 +83,18 @@ def run(args: object) -> list[Row]:
             client = provider.client()
             batch = int(base.chunk_rows)
 
-            def raw() -> int:
-                total = 0
+            def downloads() -> Iterator[db.DBNStore]:
+                """Each chunk through the client alone, as a DBNStore on a temporary file."""
                 with tempfile.TemporaryDirectory() as d:
                     for i, c in enumerate(chunks):
                         store = client.timeseries.get_range(dataset=c.dataset, start=c.start, end=c.end,
                                                             symbols=list(c.symbols), schema=str(c.schema),
                                                             path=Path(d) / f"{i}.dbn.zst")
-                        total += sum(len(r) for r in store.to_ndarray(count=batch))
+                        yield store
                         _close(store)
-                return total
+
+            def raw() -> int:
+                return sum(len(r) for store in downloads() for r in store.to_ndarray(count=batch))
 
             # (c): the same downloads and decode, plus the minimal write: binary COPY of canonical, key-sorted
             # columns into a table like ohlcv_1m, one transaction per chunk (no validation, log or symbology)
@@ -106,20 +111,15 @@ def run(args: object) -> list[Row]:
 
             def raw_store() -> int:
                 total = 0
-                with tempfile.TemporaryDirectory() as d:
-                    for i, c in enumerate(chunks):
-                        store = client.timeseries.get_range(dataset=c.dataset, start=c.start, end=c.end,
-                                                            symbols=list(c.symbols), schema=str(c.schema),
-                                                            path=Path(d) / f"{i}.dbn.zst")
-                        with store_conn.cursor() as cur:
-                            for recs in store.to_ndarray(count=batch):
-                                recs = recs[dbn.key_order(recs, Schema.OHLCV_1M)]
-                                cols = dbn.normalise(recs, table)
-                                buf = copy.encode(pgtypes, [cols.values[c.name] for c in table.columns], {})
-                                copy.copy_in(cur, q(raw_schema, "ohlcv_1m"), names, buf)
-                                total += len(recs)
-                        store_conn.commit()
-                        _close(store)
+                for store in downloads():
+                    with store_conn.cursor() as cur:
+                        for recs in store.to_ndarray(count=batch):
+                            recs = recs[dbn.key_order(recs, Schema.OHLCV_1M)]
+                            cols = dbn.normalise(recs, table)
+                            buf = copy.encode(pgtypes, [cols.values[c.name] for c in table.columns], {})
+                            copy.copy_in(cur, q(raw_schema, "ohlcv_1m"), names, buf)
+                            total += len(recs)
+                    store_conn.commit()
                 return total
 
             def truncate_raw() -> None:

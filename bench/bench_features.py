@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -105,12 +104,7 @@ def run(args) -> list[Row]:  # noqa: ANN001
             maps = [Mapping("raw_symbol", s, index[0].date(), (index[-1] + pd.Timedelta(days=1)).date(),
                             FIRST_ID + i) for i, s in enumerate(symbols)]
             load.upsert_symbology(cur, sch, DATASET, maps)
-        admin = psycopg2.connect(url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'VACUUM ANALYZE "{sch}".ohlcv_1d')
-            cur.execute(f'ANALYZE "{sch}".symbology')
-        admin.close()
+        common.analyze(url, sch, "ohlcv_1d")
         print(f"[{BENCH}] setup: stored {n:,} daily bars ({instruments} x {days}) in {time.perf_counter() - t0:.1f}s",
               flush=True)
         start, end = index[0], index[days]  # every stored bar; index[days] is the held-back new day

@@ -124,13 +124,18 @@ def store_file(url: str, schema: str, path: Path) -> tuple[HdiSession, float, in
     t0 = time.perf_counter()
     report = hdi_lab.ingest(provider="file", path=str(path), session=sess)
     seconds = time.perf_counter() - t0
+    analyze(url, schema, "ohlcv_1m")
+    return sess, seconds, report.inserted
+
+
+def analyze(url: str, schema: str, bars_table: str) -> None:
+    """VACUUM ANALYZE the bars table and ANALYZE symbology after a bulk load (untimed setup)."""
     admin = psycopg2.connect(url)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'VACUUM ANALYZE "{schema}".ohlcv_1m')
+        cur.execute(f'VACUUM ANALYZE "{schema}".{bars_table}')
         cur.execute(f'ANALYZE "{schema}".symbology')
     admin.close()
-    return sess, seconds, report.inserted
 
 
 def bench_main(argv: list[str] | None, doc: str, run: Callable[[argparse.Namespace], list[Row]],

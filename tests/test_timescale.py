@@ -24,7 +24,7 @@ import pandas as pd
 import psycopg2
 import pytest
 from conftest import ROOT, fixture_files
-from helpers import by_time, index_ns, make_session, ns, resample_bars, row_counts
+from helpers import by_time, drop_schema, index_ns, make_session, ns, resample_bars, row_counts
 
 import hdi_lab
 from hdi_lab import catalog
@@ -71,21 +71,11 @@ def ts_url() -> Iterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _drop(url: str, schema: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def ts_schema(ts_url: str) -> Iterator[str]:
     name = f"ts_{uuid.uuid4().hex[:10]}"
     yield name
-    _drop(ts_url, name)
+    drop_schema(ts_url, name)
 
 
 @pytest.fixture
