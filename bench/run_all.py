@@ -21,7 +21,8 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-BENCHES = ("bench_ingest", "bench_decode", "bench_query", "bench_magics", "bench_databento")
+BENCHES = ("bench_ingest", "bench_decode", "bench_query", "bench_magics", "bench_databento", "bench_features",
+           "bench_ib", "bench_feast")
 
 
 def main(argv: list[str] | None = None) -> int:

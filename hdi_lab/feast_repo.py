@@ -1,0 +1,274 @@
+"""hdi_lab's Feast feature repo: its connection variables, its declarations and opening it.
+
+``feature_repo/feature_store.yaml`` reads its connection values from environment variables
+(:data:`VARIABLES`). Feast expands ``${VAR}`` itself but has no default value and leaves an unset
+variable literal, so hdi_lab checks them first and names the one missing. hdi_lab's own calls
+(:func:`open_store`, ``hdi features publish``) derive every value from the session (the embedded
+server's URL is only known at run time) and set them only while Feast reads the file; run the
+``feast`` CLI yourself after ``eval "$(hdi features env)"`` (which prints every variable but the
+password).
+
+Feast's registry and the sqlite online store live in :func:`feast_home` under the hdi_lab data
+home, one folder per database and schema, so that the online store always describes the database
+it was materialised from (and nothing is written into the repo).
+
+``feast`` is imported inside the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hdi_lab import features
+from hdi_lab.errors import ConfigError, StorageError
+from hdi_lab.extras import require
+from hdi_lab.session import HdiSession
+
+if TYPE_CHECKING:
+    from feast import Entity, FeatureService, FeatureStore, FeatureView
+
+PROJECT = "hdi_lab"
+ENTITY = "instrument"
+JOIN_KEY = "instrument_id"
+DEFAULT_INTERVAL = "1d"
+
+#: variable -> what it holds; every one is used by feature_repo/feature_store.yaml
+VARIABLES: dict[str, str] = {
+    "HDI_FEAST_HOME": "folder for Feast's registry and sqlite online store",
+    "HDI_FEAST_PG_HOST": "PostgreSQL host of hdi_lab's database",
+    "HDI_FEAST_PG_PORT": "its port",
+    "HDI_FEAST_PG_DB": "its database name",
+    "HDI_FEAST_PG_USER": "its user",
+    "HDI_FEAST_PG_PASSWORD": "that user's password (may be empty)",
+    "HDI_FEAST_PG_SCHEMA": "the hdi_lab schema holding the feature tables (HDI_DB_SCHEMA)",
+    "HDI_FEAST_PG_SSLMODE": "libpq sslmode: disable, prefer, require, verify-full ...",
+}
+SECRET = "HDI_FEAST_PG_PASSWORD"
+
+#: how old a feature may be and still be served (Feast's TTL): a weekend plus a holiday for daily
+#: bars, a weekend for intraday bars (futures close Friday 22:00 and reopen Sunday 23:00 UTC)
+TTL: dict[str, dt.timedelta] = {"1s": dt.timedelta(days=3), "1m": dt.timedelta(days=3),
+                                 "5m": dt.timedelta(days=3), "15m": dt.timedelta(days=3),
+                                 "1h": dt.timedelta(days=3), "1d": dt.timedelta(days=5)}
+
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+def view_name(set_name: str, interval: str) -> str:
+    """The feature view of a set at an interval, e.g. ``momentum_v1_1d``."""
+    return f"{set_name}_{interval}"
+
+
+def service_name(set_name: str, interval: str) -> str:
+    """The feature service: the set's own name at the default interval (``momentum_v1``),
+    ``momentum_v1_1h`` ... at the others."""
+    return set_name if interval == DEFAULT_INTERVAL else f"{set_name}_{interval}"
+
+
+def default_repo() -> Path:
+    """``feature_repo/`` next to the hdi_lab package (a source checkout)."""
+    return Path(__file__).resolve().parents[1] / "feature_repo"
+
+
+def repo_path(session: HdiSession, repo: str | Path | None = None) -> Path:
+    path = Path(repo or session.settings.values.get("feast_repo") or default_repo()).expanduser().resolve()
+    if not (path / "feature_store.yaml").is_file():
+        raise ConfigError(f"{path} is not a Feast feature repo (no feature_store.yaml): set HDI_FEAST_REPO "
+                          "(or feast_repo in hdi_lab.toml) to a copy of hdi_lab's feature_repo/")
+    return path
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+
+def feast_home(session: HdiSession, host: str, port: str, database: str) -> Path:
+    key = hashlib.sha1(f"{host}:{port}/{database}/{session.schema}".encode()).hexdigest()[:10]
+    return session.settings.home_dir / "feast" / f"{database}_{session.schema}_{key}"
+
+
+def feast_env(session: HdiSession) -> dict[str, str]:
+    """Every :data:`VARIABLES` value for the session's database (contains the password)."""
+    import psycopg2.extensions
+
+    dsn = psycopg2.extensions.parse_dsn(session.database_url())
+    host = dsn.get("host", "localhost")
+    port = dsn.get("port", "5432")
+    database = dsn.get("dbname", dsn.get("user", "postgres"))
+    return {
+        "HDI_FEAST_HOME": str(feast_home(session, host, port, database)),
+        "HDI_FEAST_PG_HOST": host,
+        "HDI_FEAST_PG_PORT": port,
+        "HDI_FEAST_PG_DB": database,
+        "HDI_FEAST_PG_USER": dsn.get("user", "postgres"),
+        "HDI_FEAST_PG_PASSWORD": dsn.get("password", ""),
+        "HDI_FEAST_PG_SCHEMA": session.schema,
+        "HDI_FEAST_PG_SSLMODE": dsn.get("sslmode", "prefer"),
+    }
+
+
+def shell_exports(env: Mapping[str, str]) -> str:
+    """``export`` lines for a shell, the password left out (never printed)."""
+    import shlex
+
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items() if k != SECRET]
+    lines.append(f"# export {SECRET}=...   (set it yourself; hdi_lab never prints it)")
+    return "\n".join(lines)
+
+
+def check_env(yaml_file: Path, environ: Mapping[str, str]) -> None:
+    """Raise ConfigError naming the first variable ``yaml_file`` uses that ``environ`` lacks."""
+    for number, line in enumerate(yaml_file.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.split("#", 1)[0]
+        for m in _VAR.finditer(text):
+            name = m.group(1) or m.group(2)
+            if name not in environ:
+                what = VARIABLES.get(name, "a value it needs")
+                raise ConfigError(
+                    f"{name} is not set ({what}), used at {yaml_file}:{number}: Feast leaves unset variables "
+                    "literal; export it (`eval \"$(hdi features env)\"` prints them) or use hdi_lab's publish, "
+                    "which sets them from the session")
+            if name == SECRET and "'" in environ[name]:
+                raise ConfigError(f"{SECRET} contains a single quote, which {yaml_file.name} cannot hold: "
+                                  "use a password without one")
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in os.environ while Feast reads feature_store.yaml; restore afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def open_store(session: HdiSession, repo: str | Path | None = None) -> FeatureStore:
+    """A Feast ``FeatureStore`` over the feature repo, connected to the session's database."""
+    feast = require("feast")
+    path = repo_path(session, repo)
+    env = feast_env(session)
+    check_env(path / "feature_store.yaml", env)
+    Path(env["HDI_FEAST_HOME"]).mkdir(parents=True, exist_ok=True)
+    with _environment(env), feast_errors():
+        return feast.FeatureStore(repo_path=str(path))  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def feast_errors() -> Iterator[None]:
+    """Translate Feast's configuration and database errors into hdi_lab's (first line only: no values)."""
+    import psycopg
+    from feast.repo_config import FeastConfigError
+
+    try:
+        yield
+    except FeastConfigError as exc:
+        raise ConfigError(f"feature_store.yaml is not valid for Feast: {_first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise StorageError(f"Feast's database call failed: {_first_line(exc)}",
+                           sqlstate=getattr(exc, "sqlstate", None)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def apply(store: FeatureStore) -> list[str]:
+    """``feast apply``: register the repo's declarations (deleting ones no longer declared).
+
+    Returns the names of the objects applied. Like the CLI, Feast imports the repo's Python files
+    (except those in ``.feastignore``) from the repo folder.
+    """
+    from feast.project import Project
+    from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
+
+    root = Path(store.repo_path).resolve()
+    stale = sys.modules.get("definitions")
+    if stale is not None and Path(getattr(stale, "__file__", "") or "").resolve().parent != root:
+        del sys.modules["definitions"]  # another repo's definitions module, imported earlier
+    cwd, bytecode = Path.cwd(), sys.dont_write_bytecode
+    sys.path.insert(0, str(root))
+    sys.dont_write_bytecode = True  # nothing written into the repo (as `feast apply` does)
+    try:
+        os.chdir(root)  # Feast names the repo's modules relative to the working directory
+        contents = parse_repo(root)
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(root))
+        sys.dont_write_bytecode = bytecode
+    if not contents.projects:
+        contents.projects.append(Project(name=store.project, description="hdi_lab feature sets"))
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    return sorted(n for n in (getattr(o, "name", str(o)) for o in to_apply) if not n.startswith("__"))
+
+
+# -- declarations (used by feature_repo/definitions.py) -----------------------------------------
+
+
+def instrument_entity() -> Entity:
+    from feast import Entity
+    from feast.value_type import ValueType
+
+    return Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.INT64,
+                  description="an instrument (hdi_lab instrument_id; symbols map to it by date)")
+
+
+def feature_view(set_name: str, interval: str, entity: Entity) -> FeatureView:
+    """The view of a set at an interval over its hdi_lab table (``features_<set>_<interval>``)."""
+    from feast import FeatureView, Field
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+        PostgreSQLSource,
+    )
+    from feast.types import Float64
+
+    fs = features.feature_set(set_name)
+    name = view_name(fs.name, interval)
+    source = PostgreSQLSource(name=f"{name}_source", table=features.table_name(fs.name, interval),
+                              timestamp_field="event_timestamp", created_timestamp_column="created",
+                              description=f"hdi_lab feature table of {fs.name} at {interval}")
+    return FeatureView(
+        name=name, entities=[entity], ttl=TTL[interval], source=source, online=True,
+        schema=[Field(name=c, dtype=Float64) for c in fs.columns],
+        description=fs.description, tags=_tags(fs, interval))
+
+
+def feature_service(view: FeatureView) -> FeatureService:
+    from feast import FeatureService
+
+    set_name, interval = view.tags["hdi_feature_set"], view.tags["interval"]
+    return FeatureService(name=service_name(set_name, interval), features=[view], tags=view.tags,
+                          description=f"{set_name} at {interval} (version {view.tags['version']})")
+
+
+def declarations() -> dict[str, Any]:
+    """The entity, and a view and a service per feature set and interval, by Python name."""
+    entity = instrument_entity()
+    out: dict[str, Any] = {ENTITY: entity}
+    for fs in features.FEATURE_SETS.values():
+        for interval in features.INTERVALS:
+            view = feature_view(fs.name, interval, entity)
+            out[view.name] = view
+            out[f"{view.name}_service"] = feature_service(view)
+    return out
+
+
+def _tags(fs: features.FeatureSet, interval: str) -> dict[str, str]:
+    return {"hdi_feature_set": fs.name, "version": str(fs.version), "interval": interval,
+            "table": features.table_name(fs.name, interval)}

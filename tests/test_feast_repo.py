@@ -1,0 +1,274 @@
+"""The Feast feature repo end to end: publish (compute, apply, materialize), training frames, online
+reads with staleness, the environment-variable checks, and the PostgreSQL online store by config.
+
+Every test gives its session a temporary data home, so Feast's registry and sqlite online store
+are written there (never into the repo or the user's home).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import make_session
+
+import hdi_lab
+from hdi_lab import feast_repo, features
+from hdi_lab.errors import ConfigError, ValidationError
+from hdi_lab.publish import online_features, publish, training_frame
+from hdi_lab.session import HdiSession
+
+pytestmark = pytest.mark.integration
+
+SYMBOLS = ["AAPL", "MSFT", "NVDA"]
+REPO = feast_repo.default_repo()
+
+
+@pytest.fixture
+def fsession(pg_url: str, db_schema: str, tmp_path: Path) -> HdiSession:
+    s = make_session(pg_url, db_schema, home=tmp_path / "home")
+    hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=SYMBOLS, start="2023-03-01", end="2024-02-01",
+                   session=s)
+    yield s
+    s.close()
+
+
+def latest_offline(session: HdiSession, ids: list[int]) -> pd.DataFrame:
+    stored = features.read("momentum_v1", SYMBOLS, "2000-01-01", "2100-01-01", session=session)
+    last = stored.sort_values("event_timestamp").groupby("instrument_id").tail(1)
+    return last.set_index("instrument_id").loc[ids]
+
+
+def test_publish_is_idempotent_and_online_equals_latest_offline(fsession: HdiSession) -> None:
+    first = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
+    assert first.service == "momentum_v1" and first.view == "momentum_v1_1d"
+    assert first.computed is not None and first.computed.inserted == first.computed.rows > 600
+    assert {"instrument", "momentum_v1", "momentum_v1_1d", "trend_v1_1h"} <= set(first.applied)
+    assert first.materialize == "window" and len(first.instrument_ids) == 3 and first.online_rows == 3
+    assert "momentum_v1" in str(first) and "<table>" in first._repr_html_()
+
+    again = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
+    assert again.computed is not None and (again.computed.inserted, again.computed.updated) == (0, 0)
+    store = feast_repo.open_store(fsession)
+    assert sorted(v.name for v in store.list_feature_views()) == sorted(
+        f"{s}_{i}" for s in features.FEATURE_SETS for i in features.INTERVALS)
+    assert sorted(s.name for s in store.list_feature_services()) == sorted(
+        feast_repo.service_name(s, i) for s in features.FEATURE_SETS for i in features.INTERVALS)
+
+    online = online_features(first.instrument_ids, "momentum_v1", session=fsession)
+    offline = latest_offline(fsession, first.instrument_ids)
+    cols = list(features.FEATURE_SETS["momentum_v1"].columns)
+    assert list(online.columns) == ["instrument_id", *cols, "event_timestamp", "age", "status"]
+    np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
+    assert list(online["event_timestamp"]) == list(offline["event_timestamp"])
+
+
+def test_training_frame_is_point_in_time(fsession: HdiSession) -> None:
+    publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
+    stored = features.read("momentum_v1", SYMBOLS, "2000-01-01", "2100-01-01", session=fsession)
+    rng = np.random.default_rng(4)
+    pick = stored.sample(300, random_state=4)
+    # on a feature's own timestamp (ties), just before it, and a random time later
+    at = np.concatenate([pick["event_timestamp"], pick["event_timestamp"] - pd.Timedelta(microseconds=1),
+                         pick["event_timestamp"] + pd.to_timedelta(rng.integers(0, 86_400 * 8, 300), unit="s")])
+    entities = pd.DataFrame({"instrument_id": np.tile(pick["instrument_id"].to_numpy(), 3),
+                             "event_timestamp": at, "label": rng.normal(size=900)},
+                            index=pd.RangeIndex(100, 1000))
+    frame = training_frame(entities, "momentum_v1", session=fsession)
+    assert frame.index.equals(entities.index) and frame["label"].equals(entities["label"])
+    ttl = pd.Timedelta(feast_repo.TTL["1d"])
+    for i, row in frame.iterrows():  # brute force: latest stored row at or before t, within the TTL
+        hist = stored[(stored["instrument_id"] == row["instrument_id"])
+                      & (stored["event_timestamp"] <= row["event_timestamp"])
+                      & (stored["event_timestamp"] >= row["event_timestamp"] - ttl)]
+        want = hist["rsi_14"].iloc[-1] if len(hist) else np.nan
+        assert (np.isnan(want) and np.isnan(row["rsi_14"])) or want == row["rsi_14"], i
+    assert frame["sma_20"].notna().sum() > 600
+
+
+def test_incremental_publish_and_stale_online_values(fsession: HdiSession) -> None:
+    first = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2023-12-01", session=fsession)
+    later = publish("momentum_v1", SYMBOLS, "1d", "2023-12-01", "2024-02-01", session=fsession)
+    # the first publish materialized up to now, so a later window of (old) bars is loaded as a
+    # window too; either way the online store ends current
+    assert first.materialize == later.materialize == "window"
+    ids = later.instrument_ids
+    offline = latest_offline(fsession, ids)
+    last = offline["event_timestamp"].max()
+    ttl = pd.Timedelta(feast_repo.TTL["1d"])
+    fresh = online_features(ids, "momentum_v1", now=last + pd.Timedelta(hours=1), session=fsession)
+    assert list(fresh["status"]) == ["fresh"] * 3
+    assert list(fresh["event_timestamp"]) == list(offline["event_timestamp"])
+    stale = online_features([*ids, 12345], "momentum_v1", now=last + ttl + pd.Timedelta(seconds=1),
+                            session=fsession)
+    assert list(stale["status"]) == ["stale"] * 3 + ["missing"]
+    assert stale["rsi_14"].iloc[:3].notna().all()  # Feast serves them regardless of the TTL
+    blanked = online_features(ids, "momentum_v1", now=last + ttl + pd.Timedelta(seconds=1), drop_stale=True,
+                              session=fsession)
+    assert blanked["rsi_14"].isna().all()
+    edge = online_features(ids, "momentum_v1", now=last + ttl, session=fsession)  # TTL bound is inclusive
+    assert list(edge["status"]) == ["fresh"] * 3
+
+
+def test_incremental_materialization_after_now(fsession: HdiSession) -> None:
+    """Rows newer than the last materialization (a live daily append) take the incremental path."""
+    publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
+    store = feast_repo.open_store(fsession)
+    view = store.get_feature_view("momentum_v1_1d")
+    done = max(iv[1] for iv in view.materialization_intervals)
+    future = pd.Timestamp(done) + pd.Timedelta(days=3)
+    conn = fsession.connection()
+    with conn, conn.cursor() as cur:  # a bar closing after the last materialization, as tomorrow's would
+        cur.execute(f'INSERT INTO "{fsession.schema}".features_momentum_v1_1d (instrument_id, event_timestamp, '
+                    "created, symbol, rsi_14) VALUES (500001, %s, now(), 'AAPL', 42.5)", (future.to_pydatetime(),))
+    report = publish("momentum_v1", None, "1d", future - pd.Timedelta(days=1), future, compute=False,
+                     session=fsession)
+    assert report.materialize == "incremental"
+    online = online_features([500001], "momentum_v1", now=future, session=fsession)
+    assert online["rsi_14"].iloc[0] == 42.5 and online["event_timestamp"].iloc[0] == future.floor("s")
+
+
+def test_missing_environment_variable_is_named(fsession: HdiSession, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml = REPO / "feature_store.yaml"
+    env = feast_repo.feast_env(fsession)
+    feast_repo.check_env(yaml, env)  # complete: passes
+    for name in feast_repo.VARIABLES:
+        partial = {k: v for k, v in env.items() if k != name}
+        with pytest.raises(ConfigError, match=name):
+            feast_repo.check_env(yaml, partial)
+    # a user running Feast (the `feast` CLI) without HDI_FEAST_PG_HOST: the offline store names it
+    from feast import FeatureStore
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("HDI_FEAST_PG_PASSWORD", "s3cret-Pw")
+    monkeypatch.delenv("HDI_FEAST_PG_HOST")
+    with pytest.raises(ConfigError, match="HDI_FEAST_PG_HOST is not set") as caught:
+        FeatureStore(repo_path=str(REPO)).config.offline_store  # noqa: B018
+    assert "s3cret" not in str(caught.value)  # the error never carries the other values
+
+
+def test_declarations_match_feature_sets() -> None:
+    decl = feast_repo.declarations()
+    assert decl["instrument"].join_key == "instrument_id"
+    for fs in features.FEATURE_SETS.values():
+        for interval in features.INTERVALS:
+            view = decl[f"{fs.name}_{interval}"]
+            assert [f.name for f in view.features] == list(fs.columns)
+            assert all(str(f.dtype) == "Float64" for f in view.features)
+            assert view.batch_source.get_table_query_string() == features.table_name(fs.name, interval)
+            assert view.ttl == feast_repo.TTL[interval]
+            assert view.tags["version"] == str(fs.version)
+    assert decl["momentum_v1_1d_service"].name == "momentum_v1"
+
+
+# Feast's PostgreSQL online store keeps its psycopg connection open until garbage collection
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <function BaseConnection.__del__"
+                            ":pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:<psycopg.Connection object at .* was deleted while still open:ResourceWarning")
+def test_postgres_online_store_by_config(fsession: HdiSession, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    text = (repo / "feature_store.yaml").read_text()
+    head, _, tail = text.partition("online_store:")
+    block = tail.split("entity_key_serialization_version")[0]
+    postgres = "\n".join(line.replace("#   ", "", 1) for line in block.splitlines()
+                         if line.startswith("  #   ") and "redis" not in line.lower()
+                         and "connection_string" not in line)
+    (repo / "feature_store.yaml").write_text(f"{head}online_store:\n{postgres}\nentity_key_serialization_version: 3\n")
+    report = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=fsession)
+    assert report.online_store == "postgres" and report.online_rows == 3
+    online = online_features(report.instrument_ids, "momentum_v1", repo=repo, session=fsession)
+    offline = latest_offline(fsession, report.instrument_ids)
+    cols = list(features.FEATURE_SETS["momentum_v1"].columns)
+    np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
+    gc.collect()  # Feast's leftover connections go now, under this test's warning filters
+
+
+def test_cli_publish_and_env(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from hdi_lab.cli import main
+
+    monkeypatch.setenv("HDI_HOME", str(tmp_path / "home"))
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(["features", "publish", "--set", "momentum_v1", "--symbols", "AAPL,MSFT", "--interval", "1d",
+               "--start", "2023-06-01", "--end", "2024-02-01"], out=out, err=err)
+    assert rc == 0, err.getvalue()
+    assert "published momentum_v1 1d" in out.getvalue() and "2 of 2 instrument(s) online" in out.getvalue()
+    out = io.StringIO()
+    assert main(["features", "env"], out=out, err=err) == 0
+    assert "export HDI_FEAST_PG_SCHEMA=" in out.getvalue() and "HDI_FEAST_PG_PASSWORD=..." in out.getvalue()
+    rc = main(["features", "publish", "--set", "nope_v9", "--symbols", "AAPL"], out=out, err=err)
+    assert rc == 1 and "nope_v9" in err.getvalue()
+
+
+def test_publish_validates_arguments(fsession: HdiSession) -> None:
+    with pytest.raises(ValidationError, match="symbols is required"):
+        publish("momentum_v1", None, "1d", session=fsession)
+    with pytest.raises(ValidationError, match="interval"):
+        publish("momentum_v1", ["AAPL"], "2d", session=fsession)
+    with pytest.raises(ValidationError, match="does not exist yet"):
+        publish("trend_v1", None, "1h", compute=False, session=fsession)
+
+
+def test_magic_publishes_and_reports_errors(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import atexit
+
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from hdi_lab.publish import PublishReport
+
+    monkeypatch.setenv("HDI_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    cfg = Config()
+    cfg.HistoryManager.enabled = False
+    shell = InteractiveShell(config=cfg)
+    try:
+        shell.run_cell("%load_ext hdi_lab").raise_error()
+        result = shell.run_line_magic(
+            "hdi_publish", "momentum_v1 --symbols AAPL --start 2023-06-01 --end 2024-02-01 -o rep")
+        assert isinstance(result, PublishReport) and shell.user_ns["rep"] is result
+        assert result.online_rows == 1 and result.computed is not None and result.computed.rows > 100
+        with pytest.raises(UsageError, match="ValidationError: feature set 'nope_v1' is not known"):
+            shell.run_line_magic("hdi_publish", "nope_v1 --symbols AAPL")
+    finally:
+        hdi_lab.unload_ipython_extension(shell)
+        shell.cleanup()
+        atexit.unregister(shell.atexit_operations)
+
+
+def test_loading_hdi_lab_does_not_import_feast() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, hdi_lab, hdi_lab.magics, hdi_lab.cli, hdi_lab.publish, hdi_lab.feast_repo; "
+            "assert 'feast' not in sys.modules, 'feast imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_feast_errors_become_hdi_errors(fsession: HdiSession, tmp_path: Path) -> None:
+    from hdi_lab.errors import StorageError
+
+    publish("momentum_v1", ["AAPL"], "1d", "2023-06-01", "2024-01-01", session=fsession)
+    entities = pd.DataFrame({"instrument_id": [500001], "event_timestamp": [pd.Timestamp("2023-12-01", tz="UTC")]})
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    yaml = repo / "feature_store.yaml"
+    original = yaml.read_text()
+    yaml.write_text(original.replace("sslmode: ${HDI_FEAST_PG_SSLMODE}", "sslmode: require"))  # no TLS here
+    with pytest.raises(StorageError, match="Feast's database call failed"):
+        training_frame(entities, "momentum_v1", repo=repo, session=fsession)
+    yaml.write_text(original.replace("  path: ${HDI_FEAST_HOME}/online.db", "  path: ${HDI_FEAST_HOME}/online.db\n"
+                                                                           "  no_such_option: 1"))
+    with pytest.raises(ConfigError, match="feature_store.yaml is not valid for Feast"):
+        online_features([500001], "momentum_v1", repo=repo, session=fsession)
