@@ -322,7 +322,7 @@ class FakeIbGateway:
     def _historical(self, conn: socket.socket, f: list[str]) -> bool | None:
         req_id = int(f[1])
         found = self._match(f, 2)
-        end_text, bar_size, duration, _rth, what, fmt = f[15], f[16], f[17], f[18], f[19], f[20]
+        end_text, bar_size, duration, what, fmt = f[15], f[16], f[17], f[19], f[20]  # f[18]: useRTH
         key = found[0].con_id if found else f[2]
         if not self._paced(conn, req_id, HistRequest(str(key), f[9], what, bar_size,
                                                      parse_end(end_text, self.today), duration)):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,8 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import zstandard
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 import hdi_lab
 from hdi_lab.config import load_settings
@@ -122,3 +127,38 @@ def by_time(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows in (time, symbol, instrument) order, as :func:`resample_bars` returns them."""
     return frame.reset_index().sort_values(["ts_event", "symbol", "instrument_id"], kind="stable") \
         .set_index("ts_event")
+
+
+class TestingShell(InteractiveShell):
+    """An InteractiveShell whose ``run_cell`` re-raises the cell's exception (jupysql's ``_testing.py``)."""
+
+    __test__ = False  # not a pytest test class
+
+    def run_cell(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().run_cell(*args, **kwargs)
+        result.raise_error()
+        return result
+
+
+def new_shell() -> TestingShell:
+    cfg = Config()
+    cfg.HistoryManager.enabled = False
+    cfg.InteractiveShell.colors = "nocolor"
+    return TestingShell(config=cfg)
+
+
+def dispose_shell(shell: TestingShell) -> None:
+    hdi_lab.unload_ipython_extension(shell)
+    shell.cleanup()  # puts sys.modules["__main__"] and sys.std* back
+    atexit.unregister(shell.atexit_operations)
+
+
+@contextlib.contextmanager
+def hdi_shell() -> Iterator[TestingShell]:
+    """A TestingShell with ``%load_ext hdi_lab`` done (settings from the environment at first use)."""
+    shell = new_shell()
+    try:
+        shell.run_cell("%load_ext hdi_lab")
+        yield shell
+    finally:
+        dispose_shell(shell)

@@ -26,6 +26,7 @@ from hdi_lab.errors import (
 from hdi_lab.schemas import Schema
 from hdi_lab.session import HdiSession
 from fake_databento import KEY, FakeDatabento, Fault
+from helpers import hdi_shell
 
 pytestmark = pytest.mark.integration
 #: read at import: the autouse clean_environ fixture removes vendor keys before each test runs
@@ -380,24 +381,19 @@ def test_cli_dry_run_and_allow_cost(hdi_env: dict[str, str], fake: FakeDatabento
 def test_magic_and_widget_offer_the_cost_override(hdi_env: dict[str, str], fake: FakeDatabento,
                                                   monkeypatch: pytest.MonkeyPatch, session: HdiSession) -> None:
     from IPython.core.error import UsageError
-    from test_magics import _dispose, _shell
 
     from hdi_lab.widgets import IngestForm
 
     for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
                  "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():
         monkeypatch.setenv(k, v)
-    shell = _shell()
-    try:
-        shell.run_cell("%load_ext hdi_lab")
+    with hdi_shell() as shell:
         line = (f"%hdi_ingest --provider databento --dataset {GLBX} --schema ohlcv-1m --symbols ESH4 "
                 "--start 2024-03-12 --end 2024-03-13 --quiet")
         with pytest.raises(UsageError, match="databento_max_cost_usd"):
-            shell.run_cell(line).raise_error()
+            shell.run_cell(line)
         report = shell.run_cell(line + " --allow-cost").result
         assert report.inserted == len(fake.served_of("ohlcv-1m")) > 0
-    finally:
-        _dispose(shell)
     with _session(session, fake, databento_max_cost_usd=0.01) as s:
         form = IngestForm(s)
         form.provider.value, form.dataset.value, form.schema.value = "databento", GLBX, "ohlcv-1m"

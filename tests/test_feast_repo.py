@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_session
+from helpers import hdi_shell, make_session
 
 import hdi_lab
 from hdi_lab import feast_repo, features
@@ -219,32 +219,20 @@ def test_publish_validates_arguments(fsession: HdiSession) -> None:
 
 def test_magic_publishes_and_reports_errors(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import atexit
-
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
 
     from hdi_lab.publish import PublishReport
 
     monkeypatch.setenv("HDI_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
-    cfg = Config()
-    cfg.HistoryManager.enabled = False
-    shell = InteractiveShell(config=cfg)
-    try:
-        shell.run_cell("%load_ext hdi_lab").raise_error()
+    with hdi_shell() as shell:
         result = shell.run_line_magic(
             "hdi_publish", "momentum_v1 --symbols AAPL --start 2023-06-01 --end 2024-02-01 -o rep")
         assert isinstance(result, PublishReport) and shell.user_ns["rep"] is result
         assert result.online_rows == 1 and result.computed is not None and result.computed.rows > 100
         with pytest.raises(UsageError, match="ValidationError: feature set 'nope_v1' is not known"):
             shell.run_line_magic("hdi_publish", "nope_v1 --symbols AAPL")
-    finally:
-        hdi_lab.unload_ipython_extension(shell)
-        shell.cleanup()
-        atexit.unregister(shell.atexit_operations)
 
 
 def test_loading_hdi_lab_does_not_import_feast() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_magics import _shell
+from helpers import hdi_shell
 
 import hdi_lab
 from hdi_lab import cli, features, indicators
@@ -231,9 +231,7 @@ def test_cli_features_compute_and_list(session: HdiSession, hdi_env: dict[str, s
 
 def test_magic_query_adds_indicator_columns(session: HdiSession, hdi_env: dict[str, str]) -> None:
     ingest(session, "2023-01-01", "2023-04-01")
-    shell = _shell()
-    shell.run_line_magic("load_ext", "hdi_lab")
-    try:
+    with hdi_shell() as shell:
         df = shell.run_line_magic("hdi_query", "ohlcv-1d AAPL,MSFT 2023-01-01 2023-04-01 --indicators rsi_14,sma_20")
         bars = hdi_lab.query("ohlcv-1d", ["AAPL", "MSFT"], "2023-01-01", "2023-04-01", session=session)
         assert list(df.columns) == [*bars.columns, "rsi_14", "sma_20"]
@@ -248,8 +246,6 @@ def test_magic_query_adds_indicator_columns(session: HdiSession, hdi_env: dict[s
             shell.run_line_magic("hdi_query", "ohlcv-1d AAPL 2023-01-01 2023-04-01 --indicators nope_3")
         with pytest.raises(UsageError, match="--indicators needs bars"):
             shell.run_line_magic("hdi_query", "trades AAPL 2023-01-01 2023-04-01 --indicators rsi_14")
-    finally:
-        shell.run_line_magic("unload_ext", "hdi_lab")
 
 
 def test_widget_overlays_come_from_indicators(session: HdiSession) -> None:

@@ -5,15 +5,13 @@ The TimescaleDB side (continuous aggregates, ``time_bucket``) is in ``test_times
 
 from __future__ import annotations
 
-import atexit
 import io
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import by_time, resample_bars
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
+from helpers import by_time, hdi_shell, resample_bars
+from IPython.core.error import UsageError
 
 import hdi_lab
 from hdi_lab import catalog
@@ -125,21 +123,11 @@ def test_policies_from_settings() -> None:
 def test_magic_query_interval(hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
-    cfg = Config()
-    cfg.HistoryManager.enabled = False
-    shell = InteractiveShell(config=cfg)
-    try:
-        ingest = "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-03"
-        for cell in ("%load_ext hdi_lab", f"{ingest} --quiet"):
-            shell.run_cell(cell).raise_error()
-        result = shell.run_cell("%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-03 --interval 1h")
-        result.raise_error()
-        frame = result.result
+    with hdi_shell() as shell:
+        shell.run_cell("%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 "
+                       "--end 2024-01-03 --quiet")
+        frame = shell.run_cell("%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-03 --interval 1h").result
         assert isinstance(frame, pd.DataFrame) and len(frame) == 23
         assert (frame.index.minute == 0).all() and frame["volume"].sum() > 0
-        sql_cell = shell.run_cell("%%hdi_query --interval 1h\nSELECT 1")
-        assert sql_cell.error_in_exec is not None and "only -o/--out" in str(sql_cell.error_in_exec)
-    finally:
-        hdi_lab.unload_ipython_extension(shell)
-        shell.cleanup()
-        atexit.unregister(shell.atexit_operations)
+        with pytest.raises(UsageError, match="only -o/--out"):
+            shell.run_cell("%%hdi_query --interval 1h\nSELECT 1")

@@ -7,7 +7,6 @@ and HDI_DB_SCHEMA from the environment (``hdi_env``) on its first use.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -21,10 +20,9 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import FIXTURES, ROOT
-from helpers import read_store, row_counts
+from helpers import TestingShell, hdi_shell, read_store, row_counts
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import hdi_lab
 from hdi_lab.display import ConfigView, StatusView
@@ -41,38 +39,12 @@ TRADES = FIXTURES / "GLBX.MDP3" / "test_data.trades.dbn.zst"
 EVIL = "x'); drop table ohlcv_1m;--"
 
 
-class TestingShell(InteractiveShell):
-    """An InteractiveShell whose ``run_cell`` re-raises the cell's exception."""
-
-    __test__ = False  # not a pytest test class
-
-    def run_cell(self, *args: Any, **kwargs: Any) -> Any:
-        result = super().run_cell(*args, **kwargs)
-        result.raise_error()
-        return result
-
-
-def _shell() -> TestingShell:
-    cfg = Config()
-    cfg.HistoryManager.enabled = False
-    cfg.InteractiveShell.colors = "nocolor"
-    return TestingShell(config=cfg)
-
-
-def _dispose(shell: TestingShell) -> None:
-    hdi_lab.unload_ipython_extension(shell)
-    shell.cleanup()  # puts sys.modules["__main__"] and sys.std* back
-    atexit.unregister(shell.atexit_operations)
-
-
 @pytest.fixture
 def ip(hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
     monkeypatch.chdir(tmp_path)  # no hdi_lab.toml / [tool.hdi_lab] from the working directory
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
-    shell = _shell()
-    shell.run_cell("%load_ext hdi_lab")
-    yield shell
-    _dispose(shell)
+    with hdi_shell() as shell:
+        yield shell
 
 
 def magics(shell: InteractiveShell) -> HdiMagics:
