@@ -13,8 +13,16 @@ into ``ohlcv_1d`` of a fresh schema, with one symbology row per instrument, then
   table and ``INSERT .. ON CONFLICT .. WHERE IS DISTINCT FROM``. Target: storage and orchestration
   add < 50% to the baseline (ratio baseline / full >= 0.67).
 * incremental: one new bar per instrument is stored, then ``features.compute(start=<new day>)``.
-  Exactness needs the whole history (see hdi_lab.features), so this reads all 1M bars and
-  recomputes every instrument, writing 500 rows. Target < 2 s (ratio 2 s / measured >= 1).
+  Every instrument resumes from the state the full run saved after its last bar (see
+  hdi_lab.features): one query checks the states (bar counts) and finds the windows, then only
+  the last 34 bars of each instrument and the new one are read (17,500 bars instead of 1M), the
+  recursive indicators continue from the states, 500 rows and 500 states are written. Bit-exact
+  with the full computation (tests/test_features.py). Before each run the new day's rows are
+  deleted and the states the full run saved are put back. Target < 2 s (ratio 2 s / measured
+  >= 1); the report must show all 500 instruments resumed.
+
+The std deviations are now window-local (hdi_lab.indicators, *Deviations*); the baseline still
+calls ``ta.stdev`` (pandas' rolling variance), as the pandas-ta floor.
 """
 
 from __future__ import annotations
@@ -142,11 +150,16 @@ def run(args) -> list[Row]:  # noqa: ANN001
         with transaction(conn) as cur:
             store_bars(cur, sch, index, data, slice(days, days + 1))
         new_lo, new_hi = index[days], index[days] + pd.Timedelta(days=1)
+        states = features.state_table_name(SET, "1d")
+        with transaction(conn) as cur:  # the states saved by the last full run, after the last stored day
+            cur.execute(f'CREATE TABLE "{sch}".saved_states AS SELECT * FROM "{sch}"."{states}"')
 
         def forget_new_day() -> None:
             with transaction(conn) as cur:
                 cur.execute(f'DELETE FROM "{sch}"."{table}" WHERE event_timestamp >= %s',
                             (new_hi.to_pydatetime(),))
+                cur.execute(f'DELETE FROM "{sch}"."{states}"')
+                cur.execute(f'INSERT INTO "{sch}"."{states}" SELECT * FROM "{sch}".saved_states')
 
         inc_reports: list[features.FeatureReport] = []
 
@@ -155,11 +168,11 @@ def run(args) -> list[Row]:  # noqa: ANN001
 
         inc = common.best_of(incremental, repeat, setup=forget_new_day)
         r = inc_reports[-1]
-        assert r.rows == r.inserted == instruments, r
+        assert r.rows == r.inserted == r.resumed == instruments, r
         split = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
         print(f"[{BENCH}] incremental {inc} ({split})", flush=True)
         rows.append(Row(BENCH, f"incremental: 1 new day x {instruments}", f"{inc.best:.2f} s", 2.0 / inc.best, 1.0,
-                        f"target < 2 s; reads all {r.bars_read:,} bars (exact); last run: {split}"))
+                        f"target < 2 s; resumed from saved states, {r.bars_read:,} bars read; last run: {split}"))
         sess.close()
     return rows
 

@@ -20,21 +20,40 @@ bar, its open, plus the interval): the moment its value became knowable. A daily
 ``[start, end)`` -- the same bars ``hdi_lab.query`` returns for that range; :func:`read` selects
 on ``event_timestamp`` in ``[start, end)`` (what was knowable in that window).
 
-**Incremental and exact.** Indicators are computed from each instrument's *first stored bar*
-every time (all instruments at once, :func:`hdi_lab.indicators.compute_many`), and only the rows
-in ``[start, end)`` are written. Recursive indicators (EMA, RSI, ATR, MACD, OBV) depend on all
-history, and pandas' rolling variance (Bollinger deviation, volatility, z-score) carries
-floating-point state from the first bar of the series, so no finite warm-up reproduces a full
-computation bit for bit; reading the history is the honest price (``bench/bench_features.py``
-measures it). Computing day by day therefore stores exactly what one full computation stores.
-Bars added or corrected in the past change later features: re-run over the affected range.
+**Incremental and exact.** Every value is the one a computation from the instrument's *first
+stored bar* gives, bit for bit, however the range is split: computing day by day stores exactly
+what one full computation stores (tested). Two ways get there (all instruments at once,
+:mod:`hdi_lab.indicators`):
+
+* *resumed* -- after each computation the state of every instrument after its last computed bar
+  is saved, in the same transaction as the rows, in :func:`state_table_name`
+  (``features_state_momentum_v1_1d``: ``instrument_id`` key, ``ts_event`` the open of that bar,
+  ``bars`` its bars up to it, ``symbol``, ``layout``, ``state float8[]``: the recursive averages,
+  see :func:`hdi_lab.indicators.compute_resumable`). When ``start`` follows that bar (no stored
+  bar between them) and the instrument still has ``bars`` stored bars up to it, only its last
+  :func:`hdi_lab.indicators.history` bars (34 for momentum_v1, for the windows) and the new ones
+  are read -- one query for all instruments -- and the recursive indicators continue from the
+  state. ``bench/bench_features.py`` measures it (one new day for 500 instruments).
+* *from the first bar* -- everything else: no state yet (first computation, new instrument), a
+  range that does not follow the saved bar (a re-run of the past), a backfill of bars older
+  than the saved one (the count differs: the state is not used), more than one stored row per
+  bar (several publishers: the count never matches), ``max_gap`` given (it checks the whole
+  history), rolled-up intervals (5m, 15m) and sets with indicators that cannot resume
+  (``trend_v1``: ADX, stochastic, OBV, VWAP, z-score). An instrument whose history still fits in
+  the window is simply computed from its first bar out of the window read.
+
+Bars added or corrected in the past change later features: re-run over the affected range
+(``start`` at or before the first changed bar: that run recomputes from the first bar and saves
+new states). A correction *in place* of a bar before the saved one is not detected by the count:
+re-run from it before computing newer bars. States belong to the stored rows: without the feature
+table they are not used, and the computation that creates it starts a new state table.
 
 **Idempotent.** Rows are upserted: ``created`` is the time of the computation that last changed a
 row; a re-run that yields the same values updates nothing (``IS DISTINCT FROM``), so ``created``
 only moves when a value changed.
 
 **Gaps.** Windows count bars, not time (see :mod:`hdi_lab.indicators`): a gap in the bars is
-not filled. The report gives the largest gap between consecutive bars; ``max_gap="3D"``
+not filled. The report gives the largest gap between consecutive bars read; ``max_gap="3D"``
 refuses instruments with a longer gap (ValidationError naming the instrument and the gap).
 
 **Intervals.** ``1s``, ``1m``, ``1h`` and ``1d`` read the stored bar tables (``ohlcv_1d``...);
@@ -59,6 +78,7 @@ import numpy as np
 import pandas as pd
 import psycopg2.errors
 import psycopg2.extensions
+import psycopg2.extras
 from psycopg2 import sql as pgsql
 
 from hdi_lab import indicators, retrieval
@@ -71,7 +91,7 @@ from hdi_lab.storage.db import one, transaction
 from hdi_lab.symbology import resolve
 
 __all__ = ["FEATURE_SETS", "INTERVALS", "FeatureReport", "FeatureSet", "compute", "list_sets", "read",
-           "table_name"]
+           "state_table_name", "table_name"]
 
 #: bar interval -> seconds. 1s/1m/1h/1d are stored tables; 5m/15m are rolled up from ohlcv-1m.
 INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
@@ -136,6 +156,7 @@ class FeatureReport:
     end: pd.Timestamp
     instruments: int = 0
     bars_read: int = 0
+    resumed: int = 0  # instruments continued from their saved state (the others: from their first bar)
     rows: int = 0  # feature rows in [start, end)
     inserted: int = 0
     updated: int = 0
@@ -158,14 +179,14 @@ class FeatureReport:
 
 
 def _bars(session: HdiSession, interval: str, symbols: tuple[str, ...], end: pd.Timestamp,
-          dataset: str | None, inputs: Sequence[str]) -> pd.DataFrame:
-    """Every stored bar of the symbols before ``end`` (from the first one: see the module docstring),
-    with the price/volume columns ``inputs`` only (less for the server to send)."""
+          dataset: str | None, inputs: Sequence[str], start: pd.Timestamp = HISTORY_START) -> pd.DataFrame:
+    """The stored bars of the symbols in ``[start, end)`` (by default every one before ``end``), with
+    the price/volume columns ``inputs`` only (less for the server to send)."""
     columns = ["symbol", "instrument_id", *inputs]
     if interval in STORED:
-        return retrieval.query(session, f"ohlcv-{interval}", symbols, HISTORY_START, end, dataset=dataset,
+        return retrieval.query(session, f"ohlcv-{interval}", symbols, start, end, dataset=dataset,
                                columns=columns)
-    return retrieval.query(session, "ohlcv-1m", symbols, HISTORY_START, end, dataset=dataset, interval=interval,
+    return retrieval.query(session, "ohlcv-1m", symbols, start, end, dataset=dataset, interval=interval,
                            columns=columns)
 
 
@@ -204,9 +225,12 @@ def compute(set_name: str, symbols: str | Sequence[str], interval: str = "1d", s
             session: HdiSession | None = None) -> FeatureReport:
     """Compute ``set_name`` for the bars of ``symbols`` whose open lies in ``[start, end)`` and store it.
 
-    ``start`` defaults to the first stored bar, ``end`` to now. Indicators always run from each
-    instrument's first stored bar (exact, see the module docstring); only rows in the range are
-    written, idempotently. Returns a :class:`FeatureReport`.
+    ``start`` defaults to the first stored bar, ``end`` to now. Values are those of a computation
+    from each instrument's first stored bar, bit for bit: resumed from the state saved by the
+    previous computation when ``start`` follows it, else computed from the first bar (see the
+    module docstring). Only rows in the range are written, idempotently. Returns a
+    :class:`FeatureReport` (``resumed``: instruments continued from their state; ``largest_gap``
+    is over the bars read, only the window for those).
     """
     fs = feature_set(set_name)
     _interval(interval)
@@ -224,8 +248,58 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
              hi: pd.Timestamp, dataset: str | None, gap_limit: pd.Timedelta | None) -> FeatureReport:
     t0 = time.perf_counter()
     cols = fs.resolved
+    inputs = tuple(dict.fromkeys(i for c in cols for i in c.inputs))
     report = FeatureReport(fs.name, interval, table_name(fs.name, interval), lo, hi)
-    bars = _bars(session, interval, syms, hi, dataset, tuple(dict.fromkeys(i for c in cols for i in c.inputs)))
+    layout = indicators.state_layout(cols)
+    context = indicators.history(cols)
+    saved: dict[int, _Saved] = {}
+    if layout is not None and interval in STORED and gap_limit is None and lo > HISTORY_START:
+        saved = _saved_states(session, fs, interval, syms, lo, hi, dataset, layout, context)
+    t_states = time.perf_counter()
+    plain: list[tuple[int, str, pd.DataFrame, int]] = []  # from the instrument's first bar
+    resumed: list[tuple[int, str, pd.DataFrame, _Saved]] = []  # context bars + new ones, from a state
+    largest = 0
+    slow: set[int] = set()
+    seen: set[int] = set()
+
+    def take(bars: pd.DataFrame, mode: str) -> None:
+        """Sort the instruments of a read: ``full`` all from their first bar; ``window`` (the last
+        bars before lo) by their saved state; ``slow`` the ones ``window`` could not resume."""
+        nonlocal largest
+        report.bars_read += len(bars)
+        for iid, symbol, part in _by_instrument(bars):
+            if mode == "slow" and iid not in slow:
+                continue
+            ts = pd.DatetimeIndex(part.index).asi8
+            largest = max(largest, _largest_gap(iid, symbol, ts, gap_limit))
+            if iid not in seen:
+                seen.add(iid)
+                report.instruments += 1
+            first = int(np.searchsorted(ts, lo.value))
+            if first == len(ts):
+                continue
+            if mode != "window":
+                plain.append((iid, symbol, part, first))
+                continue
+            s = saved.get(iid)
+            before = ts[:first]
+            if s is None or len(before) == 0 or before[-1] != s.ts_ns or \
+                    int((before >= s.lower_ns).sum()) != min(context, s.bars):
+                slow.add(iid)  # no state, or the window read does not hold the bars it was saved after
+            elif s.bars > context:
+                resumed.append((iid, s.symbol, part.iloc[first - context:], s))
+            elif len(before) == s.bars:  # its whole history is in the window: computed from its first bar
+                plain.append((iid, symbol, part, first))
+            else:
+                slow.add(iid)
+
+    if saved:  # the last `context` bars before lo of each instrument (a few more of some), then the new ones
+        window = pd.Timestamp(min(s.lower_ns for s in saved.values()), tz="UTC")
+        take(_bars(session, interval, syms, hi, dataset, inputs, window), "window")
+        if slow:  # instruments without a usable state: today's full read, for them only
+            take(_bars(session, interval, syms, hi, dataset, inputs), "slow")
+    else:
+        take(_bars(session, interval, syms, hi, dataset, inputs), "full")
     t1 = time.perf_counter()
     step_ns = INTERVALS[interval] * 1_000_000_000
     ids: list[np.ndarray] = []
@@ -233,35 +307,33 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
     sym_codes: list[np.ndarray] = []
     values: list[np.ndarray] = []
     labels: list[str] = []
-    largest = 0
-    todo: list[tuple[int, str, pd.DataFrame, int]] = []
-    for iid, symbol, part in _by_instrument(bars):
-        ts = pd.DatetimeIndex(part.index).asi8
-        if len(ts) > 1:
-            diffs = np.diff(ts)
-            k = int(np.argmax(diffs))
-            largest = max(largest, int(diffs[k]))
-            if gap_limit is not None and diffs[k] > gap_limit.value:
-                raise ValidationError(
-                    f"instrument {iid} ({symbol}) has no bars between {pd.Timestamp(ts[k], tz='UTC')} and "
-                    f"{pd.Timestamp(ts[k + 1], tz='UTC')}, a gap longer than max_gap={gap_limit}: ingest the "
-                    "missing bars or raise max_gap")
-        report.instruments += 1
-        report.bars_read += len(part)
-        first = int(np.searchsorted(ts, lo.value))
-        if first < len(ts):
-            todo.append((iid, symbol, part, first))
-    # every instrument from its first bar, all at once (bit-identical to one by one)
-    computed = indicators.compute_many([part for _, _, part, _ in todo], cols)
-    for (iid, symbol, part, first), feats in zip(todo, computed, strict=True):
-        ts = pd.DatetimeIndex(part.index).asi8
-        n = len(ts) - first
-        ids.append(np.full(n, iid, dtype=np.int64))
-        stamps.append(ts[first:] + step_ns)
+    states: list[tuple[int, int, int, str, np.ndarray]] = []  # instrument, last bar (ns), bars, symbol, state
+
+    def emit(iid: int, symbol: str, ts: np.ndarray, feats: np.ndarray) -> None:
+        ids.append(np.full(len(ts), iid, dtype=np.int64))
+        stamps.append(ts + step_ns)
         if symbol not in labels:
             labels.append(symbol)
-        sym_codes.append(np.full(n, labels.index(symbol), dtype=np.int32))
-        values.append(feats[first:])
+        sym_codes.append(np.full(len(ts), labels.index(symbol), dtype=np.int32))
+        values.append(feats)
+
+    frames = [part for _, _, part, _ in plain]
+    if layout is not None:
+        computed, after = indicators.compute_resumable(frames, cols)
+    else:
+        computed, after = indicators.compute_many(frames, cols), np.empty((len(frames), 0))
+    for (iid, symbol, part, first), feats, state in zip(plain, computed, after, strict=True):
+        ts = pd.DatetimeIndex(part.index).asi8
+        emit(iid, symbol, ts[first:], feats[first:])
+        states.append((iid, int(ts[-1]), len(ts), symbol, state))
+    if resumed:
+        computed, after = indicators.compute_resumable(
+            [part for _, _, part, _ in resumed], cols, context=context, state=np.array([s.state for *_, s in resumed]))
+        for (iid, symbol, part, s), feats, state in zip(resumed, computed, after, strict=True):
+            ts = pd.DatetimeIndex(part.index).asi8
+            emit(iid, symbol, ts[context:], feats[context:])
+            states.append((iid, int(ts[-1]), s.bars + len(ts) - context, symbol, state))
+    report.resumed = len(resumed)
     report.largest_gap = pd.Timedelta(largest) if largest else None
     t2 = time.perf_counter()
     if ids:
@@ -283,10 +355,108 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
             report.inserted, report.updated = _upsert(cur, session.schema, table, cols, rows, created)
         if new:
             _add_keys(cur, session.schema, table)
+        if layout is not None:
+            _save_states(cur, session.schema, state_table_name(fs.name, interval), new, layout, states)
     t3 = time.perf_counter()
-    report.timings = {"read": t1 - t0, "compute": t2 - t1, "store": t3 - t2}
+    report.timings = {"states": t_states - t0, "read": t1 - t_states, "compute": t2 - t1, "store": t3 - t2}
     report.seconds = t3 - t0
     return report
+
+
+def _largest_gap(iid: int, symbol: str, ts: np.ndarray, gap_limit: pd.Timedelta | None) -> int:
+    """The longest time between consecutive bars ``ts`` (ns); refuses one over ``gap_limit``."""
+    if len(ts) < 2:
+        return 0
+    diffs = np.diff(ts)
+    k = int(np.argmax(diffs))
+    if gap_limit is not None and diffs[k] > gap_limit.value:
+        raise ValidationError(
+            f"instrument {iid} ({symbol}) has no bars between {pd.Timestamp(ts[k], tz='UTC')} and "
+            f"{pd.Timestamp(ts[k + 1], tz='UTC')}, a gap longer than max_gap={gap_limit}: ingest the "
+            "missing bars or raise max_gap")
+    return int(diffs[k])
+
+
+# -- saved states ---------------------------------------------------------------------------
+
+
+def state_table_name(set_name: str, interval: str) -> str:
+    """The table of saved indicator states next to :func:`table_name` (``features_state_momentum_v1_1d``)."""
+    return f"features_state_{feature_set(set_name).name}_{_interval(interval)}"
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """An instrument's saved state, still valid for its stored bars."""
+
+    ts_ns: int  # the open of the last bar it was computed after
+    bars: int  # the instrument's bars up to and including that one
+    lower_ns: int  # the open of the first of its last min(context, bars) bars
+    symbol: str  # the symbol its rows are stored under
+    state: tuple[float, ...]
+
+
+def _saved_states(session: HdiSession, fs: FeatureSet, interval: str, syms: tuple[str, ...], lo: pd.Timestamp,
+                  hi: pd.Timestamp, dataset: str | None, layout: tuple[str, ...],
+                  context: int) -> dict[int, _Saved]:
+    """The saved states of the instruments of ``syms`` in ``[lo, hi)`` that are before ``lo``, with the
+    layout of this hdi_lab, and whose instrument still has as many stored bars up to the state's bar
+    as when it was saved (a backfill of older bars invalidates it). One query for all instruments,
+    which also finds where each one's last ``context`` bars start."""
+    q = pgsql.Identifier
+    schema = session.schema
+    conn = session.connection()
+    with transaction(conn) as cur:
+        cur.execute("SELECT to_regclass(%s), to_regclass(%s)",
+                    (q(schema, table_name(fs.name, interval)).as_string(conn),
+                     q(schema, state_table_name(fs.name, interval)).as_string(conn)))
+        if None in one(cur):
+            return {}
+        missing: list[str] = []
+        ids = sorted({sp.instrument_id for sp in resolve(cur, schema, syms, lo, hi, dataset, missing)})
+        if missing or not ids:
+            return {}  # the full path reports unknown symbols
+        st = q(schema, state_table_name(fs.name, interval)).as_string(conn)
+        bars = q(schema, f"ohlcv_{interval}").as_string(conn)
+        cur.execute(
+            f"SELECT s.instrument_id, s.ts_event, s.bars, s.symbol, s.state, c.n, w.lower FROM {st} s "
+            f"CROSS JOIN LATERAL (SELECT count(*) AS n FROM {bars} b WHERE b.instrument_id = s.instrument_id "
+            "AND b.ts_event <= s.ts_event) c "
+            f"CROSS JOIN LATERAL (SELECT min(x.ts_event) AS lower FROM (SELECT b.ts_event FROM {bars} b "
+            "WHERE b.instrument_id = s.instrument_id AND b.ts_event <= s.ts_event ORDER BY b.ts_event DESC "
+            "LIMIT %s) x) w WHERE s.instrument_id = ANY(%s) AND s.ts_event < %s AND s.layout = %s",
+            (context, ids, lo.to_pydatetime(), ",".join(layout)))
+        rows = cur.fetchall()
+    out = {}
+    for iid, ts, n_bars, symbol, state, n, lower in rows:
+        undefined = bool(np.isnan(np.asarray(state, dtype=np.float64)).any())  # in warm-up: cannot resume
+        if int(n) != int(n_bars) or lower is None or len(state) != len(layout) or (n_bars > context and undefined):
+            continue  # (an instrument with no more bars than the window is read from its first bar anyway)
+        out[int(iid)] = _Saved(pd.Timestamp(ts).value, int(n_bars), pd.Timestamp(lower).value, str(symbol),
+                               tuple(float(v) for v in state))
+    return out
+
+
+def _save_states(cur: psycopg2.extensions.cursor, schema: str, name: str, new: bool, layout: tuple[str, ...],
+                 states: Sequence[tuple[int, int, int, str, np.ndarray]]) -> None:
+    """Upsert each instrument's state after its last computed bar; a new feature table starts a new
+    state table (states belong to the stored rows)."""
+    q = pgsql.Identifier
+    t = q(schema, name).as_string(cur.connection)
+    if new:
+        cur.execute(f"DROP TABLE IF EXISTS {t}")
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {t} (instrument_id bigint PRIMARY KEY, ts_event timestamptz NOT NULL, "
+                "bars bigint NOT NULL, symbol text NOT NULL, layout text NOT NULL, state float8[] NOT NULL)")
+    if not states:
+        return
+    psycopg2.extras.execute_values(
+        cur,
+        f"INSERT INTO {t} (instrument_id, ts_event, bars, symbol, layout, state) VALUES %s "
+        "ON CONFLICT (instrument_id) DO UPDATE SET ts_event = EXCLUDED.ts_event, bars = EXCLUDED.bars, "
+        "symbol = EXCLUDED.symbol, layout = EXCLUDED.layout, state = EXCLUDED.state",
+        [(iid, pd.Timestamp(ts, tz="UTC").to_pydatetime(), n, symbol, ",".join(layout),
+          [float(v) for v in state]) for iid, ts, n, symbol, state in states],
+        template="(%s, %s, %s, %s, %s, %s::float8[])", page_size=1000)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ macd        fast=12 slow=26 signal=9     macd macdh macds              EMA(fast)
 bbands      length=20 std=2              bbl bbm bbu                   SMA +- std * *population* standard
                                                                        deviation (ddof=0, Bollinger's and
                                                                        TA-Lib's definition; pandas-ta's default
-                                                                       is ddof=1)
+                                                                       is ddof=1), computed window by window
+                                                                       (see *Deviations* below)
 atr         length=14                    atr                           true range with TR[0] = high - low,
                                                                        seeded with the mean of the first
                                                                        ``length`` TRs, then Wilder's RMA; the
@@ -52,7 +53,9 @@ vwap        anchor=d (d, w or m)         vwap                          typical p
                                                                        from the second bar (pandas-ta needs two)
 vol         length=20                    vol                           sample standard deviation (ddof=1) of
                                                                        the last ``length`` 1-bar log returns
-zscore      length=20                    zscore                        (close - SMA) / sample std (ddof=1)
+                                                                       (window by window, see below)
+zscore      length=20                    zscore                        (close - SMA) / sample std (ddof=1,
+                                                                       window by window, see below)
 ==========  ===========================  ============================  =====================================
 
 **NaN policy.** Each output has a warm-up: the number of leading bars with no value
@@ -71,9 +74,24 @@ simply the next bar. :mod:`hdi_lab.features` reports gaps and can refuse them (`
 
 **No look-ahead.** Every value at bar ``t`` uses bars ``<= t`` only, and is computed by a forward
 pass over the whole frame, so appending bars never changes earlier values (tested bit-exact).
-Note: pandas' rolling sums and EWMs carry floating-point state from the first bar of the frame,
-so the same bar can differ in the last bits when the frame starts elsewhere; feature sets
-therefore always compute from an instrument's first stored bar.
+
+**Deviations (a convention of hdi_lab, not pandas-ta's).** The standard deviations behind
+``bbands``, ``vol`` and ``zscore`` are computed from each window alone, in a fixed order: the
+window's sum front to back, mean = sum / length, then the squared deviations summed front to
+back, divided by ``length - ddof``; a flat window (no change between its values) is exactly 0.
+pandas-ta's ``ta.stdev`` runs pandas' rolling variance, an online add/remove algorithm whose last
+bits depend on where the series starts; the values here differ from it in the last bits at most
+(tests check them against textbook formulas at 1e-9 relative) but are the same bits whatever
+bar the frame starts at, like the SMA (pandas-ta's convolution kernel, window-local too) and the
+rolling min/max of ``stoch``.
+
+**Resuming.** The recursive averages (EMA, the RMAs of RSI and ATR, MACD's three EMAs) are
+pandas ``ewm(adjust=False)`` runs, whose whole state is their previous output: continued from
+the saved outputs of bar ``t - 1`` they give, from bar ``t`` on, the bits of the run from the
+first bar. :func:`compute_resumable` returns those states and resumes from them with only the
+last :func:`history` bars (for the windows); feature sets use it to compute new bars without
+reading an instrument's whole history (:mod:`hdi_lab.features`). ADX, stochastic, OBV, VWAP,
+z-score and returns of other lengths are not resumable (:func:`state_layout` is None).
 """
 
 from __future__ import annotations
@@ -215,10 +233,64 @@ def _macd(b: pd.DataFrame, p: Mapping[str, Any]) -> dict[str, Series]:
     return {"macd": line, "macdh": nothing, "macds": nothing}
 
 
+def _window_std(x: np.ndarray, n: int, ddof: int) -> np.ndarray:
+    """Standard deviation over the last ``n`` rows, down axis 0 (1-D series or a panel).
+
+    Window-local: each value is computed from its own ``n`` values only, in a fixed order (sum
+    of the window front to back, mean = sum / n, then the squared deviations summed front to
+    back), so it is the same bits wherever the series starts (pandas' rolling variance is an
+    online add/remove algorithm whose last bits depend on the first row). A flat window (all
+    values equal) gives exactly 0. Rows before the first full window, and windows holding NaN,
+    are NaN.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, np.nan)
+    m = len(x) - n + 1
+    if m <= 0:
+        return out
+    if x.ndim == 1:
+        out[n - 1:] = _window_std_block(x, n, ddof)
+        return out
+    step = max(1, 32_768 // len(x))  # a few columns at a time, so the passes stay in the CPU cache
+    for j in range(0, x.shape[1], step):
+        out[n - 1:, j:j + step] = _window_std_block(x[:, j:j + step], n, ddof)
+    return out
+
+
+def _window_std_block(x: np.ndarray, n: int, ddof: int) -> np.ndarray:
+    """:func:`_window_std` from row ``n - 1`` on (elementwise along the columns: the same values
+    for a column alone or in a panel)."""
+    m = len(x) - n + 1
+    total = x[:m].copy()
+    for k in range(1, n):
+        total += x[k:k + m]
+    mean = total / n
+    squares = np.subtract(x[:m], mean)
+    np.multiply(squares, squares, out=squares)
+    d = total  # reused as scratch
+    for k in range(1, n):
+        np.subtract(x[k:k + m], mean, out=d)
+        np.multiply(d, d, out=d)
+        squares += d
+    squares /= n - ddof
+    # a flat window (no change between its values) has exactly no deviation: count the changes
+    # with an integer running sum, exact wherever the series starts
+    changes = np.zeros(x.shape, dtype=np.int64)
+    np.cumsum(x[1:] != x[:-1], axis=0, out=changes[1:])
+    flat = changes[n - 1:] == changes[:m]
+    squares[flat] = 0.0
+    return np.sqrt(squares)
+
+
+def _std_series(x: Series, n: int, ddof: int) -> Series:
+    return pd.Series(_window_std(x.to_numpy(np.float64), n, ddof), index=x.index)
+
+
 def _bbands(b: pd.DataFrame, p: Mapping[str, Any]) -> dict[str, Series]:
-    # ta.bbands' own steps (mid = SMA, dev = ta.stdev), with the SMA kernel of _nb_sma
+    # ta.bbands' own steps (mid = SMA, dev = standard deviation), with the SMA kernel of _nb_sma and
+    # the window-local deviation of _window_std
     mid = _sma_series(b["close"], p["length"])
-    dev = _ta().stdev(b["close"], length=p["length"], ddof=0, talib=False)
+    dev = _std_series(b["close"], p["length"], 0)
     return {"bbl": mid - p["std"] * dev, "bbm": mid, "bbu": mid + p["std"] * dev}
 
 
@@ -288,13 +360,14 @@ def _vwap(b: pd.DataFrame, p: Mapping[str, Any]) -> dict[str, Series]:
 
 def _vol(b: pd.DataFrame, p: Mapping[str, Any]) -> dict[str, Series]:
     ta = _ta()
-    return {"vol": ta.stdev(ta.log_return(b["close"], length=1), length=p["length"], ddof=1, talib=False)}
+    return {"vol": _std_series(ta.log_return(b["close"], length=1), p["length"], 1)}
 
 
 def _zscore(b: pd.DataFrame, p: Mapping[str, Any]) -> dict[str, Series]:
-    # ta.zscore's own steps, with the SMA kernel of _nb_sma; a flat window has no z-score
+    # ta.zscore's own steps, with the SMA kernel of _nb_sma and the window-local deviation; a flat
+    # window has no z-score
     # (pandas-ta would divide a rounding residue by zero: +-inf or noise)
-    spread = _ta().stdev(b["close"], length=p["length"], ddof=1, talib=False)
+    spread = _std_series(b["close"], p["length"], 1)
     z = (b["close"] - _sma_series(b["close"], p["length"])) / spread
     return {"zscore": z.where(spread > 0)}
 
@@ -498,9 +571,10 @@ def describe() -> pd.DataFrame:
 #
 # The same formulas on a panel (one column per instrument, its bars from row 0, NaN below its
 # last bar), so a feature set over 500 instruments makes a few pandas calls instead of a few
-# thousand. Every step is the one pandas-ta takes on one instrument -- the same pandas rolling /
-# ewm kernels column by column, pandas-ta's own numba SMA, seeds taken with ``Series.mean`` on the
-# same values -- and tests/test_indicators.py checks the result against :func:`compute` bit for bit.
+# thousand. Every step is the one :func:`compute` takes on one instrument -- the same pandas ewm
+# kernels column by column, pandas-ta's own numba SMA, the elementwise window deviation, seeds
+# taken with ``Series.mean`` on the same values -- and tests/test_indicators.py checks the result
+# against :func:`compute` bit for bit, and resumed runs against full ones.
 
 
 def _seed_mean(panel: np.ndarray, n: int, first: int = 0) -> np.ndarray:
@@ -513,8 +587,24 @@ def _seed_mean(panel: np.ndarray, n: int, first: int = 0) -> np.ndarray:
     return np.asarray(panel[first:first + n].sum(axis=0) / n)
 
 
-def _p_ema(x: np.ndarray, n: int, first: int = 0) -> np.ndarray:
-    """ta.ema(presma=True) of every column, over rows ``first..`` (earlier rows NaN)."""
+def _resumed(x: np.ndarray, at: int, state: np.ndarray) -> np.ndarray:
+    """``x`` with rows before ``at`` dropped (NaN) and row ``at`` replaced by the saved state.
+
+    ``ewm(adjust=False)`` keeps nothing but its previous output (its old weight is reset to 1
+    after every observation), so running it over ``[state, x[at+1], ...]`` gives, from row
+    ``at + 1`` on, the same bits as the run over the whole series (tested).
+    """
+    seeded = np.array(x, order="F", copy=True)
+    seeded[:at] = np.nan
+    seeded[at] = state
+    return seeded
+
+
+def _p_ema(x: np.ndarray, n: int, first: int = 0, resume: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+    """ta.ema(presma=True) of every column, over rows ``first..`` (earlier rows NaN); or, with
+    ``resume=(at, state)``, continued after row ``at`` from the EMA values ``state`` there."""
+    if resume is not None:
+        return pd.DataFrame(_resumed(x, *resume)).ewm(span=n, adjust=False).mean().to_numpy()
     out = np.full_like(x, np.nan)
     body = x[first:]
     if len(body) < n:
@@ -526,7 +616,9 @@ def _p_ema(x: np.ndarray, n: int, first: int = 0) -> np.ndarray:
     return out
 
 
-def _p_rma(x: np.ndarray, n: int) -> np.ndarray:
+def _p_rma(x: np.ndarray, n: int, resume: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+    if resume is not None:
+        x = _resumed(x, *resume)
     return pd.DataFrame(x).ewm(alpha=1.0 / n, adjust=False).mean().to_numpy()
 
 
@@ -539,7 +631,7 @@ def _p_sma(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _p_std(x: np.ndarray, n: int, ddof: int) -> np.ndarray:
-    return np.sqrt(pd.DataFrame(x).rolling(n, min_periods=n).var(ddof).to_numpy())
+    return _window_std(x, n, ddof)
 
 
 def _p_diff(x: np.ndarray) -> np.ndarray:
@@ -554,48 +646,116 @@ def _p_logret(x: np.ndarray) -> np.ndarray:
     return np.log(r)
 
 
-def _panel_outputs(indicator: str, p: Mapping[str, Any], cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+#: the recursive averages of each resumable indicator: its state is their last values
+_STATE_SLOTS: dict[str, tuple[str, ...]] = {"ema": ("ema",), "rsi": ("up", "down"), "macd": ("fast", "slow", "signal"),
+                                            "atr": ("atr",)}
+
+Carried = dict[str, np.ndarray]
+Resume = tuple[int, Mapping[str, np.ndarray]]
+
+
+def _panel_outputs(indicator: str, p: Mapping[str, Any], cols: Mapping[str, np.ndarray],
+                   resume: Resume | None = None) -> tuple[dict[str, np.ndarray], Carried]:
+    """The outputs of one indicator on the panel, and its recursive averages (``_STATE_SLOTS``).
+
+    ``resume=(at, {slot: values})``: every column's bars from row ``at + 1`` on are new, the ones
+    up to ``at`` already computed, and the averages at row ``at`` are given; outputs from row
+    ``at + 1`` on then equal the run from each instrument's first bar, bit for bit (window
+    indicators only look at their window, which the rows up to ``at`` must cover).
+    """
     close = cols["close"]
+
+    def state(slot: str) -> tuple[int, np.ndarray] | None:
+        return None if resume is None else (resume[0], resume[1][slot])
+
     if indicator == "sma":
-        return {"sma": _p_sma(close, p["length"])}
+        return {"sma": _p_sma(close, p["length"])}, {}
     if indicator == "ema":
-        return {"ema": _p_ema(close, p["length"])}
+        ema = _p_ema(close, p["length"], resume=state("ema"))
+        return {"ema": ema}, {"ema": ema}
     if indicator == "logret" and p["length"] == 1:
-        return {"logret": _p_logret(close)}
+        return {"logret": _p_logret(close)}, {}
     if indicator == "vol":
-        return {"vol": _p_std(_p_logret(close), p["length"], 1)}
+        return {"vol": _p_std(_p_logret(close), p["length"], 1)}, {}
     if indicator == "rsi":
         change = _p_diff(close)
         gain, loss = change.copy(), change.copy()
         gain[gain < 0] = 0
         loss[loss > 0] = 0
-        up, down = _p_rma(gain, p["length"]), _p_rma(loss, p["length"])
-        return {"rsi": 100.0 * up / (up + np.abs(down))}
+        up, down = _p_rma(gain, p["length"], state("up")), _p_rma(loss, p["length"], state("down"))
+        return {"rsi": 100.0 * up / (up + np.abs(down))}, {"up": up, "down": down}
     if indicator == "macd":
         fast, slow, signal = p["fast"], p["slow"], p["signal"]
-        line = _p_ema(close, fast) - _p_ema(close, slow)
-        sig = _p_ema(line, signal, first=slow - 1)
-        return {"macd": line, "macds": sig, "macdh": line - sig}
+        f, s = _p_ema(close, fast, resume=state("fast")), _p_ema(close, slow, resume=state("slow"))
+        line = f - s
+        sig = _p_ema(line, signal, first=slow - 1, resume=state("signal"))
+        return {"macd": line, "macds": sig, "macdh": line - sig}, {"fast": f, "slow": s, "signal": sig}
     if indicator == "bbands":
         mid = _p_sma(close, p["length"])
         dev = _p_std(close, p["length"], 0)
-        return {"bbl": mid - p["std"] * dev, "bbm": mid, "bbu": mid + p["std"] * dev}
+        return {"bbl": mid - p["std"] * dev, "bbm": mid, "bbu": mid + p["std"] * dev}, {}
     if indicator == "atr":
         n = p["length"]
         high, low = cols["high"], cols["low"]
         prev = np.full_like(close, np.nan)
         prev[1:] = close[:-1]
         tr = np.fmax(np.fmax(high - low, np.abs(high - prev)), np.abs(low - prev))
-        seeded = np.array(tr, order="F", copy=True)
-        if len(tr) >= n:
-            seeded[:n - 1] = np.nan
-            seeded[n - 1] = _seed_mean(tr, n)
-        return {"atr": _p_rma(seeded, n)}
+        if resume is not None:
+            atr = _p_rma(tr, n, state("atr"))
+        else:
+            seeded = np.array(tr, order="F", copy=True)
+            if len(tr) >= n:
+                seeded[:n - 1] = np.nan
+                seeded[n - 1] = _seed_mean(tr, n)
+            atr = _p_rma(seeded, n)
+        return {"atr": atr}, {"atr": atr}
     raise KeyError(indicator)
 
 
 #: indicators :func:`compute_many` runs on the panel; the others run instrument by instrument
 PANEL = ("sma", "ema", "logret", "vol", "rsi", "macd", "bbands", "atr")
+
+
+def _on_panel(indicator: str, params: Mapping[str, Any]) -> bool:
+    return indicator in PANEL and not (indicator == "logret" and params["length"] != 1)
+
+
+def _groups(wanted: Sequence[Column]) -> dict[tuple[str, tuple[tuple[str, ParamValue], ...]], list[int]]:
+    groups: dict[tuple[str, tuple[tuple[str, ParamValue], ...]], list[int]] = {}
+    for k, c in enumerate(wanted):
+        groups.setdefault((c.indicator, c.params), []).append(k)
+    return groups
+
+
+def _wanted(cols: str | Iterable[str | Column]) -> tuple[Column, ...]:
+    return columns(cols) if isinstance(cols, str) else tuple(column(c) for c in cols)
+
+
+def state_layout(cols: str | Iterable[str | Column]) -> tuple[str, ...] | None:
+    """Names of the saved state values of ``cols`` (``"rsi_14.up"``...), in the order
+    :func:`compute_resumable` uses; None when a column cannot be resumed (e.g. ADX, OBV: not on
+    the panel)."""
+    names: list[str] = []
+    for indicator, params in _groups(_wanted(cols)):
+        if not _on_panel(indicator, dict(params)):
+            return None
+        key = "_".join([indicator, *(_fmt(v) for _, v in params)])
+        names += [f"{key}.{slot}" for slot in _STATE_SLOTS.get(indicator, ())]
+    return tuple(names)
+
+
+def history(cols: str | Iterable[str | Column]) -> int:
+    """Bars before the first new bar that :func:`compute_resumable` needs (``context``).
+
+    One more than the longest warm-up of the indicators involved (all their outputs): that covers
+    every window (a warm-up is the window less one bar; volatility's includes the return's bar)
+    and the previous close of a change or true range, and the state saved after that many bars
+    is fully defined.
+    """
+    need = 2
+    for indicator, params in _groups(_wanted(cols)):
+        need = max(need, max(CATALOGUE[indicator].warmup(dict(params)).values()) + 1)
+    return need
 
 
 def compute_many(frames: Sequence[pd.DataFrame], cols: str | Iterable[str | Column]) -> list[np.ndarray]:
@@ -604,12 +764,46 @@ def compute_many(frames: Sequence[pd.DataFrame], cols: str | Iterable[str | Colu
     Returns one ``(len(frame), len(cols))`` float array per frame, equal bit for bit to
     ``compute(frame, cols, short="nan").to_numpy()``.
     """
-    wanted = columns(cols) if isinstance(cols, str) else tuple(column(c) for c in cols)
+    return _many(frames, _wanted(cols))[0]
+
+
+def compute_resumable(frames: Sequence[pd.DataFrame], cols: str | Iterable[str | Column], *, context: int = 0,
+                      state: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`compute_many` that also returns the state after each frame's last bar, or resumes from one.
+
+    Without ``state``: every frame holds an instrument's bars from its first one; returns the
+    arrays of :func:`compute_many` and a ``(len(frames), len(state_layout(cols)))`` array of the
+    recursive averages after each frame's last bar (NaN while undefined).
+
+    With ``state`` (one row per frame, as returned): each frame's first ``context`` rows are the
+    last bars already computed (``context >= history(cols)``; the state is the one after the
+    last of them) followed by new bars. The rows of the new bars equal, bit for bit, what the
+    computation from the instrument's first bar gives (the context rows are not meaningful);
+    the returned state is the one after each frame's last bar. Only for columns with a
+    :func:`state_layout`; the instruments must have had more than ``context`` bars before.
+    """
+    wanted = _wanted(cols)
+    layout = state_layout(wanted)
+    if layout is None:
+        raise ValidationError(f"{', '.join(c.name for c in wanted)} cannot be resumed: compute from the first bar")
+    if state is None:
+        return _many(frames, wanted, layout=layout)
+    if context < history(wanted):
+        raise ValidationError(f"context={context} is too short: these columns need {history(wanted)} bars")
+    if any(len(f) < context for f in frames):
+        raise ValidationError(f"every frame needs its {context} context bars first")
+    state = np.asarray(state, dtype=np.float64).reshape(len(frames), len(layout))
+    return _many(frames, wanted, layout=layout, resume=(context - 1, state))
+
+
+def _many(frames: Sequence[pd.DataFrame], wanted: tuple[Column, ...], layout: tuple[str, ...] = (),
+          resume: tuple[int, np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     needed = tuple(dict.fromkeys(i for c in wanted for i in c.inputs))
     lengths = np.array([len(f) for f in frames], dtype=np.int64)
     out = [np.full((n, len(wanted)), np.nan) for n in lengths]
+    states = np.full((len(frames), len(layout)), np.nan)
     if not frames:
-        return out
+        return out, states
     rows = int(lengths.max())
     panel = {}
     inside = np.arange(rows)[:, None] < lengths[None, :]
@@ -626,26 +820,35 @@ def compute_many(frames: Sequence[pd.DataFrame], cols: str | Iterable[str | Colu
     for f in frames:
         if not f.index.is_monotonic_increasing or not f.index.is_unique:
             _check_bars(f, needed)
-    groups: dict[tuple[str, tuple[tuple[str, ParamValue], ...]], list[int]] = {}
-    for k, c in enumerate(wanted):
-        groups.setdefault((c.indicator, c.params), []).append(k)
+    slot = {name: i for i, name in enumerate(layout)}
+    last = np.maximum(lengths - 1, 0)
+    every = np.arange(len(frames))
     stacked = np.full((len(frames), rows, len(wanted)), np.nan)  # instrument, bar, column
     elsewhere: list[int] = []
-    for (indicator, params), members in groups.items():
-        if indicator in PANEL and not (indicator == "logret" and dict(params)["length"] != 1):
-            values = _panel_outputs(indicator, dict(params), panel)
-            for k in members:
-                c = wanted[k]
-                v = values[c.output].T.copy()
-                v[:, :c.warmup] = np.nan
-                v[np.isinf(v)] = np.nan
-                stacked[:, :, k] = v
-        else:
+    for (indicator, params), members in _groups(wanted).items():
+        p = dict(params)
+        if not _on_panel(indicator, p):
             elsewhere += members
+            continue
+        key = "_".join([indicator, *(_fmt(v) for _, v in params)])
+        given = None
+        if resume is not None:
+            given = (resume[0], {s: resume[1][:, slot[f"{key}.{s}"]] for s in _STATE_SLOTS.get(indicator, ())})
+        values, carried = _panel_outputs(indicator, p, panel, given)
+        for k in members:
+            c = wanted[k]
+            v = values[c.output].T.copy()
+            v[:, :c.warmup] = np.nan  # with resume: context rows only (context > every warm-up)
+            v[np.isinf(v)] = np.nan
+            stacked[:, :, k] = v
+        if layout:
+            for s, series in carried.items():
+                states[:, slot[f"{key}.{s}"]] = series[last, every]
     for j, n in enumerate(lengths):
         out[j] = stacked[j, :n].copy()
     if elsewhere:
         subset = [wanted[k] for k in elsewhere]
         for j, f in enumerate(frames):
             out[j][:, elsewhere] = compute(f, subset, short="nan").to_numpy(np.float64)
-    return out
+    states[lengths == 0] = np.nan
+    return out, states

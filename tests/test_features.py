@@ -268,3 +268,106 @@ def test_widget_overlays_come_from_indicators(session: HdiSession) -> None:
     explorer.indicators.value = "rsi_x"
     explorer.load_button.click()
     assert isinstance(explorer.last_error, ValidationError) and "rsi parameter length='x'" in explorer.message()
+
+
+# -- resuming from saved states -------------------------------------------------------------
+
+RANDOM = {"RA": 800_001, "RB": 800_002, "RC": 800_003, "RD": 800_004}
+RDAYS = pd.date_range("2022-01-03", periods=300, freq="D", tz="UTC")
+
+
+def random_bars(seed: int = 5) -> dict[str, dict[str, np.ndarray]]:
+    """Fixed-point daily OHLCV random walks for RANDOM over RDAYS; RB has a flat stretch."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, sym in enumerate(RANDOM):
+        close = rng.uniform(5, 500) * np.exp(np.cumsum(rng.normal(0, 0.02, len(RDAYS))))
+        if sym == "RB":
+            close[150:185] = close[150]
+        opn = np.r_[close[0], close[:-1]]
+        wick = np.abs(rng.normal(0, 0.01, len(RDAYS))) * close * (k % 3)
+        tick = 1_000_000
+        out[sym] = {name: (np.round(v * 1e9 / tick) * tick).astype(np.int64) for name, v in
+                    (("open", opn), ("high", np.maximum(opn, close) + wick), ("low", np.minimum(opn, close) - wick),
+                     ("close", close))}
+        out[sym]["volume"] = rng.integers(100, 100_000, len(RDAYS)).astype(np.int64)
+    return out
+
+
+def put_bars(session: HdiSession, data: dict[str, dict[str, np.ndarray]], sym: str, days: slice) -> None:
+    """COPY the bars of ``sym`` on RDAYS[days] into ohlcv_1d (publisher 2, XNAS.ITCH)."""
+    from hdi_lab.storage import copy
+    from hdi_lab.storage.db import transaction
+
+    idx = np.arange(len(RDAYS))[days]
+    ts = RDAYS[idx].asi8 // 1000 - copy.PG_EPOCH_US
+    values = [np.full(len(idx), RANDOM[sym], dtype=np.int64), np.full(len(idx), 2, dtype=np.int16), ts,
+              *(data[sym][k][idx] for k in ("open", "high", "low", "close", "volume"))]
+    with transaction(session.connection()) as cur:
+        copy.copy_in(cur, f'"{session.schema}".ohlcv_1d',
+                     ["instrument_id", "publisher_id", "ts_event", "open", "high", "low", "close", "volume"],
+                     copy.encode(["int8", "int2", "timestamptz", "int8", "int8", "int8", "int8", "int8"], values))
+
+
+def test_resumed_increments_equal_full_recompute_bit_exact(session: HdiSession) -> None:
+    """Day-by-day (and multi-day) increments resumed from saved states store what one full computation
+    stores, bit for bit: with an instrument still in warm-up when its state is saved (RC, listed late)
+    and one whose state a backfill of older bars invalidates (RD)."""
+    from hdi_lab.dbn import Mapping
+    from hdi_lab.storage import load
+    from hdi_lab.storage.db import transaction
+
+    data = random_bars()
+    syms = list(RANDOM)
+    with transaction(session.connection()) as cur:
+        load.upsert_symbology(cur, session.schema, "XNAS.ITCH", [
+            Mapping("raw_symbol", s, RDAYS[0].date(), (RDAYS[-1] + DAY).date(), iid) for s, iid in RANDOM.items()])
+    for sym, days in (("RA", slice(0, 250)), ("RB", slice(0, 250)), ("RC", slice(230, 250)), ("RD", slice(100, 250))):
+        put_bars(session, data, sym, days)
+    first = features.compute(SET, syms, "1d", RDAYS[0], RDAYS[250], session=session)
+    assert first.resumed == 0 and first.inserted == 250 * 2 + 20 + 150
+    states = hdi_lab.sql(f'SELECT instrument_id, bars, ts_event, state FROM "{session.schema}".'
+                         f'"{features.state_table_name(SET, "1d")}" ORDER BY instrument_id', session=session)
+    assert states["bars"].tolist() == [250, 250, 20, 150]
+    assert (states["ts_event"] == RDAYS[249]).all()
+    assert np.isnan(states["state"].iloc[2]).sum() > 0  # RC: still in warm-up (no MACD signal yet)
+
+    reports = {}
+    edges = [*range(250, 280), 283, 290, 291, 300]  # one day at a time, then several
+    for lo, hi in itertools.pairwise(edges):
+        if lo == 270:
+            put_bars(session, data, "RD", slice(40, 100))  # older bars arrive: RD's state no longer holds
+        for sym in syms:
+            put_bars(session, data, sym, slice(lo, hi))
+        reports[lo] = features.compute(SET, syms, "1d", RDAYS[lo], RDAYS[hi] if hi < 300 else None,
+                                       session=session)
+        assert reports[lo].inserted == 4 * (hi - lo) and reports[lo].updated == 0
+    # RC: from its first bar while its history fits the window (20 + 14 bars), resumed after that
+    assert reports[250].resumed == 3 and reports[264].resumed == 3 and reports[265].resumed == 4
+    assert reports[250].bars_read < 4 * 40  # the windows, not the history
+    assert reports[270].resumed == 3 and reports[270].bars_read > 800  # RD: invalidated, read from its first bar
+    assert reports[271].resumed == 4 and reports[291].resumed == 4
+    incremental = stored(session)
+
+    hdi_lab.sql(f'TRUNCATE "{session.schema}".features_momentum_v1_1d', session=session)
+    full = features.compute(SET, syms, "1d", RDAYS[0], RDAYS[-1] + DAY, session=session)
+    assert full.resumed == 0
+    recomputed = stored(session)
+    key = ["instrument_id", "event_timestamp"]
+    both = incremental.drop(columns="created").merge(recomputed.drop(columns="created"), on=key, how="left",
+                                                     suffixes=("", "_full"), validate="1:1")
+    assert len(both) == len(incremental) == len(recomputed) - 60  # RD's backfilled days were never computed
+    before_backfill = ((both["instrument_id"] == RANDOM["RD"]) & (both["event_timestamp"] <= RDAYS[270])).to_numpy()
+    check = both[~before_backfill]
+    for c in ["symbol", *COLS]:
+        np.testing.assert_array_equal(check[c].to_numpy(), check[f"{c}_full"].to_numpy(), err_msg=c)
+    # RD's rows stored before the backfill came from its shorter history: they differ (as documented)
+    old = both[before_backfill]
+    assert (old["ema_20"] != old["ema_20_full"]).any()
+
+    # re-runs are idempotent: nothing changes, from a saved state or not
+    back = features.compute(SET, syms, "1d", RDAYS[0], RDAYS[290], session=session)  # states after day 289
+    assert (back.inserted, back.updated, back.resumed) == (0, 0, 0)
+    again = features.compute(SET, syms, "1d", RDAYS[290], RDAYS[-1] + DAY, session=session)
+    assert (again.inserted, again.updated, again.resumed) == (0, 0, 4) and again.unchanged == 4 * 10
+    pd.testing.assert_frame_equal(stored(session), recomputed, check_exact=True)  # created untouched too

@@ -344,3 +344,74 @@ def test_many_instruments_at_once_equal_one_by_one_bit_exact() -> None:
         want = compute(f, ALL, short="nan")
         pd.testing.assert_frame_equal(pd.DataFrame(got, index=f.index, columns=want.columns), want,
                                       check_exact=True)
+
+
+# -- resuming from a saved state ------------------------------------------------------------
+
+MOMENTUM = ["rsi_14", "sma_20", "ema_20", "macd_12_26_9", "macds_12_26_9", "macdh_12_26_9", "atr_14", "bbu_20_2",
+            "bbm_20_2", "bbl_20_2", "logret_1", "vol_20", "ema_5", "bbu_10_1p5"]
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(((a == b) | (np.isnan(a) & np.isnan(b))).all())
+
+
+def test_ewm_resumes_from_its_previous_output_bit_exact() -> None:
+    """pandas ewm(adjust=False) keeps only its previous output: [output[t-1], x[t], ...] continues it."""
+    rng = np.random.default_rng(3)
+    x = 50 * np.exp(np.cumsum(rng.normal(0, 0.03, 1500)))
+    for kwargs in ({"span": 20}, {"span": 9}, {"alpha": 1.0 / 14}):
+        full = pd.Series(x).ewm(adjust=False, **kwargs).mean().to_numpy()
+        for t in (1, 2, 33, 500, 1499):
+            part = pd.Series(np.r_[full[t - 1], x[t:]]).ewm(adjust=False, **kwargs).mean().to_numpy()
+            assert same(part[1:], full[t:]), (kwargs, t)
+
+
+def test_resumed_computation_equals_the_full_one_bit_exact() -> None:
+    """compute_resumable from the state after bar t-1 and the last history() bars gives, for the new bars,
+    the values and the state of the computation from the first bar (EMA, RSI, MACD, ATR, windows)."""
+    frames = [bars(500, seed=s, flat=(100 + 20 * s, 150 + 20 * s)) for s in range(1, 5)] + [bars(500, seed=9) * 1e-4]
+    full, after_all = indicators.compute_resumable(frames, MOMENTUM)
+    layout = indicators.state_layout(MOMENTUM)
+    assert layout is not None and after_all.shape == (5, len(layout)) and not np.isnan(after_all).any()
+    assert "rsi_14.up" in layout and "macd_12_26_9.signal" in layout and "atr_14.atr" in layout
+    w = indicators.history(MOMENTUM)
+    assert w == 34
+    for cut in (w, w + 1, 97, 130, 311, 499):
+        _, state = indicators.compute_resumable([f.iloc[:cut] for f in frames], MOMENTUM)
+        for step in (1, 2, 25):
+            got, after = indicators.compute_resumable([f.iloc[cut - w:cut + step] for f in frames], MOMENTUM,
+                                                      context=w, state=state)
+            _, want_after = indicators.compute_resumable([f.iloc[:cut + step] for f in frames], MOMENTUM)
+            for j in range(len(frames)):
+                assert same(got[j][w:], full[j][cut:cut + step]), (cut, step, j)
+            assert same(after, want_after), (cut, step)
+    # the same through compute(): one instrument alone
+    one_by_one = compute(frames[0], MOMENTUM, short="nan").to_numpy()
+    assert same(full[0], one_by_one)
+
+
+def test_window_indicators_do_not_depend_on_where_the_series_starts() -> None:
+    """SMA, Bollinger bands, volatility and z-score use their window only: the same bits from any start
+    (pandas' rolling variance would differ in the last bits)."""
+    f = bars(400, seed=11)
+    cols = ["sma_20", "bbu_20_2", "bbl_20_2", "vol_20", "zscore_20", "logret_1", "stochk_14_3_3"]
+    full = compute(f, cols, short="nan")
+    for k in (1, 2, 3, 7, 50, 123, 300):
+        part = compute(f.iloc[k:], cols, short="nan")
+        for c in cols:
+            w = column(c).warmup
+            assert same(part[c].to_numpy()[w:], full[c].to_numpy()[k + w:]), (c, k)
+
+
+def test_resuming_needs_resumable_columns_and_enough_context() -> None:
+    trend = ["ret_1", "adx_14", "obv", "zscore_20"]
+    assert indicators.state_layout(trend) is None
+    assert indicators.state_layout("sma_20,bbu_20_2") == ()
+    frames = [bars(100, flat=None)]
+    with pytest.raises(ValidationError, match="cannot be resumed"):
+        indicators.compute_resumable(frames, trend)
+    _, state = indicators.compute_resumable(frames, "rsi_14,ema_20")
+    assert indicators.history("rsi_14,ema_20") == 20
+    with pytest.raises(ValidationError, match="context=5 is too short: these columns need 20 bars"):
+        indicators.compute_resumable(frames, "rsi_14,ema_20", context=5, state=state)
