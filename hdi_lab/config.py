@@ -63,6 +63,8 @@ OPTIONS: tuple[Option, ...] = (
            "TimescaleDB: compress chunks older than this (a PostgreSQL interval; 'off' = no policy)"),
     Option("timescale_retention", ("HDI_TIMESCALE_RETENTION",), None, str, False,
            "TimescaleDB: DROP market data older than this (e.g. '5 years'); unset = keep everything"),
+    Option("feast_redis", ("HDI_FEAST_REDIS",), None, str, False,
+           "host:port of Redis when feature_store.yaml's online store is Redis (docker compose: redis:6379)"),
     Option("feast_repo", ("HDI_FEAST_REPO",), None, Path, False,
            "Feast feature repo used by `hdi features publish` (default: feature_repo/ of the hdi_lab checkout)"),
 )

@@ -40,7 +40,7 @@ ENTITY = "instrument"
 JOIN_KEY = "instrument_id"
 DEFAULT_INTERVAL = "1d"
 
-#: variable -> what it holds; every one is used by feature_repo/feature_store.yaml
+#: variable -> what it holds, as used by feature_repo/feature_store.yaml (HDI_FEAST_REDIS by its Redis block)
 VARIABLES: dict[str, str] = {
     "HDI_FEAST_HOME": "folder for Feast's registry and sqlite online store",
     "HDI_FEAST_PG_HOST": "PostgreSQL host of hdi_lab's database",
@@ -50,6 +50,7 @@ VARIABLES: dict[str, str] = {
     "HDI_FEAST_PG_PASSWORD": "that user's password (may be empty)",
     "HDI_FEAST_PG_SCHEMA": "the hdi_lab schema holding the feature tables (HDI_DB_SCHEMA)",
     "HDI_FEAST_PG_SSLMODE": "libpq sslmode: disable, prefer, require, verify-full ...",
+    "HDI_FEAST_REDIS": "host:port of the Redis online store (setting feast_redis), if the repo uses Redis",
 }
 SECRET = "HDI_FEAST_PG_PASSWORD"
 
@@ -114,6 +115,7 @@ def feast_env(session: HdiSession) -> dict[str, str]:
         "HDI_FEAST_PG_PASSWORD": dsn.get("password", ""),
         "HDI_FEAST_PG_SCHEMA": session.schema,
         "HDI_FEAST_PG_SSLMODE": dsn.get("sslmode", "prefer"),
+        **({"HDI_FEAST_REDIS": str(session.settings.feast_redis)} if session.settings.feast_redis else {}),
     }
 
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +143,7 @@ def test_missing_environment_variable_is_named(fsession: HdiSession, tmp_path: P
     yaml = REPO / "feature_store.yaml"
     env = feast_repo.feast_env(fsession)
     feast_repo.check_env(yaml, env)  # complete: passes
-    for name in feast_repo.VARIABLES:
+    for name in feast_repo.VARIABLES.keys() - {"HDI_FEAST_REDIS"}:  # Redis: only in the Redis block (its own test)
         partial = {k: v for k, v in env.items() if k != name}
         with pytest.raises(ConfigError, match=name):
             feast_repo.check_env(yaml, partial)
@@ -189,6 +194,56 @@ def test_postgres_online_store_by_config(fsession: HdiSession, tmp_path: Path) -
     cols = list(features.FEATURE_SETS["momentum_v1"].columns)
     np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
     gc.collect()  # Feast's leftover connections go now, under this test's warning filters
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A throwaway redis-server (Debian's package) on a free port: ``host:port``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is required in CI (apt-get install redis-server)")
+        pytest.skip("no redis-server: apt-get install redis-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_redis_online_store_by_config(fsession: HdiSession, tmp_path: Path, redis_server: str) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    text = (repo / "feature_store.yaml").read_text()
+    head, _, tail = text.partition("online_store:")
+    block = tail.split("entity_key_serialization_version")[0].split("# Redis instead")[1]
+    redis = "\n".join(line.replace("#   ", "", 1) for line in block.splitlines() if line.startswith("  #   "))
+    (repo / "feature_store.yaml").write_text(f"{head}online_store:\n{redis}\nentity_key_serialization_version: 3\n")
+    with pytest.raises(ConfigError, match="HDI_FEAST_REDIS is not set"):  # feast_redis unset
+        publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=fsession)
+    with HdiSession(fsession.settings.replace(feast_redis=redis_server)) as s:
+        report = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=s)
+        assert report.online_store == "redis" and report.online_rows == 3
+        online = online_features(report.instrument_ids, "momentum_v1", repo=repo, session=s)
+        offline = latest_offline(s, report.instrument_ids)
+        cols = list(features.FEATURE_SETS["momentum_v1"].columns)
+        np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
+        again = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=s)
+        assert again.online_rows == 3 and again.computed is not None and again.computed.inserted == 0
 
 
 def test_cli_publish_and_env(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
