@@ -60,3 +60,19 @@ class Provider(Protocol):
     def close(self) -> None:
         """Release connections held for the run (the core calls it when it made the provider)."""
         ...
+
+
+class LocalProvider:
+    """The protocol's vendor-facing parts for data read or made on this machine: free, no vendor
+    warnings, nothing held open."""
+
+    def check_cost(self, chunks: list[Chunk], allow: bool) -> None:
+        """None: local data costs nothing."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def take_warnings(self, chunk: Chunk) -> list[str]:
+        """None: local data has no vendor warnings."""
+        return []

@@ -11,7 +11,7 @@ import pandas as pd
 
 from hdi_lab.dbn import open_store, schema_of, stype_of
 from hdi_lab.errors import ValidationError
-from hdi_lab.providers.base import CostEstimate
+from hdi_lab.providers.base import CostEstimate, LocalProvider
 from hdi_lab.schemas import Chunk, IngestRequest, SType, parse_enum
 
 SUFFIXES = (".dbn", ".dbn.zst")
@@ -34,7 +34,7 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
     return out
 
 
-class FileProvider:
+class FileProvider(LocalProvider):
     """Reads DBN files exported from Databento (or written by hdi_lab)."""
 
     name = "file"
@@ -73,17 +73,6 @@ class FileProvider:
     def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
         assert chunk.path is not None
         yield open_store(chunk.path)
-
-    def check_cost(self, chunks: list[Chunk], allow: bool) -> None:
-        """None: local data costs nothing."""
-        return None
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def take_warnings(self, chunk: Chunk) -> list[str]:
-        """None: local data has no vendor warnings."""
-        return []
 
     def estimate(self, chunk: Chunk) -> CostEstimate:
         assert chunk.path is not None

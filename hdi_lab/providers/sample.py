@@ -48,7 +48,7 @@ from hdi_lab.dbn_writer import (
     encode_dbn,
 )
 from hdi_lab.errors import ValidationError
-from hdi_lab.providers.base import CostEstimate
+from hdi_lab.providers.base import CostEstimate, LocalProvider
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 NS, MIN_NS, DAY_NS = 1_000_000_000, 60_000_000_000, 86_400_000_000_000
@@ -537,7 +537,7 @@ def universe() -> pd.DataFrame:
     return df
 
 
-class SampleProvider:
+class SampleProvider(LocalProvider):
     """Offline provider of deterministic, realistic sample data (see the module docstring)."""
 
     name = "sample"
@@ -619,17 +619,6 @@ class SampleProvider:
         )
         # BytesIO, not bytes: databento's MemoryDataSource keeps repr(source), i.e. the whole buffer
         yield db.DBNStore.from_bytes(io.BytesIO(data))
-
-    def check_cost(self, chunks: list[Chunk], allow: bool) -> None:
-        """None: local data costs nothing."""
-        return None
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def take_warnings(self, chunk: Chunk) -> list[str]:
-        """None: local data has no vendor warnings."""
-        return []
 
     def estimate(self, chunk: Chunk) -> CostEstimate:
         """Exact record count (from timestamps only, no prices) at no cost."""
