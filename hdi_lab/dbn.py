@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import databento as db
 import numpy as np
-import numpy.lib.recfunctions as rfn
 import pandas as pd
 
 from hdi_lab import vendor_warnings
+from hdi_lab.dbn_writer import RTYPES, record_dtype
 from hdi_lab.errors import DataFormatError
 from hdi_lab.schemas import Schema
 from hdi_lab.storage.copy import PG_EPOCH_US
@@ -143,8 +143,6 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
 
 
 def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[np.ndarray]:
-    from hdi_lab.dbn_writer import record_dtype
-
     dtype = record_dtype(schema)
     if store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS):
         # these layouts changed in DBN v3: let the client upgrade each record (they are few)
@@ -157,7 +155,7 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
     if len(head) < 8 or head[:3] != b"DBN":
         raise DataFormatError(f"{name} is not a DBN stream")
     reader.read(int.from_bytes(head[4:8], "little"))  # the metadata, already decoded
-    size = dtype.itemsize * max(batch or 0, 1) if batch else -1
+    size = dtype.itemsize * batch if batch else -1
     first = True
     while True:
         buf = _read_full(reader, size)
@@ -218,6 +216,14 @@ def _runs(records: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
     return idx - run_start
 
 
+def key_view(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """One opaque, comparable value per row for a tuple of key columns (for np.unique / np.isin)."""
+    packed = np.empty(len(arrays[0]), dtype=[(f"k{i}", a.dtype.newbyteorder("=")) for i, a in enumerate(arrays)])
+    for i, a in enumerate(arrays):
+        packed[f"k{i}"] = a
+    return packed.view(np.dtype((np.void, packed.dtype.itemsize)))
+
+
 class DupCounter:
     """Numbers records sharing a table key (the key without ``dup_idx``) in vendor order.
 
@@ -235,8 +241,7 @@ class DupCounter:
         n = len(records)
         if not self.fields or n == 0:
             return np.zeros(n, dtype=np.int32)
-        packed = rfn.repack_fields(records[list(self.fields)])
-        keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.dtype.itemsize)))
+        keys = key_view([records[f] for f in self.fields])
         local = _runs(records, self.fields)
         uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         offset = np.zeros(len(uniq), dtype=np.int64)
@@ -254,8 +259,6 @@ class DupCounter:
 
 def check_headers(records: np.ndarray, schema: Schema, name: str) -> None:
     """Every record must carry the schema's rtype and record length (the decoder does not check)."""
-    from hdi_lab.dbn_writer import RTYPES
-
     if len(records) == 0:
         return
     bad = (records["length"].astype(np.int64) * 4 != records.dtype.itemsize) | (records["rtype"] != RTYPES[schema])
@@ -291,8 +294,6 @@ def normalise(records: np.ndarray, table: Table, dup_idx: np.ndarray | None = No
         else:
             values[col.name] = src.astype(_NP[col.pgtype], copy=False)
     return Columns(table, values, nulls)
-
-
 
 
 _NP = {"int2": np.int16, "int4": np.int32, "int8": np.int64}

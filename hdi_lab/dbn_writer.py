@@ -19,8 +19,6 @@ import numpy as np
 import pandas as pd
 import zstandard
 
-from databento_dbn import MappingInterval
-
 from hdi_lab.schemas import Schema, SType
 
 UNDEF_PRICE: int = dbn.UNDEF_PRICE
@@ -66,7 +64,7 @@ class _MappingInterval:  # satisfies databento_dbn.MappingInterval
 @dataclass
 class _SymbolMapping:  # satisfies databento_dbn.SymbolMapping
     raw_symbol: str
-    intervals: Sequence[MappingInterval]
+    intervals: Sequence[dbn.MappingInterval]
 
 
 def record_dtype(schema: Schema | str) -> np.dtype[np.void]:

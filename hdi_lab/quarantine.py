@@ -48,10 +48,10 @@ def list_entries(session: HdiSession, status: str = "open", rule: str | None = N
 def show(session: HdiSession, entry_id: int) -> dict[str, Any]:
     with transaction(session.connection()) as cur:
         cur.execute(f"SELECT * FROM {_t(session, cur)} WHERE id = %s", (entry_id,))
-        rows = fetch_frame(cur)
-        if rows.empty:
+        row = cur.fetchone()
+        if row is None:
             raise ValidationError(f"quarantine entry {entry_id} does not exist: list them with `hdi quarantine list`")
-        return {str(k): v for k, v in rows.iloc[0].to_dict().items()}
+        return dict(zip([d.name for d in cur.description or ()], row, strict=True))
 
 
 def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:

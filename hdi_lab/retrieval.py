@@ -255,8 +255,10 @@ def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any
         raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
     # numeric results (sum(bigint), price / 1e9) arrive as Decimal objects: give analysts floats
     for name in frame.columns:
+        if frame[name].dtype != object:
+            continue
         values = frame[name].dropna()
-        if frame[name].dtype == object and len(values) and isinstance(values.iloc[0], decimal.Decimal):
+        if len(values) and isinstance(values.iloc[0], decimal.Decimal):
             frame[name] = frame[name].astype("float64")
     return frame
 

@@ -42,7 +42,9 @@ def _id(path: Path) -> str:
 
 def test_fixture_inventory() -> None:
     """The README's 25 files: 3 datasets x (ohlcv-1s/1m/1h/1d, trades, tbbo, definition, mbp-1) + GLBX statistics."""
-    assert len(MARKET) == 19 and len(DEFINITIONS) == 3 and len(MBP1) == 3
+    assert len(MARKET) == 19 and len(DEFINITIONS) == 3 and len(MBP1) == 3, (
+        f"expected the Databento fixtures under {FIXTURES}: the parametrised tests run once per file, "
+        "so a missing set must fail here, not skip")
 
 
 def _check_market_frame(path: Path, fixed: pd.DataFrame, flt: pd.DataFrame) -> None:
@@ -270,8 +272,3 @@ def test_same_timestamp_trades_keep_vendor_order(session: HdiSession, tmp_path: 
     np.testing.assert_array_equal(index_ns(frame), rec["ts_event"].astype(np.int64))
     assert list(frame["side"]) == [s.decode() for s in rec["side"]]
 
-
-def test_shared_fixtures_are_present() -> None:
-    """The parametrised tests above run once per fixture file: an empty set must fail, not skip."""
-    files = fixture_files()
-    assert len(files) >= 25, f"expected the Databento fixtures under {FIXTURES}, found {len(files)} files"

@@ -16,7 +16,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from hdi_lab.dbn import Columns, Mapping, record_to_json
+from hdi_lab.dbn import Columns, Mapping, key_view, record_to_json
 from hdi_lab.schemas import Chunk, ChunkResult
 from hdi_lab.storage import copy
 from hdi_lab.storage.db import one
@@ -44,14 +44,6 @@ def _payload(cols: Columns, rows: np.ndarray | None = None) -> bytes:
     )
 
 
-def _key_view(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """One opaque, comparable value per row for a tuple of key columns."""
-    packed = np.empty(len(arrays[0]), dtype=[(f"k{i}", a.dtype.newbyteorder("=")) for i, a in enumerate(arrays)])
-    for i, a in enumerate(arrays):
-        packed[f"k{i}"] = a
-    return packed.view(np.dtype((np.void, packed.dtype.itemsize)))
-
-
 def _stored(cur: Cursor, schema: str, cols: Columns) -> np.ndarray:
     """Mask of rows whose key is already stored (one index range scan, read by binary COPY)."""
     t = cols.table
@@ -65,9 +57,9 @@ def _stored(cur: Cursor, schema: str, cols: Columns) -> np.ndarray:
     existing = copy.decode(copy.copy_out(cur, text), key_types)
     if len(existing) == 0:
         return np.zeros(len(cols), dtype=bool)
-    mine = _key_view([cols.values[k].astype(existing[f"v{i}"].dtype.newbyteorder("="))
+    mine = key_view([cols.values[k].astype(existing[f"v{i}"].dtype.newbyteorder("="))
                       for i, k in enumerate(t.key)])
-    theirs = _key_view([existing[f"v{i}"] for i in range(len(t.key))])
+    theirs = key_view([existing[f"v{i}"] for i in range(len(t.key))])
     return np.isin(mine, theirs)
 
 
