@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import databento as db
@@ -139,10 +139,16 @@ def run(args: object) -> list[Row]:
                 return hdi_lab.ingest(provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1m",
                                       symbols=list(SYMBOLS), start=start, end=end, session=sessions[-1]).inserted
 
+            def expect(who: str) -> Callable[[object], None]:
+                def check(got: object) -> None:
+                    if got != n:
+                        print(f"[{BENCH}] WARNING: {who} gave {got} records, expected {n:,}", flush=True)
+                return check
+
             assert raw() == n  # warms the fake's cache
             t = common.interleaved({"raw": (raw, None), "store": (raw_store, truncate_raw), "hdi": (hdi, fresh)},
                                    a.repeat,  # type: ignore[attr-defined]
-                                   checks={"raw": lambda r: None, "store": lambda r: None, "hdi": lambda r: None})
+                                   checks={k: expect(k) for k in ("raw", "store", "hdi")})
             for s in sessions:
                 s.close()
             store_conn.close()

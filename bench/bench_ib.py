@@ -86,6 +86,8 @@ def store_rows(args: object) -> list[Row]:
                                                                     ib_timeout=30.0)
             lib = load_library("ib_async")
 
+            fetched: list[int] = []  # the bars each raw() run fetched
+
             def raw() -> int:
                 n = 0
                 with IbConnection(lib, "127.0.0.1", port, 3, 30.0) as conn:
@@ -102,6 +104,7 @@ def store_rows(args: object) -> list[Row]:
                             bars = []
                         n += len(bars)
                         day += pd.Timedelta(days=1)
+                fetched.append(n)
                 return n
 
             def fresh() -> None:
@@ -112,11 +115,11 @@ def store_rows(args: object) -> list[Row]:
             def hdi() -> int:
                 req = IngestRequest(provider="ib", schema=Schema.OHLCV_1M, symbols=("AAPL:STK:SMART:USD",),
                                     start=start, end=end)
-                provider = IbProvider(sessions[-1].settings, clock=clock)
-                return ingestion.run(req, sessions[-1], provider=provider).inserted
+                with IbProvider(sessions[-1].settings, clock=clock) as provider:  # closes its connection
+                    return ingestion.run(req, sessions[-1], provider=provider).inserted
 
             t = common.interleaved({"raw": (raw, None), "hdi": (hdi, fresh)}, a.repeat)  # type: ignore[attr-defined]
-            n = raw()
+            n = fetched[-1]
             for s in sessions:
                 s.close()
                 _drop(url, s.schema)

@@ -92,8 +92,7 @@ def compare_bars(
         ["missing_left", "missing_right", "price_mismatch", "volume_mismatch"], default="match")
     both = has_a & has_b
     frame["max_price_diff"] = np.where(both, diffs / 1e9, np.nan)
-    frame["volume_diff"] = pd.array(np.where(both, va - vb, 0), dtype="Int64")
-    frame.loc[~both, "volume_diff"] = pd.NA
+    frame["volume_diff"] = pd.arrays.IntegerArray(va - vb, ~both)
     frame["status"] = status
     for side in ("left", "right"):
         for p in PRICES:

@@ -13,7 +13,6 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -245,7 +244,3 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint in ("metadata.get_cost", "metadata.get_record_count"):
             return fake.metadata(endpoint, p)
         return _error(404, f"Not found: {endpoint}")
-
-
-def iter_calls(fake: FakeDatabento, endpoint: str) -> Iterator[dict[str, str]]:
-    return (p for e, p in fake.calls if e == endpoint)

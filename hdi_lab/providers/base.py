@@ -8,13 +8,18 @@ normalisation happen in :mod:`hdi_lab.dbn`, writing in :mod:`hdi_lab.storage`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import databento as db
+import pandas as pd
 
-from hdi_lab.schemas import Chunk, IngestRequest
+from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
+
+#: schemas planned one chunk per calendar month (the others: one per UTC day)
+SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,33 @@ class CostEstimate:
     bytes: int | None = None
     cost_usd: float | None = None
     start_s: float | None = None  # earliest start (s after the run starts) under the provider's pacing
+
+
+def _fmt(ts: pd.Timestamp) -> str:
+    frac = ts.value % 1_000_000_000
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac:09d}" if frac else "") + "Z"
+
+
+def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
+                start: pd.Timestamp, end: pd.Timestamp) -> list[Chunk]:
+    """Day chunks (dense schemas) or month chunks (:data:`SPARSE` ones) covering ``[start, end)``,
+    clipped to it, all symbols together; keys are stable, so a re-run skips committed chunks."""
+    first, last = start.floor("D"), (end - pd.Timedelta(1, "ns")).floor("D")
+    bounds: list[pd.Timestamp] = []
+    t = first
+    while t <= last:
+        bounds.append(t)
+        t = t + pd.offsets.MonthBegin(1) if schema in SPARSE else t + pd.Timedelta(days=1)
+        t = t.floor("D")
+    bounds.append(t)
+    chunks = []
+    for a, b in itertools.pairwise(bounds):
+        lo, hi = max(start, a), min(end, b)
+        if lo < hi:
+            key = f"{provider}:{dataset}:{schema}:{stype}:{','.join(symbols)}:{_fmt(lo)}:{_fmt(hi)}"
+            chunks.append(Chunk(key=key, provider=provider, dataset=dataset, schema=schema, stype_in=stype,
+                                symbols=symbols, start=lo, end=hi))
+    return chunks
 
 
 @runtime_checkable

@@ -1,10 +1,11 @@
 """The ``databento`` provider: the Databento Historical API (``databento.Historical``).
 
 Requests are validated (dataset, schema, stype_in, symbol forms, range) before any call. Long ranges
-are split like the sample provider's: one chunk per UTC day for ticks and 1s/1m bars, one per month
-for the sparse schemas. Each chunk is streamed to a temporary file (``get_range(path=...)``) and
-decoded from there in batches by the core, so no whole range is held in memory. Symbology mappings
-come with the DBN metadata; definitions are ingested with ``schema="definition"``.
+are split by :func:`~hdi_lab.providers.base.plan_chunks`, like the sample provider's: one chunk per
+UTC day for ticks and 1s/1m bars, one per month for the sparse schemas. Each chunk is streamed to a
+temporary file (``get_range(path=...)``) and decoded from there in batches by the core, so no whole
+range is held in memory. Symbology mappings come with the DBN metadata; definitions are ingested
+with ``schema="definition"``.
 
 The API key comes from the settings (``HDI_DATABENTO_API_KEY`` / ``DATABENTO_API_KEY``) and is never
 logged, shown in a repr or put into an error message.
@@ -29,15 +30,13 @@ from databento.common.publishers import Dataset
 from hdi_lab.config import Settings
 from hdi_lab.dbn_writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
-from hdi_lab.providers.base import CostEstimate
+from hdi_lab.providers.base import CostEstimate, plan_chunks
 from hdi_lab.providers.databento_http import Caller
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
-SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
 _PARENT = re.compile(r"^[^.\s]+\.(FUT|OPT|SPOT|MLEG)$")
 _CONTINUOUS = re.compile(r"^[^.\s]+\.[cnv]\.\d+$")
-_DAY_NS = 86_400_000_000_000
 
 
 def validate_dataset(value: str | None, default: str | None = None) -> str:
@@ -77,31 +76,6 @@ def validate_symbols(symbols: tuple[str, ...], stype: SType) -> None:
             raise ValidationError(f"symbol {sym!r} is not a {stype} symbol (like {example}): use stype_in={form}")
         elif stype is SType.RAW_SYMBOL and form is not SType.RAW_SYMBOL:
             raise ValidationError(f"symbol {sym!r} is a {form} symbol: use stype_in={form}")
-
-
-def _fmt(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts.value % 10**9:09d}" if ts.value % 10**9 else "") + "Z"
-
-
-def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
-                start: pd.Timestamp, end: pd.Timestamp) -> list[Chunk]:
-    """Day chunks (dense schemas) or month chunks (sparse ones) covering ``[start, end)``, clipped to it."""
-    first, last = start.floor("D"), (end - pd.Timedelta(1, "ns")).floor("D")
-    bounds: list[pd.Timestamp] = []
-    t = first
-    while t <= last:
-        bounds.append(t)
-        t = t + pd.offsets.MonthBegin(1) if schema in SPARSE else t + pd.Timedelta(days=1)
-        t = t.floor("D")
-    bounds.append(t)
-    chunks = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        lo, hi = max(start, a), min(end, b)
-        if lo < hi:
-            key = f"{provider}:{dataset}:{schema}:{stype}:{','.join(symbols)}:{_fmt(lo)}:{_fmt(hi)}"
-            chunks.append(Chunk(key=key, provider=provider, dataset=dataset, schema=schema, stype_in=stype,
-                                symbols=symbols, start=lo, end=hi))
-    return chunks
 
 
 def _close(store: db.DBNStore) -> None:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
-from databento.common.error import BentoClientError, BentoError, BentoHttpError, BentoServerError
+from databento.common.error import BentoError, BentoHttpError, BentoServerError
 
-from hdi_lab.errors import AuthError, ProviderError, RateLimitError, UnavailableError
 from hdi_lab import vendor_warnings
+from hdi_lab.errors import AuthError, ProviderError, RateLimitError, UnavailableError
 
 log = logging.getLogger(__name__)
 NAME = "databento"
@@ -58,8 +58,7 @@ class Caller:
                 status = int(exc.http_status)
                 if status != 429 and status < 500:
                     raise self.client_error(what, exc) from None
-                final = attempt >= self.retries
-                if final:
+                if attempt >= self.retries:
                     raise self.exhausted(what, exc, attempt) from None
                 delay = self.delay(attempt, exc.headers.get("Retry-After") if exc.headers else None)
                 log.warning("%s: HTTP %s, retry %d/%d in %.2f s", what, status, attempt + 1, self.retries, delay)
@@ -137,5 +136,3 @@ def _close_abandoned_file(exc: BaseException) -> None:
             writer.close()
         tb = tb.tb_next
 
-
-__all__ = ["BentoClientError", "Caller", "NAME"]

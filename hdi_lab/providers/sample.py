@@ -48,7 +48,7 @@ from hdi_lab.dbn_writer import (
     encode_dbn,
 )
 from hdi_lab.errors import ValidationError
-from hdi_lab.providers.base import CostEstimate, LocalProvider
+from hdi_lab.providers.base import CostEstimate, LocalProvider, plan_chunks
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 NS, MIN_NS, DAY_NS = 1_000_000_000, 60_000_000_000, 86_400_000_000_000
@@ -512,11 +512,6 @@ def day_times(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
 # --- the provider ------------------------------------------------------------------------------
 
 
-def _fmt(ts: pd.Timestamp) -> str:
-    frac = ts.value % NS
-    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac:09d}" if frac else "") + "Z"
-
-
 def universe() -> pd.DataFrame:
     """Every symbol the sample provider knows: one row per (symbol, stype)."""
     rows: list[dict[str, object]] = [
@@ -570,18 +565,7 @@ class SampleProvider(LocalProvider):
                 f"dataset={request.dataset!r} does not match symbols {','.join(symbols)}, which are in "
                 f"{dataset}: use dataset={dataset} or leave it out (sample datasets: {', '.join(DATASETS)})"
             )
-        chunks: list[Chunk] = []
-        monthly = schema in (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
-        periods: dict[tuple[int, ...], list[dt.date]] = {}
-        for day in _days(start, end):
-            periods.setdefault((day.year, day.month) if monthly else (day.toordinal(),), []).append(day)
-        for days in periods.values():
-            lo = max(start, pd.Timestamp(_day_ns(days[0]), tz="UTC"))
-            hi = min(end, pd.Timestamp(_day_ns(days[-1]) + DAY_NS, tz="UTC"))
-            key = f"sample:{dataset}:{schema}:{stype}:{','.join(symbols)}:{_fmt(lo)}:{_fmt(hi)}"
-            chunks.append(Chunk(key=key, provider=self.name, dataset=dataset, schema=schema,
-                                stype_in=stype, symbols=symbols, start=lo, end=hi))
-        return chunks
+        return plan_chunks(self.name, dataset, schema, stype, symbols, start, end)
 
     def _instruments(self, chunk: Chunk, day: dt.date) -> list[Instrument]:
         found = {i.instrument_id: i for s in chunk.symbols for i in resolve(s, SType(chunk.stype_in), day)}
