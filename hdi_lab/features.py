@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,7 @@ import psycopg2.extras
 from psycopg2 import sql as pgsql
 
 from hdi_lab import indicators, retrieval
+from hdi_lab.api import _with_session
 from hdi_lab.errors import ValidationError
 from hdi_lab.indicators import Column
 from hdi_lab.schemas import parse_range, parse_symbols, parse_time
@@ -213,13 +214,6 @@ def _by_instrument(bars: pd.DataFrame) -> list[tuple[int, str, pd.DataFrame]]:
 # -- compute --------------------------------------------------------------------------------
 
 
-def _with_session[T](session: HdiSession | None, work: Callable[[HdiSession], T]) -> T:
-    if session is not None:
-        return work(session)
-    with HdiSession() as own:
-        return work(own)
-
-
 def compute(set_name: str, symbols: str | Sequence[str], interval: str = "1d", start: object = None,
             end: object = None, *, dataset: str | None = None, max_gap: str | pd.Timedelta | None = None,
             session: HdiSession | None = None) -> FeatureReport:
@@ -306,15 +300,13 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
     stamps: list[np.ndarray] = []
     sym_codes: list[np.ndarray] = []
     values: list[np.ndarray] = []
-    labels: list[str] = []
+    codes: dict[str, int] = {}  # symbol -> its code in the rows (insertion order = labels)
     states: list[tuple[int, int, int, str, np.ndarray]] = []  # instrument, last bar (ns), bars, symbol, state
 
     def emit(iid: int, symbol: str, ts: np.ndarray, feats: np.ndarray) -> None:
         ids.append(np.full(len(ts), iid, dtype=np.int64))
         stamps.append(ts + step_ns)
-        if symbol not in labels:
-            labels.append(symbol)
-        sym_codes.append(np.full(len(ts), labels.index(symbol), dtype=np.int32))
+        sym_codes.append(np.full(len(ts), codes.setdefault(symbol, len(codes)), dtype=np.int32))
         values.append(feats)
 
     frames = [part for _, _, part, _ in plain]
@@ -337,7 +329,7 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
     report.largest_gap = pd.Timedelta(largest) if largest else None
     t2 = time.perf_counter()
     if ids:
-        rows = _Rows(np.concatenate(ids), np.concatenate(stamps), np.concatenate(sym_codes), labels,
+        rows = _Rows(np.concatenate(ids), np.concatenate(stamps), np.concatenate(sym_codes), list(codes),
                      np.concatenate(values))
         report.rows = len(rows.ids)
     else:
@@ -346,10 +338,7 @@ def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interva
     with transaction(session.connection()) as cur:
         table, new = _ensure_table(cur, session.schema, fs, interval)
         if rows is not None and new:
-            copy.copy_in(cur, pgsql.Identifier(session.schema, table).as_string(cur.connection),
-                         ["instrument_id", "event_timestamp", "created", "symbol",
-                          *(pgsql.Identifier(c.name).as_string(cur.connection) for c in cols)],
-                         _payload(rows, created))
+            _copy_rows(cur, session.schema, table, cols, rows, created)
             report.inserted = len(rows.ids)
         elif rows is not None:
             report.inserted, report.updated = _upsert(cur, session.schema, table, cols, rows, created)
@@ -564,6 +553,16 @@ def _payload(rows: _Rows, created: pd.Timestamp) -> bytes:
     return b"".join(parts)
 
 
+def _copy_rows(cur: psycopg2.extensions.cursor, schema: str, name: str, cols: Sequence[Column], rows: _Rows,
+               created: pd.Timestamp) -> None:
+    """COPY the rows straight into the table (none of their keys may be stored)."""
+    q = pgsql.Identifier
+    conn = cur.connection
+    copy.copy_in(cur, q(schema, name).as_string(conn),
+                 ["instrument_id", "event_timestamp", "created", "symbol", *(q(c.name).as_string(conn) for c in cols)],
+                 _payload(rows, created))
+
+
 def _upsert(cur: psycopg2.extensions.cursor, schema: str, name: str, cols: Sequence[Column], rows: _Rows,
             created: pd.Timestamp) -> tuple[int, int]:
     """Store the rows; returns (inserted, updated).
@@ -584,8 +583,7 @@ def _upsert(cur: psycopg2.extensions.cursor, schema: str, name: str, cols: Seque
     if not one(cur)[0]:
         cur.execute("SAVEPOINT hdi_features_direct")
         try:
-            copy.copy_in(cur, target, ["instrument_id", "event_timestamp", "created", "symbol", *feats],
-                         _payload(rows, created))
+            _copy_rows(cur, schema, name, cols, rows, created)
             cur.execute("RELEASE SAVEPOINT hdi_features_direct")
             return len(rows.ids), 0
         except psycopg2.errors.UniqueViolation:  # a concurrent computation stored some: merge instead

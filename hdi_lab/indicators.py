@@ -630,10 +630,6 @@ def _p_sma(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _p_std(x: np.ndarray, n: int, ddof: int) -> np.ndarray:
-    return _window_std(x, n, ddof)
-
-
 def _p_diff(x: np.ndarray) -> np.ndarray:
     out = np.full_like(x, np.nan)
     out[1:] = x[1:] - x[:-1]
@@ -676,7 +672,7 @@ def _panel_outputs(indicator: str, p: Mapping[str, Any], cols: Mapping[str, np.n
     if indicator == "logret" and p["length"] == 1:
         return {"logret": _p_logret(close)}, {}
     if indicator == "vol":
-        return {"vol": _p_std(_p_logret(close), p["length"], 1)}, {}
+        return {"vol": _window_std(_p_logret(close), p["length"], 1)}, {}
     if indicator == "rsi":
         change = _p_diff(close)
         gain, loss = change.copy(), change.copy()
@@ -692,7 +688,7 @@ def _panel_outputs(indicator: str, p: Mapping[str, Any], cols: Mapping[str, np.n
         return {"macd": line, "macds": sig, "macdh": line - sig}, {"fast": f, "slow": s, "signal": sig}
     if indicator == "bbands":
         mid = _p_sma(close, p["length"])
-        dev = _p_std(close, p["length"], 0)
+        dev = _window_std(close, p["length"], 0)
         return {"bbl": mid - p["std"] * dev, "bbm": mid, "bbu": mid + p["std"] * dev}, {}
     if indicator == "atr":
         n = p["length"]

@@ -132,8 +132,7 @@ def publish(set_name: str, symbols: str | Sequence[str] | None = None, interval:
     online store. ``compute=False`` publishes the rows already stored for the bars opened in
     ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table)."""
     fs = features.feature_set(set_name)
-    if interval not in features.INTERVALS:
-        raise ValidationError(f"interval={interval!r} is not valid: use one of {', '.join(features.INTERVALS)}")
+    features._interval(interval)
     syms = parse_symbols(symbols) if symbols else ()
     if compute and not syms:
         raise ValidationError("symbols is required to compute: give one or more symbols, or compute=False to "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import io
+import itertools
 import os
 import shutil
 import socket
@@ -47,6 +48,26 @@ def latest_offline(session: HdiSession, ids: list[int]) -> pd.DataFrame:
     stored = features.read("momentum_v1", SYMBOLS, "2000-01-01", "2100-01-01", session=session)
     last = stored.sort_values("event_timestamp").groupby("instrument_id").tail(1)
     return last.set_index("instrument_id").loc[ids]
+
+
+def repo_with_online_store(tmp_path: Path, kind: str) -> Path:
+    """A copy of the feature repo whose online store is the commented-out ``# <kind> instead`` block."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    text = (repo / "feature_store.yaml").read_text()
+    head, _, tail = text.partition("online_store:")
+    lines = tail.split(f"# {kind} instead")[1].splitlines()[1:]
+    block = [line.replace("#   ", "", 1) for line in itertools.takewhile(lambda ln: ln.startswith("  #   "), lines)]
+    store = "\n".join(block)
+    (repo / "feature_store.yaml").write_text(f"{head}online_store:\n{store}\nentity_key_serialization_version: 3\n")
+    return repo
+
+
+def assert_online_equals_latest_offline(session: HdiSession, ids: list[int], repo: Path) -> None:
+    online = online_features(ids, "momentum_v1", repo=repo, session=session)
+    offline = latest_offline(session, ids)
+    cols = list(features.FEATURE_SETS["momentum_v1"].columns)
+    np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
 
 
 def test_publish_is_idempotent_and_online_equals_latest_offline(fsession: HdiSession) -> None:
@@ -178,21 +199,10 @@ def test_declarations_match_feature_sets() -> None:
                             ":pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.filterwarnings("ignore:<psycopg.Connection object at .* was deleted while still open:ResourceWarning")
 def test_postgres_online_store_by_config(fsession: HdiSession, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO, repo)
-    text = (repo / "feature_store.yaml").read_text()
-    head, _, tail = text.partition("online_store:")
-    block = tail.split("entity_key_serialization_version")[0]
-    postgres = "\n".join(line.replace("#   ", "", 1) for line in block.splitlines()
-                         if line.startswith("  #   ") and "redis" not in line.lower()
-                         and "connection_string" not in line)
-    (repo / "feature_store.yaml").write_text(f"{head}online_store:\n{postgres}\nentity_key_serialization_version: 3\n")
+    repo = repo_with_online_store(tmp_path, "PostgreSQL")
     report = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=fsession)
     assert report.online_store == "postgres" and report.online_rows == 3
-    online = online_features(report.instrument_ids, "momentum_v1", repo=repo, session=fsession)
-    offline = latest_offline(fsession, report.instrument_ids)
-    cols = list(features.FEATURE_SETS["momentum_v1"].columns)
-    np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
+    assert_online_equals_latest_offline(fsession, report.instrument_ids, repo)
     gc.collect()  # Feast's leftover connections go now, under this test's warning filters
 
 
@@ -226,22 +236,13 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_redis_online_store_by_config(fsession: HdiSession, tmp_path: Path, redis_server: str) -> None:
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO, repo)
-    text = (repo / "feature_store.yaml").read_text()
-    head, _, tail = text.partition("online_store:")
-    block = tail.split("entity_key_serialization_version")[0].split("# Redis instead")[1]
-    redis = "\n".join(line.replace("#   ", "", 1) for line in block.splitlines() if line.startswith("  #   "))
-    (repo / "feature_store.yaml").write_text(f"{head}online_store:\n{redis}\nentity_key_serialization_version: 3\n")
+    repo = repo_with_online_store(tmp_path, "Redis")
     with pytest.raises(ConfigError, match="HDI_FEAST_REDIS is not set"):  # feast_redis unset
         publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=fsession)
     with HdiSession(fsession.settings.replace(feast_redis=redis_server)) as s:
         report = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=s)
         assert report.online_store == "redis" and report.online_rows == 3
-        online = online_features(report.instrument_ids, "momentum_v1", repo=repo, session=s)
-        offline = latest_offline(s, report.instrument_ids)
-        cols = list(features.FEATURE_SETS["momentum_v1"].columns)
-        np.testing.assert_array_equal(online[cols].to_numpy(), offline[cols].to_numpy())
+        assert_online_equals_latest_offline(s, report.instrument_ids, repo)
         again = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=s)
         assert again.online_rows == 3 and again.computed is not None and again.computed.inserted == 0
 

@@ -276,23 +276,23 @@ def test_input_frame_is_not_modified() -> None:
     pd.testing.assert_frame_equal(f, before, check_exact=True)
 
 
-def test_unknown_indicator_or_parameter_is_a_clear_error() -> None:
-    with pytest.raises(ValidationError, match="indicator 'foo'.*not known: use one of ret, logret"):
-        column("foo_3")
+@pytest.mark.parametrize(("spec", "match"), [
+    ("foo_3", "indicator 'foo'.*not known: use one of ret, logret"),
+    ("rsi_x", r"rsi parameter length='x' is not valid: use a whole number"),
+    ("sma_0", "must be >= 1"),
+    ("rsi_14_3", "too many parameters: rsi takes length"),
+    ("vwap_q", "anchor='q' is not valid: use one of d, w, m"),
+    ("macd_26_12_9", "fast=26 must be shorter than slow=12"),
+    ("rsi-14; drop table x", "not valid: write <output>_<params>"),
+])
+def test_unknown_indicator_or_parameter_is_a_clear_error(spec: str, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        column(spec)
+
+
+def test_bad_keyword_or_empty_list_is_a_clear_error() -> None:
     with pytest.raises(ValidationError, match="rsi has no parameter lenght: its parameters are length"):
         indicators.make_column("rsi", lenght=14)
-    with pytest.raises(ValidationError, match=r"rsi parameter length='x' is not valid: use a whole number"):
-        column("rsi_x")
-    with pytest.raises(ValidationError, match="must be >= 1"):
-        column("sma_0")
-    with pytest.raises(ValidationError, match="too many parameters: rsi takes length"):
-        column("rsi_14_3")
-    with pytest.raises(ValidationError, match="anchor='q' is not valid: use one of d, w, m"):
-        column("vwap_q")
-    with pytest.raises(ValidationError, match="fast=26 must be shorter than slow=12"):
-        column("macd_26_12_9")
-    with pytest.raises(ValidationError, match="not valid: write <output>_<params>"):
-        column("rsi-14; drop table x")
     with pytest.raises(ValidationError, match="no indicator columns"):
         indicators.columns(" , ")
 

@@ -25,6 +25,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from hdi_lab.errors import ValidationError
+from hdi_lab.schemas import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -221,22 +222,15 @@ def refresh(conn: psycopg2.extensions.connection, schema: str, start: object = N
         )
         views = [r[0] for r in cur.fetchall()]
     conn.commit()
+    bounds = [None if v is None else parse_time(v, name).to_pydatetime()
+              for v, name in ((start, "start"), (end, "end"))]
     old = conn.autocommit
     conn.autocommit = True
     try:
         call = f"CALL {sql.Identifier(ext).as_string(conn)}.refresh_continuous_aggregate(%s::regclass, %s, %s)"
         with conn.cursor() as cur:
             for view in views:
-                cur.execute(call, (sql.Identifier(schema, view).as_string(conn), _ts(start), _ts(end)))
+                cur.execute(call, (sql.Identifier(schema, view).as_string(conn), *bounds))
     finally:
         conn.autocommit = old
     return views
-
-
-def _ts(value: object) -> object:
-    if value is None:
-        return None
-    import pandas as pd
-
-    t = pd.Timestamp(value)  # type: ignore[arg-type]
-    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
