@@ -169,13 +169,7 @@ def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: A
 
 def run(args) -> list[Row]:  # noqa: ANN001
     print(f"[{BENCH}] %load_ext in fresh subprocesses, x{args.repeat} ...", flush=True)
-    rows = bench_load(args.repeat)
-    n = args.records
-    print(f"[{BENCH}] generating {n:,} OHLCV-1m records over {args.instruments} instruments", flush=True)
-    data = common.generate_ohlcv(n, args.instruments)
-    with tempfile.TemporaryDirectory(prefix="hdi-bench-magics-") as tmp:
-        rows += bench_query(args, data, data.write(Path(tmp)))
-    return rows
+    return bench_load(args.repeat) + common.with_dbn_file(args, BENCH, bench_query)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""How the magics' results look in IPython and Jupyter: truncated frames, status and config views,
-the progress bar. Rendering only: nothing here reads the database or the environment."""
+"""How the magics' results look in IPython and Jupyter: truncated frames, status and config views.
+Rendering only: nothing here reads the database or the environment."""
 
 from __future__ import annotations
 

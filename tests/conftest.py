@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from hdi_lab.config import load_settings
+from helpers import drop_schema, make_session
+
 from hdi_lab.session import HdiSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,16 +86,12 @@ def db_schema(pg_url: str) -> Iterator[str]:
     """A fresh PostgreSQL schema for one test, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
-    conn = psycopg2.connect(pg_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    conn.close()
+    drop_schema(pg_url, name)
 
 
 @pytest.fixture
 def session(pg_url: str, db_schema: str) -> Iterator[HdiSession]:
-    s = HdiSession(load_settings({"database_url": pg_url, "db_schema": db_schema}, environ={}))
+    s = make_session(pg_url, db_schema)
     yield s
     s.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import hdi_lab
+from hdi_lab import cli
 from hdi_lab.config import load_settings
 from hdi_lab.session import HdiSession
 
@@ -51,6 +53,13 @@ def metadata_mapping(store: db.DBNStore) -> dict[str, list[tuple[dt.date, dt.dat
     """The store's symbology as dbn_writer ``mappings``."""
     return {sym: [(iv["start_date"], iv["end_date"], int(iv["symbol"])) for iv in ivs]
             for sym, ivs in store.mappings.items()}
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``hdi ARGV`` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(argv, out, err)
+    return code, out.getvalue(), err.getvalue()
 
 
 def make_session(pg_url: str, schema: str, **extra: Any) -> HdiSession:

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import fixture_files
-from helpers import assert_nothing_written, col_ns, index_ns, read_store, row_counts
+from helpers import assert_nothing_written, col_ns, index_ns, read_store, row_counts, run_cli
 
 import hdi_lab
-from hdi_lab.cli import main
 from hdi_lab.dbn_writer import UNDEF_PRICE
 from hdi_lab.session import HdiSession
 
@@ -29,14 +28,8 @@ def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, out, err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _ingest_trades() -> np.ndarray:
-    code, out, err = _cli(["ingest", "--quiet", str(GLBX["trades"])])
+    code, out, err = run_cli(["ingest", "--quiet", str(GLBX["trades"])])
     assert code == 0, err
     return read_store(GLBX["trades"]).to_ndarray()
 
@@ -55,21 +48,21 @@ def _check_trades(frame: pd.DataFrame, expected: np.ndarray) -> None:
 
 def test_ingest_prints_report(hdi_env: dict[str, str], session: HdiSession) -> None:
     n = len(read_store(GLBX["trades"]).to_ndarray())
-    code, out, err = _cli(["ingest", str(GLBX["trades"])])
+    code, out, err = run_cli(["ingest", str(GLBX["trades"])])
     assert code == 0, err
     assert re.search(rf"file trades: 1 chunks \(0 already done\), fetched {n}, inserted {n}, updated 0, "
                      r"duplicates 0, quarantined 0", out), out
     assert row_counts(session)["trades"] == n
-    code, out, _ = _cli(["ingest", str(GLBX["trades"])])
+    code, out, _ = run_cli(["ingest", str(GLBX["trades"])])
     assert code == 0 and "(1 already done)" in out and "inserted 0" in out
-    code, out, _ = _cli(["ingest", "--force", str(GLBX["trades"])])
+    code, out, _ = run_cli(["ingest", "--force", str(GLBX["trades"])])
     assert code == 0 and f"inserted 0, updated 0, duplicates {n}" in out
 
 
 def test_query_csv(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path) -> None:
     expected = _ingest_trades()
     target = tmp_path / "f.csv"
-    code, out, err = _cli([*QUERY, "--format", "csv", "--output", str(target)])
+    code, out, err = run_cli([*QUERY, "--format", "csv", "--output", str(target)])
     assert code == 0, err
     assert f"wrote {len(expected)} rows to {target}" in err
     frame = pd.read_csv(target, index_col="ts_event")
@@ -77,7 +70,7 @@ def test_query_csv(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path)
     frame["ts_recv"] = pd.to_datetime(frame["ts_recv"], utc=True)
     _check_trades(frame, expected)
 
-    code, out, _ = _cli([*QUERY, "--format", "csv", "--price-type", "fixed", "--columns", "price,size"])
+    code, out, _ = run_cli([*QUERY, "--format", "csv", "--price-type", "fixed", "--columns", "price,size"])
     assert code == 0
     to_stdout = pd.read_csv(io.StringIO(out), index_col="ts_event")
     assert list(to_stdout.columns) == ["price", "size"]
@@ -87,7 +80,7 @@ def test_query_csv(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path)
 def test_query_parquet(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path) -> None:
     expected = _ingest_trades()
     target = tmp_path / "f.parquet"
-    code, _, err = _cli([*QUERY, "--format", "parquet", "--output", str(target)])
+    code, _, err = run_cli([*QUERY, "--format", "parquet", "--output", str(target)])
     assert code == 0, err
     frame = pd.read_parquet(target)
     assert isinstance(frame.index, pd.DatetimeIndex) and str(frame.index.tz) == "UTC"
@@ -95,25 +88,25 @@ def test_query_parquet(hdi_env: dict[str, str], session: HdiSession, tmp_path: P
     api = hdi_lab.query("trades", ["ESH1"], "2020-12-28", "2020-12-29", session=session)
     pd.testing.assert_frame_equal(frame, api, check_index_type=False, check_dtype=False)
 
-    code, _, err = _cli([*QUERY, "--format", "parquet"])
+    code, _, err = run_cli([*QUERY, "--format", "parquet"])
     assert code == 1 and err.startswith("hdi: error: ") and "--output" in err
 
 
 def test_query_table_format(hdi_env: dict[str, str], session: HdiSession) -> None:
     expected = _ingest_trades()
-    code, out, _ = _cli([*QUERY, "--limit", "2"])
+    code, out, _ = run_cli([*QUERY, "--limit", "2"])
     assert code == 0
     assert f"... {len(expected)} rows in all" in out
     assert "3702.75" in out and "ESH1" in out
 
 
 def test_status_lists_tables_and_instruments(hdi_env: dict[str, str], session: HdiSession) -> None:
-    code, out, _ = _cli(["status"])
+    code, out, _ = run_cli(["status"])
     assert code == 0 and "instruments: 0" in out and "no data yet" in out
     _ingest_trades()
     for schema in ("ohlcv-1m", "definition"):
-        assert _cli(["ingest", "--quiet", str(GLBX[schema])])[0] == 0
-    code, out, err = _cli(["status"])
+        assert run_cli(["ingest", "--quiet", str(GLBX[schema])])[0] == 0
+    code, out, err = run_cli(["status"])
     assert code == 0, err
     assert f"schema {session.schema}" in out
     assert "instruments: 1;" in out and "open quarantine entries: 0" in out
@@ -127,7 +120,7 @@ def test_status_lists_tables_and_instruments(hdi_env: dict[str, str], session: H
 
 
 def test_config_show_masks_password() -> None:
-    code, out, err = _cli(["--database-url", "postgresql://u:secretpw@host/db", "config", "show"])
+    code, out, err = run_cli(["--database-url", "postgresql://u:secretpw@host/db", "config", "show"])
     assert code == 0, err
     assert "secretpw" not in out + err
     line = next(line for line in out.splitlines() if line.startswith("database_url"))
@@ -136,7 +129,7 @@ def test_config_show_masks_password() -> None:
 
 def test_config_show_masks_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HDI_DATABASE_URL", "postgresql://admin:hunter2secret@db.example:5432/market")
-    code, out, _ = _cli(["config", "show"])
+    code, out, _ = run_cli(["config", "show"])
     assert code == 0
     assert "hunter2secret" not in out
     assert "postgresql://admin:****@db.example:5432/market" in out and "env HDI_DATABASE_URL" in out
@@ -145,14 +138,14 @@ def test_config_show_masks_password_from_environment(monkeypatch: pytest.MonkeyP
 def test_ingest_dry_run_writes_nothing(hdi_env: dict[str, str], session: HdiSession) -> None:
     argv = ["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4",
             "--start", "2024-01-02", "--end", "2024-01-05"]
-    code, out, err = _cli([*argv, "--dry-run"])
+    code, out, err = run_cli([*argv, "--dry-run"])
     assert code == 0, err
     assert out.startswith("dry run: sample ohlcv-1m: 3 chunks")
     estimates = [int(n) for n in re.findall(r": ~(\d+) records", out)]
     assert len(estimates) == 3 and all(n > 0 for n in estimates)
     assert_nothing_written(session)
 
-    code, out, err = _cli([*argv, "--quiet"])
+    code, out, err = run_cli([*argv, "--quiet"])
     assert code == 0, err
     total = sum(estimates)
     assert f"fetched {total}, inserted {total}" in out
@@ -163,10 +156,10 @@ def test_query_fixed_prices_keep_undef(hdi_env: dict[str, str], session: HdiSess
     """statistics quantities/prices: UNDEF stays INT64_MAX with --price-type fixed, empty (NaN) as float."""
     path = GLBX["statistics"]
     expected = read_store(path).to_ndarray()
-    assert _cli(["ingest", str(path)])[0] == 0
+    assert run_cli(["ingest", str(path)])[0] == 0
     base = ["query", "statistics", "--symbols", "ESH1", "--start", "2020-12-28", "--end", "2020-12-29",
             "--format", "csv"]
-    code, out, _ = _cli([*base, "--price-type", "fixed"])
+    code, out, _ = run_cli([*base, "--price-type", "fixed"])
     assert code == 0
     frame = pd.read_csv(io.StringIO(out))
     np.testing.assert_array_equal(frame["price"].to_numpy(), expected["price"].astype(np.int64))

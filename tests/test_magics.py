@@ -133,7 +133,8 @@ def test_load_ext_imports_nothing_heavy_and_connects_nowhere(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr  # neither the bad setting nor the dead server mattered
     modules = set(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert "hdi_lab.magics" in modules
-    heavy = {"feast", "ipywidgets", "tqdm.auto", "tqdm.notebook", "hdi_lab.storage.embedded", "pandas_ta"}
+    heavy = {"feast", "ipywidgets", "tqdm.auto", "tqdm.notebook", "hdi_lab.storage.embedded", "pandas_ta",
+             "pandas", "numpy", "databento", "psycopg2", "ib_async", "ib_insync", "plotly"}
     assert not heavy & modules
 
 

@@ -46,6 +46,15 @@ def ingest_sample(session: HdiSession) -> None:
     hdi_lab.ingest(provider="sample", **REQUEST, session=session)
 
 
+def explorer_on(session: HdiSession, symbol: str) -> QueryExplorer:
+    """A QueryExplorer over the ingested sample, set to ``symbol`` from Jan 2 to Jan 5."""
+    ingest_sample(session)
+    explorer = QueryExplorer(session)
+    explorer.symbol.value = symbol
+    explorer.start.value, explorer.end.value = JAN2, JAN5
+    return explorer
+
+
 # --- IngestForm -------------------------------------------------------------------------------
 
 
@@ -171,10 +180,7 @@ def test_symbol_picker_lists_ingested_symbols_after_refresh(session: HdiSession)
 
 
 def test_load_draws_candles_volume_and_sma(session: HdiSession) -> None:
-    ingest_sample(session)
-    explorer = QueryExplorer(session)
-    explorer.symbol.value = "ESH4"
-    explorer.start.value, explorer.end.value = JAN2, JAN5
+    explorer = explorer_on(session, "ESH4")
     explorer.sma.value, explorer.window.value = True, 10
     frame = explorer.load()
     expected = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-02", "2024-01-05", session=session)
@@ -208,10 +214,7 @@ def test_load_draws_candles_volume_and_sma(session: HdiSession) -> None:
 
 
 def test_load_unknown_symbol_shows_the_error(session: HdiSession) -> None:
-    ingest_sample(session)
-    explorer = QueryExplorer(session)
-    explorer.symbol.value = "ZZZ9"
-    explorer.start.value, explorer.end.value = JAN2, JAN5
+    explorer = explorer_on(session, "ZZZ9")
     explorer.load_button.click()
     assert isinstance(explorer.last_error, ValidationError)
     assert "unknown symbol(s) 'ZZZ9'" in str(explorer.last_error)
@@ -221,10 +224,7 @@ def test_load_unknown_symbol_shows_the_error(session: HdiSession) -> None:
 
 
 def test_bad_window_is_shown(session: HdiSession) -> None:
-    ingest_sample(session)
-    explorer = QueryExplorer(session)
-    explorer.symbol.value = "ESH4"
-    explorer.start.value, explorer.end.value = JAN2, JAN5
+    explorer = explorer_on(session, "ESH4")
     explorer.ema.value, explorer.window.value = True, 0
     explorer.load_button.click()
     assert isinstance(explorer.last_error, ValidationError) and "window=0" in explorer.message()
