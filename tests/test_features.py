@@ -3,17 +3,16 @@ computation, idempotent re-runs, gaps, bad input, and the CLI / magic / widget f
 
 from __future__ import annotations
 
-import io
 import itertools
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import hdi_shell
+from helpers import hdi_shell, run_cli
 
 import hdi_lab
-from hdi_lab import cli, features, indicators
+from hdi_lab import features, indicators
 from hdi_lab.errors import ValidationError
 from hdi_lab.session import HdiSession
 
@@ -208,24 +207,18 @@ def test_resampled_interval_reads_rolled_up_bars(session: HdiSession) -> None:
 # -- front ends -----------------------------------------------------------------------------
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), out, err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_cli_features_compute_and_list(session: HdiSession, hdi_env: dict[str, str]) -> None:
     ingest(session, "2023-01-01", "2023-03-01", ("AAPL",))
-    code, out, err = run_cli("features", "compute", "--set", SET, "--symbols", "AAPL", "--interval", "1d",
-                             "--start", "2023-01-01", "--end", "2023-03-01")
+    code, out, err = run_cli(["features", "compute", "--set", SET, "--symbols", "AAPL", "--interval", "1d",
+                              "--start", "2023-01-01", "--end", "2023-03-01"])
     assert code == 0, err
     assert "momentum_v1 1d -> features_momentum_v1_1d: 42 rows for 1 instrument(s)" in out and "42 inserted" in out
-    code, out, err = run_cli("features", "compute", "--set", SET, "--symbols", "AAPL", "--start", "2023-01-01",
-                             "--end", "2023-03-01")
+    code, out, err = run_cli(["features", "compute", "--set", SET, "--symbols", "AAPL", "--start", "2023-01-01",
+                              "--end", "2023-03-01"])
     assert code == 0 and "0 inserted, 0 updated, 42 unchanged" in out
-    code, out, err = run_cli("features", "list")
+    code, out, err = run_cli(["features", "list"])
     assert code == 0 and "features_momentum_v1_1d" in out and "trend_v1" in out
-    code, out, err = run_cli("features", "compute", "--set", "nope", "--symbols", "AAPL")
+    code, out, err = run_cli(["features", "compute", "--set", "nope", "--symbols", "AAPL"])
     assert code == 1 and "hdi: error: feature set 'nope' is not known" in err
 
 

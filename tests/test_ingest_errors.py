@@ -15,6 +15,7 @@ from helpers import (
     make_session,
     read_store,
     row_counts,
+    run_cli,
     table_exists,
 )
 
@@ -213,12 +214,6 @@ def test_hostile_symbol_is_just_unknown(session: HdiSession) -> None:
 # --- the same through the CLI ------------------------------------------------------------------
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, out, err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
     raw = decompressed(TRADES)
     truncated = _plain(tmp, "truncated.trades.dbn", raw[:-RECORD // 2])
@@ -251,7 +246,7 @@ def test_cli_errors_are_one_line(hdi_env: dict[str, str], session: HdiSession, t
     hdi_lab.ingest(provider="file", path=GLBX_TRADES, session=session)
     before = row_counts(session)
     argv, needle = _cli_cases(tmp_path)[case]
-    code, out, err = _cli(argv)
+    code, out, err = run_cli(argv)
     assert code == 1, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import index_ns, row_counts
+from helpers import index_ns, row_counts, run_cli
 
 import hdi_lab
 from hdi_lab import dbn, quarantine
-from hdi_lab.cli import main
 from hdi_lab.dbn_writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.session import HdiSession
 
@@ -90,11 +88,6 @@ def _query(session: HdiSession, symbol: str = "TESTA") -> pd.DataFrame:
                          session=session)
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    return main(argv, out, err), out.getvalue(), err.getvalue()
-
-
 def test_bad_records_are_quarantined_and_good_ones_load(session: HdiSession, hdi_env: dict[str, str],
                                                         tmp_path: Path) -> None:
     path, rec, idx = _write(tmp_path)
@@ -122,13 +115,13 @@ def test_bad_records_are_quarantined_and_good_ones_load(session: HdiSession, hdi
         assert text in entry.reason, (rule, entry.reason)
         assert entry.record == dbn.record_to_json(rec[idx[name]]), rule  # the original record, exact
 
-    code, out, err = _cli(["quarantine", "list"])
+    code, out, err = run_cli(["quarantine", "list"])
     assert code == 0, err
     for rule, _ in BAD.values():
         assert rule in out
-    code, out, _ = _cli(["quarantine", "show", str(by_rule["unknown_instrument"].id)])
+    code, out, _ = run_cli(["quarantine", "show", str(by_rule["unknown_instrument"].id)])
     assert code == 0 and str(STRAY_ID) in out
-    code, out, _ = _cli(["status"])
+    code, out, _ = run_cli(["status"])
     assert code == 0 and f"open quarantine entries: {len(BAD)}" in out
 
 
@@ -179,9 +172,9 @@ def test_fix_by_sql_then_retry(session: HdiSession, hdi_env: dict[str, str], tmp
     again = quarantine.retry(session)  # nothing new to load; the resolved one is not retried
     assert (again.retried, again.loaded, again.still_bad) == (len(BAD) - 1, 0, len(BAD) - 1)
 
-    code, out, _ = _cli(["quarantine", "list", "--status", "resolved"])
+    code, out, _ = run_cli(["quarantine", "list", "--status", "resolved"])
     assert code == 0 and "ohlc_inconsistent" in out and "ts_misaligned" not in out
-    code, out, _ = _cli(["quarantine", "retry"])
+    code, out, _ = run_cli(["quarantine", "retry"])
     assert code == 1 and f"still failing {len(BAD) - 1}" in out
 
 
