@@ -5,7 +5,7 @@
 >>> frame = training_frame(entities, "momentum_v1")          # Feast point-in-time join (as-of)
 >>> online_features(report.instrument_ids, "momentum_v1")    # latest values, with staleness
 
-:func:`publish` (also ``hdi features publish`` and ``%hdi_features publish``):
+:func:`publish` (also ``hdi features publish`` and ``%hdi_publish``):
 
 1. computes / refreshes the set for the symbols over ``[start, end)`` (:func:`hdi_lab.features.compute`,
    idempotent; ``compute=False`` publishes what is stored);
