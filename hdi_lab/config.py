@@ -141,6 +141,7 @@ def mask(opt: Option, value: Any) -> str:
 def _coerce(opt: Option, raw: Any, source: str) -> Any:
     if raw is None:
         return None
+    value: Any
     try:
         if opt.kind is bool and isinstance(raw, str):
             value = {"1": True, "true": True, "yes": True, "on": True,
@@ -153,7 +154,7 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
         names = " or ".join(opt.env)
         raise ConfigError(f"{opt.name} from {source} looks like a placeholder: set {names} to your real key")
     if opt.name == "database_url":
-        problem = dsn.check(value)
+        problem = dsn.check(str(value))
         if problem:
             raise ConfigError(f"database_url from {source} is not a valid PostgreSQL URL: {problem}; "
                               "use postgresql://user:password@host:port/dbname (or key=value pairs)")

@@ -116,7 +116,8 @@ def check(dsn: str) -> str | None:
             i += 1
         if i >= n or dsn[i] != "=":
             # the word itself is not shown: it may be part of an unquoted password holding a blank
-            return f"it is neither a postgresql:// URL nor key=value pairs (no '=' after the word at character {start + 1})"
+            return ("it is neither a postgresql:// URL nor key=value pairs "
+                    f"(no '=' after the word at character {start + 1})")
         i += 1
         while i < n and dsn[i].isspace():
             i += 1

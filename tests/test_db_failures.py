@@ -169,7 +169,8 @@ def test_a_read_only_role_reads_and_cannot_write(readonly: tuple[str, str], sess
         assert int(hdi_lab.sql("SELECT count(*) AS n FROM ohlcv_1m", session=ro)["n"].iloc[0]) == stored
         with pytest.raises(StorageError, match=r"^PostgreSQL refused: ERROR:  permission denied for table .* "
                                                r"\(sqlstate 42501\): this role lacks the privilege") as info:
-            hdi_lab.ingest(**{**SAMPLE, "start": "2024-01-04", "end": "2024-01-05"}, session=ro)  # type: ignore[arg-type]
+            later = {**SAMPLE, "start": "2024-01-04", "end": "2024-01-05"}
+            hdi_lab.ingest(**later, session=ro)  # type: ignore[arg-type]
         assert len(str(info.value).splitlines()) == 1 and info.value.sqlstate == "42501"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HDI_DATABASE_URL", url)

@@ -53,7 +53,8 @@ def test_mask_hides_the_password_of_every_dsn_form(url: str, shown: str, hidden:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("url", ["postgresql://h/db", "host=h dbname=d user=u", "postgresql://u@h:5/db?sslmode=require"])
+@pytest.mark.parametrize("url", ["postgresql://h/db", "host=h dbname=d user=u",
+                                 "postgresql://u@h:5/db?sslmode=require"])
 def test_mask_leaves_a_dsn_without_password_alone(url: str) -> None:
     assert dsn.mask(url) == url and dsn.secrets(url) == [] and dsn.check(url) is None
 
