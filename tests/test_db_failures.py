@@ -43,10 +43,29 @@ def _admin(pg_url: str, statement: str, params: tuple[object, ...] = ()) -> list
         conn.close()
 
 
-def _terminate(pg_url: str, schema: str) -> int:
-    """Terminate every backend whose last statement named ``schema`` (only this test's connections)."""
-    rows = _admin(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                          "AND position(%s IN query) > 0", (schema,))
+def _client_ports(pid: int) -> list[int]:
+    """The local TCP ports of process ``pid``'s sockets (its PostgreSQL connections), from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _terminate(pg_url: str, pid: int) -> int:
+    """Terminate the backends serving process ``pid`` (only this test's connections: the server is shared)."""
+    rows = _admin(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)",
+                  (_client_ports(pid),))
     return len(rows)
 
 
@@ -78,7 +97,7 @@ def test_backend_terminated_mid_ingest_is_one_line_and_resumes(pg_url: str, db_s
             if logged and _admin(pg_url, f'SELECT count(*) FROM "{db_schema}".ingest_log')[0][0]:
                 break
             time.sleep(0.01)
-        assert _terminate(pg_url, db_schema) >= 1
+        assert _terminate(pg_url, proc.pid) >= 1
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
