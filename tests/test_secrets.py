@@ -82,7 +82,7 @@ def test_settings_and_session_reprs_mask_secrets(tmp_path: Path) -> None:
     settings = load_settings(environ=env, cwd=tmp_path)
     session = HdiSession(settings)
     shown = [repr(settings), str(settings), pretty(settings), f"{settings}", repr(session), str(session),
-             pretty(session), repr(settings.replace(chunk_rows=5))]
+             pretty(session), repr(settings.replace(chunk_rows=5)), repr(session.provider("databento").caller())]
     for text in shown:
         assert PW not in text and KEY[3:-3] not in text, text
     assert "password=****" in repr(settings) and "****xyz" in repr(settings)
