@@ -3,6 +3,11 @@
 Precedence: explicit arguments > ``HDI_*`` environment variables > config file > defaults. The
 config file is ``$HDI_CONFIG``, else ``hdi_lab.toml`` in the working directory, else the
 ``[tool.hdi_lab]`` table of the nearest ``pyproject.toml``, else ``<config dir>/hdi_lab.toml``.
+
+A project file (the working directory's ``hdi_lab.toml`` or ``pyproject.toml``) comes with
+whatever folder one runs ``hdi`` in, e.g. a cloned repository, so it may not decide where a
+credential is sent (:data:`ROUTING`): those settings come from arguments, the environment,
+``$HDI_CONFIG`` or the user's own config file only. Secrets never appear in a repr or a message.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import platformdirs
 
+from hdi_lab import dsn
 from hdi_lab.errors import ConfigError
 
 
@@ -69,6 +75,10 @@ OPTIONS: tuple[Option, ...] = (
            "Feast feature repo used by `hdi features publish` (default: feature_repo/ of the hdi_lab checkout)"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
+#: settings that decide where a credential is sent: never from a project file (see the module docstring)
+ROUTING = ("databento_gateway", "database_url")
+#: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
+_SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
 _PLACEHOLDER = re.compile(r"^(|x+|\.\.\.|<.*>|changeme|your[-_ ]?(api[-_ ]?)?key.*|\$\{.*\})$", re.I)
 
 
@@ -78,6 +88,16 @@ class Settings:
 
     values: Mapping[str, Any]
     sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value, _ in self.masked())
+        return f"Settings({shown})"
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -114,13 +134,14 @@ def mask(opt: Option, value: Any) -> str:
     if not opt.secret:
         return str(value)
     if opt.name == "database_url":
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1****@", str(value))
+        return dsn.mask(value)
     return "****" + str(value)[-3:] if len(str(value)) > 8 else "****"
 
 
 def _coerce(opt: Option, raw: Any, source: str) -> Any:
     if raw is None:
         return None
+    value: Any
     try:
         if opt.kind is bool and isinstance(raw, str):
             value = {"1": True, "true": True, "yes": True, "on": True,
@@ -132,7 +153,36 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
     if opt.secret and isinstance(value, str) and opt.name != "database_url" and _PLACEHOLDER.match(value):
         names = " or ".join(opt.env)
         raise ConfigError(f"{opt.name} from {source} looks like a placeholder: set {names} to your real key")
+    if opt.name == "database_url":
+        problem = dsn.check(str(value))
+        if problem:
+            raise ConfigError(f"database_url from {source} is not a valid PostgreSQL URL: {problem}; "
+                              "use postgresql://user:password@host:port/dbname (or key=value pairs)")
     return value
+
+
+def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
+    """Refuse a project file's setting that would decide where a credential is sent (module docstring).
+
+    A ``database_url`` carrying its own password is accepted: libpq then sends that password, not
+    ``PGPASSWORD`` or ``~/.pgpass`` entries, so the file can only hand out its own secret.
+    """
+    for name in ROUTING:
+        if name not in table:
+            continue
+        if name == "database_url" and dsn.secrets(table[name]):
+            continue
+        opt = _BY_NAME[name]
+        what = "the Databento API key" if name == "databento_gateway" else "your PostgreSQL password"
+        raise ConfigError(
+            f"{name} in {path} is refused: a file in the working directory may not decide where {what} is "
+            f"sent; set {opt.env[0]} or put it in {user_config_file()} (or the file named by $HDI_CONFIG)"
+        )
+
+
+def user_config_file() -> Path:
+    """The user's own config file (read when the working directory has none)."""
+    return Path(platformdirs.user_config_dir("hdi_lab", appauthor=False)) / "hdi_lab.toml"
 
 
 def _check_keys(table: Mapping[str, Any], where: str) -> None:
@@ -160,7 +210,7 @@ def find_config_file(environ: Mapping[str, str], cwd: Path) -> tuple[Path, Mappi
             if table is not None:
                 return pyproject, table
             break
-    user = Path(platformdirs.user_config_dir("hdi_lab", appauthor=False)) / "hdi_lab.toml"
+    user = user_config_file()
     if user.is_file():
         return user, _read_toml(user)
     return None
@@ -194,6 +244,8 @@ def load_settings(
         if found:
             path, table = found
             _check_keys(table, str(path))
+            if _is_project_file(path, environ):
+                _check_project_file(table, path)
         for opt in OPTIONS:
             values[opt.name], sources[opt.name] = opt.default, "default"
             if opt.name in table:
@@ -209,4 +261,12 @@ def load_settings(
         sources[name] = "argument"
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_schema"])):
         raise ConfigError(f"db_schema={values['db_schema']!r} must be a lowercase SQL identifier like 'hdi'")
+    if _SYSTEM_SCHEMA.match(str(values["db_schema"])):
+        raise ConfigError(f"db_schema={values['db_schema']!r} (from {sources['db_schema']}) is a system or shared "
+                          "schema: pick a dedicated schema for hdi_lab's tables, like 'hdi'")
     return Settings(values=values, sources=sources)
+
+
+def _is_project_file(path: Path, environ: Mapping[str, str]) -> bool:
+    """True for the working directory's hdi_lab.toml / pyproject.toml, not $HDI_CONFIG or the user's file."""
+    return not environ.get("HDI_CONFIG") and path != user_config_file()

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hdi_lab import dsn as dsns
 from hdi_lab import features
 from hdi_lab.errors import ConfigError, StorageError
 from hdi_lab.extras import require
@@ -102,7 +103,12 @@ def feast_env(session: HdiSession) -> dict[str, str]:
     """Every :data:`VARIABLES` value for the session's database (contains the password)."""
     import psycopg2.extensions
 
-    dsn = psycopg2.extensions.parse_dsn(session.database_url())
+    url = session.database_url()
+    try:
+        dsn = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError as exc:  # libpq may quote the password in its message
+        raise ConfigError(f"the database URL is not valid ({dsns.scrub(str(exc).strip(), url)}): fix "
+                          "HDI_DATABASE_URL") from None
     host = dsn.get("host", "localhost")
     port = dsn.get("port", "5432")
     database = dsn.get("dbname", dsn.get("user", "postgres"))

@@ -241,18 +241,20 @@ def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any
         params = {k: plain(v) for k, v in params.items()}
     elif params is not None:
         params = [plain(v) for v in params]
-    try:
-        with transaction(conn) as cur:
+    with transaction(conn) as cur:  # a lost connection or a refused privilege: transaction()'s StorageError
+        try:
             cur.execute(text, params)
-            if cur.description is None:
-                return pd.DataFrame()
-            frame = fetch_frame(cur)
-    except psycopg2.ProgrammingError as exc:
-        if exc.pgcode is None:  # raised by the driver before the server saw the statement
-            raise ValidationError(f"a parameter cannot be sent to PostgreSQL: {str(exc).strip()}") from exc
-        raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
-    except psycopg2.Error as exc:
-        raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+        except psycopg2.ProgrammingError as exc:
+            if exc.pgcode is None:  # raised by the driver before the server saw the statement
+                raise ValidationError(f"a parameter cannot be sent to PostgreSQL: {str(exc).strip()}") from exc
+            raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+        except psycopg2.Error as exc:
+            if exc.pgcode is None or exc.pgcode.startswith(("08", "57P", "42501")):
+                raise
+            raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+        if cur.description is None:
+            return pd.DataFrame()
+        frame = fetch_frame(cur)
     # numeric results (sum(bigint), price / 1e9) arrive as Decimal objects: give analysts floats
     for name in frame.columns:
         if frame[name].dtype != object:

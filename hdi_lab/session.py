@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from hdi_lab import dsn
 from hdi_lab.config import Settings, load_settings
 from hdi_lab.errors import ValidationError
 
@@ -30,6 +31,10 @@ class HdiSession:
         self._lock = threading.Lock()
         self._url: str | None = None
         self._migrated = False
+
+    def __repr__(self) -> str:
+        where = "embedded server" if self.embedded else dsn.mask(self.settings.database_url)
+        return f"HdiSession(database={where!r}, schema={self.schema!r})"
 
     @property
     def schema(self) -> str:
@@ -57,7 +62,10 @@ class HdiSession:
         return EmbeddedServer(self.settings.home_dir)
 
     def connection(self) -> psycopg2.extensions.connection:
-        """This thread's open connection, with the hdi_lab schema migrated to the current version."""
+        """This thread's open connection, with the hdi_lab schema migrated to the current version.
+
+        A connection that died (server restarted, backend terminated) is replaced by a new one on
+        the next call: a notebook keeps its session."""
         from hdi_lab.storage import db, timescale
 
         key = threading.get_ident()
@@ -66,8 +74,12 @@ class HdiSession:
             conn = db.connect(self.database_url(), self.schema)
             with self._lock:
                 if not self._migrated:
-                    db.migrate(conn, self.schema, timescale.Policies.from_settings(
-                        self.settings.timescale_compress_after, self.settings.timescale_retention))
+                    try:
+                        db.migrate(conn, self.schema, timescale.Policies.from_settings(
+                            self.settings.timescale_compress_after, self.settings.timescale_retention))
+                    except BaseException:
+                        conn.close()
+                        raise
                     self._migrated = True
                 self._conns[key] = conn
         return conn

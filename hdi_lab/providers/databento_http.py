@@ -39,7 +39,7 @@ _HINTS: tuple[tuple[str, str], ...] = (
 class Caller:
     """Runs client calls with retries; collects the vendor's warnings (``X-Warning``)."""
 
-    key: str
+    key: str = field(repr=False)  # the API key: never in a repr
     retries: int = 5
     backoff: float = 1.0
     backoff_max: float = 30.0
