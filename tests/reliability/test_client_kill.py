@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ CHUNK_ROWS = "2000"
 @pytest.fixture(scope="module")
 def clean_run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, ...]]:
     """The fingerprint of one uninterrupted `hdi ingest` of the same request."""
-    schema = "t_rel_clean_" + os.urandom(4).hex()
+    schema = f"t_rel_clean_{uuid.uuid4().hex[:8]}"
     try:
         env = rs.child_env({"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": schema, "HDI_CHUNK_ROWS": CHUNK_ROWS})
         done = rs.run(rs.hdi("ingest", *rs.SAMPLE_ARGS), env, tmp_path_factory.mktemp("clean"))
@@ -38,7 +39,7 @@ def clean_run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.mark.parametrize("logged, mid_chunk", [(0, True), (3, False), (6, True)],
                          ids=["inside-first-chunk", "after-3-chunks", "inside-chunk-7"])
-def test_sigkill_then_resume_equals_a_clean_run(pg_url: str, db_schema: str, tmp_path: Path, clean_run: tuple,
+def test_sigkill_then_resume_equals_a_clean_run(pg_url: str, db_schema: str, tmp_path: Path, clean_run: tuple[object, ...],
                                                 logged: int, mid_chunk: bool) -> None:
     env = rs.child_env({"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema, "HDI_CHUNK_ROWS": CHUNK_ROWS})
     with rs.spawned(rs.hdi("ingest", *rs.SAMPLE_ARGS), env, tmp_path) as proc:

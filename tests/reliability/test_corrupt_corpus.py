@@ -111,7 +111,8 @@ def corpus() -> dict[str, Case]:
         **{f"zst-block-flushed-{k}-records": Case(t + ".zst", block_flushed(TRADES[:H + k * REC]))
            for k in (0, 2, 4)},
         # ... past the first 128 KiB block, so the metadata decodes and only the records' reader meets the end
-        **{f"zst-big-block-flushed-{k}-records": Case(t + ".zst", block_flushed(BIG[:H + k * REC])) for k in (3000, 8000)},
+        **{f"zst-big-block-flushed-{k}-records": Case(t + ".zst", block_flushed(BIG[:H + k * REC]))
+           for k in (3000, 8000)},
         "zst-big-cut-checksum": Case(t + ".zst", zst(BIG)[:-4]),
         # flipped bytes
         "magic": Case(t, flip(TRADES, 0)),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 import rel_support as rs
 from conftest import fixture_files
-from helpers import decompressed, hdi_shell
+from helpers import decompressed, drop_schema, hdi_shell
 
 import hdi_lab
 from hdi_lab.config import load_settings
@@ -155,24 +157,19 @@ print("\n@@RESULTS@@" + json.dumps(results))
 @pytest.fixture(scope="module")
 def cli_results(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
     """Every CLI case's exit code, stdout and stderr (with its log records), from one child process."""
-    from helpers import drop_schema
-
     tmp = tmp_path_factory.mktemp("secrets")
     port = _port(pg_url)
-    schema = "t_rel_secrets_" + tmp.name[-6:].replace("-", "_").lower()
+    schema = f"t_rel_secrets_{uuid.uuid4().hex[:8]}"
     cases = cli_cases(port, _bad_trades_file(tmp))
     env = rs.child_env({
         "HDI_DATABASE_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres",
-        "HDI_DB_SCHEMA": "t_rel_secrets",
+        "HDI_DB_SCHEMA": schema,
         "HDI_DATABENTO_API_KEY": KEY,
         "HDI_DATABENTO_GATEWAY": "http://127.0.0.1:1",  # nothing listens: the key's request fails at once
         "HDI_DATABENTO_RETRIES": "0",
         "HDI_HOME": str(tmp / "home"),
     })
-    env["HDI_DB_SCHEMA"] = schema
     try:
-        import subprocess
-
         done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(cases), env=env, cwd=tmp,
                               capture_output=True, text=True, timeout=rs.DEADLINE_S * 2)
         assert "@@RESULTS@@" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
@@ -219,7 +216,7 @@ ERROR_MAGICS = [
     "--end 2024-01-03 --quiet",
     "%%hdi_query\nSELECT * FROM no_such_table",
 ]
-REPRS = {
+REPRS: dict[str, Callable[[Any], str]] = {
     "repr(settings)": lambda s: repr(s.settings),
     "str(settings)": lambda s: str(s.settings),
     "repr(session)": repr,
