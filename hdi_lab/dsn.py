@@ -67,7 +67,10 @@ def secrets(dsn: object) -> list[str]:
     if m:
         creds, _, query = _split_uri(m.group(2))
         if ":" in creds:
-            found.append(creds.split(":", 1)[1])
+            password = creds.split(":", 1)[1]
+            found.append(password)
+            if "@" in password:  # libpq ends the credentials at the FIRST '@': it quotes the rest as a host name
+                found += [part for part in password.split("@") if len(part) >= 4]
         found += [p.split("=", 1)[1] for p in query.split("&") if "=" in p and _is_secret_param(p)]
     else:
         for k in _KV_SECRET.finditer(text):

@@ -53,6 +53,13 @@ def test_mask_hides_the_password_of_every_dsn_form(url: str, shown: str, hidden:
 
 
 @pytest.mark.unit
+def test_scrub_hides_the_part_of_a_password_libpq_reads_as_a_host() -> None:
+    url = f"postgresql://u:pre@{PW}@127.0.0.1/db"  # libpq: password "pre", host "<PW>@127.0.0.1"
+    message = f'could not translate host name "{PW}@127.0.0.1" to address'
+    assert PW not in dsn.scrub(message, url)
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("url", ["postgresql://h/db", "host=h dbname=d user=u",
                                  "postgresql://u@h:5/db?sslmode=require"])
 def test_mask_leaves_a_dsn_without_password_alone(url: str) -> None:
