@@ -83,13 +83,20 @@ def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return frame[keep], note
 
 
-def _x(frame: pd.DataFrame) -> np.ndarray:
-    """The UTC index as naive datetime64[us]: plotly serialises it far faster than tz-aware Timestamps,
-    and its widget serialiser sends datetime64[ns] to the browser as integers (epoch ns)."""
+def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.object_]]:
+    """The index's UTC times as ISO 8601 strings ending in ``Z`` (naive times are taken as UTC).
+
+    Strings reach the browser unchanged, whatever the kernel's time zone: naive datetimes would be
+    sent with the kernel's *local* offset (jupyter_client's serialiser, with a DeprecationWarning)
+    and datetime64[ns] arrays as integers (epoch ns). Whole seconds are written without a fraction
+    (every bar), else to the microsecond. An object array: plotly copies it per trace by reference.
+    """
     index = pd.DatetimeIndex(frame.index)
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
-    return index.to_numpy().astype("datetime64[us]")
+    values = index.to_numpy()
+    whole = bool((values.astype("datetime64[s]") == values).all())
+    return np.datetime_as_string(values, unit="s" if whole else "us", timezone="UTC").astype(object)
 
 
 def new_figure(height: int = 560) -> go.FigureWidget:
@@ -104,6 +111,7 @@ def new_figure(height: int = 560) -> go.FigureWidget:
                       xaxis_rangeslider_visible=False, hovermode="x unified")
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
+    fig.update_xaxes(type="date")  # the times travel as ISO strings (see _x)
     fig.update_xaxes(title_text="UTC", row=2, col=1)
     return fig
 

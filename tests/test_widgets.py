@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 import subprocess
 import sys
 from typing import Any
@@ -192,11 +193,11 @@ def test_load_draws_candles_volume_and_sma(session: HdiSession) -> None:
     assert [t.type for t in fig.data] == ["candlestick", "bar", "scatter"]
     candles, volume, sma = fig.data
     assert len(candles.x) == len(volume.x) == len(frame)
-    # what the widget sends to the browser: dates, not epoch nanoseconds (plotly's serialiser sends
-    # datetime64[ns] as integers)
+    # what the widget sends to the browser: UTC times as ISO strings ending in Z (not naive datetimes,
+    # which the kernel sends with its local offset, nor datetime64[ns], sent as epoch nanoseconds)
     sent = fig.to_plotly_json()["data"][0]["x"]
-    assert np.asarray(sent).dtype == np.dtype("datetime64[us]")
-    assert pd.Timestamp(sent[0]).tz_localize("UTC") == frame.index[0]
+    assert list(sent) == list(frame.index.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "date"
     np.testing.assert_array_equal(candles.close, frame["close"].to_numpy())
     np.testing.assert_array_equal(volume.y, frame["volume"].to_numpy(np.float64))
     assert volume.yaxis == "y2" and volume.xaxis == "x2" and fig.layout.xaxis.matches == "x2"
@@ -211,6 +212,72 @@ def test_load_draws_candles_volume_and_sma(session: HdiSession) -> None:
     redrawn_in_place = explorer.figure is fig
     assert explorer.last_error is None and redrawn_in_place
     assert [t.name for t in fig.data] == ["OHLC", "volume", "EMA(10)"]
+
+
+# The explorer in a real kernel whose local time zone is not UTC: the chart's times must reach the
+# front end as the bars' UTC times, with no "Interpreting naive datetime as local" warning.
+KERNEL_CODE = """
+import warnings
+warnings.simplefilter("always")  # show every warning, whatever the kernel's default filters
+import datetime as dt
+from hdi_lab.session import HdiSession
+from hdi_lab.widgets import QueryExplorer
+explorer = QueryExplorer(HdiSession(), refresh=False)
+explorer.symbol.value = "ESH4"
+explorer.start.value, explorer.end.value = dt.date(2024, 1, 2), dt.date(2024, 1, 5)
+display(explorer)
+explorer.load()
+explorer.session.close()
+assert explorer.last_error is None
+"""
+
+
+def run_in_kernel(code: str, env: dict[str, str]) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """Run ``code`` in a new ipykernel; returns its reply status, its comm messages' data (as the
+    front end receives them: packed by the kernel's session, unpacked here) and its stderr text."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    try:
+        msg_id = kc.execute(code)
+        comms: list[dict[str, Any]] = []
+        stderr: list[str] = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind in ("comm_open", "comm_msg"):
+                comms.append(content["data"])
+            elif kind == "stream" and content["name"] == "stderr":
+                stderr.append(content["text"])
+            elif kind == "error":
+                stderr.append("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+        reply = kc.get_shell_msg(timeout=30)
+        return str(reply["content"]["status"]), comms, stderr
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_chart_times_reach_the_front_end_as_utc_under_a_local_time_zone(
+        session: HdiSession, pg_url: str, db_schema: str) -> None:
+    ingest_sample(session)
+    bars = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-02", "2024-01-05", session=session)
+    env = {**os.environ, "TZ": "America/New_York", "HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema}
+    status, comms, stderr = run_in_kernel(KERNEL_CODE, env)
+    assert status == "ok", stderr
+    added = [trace for data in comms for trace in ((data.get("state") or {}).get("_py2js_addTraces") or {})
+             .get("trace_data", [])]
+    assert [t["name"] for t in added] == ["OHLC", "volume"]
+    for trace in added:
+        sent = pd.Series(trace["x"])
+        assert sent.str.endswith("Z").all(), sent.head(2).tolist()  # wall time = UTC in the browser
+        pd.testing.assert_index_equal(pd.DatetimeIndex(pd.to_datetime(sent, utc=True)), bars.index,
+                                      check_names=False)
+    assert not [text for text in stderr if "Warning" in text], stderr
 
 
 def test_load_unknown_symbol_shows_the_error(session: HdiSession) -> None:

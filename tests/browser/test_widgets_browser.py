@@ -41,6 +41,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SERVER_START_TIMEOUT = 60.0
 RUN_ALL_TIMEOUT = 120.0
 ROUND_TRIP_TIMEOUT_MS = 30_000
+# The kernel and the browser run in a time zone other than UTC: the chart must still show UTC times.
+LOCAL_TZ = "America/New_York"
 # Read at import: the autouse clean_environ fixture removes every HDI_* variable before the test runs.
 ARTIFACTS = os.environ.get("HDI_BROWSER_ARTIFACTS")
 # No HTTP proxy from the environment for the local server.
@@ -163,11 +165,13 @@ def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HDI_", "JUPYTER", "IPYTHONDIR"))}
     env.update({k: str(v) for k, v in dirs.items()})
-    env.update(HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, PYTHONUNBUFFERED="1")
+    env.update(HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, PYTHONUNBUFFERED="1", TZ=LOCAL_TZ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp_path / "jupyter.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+    # -m jupyterlab, not `jupyter lab` (whose jupyter-lab script may name another interpreter): the server,
+    # and so the kernel (jupyter_client starts a "python" kernel with the server's interpreter), run this one.
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
            f"--port={port}", f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
            "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
@@ -246,7 +250,7 @@ def test_widgets_are_live_in_jupyterlab(lab: Lab, tmp_path: Path, capsys: pytest
     with sync_playwright() as pw:
         home = tmp_path / "chromium-home"  # else Chromium writes ~/.config/chromium and ~/.cache/dconf
         browser_env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                       "XDG_CACHE_HOME": str(home / ".cache")}
+                       "XDG_CACHE_HOME": str(home / ".cache"), "TZ": LOCAL_TZ}
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=browser_env)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 2000})
@@ -348,6 +352,11 @@ def _run_and_check(page: Any, expect: Any, report: Callable[[], str]) -> None:
     expect(chart.locator(".legendtext")).to_have_text(["OHLC", "volume", "EMA(10)"])
     expect(chart.locator("g.trace.boxes path").first).to_be_attached()
     expect(explorer.locator(".widget-html")).to_contain_text("1,560 rows in all")
+    # The first bar, 14:30 UTC, as plotly.js reads it (ms since the epoch, UTC), in a New York kernel and
+    # browser; and no "Interpreting naive datetime as local" warning in any cell's output.
+    first_x = chart.evaluate("gd => [gd.data[0].x[0], gd._fullLayout.xaxis.d2c(gd.data[0].x[0])]")
+    assert first_x == ["2024-01-02T14:30:00Z", 1704205800000], first_x
+    expect(page.get_by_text("Interpreting naive datetime")).to_have_count(0)
 
     # Live, not saved state: no error or disconnected widget views anywhere.
     expect(page.locator(".jupyter-widgets-error-widget")).to_have_count(0)
