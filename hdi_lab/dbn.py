@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 import databento as db
 import numpy as np
 import pandas as pd
+import zstandard
 
 from hdi_lab import vendor_warnings
 from hdi_lab.dbn_writer import RTYPES, record_dtype
@@ -58,8 +60,11 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
         if not path.is_file():
             raise DataFormatError(f"{name} does not exist: give the path of a .dbn or .dbn.zst file")
 
+    read_bytes: list[bytes] = []
+
     def read() -> db.DBNStore:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        read_bytes.append(data)
         # from_bytes(io.BytesIO): from_bytes(bytes) repr()s its input, from_file leaves the file open
         store = db.DBNStore.from_bytes(io.BytesIO(data))
         _ = store.metadata
@@ -68,6 +73,8 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
     try:
         store, notes = vendor_warnings.call(read)
     except Exception as exc:  # the decoder raises BentoError, ValueError or OSError subclasses
+        if read_bytes and unfinished_zstd(read_bytes[0]):  # cut inside the header: say what happened
+            raise DataFormatError(truncated_message(name)) from exc
         raise DataFormatError(
             f"{name} is not a readable DBN file ({_short(exc)}): hdi_lab reads Databento DBN "
             "files, plain or zstd-compressed (.dbn, .dbn.zst)"
@@ -144,13 +151,14 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
 
 def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[np.ndarray]:
     dtype = record_dtype(schema)
+    reader = stream(store, name)
     if store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS):
         # these layouts changed in DBN v3: let the client upgrade each record (they are few)
-        yield np.frombuffer(b"".join(bytes(r) for r in store), dtype=dtype)
+        plain = db.DBNStore.from_bytes(io.BytesIO(reader.read()))
+        yield np.frombuffer(b"".join(bytes(r) for r in plain), dtype=dtype)
         return
     if store.metadata.ts_out:
         dtype = np.dtype(dtype.descr + [("ts_out", "<u8")])
-    reader = store.reader
     head = reader.read(8)
     if len(head) < 8 or head[:3] != b"DBN":
         raise DataFormatError(f"{name} is not a DBN stream")
@@ -172,10 +180,106 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
         yield np.frombuffer(buf, dtype=dtype)
 
 
-def _read_full(reader: Any, size: int) -> bytes:
+def truncated_message(name: str) -> str:
+    return (f"{name} is truncated: its zstd stream ends before the end of its frame (a cut download or an "
+            "unfinished export); re-download or re-export it (re-run the ingest for an API download); "
+            "nothing from it was stored")
+
+
+class _Unfinished(DataFormatError):
+    """The input ended inside a zstd frame."""
+
+
+class ZstdStream:
+    """The decompressed bytes of a zstd stream of one or more frames, read as a file.
+
+    zstandard's own stream reader reports a clean end of file when the input stops inside a frame
+    (a crashed writer or a cut download flushed at a block boundary leaves whole records and no
+    frame end), and drops buffered output after a short read. This reader decompresses once, frame
+    after frame, and raises DataFormatError when the input ends before the last frame does.
+    """
+
+    READ_SIZE = 1 << 20  # compressed bytes per read
+    WRITE_SIZE = 1 << 20  # zstandard's default (128 KiB) output pieces cost a second join
+
+    def __init__(self, source: Any, name: str) -> None:
+        self._source, self._name = source, name
+        self._frame = self._new_frame()
+        self._in_frame = False  # input was fed to a frame that has not ended yet
+        self._parts: collections.deque[bytes] = collections.deque()
+        self._pos = 0  # read position in the first part
+        self._size = 0  # unread bytes in the parts
+        self._eof = False
+
+    def _new_frame(self) -> Any:
+        return zstandard.ZstdDecompressor().decompressobj(write_size=self.WRITE_SIZE)
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        """Up to ``size`` bytes (all with -1); a slice of one decompressed piece is not copied."""
+        while not self._eof and (size < 0 or self._size < size):
+            self._fill()
+        n = self._size if size < 0 else min(size, self._size)
+        first = self._parts[0] if self._parts else b""
+        if len(first) - self._pos >= n:
+            out: bytes | memoryview = memoryview(first)[self._pos:self._pos + n]
+            self._advance(n)
+            return out
+        buf = bytearray(n)
+        got = 0
+        while got < n:
+            piece = memoryview(self._parts[0])[self._pos:self._pos + n - got]
+            buf[got:got + len(piece)] = piece
+            got += len(piece)
+            self._advance(len(piece))
+        return memoryview(buf)
+
+    def _advance(self, n: int) -> None:
+        self._pos += n
+        self._size -= n
+        if self._parts and self._pos == len(self._parts[0]):
+            self._parts.popleft()
+            self._pos = 0
+
+    def _fill(self) -> None:
+        data = self._source.read(self.READ_SIZE)
+        if not data:
+            self._eof = True
+            if self._in_frame:
+                raise _Unfinished(truncated_message(self._name))
+            return
+        while data:
+            out = self._frame.decompress(data)
+            if out:
+                self._parts.append(out)
+                self._size += len(out)
+            self._in_frame = not self._frame.eof
+            if self._in_frame:
+                return
+            data = self._frame.unused_data  # the next frame starts here
+            self._frame = self._new_frame()
+
+
+def stream(store: db.DBNStore, name: str) -> Any:
+    """The store's DBN bytes from the start, decompressed by :class:`ZstdStream` when zstd-compressed."""
+    source = store._data_source.reader  # the undecoded bytes, rewound; databento has no public accessor
+    return ZstdStream(source, name) if store.compression == db.Compression.ZSTD else source
+
+
+def unfinished_zstd(data: bytes) -> bool:
+    """Whether ``data`` is zstd whose last frame never ends (asked only after the decoder failed)."""
+    try:
+        ZstdStream(io.BytesIO(data), "").read()
+    except _Unfinished:
+        return True
+    except Exception:  # not zstd, or corrupt: the decoder's own message says more
+        return False
+    return False
+
+
+def _read_full(reader: Any, size: int) -> bytes | memoryview:
     """``size`` bytes (all with -1) or fewer only at the end: stream readers may return short reads."""
     if size < 0:
-        return bytes(reader.read())
+        return reader.read()  # type: ignore[no-any-return]
     parts, got = [], 0
     while got < size:
         part = reader.read(size - got)
@@ -183,7 +287,7 @@ def _read_full(reader: Any, size: int) -> bytes:
             break
         parts.append(part)
         got += len(part)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 @dataclass

@@ -22,8 +22,9 @@ from urllib.parse import parse_qs
 import numpy as np
 import pandas as pd
 import trustme
+import zstandard
 
-from hdi_lab.dbn_writer import encode_dbn
+from hdi_lab.dbn_writer import encode_dbn, record_dtype
 from hdi_lab.providers import sample
 from hdi_lab.schemas import Chunk, Schema, SType
 
@@ -40,6 +41,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     detail: str = "Internal server error"
     truncate: bool = False
+    unfinished: bool = False  # whole records, flushed at a block boundary, the zstd frame never ended
     cut: bool = False  # the connection drops halfway through the body (Content-Length promises more)
     after: int = 0  # let this many matching calls through first
     schema: str | None = None  # only calls for this schema match (None: any)
@@ -220,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != expected:
             return _error(401, "Authentication failed.")
         fault = fake.take_fault(endpoint, p.get("schema"))
-        if fault is not None and not (fault.truncate or fault.cut):
+        if fault is not None and not (fault.truncate or fault.cut or fault.unfinished):
             return _error(fault.status, fault.detail, fault.headers)
         if endpoint == "timeseries.get_range":
             status, headers, body = fake.get_range(p)
@@ -230,11 +232,15 @@ class _Handler(BaseHTTPRequestHandler):
                     fake.served_schemas.pop()
                 headers["X-Fake-Cut"] = "1"
             elif fault is not None:  # a stream cut short: the header and part of the records
-                raw = body
-                import zstandard
-
-                plain = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-                body = zstandard.ZstdCompressor().compress(plain[: len(plain) * 2 // 3 + 7])
+                plain = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+                if fault.unfinished:  # as a crashed writer leaves it: 2/3 of the records, no frame end
+                    head = 8 + int.from_bytes(plain[4:8], "little")
+                    size = record_dtype(Schema(p["schema"])).itemsize
+                    comp = zstandard.ZstdCompressor().compressobj()
+                    kept = (len(plain) - head) // size * 2 // 3
+                    body = comp.compress(plain[:head + kept * size]) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                else:
+                    body = zstandard.ZstdCompressor().compress(plain[: len(plain) * 2 // 3 + 7])
                 with fake.lock:
                     fake.served.pop()
                     fake.served_schemas.pop()

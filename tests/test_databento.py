@@ -238,6 +238,26 @@ def test_truncated_stream_rolls_the_chunk_back(dbs: HdiSession, fake: FakeDatabe
     assert report.inserted == _count(dbs, "trades") > 0
 
 
+@pytest.mark.parametrize(("schema", "table"), [("trades", "trades"), ("ohlcv-1d", "ohlcv_1d")],
+                         ids=["records-decode", "header-does-not-decode"])
+def test_unfinished_zstd_download_fails_the_chunk_and_stores_nothing(dbs: HdiSession, fake: FakeDatabento,
+                                                                     schema: str, table: str) -> None:
+    """A download whose zstd frame never ends (whole records, no frame end) is an error, not a short chunk.
+
+    Not retried: the download completed as the gateway sent it; the chunk fails, and a re-run fetches it again.
+    """
+    fake.faults.append(Fault("timeseries.get_range", unfinished=True, schema=schema))
+    with pytest.raises(DataFormatError, match="truncated") as info:
+        _ingest(dbs, schema=schema, start="2024-03-12", end="2024-03-13")
+    assert "re-run" in str(info.value) and KEY not in str(info.value)
+    assert _count(dbs, table) == 0
+    logged = hdi_lab.sql("SELECT schema FROM ingest_log", session=dbs)["schema"].tolist()
+    assert logged == ["definition"]  # the definitions chunk before it committed; the failed chunk did not
+    assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"].count(schema) == 1
+    report = _ingest(dbs, schema=schema, start="2024-03-12", end="2024-03-13")
+    assert report.inserted == len(fake.served_of(schema)) == _count(dbs, table) > 0
+
+
 def test_partial_resolution_ingests_the_rest_and_reports_it(dbs: HdiSession, fake: FakeDatabento) -> None:
     report = _ingest(dbs, symbols=["ESH4", "ESZ9"], start="2024-03-12", end="2024-03-13")
     assert report.inserted == len(fake.served_of("ohlcv-1m")) > 0

@@ -76,6 +76,65 @@ def test_truncated_zstd_stream(small_batches: HdiSession, tmp_path: Path) -> Non
     assert_nothing_written(small_batches)
 
 
+def _header_len(raw: bytes) -> int:
+    return 8 + int.from_bytes(raw[4:8], "little")
+
+
+def _unfinished_frame(raw: bytes) -> bytes:
+    """``raw`` zstd-compressed and flushed at a block boundary, the frame never ended (a crashed writer)."""
+    comp = zstandard.ZstdCompressor().compressobj()
+    return comp.compress(raw) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+
+# 4,000 of the fixture's real trades (192 KB): past zstd's 128 KB block, so the header decodes and the
+# reader used to return the flushed records as if the file ended there
+LARGE = 1_000
+
+
+@pytest.mark.parametrize(("repeat", "k"), [(1, 0), (1, 2), (LARGE, 3_000), (LARGE, 4 * LARGE - 1)],
+                         ids=["header-only", "2-of-4", "3000-of-4000", "3999-of-4000"])
+def test_unfinished_zstd_frame_is_truncated(pg_url: str, db_schema: str, tmp_path: Path, repeat: int,
+                                            k: int) -> None:
+    """Whole records then a block flush and no frame end: an error, nothing stored (was: k records loaded)."""
+    raw = decompressed(GLBX_TRADES)
+    head = _header_len(raw)
+    stream = raw[:head] + raw[head:] * repeat
+    path = _plain(tmp_path, "unfinished.trades.dbn.zst", _unfinished_frame(stream[:head + k * RECORD]))
+    with make_session(pg_url, db_schema, chunk_rows=max(2, k // 3)) as session:  # a few batches load first
+        with pytest.raises(DataFormatError, match="truncated") as info:
+            hdi_lab.ingest(provider="file", path=path, session=session)
+        assert path.name in str(info.value) and "re-download" in str(info.value)
+        assert_nothing_written(session)
+
+
+def test_unfinished_zstd_frame_in_the_cli_is_one_line(hdi_env: dict[str, str], session: HdiSession,
+                                                      tmp_path: Path) -> None:
+    raw = decompressed(GLBX_TRADES)
+    head = _header_len(raw)
+    path = _plain(tmp_path, "unfinished.trades.dbn.zst",
+                  _unfinished_frame(raw[:head] + raw[head:] * LARGE))  # the default batch size
+    code, out, err = run_cli(["ingest", str(path)])
+    assert code == 1 and out == ""
+    assert err.startswith("hdi: error: ") and "truncated" in err and err.count("\n") == 1, err
+    assert_nothing_written(session)
+
+
+@pytest.mark.parametrize("frames", [2, 3])
+def test_concatenated_zstd_frames_load_every_record(small_batches: HdiSession, tmp_path: Path,
+                                                     frames: int) -> None:
+    """Several complete frames are one valid stream (zstd allows it): every record of every frame loads."""
+    raw = decompressed(GLBX_TRADES)
+    head = _header_len(raw)
+    stream = raw[:head] + raw[head:] * 3  # 12 records
+    cuts = [0, head + RECORD // 2, head + 5 * RECORD + 7, len(stream)][: frames] + [len(stream)]
+    data = b"".join(zstandard.ZstdCompressor(write_checksum=True).compress(stream[a:b])
+                    for a, b in zip(cuts, cuts[1:], strict=False))
+    path = _plain(tmp_path, "frames.trades.dbn.zst", data)
+    report = hdi_lab.ingest(provider="file", path=path, session=small_batches)
+    assert report.fetched == 12 and report.inserted + report.quarantined == 12
+    assert row_counts(small_batches)["trades"] == report.inserted > 0
+
+
 def test_corrupted_compressed_bytes(small_batches: HdiSession, tmp_path: Path) -> None:
     """A flipped byte in the zstd payload fails the frame checksum of Databento's file."""
     data = bytearray(TRADES.read_bytes())

@@ -24,7 +24,7 @@ from helpers import (
 import hdi_lab
 from hdi_lab.dbn_writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.errors import DataFormatError
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import Progress, Schema
 from hdi_lab.session import HdiSession
 from hdi_lab.storage.tables import TABLES
 
@@ -272,3 +272,34 @@ def test_same_timestamp_trades_keep_vendor_order(session: HdiSession, tmp_path: 
     np.testing.assert_array_equal(index_ns(frame), rec["ts_event"].astype(np.int64))
     assert list(frame["side"]) == [s.decode() for s in rec["side"]]
 
+
+
+def test_file_replaced_during_an_ingest_is_refused_and_loads_after_restoring(session: HdiSession,
+                                                                            tmp_path: Path) -> None:
+    """The ingest-log key must describe exactly the bytes loaded: a file replaced between planning and
+    loading fails (nothing of it stored, no log row); restored, a re-run stores every original row."""
+    sources = {f.parent.name: f for f in fixture_files("trades")}  # EQUS.MINI, GLBX.MDP3, XNAS.ITCH
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = [folder / f"{i}-{name}.trades.dbn.zst" for i, name in enumerate(sorted(sources))]
+    for f, name in zip(files, sorted(sources), strict=True):
+        f.write_bytes(sources[name].read_bytes())
+    original = files[2].read_bytes()
+    expected = sum(len(read_store(f).to_ndarray()) for f in files)
+
+    def swap(event: Progress) -> None:
+        if event.done == 1:  # the first file is loaded, the third not yet read
+            files[2].write_bytes(files[0].read_bytes())
+
+    with pytest.raises(DataFormatError, match="changed while it was being ingested") as info:
+        hdi_lab.ingest(provider="file", path=folder, session=session, progress=swap)
+    assert files[2].name in str(info.value) and "re-run" in str(info.value)
+    logged = hdi_lab.sql("SELECT source FROM ingest_log ORDER BY id", session=session)["source"].tolist()
+    assert logged == [str(files[0].resolve()), str(files[1].resolve())]
+    assert row_counts(session)["quarantine"] == 0
+
+    files[2].write_bytes(original)
+    report = hdi_lab.ingest(provider="file", path=folder, session=session)
+    assert report.chunks_skipped == 2 and report.inserted == len(read_store(files[2]).to_ndarray())
+    assert row_counts(session)["trades"] == expected
+    assert row_counts(session)["quarantine"] == 0

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg2
+import psycopg2.extras
 import pytest
-from helpers import index_ns, row_counts, run_cli
+from helpers import index_ns, make_session, row_counts, run_cli
 
 import hdi_lab
 from hdi_lab import dbn, quarantine
 from hdi_lab.dbn_writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.session import HdiSession
+from hdi_lab.storage.db import migrations, quote, transaction
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +247,101 @@ def test_fixed_trade_sharing_a_timestamp_with_a_stored_one_loads(session: HdiSes
     assert frame["side"].tolist() == ["B", "A", "B"]
     assert frame["price"].tolist() == rec["price"].astype(np.int64).tolist()
     np.testing.assert_array_equal(index_ns(frame), rec["ts_event"].astype(np.int64))
+
+
+# --- one entry per rejected record (identical records, re-runs, upgrades) -----------------------------
+
+SAME_NS = START.value + 3600 * PX + 123_456_789
+
+
+def _identical_bad_trades(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """A good trade, then three byte-identical trades of size 0 at one nanosecond (dup_idx 0, 1, 2)."""
+    rec = empty_records("trades", 4)
+    rec["publisher_id"], rec["instrument_id"] = PUBLISHER, GOOD_ID
+    rec["ts_event"] = [SAME_NS - PX, SAME_NS, SAME_NS, SAME_NS]
+    rec["ts_recv"] = rec["ts_event"] + 250_000
+    rec["price"], rec["size"] = 4800 * PX, [3, 0, 0, 0]
+    rec["action"], rec["side"], rec["sequence"] = b"T", b"B", [100, 101, 101, 101]
+    path = tmp_path / "identical.trades.dbn.zst"
+    path.write_bytes(encode_dbn(
+        dataset=DATASET, schema="trades", stype_in="raw_symbol", start=START, end=END, symbols=["TESTA"],
+        mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]}, records=rec))
+    return path, rec
+
+
+def _trades(session: HdiSession) -> pd.DataFrame:
+    return hdi_lab.query("trades", ["TESTA"], START, END, price_type="fixed", session=session)
+
+
+def test_identical_rejected_records_are_each_kept_and_restored(session: HdiSession, hdi_env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    path, rec = _identical_bad_trades(tmp_path)
+    report = hdi_lab.ingest(provider="file", path=path, session=session)
+    assert (report.inserted, report.quarantined) == (1, 3)
+    entries = hdi_lab.sql(f'SELECT id, dup_idx, record, status FROM "{session.schema}".quarantine ORDER BY dup_idx',
+                          session=session)
+    assert entries["dup_idx"].tolist() == [0, 1, 2]  # was: one entry, the other two dropped
+    assert all(r == dbn.record_to_json(rec[1]) for r in entries["record"])
+
+    for argv in (["ingest", str(path)], ["ingest", "--force", str(path)]):  # re-runs add no entry
+        code, _, err = run_cli(argv)
+        assert code == 0, err
+        assert row_counts(session)["quarantine"] == 3
+
+    hdi_lab.sql(f'UPDATE "{session.schema}".quarantine SET record = jsonb_set(record, %s, to_jsonb(%s::bigint))',
+                ("{size}", 7), session=session)
+    result = quarantine.retry(session)
+    assert (result.retried, result.loaded, result.duplicates, result.still_bad) == (3, 3, 0, 0)
+    frame = _trades(session)
+    assert frame["size"].tolist() == [3, 7, 7, 7]
+    np.testing.assert_array_equal(index_ns(frame), rec["ts_event"].astype(np.int64))
+
+    code, _, err = run_cli(["ingest", "--force", str(path)])  # the original, still bad, file again
+    assert code == 0, err
+    entries = hdi_lab.sql(f'SELECT status FROM "{session.schema}".quarantine', session=session)
+    assert entries["status"].tolist() == ["resolved"] * 3  # was: the fixed records' entries re-opened
+    assert quarantine.retry(session).retried == 0
+    assert _trades(session)["size"].tolist() == [3, 7, 7, 7]
+
+
+def test_upgrade_to_fingerprints_keeps_every_entry(pg_url: str, db_schema: str, tmp_path: Path) -> None:
+    """A version-5 schema whose quarantine holds entries sharing one record (one resolved, one re-opened by a
+    forced re-ingest, one under another rule) upgrades without losing a row; the resolved one keeps the
+    record's identity, so a re-ingest adds only the records that version 5 had dropped."""
+    path, rec = _identical_bad_trades(tmp_path)
+    record = psycopg2.extras.Json(dbn.record_to_json(rec[1]))
+    conn = psycopg2.connect(pg_url)
+    try:
+        s = quote(conn, db_schema)
+        with transaction(conn) as cur:
+            cur.execute(f"CREATE SCHEMA {s}")
+            cur.execute(f"CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            for version, name, text in migrations():
+                if version <= 5:
+                    cur.execute(text.replace("{s}", s))
+                    cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+            rows = [("size_nonpositive", "resolved"), ("size_nonpositive", "open"), ("unknown_instrument", "open")]
+            for rule, status in rows:
+                cur.execute(f"INSERT INTO {s}.quarantine (chunk_key, dataset, schema, rule, reason, record, dup_idx, "
+                            "req_start, req_end, status) VALUES ('old', %s, 'trades', %s, 'r', %s, 0, %s, %s, %s)",
+                            (DATASET, rule, record, START.to_pydatetime(), END.to_pydatetime(), status))
+    finally:
+        conn.close()
+
+    with make_session(pg_url, db_schema) as session:
+        before = hdi_lab.sql(f'SELECT id, rule, status, fingerprint FROM "{session.schema}".quarantine ORDER BY id',
+                             session=session)
+        assert before[["rule", "status"]].values.tolist() == [list(r) for r in rows]
+        assert before["fingerprint"].is_unique and before["fingerprint"].notna().all()
+        canonical = before["fingerprint"].iloc[0]  # the resolved entry holds the record's identity
+        assert all(f.startswith(canonical + ":") for f in before["fingerprint"].iloc[1:])
+
+        report = hdi_lab.ingest(provider="file", path=path, session=session)
+        assert report.quarantined == 3
+        after = hdi_lab.sql(f'SELECT dup_idx, status FROM "{session.schema}".quarantine WHERE id > %s ORDER BY id',
+                            (int(before["id"].max()),), session=session)
+        assert after.values.tolist() == [[1, "open"], [2, "open"]]
+        versions = hdi_lab.sql(f'SELECT max(version) AS v FROM "{session.schema}".schema_migrations',
+                               session=session)["v"].iloc[0]
+        assert versions == max(v for v, _, _ in migrations())

@@ -26,12 +26,15 @@ from typing import Any
 import databento as db
 import pandas as pd
 from databento.common.publishers import Dataset
+from databento_dbn import DBNError
+
+from hdi_lab import dbn
 
 from hdi_lab.config import Settings
 from hdi_lab.dbn_writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, plan_chunks
-from hdi_lab.providers.databento_http import Caller
+from hdi_lab.providers.databento_http import Caller, close_abandoned_files
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
@@ -185,6 +188,11 @@ class DatabentoProvider:
             except ValueError as exc:  # an empty response
                 raise DataFormatError(f"Databento timeseries.get_range for {chunk.describe()} returned no DBN "
                                       f"data ({caller.scrub(str(exc))[:120]}): re-run the chunk") from None
+            except DBNError as exc:  # downloaded, but its header does not decode (e.g. a truncated stream)
+                close_abandoned_files(exc)
+                dbn.open_store(path, chunk.describe())  # raises the DataFormatError that says why
+                raise DataFormatError(f"Databento timeseries.get_range for {chunk.describe()} returned an "
+                                      "unreadable DBN stream: re-run the chunk") from None
             with self._lock:
                 self._warnings.setdefault(chunk.key, []).extend(caller.warnings)
             try:

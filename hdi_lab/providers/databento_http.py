@@ -70,7 +70,7 @@ class Caller:
                         "(completed chunks are kept)", provider=NAME) from None
                 delay = self.delay(attempt, None)
             except BentoError as exc:  # the connection broke off mid-download ("Error streaming response")
-                _close_abandoned_file(exc)
+                close_abandoned_files(exc)
                 if attempt >= self.retries:
                     raise UnavailableError(
                         f"Databento {what}: the download broke off {attempt + 1} times "
@@ -127,12 +127,16 @@ class Caller:
             "(completed chunks are kept and skipped)", provider=NAME, status=status, request_id=rid)
 
 
-def _close_abandoned_file(exc: BaseException) -> None:
-    """Close the file the client was writing when the download broke off (it leaves it open)."""
+def close_abandoned_files(exc: BaseException) -> None:
+    """Close the files the client left open when ``exc`` interrupted it: the download it was writing
+    when the connection broke off, or the downloaded file a DBNStore was reading when its header
+    failed to decode."""
     tb = exc.__traceback__
     while tb is not None:
-        writer = tb.tb_frame.f_locals.get("writer")
-        if isinstance(writer, io.IOBase):
-            writer.close()
+        local = tb.tb_frame.f_locals
+        source = local.get("data_source")
+        for f in (local.get("writer"), getattr(source, "_FileDataSource__buffer", None)):
+            if isinstance(f, io.IOBase):
+                f.close()
         tb = tb.tb_next
 

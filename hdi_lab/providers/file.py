@@ -10,11 +10,16 @@ import databento as db
 import pandas as pd
 
 from hdi_lab.dbn import open_store, schema_of, stype_of
-from hdi_lab.errors import ValidationError
+from hdi_lab.errors import DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, LocalProvider
 from hdi_lab.schemas import Chunk, IngestRequest, SType, parse_enum
 
 SUFFIXES = (".dbn", ".dbn.zst")
+
+
+def chunk_key(schema: object, data: bytes) -> str:
+    """A file chunk's ingest-log key: its schema and the sha256 of exactly the bytes loaded."""
+    return f"file:{schema}:{hashlib.sha256(data).hexdigest()}"
 
 
 def expand(paths: tuple[str, ...]) -> list[Path]:
@@ -58,7 +63,7 @@ class FileProvider(LocalProvider):
             meta = store.metadata
             end = meta.end if meta.end else meta.start + 1
             chunks.append(Chunk(
-                key=f"file:{schema}:{hashlib.sha256(data).hexdigest()}",
+                key=chunk_key(schema, data),
                 provider=self.name,
                 dataset=str(store.dataset),
                 schema=schema,
@@ -71,8 +76,20 @@ class FileProvider(LocalProvider):
         return chunks
 
     def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+        """The bytes the chunk was planned for, read once: the log key must describe what is loaded."""
         assert chunk.path is not None
-        yield open_store(chunk.path)
+        path = Path(chunk.path)
+        if not path.is_file():
+            raise DataFormatError(f"{path} was removed while it was being ingested: nothing from it was stored; "
+                                  "put it back or re-run hdi ingest without it")
+        data = path.read_bytes()
+        key = chunk_key(chunk.schema, data)
+        if key != chunk.key:
+            planned, now = chunk.key.rsplit(":", 1)[-1], key.rsplit(":", 1)[-1]
+            raise DataFormatError(
+                f"{path} changed while it was being ingested (planned sha256 {planned[:16]}..., now {now[:16]}...): "
+                "nothing from it was stored; re-run hdi ingest")
+        yield open_store(data, str(path))
 
     def estimate(self, chunk: Chunk) -> CostEstimate:
         assert chunk.path is not None

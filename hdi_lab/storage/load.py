@@ -217,14 +217,23 @@ class BadRow(NamedTuple):
 
 
 def insert_quarantine(cur: Cursor, schema: str, ingest_id: int | None, chunk: Chunk, rows: Sequence[BadRow]) -> None:
-    """Store rejected records (rule, reason, original record); an open identical entry is kept once."""
+    """Store rejected records (rule, reason, original record), one entry per record.
+
+    An entry is identified by the fingerprint of the original record (dataset, schema, dup_idx,
+    record) taken here, whatever its status: a re-run adds nothing, and an entry already fixed and
+    resolved is not re-opened (its ``record`` may have been edited since; the fingerprint is not).
+    """
     if not rows:
         return
     t = _q(cur, schema, "quarantine")
+    fingerprint = _q(cur, schema, "quarantine_fingerprint")
     psycopg2.extras.execute_values(
         cur,
-        f"INSERT INTO {t} (ingest_id, chunk_key, dataset, schema, rule, reason, record, dup_idx, req_start, req_end) "
-        "VALUES %s ON CONFLICT (schema, rule, md5(record::text)) WHERE status = 'open' DO NOTHING",
+        f"INSERT INTO {t} (ingest_id, chunk_key, dataset, schema, rule, reason, record, dup_idx, req_start, req_end, "
+        f"fingerprint) SELECT v.*, {fingerprint}(v.dataset, v.schema, v.dup_idx, v.record) FROM (VALUES %s) AS "
+        "v(ingest_id, chunk_key, dataset, schema, rule, reason, record, dup_idx, req_start, req_end) "
+        "ON CONFLICT (fingerprint) DO NOTHING",
         [(ingest_id, chunk.key, chunk.dataset, chunk.schema.value, r.rule, r.reason, psycopg2.extras.Json(r.record),
           r.dup_idx, chunk.start.to_pydatetime(), chunk.end.to_pydatetime()) for r in rows],
+        template="(%s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s::integer, %s, %s)",
     )
