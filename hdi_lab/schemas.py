@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import enum
 from collections.abc import Sequence
@@ -61,6 +62,10 @@ def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
         raise ValidationError(f"{param}={value!r} is not valid: use one of {allowed}") from None
 
 
+#: what a nanosecond timestamp (DBN, pandas) can hold, as stated in messages
+TIME_RANGE = "1677-09-22 to 2262-04-11"
+
+
 def parse_time(value: object, param: str) -> pd.Timestamp:
     """Parse a date or timestamp into a tz-aware UTC nanosecond ``Timestamp``."""
     import pandas as pd
@@ -77,7 +82,13 @@ def parse_time(value: object, param: str) -> pd.Timestamp:
     if ts is pd.NaT:
         raise ValidationError(f"{param}={value!r} is not a date or timestamp")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.as_unit("ns")
+    try:
+        return ts.as_unit("ns")
+    except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+        raise ValidationError(
+            f"{param}={value!r} is outside the range of nanosecond timestamps ({TIME_RANGE}): "
+            "give a date within it"
+        ) from None
 
 
 def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -88,6 +99,17 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
             f"start ({s.isoformat()}) must be before end ({e.isoformat()}): the range is [start, end)"
         )
     return s, e
+
+
+def count(text: str) -> int:
+    """argparse type of ``--limit``-like options: a whole number >= 0 (what 0 means is the option's)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative: give 0 or more")
+    return n
 
 
 def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,6 +184,18 @@ def test_unparseable_time(session: HdiSession) -> None:
     assert_nothing_written(session)
 
 
+@pytest.mark.parametrize("start,end", [("1600-01-01", "2024-01-03"), ("0001-01-01", "9999-12-31"),
+                                       ("2024-01-02", "2262-04-12")])
+def test_time_outside_nanosecond_range(session: HdiSession, start: str, end: str) -> None:
+    """pandas cannot hold these as nanoseconds: a ValidationError naming the value, not OutOfBoundsDatetime."""
+    bad = start if start < "1677" else end
+    with pytest.raises(ValidationError, match=f"={bad!r} is outside the range of nanosecond timestamps"):
+        hdi_lab.ingest(**{**SAMPLE, "start": start, "end": end}, session=session)
+    with pytest.raises(ValidationError, match="outside the range of nanosecond timestamps"):
+        hdi_lab.query("ohlcv-1m", ["ESH4"], start, end, session=session)
+    assert_nothing_written(session)
+
+
 def test_unknown_symbol_on_sample_ingest(session: HdiSession) -> None:
     with pytest.raises(ValidationError, match="unknown symbol 'NOPE'"):
         hdi_lab.ingest(**{**SAMPLE, "symbols": ["ESH4", "NOPE"]}, session=session)
@@ -234,11 +247,39 @@ def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["query", "trades", "--symbols", "ESH1", "--start", "2020-12-29", "--end", "2020-12-28"],
          "must be before end"),
         (["quarantine", "show", "12345"], "12345"),
+        (["query", "trades", "--symbols", "ESH1", "--start", "1600-01-01", "--end", "2020-12-29"],
+         "start='1600-01-01' is outside the range of nanosecond timestamps"),
+        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "0001-01-01",
+          "--end", "9999-12-31"], "start='0001-01-01' is outside the range of nanosecond timestamps"),
+        (["features", "compute", "--set", "momentum_v1", "--symbols", "ESH1", "--max-gap", "garbage"],
+         "max_gap='garbage' is not a positive duration"),
+        (["ingest", str(_fifo(tmp))], "is a named pipe (FIFO), not a file"),
+        (["ingest", "/proc/self/mem"], "/proc/self/mem cannot be read (Input/output error)"),
+        (["ingest", str(WRITE_ONLY)], "cannot be read (Permission denied)"),
+        (q + ["ESH1", "--format", "csv", "--output", str(tmp / "nowhere" / "t.csv")], "does not exist"),
+        (q + ["ESH1", "--format", "parquet", "--output", str(tmp / "nowhere" / "t.parquet")], "does not exist"),
+        (q + ["ESH1", "--format", "csv", "--output", str(tmp)], "is a directory"),
+        (q + ["ESH1", "--format", "parquet", "--output", str(tmp)], "is a directory"),
+        (q + ["ESH1", "--format", "csv", "--output", "/sys/kernel/notes"], "cannot be written (Permission denied)"),
+        (q + ["ESH1", "--format", "parquet", "--output", "/proc/version"], "cannot be written"),
+        (q + ["ESH1", "--format", "csv", "--output", "/dev/full"], "cannot be written (No space left on device)"),
     ]
 
 
+def _fifo(tmp: Path) -> Path:
+    path = tmp / "pipe.trades.dbn"
+    os.mkfifo(path)
+    return path
+
+
+#: a file even root cannot read (sysfs refuses reads of write-only attributes to everyone)
+WRITE_ONLY = next(iter(sorted(Path("/sys/bus").glob("*/drivers_probe"))), Path("/sys/bus/pci/rescan"))
+
 CLI_IDS = ["truncated", "text", "missing", "mbp-1", "sample-unknown-symbol", "sample-start-after-end",
-           "query-unknown-symbol", "query-hostile-symbol", "query-start-after-end", "quarantine-show-missing"]
+           "query-unknown-symbol", "query-hostile-symbol", "query-start-after-end", "quarantine-show-missing",
+           "query-start-1600", "ingest-year-1-to-9999", "features-max-gap-garbage", "ingest-fifo",
+           "ingest-eio", "ingest-permission-denied", "csv-missing-dir", "parquet-missing-dir", "csv-onto-dir",
+           "parquet-onto-dir", "csv-read-only-file", "parquet-eio", "csv-disk-full"]
 
 
 @pytest.mark.parametrize("case", range(len(CLI_IDS)), ids=CLI_IDS)

@@ -282,6 +282,21 @@ def test_cell_query_errors(ip: TestingShell) -> None:
     assert "the cell is empty" in str(err)
 
 
+def test_line_query_time_out_of_range_is_one_line(ip: TestingShell) -> None:
+    err = usage_error(ip, "%hdi_query ohlcv-1m ESH4 0001-01-01 9999-12-31")
+    assert str(err).splitlines()[0] == ("ValidationError: start='0001-01-01' is outside the range of nanosecond "
+                                        "timestamps (1677-09-22 to 2262-04-11): give a date within it")
+    assert isinstance(err.__cause__, ValidationError)
+    err = usage_error(ip, "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 1600-01-01 "
+                          "--end 2024-01-03 --quiet")
+    assert "start='1600-01-01' is outside the range" in str(err)
+
+
+def test_negative_limits_are_refused(ip: TestingShell) -> None:
+    assert "--limit: -1 is negative: give 0 or more" in str(usage_error(ip, "%hdi_symbols --limit -1"))
+    assert "--recent: -3 is negative" in str(usage_error(ip, "%hdi_status --recent -3"))
+
+
 # -- %hdi_status, %hdi_config, %hdi_symbols -------------------------------------------------
 
 
@@ -375,7 +390,7 @@ def test_verbose_traitlet_shows_the_traceback(ip: TestingShell) -> None:
     ("%hdi_query ohlcv-1m ESH4 2024-01-02", "the following arguments are required: END"),
     ("%hdi_query ohlcv-1m 'ESH4 2024-01-02 2024-01-05", "No closing quotation"),
     ("%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-05 -o 1x", "-o/--out '1x' is not a Python variable name"),
-    ("%hdi_status --recent many", "argument --recent: invalid int value: 'many'"),
+    ("%hdi_status --recent many", "argument --recent: 'many' is not a whole number: give 0 or more"),
     ("%hdi_config extra", "unrecognized arguments: extra"),
     ("%hdi_symbols -h", "unrecognized arguments: -h"),
 ])
