@@ -116,6 +116,7 @@ def test_text_file(session: HdiSession, tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="not a readable DBN file") as info:
         hdi_lab.ingest(provider="file", path=path, session=session)
     assert str(path) in str(info.value)
+    assert "compression format of prices.dbn" in str(info.value) and "BytesIO" not in str(info.value)
     assert_nothing_written(session)
 
 
