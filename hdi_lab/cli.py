@@ -14,7 +14,7 @@ from hdi_lab import catalog, ingestion, quarantine, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
 from hdi_lab.progress import progress_bar
-from hdi_lab.errors import HdiError, ValidationError
+from hdi_lab.errors import HdiError, IngestError, ValidationError
 from hdi_lab.schemas import Schema, SType, count
 from hdi_lab.session import PROVIDERS, HdiSession
 
@@ -120,6 +120,11 @@ def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
         report = ingestion.run(req, session, progress=update)
+    except IngestError as exc:  # some files failed: every file's outcome, then the one-line error
+        print(exc.report, file=out)
+        for c in exc.report.chunks:
+            print(f"  {c.outcome}", file=out)
+        raise
     finally:
         close()
     print(report, file=out)

@@ -219,6 +219,7 @@ def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiS
     with pytest.raises(UnavailableError, match="HTTP 500.*after 3 tries") as info:
         _ingest(dbs, start="2024-03-11", end="2024-03-14")
     assert info.value.status == 500 and info.value.request_id == "fake-req-1"
+    assert str(info.value).endswith("(2 of 4 chunks were committed before this and are kept)")  # definitions, day 1
     first = fake.records({"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
                           "start": "2024-03-11", "end": "2024-03-12"})
     assert _count(dbs, "ohlcv_1m") == len(first) > 0  # the first day stays committed

@@ -22,7 +22,7 @@ from helpers import (
 
 import hdi_lab
 from hdi_lab.cli import main
-from hdi_lab.errors import DataFormatError, ValidationError
+from hdi_lab.errors import DataFormatError, IngestError, ValidationError
 from hdi_lab.session import HdiSession
 
 pytestmark = pytest.mark.integration
@@ -143,19 +143,68 @@ def test_file_with_other_schema_than_requested(session: HdiSession) -> None:
     assert_nothing_written(session)
 
 
-def test_folder_with_one_bad_file_keeps_only_whole_chunks(small_batches: HdiSession, tmp_path: Path) -> None:
-    """Chunks are files: the good one commits whole, the truncated one leaves nothing."""
-    folder = tmp_path / "drop"
+def _three_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A good file, a truncated one (found bad only when fetched) and another good one, in that order."""
     folder.mkdir()
-    good = _plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES))
-    _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5])
-    with pytest.raises(DataFormatError, match="b_bad"):
-        hdi_lab.ingest(provider="file", path=folder, session=small_batches)
+    return (_plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES)),
+            _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5]),
+            _plain(folder, "c_good.trades.dbn", decompressed(TRADES)))
+
+
+def _logged(session: HdiSession) -> list[str]:
+    log = hdi_lab.sql(f'SELECT source FROM "{session.schema}".ingest_log ORDER BY id', session=session)
+    return list(log["source"])
+
+
+def test_folder_with_one_bad_file_loads_the_others_and_reports_each(small_batches: HdiSession,
+                                                                    tmp_path: Path) -> None:
+    """Chunks are files: each good one commits whole (also those after the bad one), the truncated one
+    leaves nothing, and the run fails saying what was and was not loaded."""
+    good, bad, later = _three_files(tmp_path / "drop")
+    with pytest.raises(IngestError, match="b_bad") as info:
+        hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
+    message = str(info.value)
+    assert message.startswith("1 of 3 files failed: ") and "truncated" in message
+    assert message.endswith("; the other 2 were loaded; fix or remove the failed file and re-run "
+                            "(what is stored is skipped)")
+    assert isinstance(info.value, DataFormatError) and isinstance(info.value.__cause__, DataFormatError)
+    report = info.value.report
+    assert [c.outcome.split(":")[0] for c in report.chunks] == ["loaded", "failed", "loaded"]
+    assert report.failed[0].chunk.path == str(bad.resolve()) and report.failed[0].inserted == 0
+    n = len(read_store(good).to_ndarray()) + len(read_store(later).to_ndarray())
+    assert report.inserted == n and "1 failed" in str(report)
     counts = row_counts(small_batches)
-    n = len(read_store(good).to_ndarray())
-    assert counts["trades"] == n and counts["ingest_log"] == 1 and counts["symbology"] == 1
-    log = hdi_lab.sql(f'SELECT source, inserted FROM "{small_batches.schema}".ingest_log', session=small_batches)
-    assert log.to_dict("records") == [{"source": str(good.resolve()), "inserted": n}]
+    assert counts["trades"] == n and counts["ingest_log"] == 2 and counts["quarantine"] == 0
+    assert _logged(small_batches) == [str(good.resolve()), str(later.resolve())]
+    with pytest.raises(IngestError) as again:  # a re-run says the others are stored already
+        hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
+    assert "the other 2 are stored (0 loaded now, 2 already done)" in str(again.value)
+    bad.unlink()
+    report = hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
+    assert report.chunks_skipped == 2 and row_counts(small_batches)["trades"] == n
+
+
+def test_mixed_schema_files_are_labelled_with_every_schema(session: HdiSession, tmp_path: Path) -> None:
+    bars = next(f for f in fixture_files("ohlcv-1m") if f.parent.name == "GLBX.MDP3")
+    report = hdi_lab.ingest(provider="file", path=[GLBX_TRADES, bars], session=session)
+    assert report.schema == "trades+ohlcv-1m" and str(report).startswith("file trades+ohlcv-1m: 2 chunks")
+    assert row_counts(session)["trades"] > 0 and row_counts(session)["ohlcv_1m"] > 0
+
+
+def test_cli_folder_with_one_bad_file_prints_each_outcome(hdi_env: dict[str, str], session: HdiSession,
+                                                          tmp_path: Path) -> None:
+    good, bad, later = _three_files(tmp_path / "drop")
+    code, out, err = run_cli(["ingest", "--quiet", str(tmp_path / "drop")])
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("file trades: 3 chunks (0 already done, 1 failed), fetched ")
+    assert lines[1].startswith(f"  loaded: {good.resolve()}: fetched ")
+    assert lines[2].startswith(f"  failed: {bad.resolve()}: ") and "truncated" in lines[2]
+    assert lines[3].startswith(f"  loaded: {later.resolve()}: fetched ")
+    assert err.count("\n") == 1 and err.startswith("hdi: error: 1 of 3 files failed: ")
+    assert err.rstrip().endswith("the other 2 were loaded; fix or remove the failed file and re-run "
+                                 "(what is stored is skipped)")
+    assert row_counts(session)["ingest_log"] == 2
 
 
 # --- bad requests ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import FIXTURES, ROOT
-from helpers import TestingShell, hdi_shell, read_store, row_counts
+from helpers import TestingShell, decompressed, hdi_shell, read_store, row_counts
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -290,6 +290,22 @@ def test_line_query_time_out_of_range_is_one_line(ip: TestingShell) -> None:
     err = usage_error(ip, "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 1600-01-01 "
                           "--end 2024-01-03 --quiet")
     assert "start='1600-01-01' is outside the range" in str(err)
+
+
+def test_ingest_with_a_bad_file_is_one_line_and_loads_the_others(ip: TestingShell, session: HdiSession,
+                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    raw = decompressed(TRADES)
+    (folder / "a.trades.dbn").write_bytes(raw)
+    (folder / "b.trades.dbn").write_bytes(raw[:-5])
+    (folder / "c.trades.dbn").write_bytes(decompressed(FIXTURES / "XNAS.ITCH" / "test_data.trades.dbn.zst"))
+    err = usage_error(ip, f"%hdi_ingest --quiet {folder}")
+    first = str(err).splitlines()[0]
+    assert first.startswith("IngestError: 1 of 3 files failed: ") and "b.trades.dbn" in first
+    assert first.endswith("the other 2 were loaded; fix or remove the failed file and re-run (what is stored is "
+                          "skipped)")
+    assert row_counts(session)["ingest_log"] == 2
 
 
 def test_negative_limits_are_refused(ip: TestingShell) -> None:
