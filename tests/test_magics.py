@@ -270,6 +270,14 @@ def test_cell_query_injection_attempt_is_data(ip: TestingShell, session: HdiSess
     assert row_counts(session)["ohlcv_1m"] == SAMPLE_ROWS  # the table is still there, untouched
 
 
+def test_cell_query_array_slices_are_sql(ip: TestingShell) -> None:
+    ip.user_ns.update(n=99, k=2)
+    frame = run(ip, "%%hdi_query\nSELECT arr[:n] AS head, arr[2:] AS tail\n"
+                    "FROM (VALUES (ARRAY[1, 2, 3], 1)) AS t(arr, n) WHERE n < :k")
+    assert [list(v) for v in frame["head"]] == [[1]]  # the column n, not the notebook's n = 99
+    assert [list(v) for v in frame["tail"]] == [[2, 3]]
+
+
 def test_cell_query_errors(ip: TestingShell) -> None:
     err = usage_error(ip, "%%hdi_query\nSELECT :nope")
     assert "SQL parameter :nope refers to 'nope', which is not defined" in str(err)
