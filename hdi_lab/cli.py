@@ -14,8 +14,8 @@ from hdi_lab import catalog, ingestion, quarantine, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
 from hdi_lab.progress import progress_bar
-from hdi_lab.errors import HdiError, ValidationError
-from hdi_lab.schemas import Schema, SType
+from hdi_lab.errors import HdiError, IngestError, ValidationError
+from hdi_lab.schemas import Schema, SType, count
 from hdi_lab.session import PROVIDERS, HdiSession
 
 SCHEMAS = [s.value for s in Schema]
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--interval", help="roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)")
     q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
     q.add_argument("--output", help="file to write (required for parquet)")
-    q.add_argument("--limit", type=int, default=20, help="rows shown by --format table (0 = all)")
+    q.add_argument("--limit", type=count, default=20, help="rows shown by --format table (0 = all)")
 
     sub.add_parser("status", help="ingest log, row counts and coverage")
 
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     ql = qsub.add_parser("list")
     ql.add_argument("--status", choices=["open", "resolved", "all"], default="open")
     ql.add_argument("--rule")
-    ql.add_argument("--limit", type=int, default=100)
+    ql.add_argument("--limit", type=count, default=100)
     qs = qsub.add_parser("show")
     qs.add_argument("id", type=int)
     qr = qsub.add_parser("retry", help="re-validate and load fixed entries")
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--end", required=True)
     cmp_.add_argument("--price-tol", type=float, default=0.0, help="absolute price tolerance (default 0: exact)")
     cmp_.add_argument("--volume-tol", type=float, default=0.0, help="relative volume tolerance (default 0: exact)")
-    cmp_.add_argument("--limit", type=int, default=20, help="differences shown (0 = all)")
+    cmp_.add_argument("--limit", type=count, default=20, help="differences shown (0 = all)")
 
     demo = sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary")
     demo.add_argument("--quiet", action="store_true")
@@ -120,6 +120,11 @@ def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
         report = ingestion.run(req, session, progress=update)
+    except IngestError as exc:  # some files failed: every file's outcome, then the one-line error
+        print(exc.report, file=out)
+        for c in exc.report.chunks:
+            print(f"  {c.outcome}", file=out)
+        raise
     finally:
         close()
     print(report, file=out)
@@ -147,17 +152,13 @@ def cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
     cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
     df = retrieval.query(session, a.schema, a.symbols, a.start, a.end, dataset=a.dataset,
                          price_type=a.price_type, columns=cols, interval=a.interval)
-    if a.format == "parquet":
-        if not a.output:
-            raise ValidationError("--format parquet needs --output FILE")
-        df.to_parquet(a.output)
+    if a.format == "parquet" and not a.output:
+        raise ValidationError("--format parquet needs --output FILE")
+    if a.output and a.format != "table":
+        _write(df, Path(a.output), a.format)
         print(f"wrote {len(df)} rows to {a.output}", file=err)
     elif a.format == "csv":
-        if a.output:
-            df.to_csv(a.output)
-            print(f"wrote {len(df)} rows to {a.output}", file=err)
-        else:
-            df.to_csv(out)
+        df.to_csv(out)
     else:
         shown = df if a.limit == 0 else df.head(a.limit)
         with pd.option_context("display.width", 200, "display.max_columns", 30):
@@ -165,6 +166,23 @@ def cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
         if len(shown) < len(df):
             print(f"... {len(df)} rows in all (--limit 0 shows all, --format csv exports)", file=out)
     return 0
+
+
+def _write(df: pd.DataFrame, path: Path, fmt: str) -> None:
+    """``df`` as csv or parquet into ``path``; a path that cannot be written is a one-line error."""
+    if path.is_dir():
+        raise ValidationError(f"--output {path} is a directory: give a file name, e.g. {path / ('rows.' + fmt)}")
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise ValidationError(f"--output {path}: {path.parent} {what}: create the directory first")
+    try:
+        if fmt == "parquet":
+            df.to_parquet(path)
+        else:
+            df.to_csv(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise ValidationError(f"--output {path} cannot be written ({reason}): choose another file") from exc
 
 
 def _table(df: pd.DataFrame, out: TextIO, empty: str) -> None:

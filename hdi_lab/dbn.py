@@ -52,6 +52,25 @@ class Decoded:
     mappings: list[Mapping] = field(default_factory=list)
 
 
+class _Named(io.BytesIO):
+    """A buffer whose repr is its source's name: the decoder puts ``repr(source)`` into its messages."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+def store_from_bytes(data: bytes, name: str) -> db.DBNStore:
+    """A DBN store over ``data``; the decoder's messages call it ``name`` (not ``<_io.BytesIO ...>``).
+
+    A buffer, not ``bytes``: databento's MemoryDataSource keeps ``repr(source)``, i.e. the whole input.
+    """
+    return db.DBNStore.from_bytes(_Named(data, name))
+
+
 def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNStore:
     """Open a DBN file or byte string, turning decoder failures into DataFormatError."""
     name = name or ("input bytes" if isinstance(source, bytes) else str(source))
@@ -65,8 +84,7 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
     def read() -> db.DBNStore:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         read_bytes.append(data)
-        # from_bytes(io.BytesIO): from_bytes(bytes) repr()s its input, from_file leaves the file open
-        store = db.DBNStore.from_bytes(io.BytesIO(data))
+        store = store_from_bytes(data, Path(name).name)  # from_file leaves the file open
         _ = store.metadata
         return store
 
@@ -154,7 +172,7 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
     reader = stream(store, name)
     if store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS):
         # these layouts changed in DBN v3: let the client upgrade each record (they are few)
-        plain = db.DBNStore.from_bytes(io.BytesIO(reader.read()))
+        plain = store_from_bytes(reader.read(), Path(name).name)
         yield np.frombuffer(b"".join(bytes(r) for r in plain), dtype=dtype)
         return
     if store.metadata.ts_out:

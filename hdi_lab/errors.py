@@ -8,6 +8,7 @@
     ├── ValidationError        a request is wrong: unknown schema or symbol, start >= end, ...
     │   └── CostLimitError       a request's estimated cost is above the configured limit
     ├── DataFormatError        input bytes are not valid DBN: corrupt, truncated, wrong schema
+    │   └── IngestError          some chunks (files) of an ingest had bad data, the others were stored (.report)
     ├── ProviderError          a data vendor failed (carries provider, status, request_id)
     │   ├── AuthError
     │   ├── RateLimitError
@@ -20,6 +21,11 @@ front ends (CLI, magics) turn these into short messages.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hdi_lab.schemas import IngestReport
 
 
 class HdiError(Exception):
@@ -51,6 +57,15 @@ class CostLimitError(ValidationError):
 
 class DataFormatError(HdiError):
     """Input data is not valid DBN (corrupt, truncated, not DBN, unsupported schema)."""
+
+
+class IngestError(DataFormatError):
+    """Some chunks (files) of an ingest held bad data and failed, the others were stored;
+    ``report`` gives each chunk's outcome."""
+
+    def __init__(self, message: str, report: IngestReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ProviderError(HdiError):

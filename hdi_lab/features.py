@@ -135,6 +135,18 @@ def feature_set(name: str) -> FeatureSet:
     return fs
 
 
+def _max_gap(value: str | pd.Timedelta) -> pd.Timedelta:
+    """A positive duration such as ``4D`` or ``2h``."""
+    try:
+        gap = pd.Timedelta(value)
+        ok = gap is not pd.NaT and gap > pd.Timedelta(0)
+    except (ValueError, TypeError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValidationError(f"max_gap={value!r} is not a positive duration: give one like 4D, 2h or 90min")
+    return gap
+
+
 def _interval(interval: str) -> str:
     if interval not in INTERVALS:
         raise ValidationError(f"interval={interval!r} is not valid: use one of {', '.join(INTERVALS)}")
@@ -234,7 +246,7 @@ def compute(set_name: str, symbols: str | Sequence[str], interval: str = "1d", s
     lo = parse_time(start, "start") if start is not None else HISTORY_START
     hi = parse_time(end, "end") if end is not None else pd.Timestamp.now(tz="UTC").as_unit("ns")
     parse_range(lo, hi)
-    gap_limit = pd.Timedelta(max_gap) if max_gap is not None else None
+    gap_limit = _max_gap(max_gap) if max_gap is not None else None
     return _with_session(session, lambda s: _compute(s, fs, syms, interval, lo, hi, dataset, gap_limit))
 
 

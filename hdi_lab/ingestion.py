@@ -3,6 +3,12 @@
 Each chunk commits its rows, its quarantined records and its ingest-log row in one transaction,
 so a crash keeps every committed chunk and leaves no half chunk; a re-run skips completed chunks
 unless ``force`` is set (which re-loads them without duplicates).
+
+Files are independent inputs: a file whose bytes are bad (:data:`CHUNK_ERRORS`: truncated,
+corrupt) fails alone, the run goes on with the other files, then raises :class:`IngestError`
+carrying the report of every file's outcome. Any other failure (a vendor's chunk after its
+retries, the provider or the database failing) would likely fail the chunks after it too: it
+stops the run, its message saying how many chunks were committed before it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import databento as db
 import numpy as np
 
 from hdi_lab import dbn
-from hdi_lab.errors import DataFormatError
+from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.session import HdiSession
@@ -28,6 +34,9 @@ from hdi_lab.validate import validate
 
 ProgressFn = Callable[[Progress], None]
 log = logging.getLogger(__name__)
+
+#: errors that belong to one file's bytes: the file fails, the other files are still ingested
+CHUNK_ERRORS = (DataFormatError,)
 
 
 def run(
@@ -51,7 +60,8 @@ def run(
             owned.close()
     t0 = time.perf_counter()
     chunks = provider.plan(request)
-    schema = request.schema.value if request.schema else (chunks[0].schema.value if chunks else "")
+    schema = request.schema.value if request.schema else "+".join(dict.fromkeys(
+        c.schema.value for c in chunks if not c.companion))  # a folder of files may mix schemas
     report = IngestReport(provider=provider.name, schema=schema, dry_run=request.dry_run)
     conn = session.connection()
     with transaction(conn) as cur:
@@ -69,25 +79,54 @@ def run(
 
     provider.check_cost([c for c in chunks if c.key not in done], request.allow_cost)
 
+    failures: dict[str, HdiError] = {}
+
     def one(chunk: Chunk) -> ChunkResult:
         if chunk.key in done:
             return ChunkResult(chunk, skipped=True)
-        return ingest_chunk(session, provider, chunk, force=request.force)
+        return _attempt(chunk, failures, lambda: ingest_chunk(session, provider, chunk, force=request.force))
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
     results: Iterable[ChunkResult] = (executor.map(one, chunks) if executor
-                                      else _in_order(session, provider, chunks, done, request.force))
+                                      else _in_order(session, provider, chunks, done, request.force, failures))
     rows = 0
-    for i, result in enumerate(results, 1):
-        report.chunks.append(result)
-        rows += result.fetched
-        log.info("chunk %d/%d %s: %s", i, len(chunks), result.chunk.describe(),
-                 "skipped (done)" if result.skipped else f"fetched {result.fetched}, inserted {result.inserted}")
-        if progress is not None:
-            progress(Progress(done=i, total=len(chunks), rows=rows, chunk=result))
-    report.seconds = time.perf_counter() - t0
+    try:
+        for i, result in enumerate(results, 1):
+            report.chunks.append(result)
+            rows += result.fetched
+            log.info("chunk %d/%d %s: %s", i, len(chunks), result.chunk.describe(), result.outcome)
+            if progress is not None:
+                progress(Progress(done=i, total=len(chunks), rows=rows, chunk=result))
+    except HdiError as exc:
+        _note_committed(exc, report, len(chunks))
+        raise
+    finally:
+        report.seconds = time.perf_counter() - t0
+    if failures:
+        if len(chunks) == 1:  # the one chunk's own error says it all
+            raise next(iter(failures.values()))
+        raise IngestError(report.failure_message(), report) from next(iter(failures.values()))
     return report
+
+
+def _attempt(chunk: Chunk, failures: dict[str, HdiError], work: Callable[[], ChunkResult]) -> ChunkResult:
+    """Run one chunk; bad bytes of a file (:data:`CHUNK_ERRORS`) become the chunk's failed result."""
+    try:
+        return work()
+    except CHUNK_ERRORS as exc:
+        if chunk.path is None:  # a vendor's chunk: the next ones would likely fail alike
+            raise
+        log.warning("chunk %s failed, nothing of it stored: %s", chunk.describe(), exc)
+        failures[chunk.key] = exc
+        return ChunkResult(chunk, error=str(exc))
+
+
+def _note_committed(exc: HdiError, report: IngestReport, total: int) -> None:
+    """Extend the message of the error that stopped the run by what the run committed before it."""
+    kept = sum(1 for c in report.chunks if not c.skipped and c.error is None)
+    if kept:
+        exc.args = (f"{exc} ({kept} of {total} chunks were committed before this and are kept)", *exc.args[1:])
 
 
 class _Prefetch:
@@ -112,7 +151,7 @@ class _Prefetch:
 
 
 def _in_order(session: HdiSession, provider: Provider, chunks: list[Chunk], done: set[str],
-              force: bool) -> Iterator[ChunkResult]:
+              force: bool, failures: dict[str, HdiError]) -> Iterator[ChunkResult]:
     """Chunks one after another; the next chunk downloads while the current one is validated and loaded."""
     todo = [c for c in chunks if c.key not in done]
     following = dict(zip((c.key for c in todo), todo[1:], strict=False))
@@ -128,7 +167,8 @@ def _in_order(session: HdiSession, provider: Provider, chunks: list[Chunk], done
                 if nxt is not None:
                     ahead[nxt.key] = _Prefetch(pool, provider.fetch(nxt))
                 try:
-                    result = ingest_chunk(session, provider, chunk, force=force, stores=current)
+                    result = _attempt(chunk, failures, lambda: ingest_chunk(
+                        session, provider, chunk, force=force, stores=current))
                 finally:
                     current.close()
                 yield result

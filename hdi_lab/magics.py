@@ -33,7 +33,7 @@ from traitlets import Bool, Int
 from hdi_lab.display import ConfigView, FrameDisplay, StatusView
 from hdi_lab.progress import progress_bar
 from hdi_lab.errors import HdiError
-from hdi_lab.schemas import Schema, SType
+from hdi_lab.schemas import Schema, SType, count
 from hdi_lab.session import PROVIDERS, HdiSession
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ class HdiMagics(Magics):
     @line_magic
     @_front_end
     @magic_arguments()
-    @argument("--recent", type=int, default=10, help="ingest-log rows to show (default 10)")
+    @argument("--recent", type=count, default=10, help="ingest-log rows to show (default 10)")
     @_OUT
     @_VERBOSE
     def hdi_status(self, args: argparse.Namespace) -> StatusView:
@@ -277,7 +277,7 @@ class HdiMagics(Magics):
     @_front_end
     @magic_arguments()
     @argument("pattern", nargs="?", default="", help="case-insensitive substring (default: all)")
-    @argument("--limit", type=int, default=200, help="at most this many rows (default 200)")
+    @argument("--limit", type=count, default=200, help="at most this many rows (default 200)")
     @_OUT
     @_VERBOSE
     def hdi_symbols(self, args: argparse.Namespace) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import enum
 from collections.abc import Sequence
@@ -61,6 +62,10 @@ def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
         raise ValidationError(f"{param}={value!r} is not valid: use one of {allowed}") from None
 
 
+#: what a nanosecond timestamp (DBN, pandas) can hold, as stated in messages
+TIME_RANGE = "1677-09-22 to 2262-04-11"
+
+
 def parse_time(value: object, param: str) -> pd.Timestamp:
     """Parse a date or timestamp into a tz-aware UTC nanosecond ``Timestamp``."""
     import pandas as pd
@@ -77,7 +82,13 @@ def parse_time(value: object, param: str) -> pd.Timestamp:
     if ts is pd.NaT:
         raise ValidationError(f"{param}={value!r} is not a date or timestamp")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.as_unit("ns")
+    try:
+        return ts.as_unit("ns")
+    except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+        raise ValidationError(
+            f"{param}={value!r} is outside the range of nanosecond timestamps ({TIME_RANGE}): "
+            "give a date within it"
+        ) from None
 
 
 def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -88,6 +99,17 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
             f"start ({s.isoformat()}) must be before end ({e.isoformat()}): the range is [start, end)"
         )
     return s, e
+
+
+def count(text: str) -> int:
+    """argparse type of ``--limit``-like options: a whole number >= 0 (what 0 means is the option's)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative: give 0 or more")
+    return n
 
 
 def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -152,6 +174,18 @@ class ChunkResult:
     cost_usd: float | None = None  # dry runs: the provider's cost estimate
     est_start_s: float | None = None  # dry runs: earliest start under the provider's pacing (IB)
     warnings: tuple[str, ...] = ()  # e.g. symbols the provider could not resolve (partial resolution)
+    error: str | None = None  # why the chunk failed (nothing of it was stored)
+
+    @property
+    def outcome(self) -> str:
+        """One line: what became of the chunk (loaded, already done, or failed and why)."""
+        what = self.chunk.path or self.chunk.describe()
+        if self.error is not None:
+            return f"failed: {what}: {self.error}"
+        if self.skipped:
+            return f"already done: {what}"
+        return (f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
+                f"duplicates {self.duplicates}, quarantined {self.quarantined}")
 
 
 @dataclass
@@ -198,6 +232,24 @@ class IngestReport:
         return sum(1 for c in self.chunks if c.skipped)
 
     @property
+    def failed(self) -> list[ChunkResult]:
+        """Chunks that failed (nothing of them was stored)."""
+        return [c for c in self.chunks if c.error is not None]
+
+    def failure_message(self) -> str:
+        """One line for a run with failed chunks: how many, the first reason, what was stored, what to do."""
+        failed = self.failed
+        unit = "files" if all(c.chunk.path for c in self.chunks) else "chunks"
+        others = len(self.chunks) - len(failed)
+        before = self.chunks_skipped
+        stored = (f"the other {others} were loaded" if before == 0 else
+                  f"the other {others} are stored ({others - before} loaded now, {before} already done)")
+        more = f" (and {len(failed) - 1} more, listed in the report)" if len(failed) > 1 else ""
+        return (f"{len(failed)} of {len(self.chunks)} {unit} failed: {failed[0].error}{more}; "
+                f"{stored if others else 'nothing was loaded'}; fix or remove the failed "
+                f"{unit[:-1] if len(failed) == 1 else unit} and re-run (what is stored is skipped)")
+
+    @property
     def warnings(self) -> list[str]:
         """Distinct warnings of all chunks (e.g. unresolved symbols), in order of appearance."""
         return list(dict.fromkeys(w for c in self.chunks for w in c.warnings))
@@ -229,6 +281,7 @@ class IngestReport:
             "schema": self.schema,
             "chunks": len(self.chunks),
             "chunks_skipped": self.chunks_skipped,
+            **({"chunks_failed": len(self.failed)} if self.failed else {}),
             "fetched": self.fetched,
             "inserted": self.inserted,
             "updated": self.updated,
@@ -248,8 +301,9 @@ class IngestReport:
             return (f"dry run: {s['provider']} {s['schema']}: {s['chunks']} chunks ({self.chunks_skipped} already "
                     f"done), ~{s['est_records']} records to fetch, "
                     f"estimated cost {cost}{wait}; nothing was written")
+        failed = f", {s['chunks_failed']} failed" if "chunks_failed" in s else ""
         return (
-            f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done), "
+            f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done{failed}), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']}"
             + (f", definitions {s['definitions']}" if "definitions" in s else "") + f" in {s['seconds']} s "
@@ -282,11 +336,14 @@ class IngestReport:
             cols = ["chunk", "skipped", "fetched", "inserted", "updated", "duplicates", "quarantined", "seconds"]
             rows = [(c.chunk.describe(), c.skipped, c.fetched, c.inserted, c.updated, c.duplicates, c.quarantined,
                      round(c.seconds, 3)) for c in shown]
+            if self.failed:
+                cols.append("error")
+                rows = [(*r, c.error or "") for r, c in zip(rows, shown, strict=True)]
         head = f"<th style='text-align:left'>{escape(cols[0])}</th>" + "".join(f"<th {cell}>{k}</th>" for k in cols[1:])
         body = "".join(f"<tr><td style='text-align:left'>{escape(str(r[0]))}</td>"
                        + "".join(f"<td {cell}>{escape(str(v))}</td>" for v in r[1:]) + "</tr>" for r in rows)
         more = f"<p>... {len(self.chunks) - len(shown)} more chunks</p>" if len(self.chunks) > len(shown) else ""
-        opened = " open" if self.dry_run else ""
+        opened = " open" if self.dry_run or self.failed else ""
         return (out + f"<details{opened}><summary>{len(self.chunks)} chunks</summary><table><thead><tr>{head}"
                 f"</tr></thead><tbody>{body}</tbody></table>{more}</details>")
 

@@ -4,8 +4,10 @@
 returns ``("SELECT * FROM trades WHERE size > %(n)s AND side = %(side)s", {"n": 5, "side": "A"})``
 for psycopg2, which sends the values as data. A scanner (not a regex over the whole text) skips
 what must stay as written: ``::type`` casts, ``'string'`` / ``E'string'`` / ``$tag$dollar$tag$``
-literals, ``"quoted"`` identifiers and ``--`` / ``/* */`` comments. Every literal ``%`` becomes
-``%%`` (psycopg2 formats the whole text, literals included). ``{{...}}`` takes a name only.
+literals, ``"quoted"`` identifiers, ``--`` / ``/* */`` comments and the colons of array slices
+(``arr[:n]``, ``arr[lo:hi]``: inside a subscript a colon is SQL; in an ``ARRAY[:a, :b]``
+constructor ``:a`` is a parameter). Every literal ``%`` becomes ``%%`` (psycopg2 formats the
+whole text, literals included). ``{{...}}`` takes a name only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def bind(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """
     out: list[str] = []
     params: dict[str, Any] = {}
+    brackets: list[bool] = []  # open [ ... ]: True for a subscript, False for ARRAY[...] and the like
     i, n = 0, len(text)
 
     def use(name: str, written: str) -> None:
@@ -51,6 +54,18 @@ def bind(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         elif text.startswith("::", i):
             out.append("::")
             i += 2
+        elif c == "[":
+            brackets.append(_subscripts(text, i))
+            out.append(c)
+            i += 1
+        elif c == "]":
+            if brackets:
+                brackets.pop()
+            out.append(c)
+            i += 1
+        elif c == ":" and brackets and brackets[-1]:  # a slice: arr[:n], arr[lo :hi]
+            out.append(c)
+            i += 1
         elif c == ":" and not (i and _is_word(text[i - 1])) and (m := _NAME.match(text, i + 1)):
             use(m.group(0), ":" + m.group(0))
             i = m.end()
@@ -67,6 +82,16 @@ def bind(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             out.append(c)
             i += 1
     return "".join(out), params
+
+
+def _subscripts(text: str, i: int) -> bool:
+    """Whether the ``[`` at ``i`` subscripts what precedes it (``arr[``, ``f(x)[``, ``"col"[``, ``a[1][``)
+    rather than opening an ``ARRAY[`` constructor or an array type (``int[]``: nothing inside)."""
+    before = text[:i].rstrip()
+    if not before or not (_is_word(before[-1]) or before[-1] in ')]"'):
+        return False
+    word = re.search(r"[A-Za-z_][A-Za-z0-9_$]*$", before)
+    return not (word and word.group(0).lower() == "array")
 
 
 def _is_word(c: str) -> bool:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from hdi_lab import catalog, charts, ingestion, retrieval
 from hdi_lab.api import make_request
-from hdi_lab.errors import HdiError
+from hdi_lab.errors import HdiError, IngestError
 from hdi_lab.extras import require
 from hdi_lab.schemas import IngestReport, IngestRequest, Progress, Schema, SType
 from hdi_lab.session import PROVIDERS, HdiSession
@@ -61,6 +61,8 @@ def error_text(exc: BaseException) -> str:
 
 def _error_html(exc: BaseException) -> str:
     body = f'<div class="hdi-error" style="color:#c62828"><b>Error:</b> {html.escape(error_text(exc))}</div>'
+    if isinstance(exc, IngestError):  # some files failed: every file's outcome under the message
+        body += exc.report._repr_html_()
     if not isinstance(exc, HdiError | KeyboardInterrupt):  # an unexpected failure: keep its traceback at hand
         tb = "".join(traceback.format_exception(exc))
         body += f"<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details>"
@@ -207,9 +209,12 @@ class IngestForm(_Panel):
         _show(self.output, "<i>running…</i>", "running…")
         try:
             report = ingestion.run(request, self.session, progress=self._on_progress)
-        except BaseException:
+        except BaseException as exc:
             self.progress.bar_style = "danger"
             self.progress_label.value = f"failed after {self.progress.value} of {self.progress.max} chunks"
+            if isinstance(exc, IngestError):
+                self.report = exc.report
+                self.progress_label.value = f"{len(exc.report.failed)} of {len(exc.report.chunks)} chunks failed"
             raise
         if not report.chunks:  # nothing to do: show the bar complete all the same
             self.progress.value = self.progress.max

@@ -1,7 +1,8 @@
 """A local fake of Databento's historical HTTP gateway, over TLS, for the real ``databento`` client.
 
 It speaks the endpoints the client calls (``POST /v0/timeseries.get_range`` streaming zstd DBN,
-``/v0/symbology.resolve``, ``/v0/metadata.get_cost``, ``/v0/metadata.get_record_count``, Basic auth
+``/v0/symbology.resolve``, ``/v0/metadata.get_cost``, ``/v0/metadata.get_record_count``,
+``GET /v0/metadata.get_dataset_range``, Basic auth
 with the key as user) and serves the offline sample provider's universe as real DBN bytes,
 filtered by the request's symbols, stype_in and [start, end). Faults are queued per endpoint.
 """
@@ -196,11 +197,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def do_GET(self) -> None:  # noqa: N802
+        """``metadata.get_dataset_range`` (the client GETs it, parameters in the query string)."""
+        self.do_POST()
+
     def do_POST(self) -> None:  # noqa: N802
         fake: FakeDatabento = self.server.fake
-        endpoint = self.path.split("?")[0].removeprefix("/v0/")
+        endpoint, _, query = self.path.partition("?")
+        endpoint = endpoint.removeprefix("/v0/")
         length = int(self.headers.get("Content-Length") or 0)
-        params = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode(), keep_blank_values=True).items()}
+        body = self.rfile.read(length).decode() if self.command == "POST" else query
+        params = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
         with fake.lock:
             fake.calls.append((endpoint, params))
         status, headers, body = self.answer(fake, endpoint, params)
@@ -249,4 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
             return fake.resolve(p)
         if endpoint in ("metadata.get_cost", "metadata.get_record_count"):
             return fake.metadata(endpoint, p)
+        if endpoint == "metadata.get_dataset_range":
+            span = {"start": f"{AVAILABLE[0]:%Y-%m-%dT%H:%M:%S}.000000000Z",
+                    "end": f"{AVAILABLE[1]:%Y-%m-%dT%H:%M:%S}.000000000Z"}
+            return 200, {"Content-Type": "application/json"}, json.dumps(span).encode()
         return _error(404, f"Not found: {endpoint}")

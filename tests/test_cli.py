@@ -165,3 +165,17 @@ def test_query_fixed_prices_keep_undef(hdi_env: dict[str, str], session: HdiSess
     np.testing.assert_array_equal(frame["price"].to_numpy(), expected["price"].astype(np.int64))
     np.testing.assert_array_equal(frame["quantity"].to_numpy(), expected["quantity"].astype(np.int64))
     assert (expected["quantity"] == UNDEF_PRICE).all()  # the fixture's quantities are all undefined
+
+
+@pytest.mark.parametrize("argv", [QUERY + ["--limit", "-5"], ["quarantine", "list", "--limit", "-1"],
+                                  ["compare", "ohlcv-1m", "--left", "ESH4", "--right", "ESH4", "--start",
+                                   "2024-01-02", "--end", "2024-01-03", "--limit", "-2"]],
+                         ids=["query", "quarantine-list", "compare"])
+def test_negative_limit_is_refused(hdi_env: dict[str, str], session: HdiSession, argv: list[str],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``head(-5)`` would show all rows but five; a negative SQL LIMIT is a database error."""
+    with pytest.raises(SystemExit) as info:
+        run_cli(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(r"argument --limit: -\d is negative: give 0 or more", err), err

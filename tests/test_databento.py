@@ -219,6 +219,7 @@ def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiS
     with pytest.raises(UnavailableError, match="HTTP 500.*after 3 tries") as info:
         _ingest(dbs, start="2024-03-11", end="2024-03-14")
     assert info.value.status == 500 and info.value.request_id == "fake-req-1"
+    assert str(info.value).endswith("(2 of 4 chunks were committed before this and are kept)")  # definitions, day 1
     first = fake.records({"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
                           "start": "2024-03-11", "end": "2024-03-12"})
     assert _count(dbs, "ohlcv_1m") == len(first) > 0  # the first day stays committed
@@ -328,7 +329,6 @@ def test_bad_key_is_a_one_line_auth_error_without_the_key(session: HdiSession, f
 
 
 @pytest.mark.parametrize(("kw", "needle"), [
-    (dict(start="2010-01-04", end="2010-01-05"), "available range"),
     (dict(symbols=["NOPE1"]), "check the symbols"),
 ])
 def test_4xx_is_a_one_line_error_saying_what_to_change(dbs: HdiSession, fake: FakeDatabento,
@@ -337,6 +337,18 @@ def test_4xx_is_a_one_line_error_saying_what_to_change(dbs: HdiSession, fake: Fa
         _ingest(dbs, **kw)
     msg = str(info.value)
     assert needle in msg and "HTTP 422" in msg and "\n" not in msg and info.value.status == 422
+
+
+@pytest.mark.parametrize("start,end", [("1700-01-01", "2024-03-12"), ("2010-01-04", "2010-01-05"),
+                                       ("2024-12-31", "2025-01-02")])
+def test_a_range_beyond_the_dataset_is_refused_before_planning(dbs: HdiSession, fake: FakeDatabento,
+                                                               start: str, end: str) -> None:
+    """A dry run from 1700 planned 118,342 chunks: the dataset's range (``metadata.get_dataset_range``) refuses it."""
+    with pytest.raises(ValidationError, match=r"is outside the range Databento offers for GLBX.MDP3: "
+                                              r"2018-01-01T00:00:00\+00:00 to 2025-01-01T00:00:00\+00:00; choose "
+                                              r"start and end within it"):
+        _ingest(dbs, start=start, end=end, dry_run=True)
+    assert [e for e, _ in fake.calls] == ["metadata.get_dataset_range"]
 
 
 @pytest.mark.parametrize(("kw", "needle"), [

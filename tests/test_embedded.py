@@ -215,3 +215,23 @@ def test_password_file_private_and_url_not_logged(server: EmbeddedServer) -> Non
     assert "database system is ready to accept connections" in log
     assert url not in log
     assert password not in log
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("home,needle", [
+    ("file", "is a file, not a directory: set HDI_HOME"),
+    ("file/sub", "(Not a directory): set HDI_HOME"),
+    ("/proc/hdi-home", "cannot create /proc/hdi-home/postgres for the embedded server"),
+], ids=["home-is-a-file", "home-under-a-file", "home-uncreatable"])
+def test_unusable_home_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   home: str, needle: str) -> None:
+    """``hdi`` with HDI_HOME at a file or somewhere no directory can be made: one line, exit 1."""
+    from helpers import run_cli
+
+    (tmp_path / "file").write_text("not a directory\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HDI_HOME", str(tmp_path / home) if not home.startswith("/") else home)
+    code, out, err = run_cli(["status"])
+    assert code == 1 and out == "", err
+    assert err.startswith("hdi: error: ") and err.count("\n") == 1 and needle in err, err
+    assert (tmp_path / "file").read_text() == "not a directory\n"

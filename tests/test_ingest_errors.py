@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from helpers import (
 
 import hdi_lab
 from hdi_lab.cli import main
-from hdi_lab.errors import DataFormatError, ValidationError
+from hdi_lab.errors import DataFormatError, IngestError, ValidationError
 from hdi_lab.session import HdiSession
 
 pytestmark = pytest.mark.integration
@@ -174,6 +175,7 @@ def test_text_file(session: HdiSession, tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="not a readable DBN file") as info:
         hdi_lab.ingest(provider="file", path=path, session=session)
     assert str(path) in str(info.value)
+    assert "compression format of prices.dbn" in str(info.value) and "BytesIO" not in str(info.value)
     assert_nothing_written(session)
 
 
@@ -200,19 +202,68 @@ def test_file_with_other_schema_than_requested(session: HdiSession) -> None:
     assert_nothing_written(session)
 
 
-def test_folder_with_one_bad_file_keeps_only_whole_chunks(small_batches: HdiSession, tmp_path: Path) -> None:
-    """Chunks are files: the good one commits whole, the truncated one leaves nothing."""
-    folder = tmp_path / "drop"
+def _three_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A good file, a truncated one (found bad only when fetched) and another good one, in that order."""
     folder.mkdir()
-    good = _plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES))
-    _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5])
-    with pytest.raises(DataFormatError, match="b_bad"):
-        hdi_lab.ingest(provider="file", path=folder, session=small_batches)
+    return (_plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES)),
+            _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5]),
+            _plain(folder, "c_good.trades.dbn", decompressed(TRADES)))
+
+
+def _logged(session: HdiSession) -> list[str]:
+    log = hdi_lab.sql(f'SELECT source FROM "{session.schema}".ingest_log ORDER BY id', session=session)
+    return list(log["source"])
+
+
+def test_folder_with_one_bad_file_loads_the_others_and_reports_each(small_batches: HdiSession,
+                                                                    tmp_path: Path) -> None:
+    """Chunks are files: each good one commits whole (also those after the bad one), the truncated one
+    leaves nothing, and the run fails saying what was and was not loaded."""
+    good, bad, later = _three_files(tmp_path / "drop")
+    with pytest.raises(IngestError, match="b_bad") as info:
+        hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
+    message = str(info.value)
+    assert message.startswith("1 of 3 files failed: ") and "truncated" in message
+    assert message.endswith("; the other 2 were loaded; fix or remove the failed file and re-run "
+                            "(what is stored is skipped)")
+    assert isinstance(info.value, DataFormatError) and isinstance(info.value.__cause__, DataFormatError)
+    report = info.value.report
+    assert [c.outcome.split(":")[0] for c in report.chunks] == ["loaded", "failed", "loaded"]
+    assert report.failed[0].chunk.path == str(bad.resolve()) and report.failed[0].inserted == 0
+    n = len(read_store(good).to_ndarray()) + len(read_store(later).to_ndarray())
+    assert report.inserted == n and "1 failed" in str(report)
     counts = row_counts(small_batches)
-    n = len(read_store(good).to_ndarray())
-    assert counts["trades"] == n and counts["ingest_log"] == 1 and counts["symbology"] == 1
-    log = hdi_lab.sql(f'SELECT source, inserted FROM "{small_batches.schema}".ingest_log', session=small_batches)
-    assert log.to_dict("records") == [{"source": str(good.resolve()), "inserted": n}]
+    assert counts["trades"] == n and counts["ingest_log"] == 2 and counts["quarantine"] == 0
+    assert _logged(small_batches) == [str(good.resolve()), str(later.resolve())]
+    with pytest.raises(IngestError) as again:  # a re-run says the others are stored already
+        hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
+    assert "the other 2 are stored (0 loaded now, 2 already done)" in str(again.value)
+    bad.unlink()
+    report = hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
+    assert report.chunks_skipped == 2 and row_counts(small_batches)["trades"] == n
+
+
+def test_mixed_schema_files_are_labelled_with_every_schema(session: HdiSession, tmp_path: Path) -> None:
+    bars = next(f for f in fixture_files("ohlcv-1m") if f.parent.name == "GLBX.MDP3")
+    report = hdi_lab.ingest(provider="file", path=[GLBX_TRADES, bars], session=session)
+    assert report.schema == "trades+ohlcv-1m" and str(report).startswith("file trades+ohlcv-1m: 2 chunks")
+    assert row_counts(session)["trades"] > 0 and row_counts(session)["ohlcv_1m"] > 0
+
+
+def test_cli_folder_with_one_bad_file_prints_each_outcome(hdi_env: dict[str, str], session: HdiSession,
+                                                          tmp_path: Path) -> None:
+    good, bad, later = _three_files(tmp_path / "drop")
+    code, out, err = run_cli(["ingest", "--quiet", str(tmp_path / "drop")])
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("file trades: 3 chunks (0 already done, 1 failed), fetched ")
+    assert lines[1].startswith(f"  loaded: {good.resolve()}: fetched ")
+    assert lines[2].startswith(f"  failed: {bad.resolve()}: ") and "truncated" in lines[2]
+    assert lines[3].startswith(f"  loaded: {later.resolve()}: fetched ")
+    assert err.count("\n") == 1 and err.startswith("hdi: error: 1 of 3 files failed: ")
+    assert err.rstrip().endswith("the other 2 were loaded; fix or remove the failed file and re-run "
+                                 "(what is stored is skipped)")
+    assert row_counts(session)["ingest_log"] == 2
 
 
 # --- bad requests ------------------------------------------------------------------------------
@@ -239,6 +290,18 @@ def test_start_not_before_end(session: HdiSession, start: str, end: str) -> None
 def test_unparseable_time(session: HdiSession) -> None:
     with pytest.raises(ValidationError, match="not a date"):
         hdi_lab.ingest(**{**SAMPLE, "start": "yesterday-ish"}, session=session)
+    assert_nothing_written(session)
+
+
+@pytest.mark.parametrize("start,end", [("1600-01-01", "2024-01-03"), ("0001-01-01", "9999-12-31"),
+                                       ("2024-01-02", "2262-04-12")])
+def test_time_outside_nanosecond_range(session: HdiSession, start: str, end: str) -> None:
+    """pandas cannot hold these as nanoseconds: a ValidationError naming the value, not OutOfBoundsDatetime."""
+    bad = start if start < "1677" else end
+    with pytest.raises(ValidationError, match=f"={bad!r} is outside the range of nanosecond timestamps"):
+        hdi_lab.ingest(**{**SAMPLE, "start": start, "end": end}, session=session)
+    with pytest.raises(ValidationError, match="outside the range of nanosecond timestamps"):
+        hdi_lab.query("ohlcv-1m", ["ESH4"], start, end, session=session)
     assert_nothing_written(session)
 
 
@@ -293,11 +356,39 @@ def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["query", "trades", "--symbols", "ESH1", "--start", "2020-12-29", "--end", "2020-12-28"],
          "must be before end"),
         (["quarantine", "show", "12345"], "12345"),
+        (["query", "trades", "--symbols", "ESH1", "--start", "1600-01-01", "--end", "2020-12-29"],
+         "start='1600-01-01' is outside the range of nanosecond timestamps"),
+        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "0001-01-01",
+          "--end", "9999-12-31"], "start='0001-01-01' is outside the range of nanosecond timestamps"),
+        (["features", "compute", "--set", "momentum_v1", "--symbols", "ESH1", "--max-gap", "garbage"],
+         "max_gap='garbage' is not a positive duration"),
+        (["ingest", str(_fifo(tmp))], "is a named pipe (FIFO), not a file"),
+        (["ingest", "/proc/self/mem"], "/proc/self/mem cannot be read (Input/output error)"),
+        (["ingest", str(WRITE_ONLY)], "cannot be read (Permission denied)"),
+        (q + ["ESH1", "--format", "csv", "--output", str(tmp / "nowhere" / "t.csv")], "does not exist"),
+        (q + ["ESH1", "--format", "parquet", "--output", str(tmp / "nowhere" / "t.parquet")], "does not exist"),
+        (q + ["ESH1", "--format", "csv", "--output", str(tmp)], "is a directory"),
+        (q + ["ESH1", "--format", "parquet", "--output", str(tmp)], "is a directory"),
+        (q + ["ESH1", "--format", "csv", "--output", "/sys/kernel/notes"], "cannot be written (Permission denied)"),
+        (q + ["ESH1", "--format", "parquet", "--output", "/proc/version"], "cannot be written"),
+        (q + ["ESH1", "--format", "csv", "--output", "/dev/full"], "cannot be written (No space left on device)"),
     ]
 
 
+def _fifo(tmp: Path) -> Path:
+    path = tmp / "pipe.trades.dbn"
+    os.mkfifo(path)
+    return path
+
+
+#: a file even root cannot read (sysfs refuses reads of write-only attributes to everyone)
+WRITE_ONLY = next(iter(sorted(Path("/sys/bus").glob("*/drivers_probe"))), Path("/sys/bus/pci/rescan"))
+
 CLI_IDS = ["truncated", "text", "missing", "mbp-1", "sample-unknown-symbol", "sample-start-after-end",
-           "query-unknown-symbol", "query-hostile-symbol", "query-start-after-end", "quarantine-show-missing"]
+           "query-unknown-symbol", "query-hostile-symbol", "query-start-after-end", "quarantine-show-missing",
+           "query-start-1600", "ingest-year-1-to-9999", "features-max-gap-garbage", "ingest-fifo",
+           "ingest-eio", "ingest-permission-denied", "csv-missing-dir", "parquet-missing-dir", "csv-onto-dir",
+           "parquet-onto-dir", "csv-read-only-file", "parquet-eio", "csv-disk-full"]
 
 
 @pytest.mark.parametrize("case", range(len(CLI_IDS)), ids=CLI_IDS)

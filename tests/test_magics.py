@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import FIXTURES, ROOT
-from helpers import TestingShell, hdi_shell, read_store, row_counts
+from helpers import TestingShell, decompressed, hdi_shell, read_store, row_counts
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -270,6 +270,14 @@ def test_cell_query_injection_attempt_is_data(ip: TestingShell, session: HdiSess
     assert row_counts(session)["ohlcv_1m"] == SAMPLE_ROWS  # the table is still there, untouched
 
 
+def test_cell_query_array_slices_are_sql(ip: TestingShell) -> None:
+    ip.user_ns.update(n=99, k=2)
+    frame = run(ip, "%%hdi_query\nSELECT arr[:n] AS head, arr[2:] AS tail\n"
+                    "FROM (VALUES (ARRAY[1, 2, 3], 1)) AS t(arr, n) WHERE n < :k")
+    assert [list(v) for v in frame["head"]] == [[1]]  # the column n, not the notebook's n = 99
+    assert [list(v) for v in frame["tail"]] == [[2, 3]]
+
+
 def test_cell_query_errors(ip: TestingShell) -> None:
     err = usage_error(ip, "%%hdi_query\nSELECT :nope")
     assert "SQL parameter :nope refers to 'nope', which is not defined" in str(err)
@@ -280,6 +288,37 @@ def test_cell_query_errors(ip: TestingShell) -> None:
     assert "only -o/--out NAME and --verbose go on its line" in str(err)
     err = usage_error(ip, "%%hdi_query -o x\n  \n")
     assert "the cell is empty" in str(err)
+
+
+def test_line_query_time_out_of_range_is_one_line(ip: TestingShell) -> None:
+    err = usage_error(ip, "%hdi_query ohlcv-1m ESH4 0001-01-01 9999-12-31")
+    assert str(err).splitlines()[0] == ("ValidationError: start='0001-01-01' is outside the range of nanosecond "
+                                        "timestamps (1677-09-22 to 2262-04-11): give a date within it")
+    assert isinstance(err.__cause__, ValidationError)
+    err = usage_error(ip, "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 1600-01-01 "
+                          "--end 2024-01-03 --quiet")
+    assert "start='1600-01-01' is outside the range" in str(err)
+
+
+def test_ingest_with_a_bad_file_is_one_line_and_loads_the_others(ip: TestingShell, session: HdiSession,
+                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    raw = decompressed(TRADES)
+    (folder / "a.trades.dbn").write_bytes(raw)
+    (folder / "b.trades.dbn").write_bytes(raw[:-5])
+    (folder / "c.trades.dbn").write_bytes(decompressed(FIXTURES / "XNAS.ITCH" / "test_data.trades.dbn.zst"))
+    err = usage_error(ip, f"%hdi_ingest --quiet {folder}")
+    first = str(err).splitlines()[0]
+    assert first.startswith("IngestError: 1 of 3 files failed: ") and "b.trades.dbn" in first
+    assert first.endswith("the other 2 were loaded; fix or remove the failed file and re-run (what is stored is "
+                          "skipped)")
+    assert row_counts(session)["ingest_log"] == 2
+
+
+def test_negative_limits_are_refused(ip: TestingShell) -> None:
+    assert "--limit: -1 is negative: give 0 or more" in str(usage_error(ip, "%hdi_symbols --limit -1"))
+    assert "--recent: -3 is negative" in str(usage_error(ip, "%hdi_status --recent -3"))
 
 
 # -- %hdi_status, %hdi_config, %hdi_symbols -------------------------------------------------
@@ -375,7 +414,7 @@ def test_verbose_traitlet_shows_the_traceback(ip: TestingShell) -> None:
     ("%hdi_query ohlcv-1m ESH4 2024-01-02", "the following arguments are required: END"),
     ("%hdi_query ohlcv-1m 'ESH4 2024-01-02 2024-01-05", "No closing quotation"),
     ("%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-05 -o 1x", "-o/--out '1x' is not a Python variable name"),
-    ("%hdi_status --recent many", "argument --recent: invalid int value: 'many'"),
+    ("%hdi_status --recent many", "argument --recent: 'many' is not a whole number: give 0 or more"),
     ("%hdi_config extra", "unrecognized arguments: extra"),
     ("%hdi_symbols -h", "unrecognized arguments: -h"),
 ])

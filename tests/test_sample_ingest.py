@@ -164,3 +164,23 @@ def test_sample_symbols_from_two_datasets_are_refused(session: HdiSession) -> No
     with pytest.raises(hdi_lab.ValidationError, match="stype_in=continuous"):
         hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=["ES.c.0"], start="2024-01-02",
                        end="2024-01-03", session=session)
+
+
+def test_a_range_of_centuries_is_refused_not_planned(session: HdiSession) -> None:
+    """A dry run from 1700 would plan 118,342 day chunks: refused, saying how many and what to do."""
+    from hdi_lab.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"would be 118,342 chunks \(one per UTC day\), more than the "
+                                              r"10,000 one request may plan: check start and end"):
+        hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="1700-01-01",
+                       end="2024-01-05", dry_run=True, session=session)
+    assert row_counts(session)["ingest_log"] == 0
+
+
+@pytest.mark.parametrize("schema", ["ohlcv-1m", "ohlcv-1d"])
+def test_plans_end_at_the_last_nanosecond_date(session: HdiSession, schema: str) -> None:
+    """The chunk after 2262-04-11 cannot be represented: the request's end closes the last chunk."""
+    report = hdi_lab.ingest(provider="sample", schema=schema, symbols=["AAPL"], start="2262-04-01",
+                            end="2262-04-11T12:00", dry_run=True, session=session)
+    assert report.chunks[-1].chunk.end == pd.Timestamp("2262-04-11T12:00", tz="UTC")
+    assert len(report.chunks) == (11 if schema == "ohlcv-1m" else 1)

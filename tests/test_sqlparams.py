@@ -6,6 +6,7 @@ import psycopg2.extensions
 import pytest
 
 from hdi_lab.errors import ValidationError
+from hdi_lab.session import HdiSession
 from hdi_lab.sqlparams import bind
 
 pytestmark = pytest.mark.unit
@@ -93,3 +94,35 @@ def _render(text: str, params: dict[str, object]) -> str:
     """What psycopg2 would send (its client-side formatting, without a connection)."""
     quoted = {k: psycopg2.extensions.adapt(v).getquoted().decode() for k, v in params.items()}
     return text % quoted
+
+
+@pytest.mark.parametrize("sql", ["SELECT arr[:n] FROM t", "SELECT arr[ :n], (f(x))[:n], \"c\"[:n] FROM t",
+                                 "SELECT arr[:n][:m], arr[n:], arr[:] FROM t", "SELECT m::int[] FROM t"])
+def test_array_slices_and_array_types_are_sql(sql: str) -> None:
+    """``arr[:n]`` slices up to the column ``n``: binding it would make ``arr[%(n)s]``, a subscript."""
+    assert bind(sql, {"n": 1, "m": 2}) == (sql, {})
+
+
+def test_array_constructors_bind_their_elements() -> None:
+    text, params = bind("SELECT ARRAY[:a, :b], ARRAY [:a], arr[ARRAY[:a][1]:n]", {"a": 1, "b": 2, "n": 3})
+    assert text == "SELECT ARRAY[%(a)s, %(b)s], ARRAY [%(a)s], arr[ARRAY[%(a)s][1]:n]" and params == {"a": 1, "b": 2}
+
+
+@pytest.mark.integration
+def test_slices_and_parameters_together_on_postgresql(session: HdiSession) -> None:
+    """Real SQL: slices by a column and by literals, an array constructor and a cast, beside bound values."""
+    from hdi_lab import retrieval
+
+    sql = """
+        WITH t(arr, n) AS (VALUES (ARRAY[10, 20, 30, 40], 2), (ARRAY[5, 6, 7], 1))
+        SELECT arr[:n] AS head, arr[2:n + 1] AS mid, arr[n:] AS tail, arr[:]::text AS whole,
+               ARRAY[:lo, :hi] AS bounds, :label::text AS label
+        FROM t WHERE n >= :lo ORDER BY n
+    """
+    frame = retrieval.sql(session, *bind(sql, {"n": 99, "lo": 1, "hi": 3, "label": "x'); drop table t;--"}))
+    assert [list(v) for v in frame["head"]] == [[5], [10, 20]]
+    assert [list(v) for v in frame["mid"]] == [[6], [20, 30]]
+    assert [list(v) for v in frame["tail"]] == [[5, 6, 7], [20, 30, 40]]
+    assert list(frame["whole"]) == ["{5,6,7}", "{10,20,30,40}"]
+    assert [list(v) for v in frame["bounds"]] == [[1, 3], [1, 3]]
+    assert set(frame["label"]) == {"x'); drop table t;--"}

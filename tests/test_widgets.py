@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ALL_TABLES, assert_nothing_written, row_counts
+from conftest import fixture_files
+from helpers import ALL_TABLES, assert_nothing_written, decompressed, row_counts
 
 import hdi_lab
 from hdi_lab import charts
 from hdi_lab.api import make_request
-from hdi_lab.errors import ValidationError
+from hdi_lab.errors import IngestError, ValidationError
 from hdi_lab.session import HdiSession
 from hdi_lab.widgets import IngestForm, QueryExplorer
 
@@ -138,6 +139,23 @@ def test_run_button_shows_bad_input_and_writes_nothing(session: HdiSession, symb
     form.symbols.value, form.start.value, form.end.value = "ESH4", JAN2, JAN5
     form.preview_button.click()
     assert form.last_error is None and ERROR_STYLE not in shown_html(form)
+
+
+def test_a_bad_file_among_others_shows_each_outcome(session: HdiSession, tmp_path: Any) -> None:
+    trades = fixture_files("trades")
+    (tmp_path / "a.trades.dbn").write_bytes(decompressed(trades[0]))
+    (tmp_path / "b.trades.dbn").write_bytes(decompressed(trades[1])[:-5])
+    form = IngestForm(session)
+    form.provider.value = "file"
+    form.schema.value = "trades"
+    form.path.value = str(tmp_path)
+    form._guard(form.run)(None)
+    assert isinstance(form.last_error, IngestError) and form.report is form.last_error.report
+    assert form.message().startswith("Error: 1 of 2 files failed: ")
+    assert form.progress_label.value == "1 of 2 chunks failed" and form.progress.bar_style == "danger"
+    page = html.unescape(shown_html(form))  # the message, then every chunk's outcome
+    assert "b.trades.dbn is truncated" in page and ">error</th>" in page and "<details open>" in page
+    assert row_counts(session)["ingest_log"] == 1
 
 
 def test_unexpected_errors_show_type_and_traceback(session: HdiSession) -> None:

@@ -16,10 +16,14 @@ from typing import Protocol, runtime_checkable
 import databento as db
 import pandas as pd
 
+from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
+
+#: the most chunks one request may plan (~27 years of day chunks): a range beyond is most likely a typo
+MAX_CHUNKS = 10_000
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,22 @@ def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbo
     """Day chunks (dense schemas) or month chunks (:data:`SPARSE` ones) covering ``[start, end)``,
     clipped to it, all symbols together; keys are stable, so a re-run skips committed chunks."""
     first, last = start.floor("D"), (end - pd.Timedelta(1, "ns")).floor("D")
+    per = "calendar month" if schema in SPARSE else "UTC day"
+    months = (last.year - first.year) * 12 + last.month - first.month + 1
+    n = months if schema in SPARSE else (last.date() - first.date()).days + 1
+    if n > MAX_CHUNKS:
+        raise ValidationError(
+            f"[{start.date()}, {end.date()}) of {schema} would be {n:,} chunks (one per {per}), more than the "
+            f"{MAX_CHUNKS:,} one request may plan: check start and end, or ingest the range in parts")
     bounds: list[pd.Timestamp] = []
     t = first
     while t <= last:
         bounds.append(t)
-        t = t + pd.offsets.MonthBegin(1) if schema in SPARSE else t + pd.Timedelta(days=1)
-        t = t.floor("D")
+        try:
+            t = (t + pd.offsets.MonthBegin(1) if schema in SPARSE else t + pd.Timedelta(days=1)).floor("D")
+        except (OverflowError, ValueError):  # past the last nanosecond timestamp (2262): end closes the chunk
+            t = end
+            break
     bounds.append(t)
     chunks = []
     for a, b in itertools.pairwise(bounds):

@@ -35,7 +35,7 @@ from hdi_lab.dbn_writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, plan_chunks
 from hdi_lab.providers.databento_http import Caller, close_abandoned_files
-from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
+from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
 _PARENT = re.compile(r"^[^.\s]+\.(FUT|OPT|SPOT|MLEG)$")
@@ -142,6 +142,7 @@ class DatabentoProvider:
         symbols = tuple(sorted(dict.fromkeys(request.symbols)))
         validate_symbols(symbols, stype)
         start, end = parse_range(request.start, request.end)
+        self._check_available(dataset, start, end)
         chunks = plan_chunks(self.name, dataset, schema, stype, symbols, start, end)
         if schema is not Schema.DEFINITION and self.settings.databento_definitions:
             # the instruments' definitions first, so the data's instruments are known when it is validated
@@ -149,6 +150,20 @@ class DatabentoProvider:
             chunks = [dataclasses.replace(c, companion=True) for c in defs] + chunks
         self._key()
         return chunks
+
+    def _check_available(self, dataset: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
+        """Refuse a range beyond the dataset's available range (``metadata.get_dataset_range``) before
+        planning it: a request from 1700 would otherwise plan a chunk per day for centuries."""
+        client, caller = self.client(), self.caller()
+        got = caller("metadata.get_dataset_range", lambda: client.metadata.get_dataset_range(dataset))
+        bounds = [got.get(k) or got.get(f"{k}_date") for k in ("start", "end")] if isinstance(got, dict) else []
+        if len(bounds) != 2 or not all(isinstance(b, str) for b in bounds):
+            return  # an answer without a range: the vendor still refuses a range it does not hold
+        lo, hi = (parse_time(b, "available range") for b in bounds)
+        if start < lo or end > hi:
+            raise ValidationError(
+                f"[{start.isoformat()}, {end.isoformat()}) is outside the range Databento offers for {dataset}: "
+                f"{lo.isoformat()} to {hi.isoformat()}; choose start and end within it")
 
     def check_cost(self, chunks: list[Chunk], allow: bool) -> float | None:
         """Cost of the chunks still to fetch (per schema, over their span); CostLimitError above

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,9 +35,28 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
             out += found
         elif path.is_file():
             out.append(path)
+        elif path.exists():
+            raise ValidationError(f"{p} is {_kind(path)}, not a file: copy the data into a .dbn or .dbn.zst file "
+                                  "and ingest that")
         else:
             raise ValidationError(f"{p} does not exist: give the path of a .dbn or .dbn.zst file or a folder")
     return out
+
+
+def _kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    mode = path.stat().st_mode
+    kinds = {stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"{path} cannot be read ({exc.strerror or exc}): check its permissions and the disk, "
+                              "or leave it out of the ingest") from exc
 
 
 class FileProvider(LocalProvider):
@@ -53,7 +73,7 @@ class FileProvider(LocalProvider):
         for path in expand(request.paths):
             if not path.is_file():
                 raise ValidationError(f"{path} does not exist: give the path of a .dbn or .dbn.zst file")
-            data = path.read_bytes()  # read once: the content hash keys the chunk, the header plans it
+            data = _read(path)  # read once: the content hash keys the chunk, the header plans it
             store = open_store(data, str(path))
             schema = schema_of(store, str(path))
             if request.schema is not None and request.schema != schema:
@@ -82,7 +102,7 @@ class FileProvider(LocalProvider):
         if not path.is_file():
             raise DataFormatError(f"{path} was removed while it was being ingested: nothing from it was stored; "
                                   "put it back or re-run hdi ingest without it")
-        data = path.read_bytes()
+        data = _read(path)
         key = chunk_key(chunk.schema, data)
         if key != chunk.key:
             planned, now = chunk.key.rsplit(":", 1)[-1], key.rsplit(":", 1)[-1]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import logging
 import weakref
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from hdi_lab.config import Settings
+from hdi_lab.dbn import store_from_bytes
 from hdi_lab.dbn_writer import Interval, empty_records, encode_dbn
 from hdi_lab.errors import (
     ProviderError,
@@ -203,7 +203,7 @@ class IbProvider:
                     f"IB did not answer for {chunk.describe()} within ib_timeout={self.settings.ib_timeout} s: "
                     "check TWS / IB Gateway (market data farm connected?) or raise HDI_IB_TIMEOUT; re-run to resume",
                     provider=self.name) from exc
-        yield db.DBNStore.from_bytes(io.BytesIO(data))
+        yield store_from_bytes(data, f"IB {chunk.describe()}")
 
     def _connection(self) -> IbConnection:
         """The open connection, (re)connecting when needed; it stays open until :meth:`close`."""

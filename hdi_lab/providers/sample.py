@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import io
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import databento as db
 import numpy as np
 import pandas as pd
 
+from hdi_lab.dbn import store_from_bytes
 from hdi_lab.dbn_writer import (
     UNDEF_PRICE,
     UNDEF_STAT_QUANTITY,
@@ -601,8 +601,7 @@ class SampleProvider(LocalProvider):
             compress=self.compress, partial=[s for s in chunk.symbols if 0 < hits[s] < len(days)],
             not_found=[s for s in chunk.symbols if hits[s] == 0],
         )
-        # BytesIO, not bytes: databento's MemoryDataSource keeps repr(source), i.e. the whole buffer
-        yield db.DBNStore.from_bytes(io.BytesIO(data))
+        yield store_from_bytes(data, f"sample {chunk.describe()}")
 
     def estimate(self, chunk: Chunk) -> CostEstimate:
         """Exact record count (from timestamps only, no prices) at no cost."""

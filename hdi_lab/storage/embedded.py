@@ -132,7 +132,7 @@ class EmbeddedServer:
 
     def start(self) -> str:
         """Start the server if needed; return the URL (with password) of database hdi_lab."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._make_root()
         with self._locked():
             running = self._running(wait=True)
             if running is not None and running[1] is not None:
@@ -143,6 +143,18 @@ class EmbeddedServer:
             port = self._launch()
             self._ensure_database(port)
             return self._url(port)
+
+    def _make_root(self) -> None:
+        home = self.root.parent
+        if home.exists() and not home.is_dir():
+            raise EmbeddedServerError(f"the hdi_lab home {home} is a file, not a directory: set HDI_HOME (or --home) "
+                                      "to a directory, or HDI_DATABASE_URL to use a server of your own")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedServerError(
+                f"cannot create {self.root} for the embedded server ({exc.strerror or exc}): set HDI_HOME (or "
+                "--home) to a directory you can write, or HDI_DATABASE_URL to use a server of your own") from exc
 
     def url(self) -> str | None:
         """The URL of database hdi_lab if the server is running and ready, else None."""
