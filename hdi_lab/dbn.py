@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import databento as db
+from databento_dbn import DBN_VERSION
 import numpy as np
 import pandas as pd
 import zstandard
@@ -99,6 +100,10 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
         ) from exc
     if notes:  # the decoder warns about input it can only partly read
         raise DataFormatError(f"{name} is not a readable DBN file ({notes[0][:160]}): re-download or re-export it")
+    version = int(store.metadata.version)
+    if not 1 <= version <= DBN_VERSION:  # the decoder accepts version 0 and would read v3 layouts
+        raise DataFormatError(f"{name} is not a readable DBN file (it says DBN version {version}; versions 1 to "
+                              f"{DBN_VERSION} exist): the file is corrupt; re-download or re-export it")
     return store
 
 

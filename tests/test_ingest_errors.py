@@ -147,9 +147,10 @@ def test_corrupted_compressed_bytes(small_batches: HdiSession, tmp_path: Path) -
     assert_nothing_written(small_batches)
 
 
-def test_corrupted_metadata_version(session: HdiSession, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [0, 9])  # DBN versions 1 to 3 exist; the decoder accepts 0
+def test_corrupted_metadata_version(session: HdiSession, tmp_path: Path, version: int) -> None:
     raw = bytearray(decompressed(TRADES))
-    raw[3] = 9  # DBN version byte
+    raw[3] = version  # DBN version byte
     path = _plain(tmp_path, "version.dbn", bytes(raw))
     with pytest.raises(DataFormatError, match="not a readable DBN file"):
         hdi_lab.ingest(provider="file", path=path, session=session)
