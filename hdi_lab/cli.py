@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -282,13 +283,36 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
 }
 
 
+@contextlib.contextmanager
+def _driver_noise_dropped() -> Iterator[None]:
+    """Drop the one traceback psycopg2 prints by itself when the server goes away during a COPY.
+
+    psycopg2 2.9 decodes the server's last message while the connection's error is pending and
+    hands the resulting ``SystemError`` (caused by the driver's error) to ``sys.excepthook`` from
+    C; the error itself still reaches hdi_lab and is reported in one line. The ``hdi`` command owns
+    its process, so it may set the hook for the command's duration; library code never does.
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+        if kind is SystemError and type(value.__cause__).__module__.startswith("psycopg2"):
+            return
+        previous(kind, value, tb)  # type: ignore[arg-type]
+
+    sys.excepthook = hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
     try:
         overrides = {"database_url": args.database_url, "home": Path(args.home) if args.home else None}
-        with HdiSession(load_settings(overrides)) as session:
+        with _driver_noise_dropped(), HdiSession(load_settings(overrides)) as session:
             return COMMANDS[args.command](session, args, out, err)
     except HdiError as exc:
         print(f"hdi: error: {exc}", file=err)

@@ -76,6 +76,25 @@ def drop_schema(pg_url: str, schema: str) -> None:
         conn.close()
 
 
+def schema_at_version(pg_url: str, schema: str, version: int) -> None:
+    """Create ``schema`` as hdi_lab's migrations up to ``version`` left it (an older hdi_lab's database)."""
+    from hdi_lab.storage.db import migrations
+
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn, conn.cursor() as cur:
+            s = f'"{schema}"'
+            cur.execute(f"CREATE SCHEMA {s}")
+            cur.execute(f"CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            for v, name, text in migrations():
+                if v <= version:
+                    cur.execute(text.replace("{s}", s))
+                    cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (v, name))
+    finally:
+        conn.close()
+
+
 def row_counts(session: HdiSession, tables: tuple[str, ...] = ALL_TABLES) -> dict[str, int]:
     """Row count of each hdi_lab table in the session's schema (through ``hdi_lab.sql``)."""
     s = session.schema

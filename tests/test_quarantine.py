@@ -9,7 +9,7 @@ import pandas as pd
 import psycopg2
 import psycopg2.extras
 import pytest
-from helpers import index_ns, make_session, row_counts, run_cli
+from helpers import index_ns, make_session, row_counts, run_cli, schema_at_version
 
 import hdi_lab
 from hdi_lab import dbn, quarantine
@@ -310,17 +310,11 @@ def test_upgrade_to_fingerprints_keeps_every_entry(pg_url: str, db_schema: str, 
     record's identity, so a re-ingest adds only the records that version 5 had dropped."""
     path, rec = _identical_bad_trades(tmp_path)
     record = psycopg2.extras.Json(dbn.record_to_json(rec[1]))
+    schema_at_version(pg_url, db_schema, 5)
     conn = psycopg2.connect(pg_url)
     try:
         s = quote(conn, db_schema)
         with transaction(conn) as cur:
-            cur.execute(f"CREATE SCHEMA {s}")
-            cur.execute(f"CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-                        "applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, name, text in migrations():
-                if version <= 5:
-                    cur.execute(text.replace("{s}", s))
-                    cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             rows = [("size_nonpositive", "resolved"), ("size_nonpositive", "open"), ("unknown_instrument", "open")]
             for rule, status in rows:
                 cur.execute(f"INSERT INTO {s}.quarantine (chunk_key, dataset, schema, rule, reason, record, dup_idx, "
