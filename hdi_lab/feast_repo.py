@@ -82,8 +82,11 @@ def service_name(set_name: str, interval: str) -> str:
 
 
 def default_repo() -> Path:
-    """``feature_repo/`` next to the hdi_lab package (a source checkout)."""
-    return Path(__file__).resolve().parents[1] / "feature_repo"
+    """``feature_repo/`` next to the hdi_lab package (a source checkout), else the copy a wheel
+    installs inside it (``hdi_lab/feature_repo``)."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "feature_repo"
+    return checkout if (checkout / "feature_store.yaml").is_file() else here / "feature_repo"
 
 
 def repo_path(session: HdiSession, repo: str | Path | None = None) -> Path:

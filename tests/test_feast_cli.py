@@ -163,3 +163,39 @@ def test_feast_cli_and_sdk_on_the_embedded_server(user: dict[str, str], tmp_path
         assert password not in failed.stdout + failed.stderr
     finally:
         EmbeddedServer(tmp_path / "hdi").stop()
+
+
+@pytest.mark.unit
+def test_the_wheel_ships_the_feature_repo(tmp_path: Path) -> None:
+    """A wheel (not an editable install) holds every module and the feature repo, which is then the
+    default repo and a valid Feast repo (feature_store.yaml, the offline store class importable)."""
+    import importlib.util
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info next to the sources
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (root / name).exists():
+            shutil.copy(root / name, src / name)
+    for folder in ("hdi_lab", "feature_repo"):
+        shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path / "dist"),
+                    str(src)], check=True, capture_output=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("hdi_lab-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {p.relative_to(root).as_posix() for p in (root / "hdi_lab").rglob("*.py")}
+    assert modules <= names, modules - names
+    repo_files = {"feature_store.yaml", ".feastignore", "definitions.py", "workflow.py", "README.md"}
+    assert {f"hdi_lab/feature_repo/{f}" for f in repo_files} <= names
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)  # what `pip install --target` lays out for a pure wheel
+    code = ("import hdi_lab.feast_repo as r, hdi_lab.feast_store as s; "
+            "p = r.default_repo(); print(p); y = (p / 'feature_store.yaml').read_text(); "
+            "print(s.STORE_TYPE in y)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_")}
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert out == [str(site / "hdi_lab" / "feature_repo"), "True"]
