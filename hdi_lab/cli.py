@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     fp.add_argument("--dataset")
     fp.add_argument("--no-compute", dest="compute", action="store_false", help="publish the rows already stored")
     fp.add_argument("--repo", help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)")
-    fsub.add_parser("env", help="print `export` lines of the variables feature_store.yaml reads (not the password)")
+    fsub.add_parser("env", help="print `export` lines for the `feast` CLI: the variables feature_store.yaml reads and "
+                              "PGPASSFILE, a password file it writes (the password is never printed)")
 
     cmp_ = sub.add_parser("compare", help="bar-by-bar differences of one market from two sources (e.g. Databento vs IB)")
     cmp_.add_argument("schema", choices=[s.value for s in Schema if s.is_bar])
@@ -260,9 +261,9 @@ def cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: T
                       repo=a.repo, session=session), file=out)
         return 0
     if a.action == "env":
-        from hdi_lab.feast_repo import feast_env, shell_exports
+        from hdi_lab.feast_repo import shell_env, shell_exports
 
-        print(shell_exports(feast_env(session)), file=out)
+        print(shell_exports(shell_env(session)), file=out)
         return 0
     report = features.compute(a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset,
                               max_gap=a.max_gap, session=session)

@@ -5,8 +5,10 @@
 variable literal, so hdi_lab checks them first and names the one missing. hdi_lab's own calls
 (:func:`open_store`, ``hdi features publish``) derive every value from the session (the embedded
 server's URL is only known at run time) and set them only while Feast reads the file; run the
-``feast`` CLI yourself after ``eval "$(hdi features env)"`` (which prints every variable but the
-password).
+``feast`` CLI yourself after ``eval "$(hdi features env)"``: it creates :func:`feast_home`, writes the
+password (if any) to a libpq password file there (mode 0600) and prints every variable,
+``HDI_FEAST_PG_PASSWORD`` empty and ``PGPASSFILE`` naming that file: libpq, psycopg2 and psycopg 3
+(Feast's driver) read the password from it when the one given is empty. The password is never printed.
 
 Feast's registry and the sqlite online store live in :func:`feast_home` under the hdi_lab data
 home, one folder per database and schema, so that the online store always describes the database
@@ -18,6 +20,7 @@ it was materialised from (and nothing is written into the repo).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import hashlib
 import os
@@ -79,8 +82,11 @@ def service_name(set_name: str, interval: str) -> str:
 
 
 def default_repo() -> Path:
-    """``feature_repo/`` next to the hdi_lab package (a source checkout)."""
-    return Path(__file__).resolve().parents[1] / "feature_repo"
+    """``feature_repo/`` next to the hdi_lab package (a source checkout), else the copy a wheel
+    installs inside it (``hdi_lab/feature_repo``)."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "feature_repo"
+    return checkout if (checkout / "feature_store.yaml").is_file() else here / "feature_repo"
 
 
 def repo_path(session: HdiSession, repo: str | Path | None = None) -> Path:
@@ -125,13 +131,43 @@ def feast_env(session: HdiSession) -> dict[str, str]:
     }
 
 
+def shell_env(session: HdiSession) -> dict[str, str]:
+    """The variables for the ``feast`` CLI (``hdi features env``): :data:`VARIABLES` with the password
+    empty and, when the database has one, ``PGPASSFILE`` naming a libpq password file (mode 0600)
+    that holds it. Creates :func:`feast_home`, where Feast's file registry must be able to write."""
+    env = feast_env(session)
+    password = env[SECRET]
+    home = Path(env["HDI_FEAST_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    out = {**env, SECRET: ""}
+    if password:
+        out["PGPASSFILE"] = str(_write_pgpass(home / "pgpass", env, password))
+    return out
+
+
+def _write_pgpass(path: Path, env: Mapping[str, str], password: str) -> Path:
+    """A libpq password file with the one line of this database (written atomically, mode 0600)."""
+    def field(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    host = env["HDI_FEAST_PG_HOST"]
+    host = "localhost" if host.startswith("/") else host  # libpq matches socket connections as localhost
+    line = ":".join(field(v) for v in (host, env["HDI_FEAST_PG_PORT"], env["HDI_FEAST_PG_DB"],
+                                         env["HDI_FEAST_PG_USER"], password))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(line + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
 def shell_exports(env: Mapping[str, str]) -> str:
-    """``export`` lines for a shell, the password left out (never printed)."""
+    """``export`` lines for a shell (:func:`shell_env`'s values: they hold no password)."""
     import shlex
 
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items() if k != SECRET]
-    lines.append(f"# export {SECRET}=...   (set it yourself; hdi_lab never prints it)")
-    return "\n".join(lines)
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
 
 
 def check_env(yaml_file: Path, environ: Mapping[str, str]) -> None:
@@ -201,30 +237,38 @@ def apply(store: FeatureStore) -> list[str]:
     """``feast apply``: register the repo's declarations (deleting ones no longer declared).
 
     Returns the names of the objects applied. Like the CLI, Feast imports the repo's Python files
-    (except those in ``.feastignore``) from the repo folder.
+    (except those in ``.feastignore``) from the repo folder; they are imported afresh each time
+    (what is declared depends on the tables that exist), with ``store`` as the store to consult
+    (:func:`repo_declarations`).
     """
-    from feast.project import Project
     from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
 
     root = Path(store.repo_path).resolve()
-    stale = sys.modules.get("definitions")
-    if stale is not None and Path(getattr(stale, "__file__", "") or "").resolve().parent != root:
-        del sys.modules["definitions"]  # another repo's definitions module, imported earlier
     cwd, bytecode = Path.cwd(), sys.dont_write_bytecode
+    _forget_modules(root)
     sys.path.insert(0, str(root))
     sys.dont_write_bytecode = True  # nothing written into the repo (as `feast apply` does)
+    token = _APPLYING.set(store)
     try:
         os.chdir(root)  # Feast names the repo's modules relative to the working directory
         contents = parse_repo(root)
     finally:
+        _APPLYING.reset(token)
         os.chdir(cwd)
         sys.path.remove(str(root))
         sys.dont_write_bytecode = bytecode
-    if not contents.projects:
-        contents.projects.append(Project(name=store.project, description="hdi_lab feature sets"))
+        _forget_modules(root)
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return sorted(n for n in (getattr(o, "name", str(o)) for o in to_apply) if not n.startswith("__"))
+
+
+def _forget_modules(root: Path) -> None:
+    """Drop the modules imported from the repo folder ``root`` (Feast imports them by bare name)."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().parent == root:
+            del sys.modules[name]
 
 
 # -- declarations (used by feature_repo/definitions.py) -----------------------------------------
@@ -265,16 +309,64 @@ def feature_service(view: FeatureView) -> FeatureService:
                           description=f"{set_name} at {interval} (version {view.tags['version']})")
 
 
-def declarations() -> dict[str, Any]:
-    """The entity, and a view and a service per feature set and interval, by Python name."""
+def declarations(tables: set[str] | None = None) -> dict[str, Any]:
+    """The project, the entity, and a view and a service per feature set and interval, by Python
+    name; with ``tables``, only the views (and services) of those feature tables."""
+    from feast.project import Project
+
     entity = instrument_entity()
-    out: dict[str, Any] = {ENTITY: entity}
+    out: dict[str, Any] = {"project": Project(name=PROJECT, description="hdi_lab feature sets"), ENTITY: entity}
     for fs in features.FEATURE_SETS.values():
         for interval in features.INTERVALS:
+            if tables is not None and features.table_name(fs.name, interval) not in tables:
+                continue
             view = feature_view(fs.name, interval, entity)
             out[view.name] = view
             out[f"{view.name}_service"] = feature_service(view)
     return out
+
+
+#: the store :func:`apply` is applying, for the repo's definitions.py (:func:`repo_declarations`)
+_APPLYING: contextvars.ContextVar[FeatureStore | None] = contextvars.ContextVar("hdi_feast_applying",
+                                                                                 default=None)
+
+
+def repo_declarations(repo: str | Path) -> dict[str, Any]:
+    """What ``feature_repo/definitions.py`` declares: :func:`declarations` for the feature tables
+    that exist in the offline store's schema, each view with the materialization intervals the
+    registry holds for it.
+
+    Views over tables not yet computed are not registered, so ``feast materialize`` without
+    ``-v`` loads what is there. Feast counts a view's materialization intervals in its equality, so
+    without them every ``feast apply`` after a materialization would "update" the view.
+    The store is :func:`apply`'s, or (the ``feast`` CLI) one opened from ``repo``'s
+    feature_store.yaml with the environment's values.
+    """
+    store = _APPLYING.get()
+    if store is None:
+        feast = require("feast")
+        with feast_errors():
+            store = feast.FeatureStore(repo_path=str(repo))
+    assert store is not None
+    with feast_errors():
+        tables = _feature_tables(store)
+        registered = {v.name: v for v in store.registry.list_feature_views(store.project, allow_cache=False)}
+    out = declarations(tables)
+    for name, obj in out.items():
+        if name in registered and hasattr(obj, "update_materialization_intervals"):
+            obj.update_materialization_intervals(registered[name].materialization_intervals)
+    return out
+
+
+def _feature_tables(store: FeatureStore) -> set[str]:
+    """Names of the ``features_*`` tables in the offline store's schema."""
+    from feast.infra.utils.postgres.connection_utils import _get_conn
+
+    config = store.config.offline_store
+    with _get_conn(config) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                    "AND table_name LIKE 'features\\_%%'", (config.db_schema or config.user,))
+        return {str(r[0]) for r in cur.fetchall()}
 
 
 def _tags(fs: features.FeatureSet, interval: str) -> dict[str, str]:

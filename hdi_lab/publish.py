@@ -10,10 +10,11 @@
 1. computes / refreshes the set for the symbols over ``[start, end)`` (:func:`hdi_lab.features.compute`,
    idempotent; ``compute=False`` publishes what is stored);
 2. applies the feature repo (the ``feast apply`` of ``feature_repo/``);
-3. loads the online store: ``materialize_incremental`` when the published rows all lie after what
-   was materialized before (a daily append), else ``materialize`` over the published rows' window
-   up to now (the first publish, a backfill, new symbols). Either way the online store ends with
-   each instrument's latest stored values.
+3. loads the online store up to the table's latest row (not "now", so that the next day's rows
+   follow what was materialized): ``materialize_incremental`` when the published rows all lie
+   after what was materialized before (a daily append: only the new rows are read), else
+   ``materialize`` over the published rows' window (the first publish, a backfill, new symbols).
+   Either way the online store ends with each instrument's latest stored values.
 
 **Online staleness.** Feast's online read ignores the view's TTL: it returns the last materialized
 value however old. :func:`online_features` adds each row's ``event_timestamp``, its ``age`` and a
@@ -155,7 +156,7 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
     elif start is not None or end is not None:
         lo_bar, hi_bar = parse_range("1970-01-01" if start is None else start, "2200-01-01" if end is None else end)
         lo, hi = lo_bar + step, hi_bar + step
-    ids, first, last = _published_rows(session, features.table_name(fs.name, interval), lo, hi)
+    ids, first, latest = _published_rows(session, features.table_name(fs.name, interval), lo, hi)
     report.instrument_ids = ids
     store = feast_repo.open_store(session, repo)
     report.online_store = str(store.config.online_store.type)
@@ -164,11 +165,10 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
     t2 = time.perf_counter()
     report.materialize = "none (no rows)"
     if ids:
-        assert first is not None and last is not None
+        assert first is not None and latest is not None
         view = store.get_feature_view(report.view)
         done = [iv[1] for iv in view.materialization_intervals]
-        now = pd.Timestamp.now(tz="UTC")
-        until = max(now, last + pd.Timedelta(microseconds=1))
+        until = latest + pd.Timedelta(microseconds=1)  # Feast's end bound is inclusive; keep it past the row
         with _quiet(), feast_repo.feast_errors():
             if done and first > max(done):
                 report.materialize = "incremental"
@@ -190,7 +190,8 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
 
 def _published_rows(session: HdiSession, table: str, lo: pd.Timestamp | None,
                     hi: pd.Timestamp | None) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
-    """Instruments and first/last event of the rows being published (event_timestamp in [lo, hi))."""
+    """Instruments and first event of the rows being published (event_timestamp in [lo, hi)), and the
+    table's latest event (materialization runs up to it: later rows of other windows stay online)."""
     from psycopg2 import sql
 
     from hdi_lab.storage.db import transaction
@@ -205,13 +206,15 @@ def _published_rows(session: HdiSession, table: str, lo: pd.Timestamp | None,
                                   "hdi features compute)")
         where = "WHERE event_timestamp >= %s AND event_timestamp < %s" if lo is not None else ""
         params = (lo.to_pydatetime(), hi.to_pydatetime()) if lo is not None and hi is not None else ()
-        cur.execute(f"SELECT instrument_id, min(event_timestamp), max(event_timestamp) FROM {name} {where} "
+        cur.execute(f"SELECT instrument_id, min(event_timestamp) FROM {name} {where} "
                     "GROUP BY instrument_id ORDER BY instrument_id", params)
         rows = cur.fetchall()
-    if not rows:
+        cur.execute(f"SELECT max(event_timestamp) FROM {name}")
+        latest = cur.fetchone()
+    if not rows or latest is None:
         return [], None, None
     return ([int(r[0]) for r in rows], pd.Timestamp(min(r[1] for r in rows)).tz_convert("UTC"),
-            pd.Timestamp(max(r[2] for r in rows)).tz_convert("UTC"))
+            pd.Timestamp(latest[0]).tz_convert("UTC"))
 
 
 # -- reading ------------------------------------------------------------------------------------

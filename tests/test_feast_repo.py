@@ -7,6 +7,7 @@ are written there (never into the repo or the user's home).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import itertools
@@ -74,17 +75,20 @@ def test_publish_is_idempotent_and_online_equals_latest_offline(fsession: HdiSes
     first = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
     assert first.service == "momentum_v1" and first.view == "momentum_v1_1d"
     assert first.computed is not None and first.computed.inserted == first.computed.rows > 600
-    assert {"instrument", "momentum_v1", "momentum_v1_1d", "trend_v1_1h"} <= set(first.applied)
+    assert {"hdi_lab", "instrument", "momentum_v1", "momentum_v1_1d"} <= set(first.applied)
+    assert not any(n.startswith("trend_v1") for n in first.applied)  # its tables are not computed
     assert first.materialize == "window" and len(first.instrument_ids) == 3 and first.online_rows == 3
     assert "momentum_v1" in str(first) and "<table>" in first._repr_html_()
 
     again = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
     assert again.computed is not None and (again.computed.inserted, again.computed.updated) == (0, 0)
     store = feast_repo.open_store(fsession)
-    assert sorted(v.name for v in store.list_feature_views()) == sorted(
-        f"{s}_{i}" for s in features.FEATURE_SETS for i in features.INTERVALS)
-    assert sorted(s.name for s in store.list_feature_services()) == sorted(
-        feast_repo.service_name(s, i) for s in features.FEATURE_SETS for i in features.INTERVALS)
+    assert [v.name for v in store.list_feature_views()] == ["momentum_v1_1d"]
+    assert [s.name for s in store.list_feature_services()] == ["momentum_v1"]
+    trend = publish("trend_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)  # same process
+    assert "trend_v1_1d" in trend.applied
+    assert sorted(v.name for v in feast_repo.open_store(fsession).list_feature_views()) == [
+        "momentum_v1_1d", "trend_v1_1d"]
 
     online = online_features(first.instrument_ids, "momentum_v1", session=fsession)
     offline = latest_offline(fsession, first.instrument_ids)
@@ -120,9 +124,7 @@ def test_training_frame_is_point_in_time(fsession: HdiSession) -> None:
 def test_incremental_publish_and_stale_online_values(fsession: HdiSession) -> None:
     first = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2023-12-01", session=fsession)
     later = publish("momentum_v1", SYMBOLS, "1d", "2023-12-01", "2024-02-01", session=fsession)
-    # the first publish materialized up to now, so a later window of (old) bars is loaded as a
-    # window too; either way the online store ends current
-    assert first.materialize == later.materialize == "window"
+    assert (first.materialize, later.materialize) == ("window", "incremental")
     ids = later.instrument_ids
     offline = latest_offline(fsession, ids)
     last = offline["event_timestamp"].max()
@@ -139,6 +141,31 @@ def test_incremental_publish_and_stale_online_values(fsession: HdiSession) -> No
     assert blanked["rsi_14"].isna().all()
     edge = online_features(ids, "momentum_v1", now=last + ttl, session=fsession)  # TTL bound is inclusive
     assert list(edge["status"]) == ["fresh"] * 3
+
+
+def test_daily_publish_materializes_only_the_new_day(fsession: HdiSession) -> None:
+    """A publish of one more day after a first publish reads and writes only that day's rows."""
+    import sqlite3
+
+    first = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-01-30", session=fsession)
+    assert first.materialize == "window"
+    online_db = Path(feast_repo.feast_env(fsession)["HDI_FEAST_HOME"]) / "online.db"
+    with contextlib.closing(sqlite3.connect(online_db)) as db, db:  # count every row Feast writes from now on
+        db.executescript("""
+            CREATE TABLE written (n INTEGER);
+            CREATE TRIGGER w_insert AFTER INSERT ON hdi_lab_momentum_v1_1d BEGIN INSERT INTO written VALUES (1); END;
+            CREATE TRIGGER w_update AFTER UPDATE ON hdi_lab_momentum_v1_1d BEGIN INSERT INTO written VALUES (1); END;
+        """)
+    day = publish("momentum_v1", ["AAPL"], "1d", "2024-01-30", "2024-01-31", session=fsession)
+    assert day.computed is not None and day.computed.rows == 1
+    assert day.materialize == "incremental" and day.window_start == first.window_end
+    view = feast_repo.open_store(fsession).get_feature_view("momentum_v1_1d")
+    intervals = [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in view.materialization_intervals]
+    assert intervals[-1] == (first.window_end, day.window_end) and len(intervals) == 2
+    with contextlib.closing(sqlite3.connect(online_db)) as db:
+        written = db.execute("SELECT count(*) FROM written").fetchone()[0]
+    assert written == len(features.FEATURE_SETS["momentum_v1"].columns)  # one instrument's one row
+    assert_online_equals_latest_offline(fsession, first.instrument_ids, REPO)
 
 
 def test_incremental_materialization_after_now(fsession: HdiSession) -> None:
@@ -259,7 +286,7 @@ def test_cli_publish_and_env(fsession: HdiSession, hdi_env: dict[str, str], tmp_
     assert "published momentum_v1 1d" in out.getvalue() and "2 of 2 instrument(s) online" in out.getvalue()
     out = io.StringIO()
     assert main(["features", "env"], out=out, err=err) == 0
-    assert "export HDI_FEAST_PG_SCHEMA=" in out.getvalue() and "HDI_FEAST_PG_PASSWORD=..." in out.getvalue()
+    assert "export HDI_FEAST_PG_SCHEMA=" in out.getvalue() and "export HDI_FEAST_PG_PASSWORD=''" in out.getvalue()
     rc = main(["features", "publish", "--set", "nope_v9", "--symbols", "AAPL"], out=out, err=err)
     assert rc == 1 and "nope_v9" in err.getvalue()
 
