@@ -1,24 +1,29 @@
-"""Feast training frames, materialization and online reads over 1M stored feature rows: hdi_lab's
+"""Feast training frames at every feature-table size, materialization and online reads: hdi_lab's
 offline store (``hdi_lab.feast_store.HdiOfflineStore``, as-of query) vs Feast's stock PostgreSQL
 offline store, on the same registry, table and entity frames.
 
-Setup (untimed): ``--records`` rows (default 1M = 500 instruments x 2000 days) of the ``momentum_v1``
-columns in hdi_lab's feature-table layout (``features_momentum_v1_1d``: primary key
-``(instrument_id, event_timestamp)``, index ``(instrument_id, event_timestamp DESC, created DESC)``),
-loaded by binary COPY and ``VACUUM ANALYZE``d; the repo's own declarations (entity ``instrument``,
+Setup (untimed), per table size (``--sizes``, default 1k, 100k and 1M feature rows): that many rows
+of the ``momentum_v1`` columns (instruments x up to 2000 days: 1 x 1000, 50 x 2000, 500 x 2000) in
+hdi_lab's feature-table layout (``features_momentum_v1_1d``: primary key ``(instrument_id,
+event_timestamp)``, index ``(instrument_id, event_timestamp DESC, created DESC)``), loaded by binary
+COPY and ``VACUUM ANALYZE``d, in its own schema; the repo's own declarations (entity ``instrument``,
 view ``momentum_v1_1d`` with its 5-day TTL, service ``momentum_v1``) applied to a temporary registry.
 
-* training frame, 10k and 100k entity rows (random instruments, random times over the data, 10%
-  exactly on feature timestamps): ``FeatureStore.get_historical_features(...).to_df()`` with each
-  store; the frames are compared (sorted) and must be identical. Target: >= 20x at 100k. The stock
-  store takes ~30 s at 100k, so it runs once there (``--repeat`` times at 10k).
-* materialize: ``FeatureStore.materialize`` of the whole 1M-row table into the sqlite online store
-  (Feast pulls the latest row per instrument).
-* online: ``get_online_features`` of the service for 1 and 100 instruments, 200 runs each, p50/p99.
+* training frame, 100k entity rows (random instruments, random times over the data, 10% exactly
+  on feature timestamps): ``FeatureStore.get_historical_features(...).to_df()`` with each store,
+  interleaved (stock, hdi_lab, stock, hdi_lab, hdi_lab: stock ``min(--repeat, 2)`` times, it takes
+  8-40 s a call here); best and median; the frames must be identical (sorted by row; the stock store
+  returns the entity times rewritten as naive microseconds, so ``event_timestamp`` is compared as
+  UTC nanoseconds). Target: >= 20x at every size.
+* materialize (largest size): ``FeatureStore.materialize`` of the whole table into the sqlite online
+  store (Feast pulls the latest row per instrument).
+* online (largest size): ``get_online_features`` of the service for 1 and 100 instruments, 200 runs
+  each, p50/p99.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +44,7 @@ from hdi_lab.storage import copy
 BENCH = "feast"
 DAYS = 2000
 ONLINE_REPS = 200
+ENTITY_ROWS = 100_000
 COLUMNS = features.FEATURE_SETS["momentum_v1"].columns
 T0 = pd.Timestamp("2015-01-02", tz="UTC")
 
@@ -108,8 +114,10 @@ def entity_frame(rng: np.random.Generator, k: int, ids: np.ndarray, event_ns: np
 
 
 def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    a = a.sort_values("row_id").reset_index(drop=True)
-    b = b.sort_values("row_id").reset_index(drop=True)
+    a, b = (f.sort_values("row_id").reset_index(drop=True) for f in (a, b))
+    for f in (a, b):
+        ts = f["event_timestamp"]
+        f["event_timestamp"] = (ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts).astype("datetime64[ns, UTC]")
     try:
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     except AssertionError as exc:
@@ -118,73 +126,95 @@ def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return True
 
 
+def training_frames(url: str, tmp: Path, size: int, k: int, repeat: int, rng: np.random.Generator) -> list[Row]:
+    """One table size: stock and hdi_lab interleaved on the same 100k entity rows."""
+    with common.fresh_schema(url, "bench_feast") as sch:
+        t, (ids, event_ns) = common.timed(lambda: load_table(url, sch, size))
+        print(f"[{BENCH}] {size:,} feature rows ({len(np.unique(ids))} instruments) loaded in {t:.1f}s", flush=True)
+        hdi, stock = stores(url, sch, tmp / str(size))
+        service = hdi.get_feature_service("momentum_v1")
+        entities = entity_frame(rng, k, ids, event_ns)
+        out: dict[str, pd.DataFrame] = {}
+        timing = {"stock": common.Timing([]), "hdi": common.Timing([])}
+        for store in (hdi, stock):  # warm-up (imports, registry cache)
+            store.get_historical_features(entity_df=entities.head(100), features=service).to_df()
+        for i in range(repeat):
+            for name, store in (("stock", stock), ("hdi", hdi)):
+                if name == "stock" and i >= min(repeat, 2):
+                    continue
+                t, out[name] = common.timed(
+                    lambda s=store: s.get_historical_features(entity_df=entities, features=service).to_df())
+                timing[name].times.append(t)
+        identical = same(out["hdi"], out["stock"])
+        filled = int(out["hdi"]["rsi_14"].notna().sum())
+        ratio = timing["stock"].best / timing["hdi"].best
+        median = timing["stock"].median / timing["hdi"].median
+        print(f"[{BENCH}]   hdi_lab {timing['hdi']}\n[{BENCH}]   stock   {timing['stock']}\n"
+              f"[{BENCH}]   {size:,} rows: {ratio:.1f}x (best), {median:.1f}x (median); identical: {identical}; "
+              f"rows with values: {filled:,}", flush=True)
+        label = f"{size // 1000}k" if size < 1_000_000 else f"{size / 1e6:g}M"
+        return [
+            Row(BENCH, f"training frame {k // 1000}k over {label} rows: stock store [baseline]",
+                f"{timing['stock'].best:.2f}s", note=f"median {timing['stock'].median:.2f}s"),
+            Row(BENCH, f"training frame {k // 1000}k over {label} rows: hdi_lab / stock",
+                f"{timing['hdi'].best:.2f}s", ratio, 20, f"median {timing['hdi'].median:.2f}s ({median:.1f}x); "
+                f"identical={identical}"),
+        ]
+
+
 def run(args) -> list[Row]:
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # Feast's own datetime helpers
     rows: list[Row] = []
     rng = np.random.default_rng(5)
-    with common.database(args.database_url) as url, common.fresh_schema(url, "bench_feast") as sch, \
-            tempfile.TemporaryDirectory(prefix="hdi-bench-feast-") as tmp:
-        print(f"[{BENCH}] {common.server_summary(url)}; schema {sch}", flush=True)
-        t, (ids, event_ns) = common.timed(lambda: load_table(url, sch, args.records))
-        print(f"[{BENCH}] setup: {len(ids):,} feature rows ({len(np.unique(ids))} instruments) in {t:.1f}s",
-              flush=True)
-        hdi, stock = stores(url, sch, Path(tmp))
-        service = hdi.get_feature_service("momentum_v1")
-
-        def frame(store, entities):
-            return store.get_historical_features(entity_df=entities, features=service).to_df()
-
-        for k in (10_000, 100_000):
-            entities = entity_frame(rng, k, ids, event_ns)
-            repeat = args.repeat if k <= 10_000 else 1
-            print(f"[{BENCH}] training frame, {k:,} entity rows: stock x{repeat}, hdi_lab x{args.repeat} ...",
-                  flush=True)
-            frame(hdi, entities.head(100))  # warm-up (imports, registry cache)
-            out: dict[str, pd.DataFrame] = {}
-            timing = common.interleaved(
-                {"hdi": (lambda e=entities, o=out: o.__setitem__("hdi", frame(hdi, e)), None)}, args.repeat)
-            timing.update(common.interleaved(
-                {"stock": (lambda e=entities, o=out: o.__setitem__("stock", frame(stock, e)), None)}, repeat))
-            identical = same(out["hdi"], out["stock"])
-            filled = int(out["hdi"]["rsi_14"].notna().sum())
-            print(f"[{BENCH}]   hdi_lab {timing['hdi']}\n[{BENCH}]   stock   {timing['stock']}\n"
-                  f"[{BENCH}]   identical: {identical}; rows with values: {filled:,}", flush=True)
-            rows += [
-                Row(BENCH, f"training frame {k // 1000}k: stock PostgreSQL store [baseline]",
-                    f"{timing['stock'].best:.2f}s", note=f"{k / timing['stock'].best:,.0f} rows/s"),
-                Row(BENCH, f"training frame {k // 1000}k: hdi_lab store / stock", f"{timing['hdi'].best:.2f}s",
-                    timing["stock"].best / timing["hdi"].best, 20 if k >= 100_000 else None,
-                    f"identical={identical}"),
-            ]
-
-        lo = pd.Timestamp(int(event_ns.min()), tz="UTC").to_pydatetime()
-        hi = (pd.Timestamp(int(event_ns.max()), tz="UTC") + pd.Timedelta(seconds=1)).to_pydatetime()
-        print(f"[{BENCH}] materialize {len(ids):,} rows into sqlite ...", flush=True)
-        t, _ = common.timed(lambda: hdi.materialize(lo, hi, feature_views=["momentum_v1_1d"]))
-        rows.append(Row(BENCH, f"materialize {len(ids) / 1e6:g}M rows -> sqlite online", f"{t:.2f}s",
-                        note=f"{common.rate(len(ids), t)} scanned, {len(np.unique(ids))} instruments written"))
-
-        uniq = [int(i) for i in np.unique(ids)]
-        for n in (1, 100):
-            entity_rows = [{"instrument_id": i} for i in uniq[:n]]
-            for _ in range(10):
-                hdi.get_online_features(features=service, entity_rows=entity_rows)
-            times = []
-            for _ in range(ONLINE_REPS):
-                t, _ = common.timed(lambda r=entity_rows: hdi.get_online_features(features=service, entity_rows=r)
-                                    .to_dict())
-                times.append(t * 1000)
-            p50, p99 = common.percentile(times, 50), common.percentile(times, 99)
-            print(f"[{BENCH}] online {n} instrument(s): p50 {p50:.2f} ms p99 {p99:.2f} ms", flush=True)
-            rows.append(Row(BENCH, f"online read, {n} instrument(s), sqlite: p50 / p99", f"{p50:.2f} / {p99:.2f} ms",
-                            note=f"{ONLINE_REPS} runs, to_dict()"))
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    with common.database(args.database_url) as url, tempfile.TemporaryDirectory(prefix="hdi-bench-feast-") as tmp:
+        print(f"[{BENCH}] {common.server_summary(url)}", flush=True)
+        for size in sizes:
+            rows += training_frames(url, Path(tmp), size, ENTITY_ROWS, args.repeat, rng)
+        if args.skip_online:
+            return rows
+        with common.fresh_schema(url, "bench_feast") as sch:
+            ids, event_ns = load_table(url, sch, sizes[-1])
+            hdi, _ = stores(url, sch, Path(tmp) / "online")
+            service = hdi.get_feature_service("momentum_v1")
+            lo = pd.Timestamp(int(event_ns.min()), tz="UTC").to_pydatetime()
+            hi = (pd.Timestamp(int(event_ns.max()), tz="UTC") + pd.Timedelta(seconds=1)).to_pydatetime()
+            print(f"[{BENCH}] materialize {len(ids):,} rows into sqlite ...", flush=True)
+            t, _ = common.timed(lambda: hdi.materialize(lo, hi, feature_views=["momentum_v1_1d"]))
+            rows.append(Row(BENCH, f"materialize {len(ids) / 1e6:g}M rows -> sqlite online", f"{t:.2f}s",
+                            note=f"{common.rate(len(ids), t)} scanned, {len(np.unique(ids))} instruments written"))
+            uniq = [int(i) for i in np.unique(ids)]
+            for n in (1, 100):
+                entity_rows = [{"instrument_id": i} for i in uniq[:n]]
+                for _ in range(10):
+                    hdi.get_online_features(features=service, entity_rows=entity_rows)
+                times = []
+                for _ in range(ONLINE_REPS):
+                    t, _ = common.timed(lambda r=entity_rows: hdi.get_online_features(
+                        features=service, entity_rows=r).to_dict())
+                    times.append(t * 1000)
+                p50, p99 = common.percentile(times, 50), common.percentile(times, 99)
+                print(f"[{BENCH}] online {n} instrument(s): p50 {p50:.2f} ms p99 {p99:.2f} ms", flush=True)
+                rows.append(Row(BENCH, f"online read, {n} instrument(s), sqlite: p50 / p99",
+                                f"{p50:.2f} / {p99:.2f} ms", note=f"{ONLINE_REPS} runs, to_dict()"))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.bench_main(argv, __doc__ or "", run, lambda a: f"feast: {a.records:,} feature rows", repeat=3)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--sizes", default="1000,100000,1000000", help="feature-table sizes (rows), comma-separated")
+    own.add_argument("--skip-online", action="store_true", help="only the training frames")
+    extra, rest = own.parse_known_args(argv)
+
+    def go(args: argparse.Namespace) -> list[Row]:
+        args.sizes, args.skip_online = extra.sizes, extra.skip_online
+        return run(args)
+
+    return common.bench_main(rest, __doc__ or "", go, lambda a: f"feast: {extra.sizes} feature rows, "
+                             f"{ENTITY_ROWS:,} entity rows", repeat=3)
 
 
 if __name__ == "__main__":

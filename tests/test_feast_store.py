@@ -161,7 +161,7 @@ def brute_force(entities: pd.DataFrame, features: pd.DataFrame, ttl: dt.timedelt
 
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.sort_values("row_id").reset_index(drop=True)
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
     return frame
 
 
@@ -280,38 +280,93 @@ def test_two_join_keys_are_not_concatenated(pg_url: str, db_schema: str, tmp_pat
     assert_same(got, brute_force(entities, feats, None, keys=("instrument_id", "venue_id")))
 
 
-def test_entity_frame_upload_keeps_types_and_nulls(pg_url: str, db_schema: str, tmp_path: Path) -> None:
-    """Binary COPY for fixed-width columns, row COPY for others; NaN/NaT/None arrive as NULL."""
-    from hdi_lab.feast_store import upload_entity_df
+NS_OFFSETS = {"t-1us": -1000, "t-500ns": -500, "t-499ns": -499, "t-1ns": -1, "t": 0, "t+1ns": 1}
+TTL_OFFSETS = {"ttl-1ns": -1, "ttl": 0, "ttl+1ns": 1, "ttl+499ns": 499, "ttl+1us": 1000}
 
-    cfg = store_config(pg_url, db_schema, tmp_path, "hdi_lab.feast_store.HdiOfflineStore")
-    conn = psycopg2.connect(pg_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{db_schema}"')
-    frame = pd.DataFrame({
-        "instrument_id": np.array([1, 2, 3], dtype=np.int64),
-        "event_timestamp": pd.to_datetime(
-            ["2024-01-01 00:00:00.123456789", None, "1999-12-31 23:59:59.0000005"], utc=True, format="ISO8601"),
-        "label": [0.5, np.nan, -1.0],
-        "flag": [True, False, True],
-    })
-    upload_entity_df(cfg, frame, "e_binary")
-    upload_entity_df(cfg, frame.assign(note=["a", None, "c"]), "e_rows")
-    with conn, conn.cursor() as cur:
-        for table in ("e_binary", "e_rows"):
-            cur.execute(f'SELECT instrument_id, event_timestamp, label, flag FROM "{db_schema}".{table} '
-                        "ORDER BY instrument_id")
-            rows = cur.fetchall()
-            assert [r[0] for r in rows] == [1, 2, 3]
-            # rounded to the microsecond as PostgreSQL rounds the stock store's text timestamps
-            assert rows[0][1] == dt.datetime(2024, 1, 1, 0, 0, 0, 123457, tzinfo=dt.UTC)
-            assert rows[1][1] is None and rows[1][2] is None
-            assert rows[2][1] == dt.datetime(1999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
-            assert [r[2] for r in rows] == [0.5, None, -1.0]
-            assert [r[3] for r in rows] == [True, False, True]
-        cur.execute(f'SELECT note FROM "{db_schema}".e_rows ORDER BY instrument_id')
-        assert [r[0] for r in cur.fetchall()] == ["a", None, "c"]
-    conn.close()
+
+def nanosecond_entities(feats: pd.DataFrame, ttl: dt.timedelta) -> pd.DataFrame:
+    """For each feature row at t: entity rows at t-1us, t-500ns, t-499ns, t-1ns, t, t+1ns, and at
+    t + ttl -1ns / +0 / +1ns / +499ns / +1us (the TTL edge), all in ``datetime64[ns, UTC]``."""
+    t = feats["event_timestamp"].astype("datetime64[ns, UTC]")
+    parts = [pd.DataFrame({"instrument_id": feats["instrument_id"], "event_timestamp": t + pd.Timedelta(ns, "ns"),
+                           "case": case}) for case, ns in NS_OFFSETS.items()]
+    parts += [pd.DataFrame({"instrument_id": feats["instrument_id"],
+                            "event_timestamp": t + pd.Timedelta(ttl) + pd.Timedelta(ns, "ns"), "case": case})
+              for case, ns in TTL_OFFSETS.items()]
+    frame = pd.concat(parts, ignore_index=True)
+    frame["row_id"] = np.arange(len(frame), dtype=np.int64)
+    return frame
+
+
+def test_nanosecond_entity_times_never_see_the_future(pg_url: str, db_schema: str, tmp_path: Path) -> None:
+    """An entity time 1-999 ns before a feature row does not get it (it was rounded up to the row's
+    microsecond); the TTL bound is exact at nanoseconds too; the caller's timestamps come back as given."""
+    rng = np.random.default_rng(13)
+    instruments = list(range(1, 6))
+    feats = random_features(rng, 300, instruments)
+    # feature times off the whole second (microseconds), so rounding shows at every offset
+    feats["event_timestamp"] += pd.to_timedelta(rng.integers(0, 1_000_000, len(feats)), unit="us")
+    feats = feats.drop_duplicates(["instrument_id", "event_timestamp"]).reset_index(drop=True)
+    ttl = dt.timedelta(hours=2)
+    write_table(pg_url, db_schema, "features_ns_1h", feats)
+    ent = instrument()
+    fv = view("ns_1h", "features_ns_1h", ent, ttl)
+    hdi, stock = stores(pg_url, db_schema, tmp_path, [ent, fv])
+    entities = nanosecond_entities(feats, ttl)
+    refs = [f"ns_1h:{f}" for f in FEATURES]
+    got = hdi.get_historical_features(entity_df=entities, features=refs).to_df()
+    want = brute_force(entities.drop(columns="case"), feats, ttl)
+    cols = ["row_id", *FEATURES]
+    pd.testing.assert_frame_equal(got[cols].sort_values("row_id").reset_index(drop=True), want[cols], check_exact=True)
+    assert_same(got.drop(columns="case"), want)
+    # the row at t itself is seen from t and t+1ns only
+    own = got.merge(feats[["instrument_id", "event_timestamp", "f1"]].rename(columns={"f1": "own"}).assign(
+        event_timestamp=lambda d: d["event_timestamp"].astype("datetime64[ns, UTC]")), how="left")
+    sees_own = own["own"].notna() & (own["f1"] == own["own"])
+    assert set(own.loc[sees_own, "case"]) == {"t"}
+    assert not (got.loc[got["case"].isin(["t-1ns", "t-499ns", "t-500ns", "t-1us"]), "f1"]
+                == own.loc[got["case"].isin(["t-1ns", "t-499ns", "t-500ns", "t-1us"]), "own"]).any()
+    # the caller's timestamps, unchanged (dtype, unit, zone, values), in the caller's order
+    assert got["event_timestamp"].dtype == entities["event_timestamp"].dtype
+    pd.testing.assert_series_equal(got.sort_values("row_id")["event_timestamp"].reset_index(drop=True),
+                                   entities["event_timestamp"])
+    # the stock store truncates entity times to microseconds (psycopg 3): exact for "at or before t",
+    # wrong for the TTL bound at t + ttl + 1..999 ns (it keeps a row that is ttl + 1 ns old)
+    # (and returns them truncated: only the features are compared)
+    stock_df = stock.get_historical_features(entity_df=entities, features=refs).to_df()
+    exact = sorted(set(NS_OFFSETS) | set(TTL_OFFSETS) - {"ttl+1ns", "ttl+499ns"})
+    for frame in (got, stock_df, want.assign(case=entities["case"])):
+        assert len(frame) == len(entities)
+    pd.testing.assert_frame_equal(got.loc[got["case"].isin(exact), cols].sort_values("row_id").reset_index(drop=True),
+                                  stock_df.loc[stock_df["case"].isin(exact), cols].sort_values("row_id")
+                                  .reset_index(drop=True), check_exact=True)
+
+
+def test_string_and_naive_entity_timestamps(pg_url: str, db_schema: str, tmp_path: Path) -> None:
+    """Entity times as ISO 8601 strings (with nanoseconds) or naive datetimes (UTC, as Feast reads them)
+    give the same frame as tz-aware ones; unparsable strings are a one-line ValidationError."""
+    from hdi_lab.errors import ValidationError
+
+    rng = np.random.default_rng(21)
+    instruments = list(range(1, 6))
+    feats = random_features(rng, 300, instruments)
+    write_table(pg_url, db_schema, "features_str_1h", feats)
+    ent = instrument()
+    fv = view("str_1h", "features_str_1h", ent, dt.timedelta(days=1))
+    hdi, _ = stores(pg_url, db_schema, tmp_path, [ent, fv])
+    entities = nanosecond_entities(feats, dt.timedelta(days=1)).drop(columns="case")
+    refs = [f"str_1h:{f}" for f in FEATURES]
+    want = brute_force(entities, feats, dt.timedelta(days=1))
+    text = entities.assign(event_timestamp=entities["event_timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+                           + entities["event_timestamp"].dt.nanosecond.map("{:03d}".format) + "+00:00")
+    got = hdi.get_historical_features(entity_df=text, features=refs).to_df()
+    assert list(got.sort_values("row_id")["event_timestamp"]) == list(text["event_timestamp"])  # strings, as given
+    assert_same(got, want)
+    naive = entities.assign(event_timestamp=entities["event_timestamp"].dt.tz_localize(None))
+    assert_same(hdi.get_historical_features(entity_df=naive, features=refs).to_df(), want)
+    bad = entities.head(3).assign(event_timestamp=["2024-01-01", "yesterday-ish", "2024-01-02"])
+    with pytest.raises(ValidationError, match="'event_timestamp' holds values that are not timestamps"):
+        hdi.get_historical_features(entity_df=bad, features=refs).to_df()
 
 
 def test_pull_queries_and_time_range_mode_equal_stock(pg_url: str, db_schema: str, tmp_path: Path) -> None:
@@ -341,3 +396,23 @@ def test_pull_queries_and_time_range_mode_equal_stock(pg_url: str, db_schema: st
     key = ["instrument_id", "event_timestamp"]
     pd.testing.assert_frame_equal(got_df.sort_values(key).reset_index(drop=True),
                                   want_df.sort_values(key).reset_index(drop=True))
+
+
+def test_variable_width_features_take_the_row_path(pg_url: str, db_schema: str, tmp_path: Path) -> None:
+    """A text feature (no fixed width) is fetched as the stock job fetches: same frame as the stock store."""
+    from feast.types import String
+
+    rng = np.random.default_rng(4)
+    feats = random_features(rng, 400, list(range(1, 6)))
+    write_table(pg_url, db_schema, "features_txt_1h", feats)
+    ent = instrument()
+    source = PostgreSQLSource(name="txt_src", table="features_txt_1h", timestamp_field="event_timestamp",
+                              created_timestamp_column="created")
+    fv = FeatureView(name="txt_1h", entities=[ent], ttl=dt.timedelta(days=1), source=source,
+                     schema=[Field(name="f1", dtype=Float64), Field(name="symbol", dtype=String)])
+    hdi, stock = stores(pg_url, db_schema, tmp_path, [ent, fv])
+    entities = random_entities(rng, 300, feats, list(range(1, 6)), dt.timedelta(days=1))
+    refs = ["txt_1h:f1", "txt_1h:symbol"]
+    got = hdi.get_historical_features(entity_df=entities, features=refs).to_df()
+    assert got["symbol"].notna().any() and got["symbol"].isna().any()
+    assert_same(got, stock.get_historical_features(entity_df=entities, features=refs).to_df())

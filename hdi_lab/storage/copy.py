@@ -21,6 +21,7 @@ WIDTH: dict[str, str] = {
     "int2": ">i2",
     "int4": ">i4",
     "int8": ">i8",
+    "float4": ">f4",
     "float8": ">f8",
     "timestamptz": ">i8",
     "char": "u1",
