@@ -43,11 +43,10 @@ from common import Row, rate  # noqa: E402
 from fake_databento import KEY, FakeDatabento  # noqa: E402
 
 import hdi_lab  # noqa: E402
-from hdi_lab import dbn  # noqa: E402
 from hdi_lab.providers import sample  # noqa: E402
 from hdi_lab.providers.databento import DatabentoProvider, _close, plan_chunks  # noqa: E402
 from hdi_lab.schemas import Chunk, Schema, SType  # noqa: E402
-from hdi_lab.storage import copy  # noqa: E402
+from hdi_lab.storage import copy, normalise  # noqa: E402
 from hdi_lab.storage.tables import TABLES  # noqa: E402
 
 BENCH = "databento"
@@ -114,8 +113,8 @@ def run(args: object) -> list[Row]:
                 for store in downloads():
                     with store_conn.cursor() as cur:
                         for recs in store.to_ndarray(count=batch):
-                            recs = recs[dbn.key_order(recs, Schema.OHLCV_1M)]
-                            cols = dbn.normalise(recs, table)
+                            recs = recs[normalise.key_order(recs, Schema.OHLCV_1M)]
+                            cols = normalise.normalise(recs, table)
                             buf = copy.encode(pgtypes, [cols.values[c.name] for c in table.columns], {})
                             copy.copy_in(cur, q(raw_schema, "ohlcv_1m"), names, buf)
                             total += len(recs)

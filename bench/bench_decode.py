@@ -8,7 +8,7 @@ an O(size) string build that costs ~0.5 s per 56 MB and would swamp both sides. 
 measured separately (informational) because ``hdi_lab.dbn.open_store(bytes)`` pays it.
 
 * hdi_lab: ``dbn.decode(store)`` (one batch, as ingestion does with ``chunk_rows`` >= n), then
-  ``records[dbn.key_order(records, schema)]``, duplicate numbering and ``dbn.normalise(...)`` into
+  ``records[normalise.key_order(records, schema)]``, duplicate numbering and ``normalise.normalise(...)`` into
   the ``ohlcv_1m`` table's columns (``common.canonical_columns``) -- what ingestion does before
   COPY-encoding (validation excluded).
 * baseline: ``DBNStore.from_bytes(raw).to_df()`` with its defaults (float prices, pretty
@@ -33,12 +33,13 @@ from common import Row  # noqa: E402
 
 from hdi_lab import dbn  # noqa: E402
 from hdi_lab.schemas import Schema  # noqa: E402
+from hdi_lab.storage import normalise  # noqa: E402
 
 BENCH = "decode"
 SCHEMA = Schema.OHLCV_1M
 
 
-def hdi_decode(raw: bytes) -> dbn.Columns:
+def hdi_decode(raw: bytes) -> normalise.Columns:
     store = db.DBNStore.from_bytes(io.BytesIO(raw))
     parts = list(dbn.decode(store, "bench"))
     assert len(parts) == 1
@@ -59,7 +60,7 @@ def run(args) -> list[Row]:  # noqa: ANN001
     zst = data.dbn_bytes(compress=True)
     print(f"[{BENCH}] DBN {len(raw) / 1e6:.1f} MB plain, {len(zst) / 1e6:.1f} MB zstd", flush=True)
 
-    def check_cols(cols: dbn.Columns) -> None:
+    def check_cols(cols: normalise.Columns) -> None:
         if len(cols) != n:
             print(f"[{BENCH}] WARNING: hdi decode gave {len(cols)} rows, expected {n}", flush=True)
 

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from hdi_lab import dbn  # noqa: E402
 from hdi_lab.config import load_settings  # noqa: E402
-from hdi_lab.dbn_writer import empty_records, encode_dbn  # noqa: E402
+from hdi_lab.dbn.writer import empty_records, encode_dbn  # noqa: E402
 from hdi_lab.schemas import Schema  # noqa: E402
 from hdi_lab.session import HdiSession  # noqa: E402
+from hdi_lab.storage import normalise  # noqa: E402
 from hdi_lab.storage.tables import TABLES  # noqa: E402
 
 URL_ENV = "HDI_BENCH_DATABASE_URL"
@@ -294,11 +294,11 @@ def generate_ohlcv(n: int = 1_000_000, instruments: int = 10, seed: int = 7) -> 
     return Dataset(recs, syms, ids, "GLBX.MDP3", start_ns, end_ns)
 
 
-def canonical_columns(records: np.ndarray, schema: Schema) -> dbn.Columns:
+def canonical_columns(records: np.ndarray, schema: Schema) -> normalise.Columns:
     """What ``hdi_lab.ingestion`` does between decoding and COPY-encoding a batch of market records:
     key sort, duplicate numbering and normalisation into the table's columns."""
-    records = records[dbn.key_order(records, schema)]
-    return dbn.normalise(records, TABLES[schema], dbn.DupCounter(schema).assign(records))
+    records = records[normalise.key_order(records, schema)]
+    return normalise.normalise(records, TABLES[schema], normalise.DupCounter(schema).assign(records))
 
 
 # -- timing ---------------------------------------------------------------------------------

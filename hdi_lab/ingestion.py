@@ -27,7 +27,7 @@ from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.session import HdiSession
-from hdi_lab.storage import load
+from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
 from hdi_lab.validate import validate
@@ -185,7 +185,7 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
     conn = session.connection()
     counts = dict(fetched=0, inserted=0, updated=0, duplicates=0, quarantined=0)
     bad_rows: list[load.BadRow] = []
-    dups = dbn.DupCounter(chunk.schema)
+    dups = normalise.DupCounter(chunk.schema)
     batch = int(session.settings.chunk_rows)
     with transaction(conn) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (chunk.key,))
@@ -221,7 +221,7 @@ def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:
             f"stype_in={chunk.stype_in}; the others were ingested (check the spelling, the stype_in and the dataset)"]
 
 
-def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded, dups: dbn.DupCounter,
+def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded, dups: normalise.DupCounter,
                counts: dict[str, int], bad_rows: list[load.BadRow]) -> None:
     records = part.records
     counts["fetched"] += len(records)
@@ -230,7 +230,7 @@ def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decod
     known = None
     dup_idx = None
     if chunk.schema is not Schema.DEFINITION:
-        records = records[dbn.key_order(records, chunk.schema)]
+        records = records[normalise.key_order(records, chunk.schema)]
         dup_idx = dups.assign(records)  # before validation: a quarantined record keeps its number
         ids = np.unique(records["instrument_id"]).astype(np.int64)
         mapped = np.array([m.instrument_id for m in part.mappings], dtype=np.int64)
@@ -255,7 +255,7 @@ def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: st
     if schema is Schema.DEFINITION:
         ins, upd = load.load_definitions(cur, schema_name, dataset, records)
     else:
-        cols = dbn.normalise(records, TABLES[schema], dup_idx)
+        cols = normalise.normalise(records, TABLES[schema], dup_idx)
         ins, upd = load.load_market(cur, schema_name, cols)
     counts["inserted"] += ins
     counts["updated"] += upd

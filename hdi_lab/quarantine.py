@@ -11,7 +11,7 @@ import psycopg2.extras
 from psycopg2 import sql as pgsql
 
 from hdi_lab import dbn
-from hdi_lab.dbn_writer import record_dtype
+from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ValidationError
 from hdi_lab.ingestion import load_records
 from hdi_lab.schemas import Schema

@@ -12,12 +12,13 @@ import pyarrow as pa
 from psycopg2 import sql as pgsql
 
 from hdi_lab import dbn
+from hdi_lab.dbn import INT64_MAX
 from hdi_lab.errors import StorageError, ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range, parse_symbols
 from hdi_lab.session import HdiSession
 from hdi_lab.storage import aggregates, copy
 from hdi_lab.storage.db import fetch_frame, transaction
-from hdi_lab.storage.tables import INT64_MAX, TABLES, Column, Table
+from hdi_lab.storage.tables import TABLES, Column, Table
 from hdi_lab.symbology import Span, resolve
 
 PriceType = Literal["float", "fixed"]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hdi_lab.dbn import INT64_MAX
 from hdi_lab.schemas import Schema
-from hdi_lab.storage.tables import INT64_MAX
 
 Reason = Callable[[np.void], str]
 

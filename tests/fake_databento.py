@@ -25,7 +25,7 @@ import pandas as pd
 import trustme
 import zstandard
 
-from hdi_lab.dbn_writer import encode_dbn, record_dtype
+from hdi_lab.dbn.writer import encode_dbn, record_dtype
 from hdi_lab.providers import sample
 from hdi_lab.schemas import Chunk, Schema, SType
 

@@ -50,7 +50,7 @@ def decompressed(path: str | Path) -> bytes:
 
 
 def metadata_mapping(store: db.DBNStore) -> dict[str, list[tuple[dt.date, dt.date, int]]]:
-    """The store's symbology as dbn_writer ``mappings``."""
+    """The store's symbology as :mod:`hdi_lab.dbn.writer` ``mappings``."""
     return {sym: [(iv["start_date"], iv["end_date"], int(iv["symbol"])) for iv in ivs]
             for sym, ivs in store.mappings.items()}
 

@@ -27,7 +27,7 @@ import hdi_lab
 from hdi_lab import cli, ingestion, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.compare import compare_bars
-from hdi_lab.dbn_writer import empty_records, encode_dbn
+from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.errors import ProviderError, UnavailableError, ValidationError
 from hdi_lab.providers.ib import IbProvider
 from hdi_lab.providers.ib_pacing import Rules, VirtualClock

@@ -22,7 +22,7 @@ from helpers import (
 )
 
 import hdi_lab
-from hdi_lab.dbn_writer import UNDEF_PRICE, empty_records, encode_dbn
+from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.errors import DataFormatError
 from hdi_lab.schemas import Progress, Schema
 from hdi_lab.session import HdiSession

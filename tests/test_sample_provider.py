@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hdi_lab import dbn_writer
-from hdi_lab.dbn_writer import RTYPES, UNDEF_PRICE, empty_records, encode_dbn, record_dtype
+from hdi_lab.dbn import writer as dbn_writer
+from hdi_lab.dbn.writer import RTYPES, UNDEF_PRICE, empty_records, encode_dbn, record_dtype
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers import sample
 from hdi_lab.providers.base import Provider

@@ -6,9 +6,10 @@ import numpy as np
 import psycopg2
 import pytest
 
+from hdi_lab.dbn import INT64_MAX
 from hdi_lab.session import HdiSession
 from hdi_lab.storage import copy, db
-from hdi_lab.storage.tables import INT64_MAX, TABLES
+from hdi_lab.storage.tables import TABLES
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ import hdi_lab
 from hdi_lab import catalog
 from hdi_lab.api import make_request
 from hdi_lab.cli import main
-from hdi_lab.dbn_writer import encode_dbn
+from hdi_lab.dbn.writer import encode_dbn
 from hdi_lab.display import StatusView
 from hdi_lab.errors import ConfigError
 from hdi_lab.providers import sample

@@ -2,8 +2,8 @@
 
 A provider turns an :class:`~hdi_lab.schemas.IngestRequest` into chunks and fetches each chunk
 as DBN (a ``databento.DBNStore``): the common currency of every provider, whether the bytes come
-from a file, the Databento API, the offline sample generator or converted IB bars. Decoding and
-normalisation happen in :mod:`hdi_lab.dbn`, writing in :mod:`hdi_lab.storage`.
+from a file, the Databento API, the offline sample generator or converted IB bars. Decoding
+happens in :mod:`hdi_lab.dbn`, normalisation and writing in :mod:`hdi_lab.storage`.
 """
 
 from __future__ import annotations

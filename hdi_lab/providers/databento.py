@@ -31,7 +31,7 @@ from databento_dbn import DBNError
 from hdi_lab import dbn
 
 from hdi_lab.config import Settings
-from hdi_lab.dbn_writer import record_dtype
+from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, plan_chunks
 from hdi_lab.providers.databento_http import Caller, close_abandoned_files

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from hdi_lab.config import Settings
 from hdi_lab.dbn import store_from_bytes
-from hdi_lab.dbn_writer import Interval, empty_records, encode_dbn
+from hdi_lab.dbn.writer import Interval, empty_records, encode_dbn
 from hdi_lab.errors import (
     ProviderError,
     RateLimitError,

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 from numpy.typing import NDArray
 
-from hdi_lab.dbn_writer import empty_records
+from hdi_lab.dbn.writer import empty_records
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, SType
 

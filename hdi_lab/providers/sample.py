@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from hdi_lab.dbn import store_from_bytes
-from hdi_lab.dbn_writer import (
+from hdi_lab.dbn.writer import (
     UNDEF_PRICE,
     UNDEF_STAT_QUANTITY,
     UNDEF_TIMESTAMP,

@@ -16,11 +16,11 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from hdi_lab.dbn import Columns, Mapping, key_view, record_to_json
+from hdi_lab.dbn import INT64_MAX, UINT64_MAX, Mapping, record_to_json
 from hdi_lab.schemas import Chunk, ChunkResult
 from hdi_lab.storage import copy
 from hdi_lab.storage.db import one
-from hdi_lab.storage.tables import INT64_MAX, UINT64_MAX
+from hdi_lab.storage.normalise import Columns, key_view
 
 Cursor = psycopg2.extensions.cursor
 

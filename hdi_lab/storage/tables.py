@@ -12,8 +12,6 @@ from typing import Literal
 from hdi_lab.schemas import Schema
 
 Kind = Literal["int", "ts", "ns", "price", "char", "undef_i64", "undef_u64", "dup"]
-INT64_MAX = (1 << 63) - 1
-UINT64_MAX = (1 << 64) - 1
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from conftest import fixture_files
 from helpers import assert_nothing_written, decompressed, make_session, row_counts, run_cli
 
 import hdi_lab
-from hdi_lab.dbn_writer import record_dtype
+from hdi_lab.dbn import INT64_MAX
+from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import DataFormatError, HdiError
 from hdi_lab.schemas import Schema
-from hdi_lab.storage.tables import INT64_MAX
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

@@ -26,7 +26,7 @@ from helpers import decompressed, drop_schema, hdi_shell
 
 import hdi_lab
 from hdi_lab.config import load_settings
-from hdi_lab.dbn_writer import record_dtype
+from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.schemas import Schema
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]

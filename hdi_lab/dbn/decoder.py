@@ -1,11 +1,13 @@
-"""DBN decoding and normalisation into canonical, fixed-dtype columns (vectorised numpy)."""
+"""DBN decoding: opening stores, reading records into numpy arrays, checking them, their symbology.
+
+Turning records into storage columns is :mod:`hdi_lab.storage.normalise`."""
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,9 @@ import pandas as pd
 import zstandard
 
 from hdi_lab import vendor_warnings
-from hdi_lab.dbn_writer import RTYPES, record_dtype
+from hdi_lab.dbn.writer import RTYPES, record_dtype
 from hdi_lab.errors import DataFormatError
 from hdi_lab.schemas import Schema
-from hdi_lab.storage.copy import PG_EPOCH_US
-from hdi_lab.storage.tables import INT64_MAX, UINT64_MAX, Table, dup_key
 
 UNSUPPORTED = {
     "mbp-1": "mbp-1 (every top-of-book update) is not stored: hdi_lab keeps tbbo, the trade plus the "
@@ -313,77 +313,6 @@ def _read_full(reader: Any, size: int) -> bytes | memoryview:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-@dataclass
-class Columns:
-    """Canonical columns for one table: numpy arrays with the table's dtypes and NULL masks."""
-
-    table: Table
-    values: dict[str, np.ndarray]
-    nulls: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(next(iter(self.values.values()))) if self.values else 0
-
-
-def key_order(records: np.ndarray, schema: Schema) -> np.ndarray:
-    """Permutation sorting records by the table key (PK loads ~1.7x faster on sorted input)."""
-    keys = [records[k] for k in reversed(dup_key(schema) or ("instrument_id", "ts_event"))]
-    return np.lexsort(keys)
-
-
-def _runs(records: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
-    """Position of each record within its run of equal ``fields`` (records already key-sorted)."""
-    n = len(records)
-    same = np.ones(max(n - 1, 0), dtype=bool)
-    for k in fields:
-        col = records[k]
-        same &= col[1:] == col[:-1]
-    idx = np.arange(n)
-    run_start = np.maximum.accumulate(np.where(np.concatenate(([False], same)), 0, idx))
-    return idx - run_start
-
-
-def key_view(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """One opaque, comparable value per row for a tuple of key columns (for np.unique / np.isin)."""
-    packed = np.empty(len(arrays[0]), dtype=[(f"k{i}", a.dtype.newbyteorder("=")) for i, a in enumerate(arrays)])
-    for i, a in enumerate(arrays):
-        packed[f"k{i}"] = a
-    return packed.view(np.dtype((np.void, packed.dtype.itemsize)))
-
-
-class DupCounter:
-    """Numbers records sharing a table key (the key without ``dup_idx``) in vendor order.
-
-    One counter spans all the batches of a chunk, so repeats split across batches still get
-    distinct, deterministic numbers.
-    """
-
-    def __init__(self, schema: Schema) -> None:
-        self.fields = dup_key(schema)
-        self._keys: np.ndarray | None = None  # sorted unique keys (void view) seen so far
-        self._counts: np.ndarray | None = None
-
-    def assign(self, records: np.ndarray) -> np.ndarray:
-        """dup_idx for key-sorted ``records`` of the next batch."""
-        n = len(records)
-        if not self.fields or n == 0:
-            return np.zeros(n, dtype=np.int32)
-        keys = key_view([records[f] for f in self.fields])
-        local = _runs(records, self.fields)
-        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        offset = np.zeros(len(uniq), dtype=np.int64)
-        if self._keys is None or self._counts is None:
-            self._keys, self._counts = uniq, counts
-        else:
-            pos = np.clip(np.searchsorted(self._keys, uniq), 0, len(self._keys) - 1)
-            hit = self._keys[pos] == uniq
-            offset[hit] = self._counts[pos[hit]]
-            merged, inv = np.unique(np.concatenate([self._keys, uniq]), return_inverse=True)
-            self._keys = merged
-            self._counts = np.bincount(inv, weights=np.concatenate([self._counts, counts])).astype(np.int64)
-        return (local + offset[inverse.reshape(-1)]).astype(np.int32)
-
-
 def check_headers(records: np.ndarray, schema: Schema, name: str) -> None:
     """Every record must carry the schema's rtype and record length (the decoder does not check)."""
     if len(records) == 0:
@@ -396,34 +325,6 @@ def check_headers(records: np.ndarray, schema: Schema, name: str) -> None:
             f"{int(records['length'][i]) * 4} bytes, not a {schema} record ({RTYPES[schema]}, "
             f"{records.dtype.itemsize} bytes); nothing from it was stored"
         )
-
-
-def normalise(records: np.ndarray, table: Table, dup_idx: np.ndarray | None = None) -> Columns:
-    """DBN records -> canonical columns for ``table`` (``dup_idx`` from a :class:`DupCounter`)."""
-    values: dict[str, np.ndarray] = {}
-    nulls: dict[str, np.ndarray] = {}
-    for col in table.columns:
-        if col.kind == "dup":
-            values[col.name] = dup_idx if dup_idx is not None else np.zeros(len(records), dtype=np.int32)
-            continue
-        src = records[col.source]
-        if col.kind == "ts":
-            values[col.name] = (src // 1000).astype(np.int64) - PG_EPOCH_US
-        elif col.kind == "char":
-            values[col.name] = src.view(np.uint8)
-        elif col.kind in ("price", "undef_i64"):
-            values[col.name] = src.astype(np.int64, copy=False)
-            if col.nullable:
-                nulls[col.name] = src == INT64_MAX
-        elif col.kind == "undef_u64":
-            nulls[col.name] = src == np.uint64(UINT64_MAX)
-            values[col.name] = src.astype(np.int64)
-        else:
-            values[col.name] = src.astype(_NP[col.pgtype], copy=False)
-    return Columns(table, values, nulls)
-
-
-_NP = {"int2": np.int16, "int4": np.int32, "int8": np.int64}
 
 
 def record_to_json(record: np.void) -> dict[str, object]:
