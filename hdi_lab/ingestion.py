@@ -188,7 +188,7 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
     dups = normalise.DupCounter(chunk.schema)
     batch = int(session.settings.chunk_rows)
     with transaction(conn) as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (chunk.key,))
+        load.lock_chunk(cur, chunk.key)
         if not force and load.completed(cur, schema_name, [chunk.key]):
             return ChunkResult(chunk, skipped=True)
         name = chunk.path or chunk.describe()

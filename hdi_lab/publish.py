@@ -192,29 +192,9 @@ def _published_rows(session: HdiSession, table: str, lo: pd.Timestamp | None,
                     hi: pd.Timestamp | None) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
     """Instruments and first event of the rows being published (event_timestamp in [lo, hi)), and the
     table's latest event (materialization runs up to it: later rows of other windows stay online)."""
-    from psycopg2 import sql
+    from hdi_lab.storage.features import published_rows
 
-    from hdi_lab.storage.db import transaction
-
-    conn = session.connection()
-    with transaction(conn) as cur:
-        name = sql.Identifier(session.schema, table).as_string(conn)
-        cur.execute("SELECT to_regclass(%s)", (name,))
-        row = cur.fetchone()
-        if row is None or row[0] is None:
-            raise ValidationError(f"{table} does not exist yet: compute the set first (publish with compute=True, "
-                                  "hdi features compute)")
-        where = "WHERE event_timestamp >= %s AND event_timestamp < %s" if lo is not None else ""
-        params = (lo.to_pydatetime(), hi.to_pydatetime()) if lo is not None and hi is not None else ()
-        cur.execute(f"SELECT instrument_id, min(event_timestamp) FROM {name} {where} "
-                    "GROUP BY instrument_id ORDER BY instrument_id", params)
-        rows = cur.fetchall()
-        cur.execute(f"SELECT max(event_timestamp) FROM {name}")
-        latest = cur.fetchone()
-    if not rows or latest is None:
-        return [], None, None
-    return ([int(r[0]) for r in rows], pd.Timestamp(min(r[1] for r in rows)).tz_convert("UTC"),
-            pd.Timestamp(latest[0]).tz_convert("UTC"))
+    return published_rows(session.connection(), session.schema, table, lo, hi)
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psycopg2.extras
-from psycopg2 import sql as pgsql
 
 from hdi_lab import dbn
 from hdi_lab.dbn.writer import record_dtype
@@ -17,8 +15,11 @@ from hdi_lab.ingestion import load_records
 from hdi_lab.schemas import Schema
 from hdi_lab.session import HdiSession
 from hdi_lab.storage import load
-from hdi_lab.storage.db import fetch_frame, transaction
+from hdi_lab.storage import quarantine as storage_quarantine
+from hdi_lab.storage.db import transaction
 from hdi_lab.validate import validate
+
+__all__ = ["RetryResult", "list_entries", "retry", "show"]
 
 
 @dataclass(frozen=True)
@@ -29,29 +30,17 @@ class RetryResult:
     still_bad: int
 
 
-def _t(session: HdiSession, cur: Any) -> str:
-    return pgsql.Identifier(session.schema, "quarantine").as_string(cur.connection)
-
-
 def list_entries(session: HdiSession, status: str = "open", rule: str | None = None,
                  limit: int = 100) -> pd.DataFrame:
     """Quarantine entries (newest first) without the record bodies."""
-    with transaction(session.connection()) as cur:
-        cur.execute(
-            f"SELECT id, created_at, dataset, schema, rule, reason, status FROM {_t(session, cur)} "
-            "WHERE (%s = 'all' OR status = %s) AND (%s::text IS NULL OR rule = %s) ORDER BY id DESC LIMIT %s",
-            (status, status, rule, rule, limit),
-        )
-        return fetch_frame(cur)
+    return storage_quarantine.entries(session.connection(), session.schema, status, rule, limit)
 
 
 def show(session: HdiSession, entry_id: int) -> dict[str, Any]:
-    with transaction(session.connection()) as cur:
-        cur.execute(f"SELECT * FROM {_t(session, cur)} WHERE id = %s", (entry_id,))
-        row = cur.fetchone()
-        if row is None:
-            raise ValidationError(f"quarantine entry {entry_id} does not exist: list them with `hdi quarantine list`")
-        return dict(zip([d.name for d in cur.description or ()], row, strict=True))
+    row = storage_quarantine.entry(session.connection(), session.schema, entry_id)
+    if row is None:
+        raise ValidationError(f"quarantine entry {entry_id} does not exist: list them with `hdi quarantine list`")
+    return row
 
 
 def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
@@ -62,13 +51,7 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
     """
     retried = loaded = dups = still = 0
     with transaction(session.connection()) as cur:
-        t = _t(session, cur)
-        cur.execute(
-            f"SELECT id, dataset, schema, record, dup_idx, req_start, req_end FROM {t} WHERE status = 'open' "
-            "AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id FOR UPDATE",
-            (ids, ids),
-        )
-        rows = cur.fetchall()
+        rows = storage_quarantine.lock_open(cur, session.schema, ids)
         if ids and len(rows) != len(set(ids)):
             found = {r[0] for r in rows}
             raise ValidationError(f"no open quarantine entries {sorted(set(ids) - found)}")
@@ -88,15 +71,13 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
             good = np.ones(len(records), dtype=bool)
             good[rej.index] = False
             if len(rej.index):
-                psycopg2.extras.execute_values(
-                    cur, f"UPDATE {t} q SET rule = v.rule, reason = v.reason FROM (VALUES %s) AS v(id, rule, reason) "
-                    "WHERE q.id = v.id",
+                storage_quarantine.set_reasons(
+                    cur, session.schema,
                     [(int(ids_arr[j]), rule, reason) for j, rule, reason in zip(rej.index, rej.rules, rej.reasons,
                                                                                  strict=True)])
             counts = dict(inserted=0, updated=0, duplicates=0)
             load_records(cur, session.schema, schema, ds, records[good], counts, dup_idx[good])
-            cur.execute(f"UPDATE {t} SET status = 'resolved', resolved_at = now() WHERE id = ANY(%s)",
-                        (ids_arr[good].tolist(),))
+            storage_quarantine.mark_resolved(cur, session.schema, ids_arr[good].tolist())
             retried += len(records)
             loaded += counts["inserted"] + counts["updated"]
             dups += counts["duplicates"]

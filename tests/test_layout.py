@@ -1,5 +1,5 @@
 """The package's import arrows: dbn reads and writes DBN and imports no other part, providers import
-dbn (never storage), storage imports dbn (never the reverse), and no import cycles.
+dbn (never storage), storage imports dbn (never the reverse), no import cycles, and SQL runs in storage only.
 
 Imports are read from the source (``ast``), not executed, so an arrow hidden in a function body (the
 lazy-loading pattern used here) or under ``if TYPE_CHECKING:`` counts as well; a fresh interpreter
@@ -33,12 +33,9 @@ MAY_REACH = {
     "hdi_lab.storage": ("hdi_lab.dbn",),
 }
 
-#: Known function-local imports left out of the module cycle check, each with its reason.
-EXEMPT = {
-    # storage.db <-> storage.timescale (ServerInfo / StorageInfo): the hidden cycle issue #14 names;
-    # its "storage reader" step merges the two server descriptions and removes it.
-    ("hdi_lab.storage.timescale", "hdi_lab.storage.db"),
-}
+#: Known function-local imports left out of the module cycle check, each with its reason (none left:
+#: storage.db <-> storage.timescale, the hidden cycle issue #14 named, went with storage.cursor).
+EXEMPT: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -175,6 +172,15 @@ def test_no_import_cycle_between_modules() -> None:
     assert EXEMPT <= edges, "an exempt import is gone: drop it from EXEMPT"
 
 
+def test_storage_modules_import_each_other_at_module_level() -> None:
+    """A function-local import inside storage hid the storage.db <-> storage.timescale cycle: storage
+    modules import hdi_lab at module level only, so the cycle check sees every arrow as it runs."""
+    local = [f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
+             if _within(i.source, ("hdi_lab.storage",)) and i.local and not i.typing_only]
+    assert not local
+    assert ("hdi_lab.storage.timescale", "hdi_lab.storage.db") not in {(i.source, i.target) for i in IMPORTS}
+
+
 def test_no_import_cycle_between_parts() -> None:
     """Between parts (``hdi_lab.dbn``, ``hdi_lab.storage``, a top-level module, ...), counting
     function-local imports too: storage -> dbn -> storage was such a cycle."""
@@ -183,6 +189,38 @@ def test_no_import_cycle_between_parts() -> None:
 
     edges = {(part(i.source), part(i.target)) for i in IMPORTS if not i.typing_only}
     assert _cycles(edges) == []
+
+
+#: Cursor methods that run SQL (and ``psycopg2.extras.execute_values``).
+SQL_CALLS = ("execute", "executemany", "copy_expert", "copy_from", "copy_to", "mogrify", "execute_values")
+
+#: Modules outside storage that still run SQL, each with its reason; the next steps of issue #14 shrink it.
+SQL_PENDING = {
+    "hdi_lab.features": "the feature-table SQL moves to storage/ with the features/featurestore split",
+    "hdi_lab.feast_store": "Feast's offline store: SQL on Feast's own psycopg connections",
+    "hdi_lab.feast_repo": "Feast's repository: reads information_schema on Feast's own psycopg connection",
+}
+
+
+def _sql_calls() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS:
+                out.setdefault(module, []).append(f"{module}:{node.lineno} {node.func.attr}()")
+    return out
+
+
+def test_all_sql_runs_in_storage() -> None:
+    """Storage is the only part that runs SQL: nothing outside ``hdi_lab.storage`` calls ``execute``,
+    ``copy_expert``, ``mogrify``, ``execute_values`` ... but the pending modules listed with their reason."""
+    calls = _sql_calls()
+    assert any(_within(m, ("hdi_lab.storage",)) for m in calls)  # the scan sees SQL where it is
+    outside = {m: c for m, c in calls.items() if not _within(m, ("hdi_lab.storage",))}
+    bad = [c for m, cs in outside.items() if m not in SQL_PENDING for c in cs]
+    assert not bad, "SQL outside hdi_lab.storage (move it to a storage module):\n" + "\n".join(bad)
+    assert set(SQL_PENDING) <= set(outside), \
+        f"a pending module runs no SQL any more: drop it from SQL_PENDING ({set(SQL_PENDING) - set(outside)})"
 
 
 @pytest.mark.parametrize("module", ["hdi_lab.dbn", "hdi_lab.dbn.decoder", "hdi_lab.dbn.writer",

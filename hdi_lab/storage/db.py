@@ -1,32 +1,27 @@
-"""Connections, migrations, server detection, and psycopg2 errors turned into StorageError.
+"""Connections, migrations and server detection.
 
-Every statement runs in :func:`transaction`, which turns a ``psycopg2.Error`` into a one-line
-:class:`StorageError` (with its sqlstate, chained to the original), so no front end ever sees a
-driver traceback. Code that expects a specific error (``UniqueViolation`` under a savepoint)
-catches it inside the transaction, before the translation.
+Statements run in :func:`hdi_lab.storage.cursor.transaction` (re-exported here with the other cursor
+helpers), which turns a ``psycopg2.Error`` into a one-line :class:`StorageError`.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-from psycopg2 import sql
 
 from hdi_lab import dsn
 from hdi_lab.errors import StorageError
 from hdi_lab.storage import timescale
+from hdi_lab.storage.cursor import fetch_frame, one, quote, storage_error, transaction
 
-if TYPE_CHECKING:
-    import pandas as pd
+__all__ = ["ServerInfo", "SchemaState", "connect", "fetch_frame", "migrate", "migrations", "one", "quote",
+           "schema_state", "server_info", "storage_error", "transaction"]
 
 _MIGRATION = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
@@ -36,10 +31,6 @@ class ServerInfo:
     version: str
     timescaledb: str | None  # installed extension version, None on plain PostgreSQL
     timescaledb_available: bool
-
-
-#: sqlstate classes of a connection that is gone: connection exception, operator intervention
-_LOST = ("08", "57P")
 
 
 def connect(url: str, schema: str) -> psycopg2.extensions.connection:
@@ -64,29 +55,6 @@ def connect(url: str, schema: str) -> psycopg2.extensions.connection:
         if dsn.scrub(text, url) != text:  # the driver's text quoted a secret: keep it out of the chain too
             raise error from None
         raise error from exc
-
-
-def storage_error(exc: psycopg2.Error, conn: psycopg2.extensions.connection | None = None) -> StorageError:
-    """The one-line StorageError for a driver error (a lost connection says how to resume)."""
-    text = (exc.pgerror or str(exc) or type(exc).__name__).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    code = exc.pgcode
-    lost = (conn is not None and conn.closed) or isinstance(exc, psycopg2.InterfaceError) or (
-        code is not None and code.startswith(_LOST)) or (code is None and isinstance(exc, psycopg2.OperationalError))
-    if lost:
-        return StorageError(f"lost the connection to PostgreSQL ({first}): completed chunks are kept; check the "
-                            "server (hdi db status) and re-run to resume", sqlstate=code)
-    if code == "42501":
-        return StorageError(f"PostgreSQL refused: {first} (sqlstate 42501): this role lacks the privilege; "
-                            "connect as a role that has it (e.g. the schema's owner) or ask for a GRANT",
-                            sqlstate=code)
-    where = f" (sqlstate {code})" if code else ""
-    return StorageError(f"PostgreSQL failed: {first}{where}", sqlstate=code)
-
-
-def quote(conn: psycopg2.extensions.connection, *names: str) -> str:
-    """Safely quoted (qualified) identifier."""
-    return sql.Identifier(*names).as_string(conn)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -189,54 +157,6 @@ def migrate(conn: psycopg2.extensions.connection, schema: str,
                 cur, f"INSERT INTO {s}.publishers VALUES %s ON CONFLICT (publisher_id) DO NOTHING", rows
             )
     return applied_now
-
-
-@contextmanager
-def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
-    """A cursor in one transaction: commit on success, roll back whole on any error.
-
-    A driver error leaves as a :class:`StorageError` (from the original). The rollback of a dead
-    connection cannot fail over the error that killed it: the server has rolled back already.
-    """
-    try:
-        cur = conn.cursor()
-    except psycopg2.Error as exc:
-        raise storage_error(exc, conn) from exc
-    try:
-        yield cur
-        conn.commit()
-    except BaseException as exc:
-        _rollback(conn)
-        if isinstance(exc, psycopg2.Error):
-            raise storage_error(exc, conn) from exc
-        raise
-    finally:
-        cur.close()
-
-
-def _rollback(conn: psycopg2.extensions.connection) -> None:
-    if conn.closed:
-        return
-    try:
-        conn.rollback()
-    except (psycopg2.InterfaceError, psycopg2.OperationalError):
-        pass  # the connection died: nothing is left to roll back, the first error is the one to report
-
-
-def one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
-    """The single row a statement must return."""
-    row = cur.fetchone()
-    if row is None:
-        raise StorageError("the database returned no row where one was expected")
-    return tuple(row)
-
-
-def fetch_frame(cur: psycopg2.extensions.cursor) -> pd.DataFrame:
-    """The rows of the last statement as a DataFrame (column names from the cursor)."""
-    import pandas as pd
-
-    names = [d.name for d in cur.description or ()]
-    return pd.DataFrame.from_records(cur.fetchall(), columns=names)
 
 
 def server_info(conn: psycopg2.extensions.connection) -> ServerInfo:

@@ -187,6 +187,11 @@ def known_instruments(cur: Cursor, schema: str, dataset: str, ids: np.ndarray) -
     return np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
 
 
+def lock_chunk(cur: Cursor, key: str) -> None:
+    """Hold the chunk's advisory lock until the transaction ends (concurrent loads of one chunk wait)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
+
 def completed(cur: Cursor, schema: str, keys: Sequence[str]) -> set[str]:
     if not keys:
         return set()

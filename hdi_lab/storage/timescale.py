@@ -31,6 +31,7 @@ from psycopg2 import sql
 
 from hdi_lab.errors import ConfigError
 from hdi_lab.storage import aggregates
+from hdi_lab.storage.cursor import fetch_frame, transaction
 from hdi_lab.storage.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,6 @@ def _sync_policy(cur: psycopg2.extensions.cursor, schema: str, e: str, proc: str
 def describe(conn: psycopg2.extensions.connection, schema: str) -> StorageInfo:
     """The server, its TimescaleDB version (or plain PostgreSQL) and, for ``schema``: hypertables with
     chunk counts and compression, continuous aggregates and policies."""
-    from hdi_lab.storage.db import fetch_frame, transaction
-
     with transaction(conn) as cur:
         cur.execute("SHOW server_version")
         version = str(cur.fetchone()[0])  # type: ignore[index]

@@ -1,0 +1,97 @@
+"""Cursors in one transaction, psycopg2 errors turned into StorageError, and the small helpers every
+storage module reads with (one row, a frame, a quoted identifier).
+
+Every statement runs in :func:`transaction`, which turns a ``psycopg2.Error`` into a one-line
+:class:`StorageError` (with its sqlstate, chained to the original), so no front end ever sees a
+driver traceback. Code that expects a specific error (``UniqueViolation`` under a savepoint)
+catches it inside the transaction, before the translation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from hdi_lab.errors import StorageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: sqlstate classes of a connection that is gone: connection exception, operator intervention
+_LOST = ("08", "57P")
+
+
+def storage_error(exc: psycopg2.Error, conn: psycopg2.extensions.connection | None = None) -> StorageError:
+    """The one-line StorageError for a driver error (a lost connection says how to resume)."""
+    text = (exc.pgerror or str(exc) or type(exc).__name__).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    code = exc.pgcode
+    lost = (conn is not None and conn.closed) or isinstance(exc, psycopg2.InterfaceError) or (
+        code is not None and code.startswith(_LOST)) or (code is None and isinstance(exc, psycopg2.OperationalError))
+    if lost:
+        return StorageError(f"lost the connection to PostgreSQL ({first}): completed chunks are kept; check the "
+                            "server (hdi db status) and re-run to resume", sqlstate=code)
+    if code == "42501":
+        return StorageError(f"PostgreSQL refused: {first} (sqlstate 42501): this role lacks the privilege; "
+                            "connect as a role that has it (e.g. the schema's owner) or ask for a GRANT",
+                            sqlstate=code)
+    where = f" (sqlstate {code})" if code else ""
+    return StorageError(f"PostgreSQL failed: {first}{where}", sqlstate=code)
+
+
+def quote(conn: psycopg2.extensions.connection, *names: str) -> str:
+    """Safely quoted (qualified) identifier."""
+    return sql.Identifier(*names).as_string(conn)
+
+
+@contextmanager
+def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor in one transaction: commit on success, roll back whole on any error.
+
+    A driver error leaves as a :class:`StorageError` (from the original). The rollback of a dead
+    connection cannot fail over the error that killed it: the server has rolled back already.
+    """
+    try:
+        cur = conn.cursor()
+    except psycopg2.Error as exc:
+        raise storage_error(exc, conn) from exc
+    try:
+        yield cur
+        conn.commit()
+    except BaseException as exc:
+        _rollback(conn)
+        if isinstance(exc, psycopg2.Error):
+            raise storage_error(exc, conn) from exc
+        raise
+    finally:
+        cur.close()
+
+
+def _rollback(conn: psycopg2.extensions.connection) -> None:
+    if conn.closed:
+        return
+    try:
+        conn.rollback()
+    except (psycopg2.InterfaceError, psycopg2.OperationalError):
+        pass  # the connection died: nothing is left to roll back, the first error is the one to report
+
+
+def one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The single row a statement must return."""
+    row = cur.fetchone()
+    if row is None:
+        raise StorageError("the database returned no row where one was expected")
+    return tuple(row)
+
+
+def fetch_frame(cur: psycopg2.extensions.cursor) -> pd.DataFrame:
+    """The rows of the last statement as a DataFrame (column names from the cursor)."""
+    import pandas as pd
+
+    names = [d.name for d in cur.description or ()]
+    return pd.DataFrame.from_records(cur.fetchall(), columns=names)
