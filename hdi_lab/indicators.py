@@ -138,7 +138,7 @@ class Indicator:
 
 @dataclass(frozen=True)
 class Column:
-    """One output of one indicator with all its parameters: ``Column.parse("rsi_14")``."""
+    """One output of one indicator with all its parameters: ``column("rsi_14")``."""
 
     name: str
     indicator: str
@@ -158,10 +158,6 @@ class Column:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "indicator": self.indicator, "output": self.output,
                 "params": dict(self.params), "warmup": self.warmup}
-
-    @staticmethod
-    def parse(spec: str | Column) -> Column:
-        return column(spec)
 
 
 def _ta() -> Any:

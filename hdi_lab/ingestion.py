@@ -24,7 +24,7 @@ import numpy as np
 
 from hdi_lab import dbn
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
-from hdi_lab.providers.base import Provider
+from hdi_lab.providers.base import Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.session import HdiSession
 from hdi_lab.storage import load, normalise
@@ -132,7 +132,7 @@ def _note_committed(exc: HdiError, report: IngestReport, total: int) -> None:
 class _Prefetch:
     """A chunk's DBN stores, the first one fetched on a background thread (its download)."""
 
-    def __init__(self, pool: ThreadPoolExecutor, stores: Iterator[db.DBNStore]) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, stores: Fetch) -> None:
         self._stores = stores
         self._first: Future[db.DBNStore | None] = pool.submit(next, stores, None)
 

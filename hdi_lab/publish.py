@@ -118,8 +118,9 @@ def _quiet() -> Iterator[None]:
 
 def feature_store(session: HdiSession | None = None, repo: str | Path | None = None) -> FeatureStore:
     """A Feast ``FeatureStore`` over hdi_lab's feature repo and database (for your own Feast calls)."""
-    if session is None:
-        session = HdiSession()
+    if session is None:  # made here, closed here: the store keeps what it read, not the session
+        with HdiSession() as own:
+            return feast_repo.open_store(own, repo)
     return feast_repo.open_store(session, repo)
 
 

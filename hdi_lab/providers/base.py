@@ -9,7 +9,7 @@ happens in :mod:`hdi_lab.dbn`, normalisation and writing in :mod:`hdi_lab.storag
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +18,10 @@ import pandas as pd
 
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
+
+#: what ``Provider.fetch`` returns: a generator, which the core closes to release what a fetch holds
+#: (a download's temporary file) when it stops early
+Fetch = Generator[db.DBNStore, None, None]
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
@@ -84,7 +88,7 @@ class Provider(Protocol):
         """Split a request into independent chunks. Raises ValidationError on a bad request."""
         ...
 
-    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+    def fetch(self, chunk: Chunk) -> Fetch:
         """Yield the chunk's records as one or more DBN stores (metadata carries symbology)."""
         ...
 

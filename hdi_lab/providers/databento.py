@@ -19,7 +19,6 @@ import difflib
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from hdi_lab import dbn
 from hdi_lab.config import Settings
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
-from hdi_lab.providers.base import CostEstimate, plan_chunks
+from hdi_lab.providers.base import CostEstimate, Fetch, plan_chunks
 from hdi_lab.providers.databento_http import Caller, close_abandoned_files
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
 
@@ -192,7 +191,7 @@ class DatabentoProvider:
                 "(--allow-cost); --dry-run shows the cost")
         return cost
 
-    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+    def fetch(self, chunk: Chunk) -> Fetch:
         """Stream the chunk into a temporary file and yield a DBNStore reading from it."""
         caller, client, args = self.caller(), self.client(), self._args(chunk)
         with tempfile.TemporaryDirectory(prefix="hdi-databento-") as tmp:

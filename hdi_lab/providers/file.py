@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import databento as db
@@ -12,7 +11,7 @@ import pandas as pd
 
 from hdi_lab.dbn import open_store, schema_of, stype_of
 from hdi_lab.errors import DataFormatError, ValidationError
-from hdi_lab.providers.base import CostEstimate, LocalProvider
+from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider
 from hdi_lab.schemas import Chunk, IngestRequest, SType, parse_enum
 
 SUFFIXES = (".dbn", ".dbn.zst")
@@ -95,7 +94,7 @@ class FileProvider(LocalProvider):
             ))
         return chunks
 
-    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+    def fetch(self, chunk: Chunk) -> Fetch:
         """The bytes the chunk was planned for, read once: the log key must describe what is loaded."""
         assert chunk.path is not None
         path = Path(chunk.path)

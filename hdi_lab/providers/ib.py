@@ -36,7 +36,6 @@ import dataclasses
 import datetime as dt
 import logging
 import weakref
-from collections.abc import Iterator
 from typing import Any, Self
 
 import databento as db
@@ -53,7 +52,7 @@ from hdi_lab.errors import (
     UnavailableError,
     ValidationError,
 )
-from hdi_lab.providers.base import CostEstimate
+from hdi_lab.providers.base import CostEstimate, Fetch
 from hdi_lab.providers.ib_client import (
     IbApiError,
     IbConnection,
@@ -175,7 +174,7 @@ class IbProvider:
         return self._warnings.pop(chunk.key, [])
 
     # -- fetch -------------------------------------------------------------------------------
-    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+    def fetch(self, chunk: Chunk) -> Fetch:
         """Yield the chunk as DBN (definitions or bars) with symbology for its contract text.
 
         A connection lost mid-chunk is re-opened once and the chunk fetched again (nothing of it

@@ -46,8 +46,6 @@ MAX_SECONDS: dict[Schema, int] = {
     Schema.OHLCV_1D: 365 * 86_400,
 }
 
-WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID_ASK")
-
 
 @dataclass(frozen=True)
 class Rules:

@@ -31,7 +31,7 @@ import datetime as dt
 import functools
 import hashlib
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import databento as db
@@ -48,7 +48,7 @@ from hdi_lab.dbn.writer import (
     encode_dbn,
 )
 from hdi_lab.errors import ValidationError
-from hdi_lab.providers.base import CostEstimate, LocalProvider, plan_chunks
+from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 NS, MIN_NS, DAY_NS = 1_000_000_000, 60_000_000_000, 86_400_000_000_000
@@ -120,7 +120,6 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("MSFT", 500002, ROOTS["MSFT"]),
     Instrument("NVDA", 500003, ROOTS["NVDA"]),
 )
-BY_ID: dict[int, Instrument] = {i.instrument_id: i for i in INSTRUMENTS}
 PARENTS: dict[str, str] = {"ES.FUT": "ES", "NQ.FUT": "NQ"}
 CONTINUOUS: dict[str, str] = {"ES.c.0": "ES", "NQ.c.0": "NQ"}
 DATASETS: tuple[str, ...] = ("GLBX.MDP3", "XNAS.ITCH")
@@ -590,7 +589,7 @@ class SampleProvider(LocalProvider):
                 parts += day_parts
         return np.concatenate(parts) if parts else empty_records(schema, 0)
 
-    def fetch(self, chunk: Chunk) -> Iterator[db.DBNStore]:
+    def fetch(self, chunk: Chunk) -> Fetch:
         """Yield one DBNStore with the chunk's records and Databento-style symbology metadata."""
         records, days, stype = self.records(chunk), _days(chunk.start, chunk.end), SType(chunk.stype_in)
         hits = {s: sum(1 for d in days if resolve(s, stype, d)) for s in chunk.symbols}
