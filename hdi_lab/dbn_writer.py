@@ -2,30 +2,5 @@
 
 from __future__ import annotations
 
-from hdi_lab.dbn.writer import (
-    FIXED_PRICE_SCALE,
-    RECORD_CLASSES,
-    RTYPES,
-    UNDEF_PRICE,
-    UNDEF_STAT_QUANTITY,
-    UNDEF_TIMESTAMP,
-    Interval,
-    empty_records,
-    encode_dbn,
-    encode_metadata,
-    record_dtype,
-)
-
-__all__ = [
-    "FIXED_PRICE_SCALE",
-    "RECORD_CLASSES",
-    "RTYPES",
-    "UNDEF_PRICE",
-    "UNDEF_STAT_QUANTITY",
-    "UNDEF_TIMESTAMP",
-    "Interval",
-    "empty_records",
-    "encode_dbn",
-    "encode_metadata",
-    "record_dtype",
-]
+from hdi_lab.dbn.writer import *  # noqa: F403  (the public names, as writer's __all__ declares them)
+from hdi_lab.dbn.writer import __all__ as __all__

@@ -28,6 +28,13 @@ if TYPE_CHECKING:
     from hdi_lab.schemas import IngestReport
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (a PostgreSQL driver's ``pgerror`` when it has one), or its
+    type name: what a one-line message quotes of an error from a library."""
+    text = (getattr(exc, "pgerror", None) or str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class HdiError(Exception):
     """Root of all hdi_lab errors."""
 

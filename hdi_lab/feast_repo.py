@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from hdi_lab import dsn as dsns
 from hdi_lab import features
-from hdi_lab.errors import ConfigError, StorageError
+from hdi_lab.errors import ConfigError, StorageError, first_line
 from hdi_lab.extras import require
 from hdi_lab.session import HdiSession
 
@@ -222,15 +222,10 @@ def feast_errors() -> Iterator[None]:
     try:
         yield
     except FeastConfigError as exc:
-        raise ConfigError(f"feature_store.yaml is not valid for Feast: {_first_line(exc)}") from exc
+        raise ConfigError(f"feature_store.yaml is not valid for Feast: {first_line(exc)}") from exc
     except psycopg.Error as exc:
-        raise StorageError(f"Feast's database call failed: {_first_line(exc)}",
+        raise StorageError(f"Feast's database call failed: {first_line(exc)}",
                            sqlstate=getattr(exc, "sqlstate", None)) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def apply(store: FeatureStore) -> list[str]:

@@ -85,7 +85,7 @@ import psycopg
 from psycopg import pq, sql
 from pydantic import model_validator
 
-from hdi_lab.errors import ConfigError, ValidationError
+from hdi_lab.errors import ConfigError, ValidationError, first_line
 from hdi_lab.storage.copy import PG_EPOCH_US, copy_out, decode, encode
 
 __all__ = ["EntityTimes", "HdiOfflineStore", "HdiOfflineStoreConfig", "as_of_query"]
@@ -336,9 +336,8 @@ class HdiFrameJob(HdiRetrievalJob):
                     conn.rollback()
                     return self._frame(rows, table)
         except psycopg2.Error as exc:  # raised as the stock store's (psycopg 3) errors are, first line only
-            text = (exc.pgerror or str(exc) or type(exc).__name__).strip().splitlines()
             kind = psycopg.errors.lookup(exc.pgcode) if exc.pgcode else psycopg.OperationalError
-            raise kind(text[0] if text else type(exc).__name__) from exc
+            raise kind(first_line(exc)) from exc
         with _get_conn(self.config.offline_store) as conn3, conn3.cursor() as cur3:
             cur3.execute(_NO_JIT)
             cur3.execute(create)

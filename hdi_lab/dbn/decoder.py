@@ -20,7 +20,7 @@ import zstandard
 
 from hdi_lab import vendor_warnings
 from hdi_lab.dbn.writer import RTYPES, record_dtype
-from hdi_lab.errors import DataFormatError
+from hdi_lab.errors import DataFormatError, first_line
 from hdi_lab.schemas import Schema
 
 UNSUPPORTED = {
@@ -108,8 +108,7 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return first_line(exc)[:160]
 
 
 def schema_of(store: db.DBNStore, name: str = "input") -> Schema:

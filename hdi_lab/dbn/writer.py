@@ -21,6 +21,9 @@ import zstandard
 
 from hdi_lab.schemas import Schema, SType
 
+__all__ = ["FIXED_PRICE_SCALE", "RECORD_CLASSES", "RTYPES", "UNDEF_PRICE", "UNDEF_STAT_QUANTITY", "UNDEF_TIMESTAMP",
+           "Interval", "empty_records", "encode_dbn", "encode_metadata", "record_dtype"]
+
 UNDEF_PRICE: int = dbn.UNDEF_PRICE
 UNDEF_TIMESTAMP: int = dbn.UNDEF_TIMESTAMP
 UNDEF_STAT_QUANTITY: int = dbn.UNDEF_STAT_QUANTITY

@@ -17,7 +17,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from hdi_lab.errors import StorageError
+from hdi_lab.errors import StorageError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,8 +28,7 @@ _LOST = ("08", "57P")
 
 def storage_error(exc: psycopg2.Error, conn: psycopg2.extensions.connection | None = None) -> StorageError:
     """The one-line StorageError for a driver error (a lost connection says how to resume)."""
-    text = (exc.pgerror or str(exc) or type(exc).__name__).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
+    first = first_line(exc)
     code = exc.pgcode
     lost = (conn is not None and conn.closed) or isinstance(exc, psycopg2.InterfaceError) or (
         code is not None and code.startswith(_LOST)) or (code is None and isinstance(exc, psycopg2.OperationalError))

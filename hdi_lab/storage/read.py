@@ -15,7 +15,7 @@ from psycopg2 import sql as pgsql
 
 from hdi_lab import dbn
 from hdi_lab.dbn import INT64_MAX
-from hdi_lab.errors import StorageError, ValidationError
+from hdi_lab.errors import StorageError, ValidationError, first_line
 from hdi_lab.schemas import Schema
 from hdi_lab.storage import aggregates, copy
 from hdi_lab.storage.cursor import fetch_frame, transaction
@@ -193,16 +193,13 @@ def sql(conn: psycopg2.extensions.connection, text: str,
         except psycopg2.ProgrammingError as exc:
             if exc.pgcode is None:  # raised by the driver before the server saw the statement
                 raise ValidationError(f"a parameter cannot be sent to PostgreSQL: {str(exc).strip()}") from exc
-            raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+            raise StorageError(f"SQL failed: {first_line(exc)}", sqlstate=exc.pgcode) from exc
         except psycopg2.Error as exc:
             if exc.pgcode is None or exc.pgcode.startswith(("08", "57P", "42501")):
                 raise
-            raise StorageError(f"SQL failed: {_first_line(exc)}", sqlstate=exc.pgcode) from exc
+            raise StorageError(f"SQL failed: {first_line(exc)}", sqlstate=exc.pgcode) from exc
         if cur.description is None:
             return pd.DataFrame()
         frame = fetch_frame(cur)
     return frame
 
-
-def _first_line(exc: Exception) -> str:
-    return (getattr(exc, "pgerror", None) or str(exc)).strip().splitlines()[0]
