@@ -44,7 +44,7 @@ from fake_databento import KEY, FakeDatabento  # noqa: E402
 
 import hdi_lab  # noqa: E402
 from hdi_lab.providers import sample  # noqa: E402
-from hdi_lab.providers.databento import DatabentoProvider, _close, plan_chunks  # noqa: E402
+from hdi_lab.providers.databento.provider import DatabentoProvider, _close, plan_chunks  # noqa: E402
 from hdi_lab.schemas import Chunk, Schema, SType  # noqa: E402
 from hdi_lab.storage import copy, normalise  # noqa: E402
 from hdi_lab.storage.tables import TABLES  # noqa: E402

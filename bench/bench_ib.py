@@ -30,10 +30,10 @@ from common import Row
 from fake_ib import FakeIbGateway
 
 import hdi_lab
-from hdi_lab import ingestion
-from hdi_lab.providers.ib import IbProvider
-from hdi_lab.providers.ib_client import IbConnection, load_library
-from hdi_lab.providers.ib_pacing import (
+from hdi_lab.core import ingestion
+from hdi_lab.providers.ib.provider import IbProvider
+from hdi_lab.providers.ib.client import IbConnection, load_library
+from hdi_lab.providers.ib.pacing import (
     Rules,
     VirtualClock,
     format_duration,

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 from hdi_lab.config import load_settings  # noqa: E402
 from hdi_lab.dbn.writer import empty_records, encode_dbn  # noqa: E402
 from hdi_lab.schemas import Schema  # noqa: E402
-from hdi_lab.session import HdiSession  # noqa: E402
+from hdi_lab.core.session import HdiSession  # noqa: E402
 from hdi_lab.storage import normalise  # noqa: E402
 from hdi_lab.storage.tables import TABLES  # noqa: E402
 
@@ -295,7 +295,7 @@ def generate_ohlcv(n: int = 1_000_000, instruments: int = 10, seed: int = 7) -> 
 
 
 def canonical_columns(records: np.ndarray, schema: Schema) -> normalise.Columns:
-    """What ``hdi_lab.ingestion`` does between decoding and COPY-encoding a batch of market records:
+    """What ``hdi_lab.core.ingestion`` does between decoding and COPY-encoding a batch of market records:
     key sort, duplicate numbering and normalisation into the table's columns."""
     records = records[normalise.key_order(records, schema)]
     return normalise.normalise(records, TABLES[schema], normalise.DupCounter(schema).assign(records))

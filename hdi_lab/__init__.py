@@ -27,7 +27,7 @@ if typing.TYPE_CHECKING:
     from hdi_lab.api import ingest, query, sql
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
-    from hdi_lab.session import HdiSession
+    from hdi_lab.core.session import HdiSession
 
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
 _LAZY = {
@@ -40,7 +40,7 @@ _LAZY = {
     "IngestRequest": "hdi_lab.schemas",
     "Schema": "hdi_lab.schemas",
     "SType": "hdi_lab.schemas",
-    "HdiSession": "hdi_lab.session",
+    "HdiSession": "hdi_lab.core.session",
 }
 
 
@@ -99,17 +99,17 @@ def enable_logging(level: int | str = logging.INFO) -> None:
 
 
 def load_ipython_extension(ip: InteractiveShell) -> None:
-    """``%load_ext hdi_lab``: register the magics (%hdi_ingest, %hdi_query, ...; see hdi_lab.magics).
+    """``%load_ext hdi_lab``: register the magics (%hdi_ingest, %hdi_query, ...; see hdi_lab.frontend.magics).
 
     Loading again changes nothing; nothing is read or connected until a magic first runs.
     """
-    from hdi_lab.magics import load
+    from hdi_lab.frontend.magics import load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: InteractiveShell) -> None:
     """``%unload_ext hdi_lab``: unregister the magics and close their database connections."""
-    from hdi_lab.magics import unload
+    from hdi_lab.frontend.magics import unload
 
     unload(ip)

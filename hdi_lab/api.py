@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from hdi_lab import ingestion, retrieval
-from hdi_lab.retrieval import PriceType
+from hdi_lab.core import ingestion, retrieval
+from hdi_lab.core.retrieval import PriceType
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 
 def make_request(

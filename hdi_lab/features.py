@@ -81,15 +81,17 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql as pgsql
 
-from hdi_lab import indicators, retrieval
+from hdi_lab import indicators
+
+from hdi_lab.core import retrieval
 from hdi_lab.api import _with_session
 from hdi_lab.errors import ValidationError
 from hdi_lab.indicators import Column
 from hdi_lab.schemas import parse_range, parse_symbols, parse_time
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import copy
 from hdi_lab.storage.db import one, transaction
-from hdi_lab.symbology import resolve
+from hdi_lab.storage.symbology import resolve
 
 __all__ = ["FEATURE_SETS", "INTERVALS", "FeatureReport", "FeatureSet", "compute", "list_sets", "read",
            "state_table_name", "table_name"]

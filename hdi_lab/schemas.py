@@ -123,7 +123,7 @@ def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class IngestRequest:
-    """What to ingest. Front ends build one and pass it to :func:`hdi_lab.ingestion.run`."""
+    """What to ingest. Front ends build one and pass it to :func:`hdi_lab.core.ingestion.run`."""
 
     provider: str
     schema: Schema | None = None

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import drop_schema, make_session
 
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "databento"

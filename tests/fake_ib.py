@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from hdi_lab.providers.ib_pacing import Clock, HistRequest, Rules, violations
+from hdi_lab.providers.ib.pacing import Clock, HistRequest, Rules, violations
 
 SERVER_VERSION = 176
 ACCOUNT = "DU1234567"

@@ -8,7 +8,7 @@ import pytest
 import hdi_lab
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Progress
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The ``hdi`` command line, run in-process through ``hdi_lab.cli.main(argv, out, err)``."""
+"""The ``hdi`` command line, run in-process through ``hdi_lab.frontend.cli.main(argv, out, err)``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import assert_nothing_written, col_ns, index_ns, read_store, row_co
 
 import hdi_lab
 from hdi_lab.dbn.writer import UNDEF_PRICE
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 

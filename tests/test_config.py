@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import hdi_lab
-from hdi_lab.cli import main
+from hdi_lab.frontend.cli import main
 from hdi_lab.config import load_settings
 from hdi_lab.errors import ConfigError
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import hdi_lab
-from hdi_lab import catalog
+from hdi_lab.core import catalog
 from hdi_lab.errors import (
     AuthError,
     ConfigError,
@@ -24,7 +24,7 @@ from hdi_lab.errors import (
     ValidationError,
 )
 from hdi_lab.schemas import Schema
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from fake_databento import KEY, FakeDatabento, Fault
 from helpers import hdi_shell
 
@@ -396,7 +396,7 @@ def test_cli_dry_run_and_allow_cost(hdi_env: dict[str, str], fake: FakeDatabento
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from hdi_lab.cli import main
+    from hdi_lab.frontend.cli import main
 
     for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
                  "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():
@@ -414,7 +414,7 @@ def test_magic_and_widget_offer_the_cost_override(hdi_env: dict[str, str], fake:
                                                   monkeypatch: pytest.MonkeyPatch, session: HdiSession) -> None:
     from IPython.core.error import UsageError
 
-    from hdi_lab.widgets import IngestForm
+    from hdi_lab.frontend.widgets import IngestForm
 
     for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
                  "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():

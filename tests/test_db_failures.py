@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 
 import hdi_lab
 from hdi_lab.errors import StorageError
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage.db import migrations
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ def test_backend_terminated_mid_ingest_is_one_line_and_resumes(pg_url: str, db_s
                                                                tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_")} | hdi_env
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "hdi_lab.cli", *INGEST], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "hdi_lab.frontend.cli", *INGEST], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

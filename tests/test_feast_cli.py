@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hdi_lab import feast_repo
+from hdi_lab.featurestore import repo as feast_repo
 from hdi_lab.storage.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.integration
@@ -192,7 +192,7 @@ def test_the_wheel_ships_the_feature_repo(tmp_path: Path) -> None:
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)  # what `pip install --target` lays out for a pure wheel
-    code = ("import hdi_lab.feast_repo as r, hdi_lab.feast_store as s; "
+    code = ("import hdi_lab.featurestore.repo as r, hdi_lab.featurestore.offline_store as s; "
             "p = r.default_repo(); print(p); y = (p / 'feature_store.yaml').read_text(); "
             "print(s.STORE_TYPE in y)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_")}

@@ -25,10 +25,11 @@ import pytest
 from helpers import hdi_shell, make_session
 
 import hdi_lab
-from hdi_lab import feast_repo, features
+from hdi_lab.featurestore import repo as feast_repo
+from hdi_lab import features
 from hdi_lab.errors import ConfigError, ValidationError
-from hdi_lab.publish import online_features, publish, training_frame
-from hdi_lab.session import HdiSession
+from hdi_lab.featurestore.publish import online_features, publish, training_frame
+from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 
@@ -276,7 +277,7 @@ def test_redis_online_store_by_config(fsession: HdiSession, tmp_path: Path, redi
 
 def test_cli_publish_and_env(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from hdi_lab.cli import main
+    from hdi_lab.frontend.cli import main
 
     monkeypatch.setenv("HDI_HOME", str(tmp_path / "home"))
     out, err = io.StringIO(), io.StringIO()
@@ -304,7 +305,7 @@ def test_magic_publishes_and_reports_errors(fsession: HdiSession, hdi_env: dict[
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from IPython.core.error import UsageError
 
-    from hdi_lab.publish import PublishReport
+    from hdi_lab.featurestore.publish import PublishReport
 
     monkeypatch.setenv("HDI_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -322,7 +323,7 @@ def test_loading_hdi_lab_does_not_import_feast() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, hdi_lab, hdi_lab.magics, hdi_lab.cli, hdi_lab.publish, hdi_lab.feast_repo; "
+    code = ("import sys, hdi_lab, hdi_lab.frontend.magics, hdi_lab.frontend.cli, hdi_lab.featurestore.publish, hdi_lab.featurestore.repo; "
             "assert 'feast' not in sys.modules, 'feast imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -375,7 +375,7 @@ def test_pull_queries_and_time_range_mode_equal_stock(pg_url: str, db_schema: st
         PostgreSQLOfflineStore,
     )
 
-    from hdi_lab.feast_store import HdiOfflineStore
+    from hdi_lab.featurestore.offline_store import HdiOfflineStore
 
     rng = np.random.default_rng(8)
     feats = random_features(rng, 800, list(range(1, 11)))

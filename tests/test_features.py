@@ -14,7 +14,7 @@ from helpers import hdi_shell, run_cli
 import hdi_lab
 from hdi_lab import features, indicators
 from hdi_lab.errors import ValidationError
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 
@@ -242,7 +242,7 @@ def test_magic_query_adds_indicator_columns(session: HdiSession, hdi_env: dict[s
 
 
 def test_widget_overlays_come_from_indicators(session: HdiSession) -> None:
-    from hdi_lab.widgets import QueryExplorer
+    from hdi_lab.frontend.widgets import QueryExplorer
 
     ingest(session, "2023-01-01", "2023-04-01", ("AAPL",))
     explorer = QueryExplorer(session)

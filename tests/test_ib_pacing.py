@@ -13,16 +13,16 @@ import pytest
 
 from hdi_lab.config import load_settings
 from hdi_lab.errors import ConfigError, ValidationError
-from hdi_lab.providers.ib import IbProvider, fixed_prices
-from hdi_lab.providers.ib_client import load_library
-from hdi_lab.providers.ib_contracts import (
+from hdi_lab.providers.ib.provider import IbProvider, fixed_prices
+from hdi_lab.providers.ib.client import load_library
+from hdi_lab.providers.ib.contracts import (
     IbInstrument,
     definition_record,
     fixed,
     front_segments,
     parse_contract,
 )
-from hdi_lab.providers.ib_pacing import (
+from hdi_lab.providers.ib.pacing import (
     HistRequest,
     Pacer,
     Rules,

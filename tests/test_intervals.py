@@ -14,10 +14,10 @@ from helpers import by_time, hdi_shell, resample_bars
 from IPython.core.error import UsageError
 
 import hdi_lab
-from hdi_lab import catalog
-from hdi_lab.cli import main
+from hdi_lab.core import catalog
+from hdi_lab.frontend.cli import main
 from hdi_lab.errors import ValidationError
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import aggregates, timescale
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ PACKAGE = ROOT / "hdi_lab"
 
 #: Modules every part may import: they import nothing of hdi_lab but each other.
 LEAVES = ("hdi_lab.errors", "hdi_lab.schemas", "hdi_lab.extras", "hdi_lab.config", "hdi_lab.dsn",
-          "hdi_lab.vendor_warnings")
+          "hdi_lab.dbn.vendor_warnings")
 
 #: The parts under test and what each may reach (transitively): itself, what is listed, the leaves.
 MAY_REACH = {
@@ -138,7 +138,7 @@ def test_the_import_scan_sees_the_package() -> None:
             "hdi_lab.providers.file"} <= set(MODULES)
     arrows = {(i.source, i.target) for i in IMPORTS}
     assert ("hdi_lab.storage.load", "hdi_lab.dbn") in arrows  # a module-level import
-    assert ("hdi_lab.session", "hdi_lab.providers.file") in arrows  # a function-local one
+    assert ("hdi_lab.core.session", "hdi_lab.providers.file") in arrows  # a function-local one
     assert ("hdi_lab", "hdi_lab.api") in arrows  # one under TYPE_CHECKING
 
 
@@ -197,8 +197,8 @@ SQL_CALLS = ("execute", "executemany", "copy_expert", "copy_from", "copy_to", "m
 #: Modules outside storage that still run SQL, each with its reason; the next steps of issue #14 shrink it.
 SQL_PENDING = {
     "hdi_lab.features": "the feature-table SQL moves to storage/ with the features/featurestore split",
-    "hdi_lab.feast_store": "Feast's offline store: SQL on Feast's own psycopg connections",
-    "hdi_lab.feast_repo": "Feast's repository: reads information_schema on Feast's own psycopg connection",
+    "hdi_lab.featurestore.offline_store": "Feast's offline store: SQL on Feast's own psycopg connections",
+    "hdi_lab.featurestore.repo": "Feast's repository: reads information_schema on Feast's own psycopg connection",
 }
 
 
@@ -230,7 +230,7 @@ def test_importing_dbn_or_a_provider_loads_no_storage(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=True)
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not [m for m in loaded if _within(m, ("hdi_lab.storage", "hdi_lab.ingestion", "hdi_lab.session"))]
+    assert not [m for m in loaded if _within(m, ("hdi_lab.storage", "hdi_lab.core.ingestion", "hdi_lab.core.session"))]
     if module.startswith("hdi_lab.dbn"):
         assert not [m for m in loaded if _within(m, ("hdi_lab.providers",))]
 

@@ -25,11 +25,11 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import hdi_lab
-from hdi_lab.display import ConfigView, StatusView
+from hdi_lab.frontend.display import ConfigView, StatusView
 from hdi_lab.errors import ConfigError, HdiError, StorageError, ValidationError
-from hdi_lab.magics import HdiMagics
+from hdi_lab.frontend.magics import HdiMagics
 from hdi_lab.schemas import IngestReport
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_load_ext_imports_nothing_heavy_and_connects_nowhere(tmp_path: Path) -> 
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr  # neither the bad setting nor the dead server mattered
     modules = set(json.loads(proc.stdout.strip().splitlines()[-1]))
-    assert "hdi_lab.magics" in modules
+    assert "hdi_lab.frontend.magics" in modules
     heavy = {"feast", "ipywidgets", "tqdm.auto", "tqdm.notebook", "hdi_lab.storage.embedded", "pandas_ta",
              "pandas", "numpy", "databento", "psycopg2", "ib_async", "ib_insync", "plotly"}
     assert not heavy & modules

@@ -17,7 +17,7 @@ from IPython.lib.pretty import pretty
 from hdi_lab import dsn
 from hdi_lab.config import load_settings, user_config_file
 from hdi_lab.errors import ConfigError
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 PW = "Sup3rS3cretPw"
 KEY = "db-TestSecretKey0123456789xyz"

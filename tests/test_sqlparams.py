@@ -1,4 +1,4 @@
-"""``hdi_lab.sqlparams.bind``: notebook variables become bound parameters (no database)."""
+"""``hdi_lab.frontend.sqlparams.bind``: notebook variables become bound parameters (no database)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import psycopg2.extensions
 import pytest
 
 from hdi_lab.errors import ValidationError
-from hdi_lab.session import HdiSession
-from hdi_lab.sqlparams import bind
+from hdi_lab.core.session import HdiSession
+from hdi_lab.frontend.sqlparams import bind
 
 pytestmark = pytest.mark.unit
 
@@ -111,7 +111,7 @@ def test_array_constructors_bind_their_elements() -> None:
 @pytest.mark.integration
 def test_slices_and_parameters_together_on_postgresql(session: HdiSession) -> None:
     """Real SQL: slices by a column and by literals, an array constructor and a cast, beside bound values."""
-    from hdi_lab import retrieval
+    from hdi_lab.core import retrieval
 
     sql = """
         WITH t(arr, n) AS (VALUES (ARRAY[10, 20, 30, 40], 2), (ARRAY[5, 6, 7], 1))

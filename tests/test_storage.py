@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 from hdi_lab.dbn import INT64_MAX
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import copy, db
 from hdi_lab.storage.tables import TABLES
 

@@ -16,11 +16,11 @@ from conftest import fixture_files
 from helpers import ALL_TABLES, assert_nothing_written, decompressed, row_counts
 
 import hdi_lab
-from hdi_lab import charts
+from hdi_lab.frontend import charts
 from hdi_lab.api import make_request
 from hdi_lab.errors import IngestError, ValidationError
-from hdi_lab.session import HdiSession
-from hdi_lab.widgets import IngestForm, QueryExplorer
+from hdi_lab.core.session import HdiSession
+from hdi_lab.frontend.widgets import IngestForm, QueryExplorer
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +176,7 @@ def test_panels_display_themselves(session: HdiSession) -> None:
 
 
 def test_import_and_construction_do_not_import_plotly() -> None:
-    code = ("import sys, hdi_lab.widgets as w; from hdi_lab.session import HdiSession; "
+    code = ("import sys, hdi_lab.frontend.widgets as w; from hdi_lab.core.session import HdiSession; "
             "w.QueryExplorer(HdiSession(), refresh=False); w.IngestForm(HdiSession()); "
             "assert 'plotly' not in sys.modules, 'plotly imported'")
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
@@ -238,8 +238,8 @@ KERNEL_CODE = """
 import warnings
 warnings.simplefilter("always")  # show every warning, whatever the kernel's default filters
 import datetime as dt
-from hdi_lab.session import HdiSession
-from hdi_lab.widgets import QueryExplorer
+from hdi_lab.core.session import HdiSession
+from hdi_lab.frontend.widgets import QueryExplorer
 explorer = QueryExplorer(HdiSession(), refresh=False)
 explorer.symbol.value = "ESH4"
 explorer.start.value, explorer.end.value = dt.date(2024, 1, 2), dt.date(2024, 1, 5)

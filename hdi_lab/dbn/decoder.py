@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import zstandard
 
-from hdi_lab import vendor_warnings
+from hdi_lab.dbn import vendor_warnings
 from hdi_lab.dbn.writer import RTYPES, record_dtype
 from hdi_lab.errors import DataFormatError, first_line
 from hdi_lab.schemas import Schema

@@ -1,4 +1,4 @@
-"""What the database holds, read for :mod:`hdi_lab.catalog`: coverage per table and instrument, recent
+"""What the database holds, read for :mod:`hdi_lab.core.catalog`: coverage per table and instrument, recent
 ingests, counts, and the known symbols."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def contents(conn: psycopg2.extensions.connection, schema: str,
 
 
 def search_symbols(conn: psycopg2.extensions.connection, schema: str, pattern: str, limit: int) -> pd.DataFrame:
-    """Known symbols matching ``pattern`` (see :func:`hdi_lab.catalog.search_symbols`)."""
+    """Known symbols matching ``pattern`` (see :func:`hdi_lab.core.catalog.search_symbols`)."""
     like = "%" + pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     with transaction(conn) as cur:
         s = pgsql.Identifier(schema).as_string(conn)

@@ -1,4 +1,4 @@
-"""Feature tables, read for :mod:`hdi_lab.publish`: what a publication covers."""
+"""Feature tables, read for :mod:`hdi_lab.featurestore.publish`: what a publication covers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The quarantine table, read and updated for :mod:`hdi_lab.quarantine`: entries, one entry, the open
+"""The quarantine table, read and updated for :mod:`hdi_lab.core.quarantine`: entries, one entry, the open
 ones to retry, and their new rule or resolution (rows are written by :func:`hdi_lab.storage.load.insert_quarantine`)."""
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ _SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
 def query(conn: psycopg2.extensions.connection, schema: str, sch: Schema, spans: list[Span],
           syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp, price_type: PriceType,
           seconds: int | None, columns: Sequence[str] | None) -> pd.DataFrame:
-    """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.retrieval.query`);
+    """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.core.retrieval.query`);
     ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read."""
     with transaction(conn) as cur:
         if sch is Schema.DEFINITION:
@@ -186,7 +186,7 @@ def _definitions(cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi:
 
 def sql(conn: psycopg2.extensions.connection, text: str,
         params: Mapping[str, Any] | Sequence[Any] | None) -> pd.DataFrame:
-    """Run SQL with bound parameters against the hdi_lab schema (see :func:`hdi_lab.retrieval.sql`)."""
+    """Run SQL with bound parameters against the hdi_lab schema (see :func:`hdi_lab.core.retrieval.sql`)."""
     with transaction(conn) as cur:  # a lost connection or a refused privilege: transaction()'s StorageError
         try:
             cur.execute(text, params)

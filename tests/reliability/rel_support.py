@@ -32,7 +32,7 @@ SAMPLE_REQUEST: dict[str, Any] = dict(provider="sample", schema="trades", symbol
 
 def hdi(*args: str) -> list[str]:
     """argv of the real ``hdi`` command (the installed entry point's module) in a child interpreter."""
-    return [sys.executable, "-m", "hdi_lab.cli", *args]
+    return [sys.executable, "-m", "hdi_lab.frontend.cli", *args]
 
 
 def child_env(settings: Mapping[str, str]) -> dict[str, str]:

@@ -132,12 +132,12 @@ def cli_cases(port: int, bad_file: Path) -> dict[str, list[str]]:
     }
 
 
-#: The child: DEBUG logging of every logger to stderr, then each command through hdi_lab.cli.main, in order.
+#: The child: DEBUG logging of every logger to stderr, then each command through hdi_lab.frontend.cli.main, in order.
 #: A command that escapes main() (a raw traceback) is printed as the user would see it, and the loop goes on.
 RUNNER = r"""
 import io, json, logging, sys, traceback
 logging.getLogger().setLevel(logging.DEBUG)
-from hdi_lab.cli import main
+from hdi_lab.frontend.cli import main
 results = {}
 for name, argv in json.loads(sys.stdin.read()).items():
     out, err = io.StringIO(), io.StringIO()

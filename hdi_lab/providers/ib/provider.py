@@ -1,7 +1,7 @@
 """The ``ib`` provider: historical bars from TWS / IB Gateway through ib_async or ib_insync.
 
 Requests name contracts as ``SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY[:EXPIRY]]]`` (see
-:mod:`hdi_lab.providers.ib_contracts`). The dataset selects what IB shows:
+:mod:`hdi_lab.providers.ib.contracts`). The dataset selects what IB shows:
 
 =================  ===========  ============  =======================================================
 dataset            whatToShow   publisher_id  volume column
@@ -22,7 +22,7 @@ duration. ``reqHeadTimeStamp`` skips requests that end before a contract's earli
 
 One connection to TWS / IB Gateway serves a provider's fetches (re-opened if lost) until
 :meth:`IbProvider.close` (``ingestion.run`` closes the providers it creates; use ``with IbProvider(...)``
-otherwise). The client runs on a private event loop (:mod:`hdi_lab.providers.ib_client`), so it works
+otherwise). The client runs on a private event loop (:mod:`hdi_lab.providers.ib.client`), so it works
 the same in scripts and in notebooks.
 
 Timestamps: intraday bars are requested with formatDate=2 (epoch seconds, UTC, bar start); daily
@@ -53,13 +53,13 @@ from hdi_lab.errors import (
     ValidationError,
 )
 from hdi_lab.providers.base import CostEstimate, Fetch
-from hdi_lab.providers.ib_client import (
+from hdi_lab.providers.ib.client import (
     IbApiError,
     IbConnection,
     IbDisconnected,
     load_library,
 )
-from hdi_lab.providers.ib_contracts import (
+from hdi_lab.providers.ib.contracts import (
     ContractSpec,
     IbInstrument,
     definition_record,
@@ -67,7 +67,7 @@ from hdi_lab.providers.ib_contracts import (
     front_segments,
     parse_contract,
 )
-from hdi_lab.providers.ib_pacing import (
+from hdi_lab.providers.ib.pacing import (
     BAR_SIZES,
     Clock,
     HistRequest,

@@ -1,6 +1,6 @@
 """Bar-by-bar comparison of the same market from two sources (e.g. Databento and IB).
 
-Both sides are read with :func:`hdi_lab.retrieval.query` (symbols resolved as of each date, prices
+Both sides are read with :func:`hdi_lab.core.retrieval.query` (symbols resolved as of each date, prices
 as int64 fixed-point 1e-9) and aligned on ``ts_event``. Each bar gets one status:
 
 - ``match``: both sides have it, prices within ``price_tol`` and volumes within ``volume_tol``;
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hdi_lab import retrieval
+from hdi_lab.core import retrieval
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 PRICES = ("open", "high", "low", "close")
 STATUSES = ("match", "missing_left", "missing_right", "price_mismatch", "volume_mismatch")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range, parse_symbols
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import aggregates, read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
@@ -59,7 +59,7 @@ def query(
     missing: list[str] = []
     spans = _resolve(session, syms, lo, hi, dataset, missing)
     if missing:  # auto-discovery when a Databento key is configured; else the unknown-symbol error
-        from hdi_lab import discovery
+        from hdi_lab.core import discovery
 
         if discovery.can_discover(session, dataset):
             discovery.discover(session, tuple(missing), lo, hi, dataset)

@@ -34,7 +34,7 @@ from hdi_lab import dsn as dsns
 from hdi_lab import features
 from hdi_lab.errors import ConfigError, StorageError, first_line
 from hdi_lab.extras import require
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView
@@ -84,7 +84,7 @@ def service_name(set_name: str, interval: str) -> str:
 def default_repo() -> Path:
     """``feature_repo/`` next to the hdi_lab package (a source checkout), else the copy a wheel
     installs inside it (``hdi_lab/feature_repo``)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the hdi_lab package
     checkout = here.parent / "feature_repo"
     return checkout if (checkout / "feature_store.yaml").is_file() else here / "feature_repo"
 

@@ -7,10 +7,10 @@ from typing import Any, TextIO
 
 
 
-from hdi_lab import ingestion, retrieval
+from hdi_lab.core import ingestion, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.schemas import Progress
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 JOBS: tuple[dict[str, Any], ...] = (
     dict(schema="definition", symbols="ES.FUT,NQ.FUT", stype_in="parent", start="2024-03-01", end="2024-03-29"),

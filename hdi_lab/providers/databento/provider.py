@@ -33,7 +33,7 @@ from hdi_lab.config import Settings
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, plan_chunks
-from hdi_lab.providers.databento_http import Caller, close_abandoned_files
+from hdi_lab.providers.databento.http import Caller, close_abandoned_files
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)

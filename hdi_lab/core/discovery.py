@@ -12,17 +12,17 @@ import logging
 
 import pandas as pd
 
-from hdi_lab import ingestion
+from hdi_lab.core import ingestion
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 
 log = logging.getLogger(__name__)
 
 
 def can_discover(session: HdiSession, dataset: str | None) -> bool:
     """True if a Databento key and a Databento dataset (the query's, else the setting) are configured."""
-    from hdi_lab.providers.databento import DATASETS
+    from hdi_lab.providers.databento.provider import DATASETS
 
     s = session.settings
     ds = (dataset or s.databento_dataset or "").strip().upper()
@@ -35,7 +35,7 @@ def discover(session: HdiSession, symbols: tuple[str, ...], start: pd.Timestamp,
 
     Raises ValidationError naming the symbols Databento does not know either.
     """
-    from hdi_lab.providers.databento import DatabentoProvider, symbol_stype, validate_dataset
+    from hdi_lab.providers.databento.provider import DatabentoProvider, symbol_stype, validate_dataset
 
     ds = validate_dataset(dataset, session.settings.databento_dataset)
     provider = session.provider("databento")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import catalog as storage_catalog
 from hdi_lab.storage.db import ServerInfo, server_info
 from hdi_lab.storage.timescale import StorageInfo, describe

@@ -21,7 +21,7 @@ PROVIDERS = ("file", "sample", "databento", "ib")
 class HdiSession:
     """Holds settings and lazily opened, migrated database connections (one per thread).
 
-    Chunks may run on a thread pool (see :func:`hdi_lab.ingestion.run`'s ``executor``): each
+    Chunks may run on a thread pool (see :func:`hdi_lab.core.ingestion.run`'s ``executor``): each
     thread gets its own connection, so each chunk still commits through its own transaction.
     """
 
@@ -94,11 +94,11 @@ class HdiSession:
 
             return SampleProvider()
         if name == "databento":
-            from hdi_lab.providers.databento import DatabentoProvider
+            from hdi_lab.providers.databento.provider import DatabentoProvider
 
             return DatabentoProvider(self.settings)
         if name == "ib":
-            from hdi_lab.providers.ib import IbProvider
+            from hdi_lab.providers.ib.provider import IbProvider
 
             return IbProvider(self.settings)
         raise ValidationError(f"provider={name!r} is not known: use one of {', '.join(PROVIDERS)}")

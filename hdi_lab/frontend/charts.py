@@ -1,7 +1,7 @@
 """Charts for the widgets: price overlays (pure pandas) and a candlestick + volume ``FigureWidget``.
 
 plotly is imported only inside :func:`new_figure` / :func:`draw`, so importing this module (or
-:mod:`hdi_lab.widgets`) stays cheap. Overlay conventions (chosen to match pandas-ta's defaults,
+:mod:`hdi_lab.frontend.widgets`) stays cheap. Overlay conventions (chosen to match pandas-ta's defaults,
 computed by :mod:`hdi_lab.indicators`, the one implementation of every indicator):
 
 * SMA: ``sma_<window>``, the mean of the last ``window`` closes (the first ``window - 1`` values are NaN).

@@ -26,11 +26,11 @@ from hdi_lab import dbn
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
-from hdi_lab.session import HdiSession
+from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
-from hdi_lab.validate import validate
+from hdi_lab.core.validate import validate
 
 ProgressFn = Callable[[Progress], None]
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import requests
 from databento.common.error import BentoError, BentoHttpError, BentoServerError
 
-from hdi_lab import vendor_warnings
+from hdi_lab.dbn import vendor_warnings
 from hdi_lab.errors import AuthError, ProviderError, RateLimitError, UnavailableError
 
 log = logging.getLogger(__name__)

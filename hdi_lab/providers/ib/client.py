@@ -4,7 +4,7 @@ The library is chosen by the ``ib_library`` setting (``HDI_IB_LIBRARY``): ``auto
 when installed, else ib_insync. Each :class:`IbConnection` runs the client on its own event loop in
 its own thread, so it works the same from a script, the CLI and a notebook (whose loop is already
 running), and callers stay synchronous. IB errors become :class:`IbApiError` (with IB's code) and a
-lost connection :class:`IbDisconnected`; :mod:`hdi_lab.providers.ib` turns them into hdi_lab errors.
+lost connection :class:`IbDisconnected`; :mod:`hdi_lab.providers.ib.provider` turns them into hdi_lab errors.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pandas is imported when a frame is first shown: loading the
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.lib.pretty import RepresentationPrinter
 
-    from hdi_lab.catalog import Status
+    from hdi_lab.core.catalog import Status
     from hdi_lab.storage.db import ServerInfo
 
 _MIMES = ("text/html", "text/plain")

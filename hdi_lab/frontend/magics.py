@@ -30,11 +30,11 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Int
 
-from hdi_lab.display import ConfigView, FrameDisplay, StatusView
-from hdi_lab.progress import progress_bar
+from hdi_lab.frontend.display import ConfigView, FrameDisplay, StatusView
+from hdi_lab.frontend.progress import progress_bar
 from hdi_lab.errors import HdiError
 from hdi_lab.schemas import Schema, SType, count
-from hdi_lab.session import PROVIDERS, HdiSession
+from hdi_lab.core.session import PROVIDERS, HdiSession
 
 if TYPE_CHECKING:
     import argparse
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.publish import PublishReport
+    from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestReport
 
 SCHEMAS = [s.value for s in Schema]
@@ -171,7 +171,7 @@ class HdiMagics(Magics):
         ``%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-05``
         or ``%hdi_ingest data/GLBX.MDP3/ohlcv-1m.dbn.zst``. Chunks already ingested are skipped.
         """
-        from hdi_lab import ingestion
+        from hdi_lab.core import ingestion
         from hdi_lab.api import make_request
 
         request = make_request(args.provider, schema=args.schema, symbols=args.symbols, start=args.start,
@@ -213,7 +213,7 @@ class HdiMagics(Magics):
         return self._frames.track(self._sql(args, cell))
 
     def _rows(self, args: argparse.Namespace) -> pd.DataFrame:
-        from hdi_lab import retrieval
+        from hdi_lab.core import retrieval
 
         positional = {"SCHEMA": args.schema, "SYMBOLS": args.symbols, "START": args.start, "END": args.end}
         missing = [name for name, value in positional.items() if value is None]
@@ -233,8 +233,8 @@ class HdiMagics(Magics):
         return frame
 
     def _sql(self, args: argparse.Namespace, cell: str) -> pd.DataFrame:
-        from hdi_lab import retrieval
-        from hdi_lab.sqlparams import bind
+        from hdi_lab.core import retrieval
+        from hdi_lab.frontend.sqlparams import bind
 
         given = [args.schema, args.symbols, args.start, args.end, args.dataset, args.price_type, args.columns,
                  args.interval, args.indicators]
@@ -254,7 +254,7 @@ class HdiMagics(Magics):
     @_VERBOSE
     def hdi_status(self, args: argparse.Namespace) -> StatusView:
         """The server, what is stored (rows and time range per table and instrument) and recent ingests."""
-        from hdi_lab import catalog
+        from hdi_lab.core import catalog
 
         status = catalog.status(self.session, recent=args.recent)
         return StatusView(status, self.session.schema, self.session.embedded, self.display_rows)
@@ -282,7 +282,7 @@ class HdiMagics(Magics):
     @_VERBOSE
     def hdi_symbols(self, args: argparse.Namespace) -> pd.DataFrame:
         """Known symbols matching PATTERN: stype, dataset, instrument_id, raw_symbol and the dates covered."""
-        from hdi_lab import catalog
+        from hdi_lab.core import catalog
 
         return self._frames.track(catalog.search_symbols(self.session, args.pattern, args.limit))
 
@@ -301,7 +301,7 @@ class HdiMagics(Magics):
     @_VERBOSE
     def hdi_publish(self, args: argparse.Namespace) -> PublishReport:
         """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
-        from hdi_lab.publish import publish
+        from hdi_lab.featurestore.publish import publish
 
         return publish(args.feature_set, args.symbols, args.interval, args.start, args.end, compute=args.compute,
                        dataset=args.dataset, repo=args.repo, session=self.session)

@@ -1,0 +1,329 @@
+"""The ``hdi`` command line: a thin front end over the ingestion and query core."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from hdi_lab.core import catalog, ingestion, quarantine, retrieval
+from hdi_lab.api import make_request
+from hdi_lab.config import load_settings
+from hdi_lab.frontend.progress import progress_bar
+from hdi_lab.errors import HdiError, IngestError, ValidationError
+from hdi_lab.schemas import Schema, SType, count
+from hdi_lab.core.session import PROVIDERS, HdiSession
+
+SCHEMAS = [s.value for s in Schema]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hdi", description="Historical market data into PostgreSQL/TimescaleDB.")
+    p.add_argument("--database-url", help="PostgreSQL URL (default: $HDI_DATABASE_URL, else the embedded server)")
+    p.add_argument("--home", help="data home (default: $HDI_HOME or the platform data dir)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ing = sub.add_parser("ingest", help="fetch, validate and load market data")
+    ing.add_argument("paths", nargs="*", metavar="PATH", help="DBN files or folders (file provider)")
+    ing.add_argument("--provider", default="file", choices=PROVIDERS)
+    ing.add_argument("--dataset")
+    ing.add_argument("--schema", choices=SCHEMAS)
+    ing.add_argument("--symbols", help="comma-separated symbols")
+    ing.add_argument("--stype-in", default="raw_symbol", choices=[s.value for s in SType])
+    ing.add_argument("--start")
+    ing.add_argument("--end")
+    ing.add_argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
+    ing.add_argument("--dry-run", action="store_true", help="plan and estimate only")
+    ing.add_argument("--allow-cost", action="store_true", help="run even above the configured cost limit")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = sub.add_parser("query", help="read stored data")
+    q.add_argument("schema", choices=SCHEMAS)
+    q.add_argument("--symbols", required=True)
+    q.add_argument("--start", required=True)
+    q.add_argument("--end", required=True)
+    q.add_argument("--dataset")
+    q.add_argument("--price-type", choices=["float", "fixed"], default="float")
+    q.add_argument("--columns", help="comma-separated columns to keep")
+    q.add_argument("--interval", help="roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)")
+    q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
+    q.add_argument("--output", help="file to write (required for parquet)")
+    q.add_argument("--limit", type=count, default=20, help="rows shown by --format table (0 = all)")
+
+    sub.add_parser("status", help="ingest log, row counts and coverage")
+
+    qu = sub.add_parser("quarantine", help="records that failed validation")
+    qsub = qu.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ql = qsub.add_parser("list")
+    ql.add_argument("--status", choices=["open", "resolved", "all"], default="open")
+    ql.add_argument("--rule")
+    ql.add_argument("--limit", type=count, default=100)
+    qs = qsub.add_parser("show")
+    qs.add_argument("id", type=int)
+    qr = qsub.add_parser("retry", help="re-validate and load fixed entries")
+    qr.add_argument("ids", type=int, nargs="*", help="entry ids (default: all open)")
+
+    dbp = sub.add_parser("db", help="the database server")
+    dbp.add_argument("action", choices=["status", "start", "stop", "info"],
+                     help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies")
+
+    cfg = sub.add_parser("config", help="settings")
+    cfg.add_argument("action", choices=["show"])
+
+    feat = sub.add_parser("features", help="feature sets: technical indicators computed and stored per instrument")
+    fsub = feat.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fc = fsub.add_parser("compute", help="compute a feature set over stored bars and store it (idempotent)")
+    fc.add_argument("--set", dest="feature_set", required=True, help="e.g. momentum_v1 (see `hdi features list`)")
+    fc.add_argument("--symbols", required=True, help="comma-separated symbols")
+    fc.add_argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
+    fc.add_argument("--start", help="first bar (open) to write, inclusive (default: the first stored bar)")
+    fc.add_argument("--end", help="bars opening before this, exclusive (default: now)")
+    fc.add_argument("--dataset")
+    fc.add_argument("--max-gap", help="refuse instruments with a longer gap between bars, e.g. 4D or 2h")
+    fsub.add_parser("list", help="defined feature sets and the tables computed")
+    fp = fsub.add_parser("publish", help="compute a set, `feast apply` the feature repo, load the online store")
+    fp.add_argument("--set", dest="feature_set", required=True, help="e.g. momentum_v1 (its Feast feature service)")
+    fp.add_argument("--symbols", help="comma-separated symbols (omit with --no-compute: all stored instruments)")
+    fp.add_argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
+    fp.add_argument("--start", help="first bar (open) to compute, inclusive (default: the first stored bar)")
+    fp.add_argument("--end", help="bars opening before this, exclusive (default: now)")
+    fp.add_argument("--dataset")
+    fp.add_argument("--no-compute", dest="compute", action="store_false", help="publish the rows already stored")
+    fp.add_argument("--repo", help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)")
+    fsub.add_parser("env", help="print `export` lines for the `feast` CLI: the variables feature_store.yaml reads and "
+                              "PGPASSFILE, a password file it writes (the password is never printed)")
+
+    cmp_ = sub.add_parser("compare", help="bar-by-bar differences of one market from two sources (e.g. Databento vs IB)")
+    cmp_.add_argument("schema", choices=[s.value for s in Schema if s.is_bar])
+    cmp_.add_argument("--left", required=True, help="symbol of the first source, e.g. ESH4")
+    cmp_.add_argument("--left-dataset", help="e.g. GLBX.MDP3")
+    cmp_.add_argument("--right", required=True, help="symbol of the second source, e.g. ES:FUT:CME:USD:202403")
+    cmp_.add_argument("--right-dataset", default="IB", help="default IB")
+    cmp_.add_argument("--start", required=True)
+    cmp_.add_argument("--end", required=True)
+    cmp_.add_argument("--price-tol", type=float, default=0.0, help="absolute price tolerance (default 0: exact)")
+    cmp_.add_argument("--volume-tol", type=float, default=0.0, help="relative volume tolerance (default 0: exact)")
+    cmp_.add_argument("--limit", type=count, default=20, help="differences shown (0 = all)")
+
+    demo = sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary")
+    demo.add_argument("--quiet", action="store_true")
+    return p
+
+
+def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    req = make_request(a.provider, schema=a.schema, symbols=a.symbols, start=a.start, end=a.end,
+                       dataset=a.dataset, stype_in=a.stype_in, path=a.paths or None,
+                       force=a.force, dry_run=a.dry_run, allow_cost=a.allow_cost)
+    update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
+    try:
+        report = ingestion.run(req, session, progress=update)
+    except IngestError as exc:  # some files failed: every file's outcome, then the one-line error
+        print(exc.report, file=out)
+        for c in exc.report.chunks:
+            print(f"  {c.outcome}", file=out)
+        raise
+    finally:
+        close()
+    print(report, file=out)
+    if a.dry_run:
+        for c in report.chunks:
+            start = "" if c.est_start_s is None else f", starts at +{c.est_start_s:,.0f} s"
+            print(f"  {c.chunk.describe()}: ~{c.fetched} records{start}", file=out)
+    return 0
+
+
+def cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.core.compare import compare_bars
+
+    result = compare_bars(session, a.schema, a.left, a.right, a.start, a.end, left_dataset=a.left_dataset,
+                          right_dataset=a.right_dataset, price_tol=a.price_tol, volume_tol=a.volume_tol)
+    print(result, file=out)
+    diffs = result.differences
+    if len(diffs):
+        shown = diffs if a.limit == 0 else diffs.head(a.limit)
+        print(shown.to_string(), file=out)
+    return 0
+
+
+def cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
+    df = retrieval.query(session, a.schema, a.symbols, a.start, a.end, dataset=a.dataset,
+                         price_type=a.price_type, columns=cols, interval=a.interval)
+    if a.format == "parquet" and not a.output:
+        raise ValidationError("--format parquet needs --output FILE")
+    if a.output and a.format != "table":
+        _write(df, Path(a.output), a.format)
+        print(f"wrote {len(df)} rows to {a.output}", file=err)
+    elif a.format == "csv":
+        df.to_csv(out)
+    else:
+        shown = df if a.limit == 0 else df.head(a.limit)
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(shown.to_string() if len(shown) else "(no rows)", file=out)
+        if len(shown) < len(df):
+            print(f"... {len(df)} rows in all (--limit 0 shows all, --format csv exports)", file=out)
+    return 0
+
+
+def _write(df: pd.DataFrame, path: Path, fmt: str) -> None:
+    """``df`` as csv or parquet into ``path``; a path that cannot be written is a one-line error."""
+    if path.is_dir():
+        raise ValidationError(f"--output {path} is a directory: give a file name, e.g. {path / ('rows.' + fmt)}")
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise ValidationError(f"--output {path}: {path.parent} {what}: create the directory first")
+    try:
+        if fmt == "parquet":
+            df.to_parquet(path)
+        else:
+            df.to_csv(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise ValidationError(f"--output {path} cannot be written ({reason}): choose another file") from exc
+
+
+def _table(df: pd.DataFrame, out: TextIO, empty: str) -> None:
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 80):
+        print(df.to_string(index=False) if len(df) else empty, file=out)
+
+
+def cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    st = catalog.status(session)
+    ts = f"TimescaleDB {st.server.timescaledb}" if st.server.timescaledb else "plain PostgreSQL"
+    where = "embedded" if session.embedded else "configured"
+    print(f"server: PostgreSQL {st.server.version} ({ts}, {where}), schema {session.schema}", file=out)
+    print(f"instruments: {st.instruments}; open quarantine entries: {st.quarantine_open}\n", file=out)
+    print("coverage:", file=out)
+    _table(st.coverage, out, "  (no data yet: hdi ingest ...)")
+    print("\nrecent ingests:", file=out)
+    _table(st.recent, out, "  (none)")
+    return 0
+
+
+def cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if a.action == "list":
+        _table(quarantine.list_entries(session, a.status, a.rule, a.limit), out, "(no entries)")
+    elif a.action == "show":
+        for k, v in quarantine.show(session, a.id).items():
+            print(f"{k}: {v}", file=out)
+    else:
+        r = quarantine.retry(session, a.ids or None)
+        print(f"retried {r.retried}: loaded {r.loaded}, already stored {r.duplicates}, still failing {r.still_bad}",
+              file=out)
+        return 0 if r.still_bad == 0 else 1
+    return 0
+
+
+def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if a.action == "info":
+        print(catalog.storage_info(session).summary(), file=out)
+        return 0
+    if not session.embedded:
+        if a.action != "status":
+            raise ValidationError(f"`hdi db {a.action}` manages the embedded server; a database URL is configured")
+        info = catalog.server_info(session.connection())
+        ts = f"TimescaleDB {info.timescaledb}" if info.timescaledb else "plain PostgreSQL"
+        print(f"configured server: PostgreSQL {info.version} ({ts})", file=out)
+        return 0
+    server = session.embedded_server()
+    if a.action == "start":
+        server.start()
+    elif a.action == "stop":
+        print("stopped" if server.stop() else "was not running", file=out)
+        return 0
+    st = server.status()
+    state = f"running (pid {st.pid}, port {st.port})" if st.running else "stopped"
+    print(f"embedded PostgreSQL {st.version or ''}: {state}; data {st.data_dir}", file=out)
+    return 0
+
+
+def cmd_config(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    for name, value, source in session.settings.masked():
+        print(f"{name:<18} {value:<50} {source}", file=out)
+    return 0
+
+
+def cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab import features
+
+    if a.action == "list":
+        _table(features.list_sets(session), out, "(no feature sets)")
+        return 0
+    if a.action == "publish":
+        from hdi_lab.featurestore.publish import publish
+
+        print(publish(a.feature_set, a.symbols, a.interval, a.start, a.end, compute=a.compute, dataset=a.dataset,
+                      repo=a.repo, session=session), file=out)
+        return 0
+    if a.action == "env":
+        from hdi_lab.featurestore.repo import shell_env, shell_exports
+
+        print(shell_exports(shell_env(session)), file=out)
+        return 0
+    report = features.compute(a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset,
+                              max_gap=a.max_gap, session=session)
+    print(report, file=out)
+    return 0
+
+
+def cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.frontend.demo import run_demo
+
+    run_demo(session, out, progress=not a.quiet and err.isatty())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], int]] = {
+    "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine,
+    "db": cmd_db, "config": cmd_config, "demo": cmd_demo, "features": cmd_features, "compare": cmd_compare,
+}
+
+
+@contextlib.contextmanager
+def _driver_noise_dropped() -> Iterator[None]:
+    """Drop the one traceback psycopg2 prints by itself when the server goes away during a COPY.
+
+    psycopg2 2.9 decodes the server's last message while the connection's error is pending and
+    hands the resulting ``SystemError`` (caused by the driver's error) to ``sys.excepthook`` from
+    C; the error itself still reaches hdi_lab and is reported in one line. The ``hdi`` command owns
+    its process, so it may set the hook for the command's duration; library code never does.
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+        if kind is SystemError and type(value.__cause__).__module__.startswith("psycopg2"):
+            return
+        previous(kind, value, tb)  # type: ignore[arg-type]
+
+    sys.excepthook = hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        overrides = {"database_url": args.database_url, "home": Path(args.home) if args.home else None}
+        with _driver_noise_dropped(), HdiSession(load_settings(overrides)) as session:
+            return COMMANDS[args.command](session, args, out, err)
+    except HdiError as exc:
+        print(f"hdi: error: {exc}", file=err)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("hdi: interrupted (completed chunks are kept; re-run to resume)", file=err)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

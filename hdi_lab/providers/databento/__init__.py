@@ -1,0 +1,1 @@
+"""Databento: the Historical API provider (:mod:`.provider`) and its HTTP client (:mod:`.http`)."""
