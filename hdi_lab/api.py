@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pandas as pd
 from hdi_lab.core import ingestion, retrieval
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
-from hdi_lab.core.session import HdiSession
+from hdi_lab.core.session import HdiSession, with_session
 
 
 def make_request(
@@ -64,7 +64,7 @@ def ingest(
     ingested are skipped unless ``force=True``; ``dry_run=True`` only plans and estimates.
     """
     req = make_request(provider, **request)
-    return _with_session(session, lambda s: ingestion.run(req, s, progress=progress))
+    return with_session(session, lambda s: ingestion.run(req, s, progress=progress))
 
 
 def query(
@@ -83,7 +83,7 @@ def query(
 
     ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...
     """
-    return _with_session(session, lambda s: retrieval.query(
+    return with_session(session, lambda s: retrieval.query(
         s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns,
         interval=interval))
 
@@ -95,12 +95,4 @@ def sql(
     session: HdiSession | None = None,
 ) -> pd.DataFrame:
     """Run SQL with bound parameters against the hdi_lab database."""
-    return _with_session(session, lambda s: retrieval.sql(s, text, params))
-
-
-def _with_session[T](session: HdiSession | None, work: Callable[[HdiSession], T]) -> T:
-    """Run ``work`` on the caller's session, or on a fresh one closed afterwards."""
-    if session is not None:
-        return work(session)
-    with HdiSession() as own:
-        return work(own)
+    return with_session(session, lambda s: retrieval.sql(s, text, params))

@@ -84,11 +84,10 @@ from psycopg2 import sql as pgsql
 from hdi_lab import indicators
 
 from hdi_lab.core import retrieval
-from hdi_lab.api import _with_session
 from hdi_lab.errors import ValidationError
 from hdi_lab.indicators import Column
-from hdi_lab.schemas import parse_range, parse_symbols, parse_time
-from hdi_lab.core.session import HdiSession
+from hdi_lab.schemas import INTERVALS, check_interval, parse_range, parse_time, require_symbols
+from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.storage import copy
 from hdi_lab.storage.db import one, transaction
 from hdi_lab.storage.symbology import resolve
@@ -96,8 +95,6 @@ from hdi_lab.storage.symbology import resolve
 __all__ = ["FEATURE_SETS", "INTERVALS", "FeatureReport", "FeatureSet", "compute", "list_sets", "read",
            "state_table_name", "table_name"]
 
-#: bar interval -> seconds. 1s/1m/1h/1d are stored tables; 5m/15m are rolled up from ohlcv-1m.
-INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
 STORED = ("1s", "1m", "1h", "1d")
 HISTORY_START = pd.Timestamp("1970-01-01", tz="UTC")
 
@@ -149,15 +146,9 @@ def _max_gap(value: str | pd.Timedelta) -> pd.Timedelta:
     return gap
 
 
-def _interval(interval: str) -> str:
-    if interval not in INTERVALS:
-        raise ValidationError(f"interval={interval!r} is not valid: use one of {', '.join(INTERVALS)}")
-    return interval
-
-
 def table_name(set_name: str, interval: str) -> str:
     """The table holding ``set_name`` at ``interval`` (unqualified; it lives in the hdi_lab schema)."""
-    return f"features_{feature_set(set_name).name}_{_interval(interval)}"
+    return f"features_{feature_set(set_name).name}_{check_interval(interval)}"
 
 
 @dataclass
@@ -241,15 +232,13 @@ def compute(set_name: str, symbols: str | Sequence[str], interval: str = "1d", s
     is over the bars read, only the window for those).
     """
     fs = feature_set(set_name)
-    _interval(interval)
-    syms = parse_symbols(symbols)
-    if not syms:
-        raise ValidationError("symbols is required: give one or more symbols, e.g. AAPL or ESH4")
+    check_interval(interval)
+    syms = require_symbols(symbols, "e.g. AAPL or ESH4")
     lo = parse_time(start, "start") if start is not None else HISTORY_START
     hi = parse_time(end, "end") if end is not None else pd.Timestamp.now(tz="UTC").as_unit("ns")
     parse_range(lo, hi)
     gap_limit = _max_gap(max_gap) if max_gap is not None else None
-    return _with_session(session, lambda s: _compute(s, fs, syms, interval, lo, hi, dataset, gap_limit))
+    return with_session(session, lambda s: _compute(s, fs, syms, interval, lo, hi, dataset, gap_limit))
 
 
 def _compute(session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interval: str, lo: pd.Timestamp,
@@ -385,7 +374,7 @@ def _largest_gap(iid: int, symbol: str, ts: np.ndarray, gap_limit: pd.Timedelta 
 
 def state_table_name(set_name: str, interval: str) -> str:
     """The table of saved indicator states next to :func:`table_name` (``features_state_momentum_v1_1d``)."""
-    return f"features_state_{feature_set(set_name).name}_{_interval(interval)}"
+    return f"features_state_{feature_set(set_name).name}_{check_interval(interval)}"
 
 
 @dataclass(frozen=True)
@@ -642,9 +631,7 @@ def read(set_name: str, symbols: str | Sequence[str], start: object, end: object
     """
     fs = feature_set(set_name)
     name = table_name(fs.name, interval)
-    syms = parse_symbols(symbols)
-    if not syms:
-        raise ValidationError("symbols is required: give one or more symbols, e.g. AAPL or ESH4")
+    syms = require_symbols(symbols, "e.g. AAPL or ESH4")
     lo, hi = parse_range(start, end)
     wanted = [c.name for c in fs.resolved]
     if columns:
@@ -652,7 +639,7 @@ def read(set_name: str, symbols: str | Sequence[str], start: object, end: object
         if unknown:
             raise ValidationError(f"{fs.name} has no column(s) {unknown}: choose from {wanted}")
         wanted = [c for c in wanted if c in columns]
-    return _with_session(session, lambda s: _read(s, name, syms, lo, hi, dataset, wanted))
+    return with_session(session, lambda s: _read(s, name, syms, lo, hi, dataset, wanted))
 
 
 def _read(session: HdiSession, name: str, syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp,
@@ -716,7 +703,7 @@ def list_sets(session: HdiSession | None = None) -> pd.DataFrame:
                 for fs in FEATURE_SETS.values() if fs.name not in done]
         return pd.DataFrame(out, columns=["feature_set", "version", "interval", "table", "rows", "last_event",
                                           "updated", "columns"])
-    return _with_session(session, work)
+    return with_session(session, work)
 
 
 def overlay(bars: pd.DataFrame, cols: str | Sequence[str]) -> pd.DataFrame:

@@ -112,6 +112,26 @@ def count(text: str) -> int:
     return n
 
 
+#: bar interval -> seconds: the intervals feature sets are computed at (1s/1m/1h/1d are stored tables; 5m/15m are
+#: rolled up from ohlcv-1m). The one list of interval names: the CLI, the magics and the widgets show it.
+INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
+
+
+def check_interval(interval: str) -> str:
+    """``interval`` if it is one of :data:`INTERVALS`; raises :class:`ValidationError` otherwise."""
+    if interval not in INTERVALS:
+        raise ValidationError(f"interval={interval!r} is not valid: use one of {', '.join(INTERVALS)}")
+    return interval
+
+
+def require_symbols(symbols: str | Sequence[str] | None, hint: str = "e.g. ESH4 or ES.c.0") -> tuple[str, ...]:
+    """:func:`parse_symbols`, raising :class:`ValidationError` when none are given (``hint`` ends the message)."""
+    syms = parse_symbols(symbols)
+    if not syms:
+        raise ValidationError(f"symbols is required: give one or more symbols, {hint}")
+    return syms
+
+
 def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
     """Split a comma-separated string or a sequence into a tuple of stripped symbols."""
     if symbols is None:

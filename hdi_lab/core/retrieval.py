@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import Schema, parse_enum, parse_range, parse_symbols
+from hdi_lab.schemas import Schema, parse_enum, parse_range, require_symbols
 from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import aggregates, read, symbology
 from hdi_lab.storage.read import PriceType
@@ -50,9 +50,7 @@ def query(
             raise ValidationError(f"interval={interval!r} applies to bars only (ohlcv-*), not {sch}")
         seconds = aggregates.parse_interval(interval, sch.bar_seconds)
         seconds = None if seconds == sch.bar_seconds else seconds
-    syms = parse_symbols(symbols)
-    if not syms:
-        raise ValidationError("symbols is required: give one or more symbols, e.g. ESH4 or ES.c.0")
+    syms = require_symbols(symbols)
     lo, hi = parse_range(start, end)
     if price_type not in ("float", "fixed"):
         raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")

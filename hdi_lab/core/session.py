@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hdi_lab import dsn
@@ -116,3 +117,11 @@ class HdiSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def with_session[T](session: HdiSession | None, work: Callable[[HdiSession], T]) -> T:
+    """Run ``work`` on the caller's session, or on a fresh one closed afterwards."""
+    if session is not None:
+        return work(session)
+    with HdiSession() as own:
+        return work(own)

@@ -39,10 +39,9 @@ import pandas as pd
 from hdi_lab.featurestore import repo as feast_repo
 
 from hdi_lab import features
-from hdi_lab.api import _with_session
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import parse_range, parse_symbols
-from hdi_lab.core.session import HdiSession
+from hdi_lab.core.session import HdiSession, with_session
+from hdi_lab.schemas import INTERVALS, check_interval, parse_range, parse_symbols, require_symbols
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -136,12 +135,10 @@ def publish(set_name: str, symbols: str | Sequence[str] | None = None, interval:
     online store. ``compute=False`` publishes the rows already stored for the bars opened in
     ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table)."""
     fs = features.feature_set(set_name)
-    features._interval(interval)
-    syms = parse_symbols(symbols) if symbols else ()
-    if compute and not syms:
-        raise ValidationError("symbols is required to compute: give one or more symbols, or compute=False to "
-                              "publish the rows already stored")
-    return _with_session(session, lambda s: _publish(s, fs, syms, interval, start, end, compute, dataset, repo))
+    check_interval(interval)
+    syms = require_symbols(symbols, "or compute=False to publish the rows already stored") if compute \
+        else parse_symbols(symbols)
+    return with_session(session, lambda s: _publish(s, fs, syms, interval, start, end, compute, dataset, repo))
 
 
 def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...], interval: str, start: object,
@@ -153,7 +150,7 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
         report.computed = features.compute(fs.name, syms, interval, start, end, dataset=dataset, session=session)
     t1 = time.perf_counter()
     lo = hi = None
-    step = pd.Timedelta(seconds=features.INTERVALS[interval])
+    step = pd.Timedelta(seconds=INTERVALS[interval])
     if report.computed is not None:  # the rows of the bars opened in [start, end) are stamped one bar later
         lo, hi = report.computed.start + step, report.computed.end + step
     elif start is not None or end is not None:
@@ -226,7 +223,7 @@ def training_frame(entity_df: pd.DataFrame | str, set_name: str = "momentum_v1",
         out.index = entity_df.index
         return _utc(out)
 
-    frame: pd.DataFrame = _with_session(session, work)
+    frame: pd.DataFrame = with_session(session, work)
     return frame
 
 
@@ -265,7 +262,7 @@ def online_features(instrument_ids: int | Sequence[int], set_name: str = "moment
         store = feast_repo.open_store(s, repo)
         return _online(store, feast_repo.service_name(fs.name, interval), ids)
 
-    out: pd.DataFrame = _with_session(session, work)
+    out: pd.DataFrame = with_session(session, work)
     ttl = pd.Timedelta(feast_repo.TTL[interval])
     out["age"] = at - out["event_timestamp"]
     stale = out["event_timestamp"].notna() & (out["event_timestamp"] < at - ttl)
