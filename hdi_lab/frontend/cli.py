@@ -14,6 +14,7 @@ import pandas as pd
 from hdi_lab.core import catalog, ingestion, quarantine, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
+from hdi_lab.frontend.display import StatusView
 from hdi_lab.frontend.progress import progress_bar
 from hdi_lab.errors import HdiError, IngestError, ValidationError
 from hdi_lab.schemas import Schema, SType, count
@@ -194,10 +195,8 @@ def _table(df: pd.DataFrame, out: TextIO, empty: str) -> None:
 
 def cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     st = catalog.status(session)
-    ts = f"TimescaleDB {st.server.timescaledb}" if st.server.timescaledb else "plain PostgreSQL"
-    where = "embedded" if session.embedded else "configured"
-    print(f"server: PostgreSQL {st.server.version} ({ts}, {where}), schema {session.schema}", file=out)
-    print(f"instruments: {st.instruments}; open quarantine entries: {st.quarantine_open}\n", file=out)
+    server, counts = StatusView(st, session.schema, session.embedded).headline()  # as %hdi_status shows it
+    print(f"server: {server}\n{counts}\n", file=out)
     print("coverage:", file=out)
     _table(st.coverage, out, "  (no data yet: hdi ingest ...)")
     print("\nrecent ingests:", file=out)
@@ -227,8 +226,7 @@ def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO)
         if a.action != "status":
             raise ValidationError(f"`hdi db {a.action}` manages the embedded server; a database URL is configured")
         info = catalog.server_info(session.connection())
-        ts = f"TimescaleDB {info.timescaledb}" if info.timescaledb else "plain PostgreSQL"
-        print(f"configured server: PostgreSQL {info.version} ({ts})", file=out)
+        print(f"configured server: PostgreSQL {info.version} ({info.label})", file=out)
         return 0
     server = session.embedded_server()
     if a.action == "start":
