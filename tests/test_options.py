@@ -113,10 +113,10 @@ def test_choice_lists_come_from_the_enums() -> None:
     assert options.BAR_SCHEMAS == ("ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d")
     assert options.STYPES == tuple(s.value for s in SType)
     ingest = actions(cli_parser("ingest"))
-    assert tuple(ingest["schema"].choices) == options.SCHEMAS
+    assert described(ingest["schema"])["choices"] == options.SCHEMAS
     assert ingest["schema"].help == f"one of {', '.join(options.SCHEMAS)}"
     assert ingest["stype_in"].help == f"one of {', '.join(options.STYPES)} (default raw_symbol)"
-    assert tuple(actions(cli_parser("compare"))["schema"].choices) == options.BAR_SCHEMAS
+    assert described(actions(cli_parser("compare"))["schema"])["choices"] == options.BAR_SCHEMAS
 
 
 def test_interval_help_lists_the_intervals() -> None:
