@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import enum
 from collections.abc import Sequence
@@ -99,17 +98,6 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
             f"start ({s.isoformat()}) must be before end ({e.isoformat()}): the range is [start, end)"
         )
     return s, e
-
-
-def count(text: str) -> int:
-    """argparse type of ``--limit``-like options: a whole number >= 0 (what 0 means is the option's)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} is negative: give 0 or more")
-    return n
 
 
 #: bar interval -> seconds: the intervals feature sets are computed at (1s/1m/1h/1d are stored tables; 5m/15m are

@@ -14,104 +14,46 @@ import pandas as pd
 from hdi_lab.core import catalog, ingestion, quarantine, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
+from hdi_lab.frontend import options
+from hdi_lab.frontend.display import StatusView
 from hdi_lab.frontend.progress import progress_bar
 from hdi_lab.errors import HdiError, IngestError, ValidationError
-from hdi_lab.schemas import Schema, SType, count
-from hdi_lab.core.session import PROVIDERS, HdiSession
+from hdi_lab.core.session import HdiSession
 
-SCHEMAS = [s.value for s in Schema]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hdi`` argument parser, built from :mod:`hdi_lab.frontend.options`."""
     p = argparse.ArgumentParser(prog="hdi", description="Historical market data into PostgreSQL/TimescaleDB.")
-    p.add_argument("--database-url", help="PostgreSQL URL (default: $HDI_DATABASE_URL, else the embedded server)")
-    p.add_argument("--home", help="data home (default: $HDI_HOME or the platform data dir)")
+    options.add(p, *options.GLOBAL)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    ing = sub.add_parser("ingest", help="fetch, validate and load market data")
-    ing.add_argument("paths", nargs="*", metavar="PATH", help="DBN files or folders (file provider)")
-    ing.add_argument("--provider", default="file", choices=PROVIDERS)
-    ing.add_argument("--dataset")
-    ing.add_argument("--schema", choices=SCHEMAS)
-    ing.add_argument("--symbols", help="comma-separated symbols")
-    ing.add_argument("--stype-in", default="raw_symbol", choices=[s.value for s in SType])
-    ing.add_argument("--start")
-    ing.add_argument("--end")
-    ing.add_argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
-    ing.add_argument("--dry-run", action="store_true", help="plan and estimate only")
-    ing.add_argument("--allow-cost", action="store_true", help="run even above the configured cost limit")
-    ing.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    q = sub.add_parser("query", help="read stored data")
-    q.add_argument("schema", choices=SCHEMAS)
-    q.add_argument("--symbols", required=True)
-    q.add_argument("--start", required=True)
-    q.add_argument("--end", required=True)
-    q.add_argument("--dataset")
-    q.add_argument("--price-type", choices=["float", "fixed"], default="float")
-    q.add_argument("--columns", help="comma-separated columns to keep")
-    q.add_argument("--interval", help="roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)")
-    q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
-    q.add_argument("--output", help="file to write (required for parquet)")
-    q.add_argument("--limit", type=count, default=20, help="rows shown by --format table (0 = all)")
-
+    options.add(sub.add_parser("ingest", help="fetch, validate and load market data"), *options.INGEST)
+    options.add(sub.add_parser("query", help="read stored data"), *options.QUERY_CLI)
     sub.add_parser("status", help="ingest log, row counts and coverage")
 
     qu = sub.add_parser("quarantine", help="records that failed validation")
     qsub = qu.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ql = qsub.add_parser("list")
-    ql.add_argument("--status", choices=["open", "resolved", "all"], default="open")
-    ql.add_argument("--rule")
-    ql.add_argument("--limit", type=count, default=100)
-    qs = qsub.add_parser("show")
-    qs.add_argument("id", type=int)
-    qr = qsub.add_parser("retry", help="re-validate and load fixed entries")
-    qr.add_argument("ids", type=int, nargs="*", help="entry ids (default: all open)")
+    options.add(qsub.add_parser("list"), "entry_status", "rule", "entries_limit")
+    options.add(qsub.add_parser("show"), "entry_id")
+    options.add(qsub.add_parser("retry", help="re-validate and load fixed entries"), "entry_ids")
 
-    dbp = sub.add_parser("db", help="the database server")
-    dbp.add_argument("action", choices=["status", "start", "stop", "info"],
-                     help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies")
-
-    cfg = sub.add_parser("config", help="settings")
-    cfg.add_argument("action", choices=["show"])
+    options.add(sub.add_parser("db", help="the database server"), "db_action")
+    options.add(sub.add_parser("config", help="settings"), "config_action")
 
     feat = sub.add_parser("features", help="feature sets: technical indicators computed and stored per instrument")
     fsub = feat.add_subparsers(dest="action", required=True, metavar="ACTION")
-    fc = fsub.add_parser("compute", help="compute a feature set over stored bars and store it (idempotent)")
-    fc.add_argument("--set", dest="feature_set", required=True, help="e.g. momentum_v1 (see `hdi features list`)")
-    fc.add_argument("--symbols", required=True, help="comma-separated symbols")
-    fc.add_argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
-    fc.add_argument("--start", help="first bar (open) to write, inclusive (default: the first stored bar)")
-    fc.add_argument("--end", help="bars opening before this, exclusive (default: now)")
-    fc.add_argument("--dataset")
-    fc.add_argument("--max-gap", help="refuse instruments with a longer gap between bars, e.g. 4D or 2h")
+    options.add(fsub.add_parser("compute", help="compute a feature set over stored bars and store it (idempotent)"),
+                *options.FEATURES_COMPUTE)
     fsub.add_parser("list", help="defined feature sets and the tables computed")
     fp = fsub.add_parser("publish", help="compute a set, `feast apply` the feature repo, load the online store")
-    fp.add_argument("--set", dest="feature_set", required=True, help="e.g. momentum_v1 (its Feast feature service)")
-    fp.add_argument("--symbols", help="comma-separated symbols (omit with --no-compute: all stored instruments)")
-    fp.add_argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
-    fp.add_argument("--start", help="first bar (open) to compute, inclusive (default: the first stored bar)")
-    fp.add_argument("--end", help="bars opening before this, exclusive (default: now)")
-    fp.add_argument("--dataset")
-    fp.add_argument("--no-compute", dest="compute", action="store_false", help="publish the rows already stored")
-    fp.add_argument("--repo", help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)")
+    options.add(fp, "feature_set", *options.PUBLISH)
     fsub.add_parser("env", help="print `export` lines for the `feast` CLI: the variables feature_store.yaml reads and "
                               "PGPASSFILE, a password file it writes (the password is never printed)")
 
-    cmp_ = sub.add_parser("compare", help="bar-by-bar differences of one market from two sources (e.g. Databento vs IB)")
-    cmp_.add_argument("schema", choices=[s.value for s in Schema if s.is_bar])
-    cmp_.add_argument("--left", required=True, help="symbol of the first source, e.g. ESH4")
-    cmp_.add_argument("--left-dataset", help="e.g. GLBX.MDP3")
-    cmp_.add_argument("--right", required=True, help="symbol of the second source, e.g. ES:FUT:CME:USD:202403")
-    cmp_.add_argument("--right-dataset", default="IB", help="default IB")
-    cmp_.add_argument("--start", required=True)
-    cmp_.add_argument("--end", required=True)
-    cmp_.add_argument("--price-tol", type=float, default=0.0, help="absolute price tolerance (default 0: exact)")
-    cmp_.add_argument("--volume-tol", type=float, default=0.0, help="relative volume tolerance (default 0: exact)")
-    cmp_.add_argument("--limit", type=count, default=20, help="differences shown (0 = all)")
-
-    demo = sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary")
-    demo.add_argument("--quiet", action="store_true")
+    options.add(sub.add_parser("compare", help="bar-by-bar differences of one market from two sources "
+                                               "(e.g. Databento vs IB)"), *options.COMPARE)
+    options.add(sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary"), "quiet")
     return p
 
 
@@ -194,10 +136,8 @@ def _table(df: pd.DataFrame, out: TextIO, empty: str) -> None:
 
 def cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     st = catalog.status(session)
-    ts = f"TimescaleDB {st.server.timescaledb}" if st.server.timescaledb else "plain PostgreSQL"
-    where = "embedded" if session.embedded else "configured"
-    print(f"server: PostgreSQL {st.server.version} ({ts}, {where}), schema {session.schema}", file=out)
-    print(f"instruments: {st.instruments}; open quarantine entries: {st.quarantine_open}\n", file=out)
+    server, counts = StatusView(st, session.schema, session.embedded).headline()  # as %hdi_status shows it
+    print(f"server: {server}\n{counts}\n", file=out)
     print("coverage:", file=out)
     _table(st.coverage, out, "  (no data yet: hdi ingest ...)")
     print("\nrecent ingests:", file=out)
@@ -227,8 +167,7 @@ def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO)
         if a.action != "status":
             raise ValidationError(f"`hdi db {a.action}` manages the embedded server; a database URL is configured")
         info = catalog.server_info(session.connection())
-        ts = f"TimescaleDB {info.timescaledb}" if info.timescaledb else "plain PostgreSQL"
-        print(f"configured server: PostgreSQL {info.version} ({ts})", file=out)
+        print(f"configured server: PostgreSQL {info.version} ({info.label})", file=out)
         return 0
     server = session.embedded_server()
     if a.action == "start":
@@ -310,7 +249,7 @@ def _driver_noise_dropped() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         overrides = {"database_url": args.database_url, "home": Path(args.home) if args.home else None}
         with _driver_noise_dropped(), HdiSession(load_settings(overrides)) as session:

@@ -141,9 +141,8 @@ class StatusView:
 
     def headline(self) -> tuple[str, str]:
         s = self.status
-        ts = f"TimescaleDB {s.server.timescaledb}" if s.server.timescaledb else "plain PostgreSQL"
         where = "embedded" if self.embedded else "configured"
-        return (f"PostgreSQL {s.server.version} ({ts}, {where}), schema {self.db_schema}",
+        return (f"PostgreSQL {s.server.version} ({s.server.label}, {where}), schema {self.db_schema}",
                 f"instruments: {s.instruments}; open quarantine entries: {s.quarantine_open}")
 
     def timescale(self) -> list[tuple[str, pd.DataFrame]]:
@@ -198,4 +197,5 @@ class ConfigView:
             f"<td style='text-align:left'>{html.escape(v)}</td><td style='text-align:left'>{html.escape(s)}</td></tr>"
             for n, v, s in self.rows
         )
-        return f"<table><thead><tr><th>setting</th><th>value</th><th>source</th></tr></thead><tbody>{body}</tbody></table>"
+        head = "<thead><tr><th>setting</th><th>value</th><th>source</th></tr></thead>"
+        return f"<table>{head}<tbody>{body}</tbody></table>"

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import parse_argstring
 from traitlets import Bool, Int
 
+from hdi_lab.frontend import options
 from hdi_lab.frontend.display import ConfigView, FrameDisplay, StatusView
 from hdi_lab.frontend.progress import progress_bar
 from hdi_lab.errors import HdiError
-from hdi_lab.schemas import Schema, SType, count
-from hdi_lab.core.session import PROVIDERS, HdiSession
+from hdi_lab.core.session import HdiSession
 
 if TYPE_CHECKING:
     import argparse
@@ -45,9 +45,9 @@ if TYPE_CHECKING:
     from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestReport
 
-SCHEMAS = [s.value for s in Schema]
-_OUT = argument("-o", "--out", metavar="NAME", help="also store the result in the user namespace as NAME")
-_VERBOSE = argument("--verbose", action="store_true", help="on an hdi_lab error, show the full traceback")
+__all__ = ["HdiMagics", "load", "unload", "usage_error"]
+#: the options every magic takes (-o/--out, --verbose), by the attribute they parse into
+_EVERY_MAGIC = frozenset(options.option(ref).name for ref in options.MAGIC)
 
 
 def usage_error(exc: HdiError) -> UsageError:
@@ -149,22 +149,7 @@ class HdiMagics(Magics):
 
     @line_magic
     @_front_end
-    @magic_arguments()
-    @argument("paths", nargs="*", metavar="PATH", help="DBN files or folders (file provider)")
-    @argument("--provider", default="file", choices=PROVIDERS, help=f"one of {', '.join(PROVIDERS)} (default file)")
-    @argument("--dataset", help="e.g. GLBX.MDP3")
-    @argument("--schema", choices=SCHEMAS, metavar="SCHEMA", help=f"one of {', '.join(SCHEMAS)}")
-    @argument("--symbols", help="comma-separated symbols")
-    @argument("--stype-in", default="raw_symbol", choices=[s.value for s in SType], metavar="STYPE",
-              help=f"one of {', '.join(s.value for s in SType)} (default raw_symbol)")
-    @argument("--start", help="date or ISO timestamp (UTC), inclusive")
-    @argument("--end", help="date or ISO timestamp (UTC), exclusive")
-    @argument("--force", action="store_true", help="re-load chunks already ingested (no duplicates)")
-    @argument("--dry-run", action="store_true", help="plan and estimate only")
-    @argument("--allow-cost", action="store_true", help="run even above the configured cost limit")
-    @argument("--quiet", action="store_true", help="no progress bar")
-    @_OUT
-    @_VERBOSE
+    @options.magic_arguments(*options.INGEST, *options.MAGIC)
     def hdi_ingest(self, args: argparse.Namespace) -> IngestReport:
         """Fetch, validate and load market data, like ``hdi ingest``; returns the IngestReport.
 
@@ -186,20 +171,7 @@ class HdiMagics(Magics):
 
     @line_cell_magic
     @_front_end
-    @magic_arguments()
-    @argument("schema", nargs="?", choices=SCHEMAS, metavar="SCHEMA", help=f"one of {', '.join(SCHEMAS)}")
-    @argument("symbols", nargs="?", metavar="SYMBOLS", help="comma-separated symbols")
-    @argument("start", nargs="?", metavar="START", help="date or ISO timestamp (UTC), inclusive")
-    @argument("end", nargs="?", metavar="END", help="date or ISO timestamp (UTC), exclusive")
-    @argument("--dataset", help="restrict symbol resolution to this dataset")
-    @argument("--price-type", choices=["float", "fixed"], help="float (default) or fixed (int64, 1e-9)")
-    @argument("--columns", help="comma-separated columns to keep")
-    @argument("--interval", help="roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)")
-    @argument("--indicators", metavar="COLUMNS",
-              help="bars only: add indicator columns computed on the fly per instrument, e.g. rsi_14,sma_20 "
-                   "(see hdi_lab.indicators)")
-    @_OUT
-    @_VERBOSE
+    @options.magic_arguments(*options.QUERY_MAGIC, *options.MAGIC)
     def hdi_query(self, args: argparse.Namespace, cell: str | None = None) -> pd.DataFrame:
         """Stored rows (line form, like ``hdi query``) or the result of SQL (cell form) as a DataFrame.
 
@@ -215,19 +187,19 @@ class HdiMagics(Magics):
     def _rows(self, args: argparse.Namespace) -> pd.DataFrame:
         from hdi_lab.core import retrieval
 
-        positional = {"SCHEMA": args.schema, "SYMBOLS": args.symbols, "START": args.start, "END": args.end}
-        missing = [name for name, value in positional.items() if value is None]
+        range_ = [options.option(ref) for ref in options.QUERY_RANGE_MAGIC]
+        missing = [str(opt.metavar) for opt in range_ if getattr(args, opt.name) is None]
         if missing:
             raise self._usage("hdi_query", f"the following arguments are required: {', '.join(missing)} "
                              "(or write SQL in a %%hdi_query cell)")
         columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
         frame = retrieval.query(self.session, args.schema, args.symbols, args.start, args.end,
-                                dataset=args.dataset, price_type=args.price_type or "float", columns=columns,
+                                dataset=args.dataset, price_type=args.price_type, columns=columns,
                                 interval=args.interval)
         if args.indicators:
             from hdi_lab import features
 
-            if not args.schema.startswith("ohlcv-") or args.price_type == "fixed":
+            if args.schema not in options.BAR_SCHEMAS or args.price_type == "fixed":
                 raise self._usage("hdi_query", "--indicators needs bars (an ohlcv-* schema) with float prices")
             frame = features.overlay(frame, args.indicators)
         return frame
@@ -236,9 +208,10 @@ class HdiMagics(Magics):
         from hdi_lab.core import retrieval
         from hdi_lab.frontend.sqlparams import bind
 
-        given = [args.schema, args.symbols, args.start, args.end, args.dataset, args.price_type, args.columns,
-                 args.interval, args.indicators]
-        if any(v is not None for v in given):
+        parser = getattr(type(self), "hdi_query").parser
+        given = [name for name, value in vars(args).items()
+                 if name not in _EVERY_MAGIC and value != parser.get_default(name)]
+        if given:
             raise self._usage("hdi_query", "%%hdi_query runs the SQL in the cell: only -o/--out NAME and "
                              "--verbose go on its line")
         if not cell.strip():
@@ -248,10 +221,7 @@ class HdiMagics(Magics):
 
     @line_magic
     @_front_end
-    @magic_arguments()
-    @argument("--recent", type=count, default=10, help="ingest-log rows to show (default 10)")
-    @_OUT
-    @_VERBOSE
+    @options.magic_arguments("recent", *options.MAGIC)
     def hdi_status(self, args: argparse.Namespace) -> StatusView:
         """The server, what is stored (rows and time range per table and instrument) and recent ingests."""
         from hdi_lab.core import catalog
@@ -261,9 +231,7 @@ class HdiMagics(Magics):
 
     @line_magic
     @_front_end
-    @magic_arguments()
-    @_OUT
-    @_VERBOSE
+    @options.magic_arguments(*options.MAGIC)
     def hdi_config(self, args: argparse.Namespace) -> ConfigView:
         """Every setting with its value (secrets masked) and source, then the HdiMagics options."""
         rows = list(self.session.settings.masked())
@@ -275,11 +243,7 @@ class HdiMagics(Magics):
 
     @line_magic
     @_front_end
-    @magic_arguments()
-    @argument("pattern", nargs="?", default="", help="case-insensitive substring (default: all)")
-    @argument("--limit", type=count, default=200, help="at most this many rows (default 200)")
-    @_OUT
-    @_VERBOSE
+    @options.magic_arguments("pattern", "symbols_limit", *options.MAGIC)
     def hdi_symbols(self, args: argparse.Namespace) -> pd.DataFrame:
         """Known symbols matching PATTERN: stype, dataset, instrument_id, raw_symbol and the dates covered."""
         from hdi_lab.core import catalog
@@ -288,17 +252,7 @@ class HdiMagics(Magics):
 
     @line_magic
     @_front_end
-    @magic_arguments()
-    @argument("feature_set", metavar="SET", help="feature set to publish, e.g. momentum_v1 (its feature service)")
-    @argument("--symbols", help="comma-separated symbols (omit with --no-compute: all stored instruments)")
-    @argument("--interval", default="1d", help="bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)")
-    @argument("--start", help="first bar (open) to compute, inclusive")
-    @argument("--end", help="bars opening before this, exclusive (default: now)")
-    @argument("--dataset", help="restrict symbol resolution to this dataset")
-    @argument("--no-compute", dest="compute", action="store_false", help="publish the rows already stored")
-    @argument("--repo", help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)")
-    @_OUT
-    @_VERBOSE
+    @options.magic_arguments(options.PUBLISH_SET_MAGIC, *options.PUBLISH, *options.MAGIC)
     def hdi_publish(self, args: argparse.Namespace) -> PublishReport:
         """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
         from hdi_lab.featurestore.publish import publish

@@ -27,12 +27,12 @@ import pandas as pd
 
 from hdi_lab.core import catalog, ingestion, retrieval
 
-from hdi_lab.frontend import charts
+from hdi_lab.frontend import charts, options
 from hdi_lab.api import make_request
 from hdi_lab.errors import HdiError, IngestError
 from hdi_lab.extras import require
-from hdi_lab.schemas import IngestReport, IngestRequest, Progress, Schema, SType
-from hdi_lab.core.session import PROVIDERS, HdiSession
+from hdi_lab.schemas import IngestReport, IngestRequest, Progress, Schema
+from hdi_lab.core.session import HdiSession
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -42,8 +42,18 @@ w = require("ipywidgets")
 __all__ = ["IngestForm", "QueryExplorer"]
 
 _WIDE = {"description_width": "90px"}
-BAR_SCHEMAS = (("1 second", Schema.OHLCV_1S.value), ("1 minute", Schema.OHLCV_1M.value),
-               ("1 hour", Schema.OHLCV_1H.value), ("1 day", Schema.OHLCV_1D.value))
+_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+def _bar_label(schema: str) -> str:
+    """``"1 minute"`` for ``"ohlcv-1m"``: how the explorer's interval picker names a bar schema."""
+    length = schema.removeprefix("ohlcv-")
+    n, unit = length[:-1], _UNITS[length[-1]]
+    return f"{n} {unit}" if n == "1" else f"{n} {unit}s"
+
+
+#: the explorer's interval picker: (label, bar schema)
+BAR_SCHEMAS = tuple((_bar_label(schema), schema) for schema in options.BAR_SCHEMAS)
 
 
 def _show(output: Any, html_text: str, plain: str) -> None:
@@ -139,13 +149,13 @@ class IngestForm(_Panel):
         super().__init__()
         self.session = session
         self.report: IngestReport | None = None
-        self.provider = w.Dropdown(options=list(PROVIDERS), value="sample", description="provider", style=_WIDE)
+        self.provider = w.Dropdown(options=list(options.PROVIDERS), value="sample", description="provider", style=_WIDE)
         self.dataset = w.Text(value="", placeholder="auto (from the symbols or file)", description="dataset",
                               style=_WIDE)
-        self.schema = w.Dropdown(options=[("(from the file)", ""), *((s.value, s.value) for s in Schema)],
+        self.schema = w.Dropdown(options=[("(from the file)", ""), *((s, s) for s in options.SCHEMAS)],
                                  value=Schema.OHLCV_1M.value, description="schema", style=_WIDE)
         self.symbols = w.Text(value="", placeholder="ESH4, NQH4 or ES.c.0", description="symbols", style=_WIDE)
-        self.stype_in = w.Dropdown(options=[s.value for s in SType], value=SType.RAW_SYMBOL.value,
+        self.stype_in = w.Dropdown(options=list(options.STYPES), value=options.OPTIONS["stype_in"].default,
                                    description="stype_in", style=_WIDE)
         self.start = w.DatePicker(description="start (UTC)", style=_WIDE)
         self.end = w.DatePicker(description="end (excl.)", style=_WIDE)

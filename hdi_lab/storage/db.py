@@ -32,6 +32,11 @@ class ServerInfo:
     timescaledb: str | None  # installed extension version, None on plain PostgreSQL
     timescaledb_available: bool
 
+    @property
+    def label(self) -> str:
+        """What the server is, as the front ends show it: ``TimescaleDB <version>`` or ``plain PostgreSQL``."""
+        return f"TimescaleDB {self.timescaledb}" if self.timescaledb else "plain PostgreSQL"
+
 
 def connect(url: str, schema: str) -> psycopg2.extensions.connection:
     """Open a connection with UTC session time zone and ``schema`` first on the search path.

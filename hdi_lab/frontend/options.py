@@ -1,0 +1,261 @@
+"""One declaration of every option the front ends take: the ``hdi`` CLI and the IPython magics build their
+argument parsers from :data:`OPTIONS`, so a name, type, choice list, default or help text is written once.
+
+>>> add(parser, "symbols", "start", "end")          # argparse: the CLI
+>>> @magic_arguments(*INGEST, *MAGIC)               # IPython: a magic's parser and its ``%magic?`` help
+
+A command's options are listed once too (:data:`INGEST`, :data:`QUERY`, :data:`PUBLISH` ...); where the CLI and
+a magic legitimately differ, the difference is declared here, next to the list (:data:`QUERY_RANGE_CLI` /
+:data:`QUERY_RANGE_MAGIC`, :data:`PUBLISH_SET_MAGIC`). The widgets take their choice lists from here as well.
+
+This module is imported by ``%load_ext hdi_lab``: it imports argparse and hdi_lab's leaves only (IPython on use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+from hdi_lab.core.session import PROVIDERS
+from hdi_lab.schemas import INTERVALS, Schema, SType
+
+__all__ = ["BAR_SCHEMAS", "COMPARE", "FEATURES_COMPUTE", "GLOBAL", "INGEST", "MAGIC", "OPTIONS", "PRICE_TYPES",
+           "PROVIDERS", "PUBLISH", "PUBLISH_SET_MAGIC", "QUERY", "QUERY_CLI", "QUERY_MAGIC", "QUERY_RANGE_CLI",
+           "QUERY_RANGE_MAGIC", "SCHEMAS", "STYPES", "Option", "OptionRef", "add", "count", "interval_help",
+           "magic_arguments", "one_of", "option"]
+
+#: the market-data schema names, as the options and the widgets offer them
+SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
+#: the bar schemas (``ohlcv-*``)
+BAR_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema if s.is_bar)
+#: how requested symbols are interpreted (``--stype-in``)
+STYPES: tuple[str, ...] = tuple(s.value for s in SType)
+#: prices as floats, or int64 fixed-point (1e-9) as in DBN
+PRICE_TYPES: tuple[str, ...] = ("float", "fixed")
+
+
+def count(text: str) -> int:
+    """argparse type of ``--limit``-like options: a whole number >= 0 (what 0 means is the option's).
+
+    Raises :class:`argparse.ArgumentTypeError` (argparse's one-line message) for anything else.
+    """
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative: give 0 or more")
+    return n
+
+
+def one_of(values: Sequence[str], default: str | None = None) -> str:
+    """``"one of a, b, c (default a)"``: the help of an option with choices."""
+    return f"one of {', '.join(values)}" + (f" (default {default})" if default is not None else "")
+
+
+def interval_help(default: str) -> str:
+    """``"bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)"``, from :data:`hdi_lab.schemas.INTERVALS`."""
+    *head, last = INTERVALS
+    return f"bar interval: {', '.join(head)} or {last} (default {default})"
+
+
+def _rollup_help() -> str:
+    coarser = [name for name, seconds in INTERVALS.items() if seconds > INTERVALS["1m"]]
+    return f"roll bars up into buckets: {', '.join(coarser)}... (bars only)"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option as ``ArgumentParser.add_argument`` takes it (a field left None is not passed)."""
+
+    flags: tuple[str, ...]  # ("--symbols",), ("-o", "--out") or ("schema",) for a positional
+    help: str | None = None
+    dest: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    default: Any = None
+    metavar: str | None = None
+    action: str | None = None
+    nargs: str | None = None
+    required: bool = False
+
+    @property
+    def positional(self) -> bool:
+        return not self.flags[0].startswith("-")
+
+    @property
+    def name(self) -> str:
+        """The attribute the parsed value lands in (argparse's ``dest``)."""
+        if self.dest is not None:
+            return self.dest
+        return self.flags[-1].lstrip("-").replace("-", "_")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``add_argument``."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "flags"}
+        if self.positional:
+            given.pop("dest")  # argparse names a positional by its flag
+        if not given["required"]:
+            given.pop("required")
+        return {k: v for k, v in given.items() if v is not None}
+
+    def but(self, **changes: Any) -> Option:
+        """This option with ``changes``: how a declared difference between commands is written."""
+        return dataclasses.replace(self, **changes)
+
+    def as_positional(self, *, optional: bool = False) -> Option:
+        """This option taken positionally (``--symbols`` -> ``SYMBOLS``); ``optional``: it may be left out."""
+        return self.but(flags=(self.name,), dest=None, required=False, nargs="?" if optional else None,
+                        metavar=self.metavar or self.name.upper())
+
+    def as_required(self) -> Option:
+        return self.but(required=True)
+
+
+_DATE = "date or ISO timestamp (UTC)"
+
+#: every option of the ``hdi`` CLI and the magics, by name
+OPTIONS: dict[str, Option] = {
+    # hdi (before the command)
+    "database_url": Option(("--database-url",),
+                           help="PostgreSQL URL (default: $HDI_DATABASE_URL, else the embedded server)"),
+    "home": Option(("--home",), help="data home (default: $HDI_HOME or the platform data dir)"),
+    # what to fetch or read
+    "paths": Option(("paths",), nargs="*", metavar="PATH", help="DBN files or folders (file provider)"),
+    "provider": Option(("--provider",), default="file", choices=PROVIDERS, metavar="PROVIDER",
+                        help=one_of(PROVIDERS, "file")),
+    "dataset": Option(("--dataset",), help="e.g. GLBX.MDP3 (default: from the symbols or the file)"),
+    "dataset_filter": Option(("--dataset",), help="restrict symbol resolution to this dataset, e.g. GLBX.MDP3"),
+    "schema": Option(("--schema",), choices=SCHEMAS, metavar="SCHEMA", help=one_of(SCHEMAS)),
+    "symbols": Option(("--symbols",), metavar="SYMBOLS", help="comma-separated symbols"),
+    "stype_in": Option(("--stype-in",), default=SType.RAW_SYMBOL.value, choices=STYPES, metavar="STYPE",
+                       help=one_of(STYPES, SType.RAW_SYMBOL.value)),
+    "start": Option(("--start",), metavar="START", help=f"{_DATE}, inclusive"),
+    "end": Option(("--end",), metavar="END", help=f"{_DATE}, exclusive"),
+    # how to ingest
+    "force": Option(("--force",), action="store_true", help="re-load chunks already ingested (no duplicates)"),
+    "dry_run": Option(("--dry-run",), action="store_true", help="plan and estimate only"),
+    "allow_cost": Option(("--allow-cost",), action="store_true", help="run even above the configured cost limit"),
+    "quiet": Option(("--quiet",), action="store_true", help="no progress bar"),
+    # how to read
+    "price_type": Option(("--price-type",), choices=PRICE_TYPES, default="float",
+                         help="float (default) or fixed (int64, 1e-9)"),
+    "columns": Option(("--columns",), help="comma-separated columns to keep"),
+    "rollup": Option(("--interval",), help=_rollup_help()),
+    "indicators": Option(("--indicators",), metavar="COLUMNS",
+                         help="bars only: add indicator columns computed on the fly per instrument, e.g. "
+                              "rsi_14,sma_20 (see hdi_lab.indicators)"),
+    "format": Option(("--format",), choices=("table", "csv", "parquet"), default="table"),
+    "output": Option(("--output",), help="file to write (required for parquet)"),
+    "rows_limit": Option(("--limit",), type=count, default=20, help="rows shown by --format table (0 = all)"),
+    # what is stored
+    "recent": Option(("--recent",), type=count, default=10, help="ingest-log rows to show (default 10)"),
+    "pattern": Option(("pattern",), nargs="?", default="", help="case-insensitive substring (default: all)"),
+    "symbols_limit": Option(("--limit",), type=count, default=200, help="at most this many rows (default 200)"),
+    # quarantine
+    "entry_status": Option(("--status",), choices=("open", "resolved", "all"), default="open"),
+    "rule": Option(("--rule",)),
+    "entries_limit": Option(("--limit",), type=count, default=100),
+    "entry_id": Option(("id",), type=int),
+    "entry_ids": Option(("ids",), type=int, nargs="*", help="entry ids (default: all open)"),
+    # the database server, settings
+    "db_action": Option(("action",), choices=("status", "start", "stop", "info"),
+                        help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies"),
+    "config_action": Option(("action",), choices=("show",)),
+    # feature sets
+    "feature_set": Option(("--set",), dest="feature_set", required=True, metavar="SET",
+                          help="feature set, e.g. momentum_v1 (see `hdi features list`; published as its Feast "
+                               "feature service)"),
+    "interval": Option(("--interval",), default="1d", help=interval_help("1d")),
+    "bars_start": Option(("--start",), metavar="START",
+                         help="first bar (open) to compute, inclusive (default: the first stored bar)"),
+    "bars_end": Option(("--end",), metavar="END", help="bars opening before this, exclusive (default: now)"),
+    "max_gap": Option(("--max-gap",), help="refuse instruments with a longer gap between bars, e.g. 4D or 2h"),
+    "no_compute": Option(("--no-compute",), dest="compute", action="store_false",
+                         help="publish the rows already stored"),
+    "repo": Option(("--repo",), help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)"),
+    # compare
+    "bar_schema": Option(("schema",), choices=BAR_SCHEMAS, metavar="SCHEMA", help=one_of(BAR_SCHEMAS)),
+    "left": Option(("--left",), required=True, help="symbol of the first source, e.g. ESH4"),
+    "left_dataset": Option(("--left-dataset",), help="e.g. GLBX.MDP3"),
+    "right": Option(("--right",), required=True, help="symbol of the second source, e.g. ES:FUT:CME:USD:202403"),
+    "right_dataset": Option(("--right-dataset",), default="IB", help="default IB"),
+    "price_tol": Option(("--price-tol",), type=float, default=0.0,
+                        help="absolute price tolerance (default 0: exact)"),
+    "volume_tol": Option(("--volume-tol",), type=float, default=0.0,
+                         help="relative volume tolerance (default 0: exact)"),
+    "diffs_limit": Option(("--limit",), type=count, default=20, help="differences shown (0 = all)"),
+    # every magic
+    "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
+    "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
+}
+
+#: an option by name, or an :class:`Option` derived from one (a declared difference)
+OptionRef: TypeAlias = "str | Option"
+
+
+def option(ref: OptionRef) -> Option:
+    """The declaration ``ref`` names (an :class:`Option` is itself); raises ``KeyError`` for an unknown name."""
+    return ref if isinstance(ref, Option) else OPTIONS[ref]
+
+
+# -- each command's options, in the order its help lists them ----------------------------------------
+
+GLOBAL: tuple[OptionRef, ...] = ("database_url", "home")
+INGEST: tuple[OptionRef, ...] = ("paths", "provider", "dataset", "schema", "symbols", "stype_in", "start", "end",
+                                 "force", "dry_run", "allow_cost", "quiet")
+#: the options ``hdi query`` and ``%hdi_query`` share after the range
+QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup")
+#: ``hdi query SCHEMA --symbols --start --end``: the range is required
+QUERY_RANGE_CLI: tuple[OptionRef, ...] = (option("schema").as_positional(),
+                                          *(option(n).as_required() for n in ("symbols", "start", "end")))
+#: ``%hdi_query SCHEMA SYMBOLS START END``: positional, and each may be left out because the cell form
+#: (``%%hdi_query`` with SQL) takes none of them; the line form says which are missing
+QUERY_RANGE_MAGIC: tuple[OptionRef, ...] = tuple(option(n).as_positional(optional=True)
+                                                 for n in ("schema", "symbols", "start", "end"))
+QUERY_CLI: tuple[OptionRef, ...] = (*QUERY_RANGE_CLI, *QUERY, "format", "output", "rows_limit")
+QUERY_MAGIC: tuple[OptionRef, ...] = (*QUERY_RANGE_MAGIC, *QUERY, "indicators")
+FEATURES_COMPUTE: tuple[OptionRef, ...] = ("feature_set", option("symbols").as_required(), "interval", "bars_start",
+                                           "bars_end", "dataset_filter", "max_gap")
+#: ``hdi features publish`` and ``%hdi_publish`` after the set; symbols may be omitted with --no-compute
+PUBLISH: tuple[OptionRef, ...] = (
+    option("symbols").but(help="comma-separated symbols (omit with --no-compute: all stored instruments)"),
+    "interval", "bars_start", "bars_end", "dataset_filter", "no_compute", "repo")
+#: ``%hdi_publish SET``: the magic takes the set positionally (``hdi features publish --set SET``)
+PUBLISH_SET_MAGIC: Option = option("feature_set").as_positional()
+COMPARE: tuple[OptionRef, ...] = ("bar_schema", "left", "left_dataset", "right", "right_dataset", "start", "end",
+                                  "price_tol", "volume_tol", "diffs_limit")
+#: what every magic takes after its own options
+MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
+
+
+def add(parser: argparse.ArgumentParser, *refs: OptionRef) -> argparse.ArgumentParser:
+    """Add the options ``refs`` to ``parser`` in order; returns the parser. Raises ``KeyError`` for an unknown name."""
+    for ref in refs:
+        opt = option(ref)
+        parser.add_argument(*opt.flags, **opt.kwargs())
+    return parser
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def magic_arguments(*refs: OptionRef) -> Callable[[F], F]:
+    """Decorate a magic with IPython's ``@magic_arguments()`` and an ``@argument(...)`` per option, in order.
+
+    IPython builds the magic's parser from them and replaces its docstring with the parser's help
+    (``%hdi_ingest?``), as if the decorators were written out. Raises ``KeyError`` for an unknown name.
+    """
+    from IPython.core import magic_arguments as ipython
+
+    opts = [option(ref) for ref in refs]  # looked up now: a typo fails when the magics module is imported
+
+    def decorate(magic: F) -> F:
+        for opt in reversed(opts):  # IPython applies them in source order, i.e. the reverse of decoration
+            magic = ipython.argument(*opt.flags, **opt.kwargs())(magic)
+        return ipython.magic_arguments()(magic)  # type: ignore[no-any-return]
+
+    return decorate
