@@ -44,7 +44,8 @@ from fake_databento import KEY, FakeDatabento  # noqa: E402
 
 import hdi_lab  # noqa: E402
 from hdi_lab.providers import sample  # noqa: E402
-from hdi_lab.providers.databento.provider import DatabentoProvider, _close, plan_chunks  # noqa: E402
+from hdi_lab.providers.base import plan_chunks  # noqa: E402
+from hdi_lab.providers.databento.provider import DatabentoProvider, close_store  # noqa: E402
 from hdi_lab.schemas import Chunk, Schema, SType  # noqa: E402
 from hdi_lab.storage import copy, normalise  # noqa: E402
 from hdi_lab.storage.tables import TABLES  # noqa: E402
@@ -90,7 +91,7 @@ def run(args: object) -> list[Row]:
                                                             symbols=list(c.symbols), schema=str(c.schema),
                                                             path=Path(d) / f"{i}.dbn.zst")
                         yield store
-                        _close(store)
+                        close_store(store)
 
             def raw() -> int:
                 return sum(len(r) for store in downloads() for r in store.to_ndarray(count=batch))

@@ -100,7 +100,7 @@ class FakeDatabento:
 
     @staticmethod
     def split(dataset: str, symbols: list[str], stype: SType) -> tuple[list[str], list[str]]:
-        table = sample._symbol_table(stype)
+        table = sample.symbol_table(stype)
         known = [s for s in symbols if table.get(s) == dataset]
         return known, [s for s in symbols if s not in known]
 
@@ -131,7 +131,7 @@ class FakeDatabento:
             return _error(422, f"None of the symbols could be resolved: {','.join(unknown)}")
         chunk = self.chunk(p, known)
         records = sample.SampleProvider().records(chunk)
-        days = sample._days(chunk.start, chunk.end)
+        days = sample.utc_days(chunk.start, chunk.end)
         hits = {s: sum(1 for d in days if sample.resolve(s, stype, d)) for s in known}
         maps = {s: iv for s, iv in sample.mappings(known, stype, days).items() if iv}
         data = encode_dbn(dataset=chunk.dataset, schema=chunk.schema, stype_in=stype, start=chunk.start,
@@ -164,7 +164,7 @@ class FakeDatabento:
         start = pd.Timestamp(p["start_date"], tz="UTC")
         end = pd.Timestamp(p["end_date"], tz="UTC") if p.get("end_date") else start + pd.Timedelta(days=1)
         known, unknown = self.split(p["dataset"], symbols, stype)
-        days = sample._days(start, end)
+        days = sample.utc_days(start, end)
         maps = sample.mappings(known, stype, days) if known else {}
         result = {s: [{"d0": str(a), "d1": str(b), "s": str(iid)} for a, b, iid in maps[s]] for s in known if maps[s]}
         body = {"result": result, "symbols": symbols, "stype_in": str(stype), "stype_out": "instrument_id",

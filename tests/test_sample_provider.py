@@ -238,8 +238,7 @@ def test_partial_day_chunks_partition_the_day() -> None:
 def test_output_is_deterministic_across_instances_and_caches() -> None:
     chunk = SampleProvider().plan(request(Schema.OHLCV_1S, ("ESH4",), "2024-01-03", "2024-01-04"))[0]
     first = SampleProvider().records(chunk)
-    for cached in (sample._spot, sample._minutes, sample._anchor, sample.minute_mask, sample.front):
-        cached.cache_clear()
+    sample.clear_caches()
     assert SampleProvider().records(chunk).tobytes() == first.tobytes()
 
 

@@ -13,15 +13,34 @@ from pathlib import Path
 from typing import Any
 
 import databento as db
-from databento_dbn import DBN_VERSION
 import numpy as np
 import pandas as pd
 import zstandard
+from databento_dbn import DBN_VERSION
 
 from hdi_lab.dbn import vendor_warnings
-from hdi_lab.dbn.writer import RTYPES, record_dtype
+from hdi_lab.dbn.writer import RTYPES, Records, record_dtype
 from hdi_lab.errors import DataFormatError, first_line
 from hdi_lab.schemas import Schema
+
+__all__ = [
+    "UNSUPPORTED",
+    "Decoded",
+    "Mapping",
+    "ZstdStream",
+    "check_headers",
+    "decode",
+    "mappings_of",
+    "open_store",
+    "record_to_json",
+    "records_from_json",
+    "schema_of",
+    "store_from_bytes",
+    "stream",
+    "stype_of",
+    "truncated_message",
+    "unfinished_zstd",
+]
 
 UNSUPPORTED = {
     "mbp-1": "mbp-1 (every top-of-book update) is not stored: hdi_lab keeps tbbo, the trade plus the "
@@ -49,7 +68,7 @@ class Decoded:
     stype_in: str
     start: pd.Timestamp
     end: pd.Timestamp
-    records: np.ndarray
+    records: Records
     mappings: list[Mapping] = field(default_factory=list)
 
 
@@ -112,6 +131,9 @@ def _short(exc: BaseException) -> str:
 
 
 def schema_of(store: db.DBNStore, name: str = "input") -> Schema:
+    """The one schema ``store`` holds.
+
+    Raises DataFormatError when it mixes schemas or holds one hdi_lab does not store."""
     raw = store.schema
     if raw is None:
         raise DataFormatError(f"{name} mixes several schemas: split it by schema first")
@@ -122,7 +144,9 @@ def schema_of(store: db.DBNStore, name: str = "input") -> Schema:
         return Schema(value)
     except ValueError:
         allowed = ", ".join(s.value for s in Schema)
-        raise DataFormatError(f"{name} holds schema {value!r}, which hdi_lab does not store; supported: {allowed}") from None
+        raise DataFormatError(
+            f"{name} holds schema {value!r}, which hdi_lab does not store; supported: {allowed}"
+        ) from None
 
 
 def stype_of(meta: Any) -> str:
@@ -132,6 +156,7 @@ def stype_of(meta: Any) -> str:
 
 
 def mappings_of(store: db.DBNStore) -> list[Mapping]:
+    """The store's resolved symbology intervals (unresolved symbols are left out)."""
     meta = store.metadata
     stype = stype_of(meta)
     out: list[Mapping] = []
@@ -171,7 +196,7 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
         ) from exc
 
 
-def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[np.ndarray]:
+def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[Records]:
     dtype = record_dtype(schema)
     reader = stream(store, name)
     if store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS):
@@ -180,7 +205,7 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
         yield np.frombuffer(b"".join(bytes(r) for r in plain), dtype=dtype)
         return
     if store.metadata.ts_out:
-        dtype = np.dtype(dtype.descr + [("ts_out", "<u8")])
+        dtype = np.dtype([*dtype.descr, ("ts_out", "<u8")])
     head = reader.read(8)
     if len(head) < 8 or head[:3] != b"DBN":
         raise DataFormatError(f"{name} is not a DBN stream")
@@ -203,6 +228,7 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
 
 
 def truncated_message(name: str) -> str:
+    """What to tell the user about input ``name`` whose zstd stream ends inside a frame."""
     return (f"{name} is truncated: its zstd stream ends before the end of its frame (a cut download or an "
             "unfinished export); re-download or re-export it (re-run the ingest for an API download); "
             "nothing from it was stored")
@@ -293,7 +319,7 @@ def unfinished_zstd(data: bytes) -> bool:
         ZstdStream(io.BytesIO(data), "").read()
     except _Unfinished:
         return True
-    except Exception:  # not zstd, or corrupt: the decoder's own message says more
+    except Exception:  # noqa: BLE001  (not zstd, or corrupt: the decoder's own message says more)
         return False
     return False
 
@@ -301,7 +327,7 @@ def unfinished_zstd(data: bytes) -> bool:
 def _read_full(reader: Any, size: int) -> bytes | memoryview:
     """``size`` bytes (all with -1) or fewer only at the end: stream readers may return short reads."""
     if size < 0:
-        return reader.read()  # type: ignore[no-any-return]
+        return reader.read()
     parts, got = [], 0
     while got < size:
         part = reader.read(size - got)
@@ -312,8 +338,10 @@ def _read_full(reader: Any, size: int) -> bytes | memoryview:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def check_headers(records: np.ndarray, schema: Schema, name: str) -> None:
-    """Every record must carry the schema's rtype and record length (the decoder does not check)."""
+def check_headers(records: Records, schema: Schema, name: str) -> None:
+    """Every record must carry the schema's rtype and record length (the decoder does not check).
+
+    Raises DataFormatError naming the first record that does not."""
     if len(records) == 0:
         return
     bad = (records["length"].astype(np.int64) * 4 != records.dtype.itemsize) | (records["rtype"] != RTYPES[schema])
@@ -335,7 +363,7 @@ def record_to_json(record: np.void) -> dict[str, object]:
     return out
 
 
-def records_from_json(rows: list[dict[str, object]], dtype: np.dtype) -> np.ndarray:
+def records_from_json(rows: list[dict[str, object]], dtype: np.dtype[np.void]) -> Records:
     """Inverse of :func:`record_to_json` for a list of records of one dtype."""
     arr = np.zeros(len(rows), dtype=dtype)
     for i, row in enumerate(rows):

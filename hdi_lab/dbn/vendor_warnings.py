@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from databento.common.error import BentoWarning
 
+__all__ = ["call"]
+
 _LOCK = threading.RLock()
 
 

@@ -12,17 +12,18 @@ import datetime as dt
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import databento_dbn as dbn
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import zstandard
 
 from hdi_lab.schemas import Schema, SType
 
 __all__ = ["FIXED_PRICE_SCALE", "RECORD_CLASSES", "RTYPES", "UNDEF_PRICE", "UNDEF_STAT_QUANTITY", "UNDEF_TIMESTAMP",
-           "Interval", "empty_records", "encode_dbn", "encode_metadata", "record_dtype"]
+           "Interval", "Records", "empty_records", "encode_dbn", "encode_metadata", "record_dtype"]
 
 UNDEF_PRICE: int = dbn.UNDEF_PRICE
 UNDEF_TIMESTAMP: int = dbn.UNDEF_TIMESTAMP
@@ -54,7 +55,10 @@ RTYPES: dict[Schema, int] = {
 }
 
 #: One mapping interval: [start_date, end_date) -> instrument_id.
-Interval = tuple[dt.date, dt.date, int | str]
+Interval: TypeAlias = tuple[dt.date, dt.date, int | str]
+
+#: DBN records: a numpy structured array of one schema's :func:`record_dtype`.
+Records: TypeAlias = npt.NDArray[np.void]
 
 
 @dataclass
@@ -99,7 +103,7 @@ def _seed_record(schema: Schema) -> bytes:
 
 
 @functools.cache
-def _template(schema: Schema) -> np.ndarray:
+def _template(schema: Schema) -> Records:
     rec = np.frombuffer(_seed_record(schema), dtype=record_dtype(schema)).copy()
     names = rec.dtype.names or ()
     for name in ("action", "side", "instrument_class"):  # required constructor args: leave blank
@@ -112,7 +116,7 @@ def _template(schema: Schema) -> np.ndarray:
     return rec
 
 
-def empty_records(schema: Schema | str, n: int) -> np.ndarray:
+def empty_records(schema: Schema | str, n: int) -> Records:
     """``n`` blank records of ``schema``: ``length``/``rtype`` set, numbers zero, and unset prices,
     timestamps and quantities at Databento's sentinels (UNDEF_PRICE = INT64_MAX, ...) where
     databento_dbn itself uses them (mbp-1 BBO, statistics, definition fields)."""
@@ -175,7 +179,7 @@ def encode_dbn(
     end: pd.Timestamp | int | None,
     symbols: Sequence[str],
     mappings: Mapping[str, Sequence[Interval]],
-    records: np.ndarray | bytes,
+    records: Records | bytes,
     compress: bool = True,
     stype_out: SType | str = SType.INSTRUMENT_ID,
     partial: Sequence[str] = (),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import databento as db
 import pandas as pd
@@ -19,9 +19,11 @@ import pandas as pd
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
 
+__all__ = ["MAX_CHUNKS", "SPARSE", "CostEstimate", "Fetch", "LocalProvider", "Provider", "plan_chunks"]
+
 #: what ``Provider.fetch`` returns: a generator, which the core closes to release what a fetch holds
 #: (a download's temporary file) when it stops early
-Fetch = Generator[db.DBNStore, None, None]
+Fetch: TypeAlias = Generator[db.DBNStore, None, None]
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
@@ -49,7 +51,9 @@ def _fmt(ts: pd.Timestamp) -> str:
 def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
                 start: pd.Timestamp, end: pd.Timestamp) -> list[Chunk]:
     """Day chunks (dense schemas) or month chunks (:data:`SPARSE` ones) covering ``[start, end)``,
-    clipped to it, all symbols together; keys are stable, so a re-run skips committed chunks."""
+    clipped to it, all symbols together; keys are stable, so a re-run skips committed chunks.
+
+    Raises ValidationError when the range would plan more than :data:`MAX_CHUNKS` chunks."""
     first, last = start.floor("D"), (end - pd.Timedelta(1, "ns")).floor("D")
     per = "calendar month" if schema in SPARSE else "UTC day"
     months = (last.year - first.year) * 12 + last.month - first.month + 1
@@ -89,7 +93,9 @@ class Provider(Protocol):
         ...
 
     def fetch(self, chunk: Chunk) -> Fetch:
-        """Yield the chunk's records as one or more DBN stores (metadata carries symbology)."""
+        """Yield the chunk's records as one or more DBN stores (metadata carries symbology).
+
+        Raises DataFormatError when the data cannot be read, ProviderError when the vendor fails."""
         ...
 
     def check_cost(self, chunks: list[Chunk], allow: bool) -> float | None:
@@ -117,8 +123,7 @@ class LocalProvider:
     warnings, nothing held open."""
 
     def check_cost(self, chunks: list[Chunk], allow: bool) -> None:
-        """None: local data costs nothing."""
-        return None
+        """Nothing to check: local data costs nothing."""
 
     def close(self) -> None:
         """Nothing to release."""

@@ -6,13 +6,14 @@ import hashlib
 import stat
 from pathlib import Path
 
-import databento as db
 import pandas as pd
 
 from hdi_lab.dbn import open_store, schema_of, stype_of
 from hdi_lab.errors import DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider
 from hdi_lab.schemas import Chunk, IngestRequest, SType, parse_enum
+
+__all__ = ["SUFFIXES", "FileProvider", "chunk_key", "expand"]
 
 SUFFIXES = (".dbn", ".dbn.zst")
 
@@ -23,7 +24,9 @@ def chunk_key(schema: object, data: bytes) -> str:
 
 
 def expand(paths: tuple[str, ...]) -> list[Path]:
-    """Files named directly, plus every DBN file inside named directories (sorted)."""
+    """Files named directly, plus every DBN file inside named directories (sorted).
+
+    Raises ValidationError for a path that does not exist, is not a file, or a folder without DBN files."""
     out: list[Path] = []
     for p in paths:
         path = Path(p).expanduser()
@@ -64,6 +67,10 @@ class FileProvider(LocalProvider):
     name = "file"
 
     def plan(self, request: IngestRequest) -> list[Chunk]:
+        """One chunk per file, keyed by its content hash and described by its DBN header.
+
+        Raises ValidationError without paths, with start/end, or when a file's schema or dataset is not the
+        requested one; DataFormatError when a file is not readable DBN."""
         if not request.paths:
             raise ValidationError("the file provider needs at least one path: hdi ingest --provider file PATH")
         if request.start is not None or request.end is not None:
@@ -80,7 +87,7 @@ class FileProvider(LocalProvider):
             if request.dataset and request.dataset != store.dataset:
                 raise ValidationError(f"{path} is from {store.dataset}, not the requested {request.dataset}")
             meta = store.metadata
-            end = meta.end if meta.end else meta.start + 1
+            end = meta.end or meta.start + 1
             chunks.append(Chunk(
                 key=chunk_key(schema, data),
                 provider=self.name,
@@ -95,7 +102,9 @@ class FileProvider(LocalProvider):
         return chunks
 
     def fetch(self, chunk: Chunk) -> Fetch:
-        """The bytes the chunk was planned for, read once: the log key must describe what is loaded."""
+        """The bytes the chunk was planned for, read once: the log key must describe what is loaded.
+
+        Raises DataFormatError when the file was removed or changed since it was planned."""
         assert chunk.path is not None
         path = Path(chunk.path)
         if not path.is_file():

@@ -34,8 +34,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import databento as db
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from hdi_lab.dbn import store_from_bytes
@@ -44,12 +44,17 @@ from hdi_lab.dbn.writer import (
     UNDEF_STAT_QUANTITY,
     UNDEF_TIMESTAMP,
     Interval,
+    Records,
     empty_records,
     encode_dbn,
 )
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
+
+__all__ = ["CONTINUOUS", "DATASETS", "DAY_NS", "INSTRUMENTS", "MIN_NS", "NS", "PARENTS", "PER_MIN", "ROOTS", "STEPS",
+           "STEP_S", "Instrument", "Root", "SampleProvider", "clear_caches", "day_records", "day_times", "front",
+           "mappings", "minute_mask", "resolve", "symbol_table", "universe", "utc_days", "validate_symbols"]
 
 NS, MIN_NS, DAY_NS = 1_000_000_000, 60_000_000_000, 86_400_000_000_000
 STEP_S = 5  # the shared intraday price path has one point every 5 seconds
@@ -137,8 +142,8 @@ def front(root: str, day: dt.date) -> Instrument | None:
     return None
 
 
-def _symbol_table(stype: SType) -> dict[str, str]:
-    """symbol -> dataset for every symbol known under ``stype``."""
+def symbol_table(stype: SType) -> dict[str, str]:
+    """symbol -> dataset for every symbol the sample provider knows under ``stype``."""
     if stype is SType.RAW_SYMBOL:
         return {i.symbol: i.dataset for i in INSTRUMENTS}
     if stype is SType.INSTRUMENT_ID:
@@ -159,13 +164,16 @@ def resolve(symbol: str, stype: SType, day: dt.date) -> list[Instrument]:
 
 
 def validate_symbols(symbols: Sequence[str], stype: SType) -> str:
-    """Check ``symbols`` against the universe for ``stype``; return their (single) dataset."""
-    table = _symbol_table(stype)
+    """Check ``symbols`` against the universe for ``stype``; return their (single) dataset.
+
+    Raises ValidationError for an unknown symbol (naming the stype_in it belongs to, if any) or symbols
+    of several datasets."""
+    table = symbol_table(stype)
     for sym in symbols:
         if sym in table:
             continue
         for other in _STYPES:
-            if other is not stype and sym in _symbol_table(other):
+            if other is not stype and sym in symbol_table(other):
                 raise ValidationError(
                     f"symbol {sym!r} is a {other} symbol, not a {stype} one: use stype_in={other}"
                 )
@@ -180,7 +188,7 @@ def validate_symbols(symbols: Sequence[str], stype: SType) -> str:
     return datasets[0]
 
 
-def _days(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
+def utc_days(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
     """The UTC days that ``[start, end)`` touches."""
     first, last = start.date(), (end - pd.Timedelta(1, "ns")).date()
     return [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
@@ -220,7 +228,7 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
 
 
-def _bytes(n: int, *parts: object) -> np.ndarray:
+def _bytes(n: int, *parts: object) -> npt.NDArray[np.uint8]:
     """``n`` pseudo-random bytes: SHAKE-128 of ``parts`` (the bars' hot path; no Generator setup)."""
     return np.frombuffer(hashlib.shake_128(_key(parts)).digest(n), np.uint8)
 
@@ -230,7 +238,7 @@ _LOGNORMAL = np.exp(0.45 * np.array([statistics.NormalDist().inv_cdf((k + 0.5) /
 _RAMP = np.linspace(0.0, 1.0, STEPS + 1)
 
 
-def _profile(kind: str) -> np.ndarray:
+def _profile(kind: str) -> npt.NDArray[np.float64]:
     """Relative activity per minute of the UTC day (drives volume, trade rate and volatility)."""
     m = np.arange(1440)
     if kind == "future":
@@ -245,7 +253,7 @@ _STEP_VOL = {k: np.repeat(np.sqrt(p / p.sum() / PER_MIN), PER_MIN) for k, p in _
 
 
 @functools.lru_cache(maxsize=1024)
-def minute_mask(inst: Instrument, day: dt.date) -> np.ndarray:
+def minute_mask(inst: Instrument, day: dt.date) -> npt.NDArray[np.bool_]:
     """Which minutes of UTC ``day`` are in the instrument's trading session (read-only)."""
     m, wd = np.arange(1440), day.weekday()
     if inst.root.kind == "future":  # 00:00-22:00 Mon-Fri, 23:00-24:00 Sun-Thu
@@ -271,7 +279,7 @@ def _anchor(root: Root, day: dt.date) -> float:
 
 
 @functools.lru_cache(maxsize=32)  # ~280 kB each
-def _spot(root: Root, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
+def _spot(root: Root, day: dt.date) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Spot price every 5 s over the day (STEPS + 1 points) and a (12, 1440) by-minute copy.
 
     A +-sigma random walk (sigma following the activity profile), bridged from this day's anchor
@@ -288,7 +296,7 @@ def _spot(root: Root, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
     return path, grid
 
 
-def _ticks(inst: Instrument, day: dt.date, spot: np.ndarray) -> np.ndarray:
+def _ticks(inst: Instrument, day: dt.date, spot: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """The instrument's price in (float) ticks for spot prices ``spot`` (futures add carry)."""
     carry = 1.0
     if inst.expiration is not None:
@@ -296,12 +304,12 @@ def _ticks(inst: Instrument, day: dt.date, spot: np.ndarray) -> np.ndarray:
     return spot * (carry * 1e9 / inst.root.tick)
 
 
-def _at(inst: Instrument, day: dt.date, seconds: np.ndarray) -> np.ndarray:
+def _at(inst: Instrument, day: dt.date, seconds: npt.NDArray[np.integer | np.floating]) -> npt.NDArray[np.float64]:
     """Float ticks at ``seconds`` after midnight, interpolated on the 5 s path."""
     return _ticks(inst, day, np.interp(seconds / STEP_S, np.arange(STEPS + 1), _spot(inst.root, day)[0]))
 
 
-def _activity(inst: Instrument, day: dt.date) -> np.ndarray:
+def _activity(inst: Instrument, day: dt.date) -> npt.NDArray[np.float64]:
     """Per-minute activity; deferred (non-front) contracts trade ~3% of the front's."""
     act = _PROFILES[inst.root.kind]
     if inst.expiration is not None and front(inst.root.name, day) != inst:
@@ -312,12 +320,12 @@ def _activity(inst: Instrument, day: dt.date) -> np.ndarray:
 # --- generators: every function returns the whole UTC day ---------------------------------------
 
 
-def _stamp(rec: np.ndarray, inst: Instrument, ts: np.ndarray) -> None:
+def _stamp(rec: Records, inst: Instrument, ts: npt.NDArray[np.integer]) -> None:
     rec["publisher_id"], rec["instrument_id"], rec["ts_event"] = inst.root.publisher_id, inst.instrument_id, ts
 
 
 @functools.lru_cache(maxsize=64)
-def _minutes(inst: Instrument, day: dt.date) -> tuple[np.ndarray, ...]:
+def _minutes(inst: Instrument, day: dt.date) -> tuple[npt.NDArray[np.integer], ...]:
     """(open, high, low, close, volume) for all 1440 minutes; prices in ticks."""
     noise = _bytes(STEPS // 8 + 1440, inst.instrument_id, day, "minutes")
     bounce = np.unpackbits(noise[: STEPS // 8]).reshape(PER_MIN, 1440)  # trade at bid or ask
@@ -326,25 +334,30 @@ def _minutes(inst: Instrument, day: dt.date) -> tuple[np.ndarray, ...]:
     return px[0], px.max(axis=0), px.min(axis=0), px[-1], np.maximum(np.rint(vol), 1).astype(np.uint64)
 
 
-def _second_times(inst: Instrument, day: dt.date) -> np.ndarray:
+def _second_times(inst: Instrument, day: dt.date) -> npt.NDArray[np.int64]:
     """Seconds of the day that have a 1 s bar (i.e. at least one trade)."""
     lam = np.repeat(inst.root.trades_per_min * _activity(inst, day) * minute_mask(inst, day), 60)
     hit = _rng(inst.instrument_id, day, "ohlcv-1s", "layout").random(86_400) < -np.expm1(-lam / 20)
     return np.flatnonzero(hit)
 
 
-def _bars(inst: Instrument, day: dt.date, schema: Schema) -> tuple[np.ndarray, ...]:
+def _second_bars(inst: Instrument, day: dt.date) -> tuple[npt.NDArray[np.integer], ...]:
+    """(ts_event, open, high, low, close, volume) of the day's 1 s bars; prices in ticks."""
+    secs = _second_times(inst, day)
+    rng, n = _rng(inst.instrument_id, day, "ohlcv-1s", "values"), len(secs)
+    o = np.maximum(np.rint(_at(inst, day, secs) + 0.4 * rng.standard_normal(n)), 1).astype(np.int64)
+    c = np.maximum(np.rint(_at(inst, day, secs + 1) + 0.4 * rng.standard_normal(n)), 1).astype(np.int64)
+    h = np.maximum(o, c) + rng.geometric(0.7, n) - 1
+    lo = np.maximum(np.minimum(o, c) - rng.geometric(0.7, n) + 1, 1)
+    v = rng.geometric(0.3, n) * (1 if inst.root.kind == "future" else 100)
+    return _day_ns(day) + secs * NS, o, h, lo, c, v
+
+
+def _bars(inst: Instrument, day: dt.date, schema: Schema) -> tuple[npt.NDArray[np.integer], ...]:
     """(ts_event, open, high, low, close, volume) of the day's bars; prices in ticks."""
-    day_ns = _day_ns(day)
     if schema is Schema.OHLCV_1S:
-        secs = _second_times(inst, day)
-        rng, n = _rng(inst.instrument_id, day, "ohlcv-1s", "values"), len(secs)
-        o = np.maximum(np.rint(_at(inst, day, secs) + 0.4 * rng.standard_normal(n)), 1).astype(np.int64)
-        c = np.maximum(np.rint(_at(inst, day, secs + 1) + 0.4 * rng.standard_normal(n)), 1).astype(np.int64)
-        h = np.maximum(o, c) + rng.geometric(0.7, n) - 1
-        lo = np.maximum(np.minimum(o, c) - rng.geometric(0.7, n) + 1, 1)
-        v = rng.geometric(0.3, n) * (1 if inst.root.kind == "future" else 100)
-        return day_ns + secs * NS, o, h, lo, c, v
+        return _second_bars(inst, day)
+    day_ns = _day_ns(day)
     o, h, lo, c, v = _minutes(inst, day)
     idx = np.flatnonzero(minute_mask(inst, day))
     if schema is Schema.OHLCV_1M or not len(idx):
@@ -357,7 +370,7 @@ def _bars(inst: Instrument, day: dt.date, schema: Schema) -> tuple[np.ndarray, .
             c[idx][ends], np.add.reduceat(v[idx], starts))
 
 
-def _trade_times(inst: Instrument, day: dt.date) -> np.ndarray:
+def _trade_times(inst: Instrument, day: dt.date) -> npt.NDArray[np.int64]:
     """Sorted trade ts_event (ns): Poisson counts per minute, uniform inside the minute."""
     rng = _rng(inst.instrument_id, day, "trades", "times")
     counts = rng.poisson(inst.root.trades_per_min * _activity(inst, day) * minute_mask(inst, day))
@@ -366,7 +379,7 @@ def _trade_times(inst: Instrument, day: dt.date) -> np.ndarray:
     return np.sort(_day_ns(day) + minute * MIN_NS + offsets)
 
 
-def _trades(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
+def _trades(inst: Instrument, day: dt.date, schema: Schema) -> Records:
     """Trades (aggressor side, at the bid or ask); tbbo adds the BBO just before each trade."""
     ts = _trade_times(inst, day)
     rng, n, tick = _rng(inst.instrument_id, day, "trades", "values"), len(ts), inst.root.tick
@@ -397,7 +410,7 @@ def _trades(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
     return rec
 
 
-def _statistics(inst: Instrument, day: dt.date) -> np.ndarray:
+def _statistics(inst: Instrument, day: dt.date) -> Records:
     """Futures: session high/low (21:15) and settlement (21:30, or 15 min after expiration) on
     weekdays, cleared volume and open interest of the previous session (11:00), opening price at
     the 23:00 reopen. Equities: opening and closing prices. UNDEF price/quantity where unused."""
@@ -446,7 +459,7 @@ def _statistics(inst: Instrument, day: dt.date) -> np.ndarray:
     return rec
 
 
-def _definition(inst: Instrument, day: dt.date) -> np.ndarray:
+def _definition(inst: Instrument, day: dt.date) -> Records:
     """The day's instrument definition, stamped 00:00 UTC (ts_event = ts_recv)."""
     rec, root, t0 = empty_records(Schema.DEFINITION, 1), inst.root, _day_ns(day)
     ref = float(_ticks(inst, day, np.exp(np.array(_anchor(root, day)))))
@@ -475,7 +488,7 @@ def _definition(inst: Instrument, day: dt.date) -> np.ndarray:
     return rec
 
 
-def day_records(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
+def day_records(inst: Instrument, day: dt.date, schema: Schema) -> Records:
     """All of ``inst``'s records on UTC ``day`` for ``schema``, sorted by ts_event."""
     if not inst.listed(day):
         return empty_records(schema, 0)
@@ -494,7 +507,7 @@ def day_records(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
     return rec
 
 
-def day_times(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
+def day_times(inst: Instrument, day: dt.date, schema: Schema) -> npt.NDArray[np.int64]:
     """The ts_event of :func:`day_records` without computing prices (for exact counts)."""
     if not inst.listed(day):
         return np.empty(0, np.int64)
@@ -506,6 +519,12 @@ def day_times(inst: Instrument, day: dt.date, schema: Schema) -> np.ndarray:
     if schema in (Schema.TRADES, Schema.TBBO):
         return _trade_times(inst, day)
     return day_records(inst, day, schema)["ts_event"].astype(np.int64)
+
+
+def clear_caches() -> None:
+    """Forget every memoised symbology answer and price path (records are pure: they come back the same)."""
+    for cached in (front, minute_mask, _anchor, _spot, _minutes):
+        cached.cache_clear()
 
 
 # --- the provider ------------------------------------------------------------------------------
@@ -547,7 +566,10 @@ class SampleProvider(LocalProvider):
     def plan(self, request: IngestRequest) -> list[Chunk]:
         """Chunks of ``[start, end)`` (clipped to it), all symbols together: one per UTC day for
         ticks and 1s/1m bars, one per calendar month for the sparse schemas (1h/1d bars,
-        statistics, definitions)."""
+        statistics, definitions).
+
+        Raises ValidationError on a missing or unknown schema or stype_in, no or unknown symbols, symbols
+        of several datasets, a dataset they are not in, or a bad range."""
         if request.schema is None:
             raise ValidationError(f"schema is required: use one of {', '.join(s.value for s in Schema)}")
         schema = parse_enum(Schema, request.schema, "schema")
@@ -570,12 +592,12 @@ class SampleProvider(LocalProvider):
         found = {i.instrument_id: i for s in chunk.symbols for i in resolve(s, SType(chunk.stype_in), day)}
         return [found[k] for k in sorted(found)]
 
-    def records(self, chunk: Chunk) -> np.ndarray:
+    def records(self, chunk: Chunk) -> Records:
         """The chunk's records (numpy, DBN dtype), sorted by (ts_event, instrument_id)."""
         validate_symbols(chunk.symbols, SType(chunk.stype_in))
         schema, lo, hi = Schema(chunk.schema), chunk.start.value, chunk.end.value
-        parts: list[np.ndarray] = []
-        for day in _days(chunk.start, chunk.end):
+        parts: list[Records] = []
+        for day in utc_days(chunk.start, chunk.end):
             day_parts = []
             for inst in self._instruments(chunk, day):
                 rec = day_records(inst, day, schema)
@@ -591,7 +613,7 @@ class SampleProvider(LocalProvider):
 
     def fetch(self, chunk: Chunk) -> Fetch:
         """Yield one DBNStore with the chunk's records and Databento-style symbology metadata."""
-        records, days, stype = self.records(chunk), _days(chunk.start, chunk.end), SType(chunk.stype_in)
+        records, days, stype = self.records(chunk), utc_days(chunk.start, chunk.end), SType(chunk.stype_in)
         hits = {s: sum(1 for d in days if resolve(s, stype, d)) for s in chunk.symbols}
         maps = {s: iv for s, iv in mappings(chunk.symbols, stype, days).items() if iv}
         data = encode_dbn(
@@ -606,7 +628,7 @@ class SampleProvider(LocalProvider):
         """Exact record count (from timestamps only, no prices) at no cost."""
         validate_symbols(chunk.symbols, SType(chunk.stype_in))
         schema, lo, hi, n = Schema(chunk.schema), chunk.start.value, chunk.end.value, 0
-        for day in _days(chunk.start, chunk.end):
+        for day in utc_days(chunk.start, chunk.end):
             for inst in self._instruments(chunk, day):
                 ts = day_times(inst, day, schema)
                 n += int(np.searchsorted(ts, hi) - np.searchsorted(ts, lo))

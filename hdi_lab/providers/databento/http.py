@@ -21,6 +21,8 @@ from databento.common.error import BentoError, BentoHttpError, BentoServerError
 from hdi_lab.dbn import vendor_warnings
 from hdi_lab.errors import AuthError, ProviderError, RateLimitError, UnavailableError
 
+__all__ = ["NAME", "Caller", "close_abandoned_files"]
+
 log = logging.getLogger(__name__)
 NAME = "databento"
 
@@ -47,7 +49,10 @@ class Caller:
     warnings: list[str] = field(default_factory=list)
 
     def __call__[T](self, what: str, fn: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
-        """``fn()`` with retries; ``what`` names the call in messages; ``on_retry`` cleans up between tries."""
+        """``fn()`` with retries; ``what`` names the call in messages; ``on_retry`` cleans up between tries.
+
+        Raises AuthError for a rejected key, ProviderError for another refused request, RateLimitError or
+        UnavailableError when rate limits, server errors or the network outlast the retries."""
         attempt = 0
         while True:
             try:
@@ -84,6 +89,7 @@ class Caller:
             attempt += 1
 
     def delay(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds to wait before retry ``attempt + 1``: the server's Retry-After, else exponential backoff."""
         if retry_after:
             try:
                 return min(max(float(retry_after), 0.0), self.backoff_max)
@@ -92,9 +98,11 @@ class Caller:
         return float(min(self.backoff * 2**attempt, self.backoff_max))
 
     def scrub(self, text: str) -> str:
+        """``text`` with the API key masked."""
         return text.replace(self.key, "****") if self.key else text
 
     def detail(self, exc: BentoHttpError) -> str:
+        """The server's one-line explanation of ``exc`` (scrubbed, at most 240 characters)."""
         body = exc.json_body if isinstance(exc.json_body, dict) else {}
         detail = body.get("detail", exc.message)
         if isinstance(detail, dict):
@@ -103,6 +111,7 @@ class Caller:
         return self.scrub(text)[:240]
 
     def client_error(self, what: str, exc: BentoHttpError) -> ProviderError:
+        """The error to raise for a refused request (HTTP 4xx but 429): AuthError for 401/403."""
         status, detail, rid = int(exc.http_status), self.detail(exc), exc.request_id
         if status in (401, 403):
             return AuthError(
@@ -114,6 +123,7 @@ class Caller:
                              provider=NAME, status=status, request_id=rid)
 
     def exhausted(self, what: str, exc: BentoHttpError, attempt: int) -> ProviderError:
+        """The error to raise when retries ran out: RateLimitError for 429, else UnavailableError."""
         status, rid = int(exc.http_status), exc.request_id
         tries = f"{attempt + 1} {'try' if attempt == 0 else 'tries'}"
         if status == 429:

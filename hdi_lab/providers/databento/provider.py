@@ -28,13 +28,14 @@ from databento.common.publishers import Dataset
 from databento_dbn import DBNError
 
 from hdi_lab import dbn
-
 from hdi_lab.config import Settings
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, plan_chunks
 from hdi_lab.providers.databento.http import Caller, close_abandoned_files
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
+
+__all__ = ["DATASETS", "DatabentoProvider", "close_store", "symbol_stype", "validate_dataset", "validate_symbols"]
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
 _PARENT = re.compile(r"^[^.\s]+\.(FUT|OPT|SPOT|MLEG)$")
@@ -65,6 +66,9 @@ def symbol_stype(symbol: str) -> SType:
 
 
 def validate_symbols(symbols: tuple[str, ...], stype: SType) -> None:
+    """Check that there are symbols and that each is written as ``stype`` writes them.
+
+    Raises ValidationError naming the symbol and the stype_in it looks like."""
     if not symbols:
         raise ValidationError("symbols are required for the databento provider: e.g. symbols=['ESH4'], "
                               "['ES.FUT'] with stype_in=parent or ['ES.c.0'] with stype_in=continuous")
@@ -80,7 +84,7 @@ def validate_symbols(symbols: tuple[str, ...], stype: SType) -> None:
             raise ValidationError(f"symbol {sym!r} is a {form} symbol: use stype_in={form}")
 
 
-def _close(store: db.DBNStore) -> None:
+def close_store(store: db.DBNStore) -> None:
     """Close the file a file-backed DBNStore keeps open (databento offers no close())."""
     source = getattr(store, "_data_source", None)
     buf = getattr(source, "_FileDataSource__buffer", None)
@@ -112,6 +116,9 @@ class DatabentoProvider:
         return str(key)
 
     def client(self) -> db.Historical:
+        """The Historical API client, made on first use.
+
+        Raises ConfigError without an API key or with a gateway that is not a URL."""
         with self._lock:
             if self._client is None:
                 gateway = str(self.settings.databento_gateway)
@@ -123,6 +130,9 @@ class DatabentoProvider:
             return self._client
 
     def caller(self) -> Caller:
+        """A :class:`Caller` (retries, backoff, error messages) with this provider's settings.
+
+        Raises ConfigError without an API key."""
         s = self.settings
         return Caller(self._key(), int(s.databento_retries), float(s.databento_backoff), float(s.databento_backoff_max))
 
@@ -133,6 +143,11 @@ class DatabentoProvider:
     # --- the Provider protocol ---------------------------------------------------------------
 
     def plan(self, request: IngestRequest) -> list[Chunk]:
+        """Chunks of ``[start, end)`` for the dataset and symbols (see :func:`plan_chunks`), preceded by
+        their definition chunks when ``databento_definitions`` is on.
+
+        Raises ValidationError on a missing or unknown schema, stype_in, dataset or symbol, or a range outside
+        the dataset's; ConfigError without an API key; ProviderError when asking the available range fails."""
         if request.schema is None:
             raise ValidationError(f"schema is required: use one of {', '.join(s.value for s in Schema)}")
         schema = parse_enum(Schema, request.schema, "schema")
@@ -192,7 +207,10 @@ class DatabentoProvider:
         return cost
 
     def fetch(self, chunk: Chunk) -> Fetch:
-        """Stream the chunk into a temporary file and yield a DBNStore reading from it."""
+        """Stream the chunk into a temporary file and yield a DBNStore reading from it.
+
+        Raises DataFormatError when the response holds no readable DBN, ProviderError (AuthError,
+        RateLimitError, UnavailableError) when the API refuses or fails after its retries."""
         caller, client, args = self.caller(), self.client(), self._args(chunk)
         with tempfile.TemporaryDirectory(prefix="hdi-databento-") as tmp:
             path = Path(tmp) / "chunk.dbn.zst"
@@ -212,7 +230,7 @@ class DatabentoProvider:
             try:
                 yield store
             finally:
-                _close(store)
+                close_store(store)
 
     def close(self) -> None:
         """Nothing to release: each call is one HTTP request."""

@@ -20,6 +20,8 @@ from typing import Any, Self, TypeVar
 
 from hdi_lab.errors import ConfigError, MissingDependency
 
+__all__ = ["LIBRARIES", "IbApiError", "IbConnection", "IbDisconnected", "load_library"]
+
 LIBRARIES = ("ib_async", "ib_insync")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -40,7 +42,9 @@ class IbDisconnected(Exception):
 
 
 def load_library(choice: str | None = "auto") -> ModuleType:
-    """The IB client module: ``ib_async``, ``ib_insync``, or for ``auto`` the first one installed."""
+    """The IB client module: ``ib_async``, ``ib_insync``, or for ``auto`` the first one installed.
+
+    Raises ConfigError for another ``choice``, MissingDependency when the library is not installed."""
     name = (choice or "auto").strip().lower()
     if name not in ("auto", *LIBRARIES):
         raise ConfigError(f"ib_library={choice!r} is not valid: use auto, ib_async or ib_insync")

@@ -40,6 +40,9 @@ from hdi_lab.dbn.writer import empty_records
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, SType
 
+__all__ = ["SEC_TYPES", "ContractSpec", "IbInstrument", "definition_record", "fixed", "front_segments",
+           "parse_contract"]
+
 SEC_TYPES = ("STK", "FUT", "CONTFUT", "CASH", "IND")
 _DEFAULTS = {  # (exchange, currency) when left out
     "STK": ("SMART", "USD"),
@@ -162,7 +165,9 @@ class IbInstrument:
 
 def fixed(value: float | str | Decimal) -> int:
     """A decimal number as int64 fixed-point 1e-9, rounded half away from zero on its decimal text
-    (so 4712.25 -> 4712250000000 exactly and 1.1 -> 1100000000, never 1099999999)."""
+    (so 4712.25 -> 4712250000000 exactly and 1.1 -> 1100000000, never 1099999999).
+
+    Raises ValidationError when ``value`` is not a number."""
     try:
         d = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
     except InvalidOperation:

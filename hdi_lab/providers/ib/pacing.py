@@ -29,6 +29,9 @@ import pandas as pd
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema
 
+__all__ = ["BAR_SIZES", "MAX_SECONDS", "Clock", "HistRequest", "Pacer", "Rules", "VirtualClock", "duration_string",
+           "format_duration", "naive_seconds", "schedule", "split_range", "violations"]
+
 #: IB bar size setting per schema.
 BAR_SIZES: dict[Schema, str] = {
     Schema.OHLCV_1S: "1 secs",
@@ -94,7 +97,9 @@ def duration_string(seconds: float, schema: Schema) -> str:
 
 
 def split_range(start: pd.Timestamp, end: pd.Timestamp, schema: Schema) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    """``[start, end)`` cut into consecutive windows of at most IB's maximum duration for ``schema``."""
+    """``[start, end)`` cut into consecutive windows of at most IB's maximum duration for ``schema``.
+
+    Raises ValidationError for a schema IB does not serve."""
     if schema not in MAX_SECONDS:
         raise ValidationError(f"schema={schema} is not available from IB: use one of "
                               f"{', '.join(s.value for s in MAX_SECONDS)}")
@@ -182,7 +187,9 @@ class Pacer:
             self._sent.popleft()
 
     def acquire(self, req: HistRequest) -> float:
-        """Sleep until ``req`` may go, record it as sent and open; returns the send time."""
+        """Sleep until ``req`` may go, record it as sent and open; returns the send time.
+
+        Raises RuntimeError when the most requests the rules allow are already open (a caller's bug)."""
         with self._lock:
             if self._open >= self.rules.max_open:
                 raise RuntimeError(f"{self._open} requests are open: at most {self.rules.max_open} allowed")

@@ -38,7 +38,6 @@ import logging
 import weakref
 from typing import Any, Self
 
-import databento as db
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -79,6 +78,9 @@ from hdi_lab.providers.ib.pacing import (
 )
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, parse_enum, parse_range
 
+__all__ = ["DATASETS", "PACING_BACKOFF_S", "PACING_RETRIES", "PUBLISHERS", "IbProvider", "fixed_prices",
+           "validate_dataset"]
+
 DATASETS: dict[str, str] = {"IB": "TRADES", "IB.MIDPOINT": "MIDPOINT", "IB.BID_ASK": "BID_ASK"}
 PUBLISHERS: dict[str, int] = {"IB": 32000, "IB.MIDPOINT": 32001, "IB.BID_ASK": 32002}
 PACING_RETRIES = 3
@@ -87,6 +89,9 @@ log = logging.getLogger(__name__)
 
 
 def validate_dataset(value: str | None) -> str:
+    """The IB dataset ``value`` names (IB when left out), upper-cased.
+
+    Raises ValidationError for any other name."""
     raw = (value or "IB").strip().upper()
     if raw not in DATASETS:
         raise ValidationError(f"dataset={value!r} is not an IB dataset: use IB (TRADES), IB.MIDPOINT or IB.BID_ASK")
@@ -123,6 +128,11 @@ class IbProvider:
 
     # -- plan --------------------------------------------------------------------------------
     def plan(self, request: IngestRequest) -> list[Chunk]:
+        """A definition chunk per contract, then bar chunks per contract and window of ``[start, end)``
+        (each within IB's maximum duration for the bar size), their send times scheduled by the pacing rules.
+
+        Raises ValidationError on a missing or unsupported schema, a bad dataset, no symbols, a bad contract
+        or range."""
         if request.schema is None:
             raise ValidationError(f"schema is required for the ib provider: use one of "
                                   f"{', '.join(s.value for s in BAR_SIZES)}")
