@@ -23,6 +23,8 @@ from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range
 from hdi_lab.core.session import HdiSession
 
+__all__ = ["PRICES", "STATUSES", "BarComparison", "compare_bars"]
+
 PRICES = ("open", "high", "low", "close")
 STATUSES = ("match", "missing_left", "missing_right", "price_mismatch", "volume_mismatch")
 

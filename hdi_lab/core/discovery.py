@@ -17,6 +17,8 @@ from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
 from hdi_lab.core.session import HdiSession
 
+__all__ = ["can_discover", "discover"]
+
 log = logging.getLogger(__name__)
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%
     from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
 
+__all__ = ["PROVIDERS", "HdiSession", "with_session"]
+
 PROVIDERS = ("file", "sample", "databento", "ib")
 
 

@@ -10,6 +10,8 @@ import numpy as np
 from hdi_lab.dbn import INT64_MAX
 from hdi_lab.schemas import Schema
 
+__all__ = ["Reason", "Rejected", "Rule", "rules_for", "validate"]
+
 Reason = Callable[[np.void], str]
 
 

@@ -22,6 +22,9 @@ from hdi_lab.storage import copy
 from hdi_lab.storage.db import one
 from hdi_lab.storage.normalise import Columns, key_view
 
+__all__ = ["BadRow", "Cursor", "completed", "insert_log", "insert_quarantine", "known_instruments", "load_definitions",
+           "load_market", "lock_chunk", "upsert_symbology"]
+
 Cursor = psycopg2.extensions.cursor
 
 

@@ -12,6 +12,8 @@ from hdi_lab.schemas import Schema
 from hdi_lab.storage.copy import PG_EPOCH_US
 from hdi_lab.storage.tables import Table, dup_key
 
+__all__ = ["Columns", "DupCounter", "key_order", "key_view", "normalise"]
+
 
 @dataclass
 class Columns:

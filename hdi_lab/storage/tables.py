@@ -11,6 +11,8 @@ from typing import Literal
 
 from hdi_lab.schemas import Schema
 
+__all__ = ["TABLES", "Column", "Kind", "Table", "dup_key"]
+
 Kind = Literal["int", "ts", "ns", "price", "char", "undef_i64", "undef_u64", "dup"]
 
 

@@ -1,8 +1,8 @@
 """TimescaleDB when the extension is available: hypertables, compression, rollups, policies.
 
-Detection is automatic (:func:`detect`, reading ``pg_available_extensions``). Plain PostgreSQL keeps ordinary tables with
-the same primary keys, so every load path is identical on both; rollups are computed at query
-time there (see :mod:`hdi_lab.storage.aggregates`).
+Detection is automatic (:func:`detect` reads ``pg_available_extensions``). Plain PostgreSQL keeps
+ordinary tables with the same primary keys, so every load path is identical on both; rollups are
+computed at query time there (see :mod:`hdi_lab.storage.aggregates`).
 
 On TimescaleDB, every time a session connects (:func:`enable`, called by the migration):
 
