@@ -39,7 +39,7 @@ class Plan:
 
 def schema_label(request: IngestRequest, chunks: Sequence[Chunk]) -> str:
     """The report's schema: the requested one, else the schemas the chunks hold (a folder of files may mix
-    schemas) joined by ``+``, companions (definitions fetched along) left out."""
+    schemas) joined by ``+``, companions (definitions fetched along) left out. Raises nothing."""
     if request.schema:
         return request.schema.value
     return "+".join(dict.fromkeys(c.schema.value for c in chunks if not c.companion))

@@ -62,6 +62,7 @@ _TRADE_RULES = [
 
 
 def rules_for(schema: Schema) -> list[Rule]:
+    """The record rules of ``schema`` (bars, trades; none for the others). Raises nothing."""
     if schema.is_bar:
         return _bar_rules(schema.bar_seconds)
     if schema in (Schema.TRADES, Schema.TBBO):
@@ -76,7 +77,8 @@ def validate(
     end_ns: int,
     known_ids: np.ndarray | None,
 ) -> Rejected:
-    """Check records against the schema's rules, the request's ``[start, end)`` and known instruments."""
+    """Check records against the schema's rules, the request's ``[start, end)`` and known instruments
+    (``None``: not checked). Raises nothing: a bad record is rejected, with its rule and reason."""
     n = len(records)
     first = np.full(n, -1, dtype=np.int32)
     rules = rules_for(schema)
