@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from hdi_lab.dbn import INT64_MAX
 from hdi_lab.schemas import Schema
 
 __all__ = ["Reason", "Rejected", "Rule", "rules_for", "validate"]
 
-Reason = Callable[[np.void], str]
+Reason: TypeAlias = Callable[[np.void], str]
 
 
 @dataclass(frozen=True)
 class Rejected:
     """Indices of rejected records with the rule and a human reason for each."""
 
-    index: np.ndarray
+    index: npt.NDArray[Any]
     rules: list[str]
     reasons: list[str]
 
@@ -27,7 +29,7 @@ class Rejected:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    check: Callable[[np.ndarray], np.ndarray]  # -> bool mask of BAD records
+    check: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]  # -> bool mask of BAD records
     reason: Reason
 
 
@@ -71,11 +73,11 @@ def rules_for(schema: Schema) -> list[Rule]:
 
 
 def validate(
-    records: np.ndarray,
+    records: npt.NDArray[Any],
     schema: Schema,
     start_ns: int,
     end_ns: int,
-    known_ids: np.ndarray | None,
+    known_ids: npt.NDArray[Any] | None,
 ) -> Rejected:
     """Check records against the schema's rules, the request's ``[start, end)`` and known instruments
     (``None``: not checked). Raises nothing: a bad record is rejected, with its rule and reason."""
