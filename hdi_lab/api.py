@@ -13,6 +13,8 @@ from hdi_lab.core.retrieval import PriceType
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 from hdi_lab.core.session import HdiSession, with_session
 
+__all__ = ["ingest", "make_request", "query", "sql"]
+
 
 def make_request(
     provider: str,

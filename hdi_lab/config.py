@@ -26,6 +26,9 @@ import platformdirs
 from hdi_lab import dsn
 from hdi_lab.errors import ConfigError
 
+__all__ = ["OPTIONS", "ROUTING", "Option", "Settings", "default_home", "find_config_file", "load_settings", "mask",
+           "user_config_file"]
+
 
 @dataclass(frozen=True)
 class Option:

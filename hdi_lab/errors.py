@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hdi_lab.schemas import IngestReport
 
+__all__ = ["AuthError", "ConfigError", "CostLimitError", "DataFormatError", "EmbeddedServerError", "HdiError",
+           "IngestError", "MissingDependency", "ProviderError", "RateLimitError", "StorageError", "UnavailableError",
+           "ValidationError", "first_line"]
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's text (a PostgreSQL driver's ``pgerror`` when it has one), or its

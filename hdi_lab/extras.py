@@ -7,6 +7,8 @@ from types import ModuleType
 
 from hdi_lab.errors import MissingDependency
 
+__all__ = ["EXTRAS", "require"]
+
 #: module -> the hdi_lab extra that installs it
 EXTRAS: dict[str, str] = {
     "ib_async": "ib",

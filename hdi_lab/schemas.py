@@ -13,6 +13,10 @@ from hdi_lab.errors import ValidationError
 if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must stay fast
     import pandas as pd
 
+__all__ = ["INTERVALS", "TIME_RANGE", "Chunk", "ChunkResult", "IngestReport", "IngestRequest", "Progress", "SType",
+           "Schema", "check_interval", "parse_enum", "parse_range", "parse_symbols", "parse_time", "require_symbols",
+           "utc_date"]
+
 
 class Schema(enum.StrEnum):
     """The market-data schemas hdi_lab stores (Databento's names)."""

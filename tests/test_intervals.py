@@ -18,7 +18,7 @@ from hdi_lab.core import catalog
 from hdi_lab.frontend.cli import main
 from hdi_lab.errors import ValidationError
 from hdi_lab.core.session import HdiSession
-from hdi_lab.storage import aggregates, timescale
+from hdi_lab.storage import aggregates, db, timescale
 
 pytestmark = pytest.mark.integration
 
@@ -107,11 +107,11 @@ def test_cli_query_interval_and_db_info_on_plain_postgres(pg_url: str, db_schema
 
 
 def test_describe_plain_postgres(session: HdiSession) -> None:
-    info = timescale.describe(session.connection(), session.schema)
+    info = db.server_info(session.connection(), session.schema)
     assert info.timescaledb is None and info.flavour.startswith("plain PostgreSQL")
     assert info.hypertables.empty and info.policies.empty
     status = catalog.status(session)
-    assert status.storage is not None and status.storage.timescaledb is None
+    assert status.server is not None and status.server.timescaledb is None
 
 
 def test_policies_from_settings() -> None:

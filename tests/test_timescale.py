@@ -154,7 +154,7 @@ def test_migrations_create_hypertables_compression_aggregates_and_policies(
     trades = cs[cs["t"] == "trades"].set_index("attname")
     assert set(trades.dropna(subset=["ord"]).index) == {"ts_event", "ts_event_ns", "dup_idx"}
 
-    st = timescale.describe(conn, ts.schema)
+    st = db.server_info(conn, ts.schema)
     assert st.flavour == f"TimescaleDB {info.timescaledb}"
     assert sorted(st.hypertables["table"]) == sorted(BARS + TICKS)
     assert sorted(st.aggregates["view"]) == sorted(aggregates.ROLLUPS.values())
@@ -165,8 +165,8 @@ def test_migrations_create_hypertables_compression_aggregates_and_policies(
     assert all('"compress_after": "7 days"' in c for c in st.policies[st.policies["policy"] == "policy_compression"]
                ["config"])  # retention: none by default
     assert db.migrate(conn, ts.schema) == []  # a second run changes nothing
-    assert timescale.describe(conn, ts.schema).policies.equals(st.policies)
-    shown = catalog.status(ts).storage
+    assert db.server_info(conn, ts.schema).policies.equals(st.policies)
+    shown = catalog.status(ts).server
     assert shown is not None and shown.timescaledb == info.timescaledb and shown.hypertables.equals(st.hypertables)
     view = repr(StatusView(catalog.status(ts), ts.schema, False))  # %hdi_status
     assert "hypertables:" in view and "policy_refresh_continuous_aggregate" in view and "rollup_1d" in view
@@ -185,7 +185,7 @@ def test_migrations_create_hypertables_compression_aggregates_and_policies(
 def test_retention_only_on_opt_in_and_policies_follow_settings(ts_url: str, ts_schema: str) -> None:
     def policies(**settings: object) -> pd.DataFrame:
         with make_session(ts_url, ts_schema, **settings) as s:
-            return timescale.describe(s.connection(), ts_schema).policies
+            return db.server_info(s.connection(), ts_schema).policies
 
     p = policies()
     assert "policy_retention" not in set(p["policy"])
@@ -229,7 +229,7 @@ def test_fixture_files_query_identically_on_timescaledb_and_plain_postgres(
     for a, b in zip(read_all(ts), plain, strict=True):
         pd.testing.assert_frame_equal(a, b)
     assert set(run_jobs(ts, "policy_compression")) == set(BARS + TICKS)
-    compressed = timescale.describe(ts.connection(), ts.schema).hypertables.set_index("table")
+    compressed = db.server_info(ts.connection(), ts.schema).hypertables.set_index("table")
     assert (compressed["compressed_chunks"] == compressed["chunks"]).all() and compressed["chunks"].sum() > 10
     for a, b in zip(read_all(ts), plain, strict=True):  # compressed data reads back identically
         pd.testing.assert_frame_equal(a, b)

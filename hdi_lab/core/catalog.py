@@ -9,31 +9,36 @@ import pandas as pd
 from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import catalog as storage_catalog
 from hdi_lab.storage.db import ServerInfo, server_info
-from hdi_lab.storage.timescale import StorageInfo, describe
 
-__all__ = ["ServerInfo", "Status", "StorageInfo", "search_symbols", "server_info", "status", "storage_info"]
+__all__ = ["ServerInfo", "Status", "search_symbols", "server_info", "status", "storage_info"]
 
 
 @dataclass(frozen=True)
 class Status:
-    server: ServerInfo
+    server: ServerInfo  # with the schema's TimescaleDB objects (hypertables, compression, policies)
     coverage: pd.DataFrame  # table, dataset, symbol, instrument_id, rows, first, last
     recent: pd.DataFrame  # latest ingest-log rows
     instruments: int
     quarantine_open: int
-    storage: StorageInfo | None = None  # TimescaleDB objects (hypertables, compression, policies)
 
 
 def status(session: HdiSession, recent: int = 10) -> Status:
+    """The server, what is stored (coverage per table and instrument) and the ``recent`` latest ingests.
+
+    Raises StorageError when the database cannot be reached or read.
+    """
     conn = session.connection()
-    info = server_info(conn)
+    info = server_info(conn, session.schema)
     coverage, log, n_instruments, n_quarantine = storage_catalog.contents(conn, session.schema, recent)
-    return Status(info, coverage, log, n_instruments, n_quarantine, describe(conn, session.schema))
+    return Status(info, coverage, log, n_instruments, n_quarantine)
 
 
-def storage_info(session: HdiSession) -> StorageInfo:
-    """The server, TimescaleDB version or plain PostgreSQL, hypertables, chunks, compression, policies."""
-    return describe(session.connection(), session.schema)
+def storage_info(session: HdiSession) -> ServerInfo:
+    """The server, TimescaleDB version or plain PostgreSQL, hypertables, chunks, compression, policies.
+
+    Raises StorageError when the database cannot be reached or read.
+    """
+    return server_info(session.connection(), session.schema)
 
 
 def search_symbols(session: HdiSession, pattern: str = "", limit: int = 200) -> pd.DataFrame:
@@ -41,5 +46,7 @@ def search_symbols(session: HdiSession, pattern: str = "", limit: int = 200) -> 
 
     ``pattern`` is a case-insensitive substring (``%`` and ``_`` match literally). Columns:
     symbol, stype, dataset, instrument_id, raw_symbol, first, last (dates the mapping covers).
+
+    Raises StorageError when the database cannot be reached or read.
     """
     return storage_catalog.search_symbols(session.connection(), session.schema, pattern, limit)

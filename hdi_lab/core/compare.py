@@ -23,6 +23,8 @@ from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range
 from hdi_lab.core.session import HdiSession
 
+__all__ = ["PRICES", "STATUSES", "BarComparison", "compare_bars"]
+
 PRICES = ("open", "high", "low", "close")
 STATUSES = ("match", "missing_left", "missing_right", "price_mismatch", "volume_mismatch")
 
@@ -67,7 +69,11 @@ def compare_bars(
     price_tol: float = 0.0,
     volume_tol: float = 0.0,
 ) -> BarComparison:
-    """Compare the bars of symbol ``left`` (in ``left_dataset``) with ``right`` (in ``right_dataset``)."""
+    """Compare the bars of symbol ``left`` (in ``left_dataset``) with ``right`` (in ``right_dataset``).
+
+    Raises ValidationError (not a bar schema, a negative tolerance, a bad range, an unknown symbol or one
+    with several bars at the same time) and StorageError.
+    """
     sch = parse_enum(Schema, schema, "schema")
     if not sch.is_bar:
         raise ValidationError(f"schema={sch} is not a bar schema: compare ohlcv-1s, ohlcv-1m, ohlcv-1h or ohlcv-1d")

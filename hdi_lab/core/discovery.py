@@ -17,11 +17,14 @@ from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
 from hdi_lab.core.session import HdiSession
 
+__all__ = ["can_discover", "discover"]
+
 log = logging.getLogger(__name__)
 
 
 def can_discover(session: HdiSession, dataset: str | None) -> bool:
-    """True if a Databento key and a Databento dataset (the query's, else the setting) are configured."""
+    """True if a Databento key and a Databento dataset (the query's, else the setting) are configured.
+    Raises nothing."""
     from hdi_lab.providers.databento.provider import DATASETS
 
     s = session.settings
@@ -33,7 +36,8 @@ def discover(session: HdiSession, symbols: tuple[str, ...], start: pd.Timestamp,
              dataset: str | None = None) -> list[IngestReport]:
     """Fetch and store definitions and symbology of ``symbols`` over ``[start, end)`` (whole UTC days).
 
-    Raises ValidationError naming the symbols Databento does not know either.
+    Raises ValidationError naming the symbols Databento does not know either (or a dataset it does not
+    offer), ProviderError (Databento refused or failed) and what :func:`hdi_lab.core.ingestion.run` raises.
     """
     from hdi_lab.providers.databento.provider import DatabentoProvider, symbol_stype, validate_dataset
 

@@ -18,21 +18,26 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeAlias
 
 import databento as db
 import numpy as np
+import numpy.typing as npt
 
 from hdi_lab import dbn
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
+from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
 from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
 from hdi_lab.core.validate import validate
 
-ProgressFn = Callable[[Progress], None]
+__all__ = ["CHUNK_ERRORS", "ProgressFn", "ingest_chunk", "load_records", "run"]
+
+ProgressFn: TypeAlias = Callable[[Progress], None]
 log = logging.getLogger(__name__)
 
 #: errors that belong to one file's bytes: the file fails, the other files are still ingested
@@ -47,10 +52,15 @@ def run(
     progress: ProgressFn | None = None,
     executor: Executor | None = None,
 ) -> IngestReport:
-    """Ingest ``request``; returns the report. Raises HdiError subclasses on bad input.
+    """Ingest ``request``; returns the report.
 
     Chunks are independent: ``executor`` (default: in order, in this thread) may run them
     elsewhere, but every chunk still writes through its own transaction.
+
+    Raises ValidationError (a bad request), CostLimitError (over the cost limit without ``allow_cost``),
+    IngestError (some files failed: its report says which; the others are stored), DataFormatError (the one
+    chunk's bytes are bad), StorageError, ProviderError or another HdiError that stopped the run (its message
+    says how many chunks were committed before it).
     """
     if provider is None:  # a provider made here is closed here (the IB one holds a connection for the run)
         owned = session.provider(request.provider)
@@ -59,37 +69,27 @@ def run(
         finally:
             owned.close()
     t0 = time.perf_counter()
-    chunks = provider.plan(request)
-    schema = request.schema.value if request.schema else "+".join(dict.fromkeys(
-        c.schema.value for c in chunks if not c.companion))  # a folder of files may mix schemas
-    report = IngestReport(provider=provider.name, schema=schema, dry_run=request.dry_run)
-    conn = session.connection()
-    with transaction(conn) as cur:
-        done = set() if request.force else load.completed(cur, session.schema, [c.key for c in chunks])
+    plan = make_plan(request, session, provider)
+    chunks = plan.chunks
+    report = IngestReport(provider=provider.name, schema=schema_label(request, chunks), dry_run=request.dry_run)
     if request.dry_run:  # estimate what a real run would fetch; chunks already done are skipped
-        for chunk in chunks:
-            if chunk.key in done:
-                report.chunks.append(ChunkResult(chunk, skipped=True))
-                continue
-            est = provider.estimate(chunk)
-            report.chunks.append(ChunkResult(chunk, fetched=int(est.records or 0), est_bytes=est.bytes,
-                                             cost_usd=est.cost_usd, est_start_s=est.start_s))
+        report.chunks.extend(estimate(plan, provider))
         report.seconds = time.perf_counter() - t0
         return report
 
-    provider.check_cost([c for c in chunks if c.key not in done], request.allow_cost)
+    provider.check_cost(plan.todo, request.allow_cost)
 
     failures: dict[str, HdiError] = {}
 
     def one(chunk: Chunk) -> ChunkResult:
-        if chunk.key in done:
+        if plan.skips(chunk):
             return ChunkResult(chunk, skipped=True)
         return _attempt(chunk, failures, lambda: ingest_chunk(session, provider, chunk, force=request.force))
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
     results: Iterable[ChunkResult] = (executor.map(one, chunks) if executor
-                                      else _in_order(session, provider, chunks, done, request.force, failures))
+                                      else _in_order(session, provider, plan, request.force, failures))
     rows = 0
     try:
         for i, result in enumerate(results, 1):
@@ -150,16 +150,15 @@ class _Prefetch:
         self._stores.close()
 
 
-def _in_order(session: HdiSession, provider: Provider, chunks: list[Chunk], done: set[str],
-              force: bool, failures: dict[str, HdiError]) -> Iterator[ChunkResult]:
+def _in_order(session: HdiSession, provider: Provider, plan: Plan, force: bool,
+              failures: dict[str, HdiError]) -> Iterator[ChunkResult]:
     """Chunks one after another; the next chunk downloads while the current one is validated and loaded."""
-    todo = [c for c in chunks if c.key not in done]
-    following = dict(zip((c.key for c in todo), todo[1:], strict=False))
+    following = plan.following()
     with ThreadPoolExecutor(1, thread_name_prefix="hdi-fetch") as pool:
         ahead: dict[str, _Prefetch] = {}
         try:
-            for chunk in chunks:
-                if chunk.key in done:
+            for chunk in plan.chunks:
+                if plan.skips(chunk):
                     yield ChunkResult(chunk, skipped=True)
                     continue
                 current = ahead.pop(chunk.key, None) or _Prefetch(pool, provider.fetch(chunk))
@@ -179,7 +178,11 @@ def _in_order(session: HdiSession, provider: Provider, chunks: list[Chunk], done
 
 def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force: bool = False,
                  stores: Iterable[db.DBNStore] | None = None) -> ChunkResult:
-    """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction."""
+    """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction.
+
+    Raises DataFormatError (bad bytes, or another schema than planned), StorageError, or what the provider's
+    fetch raises; nothing of the chunk is stored then.
+    """
     t0 = time.perf_counter()
     schema_name = session.schema
     conn = session.connection()
@@ -249,9 +252,12 @@ def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decod
     load_records(cur, schema_name, chunk.schema, part.dataset, records, counts, dup_idx)
 
 
-def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: str, records: np.ndarray,
-                 counts: dict[str, int], dup_idx: np.ndarray | None = None) -> None:
-    """Write valid, key-sorted DBN records of one schema; adds to counts' inserted/updated/duplicates."""
+def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: str, records: npt.NDArray[np.void],
+                 counts: dict[str, int], dup_idx: npt.NDArray[np.integer[Any]] | None = None) -> None:
+    """Write valid, key-sorted DBN records of one schema; adds to counts' inserted/updated/duplicates.
+
+    Raises StorageError when the database refuses the rows.
+    """
     if schema is Schema.DEFINITION:
         ins, upd = load.load_definitions(cur, schema_name, dataset, records)
     else:

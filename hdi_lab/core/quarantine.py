@@ -32,11 +32,12 @@ class RetryResult:
 
 def list_entries(session: HdiSession, status: str = "open", rule: str | None = None,
                  limit: int = 100) -> pd.DataFrame:
-    """Quarantine entries (newest first) without the record bodies."""
+    """Quarantine entries (newest first) without the record bodies. Raises StorageError."""
     return storage_quarantine.entries(session.connection(), session.schema, status, rule, limit)
 
 
 def show(session: HdiSession, entry_id: int) -> dict[str, Any]:
+    """One quarantine entry, record included. Raises ValidationError when it does not exist, StorageError."""
     row = storage_quarantine.entry(session.connection(), session.schema, entry_id)
     if row is None:
         raise ValidationError(f"quarantine entry {entry_id} does not exist: list them with `hdi quarantine list`")
@@ -48,6 +49,8 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
 
     Fix a record first (e.g. ``UPDATE quarantine SET record = jsonb_set(record, '{high}', ...)``)
     or load what it lacked (e.g. the instrument's definitions). Runs in one transaction.
+
+    Raises ValidationError when one of ``ids`` is not an open entry (nothing changes then), StorageError.
     """
     retried = loaded = dups = still = 0
     with transaction(session.connection()) as cur:

@@ -42,6 +42,10 @@ def query(
     UTC); buckets starting in ``[start, end)`` are returned whole. A TimescaleDB continuous
     aggregate serves it when one exists (see :mod:`hdi_lab.storage.aggregates`), else it is
     computed (``time_bucket`` / ``date_bin``).
+
+    Raises ValidationError (a bad schema, interval, range, price type or column; no symbols; a symbol
+    neither stored nor found by auto-discovery), StorageError, and ProviderError when auto-discovery
+    asks Databento and it fails.
     """
     sch = parse_enum(Schema, schema, "schema")
     seconds = None
@@ -78,7 +82,10 @@ def _resolve(session: HdiSession, syms: tuple[str, ...], lo: pd.Timestamp, hi: p
 
 
 def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
-    """Run SQL with bound parameters (``%(name)s`` or ``%s``) against the hdi_lab schema."""
+    """Run SQL with bound parameters (``%(name)s`` or ``%s``) against the hdi_lab schema.
+
+    Raises StorageError with the server's first line (bad SQL, a missing parameter, no privilege).
+    """
     conn = session.connection()
     if isinstance(params, Mapping):
         params = {k: plain(v) for k, v in params.items()}
@@ -96,7 +103,7 @@ def sql(session: HdiSession, text: str, params: Mapping[str, Any] | Sequence[Any
 
 
 def plain(value: Any) -> Any:
-    """numpy scalars and arrays (and containers of them) as Python values psycopg2 can send."""
+    """numpy scalars and arrays (and containers of them) as Python values psycopg2 can send. Raises nothing."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%
     from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
 
+__all__ = ["PROVIDERS", "HdiSession", "with_session"]
+
 PROVIDERS = ("file", "sample", "databento", "ib")
 
 
@@ -46,7 +48,10 @@ class HdiSession:
         return not self.settings.database_url
 
     def database_url(self) -> str:
-        """The configured URL, or the embedded server's (started if needed). Contains secrets."""
+        """The configured URL, or the embedded server's (started if needed). Contains secrets.
+
+        Raises EmbeddedServerError when the embedded server cannot start (or is not installed).
+        """
         with self._lock:
             if self._url is not None:
                 return self._url
@@ -66,7 +71,11 @@ class HdiSession:
         """This thread's open connection, with the hdi_lab schema migrated to the current version.
 
         A connection that died (server restarted, backend terminated) is replaced by a new one on
-        the next call: a notebook keeps its session."""
+        the next call: a notebook keeps its session.
+
+        Raises StorageError (cannot connect, a bad URL, a schema this role may not use or migrate),
+        EmbeddedServerError and ConfigError (a TimescaleDB policy setting that is not an interval).
+        """
         from hdi_lab.storage import db, timescale
 
         key = threading.get_ident()
@@ -86,6 +95,8 @@ class HdiSession:
         return conn
 
     def provider(self, name: str) -> Provider:
+        """A new provider by name (one of :data:`PROVIDERS`), nothing connected yet. Raises ValidationError
+        for an unknown name."""
         if name == "file":
             from hdi_lab.providers.file import FileProvider
 
@@ -120,7 +131,7 @@ class HdiSession:
 
 
 def with_session[T](session: HdiSession | None, work: Callable[[HdiSession], T]) -> T:
-    """Run ``work`` on the caller's session, or on a fresh one closed afterwards."""
+    """Run ``work`` on the caller's session, or on a fresh one closed afterwards. Raises what ``work`` raises."""
     if session is not None:
         return work(session)
     with HdiSession() as own:

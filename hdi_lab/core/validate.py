@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from hdi_lab.dbn import INT64_MAX
 from hdi_lab.schemas import Schema
 
-Reason = Callable[[np.void], str]
+__all__ = ["Reason", "Rejected", "Rule", "rules_for", "validate"]
+
+Reason: TypeAlias = Callable[[np.void], str]
 
 
 @dataclass(frozen=True)
 class Rejected:
     """Indices of rejected records with the rule and a human reason for each."""
 
-    index: np.ndarray
+    index: npt.NDArray[Any]
     rules: list[str]
     reasons: list[str]
 
@@ -25,7 +29,7 @@ class Rejected:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    check: Callable[[np.ndarray], np.ndarray]  # -> bool mask of BAD records
+    check: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]  # -> bool mask of BAD records
     reason: Reason
 
 
@@ -60,6 +64,7 @@ _TRADE_RULES = [
 
 
 def rules_for(schema: Schema) -> list[Rule]:
+    """The record rules of ``schema`` (bars, trades; none for the others). Raises nothing."""
     if schema.is_bar:
         return _bar_rules(schema.bar_seconds)
     if schema in (Schema.TRADES, Schema.TBBO):
@@ -68,13 +73,14 @@ def rules_for(schema: Schema) -> list[Rule]:
 
 
 def validate(
-    records: np.ndarray,
+    records: npt.NDArray[Any],
     schema: Schema,
     start_ns: int,
     end_ns: int,
-    known_ids: np.ndarray | None,
+    known_ids: npt.NDArray[Any] | None,
 ) -> Rejected:
-    """Check records against the schema's rules, the request's ``[start, end)`` and known instruments."""
+    """Check records against the schema's rules, the request's ``[start, end)`` and known instruments
+    (``None``: not checked). Raises nothing: a bad record is rejected, with its rule and reason."""
     n = len(records)
     first = np.full(n, -1, dtype=np.int32)
     rules = rules_for(schema)

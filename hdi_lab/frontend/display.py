@@ -147,8 +147,8 @@ class StatusView:
 
     def timescale(self) -> list[tuple[str, pd.DataFrame]]:
         """(title, frame) of the TimescaleDB sections; none on plain PostgreSQL."""
-        info = self.status.storage
-        if info is None or not info.timescaledb:
+        info = self.status.server
+        if not info.timescaledb:
             return []
         return [("hypertables", info.hypertables), ("continuous aggregates", info.aggregates),
                 ("policies", info.policies)]

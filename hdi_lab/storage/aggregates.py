@@ -27,6 +27,9 @@ from psycopg2 import sql
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import parse_time
 
+__all__ = ["DAY", "ROLLUPS", "SOURCE", "Rollup", "bucket_ceil_ns", "choose", "create", "extension_schema",
+           "parse_interval", "refresh", "relation"]
+
 log = logging.getLogger(__name__)
 
 DAY = 86_400

@@ -22,6 +22,8 @@ from hdi_lab.errors import StorageError, first_line
 if TYPE_CHECKING:
     import pandas as pd
 
+__all__ = ["fetch_frame", "one", "quote", "storage_error", "transaction"]
+
 #: sqlstate classes of a connection that is gone: connection exception, operator intervention
 _LOST = ("08", "57P")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import pandas as pd
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
@@ -28,9 +29,35 @@ _MIGRATION = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """The server, its TimescaleDB (or plain PostgreSQL) and, when read for a schema, that schema's
+    TimescaleDB objects: what ``hdi db info`` / ``%hdi_status`` show."""
+
     version: str
     timescaledb: str | None  # installed extension version, None on plain PostgreSQL
-    timescaledb_available: bool
+    timescaledb_available: bool  # the server offers the extension
+    hypertables: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # table, chunk_interval, chunks, compressed_chunks, bytes_before, bytes_after, compression_ratio
+    aggregates: pd.DataFrame = field(default_factory=pd.DataFrame)  # view, source, materialized_only
+    policies: pd.DataFrame = field(default_factory=pd.DataFrame)  # job_id, policy, target, schedule, config
+
+    @property
+    def flavour(self) -> str:
+        if self.timescaledb:
+            return f"TimescaleDB {self.timescaledb}"
+        return "plain PostgreSQL" + (" (timescaledb available, not installed)" if self.timescaledb_available else "")
+
+    def summary(self) -> str:
+        """The server line and, on TimescaleDB, the tables of its objects."""
+        lines = [f"server: PostgreSQL {self.version} ({self.flavour})"]
+        if not self.timescaledb:
+            lines.append("rollups (interval=) are computed at query time with date_bin")
+            return "\n".join(lines)
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 90):
+            for title, frame in (("hypertables", self.hypertables), ("continuous aggregates", self.aggregates),
+                                 ("policies", self.policies)):
+                lines.append(f"\n{title}:")
+                lines.append(frame.to_string(index=False) if len(frame) else "  (none)")
+        return "\n".join(lines)
 
     @property
     def label(self) -> str:
@@ -164,10 +191,18 @@ def migrate(conn: psycopg2.extensions.connection, schema: str,
     return applied_now
 
 
-def server_info(conn: psycopg2.extensions.connection) -> ServerInfo:
+def server_info(conn: psycopg2.extensions.connection, schema: str | None = None) -> ServerInfo:
+    """The server's version and TimescaleDB; with ``schema`` on TimescaleDB also that schema's hypertables
+    (chunk counts and compression), continuous aggregates and policies.
+
+    Raises StorageError when the server cannot be read.
+    """
     with transaction(conn) as cur:
         cur.execute("SHOW server_version")
-        version = one(cur)[0]
-        cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
-        row = cur.fetchone()
-    return ServerInfo(version, row[0] if row else None, bool(row))
+        version = str(one(cur)[0])
+        ext = timescale.detect(cur)
+        if schema is None or ext.installed is None:
+            return ServerInfo(version, ext.installed, ext.available)
+        objects = timescale.objects(cur, schema)
+    return ServerInfo(version, ext.installed, ext.available, objects.hypertables, objects.aggregates,
+                      objects.policies)

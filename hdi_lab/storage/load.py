@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import psycopg2.errors
 import psycopg2.extensions
@@ -22,19 +23,22 @@ from hdi_lab.storage import copy
 from hdi_lab.storage.db import one
 from hdi_lab.storage.normalise import Columns, key_view
 
-Cursor = psycopg2.extensions.cursor
+__all__ = ["BadRow", "Cursor", "completed", "insert_log", "insert_quarantine", "known_instruments", "load_definitions",
+           "load_market", "lock_chunk", "upsert_symbology"]
+
+Cursor: TypeAlias = psycopg2.extensions.cursor
 
 
 def _q(cur: Cursor, *names: str) -> str:
     return sql.Identifier(*names).as_string(cur.connection)
 
 
-def _payload(cols: Columns, rows: np.ndarray | None = None) -> bytes:
+def _payload(cols: Columns, rows: npt.NDArray[Any] | None = None) -> bytes:
     """Binary COPY payload of all rows, or of the rows selected by the boolean mask ``rows``."""
     t = cols.table
     idx = {c.name: i for i, c in enumerate(t.columns)}
 
-    def pick(a: np.ndarray) -> np.ndarray:
+    def pick(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return a if rows is None else a[rows]
 
     return copy.encode(
@@ -44,7 +48,7 @@ def _payload(cols: Columns, rows: np.ndarray | None = None) -> bytes:
     )
 
 
-def _stored(cur: Cursor, schema: str, cols: Columns) -> np.ndarray:
+def _stored(cur: Cursor, schema: str, cols: Columns) -> npt.NDArray[Any]:
     """Mask of rows whose key is already stored (one index range scan, read by binary COPY)."""
     t = cols.table
     ts = cols.values[t.time_column]
@@ -129,7 +133,7 @@ def _ns_ts(v: int) -> dt.datetime | None:
     return pd.Timestamp(int(v), unit="ns", tz="UTC").to_pydatetime(warn=False)
 
 
-def load_definitions(cur: Cursor, schema: str, dataset: str, records: np.ndarray) -> tuple[int, int]:
+def load_definitions(cur: Cursor, schema: str, dataset: str, records: npt.NDArray[Any]) -> tuple[int, int]:
     """Upsert instrument definitions (versioned by ts_recv); returns (inserted, updated)."""
     if len(records) == 0:
         return 0, 0
@@ -174,7 +178,7 @@ def upsert_symbology(cur: Cursor, schema: str, dataset: str, mappings: Iterable[
     )
 
 
-def known_instruments(cur: Cursor, schema: str, dataset: str, ids: np.ndarray) -> np.ndarray:
+def known_instruments(cur: Cursor, schema: str, dataset: str, ids: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """The subset of ``ids`` that the database knows for ``dataset`` (symbology or definitions)."""
     if len(ids) == 0:
         return ids

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from hdi_lab.dbn import INT64_MAX, UINT64_MAX
 from hdi_lab.schemas import Schema
 from hdi_lab.storage.copy import PG_EPOCH_US
 from hdi_lab.storage.tables import Table, dup_key
+
+__all__ = ["Columns", "DupCounter", "key_order", "key_view", "normalise"]
 
 
 @dataclass
@@ -18,20 +22,20 @@ class Columns:
     """Canonical columns for one table: numpy arrays with the table's dtypes and NULL masks."""
 
     table: Table
-    values: dict[str, np.ndarray]
-    nulls: dict[str, np.ndarray]
+    values: dict[str, npt.NDArray[Any]]
+    nulls: dict[str, npt.NDArray[Any]]
 
     def __len__(self) -> int:
         return len(next(iter(self.values.values()))) if self.values else 0
 
 
-def key_order(records: np.ndarray, schema: Schema) -> np.ndarray:
+def key_order(records: npt.NDArray[Any], schema: Schema) -> npt.NDArray[Any]:
     """Permutation sorting records by the table key (PK loads ~1.7x faster on sorted input)."""
     keys = [records[k] for k in reversed(dup_key(schema) or ("instrument_id", "ts_event"))]
     return np.lexsort(keys)
 
 
-def _runs(records: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+def _runs(records: npt.NDArray[Any], fields: tuple[str, ...]) -> npt.NDArray[Any]:
     """Position of each record within its run of equal ``fields`` (records already key-sorted)."""
     n = len(records)
     same = np.ones(max(n - 1, 0), dtype=bool)
@@ -43,7 +47,7 @@ def _runs(records: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
     return idx - run_start
 
 
-def key_view(arrays: Sequence[np.ndarray]) -> np.ndarray:
+def key_view(arrays: Sequence[npt.NDArray[Any]]) -> npt.NDArray[Any]:
     """One opaque, comparable value per row for a tuple of key columns (for np.unique / np.isin)."""
     packed = np.empty(len(arrays[0]), dtype=[(f"k{i}", a.dtype.newbyteorder("=")) for i, a in enumerate(arrays)])
     for i, a in enumerate(arrays):
@@ -60,10 +64,10 @@ class DupCounter:
 
     def __init__(self, schema: Schema) -> None:
         self.fields = dup_key(schema)
-        self._keys: np.ndarray | None = None  # sorted unique keys (void view) seen so far
-        self._counts: np.ndarray | None = None
+        self._keys: npt.NDArray[Any] | None = None  # sorted unique keys (void view) seen so far
+        self._counts: npt.NDArray[Any] | None = None
 
-    def assign(self, records: np.ndarray) -> np.ndarray:
+    def assign(self, records: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """dup_idx for key-sorted ``records`` of the next batch."""
         n = len(records)
         if not self.fields or n == 0:
@@ -75,7 +79,8 @@ class DupCounter:
         if self._keys is None or self._counts is None:
             self._keys, self._counts = uniq, counts
         else:
-            pos = np.clip(np.searchsorted(self._keys, uniq), 0, len(self._keys) - 1)
+            # np.asarray: an array (numpy's stubs type this clip as a scalar)
+            pos = np.asarray(np.clip(np.searchsorted(self._keys, uniq), 0, len(self._keys) - 1))
             hit = self._keys[pos] == uniq
             offset[hit] = self._counts[pos[hit]]
             merged, inv = np.unique(np.concatenate([self._keys, uniq]), return_inverse=True)
@@ -84,10 +89,10 @@ class DupCounter:
         return (local + offset[inverse.reshape(-1)]).astype(np.int32)
 
 
-def normalise(records: np.ndarray, table: Table, dup_idx: np.ndarray | None = None) -> Columns:
+def normalise(records: npt.NDArray[Any], table: Table, dup_idx: npt.NDArray[Any] | None = None) -> Columns:
     """DBN records -> canonical columns for ``table`` (``dup_idx`` from a :class:`DupCounter`)."""
-    values: dict[str, np.ndarray] = {}
-    nulls: dict[str, np.ndarray] = {}
+    values: dict[str, npt.NDArray[Any]] = {}
+    nulls: dict[str, npt.NDArray[Any]] = {}
     for col in table.columns:
         if col.kind == "dup":
             values[col.name] = dup_idx if dup_idx is not None else np.zeros(len(records), dtype=np.int32)

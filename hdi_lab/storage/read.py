@@ -4,9 +4,10 @@ DataFrame), instrument definitions, and analysts' SQL."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import psycopg2
 import psycopg2.extensions
@@ -24,7 +25,7 @@ from hdi_lab.storage.tables import TABLES, Column, Table
 
 __all__ = ["PriceType", "query", "sql"]
 
-PriceType = Literal["float", "fixed"]
+PriceType: TypeAlias = Literal["float", "fixed"]
 _SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
 
 
@@ -112,8 +113,8 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     return _frame({k: v[order] for k, v in arrays.items()}, sym[order], cols, t, syms, price_type)
 
 
-def _frame(arrays: dict[str, np.ndarray], sym: np.ndarray, cols: list[Column], t: Table, syms: tuple[str, ...],
-           price_type: PriceType) -> pd.DataFrame:
+def _frame(arrays: dict[str, npt.NDArray[Any]], sym: npt.NDArray[Any], cols: list[Column], t: Table,
+           syms: tuple[str, ...], price_type: PriceType) -> pd.DataFrame:
     data: dict[str, Any] = {}
     for c in cols:
         v = arrays[c.name]
@@ -143,7 +144,7 @@ def _frame(arrays: dict[str, np.ndarray], sym: np.ndarray, cols: list[Column], t
 _CHARS = tuple(chr(i) if i else "" for i in range(256))
 
 
-def _strings(codes: np.ndarray, labels: Sequence[str]) -> Any:
+def _strings(codes: npt.NDArray[Any], labels: Sequence[str]) -> Any:
     """A ``str`` array from integer codes into ``labels`` (via Arrow: ~6x faster than object arrays)."""
     arr = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(list(labels)))
     return pd.array(arr.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))

@@ -7,11 +7,13 @@ Each column names its PostgreSQL type, the DBN field it comes from and how it is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from hdi_lab.schemas import Schema
 
-Kind = Literal["int", "ts", "ns", "price", "char", "undef_i64", "undef_u64", "dup"]
+__all__ = ["TABLES", "Column", "Kind", "Table", "dup_key"]
+
+Kind: TypeAlias = Literal["int", "ts", "ns", "price", "char", "undef_i64", "undef_u64", "dup"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """TimescaleDB when the extension is available: hypertables, compression, rollups, policies.
 
-Detection is automatic (``pg_available_extensions``). Plain PostgreSQL keeps ordinary tables with
-the same primary keys, so every load path is identical on both; rollups are computed at query
-time there (see :mod:`hdi_lab.storage.aggregates`).
+Detection is automatic (:func:`detect` reads ``pg_available_extensions``). Plain PostgreSQL keeps
+ordinary tables with the same primary keys, so every load path is identical on both; rollups are
+computed at query time there (see :mod:`hdi_lab.storage.aggregates`).
 
 On TimescaleDB, every time a session connects (:func:`enable`, called by the migration):
 
@@ -23,7 +23,8 @@ Policies follow the settings on every connect (added, changed or removed).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 import psycopg2.extensions
@@ -33,6 +34,9 @@ from hdi_lab.errors import ConfigError
 from hdi_lab.storage import aggregates
 from hdi_lab.storage.cursor import fetch_frame, transaction
 from hdi_lab.storage.tables import TABLES
+
+__all__ = ["CHUNK_INTERVALS", "SEGMENT_BY", "Extension", "Objects", "Policies", "detect", "enable", "job_ids",
+           "objects"]
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +70,27 @@ class Policies:
 
 
 @dataclass(frozen=True)
-class StorageInfo:
-    """What ``hdi db info`` / ``%hdi_status`` show about the server and its TimescaleDB objects."""
+class Extension:
+    """The timescaledb extension on a server."""
 
-    server_version: str
-    timescaledb: str | None  # installed version; None: plain PostgreSQL
+    installed: str | None  # installed version; None: plain PostgreSQL
     available: bool  # the server offers the extension
-    hypertables: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+class Objects(NamedTuple):
+    """A schema's TimescaleDB objects, one frame each."""
+
+    hypertables: pd.DataFrame
     # table, chunk_interval, chunks, compressed_chunks, bytes_before, bytes_after, compression_ratio
-    aggregates: pd.DataFrame = field(default_factory=pd.DataFrame)  # view, source, materialized_only
-    policies: pd.DataFrame = field(default_factory=pd.DataFrame)  # job_id, policy, target, schedule, config
-
-    @property
-    def flavour(self) -> str:
-        if self.timescaledb:
-            return f"TimescaleDB {self.timescaledb}"
-        return "plain PostgreSQL" + (" (timescaledb available, not installed)" if self.available else "")
-
-    def summary(self) -> str:
-        lines = [f"server: PostgreSQL {self.server_version} ({self.flavour})"]
-        if not self.timescaledb:
-            lines.append("rollups (interval=) are computed at query time with date_bin")
-            return "\n".join(lines)
-        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 90):
-            for title, frame in (("hypertables", self.hypertables), ("continuous aggregates", self.aggregates),
-                                 ("policies", self.policies)):
-                lines.append(f"\n{title}:")
-                lines.append(frame.to_string(index=False) if len(frame) else "  (none)")
-        return "\n".join(lines)
+    aggregates: pd.DataFrame  # view, source, materialized_only
+    policies: pd.DataFrame  # job_id, policy, target, schedule, config
 
 
-def available(cur: psycopg2.extensions.cursor) -> bool:
-    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    return cur.fetchone() is not None
+def detect(cur: psycopg2.extensions.cursor) -> Extension:
+    """Whether the server offers timescaledb and which version is installed (the one detection query)."""
+    cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
+    row = cur.fetchone()
+    return Extension(str(row[0]) if row and row[0] is not None else None, row is not None)
 
 
 def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | None = None) -> list[str]:
@@ -111,7 +103,7 @@ def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | No
     policies = policies or Policies()
     ext = aggregates.extension_schema(cur)
     if ext is None:
-        if not available(cur):
+        if not detect(cur).available:
             return []
         cur.execute("SAVEPOINT hdi_timescale")
         try:  # in public, never in the first schema on the search path (the hdi_lab schema)
@@ -186,59 +178,58 @@ def _sync_policy(cur: psycopg2.extensions.cursor, schema: str, e: str, proc: str
             cur.execute(f"SELECT {e}.{add}(%s::regclass, %s::interval)", (target, wanted))
 
 
-def describe(conn: psycopg2.extensions.connection, schema: str) -> StorageInfo:
-    """The server, its TimescaleDB version (or plain PostgreSQL) and, for ``schema``: hypertables with
-    chunk counts and compression, continuous aggregates and policies."""
-    with transaction(conn) as cur:
-        cur.execute("SHOW server_version")
-        version = str(cur.fetchone()[0])  # type: ignore[index]
-        cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
-        row = cur.fetchone()
-        ext = aggregates.extension_schema(cur)
-        if ext is None:
-            return StorageInfo(version, None, row is not None)
-        e = sql.Identifier(ext).as_string(conn)
-        cur.execute(
-            f"SELECT h.hypertable_name AS \"table\", d.time_interval AS chunk_interval, "
-            "(SELECT count(*) FROM timescaledb_information.chunks c WHERE c.hypertable_schema = h.hypertable_schema "
-            "AND c.hypertable_name = h.hypertable_name) AS chunks, "
-            "COALESCE(s.number_compressed_chunks, 0) AS compressed_chunks, "
-            "s.before_compression_total_bytes AS bytes_before, s.after_compression_total_bytes AS bytes_after, "
-            "round(s.before_compression_total_bytes::numeric / NULLIF(s.after_compression_total_bytes, 0), 2)"
-            "::float8 AS compression_ratio "
-            "FROM timescaledb_information.hypertables h "
-            "JOIN timescaledb_information.dimensions d ON d.hypertable_schema = h.hypertable_schema "
-            "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 "
-            f"LEFT JOIN LATERAL {e}.hypertable_compression_stats(format('%%I.%%I', h.hypertable_schema, "
-            "h.hypertable_name)::regclass) s ON true "
-            "WHERE h.hypertable_schema = %s ORDER BY 1", (schema,),
-        )
-        tables = fetch_frame(cur)
-        cur.execute(
-            "SELECT view_name AS view, hypertable_name AS source, materialized_only "
-            "FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s ORDER BY 1", (schema,),
-        )
-        views = fetch_frame(cur)
-        cur.execute(
-            "SELECT j.job_id, j.proc_name AS policy, COALESCE(a.view_name, j.hypertable_name) AS target, "
-            "j.schedule_interval::text AS schedule, j.config::text AS config "
-            "FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.continuous_aggregates a "
-            "ON a.materialization_hypertable_schema = j.hypertable_schema "
-            "AND a.materialization_hypertable_name = j.hypertable_name "
-            "WHERE j.hypertable_schema = %s OR a.view_schema = %s ORDER BY 2, 3", (schema, schema),
-        )
-        jobs = fetch_frame(cur)
+def objects(cur: psycopg2.extensions.cursor, schema: str) -> Objects:
+    """``schema``'s hypertables with chunk counts and compression, continuous aggregates and policies
+    (empty frames when the extension is not installed)."""
+    ext = aggregates.extension_schema(cur)
+    if ext is None:
+        return Objects(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    e = sql.Identifier(ext).as_string(cur.connection)
+    cur.execute(
+        f"SELECT h.hypertable_name AS \"table\", d.time_interval AS chunk_interval, "
+        "(SELECT count(*) FROM timescaledb_information.chunks c WHERE c.hypertable_schema = h.hypertable_schema "
+        "AND c.hypertable_name = h.hypertable_name) AS chunks, "
+        "COALESCE(s.number_compressed_chunks, 0) AS compressed_chunks, "
+        "s.before_compression_total_bytes AS bytes_before, s.after_compression_total_bytes AS bytes_after, "
+        "round(s.before_compression_total_bytes::numeric / NULLIF(s.after_compression_total_bytes, 0), 2)"
+        "::float8 AS compression_ratio "
+        "FROM timescaledb_information.hypertables h "
+        "JOIN timescaledb_information.dimensions d ON d.hypertable_schema = h.hypertable_schema "
+        "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 "
+        f"LEFT JOIN LATERAL {e}.hypertable_compression_stats(format('%%I.%%I', h.hypertable_schema, "
+        "h.hypertable_name)::regclass) s ON true "
+        "WHERE h.hypertable_schema = %s ORDER BY 1", (schema,),
+    )
+    tables = fetch_frame(cur)
+    cur.execute(
+        "SELECT view_name AS view, hypertable_name AS source, materialized_only "
+        "FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s ORDER BY 1", (schema,),
+    )
+    views = fetch_frame(cur)
     for name in ("chunks", "compressed_chunks", "bytes_before", "bytes_after"):
         tables[name] = tables[name].astype("Int64")
     tables["chunk_interval"] = tables["chunk_interval"].astype(str)
-    return StorageInfo(version, str(row[0]) if row else None, True, tables, views, jobs)
+    return Objects(tables, views, _policies(cur, schema))
+
+
+def _policies(cur: psycopg2.extensions.cursor, schema: str) -> pd.DataFrame:
+    cur.execute(
+        "SELECT j.job_id, j.proc_name AS policy, COALESCE(a.view_name, j.hypertable_name) AS target, "
+        "j.schedule_interval::text AS schedule, j.config::text AS config "
+        "FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.continuous_aggregates a "
+        "ON a.materialization_hypertable_schema = j.hypertable_schema "
+        "AND a.materialization_hypertable_name = j.hypertable_name "
+        "WHERE j.hypertable_schema = %s OR a.view_schema = %s ORDER BY 2, 3", (schema, schema),
+    )
+    return fetch_frame(cur)
 
 
 def job_ids(conn: psycopg2.extensions.connection, schema: str, policy: str) -> dict[str, int]:
     """Job id of each ``policy`` job (``policy_compression``, ``policy_retention``,
     ``policy_refresh_continuous_aggregate``) by table or view name, for ``CALL run_job(id)``."""
-    info = describe(conn, schema)
-    if not len(info.policies):
+    with transaction(conn) as cur:
+        jobs = _policies(cur, schema) if aggregates.extension_schema(cur) is not None else pd.DataFrame()
+    if not len(jobs):
         return {}
-    rows = info.policies[info.policies["policy"] == policy]
+    rows = jobs[jobs["policy"] == policy]
     return {str(t): int(j) for t, j in zip(rows["target"], rows["job_id"], strict=True)}
