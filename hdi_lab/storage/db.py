@@ -41,10 +41,15 @@ class ServerInfo:
     policies: pd.DataFrame = field(default_factory=pd.DataFrame)  # job_id, policy, target, schedule, config
 
     @property
+    def label(self) -> str:
+        """What the server is, as the front ends show it: ``TimescaleDB <version>`` or ``plain PostgreSQL``."""
+        return f"TimescaleDB {self.timescaledb}" if self.timescaledb else "plain PostgreSQL"
+
+    @property
     def flavour(self) -> str:
-        if self.timescaledb:
-            return f"TimescaleDB {self.timescaledb}"
-        return "plain PostgreSQL" + (" (timescaledb available, not installed)" if self.timescaledb_available else "")
+        """:attr:`label`, saying on plain PostgreSQL whether the server offers the extension."""
+        return self.label + (" (timescaledb available, not installed)"
+                             if not self.timescaledb and self.timescaledb_available else "")
 
     def summary(self) -> str:
         """The server line and, on TimescaleDB, the tables of its objects."""
@@ -58,11 +63,6 @@ class ServerInfo:
                 lines.append(f"\n{title}:")
                 lines.append(frame.to_string(index=False) if len(frame) else "  (none)")
         return "\n".join(lines)
-
-    @property
-    def label(self) -> str:
-        """What the server is, as the front ends show it: ``TimescaleDB <version>`` or ``plain PostgreSQL``."""
-        return f"TimescaleDB {self.timescaledb}" if self.timescaledb else "plain PostgreSQL"
 
 
 def connect(url: str, schema: str) -> psycopg2.extensions.connection:
