@@ -272,7 +272,6 @@ ALL_PENDING = {
     "hdi_lab.featurestore.repo",
     "hdi_lab.frontend.charts", "hdi_lab.frontend.demo", "hdi_lab.frontend.display",
     "hdi_lab.frontend.progress", "hdi_lab.frontend.sqlparams",
-    "hdi_lab.indicators",
     "hdi_lab.storage.copy",  # the binary-COPY encoder is being made the only one (features' second encoder goes)
 }
 
