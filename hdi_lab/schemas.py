@@ -13,7 +13,7 @@ from hdi_lab.errors import ValidationError
 if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must stay fast
     import pandas as pd
 
-__all__ = ["INTERVALS", "TIME_RANGE", "Chunk", "ChunkResult", "IngestReport", "IngestRequest", "Progress", "SType",
+__all__ = ["INTERVALS", "SCHEMAS", "TIME_RANGE", "Chunk", "ChunkResult", "IngestReport", "IngestRequest", "Progress", "SType",
            "Schema", "check_interval", "parse_enum", "parse_range", "parse_symbols", "parse_time", "require_symbols",
            "utc_date"]
 
@@ -43,6 +43,10 @@ class Schema(enum.StrEnum):
     def bar_seconds(self) -> int:
         """Bar length in seconds (bars only)."""
         return {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}[self.value.split("-")[1]]
+
+
+#: every schema's name, in the enum's order: what the front ends offer and the errors list
+SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
 
 
 class SType(enum.StrEnum):
@@ -105,7 +109,7 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
 
 
 #: bar interval -> seconds: the intervals feature sets are computed at (1s/1m/1h/1d are stored tables; 5m/15m are
-#: rolled up from ohlcv-1m). The one list of interval names: the CLI, the magics and the widgets show it.
+#: rolled up from ohlcv-1m). The one list of feature interval names: the CLI's and the magics' help show it.
 INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
 
 

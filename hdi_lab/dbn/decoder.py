@@ -21,7 +21,7 @@ from databento_dbn import DBN_VERSION
 from hdi_lab.dbn import vendor_warnings
 from hdi_lab.dbn.writer import RTYPES, Records, record_dtype
 from hdi_lab.errors import DataFormatError, first_line
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import SCHEMAS, Schema
 
 __all__ = [
     "UNSUPPORTED",
@@ -143,7 +143,7 @@ def schema_of(store: db.DBNStore, name: str = "input") -> Schema:
     try:
         return Schema(value)
     except ValueError:
-        allowed = ", ".join(s.value for s in Schema)
+        allowed = ", ".join(SCHEMAS)
         raise DataFormatError(
             f"{name} holds schema {value!r}, which hdi_lab does not store; supported: {allowed}"
         ) from None

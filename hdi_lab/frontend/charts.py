@@ -22,6 +22,8 @@ from hdi_lab.extras import require
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+__all__ = ["OVERLAYS", "draw", "ema", "new_figure", "one_series", "overlays", "sma"]
+
 #: Overlay names :func:`overlays` accepts.
 OVERLAYS = ("sma", "ema")
 

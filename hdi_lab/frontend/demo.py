@@ -12,6 +12,8 @@ from hdi_lab.api import make_request
 from hdi_lab.schemas import Progress
 from hdi_lab.core.session import HdiSession
 
+__all__ = ["JOBS", "run_demo"]
+
 JOBS: tuple[dict[str, Any], ...] = (
     dict(schema="definition", symbols="ES.FUT,NQ.FUT", stype_in="parent", start="2024-03-01", end="2024-03-29"),
     dict(schema="ohlcv-1m", symbols="ES.FUT,NQ.FUT", stype_in="parent", start="2024-03-01", end="2024-03-29"),

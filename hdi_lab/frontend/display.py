@@ -10,14 +10,15 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+__all__ = ["ConfigView", "FrameDisplay", "StatusView", "frame_options"]
+
 
 if TYPE_CHECKING:  # pandas is imported when a frame is first shown: loading the extension stays fast
     import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.lib.pretty import RepresentationPrinter
 
-    from hdi_lab.core.catalog import Status
-    from hdi_lab.storage.db import ServerInfo
+    from hdi_lab.core.catalog import ServerInfo, Status
 
 _MIMES = ("text/html", "text/plain")
 

@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import INTERVALS, Schema, SType
+from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 
 __all__ = ["BAR_SCHEMAS", "COMPARE", "FEATURES_COMPUTE", "GLOBAL", "INGEST", "MAGIC", "OPTIONS", "PRICE_TYPES",
            "PROVIDERS", "PUBLISH", "PUBLISH_SET_MAGIC", "QUERY", "QUERY_CLI", "QUERY_MAGIC", "QUERY_RANGE_CLI",
            "QUERY_RANGE_MAGIC", "SCHEMAS", "STYPES", "Option", "OptionRef", "add", "count", "interval_help",
            "magic_arguments", "one_of", "option"]
 
-#: the market-data schema names, as the options and the widgets offer them
-SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
 #: the bar schemas (``ohlcv-*``)
 BAR_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema if s.is_bar)
 #: how requested symbols are interpreted (``--stype-in``)

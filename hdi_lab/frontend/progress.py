@@ -7,6 +7,8 @@ from typing import Any, TextIO
 
 from hdi_lab.schemas import Progress
 
+__all__ = ["progress_bar"]
+
 
 def progress_bar(enabled: bool, desc: str, file: TextIO | None = None,
                  ) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:

@@ -18,6 +18,8 @@ from typing import Any
 
 from hdi_lab.errors import ValidationError
 
+__all__ = ["bind"]
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")

@@ -50,7 +50,7 @@ from hdi_lab.dbn.writer import (
 )
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
-from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
+from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 __all__ = ["CONTINUOUS", "DATASETS", "DAY_NS", "INSTRUMENTS", "MIN_NS", "NS", "PARENTS", "PER_MIN", "ROOTS", "STEPS",
            "STEP_S", "Instrument", "Root", "SampleProvider", "clear_caches", "day_records", "day_times", "front",
@@ -571,7 +571,7 @@ class SampleProvider(LocalProvider):
         Raises ValidationError on a missing or unknown schema or stype_in, no or unknown symbols, symbols
         of several datasets, a dataset they are not in, or a bad range."""
         if request.schema is None:
-            raise ValidationError(f"schema is required: use one of {', '.join(s.value for s in Schema)}")
+            raise ValidationError(f"schema is required: use one of {', '.join(SCHEMAS)}")
         schema = parse_enum(Schema, request.schema, "schema")
         stype = parse_enum(SType, request.stype_in, "stype_in")
         symbols = tuple(sorted(dict.fromkeys(request.symbols)))

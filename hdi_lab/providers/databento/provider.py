@@ -33,7 +33,7 @@ from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, plan_chunks
 from hdi_lab.providers.databento.http import Caller, close_abandoned_files
-from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
+from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
 
 __all__ = ["DATASETS", "DatabentoProvider", "close_store", "symbol_stype", "validate_dataset", "validate_symbols"]
 
@@ -149,7 +149,7 @@ class DatabentoProvider:
         Raises ValidationError on a missing or unknown schema, stype_in, dataset or symbol, or a range outside
         the dataset's; ConfigError without an API key; ProviderError when asking the available range fails."""
         if request.schema is None:
-            raise ValidationError(f"schema is required: use one of {', '.join(s.value for s in Schema)}")
+            raise ValidationError(f"schema is required: use one of {', '.join(SCHEMAS)}")
         schema = parse_enum(Schema, request.schema, "schema")
         stype = parse_enum(SType, request.stype_in, "stype_in")
         dataset = validate_dataset(request.dataset, self.settings.databento_dataset)
