@@ -1,17 +1,22 @@
 """PostgreSQL binary COPY, built and parsed with numpy (no per-row Python).
 
-Every supported type is fixed-width, so a row is a fixed numpy record; NULLs (length -1, no
-data) are removed with one boolean-mask compaction over the row bytes.
+Every supported type but ``text`` is fixed-width, so a row is a fixed numpy record (rows with texts of
+the same byte lengths too); NULLs (length -1, no data) are removed with one boolean-mask compaction
+over the row bytes.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from hdi_lab.errors import StorageError
+
+__all__ = ["HEADER", "PG_EPOCH_US", "TRAILER", "WIDTH", "copy_in", "copy_out", "decode", "encode", "row_dtype"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -29,48 +34,102 @@ WIDTH: dict[str, str] = {
 }
 
 
-def row_dtype(pgtypes: Sequence[str]) -> np.dtype:
+def row_dtype(pgtypes: Sequence[str], text_widths: Sequence[int] = ()) -> np.dtype[np.void]:
+    """The record of one row: the field count, then a (length, value) pair per column; a ``text``
+    column takes its width from ``text_widths`` (in column order), an empty text has no value field."""
     fields: list[tuple[str, str]] = [("n", ">i2")]
+    widths = iter(text_widths)
     for i, t in enumerate(pgtypes):
-        fields += [(f"l{i}", ">i4"), (f"v{i}", WIDTH[t])]
+        if t != "text":
+            fields += [(f"l{i}", ">i4"), (f"v{i}", WIDTH[t])]
+            continue
+        width = next(widths)
+        fields += [(f"l{i}", ">i4")] + ([(f"v{i}", f"S{width}")] if width else [])
     return np.dtype(fields)
 
 
 def encode(
     pgtypes: Sequence[str],
-    values: Sequence[np.ndarray],
-    nulls: Mapping[int, np.ndarray] | None = None,
+    values: Sequence[npt.NDArray[Any]],
+    nulls: Mapping[int, npt.NDArray[np.bool_]] | None = None,
 ) -> bytes:
     """Encode columns into a binary COPY stream (header, rows, trailer).
 
-    ``values[i]`` holds column i (timestamptz as PostgreSQL microseconds since 2000-01-01);
-    ``nulls[i]`` is an optional boolean mask of NULL rows for column i.
+    ``values[i]`` holds column i (timestamptz as PostgreSQL microseconds since 2000-01-01; ``text``
+    as a numpy bytes array, ``S`` dtype, UTF-8); ``nulls[i]`` is an optional boolean mask of NULL
+    rows for column i. Rows keep their order when every column is fixed-width; with ``text``
+    columns they are written grouped by their texts' byte lengths (each group is a fixed record),
+    rows with NULLs after the others of their group (row order is not kept).
+
+    Raises KeyError for a type outside :data:`WIDTH` and ``text``.
     """
+    text = [i for i, t in enumerate(pgtypes) if t == "text"]
+    if not text:
+        return _fixed(pgtypes, values, nulls)
+    n = len(values[0])
+    lengths = np.stack([np.strings.str_len(values[i]) for i in text], axis=1)
+    widths, group = np.unique(lengths, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    parts = [HEADER]
+    for g, width in enumerate(widths):
+        sel = group == g if len(widths) > 1 else slice(None)  # one group: no copy of the columns
+        dtype = row_dtype(pgtypes, [int(w) for w in width])
+        rows = np.empty(int(np.count_nonzero(group == g)) if len(widths) > 1 else n, dtype=dtype)
+        _fill(rows, pgtypes, [v[sel] for v in values], dtype)
+        masks = {i: m[sel] for i, m in (nulls or {}).items() if m[sel].any()}
+        if not masks:
+            parts.append(rows.tobytes())
+            continue
+        # only the rows with NULLs go through the byte compaction (few: warm-up rows, say)
+        with_nulls = np.logical_or.reduce(list(masks.values()))
+        parts.append(rows[~with_nulls].tobytes())
+        parts.append(_compact(rows[with_nulls], pgtypes, dtype, {i: m[with_nulls] for i, m in masks.items()}))
+    parts.append(TRAILER)
+    return b"".join(parts)
+
+
+def _fixed(pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]],
+           nulls: Mapping[int, npt.NDArray[np.bool_]] | None) -> bytes:
+    """Fixed-width columns, rows in their order."""
     n = len(values[0]) if values else 0
     dtype = row_dtype(pgtypes)
     has_nulls = bool(nulls) and any(m.any() for m in nulls.values())  # type: ignore[union-attr]
     # without NULLs, build the rows in place between header and trailer: one buffer, one copy out
     buf = np.empty(len(HEADER) + n * dtype.itemsize + len(TRAILER), dtype=np.uint8)
     rows = buf[len(HEADER):len(buf) - len(TRAILER)].view(dtype) if not has_nulls else np.empty(n, dtype=dtype)
-    rows["n"] = len(pgtypes)
-    for i, (t, v) in enumerate(zip(pgtypes, values, strict=True)):
-        rows[f"l{i}"] = np.dtype(WIDTH[t]).itemsize
-        rows[f"v{i}"] = v
+    _fill(rows, pgtypes, values, dtype)
     if not has_nulls:
         buf[:len(HEADER)] = np.frombuffer(HEADER, dtype=np.uint8)
         buf[len(buf) - len(TRAILER):] = np.frombuffer(TRAILER, dtype=np.uint8)
         return buf.tobytes()
     assert nulls is not None
-    keep = np.ones((n, dtype.itemsize), dtype=bool)
+    return HEADER + _compact(rows, pgtypes, dtype, nulls) + TRAILER
+
+
+def _fill(rows: npt.NDArray[np.void], pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]],
+          dtype: np.dtype[np.void]) -> None:
+    rows["n"] = len(pgtypes)
+    for i, v in enumerate(values):
+        name = f"v{i}"
+        width = dtype.fields[name][0].itemsize if name in dtype.fields else 0  # type: ignore[index]
+        rows[f"l{i}"] = width
+        if width:
+            rows[name] = v
+
+
+def _compact(rows: npt.NDArray[np.void], pgtypes: Sequence[str], dtype: np.dtype[np.void],
+             nulls: Mapping[int, npt.NDArray[np.bool_]]) -> bytes:
+    """The rows' bytes with NULLs as length -1 and no value bytes."""
+    keep = np.ones((len(rows), dtype.itemsize), dtype=bool)
     for i, mask in nulls.items():
         if not mask.any():
             continue
         rows[f"l{i}"][mask] = -1
-        off = dtype.fields[f"v{i}"][1]  # type: ignore[index]
-        width = np.dtype(WIDTH[pgtypes[i]]).itemsize
-        keep[np.ix_(mask, np.arange(off, off + width))] = False
-    body = rows.view(np.uint8).reshape(n, dtype.itemsize)[keep]
-    return HEADER + body.tobytes() + TRAILER
+        if f"v{i}" not in dtype.fields:  # type: ignore[operator]
+            continue  # an empty text: no value bytes to drop
+        field, off = dtype.fields[f"v{i}"][:2]  # type: ignore[index]
+        keep[np.ix_(mask, np.arange(off, off + field.itemsize))] = False
+    return bytes(rows.view(np.uint8).reshape(len(rows), dtype.itemsize)[keep].tobytes())
 
 
 def decode(buf: bytes | memoryview, pgtypes: Sequence[str]) -> np.ndarray:
