@@ -4,8 +4,10 @@ COPYed into a real table."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 
@@ -16,7 +18,7 @@ from hdi_lab.storage.db import transaction
 SYMBOLS = ["AAPL", "", "ESH4", "BRK.B", "ÄÖÜ", "X"]  # widths 4, 0, 4, 5, 6 (UTF-8), 1
 
 
-def columns(n: int = 12) -> tuple[list[str], list[np.ndarray], dict[int, np.ndarray]]:
+def columns(n: int = 12) -> tuple[list[str], list[npt.NDArray[Any]], dict[int, npt.NDArray[Any]]]:
     rng = np.random.default_rng(3)
     codes = rng.integers(0, len(SYMBOLS), n)
     text = np.array([s.encode() for s in SYMBOLS], dtype=np.bytes_)[codes]
@@ -25,7 +27,7 @@ def columns(n: int = 12) -> tuple[list[str], list[np.ndarray], dict[int, np.ndar
     return ["int8", "text", "float8"], [np.arange(n, dtype=np.int64), text, floats], nulls
 
 
-def parse(buf: bytes, pgtypes: list[str]) -> list[tuple[object, ...]]:
+def parse(buf: bytes, pgtypes: list[str]) -> list[tuple[Any, ...]]:
     """A plain reference parser of binary COPY (one row at a time)."""
     assert buf.startswith(copy.HEADER) and buf.endswith(copy.TRAILER)
     pos, end, out = len(copy.HEADER), len(buf) - len(copy.TRAILER), []
@@ -44,7 +46,7 @@ def parse(buf: bytes, pgtypes: list[str]) -> list[tuple[object, ...]]:
     return out
 
 
-def expected(values: list[np.ndarray], nulls: dict[int, np.ndarray]) -> list[tuple[object, ...]]:
+def expected(values: list[npt.NDArray[Any]], nulls: dict[int, npt.NDArray[Any]]) -> list[tuple[Any, ...]]:
     return [(int(values[0][r]), None if nulls[1][r] else values[1][r].decode(),
              None if nulls[2][r] else float(values[2][r])) for r in range(len(values[0]))]
 
@@ -72,7 +74,8 @@ def test_text_rows_copy_into_a_table(session: HdiSession) -> None:
     conn = session.connection()
     with transaction(conn) as cur:
         cur.execute(f'CREATE TABLE "{session.schema}".copy_text (id bigint, symbol text, value float8)')
-        copy.copy_in(cur, f'"{session.schema}".copy_text', ["id", "symbol", "value"], copy.encode(pgtypes, values, nulls))
+        copy.copy_in(cur, f'"{session.schema}".copy_text', ["id", "symbol", "value"],
+                     copy.encode(pgtypes, values, nulls))
         cur.execute(f'SELECT id, symbol, value FROM "{session.schema}".copy_text ORDER BY id')
         got = [tuple(r) for r in cur.fetchall()]
     assert got == expected(values, nulls)

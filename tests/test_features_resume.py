@@ -3,7 +3,10 @@ which saved states still hold, and what each instrument's bars read lead to."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 
@@ -20,7 +23,7 @@ T0 = pd.Timestamp("2024-01-01", tz="UTC").value
 CONTEXT = 3  # bars of history the windows need before the first new bar
 
 
-def days(*k: int) -> np.ndarray:
+def days(*k: int) -> npt.NDArray[Any]:
     """Bar opens (ns) on days ``k`` after T0."""
     return np.array([T0 + i * DAY for i in k], dtype=np.int64)
 
@@ -145,7 +148,7 @@ def test_a_short_history_with_other_bars_read_before_it_reads_the_history() -> N
 # -- gaps -----------------------------------------------------------------------------------
 
 
-def bars_at(ts: np.ndarray) -> InstrumentBars:
+def bars_at(ts: npt.NDArray[Any]) -> InstrumentBars:
     return InstrumentBars(500001, "AAPL", pd.DataFrame({"close": np.ones(len(ts))}, index=pd.to_datetime(ts, utc=True)))
 
 

@@ -116,7 +116,7 @@ def _kept_bytes(widest: np.dtype[np.void], dtype: np.dtype[np.void], text: Seque
     out: list[tuple[int, int]] = []
     pos = 0
     for i in text:
-        start = widest.fields[f"l{i}"][1] + 4  # type: ignore[index]  (where the value starts)
+        start = widest.fields[f"l{i}"][1] + 4  # type: ignore[index]
         wide = widest.fields[f"v{i}"][0].itemsize if f"v{i}" in widest.fields else 0  # type: ignore[index, operator]
         narrow = dtype.fields[f"v{i}"][0].itemsize if f"v{i}" in dtype.fields else 0  # type: ignore[index, operator]
         out.append((pos, start + narrow))
@@ -193,7 +193,7 @@ def _compact(rows: npt.NDArray[np.void], dtype: np.dtype[np.void], nulls: Mappin
     return bytes(rows.view(np.uint8).reshape(len(rows), dtype.itemsize)[keep].tobytes())
 
 
-def decode(buf: bytes | memoryview, pgtypes: Sequence[str]) -> np.ndarray:
+def decode(buf: bytes | memoryview, pgtypes: Sequence[str]) -> npt.NDArray[np.void]:
     """Parse a binary COPY stream of non-NULL fixed-width columns into a numpy record array.
 
     The query must make every field non-NULL (e.g. ``COALESCE`` with a sentinel).

@@ -194,8 +194,10 @@ def _add_keys(cur: psycopg2.extensions.cursor, schema: str, name: str) -> None:
     """The primary key (instrument_id, event_timestamp) and the as-of index of a new feature table."""
     conn = cur.connection
     t = _q(conn, schema, name)
-    cur.execute(f"ALTER TABLE {t} ADD CONSTRAINT {_q(conn, name + '_pkey')} PRIMARY KEY (instrument_id, event_timestamp)")
-    cur.execute(f"CREATE INDEX {_q(conn, name + '_asof_idx')} ON {t} (instrument_id, event_timestamp DESC, created DESC)")
+    cur.execute(f"ALTER TABLE {t} ADD CONSTRAINT {_q(conn, name + '_pkey')} "
+                "PRIMARY KEY (instrument_id, event_timestamp)")
+    cur.execute(f"CREATE INDEX {_q(conn, name + '_asof_idx')} ON {t} "
+                "(instrument_id, event_timestamp DESC, created DESC)")
 
 
 def _copy_rows(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, rows: FeatureRows,
