@@ -269,7 +269,6 @@ def test_moved_names_keep_their_old_paths() -> None:
 #: shrink: a module that declares ``__all__`` (or is gone) must leave it, and a new module declares it.
 ALL_PENDING = {
     "hdi_lab.featurestore.repo",
-    "hdi_lab.storage.copy",  # the binary-COPY encoder is being made the only one (features' second encoder goes)
 }
 
 #: Modules that may still use another hdi_lab module's underscore names, each with its reason (none now); the
