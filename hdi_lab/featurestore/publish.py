@@ -26,10 +26,8 @@ Feast is imported on first use, never by ``import hdi_lab`` or ``%load_ext hdi_l
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,13 +108,6 @@ def _ts(t: pd.Timestamp | None) -> str:
     return "" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Feast prints progress (materialize's banner and bars): library code prints nothing."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
 def feature_store(session: HdiSession | None = None, repo: str | Path | None = None) -> FeatureStore:
     """A Feast ``FeatureStore`` over hdi_lab's feature repo and database (for your own Feast calls)."""
     if session is None:  # made here, closed here: the store keeps what it read, not the session
@@ -160,7 +151,7 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
     report.instrument_ids = ids
     store = feast_repo.open_store(session, repo)
     report.online_store = str(store.config.online_store.type)
-    with _quiet(), feast_repo.feast_errors():
+    with feast_repo.feast_errors():
         report.applied = feast_repo.apply(store)
     t2 = time.perf_counter()
     report.materialize = "none (no rows)"
@@ -169,16 +160,14 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
         view = store.get_feature_view(report.view)
         done = [iv[1] for iv in view.materialization_intervals]
         until = latest + pd.Timedelta(microseconds=1)  # Feast's end bound is inclusive; keep it past the row
-        with _quiet(), feast_repo.feast_errors():
-            if done and first > max(done):
-                report.materialize = "incremental"
-                store.materialize_incremental(end_date=until.to_pydatetime(), feature_views=[report.view])
-                report.window_start = pd.Timestamp(max(done))
-            else:
-                report.materialize = "window"
-                store.materialize(start_date=first.to_pydatetime(), end_date=until.to_pydatetime(),
-                                  feature_views=[report.view])
-                report.window_start = first
+        if done and first > max(done):  # what materialize_incremental would load: from the last end on
+            report.materialize = "incremental"
+            report.window_start = pd.Timestamp(max(done))
+        else:
+            report.materialize = "window"
+            report.window_start = first
+        with feast_repo.feast_errors():  # Feast's own materialize prints; this one is silent
+            feast_repo.materialize(store, report.view, report.window_start.to_pydatetime(), until.to_pydatetime())
         report.window_end = until
         online = _online(store, report.service, ids)
         report.online_rows = int(online["event_timestamp"].notna().sum())
