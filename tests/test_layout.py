@@ -197,8 +197,6 @@ SQL_CALLS = ("execute", "executemany", "copy_expert", "copy_from", "copy_to", "m
 #: Modules outside storage that still run SQL, each with its reason; the next steps of issue #14 shrink it.
 SQL_PENDING = {
     "hdi_lab.features": "the feature-table SQL moves to storage/ with the features/featurestore split",
-    "hdi_lab.featurestore.offline_store": "Feast's offline store: SQL on Feast's own psycopg connections",
-    "hdi_lab.featurestore.repo": "Feast's repository: reads information_schema on Feast's own psycopg connection",
 }
 
 

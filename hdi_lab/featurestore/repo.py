@@ -495,11 +495,11 @@ def _feature_tables(store: FeatureStore) -> set[str]:
     """Names of the ``features_*`` tables in the offline store's schema."""
     from feast.infra.utils.postgres.connection_utils import _get_conn
 
+    from hdi_lab.storage import feast as feast_sql  # psycopg 3: imported with Feast, not with this module
+
     config = store.config.offline_store
-    with _get_conn(config) as conn, conn.cursor() as cur:
-        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                    "AND table_name LIKE 'features\\_%%'", (config.db_schema or config.user,))
-        return {str(r[0]) for r in cur.fetchall()}
+    with _get_conn(config) as conn:
+        return feast_sql.feature_tables(conn, config.db_schema or config.user)
 
 
 def _tags(fs: features.FeatureSet, interval: str) -> dict[str, str]:
