@@ -109,7 +109,9 @@ def _ts(t: pd.Timestamp | None) -> str:
 
 
 def feature_store(session: HdiSession | None = None, repo: str | Path | None = None) -> FeatureStore:
-    """A Feast ``FeatureStore`` over hdi_lab's feature repo and database (for your own Feast calls)."""
+    """A Feast ``FeatureStore`` over hdi_lab's feature repo and database (for your own Feast calls).
+
+    Raises ConfigError when the repo, the database URL or feature_store.yaml is not usable."""
     if session is None:  # made here, closed here: the store keeps what it read, not the session
         with HdiSession() as own:
             return feast_repo.open_store(own, repo)
@@ -124,7 +126,13 @@ def publish(set_name: str, symbols: str | Sequence[str] | None = None, interval:
             session: HdiSession | None = None) -> PublishReport:
     """Compute ``set_name`` for ``symbols`` over ``[start, end)``, apply the feature repo and load the
     online store. ``compute=False`` publishes the rows already stored for the bars opened in
-    ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table)."""
+    ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table).
+
+    Nothing is printed and no process-wide state changes (the environment, the working directory,
+    ``sys.path``/``sys.modules``, ``sys.stdout``): other threads of a kernel are not disturbed.
+
+    Raises ValidationError for an unknown set or interval, missing symbols or a table not computed
+    yet; ConfigError for an unusable repo or configuration; StorageError when a database call fails."""
     fs = features.feature_set(set_name)
     check_interval(interval)
     syms = require_symbols(symbols, "or compute=False to publish the rows already stored") if compute \
@@ -195,7 +203,10 @@ def training_frame(entity_df: pd.DataFrame | str, set_name: str = "momentum_v1",
     """Feast's point-in-time join of the published set onto ``entity_df`` (``instrument_id``,
     ``event_timestamp`` and any label columns): for each row the latest values knowable at its time
     within the view's TTL, else NaN. A DataFrame comes back in its own row order and index, with
-    ``event_timestamp`` in UTC."""
+    ``event_timestamp`` in UTC.
+
+    Raises ValidationError for an unknown set or a service not published yet; ConfigError /
+    StorageError as :func:`publish` does."""
     fs = features.feature_set(set_name)
 
     def work(s: HdiSession) -> pd.DataFrame:
@@ -241,6 +252,9 @@ def online_features(instrument_ids: int | Sequence[int], set_name: str = "moment
     Columns: ``instrument_id``, the features, ``event_timestamp`` (UTC), ``age`` (``now`` minus it),
     ``status`` (``fresh``, ``stale``: older than the view's TTL, ``missing``: never published).
     Feast itself serves stale values as if fresh; ``drop_stale=True`` blanks them (NaN).
+
+    Raises ValidationError for an unknown set or a service not published yet; ConfigError /
+    StorageError as :func:`publish` does.
     """
     fs = features.feature_set(set_name)
     ids = [int(instrument_ids)] if isinstance(instrument_ids, int) else [int(i) for i in instrument_ids]

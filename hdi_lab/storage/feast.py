@@ -27,7 +27,7 @@ ColumnDef: TypeAlias = Sequence[str]
 Description: TypeAlias = list[tuple[str, int]]
 
 #: this connection only: compiling the per-row lookups costs more (~0.1 s) than it saves
-NO_JIT = "SET jit = off"
+_NO_JIT = "SET jit = off"
 
 
 def feature_tables(conn: psycopg.Connection[Any], schema: str) -> set[str]:
@@ -78,7 +78,7 @@ def _entity_sql(table: str, columns: Sequence[ColumnDef]) -> tuple[sql.Composed,
 def describe(cur: Any, query: str) -> Description:
     """The columns ``query`` returns, without running it (``LIMIT 0``), with JIT off for the
     connection (``cur``: psycopg 2 or 3)."""
-    cur.execute(NO_JIT)
+    cur.execute(_NO_JIT)
     cur.execute(f"SELECT * FROM ({query}) AS hdi_probe LIMIT 0")
     return [(d.name, d.type_code) for d in cur.description or ()]
 
@@ -94,7 +94,7 @@ def load_entity_table(cur: Any, table: str, columns: Sequence[ColumnDef], payloa
 
 def create_entity_table(cur: psycopg.Cursor[Any], table: str, columns: Sequence[ColumnDef]) -> None:
     """Create the temporary entity ``table`` (psycopg 3 cursor), JIT off for the connection."""
-    cur.execute(NO_JIT)
+    cur.execute(_NO_JIT)
     cur.execute(_entity_sql(table, columns)[0])
 
 
