@@ -379,10 +379,12 @@ def _placeholder(columns: list[list[str]]) -> str:
 
 def _fetch_fixed(cur: Any, query: str, features: list[tuple[str, int]]) -> tuple[npt.NDArray[np.int64], pa.Table]:
     """(entity row numbers, features) by binary COPY: NULL features are sent as 0 and flagged in a
-    bitmask (one int8 per 62 features), so every field has a fixed width and numpy parses the stream."""
+    bitmask (:func:`hdi_lab.storage.feast.fixed_width_copy`), so every field has a fixed width and numpy
+    parses the stream."""
     from feast.type_map import pg_type_code_to_arrow
 
-    types = ["int8", *(_FIXED[oid][0] for _, oid in features), *(["int8"] * -(-len(features) // 62))]
+    per_word = feast_sql.FLAGS_PER_WORD
+    types = ["int8", *(_FIXED[oid][0] for _, oid in features), *(["int8"] * -(-len(features) // per_word))]
     stream = feast_sql.fixed_width_copy(cur, query, _ROW, [(name, _FIXED[oid][1]) for name, oid in features])
     data = decode(stream, types)
     arrays = []
@@ -390,7 +392,7 @@ def _fetch_fixed(cur: Any, query: str, features: list[tuple[str, int]]) -> tuple
         kind = pg_type_code_to_arrow(oid)
         raw = data[f"v{i + 1}"]
         values = raw.astype(bool) if kind == pa.bool_() else raw.astype(raw.dtype.newbyteorder("="))
-        null = (data[f"v{len(features) + 1 + i // 62}"] >> (i % 62)) & 1 == 1
+        null = (data[f"v{len(features) + 1 + i // per_word}"] >> (i % per_word)) & 1 == 1
         arrays.append(pa.array(values, type=kind, mask=null))
     return data["v0"].astype(np.int64), pa.Table.from_arrays(arrays, names=[n for n, _ in features])
 
@@ -428,7 +430,9 @@ def as_of_query(
 
     ``ts_col`` is the entity time (rounded down to the microsecond); ``ceil_col``, when given, is the
     same time rounded up, for the TTL bound (see :class:`EntityTimes`). ``sort`` visits the entity
-    rows in key and time order (an uploaded frame is already in that order)."""
+    rows in key and time order (an uploaded frame is already in that order).
+
+    Raises ValueError for an entity selection of a view context that is not ``<column> AS <key>``."""
     e_ts = f"e.{_q(ts_col)}"
     e_ceil = f"e.{_q(ceil_col or ts_col)}"
     outputs = [f"e.{_q(c)}" for c in entity_columns]

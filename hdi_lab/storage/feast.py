@@ -17,14 +17,17 @@ from psycopg import pq, sql
 
 from hdi_lab.storage.copy import copy_out
 
-__all__ = ["ColumnDef", "Description", "copy_entity_binary", "copy_entity_rows", "create_entity_table",
-           "create_table_as", "describe", "drop_table", "feature_tables", "fetch", "fixed_width_copy",
-           "load_entity_table"]
+__all__ = ["FLAGS_PER_WORD", "ColumnDef", "Description", "copy_entity_binary", "copy_entity_rows",
+           "create_entity_table", "create_table_as", "describe", "drop_table", "feature_tables", "fetch",
+           "fixed_width_copy", "load_entity_table"]
 
 #: a column of an entity table: [name, SQL type]
 ColumnDef: TypeAlias = Sequence[str]
 #: a result's columns: (name, type oid)
 Description: TypeAlias = list[tuple[str, int]]
+
+#: NULL flags per int8 bitmask column of :func:`fixed_width_copy` (62 keeps every sum a positive int8)
+FLAGS_PER_WORD = 62
 
 #: this connection only: compiling the per-row lookups costs more (~0.1 s) than it saves
 _NO_JIT = "SET jit = off"
@@ -114,13 +117,14 @@ def copy_entity_rows(cur: psycopg.Cursor[Any], table: str, columns: Sequence[Col
 
 def fixed_width_copy(cur: Any, query: str, row_col: str, features: Sequence[tuple[str, str]]) -> bytes:
     """The binary COPY of ``query``'s ``row_col`` and ``features`` (name, SQL of NULL's stand-in), NULLs
-    sent as the stand-in and flagged in bitmasks (one int8 per 62 features, after the features), so
-    that every field has a fixed width (psycopg2 cursor)."""
+    sent as the stand-in and flagged in bitmasks (one int8 per :data:`FLAGS_PER_WORD` features, after
+    the features), so that every field has a fixed width (psycopg2 cursor)."""
     q = _q
     fields = [f"q.{q(row_col)}", *(f"COALESCE(q.{q(name)}, {null})" for name, null in features)]
-    for start in range(0, len(features), 62):
+    for start in range(0, len(features), FLAGS_PER_WORD):
+        word = features[start:start + FLAGS_PER_WORD]
         fields.append("(0::int8 + " + " + ".join(f"CASE WHEN q.{q(name)} IS NULL THEN {1 << j} ELSE 0 END"
-                                                 for j, (name, _) in enumerate(features[start:start + 62])) + ")")
+                                                 for j, (name, _) in enumerate(word)) + ")")
     return copy_out(cur, f"SELECT {', '.join(fields)} FROM ({query}) AS q")
 
 
