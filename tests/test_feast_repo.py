@@ -11,6 +11,7 @@ import contextlib
 import gc
 import io
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -344,3 +345,119 @@ def test_feast_errors_become_hdi_errors(fsession: HdiSession, tmp_path: Path) ->
                                                                            "  no_such_option: 1"))
     with pytest.raises(ConfigError, match="feature_store.yaml is not valid for Feast"):
         online_features([500001], "momentum_v1", repo=repo, session=fsession)
+
+
+# -- process-wide state: a Jupyter kernel runs other threads (prefetch, widget callbacks) ------------------------
+
+PROBE = '''"""Records, while `feast apply` runs this repo's files, what the process looks like."""
+import json
+import os
+import sys
+from pathlib import Path
+
+Path(__file__).with_name("probe.json").write_text(json.dumps({
+    "cwd": os.getcwd(), "path": list(sys.path), "registered": __name__ in sys.modules,
+    "bytecode": sys.dont_write_bytecode, "stdout": id(sys.stdout), "stderr": id(sys.stderr)}))
+'''
+
+
+class WatchedEnviron(type(os.environ)):  # type: ignore[misc]
+    """os.environ itself (same data), remembering every write."""
+
+    writes: list[str]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.writes.append(key)
+        super().__delitem__(key)
+
+
+def test_publish_changes_no_process_wide_state(fsession: HdiSession, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Publishing leaves the environment, the working directory, sys.path, sys.modules, the bytecode
+    switch and sys.stdout/stderr alone, while the repo's files run as well as afterwards."""
+    import sys
+
+    import feast.metrics  # noqa: F401  (Feast's own import-time os.environ write, once per process: see load_config)
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / "probe.py").write_text(PROBE)
+    watched = object.__new__(WatchedEnviron)
+    watched.__dict__.update(os.environ.__dict__)
+    watched.writes = []
+    monkeypatch.setattr(os, "environ", watched)
+    before = {"cwd": os.getcwd(), "path": list(sys.path), "bytecode": sys.dont_write_bytecode,
+              "stdout": id(sys.stdout), "stderr": id(sys.stderr)}
+    environ = dict(os.environ)
+
+    report = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=fsession)
+    assert report.online_rows == 3
+
+    during = json.loads((repo / "probe.json").read_text())
+    assert during.pop("registered") is False  # the repo's files are run, not imported into sys.modules
+    assert during == before
+    assert watched.writes == [] and dict(os.environ) == environ
+    assert {"cwd": os.getcwd(), "path": list(sys.path), "bytecode": sys.dont_write_bytecode,
+            "stdout": id(sys.stdout), "stderr": id(sys.stderr)} == before
+    assert not [m for m in list(sys.modules.values()) if str(getattr(m, "__file__", None) or "").startswith(str(repo))]
+    assert not list(repo.glob("**/__pycache__"))  # no bytecode written into the repo
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""  # Feast's materialize banner and progress bars are not printed
+
+
+def test_other_threads_output_is_not_swallowed_by_publish(fsession: HdiSession,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A thread printing while publish runs (a prefetch, a widget callback) keeps every line."""
+    import threading
+
+    stop = threading.Event()
+    printed: list[int] = []
+
+    def chatter() -> None:
+        while not stop.is_set():
+            print(f"tick {len(printed)}")
+            printed.append(len(printed))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)
+    finally:
+        stop.set()
+        thread.join()
+    out = capsys.readouterr().out.splitlines()
+    assert len(printed) > 10 and out == [f"tick {i}" for i in printed]
+
+
+def test_load_config_builds_the_config_in_memory(tmp_path: Path) -> None:
+    """feature_store.yaml's variables come from the mapping given (never os.environ); values need no
+    YAML quoting (a password with quotes, colons and hashes is kept as is)."""
+    password = "it's: #1 \"secret\" $x"
+    env = {name: "5432" if name.endswith("PORT") else f"v_{name.lower()}" for name in feast_repo.VARIABLES}
+    env |= {"HDI_FEAST_PG_PASSWORD": password, "HDI_FEAST_HOME": str(tmp_path)}
+    import feast.metrics  # noqa: F401  (Feast's own import-time os.environ write, once per process: see load_config)
+
+    environ = dict(os.environ)
+    config = feast_repo.load_config(REPO, env)
+    assert dict(os.environ) == environ
+    offline = config.offline_store
+    assert (offline.password, offline.host, offline.port) == (password, "v_hdi_feast_pg_host", 5432)
+    assert config.registry.path == f"{tmp_path}/registry.db" and config.repo_path == REPO
+    with pytest.raises(ConfigError, match="HDI_FEAST_PG_USER is not set"):
+        feast_repo.load_config(REPO, {k: v for k, v in env.items() if k != "HDI_FEAST_PG_USER"})
+    bad = tmp_path / "repo"
+    bad.mkdir()
+    (bad / "feature_store.yaml").write_text("project: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        feast_repo.load_config(bad, env)
+    (bad / "feature_store.yaml").write_text("project: p\nprovider: local\nregistry: r.db\n"
+                                         "entity_key_serialization_version: a-secret\n")
+    with pytest.raises(ConfigError, match="not valid for Feast") as caught:
+        feast_repo.load_config(bad, env)
+    assert "secret" not in str(caught.value)

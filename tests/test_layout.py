@@ -194,13 +194,6 @@ def test_no_import_cycle_between_parts() -> None:
 #: Cursor methods that run SQL (and ``psycopg2.extras.execute_values``).
 SQL_CALLS = ("execute", "executemany", "copy_expert", "copy_from", "copy_to", "mogrify", "execute_values")
 
-#: Modules outside storage that still run SQL, each with its reason; the next steps of issue #14 shrink it.
-SQL_PENDING = {
-    "hdi_lab.featurestore.offline_store": "Feast's offline store: SQL on Feast's own psycopg connections",
-    "hdi_lab.featurestore.repo": "Feast's repository: reads information_schema on Feast's own psycopg connection",
-}
-
-
 def _sql_calls() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for module, path in MODULES.items():
@@ -212,14 +205,11 @@ def _sql_calls() -> dict[str, list[str]]:
 
 def test_all_sql_runs_in_storage() -> None:
     """Storage is the only part that runs SQL: nothing outside ``hdi_lab.storage`` calls ``execute``,
-    ``copy_expert``, ``mogrify``, ``execute_values`` ... but the pending modules listed with their reason."""
+    ``copy_expert``, ``mogrify``, ``execute_values`` ... (the Feast glue runs its SQL through storage.feast)."""
     calls = _sql_calls()
     assert any(_within(m, ("hdi_lab.storage",)) for m in calls)  # the scan sees SQL where it is
-    outside = {m: c for m, c in calls.items() if not _within(m, ("hdi_lab.storage",))}
-    bad = [c for m, cs in outside.items() if m not in SQL_PENDING for c in cs]
+    bad = [c for m, cs in calls.items() if not _within(m, ("hdi_lab.storage",)) for c in cs]
     assert not bad, "SQL outside hdi_lab.storage (move it to a storage module):\n" + "\n".join(bad)
-    assert set(SQL_PENDING) <= set(outside), \
-        f"a pending module runs no SQL any more: drop it from SQL_PENDING ({set(SQL_PENDING) - set(outside)})"
 
 
 @pytest.mark.parametrize("module", ["hdi_lab.dbn", "hdi_lab.dbn.decoder", "hdi_lab.dbn.writer",
@@ -264,17 +254,6 @@ def test_moved_names_keep_their_old_paths() -> None:
 
 
 # -- public names: every module says what it exports, no module reaches for another's private names ----------
-
-#: Modules without ``__all__`` yet, in the parts other steps of issue #14 are refactoring now; the list may only
-#: shrink: a module that declares ``__all__`` (or is gone) must leave it, and a new module declares it.
-ALL_PENDING = {
-    "hdi_lab.featurestore.repo",
-}
-
-#: Modules that may still use another hdi_lab module's underscore names, each with its reason (none now); the
-#: list may only shrink.
-PRIVATE_PENDING: dict[str, str] = {}
-
 
 def _trees() -> dict[str, ast.Module]:
     return {module: ast.parse(path.read_text(), str(path)) for module, path in MODULES.items()}
@@ -337,13 +316,11 @@ def _private_uses(module: str, tree: ast.Module) -> list[str]:
 
 
 def test_every_module_declares_all() -> None:
-    """Every module says what it exports (``__all__``), but package ``__init__`` files that only document, and
-    the pending modules; ``__all__`` names no underscore name."""
+    """Every module says what it exports (``__all__``), but package ``__init__`` files that only document;
+    ``__all__`` names no underscore name."""
     missing = {m for m, tree in TREES.items()
                if not _declares_all(tree) and not _only_documents(tree) and not m.endswith(".__main__")}
-    assert not missing - ALL_PENDING, f"declare __all__ in {sorted(missing - ALL_PENDING)}"
-    assert not ALL_PENDING - missing, f"drop from ALL_PENDING (declares __all__ now, or gone): " \
-                                      f"{sorted(ALL_PENDING - missing)}"
+    assert not missing, f"declare __all__ in {sorted(missing)}"
     for module, tree in TREES.items():
         for node in tree.body:
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
@@ -355,10 +332,8 @@ def test_every_module_declares_all() -> None:
 def test_no_module_uses_another_modules_underscore_names() -> None:
     """An underscore name is its module's own: one another module needs is made public instead."""
     found = {m: uses for m, tree in TREES.items() if (uses := _private_uses(m, tree))}
-    bad = [u for m, uses in found.items() if m not in PRIVATE_PENDING for u in uses]
+    bad = [u for uses in found.values() for u in uses]
     assert not bad, "private names crossing modules (make them public):\n" + "\n".join(bad)
-    assert set(PRIVATE_PENDING) <= set(found), \
-        f"drop from PRIVATE_PENDING (uses no private name now): {set(PRIVATE_PENDING) - set(found)}"
 
 
 def test_the_private_name_scan_sees_each_form() -> None:

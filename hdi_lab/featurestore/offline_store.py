@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import io
 import re
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -82,11 +81,12 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.type_map import arrow_to_pg_type
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 from pydantic import model_validator
 
 from hdi_lab.errors import ConfigError, ValidationError, first_line
-from hdi_lab.storage.copy import PG_EPOCH_US, copy_out, decode, encode
+from hdi_lab.storage import feast as feast_sql
+from hdi_lab.storage.copy import PG_EPOCH_US, decode, encode
 
 __all__ = ["EntityTimes", "HdiOfflineStore", "HdiOfflineStoreConfig", "as_of_query"]
 
@@ -167,17 +167,16 @@ class HdiOfflineStore(PostgreSQLOfflineStore):  # type: ignore[misc]
         def query_generator() -> Iterator[str]:
             table = offline_utils.get_temp_entity_table_name()
             if not embed:
-                with _get_conn(config.offline_store) as conn, conn.cursor() as cur:
-                    cur.execute(sql.SQL("CREATE TABLE {} AS ({})").format(  # type: ignore[arg-type]
-                        sql.Identifier(table), sql.SQL(entity_df)))
+                with _get_conn(config.offline_store) as conn:
+                    feast_sql.create_table_as(conn, table, entity_df)
             try:
                 yield as_of_query(contexts, f"({entity_df})" if embed else _q(table), list(entity_schema), ts_col,
                                   full_feature_names=full_feature_names,
                                   filter_by_created_timestamp=filter_by_created_timestamp)
             finally:
                 if not embed:
-                    with _get_conn(config.offline_store) as conn, conn.cursor() as cur:
-                        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+                    with _get_conn(config.offline_store) as conn:
+                        feast_sql.drop_table(conn, table)
 
         return HdiRetrievalJob(query=query_generator, config=config, full_feature_names=full_feature_names,
                                on_demand_feature_views=odfvs, metadata=metadata)
@@ -220,16 +219,10 @@ def _fetch(conn: psycopg.Connection[Any], query: str) -> pa.Table:
     from feast.errors import ZeroColumnQueryResult
     from feast.type_map import pg_type_code_to_arrow
 
-    with conn.cursor() as probe:
-        probe.execute(f"SELECT * FROM ({query}) AS hdi_probe LIMIT 0")
-        oids = [c.type_code for c in probe.description or ()]
-    binary = all(conn.adapters.get_loader(oid, pq.Format.BINARY) is not None for oid in oids)
-    with conn.cursor(binary=binary) as cur:
-        cur.execute(query)
-        if not cur.description:
-            raise ZeroColumnQueryResult(query)
-        schema = pa.schema([(c.name, pg_type_code_to_arrow(c.type_code)) for c in cur.description])
-        rows = cur.fetchall()
+    description, rows = feast_sql.fetch(conn, query)
+    if description is None:
+        raise ZeroColumnQueryResult(query)
+    schema = pa.schema([(name, pg_type_code_to_arrow(oid)) for name, oid in description])
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     return pa.Table.from_arrays([pa.array(list(c)) for c in columns], schema=schema)
 
@@ -317,22 +310,13 @@ class HdiFrameJob(HdiRetrievalJob):
         kinds = [arrow_to_pg_type(str(pa.Array.from_pandas(k).type)) for k in keys]  # as the stock store types them
         columns = [[_ROW, "bigint"], *map(list, zip(self._keys, kinds, strict=True)),
                    ["_hdi_floor", "timestamptz"], ["_hdi_ceil", "timestamptz"]]
-        create = sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(
-            sql.Identifier(_ENTITY_TABLE), sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))  # type: ignore[arg-type]
-        copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(_ENTITY_TABLE), sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns))
         query = self._query(_q(_ENTITY_TABLE))
         order, payload = self._rows(keys, kinds)
         try:
             with contextlib.closing(_connect(self.config.offline_store)) as conn, conn.cursor() as cur:
-                cur.execute(_NO_JIT)
-                cur.execute(f"SELECT * FROM ({self._query(_placeholder(columns))}) AS hdi_probe LIMIT 0")
-                features = [(d.name, d.type_code) for d in cur.description or ()][1:]
+                features = feast_sql.describe(cur, self._query(_placeholder(columns)))[1:]
                 if payload is not None and all(oid in _FIXED for _, oid in features):
-                    cur.execute(create.as_string(None))  # type: ignore[arg-type]
-                    cur.copy_expert(copy_in.as_string(None) + " (FORMAT binary)",  # type: ignore[arg-type]
-                                    io.BytesIO(payload), size=1 << 22)
+                    feast_sql.load_entity_table(cur, _ENTITY_TABLE, columns, payload)
                     rows, table = _fetch_fixed(cur, query, features)
                     conn.rollback()
                     return self._frame(rows, table)
@@ -340,21 +324,18 @@ class HdiFrameJob(HdiRetrievalJob):
             kind = psycopg.errors.lookup(exc.pgcode) if exc.pgcode else psycopg.OperationalError
             raise kind(first_line(exc)) from exc
         with _get_conn(self.config.offline_store) as conn3, conn3.cursor() as cur3:
-            cur3.execute(_NO_JIT)
-            cur3.execute(create)
+            feast_sql.create_entity_table(cur3, _ENTITY_TABLE, columns)
             if payload is not None:
-                with cur3.copy(copy_in + sql.SQL(" (FORMAT binary)")) as cp:
-                    cp.write(payload)
+                feast_sql.copy_entity_binary(cur3, _ENTITY_TABLE, columns, payload)
             else:  # text (or other) keys: row by row
                 epoch = pd.Timestamp("2000-01-01", tz="UTC")
                 lo, hi = (pd.to_datetime(a[order], unit="us", origin=epoch, utc=True).to_pydatetime()
                           for a in (self._times.floor, self._times.ceil))
                 null = self._times.null[order]
                 values = [k.astype(object).where(k.notna(), None).to_numpy()[order] for k in keys]
-                with cur3.copy(copy_in) as cp:
-                    for i, row in enumerate(order):
-                        cp.write_row((int(row), *(v[i] for v in values), *((None, None) if null[i] else
-                                                                           (lo[i], hi[i]))))
+                feast_sql.copy_entity_rows(cur3, _ENTITY_TABLE, columns, (
+                    (int(row), *(v[i] for v in values), *((None, None) if null[i] else (lo[i], hi[i])))
+                    for i, row in enumerate(order)))
             fetched = _fetch(conn3, query)
         return self._frame(fetched.column(0).to_numpy(), fetched.drop_columns([_ROW]))
 
@@ -398,22 +379,20 @@ def _placeholder(columns: list[list[str]]) -> str:
 
 def _fetch_fixed(cur: Any, query: str, features: list[tuple[str, int]]) -> tuple[npt.NDArray[np.int64], pa.Table]:
     """(entity row numbers, features) by binary COPY: NULL features are sent as 0 and flagged in a
-    bitmask (one int8 per 62 features), so every field has a fixed width and numpy parses the stream."""
+    bitmask (:func:`hdi_lab.storage.feast.fixed_width_copy`), so every field has a fixed width and numpy
+    parses the stream."""
     from feast.type_map import pg_type_code_to_arrow
 
-    fields = [f"q.{_q(_ROW)}", *(f"COALESCE(q.{_q(name)}, {_FIXED[oid][1]})" for name, oid in features)]
-    types = ["int8", *(_FIXED[oid][0] for _, oid in features)]
-    for start in range(0, len(features), 62):
-        fields.append("(0::int8 + " + " + ".join(f"CASE WHEN q.{_q(name)} IS NULL THEN {1 << j} ELSE 0 END"
-                                                 for j, (name, _) in enumerate(features[start:start + 62])) + ")")
-        types.append("int8")
-    data = decode(copy_out(cur, f"SELECT {', '.join(fields)} FROM ({query}) AS q"), types)
+    per_word = feast_sql.FLAGS_PER_WORD
+    types = ["int8", *(_FIXED[oid][0] for _, oid in features), *(["int8"] * -(-len(features) // per_word))]
+    stream = feast_sql.fixed_width_copy(cur, query, _ROW, [(name, _FIXED[oid][1]) for name, oid in features])
+    data = decode(stream, types)
     arrays = []
     for i, (_, oid) in enumerate(features):
         kind = pg_type_code_to_arrow(oid)
         raw = data[f"v{i + 1}"]
         values = raw.astype(bool) if kind == pa.bool_() else raw.astype(raw.dtype.newbyteorder("="))
-        null = (data[f"v{len(features) + 1 + i // 62}"] >> (i % 62)) & 1 == 1
+        null = (data[f"v{len(features) + 1 + i // per_word}"] >> (i % per_word)) & 1 == 1
         arrays.append(pa.array(values, type=kind, mask=null))
     return data["v0"].astype(np.int64), pa.Table.from_arrays(arrays, names=[n for n, _ in features])
 
@@ -424,8 +403,6 @@ def _fill(column: pd.Series, pgtype: str) -> pd.Series:
         {"bool": np.bool_, "int8": np.int64, "float8": np.float64}[pgtype])
 
 
-#: this connection only: compiling the per-row lookups costs more (~0.1 s) than it saves
-_NO_JIT = "SET jit = off"
 _ROW = "_hdi_row"
 _ENTITY_TABLE = "hdi_entity_rows"
 #: fixed-width feature types fetched by numpy: oid -> (binary COPY type, the SQL of NULL's stand-in)
@@ -453,7 +430,9 @@ def as_of_query(
 
     ``ts_col`` is the entity time (rounded down to the microsecond); ``ceil_col``, when given, is the
     same time rounded up, for the TTL bound (see :class:`EntityTimes`). ``sort`` visits the entity
-    rows in key and time order (an uploaded frame is already in that order)."""
+    rows in key and time order (an uploaded frame is already in that order).
+
+    Raises ValueError for an entity selection of a view context that is not ``<column> AS <key>``."""
     e_ts = f"e.{_q(ts_col)}"
     e_ceil = f"e.{_q(ceil_col or ts_col)}"
     outputs = [f"e.{_q(c)}" for c in entity_columns]

@@ -26,10 +26,8 @@ Feast is imported on first use, never by ``import hdi_lab`` or ``%load_ext hdi_l
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,15 +108,10 @@ def _ts(t: pd.Timestamp | None) -> str:
     return "" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Feast prints progress (materialize's banner and bars): library code prints nothing."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
 def feature_store(session: HdiSession | None = None, repo: str | Path | None = None) -> FeatureStore:
-    """A Feast ``FeatureStore`` over hdi_lab's feature repo and database (for your own Feast calls)."""
+    """A Feast ``FeatureStore`` over hdi_lab's feature repo and database (for your own Feast calls).
+
+    Raises ConfigError when the repo, the database URL or feature_store.yaml is not usable."""
     if session is None:  # made here, closed here: the store keeps what it read, not the session
         with HdiSession() as own:
             return feast_repo.open_store(own, repo)
@@ -133,7 +126,13 @@ def publish(set_name: str, symbols: str | Sequence[str] | None = None, interval:
             session: HdiSession | None = None) -> PublishReport:
     """Compute ``set_name`` for ``symbols`` over ``[start, end)``, apply the feature repo and load the
     online store. ``compute=False`` publishes the rows already stored for the bars opened in
-    ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table)."""
+    ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table).
+
+    Nothing is printed and no process-wide state changes (the environment, the working directory,
+    ``sys.path``/``sys.modules``, ``sys.stdout``): other threads of a kernel are not disturbed.
+
+    Raises ValidationError for an unknown set or interval, missing symbols or a table not computed
+    yet; ConfigError for an unusable repo or configuration; StorageError when a database call fails."""
     fs = features.feature_set(set_name)
     check_interval(interval)
     syms = require_symbols(symbols, "or compute=False to publish the rows already stored") if compute \
@@ -160,7 +159,7 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
     report.instrument_ids = ids
     store = feast_repo.open_store(session, repo)
     report.online_store = str(store.config.online_store.type)
-    with _quiet(), feast_repo.feast_errors():
+    with feast_repo.feast_errors():
         report.applied = feast_repo.apply(store)
     t2 = time.perf_counter()
     report.materialize = "none (no rows)"
@@ -169,16 +168,14 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
         view = store.get_feature_view(report.view)
         done = [iv[1] for iv in view.materialization_intervals]
         until = latest + pd.Timedelta(microseconds=1)  # Feast's end bound is inclusive; keep it past the row
-        with _quiet(), feast_repo.feast_errors():
-            if done and first > max(done):
-                report.materialize = "incremental"
-                store.materialize_incremental(end_date=until.to_pydatetime(), feature_views=[report.view])
-                report.window_start = pd.Timestamp(max(done))
-            else:
-                report.materialize = "window"
-                store.materialize(start_date=first.to_pydatetime(), end_date=until.to_pydatetime(),
-                                  feature_views=[report.view])
-                report.window_start = first
+        if done and first > max(done):  # what materialize_incremental would load: from the last end on
+            report.materialize = "incremental"
+            report.window_start = pd.Timestamp(max(done))
+        else:
+            report.materialize = "window"
+            report.window_start = first
+        with feast_repo.feast_errors():  # Feast's own materialize prints; this one is silent
+            feast_repo.materialize(store, report.view, report.window_start.to_pydatetime(), until.to_pydatetime())
         report.window_end = until
         online = _online(store, report.service, ids)
         report.online_rows = int(online["event_timestamp"].notna().sum())
@@ -206,7 +203,10 @@ def training_frame(entity_df: pd.DataFrame | str, set_name: str = "momentum_v1",
     """Feast's point-in-time join of the published set onto ``entity_df`` (``instrument_id``,
     ``event_timestamp`` and any label columns): for each row the latest values knowable at its time
     within the view's TTL, else NaN. A DataFrame comes back in its own row order and index, with
-    ``event_timestamp`` in UTC."""
+    ``event_timestamp`` in UTC.
+
+    Raises ValidationError for an unknown set or a service not published yet; ConfigError /
+    StorageError as :func:`publish` does."""
     fs = features.feature_set(set_name)
 
     def work(s: HdiSession) -> pd.DataFrame:
@@ -252,6 +252,9 @@ def online_features(instrument_ids: int | Sequence[int], set_name: str = "moment
     Columns: ``instrument_id``, the features, ``event_timestamp`` (UTC), ``age`` (``now`` minus it),
     ``status`` (``fresh``, ``stale``: older than the view's TTL, ``missing``: never published).
     Feast itself serves stale values as if fresh; ``drop_stale=True`` blanks them (NaN).
+
+    Raises ValidationError for an unknown set or a service not published yet; ConfigError /
+    StorageError as :func:`publish` does.
     """
     fs = features.feature_set(set_name)
     ids = [int(instrument_ids)] if isinstance(instrument_ids, int) else [int(i) for i in instrument_ids]
