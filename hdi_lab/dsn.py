@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-__all__ = ["SECRET_KEYS", "check", "mask", "scrub", "secrets"]
+__all__ = ["MASK", "SECRET_KEYS", "check", "mask", "scrub", "secrets"]
 
 #: connection options whose values are secrets
 SECRET_KEYS = frozenset({"password", "sslpassword"})

@@ -88,7 +88,8 @@ from hdi_lab.errors import ConfigError, ValidationError, first_line
 from hdi_lab.storage import feast as feast_sql
 from hdi_lab.storage.copy import PG_EPOCH_US, decode, encode
 
-__all__ = ["EntityTimes", "HdiOfflineStore", "HdiOfflineStoreConfig", "as_of_query"]
+__all__ = ["STORE_TYPE", "EntityTimes", "HdiFrameJob", "HdiOfflineStore", "HdiOfflineStoreConfig", "HdiRetrievalJob",
+           "as_of_query"]
 
 #: the type feature_store.yaml names: the documented path, a re-export of this module (hdi_lab.feast_store)
 STORE_TYPE = "hdi_lab.feast_store.HdiOfflineStore"

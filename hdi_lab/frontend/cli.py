@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     req = make_request(a.provider, schema=a.schema, symbols=a.symbols, start=a.start, end=a.end,
                        dataset=a.dataset, stype_in=a.stype_in, path=a.paths or None,
                        force=a.force, dry_run=a.dry_run, allow_cost=a.allow_cost)
@@ -79,7 +79,7 @@ def cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     return 0
 
 
-def cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab.core.compare import compare_bars
 
     result = compare_bars(session, a.schema, a.left, a.right, a.start, a.end, left_dataset=a.left_dataset,
@@ -92,7 +92,7 @@ def cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
     return 0
 
 
-def cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
     df = retrieval.query(session, a.schema, a.symbols, a.start, a.end, dataset=a.dataset,
                          price_type=a.price_type, columns=cols, interval=a.interval)
@@ -134,7 +134,7 @@ def _table(df: pd.DataFrame, out: TextIO, empty: str) -> None:
         print(df.to_string(index=False) if len(df) else empty, file=out)
 
 
-def cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     st = catalog.status(session)
     server, counts = StatusView(st, session.schema, session.embedded).headline()  # as %hdi_status shows it
     print(f"server: {server}\n{counts}\n", file=out)
@@ -145,7 +145,7 @@ def cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     return 0
 
 
-def cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if a.action == "list":
         _table(quarantine.list_entries(session, a.status, a.rule, a.limit), out, "(no entries)")
     elif a.action == "show":
@@ -159,7 +159,7 @@ def cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err:
     return 0
 
 
-def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if a.action == "info":
         print(catalog.storage_info(session).summary(), file=out)
         return 0
@@ -181,13 +181,13 @@ def cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO)
     return 0
 
 
-def cmd_config(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_config(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for name, value, source in session.settings.masked():
         print(f"{name:<18} {value:<50} {source}", file=out)
     return 0
 
 
-def cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab import features
 
     if a.action == "list":
@@ -210,7 +210,7 @@ def cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: T
     return 0
 
 
-def cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab.frontend.demo import run_demo
 
     run_demo(session, out, progress=not a.quiet and err.isatty())
@@ -218,8 +218,8 @@ def cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextI
 
 
 COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], int]] = {
-    "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine,
-    "db": cmd_db, "config": cmd_config, "demo": cmd_demo, "features": cmd_features, "compare": cmd_compare,
+    "ingest": _cmd_ingest, "query": _cmd_query, "status": _cmd_status, "quarantine": _cmd_quarantine,
+    "db": _cmd_db, "config": _cmd_config, "demo": _cmd_demo, "features": _cmd_features, "compare": _cmd_compare,
 }
 
 

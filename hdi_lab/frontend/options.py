@@ -238,10 +238,10 @@ def add(parser: argparse.ArgumentParser, *refs: OptionRef) -> argparse.ArgumentP
     return parser
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def magic_arguments(*refs: OptionRef) -> Callable[[F], F]:
+def magic_arguments(*refs: OptionRef) -> Callable[[_F], _F]:
     """Decorate a magic with IPython's ``@magic_arguments()`` and an ``@argument(...)`` per option, in order.
 
     IPython builds the magic's parser from them and replaces its docstring with the parser's help
@@ -251,7 +251,7 @@ def magic_arguments(*refs: OptionRef) -> Callable[[F], F]:
 
     opts = [option(ref) for ref in refs]  # looked up now: a typo fails when the magics module is imported
 
-    def decorate(magic: F) -> F:
+    def decorate(magic: _F) -> _F:
         for opt in reversed(opts):  # IPython applies them in source order, i.e. the reverse of decoration
             magic = ipython.argument(*opt.flags, **opt.kwargs())(magic)
         return ipython.magic_arguments()(magic)  # type: ignore[no-any-return]

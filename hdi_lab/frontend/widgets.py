@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 w = require("ipywidgets")
 
-__all__ = ["IngestForm", "QueryExplorer"]
+__all__ = ["BAR_SCHEMAS", "IngestForm", "QueryExplorer", "error_text"]
 
 _WIDE = {"description_width": "90px"}
 _UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}

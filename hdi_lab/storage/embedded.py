@@ -51,7 +51,7 @@ import psutil
 
 from hdi_lab.errors import EmbeddedServerError
 
-__all__ = ["DATABASE", "SUPERUSER", "EmbeddedServer", "EmbeddedStatus", "pg_bin_dir"]
+__all__ = ["DATABASE", "HOST", "SUPERUSER", "EmbeddedServer", "EmbeddedStatus", "pg_bin_dir"]
 
 DATABASE = "hdi_lab"
 SUPERUSER = "postgres"
