@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import databento as db
-
 import pandas as pd
 import psycopg2
 from psycopg2 import sql as pgsql
@@ -38,17 +37,17 @@ from psycopg2 import sql as pgsql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import common  # noqa: E402
-from common import Row, rate  # noqa: E402
-from fake_databento import KEY, FakeDatabento  # noqa: E402
+import common
+from common import Row, rate
+from fake_databento import KEY, FakeDatabento
 
-import hdi_lab  # noqa: E402
-from hdi_lab.providers import sample  # noqa: E402
-from hdi_lab.providers.base import plan_chunks  # noqa: E402
-from hdi_lab.providers.databento.provider import DatabentoProvider, close_store  # noqa: E402
-from hdi_lab.schemas import Chunk, Schema, SType  # noqa: E402
-from hdi_lab.storage import copy, normalise  # noqa: E402
-from hdi_lab.storage.tables import TABLES  # noqa: E402
+import hdi_lab
+from hdi_lab.providers import sample
+from hdi_lab.providers.base import plan_chunks
+from hdi_lab.providers.databento.provider import DatabentoProvider, close_store
+from hdi_lab.schemas import Chunk, Schema, SType
+from hdi_lab.storage import copy, normalise
+from hdi_lab.storage.tables import TABLES
 
 BENCH = "databento"
 SYMBOLS = ("ESH4", "ESM4", "NQH4", "NQM4")

@@ -28,12 +28,12 @@ import databento as db
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import Row  # noqa: E402
+import common
+from common import Row
 
-from hdi_lab import dbn  # noqa: E402
-from hdi_lab.schemas import Schema  # noqa: E402
-from hdi_lab.storage import normalise  # noqa: E402
+from hdi_lab import dbn
+from hdi_lab.schemas import Schema
+from hdi_lab.storage import normalise
 
 BENCH = "decode"
 SCHEMA = Schema.OHLCV_1M

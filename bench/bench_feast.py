@@ -38,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import Row
 
-from hdi_lab.featurestore import repo as feast_repo
-
 from hdi_lab import features
+from hdi_lab.featurestore import repo as feast_repo
 from hdi_lab.storage import copy
 
 BENCH = "feast"

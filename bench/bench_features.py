@@ -36,13 +36,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import Row  # noqa: E402
+import common
+from common import Row
 
-from hdi_lab import features  # noqa: E402
-from hdi_lab.dbn import Mapping  # noqa: E402
-from hdi_lab.storage import copy, load  # noqa: E402
-from hdi_lab.storage.db import transaction  # noqa: E402
+from hdi_lab import features
+from hdi_lab.dbn import Mapping
+from hdi_lab.storage import copy, load
+from hdi_lab.storage.db import transaction
 
 BENCH = "features"
 SET = "momentum_v1"

@@ -31,7 +31,6 @@ from fake_ib import FakeIbGateway
 
 import hdi_lab
 from hdi_lab.core import ingestion
-from hdi_lab.providers.ib.provider import IbProvider
 from hdi_lab.providers.ib.client import IbConnection, load_library
 from hdi_lab.providers.ib.pacing import (
     Rules,
@@ -41,6 +40,7 @@ from hdi_lab.providers.ib.pacing import (
     schedule,
     violations,
 )
+from hdi_lab.providers.ib.provider import IbProvider
 from hdi_lab.schemas import IngestRequest, Schema, parse_time
 
 BENCH = "ib"

@@ -28,13 +28,13 @@ from psycopg2 import sql as pgsql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import Row, rate  # noqa: E402
+import common
+from common import Row, rate
 
-import hdi_lab  # noqa: E402
-from hdi_lab.schemas import Schema  # noqa: E402
-from hdi_lab.storage import copy  # noqa: E402
-from hdi_lab.storage.tables import TABLES  # noqa: E402
+import hdi_lab
+from hdi_lab.schemas import Schema
+from hdi_lab.storage import copy
+from hdi_lab.storage.tables import TABLES
 
 BENCH = "ingest"
 SA_ROWS = 50_000

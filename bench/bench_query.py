@@ -22,10 +22,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import Row  # noqa: E402
+import common
+from common import Row
 
-import hdi_lab  # noqa: E402
+import hdi_lab
 
 BENCH = "query"
 SMALL_REPS = 50

@@ -32,9 +32,9 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from hdi_lab.config import load_settings  # noqa: E402
+from hdi_lab.core.session import HdiSession  # noqa: E402
 from hdi_lab.dbn.writer import empty_records, encode_dbn  # noqa: E402
 from hdi_lab.schemas import Schema  # noqa: E402
-from hdi_lab.core.session import HdiSession  # noqa: E402
 from hdi_lab.storage import normalise  # noqa: E402
 from hdi_lab.storage.tables import TABLES  # noqa: E402
 

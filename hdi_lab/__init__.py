@@ -26,8 +26,8 @@ if typing.TYPE_CHECKING:
 
     from hdi_lab.api import ingest, query, sql
     from hdi_lab.config import Settings, load_settings
-    from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
     from hdi_lab.core.session import HdiSession
+    from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
 
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
 _LAZY = {

@@ -10,8 +10,8 @@ import pandas as pd
 
 from hdi_lab.core import ingestion, retrieval
 from hdi_lab.core.retrieval import PriceType
-from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 from hdi_lab.core.session import HdiSession, with_session
+from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 
 __all__ = ["ingest", "make_request", "query", "sql"]
 

@@ -82,7 +82,7 @@ _BY_NAME = {o.name: o for o in OPTIONS}
 ROUTING = ("databento_gateway", "database_url")
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
-_PLACEHOLDER = re.compile(r"^(|x+|\.\.\.|<.*>|changeme|your[-_ ]?(api[-_ ]?)?key.*|\$\{.*\})$", re.I)
+_PLACEHOLDER = re.compile(r"^(|x+|\.\.\.|<.*>|changeme|your[-_ ]?(api[-_ ]?)?key.*|\$\{.*\})$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

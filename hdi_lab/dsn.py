@@ -18,12 +18,12 @@ __all__ = ["MASK", "SECRET_KEYS", "check", "mask", "scrub", "secrets"]
 #: connection options whose values are secrets
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 MASK = "****"
-_URI = re.compile(r"^(postgres(?:ql)?://)(.*)$", re.S)
+_URI = re.compile(r"^(postgres(?:ql)?://)(.*)$", re.DOTALL)
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 #: ``password = value`` in a key=value DSN: a quoted value (with backslash escapes, maybe unterminated)
 #: or an unquoted one up to the next blank
 _KV_SECRET = re.compile(
-    r"(\b(?:%s)\s*=\s*)('(?:[^'\\]|\\.)*(?:'|\\?$)|(?:[^\s\\]|\\.|\\$)*)" % "|".join(sorted(SECRET_KEYS)), re.S
+    r"(\b(?:%s)\s*=\s*)('(?:[^'\\]|\\.)*(?:'|\\?$)|(?:[^\s\\]|\\.|\\$)*)" % "|".join(sorted(SECRET_KEYS)), re.DOTALL
 )
 
 

@@ -27,4 +27,4 @@ def require(module: str, extra: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(module, extra or EXTRAS.get(module.split(".")[0], "all")) from exc
+        raise MissingDependency(module, extra or EXTRAS.get(module.split(".", maxsplit=1)[0], "all")) from exc

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-
 from helpers import drop_schema, make_session
 
 from hdi_lab.core.session import HdiSession

@@ -197,11 +197,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         """``metadata.get_dataset_range`` (the client GETs it, parameters in the query string)."""
         self.do_POST()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         fake: FakeDatabento = self.server.fake
         endpoint, _, query = self.path.partition("?")
         endpoint = endpoint.removeprefix("/v0/")

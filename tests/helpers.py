@@ -19,9 +19,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import hdi_lab
-from hdi_lab.frontend import cli
 from hdi_lab.config import load_settings
 from hdi_lab.core.session import HdiSession
+from hdi_lab.frontend import cli
 
 #: Every table hdi_lab writes market data, reference data or bookkeeping into.
 DATA_TABLES = ("ohlcv_1s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d", "trades", "tbbo", "statistics",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import hdi_lab
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Progress
-from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from conftest import fixture_files
 from helpers import assert_nothing_written, col_ns, index_ns, read_store, row_counts, run_cli
 
 import hdi_lab
-from hdi_lab.dbn.writer import UNDEF_PRICE
 from hdi_lab.core.session import HdiSession
+from hdi_lab.dbn.writer import UNDEF_PRICE
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import hdi_lab
-from hdi_lab.frontend.cli import main
 from hdi_lab.config import load_settings
 from hdi_lab.errors import ConfigError
+from hdi_lab.frontend.cli import main
 
 pytestmark = pytest.mark.unit
 

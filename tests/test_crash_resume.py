@@ -15,8 +15,8 @@ from helpers import drop_schema, make_session, row_counts
 
 import hdi_lab
 from hdi_lab.api import make_request
-from hdi_lab.providers.sample import SampleProvider
 from hdi_lab.core.session import HdiSession
+from hdi_lab.providers.sample import SampleProvider
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_databento import KEY, FakeDatabento, Fault
+from helpers import hdi_shell
 
 import hdi_lab
 from hdi_lab.core import catalog
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import (
     AuthError,
     ConfigError,
@@ -24,9 +27,6 @@ from hdi_lab.errors import (
     ValidationError,
 )
 from hdi_lab.schemas import Schema
-from hdi_lab.core.session import HdiSession
-from fake_databento import KEY, FakeDatabento, Fault
-from helpers import hdi_shell
 
 pytestmark = pytest.mark.integration
 #: read at import: the autouse clean_environ fixture removes vendor keys before each test runs
@@ -320,9 +320,8 @@ def test_cost_guard_counts_only_the_chunks_still_to_fetch(session: HdiSession, f
 
 def test_bad_key_is_a_one_line_auth_error_without_the_key(session: HdiSession, fake: FakeDatabento) -> None:
     bad = "db-WrongKeyWrongKey0123456789"
-    with _session(session, fake, databento_api_key=bad) as s:
-        with pytest.raises(AuthError) as info:
-            _ingest(s)
+    with _session(session, fake, databento_api_key=bad) as s, pytest.raises(AuthError) as info:
+        _ingest(s)
     msg = str(info.value)
     assert "HDI_DATABENTO_API_KEY" in msg and "\n" not in msg and info.value.status == 401
     assert bad not in msg and bad not in repr(info.value) and KEY not in msg

@@ -21,8 +21,8 @@ from helpers import hdi_shell, make_session, row_counts, run_cli, schema_at_vers
 from IPython.core.error import UsageError
 
 import hdi_lab
-from hdi_lab.errors import StorageError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import StorageError
 from hdi_lab.storage.db import migrations
 
 pytestmark = pytest.mark.integration
@@ -154,10 +154,9 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     code, out, err = run_cli(INGEST)
     assert code == 1 and out == ""
     assert _one_line(err).startswith("hdi: error: cannot connect to PostgreSQL (connection to server at")
-    with hdi_shell() as ip:
-        with pytest.raises(UsageError) as info:
-            ip.run_cell("%hdi_ingest --provider sample --schema trades --symbols ESH4 --start 2024-01-02 "
-                        "--end 2024-01-03 --quiet")
+    with hdi_shell() as ip, pytest.raises(UsageError) as info:
+        ip.run_cell("%hdi_ingest --provider sample --schema trades --symbols ESH4 --start 2024-01-02 "
+                    "--end 2024-01-03 --quiet")
     assert str(info.value).startswith("StorageError: cannot connect to PostgreSQL")
     assert len(str(info.value).splitlines()) == 2
 
@@ -216,9 +215,8 @@ def test_a_read_only_role_is_told_when_the_schema_needs_migrating(readonly: tupl
     schema_at_version(pg_url, s, at)  # what an older hdi_lab left
     _admin(pg_url, f'GRANT USAGE ON SCHEMA "{s}" TO "{role}"')
     _admin(pg_url, f'GRANT SELECT ON ALL TABLES IN SCHEMA "{s}" TO "{role}"')
-    with make_session(url, s) as ro:
-        with pytest.raises(StorageError) as info:
-            hdi_lab.sql("SELECT 1", session=ro)
+    with make_session(url, s) as ro, pytest.raises(StorageError) as info:
+        hdi_lab.sql("SELECT 1", session=ro)
     assert str(info.value) == (f"schema {s} is at version {at}, this hdi_lab needs {newest}: connect once as its "
                                "owner to migrate")
     with make_session(url, f"{s}_missing") as ro:

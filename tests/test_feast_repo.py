@@ -26,11 +26,11 @@ import pytest
 from helpers import hdi_shell, make_session
 
 import hdi_lab
-from hdi_lab.featurestore import repo as feast_repo
 from hdi_lab import features
-from hdi_lab.errors import ConfigError, ValidationError
-from hdi_lab.featurestore.publish import online_features, publish, training_frame
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ConfigError, ValidationError
+from hdi_lab.featurestore import repo as feast_repo
+from hdi_lab.featurestore.publish import online_features, publish, training_frame
 
 pytestmark = pytest.mark.integration
 

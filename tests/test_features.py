@@ -13,8 +13,8 @@ from helpers import hdi_shell, run_cli
 
 import hdi_lab
 from hdi_lab import features, indicators
-from hdi_lab.errors import ValidationError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ValidationError
 
 pytestmark = pytest.mark.integration
 

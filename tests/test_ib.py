@@ -24,16 +24,16 @@ from fake_ib import (
 )
 
 import hdi_lab
-from hdi_lab.frontend import cli
-from hdi_lab.core import ingestion, retrieval
 from hdi_lab.api import make_request
+from hdi_lab.core import ingestion, retrieval
 from hdi_lab.core.compare import compare_bars
+from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.errors import ProviderError, UnavailableError, ValidationError
-from hdi_lab.providers.ib.provider import IbProvider
+from hdi_lab.frontend import cli
 from hdi_lab.providers.ib.pacing import Rules, VirtualClock
+from hdi_lab.providers.ib.provider import IbProvider
 from hdi_lab.schemas import IngestRequest, Schema, parse_time
-from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 

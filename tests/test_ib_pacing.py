@@ -13,7 +13,6 @@ import pytest
 
 from hdi_lab.config import load_settings
 from hdi_lab.errors import ConfigError, ValidationError
-from hdi_lab.providers.ib.provider import IbProvider, fixed_prices
 from hdi_lab.providers.ib.client import load_library
 from hdi_lab.providers.ib.contracts import (
     IbInstrument,
@@ -32,6 +31,7 @@ from hdi_lab.providers.ib.pacing import (
     split_range,
     violations,
 )
+from hdi_lab.providers.ib.provider import IbProvider, fixed_prices
 from hdi_lab.schemas import IngestRequest, Schema, parse_time
 
 pytestmark = pytest.mark.unit

@@ -97,13 +97,13 @@ def test_every_indicator_module_is_listed_and_named_for_its_entry() -> None:
 
 def test_the_tables_are_derived_from_the_entries() -> None:
     entries = tuple(m.ENTRY for m in catalogue.MODULES)
-    assert catalogue.ENTRIES == entries
-    assert indicators.CATALOGUE == {e.name: e for e in entries}
+    assert entries == catalogue.ENTRIES
+    assert {e.name: e for e in entries} == indicators.CATALOGUE
     assert list(indicators.CATALOGUE) == [e.name for e in entries]
-    assert indicators.OUTPUTS == {o: e.name for e in entries for o in e.outputs}
+    assert {o: e.name for e in entries for o in e.outputs} == indicators.OUTPUTS
     assert len(indicators.OUTPUTS) == sum(len(e.outputs) for e in entries), "an output name is taken twice"
-    assert indicators.PANEL == tuple(e.name for e in entries if e.panel is not None)
-    assert indicators.STATE_SLOTS == {e.name: e.panel.state for e in entries if e.panel is not None and e.panel.state}
+    assert tuple(e.name for e in entries if e.panel is not None) == indicators.PANEL
+    assert {e.name: e.panel.state for e in entries if e.panel is not None and e.panel.state} == indicators.STATE_SLOTS
     # and written by no hand: catalogue.py assigns them from ENTRIES, not as literals
     tree = ast.parse((PACKAGE / "catalogue.py").read_text())
     for node in tree.body:

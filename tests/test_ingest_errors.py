@@ -21,9 +21,9 @@ from helpers import (
 )
 
 import hdi_lab
-from hdi_lab.frontend.cli import main
-from hdi_lab.errors import DataFormatError, IngestError, ValidationError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import DataFormatError, IngestError, ValidationError
+from hdi_lab.frontend.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ from helpers import (
 )
 
 import hdi_lab
+from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.errors import DataFormatError
 from hdi_lab.schemas import Progress, Schema
-from hdi_lab.core.session import HdiSession
 from hdi_lab.storage.tables import TABLES
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from IPython.core.error import UsageError
 
 import hdi_lab
 from hdi_lab.core import catalog
-from hdi_lab.frontend.cli import main
-from hdi_lab.errors import ValidationError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ValidationError
+from hdi_lab.frontend.cli import main
 from hdi_lab.storage import aggregates, db, timescale
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,11 +25,11 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import hdi_lab
-from hdi_lab.frontend.display import ConfigView, StatusView
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ConfigError, HdiError, StorageError, ValidationError
+from hdi_lab.frontend.display import ConfigView, StatusView
 from hdi_lab.frontend.magics import HdiMagics
 from hdi_lab.schemas import IngestReport
-from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 
@@ -420,6 +420,6 @@ def test_verbose_traitlet_shows_the_traceback(ip: TestingShell) -> None:
 ])
 def test_bad_arguments_are_argparse_messages(ip: TestingShell, cell: str, text: str) -> None:
     err = usage_error(ip, cell)  # a UsageError, never SystemExit
-    magic = cell.split()[0]
+    magic = cell.split(maxsplit=1)[0]
     assert str(err).startswith(f"usage: {magic} ") and f"\n{magic}: error: {text}" in str(err)
     assert magics(ip)._session is None  # rejected before anything was read or connected

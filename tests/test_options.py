@@ -109,9 +109,9 @@ def test_the_declared_differences_of_query_and_publish() -> None:
 
 
 def test_choice_lists_come_from_the_enums() -> None:
-    assert options.SCHEMAS == tuple(s.value for s in Schema)
+    assert tuple(s.value for s in Schema) == options.SCHEMAS
     assert options.BAR_SCHEMAS == ("ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d")
-    assert options.STYPES == tuple(s.value for s in SType)
+    assert tuple(s.value for s in SType) == options.STYPES
     ingest = actions(cli_parser("ingest"))
     assert described(ingest["schema"])["choices"] == options.SCHEMAS
     assert ingest["schema"].help == f"one of {', '.join(options.SCHEMAS)}"

@@ -14,8 +14,8 @@ from helpers import index_ns, make_session, row_counts, run_cli, schema_at_versi
 import hdi_lab
 from hdi_lab import dbn
 from hdi_lab.core import quarantine
-from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.core.session import HdiSession
+from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.storage.db import migrations, quote, transaction
 
 pytestmark = pytest.mark.integration

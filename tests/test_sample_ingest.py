@@ -12,9 +12,9 @@ from helpers import drop_schema, index_ns, make_session, row_counts
 
 import hdi_lab
 from hdi_lab.api import make_request
+from hdi_lab.core.session import HdiSession
 from hdi_lab.providers import sample
 from hdi_lab.providers.sample import SampleProvider
-from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
 

@@ -371,7 +371,7 @@ def test_tbbo_is_trades_plus_the_bbo(symbols: tuple[str, ...]) -> None:
     hit = np.where(tbbo["side"] == b"B", tbbo["ask_px_00"], tbbo["bid_px_00"])
     assert (tbbo["price"] == hit).all()
     assert (tbbo["ts_recv"] > tbbo["ts_event"]).all()
-    assert (1 <= tbbo["bid_ct_00"]).all() and (tbbo["bid_ct_00"] <= tbbo["bid_sz_00"]).all()
+    assert (tbbo["bid_ct_00"] >= 1).all() and (tbbo["bid_ct_00"] <= tbbo["bid_sz_00"]).all()
 
 
 def test_statistics_are_plausible() -> None:

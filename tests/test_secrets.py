@@ -16,8 +16,8 @@ from IPython.lib.pretty import pretty
 
 from hdi_lab import dsn
 from hdi_lab.config import load_settings, user_config_file
-from hdi_lab.errors import ConfigError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ConfigError
 
 PW = "Sup3rS3cretPw"
 KEY = "db-TestSecretKey0123456789xyz"
@@ -181,9 +181,8 @@ def test_magic_with_a_bad_url_is_a_one_line_usage_error(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     monkeypatch.setenv("HDI_DATABASE_URL", f"host=127.0.0.1 password={PW} nosuchoption=1")
-    with hdi_shell() as ip:
-        with pytest.raises(UsageError) as info:
-            ip.run_cell("%hdi_status")
+    with hdi_shell() as ip, pytest.raises(UsageError) as info:
+        ip.run_cell("%hdi_status")
     text = str(info.value)
     assert PW not in text and len(text.splitlines()) == 2 and "nosuchoption" in text
     cause = info.value.__cause__

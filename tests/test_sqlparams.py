@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg2.extensions
 import pytest
 
-from hdi_lab.errors import ValidationError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ValidationError
 from hdi_lab.frontend.sqlparams import bind
 
 pytestmark = pytest.mark.unit

@@ -6,8 +6,8 @@ import numpy as np
 import psycopg2
 import pytest
 
-from hdi_lab.dbn import INT64_MAX
 from hdi_lab.core.session import HdiSession
+from hdi_lab.dbn import INT64_MAX
 from hdi_lab.storage import copy, db
 from hdi_lab.storage.tables import TABLES
 

@@ -27,16 +27,16 @@ from conftest import ROOT, fixture_files
 from helpers import by_time, drop_schema, index_ns, make_session, ns, resample_bars, row_counts
 
 import hdi_lab
-from hdi_lab.core import catalog
 from hdi_lab.api import make_request
-from hdi_lab.frontend.cli import main
+from hdi_lab.core import catalog
+from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import encode_dbn
-from hdi_lab.frontend.display import StatusView
 from hdi_lab.errors import ConfigError
+from hdi_lab.frontend.cli import main
+from hdi_lab.frontend.display import StatusView
 from hdi_lab.providers import sample
 from hdi_lab.providers.sample import SampleProvider
 from hdi_lab.schemas import SType
-from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import aggregates, db, timescale
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ from conftest import fixture_files
 from helpers import ALL_TABLES, assert_nothing_written, decompressed, row_counts
 
 import hdi_lab
-from hdi_lab.frontend import charts
 from hdi_lab.api import make_request
-from hdi_lab.errors import IngestError, ValidationError
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import IngestError, ValidationError
+from hdi_lab.frontend import charts
 from hdi_lab.frontend.widgets import IngestForm, QueryExplorer
 
 pytestmark = pytest.mark.integration

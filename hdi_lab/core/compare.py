@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from hdi_lab.core import retrieval
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range
-from hdi_lab.core.session import HdiSession
 
 __all__ = ["PRICES", "STATUSES", "BarComparison", "compare_bars"]
 

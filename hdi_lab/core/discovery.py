@@ -13,9 +13,9 @@ import logging
 import pandas as pd
 
 from hdi_lab.core import ingestion
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
-from hdi_lab.core.session import HdiSession
 
 __all__ = ["can_discover", "discover"]
 

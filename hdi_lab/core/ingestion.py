@@ -25,15 +25,15 @@ import numpy as np
 import numpy.typing as npt
 
 from hdi_lab import dbn
+from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
+from hdi_lab.core.session import HdiSession
+from hdi_lab.core.validate import validate
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
-from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
-from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
-from hdi_lab.core.validate import validate
 
 __all__ = ["CHUNK_ERRORS", "ProgressFn", "ingest_chunk", "load_records", "run"]
 

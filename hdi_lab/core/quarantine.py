@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 
 from hdi_lab import dbn
+from hdi_lab.core.ingestion import load_records
+from hdi_lab.core.session import HdiSession
+from hdi_lab.core.validate import validate
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ValidationError
-from hdi_lab.core.ingestion import load_records
 from hdi_lab.schemas import Schema
-from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import load
 from hdi_lab.storage import quarantine as storage_quarantine
 from hdi_lab.storage.db import transaction
-from hdi_lab.core.validate import validate
 
 __all__ = ["RetryResult", "list_entries", "retry", "show"]
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range, require_symbols
-from hdi_lab.core.session import HdiSession
 from hdi_lab.storage import aggregates, read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span

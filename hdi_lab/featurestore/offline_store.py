@@ -60,6 +60,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import psycopg
 import pyarrow as pa
 from feast.errors import InvalidEntityType
 from feast.infra.offline_stores import offline_utils
@@ -80,7 +81,6 @@ from feast.infra.utils.postgres.connection_utils import _get_conn, _get_conn_kwa
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.type_map import arrow_to_pg_type
-import psycopg
 from psycopg import sql
 from pydantic import model_validator
 

@@ -34,11 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from hdi_lab.featurestore import repo as feast_repo
-
 from hdi_lab import features
-from hdi_lab.errors import ValidationError
 from hdi_lab.core.session import HdiSession, with_session
+from hdi_lab.errors import ValidationError
+from hdi_lab.featurestore import repo as feast_repo
 from hdi_lab.schemas import INTERVALS, check_interval, parse_range, parse_symbols, require_symbols
 
 if TYPE_CHECKING:

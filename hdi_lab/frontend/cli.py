@@ -11,14 +11,14 @@ from typing import TextIO
 
 import pandas as pd
 
-from hdi_lab.core import catalog, ingestion, quarantine, retrieval
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
+from hdi_lab.core import catalog, ingestion, quarantine, retrieval
+from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import HdiError, IngestError, ValidationError
 from hdi_lab.frontend import options
 from hdi_lab.frontend.display import StatusView
 from hdi_lab.frontend.progress import progress_bar
-from hdi_lab.errors import HdiError, IngestError, ValidationError
-from hdi_lab.core.session import HdiSession
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

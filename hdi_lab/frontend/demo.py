@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-
-
-from hdi_lab.core import ingestion, retrieval
 from hdi_lab.api import make_request
-from hdi_lab.schemas import Progress
+from hdi_lab.core import ingestion, retrieval
 from hdi_lab.core.session import HdiSession
+from hdi_lab.schemas import Progress
 
 __all__ = ["JOBS", "run_demo"]
 

@@ -30,11 +30,11 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import parse_argstring
 from traitlets import Bool, Int
 
+from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import HdiError
 from hdi_lab.frontend import options
 from hdi_lab.frontend.display import ConfigView, FrameDisplay, StatusView
 from hdi_lab.frontend.progress import progress_bar
-from hdi_lab.errors import HdiError
-from hdi_lab.core.session import HdiSession
 
 if TYPE_CHECKING:
     import argparse
@@ -156,8 +156,8 @@ class HdiMagics(Magics):
         ``%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-05``
         or ``%hdi_ingest data/GLBX.MDP3/ohlcv-1m.dbn.zst``. Chunks already ingested are skipped.
         """
-        from hdi_lab.core import ingestion
         from hdi_lab.api import make_request
+        from hdi_lab.core import ingestion
 
         request = make_request(args.provider, schema=args.schema, symbols=args.symbols, start=args.start,
                                end=args.end, dataset=args.dataset, stype_in=args.stype_in,
@@ -208,7 +208,7 @@ class HdiMagics(Magics):
         from hdi_lab.core import retrieval
         from hdi_lab.frontend.sqlparams import bind
 
-        parser = getattr(type(self), "hdi_query").parser
+        parser = type(self).hdi_query.parser
         given = [name for name, value in vars(args).items()
                  if name not in _EVERY_MAGIC and value != parser.get_default(name)]
         if given:

@@ -21,7 +21,7 @@ from hdi_lab.errors import ValidationError
 __all__ = ["bind"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
+_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 
 

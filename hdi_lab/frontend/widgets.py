@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from hdi_lab.core import catalog, ingestion, retrieval
-
-from hdi_lab.frontend import charts, options
 from hdi_lab.api import make_request
+from hdi_lab.core import catalog, ingestion, retrieval
+from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError
 from hdi_lab.extras import require
+from hdi_lab.frontend import charts, options
 from hdi_lab.schemas import IngestReport, IngestRequest, Progress, Schema
-from hdi_lab.core.session import HdiSession
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

@@ -21,8 +21,20 @@ from hdi_lab.errors import StorageError
 from hdi_lab.storage import timescale
 from hdi_lab.storage.cursor import fetch_frame, one, quote, storage_error, transaction
 
-__all__ = ["ServerInfo", "SchemaState", "connect", "fetch_frame", "migrate", "migrations", "one", "quote",
-           "schema_state", "server_info", "storage_error", "transaction"]
+__all__ = [
+    "SchemaState",
+    "ServerInfo",
+    "connect",
+    "fetch_frame",
+    "migrate",
+    "migrations",
+    "one",
+    "quote",
+    "schema_state",
+    "server_info",
+    "storage_error",
+    "transaction",
+]
 
 _MIGRATION = re.compile(r"^(\d{3})_(\w+)\.sql$")
 

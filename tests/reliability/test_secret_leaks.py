@@ -24,7 +24,6 @@ import rel_support as rs
 from conftest import fixture_files
 from helpers import decompressed, drop_schema, hdi_shell
 
-import hdi_lab
 from hdi_lab.config import load_settings
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.schemas import Schema
