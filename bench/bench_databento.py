@@ -75,8 +75,11 @@ def run(args: object) -> list[Row]:
     try:
         with common.database(a.database_url) as url:  # type: ignore[attr-defined]
             base = common.session(url, "bench_unused").settings.replace(
-                databento_api_key=KEY, databento_gateway=fake.url, databento_max_cost_usd=1e9,
-                databento_definitions=False)
+                databento_api_key=KEY,
+                databento_gateway=fake.url,
+                databento_max_cost_usd=1e9,
+                databento_definitions=False,
+            )
             chunks = plan_chunks("databento", "GLBX.MDP3", Schema.OHLCV_1M, SType.RAW_SYMBOL, SYMBOLS, start, end)
             provider = DatabentoProvider(base)
             client = provider.client()
@@ -86,9 +89,14 @@ def run(args: object) -> list[Row]:
                 """Each chunk through the client alone, as a DBNStore on a temporary file."""
                 with tempfile.TemporaryDirectory() as d:
                     for i, c in enumerate(chunks):
-                        store = client.timeseries.get_range(dataset=c.dataset, start=c.start, end=c.end,
-                                                            symbols=list(c.symbols), schema=str(c.schema),
-                                                            path=Path(d) / f"{i}.dbn.zst")
+                        store = client.timeseries.get_range(
+                            dataset=c.dataset,
+                            start=c.start,
+                            end=c.end,
+                            symbols=list(c.symbols),
+                            schema=str(c.schema),
+                            path=Path(d) / f"{i}.dbn.zst",
+                        )
                         yield store
                         close_store(store)
 
@@ -135,19 +143,29 @@ def run(args: object) -> list[Row]:
                 sessions[-1].connection()  # migrate outside the timing
 
             def hdi() -> int:
-                return hdi_lab.ingest(provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1m",
-                                      symbols=list(SYMBOLS), start=start, end=end, session=sessions[-1]).inserted
+                return hdi_lab.ingest(
+                    provider="databento",
+                    dataset="GLBX.MDP3",
+                    schema="ohlcv-1m",
+                    symbols=list(SYMBOLS),
+                    start=start,
+                    end=end,
+                    session=sessions[-1],
+                ).inserted
 
             def expect(who: str) -> Callable[[object], None]:
                 def check(got: object) -> None:
                     if got != n:
                         print(f"[{BENCH}] WARNING: {who} gave {got} records, expected {n:,}", flush=True)
+
                 return check
 
             assert raw() == n  # warms the fake's cache
-            t = common.interleaved({"raw": (raw, None), "store": (raw_store, truncate_raw), "hdi": (hdi, fresh)},
-                                   a.repeat,  # type: ignore[attr-defined]
-                                   checks={k: expect(k) for k in ("raw", "store", "hdi")})
+            t = common.interleaved(
+                {"raw": (raw, None), "store": (raw_store, truncate_raw), "hdi": (hdi, fresh)},
+                a.repeat,  # type: ignore[attr-defined]
+                checks={k: expect(k) for k in ("raw", "store", "hdi")},
+            )
             for s in sessions:
                 s.close()
             store_conn.close()
@@ -161,14 +179,26 @@ def run(args: object) -> list[Row]:
         fake.close()
     raw_t, store_t, hdi_t = t["raw"].best, t["store"].best, t["hdi"].best
     return [
-        Row(BENCH, f"(a) raw get_range + decode, {len(chunks)} chunks [baseline]", rate(n, raw_t),
-            note=f"{raw_t:.2f}s"),
-        Row(BENCH, "(b) hdi_lab ingest end to end / raw", rate(n, hdi_t), raw_t / hdi_t, round(1 / 1.3, 3),
-            note=f"{hdi_t:.2f}s, overhead {100 * (hdi_t / raw_t - 1):.0f}%"),
-        Row(BENCH, "(c) raw get_range + decode + binary COPY [baseline 2]", rate(n, store_t),
-            note=f"{store_t:.2f}s"),
-        Row(BENCH, "(b) hdi_lab ingest end to end / (c)", rate(n, hdi_t), store_t / hdi_t, round(1 / 1.3, 3),
-            note=f"overhead {100 * (hdi_t / store_t - 1):.0f}% over download + decode + COPY"),
+        Row(
+            BENCH, f"(a) raw get_range + decode, {len(chunks)} chunks [baseline]", rate(n, raw_t), note=f"{raw_t:.2f}s"
+        ),
+        Row(
+            BENCH,
+            "(b) hdi_lab ingest end to end / raw",
+            rate(n, hdi_t),
+            raw_t / hdi_t,
+            round(1 / 1.3, 3),
+            note=f"{hdi_t:.2f}s, overhead {100 * (hdi_t / raw_t - 1):.0f}%",
+        ),
+        Row(BENCH, "(c) raw get_range + decode + binary COPY [baseline 2]", rate(n, store_t), note=f"{store_t:.2f}s"),
+        Row(
+            BENCH,
+            "(b) hdi_lab ingest end to end / (c)",
+            rate(n, hdi_t),
+            store_t / hdi_t,
+            round(1 / 1.3, 3),
+            note=f"overhead {100 * (hdi_t / store_t - 1):.0f}% over download + decode + COPY",
+        ),
     ]
 
 

@@ -70,21 +70,34 @@ def run(args) -> list[Row]:  # noqa: ANN001
 
     reps = max(args.repeat, 5)
     print(f"[{BENCH}] plain DBN, interleaved x{reps} ...", flush=True)
-    t = common.interleaved({"hdi": (lambda: hdi_decode(raw), None), "df": (lambda: databento_df(raw), None)},
-                           reps, checks={"hdi": check_cols, "df": check_df})
+    t = common.interleaved(
+        {"hdi": (lambda: hdi_decode(raw), None), "df": (lambda: databento_df(raw), None)},
+        reps,
+        checks={"hdi": check_cols, "df": check_df},
+    )
     print(f"[{BENCH}]   hdi   {t['hdi']}\n[{BENCH}]   to_df {t['df']}", flush=True)
     zreps = max(args.repeat, 3)
     print(f"[{BENCH}] zstd DBN, interleaved x{zreps} ...", flush=True)
-    tz = common.interleaved({"hdi": (lambda: hdi_decode(zst), None), "df": (lambda: databento_df(zst), None)},
-                            zreps, checks={"hdi": check_cols, "df": check_df})
+    tz = common.interleaved(
+        {"hdi": (lambda: hdi_decode(zst), None), "df": (lambda: databento_df(zst), None)},
+        zreps,
+        checks={"hdi": check_cols, "df": check_df},
+    )
     print(f"[{BENCH}]   hdi   {tz['hdi']}\n[{BENCH}]   to_df {tz['df']}", flush=True)
 
-    print(f"[{BENCH}] store construction: hdi_lab dbn.open_store(bytes) vs DBNStore.from_bytes(BytesIO) ...",
-          flush=True)
-    to = common.interleaved({"open_store": (lambda: dbn.open_store(raw), None),
-                             "bytesio": (lambda: db.DBNStore.from_bytes(io.BytesIO(raw)), None)}, 3)
-    print(f"[{BENCH}]   open_store(bytes) {to['open_store']}\n[{BENCH}]   from_bytes(BytesIO) {to['bytesio']}",
-          flush=True)
+    print(
+        f"[{BENCH}] store construction: hdi_lab dbn.open_store(bytes) vs DBNStore.from_bytes(BytesIO) ...", flush=True
+    )
+    to = common.interleaved(
+        {
+            "open_store": (lambda: dbn.open_store(raw), None),
+            "bytesio": (lambda: db.DBNStore.from_bytes(io.BytesIO(raw)), None),
+        },
+        3,
+    )
+    print(
+        f"[{BENCH}]   open_store(bytes) {to['open_store']}\n[{BENCH}]   from_bytes(BytesIO) {to['bytesio']}", flush=True
+    )
 
     if args.profile:
         print(f"\n[{BENCH}] cProfile of hdi decode (plain):", flush=True)
@@ -94,14 +107,30 @@ def run(args) -> list[Row]:  # noqa: ANN001
     zh, zd = n / tz["hdi"].best, n / tz["df"].best
     return [
         Row(BENCH, "DBNStore.to_df() plain [baseline]", f"{df_rate:,.0f} rec/s", note=f"{t['df'].best:.3f}s"),
-        Row(BENCH, "hdi decode+key_order+normalise / to_df", f"{hdi_rate:,.0f} rec/s", hdi_rate / df_rate, 10,
-            f"{t['hdi'].best:.3f}s"),
-        Row(BENCH, "hdi decode absolute rate / 5M rec/s", f"{hdi_rate:,.0f} rec/s", hdi_rate / 5e6, 1,
-            "target >= 5M records/s"),
+        Row(
+            BENCH,
+            "hdi decode+key_order+normalise / to_df",
+            f"{hdi_rate:,.0f} rec/s",
+            hdi_rate / df_rate,
+            10,
+            f"{t['hdi'].best:.3f}s",
+        ),
+        Row(
+            BENCH,
+            "hdi decode absolute rate / 5M rec/s",
+            f"{hdi_rate:,.0f} rec/s",
+            hdi_rate / 5e6,
+            1,
+            "target >= 5M records/s",
+        ),
         Row(BENCH, "DBNStore.to_df() zstd [baseline]", f"{zd:,.0f} rec/s", note=f"{tz['df'].best:.3f}s"),
         Row(BENCH, "hdi decode zstd / to_df zstd", f"{zh:,.0f} rec/s", zh / zd, note=f"{tz['hdi'].best:.3f}s"),
-        Row(BENCH, "hdi dbn.open_store(bytes) construction time", f"{to['open_store'].best * 1000:,.1f} ms",
-            note=f"DBNStore.from_bytes(BytesIO): {to['bytesio'].best * 1000:,.1f} ms (databento repr(bytes))"),
+        Row(
+            BENCH,
+            "hdi dbn.open_store(bytes) construction time",
+            f"{to['open_store'].best * 1000:,.1f} ms",
+            note=f"DBNStore.from_bytes(BytesIO): {to['bytesio'].best * 1000:,.1f} ms (databento repr(bytes))",
+        ),
     ]
 
 

@@ -64,14 +64,21 @@ def load_table(url: str, schema: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     with conn, conn.cursor() as cur:
         cur.execute(f'CREATE SCHEMA "{schema}"')
         cols = ", ".join(f"{c} double precision" for c in COLUMNS)
-        cur.execute(f"CREATE TABLE {name} (instrument_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
-                    f"created timestamptz NOT NULL, {cols}, PRIMARY KEY (instrument_id, event_timestamp))")
+        cur.execute(
+            f"CREATE TABLE {name} (instrument_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
+            f"created timestamptz NOT NULL, {cols}, PRIMARY KEY (instrument_id, event_timestamp))"
+        )
         nan = np.isnan(values)
         payload = copy.encode(
             ["int8", "timestamptz", "timestamptz", *(["float8"] * len(COLUMNS))],
-            [ids, event_ns // 1000 - copy.PG_EPOCH_US, created_us - copy.PG_EPOCH_US,
-             *(values[:, i] for i in range(len(COLUMNS)))],
-            {3 + i: nan[:, i] for i in range(len(COLUMNS))})
+            [
+                ids,
+                event_ns // 1000 - copy.PG_EPOCH_US,
+                created_us - copy.PG_EPOCH_US,
+                *(values[:, i] for i in range(len(COLUMNS))),
+            ],
+            {3 + i: nan[:, i] for i in range(len(COLUMNS))},
+        )
         copy.copy_in(cur, name, ["instrument_id", "event_timestamp", "created", *COLUMNS], payload)
         cur.execute(f"CREATE INDEX ON {name} (instrument_id, event_timestamp DESC, created DESC)")
     conn.autocommit = True
@@ -89,12 +96,22 @@ def stores(url: str, schema: str, tmp: Path):
 
     def config(offline_type: str) -> RepoConfig:
         return RepoConfig(
-            project="bench", provider="local", registry=str(tmp / "registry.db"),
+            project="bench",
+            provider="local",
+            registry=str(tmp / "registry.db"),
             online_store={"type": "sqlite", "path": str(tmp / "online.db")},
-            offline_store={"type": offline_type, "host": u.hostname, "port": u.port or 5432,
-                           "database": u.path.lstrip("/") or "postgres", "user": u.username or "postgres",
-                           "password": u.password or "", "db_schema": schema, "sslmode": "prefer"},
-            entity_key_serialization_version=3)
+            offline_store={
+                "type": offline_type,
+                "host": u.hostname,
+                "port": u.port or 5432,
+                "database": u.path.lstrip("/") or "postgres",
+                "user": u.username or "postgres",
+                "password": u.password or "",
+                "db_schema": schema,
+                "sslmode": "prefer",
+            },
+            entity_key_serialization_version=3,
+        )
 
     decl = feast_repo.declarations()
     hdi = FeatureStore(config=config("hdi_lab.feast_store.HdiOfflineStore"), repo_path=str(tmp))
@@ -107,11 +124,13 @@ def entity_frame(rng: np.random.Generator, k: int, ids: np.ndarray, event_ns: np
     on_rows = rng.integers(0, len(ids), k // 10)  # exactly on a feature timestamp
     rand_ids = rng.choice(np.unique(ids), k - len(on_rows))
     rand_ns = T0.value + rng.integers(-5 * 86_400_000_000, DAYS * 86_400_000_000, len(rand_ids)) * 1000
-    return pd.DataFrame({
-        "instrument_id": np.concatenate([ids[on_rows], rand_ids]),
-        "event_timestamp": pd.to_datetime(np.concatenate([event_ns[on_rows], rand_ns]), unit="ns", utc=True),
-        "row_id": np.arange(k, dtype=np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "instrument_id": np.concatenate([ids[on_rows], rand_ids]),
+            "event_timestamp": pd.to_datetime(np.concatenate([event_ns[on_rows], rand_ns]), unit="ns", utc=True),
+            "row_id": np.arange(k, dtype=np.int64),
+        }
+    )
 
 
 def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -144,22 +163,35 @@ def training_frames(url: str, tmp: Path, size: int, k: int, repeat: int, rng: np
                 if name == "stock" and i >= min(repeat, 2):
                     continue
                 t, out[name] = common.timed(
-                    lambda s=store: s.get_historical_features(entity_df=entities, features=service).to_df())
+                    lambda s=store: s.get_historical_features(entity_df=entities, features=service).to_df()
+                )
                 timing[name].times.append(t)
         identical = same(out["hdi"], out["stock"])
         filled = int(out["hdi"]["rsi_14"].notna().sum())
         ratio = timing["stock"].best / timing["hdi"].best
         median = timing["stock"].median / timing["hdi"].median
-        print(f"[{BENCH}]   hdi_lab {timing['hdi']}\n[{BENCH}]   stock   {timing['stock']}\n"
-              f"[{BENCH}]   {size:,} rows: {ratio:.1f}x (best), {median:.1f}x (median); identical: {identical}; "
-              f"rows with values: {filled:,}", flush=True)
+        print(
+            f"[{BENCH}]   hdi_lab {timing['hdi']}\n[{BENCH}]   stock   {timing['stock']}\n"
+            f"[{BENCH}]   {size:,} rows: {ratio:.1f}x (best), {median:.1f}x (median); identical: {identical}; "
+            f"rows with values: {filled:,}",
+            flush=True,
+        )
         label = f"{size // 1000}k" if size < 1_000_000 else f"{size / 1e6:g}M"
         return [
-            Row(BENCH, f"training frame {k // 1000}k over {label} rows: stock store [baseline]",
-                f"{timing['stock'].best:.2f}s", note=f"median {timing['stock'].median:.2f}s"),
-            Row(BENCH, f"training frame {k // 1000}k over {label} rows: hdi_lab / stock",
-                f"{timing['hdi'].best:.2f}s", ratio, 20, f"median {timing['hdi'].median:.2f}s ({median:.1f}x); "
-                f"identical={identical}"),
+            Row(
+                BENCH,
+                f"training frame {k // 1000}k over {label} rows: stock store [baseline]",
+                f"{timing['stock'].best:.2f}s",
+                note=f"median {timing['stock'].median:.2f}s",
+            ),
+            Row(
+                BENCH,
+                f"training frame {k // 1000}k over {label} rows: hdi_lab / stock",
+                f"{timing['hdi'].best:.2f}s",
+                ratio,
+                20,
+                f"median {timing['hdi'].median:.2f}s ({median:.1f}x); identical={identical}",
+            ),
         ]
 
 
@@ -184,8 +216,14 @@ def run(args) -> list[Row]:
             hi = (pd.Timestamp(int(event_ns.max()), tz="UTC") + pd.Timedelta(seconds=1)).to_pydatetime()
             print(f"[{BENCH}] materialize {len(ids):,} rows into sqlite ...", flush=True)
             t, _ = common.timed(lambda: hdi.materialize(lo, hi, feature_views=["momentum_v1_1d"]))
-            rows.append(Row(BENCH, f"materialize {len(ids) / 1e6:g}M rows -> sqlite online", f"{t:.2f}s",
-                            note=f"{common.rate(len(ids), t)} scanned, {len(np.unique(ids))} instruments written"))
+            rows.append(
+                Row(
+                    BENCH,
+                    f"materialize {len(ids) / 1e6:g}M rows -> sqlite online",
+                    f"{t:.2f}s",
+                    note=f"{common.rate(len(ids), t)} scanned, {len(np.unique(ids))} instruments written",
+                )
+            )
             uniq = [int(i) for i in np.unique(ids)]
             for n in (1, 100):
                 entity_rows = [{"instrument_id": i} for i in uniq[:n]]
@@ -193,13 +231,20 @@ def run(args) -> list[Row]:
                     hdi.get_online_features(features=service, entity_rows=entity_rows)
                 times = []
                 for _ in range(ONLINE_REPS):
-                    t, _ = common.timed(lambda r=entity_rows: hdi.get_online_features(
-                        features=service, entity_rows=r).to_dict())
+                    t, _ = common.timed(
+                        lambda r=entity_rows: hdi.get_online_features(features=service, entity_rows=r).to_dict()
+                    )
                     times.append(t * 1000)
                 p50, p99 = common.percentile(times, 50), common.percentile(times, 99)
                 print(f"[{BENCH}] online {n} instrument(s): p50 {p50:.2f} ms p99 {p99:.2f} ms", flush=True)
-                rows.append(Row(BENCH, f"online read, {n} instrument(s), sqlite: p50 / p99",
-                                f"{p50:.2f} / {p99:.2f} ms", note=f"{ONLINE_REPS} runs, to_dict()"))
+                rows.append(
+                    Row(
+                        BENCH,
+                        f"online read, {n} instrument(s), sqlite: p50 / p99",
+                        f"{p50:.2f} / {p99:.2f} ms",
+                        note=f"{ONLINE_REPS} runs, to_dict()",
+                    )
+                )
     return rows
 
 
@@ -214,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.skip_online = extra.sizes, extra.skip_online
         return run(args)
 
-    return common.bench_main(rest, __doc__ or "", go, lambda a: f"feast: {extra.sizes} feature rows, "
-                             f"{ENTITY_ROWS:,} entity rows", repeat=3)
+    return common.bench_main(
+        rest, __doc__ or "", go, lambda a: f"feast: {extra.sizes} feature rows, {ENTITY_ROWS:,} entity rows", repeat=3
+    )
 
 
 if __name__ == "__main__":

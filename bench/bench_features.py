@@ -61,8 +61,10 @@ def generate(instruments: int, days: int, seed: int = 11) -> tuple[list[str], pd
     wick = np.abs(rng.normal(0, 0.006, close.shape)) * close
     high, low = np.maximum(opn, close) + wick, np.minimum(opn, close) - wick
     tick = 10_000_000  # 0.01
-    fixed = {k: (np.round(v * 1e9 / tick) * tick).astype(np.int64)
-             for k, v in (("open", opn), ("high", high), ("low", low), ("close", close))}
+    fixed = {
+        k: (np.round(v * 1e9 / tick) * tick).astype(np.int64)
+        for k, v in (("open", opn), ("high", high), ("low", low), ("close", close))
+    }
     fixed["volume"] = rng.integers(10_000, 5_000_000, close.shape).astype(np.int64)
     symbols = [f"S{i:04d}" for i in range(instruments)]
     return symbols, index, fixed
@@ -72,11 +74,15 @@ def store_bars(cur, schema: str, index: pd.DatetimeIndex, data: dict[str, np.nda
     """COPY the bars of days ``cols`` (all instruments) into ohlcv_1d."""
     n_inst = data["close"].shape[0]
     days = index[cols]
-    ts_us = (days.asi8 // 1000 - copy.PG_EPOCH_US)
+    ts_us = days.asi8 // 1000 - copy.PG_EPOCH_US
     iid = np.repeat(np.arange(FIRST_ID, FIRST_ID + n_inst, dtype=np.int64), len(days))
     ts = np.tile(ts_us, n_inst)
-    values = [iid, np.full(len(iid), PUBLISHER, dtype=np.int16), ts,
-              *(data[k][:, cols].reshape(-1) for k in ("open", "high", "low", "close", "volume"))]
+    values = [
+        iid,
+        np.full(len(iid), PUBLISHER, dtype=np.int16),
+        ts,
+        *(data[k][:, cols].reshape(-1) for k in ("open", "high", "low", "close", "volume")),
+    ]
     payload = copy.encode(["int8", "int2", "timestamptz", "int8", "int8", "int8", "int8", "int8"], values)
     names = ["instrument_id", "publisher_id", "ts_event", "open", "high", "low", "close", "volume"]
     copy.copy_in(cur, f'"{schema}".ohlcv_1d', names, payload)
@@ -109,17 +115,28 @@ def run(args) -> list[Row]:  # noqa: ANN001
         t0 = time.perf_counter()
         with transaction(conn) as cur:
             n = store_bars(cur, sch, index, data, slice(0, days))
-            maps = [Mapping("raw_symbol", s, index[0].date(), (index[-1] + pd.Timedelta(days=1)).date(),
-                            FIRST_ID + i) for i, s in enumerate(symbols)]
+            maps = [
+                Mapping("raw_symbol", s, index[0].date(), (index[-1] + pd.Timedelta(days=1)).date(), FIRST_ID + i)
+                for i, s in enumerate(symbols)
+            ]
             load.upsert_symbology(cur, sch, DATASET, maps)
         common.analyze(url, sch, "ohlcv_1d")
-        print(f"[{BENCH}] setup: stored {n:,} daily bars ({instruments} x {days}) in {time.perf_counter() - t0:.1f}s",
-              flush=True)
+        print(
+            f"[{BENCH}] setup: stored {n:,} daily bars ({instruments} x {days}) in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
         start, end = index[0], index[days]  # every stored bar; index[days] is the held-back new day
 
-        frames = [pd.DataFrame({k: data[k][i, :days] / (1.0 if k == "volume" else 1e9)
-                                for k in ("open", "high", "low", "close", "volume")}, index=index[:days])
-                  for i in range(instruments)]
+        frames = [
+            pd.DataFrame(
+                {
+                    k: data[k][i, :days] / (1.0 if k == "volume" else 1e9)
+                    for k in ("open", "high", "low", "close", "volume")
+                },
+                index=index[:days],
+            )
+            for i in range(instruments)
+        ]
         baseline(frames[:2])  # import and first-call costs outside the timing
 
         reports: list[features.FeatureReport] = []
@@ -135,16 +152,23 @@ def run(args) -> list[Row]:  # noqa: ANN001
             reports.append(features.compute(SET, symbols, "1d", start, end, session=sess))
 
         repeat = args.repeat
-        timings = common.interleaved({"baseline": (lambda: baseline(frames), None), "full": (full, truncate)},
-                                     repeat)
+        timings = common.interleaved({"baseline": (lambda: baseline(frames), None), "full": (full, truncate)}, repeat)
         base, tot = timings["baseline"], timings["full"]
         last = reports[-1]
         assert last.rows == n and last.inserted == n, last
         split = ", ".join(f"{k} {v:.2f}s" for k, v in last.timings.items())
         print(f"[{BENCH}] baseline {base}; full {tot} ({split})", flush=True)
         rows.append(Row(BENCH, "pandas-ta only (baseline)", f"{base.best:.2f} s", note=f"{n:,} bars"))
-        rows.append(Row(BENCH, "compute + store momentum_v1", f"{tot.best:.2f} s", base.best / tot.best, 1 / 1.5,
-                        f"{tot.best / base.best:.2f}x the pandas-ta time; last run: {split}"))
+        rows.append(
+            Row(
+                BENCH,
+                "compute + store momentum_v1",
+                f"{tot.best:.2f} s",
+                base.best / tot.best,
+                1 / 1.5,
+                f"{tot.best / base.best:.2f}x the pandas-ta time; last run: {split}",
+            )
+        )
 
         # incremental: one new bar per instrument
         with transaction(conn) as cur:
@@ -156,8 +180,7 @@ def run(args) -> list[Row]:  # noqa: ANN001
 
         def forget_new_day() -> None:
             with transaction(conn) as cur:
-                cur.execute(f'DELETE FROM "{sch}"."{table}" WHERE event_timestamp >= %s',
-                            (new_hi.to_pydatetime(),))
+                cur.execute(f'DELETE FROM "{sch}"."{table}" WHERE event_timestamp >= %s', (new_hi.to_pydatetime(),))
                 cur.execute(f'DELETE FROM "{sch}"."{states}"')
                 cur.execute(f'INSERT INTO "{sch}"."{states}" SELECT * FROM "{sch}".saved_states')
 
@@ -171,15 +194,24 @@ def run(args) -> list[Row]:  # noqa: ANN001
         assert r.rows == r.inserted == r.resumed == instruments, r
         split = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
         print(f"[{BENCH}] incremental {inc} ({split})", flush=True)
-        rows.append(Row(BENCH, f"incremental: 1 new day x {instruments}", f"{inc.best:.2f} s", 2.0 / inc.best, 1.0,
-                        f"target < 2 s; resumed from saved states, {r.bars_read:,} bars read; last run: {split}"))
+        rows.append(
+            Row(
+                BENCH,
+                f"incremental: 1 new day x {instruments}",
+                f"{inc.best:.2f} s",
+                2.0 / inc.best,
+                1.0,
+                f"target < 2 s; resumed from saved states, {r.bars_read:,} bars read; last run: {split}",
+            )
+        )
         sess.close()
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.bench_main(argv, __doc__ or "", run,
-                             lambda a: f"features: momentum_v1 on {a.records:,} daily bars", repeat=2)
+    return common.bench_main(
+        argv, __doc__ or "", run, lambda a: f"features: momentum_v1 on {a.records:,} daily bars", repeat=2
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,13 @@ def planner_rows() -> list[Row]:
     settings = common.load_settings({}, environ={})
     provider = IbProvider(settings, rules=Rules())
     symbols = tuple(f"SYM{i}:STK:SMART:USD" for i in range(10))
-    req = IngestRequest(provider="ib", schema=Schema.OHLCV_1M, symbols=symbols,
-                        start=parse_time("2023-01-01", "start"), end=parse_time("2024-01-01", "end"))
+    req = IngestRequest(
+        provider="ib",
+        schema=Schema.OHLCV_1M,
+        symbols=symbols,
+        start=parse_time("2023-01-01", "start"),
+        end=parse_time("2024-01-01", "end"),
+    )
     chunks = [c for c in provider.plan(req) if c.schema is Schema.OHLCV_1M]
     requests = [provider.request_of(c) for c in chunks]
     starts = schedule(requests, Rules())
@@ -60,11 +65,21 @@ def planner_rows() -> list[Row]:
     broken = len(violations([(float(i), r) for i, r in enumerate(requests)], Rules()))
     assert not violations(list(zip(starts, requests, strict=True)), Rules())
     return [
-        Row(BENCH, f"planner: {len(requests):,} requests (10 instruments x 1 year of 1m bars), paced",
-            format_duration(planned), naive / planned, 1.0, note=f"{planned:,.0f} s, 0 rules broken"),
+        Row(
+            BENCH,
+            f"planner: {len(requests):,} requests (10 instruments x 1 year of 1m bars), paced",
+            format_duration(planned),
+            naive / planned,
+            1.0,
+            note=f"{planned:,.0f} s, 0 rules broken",
+        ),
         Row(BENCH, "naive plan: one request every 10 s [baseline]", format_duration(naive), note=f"{naive:,.0f} s"),
-        Row(BENCH, "unpaced plan: one request per second", format_duration(len(requests) - 1),
-            note=f"breaks {broken:,} rules (IB answers error 162 / disconnects)"),
+        Row(
+            BENCH,
+            "unpaced plan: one request per second",
+            format_duration(len(requests) - 1),
+            note=f"breaks {broken:,} rules (IB answers error 162 / disconnects)",
+        ),
     ]
 
 
@@ -75,15 +90,17 @@ def store_rows(args: object) -> list[Row]:
     start, end = pd.Timestamp("2023-06-01", tz="UTC"), pd.Timestamp("2023-06-01", tz="UTC") + pd.Timedelta(days=days)
     clock = VirtualClock()
     # the fake does not police pacing here: the raw baseline sends unpaced (the planner is measured above)
-    fake = FakeIbGateway(clock=clock, rules=Rules(window_max=10**9, identical_s=0.0, burst_max=10**9,
-                                                  messages_per_s=10**9))
+    fake = FakeIbGateway(
+        clock=clock, rules=Rules(window_max=10**9, identical_s=0.0, burst_max=10**9, messages_per_s=10**9)
+    )
     port = fake.start()
     rows: list[Row] = []
     try:
         with common.database(a.database_url) as url, common.fresh_schema(url, "bench_ib") as schema:  # type: ignore[attr-defined]
             sessions: list[hdi_lab.HdiSession] = []
-            settings = common.session(url, schema).settings.replace(ib_port=port, ib_library="ib_async",
-                                                                    ib_timeout=30.0)
+            settings = common.session(url, schema).settings.replace(
+                ib_port=port, ib_library="ib_async", ib_timeout=30.0
+            )
             lib = load_library("ib_async")
 
             fetched: list[int] = []  # the bars each raw() run fetched
@@ -91,15 +108,26 @@ def store_rows(args: object) -> list[Row]:
             def raw() -> int:
                 n = 0
                 with IbConnection(lib, "127.0.0.1", port, 3, 30.0) as conn:
-                    contract = lib.Contract(conId=265598, symbol="AAPL", secType="STK", exchange="SMART",
-                                            currency="USD")
+                    contract = lib.Contract(
+                        conId=265598, symbol="AAPL", secType="STK", exchange="SMART", currency="USD"
+                    )
                     day = start
                     while day < end:
                         hi = (day + pd.Timedelta(days=1)).to_pydatetime()
                         try:
-                            bars = conn.call(lambda ib, hi=hi: ib.reqHistoricalDataAsync(
-                                contract, endDateTime=hi, durationStr="86400 S", barSizeSetting="1 min",
-                                whatToShow="TRADES", useRTH=False, formatDate=2, keepUpToDate=False, timeout=0))
+                            bars = conn.call(
+                                lambda ib, hi=hi: ib.reqHistoricalDataAsync(
+                                    contract,
+                                    endDateTime=hi,
+                                    durationStr="86400 S",
+                                    barSizeSetting="1 min",
+                                    whatToShow="TRADES",
+                                    useRTH=False,
+                                    formatDate=2,
+                                    keepUpToDate=False,
+                                    timeout=0,
+                                )
+                            )
                         except Exception:  # noqa: BLE001 - weekends: error 162 no data
                             bars = []
                         n += len(bars)
@@ -113,8 +141,9 @@ def store_rows(args: object) -> list[Row]:
                 sessions[-1].connection()
 
             def hdi() -> int:
-                req = IngestRequest(provider="ib", schema=Schema.OHLCV_1M, symbols=("AAPL:STK:SMART:USD",),
-                                    start=start, end=end)
+                req = IngestRequest(
+                    provider="ib", schema=Schema.OHLCV_1M, symbols=("AAPL:STK:SMART:USD",), start=start, end=end
+                )
                 with IbProvider(sessions[-1].settings, clock=clock) as provider:  # closes its connection
                     return ingestion.run(req, sessions[-1], provider=provider).inserted
 
@@ -127,10 +156,20 @@ def store_rows(args: object) -> list[Row]:
         fake.stop()
     raw_t, hdi_t = t["raw"].best, t["hdi"].best
     rows += [
-        Row(BENCH, f"raw: ib_async reqHistoricalData of {n:,} 1m bars from the fake [baseline]", common.rate(n, raw_t),
-            note=f"{raw_t:.2f}s"),
-        Row(BENCH, "hdi_lab ingest(provider='ib') decode + store / raw", common.rate(n, hdi_t), raw_t / hdi_t, 0.5,
-            note=f"{hdi_t:.2f}s, overhead {100 * (hdi_t / raw_t - 1):.0f}%"),
+        Row(
+            BENCH,
+            f"raw: ib_async reqHistoricalData of {n:,} 1m bars from the fake [baseline]",
+            common.rate(n, raw_t),
+            note=f"{raw_t:.2f}s",
+        ),
+        Row(
+            BENCH,
+            "hdi_lab ingest(provider='ib') decode + store / raw",
+            common.rate(n, hdi_t),
+            raw_t / hdi_t,
+            0.5,
+            note=f"{hdi_t:.2f}s, overhead {100 * (hdi_t / raw_t - 1):.0f}%",
+        ),
     ]
     return rows
 
@@ -150,8 +189,9 @@ def run(args: object) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.bench_main(argv, __doc__ or "", run, lambda a: "IB provider: pacing planner, decode + store",
-                             repeat=3)
+    return common.bench_main(
+        argv, __doc__ or "", run, lambda a: "IB provider: pacing planner, decode + store", repeat=3
+    )
 
 
 if __name__ == "__main__":

@@ -44,13 +44,23 @@ def sqlalchemy_rows(records: np.ndarray) -> list[dict[str, object]]:
     """DBN records -> what a SQLAlchemy user would pass: dicts of Python ints and aware datetimes."""
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     ts = [epoch + dt.timedelta(microseconds=v // 1000) for v in records["ts_event"].tolist()]
-    cols = {name: records[name].tolist() for name in ("instrument_id", "publisher_id", "open", "high", "low",
-                                                       "close", "volume")}
+    cols = {
+        name: records[name].tolist()
+        for name in ("instrument_id", "publisher_id", "open", "high", "low", "close", "volume")
+    }
     return [
-        {"instrument_id": i, "publisher_id": p, "ts_event": t, "open": o, "high": h, "low": lo, "close": c,
-         "volume": v}
-        for i, p, t, o, h, lo, c, v in zip(cols["instrument_id"], cols["publisher_id"], ts, cols["open"],
-                                           cols["high"], cols["low"], cols["close"], cols["volume"], strict=True)
+        {"instrument_id": i, "publisher_id": p, "ts_event": t, "open": o, "high": h, "low": lo, "close": c, "volume": v}
+        for i, p, t, o, h, lo, c, v in zip(
+            cols["instrument_id"],
+            cols["publisher_id"],
+            ts,
+            cols["open"],
+            cols["high"],
+            cols["low"],
+            cols["close"],
+            cols["volume"],
+            strict=True,
+        )
     ]
 
 
@@ -107,6 +117,7 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
                 got = sum(getattr(c, field) for c in report.chunks)
                 if got != n or report.quarantined:
                     print(f"[{BENCH}] WARNING: expected {field}={n}, got {report.chunks}", flush=True)
+
             return check
 
         print(f"[{BENCH}] (a) hdi_lab fresh vs (c) raw COPY, interleaved x{args.repeat} ...", flush=True)
@@ -124,8 +135,9 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
         # the table now holds every row (from the last fresh run): all duplicates from here on
         common.checkpoint(admin)
         print(f"[{BENCH}] (b) hdi_lab re-ingest force=True (all duplicates) x{args.repeat} ...", flush=True)
-        force_t = common.best_of(hdi_force, args.repeat, setup=lambda: common.checkpoint(admin),
-                                 check=expect("duplicates"))
+        force_t = common.best_of(
+            hdi_force, args.repeat, setup=lambda: common.checkpoint(admin), check=expect("duplicates")
+        )
         print(f"[{BENCH}]   hdi re-ingest {force_t}", flush=True)
 
         print(f"[{BENCH}] (d) SQLAlchemy on_conflict_do_nothing executemany, {len(sa_rows):,} rows ...", flush=True)
@@ -135,7 +147,8 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
         engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
         md = sa.MetaData(schema=sch)
         sat = sa.Table(
-            "sa_ohlcv_1m", md,
+            "sa_ohlcv_1m",
+            md,
             sa.Column("instrument_id", sa.BigInteger, primary_key=True),
             sa.Column("ts_event", sa.DateTime(timezone=True), primary_key=True),
             sa.Column("publisher_id", sa.SmallInteger, primary_key=True),
@@ -167,12 +180,28 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
     sa_rate = len(sa_rows) / sa_t.best
     rows += [
         Row(BENCH, "(c) raw binary COPY fresh [baseline]", rate(n, raw_t.best), note=f"{raw_t.best:.2f}s"),
-        Row(BENCH, "(a) hdi_lab ingest fresh / raw COPY", rate(n, fresh_t.best), fresh_rate / raw_rate, 0.8,
-            f"{fresh_t.best:.2f}s"),
-        Row(BENCH, "(b) hdi_lab re-ingest force (dups) / raw COPY", rate(n, force_t.best), force_rate / raw_rate,
-            0.8, f"{force_t.best:.2f}s; worst {max(force_t.times):.2f}s"),
-        Row(BENCH, "(d) SQLAlchemy on_conflict executemany [baseline]", f"{sa_rate:,.0f} rows/s",
-            note=f"{len(sa_rows):,} rows in {sa_t.best:.2f}s; 1M extrapolated {n / sa_rate:.0f}s"),
+        Row(
+            BENCH,
+            "(a) hdi_lab ingest fresh / raw COPY",
+            rate(n, fresh_t.best),
+            fresh_rate / raw_rate,
+            0.8,
+            f"{fresh_t.best:.2f}s",
+        ),
+        Row(
+            BENCH,
+            "(b) hdi_lab re-ingest force (dups) / raw COPY",
+            rate(n, force_t.best),
+            force_rate / raw_rate,
+            0.8,
+            f"{force_t.best:.2f}s; worst {max(force_t.times):.2f}s",
+        ),
+        Row(
+            BENCH,
+            "(d) SQLAlchemy on_conflict executemany [baseline]",
+            f"{sa_rate:,.0f} rows/s",
+            note=f"{len(sa_rows):,} rows in {sa_t.best:.2f}s; 1M extrapolated {n / sa_rate:.0f}s",
+        ),
         Row(BENCH, "(a) hdi_lab fresh / SQLAlchemy (extrapolated)", rate(n, fresh_t.best), fresh_rate / sa_rate, 40),
         Row(BENCH, "(b) hdi_lab re-ingest / SQLAlchemy (extrapolated)", rate(n, force_t.best), force_rate / sa_rate),
     ]

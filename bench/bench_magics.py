@@ -51,7 +51,8 @@ VARIANTS = {
     "load_ext": _SHELL + "ip.run_line_magic('load_ext', 'hdi_lab')\nprint('{}')\n",
     "pandas": _SHELL + "import pandas\nprint('{}')\n",
     "pandas_ext": _SHELL + "import pandas\nip.run_line_magic('load_ext', 'hdi_lab')\nprint('{}')\n",
-    "split": _SHELL + (
+    "split": _SHELL
+    + (
         "t0 = time.perf_counter()\nimport hdi_lab\nt1 = time.perf_counter()\n"
         "ip.run_line_magic('load_ext', 'hdi_lab')\nt2 = time.perf_counter()\n"
         "import json; print(json.dumps({'import': t1 - t0, 'load_ext': t2 - t1}))\n"
@@ -64,8 +65,7 @@ def _python(code: str, cwd: str) -> tuple[float, dict[str, float]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_") and k != "VIRTUAL_ENV"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.ROOT), env.get("PYTHONPATH")]))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"python -c failed:\n{proc.stderr}")
@@ -93,13 +93,31 @@ def bench_load(repeat: int) -> list[Row]:
     own = min(s["load_ext"] for s in split)
     return [
         Row(BENCH, "python -c: InteractiveShell() [baseline]", f"{base:.3f} s", note=f"best of {repeat}"),
-        Row(BENCH, "python -c: + %load_ext hdi_lab (difference)", f"{diff:.3f} s", LOAD_BUDGET_S / diff, 1,
-            f"ratio = {LOAD_BUDGET_S} s budget / difference"),
-        Row(BENCH, "python -c: pandas already imported, + %load_ext", f"{nb_diff:.3f} s", LOAD_BUDGET_S / nb_diff,
-            1, "as in a notebook that imported pandas first"),
+        Row(
+            BENCH,
+            "python -c: + %load_ext hdi_lab (difference)",
+            f"{diff:.3f} s",
+            LOAD_BUDGET_S / diff,
+            1,
+            f"ratio = {LOAD_BUDGET_S} s budget / difference",
+        ),
+        Row(
+            BENCH,
+            "python -c: pandas already imported, + %load_ext",
+            f"{nb_diff:.3f} s",
+            LOAD_BUDGET_S / nb_diff,
+            1,
+            "as in a notebook that imported pandas first",
+        ),
         Row(BENCH, "  in-process: import hdi_lab", f"{imp:.3f} s", note="package import (pandas, databento, ...)"),
-        Row(BENCH, "  in-process: %load_ext after import", f"{own * 1000:.1f} ms", LOAD_BUDGET_S / own, 1,
-            "the extension's own cost"),
+        Row(
+            BENCH,
+            "  in-process: %load_ext after import",
+            f"{own * 1000:.1f} ms",
+            LOAD_BUDGET_S / own,
+            1,
+            "the extension's own cost",
+        ),
     ]
 
 
@@ -141,8 +159,7 @@ def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: A
         print(f"[{BENCH}] query {one} {w_lo.date()}..{w_hi.date()} ({n:,} rows) x{SMALL_REPS} ...", flush=True)
         for _ in range(3):
             core(), magic(), in_cell()
-        runs = common.interleaved({"core": (core, None), "magic": (magic, None), "cell": (in_cell, None)},
-                                  SMALL_REPS)
+        runs = common.interleaved({"core": (core, None), "magic": (magic, None), "cell": (in_cell, None)}, SMALL_REPS)
         ms = {k: np.asarray(v.times) * 1000 for k, v in runs.items()}
         p50 = {k: common.percentile(v, 50) for k, v in ms.items()}
         p95 = {k: common.percentile(v, 95) for k, v in ms.items()}
@@ -158,12 +175,28 @@ def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: A
 
     extra = {k: (p50[k] / p50["core"] - 1) * 100 for k in ("magic", "cell")}
     return [
-        Row(BENCH, "1 instr x 1 week: hdi_lab.query p50/p95 [baseline]", fig("core"),
-            note=f"{n:,} rows, {SMALL_REPS} runs"),
-        Row(BENCH, "1 instr x 1 week: %hdi_query (run_line_magic)", fig("magic"), p50["core"] / p50["magic"],
-            round(QUERY_TARGET, 2), f"{extra['magic']:+.1f}% p50; ratio = core / magic"),
-        Row(BENCH, "1 instr x 1 week: df = %hdi_query (run_cell)", fig("cell"), p50["core"] / p50["cell"],
-            round(QUERY_TARGET, 2), f"{extra['cell']:+.1f}% p50, incl. IPython's cell machinery"),
+        Row(
+            BENCH,
+            "1 instr x 1 week: hdi_lab.query p50/p95 [baseline]",
+            fig("core"),
+            note=f"{n:,} rows, {SMALL_REPS} runs",
+        ),
+        Row(
+            BENCH,
+            "1 instr x 1 week: %hdi_query (run_line_magic)",
+            fig("magic"),
+            p50["core"] / p50["magic"],
+            round(QUERY_TARGET, 2),
+            f"{extra['magic']:+.1f}% p50; ratio = core / magic",
+        ),
+        Row(
+            BENCH,
+            "1 instr x 1 week: df = %hdi_query (run_cell)",
+            fig("cell"),
+            p50["core"] / p50["cell"],
+            round(QUERY_TARGET, 2),
+            f"{extra['cell']:+.1f}% p50, incl. IPython's cell machinery",
+        ),
     ]
 
 
@@ -173,7 +206,14 @@ def run(args) -> list[Row]:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.bench_main(argv, __doc__ or "", run, lambda a: "magics: %load_ext start-up and %hdi_query overhead", records=200_000, repeat=5)
+    return common.bench_main(
+        argv,
+        __doc__ or "",
+        run,
+        lambda a: "magics: %load_ext start-up and %hdi_query overhead",
+        records=200_000,
+        repeat=5,
+    )
 
 
 if __name__ == "__main__":

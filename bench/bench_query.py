@@ -53,10 +53,11 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
 
         import sqlalchemy as sa
 
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1),
-                                  connect_args={"options": "-c timezone=UTC"})
+        engine = sa.create_engine(
+            url.replace("postgresql://", "postgresql+psycopg2://", 1), connect_args={"options": "-c timezone=UTC"}
+        )
         text = sa.text(
-            f'SELECT s.symbol, t.instrument_id, t.publisher_id, t.ts_event, t.open, t.high, t.low, t.close, '
+            f"SELECT s.symbol, t.instrument_id, t.publisher_id, t.ts_event, t.open, t.high, t.low, t.close, "
             f't.volume FROM "{sch}".ohlcv_1m t JOIN "{sch}".symbology s ON s.instrument_id = t.instrument_id '
             "AND t.ts_event >= s.d0 AND t.ts_event < s.d1 "
             "WHERE s.symbol = ANY(:syms) AND t.ts_event >= :lo AND t.ts_event < :hi "
@@ -68,31 +69,40 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
 
         def read_sql(syms: list[str], a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
             with engine.connect() as c:
-                return pd.read_sql(text, c, params={"syms": syms, "lo": a.to_pydatetime(), "hi": b.to_pydatetime()},
-                                   index_col="ts_event")
+                return pd.read_sql(
+                    text,
+                    c,
+                    params={"syms": syms, "lo": a.to_pydatetime(), "hi": b.to_pydatetime()},
+                    index_col="ts_event",
+                )
 
         def expect(k: int, who: str):  # noqa: ANN202
             def check(df: pd.DataFrame) -> None:
                 if len(df) != k:
                     print(f"[{BENCH}] WARNING: {who} returned {len(df):,} rows, expected {k:,}", flush=True)
+
             return check
 
         syms = list(data.symbols)
         print(f"[{BENCH}] full query ({n:,} rows), interleaved x{args.repeat} ...", flush=True)
         full = common.interleaved(
             {"hdi": (lambda: hdi_query(syms, lo, hi), None), "sql": (lambda: read_sql(syms, lo, hi), None)},
-            args.repeat, checks={"hdi": expect(n, "hdi_lab.query"), "sql": expect(n, "read_sql")},
+            args.repeat,
+            checks={"hdi": expect(n, "hdi_lab.query"), "sql": expect(n, "read_sql")},
         )
         print(f"[{BENCH}]   hdi_lab.query {full['hdi']}\n[{BENCH}]   read_sql      {full['sql']}", flush=True)
 
-        print(f"[{BENCH}] small query ({one}, {w_lo.date()}..{w_hi.date()}, {n_small:,} rows) x{SMALL_REPS} ...",
-              flush=True)
+        print(
+            f"[{BENCH}] small query ({one}, {w_lo.date()}..{w_hi.date()}, {n_small:,} rows) x{SMALL_REPS} ...",
+            flush=True,
+        )
         for _ in range(3):  # warm-up
             hdi_query([one], w_lo, w_hi)
             read_sql([one], w_lo, w_hi)
         small = common.interleaved(
             {"hdi": (lambda: hdi_query([one], w_lo, w_hi), None), "sql": (lambda: read_sql([one], w_lo, w_hi), None)},
-            SMALL_REPS, checks={"hdi": expect(n_small, "hdi_lab.query"), "sql": expect(n_small, "read_sql")},
+            SMALL_REPS,
+            checks={"hdi": expect(n_small, "hdi_lab.query"), "sql": expect(n_small, "read_sql")},
         )
         ms = {k: np.asarray(v.times) * 1000 for k, v in small.items()}
         p = {k: (common.percentile(v, 50), common.percentile(v, 95)) for k, v in ms.items()}
@@ -110,14 +120,30 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
 
     hr, sr = n / full["hdi"].best, n / full["sql"].best
     rows += [
-        Row(BENCH, "full: pandas.read_sql [baseline]", common.rate(n, full["sql"].best),
-            note=f"{full['sql'].best:.2f}s"),
-        Row(BENCH, "full: hdi_lab.query / read_sql", common.rate(n, full["hdi"].best), hr / sr, 5,
-            f"{full['hdi'].best:.2f}s"),
-        Row(BENCH, "1 instr x 1 week: read_sql p50/p95 [baseline]", f"{p['sql'][0]:.1f} / {p['sql'][1]:.1f} ms",
-            note=f"{n_small:,} rows, {SMALL_REPS} runs"),
-        Row(BENCH, "1 instr x 1 week: hdi_lab.query p50/p95", f"{p['hdi'][0]:.1f} / {p['hdi'][1]:.1f} ms",
-            p["sql"][0] / p["hdi"][0], note="ratio = read_sql p50 / hdi p50"),
+        Row(
+            BENCH, "full: pandas.read_sql [baseline]", common.rate(n, full["sql"].best), note=f"{full['sql'].best:.2f}s"
+        ),
+        Row(
+            BENCH,
+            "full: hdi_lab.query / read_sql",
+            common.rate(n, full["hdi"].best),
+            hr / sr,
+            5,
+            f"{full['hdi'].best:.2f}s",
+        ),
+        Row(
+            BENCH,
+            "1 instr x 1 week: read_sql p50/p95 [baseline]",
+            f"{p['sql'][0]:.1f} / {p['sql'][1]:.1f} ms",
+            note=f"{n_small:,} rows, {SMALL_REPS} runs",
+        ),
+        Row(
+            BENCH,
+            "1 instr x 1 week: hdi_lab.query p50/p95",
+            f"{p['hdi'][0]:.1f} / {p['hdi'][1]:.1f} ms",
+            p["sql"][0] / p["hdi"][0],
+            note="ratio = read_sql p50 / hdi p50",
+        ),
     ]
     return rows
 

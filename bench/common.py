@@ -48,8 +48,9 @@ DAY_NS = 86_400_000_000_000
 
 def parser(description: str, *, records: int = 1_000_000, repeat: int = 3) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--database-url", default=None,
-                   help=f"PostgreSQL URL (default ${URL_ENV}, else a temporary embedded server)")
+    p.add_argument(
+        "--database-url", default=None, help=f"PostgreSQL URL (default ${URL_ENV}, else a temporary embedded server)"
+    )
     p.add_argument("--records", type=int, default=records, help=f"records to generate (default {records:,})")
     p.add_argument("--repeat", type=int, default=repeat, help=f"timed repetitions, best is kept (default {repeat})")
     p.add_argument("--instruments", type=int, default=10, help="instruments in the synthetic data (default 10)")
@@ -138,8 +139,13 @@ def analyze(url: str, schema: str, bars_table: str) -> None:
     admin.close()
 
 
-def bench_main(argv: list[str] | None, doc: str, run: Callable[[argparse.Namespace], list[Row]],
-               title: Callable[[argparse.Namespace], str], **defaults: int) -> int:
+def bench_main(
+    argv: list[str] | None,
+    doc: str,
+    run: Callable[[argparse.Namespace], list[Row]],
+    title: Callable[[argparse.Namespace], str],
+    **defaults: int,
+) -> int:
     """Shared ``main``: parse the common options, run, print the table, write JSON."""
     args = parser(doc.splitlines()[0], **defaults).parse_args(argv)
     rows = run(args)
@@ -200,9 +206,15 @@ class Dataset:
 
     def dbn_bytes(self, *, compress: bool = False) -> bytes:
         return encode_dbn(
-            dataset=self.dataset, schema=Schema.OHLCV_1M, stype_in="raw_symbol",
-            start=self.start_ns, end=self.end_ns, symbols=self.symbols, mappings=self.mappings(),
-            records=self.records, compress=compress,
+            dataset=self.dataset,
+            schema=Schema.OHLCV_1M,
+            stype_in="raw_symbol",
+            start=self.start_ns,
+            end=self.end_ns,
+            symbols=self.symbols,
+            mappings=self.mappings(),
+            records=self.records,
+            compress=compress,
         )
 
     def write(self, folder: Path, *, compress: bool = False) -> Path:
@@ -222,8 +234,9 @@ class Dataset:
         return w_lo, w_lo + pd.Timedelta(days=7)
 
 
-def with_dbn_file(args: argparse.Namespace, bench: str,
-                  work: Callable[[argparse.Namespace, Dataset, Path], list[Row]]) -> list[Row]:
+def with_dbn_file(
+    args: argparse.Namespace, bench: str, work: Callable[[argparse.Namespace, Dataset, Path], list[Row]]
+) -> list[Row]:
     """Generate ``args.records`` OHLCV-1m bars, write them as a DBN file in a temp folder, run ``work``."""
     print(f"[{bench}] generating {args.records:,} OHLCV-1m records over {args.instruments} instruments", flush=True)
     data = generate_ohlcv(args.records, args.instruments)
@@ -327,8 +340,12 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def best_of(fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None,
-            check: Callable[[object], None] | None = None) -> Timing:
+def best_of(
+    fn: Callable[[], object],
+    repeat: int,
+    setup: Callable[[], object] | None = None,
+    check: Callable[[object], None] | None = None,
+) -> Timing:
     """Run ``setup`` (untimed) then ``fn`` (timed) ``repeat`` times; ``check`` sees each result."""
     times = []
     for _ in range(repeat):
@@ -341,8 +358,11 @@ def best_of(fn: Callable[[], object], repeat: int, setup: Callable[[], object] |
     return Timing(times)
 
 
-def interleaved(cases: dict[str, tuple[Callable[[], object], Callable[[], object] | None]], repeat: int,
-                checks: dict[str, Callable[[object], None]] | None = None) -> dict[str, Timing]:
+def interleaved(
+    cases: dict[str, tuple[Callable[[], object], Callable[[], object] | None]],
+    repeat: int,
+    checks: dict[str, Callable[[object], None]] | None = None,
+) -> dict[str, Timing]:
     """Like :func:`best_of` for several cases, alternating them (A B A B ...) so that drift in the
     machine or the server hits all cases alike."""
     out: dict[str, Timing] = {k: Timing([]) for k in cases}
@@ -387,8 +407,15 @@ def rate(n: int, seconds: float) -> str:
 def print_table(rows: Sequence[Row], title: str = "Summary") -> None:
     head = ("bench", "case", "measured", "ratio", "target", "status", "note")
     body = [
-        (r.bench, r.case, r.value, "" if r.ratio is None else f"{r.ratio:.2f}x",
-         "" if r.target is None else f">= {r.target:g}x", r.status, r.note)
+        (
+            r.bench,
+            r.case,
+            r.value,
+            "" if r.ratio is None else f"{r.ratio:.2f}x",
+            "" if r.target is None else f">= {r.target:g}x",
+            r.status,
+            r.note,
+        )
         for r in rows
     ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]

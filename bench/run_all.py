@@ -21,8 +21,16 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-BENCHES = ("bench_ingest", "bench_decode", "bench_query", "bench_magics", "bench_databento", "bench_features",
-           "bench_ib", "bench_feast")
+BENCHES = (
+    "bench_ingest",
+    "bench_decode",
+    "bench_query",
+    "bench_magics",
+    "bench_databento",
+    "bench_features",
+    "bench_ib",
+    "bench_feast",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, **{common.URL_ENV: url})
         for name in chosen:
             out = Path(tmp) / f"{name}.json"
-            cmd = [sys.executable, str(HERE / f"{name}.py"), "--records", str(args.records),
-                   "--instruments", str(args.instruments), "--json", str(out)]
+            cmd = [
+                sys.executable,
+                str(HERE / f"{name}.py"),
+                "--records",
+                str(args.records),
+                "--instruments",
+                str(args.instruments),
+                "--json",
+                str(out),
+            ]
             if args.repeat is not None:
                 cmd += ["--repeat", str(args.repeat)]
             if args.profile:

@@ -8,8 +8,14 @@ from hdi_lab.publish import online_features, publish, training_frame
 
 if __name__ == "__main__":
     with hdi_lab.HdiSession() as session:
-        hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=["ESH4", "NQH4"], start="2023-06-01",
-                       end="2024-03-01", session=session)
+        hdi_lab.ingest(
+            provider="sample",
+            schema="ohlcv-1d",
+            symbols=["ESH4", "NQH4"],
+            start="2023-06-01",
+            end="2024-03-01",
+            session=session,
+        )
         report = publish("momentum_v1", ["ESH4", "NQH4"], "1d", "2023-06-01", "2024-03-01", session=session)
         print(report)
         bars = hdi_lab.query("ohlcv-1d", ["ESH4", "NQH4"], "2023-10-01", "2024-03-01", session=session)

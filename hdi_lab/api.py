@@ -85,9 +85,12 @@ def query(
 
     ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...
     """
-    return with_session(session, lambda s: retrieval.query(
-        s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns,
-        interval=interval))
+    return with_session(
+        session,
+        lambda s: retrieval.query(
+            s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns, interval=interval
+        ),
+    )
 
 
 def sql(

@@ -26,8 +26,17 @@ import platformdirs
 from hdi_lab import dsn
 from hdi_lab.errors import ConfigError
 
-__all__ = ["OPTIONS", "ROUTING", "Option", "Settings", "default_home", "find_config_file", "load_settings", "mask",
-           "user_config_file"]
+__all__ = [
+    "OPTIONS",
+    "ROUTING",
+    "Option",
+    "Settings",
+    "default_home",
+    "find_config_file",
+    "load_settings",
+    "mask",
+    "user_config_file",
+]
 
 
 @dataclass(frozen=True)
@@ -41,41 +50,111 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("database_url", ("HDI_DATABASE_URL",), None, str, True,
-           "PostgreSQL/TimescaleDB URL; unset = the embedded server in home"),
+    Option(
+        "database_url",
+        ("HDI_DATABASE_URL",),
+        None,
+        str,
+        True,
+        "PostgreSQL/TimescaleDB URL; unset = the embedded server in home",
+    ),
     Option("home", ("HDI_HOME",), None, Path, False, "data home (embedded server, caches)"),
     Option("db_schema", ("HDI_DB_SCHEMA",), "hdi", str, False, "PostgreSQL schema holding hdi_lab tables"),
-    Option("databento_api_key", ("HDI_DATABENTO_API_KEY", "DATABENTO_API_KEY"), None, str, True,
-           "Databento API key"),
-    Option("databento_gateway", ("HDI_DATABENTO_GATEWAY",), "https://hist.databento.com", str, False,
-           "Databento historical gateway"),
-    Option("databento_dataset", ("HDI_DATABENTO_DATASET",), None, str, False,
-           "default Databento dataset (auto-discovery of unknown symbols), e.g. GLBX.MDP3"),
-    Option("databento_max_cost_usd", ("HDI_DATABENTO_MAX_COST_USD",), 10.0, float, False,
-           "refuse Databento requests estimated above this (USD); override with allow_cost / --allow-cost"),
-    Option("databento_retries", ("HDI_DATABENTO_RETRIES",), 5, int, False,
-           "retries of a Databento call after HTTP 429/5xx or a dropped connection"),
-    Option("databento_backoff", ("HDI_DATABENTO_BACKOFF",), 1.0, float, False,
-           "first retry delay (s), doubled per retry; a Retry-After header wins"),
-    Option("databento_backoff_max", ("HDI_DATABENTO_BACKOFF_MAX",), 30.0, float, False,
-           "longest retry delay (s)"),
-    Option("databento_definitions", ("HDI_DATABENTO_DEFINITIONS",), True, bool, False,
-           "also store the instruments' definitions (the definition schema) with every market-data ingest"),
+    Option("databento_api_key", ("HDI_DATABENTO_API_KEY", "DATABENTO_API_KEY"), None, str, True, "Databento API key"),
+    Option(
+        "databento_gateway",
+        ("HDI_DATABENTO_GATEWAY",),
+        "https://hist.databento.com",
+        str,
+        False,
+        "Databento historical gateway",
+    ),
+    Option(
+        "databento_dataset",
+        ("HDI_DATABENTO_DATASET",),
+        None,
+        str,
+        False,
+        "default Databento dataset (auto-discovery of unknown symbols), e.g. GLBX.MDP3",
+    ),
+    Option(
+        "databento_max_cost_usd",
+        ("HDI_DATABENTO_MAX_COST_USD",),
+        10.0,
+        float,
+        False,
+        "refuse Databento requests estimated above this (USD); override with allow_cost / --allow-cost",
+    ),
+    Option(
+        "databento_retries",
+        ("HDI_DATABENTO_RETRIES",),
+        5,
+        int,
+        False,
+        "retries of a Databento call after HTTP 429/5xx or a dropped connection",
+    ),
+    Option(
+        "databento_backoff",
+        ("HDI_DATABENTO_BACKOFF",),
+        1.0,
+        float,
+        False,
+        "first retry delay (s), doubled per retry; a Retry-After header wins",
+    ),
+    Option("databento_backoff_max", ("HDI_DATABENTO_BACKOFF_MAX",), 30.0, float, False, "longest retry delay (s)"),
+    Option(
+        "databento_definitions",
+        ("HDI_DATABENTO_DEFINITIONS",),
+        True,
+        bool,
+        False,
+        "also store the instruments' definitions (the definition schema) with every market-data ingest",
+    ),
     Option("ib_host", ("HDI_IB_HOST",), "127.0.0.1", str, False, "IB Gateway/TWS host"),
     Option("ib_port", ("HDI_IB_PORT",), 4002, int, False, "IB Gateway/TWS port"),
     Option("ib_client_id", ("HDI_IB_CLIENT_ID",), 17, int, False, "IB API client id"),
     Option("ib_timeout", ("HDI_IB_TIMEOUT",), 10.0, float, False, "IB request timeout (s)"),
-    Option("ib_library", ("HDI_IB_LIBRARY",), "auto", str, False,
-           "IB client library: auto (ib_async if installed, else ib_insync), ib_async or ib_insync"),
+    Option(
+        "ib_library",
+        ("HDI_IB_LIBRARY",),
+        "auto",
+        str,
+        False,
+        "IB client library: auto (ib_async if installed, else ib_insync), ib_async or ib_insync",
+    ),
     Option("chunk_rows", ("HDI_CHUNK_ROWS",), 1_000_000, int, False, "records per load batch"),
-    Option("timescale_compress_after", ("HDI_TIMESCALE_COMPRESS_AFTER",), "7 days", str, False,
-           "TimescaleDB: compress chunks older than this (a PostgreSQL interval; 'off' = no policy)"),
-    Option("timescale_retention", ("HDI_TIMESCALE_RETENTION",), None, str, False,
-           "TimescaleDB: DROP market data older than this (e.g. '5 years'); unset = keep everything"),
-    Option("feast_redis", ("HDI_FEAST_REDIS",), None, str, False,
-           "host:port of Redis when feature_store.yaml's online store is Redis (docker compose: redis:6379)"),
-    Option("feast_repo", ("HDI_FEAST_REPO",), None, Path, False,
-           "Feast feature repo used by `hdi features publish` (default: feature_repo/ of the hdi_lab checkout)"),
+    Option(
+        "timescale_compress_after",
+        ("HDI_TIMESCALE_COMPRESS_AFTER",),
+        "7 days",
+        str,
+        False,
+        "TimescaleDB: compress chunks older than this (a PostgreSQL interval; 'off' = no policy)",
+    ),
+    Option(
+        "timescale_retention",
+        ("HDI_TIMESCALE_RETENTION",),
+        None,
+        str,
+        False,
+        "TimescaleDB: DROP market data older than this (e.g. '5 years'); unset = keep everything",
+    ),
+    Option(
+        "feast_redis",
+        ("HDI_FEAST_REDIS",),
+        None,
+        str,
+        False,
+        "host:port of Redis when feature_store.yaml's online store is Redis (docker compose: redis:6379)",
+    ),
+    Option(
+        "feast_repo",
+        ("HDI_FEAST_REPO",),
+        None,
+        Path,
+        False,
+        "Feast feature repo used by `hdi features publish` (default: feature_repo/ of the hdi_lab checkout)",
+    ),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 #: settings that decide where a credential is sent: never from a project file (see the module docstring)
@@ -147,8 +226,16 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
     value: Any
     try:
         if opt.kind is bool and isinstance(raw, str):
-            value = {"1": True, "true": True, "yes": True, "on": True,
-                     "0": False, "false": False, "no": False, "off": False}[raw.strip().lower()]
+            value = {
+                "1": True,
+                "true": True,
+                "yes": True,
+                "on": True,
+                "0": False,
+                "false": False,
+                "no": False,
+                "off": False,
+            }[raw.strip().lower()]
         else:
             value = opt.kind(raw) if not isinstance(raw, opt.kind) else raw
     except (TypeError, ValueError, KeyError):
@@ -159,8 +246,10 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
     if opt.name == "database_url":
         problem = dsn.check(str(value))
         if problem:
-            raise ConfigError(f"database_url from {source} is not a valid PostgreSQL URL: {problem}; "
-                              "use postgresql://user:password@host:port/dbname (or key=value pairs)")
+            raise ConfigError(
+                f"database_url from {source} is not a valid PostgreSQL URL: {problem}; "
+                "use postgresql://user:password@host:port/dbname (or key=value pairs)"
+            )
     return value
 
 
@@ -265,8 +354,10 @@ def load_settings(
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_schema"])):
         raise ConfigError(f"db_schema={values['db_schema']!r} must be a lowercase SQL identifier like 'hdi'")
     if _SYSTEM_SCHEMA.match(str(values["db_schema"])):
-        raise ConfigError(f"db_schema={values['db_schema']!r} (from {sources['db_schema']}) is a system or shared "
-                          "schema: pick a dedicated schema for hdi_lab's tables, like 'hdi'")
+        raise ConfigError(
+            f"db_schema={values['db_schema']!r} (from {sources['db_schema']}) is a system or shared "
+            "schema: pick a dedicated schema for hdi_lab's tables, like 'hdi'"
+        )
     return Settings(values=values, sources=sources)
 
 

@@ -36,9 +36,9 @@ def _split_uri(rest: str) -> tuple[str, str, str]:
         at = rest.rfind("@")
         q = rest.find("?", at)
     creds = rest[:at] if at >= 0 else ""
-    tail = rest[at + 1:] if at >= 0 else rest
+    tail = rest[at + 1 :] if at >= 0 else rest
     q = tail.find("?")
-    return creds, (tail if q < 0 else tail[:q]), ("" if q < 0 else tail[q + 1:])
+    return creds, (tail if q < 0 else tail[:q]), ("" if q < 0 else tail[q + 1 :])
 
 
 def _is_secret_param(part: str) -> bool:
@@ -54,8 +54,11 @@ def mask(dsn: object) -> str:
     creds, where, query = _split_uri(m.group(2))
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":" + MASK
-    params = "&".join(p.split("=", 1)[0] + "=" + MASK if _is_secret_param(p) else p
-                      for p in query.split("&")) if query else ""
+    params = (
+        "&".join(p.split("=", 1)[0] + "=" + MASK if _is_secret_param(p) else p for p in query.split("&"))
+        if query
+        else ""
+    )
     return m.group(1) + (creds + "@" if creds else "") + where + ("?" + params if params else "")
 
 
@@ -100,8 +103,10 @@ def check(dsn: str) -> str | None:
         creds, where, query = _split_uri(m.group(2))
         for part, label in ((creds, "user or password"), (where, "host or database"), (query, "query parameters")):
             if _BAD_ESCAPE.search(part):
-                return (f"its {label} holds a bad percent escape ('%' must be followed by two hex digits: "
-                        "write a literal '%' as %25)")
+                return (
+                    f"its {label} holds a bad percent escape ('%' must be followed by two hex digits: "
+                    "write a literal '%' as %25)"
+                )
         return None
     if "://" in dsn:
         return "a URL must start with postgresql:// or postgres://"
@@ -119,8 +124,10 @@ def check(dsn: str) -> str | None:
             i += 1
         if i >= n or dsn[i] != "=":
             # the word itself is not shown: it may be part of an unquoted password holding a blank
-            return ("it is neither a postgresql:// URL nor key=value pairs "
-                    f"(no '=' after the word at character {start + 1})")
+            return (
+                "it is neither a postgresql:// URL nor key=value pairs "
+                f"(no '=' after the word at character {start + 1})"
+            )
         i += 1
         while i < n and dsn[i].isspace():
             i += 1

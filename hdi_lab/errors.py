@@ -27,9 +27,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hdi_lab.schemas import IngestReport
 
-__all__ = ["AuthError", "ConfigError", "CostLimitError", "DataFormatError", "EmbeddedServerError", "HdiError",
-           "IngestError", "MissingDependency", "ProviderError", "RateLimitError", "StorageError", "UnavailableError",
-           "ValidationError", "first_line"]
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "CostLimitError",
+    "DataFormatError",
+    "EmbeddedServerError",
+    "HdiError",
+    "IngestError",
+    "MissingDependency",
+    "ProviderError",
+    "RateLimitError",
+    "StorageError",
+    "UnavailableError",
+    "ValidationError",
+    "first_line",
+]
 
 
 def first_line(exc: BaseException) -> str:
@@ -53,9 +66,7 @@ class MissingDependency(HdiError, ImportError):
     def __init__(self, module: str, extra: str) -> None:
         self.module = module
         self.extra = extra
-        super().__init__(
-            f"{module} is not installed: install it with `pip install 'hdi_lab[{extra}]'`"
-        )
+        super().__init__(f"{module} is not installed: install it with `pip install 'hdi_lab[{extra}]'`")
 
 
 class ValidationError(HdiError):

@@ -13,9 +13,25 @@ from hdi_lab.errors import ValidationError
 if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must stay fast
     import pandas as pd
 
-__all__ = ["INTERVALS", "SCHEMAS", "TIME_RANGE", "Chunk", "ChunkResult", "IngestReport", "IngestRequest", "Progress", "SType",
-           "Schema", "check_interval", "parse_enum", "parse_range", "parse_symbols", "parse_time", "require_symbols",
-           "utc_date"]
+__all__ = [
+    "INTERVALS",
+    "SCHEMAS",
+    "TIME_RANGE",
+    "Chunk",
+    "ChunkResult",
+    "IngestReport",
+    "IngestRequest",
+    "Progress",
+    "SType",
+    "Schema",
+    "check_interval",
+    "parse_enum",
+    "parse_range",
+    "parse_symbols",
+    "parse_time",
+    "require_symbols",
+    "utc_date",
+]
 
 
 class Schema(enum.StrEnum):
@@ -83,8 +99,7 @@ def parse_time(value: object, param: str) -> pd.Timestamp:
         ts = pd.Timestamp(value)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ValidationError(
-            f"{param}={value!r} is not a date or timestamp: use a form like 2024-01-02 "
-            "or 2024-01-02T14:30:00Z"
+            f"{param}={value!r} is not a date or timestamp: use a form like 2024-01-02 or 2024-01-02T14:30:00Z"
         ) from exc
     if ts is pd.NaT:
         raise ValidationError(f"{param}={value!r} is not a date or timestamp")
@@ -93,8 +108,7 @@ def parse_time(value: object, param: str) -> pd.Timestamp:
         return ts.as_unit("ns")
     except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
         raise ValidationError(
-            f"{param}={value!r} is outside the range of nanosecond timestamps ({TIME_RANGE}): "
-            "give a date within it"
+            f"{param}={value!r} is outside the range of nanosecond timestamps ({TIME_RANGE}): give a date within it"
         ) from None
 
 
@@ -200,8 +214,10 @@ class ChunkResult:
             return f"failed: {what}: {self.error}"
         if self.skipped:
             return f"already done: {what}"
-        return (f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
-                f"duplicates {self.duplicates}, quarantined {self.quarantined}")
+        return (
+            f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
+            f"duplicates {self.duplicates}, quarantined {self.quarantined}"
+        )
 
 
 @dataclass
@@ -258,12 +274,17 @@ class IngestReport:
         unit = "files" if all(c.chunk.path for c in self.chunks) else "chunks"
         others = len(self.chunks) - len(failed)
         before = self.chunks_skipped
-        stored = (f"the other {others} were loaded" if before == 0 else
-                  f"the other {others} are stored ({others - before} loaded now, {before} already done)")
+        stored = (
+            f"the other {others} were loaded"
+            if before == 0
+            else f"the other {others} are stored ({others - before} loaded now, {before} already done)"
+        )
         more = f" (and {len(failed) - 1} more, listed in the report)" if len(failed) > 1 else ""
-        return (f"{len(failed)} of {len(self.chunks)} {unit} failed: {failed[0].error}{more}; "
-                f"{stored if others else 'nothing was loaded'}; fix or remove the failed "
-                f"{unit[:-1] if len(failed) == 1 else unit} and re-run (what is stored is skipped)")
+        return (
+            f"{len(failed)} of {len(self.chunks)} {unit} failed: {failed[0].error}{more}; "
+            f"{stored if others else 'nothing was loaded'}; fix or remove the failed "
+            f"{unit[:-1] if len(failed) == 1 else unit} and re-run (what is stored is skipped)"
+        )
 
     @property
     def warnings(self) -> list[str]:
@@ -288,10 +309,16 @@ class IngestReport:
 
     def summary(self) -> dict[str, object]:
         if self.dry_run:
-            return {"provider": self.provider, "schema": self.schema, "chunks": len(self.chunks),
-                    "chunks_skipped": self.chunks_skipped, "est_records": self.fetched, "est_cost_usd": self.cost_usd,
-                    **({"min_duration_s": round(self.min_duration_s, 1)} if self.min_duration_s is not None else {}),
-                    "seconds": round(self.seconds, 3)}
+            return {
+                "provider": self.provider,
+                "schema": self.schema,
+                "chunks": len(self.chunks),
+                "chunks_skipped": self.chunks_skipped,
+                "est_records": self.fetched,
+                "est_cost_usd": self.cost_usd,
+                **({"min_duration_s": round(self.min_duration_s, 1)} if self.min_duration_s is not None else {}),
+                "seconds": round(self.seconds, 3),
+            }
         return {
             "provider": self.provider,
             "schema": self.schema,
@@ -314,15 +341,18 @@ class IngestReport:
             cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:,.2f}"
             paced = self.min_duration_s
             wait = "" if paced is None else f", minimum duration {_duration(paced)} under the provider's pacing rules"
-            return (f"dry run: {s['provider']} {s['schema']}: {s['chunks']} chunks ({self.chunks_skipped} already "
-                    f"done), ~{s['est_records']} records to fetch, "
-                    f"estimated cost {cost}{wait}; nothing was written")
+            return (
+                f"dry run: {s['provider']} {s['schema']}: {s['chunks']} chunks ({self.chunks_skipped} already "
+                f"done), ~{s['est_records']} records to fetch, "
+                f"estimated cost {cost}{wait}; nothing was written"
+            )
         failed = f", {s['chunks_failed']} failed" if "chunks_failed" in s else ""
         return (
             f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done{failed}), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']}"
-            + (f", definitions {s['definitions']}" if "definitions" in s else "") + f" in {s['seconds']} s "
+            + (f", definitions {s['definitions']}" if "definitions" in s else "")
+            + f" in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
         ) + "".join(f"\nwarning: {w}" for w in self.warnings)
 
@@ -339,8 +369,10 @@ class IngestReport:
         cell = "style='text-align:right'"
         head = "".join(f"<th {cell}>{escape(k)}</th>" for k in s)
         row = "".join(f"<td {cell}>{escape(str(v))}</td>" for v in s.values())
-        out = (f"<table><caption style='text-align:left'><b>{escape(title)}</b></caption>"
-               f"<thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>")
+        out = (
+            f"<table><caption style='text-align:left'><b>{escape(title)}</b></caption>"
+            f"<thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>"
+        )
         if not self.chunks:
             return out
         shown = self.chunks[:20]
@@ -350,18 +382,35 @@ class IngestReport:
             rows = [(c.chunk.describe(), c.skipped, f"~{c.fetched}") for c in shown]
         else:
             cols = ["chunk", "skipped", "fetched", "inserted", "updated", "duplicates", "quarantined", "seconds"]
-            rows = [(c.chunk.describe(), c.skipped, c.fetched, c.inserted, c.updated, c.duplicates, c.quarantined,
-                     round(c.seconds, 3)) for c in shown]
+            rows = [
+                (
+                    c.chunk.describe(),
+                    c.skipped,
+                    c.fetched,
+                    c.inserted,
+                    c.updated,
+                    c.duplicates,
+                    c.quarantined,
+                    round(c.seconds, 3),
+                )
+                for c in shown
+            ]
             if self.failed:
                 cols.append("error")
                 rows = [(*r, c.error or "") for r, c in zip(rows, shown, strict=True)]
         head = f"<th style='text-align:left'>{escape(cols[0])}</th>" + "".join(f"<th {cell}>{k}</th>" for k in cols[1:])
-        body = "".join(f"<tr><td style='text-align:left'>{escape(str(r[0]))}</td>"
-                       + "".join(f"<td {cell}>{escape(str(v))}</td>" for v in r[1:]) + "</tr>" for r in rows)
+        body = "".join(
+            f"<tr><td style='text-align:left'>{escape(str(r[0]))}</td>"
+            + "".join(f"<td {cell}>{escape(str(v))}</td>" for v in r[1:])
+            + "</tr>"
+            for r in rows
+        )
         more = f"<p>... {len(self.chunks) - len(shown)} more chunks</p>" if len(self.chunks) > len(shown) else ""
         opened = " open" if self.dry_run or self.failed else ""
-        return (out + f"<details{opened}><summary>{len(self.chunks)} chunks</summary><table><thead><tr>{head}"
-                f"</tr></thead><tbody>{body}</tbody></table>{more}</details>")
+        return (
+            out + f"<details{opened}><summary>{len(self.chunks)} chunks</summary><table><thead><tr>{head}"
+            f"</tr></thead><tbody>{body}</tbody></table>{more}</details>"
+        )
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,16 @@ class FakeDatabento:
         return known, [s for s in symbols if s not in known]
 
     def chunk(self, p: dict[str, str], known: list[str]) -> Chunk:
-        return Chunk(key="fake", provider="sample", dataset=p["dataset"], schema=Schema(p["schema"]),
-                     stype_in=SType(p["stype_in"]), symbols=tuple(known), start=_ts(p["start"]), end=_ts(p["end"]))
+        return Chunk(
+            key="fake",
+            provider="sample",
+            dataset=p["dataset"],
+            schema=Schema(p["schema"]),
+            stype_in=SType(p["stype_in"]),
+            symbols=tuple(known),
+            start=_ts(p["start"]),
+            end=_ts(p["end"]),
+        )
 
     def records(self, p: dict[str, str]) -> np.ndarray:
         """What get_range serves for these parameters (the known symbols only)."""
@@ -134,10 +142,19 @@ class FakeDatabento:
         days = sample.utc_days(chunk.start, chunk.end)
         hits = {s: sum(1 for d in days if sample.resolve(s, stype, d)) for s in known}
         maps = {s: iv for s, iv in sample.mappings(known, stype, days).items() if iv}
-        data = encode_dbn(dataset=chunk.dataset, schema=chunk.schema, stype_in=stype, start=chunk.start,
-                          end=chunk.end, symbols=p["symbols"].split(","), mappings=maps, records=records,
-                          compress=True, partial=[s for s in known if 0 < hits[s] < len(days)],
-                          not_found=unknown + [s for s in known if hits[s] == 0])
+        data = encode_dbn(
+            dataset=chunk.dataset,
+            schema=chunk.schema,
+            stype_in=stype,
+            start=chunk.start,
+            end=chunk.end,
+            symbols=p["symbols"].split(","),
+            mappings=maps,
+            records=records,
+            compress=True,
+            partial=[s for s in known if 0 < hits[s] < len(days)],
+            not_found=unknown + [s for s in known if hits[s] == 0],
+        )
         with self.lock:
             if self.cache is None:
                 self.served.append(records)
@@ -154,8 +171,11 @@ class FakeDatabento:
         if start >= end:
             return _error(422, "Invalid time range: `start` must be before `end`.")
         if start < AVAILABLE[0] or end > AVAILABLE[1]:
-            return _error(422, f"Requested range is outside the available range for {p['dataset']}: "
-                               f"{AVAILABLE[0].date()} to {AVAILABLE[1].date()}")
+            return _error(
+                422,
+                f"Requested range is outside the available range for {p['dataset']}: "
+                f"{AVAILABLE[0].date()} to {AVAILABLE[1].date()}",
+            )
         return None
 
     def resolve(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -167,9 +187,18 @@ class FakeDatabento:
         days = sample.utc_days(start, end)
         maps = sample.mappings(known, stype, days) if known else {}
         result = {s: [{"d0": str(a), "d1": str(b), "s": str(iid)} for a, b, iid in maps[s]] for s in known if maps[s]}
-        body = {"result": result, "symbols": symbols, "stype_in": str(stype), "stype_out": "instrument_id",
-                "start_date": str(start.date()), "end_date": str(end.date()), "partial": [],
-                "not_found": unknown + [s for s in known if not maps[s]], "message": "OK", "status": 0}
+        body = {
+            "result": result,
+            "symbols": symbols,
+            "stype_in": str(stype),
+            "stype_out": "instrument_id",
+            "start_date": str(start.date()),
+            "end_date": str(end.date()),
+            "partial": [],
+            "not_found": unknown + [s for s in known if not maps[s]],
+            "message": "OK",
+            "status": 0,
+        }
         return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
     def metadata(self, endpoint: str, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -245,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
                     size = record_dtype(Schema(p["schema"])).itemsize
                     comp = zstandard.ZstdCompressor().compressobj()
                     kept = (len(plain) - head) // size * 2 // 3
-                    body = comp.compress(plain[:head + kept * size]) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                    body = comp.compress(plain[: head + kept * size]) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
                 else:
                     body = zstandard.ZstdCompressor().compress(plain[: len(plain) * 2 // 3 + 7])
                 with fake.lock:
@@ -257,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint in ("metadata.get_cost", "metadata.get_record_count"):
             return fake.metadata(endpoint, p)
         if endpoint == "metadata.get_dataset_range":
-            span = {"start": f"{AVAILABLE[0]:%Y-%m-%dT%H:%M:%S}.000000000Z",
-                    "end": f"{AVAILABLE[1]:%Y-%m-%dT%H:%M:%S}.000000000Z"}
+            span = {
+                "start": f"{AVAILABLE[0]:%Y-%m-%dT%H:%M:%S}.000000000Z",
+                "end": f"{AVAILABLE[1]:%Y-%m-%dT%H:%M:%S}.000000000Z",
+            }
             return 200, {"Content-Type": "application/json"}, json.dumps(span).encode()
         return _error(404, f"Not found: {endpoint}")

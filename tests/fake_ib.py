@@ -62,14 +62,16 @@ class FakeContract:
 
 UNIVERSE = (
     FakeContract(265598, "AAPL", "STK", "SMART", "USD", "AAPL", "NMS", head="1980-12-12", min_tick=0.01),
-    FakeContract(495512557, "ES", "FUT", "CME", "USD", "ESZ3", "ES", "20231215", "50", 0.25, "2022-09-20",
-                 "US/Central"),
-    FakeContract(551601561, "ES", "FUT", "CME", "USD", "ESH4", "ES", "20240315", "50", 0.25, "2022-12-16",
-                 "US/Central"),
-    FakeContract(568550526, "ES", "FUT", "CME", "USD", "ESM4", "ES", "20240621", "50", 0.25, "2023-03-17",
-                 "US/Central"),
-    FakeContract(12087792, "EUR", "CASH", "IDEALPRO", "USD", "EUR.USD", "EUR.USD", min_tick=0.00005,
-                 head="2005-01-03"),
+    FakeContract(
+        495512557, "ES", "FUT", "CME", "USD", "ESZ3", "ES", "20231215", "50", 0.25, "2022-09-20", "US/Central"
+    ),
+    FakeContract(
+        551601561, "ES", "FUT", "CME", "USD", "ESH4", "ES", "20240315", "50", 0.25, "2022-12-16", "US/Central"
+    ),
+    FakeContract(
+        568550526, "ES", "FUT", "CME", "USD", "ESM4", "ES", "20240621", "50", 0.25, "2023-03-17", "US/Central"
+    ),
+    FakeContract(12087792, "EUR", "CASH", "IDEALPRO", "USD", "EUR.USD", "EUR.USD", min_tick=0.00005, head="2005-01-03"),
     FakeContract(416904, "SPX", "IND", "CBOE", "USD", "SPX", "SPX", head="1990-01-02", time_zone="US/Central"),
     FakeContract(777001, "NEWCO", "STK", "SMART", "USD", "NEWCO", "NMS", head="2024-01-10"),
 )
@@ -249,15 +251,17 @@ class FakeIbGateway:
         return handler(conn, f) is not False
 
     def _match(self, f: list[str], first: int) -> list[FakeContract]:
-        con_id, symbol, sec_type, last, _strike, _right, _mult, exchange, _prim, currency, local, _tc = \
-            f[first:first + 12]
+        con_id, symbol, sec_type, last, _strike, _right, _mult, exchange, _prim, currency, local, _tc = f[
+            first : first + 12
+        ]
         include_expired = f[first + 12] == "1"
         if con_id not in ("", "0"):
             return [c for c in self.contracts if c.con_id == int(con_id)]
         out = []
         for c in self.contracts:
-            if c.symbol != symbol.upper() or (c.sec_type != sec_type and not (sec_type == "CONTFUT" and
-                                                                             c.sec_type == "FUT")):
+            if c.symbol != symbol.upper() or (
+                c.sec_type != sec_type and not (sec_type == "CONTFUT" and c.sec_type == "FUT")
+            ):
                 continue
             if (exchange and exchange != c.exchange) or (currency and currency != c.currency):
                 continue
@@ -269,8 +273,9 @@ class FakeIbGateway:
                 continue
             out.append(c)
         if sec_type == "CONTFUT":
-            live = sorted((c for c in out if c.expiry_end is not None and c.expiry_end > self.today),
-                          key=lambda c: c.last_trade)
+            live = sorted(
+                (c for c in out if c.expiry_end is not None and c.expiry_end > self.today), key=lambda c: c.last_trade
+            )
             out = live[:1]
         return out
 
@@ -282,12 +287,50 @@ class FakeIbGateway:
             return
         msgs = []
         for c in found:
-            msgs.append([
-                10, req_id, c.symbol, c.sec_type, c.last_trade, 0.0, "", c.exchange, c.currency, c.local_symbol,
-                c.trading_class, c.trading_class, c.con_id, c.min_tick, c.multiplier, "ACTIVETIM,LMT,MKT",
-                c.exchange, 1, 0, f"{c.symbol} fake", c.exchange if c.sec_type == "STK" else "", c.last_trade[:6],
-                "", "", "", c.time_zone, "", "", "", "", 0, 1, "", "", "26", c.last_trade, "", "1", "1", "1",
-            ])
+            msgs.append(
+                [
+                    10,
+                    req_id,
+                    c.symbol,
+                    c.sec_type,
+                    c.last_trade,
+                    0.0,
+                    "",
+                    c.exchange,
+                    c.currency,
+                    c.local_symbol,
+                    c.trading_class,
+                    c.trading_class,
+                    c.con_id,
+                    c.min_tick,
+                    c.multiplier,
+                    "ACTIVETIM,LMT,MKT",
+                    c.exchange,
+                    1,
+                    0,
+                    f"{c.symbol} fake",
+                    c.exchange if c.sec_type == "STK" else "",
+                    c.last_trade[:6],
+                    "",
+                    "",
+                    "",
+                    c.time_zone,
+                    "",
+                    "",
+                    "",
+                    "",
+                    0,
+                    1,
+                    "",
+                    "",
+                    "26",
+                    c.last_trade,
+                    "",
+                    "1",
+                    "1",
+                    "1",
+                ]
+            )
         msgs.append([52, 1, req_id])
         _send_all(conn, msgs)
 
@@ -324,8 +367,9 @@ class FakeIbGateway:
         found = self._match(f, 2)
         end_text, bar_size, duration, what, fmt = f[15], f[16], f[17], f[19], f[20]  # f[18]: useRTH
         key = found[0].con_id if found else f[2]
-        if not self._paced(conn, req_id, HistRequest(str(key), f[9], what, bar_size,
-                                                     parse_end(end_text, self.today), duration)):
+        if not self._paced(
+            conn, req_id, HistRequest(str(key), f[9], what, bar_size, parse_end(end_text, self.today), duration)
+        ):
             return self._listener is not None and conn.fileno() >= 0
         if not found:
             _send(conn, [4, 2, req_id, 200, "No security definition has been found for the request", ""])
@@ -338,8 +382,7 @@ class FakeIbGateway:
         end = parse_end(end_text, self.today)
         span = parse_duration(duration)
         if span.total_seconds() > MAX_SECONDS[bar_size]:
-            _send(conn, [4, 2, req_id, 162, "Historical Market Data Service error message:Time length exceed max.",
-                         ""])
+            _send(conn, [4, 2, req_id, 162, "Historical Market Data Service error message:Time length exceed max.", ""])
             return None
         start = end - span
         times = bar_times(contract, bar_size, start, end)
@@ -353,8 +396,9 @@ class FakeIbGateway:
             rows: list[object] = []
             for t in times:
                 o, h, lo, c, v = bar(contract, what, t, step)
-                stamp = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y%m%d") if step == 86_400 or fmt != "2" \
-                    else str(t)
+                stamp = (
+                    dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y%m%d") if step == 86_400 or fmt != "2" else str(t)
+                )
                 rows += [stamp, o, h, lo, c, v, o, 1 if v == "-1" else int(v) // 2]
             body = self._bodies[key] = "".join(f"{v}\0" for v in [len(times), *rows])
         head = "".join(f"{v}\0" for v in [17, req_id, f"{start:%Y%m%d %H:%M:%S}", f"{end:%Y%m%d %H:%M:%S}"])
@@ -365,8 +409,11 @@ class FakeIbGateway:
     def _head(self, conn: socket.socket, f: list[str]) -> bool | None:
         req_id = int(f[1])
         found = self._match(f, 2)
-        if not self._paced(conn, req_id, HistRequest(str(found[0].con_id if found else f[2]), f[9], f[16], "head",
-                                                     pd.Timestamp(0, tz="UTC"), "")):
+        if not self._paced(
+            conn,
+            req_id,
+            HistRequest(str(found[0].con_id if found else f[2]), f[9], f[16], "head", pd.Timestamp(0, tz="UTC"), ""),
+        ):
             return self._listener is not None and conn.fileno() >= 0
         if not found:
             _send(conn, [4, 2, req_id, 200, "No security definition has been found for the request", ""])

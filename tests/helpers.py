@@ -24,8 +24,17 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.frontend import cli
 
 #: Every table hdi_lab writes market data, reference data or bookkeeping into.
-DATA_TABLES = ("ohlcv_1s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d", "trades", "tbbo", "statistics",
-               "instruments", "symbology")
+DATA_TABLES = (
+    "ohlcv_1s",
+    "ohlcv_1m",
+    "ohlcv_1h",
+    "ohlcv_1d",
+    "trades",
+    "tbbo",
+    "statistics",
+    "instruments",
+    "symbology",
+)
 ALL_TABLES = (*DATA_TABLES, "ingest_log", "quarantine")
 
 DAY_NS = 86_400_000_000_000
@@ -51,8 +60,10 @@ def decompressed(path: str | Path) -> bytes:
 
 def metadata_mapping(store: db.DBNStore) -> dict[str, list[tuple[dt.date, dt.date, int]]]:
     """The store's symbology as :mod:`hdi_lab.dbn.writer` ``mappings``."""
-    return {sym: [(iv["start_date"], iv["end_date"], int(iv["symbol"])) for iv in ivs]
-            for sym, ivs in store.mappings.items()}
+    return {
+        sym: [(iv["start_date"], iv["end_date"], int(iv["symbol"])) for iv in ivs]
+        for sym, ivs in store.mappings.items()
+    }
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -85,8 +96,10 @@ def schema_at_version(pg_url: str, schema: str, version: int) -> None:
         with conn, conn.cursor() as cur:
             s = f'"{schema}"'
             cur.execute(f"CREATE SCHEMA {s}")
-            cur.execute(f"CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            cur.execute(
+                f"CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             for v, name, text in migrations():
                 if v <= version:
                     cur.execute(text.replace("{s}", s))
@@ -98,7 +111,7 @@ def schema_at_version(pg_url: str, schema: str, version: int) -> None:
 def row_counts(session: HdiSession, tables: tuple[str, ...] = ALL_TABLES) -> dict[str, int]:
     """Row count of each hdi_lab table in the session's schema (through ``hdi_lab.sql``)."""
     s = session.schema
-    text = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM \"{s}\".\"{t}\"" for t in tables)
+    text = " UNION ALL ".join(f'SELECT \'{t}\' AS t, count(*) AS n FROM "{s}"."{t}"' for t in tables)
     df = hdi_lab.sql(text, session=session)
     return {str(t): int(n) for t, n in zip(df["t"], df["n"], strict=True)}
 
@@ -137,8 +150,9 @@ def resample_bars(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
     first / max / min / last and volume sum; empty buckets dropped; shaped like ``query(..., interval=)``."""
     parts = []
     for (sym, iid), g in bars.groupby(["symbol", "instrument_id"], sort=False):
-        r = g.resample(PANDAS_RULE[interval]).agg({"publisher_id": "first", "open": "first", "high": "max",
-                                                    "low": "min", "close": "last", "volume": "sum"})
+        r = g.resample(PANDAS_RULE[interval]).agg(
+            {"publisher_id": "first", "open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+        )
         r = r.dropna(subset=["open"])
         r.insert(0, "instrument_id", iid)
         r.insert(0, "symbol", sym)
@@ -153,8 +167,7 @@ def resample_bars(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
 
 def by_time(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows in (time, symbol, instrument) order, as :func:`resample_bars` returns them."""
-    return frame.reset_index().sort_values(["ts_event", "symbol", "instrument_id"], kind="stable") \
-        .set_index("ts_event")
+    return frame.reset_index().sort_values(["ts_event", "symbol", "instrument_id"], kind="stable").set_index("ts_event")
 
 
 class TestingShell(InteractiveShell):

@@ -18,8 +18,11 @@ REQ = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01
 def test_numpy_parameters_are_sent_as_python_values(session: HdiSession) -> None:
     hdi_lab.ingest(provider="sample", **REQ, session=session)  # type: ignore[arg-type]
     ids = np.array([400001, 400002], dtype=np.int64)
-    df = hdi_lab.sql("SELECT count(*) AS n FROM ohlcv_1m WHERE instrument_id = ANY(%(ids)s) AND volume > %(v)s",
-                     {"ids": ids, "v": np.int64(0)}, session=session)
+    df = hdi_lab.sql(
+        "SELECT count(*) AS n FROM ohlcv_1m WHERE instrument_id = ANY(%(ids)s) AND volume > %(v)s",
+        {"ids": ids, "v": np.int64(0)},
+        session=session,
+    )
     assert int(df["n"].iloc[0]) == 2760
     one = hdi_lab.sql("SELECT %s::bigint AS x", [np.int32(7)], session=session)
     assert one["x"].tolist() == [7]
@@ -53,8 +56,14 @@ def test_progress_announces_the_plan_then_each_chunk(session: HdiSession) -> Non
 
 
 def test_columns_of_a_bars_query_are_read_alone_and_equal_the_full_query(session: HdiSession) -> None:
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4", "NQH4"], start="2024-01-02",
-                   end="2024-01-04", session=session)
+    hdi_lab.ingest(
+        provider="sample",
+        schema="ohlcv-1m",
+        symbols=["ESH4", "NQH4"],
+        start="2024-01-02",
+        end="2024-01-04",
+        session=session,
+    )
     args = ("ohlcv-1m", ["ESH4", "NQH4"], "2024-01-02", "2024-01-04")
     full = hdi_lab.query(*args, session=session)
     part = hdi_lab.query(*args, columns=["symbol", "close", "volume"], session=session)

@@ -50,8 +50,11 @@ def test_ingest_prints_report(hdi_env: dict[str, str], session: HdiSession) -> N
     n = len(read_store(GLBX["trades"]).to_ndarray())
     code, out, err = run_cli(["ingest", str(GLBX["trades"])])
     assert code == 0, err
-    assert re.search(rf"file trades: 1 chunks \(0 already done\), fetched {n}, inserted {n}, updated 0, "
-                     r"duplicates 0, quarantined 0", out), out
+    assert re.search(
+        rf"file trades: 1 chunks \(0 already done\), fetched {n}, inserted {n}, updated 0, "
+        r"duplicates 0, quarantined 0",
+        out,
+    ), out
     assert row_counts(session)["trades"] == n
     code, out, _ = run_cli(["ingest", str(GLBX["trades"])])
     assert code == 0 and "(1 already done)" in out and "inserted 0" in out
@@ -136,8 +139,19 @@ def test_config_show_masks_password_from_environment(monkeypatch: pytest.MonkeyP
 
 
 def test_ingest_dry_run_writes_nothing(hdi_env: dict[str, str], session: HdiSession) -> None:
-    argv = ["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4",
-            "--start", "2024-01-02", "--end", "2024-01-05"]
+    argv = [
+        "ingest",
+        "--provider",
+        "sample",
+        "--schema",
+        "ohlcv-1m",
+        "--symbols",
+        "ESH4",
+        "--start",
+        "2024-01-02",
+        "--end",
+        "2024-01-05",
+    ]
     code, out, err = run_cli([*argv, "--dry-run"])
     assert code == 0, err
     assert out.startswith("dry run: sample ohlcv-1m: 3 chunks")
@@ -157,8 +171,18 @@ def test_query_fixed_prices_keep_undef(hdi_env: dict[str, str], session: HdiSess
     path = GLBX["statistics"]
     expected = read_store(path).to_ndarray()
     assert run_cli(["ingest", str(path)])[0] == 0
-    base = ["query", "statistics", "--symbols", "ESH1", "--start", "2020-12-28", "--end", "2020-12-29",
-            "--format", "csv"]
+    base = [
+        "query",
+        "statistics",
+        "--symbols",
+        "ESH1",
+        "--start",
+        "2020-12-28",
+        "--end",
+        "2020-12-29",
+        "--format",
+        "csv",
+    ]
     code, out, _ = run_cli([*base, "--price-type", "fixed"])
     assert code == 0
     frame = pd.read_csv(io.StringIO(out))
@@ -167,12 +191,31 @@ def test_query_fixed_prices_keep_undef(hdi_env: dict[str, str], session: HdiSess
     assert (expected["quantity"] == UNDEF_PRICE).all()  # the fixture's quantities are all undefined
 
 
-@pytest.mark.parametrize("argv", [QUERY + ["--limit", "-5"], ["quarantine", "list", "--limit", "-1"],
-                                  ["compare", "ohlcv-1m", "--left", "ESH4", "--right", "ESH4", "--start",
-                                   "2024-01-02", "--end", "2024-01-03", "--limit", "-2"]],
-                         ids=["query", "quarantine-list", "compare"])
-def test_negative_limit_is_refused(hdi_env: dict[str, str], session: HdiSession, argv: list[str],
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        QUERY + ["--limit", "-5"],
+        ["quarantine", "list", "--limit", "-1"],
+        [
+            "compare",
+            "ohlcv-1m",
+            "--left",
+            "ESH4",
+            "--right",
+            "ESH4",
+            "--start",
+            "2024-01-02",
+            "--end",
+            "2024-01-03",
+            "--limit",
+            "-2",
+        ],
+    ],
+    ids=["query", "quarantine-list", "compare"],
+)
+def test_negative_limit_is_refused(
+    hdi_env: dict[str, str], session: HdiSession, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """``head(-5)`` would show all rows but five; a negative SQL LIMIT is a database error."""
     with pytest.raises(SystemExit) as info:
         run_cli(argv)

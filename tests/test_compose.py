@@ -31,8 +31,11 @@ def test_compose_file_services_health_volumes_and_secrets() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{(\w+):\?", text))
     assert {"POSTGRES_PASSWORD", "JUPYTER_TOKEN"} <= required
-    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert required <= set(example)
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
     assert "notebook" in (ROOT / "docker" / "Dockerfile").read_text()

@@ -46,8 +46,9 @@ def test_bad_values_and_placeholder_keys_are_refused(tmp_path: Path) -> None:
         load_settings({"db_schema": "x; drop table trades"}, environ={}, cwd=tmp_path)
 
 
-def test_config_show_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_show_masks_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABENTO_API_KEY", "db-Abcdefghijklmnopqrstuvwxyz123")
     rc = main(["--database-url", "postgresql://u:secretpw@db.example:5432/x", "config", "show"])

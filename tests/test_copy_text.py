@@ -40,15 +40,21 @@ def parse(buf: bytes, pgtypes: list[str]) -> list[tuple[Any, ...]]:
             if size == -1:
                 row.append(None)
                 continue
-            raw, pos = buf[pos:pos + size], pos + size
+            raw, pos = buf[pos : pos + size], pos + size
             row.append(raw.decode() if t == "text" else struct.unpack(">q" if t == "int8" else ">d", raw)[0])
         out.append(tuple(row))
     return out
 
 
 def expected(values: list[npt.NDArray[Any]], nulls: dict[int, npt.NDArray[Any]]) -> list[tuple[Any, ...]]:
-    return [(int(values[0][r]), None if nulls[1][r] else values[1][r].decode(),
-             None if nulls[2][r] else float(values[2][r])) for r in range(len(values[0]))]
+    return [
+        (
+            int(values[0][r]),
+            None if nulls[1][r] else values[1][r].decode(),
+            None if nulls[2][r] else float(values[2][r]),
+        )
+        for r in range(len(values[0]))
+    ]
 
 
 @pytest.mark.unit
@@ -74,8 +80,9 @@ def test_text_rows_copy_into_a_table(session: HdiSession) -> None:
     conn = session.connection()
     with transaction(conn) as cur:
         cur.execute(f'CREATE TABLE "{session.schema}".copy_text (id bigint, symbol text, value float8)')
-        copy.copy_in(cur, f'"{session.schema}".copy_text', ["id", "symbol", "value"],
-                     copy.encode(pgtypes, values, nulls))
+        copy.copy_in(
+            cur, f'"{session.schema}".copy_text', ["id", "symbol", "value"], copy.encode(pgtypes, values, nulls)
+        )
         cur.execute(f'SELECT id, symbol, value FROM "{session.schema}".copy_text ORDER BY id')
         got = [tuple(r) for r in cur.fetchall()]
     assert got == expected(values, nulls)

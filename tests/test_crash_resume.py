@@ -23,15 +23,12 @@ pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[1]
 # 10 daily chunks of ESH4 trades (~35k trades per weekday, none on Saturday): each takes a noticeable time.
 REQUEST = dict(provider="sample", schema="trades", symbols=["ESH4"], start="2024-01-01", end="2024-01-11")
-CODE = (
-    "import hdi_lab\n"
-    f"hdi_lab.ingest(**{REQUEST!r})\n"
-)
+CODE = f"import hdi_lab\nhdi_lab.ingest(**{REQUEST!r})\n"
 #: a fingerprint of the stored trades: count and sums of every column
 FINGERPRINT = (
     "SELECT count(*) AS n, sum(ts_event_ns::numeric) AS ts, sum(ts_recv_ns::numeric) AS recv, sum(price::numeric) "
     "AS px, sum(size) AS size, sum(sequence) AS seq, sum(dup_idx) AS dup, sum(ascii(side::text)) AS side, "
-    "count(DISTINCT instrument_id) AS ids FROM \"{s}\".trades"
+    'count(DISTINCT instrument_id) AS ids FROM "{s}".trades'
 )
 
 
@@ -59,15 +56,21 @@ def _fingerprint(session: HdiSession) -> dict[str, object]:
     return hdi_lab.sql(FINGERPRINT.format(s=session.schema), session=session).iloc[0].to_dict()
 
 
-def test_sigkill_keeps_whole_chunks_and_rerun_completes(pg_url: str, db_schema: str, hdi_env: dict[str, str],
-                                                        session: HdiSession, tmp_path: Path) -> None:
+def test_sigkill_keeps_whole_chunks_and_rerun_completes(
+    pg_url: str, db_schema: str, hdi_env: dict[str, str], session: HdiSession, tmp_path: Path
+) -> None:
     chunks = SampleProvider().plan(make_request(**REQUEST))  # type: ignore[arg-type]
     expected_per_chunk = {c.key: SampleProvider().estimate(c).records for c in chunks}
     total = sum(expected_per_chunk.values())
     assert len(chunks) == 10 and total > 0
 
-    proc = subprocess.Popen([sys.executable, "-c", CODE], env=_child_env(hdi_env), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CODE],
+        env=_child_env(hdi_env),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while _log_rows(pg_url, db_schema) == 0:
@@ -83,10 +86,12 @@ def test_sigkill_keeps_whole_chunks_and_rerun_completes(pg_url: str, db_schema: 
 
     s = session.schema
     log = hdi_lab.sql(
-        f'SELECT l.id, l.chunk_key, l.fetched, l.inserted, l.duplicates, l.quarantined, '
+        f"SELECT l.id, l.chunk_key, l.fetched, l.inserted, l.duplicates, l.quarantined, "
         f'(SELECT count(*) FROM "{s}".trades t WHERE t.ts_event_ns >= (extract(epoch FROM l.start_ts) * 1e9)::bigint '
-        f'AND t.ts_event_ns < (extract(epoch FROM l.end_ts) * 1e9)::bigint) AS stored '
-        f'FROM "{s}".ingest_log l ORDER BY l.id', session=session)
+        f"AND t.ts_event_ns < (extract(epoch FROM l.end_ts) * 1e9)::bigint) AS stored "
+        f'FROM "{s}".ingest_log l ORDER BY l.id',
+        session=session,
+    )
     logged = len(log)
     assert 1 <= logged < len(chunks), "killed after the first chunk and before the last"
     for row in log.itertuples():

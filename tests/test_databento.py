@@ -43,8 +43,13 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabe
 
 
 def _session(session: HdiSession, fake: FakeDatabento, **overrides: object) -> HdiSession:
-    values = dict(databento_api_key=KEY, databento_gateway=fake.url, databento_backoff=0.01,
-                  databento_retries=2, databento_max_cost_usd=1000.0)
+    values = dict(
+        databento_api_key=KEY,
+        databento_gateway=fake.url,
+        databento_backoff=0.01,
+        databento_retries=2,
+        databento_max_cost_usd=1000.0,
+    )
     values.update(overrides)
     return HdiSession(session.settings.replace(**values))
 
@@ -57,8 +62,9 @@ def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
 
 
 def _ingest(s: HdiSession, **kw: object) -> hdi_lab.IngestReport:
-    args: dict[str, object] = dict(provider="databento", dataset=GLBX, schema="ohlcv-1m", symbols=["ESH4"],
-                                   start="2024-03-12", end="2024-03-14")
+    args: dict[str, object] = dict(
+        provider="databento", dataset=GLBX, schema="ohlcv-1m", symbols=["ESH4"], start="2024-03-12", end="2024-03-14"
+    )
     args.update(kw)
     return hdi_lab.ingest(session=s, **args)  # type: ignore[arg-type]
 
@@ -78,8 +84,7 @@ COMPARE = {
 
 
 @pytest.mark.parametrize("schema", [s.value for s in Schema])
-def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake: FakeDatabento,
-                                                           schema: str) -> None:
+def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake: FakeDatabento, schema: str) -> None:
     sparse = schema in ("ohlcv-1h", "ohlcv-1d", "statistics", "definition")
     start, end = ("2024-02-20", "2024-03-10") if sparse else ("2024-03-12", "2024-03-14")
     report = _ingest(dbs, schema=schema, symbols=["ESH4", "NQH4"], start=start, end=end)
@@ -114,16 +119,23 @@ def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake
 
 
 def test_acceptance_form_parent_symbol(dbs: HdiSession, fake: FakeDatabento) -> None:
-    report = hdi_lab.ingest(provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1d", symbols=["ES.FUT"],
-                            stype_in="parent", start="2024-02-01", end="2024-03-01", session=dbs)
+    report = hdi_lab.ingest(
+        provider="databento",
+        dataset="GLBX.MDP3",
+        schema="ohlcv-1d",
+        symbols=["ES.FUT"],
+        stype_in="parent",
+        start="2024-02-01",
+        end="2024-03-01",
+        session=dbs,
+    )
     assert report.inserted == len(fake.served_of("ohlcv-1d")) > 0
     df = hdi_lab.query("ohlcv-1d", "ES.FUT", "2024-02-01", "2024-03-01", session=dbs)
     assert set(df["instrument_id"]) == {400001, 400002}
 
 
 def test_continuous_symbol_rolls_on_2024_03_14(dbs: HdiSession) -> None:
-    _ingest(dbs, schema="ohlcv-1d", symbols=["ES.c.0"], stype_in="continuous", start="2024-03-10",
-            end="2024-03-20")
+    _ingest(dbs, schema="ohlcv-1d", symbols=["ES.c.0"], stype_in="continuous", start="2024-03-10", end="2024-03-20")
     df = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-10", "2024-03-20", session=dbs)
     before, after = df[df.index < "2024-03-14"], df[df.index >= "2024-03-14"]
     assert set(before["instrument_id"]) == {400001} and set(after["instrument_id"]) == {400002}
@@ -150,8 +162,9 @@ def test_no_discovery_for_datasets_databento_does_not_serve(dbs: HdiSession, fak
     assert "Databento" not in str(info.value) and fake.calls == []
 
 
-def test_discovery_uses_the_dataset_setting_and_reports_unknown_symbols(session: HdiSession,
-                                                                        fake: FakeDatabento) -> None:
+def test_discovery_uses_the_dataset_setting_and_reports_unknown_symbols(
+    session: HdiSession, fake: FakeDatabento
+) -> None:
     with _session(session, fake, databento_dataset=GLBX) as s:
         df = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-01", "2024-03-05", session=s)
         assert df.empty  # symbology known now, no bars ingested
@@ -170,10 +183,26 @@ def test_no_discovery_without_a_key(session: HdiSession, fake: FakeDatabento) ->
 
 def test_dry_run_reports_records_and_cost(dbs: HdiSession, fake: FakeDatabento) -> None:
     report = _ingest(dbs, schema="trades", dry_run=True)
-    served = fake.records({"dataset": GLBX, "schema": "trades", "stype_in": "raw_symbol", "symbols": "ESH4",
-                           "start": "2024-03-12", "end": "2024-03-14"})
-    defs = fake.records({"dataset": GLBX, "schema": "definition", "stype_in": "raw_symbol", "symbols": "ESH4",
-                         "start": "2024-03-12", "end": "2024-03-14"})
+    served = fake.records(
+        {
+            "dataset": GLBX,
+            "schema": "trades",
+            "stype_in": "raw_symbol",
+            "symbols": "ESH4",
+            "start": "2024-03-12",
+            "end": "2024-03-14",
+        }
+    )
+    defs = fake.records(
+        {
+            "dataset": GLBX,
+            "schema": "definition",
+            "stype_in": "raw_symbol",
+            "symbols": "ESH4",
+            "start": "2024-03-12",
+            "end": "2024-03-14",
+        }
+    )
     assert report.fetched == len(served) > 0 and len(defs) > 0  # the estimate of the data alone
     assert report.cost_usd == pytest.approx((len(served) + len(defs)) * fake.usd_per_record)  # what is paid
     assert fake.count("timeseries.get_range") == 0 and _count(dbs, "trades") == 0
@@ -195,8 +224,9 @@ def test_cost_guard_refuses_then_allow_cost_overrides(session: HdiSession, fake:
 
 
 def test_429_with_retry_after_then_success(dbs: HdiSession, fake: FakeDatabento) -> None:
-    fake.faults.append(Fault("timeseries.get_range", 429, {"Retry-After": "0.3"}, "Too many requests",
-                             schema="ohlcv-1m"))
+    fake.faults.append(
+        Fault("timeseries.get_range", 429, {"Retry-After": "0.3"}, "Too many requests", schema="ohlcv-1m")
+    )
     t0 = time.perf_counter()
     report = _ingest(dbs, start="2024-03-12", end="2024-03-13")
     assert time.perf_counter() - t0 >= 0.3  # Retry-After honoured (backoff alone is 0.01 s)
@@ -211,22 +241,40 @@ def test_429_exhausted_is_a_rate_limit_error(dbs: HdiSession, fake: FakeDatabent
     assert info.value.status == 429 and info.value.provider == "databento"
 
 
-def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiSession,
-                                                                      fake: FakeDatabento) -> None:
+def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiSession, fake: FakeDatabento) -> None:
     bars = dict(schema="ohlcv-1m")
-    fake.faults += [Fault("timeseries.get_range", 503, after=1, **bars), Fault("timeseries.get_range", 502, **bars),
-                    Fault("timeseries.get_range", 500, **bars)]
+    fake.faults += [
+        Fault("timeseries.get_range", 503, after=1, **bars),
+        Fault("timeseries.get_range", 502, **bars),
+        Fault("timeseries.get_range", 500, **bars),
+    ]
     with pytest.raises(UnavailableError, match="HTTP 500.*after 3 tries") as info:
         _ingest(dbs, start="2024-03-11", end="2024-03-14")
     assert info.value.status == 500 and info.value.request_id == "fake-req-1"
     assert str(info.value).endswith("(2 of 4 chunks were committed before this and are kept)")  # definitions, day 1
-    first = fake.records({"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
-                          "start": "2024-03-11", "end": "2024-03-12"})
+    first = fake.records(
+        {
+            "dataset": GLBX,
+            "schema": "ohlcv-1m",
+            "stype_in": "raw_symbol",
+            "symbols": "ESH4",
+            "start": "2024-03-11",
+            "end": "2024-03-12",
+        }
+    )
     assert _count(dbs, "ohlcv_1m") == len(first) > 0  # the first day stays committed
     report = _ingest(dbs, start="2024-03-11", end="2024-03-14")
     assert report.chunks_skipped == 2 and len(report.chunks) == 4  # the definitions and the first day
-    whole = fake.records({"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
-                          "start": "2024-03-11", "end": "2024-03-14"})
+    whole = fake.records(
+        {
+            "dataset": GLBX,
+            "schema": "ohlcv-1m",
+            "stype_in": "raw_symbol",
+            "symbols": "ESH4",
+            "start": "2024-03-11",
+            "end": "2024-03-14",
+        }
+    )
     assert _count(dbs, "ohlcv_1m") == len(whole) == len(first) + report.inserted
 
 
@@ -239,10 +287,14 @@ def test_truncated_stream_rolls_the_chunk_back(dbs: HdiSession, fake: FakeDatabe
     assert report.inserted == _count(dbs, "trades") > 0
 
 
-@pytest.mark.parametrize(("schema", "table"), [("trades", "trades"), ("ohlcv-1d", "ohlcv_1d")],
-                         ids=["records-decode", "header-does-not-decode"])
-def test_unfinished_zstd_download_fails_the_chunk_and_stores_nothing(dbs: HdiSession, fake: FakeDatabento,
-                                                                     schema: str, table: str) -> None:
+@pytest.mark.parametrize(
+    ("schema", "table"),
+    [("trades", "trades"), ("ohlcv-1d", "ohlcv_1d")],
+    ids=["records-decode", "header-does-not-decode"],
+)
+def test_unfinished_zstd_download_fails_the_chunk_and_stores_nothing(
+    dbs: HdiSession, fake: FakeDatabento, schema: str, table: str
+) -> None:
     """A download whose zstd frame never ends (whole records, no frame end) is an error, not a short chunk.
 
     Not retried: the download completed as the gateway sent it; the chunk fails, and a re-run fetches it again.
@@ -300,8 +352,21 @@ def test_definitions_with_the_data_can_be_turned_off(session: HdiSession, fake: 
 
 def test_cost_guard_counts_only_the_chunks_still_to_fetch(session: HdiSession, fake: FakeDatabento) -> None:
     def cost(schema: str, start: str, end: str) -> float:
-        return len(fake.records({"dataset": GLBX, "schema": schema, "stype_in": "raw_symbol", "symbols": "ESH4",
-                                 "start": start, "end": end})) * fake.usd_per_record
+        return (
+            len(
+                fake.records(
+                    {
+                        "dataset": GLBX,
+                        "schema": schema,
+                        "stype_in": "raw_symbol",
+                        "symbols": "ESH4",
+                        "start": start,
+                        "end": end,
+                    }
+                )
+            )
+            * fake.usd_per_record
+        )
 
     whole = cost("trades", "2024-03-11", "2024-03-14") + cost("definition", "2024-03-11", "2024-03-14")
     last_day = cost("trades", "2024-03-13", "2024-03-14")
@@ -327,39 +392,52 @@ def test_bad_key_is_a_one_line_auth_error_without_the_key(session: HdiSession, f
     assert bad not in msg and bad not in repr(info.value) and KEY not in msg
 
 
-@pytest.mark.parametrize(("kw", "needle"), [
-    (dict(symbols=["NOPE1"]), "check the symbols"),
-])
-def test_4xx_is_a_one_line_error_saying_what_to_change(dbs: HdiSession, fake: FakeDatabento,
-                                                       kw: dict[str, object], needle: str) -> None:
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        (dict(symbols=["NOPE1"]), "check the symbols"),
+    ],
+)
+def test_4xx_is_a_one_line_error_saying_what_to_change(
+    dbs: HdiSession, fake: FakeDatabento, kw: dict[str, object], needle: str
+) -> None:
     with pytest.raises(ProviderError) as info:
         _ingest(dbs, **kw)
     msg = str(info.value)
     assert needle in msg and "HTTP 422" in msg and "\n" not in msg and info.value.status == 422
 
 
-@pytest.mark.parametrize("start,end", [("1700-01-01", "2024-03-12"), ("2010-01-04", "2010-01-05"),
-                                       ("2024-12-31", "2025-01-02")])
-def test_a_range_beyond_the_dataset_is_refused_before_planning(dbs: HdiSession, fake: FakeDatabento,
-                                                               start: str, end: str) -> None:
+@pytest.mark.parametrize(
+    "start,end", [("1700-01-01", "2024-03-12"), ("2010-01-04", "2010-01-05"), ("2024-12-31", "2025-01-02")]
+)
+def test_a_range_beyond_the_dataset_is_refused_before_planning(
+    dbs: HdiSession, fake: FakeDatabento, start: str, end: str
+) -> None:
     """A dry run from 1700 planned 118,342 chunks: the dataset's range (``metadata.get_dataset_range``) refuses it."""
-    with pytest.raises(ValidationError, match=r"is outside the range Databento offers for GLBX.MDP3: "
-                                              r"2018-01-01T00:00:00\+00:00 to 2025-01-01T00:00:00\+00:00; choose "
-                                              r"start and end within it"):
+    with pytest.raises(
+        ValidationError,
+        match=r"is outside the range Databento offers for GLBX.MDP3: "
+        r"2018-01-01T00:00:00\+00:00 to 2025-01-01T00:00:00\+00:00; choose "
+        r"start and end within it",
+    ):
         _ingest(dbs, start=start, end=end, dry_run=True)
     assert [e for e, _ in fake.calls] == ["metadata.get_dataset_range"]
 
 
-@pytest.mark.parametrize(("kw", "needle"), [
-    (dict(dataset="GLBX.MPD3"), "did you mean GLBX.MDP3"),
-    (dict(dataset=None), "dataset is required"),
-    (dict(schema="mbp-10"), "schema='mbp-10' is not valid"),
-    (dict(symbols=["ES.FUT"]), "use stype_in=parent"),
-    (dict(symbols=["ESH4"], stype_in="continuous"), "use stype_in=raw_symbol"),
-    (dict(start="2024-03-14", end="2024-03-12"), "must be before end"),
-])
-def test_requests_are_validated_before_any_call(dbs: HdiSession, fake: FakeDatabento, kw: dict[str, object],
-                                                needle: str) -> None:
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        (dict(dataset="GLBX.MPD3"), "did you mean GLBX.MDP3"),
+        (dict(dataset=None), "dataset is required"),
+        (dict(schema="mbp-10"), "schema='mbp-10' is not valid"),
+        (dict(symbols=["ES.FUT"]), "use stype_in=parent"),
+        (dict(symbols=["ESH4"], stype_in="continuous"), "use stype_in=raw_symbol"),
+        (dict(start="2024-03-14", end="2024-03-12"), "must be before end"),
+    ],
+)
+def test_requests_are_validated_before_any_call(
+    dbs: HdiSession, fake: FakeDatabento, kw: dict[str, object], needle: str
+) -> None:
     with pytest.raises(ValidationError, match=needle):
         _ingest(dbs, **kw)
     assert fake.calls == []
@@ -381,8 +459,16 @@ def test_live_databento_smoke(session: HdiSession) -> None:
     if not LIVE_KEY:
         pytest.skip("no Databento key in HDI_DATABENTO_API_KEY / DATABENTO_API_KEY")
     with HdiSession(session.settings.replace(databento_api_key=LIVE_KEY, databento_max_cost_usd=1.0)) as s:
-        report = hdi_lab.ingest(provider="databento", dataset=GLBX, schema="ohlcv-1d", symbols=["ES.FUT"],
-                                stype_in="parent", start="2024-02-01", end="2024-03-01", session=s)
+        report = hdi_lab.ingest(
+            provider="databento",
+            dataset=GLBX,
+            schema="ohlcv-1d",
+            symbols=["ES.FUT"],
+            stype_in="parent",
+            start="2024-02-01",
+            end="2024-03-01",
+            session=s,
+        )
         assert report.inserted > 0
         df = hdi_lab.query("ohlcv-1d", "ES.FUT", "2024-02-01", "2024-03-01", session=s)
         assert len(df) == report.inserted and pd.api.types.is_float_dtype(df["close"])
@@ -391,17 +477,34 @@ def test_live_databento_smoke(session: HdiSession) -> None:
 # --- front ends ------------------------------------------------------------------------------------
 
 
-def test_cli_dry_run_and_allow_cost(hdi_env: dict[str, str], fake: FakeDatabento,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_dry_run_and_allow_cost(
+    hdi_env: dict[str, str], fake: FakeDatabento, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import io
 
     from hdi_lab.frontend.cli import main
 
-    for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
-                 "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():
+    for k, v in {
+        "HDI_DATABENTO_API_KEY": KEY,
+        "HDI_DATABENTO_GATEWAY": fake.url,
+        "HDI_DATABENTO_MAX_COST_USD": "0.01",
+    }.items():
         monkeypatch.setenv(k, v)
-    argv = ["ingest", "--provider", "databento", "--dataset", GLBX, "--schema", "ohlcv-1m", "--symbols", "ESH4",
-            "--start", "2024-03-12", "--end", "2024-03-13"]
+    argv = [
+        "ingest",
+        "--provider",
+        "databento",
+        "--dataset",
+        GLBX,
+        "--schema",
+        "ohlcv-1m",
+        "--symbols",
+        "ESH4",
+        "--start",
+        "2024-03-12",
+        "--end",
+        "2024-03-13",
+    ]
     out, err = io.StringIO(), io.StringIO()
     assert main([*argv, "--dry-run"], out, err) == 0 and "estimated cost $" in out.getvalue()
     assert main(argv, out, err) == 1 and "--allow-cost" in err.getvalue() and KEY not in err.getvalue()
@@ -409,18 +512,24 @@ def test_cli_dry_run_and_allow_cost(hdi_env: dict[str, str], fake: FakeDatabento
     assert main([*argv, "--allow-cost"], out, err) == 0 and "inserted 1380" in out.getvalue()
 
 
-def test_magic_and_widget_offer_the_cost_override(hdi_env: dict[str, str], fake: FakeDatabento,
-                                                  monkeypatch: pytest.MonkeyPatch, session: HdiSession) -> None:
+def test_magic_and_widget_offer_the_cost_override(
+    hdi_env: dict[str, str], fake: FakeDatabento, monkeypatch: pytest.MonkeyPatch, session: HdiSession
+) -> None:
     from IPython.core.error import UsageError
 
     from hdi_lab.frontend.widgets import IngestForm
 
-    for k, v in {"HDI_DATABENTO_API_KEY": KEY, "HDI_DATABENTO_GATEWAY": fake.url,
-                 "HDI_DATABENTO_MAX_COST_USD": "0.01"}.items():
+    for k, v in {
+        "HDI_DATABENTO_API_KEY": KEY,
+        "HDI_DATABENTO_GATEWAY": fake.url,
+        "HDI_DATABENTO_MAX_COST_USD": "0.01",
+    }.items():
         monkeypatch.setenv(k, v)
     with hdi_shell() as shell:
-        line = (f"%hdi_ingest --provider databento --dataset {GLBX} --schema ohlcv-1m --symbols ESH4 "
-                "--start 2024-03-12 --end 2024-03-13 --quiet")
+        line = (
+            f"%hdi_ingest --provider databento --dataset {GLBX} --schema ohlcv-1m --symbols ESH4 "
+            "--start 2024-03-12 --end 2024-03-13 --quiet"
+        )
         with pytest.raises(UsageError, match="databento_max_cost_usd"):
             shell.run_cell(line)
         report = shell.run_cell(line + " --allow-cost").result

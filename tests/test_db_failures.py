@@ -29,8 +29,20 @@ pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[1]
 #: 10 daily chunks of sample trades, each taking a noticeable time (as in test_crash_resume)
-INGEST = ["ingest", "--provider", "sample", "--schema", "trades", "--symbols", "ESH4", "--start", "2024-01-01",
-          "--end", "2024-01-11", "--quiet"]
+INGEST = [
+    "ingest",
+    "--provider",
+    "sample",
+    "--schema",
+    "trades",
+    "--symbols",
+    "ESH4",
+    "--start",
+    "2024-01-01",
+    "--end",
+    "2024-01-11",
+    "--quiet",
+]
 SAMPLE = dict(provider="sample", schema="ohlcv-1m", symbols="ESH4", start="2024-01-02", end="2024-01-04")
 
 
@@ -66,8 +78,11 @@ def _client_ports(pid: int) -> list[int]:
 
 def _terminate(pg_url: str, pid: int) -> int:
     """Terminate the backends serving process ``pid`` (only this test's connections: the server is shared)."""
-    rows = _admin(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)",
-                  (_client_ports(pid),))
+    rows = _admin(
+        pg_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)",
+        (_client_ports(pid),),
+    )
     return len(rows)
 
 
@@ -83,13 +98,19 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-def test_backend_terminated_mid_ingest_is_one_line_and_resumes(pg_url: str, db_schema: str,
-                                                               hdi_env: dict[str, str], session: HdiSession,
-                                                               tmp_path: Path) -> None:
+def test_backend_terminated_mid_ingest_is_one_line_and_resumes(
+    pg_url: str, db_schema: str, hdi_env: dict[str, str], session: HdiSession, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_")} | hdi_env
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "hdi_lab.frontend.cli", *INGEST], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hdi_lab.frontend.cli", *INGEST],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -108,8 +129,11 @@ def test_backend_terminated_mid_ingest_is_one_line_and_resumes(pg_url: str, db_s
     assert proc.returncode == 1, (out, err)
     line = _one_line(err)
     assert line.startswith("hdi: error: lost the connection to PostgreSQL ("), line  # wording: where it was cut
-    said = re.search(r"completed chunks are kept; check the server \(hdi db status\) and re-run to resume "
-                     r"\((\d+) of 10 chunks were committed before this and are kept\)$", line)
+    said = re.search(
+        r"completed chunks are kept; check the server \(hdi db status\) and re-run to resume "
+        r"\((\d+) of 10 chunks were committed before this and are kept\)$",
+        line,
+    )
     assert said, line
     kept = row_counts(session)
     assert 1 <= kept["ingest_log"] == int(said.group(1)) < 10
@@ -127,8 +151,9 @@ def test_a_session_reconnects_after_its_backend_died(pg_url: str, session: HdiSe
     assert int(hdi_lab.sql("SELECT count(*) AS n FROM ohlcv_1m", session=session)["n"].iloc[0]) == 2 * 1380
 
 
-def test_the_magic_reconnects_after_a_lost_connection(pg_url: str, hdi_env: dict[str, str], tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_magic_reconnects_after_a_lost_connection(
+    pg_url: str, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     with hdi_shell() as ip:
@@ -155,8 +180,9 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     assert code == 1 and out == ""
     assert _one_line(err).startswith("hdi: error: cannot connect to PostgreSQL (connection to server at")
     with hdi_shell() as ip, pytest.raises(UsageError) as info:
-        ip.run_cell("%hdi_ingest --provider sample --schema trades --symbols ESH4 --start 2024-01-02 "
-                    "--end 2024-01-03 --quiet")
+        ip.run_cell(
+            "%hdi_ingest --provider sample --schema trades --symbols ESH4 --start 2024-01-02 --end 2024-01-03 --quiet"
+        )
     assert str(info.value).startswith("StorageError: cannot connect to PostgreSQL")
     assert len(str(info.value).splitlines()) == 2
 
@@ -178,8 +204,9 @@ def readonly(pg_url: str) -> Iterator[tuple[str, str]]:
         _admin(pg_url, f'DROP ROLE "{role}"')
 
 
-def test_a_read_only_role_reads_and_cannot_write(readonly: tuple[str, str], session: HdiSession, tmp_path: Path,
-                                                 pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_only_role_reads_and_cannot_write(
+    readonly: tuple[str, str], session: HdiSession, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     role, url = readonly
     stored = hdi_lab.ingest(**SAMPLE, session=session).inserted  # type: ignore[arg-type]
     s = session.schema
@@ -189,8 +216,11 @@ def test_a_read_only_role_reads_and_cannot_write(readonly: tuple[str, str], sess
         frame = hdi_lab.query("ohlcv-1m", "ESH4", "2024-01-02", "2024-01-04", session=ro)
         assert len(frame) == stored
         assert int(hdi_lab.sql("SELECT count(*) AS n FROM ohlcv_1m", session=ro)["n"].iloc[0]) == stored
-        with pytest.raises(StorageError, match=r"^PostgreSQL refused: ERROR:  permission denied for table .* "
-                                               r"\(sqlstate 42501\): this role lacks the privilege") as info:
+        with pytest.raises(
+            StorageError,
+            match=r"^PostgreSQL refused: ERROR:  permission denied for table .* "
+            r"\(sqlstate 42501\): this role lacks the privilege",
+        ) as info:
             later = {**SAMPLE, "start": "2024-01-04", "end": "2024-01-05"}
             hdi_lab.ingest(**later, session=ro)  # type: ignore[arg-type]
         assert len(str(info.value).splitlines()) == 1 and info.value.sqlstate == "42501"
@@ -200,14 +230,29 @@ def test_a_read_only_role_reads_and_cannot_write(readonly: tuple[str, str], sess
     code, out, err = run_cli(["status"])
     assert code == 0, err
     assert "ESH4" in out
-    code, out, err = run_cli(["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4",
-                              "--start", "2024-01-04", "--end", "2024-01-05", "--quiet"])
+    code, out, err = run_cli(
+        [
+            "ingest",
+            "--provider",
+            "sample",
+            "--schema",
+            "ohlcv-1m",
+            "--symbols",
+            "ESH4",
+            "--start",
+            "2024-01-04",
+            "--end",
+            "2024-01-05",
+            "--quiet",
+        ]
+    )
     assert code == 1 and _one_line(err).startswith("hdi: error: PostgreSQL refused: ERROR:  permission denied")
     assert row_counts(session)["ohlcv_1m"] == stored
 
 
-def test_a_read_only_role_is_told_when_the_schema_needs_migrating(readonly: tuple[str, str], session: HdiSession,
-                                                                  pg_url: str) -> None:
+def test_a_read_only_role_is_told_when_the_schema_needs_migrating(
+    readonly: tuple[str, str], session: HdiSession, pg_url: str
+) -> None:
     role, url = readonly
     s = session.schema
     newest = max(v for v, _, _ in migrations())
@@ -217,11 +262,15 @@ def test_a_read_only_role_is_told_when_the_schema_needs_migrating(readonly: tupl
     _admin(pg_url, f'GRANT SELECT ON ALL TABLES IN SCHEMA "{s}" TO "{role}"')
     with make_session(url, s) as ro, pytest.raises(StorageError) as info:
         hdi_lab.sql("SELECT 1", session=ro)
-    assert str(info.value) == (f"schema {s} is at version {at}, this hdi_lab needs {newest}: connect once as its "
-                               "owner to migrate")
+    assert str(info.value) == (
+        f"schema {s} is at version {at}, this hdi_lab needs {newest}: connect once as its owner to migrate"
+    )
     with make_session(url, f"{s}_missing") as ro:
-        with pytest.raises(StorageError, match=rf"^schema {s}_missing does not exist and this role may not create "
-                                               "it: connect once as a role with CREATE on the database"):
+        with pytest.raises(
+            StorageError,
+            match=rf"^schema {s}_missing does not exist and this role may not create "
+            "it: connect once as a role with CREATE on the database",
+        ):
             hdi_lab.sql("SELECT 1", session=ro)
     with make_session(url, s) as ro, pytest.raises(StorageError, match="connect once as its owner"):
         ro.connection()

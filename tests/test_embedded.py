@@ -72,9 +72,7 @@ def test_start_creates_cluster_and_connects(server: EmbeddedServer) -> None:
     st = server.status()
     assert st.running and st.pid and st.port == parts.port
     assert st.data_dir == server.data_dir
-    assert st.version and st.version.split(".")[0] == (
-        (server.data_dir / "PG_VERSION").read_text().strip()
-    )
+    assert st.version and st.version.split(".")[0] == ((server.data_dir / "PG_VERSION").read_text().strip())
     assert st.size_bytes and st.size_bytes > 1_000_000
 
 
@@ -102,25 +100,18 @@ def test_second_process_reuses_the_server(server: EmbeddedServer, tmp_path: Path
         port = urlsplit(srv.start()).port
         print(json.dumps({{"port": port, "pid": srv.status().pid}}))
     """
-    out = subprocess.run(
-        _python(code), capture_output=True, text=True, timeout=120, env=_env(), check=True
-    ).stdout
+    out = subprocess.run(_python(code), capture_output=True, text=True, timeout=120, env=_env(), check=True).stdout
     assert json.loads(out) == {"port": st.port, "pid": st.pid}
 
 
-def test_concurrent_cold_starts_share_one_server(
-    server: EmbeddedServer, tmp_path: Path
-) -> None:
+def test_concurrent_cold_starts_share_one_server(server: EmbeddedServer, tmp_path: Path) -> None:
     code = f"""
         from pathlib import Path
         from urllib.parse import urlsplit
         from hdi_lab.storage.embedded import EmbeddedServer
         print(urlsplit(EmbeddedServer(Path({str(tmp_path)!r})).start()).port)
     """
-    procs = [
-        subprocess.Popen(_python(code), stdout=subprocess.PIPE, text=True, env=_env())
-        for _ in range(3)
-    ]
+    procs = [subprocess.Popen(_python(code), stdout=subprocess.PIPE, text=True, env=_env()) for _ in range(3)]
     ports = {proc.communicate(timeout=120)[0].strip() for proc in procs}
     assert all(proc.returncode == 0 for proc in procs)
     assert ports == {str(server.status().port)}
@@ -139,9 +130,7 @@ def test_client_killed_leaves_server_running(server: EmbeddedServer, tmp_path: P
         print("ready", flush=True)
         time.sleep(600)
     """
-    client = subprocess.Popen(
-        _python(code), stdout=subprocess.PIPE, text=True, env=_env(), start_new_session=True
-    )
+    client = subprocess.Popen(_python(code), stdout=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
     try:
         assert client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
@@ -218,13 +207,16 @@ def test_password_file_private_and_url_not_logged(server: EmbeddedServer) -> Non
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("home,needle", [
-    ("file", "is a file, not a directory: set HDI_HOME"),
-    ("file/sub", "(Not a directory): set HDI_HOME"),
-    ("/proc/hdi-home", "cannot create /proc/hdi-home/postgres for the embedded server"),
-], ids=["home-is-a-file", "home-under-a-file", "home-uncreatable"])
-def test_unusable_home_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   home: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    "home,needle",
+    [
+        ("file", "is a file, not a directory: set HDI_HOME"),
+        ("file/sub", "(Not a directory): set HDI_HOME"),
+        ("/proc/hdi-home", "cannot create /proc/hdi-home/postgres for the embedded server"),
+    ],
+    ids=["home-is-a-file", "home-under-a-file", "home-uncreatable"],
+)
+def test_unusable_home_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str, needle: str) -> None:
     """``hdi`` with HDI_HOME at a file or somewhere no directory can be made: one line, exit 1."""
     from helpers import run_cli
 

@@ -44,8 +44,14 @@ def user(tmp_path: Path) -> dict[str, str]:
 
 def sh(script: str, env: dict[str, str], cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``script`` in bash after ``eval "$(hdi features env)"``, from ``cwd``."""
-    proc = subprocess.run(["bash", "-c", f'set -e; eval "$(hdi features env)"; {script}'], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["bash", "-c", f'set -e; eval "$(hdi features env)"; {script}'],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     if check:
         assert proc.returncode == 0, f"{script}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -62,8 +68,14 @@ def feast_serve(env: dict[str, str], repo: Path) -> Iterator[str]:
     """``feast serve`` on a free port (its own process group, stopped even when the test fails): its URL."""
     port, log = free_port(), repo.parent / "feast-serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(["bash", "-c", f'eval "$(hdi features env)"; exec feast serve -h 127.0.0.1 -p {port}'],
-                                env=env, cwd=repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", f'eval "$(hdi features env)"; exec feast serve -h 127.0.0.1 -p {port}'],
+            env=env,
+            cwd=repo,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -87,14 +99,16 @@ def feast_serve(env: dict[str, str], repo: Path) -> Iterator[str]:
 
 
 def post_json(url: str, body: object) -> dict[str, object]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def test_feast_cli_apply_materialize_serve_on_a_fresh_setup(user: dict[str, str], pg_url: str, db_schema: str,
-                                                            tmp_path: Path) -> None:
+def test_feast_cli_apply_materialize_serve_on_a_fresh_setup(
+    user: dict[str, str], pg_url: str, db_schema: str, tmp_path: Path
+) -> None:
     user.update(HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema)
     repo = tmp_path / "feature_repo"
     sh(f"{SAMPLE} >/dev/null && {COMPUTE} >/dev/null", user, tmp_path)
@@ -115,8 +129,10 @@ def test_feast_cli_apply_materialize_serve_on_a_fresh_setup(user: dict[str, str]
     sh("feast materialize-incremental 2024-03-02T00:00:00", user, repo)
 
     with feast_serve(user, repo) as url:
-        body = post_json(f"{url}/get-online-features",
-                         {"feature_service": "momentum_v1", "entities": {"instrument_id": [500001, 500002, 7]}})
+        body = post_json(
+            f"{url}/get-online-features",
+            {"feature_service": "momentum_v1", "entities": {"instrument_id": [500001, 500002, 7]}},
+        )
     names = body["metadata"]["feature_names"]  # type: ignore[index]
     results = dict(zip(names, body["results"], strict=True))  # type: ignore[call-overload]
     assert results["instrument_id"]["values"] == [500001, 500002, 7]
@@ -149,8 +165,9 @@ def test_feast_cli_and_sdk_on_the_embedded_server(user: dict[str, str], tmp_path
         assert password and password not in env  # never printed
         assert "export HDI_FEAST_PG_PASSWORD=''" in env
         pgpass = Path(next(ln for ln in env.splitlines() if ln.startswith("export PGPASSFILE=")).split("=", 1)[1])
-        assert pgpass.parent == Path(next(ln for ln in env.splitlines()
-                                          if ln.startswith("export HDI_FEAST_HOME=")).split("=", 1)[1])
+        assert pgpass.parent == Path(
+            next(ln for ln in env.splitlines() if ln.startswith("export HDI_FEAST_HOME=")).split("=", 1)[1]
+        )
         assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600 and password in pgpass.read_text()
 
         assert "Created feature view momentum_v1_1d" in sh("feast apply", user, repo).stdout
@@ -181,8 +198,12 @@ def test_the_wheel_ships_the_feature_repo(tmp_path: Path) -> None:
     for folder in ("hdi_lab", "feature_repo"):
         shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path / "dist"),
-                    str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((tmp_path / "dist").glob("hdi_lab-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(root).as_posix() for p in (root / "hdi_lab").rglob("*.py")}
@@ -192,10 +213,19 @@ def test_the_wheel_ships_the_feature_repo(tmp_path: Path) -> None:
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)  # what `pip install --target` lays out for a pure wheel
-    code = ("import hdi_lab.featurestore.repo as r, hdi_lab.featurestore.offline_store as s; "
-            "p = r.default_repo(); print(p); y = (p / 'feature_store.yaml').read_text(); "
-            "print(s.STORE_TYPE in y)")
+    code = (
+        "import hdi_lab.featurestore.repo as r, hdi_lab.featurestore.offline_store as s; "
+        "p = r.default_repo(); print(p); y = (p / 'feature_store.yaml').read_text(); "
+        "print(s.STORE_TYPE in y)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_")}
-    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
     assert out == [str(site / "hdi_lab" / "feature_repo"), "True"]

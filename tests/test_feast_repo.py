@@ -41,8 +41,9 @@ REPO = feast_repo.default_repo()
 @pytest.fixture
 def fsession(pg_url: str, db_schema: str, tmp_path: Path) -> HdiSession:
     s = make_session(pg_url, db_schema, home=tmp_path / "home")
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=SYMBOLS, start="2023-03-01", end="2024-02-01",
-                   session=s)
+    hdi_lab.ingest(
+        provider="sample", schema="ohlcv-1d", symbols=SYMBOLS, start="2023-03-01", end="2024-02-01", session=s
+    )
     yield s
     s.close()
 
@@ -90,7 +91,9 @@ def test_publish_is_idempotent_and_online_equals_latest_offline(fsession: HdiSes
     trend = publish("trend_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", session=fsession)  # same process
     assert "trend_v1_1d" in trend.applied
     assert sorted(v.name for v in feast_repo.open_store(fsession).list_feature_views()) == [
-        "momentum_v1_1d", "trend_v1_1d"]
+        "momentum_v1_1d",
+        "trend_v1_1d",
+    ]
 
     online = online_features(first.instrument_ids, "momentum_v1", session=fsession)
     offline = latest_offline(fsession, first.instrument_ids)
@@ -106,18 +109,30 @@ def test_training_frame_is_point_in_time(fsession: HdiSession) -> None:
     rng = np.random.default_rng(4)
     pick = stored.sample(300, random_state=4)
     # on a feature's own timestamp (ties), just before it, and a random time later
-    at = np.concatenate([pick["event_timestamp"], pick["event_timestamp"] - pd.Timedelta(microseconds=1),
-                         pick["event_timestamp"] + pd.to_timedelta(rng.integers(0, 86_400 * 8, 300), unit="s")])
-    entities = pd.DataFrame({"instrument_id": np.tile(pick["instrument_id"].to_numpy(), 3),
-                             "event_timestamp": at, "label": rng.normal(size=900)},
-                            index=pd.RangeIndex(100, 1000))
+    at = np.concatenate(
+        [
+            pick["event_timestamp"],
+            pick["event_timestamp"] - pd.Timedelta(microseconds=1),
+            pick["event_timestamp"] + pd.to_timedelta(rng.integers(0, 86_400 * 8, 300), unit="s"),
+        ]
+    )
+    entities = pd.DataFrame(
+        {
+            "instrument_id": np.tile(pick["instrument_id"].to_numpy(), 3),
+            "event_timestamp": at,
+            "label": rng.normal(size=900),
+        },
+        index=pd.RangeIndex(100, 1000),
+    )
     frame = training_frame(entities, "momentum_v1", session=fsession)
     assert frame.index.equals(entities.index) and frame["label"].equals(entities["label"])
     ttl = pd.Timedelta(feast_repo.TTL["1d"])
     for i, row in frame.iterrows():  # brute force: latest stored row at or before t, within the TTL
-        hist = stored[(stored["instrument_id"] == row["instrument_id"])
-                      & (stored["event_timestamp"] <= row["event_timestamp"])
-                      & (stored["event_timestamp"] >= row["event_timestamp"] - ttl)]
+        hist = stored[
+            (stored["instrument_id"] == row["instrument_id"])
+            & (stored["event_timestamp"] <= row["event_timestamp"])
+            & (stored["event_timestamp"] >= row["event_timestamp"] - ttl)
+        ]
         want = hist["rsi_14"].iloc[-1] if len(hist) else np.nan
         assert (np.isnan(want) and np.isnan(row["rsi_14"])) or want == row["rsi_14"], i
     assert frame["sma_20"].notna().sum() > 600
@@ -134,12 +149,12 @@ def test_incremental_publish_and_stale_online_values(fsession: HdiSession) -> No
     fresh = online_features(ids, "momentum_v1", now=last + pd.Timedelta(hours=1), session=fsession)
     assert list(fresh["status"]) == ["fresh"] * 3
     assert list(fresh["event_timestamp"]) == list(offline["event_timestamp"])
-    stale = online_features([*ids, 12345], "momentum_v1", now=last + ttl + pd.Timedelta(seconds=1),
-                            session=fsession)
+    stale = online_features([*ids, 12345], "momentum_v1", now=last + ttl + pd.Timedelta(seconds=1), session=fsession)
     assert list(stale["status"]) == ["stale"] * 3 + ["missing"]
     assert stale["rsi_14"].iloc[:3].notna().all()  # Feast serves them regardless of the TTL
-    blanked = online_features(ids, "momentum_v1", now=last + ttl + pd.Timedelta(seconds=1), drop_stale=True,
-                              session=fsession)
+    blanked = online_features(
+        ids, "momentum_v1", now=last + ttl + pd.Timedelta(seconds=1), drop_stale=True, session=fsession
+    )
     assert blanked["rsi_14"].isna().all()
     edge = online_features(ids, "momentum_v1", now=last + ttl, session=fsession)  # TTL bound is inclusive
     assert list(edge["status"]) == ["fresh"] * 3
@@ -179,17 +194,20 @@ def test_incremental_materialization_after_now(fsession: HdiSession) -> None:
     future = pd.Timestamp(done) + pd.Timedelta(days=3)
     conn = fsession.connection()
     with conn, conn.cursor() as cur:  # a bar closing after the last materialization, as tomorrow's would
-        cur.execute(f'INSERT INTO "{fsession.schema}".features_momentum_v1_1d (instrument_id, event_timestamp, '
-                    "created, symbol, rsi_14) VALUES (500001, %s, now(), 'AAPL', 42.5)", (future.to_pydatetime(),))
-    report = publish("momentum_v1", None, "1d", future - pd.Timedelta(days=1), future, compute=False,
-                     session=fsession)
+        cur.execute(
+            f'INSERT INTO "{fsession.schema}".features_momentum_v1_1d (instrument_id, event_timestamp, '
+            "created, symbol, rsi_14) VALUES (500001, %s, now(), 'AAPL', 42.5)",
+            (future.to_pydatetime(),),
+        )
+    report = publish("momentum_v1", None, "1d", future - pd.Timedelta(days=1), future, compute=False, session=fsession)
     assert report.materialize == "incremental"
     online = online_features([500001], "momentum_v1", now=future, session=fsession)
     assert online["rsi_14"].iloc[0] == 42.5 and online["event_timestamp"].iloc[0] == future.floor("s")
 
 
-def test_missing_environment_variable_is_named(fsession: HdiSession, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_environment_variable_is_named(
+    fsession: HdiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     yaml = REPO / "feature_store.yaml"
     env = feast_repo.feast_env(fsession)
     feast_repo.check_env(yaml, env)  # complete: passes
@@ -224,8 +242,9 @@ def test_declarations_match_feature_sets() -> None:
 
 
 # Feast's PostgreSQL online store keeps its psycopg connection open until garbage collection
-@pytest.mark.filterwarnings("ignore:Exception ignored in. <function BaseConnection.__del__"
-                            ":pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function BaseConnection.__del__:pytest.PytestUnraisableExceptionWarning"
+)
 @pytest.mark.filterwarnings("ignore:<psycopg.Connection object at .* was deleted while still open:ResourceWarning")
 def test_postgres_online_store_by_config(fsession: HdiSession, tmp_path: Path) -> None:
     repo = repo_with_online_store(tmp_path, "PostgreSQL")
@@ -246,8 +265,23 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -276,14 +310,31 @@ def test_redis_online_store_by_config(fsession: HdiSession, tmp_path: Path, redi
         assert again.online_rows == 3 and again.computed is not None and again.computed.inserted == 0
 
 
-def test_cli_publish_and_env(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_publish_and_env(
+    fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hdi_lab.frontend.cli import main
 
     monkeypatch.setenv("HDI_HOME", str(tmp_path / "home"))
     out, err = io.StringIO(), io.StringIO()
-    rc = main(["features", "publish", "--set", "momentum_v1", "--symbols", "AAPL,MSFT", "--interval", "1d",
-               "--start", "2023-06-01", "--end", "2024-02-01"], out=out, err=err)
+    rc = main(
+        [
+            "features",
+            "publish",
+            "--set",
+            "momentum_v1",
+            "--symbols",
+            "AAPL,MSFT",
+            "--interval",
+            "1d",
+            "--start",
+            "2023-06-01",
+            "--end",
+            "2024-02-01",
+        ],
+        out=out,
+        err=err,
+    )
     assert rc == 0, err.getvalue()
     assert "published momentum_v1 1d" in out.getvalue() and "2 of 2 instrument(s) online" in out.getvalue()
     out = io.StringIO()
@@ -302,8 +353,9 @@ def test_publish_validates_arguments(fsession: HdiSession) -> None:
         publish("trend_v1", None, "1h", compute=False, session=fsession)
 
 
-def test_magic_publishes_and_reports_errors(fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_magic_publishes_and_reports_errors(
+    fsession: HdiSession, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from IPython.core.error import UsageError
 
     from hdi_lab.featurestore.publish import PublishReport
@@ -313,7 +365,8 @@ def test_magic_publishes_and_reports_errors(fsession: HdiSession, hdi_env: dict[
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     with hdi_shell() as shell:
         result = shell.run_line_magic(
-            "hdi_publish", "momentum_v1 --symbols AAPL --start 2023-06-01 --end 2024-02-01 -o rep")
+            "hdi_publish", "momentum_v1 --symbols AAPL --start 2023-06-01 --end 2024-02-01 -o rep"
+        )
         assert isinstance(result, PublishReport) and shell.user_ns["rep"] is result
         assert result.online_rows == 1 and result.computed is not None and result.computed.rows > 100
         with pytest.raises(UsageError, match="ValidationError: feature set 'nope_v1' is not known"):
@@ -324,8 +377,10 @@ def test_loading_hdi_lab_does_not_import_feast() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, hdi_lab, hdi_lab.frontend.magics, hdi_lab.frontend.cli, hdi_lab.featurestore.publish, hdi_lab.featurestore.repo; "
-            "assert 'feast' not in sys.modules, 'feast imported'")
+    code = (
+        "import sys, hdi_lab, hdi_lab.frontend.magics, hdi_lab.frontend.cli, hdi_lab.featurestore.publish, hdi_lab.featurestore.repo; "
+        "assert 'feast' not in sys.modules, 'feast imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -341,8 +396,11 @@ def test_feast_errors_become_hdi_errors(fsession: HdiSession, tmp_path: Path) ->
     yaml.write_text(original.replace("sslmode: ${HDI_FEAST_PG_SSLMODE}", "sslmode: require"))  # no TLS here
     with pytest.raises(StorageError, match="Feast's database call failed"):
         training_frame(entities, "momentum_v1", repo=repo, session=fsession)
-    yaml.write_text(original.replace("  path: ${HDI_FEAST_HOME}/online.db", "  path: ${HDI_FEAST_HOME}/online.db\n"
-                                                                           "  no_such_option: 1"))
+    yaml.write_text(
+        original.replace(
+            "  path: ${HDI_FEAST_HOME}/online.db", "  path: ${HDI_FEAST_HOME}/online.db\n  no_such_option: 1"
+        )
+    )
     with pytest.raises(ConfigError, match="feature_store.yaml is not valid for Feast"):
         online_features([500001], "momentum_v1", repo=repo, session=fsession)
 
@@ -375,9 +433,9 @@ class WatchedEnviron(type(os.environ)):  # type: ignore[misc]
         super().__delitem__(key)
 
 
-def test_publish_changes_no_process_wide_state(fsession: HdiSession, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_changes_no_process_wide_state(
+    fsession: HdiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Publishing leaves the environment, the working directory, sys.path, sys.modules, the bytecode
     switch and sys.stdout/stderr alone, while the repo's files run as well as afterwards."""
     import sys
@@ -391,8 +449,13 @@ def test_publish_changes_no_process_wide_state(fsession: HdiSession, tmp_path: P
     watched.__dict__.update(os.environ.__dict__)
     watched.writes = []
     monkeypatch.setattr(os, "environ", watched)
-    before = {"cwd": os.getcwd(), "path": list(sys.path), "bytecode": sys.dont_write_bytecode,
-              "stdout": id(sys.stdout), "stderr": id(sys.stderr)}
+    before = {
+        "cwd": os.getcwd(),
+        "path": list(sys.path),
+        "bytecode": sys.dont_write_bytecode,
+        "stdout": id(sys.stdout),
+        "stderr": id(sys.stderr),
+    }
     environ = dict(os.environ)
 
     report = publish("momentum_v1", SYMBOLS, "1d", "2023-03-01", "2024-02-01", repo=repo, session=fsession)
@@ -402,16 +465,22 @@ def test_publish_changes_no_process_wide_state(fsession: HdiSession, tmp_path: P
     assert during.pop("registered") is False  # the repo's files are run, not imported into sys.modules
     assert during == before
     assert watched.writes == [] and dict(os.environ) == environ
-    assert {"cwd": os.getcwd(), "path": list(sys.path), "bytecode": sys.dont_write_bytecode,
-            "stdout": id(sys.stdout), "stderr": id(sys.stderr)} == before
+    assert {
+        "cwd": os.getcwd(),
+        "path": list(sys.path),
+        "bytecode": sys.dont_write_bytecode,
+        "stdout": id(sys.stdout),
+        "stderr": id(sys.stderr),
+    } == before
     assert not [m for m in list(sys.modules.values()) if str(getattr(m, "__file__", None) or "").startswith(str(repo))]
     assert not list(repo.glob("**/__pycache__"))  # no bytecode written into the repo
     out, err = capsys.readouterr()
     assert out == "" and err == ""  # Feast's materialize banner and progress bars are not printed
 
 
-def test_other_threads_output_is_not_swallowed_by_publish(fsession: HdiSession,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_other_threads_output_is_not_swallowed_by_publish(
+    fsession: HdiSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A thread printing while publish runs (a prefetch, a widget callback) keeps every line."""
     import threading
 
@@ -438,7 +507,7 @@ def test_other_threads_output_is_not_swallowed_by_publish(fsession: HdiSession,
 def test_load_config_builds_the_config_in_memory(tmp_path: Path) -> None:
     """feature_store.yaml's variables come from the mapping given (never os.environ); values need no
     YAML quoting (a password with quotes, colons and hashes is kept as is)."""
-    password = "it's: #1 \"secret\" $x"
+    password = 'it\'s: #1 "secret" $x'
     env = {name: "5432" if name.endswith("PORT") else f"v_{name.lower()}" for name in feast_repo.VARIABLES}
     env |= {"HDI_FEAST_PG_PASSWORD": password, "HDI_FEAST_HOME": str(tmp_path)}
     import feast.metrics  # noqa: F401  (Feast's own import-time os.environ write, once per process: see load_config)
@@ -456,8 +525,9 @@ def test_load_config_builds_the_config_in_memory(tmp_path: Path) -> None:
     (bad / "feature_store.yaml").write_text("project: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         feast_repo.load_config(bad, env)
-    (bad / "feature_store.yaml").write_text("project: p\nprovider: local\nregistry: r.db\n"
-                                         "entity_key_serialization_version: a-secret\n")
+    (bad / "feature_store.yaml").write_text(
+        "project: p\nprovider: local\nregistry: r.db\nentity_key_serialization_version: a-secret\n"
+    )
     with pytest.raises(ConfigError, match="not valid for Feast") as caught:
         feast_repo.load_config(bad, env)
     assert "secret" not in str(caught.value)

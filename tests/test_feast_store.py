@@ -49,25 +49,41 @@ def store_config(pg_url: str, schema: str, tmp: Path, offline_type: str, **offli
         provider="local",
         registry=str(tmp / "registry.db"),
         online_store={"type": "sqlite", "path": str(tmp / "online.db")},
-        offline_store={"type": offline_type, "host": u.hostname, "port": u.port or 5432,
-                       "database": u.path.lstrip("/"), "user": u.username or "postgres",
-                       "password": u.password or "", "db_schema": schema, "sslmode": "prefer", **offline},
+        offline_store={
+            "type": offline_type,
+            "host": u.hostname,
+            "port": u.port or 5432,
+            "database": u.path.lstrip("/"),
+            "user": u.username or "postgres",
+            "password": u.password or "",
+            "db_schema": schema,
+            "sslmode": "prefer",
+            **offline,
+        },
         entity_key_serialization_version=3,
     )
 
 
-def stores(pg_url: str, schema: str, tmp: Path, objects: list[Any],
-           **offline: Any) -> tuple[FeatureStore, FeatureStore]:
+def stores(
+    pg_url: str, schema: str, tmp: Path, objects: list[Any], **offline: Any
+) -> tuple[FeatureStore, FeatureStore]:
     """(hdi_lab store, stock store) over one registry holding ``objects``."""
-    hdi = FeatureStore(config=store_config(pg_url, schema, tmp, "hdi_lab.feast_store.HdiOfflineStore", **offline),
-                       repo_path=str(tmp))
+    hdi = FeatureStore(
+        config=store_config(pg_url, schema, tmp, "hdi_lab.feast_store.HdiOfflineStore", **offline), repo_path=str(tmp)
+    )
     hdi.apply(objects)
     stock = FeatureStore(config=store_config(pg_url, schema, tmp, "postgres", **offline), repo_path=str(tmp))
     return hdi, stock
 
 
-def write_table(pg_url: str, schema: str, name: str, rows: pd.DataFrame, keys: tuple[str, ...] = ("instrument_id",),
-                primary_key: bool = True) -> None:
+def write_table(
+    pg_url: str,
+    schema: str,
+    name: str,
+    rows: pd.DataFrame,
+    keys: tuple[str, ...] = ("instrument_id",),
+    primary_key: bool = True,
+) -> None:
     """A feature table in hdi_lab's layout (optionally without the primary key, to allow ties)."""
     conn = psycopg2.connect(pg_url, options="-c timezone=UTC")
     cols = ", ".join(f'"{k}" bigint NOT NULL' for k in keys)
@@ -76,29 +92,36 @@ def write_table(pg_url: str, schema: str, name: str, rows: pd.DataFrame, keys: t
     pk = f", PRIMARY KEY ({key}, event_timestamp)" if primary_key else ""
     with conn, conn.cursor() as cur:
         cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        cur.execute(f'CREATE TABLE "{schema}"."{name}" ({cols}, event_timestamp timestamptz NOT NULL, '
-                    f'created timestamptz{" NOT NULL" if primary_key else ""}, symbol text, {feats}{pk})')
+        cur.execute(
+            f'CREATE TABLE "{schema}"."{name}" ({cols}, event_timestamp timestamptz NOT NULL, '
+            f"created timestamptz{' NOT NULL' if primary_key else ''}, symbol text, {feats}{pk})"
+        )
         cur.execute(f'CREATE INDEX ON "{schema}"."{name}" ({key}, event_timestamp DESC, created DESC)')
         data = rows[[*keys, "event_timestamp", "created", "symbol", *FEATURES]]
-        values = [tuple(None if (isinstance(v, float) and np.isnan(v)) or v is pd.NaT else v for v in r)
-                  for r in data.astype(object).itertuples(index=False, name=None)]
+        values = [
+            tuple(None if (isinstance(v, float) and np.isnan(v)) or v is pd.NaT else v for v in r)
+            for r in data.astype(object).itertuples(index=False, name=None)
+        ]
         psycopg2.extras.execute_values(cur, f'INSERT INTO "{schema}"."{name}" VALUES %s', values)
         cur.execute(f'ANALYZE "{schema}"."{name}"')
     conn.close()
 
 
-def random_features(rng: np.random.Generator, n: int, instruments: list[int], *, ties: float = 0.0,
-                    null_created: float = 0.0) -> pd.DataFrame:
+def random_features(
+    rng: np.random.Generator, n: int, instruments: list[int], *, ties: float = 0.0, null_created: float = 0.0
+) -> pd.DataFrame:
     """About ``n`` feature rows on an hourly grid (so timestamps tie across instruments); a share
     ``ties`` of them repeated for the same (instrument, ts) with another created timestamp and other
     values; a share ``null_created`` with a NULL created timestamp."""
-    pairs = pd.DataFrame({"instrument_id": rng.choice(instruments, n).astype(np.int64),
-                          "hour": rng.integers(0, 24 * 60, n)}).drop_duplicates()
+    pairs = pd.DataFrame(
+        {"instrument_id": rng.choice(instruments, n).astype(np.int64), "hour": rng.integers(0, 24 * 60, n)}
+    ).drop_duplicates()
     if ties:
         pairs = pd.concat([pairs, pairs.sample(frac=ties, random_state=int(rng.integers(1 << 31)))])
     frame = pairs.assign(event_timestamp=T0 + pd.to_timedelta(pairs["hour"], unit="h")).drop(columns="hour")
     frame["created"] = frame["event_timestamp"] + pd.to_timedelta(
-        rng.permutation(len(frame)) * 1_000_003, unit="us")  # distinct: no tie on (ts, created)
+        rng.permutation(len(frame)) * 1_000_003, unit="us"
+    )  # distinct: no tie on (ts, created)
     frame["symbol"] = [f"S{i}" for i in frame["instrument_id"]]
     for f in FEATURES:
         frame[f] = rng.normal(size=len(frame))
@@ -108,23 +131,31 @@ def random_features(rng: np.random.Generator, n: int, instruments: list[int], *,
     return frame.reset_index(drop=True)
 
 
-def random_entities(rng: np.random.Generator, n: int, features: pd.DataFrame, instruments: list[int],
-                    ttl: dt.timedelta | None) -> pd.DataFrame:
+def random_entities(
+    rng: np.random.Generator, n: int, features: pd.DataFrame, instruments: list[int], ttl: dt.timedelta | None
+) -> pd.DataFrame:
     """Entity rows: random times, exactly on feature timestamps (ties), exactly at the TTL edge and
     one microsecond past it, before any data, unknown instruments, and duplicated rows."""
     k = n // 6
     pick = features.sample(n=4 * k, replace=True, random_state=int(rng.integers(1 << 31)))
     edge = ttl or dt.timedelta(days=2)
     parts = [
-        pd.DataFrame({"instrument_id": rng.choice(instruments + [999_999], k),
-                      "event_timestamp": T0 + pd.to_timedelta(rng.integers(-86_400, 70 * 86_400, k), unit="s")}),
+        pd.DataFrame(
+            {
+                "instrument_id": rng.choice(instruments + [999_999], k),
+                "event_timestamp": T0 + pd.to_timedelta(rng.integers(-86_400, 70 * 86_400, k), unit="s"),
+            }
+        ),
         pick.iloc[:k][["instrument_id", "event_timestamp"]],
-        pick.iloc[k:2 * k][["instrument_id", "event_timestamp"]].assign(
-            event_timestamp=lambda d: d["event_timestamp"] + edge),
-        pick.iloc[2 * k:3 * k][["instrument_id", "event_timestamp"]].assign(
-            event_timestamp=lambda d: d["event_timestamp"] + edge + pd.Timedelta(microseconds=1)),
-        pick.iloc[3 * k:4 * k][["instrument_id", "event_timestamp"]].assign(
-            event_timestamp=lambda d: d["event_timestamp"] - pd.Timedelta(microseconds=1)),
+        pick.iloc[k : 2 * k][["instrument_id", "event_timestamp"]].assign(
+            event_timestamp=lambda d: d["event_timestamp"] + edge
+        ),
+        pick.iloc[2 * k : 3 * k][["instrument_id", "event_timestamp"]].assign(
+            event_timestamp=lambda d: d["event_timestamp"] + edge + pd.Timedelta(microseconds=1)
+        ),
+        pick.iloc[3 * k : 4 * k][["instrument_id", "event_timestamp"]].assign(
+            event_timestamp=lambda d: d["event_timestamp"] - pd.Timedelta(microseconds=1)
+        ),
     ]
     frame = pd.concat(parts, ignore_index=True)
     frame = pd.concat([frame, frame.sample(n=k, random_state=1)], ignore_index=True)  # duplicate entity rows
@@ -133,9 +164,14 @@ def random_entities(rng: np.random.Generator, n: int, features: pd.DataFrame, in
     return frame
 
 
-def brute_force(entities: pd.DataFrame, features: pd.DataFrame, ttl: dt.timedelta | None,
-                keys: tuple[str, ...] = ("instrument_id",), filter_created: bool = False,
-                prefix: str = "") -> pd.DataFrame:
+def brute_force(
+    entities: pd.DataFrame,
+    features: pd.DataFrame,
+    ttl: dt.timedelta | None,
+    keys: tuple[str, ...] = ("instrument_id",),
+    filter_created: bool = False,
+    prefix: str = "",
+) -> pd.DataFrame:
     """Feast's point-in-time rule, row by row: latest event_timestamp <= t (>= t - ttl), ties broken
     by the latest created timestamp; rows with a NULL created timestamp never qualify."""
     feats = features[features["created"].notna()]
@@ -166,10 +202,15 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def view(name: str, table: str, entity: Entity, ttl: dt.timedelta | None, created: bool = True) -> FeatureView:
-    source = PostgreSQLSource(name=f"{name}_src", table=table, timestamp_field="event_timestamp",
-                              created_timestamp_column="created" if created else "")
-    return FeatureView(name=name, entities=[entity], ttl=ttl, source=source,
-                       schema=[Field(name=f, dtype=Float64) for f in FEATURES])
+    source = PostgreSQLSource(
+        name=f"{name}_src",
+        table=table,
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created" if created else "",
+    )
+    return FeatureView(
+        name=name, entities=[entity], ttl=ttl, source=source, schema=[Field(name=f, dtype=Float64) for f in FEATURES]
+    )
 
 
 def instrument() -> Entity:
@@ -185,8 +226,9 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("ttl", [dt.timedelta(days=2), dt.timedelta(hours=5, seconds=30, milliseconds=700), None])
-def test_training_frame_equals_stock_store_and_brute_force(pg_url: str, db_schema: str, tmp_path: Path,
-                                                           seed: int, ttl: dt.timedelta | None) -> None:
+def test_training_frame_equals_stock_store_and_brute_force(
+    pg_url: str, db_schema: str, tmp_path: Path, seed: int, ttl: dt.timedelta | None
+) -> None:
     rng = np.random.default_rng(seed)
     instruments = [11, 12, 123, 1_000_017, *range(20, 56)]
     feats = random_features(rng, 1500, instruments)
@@ -217,10 +259,12 @@ def test_created_timestamp_tie_breaks_and_null_created(pg_url: str, db_schema: s
     entities = random_entities(rng, 600, feats, instruments, dt.timedelta(days=1))
     refs = [f"ties_1h:{f}" for f in FEATURES]
     for filter_created in (False, True):
-        got = hdi.get_historical_features(entity_df=entities, features=refs,
-                                          filter_by_created_timestamp=filter_created).to_df()
-        want = stock.get_historical_features(entity_df=entities, features=refs,
-                                             filter_by_created_timestamp=filter_created).to_df()
+        got = hdi.get_historical_features(
+            entity_df=entities, features=refs, filter_by_created_timestamp=filter_created
+        ).to_df()
+        want = stock.get_historical_features(
+            entity_df=entities, features=refs, filter_by_created_timestamp=filter_created
+        ).to_df()
         assert_same(got, want)
         assert_same(got, brute_force(entities, feats, dt.timedelta(days=1), filter_created=filter_created))
 
@@ -237,22 +281,29 @@ def test_two_views_full_feature_names_and_sql_entity_frames(pg_url: str, db_sche
     b = view("b_1h", "features_b_1h", ent, None)
     entities = random_entities(rng, 600, hourly, instruments, dt.timedelta(days=3))
     refs = [f"a_1d:{f}" for f in FEATURES] + [f"b_1h:{f}" for f in FEATURES]
-    expected = brute_force(brute_force(entities, daily, dt.timedelta(days=3), prefix="a_1d__"), hourly, None,
-                           prefix="b_1h__")
+    expected = brute_force(
+        brute_force(entities, daily, dt.timedelta(days=3), prefix="a_1d__"), hourly, None, prefix="b_1h__"
+    )
     for mode in ("temp_table", "embed_query"):
         hdi, stock = stores(pg_url, db_schema, tmp_path / mode, [ent, a, b], entity_select_mode=mode)
         got = hdi.get_historical_features(entity_df=entities, features=refs, full_feature_names=True).to_df()
         assert_same(got, expected)
-        assert_same(got, stock.get_historical_features(entity_df=entities, features=refs,
-                                                       full_feature_names=True).to_df())
+        assert_same(
+            got, stock.get_historical_features(entity_df=entities, features=refs, full_feature_names=True).to_df()
+        )
         # the entity frame as SQL (a table the caller already has)
         conn = psycopg2.connect(pg_url, options="-c timezone=UTC")
         with conn, conn.cursor() as cur:
-            cur.execute(f'CREATE TABLE IF NOT EXISTS "{db_schema}".labels '
-                        "(instrument_id bigint, event_timestamp timestamptz, row_id bigint)")
+            cur.execute(
+                f'CREATE TABLE IF NOT EXISTS "{db_schema}".labels '
+                "(instrument_id bigint, event_timestamp timestamptz, row_id bigint)"
+            )
             cur.execute(f'TRUNCATE "{db_schema}".labels')
-            psycopg2.extras.execute_values(cur, f'INSERT INTO "{db_schema}".labels VALUES %s',
-                                           list(entities.astype(object).itertuples(index=False, name=None)))
+            psycopg2.extras.execute_values(
+                cur,
+                f'INSERT INTO "{db_schema}".labels VALUES %s',
+                list(entities.astype(object).itertuples(index=False, name=None)),
+            )
         conn.close()
         query = "SELECT instrument_id, event_timestamp, row_id FROM labels"
         got_sql = hdi.get_historical_features(entity_df=query, features=refs, full_feature_names=True).to_df()
@@ -267,10 +318,16 @@ def test_two_join_keys_are_not_concatenated(pg_url: str, db_schema: str, tmp_pat
     write_table(pg_url, db_schema, "features_kv_1h", feats, keys=("instrument_id", "venue_id"))
     inst = instrument()
     venue = Entity(name="venue", join_keys=["venue_id"], value_type=ValueType.INT64)
-    source = PostgreSQLSource(name="kv_src", table="features_kv_1h", timestamp_field="event_timestamp",
-                              created_timestamp_column="created")
-    fv = FeatureView(name="kv_1h", entities=[inst, venue], ttl=None, source=source,
-                     schema=[Field(name=f, dtype=Float64) for f in FEATURES])
+    source = PostgreSQLSource(
+        name="kv_src", table="features_kv_1h", timestamp_field="event_timestamp", created_timestamp_column="created"
+    )
+    fv = FeatureView(
+        name="kv_1h",
+        entities=[inst, venue],
+        ttl=None,
+        source=source,
+        schema=[Field(name=f, dtype=Float64) for f in FEATURES],
+    )
     hdi, _ = stores(pg_url, db_schema, tmp_path, [inst, venue, fv])
     entities = random_entities(rng, 300, feats, [1, 12], None).drop(columns="instrument_id")
     entities = entities.merge(feats[["instrument_id", "venue_id"]].drop_duplicates(), how="cross")
@@ -288,11 +345,22 @@ def nanosecond_entities(feats: pd.DataFrame, ttl: dt.timedelta) -> pd.DataFrame:
     """For each feature row at t: entity rows at t-1us, t-500ns, t-499ns, t-1ns, t, t+1ns, and at
     t + ttl -1ns / +0 / +1ns / +499ns / +1us (the TTL edge), all in ``datetime64[ns, UTC]``."""
     t = feats["event_timestamp"].astype("datetime64[ns, UTC]")
-    parts = [pd.DataFrame({"instrument_id": feats["instrument_id"], "event_timestamp": t + pd.Timedelta(ns, "ns"),
-                           "case": case}) for case, ns in NS_OFFSETS.items()]
-    parts += [pd.DataFrame({"instrument_id": feats["instrument_id"],
-                            "event_timestamp": t + pd.Timedelta(ttl) + pd.Timedelta(ns, "ns"), "case": case})
-              for case, ns in TTL_OFFSETS.items()]
+    parts = [
+        pd.DataFrame(
+            {"instrument_id": feats["instrument_id"], "event_timestamp": t + pd.Timedelta(ns, "ns"), "case": case}
+        )
+        for case, ns in NS_OFFSETS.items()
+    ]
+    parts += [
+        pd.DataFrame(
+            {
+                "instrument_id": feats["instrument_id"],
+                "event_timestamp": t + pd.Timedelta(ttl) + pd.Timedelta(ns, "ns"),
+                "case": case,
+            }
+        )
+        for case, ns in TTL_OFFSETS.items()
+    ]
     frame = pd.concat(parts, ignore_index=True)
     frame["row_id"] = np.arange(len(frame), dtype=np.int64)
     return frame
@@ -320,16 +388,23 @@ def test_nanosecond_entity_times_never_see_the_future(pg_url: str, db_schema: st
     pd.testing.assert_frame_equal(got[cols].sort_values("row_id").reset_index(drop=True), want[cols], check_exact=True)
     assert_same(got.drop(columns="case"), want)
     # the row at t itself is seen from t and t+1ns only
-    own = got.merge(feats[["instrument_id", "event_timestamp", "f1"]].rename(columns={"f1": "own"}).assign(
-        event_timestamp=lambda d: d["event_timestamp"].astype("datetime64[ns, UTC]")), how="left")
+    own = got.merge(
+        feats[["instrument_id", "event_timestamp", "f1"]]
+        .rename(columns={"f1": "own"})
+        .assign(event_timestamp=lambda d: d["event_timestamp"].astype("datetime64[ns, UTC]")),
+        how="left",
+    )
     sees_own = own["own"].notna() & (own["f1"] == own["own"])
     assert set(own.loc[sees_own, "case"]) == {"t"}
-    assert not (got.loc[got["case"].isin(["t-1ns", "t-499ns", "t-500ns", "t-1us"]), "f1"]
-                == own.loc[got["case"].isin(["t-1ns", "t-499ns", "t-500ns", "t-1us"]), "own"]).any()
+    assert not (
+        got.loc[got["case"].isin(["t-1ns", "t-499ns", "t-500ns", "t-1us"]), "f1"]
+        == own.loc[got["case"].isin(["t-1ns", "t-499ns", "t-500ns", "t-1us"]), "own"]
+    ).any()
     # the caller's timestamps, unchanged (dtype, unit, zone, values), in the caller's order
     assert got["event_timestamp"].dtype == entities["event_timestamp"].dtype
-    pd.testing.assert_series_equal(got.sort_values("row_id")["event_timestamp"].reset_index(drop=True),
-                                   entities["event_timestamp"])
+    pd.testing.assert_series_equal(
+        got.sort_values("row_id")["event_timestamp"].reset_index(drop=True), entities["event_timestamp"]
+    )
     # the stock store truncates entity times to microseconds (psycopg 3): exact for "at or before t",
     # wrong for the TTL bound at t + ttl + 1..999 ns (it keeps a row that is ttl + 1 ns old)
     # (and returns them truncated: only the features are compared)
@@ -337,9 +412,11 @@ def test_nanosecond_entity_times_never_see_the_future(pg_url: str, db_schema: st
     exact = sorted(set(NS_OFFSETS) | set(TTL_OFFSETS) - {"ttl+1ns", "ttl+499ns"})
     for frame in (got, stock_df, want.assign(case=entities["case"])):
         assert len(frame) == len(entities)
-    pd.testing.assert_frame_equal(got.loc[got["case"].isin(exact), cols].sort_values("row_id").reset_index(drop=True),
-                                  stock_df.loc[stock_df["case"].isin(exact), cols].sort_values("row_id")
-                                  .reset_index(drop=True), check_exact=True)
+    pd.testing.assert_frame_equal(
+        got.loc[got["case"].isin(exact), cols].sort_values("row_id").reset_index(drop=True),
+        stock_df.loc[stock_df["case"].isin(exact), cols].sort_values("row_id").reset_index(drop=True),
+        check_exact=True,
+    )
 
 
 def test_string_and_naive_entity_timestamps(pg_url: str, db_schema: str, tmp_path: Path) -> None:
@@ -357,8 +434,11 @@ def test_string_and_naive_entity_timestamps(pg_url: str, db_schema: str, tmp_pat
     entities = nanosecond_entities(feats, dt.timedelta(days=1)).drop(columns="case")
     refs = [f"str_1h:{f}" for f in FEATURES]
     want = brute_force(entities, feats, dt.timedelta(days=1))
-    text = entities.assign(event_timestamp=entities["event_timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
-                           + entities["event_timestamp"].dt.nanosecond.map("{:03d}".format) + "+00:00")
+    text = entities.assign(
+        event_timestamp=entities["event_timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        + entities["event_timestamp"].dt.nanosecond.map("{:03d}".format)
+        + "+00:00"
+    )
     got = hdi.get_historical_features(entity_df=text, features=refs).to_df()
     assert list(got.sort_values("row_id")["event_timestamp"]) == list(text["event_timestamp"])  # strings, as given
     assert_same(got, want)
@@ -394,8 +474,9 @@ def test_pull_queries_and_time_range_mode_equal_stock(pg_url: str, db_schema: st
     got_df = hdi.get_historical_features(features=refs, start_date=lo, end_date=hi).to_df()
     want_df = stock.get_historical_features(features=refs, start_date=lo, end_date=hi).to_df()
     key = ["instrument_id", "event_timestamp"]
-    pd.testing.assert_frame_equal(got_df.sort_values(key).reset_index(drop=True),
-                                  want_df.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        got_df.sort_values(key).reset_index(drop=True), want_df.sort_values(key).reset_index(drop=True)
+    )
 
 
 def test_variable_width_features_take_the_row_path(pg_url: str, db_schema: str, tmp_path: Path) -> None:
@@ -406,10 +487,16 @@ def test_variable_width_features_take_the_row_path(pg_url: str, db_schema: str, 
     feats = random_features(rng, 400, list(range(1, 6)))
     write_table(pg_url, db_schema, "features_txt_1h", feats)
     ent = instrument()
-    source = PostgreSQLSource(name="txt_src", table="features_txt_1h", timestamp_field="event_timestamp",
-                              created_timestamp_column="created")
-    fv = FeatureView(name="txt_1h", entities=[ent], ttl=dt.timedelta(days=1), source=source,
-                     schema=[Field(name="f1", dtype=Float64), Field(name="symbol", dtype=String)])
+    source = PostgreSQLSource(
+        name="txt_src", table="features_txt_1h", timestamp_field="event_timestamp", created_timestamp_column="created"
+    )
+    fv = FeatureView(
+        name="txt_1h",
+        entities=[ent],
+        ttl=dt.timedelta(days=1),
+        source=source,
+        schema=[Field(name="f1", dtype=Float64), Field(name="symbol", dtype=String)],
+    )
     hdi, stock = stores(pg_url, db_schema, tmp_path, [ent, fv])
     entities = random_entities(rng, 300, feats, list(range(1, 6)), dt.timedelta(days=1))
     refs = ["txt_1h:f1", "txt_1h:symbol"]

@@ -19,26 +19,37 @@ from hdi_lab.errors import ValidationError
 pytestmark = pytest.mark.integration
 
 SET = "momentum_v1"
-COLS = ["rsi_14", "sma_20", "ema_20", "macd_12_26_9", "macds_12_26_9", "atr_14", "bbu_20_2", "bbl_20_2",
-        "logret_1", "vol_20"]
+COLS = [
+    "rsi_14",
+    "sma_20",
+    "ema_20",
+    "macd_12_26_9",
+    "macds_12_26_9",
+    "atr_14",
+    "bbu_20_2",
+    "bbl_20_2",
+    "logret_1",
+    "vol_20",
+]
 DAY = pd.Timedelta(days=1)
 
 
 def ingest(session: HdiSession, start: str, end: str, symbols: tuple[str, ...] = ("AAPL", "MSFT")) -> None:
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=list(symbols), start=start, end=end,
-                   session=session)
+    hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=list(symbols), start=start, end=end, session=session)
 
 
 def stored(session: HdiSession, table: str = "features_momentum_v1_1d") -> pd.DataFrame:
     """Every row of a feature table (created included), in key order."""
-    return hdi_lab.sql(f'SELECT * FROM "{session.schema}"."{table}" ORDER BY instrument_id, event_timestamp',
-                       session=session)
+    return hdi_lab.sql(
+        f'SELECT * FROM "{session.schema}"."{table}" ORDER BY instrument_id, event_timestamp', session=session
+    )
 
 
 def test_compute_stores_point_in_time_rows_with_reference_values(session: HdiSession) -> None:
     ingest(session, "2023-01-01", "2023-07-01")
-    report = features.compute(SET, symbols=["AAPL", "MSFT"], interval="1d", start="2023-01-01",
-                              end="2023-07-01", session=session)
+    report = features.compute(
+        SET, symbols=["AAPL", "MSFT"], interval="1d", start="2023-01-01", end="2023-07-01", session=session
+    )
     bars = hdi_lab.query("ohlcv-1d", ["AAPL", "MSFT"], "2023-01-01", "2023-07-01", session=session)
     assert report.rows == report.inserted == len(bars) and report.instruments == 2 and report.updated == 0
     assert report.table == features.table_name(SET, "1d") == "features_momentum_v1_1d"
@@ -58,11 +69,13 @@ def test_compute_stores_point_in_time_rows_with_reference_values(session: HdiSes
     # a textbook check on stored values: SMA(20) and the 20-bar sample deviation of log returns
     close = aapl_bars["close"].to_numpy()
     t = 60
-    assert aapl["sma_20"].iloc[t] == pytest.approx(close[t - 19:t + 1].mean(), rel=1e-9)
+    assert aapl["sma_20"].iloc[t] == pytest.approx(close[t - 19 : t + 1].mean(), rel=1e-9)
     logret = np.log(close[1:] / close[:-1])
-    assert aapl["vol_20"].iloc[t] == pytest.approx(logret[t - 20:t].std(ddof=1), rel=1e-9)
-    nulls = hdi_lab.sql(f'SELECT count(*) AS n FROM "{session.schema}".features_momentum_v1_1d '
-                        "WHERE macds_12_26_9 IS NULL", session=session)
+    assert aapl["vol_20"].iloc[t] == pytest.approx(logret[t - 20 : t].std(ddof=1), rel=1e-9)
+    nulls = hdi_lab.sql(
+        f'SELECT count(*) AS n FROM "{session.schema}".features_momentum_v1_1d WHERE macds_12_26_9 IS NULL',
+        session=session,
+    )
     assert int(nulls["n"].iloc[0]) == 2 * 33  # warm-up stored as NULL, not NaN
 
     # read selects on event_timestamp: the bar of day D is knowable at D+1 00:00
@@ -78,24 +91,42 @@ def test_storage_layout_and_registry(session: HdiSession) -> None:
     features.compute(SET, "AAPL", "1d", session=session)  # start/end default: all stored bars
     cols = hdi_lab.sql(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = %s "
-        "AND table_name = 'features_momentum_v1_1d' ORDER BY ordinal_position", [session.schema], session=session)
+        "AND table_name = 'features_momentum_v1_1d' ORDER BY ordinal_position",
+        [session.schema],
+        session=session,
+    )
     assert cols["column_name"].tolist() == ["instrument_id", "event_timestamp", "created", "symbol", *COLS]
-    assert cols["data_type"].tolist() == ["bigint", "timestamp with time zone", "timestamp with time zone", "text",
-                                          *(["double precision"] * len(COLS))]
+    assert cols["data_type"].tolist() == [
+        "bigint",
+        "timestamp with time zone",
+        "timestamp with time zone",
+        "text",
+        *(["double precision"] * len(COLS)),
+    ]
     assert cols["is_nullable"].tolist()[:3] == ["NO", "NO", "NO"]
-    idx = hdi_lab.sql("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = "
-                      "'features_momentum_v1_1d' ORDER BY indexname", [session.schema], session=session)
+    idx = hdi_lab.sql(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = "
+        "'features_momentum_v1_1d' ORDER BY indexname",
+        [session.schema],
+        session=session,
+    )
     defs = " | ".join(idx["indexdef"])
     assert "(instrument_id, event_timestamp DESC, created DESC)" in defs
     assert "(instrument_id, event_timestamp)" in defs  # the primary key
     reg = hdi_lab.sql("SELECT * FROM feature_sets", session=session)
     assert reg[["name", "version", "interval", "table_name"]].values.tolist() == [
-        ["momentum_v1", 1, "1d", "features_momentum_v1_1d"]]
+        ["momentum_v1", 1, "1d", "features_momentum_v1_1d"]
+    ]
     assert list(reg["columns"].iloc[0]) == COLS
     definition = reg["definition"].iloc[0]
     assert [c["name"] for c in definition["columns"]] == COLS
-    assert definition["columns"][0] == {"name": "rsi_14", "indicator": "rsi", "output": "rsi",
-                                        "params": {"length": 14}, "warmup": 14}
+    assert definition["columns"][0] == {
+        "name": "rsi_14",
+        "indicator": "rsi",
+        "output": "rsi",
+        "params": {"length": 14},
+        "warmup": 14,
+    }
     listing = features.list_sets(session=session)
     row = listing[(listing["feature_set"] == SET) & (listing["interval"] == "1d")].iloc[0]
     assert row["rows"] == 23 and row["table"] == "features_momentum_v1_1d"
@@ -116,8 +147,9 @@ def test_incremental_day_by_day_equals_full_recompute_bit_exact(session: HdiSess
     full = features.compute(SET, ["AAPL", "MSFT"], "1d", "2023-01-01", "2023-05-20", session=session)
     assert full.inserted == len(incremental)
     recomputed = stored(session)
-    pd.testing.assert_frame_equal(incremental.drop(columns="created"), recomputed.drop(columns="created"),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        incremental.drop(columns="created"), recomputed.drop(columns="created"), check_exact=True
+    )
 
 
 def test_rerun_is_idempotent_and_a_corrected_bar_changes_only_later_rows(session: HdiSession) -> None:
@@ -129,8 +161,11 @@ def test_rerun_is_idempotent_and_a_corrected_bar_changes_only_later_rows(session
     pd.testing.assert_frame_equal(stored(session), before, check_exact=True)  # created untouched: no churn
 
     # the vendor corrects one bar: features before it stay as they were (no look-ahead), later ones move
-    hdi_lab.sql(f'UPDATE "{session.schema}".ohlcv_1d SET close = close + 1000000000, '
-                "high = high + 1000000000 WHERE ts_event = '2023-02-15'", session=session)
+    hdi_lab.sql(
+        f'UPDATE "{session.schema}".ohlcv_1d SET close = close + 1000000000, '
+        "high = high + 1000000000 WHERE ts_event = '2023-02-15'",
+        session=session,
+    )
     fixed = features.compute(SET, "AAPL", "1d", "2023-01-01", "2023-04-01", session=session)
     after = stored(session)
     cut = pd.Timestamp("2023-02-16", tz="UTC")  # the corrected bar's close
@@ -149,18 +184,24 @@ def test_future_bars_never_change_stored_past_features(session: HdiSession) -> N
     report = features.compute(SET, "MSFT", "1d", "2023-01-01", "2023-06-01", session=session)
     assert report.updated == 0 and report.inserted > 0
     now = stored(session)
-    pd.testing.assert_frame_equal(now.iloc[:len(past)], past, check_exact=True)
+    pd.testing.assert_frame_equal(now.iloc[: len(past)], past, check_exact=True)
 
 
 def test_gaps_are_reported_and_can_be_refused(session: HdiSession) -> None:
     ingest(session, "2023-01-01", "2023-03-01", ("AAPL",))
-    hdi_lab.sql(f'DELETE FROM "{session.schema}".ohlcv_1d WHERE ts_event >= %s AND ts_event < %s',
-                ["2023-02-01", "2023-02-13"], session=session)
+    hdi_lab.sql(
+        f'DELETE FROM "{session.schema}".ohlcv_1d WHERE ts_event >= %s AND ts_event < %s',
+        ["2023-02-01", "2023-02-13"],
+        session=session,
+    )
     report = features.compute(SET, "AAPL", "1d", session=session)
     assert report.largest_gap == pd.Timedelta(days=13)  # Tue 31 Jan -> Mon 13 Feb
     assert "largest gap between bars 13 days" in str(report)
-    with pytest.raises(ValidationError, match=r"instrument 500001 \(AAPL\) has no bars between "
-                                              r"2023-01-31 00:00:00\+00:00 and 2023-02-13.*max_gap=4 days"):
+    with pytest.raises(
+        ValidationError,
+        match=r"instrument 500001 \(AAPL\) has no bars between "
+        r"2023-01-31 00:00:00\+00:00 and 2023-02-13.*max_gap=4 days",
+    ):
         features.compute(SET, "AAPL", "1d", max_gap="4D", session=session)
     # windows count bars: the bar after the gap follows the one before it
     bars = hdi_lab.query("ohlcv-1d", "AAPL", "2023-01-01", "2023-03-01", session=session)
@@ -193,8 +234,9 @@ def test_bad_input_is_refused(session: HdiSession) -> None:
 
 
 def test_resampled_interval_reads_rolled_up_bars(session: HdiSession) -> None:
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-04",
-                   session=session)
+    hdi_lab.ingest(
+        provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-04", session=session
+    )
     report = features.compute(SET, "ESH4", "15m", "2024-01-02", "2024-01-04", session=session)
     bars = hdi_lab.query("ohlcv-1m", "ESH4", "1970-01-01", "2024-01-04", interval="15m", session=session)
     assert report.table == "features_momentum_v1_15m" and report.rows == len(bars)
@@ -209,12 +251,27 @@ def test_resampled_interval_reads_rolled_up_bars(session: HdiSession) -> None:
 
 def test_cli_features_compute_and_list(session: HdiSession, hdi_env: dict[str, str]) -> None:
     ingest(session, "2023-01-01", "2023-03-01", ("AAPL",))
-    code, out, err = run_cli(["features", "compute", "--set", SET, "--symbols", "AAPL", "--interval", "1d",
-                              "--start", "2023-01-01", "--end", "2023-03-01"])
+    code, out, err = run_cli(
+        [
+            "features",
+            "compute",
+            "--set",
+            SET,
+            "--symbols",
+            "AAPL",
+            "--interval",
+            "1d",
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-03-01",
+        ]
+    )
     assert code == 0, err
     assert "momentum_v1 1d -> features_momentum_v1_1d: 42 rows for 1 instrument(s)" in out and "42 inserted" in out
-    code, out, err = run_cli(["features", "compute", "--set", SET, "--symbols", "AAPL", "--start", "2023-01-01",
-                              "--end", "2023-03-01"])
+    code, out, err = run_cli(
+        ["features", "compute", "--set", SET, "--symbols", "AAPL", "--start", "2023-01-01", "--end", "2023-03-01"]
+    )
     assert code == 0 and "0 inserted, 0 updated, 42 unchanged" in out
     code, out, err = run_cli(["features", "list"])
     assert code == 0 and "features_momentum_v1_1d" in out and "trend_v1" in out
@@ -280,9 +337,15 @@ def random_bars(seed: int = 5) -> dict[str, dict[str, np.ndarray]]:
         opn = np.r_[close[0], close[:-1]]
         wick = np.abs(rng.normal(0, 0.01, len(RDAYS))) * close * (k % 3)
         tick = 1_000_000
-        out[sym] = {name: (np.round(v * 1e9 / tick) * tick).astype(np.int64) for name, v in
-                    (("open", opn), ("high", np.maximum(opn, close) + wick), ("low", np.minimum(opn, close) - wick),
-                     ("close", close))}
+        out[sym] = {
+            name: (np.round(v * 1e9 / tick) * tick).astype(np.int64)
+            for name, v in (
+                ("open", opn),
+                ("high", np.maximum(opn, close) + wick),
+                ("low", np.minimum(opn, close) - wick),
+                ("close", close),
+            )
+        }
         out[sym]["volume"] = rng.integers(100, 100_000, len(RDAYS)).astype(np.int64)
     return out
 
@@ -294,12 +357,19 @@ def put_bars(session: HdiSession, data: dict[str, dict[str, np.ndarray]], sym: s
 
     idx = np.arange(len(RDAYS))[days]
     ts = RDAYS[idx].asi8 // 1000 - copy.PG_EPOCH_US
-    values = [np.full(len(idx), RANDOM[sym], dtype=np.int64), np.full(len(idx), 2, dtype=np.int16), ts,
-              *(data[sym][k][idx] for k in ("open", "high", "low", "close", "volume"))]
+    values = [
+        np.full(len(idx), RANDOM[sym], dtype=np.int64),
+        np.full(len(idx), 2, dtype=np.int16),
+        ts,
+        *(data[sym][k][idx] for k in ("open", "high", "low", "close", "volume")),
+    ]
     with transaction(session.connection()) as cur:
-        copy.copy_in(cur, f'"{session.schema}".ohlcv_1d',
-                     ["instrument_id", "publisher_id", "ts_event", "open", "high", "low", "close", "volume"],
-                     copy.encode(["int8", "int2", "timestamptz", "int8", "int8", "int8", "int8", "int8"], values))
+        copy.copy_in(
+            cur,
+            f'"{session.schema}".ohlcv_1d',
+            ["instrument_id", "publisher_id", "ts_event", "open", "high", "low", "close", "volume"],
+            copy.encode(["int8", "int2", "timestamptz", "int8", "int8", "int8", "int8", "int8"], values),
+        )
 
 
 def test_resumed_increments_equal_full_recompute_bit_exact(session: HdiSession) -> None:
@@ -313,14 +383,21 @@ def test_resumed_increments_equal_full_recompute_bit_exact(session: HdiSession) 
     data = random_bars()
     syms = list(RANDOM)
     with transaction(session.connection()) as cur:
-        load.upsert_symbology(cur, session.schema, "XNAS.ITCH", [
-            Mapping("raw_symbol", s, RDAYS[0].date(), (RDAYS[-1] + DAY).date(), iid) for s, iid in RANDOM.items()])
+        load.upsert_symbology(
+            cur,
+            session.schema,
+            "XNAS.ITCH",
+            [Mapping("raw_symbol", s, RDAYS[0].date(), (RDAYS[-1] + DAY).date(), iid) for s, iid in RANDOM.items()],
+        )
     for sym, days in (("RA", slice(0, 250)), ("RB", slice(0, 250)), ("RC", slice(230, 250)), ("RD", slice(100, 250))):
         put_bars(session, data, sym, days)
     first = features.compute(SET, syms, "1d", RDAYS[0], RDAYS[250], session=session)
     assert first.resumed == 0 and first.inserted == 250 * 2 + 20 + 150
-    states = hdi_lab.sql(f'SELECT instrument_id, bars, ts_event, state FROM "{session.schema}".'
-                         f'"{features.state_table_name(SET, "1d")}" ORDER BY instrument_id', session=session)
+    states = hdi_lab.sql(
+        f'SELECT instrument_id, bars, ts_event, state FROM "{session.schema}".'
+        f'"{features.state_table_name(SET, "1d")}" ORDER BY instrument_id',
+        session=session,
+    )
     assert states["bars"].tolist() == [250, 250, 20, 150]
     assert (states["ts_event"] == RDAYS[249]).all()
     assert np.isnan(states["state"].iloc[2]).sum() > 0  # RC: still in warm-up (no MACD signal yet)
@@ -332,8 +409,7 @@ def test_resumed_increments_equal_full_recompute_bit_exact(session: HdiSession) 
             put_bars(session, data, "RD", slice(40, 100))  # older bars arrive: RD's state no longer holds
         for sym in syms:
             put_bars(session, data, sym, slice(lo, hi))
-        reports[lo] = features.compute(SET, syms, "1d", RDAYS[lo], RDAYS[hi] if hi < 300 else None,
-                                       session=session)
+        reports[lo] = features.compute(SET, syms, "1d", RDAYS[lo], RDAYS[hi] if hi < 300 else None, session=session)
         assert reports[lo].inserted == 4 * (hi - lo) and reports[lo].updated == 0
     # RC: from its first bar while its history fits the window (20 + 14 bars), resumed after that
     assert reports[250].resumed == 3 and reports[264].resumed == 3 and reports[265].resumed == 4
@@ -347,8 +423,9 @@ def test_resumed_increments_equal_full_recompute_bit_exact(session: HdiSession) 
     assert full.resumed == 0
     recomputed = stored(session)
     key = ["instrument_id", "event_timestamp"]
-    both = incremental.drop(columns="created").merge(recomputed.drop(columns="created"), on=key, how="left",
-                                                     suffixes=("", "_full"), validate="1:1")
+    both = incremental.drop(columns="created").merge(
+        recomputed.drop(columns="created"), on=key, how="left", suffixes=("", "_full"), validate="1:1"
+    )
     assert len(both) == len(incremental) == len(recomputed) - 60  # RD's backfilled days were never computed
     before_backfill = ((both["instrument_id"] == RANDOM["RD"]) & (both["event_timestamp"] <= RDAYS[270])).to_numpy()
     check = both[~before_backfill]

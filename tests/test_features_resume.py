@@ -28,12 +28,20 @@ def days(*k: int) -> npt.NDArray[Any]:
     return np.array([T0 + i * DAY for i in k], dtype=np.int64)
 
 
-def state(last_day: int, bars: int, lower_day: int | None, values: tuple[float, ...] = (1.0, 2.0, 3.0),
-          bars_now: int | None = None, iid: int = 7) -> StoredState:
+def state(
+    last_day: int,
+    bars: int,
+    lower_day: int | None,
+    values: tuple[float, ...] = (1.0, 2.0, 3.0),
+    bars_now: int | None = None,
+    iid: int = 7,
+) -> StoredState:
     """A saved state after the bar of ``last_day``, the instrument's ``bars``-th; ``bars_now`` stored now."""
-    return StoredState(StateRow(iid, T0 + last_day * DAY, bars, "AAPL", values),
-                       bars if bars_now is None else bars_now,
-                       T0 + lower_day * DAY if lower_day is not None else None)
+    return StoredState(
+        StateRow(iid, T0 + last_day * DAY, bars, "AAPL", values),
+        bars if bars_now is None else bars_now,
+        T0 + lower_day * DAY if lower_day is not None else None,
+    )
 
 
 # -- when states apply ----------------------------------------------------------------------
@@ -46,13 +54,16 @@ def test_states_apply_to_resumable_sets_at_stored_intervals_after_the_start_of_h
     assert states_apply(True, "1h", False, lo)
 
 
-@pytest.mark.parametrize(("resumable", "interval", "max_gap", "lo"), [
-    (False, "1d", False, pd.Timestamp("2024-01-10", tz="UTC")),  # a set with indicators that cannot resume
-    (True, "5m", False, pd.Timestamp("2024-01-10", tz="UTC")),  # rolled up from ohlcv-1m
-    (True, "15m", False, pd.Timestamp("2024-01-10", tz="UTC")),
-    (True, "1d", True, pd.Timestamp("2024-01-10", tz="UTC")),  # max_gap checks the whole history
-    (True, "1d", False, HISTORY_START),  # from the first bar anyway
-])
+@pytest.mark.parametrize(
+    ("resumable", "interval", "max_gap", "lo"),
+    [
+        (False, "1d", False, pd.Timestamp("2024-01-10", tz="UTC")),  # a set with indicators that cannot resume
+        (True, "5m", False, pd.Timestamp("2024-01-10", tz="UTC")),  # rolled up from ohlcv-1m
+        (True, "15m", False, pd.Timestamp("2024-01-10", tz="UTC")),
+        (True, "1d", True, pd.Timestamp("2024-01-10", tz="UTC")),  # max_gap checks the whole history
+        (True, "1d", False, HISTORY_START),  # from the first bar anyway
+    ],
+)
 def test_states_do_not_apply(resumable: bool, interval: str, max_gap: bool, lo: pd.Timestamp) -> None:
     assert not states_apply(resumable, interval, max_gap, lo)
 
@@ -65,13 +76,16 @@ def test_a_state_whose_bar_count_still_matches_is_usable() -> None:
     assert usable_state(s, 3, CONTEXT) is s
 
 
-@pytest.mark.parametrize("stored", [
-    state(9, 40, 7, bars_now=45),  # older bars were backfilled
-    state(9, 40, 7, bars_now=80),  # several publishers: two rows per bar
-    state(9, 40, None),  # no stored bar up to the state's any more
-    state(9, 40, 7, values=(1.0, 2.0)),  # another layout of the state
-    state(9, 40, 7, values=(1.0, float("nan"), 3.0)),  # saved in warm-up, with more bars than the window
-])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        state(9, 40, 7, bars_now=45),  # older bars were backfilled
+        state(9, 40, 7, bars_now=80),  # several publishers: two rows per bar
+        state(9, 40, None),  # no stored bar up to the state's any more
+        state(9, 40, 7, values=(1.0, 2.0)),  # another layout of the state
+        state(9, 40, 7, values=(1.0, float("nan"), 3.0)),  # saved in warm-up, with more bars than the window
+    ],
+)
 def test_a_state_that_no_longer_holds_is_not_used(stored: StoredState) -> None:
     assert usable_state(stored, 3, CONTEXT) is None
 
@@ -83,8 +97,9 @@ def test_a_state_in_warm_up_is_kept_while_the_whole_history_fits_the_window(bars
 
 
 def test_the_window_read_starts_at_the_earliest_last_context_bars() -> None:
-    assert window_start([state(9, 40, 7), state(9, 40, 4, iid=8), state(9, 40, 6, iid=9)]) == \
-        pd.Timestamp(T0 + 4 * DAY, tz="UTC")
+    assert window_start([state(9, 40, 7), state(9, 40, 4, iid=8), state(9, 40, 6, iid=9)]) == pd.Timestamp(
+        T0 + 4 * DAY, tz="UTC"
+    )
 
 
 # -- what each instrument's bars lead to ----------------------------------------------------
@@ -133,11 +148,11 @@ def test_a_window_read_missing_bars_the_state_was_saved_after_reads_the_history(
 
 def test_a_short_history_inside_the_window_is_computed_from_its_first_bar() -> None:
     # two bars stored before lo (fewer than the context): the window read holds all of them
-    assert decide(days(6, 7, 8), T0 + 8 * DAY, state(7, 2, 6), CONTEXT, False) == \
-        Decision(Action.FROM_FIRST_BAR, 0, 2)
+    assert decide(days(6, 7, 8), T0 + 8 * DAY, state(7, 2, 6), CONTEXT, False) == Decision(Action.FROM_FIRST_BAR, 0, 2)
     # exactly the context: still from the first bar (nothing to resume before the window)
-    assert decide(days(5, 6, 7, 8), T0 + 8 * DAY, state(7, CONTEXT, 5), CONTEXT, False) == \
-        Decision(Action.FROM_FIRST_BAR, 0, 3)
+    assert decide(days(5, 6, 7, 8), T0 + 8 * DAY, state(7, CONTEXT, 5), CONTEXT, False) == Decision(
+        Action.FROM_FIRST_BAR, 0, 3
+    )
 
 
 def test_a_short_history_with_other_bars_read_before_it_reads_the_history() -> None:
@@ -156,8 +171,11 @@ def test_the_largest_gap_is_measured_and_can_be_refused() -> None:
     assert largest_gap(bars_at(days(1)), None) == 0
     assert largest_gap(bars_at(days(1, 2, 6, 7)), None) == 4 * DAY
     assert largest_gap(bars_at(days(1, 2, 6, 7)), pd.Timedelta(days=4)) == 4 * DAY
-    with pytest.raises(ValidationError, match=r"instrument 500001 \(AAPL\) has no bars between 2024-01-03 "
-                                              r"00:00:00\+00:00 and 2024-01-07 00:00:00\+00:00.*max_gap=3 days"):
+    with pytest.raises(
+        ValidationError,
+        match=r"instrument 500001 \(AAPL\) has no bars between 2024-01-03 "
+        r"00:00:00\+00:00 and 2024-01-07 00:00:00\+00:00.*max_gap=3 days",
+    ):
         largest_gap(bars_at(days(1, 2, 6, 7)), pd.Timedelta(days=3))
 
 

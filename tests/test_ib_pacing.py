@@ -39,8 +39,13 @@ pytestmark = pytest.mark.unit
 T0 = pd.Timestamp("2024-01-02", tz="UTC")
 
 
-def req(contract: str = "1", what: str = "TRADES", end: pd.Timestamp = T0, duration: str = "86400 S",
-        exchange: str = "SMART") -> HistRequest:
+def req(
+    contract: str = "1",
+    what: str = "TRADES",
+    end: pd.Timestamp = T0,
+    duration: str = "86400 S",
+    exchange: str = "SMART",
+) -> HistRequest:
     return HistRequest(contract, exchange, what, "1 min", end, duration)
 
 
@@ -52,8 +57,14 @@ def test_random_long_schedules_never_break_a_rule(seed: int) -> None:
     reqs = []
     for _ in range(400):
         day = rng.randrange(30 if rng.random() < 0.7 else 3)  # few distinct ends: many identical requests
-        reqs.append(req(str(rng.randrange(n_contracts)), rng.choice(["TRADES", "MIDPOINT", "BID_ASK"]),
-                        T0 + pd.Timedelta(days=day), exchange=rng.choice(["SMART", "CME"])))
+        reqs.append(
+            req(
+                str(rng.randrange(n_contracts)),
+                rng.choice(["TRADES", "MIDPOINT", "BID_ASK"]),
+                T0 + pd.Timedelta(days=day),
+                exchange=rng.choice(["SMART", "CME"]),
+            )
+        )
     rules = Rules(margin_s=rng.choice([0.0, 0.25]))
     starts = schedule(reqs, rules)
     assert starts == sorted(starts)
@@ -80,8 +91,9 @@ def test_identical_requests_15_s_apart_and_burst_of_5_per_2_s() -> None:
     assert schedule([req(), req()], Rules()) == [0.0, 15.0]
     same_contract = [req("7", end=T0 + pd.Timedelta(days=i)) for i in range(11)]
     assert schedule(same_contract, Rules()) == [0.0] * 5 + [2.0] * 5 + [4.0]
-    other_exchange = schedule([req("7", end=T0 + pd.Timedelta(days=i), exchange=ex)
-                               for i in range(5) for ex in ("SMART", "CME")], Rules())
+    other_exchange = schedule(
+        [req("7", end=T0 + pd.Timedelta(days=i), exchange=ex) for i in range(5) for ex in ("SMART", "CME")], Rules()
+    )
     assert other_exchange == [0.0] * 10
 
 
@@ -104,14 +116,18 @@ def test_pacer_sleeps_on_its_clock_and_honours_a_penalty() -> None:
     assert pacer.open == 0
 
 
-@pytest.mark.parametrize(("schema", "days", "windows", "longest"), [
-    (Schema.OHLCV_1S, 1, 48, "1800 S"),
-    (Schema.OHLCV_1M, 365, 365, "86400 S"),
-    (Schema.OHLCV_1H, 365, 13, "30 D"),
-    (Schema.OHLCV_1D, 800, 3, "365 D"),
-])
-def test_split_range_covers_the_range_in_ib_max_durations(schema: Schema, days: int, windows: int,
-                                                          longest: str) -> None:
+@pytest.mark.parametrize(
+    ("schema", "days", "windows", "longest"),
+    [
+        (Schema.OHLCV_1S, 1, 48, "1800 S"),
+        (Schema.OHLCV_1M, 365, 365, "86400 S"),
+        (Schema.OHLCV_1H, 365, 13, "30 D"),
+        (Schema.OHLCV_1D, 800, 3, "365 D"),
+    ],
+)
+def test_split_range_covers_the_range_in_ib_max_durations(
+    schema: Schema, days: int, windows: int, longest: str
+) -> None:
     start = pd.Timestamp("2023-01-01 00:00:30", tz="UTC")
     end = start + pd.Timedelta(days=days)
     parts = split_range(start, end, schema)
@@ -122,8 +138,14 @@ def test_split_range_covers_the_range_in_ib_max_durations(schema: Schema, days: 
 
 def test_parse_contract_forms_and_errors() -> None:
     es = parse_contract(" ES:FUT:CME:USD:202403 ")
-    assert (es.symbol, es.sec_type, es.exchange, es.currency, es.expiry, es.text) == \
-        ("ES", "FUT", "CME", "USD", "202403", "ES:FUT:CME:USD:202403")
+    assert (es.symbol, es.sec_type, es.exchange, es.currency, es.expiry, es.text) == (
+        "ES",
+        "FUT",
+        "CME",
+        "USD",
+        "202403",
+        "ES:FUT:CME:USD:202403",
+    )
     assert parse_contract("aapl:stk").exchange == "SMART" and parse_contract("AAPL:STK").currency == "USD"
     assert parse_contract("EUR:CASH::USD").exchange == "IDEALPRO"
     cont = parse_contract("ES:CONTFUT:CME")
@@ -131,9 +153,15 @@ def test_parse_contract_forms_and_errors() -> None:
     lib = load_library("ib_async")
     chain = cont.ib_contract(lib)
     assert (chain.secType, chain.includeExpired, chain.lastTradeDateOrContractMonth) == ("FUT", True, "")
-    for bad, match in [("ES", "SYMBOL:SECTYPE"), ("ES:OPT:CME", "not supported"), ("ES:FUT:CME", "needs an expiry"),
-                       ("ES:CONTFUT", "needs an exchange"), ("EUR:CASH:IDEALPRO", "quote currency"),
-                       ("AAPL:STK:SMART:USD:2024", "only for FUT"), ("ES:FUT:CME:USD:2024-03", "YYYYMM")]:
+    for bad, match in [
+        ("ES", "SYMBOL:SECTYPE"),
+        ("ES:OPT:CME", "not supported"),
+        ("ES:FUT:CME", "needs an expiry"),
+        ("ES:CONTFUT", "needs an exchange"),
+        ("EUR:CASH:IDEALPRO", "quote currency"),
+        ("AAPL:STK:SMART:USD:2024", "only for FUT"),
+        ("ES:FUT:CME:USD:2024-03", "YYYYMM"),
+    ]:
         with pytest.raises(ValidationError, match=match):
             parse_contract(bad)
 
@@ -169,16 +197,26 @@ def test_definition_record_carries_the_ib_identity() -> None:
     inst = IbInstrument(12087792, "EUR", "CASH", "IDEALPRO", "", "USD", "", "", "EUR.USD", "EUR.USD", 0.00005)
     rec = definition_record(inst, publisher_id=32001, ts_ns=T0.value)[0]
     assert (rec["publisher_id"], rec["instrument_id"], rec["ts_recv"]) == (32001, 12087792, T0.value)
-    assert (rec["raw_symbol"], rec["security_type"], rec["exchange"], rec["currency"], rec["instrument_class"]) == \
-        (b"EUR.USD", b"CASH", b"IDEAL", b"USD", b"X")
+    assert (rec["raw_symbol"], rec["security_type"], rec["exchange"], rec["currency"], rec["instrument_class"]) == (
+        b"EUR.USD",
+        b"CASH",
+        b"IDEAL",
+        b"USD",
+        b"X",
+    )
     assert rec["min_price_increment"] == 50_000 and inst.text == "EUR:CASH:IDEALPRO:USD"
 
 
 def test_plan_is_offline_interleaved_and_stable() -> None:
     p = IbProvider(load_settings({}, environ={}))
-    request = IngestRequest(provider="ib", schema=Schema.OHLCV_1H, dataset="ib.bid_ask",
-                            symbols=("AAPL:STK", "ES:CONTFUT:CME"), start=parse_time("2024-01-01", "start"),
-                            end=parse_time("2024-03-01", "end"))
+    request = IngestRequest(
+        provider="ib",
+        schema=Schema.OHLCV_1H,
+        dataset="ib.bid_ask",
+        symbols=("AAPL:STK", "ES:CONTFUT:CME"),
+        start=parse_time("2024-01-01", "start"),
+        end=parse_time("2024-03-01", "end"),
+    )
     chunks = p.plan(request)
     assert [c.schema for c in chunks[:2]] == [Schema.DEFINITION] * 2 and all(c.companion for c in chunks[:2])
     bars = chunks[2:]
@@ -188,8 +226,11 @@ def test_plan_is_offline_interleaved_and_stable() -> None:
     est = p.estimate(bars[0])
     weekdays = int(np.busday_count("2024-01-01", "2024-01-31"))
     assert est.records == weekdays * 24 and est.start_s == 0.0 and est.cost_usd == 0.0
-    for bad, match in [({"schema": Schema.TRADES}, "not available from the ib provider"),
-                       ({"dataset": "GLBX.MDP3"}, "not an IB dataset"), ({"symbols": ()}, "symbols are required")]:
+    for bad, match in [
+        ({"schema": Schema.TRADES}, "not available from the ib provider"),
+        ({"dataset": "GLBX.MDP3"}, "not an IB dataset"),
+        ({"symbols": ()}, "symbols are required"),
+    ]:
         with pytest.raises(ValidationError, match=match):
             p.plan(IngestRequest(**{**request.__dict__, **bad}))
 

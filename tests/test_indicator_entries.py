@@ -35,8 +35,16 @@ def _bars(n: int = 120, seed: int = 5) -> pd.DataFrame:
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     spread = np.abs(rng.normal(0, 0.004, n)) * close
     index = pd.date_range("2024-01-02 14:30", periods=n, freq="2h", tz="UTC")
-    return pd.DataFrame({"open": close, "high": close + spread, "low": close - spread, "close": close,
-                         "volume": rng.integers(1, 1000, n).astype(np.float64)}, index=index)
+    return pd.DataFrame(
+        {
+            "open": close,
+            "high": close + spread,
+            "low": close - spread,
+            "close": close,
+            "volume": rng.integers(1, 1000, n).astype(np.float64),
+        },
+        index=index,
+    )
 
 
 def _defaults(entry: Indicator) -> dict[str, object]:
@@ -70,8 +78,10 @@ def test_every_entry_is_complete(entry: Indicator) -> None:
     assert len(set(entry.panel.state)) == len(entry.panel.state)
     assert entry.on_panel(params), "the default parameters run on the panel"
     assert entry.state_slots(params) == entry.panel.state
-    panel = {name: np.asfortranarray(np.stack([bars[name].to_numpy(), bars[name].to_numpy()[::-1]], axis=1))
-             for name in entry.inputs}
+    panel = {
+        name: np.asfortranarray(np.stack([bars[name].to_numpy(), bars[name].to_numpy()[::-1]], axis=1))
+        for name in entry.inputs
+    }
     values, carried = entry.panel.kernel(params, panel, None)
     assert set(values) == set(entry.outputs)
     assert set(carried) == set(entry.panel.state)
@@ -80,9 +90,9 @@ def test_every_entry_is_complete(entry: Indicator) -> None:
     at = len(bars) // 2
     again, carried_again = entry.panel.kernel(params, panel, (at, {s: v[at] for s, v in carried.items()}))
     for name in entry.outputs:  # resumed from its own state: the same run from the next row on
-        np.testing.assert_array_equal(again[name][at + 1:], values[name][at + 1:], err_msg=name)
+        np.testing.assert_array_equal(again[name][at + 1 :], values[name][at + 1 :], err_msg=name)
     for slot in entry.panel.state:
-        np.testing.assert_array_equal(carried_again[slot][at + 1:], carried[slot][at + 1:], err_msg=slot)
+        np.testing.assert_array_equal(carried_again[slot][at + 1 :], carried[slot][at + 1 :], err_msg=slot)
 
 
 def test_every_indicator_module_is_listed_and_named_for_its_entry() -> None:
@@ -121,18 +131,30 @@ def test_indicator_knowledge_stays_in_its_module() -> None:
     bad = []
     for stem in MACHINERY:
         tree = ast.parse((PACKAGE / f"{stem}.py").read_text())
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
-                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-        bad += [f"{stem}.py:{n.lineno} {n.value!r}" for n in ast.walk(tree)
-                if isinstance(n, ast.Constant) and n.value in names and id(n) not in docstrings]
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        bad += [
+            f"{stem}.py:{n.lineno} {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and n.value in names and id(n) not in docstrings
+        ]
     assert not bad
 
 
 def test_resumable_means_on_the_panel() -> None:
     assert indicators.state_layout("logret_1") == () and indicators.state_layout("logret_2") is None
     assert indicators.state_layout("macd_12_26_9,ema_5") == (
-        "macd_12_26_9.fast", "macd_12_26_9.slow", "macd_12_26_9.signal", "ema_5.ema")
+        "macd_12_26_9.fast",
+        "macd_12_26_9.slow",
+        "macd_12_26_9.signal",
+        "ema_5.ema",
+    )
 
 
 def test_indicators_import_only_errors_and_extras_of_hdi_lab() -> None:
@@ -145,17 +167,23 @@ def test_indicators_import_only_errors_and_extras_of_hdi_lab() -> None:
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             targets = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            bad += [f"{path.name}:{node.lineno} imports {t}" for t in targets
-                    if t.split(".")[0] == "hdi_lab" and not any(t == a or t.startswith(a + ".") for a in allowed)]
+            bad += [
+                f"{path.name}:{node.lineno} imports {t}"
+                for t in targets
+                if t.split(".")[0] == "hdi_lab" and not any(t == a or t.startswith(a + ".") for a in allowed)
+            ]
     assert not bad
 
 
 def test_importing_the_indicators_loads_no_pandas_ta() -> None:
     code = "import json, sys\nimport hdi_lab.indicators\nprint(json.dumps(sorted(sys.modules)))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not [m for m in loaded if m.split(".")[0] in ("pandas_ta", "numba") or m.startswith("numpy.typing")]
-    assert not [m for m in loaded if m.startswith("hdi_lab.") and not m.startswith(("hdi_lab.indicators",
-                                                                                     "hdi_lab.errors",
-                                                                                     "hdi_lab.extras"))]
+    assert not [
+        m
+        for m in loaded
+        if m.startswith("hdi_lab.") and not m.startswith(("hdi_lab.indicators", "hdi_lab.errors", "hdi_lab.extras"))
+    ]

@@ -32,13 +32,13 @@ def bars(n: int = 400, seed: int = 7, flat: tuple[int, int] | None = (200, 230))
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
     flat = flat if flat and flat[1] <= n else None
     if flat:
-        close[flat[0]:flat[1]] = close[flat[0]]
+        close[flat[0] : flat[1]] = close[flat[0]]
     opn = np.r_[close[0], close[:-1]]
     spread = np.abs(rng.normal(0, 0.006, n)) * close
     high = np.maximum(opn, close) + spread
     low = np.minimum(opn, close) - spread
     if flat:
-        high[flat[0]:flat[1]] = low[flat[0]:flat[1]] = close[flat[0]:flat[1]]
+        high[flat[0] : flat[1]] = low[flat[0] : flat[1]] = close[flat[0] : flat[1]]
     volume = rng.integers(100, 10_000, n).astype(np.float64)
     # intraday timestamps a few per day, so the daily VWAP anchor has several bars per group
     index = pd.date_range("2023-01-02 14:30", periods=n, freq="3h", tz="UTC")
@@ -49,7 +49,7 @@ def bars(n: int = 400, seed: int = 7, flat: tuple[int, int] | None = (200, 230))
 
 
 def ref_sma(x: list[float], n: int) -> list[float]:
-    return [NAN if t < n - 1 else sum(x[t - n + 1:t + 1]) / n for t in range(len(x))]
+    return [NAN if t < n - 1 else sum(x[t - n + 1 : t + 1]) / n for t in range(len(x))]
 
 
 def ref_ema(x: list[float], n: int, first: int = 0) -> list[float]:
@@ -59,7 +59,7 @@ def ref_ema(x: list[float], n: int, first: int = 0) -> list[float]:
     seed_at = first + n - 1
     if seed_at >= len(x):
         return out
-    e = sum(x[first:seed_at + 1]) / n
+    e = sum(x[first : seed_at + 1]) / n
     out[seed_at] = e
     for t in range(seed_at + 1, len(x)):
         e = a * x[t] + (1 - a) * e
@@ -101,7 +101,7 @@ def ref_bbands(c: list[float], n: int, k: float) -> tuple[list[float], list[floa
             upper.append(NAN)
             lower.append(NAN)
             continue
-        w = c[t - n + 1:t + 1]
+        w = c[t - n + 1 : t + 1]
         m, s = sum(w) / n, ref_std(w, 0)
         upper.append(m + k * s)
         lower.append(m - k * s)
@@ -121,7 +121,7 @@ def ref_logret(c: list[float]) -> list[float]:
 
 def ref_vol(c: list[float], n: int) -> list[float]:
     r = ref_logret(c)
-    return [NAN if t < n else ref_std(r[t - n + 1:t + 1], 1) for t in range(len(c))]
+    return [NAN if t < n else ref_std(r[t - n + 1 : t + 1], 1) for t in range(len(c))]
 
 
 def ref_macd(c: list[float], fast: int, slow: int, signal: int) -> tuple[list[float], list[float]]:
@@ -144,7 +144,7 @@ def ref_zscore(c: list[float], n: int) -> list[float]:
         if t < n - 1:
             out.append(NAN)
             continue
-        w = c[t - n + 1:t + 1]
+        w = c[t - n + 1 : t + 1]
         s = ref_std(w, 1)
         out.append(NAN if s == 0 else (c[t] - sum(w) / n) / s)
     return out
@@ -156,7 +156,7 @@ def ref_stoch(h: list[float], lo: list[float], c: list[float], k: int, d: int, s
         if t < k - 1:
             raw.append(NAN)
             continue
-        hh, ll = max(h[t - k + 1:t + 1]), min(lo[t - k + 1:t + 1])
+        hh, ll = max(h[t - k + 1 : t + 1]), min(lo[t - k + 1 : t + 1])
         raw.append(NAN if hh == ll else 100 * (c[t] - ll) / (hh - ll))
     pk = ref_sma(raw, sk)
     return pk, ref_sma(pk, d)
@@ -176,8 +176,11 @@ def ref_adx(h: list[float], lo: list[float], c: list[float], n: int) -> tuple[li
     dx = [100 * abs(dmp[t] - dmn[t]) / (dmp[t] + dmn[t]) if t >= 1 else NAN for t in range(size)]
     adx = ref_wilder(dx, n, n, dx[n])
     mask = [NAN if t < n else 0.0 for t in range(size)]
-    return ([NAN if t < 2 * n - 1 else v for t, v in enumerate(adx)], [v + m for v, m in zip(dmp, mask, strict=True)],
-            [v + m for v, m in zip(dmn, mask, strict=True)])
+    return (
+        [NAN if t < 2 * n - 1 else v for t, v in enumerate(adx)],
+        [v + m for v, m in zip(dmp, mask, strict=True)],
+        [v + m for v, m in zip(dmn, mask, strict=True)],
+    )
 
 
 def ref_vwap(frame: pd.DataFrame) -> list[float]:
@@ -199,13 +202,29 @@ def references(f: pd.DataFrame) -> dict[str, list[float]]:
     bbu, bbl = ref_bbands(c, 20, 2.0)
     stochk, stochd = ref_stoch(h, lo, c, 14, 3, 3)
     adx, dmp, dmn = ref_adx(h, lo, c, 14)
-    return {"adx_14": adx, "dmp_14": dmp, "dmn_14": dmn,
-        "rsi_14": ref_rsi(c, 14), "sma_20": ref_sma(c, 20), "ema_20": ref_ema(c, 20), "macd_12_26_9": macd,
-        "macds_12_26_9": macds, "macdh_12_26_9": [a - b for a, b in zip(macd, macds, strict=True)],
-        "atr_14": ref_atr(h, lo, c, 14), "bbu_20_2": bbu, "bbl_20_2": bbl, "logret_1": ref_logret(c),
-        "vol_20": ref_vol(c, 20), "ret_1": [NAN] + [c[t] / c[t - 1] - 1 for t in range(1, len(c))],
-        "obv": ref_obv(c, v), "zscore_20": ref_zscore(c, 20), "stochk_14_3_3": stochk, "stochd_14_3_3": stochd,
-        "vwap_d": ref_vwap(f), "sma_5": ref_sma(c, 5), "bbu_10_1p5": ref_bbands(c, 10, 1.5)[0],
+    return {
+        "adx_14": adx,
+        "dmp_14": dmp,
+        "dmn_14": dmn,
+        "rsi_14": ref_rsi(c, 14),
+        "sma_20": ref_sma(c, 20),
+        "ema_20": ref_ema(c, 20),
+        "macd_12_26_9": macd,
+        "macds_12_26_9": macds,
+        "macdh_12_26_9": [a - b for a, b in zip(macd, macds, strict=True)],
+        "atr_14": ref_atr(h, lo, c, 14),
+        "bbu_20_2": bbu,
+        "bbl_20_2": bbl,
+        "logret_1": ref_logret(c),
+        "vol_20": ref_vol(c, 20),
+        "ret_1": [NAN] + [c[t] / c[t - 1] - 1 for t in range(1, len(c))],
+        "obv": ref_obv(c, v),
+        "zscore_20": ref_zscore(c, 20),
+        "stochk_14_3_3": stochk,
+        "stochd_14_3_3": stochd,
+        "vwap_d": ref_vwap(f),
+        "sma_5": ref_sma(c, 5),
+        "bbu_10_1p5": ref_bbands(c, 10, 1.5)[0],
     }
 
 
@@ -223,34 +242,67 @@ def test_values_match_textbook_references() -> None:
         g = got[name].to_numpy()
         np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=f"{name}: NaN positions")
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12 * scale, equal_nan=True, err_msg=name)
-        assert int(np.isnan(g[:column(name).warmup]).sum()) == column(name).warmup, name
+        assert int(np.isnan(g[: column(name).warmup]).sum()) == column(name).warmup, name
 
 
 def test_flat_prices_give_nan_not_garbage() -> None:
     f = bars()
     got = compute(f, "rsi_14,stochk_14_3_3,zscore_20")
     flat = slice(200 + 20, 230)  # windows entirely inside the flat stretch
-    assert got["rsi_14"].iloc[200 + 14:230].notna().all()  # RSI keeps its earlier averages (decaying)
+    assert got["rsi_14"].iloc[200 + 14 : 230].notna().all()  # RSI keeps its earlier averages (decaying)
     assert got["stochk_14_3_3"].iloc[flat].isna().all()  # highest == lowest: undefined
     assert got["zscore_20"].iloc[flat].isna().all()  # zero deviation: undefined
     assert got["stochk_14_3_3"].iloc[240:].notna().all()
 
 
 def test_momentum_v1_names_and_warmups() -> None:
-    names = ["rsi_14", "sma_20", "ema_20", "macd_12_26_9", "macds_12_26_9", "atr_14", "bbu_20_2", "bbl_20_2",
-             "logret_1", "vol_20"]
+    names = [
+        "rsi_14",
+        "sma_20",
+        "ema_20",
+        "macd_12_26_9",
+        "macds_12_26_9",
+        "atr_14",
+        "bbu_20_2",
+        "bbl_20_2",
+        "logret_1",
+        "vol_20",
+    ]
     cols = indicators.columns(names)
     assert [c.name for c in cols] == names
     assert {c.name: c.warmup for c in cols} == {
-        "rsi_14": 14, "sma_20": 19, "ema_20": 19, "macd_12_26_9": 25, "macds_12_26_9": 33, "atr_14": 14,
-        "bbu_20_2": 19, "bbl_20_2": 19, "logret_1": 1, "vol_20": 20}
+        "rsi_14": 14,
+        "sma_20": 19,
+        "ema_20": 19,
+        "macd_12_26_9": 25,
+        "macds_12_26_9": 33,
+        "atr_14": 14,
+        "bbu_20_2": 19,
+        "bbl_20_2": 19,
+        "logret_1": 1,
+        "vol_20": 20,
+    }
     assert indicators.min_bars(cols) == 34
     assert column("rsi").name == "rsi_14" and column("BBU_20_2.0".replace(".0", "")).name == "bbu_20_2"
     assert indicators.make_column("bbands", "bbu", length=10, std=1.5).name == "bbu_10_1p5"
     assert column("bbu_10_1p5").params == (("length", 10), ("std", 1.5))
     table = indicators.describe()
-    assert {"ret", "logret", "sma", "ema", "rsi", "macd", "bbands", "atr", "adx", "stoch", "obv", "vwap", "vol",
-            "zscore"} <= set(table["indicator"])
+    assert {
+        "ret",
+        "logret",
+        "sma",
+        "ema",
+        "rsi",
+        "macd",
+        "bbands",
+        "atr",
+        "adx",
+        "stoch",
+        "obv",
+        "vwap",
+        "vol",
+        "zscore",
+    } <= set(table["indicator"])
 
 
 ALL = [indicators.make_column(i, o).name for i in indicators.CATALOGUE for o in indicators.CATALOGUE[i].outputs]
@@ -276,15 +328,18 @@ def test_input_frame_is_not_modified() -> None:
     pd.testing.assert_frame_equal(f, before, check_exact=True)
 
 
-@pytest.mark.parametrize(("spec", "match"), [
-    ("foo_3", "indicator 'foo'.*not known: use one of ret, logret"),
-    ("rsi_x", r"rsi parameter length='x' is not valid: use a whole number"),
-    ("sma_0", "must be >= 1"),
-    ("rsi_14_3", "too many parameters: rsi takes length"),
-    ("vwap_q", "anchor='q' is not valid: use one of d, w, m"),
-    ("macd_26_12_9", "fast=26 must be shorter than slow=12"),
-    ("rsi-14; drop table x", "not valid: write <output>_<params>"),
-])
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("foo_3", "indicator 'foo'.*not known: use one of ret, logret"),
+        ("rsi_x", r"rsi parameter length='x' is not valid: use a whole number"),
+        ("sma_0", "must be >= 1"),
+        ("rsi_14_3", "too many parameters: rsi takes length"),
+        ("vwap_q", "anchor='q' is not valid: use one of d, w, m"),
+        ("macd_26_12_9", "fast=26 must be shorter than slow=12"),
+        ("rsi-14; drop table x", "not valid: write <output>_<params>"),
+    ],
+)
 def test_unknown_indicator_or_parameter_is_a_clear_error(spec: str, match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         column(spec)
@@ -309,8 +364,9 @@ def test_too_few_bars_raise_or_give_nan() -> None:
     real = read_store(FIXTURES / "GLBX.MDP3" / "test_data.ohlcv-1m.dbn.zst").to_df(map_symbols=False)
     with pytest.raises(ValidationError, match="sma_20 needs at least 20 bars, got 4"):
         compute(real, "sma_20")
-    np.testing.assert_allclose(compute(real, "ret_1")["ret_1"].iloc[1:],
-                               (real["close"] / real["close"].shift() - 1).iloc[1:], rtol=1e-12)
+    np.testing.assert_allclose(
+        compute(real, "ret_1")["ret_1"].iloc[1:], (real["close"] / real["close"].shift() - 1).iloc[1:], rtol=1e-12
+    )
 
 
 def test_bad_bars_are_refused() -> None:
@@ -337,19 +393,38 @@ def test_vwap_leaves_the_warning_filters_alone() -> None:
 
 def test_many_instruments_at_once_equal_one_by_one_bit_exact() -> None:
     """compute_many (one panel for all instruments) == compute per instrument, bit for bit."""
-    frames = [bars(400, seed=1), bars(260, seed=2, flat=(100, 130)), bars(35, seed=3, flat=None),
-              bars(20, seed=4, flat=None), bars(1, seed=5, flat=None), bars(120, seed=6, flat=None) * 1e-3]
+    frames = [
+        bars(400, seed=1),
+        bars(260, seed=2, flat=(100, 130)),
+        bars(35, seed=3, flat=None),
+        bars(20, seed=4, flat=None),
+        bars(1, seed=5, flat=None),
+        bars(120, seed=6, flat=None) * 1e-3,
+    ]
     many = indicators.compute_many(frames, ALL)
     for f, got in zip(frames, many, strict=True):
         want = compute(f, ALL, short="nan")
-        pd.testing.assert_frame_equal(pd.DataFrame(got, index=f.index, columns=want.columns), want,
-                                      check_exact=True)
+        pd.testing.assert_frame_equal(pd.DataFrame(got, index=f.index, columns=want.columns), want, check_exact=True)
 
 
 # -- resuming from a saved state ------------------------------------------------------------
 
-MOMENTUM = ["rsi_14", "sma_20", "ema_20", "macd_12_26_9", "macds_12_26_9", "macdh_12_26_9", "atr_14", "bbu_20_2",
-            "bbm_20_2", "bbl_20_2", "logret_1", "vol_20", "ema_5", "bbu_10_1p5"]
+MOMENTUM = [
+    "rsi_14",
+    "sma_20",
+    "ema_20",
+    "macd_12_26_9",
+    "macds_12_26_9",
+    "macdh_12_26_9",
+    "atr_14",
+    "bbu_20_2",
+    "bbm_20_2",
+    "bbl_20_2",
+    "logret_1",
+    "vol_20",
+    "ema_5",
+    "bbu_10_1p5",
+]
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -380,11 +455,12 @@ def test_resumed_computation_equals_the_full_one_bit_exact() -> None:
     for cut in (w, w + 1, 97, 130, 311, 499):
         _, state = indicators.compute_resumable([f.iloc[:cut] for f in frames], MOMENTUM)
         for step in (1, 2, 25):
-            got, after = indicators.compute_resumable([f.iloc[cut - w:cut + step] for f in frames], MOMENTUM,
-                                                      context=w, state=state)
-            _, want_after = indicators.compute_resumable([f.iloc[:cut + step] for f in frames], MOMENTUM)
+            got, after = indicators.compute_resumable(
+                [f.iloc[cut - w : cut + step] for f in frames], MOMENTUM, context=w, state=state
+            )
+            _, want_after = indicators.compute_resumable([f.iloc[: cut + step] for f in frames], MOMENTUM)
             for j in range(len(frames)):
-                assert same(got[j][w:], full[j][cut:cut + step]), (cut, step, j)
+                assert same(got[j][w:], full[j][cut : cut + step]), (cut, step, j)
             assert same(after, want_after), (cut, step)
     # the same through compute(): one instrument alone
     one_by_one = compute(frames[0], MOMENTUM, short="nan").to_numpy()
@@ -401,7 +477,7 @@ def test_window_indicators_do_not_depend_on_where_the_series_starts() -> None:
         part = compute(f.iloc[k:], cols, short="nan")
         for c in cols:
             w = column(c).warmup
-            assert same(part[c].to_numpy()[w:], full[c].to_numpy()[k + w:]), (c, k)
+            assert same(part[c].to_numpy()[w:], full[c].to_numpy()[k + w :]), (c, k)
 
 
 def test_resuming_needs_resumable_columns_and_enough_context() -> None:

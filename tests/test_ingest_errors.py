@@ -92,15 +92,17 @@ def _unfinished_frame(raw: bytes) -> bytes:
 LARGE = 1_000
 
 
-@pytest.mark.parametrize(("repeat", "k"), [(1, 0), (1, 2), (LARGE, 3_000), (LARGE, 4 * LARGE - 1)],
-                         ids=["header-only", "2-of-4", "3000-of-4000", "3999-of-4000"])
-def test_unfinished_zstd_frame_is_truncated(pg_url: str, db_schema: str, tmp_path: Path, repeat: int,
-                                            k: int) -> None:
+@pytest.mark.parametrize(
+    ("repeat", "k"),
+    [(1, 0), (1, 2), (LARGE, 3_000), (LARGE, 4 * LARGE - 1)],
+    ids=["header-only", "2-of-4", "3000-of-4000", "3999-of-4000"],
+)
+def test_unfinished_zstd_frame_is_truncated(pg_url: str, db_schema: str, tmp_path: Path, repeat: int, k: int) -> None:
     """Whole records then a block flush and no frame end: an error, nothing stored (was: k records loaded)."""
     raw = decompressed(GLBX_TRADES)
     head = _header_len(raw)
     stream = raw[:head] + raw[head:] * repeat
-    path = _plain(tmp_path, "unfinished.trades.dbn.zst", _unfinished_frame(stream[:head + k * RECORD]))
+    path = _plain(tmp_path, "unfinished.trades.dbn.zst", _unfinished_frame(stream[: head + k * RECORD]))
     with make_session(pg_url, db_schema, chunk_rows=max(2, k // 3)) as session:  # a few batches load first
         with pytest.raises(DataFormatError, match="truncated") as info:
             hdi_lab.ingest(provider="file", path=path, session=session)
@@ -108,12 +110,14 @@ def test_unfinished_zstd_frame_is_truncated(pg_url: str, db_schema: str, tmp_pat
         assert_nothing_written(session)
 
 
-def test_unfinished_zstd_frame_in_the_cli_is_one_line(hdi_env: dict[str, str], session: HdiSession,
-                                                      tmp_path: Path) -> None:
+def test_unfinished_zstd_frame_in_the_cli_is_one_line(
+    hdi_env: dict[str, str], session: HdiSession, tmp_path: Path
+) -> None:
     raw = decompressed(GLBX_TRADES)
     head = _header_len(raw)
-    path = _plain(tmp_path, "unfinished.trades.dbn.zst",
-                  _unfinished_frame(raw[:head] + raw[head:] * LARGE))  # the default batch size
+    path = _plain(
+        tmp_path, "unfinished.trades.dbn.zst", _unfinished_frame(raw[:head] + raw[head:] * LARGE)
+    )  # the default batch size
     code, out, err = run_cli(["ingest", str(path)])
     assert code == 1 and out == ""
     assert err.startswith("hdi: error: ") and "truncated" in err and err.count("\n") == 1, err
@@ -121,15 +125,16 @@ def test_unfinished_zstd_frame_in_the_cli_is_one_line(hdi_env: dict[str, str], s
 
 
 @pytest.mark.parametrize("frames", [2, 3])
-def test_concatenated_zstd_frames_load_every_record(small_batches: HdiSession, tmp_path: Path,
-                                                     frames: int) -> None:
+def test_concatenated_zstd_frames_load_every_record(small_batches: HdiSession, tmp_path: Path, frames: int) -> None:
     """Several complete frames are one valid stream (zstd allows it): every record of every frame loads."""
     raw = decompressed(GLBX_TRADES)
     head = _header_len(raw)
     stream = raw[:head] + raw[head:] * 3  # 12 records
-    cuts = [0, head + RECORD // 2, head + 5 * RECORD + 7, len(stream)][: frames] + [len(stream)]
-    data = b"".join(zstandard.ZstdCompressor(write_checksum=True).compress(stream[a:b])
-                    for a, b in zip(cuts, cuts[1:], strict=False))
+    cuts = [0, head + RECORD // 2, head + 5 * RECORD + 7, len(stream)][:frames] + [len(stream)]
+    data = b"".join(
+        zstandard.ZstdCompressor(write_checksum=True).compress(stream[a:b])
+        for a, b in zip(cuts, cuts[1:], strict=False)
+    )
     path = _plain(tmp_path, "frames.trades.dbn.zst", data)
     report = hdi_lab.ingest(provider="file", path=path, session=small_batches)
     assert report.fetched == 12 and report.inserted + report.quarantined == 12
@@ -206,9 +211,11 @@ def test_file_with_other_schema_than_requested(session: HdiSession) -> None:
 def _three_files(folder: Path) -> tuple[Path, Path, Path]:
     """A good file, a truncated one (found bad only when fetched) and another good one, in that order."""
     folder.mkdir()
-    return (_plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES)),
-            _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5]),
-            _plain(folder, "c_good.trades.dbn", decompressed(TRADES)))
+    return (
+        _plain(folder, "a_good.trades.dbn", decompressed(GLBX_TRADES)),
+        _plain(folder, "b_bad.trades.dbn", decompressed(TRADES)[:-5]),
+        _plain(folder, "c_good.trades.dbn", decompressed(TRADES)),
+    )
 
 
 def _logged(session: HdiSession) -> list[str]:
@@ -216,8 +223,7 @@ def _logged(session: HdiSession) -> list[str]:
     return list(log["source"])
 
 
-def test_folder_with_one_bad_file_loads_the_others_and_reports_each(small_batches: HdiSession,
-                                                                    tmp_path: Path) -> None:
+def test_folder_with_one_bad_file_loads_the_others_and_reports_each(small_batches: HdiSession, tmp_path: Path) -> None:
     """Chunks are files: each good one commits whole (also those after the bad one), the truncated one
     leaves nothing, and the run fails saying what was and was not loaded."""
     good, bad, later = _three_files(tmp_path / "drop")
@@ -225,8 +231,9 @@ def test_folder_with_one_bad_file_loads_the_others_and_reports_each(small_batche
         hdi_lab.ingest(provider="file", path=tmp_path / "drop", session=small_batches)
     message = str(info.value)
     assert message.startswith("1 of 3 files failed: ") and "truncated" in message
-    assert message.endswith("; the other 2 were loaded; fix or remove the failed file and re-run "
-                            "(what is stored is skipped)")
+    assert message.endswith(
+        "; the other 2 were loaded; fix or remove the failed file and re-run (what is stored is skipped)"
+    )
     assert isinstance(info.value, DataFormatError) and isinstance(info.value.__cause__, DataFormatError)
     report = info.value.report
     assert [c.outcome.split(":")[0] for c in report.chunks] == ["loaded", "failed", "loaded"]
@@ -251,8 +258,9 @@ def test_mixed_schema_files_are_labelled_with_every_schema(session: HdiSession, 
     assert row_counts(session)["trades"] > 0 and row_counts(session)["ohlcv_1m"] > 0
 
 
-def test_cli_folder_with_one_bad_file_prints_each_outcome(hdi_env: dict[str, str], session: HdiSession,
-                                                          tmp_path: Path) -> None:
+def test_cli_folder_with_one_bad_file_prints_each_outcome(
+    hdi_env: dict[str, str], session: HdiSession, tmp_path: Path
+) -> None:
     good, bad, later = _three_files(tmp_path / "drop")
     code, out, err = run_cli(["ingest", "--quiet", str(tmp_path / "drop")])
     assert code == 1
@@ -262,8 +270,9 @@ def test_cli_folder_with_one_bad_file_prints_each_outcome(hdi_env: dict[str, str
     assert lines[2].startswith(f"  failed: {bad.resolve()}: ") and "truncated" in lines[2]
     assert lines[3].startswith(f"  loaded: {later.resolve()}: fetched ")
     assert err.count("\n") == 1 and err.startswith("hdi: error: 1 of 3 files failed: ")
-    assert err.rstrip().endswith("the other 2 were loaded; fix or remove the failed file and re-run "
-                                 "(what is stored is skipped)")
+    assert err.rstrip().endswith(
+        "the other 2 were loaded; fix or remove the failed file and re-run (what is stored is skipped)"
+    )
     assert row_counts(session)["ingest_log"] == 2
 
 
@@ -294,8 +303,9 @@ def test_unparseable_time(session: HdiSession) -> None:
     assert_nothing_written(session)
 
 
-@pytest.mark.parametrize("start,end", [("1600-01-01", "2024-01-03"), ("0001-01-01", "9999-12-31"),
-                                       ("2024-01-02", "2262-04-12")])
+@pytest.mark.parametrize(
+    "start,end", [("1600-01-01", "2024-01-03"), ("0001-01-01", "9999-12-31"), ("2024-01-02", "2262-04-12")]
+)
 def test_time_outside_nanosecond_range(session: HdiSession, start: str, end: str) -> None:
     """pandas cannot hold these as nanoseconds: a ValidationError naming the value, not OutOfBoundsDatetime."""
     bad = start if start < "1677" else end
@@ -339,7 +349,7 @@ def test_hostile_symbol_is_just_unknown(session: HdiSession) -> None:
 
 def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
     raw = decompressed(TRADES)
-    truncated = _plain(tmp, "truncated.trades.dbn", raw[:-RECORD // 2])
+    truncated = _plain(tmp, "truncated.trades.dbn", raw[: -RECORD // 2])
     text = _plain(tmp, "notes.dbn", b"just some text\n")
     mbp1 = fixture_files("mbp-1")[0]
     q = ["query", "trades", "--start", "2020-12-28", "--end", "2020-12-29", "--symbols"]
@@ -348,21 +358,69 @@ def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["ingest", str(text)], "not a readable DBN file"),
         (["ingest", str(tmp / "missing.dbn.zst")], "does not exist"),
         (["ingest", str(mbp1)], "tbbo"),
-        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "NOPE", "--start", "2024-01-02",
-          "--end", "2024-01-03"], "unknown symbol 'NOPE'"),
-        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-01-05",
-          "--end", "2024-01-02"], "must be before end"),
+        (
+            [
+                "ingest",
+                "--provider",
+                "sample",
+                "--schema",
+                "ohlcv-1m",
+                "--symbols",
+                "NOPE",
+                "--start",
+                "2024-01-02",
+                "--end",
+                "2024-01-03",
+            ],
+            "unknown symbol 'NOPE'",
+        ),
+        (
+            [
+                "ingest",
+                "--provider",
+                "sample",
+                "--schema",
+                "ohlcv-1m",
+                "--symbols",
+                "ESH4",
+                "--start",
+                "2024-01-05",
+                "--end",
+                "2024-01-02",
+            ],
+            "must be before end",
+        ),
         (q + ["NOPE"], "unknown symbol"),
         (q + [HOSTILE], "unknown symbol"),
-        (["query", "trades", "--symbols", "ESH1", "--start", "2020-12-29", "--end", "2020-12-28"],
-         "must be before end"),
+        (
+            ["query", "trades", "--symbols", "ESH1", "--start", "2020-12-29", "--end", "2020-12-28"],
+            "must be before end",
+        ),
         (["quarantine", "show", "12345"], "12345"),
-        (["query", "trades", "--symbols", "ESH1", "--start", "1600-01-01", "--end", "2020-12-29"],
-         "start='1600-01-01' is outside the range of nanosecond timestamps"),
-        (["ingest", "--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "0001-01-01",
-          "--end", "9999-12-31"], "start='0001-01-01' is outside the range of nanosecond timestamps"),
-        (["features", "compute", "--set", "momentum_v1", "--symbols", "ESH1", "--max-gap", "garbage"],
-         "max_gap='garbage' is not a positive duration"),
+        (
+            ["query", "trades", "--symbols", "ESH1", "--start", "1600-01-01", "--end", "2020-12-29"],
+            "start='1600-01-01' is outside the range of nanosecond timestamps",
+        ),
+        (
+            [
+                "ingest",
+                "--provider",
+                "sample",
+                "--schema",
+                "ohlcv-1m",
+                "--symbols",
+                "ESH4",
+                "--start",
+                "0001-01-01",
+                "--end",
+                "9999-12-31",
+            ],
+            "start='0001-01-01' is outside the range of nanosecond timestamps",
+        ),
+        (
+            ["features", "compute", "--set", "momentum_v1", "--symbols", "ESH1", "--max-gap", "garbage"],
+            "max_gap='garbage' is not a positive duration",
+        ),
         (["ingest", str(_fifo(tmp))], "is a named pipe (FIFO), not a file"),
         (["ingest", "/proc/self/mem"], "/proc/self/mem cannot be read (Input/output error)"),
         (["ingest", str(WRITE_ONLY)], "cannot be read (Permission denied)"),
@@ -385,11 +443,31 @@ def _fifo(tmp: Path) -> Path:
 #: a file even root cannot read (sysfs refuses reads of write-only attributes to everyone)
 WRITE_ONLY = next(iter(sorted(Path("/sys/bus").glob("*/drivers_probe"))), Path("/sys/bus/pci/rescan"))
 
-CLI_IDS = ["truncated", "text", "missing", "mbp-1", "sample-unknown-symbol", "sample-start-after-end",
-           "query-unknown-symbol", "query-hostile-symbol", "query-start-after-end", "quarantine-show-missing",
-           "query-start-1600", "ingest-year-1-to-9999", "features-max-gap-garbage", "ingest-fifo",
-           "ingest-eio", "ingest-permission-denied", "csv-missing-dir", "parquet-missing-dir", "csv-onto-dir",
-           "parquet-onto-dir", "csv-read-only-file", "parquet-eio", "csv-disk-full"]
+CLI_IDS = [
+    "truncated",
+    "text",
+    "missing",
+    "mbp-1",
+    "sample-unknown-symbol",
+    "sample-start-after-end",
+    "query-unknown-symbol",
+    "query-hostile-symbol",
+    "query-start-after-end",
+    "quarantine-show-missing",
+    "query-start-1600",
+    "ingest-year-1-to-9999",
+    "features-max-gap-garbage",
+    "ingest-fifo",
+    "ingest-eio",
+    "ingest-permission-denied",
+    "csv-missing-dir",
+    "parquet-missing-dir",
+    "csv-onto-dir",
+    "parquet-onto-dir",
+    "csv-read-only-file",
+    "parquet-eio",
+    "csv-disk-full",
+]
 
 
 @pytest.mark.parametrize("case", range(len(CLI_IDS)), ids=CLI_IDS)
@@ -407,13 +485,28 @@ def test_cli_errors_are_one_line(hdi_env: dict[str, str], session: HdiSession, t
     assert table_exists(session, "trades")
 
 
-def test_cli_unknown_schema_is_an_argument_error(hdi_env: dict[str, str], session: HdiSession,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_unknown_schema_is_an_argument_error(
+    hdi_env: dict[str, str], session: HdiSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     """argparse refuses a schema outside the choices before hdi_lab runs (exit status 2)."""
     with pytest.raises(SystemExit) as info:
-        main(["ingest", "--provider", "sample", "--schema", "ohlcv-5m", "--symbols", "ESH4",
-              "--start", "2024-01-02", "--end", "2024-01-03"], io.StringIO(), io.StringIO())
+        main(
+            [
+                "ingest",
+                "--provider",
+                "sample",
+                "--schema",
+                "ohlcv-5m",
+                "--symbols",
+                "ESH4",
+                "--start",
+                "2024-01-02",
+                "--end",
+                "2024-01-03",
+            ],
+            io.StringIO(),
+            io.StringIO(),
+        )
     assert info.value.code == 2
     assert "invalid choice: 'ohlcv-5m'" in capsys.readouterr().err
     assert_nothing_written(session)
-

@@ -44,7 +44,8 @@ def test_fixture_inventory() -> None:
     """The README's 25 files: 3 datasets x (ohlcv-1s/1m/1h/1d, trades, tbbo, definition, mbp-1) + GLBX statistics."""
     assert len(MARKET) == 19 and len(DEFINITIONS) == 3 and len(MBP1) == 3, (
         f"expected the Databento fixtures under {FIXTURES}: the parametrised tests run once per file, "
-        "so a missing set must fail here, not skip")
+        "so a missing set must fail here, not skip"
+    )
 
 
 def _check_market_frame(path: Path, fixed: pd.DataFrame, flt: pd.DataFrame) -> None:
@@ -83,18 +84,25 @@ def _check_market_frame(path: Path, fixed: pd.DataFrame, flt: pd.DataFrame) -> N
             assert np.isnan(as_float[undef]).all(), col.name
             np.testing.assert_array_equal(as_float[~undef], src[~undef].astype(np.int64) / 1e9, err_msg=col.name)
         else:
-            np.testing.assert_array_equal(fixed[col.name].to_numpy().astype(np.int64),
-                                          src.astype(np.int64), err_msg=col.name)
-            np.testing.assert_array_equal(flt[col.name].to_numpy().astype(np.int64),
-                                          src.astype(np.int64), err_msg=col.name)
+            np.testing.assert_array_equal(
+                fixed[col.name].to_numpy().astype(np.int64), src.astype(np.int64), err_msg=col.name
+            )
+            np.testing.assert_array_equal(
+                flt[col.name].to_numpy().astype(np.int64), src.astype(np.int64), err_msg=col.name
+            )
 
 
-def _query_file(session: HdiSession, path: Path, price_type: str = "fixed",
-                end_extra_ns: int = 0) -> pd.DataFrame:
+def _query_file(session: HdiSession, path: Path, price_type: str = "fixed", end_extra_ns: int = 0) -> pd.DataFrame:
     store = read_store(path)
     meta = store.metadata
-    return hdi_lab.query(file_schema(path), symbols=[store.symbols[0]], start=meta.start,
-                         end=meta.end + end_extra_ns, price_type=price_type, session=session)  # type: ignore[arg-type]
+    return hdi_lab.query(
+        file_schema(path),
+        symbols=[store.symbols[0]],
+        start=meta.start,
+        end=meta.end + end_extra_ns,
+        price_type=price_type,
+        session=session,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("path", MARKET, ids=_id)
@@ -102,7 +110,12 @@ def test_market_file_round_trip(session: HdiSession, path: Path) -> None:
     expected = read_store(path).to_ndarray()
     report = hdi_lab.ingest(provider="file", path=path, session=session)
     assert (report.fetched, report.inserted, report.updated, report.duplicates, report.quarantined) == (
-        len(expected), len(expected), 0, 0, 0)
+        len(expected),
+        len(expected),
+        0,
+        0,
+        0,
+    )
     assert len(report.chunks) == 1 and report.chunks_skipped == 0
     _check_market_frame(path, _query_file(session, path), _query_file(session, path, "float"))
     counts = row_counts(session)
@@ -119,16 +132,28 @@ def test_definition_file_round_trip(session: HdiSession, path: Path) -> None:
     assert (report.fetched, report.inserted, report.quarantined) == (len(expected), len(expected), 0)
 
     meta = store.metadata
-    fixed = hdi_lab.query("definition", symbols=[symbol], start=meta.start, end=meta.end, price_type="fixed",
-                          session=session)
+    fixed = hdi_lab.query(
+        "definition", symbols=[symbol], start=meta.start, end=meta.end, price_type="fixed", session=session
+    )
     flt = hdi_lab.query("definition", symbols=[symbol], start=meta.start, end=meta.end, session=session)
     assert len(fixed) == len(flt) == len(expected)
     np.testing.assert_array_equal(index_ns(fixed), expected["ts_event"].astype(np.int64))
     assert list(fixed["symbol"]) == [symbol] * len(expected)
     assert list(fixed["raw_symbol"]) == [r.decode() for r in expected["raw_symbol"]]
-    for name in ("instrument_id", "publisher_id", "ts_recv", "min_price_increment", "display_factor",
-                 "expiration", "activation", "high_limit_price", "low_limit_price", "contract_multiplier",
-                 "raw_instrument_id", "channel_id"):
+    for name in (
+        "instrument_id",
+        "publisher_id",
+        "ts_recv",
+        "min_price_increment",
+        "display_factor",
+        "expiration",
+        "activation",
+        "high_limit_price",
+        "low_limit_price",
+        "contract_multiplier",
+        "raw_instrument_id",
+        "channel_id",
+    ):
         np.testing.assert_array_equal(fixed[name].to_numpy(), expected[name], err_msg=name)
     for name in ("min_price_increment", "high_limit_price", "low_limit_price"):
         src = expected[name]
@@ -137,11 +162,18 @@ def test_definition_file_round_trip(session: HdiSession, path: Path) -> None:
         assert np.isnan(got[undef]).all()
         np.testing.assert_array_equal(got[~undef], src[~undef] / 1e9, err_msg=name)
 
-    stored = hdi_lab.sql(f'SELECT instrument_id, raw_symbol, dataset, ts_recv_ns FROM "{session.schema}".instruments',
-                         session=session)
+    stored = hdi_lab.sql(
+        f'SELECT instrument_id, raw_symbol, dataset, ts_recv_ns FROM "{session.schema}".instruments', session=session
+    )
     assert stored.to_dict("records") == [
-        {"instrument_id": int(r["instrument_id"]), "raw_symbol": symbol, "dataset": store.dataset,
-         "ts_recv_ns": int(r["ts_recv"])} for r in expected]
+        {
+            "instrument_id": int(r["instrument_id"]),
+            "raw_symbol": symbol,
+            "dataset": store.dataset,
+            "ts_recv_ns": int(r["ts_recv"]),
+        }
+        for r in expected
+    ]
 
 
 @pytest.mark.parametrize("path", MBP1, ids=_id)
@@ -170,10 +202,12 @@ def test_reingest_skips_and_force_reloads_without_duplicates(session: HdiSession
     assert forced.duplicates == forced.fetched
     after = row_counts(session)
     assert after["ingest_log"] == before["ingest_log"] + 1
-    assert {k: v for k, v in after.items() if k != "ingest_log"} == \
-        {k: v for k, v in before.items() if k != "ingest_log"}
-    log = hdi_lab.sql(f'SELECT forced, fetched, inserted, duplicates FROM "{session.schema}".ingest_log ORDER BY id',
-                      session=session)
+    assert {k: v for k, v in after.items() if k != "ingest_log"} == {
+        k: v for k, v in before.items() if k != "ingest_log"
+    }
+    log = hdi_lab.sql(
+        f'SELECT forced, fetched, inserted, duplicates FROM "{session.schema}".ingest_log ORDER BY id', session=session
+    )
     assert log.to_dict("records") == [
         {"forced": False, "fetched": n, "inserted": n, "duplicates": 0},
         {"forced": True, "fetched": n, "inserted": 0, "duplicates": n},
@@ -195,18 +229,34 @@ def test_overlapping_file_counts_inserted_and_duplicates(session: HdiSession, pa
         if name in (extra.dtype.names or ()):
             extra[name] += np.uint64(DAY_NS)
     combined = np.concatenate([original, extra])
-    mappings = {s: [(d0, d1 + pd.Timedelta(days=1).to_pytimedelta(), iid) for d0, d1, iid in ivs]
-                for s, ivs in metadata_mapping(store).items()}
+    mappings = {
+        s: [(d0, d1 + pd.Timedelta(days=1).to_pytimedelta(), iid) for d0, d1, iid in ivs]
+        for s, ivs in metadata_mapping(store).items()
+    }
     bigger = tmp_path / f"overlap.{file_schema(path)}.dbn.zst"
-    bigger.write_bytes(encode_dbn(
-        dataset=store.dataset, schema=file_schema(path), stype_in="raw_symbol", start=meta.start,
-        end=meta.end + DAY_NS, symbols=list(store.symbols), mappings=mappings, records=combined))
+    bigger.write_bytes(
+        encode_dbn(
+            dataset=store.dataset,
+            schema=file_schema(path),
+            stype_in="raw_symbol",
+            start=meta.start,
+            end=meta.end + DAY_NS,
+            symbols=list(store.symbols),
+            mappings=mappings,
+            records=combined,
+        )
+    )
 
     report = hdi_lab.ingest(provider="file", path=bigger, session=session)
     assert report.chunks_skipped == 0, "a file with other content is a new chunk"
     n = len(original)
     assert (report.fetched, report.inserted, report.updated, report.duplicates, report.quarantined) == (
-        2 * n, n, 0, n, 0)
+        2 * n,
+        n,
+        0,
+        n,
+        0,
+    )
     frame = _query_file(session, path, end_extra_ns=DAY_NS)
     np.testing.assert_array_equal(index_ns(frame), combined["ts_event"].astype(np.int64))
     assert row_counts(session)[TABLES[Schema(file_schema(path))].name] == 2 * n
@@ -223,7 +273,11 @@ def test_one_record_load_batches_store_the_same_rows(pg_url: str, db_schema: str
     with make_session(pg_url, db_schema, chunk_rows=1) as small:
         report = hdi_lab.ingest(provider="file", path=path, session=small)
         assert (report.fetched, report.inserted, report.updated, report.duplicates) == (
-            len(expected), len(expected), 0, 0)
+            len(expected),
+            len(expected),
+            0,
+            0,
+        )
         _check_market_frame(path, _query_file(small, path), _query_file(small, path, "float"))
 
 
@@ -260,10 +314,18 @@ def test_same_timestamp_trades_keep_vendor_order(session: HdiSession, tmp_path: 
     rec["action"], rec["side"] = b"T", np.where(np.arange(n) % 2, b"B", b"A")
     day = pd.Timestamp("2024-01-02", tz="UTC")
     path = tmp_path / "same_ts.trades.dbn.zst"
-    path.write_bytes(encode_dbn(dataset="GLBX.MDP3", schema="trades", stype_in="raw_symbol", start=day,
-                                end=day + pd.Timedelta(days=1), symbols=["XTEST"],
-                                mappings={"XTEST": [(day.date(), (day + pd.Timedelta(days=1)).date(), 7)]},
-                                records=rec))
+    path.write_bytes(
+        encode_dbn(
+            dataset="GLBX.MDP3",
+            schema="trades",
+            stype_in="raw_symbol",
+            start=day,
+            end=day + pd.Timedelta(days=1),
+            symbols=["XTEST"],
+            mappings={"XTEST": [(day.date(), (day + pd.Timedelta(days=1)).date(), 7)]},
+            records=rec,
+        )
+    )
     report = hdi_lab.ingest(provider="file", path=path, session=session)
     assert (report.fetched, report.inserted, report.duplicates) == (n, n, 0)
     frame = hdi_lab.query("trades", ["XTEST"], day, day + pd.Timedelta(days=1), price_type="fixed", session=session)
@@ -273,9 +335,9 @@ def test_same_timestamp_trades_keep_vendor_order(session: HdiSession, tmp_path: 
     assert list(frame["side"]) == [s.decode() for s in rec["side"]]
 
 
-
-def test_file_replaced_during_an_ingest_is_refused_and_loads_after_restoring(session: HdiSession,
-                                                                            tmp_path: Path) -> None:
+def test_file_replaced_during_an_ingest_is_refused_and_loads_after_restoring(
+    session: HdiSession, tmp_path: Path
+) -> None:
     """The ingest-log key must describe exactly the bytes loaded: a file replaced between planning and
     loading fails (nothing of it stored, no log row); restored, a re-run stores every original row."""
     sources = {f.parent.name: f for f in fixture_files("trades")}  # EQUS.MINI, GLBX.MDP3, XNAS.ITCH

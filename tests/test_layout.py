@@ -23,8 +23,14 @@ pytestmark = pytest.mark.unit
 PACKAGE = ROOT / "hdi_lab"
 
 #: Modules every part may import: they import nothing of hdi_lab but each other.
-LEAVES = ("hdi_lab.errors", "hdi_lab.schemas", "hdi_lab.extras", "hdi_lab.config", "hdi_lab.dsn",
-          "hdi_lab.dbn.vendor_warnings")
+LEAVES = (
+    "hdi_lab.errors",
+    "hdi_lab.schemas",
+    "hdi_lab.extras",
+    "hdi_lab.config",
+    "hdi_lab.dsn",
+    "hdi_lab.dbn.vendor_warnings",
+)
 
 #: The parts under test and what each may reach (transitively): itself, what is listed, the leaves.
 MAY_REACH = {
@@ -63,7 +69,8 @@ MODULES = _modules()
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports() -> list[Import]:
@@ -80,8 +87,11 @@ def _imports() -> list[Import]:
                 assert child.level == 0, f"{module}:{child.lineno}: relative import"
                 base = child.module or ""
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in child.names]
-            found.extend(Import(module, t, local, typing_only, child.lineno)
-                         for t in targets if t == "hdi_lab" or t.startswith("hdi_lab."))
+            found.extend(
+                Import(module, t, local, typing_only, child.lineno)
+                for t in targets
+                if t == "hdi_lab" or t.startswith("hdi_lab.")
+            )
             visit(module, child, in_local, in_typing)
 
     for module, path in MODULES.items():
@@ -134,8 +144,13 @@ def _cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
 
 
 def test_the_import_scan_sees_the_package() -> None:
-    assert {"hdi_lab.dbn", "hdi_lab.dbn.decoder", "hdi_lab.dbn.writer", "hdi_lab.storage.normalise",
-            "hdi_lab.providers.file"} <= set(MODULES)
+    assert {
+        "hdi_lab.dbn",
+        "hdi_lab.dbn.decoder",
+        "hdi_lab.dbn.writer",
+        "hdi_lab.storage.normalise",
+        "hdi_lab.providers.file",
+    } <= set(MODULES)
     arrows = {(i.source, i.target) for i in IMPORTS}
     assert ("hdi_lab.storage.load", "hdi_lab.dbn") in arrows  # a module-level import
     assert ("hdi_lab.core.session", "hdi_lab.providers.file") in arrows  # a function-local one
@@ -175,8 +190,11 @@ def test_no_import_cycle_between_modules() -> None:
 def test_storage_modules_import_each_other_at_module_level() -> None:
     """A function-local import inside storage hid the storage.db <-> storage.timescale cycle: storage
     modules import hdi_lab at module level only, so the cycle check sees every arrow as it runs."""
-    local = [f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
-             if _within(i.source, ("hdi_lab.storage",)) and i.local and not i.typing_only]
+    local = [
+        f"{i.source}:{i.line} imports {i.target}"
+        for i in IMPORTS
+        if _within(i.source, ("hdi_lab.storage",)) and i.local and not i.typing_only
+    ]
     assert not local
     assert ("hdi_lab.storage.timescale", "hdi_lab.storage.db") not in {(i.source, i.target) for i in IMPORTS}
 
@@ -184,6 +202,7 @@ def test_storage_modules_import_each_other_at_module_level() -> None:
 def test_no_import_cycle_between_parts() -> None:
     """Between parts (``hdi_lab.dbn``, ``hdi_lab.storage``, a top-level module, ...), counting
     function-local imports too: storage -> dbn -> storage was such a cycle."""
+
     def part(module: str) -> str:
         return ".".join(module.split(".")[:2])
 
@@ -193,6 +212,7 @@ def test_no_import_cycle_between_parts() -> None:
 
 #: Cursor methods that run SQL (and ``psycopg2.extras.execute_values``).
 SQL_CALLS = ("execute", "executemany", "copy_expert", "copy_from", "copy_to", "mogrify", "execute_values")
+
 
 def _sql_calls() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
@@ -212,12 +232,20 @@ def test_all_sql_runs_in_storage() -> None:
     assert not bad, "SQL outside hdi_lab.storage (move it to a storage module):\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("module", ["hdi_lab.dbn", "hdi_lab.dbn.decoder", "hdi_lab.dbn.writer",
-                                    *sorted(m for m in MODULES if m.startswith("hdi_lab.providers"))])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "hdi_lab.dbn",
+        "hdi_lab.dbn.decoder",
+        "hdi_lab.dbn.writer",
+        *sorted(m for m in MODULES if m.startswith("hdi_lab.providers")),
+    ],
+)
 def test_importing_dbn_or_a_provider_loads_no_storage(module: str) -> None:
     code = f"import json, sys, {module}\nprint(json.dumps(sorted(sys.modules)))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not [m for m in loaded if _within(m, ("hdi_lab.storage", "hdi_lab.core.ingestion", "hdi_lab.core.session"))]
     if module.startswith("hdi_lab.dbn"):
@@ -227,10 +255,13 @@ def test_importing_dbn_or_a_provider_loads_no_storage(module: str) -> None:
 def test_dbn_constants_do_not_load_the_decoder() -> None:
     """storage.tables (and with it %hdi_status) takes DBN's sentinels from the package without
     importing the decoder (databento, pandas)."""
-    code = ("import json, sys\nfrom hdi_lab.dbn import INT64_MAX\nimport hdi_lab.storage.tables\n"
-            "print(json.dumps(sorted(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=True)
+    code = (
+        "import json, sys\nfrom hdi_lab.dbn import INT64_MAX\nimport hdi_lab.storage.tables\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert not loaded & {"hdi_lab.dbn.decoder", "databento", "pandas"}
 
@@ -243,8 +274,13 @@ def test_moved_names_keep_their_old_paths() -> None:
         assert getattr(dbn, name) is getattr(decoder, name, getattr(dbn, name)), name
     assert callable(dbn.decode) and dbn.decode is decoder.decode  # the function, not a submodule
     tree = ast.parse(MODULES["hdi_lab.dbn.writer"].read_text())
-    defined = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-               for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    defined = {
+        t.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
     defined |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert set(dbn_writer.__all__) == {n for n in defined if not n.startswith("_")}
     for name in dbn_writer.__all__:
@@ -252,6 +288,7 @@ def test_moved_names_keep_their_old_paths() -> None:
 
 
 # -- public names: every module says what it exports, no module reaches for another's private names ----------
+
 
 def _trees() -> dict[str, ast.Module]:
     return {module: ast.parse(path.read_text(), str(path)) for module, path in MODULES.items()}
@@ -273,8 +310,11 @@ def _declares_all(tree: ast.Module) -> bool:
 
 def _only_documents(tree: ast.Module) -> bool:
     """A package ``__init__`` that holds its docstring (and ``from __future__``) only."""
-    return all((isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
-               or (isinstance(n, ast.ImportFrom) and n.module == "__future__") for n in tree.body)
+    return all(
+        (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+        or (isinstance(n, ast.ImportFrom) and n.module == "__future__")
+        for n in tree.body
+    )
 
 
 def _private(name: str) -> bool:
@@ -316,8 +356,9 @@ def _private_uses(module: str, tree: ast.Module) -> list[str]:
 def _all_of(tree: ast.Module) -> list[str] | None:
     """The names ``__all__`` lists, when the module writes the list itself."""
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-            node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and getattr(node, "value", None):
             return [str(n) for n in ast.literal_eval(node.value)]
     return None
@@ -346,21 +387,26 @@ def test_every_module_declares_all() -> None:
     """Every module says what it exports (``__all__``), but package ``__init__`` files that only document and
     ``from x import *`` re-exports: ``__all__`` lists every public name the module defines (it may add names it
     re-exports), once, and no underscore name."""
-    missing = {m for m, tree in TREES.items()
-               if not _declares_all(tree) and not _only_documents(tree) and not m.endswith(".__main__")}
+    missing = {
+        m
+        for m, tree in TREES.items()
+        if not _declares_all(tree) and not _only_documents(tree) and not m.endswith(".__main__")
+    }
     assert not missing, f"declare __all__ in {sorted(missing)}"
     for module, tree in TREES.items():
         declared = _all_of(tree)
         if declared is None:
             continue
         assert len(declared) == len(set(declared)), f"{module}.__all__ repeats a name"
-        assert not [n for n in declared if n.startswith("_") and n != "__version__"], \
+        assert not [n for n in declared if n.startswith("_") and n != "__version__"], (
             f"{module}: __all__ lists an underscore name"
+        )
         star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body)
         if not star:
-            assert not _defined_public(tree) - set(declared), \
-                f"{module}: public but not in __all__ (add it, or make it private): " \
+            assert not _defined_public(tree) - set(declared), (
+                f"{module}: public but not in __all__ (add it, or make it private): "
                 f"{sorted(_defined_public(tree) - set(declared))}"
+            )
 
 
 def test_the_dbn_package_offers_the_decoders_names() -> None:
@@ -380,9 +426,13 @@ def test_no_module_uses_another_modules_underscore_names() -> None:
 
 
 def test_the_private_name_scan_sees_each_form() -> None:
-    code = ("import hdi_lab.storage.db\nfrom hdi_lab.storage import load as ld\nfrom hdi_lab.core.plan import _x\n"
-            "def f():\n    return ld._q, hdi_lab.storage.db._MIGRATION, ld.Cursor, x._repr_html_()\n")
+    code = (
+        "import hdi_lab.storage.db\nfrom hdi_lab.storage import load as ld\nfrom hdi_lab.core.plan import _x\n"
+        "def f():\n    return ld._q, hdi_lab.storage.db._MIGRATION, ld.Cursor, x._repr_html_()\n"
+    )
     uses = _private_uses("hdi_lab.somewhere", ast.parse(code))
-    assert uses == ["hdi_lab.somewhere:3 imports hdi_lab.core.plan._x",
-                    "hdi_lab.somewhere:5 reads hdi_lab.storage.load._q",
-                    "hdi_lab.somewhere:5 reads hdi_lab.storage.db._MIGRATION"]
+    assert uses == [
+        "hdi_lab.somewhere:3 imports hdi_lab.core.plan._x",
+        "hdi_lab.somewhere:5 reads hdi_lab.storage.load._q",
+        "hdi_lab.somewhere:5 reads hdi_lab.storage.db._MIGRATION",
+    ]

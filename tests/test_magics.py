@@ -81,7 +81,8 @@ def test_load_twice_changes_nothing_and_reads_nothing(ip: TestingShell) -> None:
     assert magics(ip) is m
     assert [c for c in ip.configurables if isinstance(c, HdiMagics)] == [m]
     assert {"hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols"} <= set(
-        ip.magics_manager.magics["line"])
+        ip.magics_manager.magics["line"]
+    )
     assert "hdi_query" in ip.magics_manager.magics["cell"]
 
 
@@ -126,15 +127,30 @@ def test_load_ext_imports_nothing_heavy_and_connects_nowhere(tmp_path: Path) -> 
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HDI_") and k != "VIRTUAL_ENV"}
-    env.update(HDI_DATABASE_URL="postgresql://nobody@127.0.0.1:9/nowhere", HDI_IB_PORT="not-a-port",
-               PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    env.update(
+        HDI_DATABASE_URL="postgresql://nobody@127.0.0.1:9/nowhere", HDI_IB_PORT="not-a-port", PYTHONPATH=str(ROOT)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr  # neither the bad setting nor the dead server mattered
     modules = set(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert "hdi_lab.frontend.magics" in modules
-    heavy = {"feast", "ipywidgets", "tqdm.auto", "tqdm.notebook", "hdi_lab.storage.embedded", "pandas_ta",
-             "pandas", "numpy", "databento", "psycopg2", "ib_async", "ib_insync", "plotly"}
+    heavy = {
+        "feast",
+        "ipywidgets",
+        "tqdm.auto",
+        "tqdm.notebook",
+        "hdi_lab.storage.embedded",
+        "pandas_ta",
+        "pandas",
+        "numpy",
+        "databento",
+        "psycopg2",
+        "ib_async",
+        "ib_insync",
+        "plotly",
+    }
     assert not heavy & modules
 
 
@@ -148,13 +164,13 @@ def test_settings_are_read_on_first_use(ip: TestingShell, monkeypatch: pytest.Mo
 # -- %hdi_ingest ----------------------------------------------------------------------------
 
 
-def test_ingest_sample_returns_report_with_progress(ip: TestingShell, session: HdiSession,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_sample_returns_report_with_progress(
+    ip: TestingShell, session: HdiSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = ingest_sample(ip, extra="-o rep")
     assert ip.user_ns["rep"] is report
     assert (report.provider, report.schema, report.dry_run) == ("sample", "ohlcv-1m", False)
-    assert (len(report.chunks), report.fetched, report.inserted, report.quarantined) == (3, SAMPLE_ROWS,
-                                                                                         SAMPLE_ROWS, 0)
+    assert (len(report.chunks), report.fetched, report.inserted, report.quarantined) == (3, SAMPLE_ROWS, SAMPLE_ROWS, 0)
     assert row_counts(session)["ohlcv_1m"] == SAMPLE_ROWS
     err = capsys.readouterr().err
     assert "hdi_ingest: 100%" in err and "3/3" in err  # tqdm.auto's text bar outside Jupyter
@@ -166,8 +182,9 @@ def test_ingest_sample_returns_report_with_progress(ip: TestingShell, session: H
     assert data["text/html"] == html and data["text/plain"] == str(report)
 
 
-def test_ingest_rerun_force_quiet_and_dry_run(ip: TestingShell, session: HdiSession,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_rerun_force_quiet_and_dry_run(
+    ip: TestingShell, session: HdiSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     ingest_sample(ip)
     assert "hdi_ingest:" not in capsys.readouterr().err  # --quiet: no bar
     again = ingest_sample(ip)
@@ -176,8 +193,11 @@ def test_ingest_rerun_force_quiet_and_dry_run(ip: TestingShell, session: HdiSess
     assert (forced.chunks_skipped, forced.inserted, forced.duplicates) == (0, 0, SAMPLE_ROWS)
 
     before = row_counts(session)
-    dry = run(ip, "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4,NQH4 --start 2024-01-08 "
-                  "--end 2024-01-10 --dry-run")
+    dry = run(
+        ip,
+        "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4,NQH4 --start 2024-01-08 "
+        "--end 2024-01-10 --dry-run",
+    )
     assert dry.dry_run and len(dry.chunks) == 2 and dry.fetched > 0
     assert row_counts(session) == before
     html = dry._repr_html_()
@@ -186,13 +206,19 @@ def test_ingest_rerun_force_quiet_and_dry_run(ip: TestingShell, session: HdiSess
 
 
 def test_ingest_dataset_and_stype_in(ip: TestingShell) -> None:
-    report = run(ip, "%hdi_ingest --provider sample --dataset GLBX.MDP3 --schema ohlcv-1h --symbols ES.c.0 "
-                     "--stype-in continuous --start 2024-03-13 --end 2024-03-15 --quiet")
+    report = run(
+        ip,
+        "%hdi_ingest --provider sample --dataset GLBX.MDP3 --schema ohlcv-1h --symbols ES.c.0 "
+        "--stype-in continuous --start 2024-03-13 --end 2024-03-15 --quiet",
+    )
     assert report.inserted == 46 and report.schema == "ohlcv-1h"
     df = run(ip, "%hdi_query ohlcv-1h ES.c.0 2024-03-13 2024-03-15")
     assert sorted(set(df["instrument_id"])) == [400001, 400002]  # rolls H4 -> M4 on 2024-03-14
-    err = usage_error(ip, "%hdi_ingest --provider sample --dataset XNAS.ITCH --schema ohlcv-1m --symbols ESH4 "
-                          "--start 2024-01-02 --end 2024-01-03")
+    err = usage_error(
+        ip,
+        "%hdi_ingest --provider sample --dataset XNAS.ITCH --schema ohlcv-1m --symbols ESH4 "
+        "--start 2024-01-02 --end 2024-01-03",
+    )
     assert "does not match symbols ESH4, which are in GLBX.MDP3" in str(err)
 
 
@@ -223,12 +249,25 @@ def test_line_query_equals_the_core(ip: TestingShell, session: HdiSession) -> No
     pd.testing.assert_frame_equal(ip.user_ns["df"], expected)
     assert len(expected) == SAMPLE_ROWS
 
-    out = run(ip, "%hdi_query ohlcv-1m ESH4 2024-01-03 2024-01-04 --dataset GLBX.MDP3 --price-type fixed "
-                  "--columns open,close -o fixed")
+    out = run(
+        ip,
+        "%hdi_query ohlcv-1m ESH4 2024-01-03 2024-01-04 --dataset GLBX.MDP3 --price-type fixed "
+        "--columns open,close -o fixed",
+    )
     assert ip.user_ns["fixed"] is out
-    pd.testing.assert_frame_equal(out, hdi_lab.query("ohlcv-1m", "ESH4", "2024-01-03", "2024-01-04",
-                                                     dataset="GLBX.MDP3", price_type="fixed",
-                                                     columns=["open", "close"], session=session))
+    pd.testing.assert_frame_equal(
+        out,
+        hdi_lab.query(
+            "ohlcv-1m",
+            "ESH4",
+            "2024-01-03",
+            "2024-01-04",
+            dataset="GLBX.MDP3",
+            price_type="fixed",
+            columns=["open", "close"],
+            session=session,
+        ),
+    )
     assert list(out.columns) == ["open", "close"] and out["open"].dtype == "int64"
 
 
@@ -248,10 +287,12 @@ def test_returned_frames_display_truncated(ip: TestingShell) -> None:
 def test_cell_query_binds_variables(ip: TestingShell, session: HdiSession) -> None:
     ingest_sample(ip)
     ip.user_ns.update(sym="ESH4", lo=pd.Timestamp("2024-01-03", tz="UTC"), hi="2024-01-04")
-    cell = ("%%hdi_query -o counts\n"
-            "SELECT count(*) AS n, min(ts_event) AS first  -- :not_bound {{nor_this}}\n"
-            "FROM ohlcv_1m WHERE instrument_id = (SELECT DISTINCT instrument_id FROM symbology WHERE symbol = :sym)\n"
-            "AND ts_event >= {{lo}} AND ts_event < :hi::timestamptz\n")
+    cell = (
+        "%%hdi_query -o counts\n"
+        "SELECT count(*) AS n, min(ts_event) AS first  -- :not_bound {{nor_this}}\n"
+        "FROM ohlcv_1m WHERE instrument_id = (SELECT DISTINCT instrument_id FROM symbology WHERE symbol = :sym)\n"
+        "AND ts_event >= {{lo}} AND ts_event < :hi::timestamptz\n"
+    )
     out = run(ip, cell)
     assert ip.user_ns["counts"] is out
     assert int(out["n"].iloc[0]) == 1380
@@ -272,8 +313,11 @@ def test_cell_query_injection_attempt_is_data(ip: TestingShell, session: HdiSess
 
 def test_cell_query_array_slices_are_sql(ip: TestingShell) -> None:
     ip.user_ns.update(n=99, k=2)
-    frame = run(ip, "%%hdi_query\nSELECT arr[:n] AS head, arr[2:] AS tail\n"
-                    "FROM (VALUES (ARRAY[1, 2, 3], 1)) AS t(arr, n) WHERE n < :k")
+    frame = run(
+        ip,
+        "%%hdi_query\nSELECT arr[:n] AS head, arr[2:] AS tail\n"
+        "FROM (VALUES (ARRAY[1, 2, 3], 1)) AS t(arr, n) WHERE n < :k",
+    )
     assert [list(v) for v in frame["head"]] == [[1]]  # the column n, not the notebook's n = 99
     assert [list(v) for v in frame["tail"]] == [[2, 3]]
 
@@ -292,16 +336,20 @@ def test_cell_query_errors(ip: TestingShell) -> None:
 
 def test_line_query_time_out_of_range_is_one_line(ip: TestingShell) -> None:
     err = usage_error(ip, "%hdi_query ohlcv-1m ESH4 0001-01-01 9999-12-31")
-    assert str(err).splitlines()[0] == ("ValidationError: start='0001-01-01' is outside the range of nanosecond "
-                                        "timestamps (1677-09-22 to 2262-04-11): give a date within it")
+    assert str(err).splitlines()[0] == (
+        "ValidationError: start='0001-01-01' is outside the range of nanosecond "
+        "timestamps (1677-09-22 to 2262-04-11): give a date within it"
+    )
     assert isinstance(err.__cause__, ValidationError)
-    err = usage_error(ip, "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 1600-01-01 "
-                          "--end 2024-01-03 --quiet")
+    err = usage_error(
+        ip, "%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 1600-01-01 --end 2024-01-03 --quiet"
+    )
     assert "start='1600-01-01' is outside the range" in str(err)
 
 
-def test_ingest_with_a_bad_file_is_one_line_and_loads_the_others(ip: TestingShell, session: HdiSession,
-                                                                  tmp_path: Path) -> None:
+def test_ingest_with_a_bad_file_is_one_line_and_loads_the_others(
+    ip: TestingShell, session: HdiSession, tmp_path: Path
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     raw = decompressed(TRADES)
@@ -311,8 +359,9 @@ def test_ingest_with_a_bad_file_is_one_line_and_loads_the_others(ip: TestingShel
     err = usage_error(ip, f"%hdi_ingest --quiet {folder}")
     first = str(err).splitlines()[0]
     assert first.startswith("IngestError: 1 of 3 files failed: ") and "b.trades.dbn" in first
-    assert first.endswith("the other 2 were loaded; fix or remove the failed file and re-run (what is stored is "
-                          "skipped)")
+    assert first.endswith(
+        "the other 2 were loaded; fix or remove the failed file and re-run (what is stored is skipped)"
+    )
     assert row_counts(session)["ingest_log"] == 2
 
 
@@ -342,8 +391,9 @@ def test_status(ip: TestingShell, session: HdiSession) -> None:
     assert len(run(ip, "%hdi_status --recent 1").recent) == 1
 
 
-def test_config_masks_the_password(ip: TestingShell, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_masks_the_password(
+    ip: TestingShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HDI_DATABASE_URL", "postgresql://hdi:s3cretpw@db.example:5432/x")
     cfg = run(ip, "%hdi_config")
     assert isinstance(cfg, ConfigView)
@@ -366,17 +416,25 @@ def test_symbols(ip: TestingShell) -> None:
 # -- errors ---------------------------------------------------------------------------------
 
 ERRORS = [
-    ("%hdi_query ohlcv-1m ESH4 2024-01-05 2024-01-02", ValidationError, "start (2024-01-05T00:00:00+00:00) must be before end"),
+    (
+        "%hdi_query ohlcv-1m ESH4 2024-01-05 2024-01-02",
+        ValidationError,
+        "start (2024-01-05T00:00:00+00:00) must be before end",
+    ),
     ("%hdi_query ohlcv-1m NOPE4 2024-01-02 2024-01-05", ValidationError, "unknown symbol(s) 'NOPE4'"),
-    ("%hdi_ingest --provider sample --schema ohlcv-1m --symbols NOPE4 --start 2024-01-02 --end 2024-01-03",
-     ValidationError, "NOPE4"),
+    (
+        "%hdi_ingest --provider sample --schema ohlcv-1m --symbols NOPE4 --start 2024-01-02 --end 2024-01-03",
+        ValidationError,
+        "NOPE4",
+    ),
     ("%%hdi_query\nSELEC 1", StorageError, 'SQL failed: ERROR:  syntax error at or near "SELEC"'),
 ]
 
 
 @pytest.mark.parametrize(("cell", "kind", "text"), ERRORS)
-def test_hdi_errors_are_short_usage_errors(ip: TestingShell, capsys: pytest.CaptureFixture[str], cell: str,
-                                           kind: type[HdiError], text: str) -> None:
+def test_hdi_errors_are_short_usage_errors(
+    ip: TestingShell, capsys: pytest.CaptureFixture[str], cell: str, kind: type[HdiError], text: str
+) -> None:
     ingest_sample(ip)
     capsys.readouterr()
     err = usage_error(ip, cell)
@@ -388,8 +446,9 @@ def test_hdi_errors_are_short_usage_errors(ip: TestingShell, capsys: pytest.Capt
 
 
 @pytest.mark.parametrize(("cell", "kind", "text"), ERRORS)
-def test_verbose_shows_the_traceback(ip: TestingShell, capsys: pytest.CaptureFixture[str], cell: str,
-                                     kind: type[HdiError], text: str) -> None:
+def test_verbose_shows_the_traceback(
+    ip: TestingShell, capsys: pytest.CaptureFixture[str], cell: str, kind: type[HdiError], text: str
+) -> None:
     ingest_sample(ip)
     first, _, rest = cell.partition("\n")
     capsys.readouterr()
@@ -405,19 +464,22 @@ def test_verbose_traitlet_shows_the_traceback(ip: TestingShell) -> None:
         ip.run_cell("%hdi_query ohlcv-1m ESH4 2024-01-05 2024-01-02")
 
 
-@pytest.mark.parametrize(("cell", "text"), [
-    ("%hdi_query ohlcv-2m ESH4 2024-01-02 2024-01-05", "argument SCHEMA: invalid choice: 'ohlcv-2m'"),
-    ("%hdi_ingest --provider sample --schema ohlcv-2m", "argument --schema: invalid choice: 'ohlcv-2m'"),
-    ("%hdi_ingest --provider nope", "argument --provider: invalid choice: 'nope'"),
-    ("%hdi_ingest --bogus", "unrecognized arguments: --bogus"),
-    ("%hdi_query", "the following arguments are required: SCHEMA, SYMBOLS, START, END"),
-    ("%hdi_query ohlcv-1m ESH4 2024-01-02", "the following arguments are required: END"),
-    ("%hdi_query ohlcv-1m 'ESH4 2024-01-02 2024-01-05", "No closing quotation"),
-    ("%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-05 -o 1x", "-o/--out '1x' is not a Python variable name"),
-    ("%hdi_status --recent many", "argument --recent: 'many' is not a whole number: give 0 or more"),
-    ("%hdi_config extra", "unrecognized arguments: extra"),
-    ("%hdi_symbols -h", "unrecognized arguments: -h"),
-])
+@pytest.mark.parametrize(
+    ("cell", "text"),
+    [
+        ("%hdi_query ohlcv-2m ESH4 2024-01-02 2024-01-05", "argument SCHEMA: invalid choice: 'ohlcv-2m'"),
+        ("%hdi_ingest --provider sample --schema ohlcv-2m", "argument --schema: invalid choice: 'ohlcv-2m'"),
+        ("%hdi_ingest --provider nope", "argument --provider: invalid choice: 'nope'"),
+        ("%hdi_ingest --bogus", "unrecognized arguments: --bogus"),
+        ("%hdi_query", "the following arguments are required: SCHEMA, SYMBOLS, START, END"),
+        ("%hdi_query ohlcv-1m ESH4 2024-01-02", "the following arguments are required: END"),
+        ("%hdi_query ohlcv-1m 'ESH4 2024-01-02 2024-01-05", "No closing quotation"),
+        ("%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-05 -o 1x", "-o/--out '1x' is not a Python variable name"),
+        ("%hdi_status --recent many", "argument --recent: 'many' is not a whole number: give 0 or more"),
+        ("%hdi_config extra", "unrecognized arguments: extra"),
+        ("%hdi_symbols -h", "unrecognized arguments: -h"),
+    ],
+)
 def test_bad_arguments_are_argparse_messages(ip: TestingShell, cell: str, text: str) -> None:
     err = usage_error(ip, cell)  # a UsageError, never SystemExit
     magic = cell.split(maxsplit=1)[0]

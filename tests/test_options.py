@@ -41,8 +41,7 @@ def magic_parser(name: str) -> argparse.ArgumentParser:
 
 def actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """The parser's options by dest (argparse's own -h and the subcommands left out)."""
-    return {a.dest: a for a in parser._actions
-            if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)}
+    return {a.dest: a for a in parser._actions if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)}
 
 
 def described(action: argparse.Action) -> dict[str, Any]:
@@ -57,33 +56,63 @@ def declared(opt: options.Option) -> dict[str, Any]:
 
 
 def every_declaration() -> list[options.Option]:
-    lists = [options.GLOBAL, options.INGEST, options.QUERY_CLI, options.QUERY_MAGIC, options.FEATURES_COMPUTE,
-             options.PUBLISH, options.COMPARE, options.MAGIC, (options.PUBLISH_SET_MAGIC,)]
+    lists = [
+        options.GLOBAL,
+        options.INGEST,
+        options.QUERY_CLI,
+        options.QUERY_MAGIC,
+        options.FEATURES_COMPUTE,
+        options.PUBLISH,
+        options.COMPARE,
+        options.MAGIC,
+        (options.PUBLISH_SET_MAGIC,),
+    ]
     return [*options.OPTIONS.values(), *(options.option(ref) for refs in lists for ref in refs)]
 
 
-CLI_COMMANDS = [("ingest",), ("query",), ("quarantine", "list"), ("quarantine", "show"), ("quarantine", "retry"),
-                ("db",), ("config",), ("features", "compute"), ("features", "publish"), ("compare",), ("demo",)]
+CLI_COMMANDS = [
+    ("ingest",),
+    ("query",),
+    ("quarantine", "list"),
+    ("quarantine", "show"),
+    ("quarantine", "retry"),
+    ("db",),
+    ("config",),
+    ("features", "compute"),
+    ("features", "publish"),
+    ("compare",),
+    ("demo",),
+]
 MAGICS = ["hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols", "hdi_publish"]
 
 
-@pytest.mark.parametrize("parser", [pytest.param(lambda: cli_parser(), id="hdi"),
-                                    *(pytest.param(lambda p=p: cli_parser(*p), id=" ".join(p)) for p in CLI_COMMANDS),
-                                    *(pytest.param(lambda m=m: magic_parser(m), id=m) for m in MAGICS)])
+@pytest.mark.parametrize(
+    "parser",
+    [
+        pytest.param(lambda: cli_parser(), id="hdi"),
+        *(pytest.param(lambda p=p: cli_parser(*p), id=" ".join(p)) for p in CLI_COMMANDS),
+        *(pytest.param(lambda m=m: magic_parser(m), id=m) for m in MAGICS),
+    ],
+)
 def test_every_option_of_the_cli_and_the_magics_is_declared_in_options(
-        parser: Callable[[], argparse.ArgumentParser]) -> None:
+    parser: Callable[[], argparse.ArgumentParser],
+) -> None:
     known = [declared(opt) for opt in every_declaration()]
     for dest, action in actions(parser()).items():
         assert described(action) in known, f"{dest}: not built from hdi_lab.frontend.options"
 
 
-@pytest.mark.parametrize(("command", "magic", "shared"), [
-    (("ingest",), "hdi_ingest", options.INGEST),
-    (("query",), "hdi_query", options.QUERY),
-    (("features", "publish"), "hdi_publish", options.PUBLISH),
-])
-def test_shared_options_are_equal_in_the_cli_and_the_magic(command: tuple[str, ...], magic: str,
-                                                              shared: tuple[options.OptionRef, ...]) -> None:
+@pytest.mark.parametrize(
+    ("command", "magic", "shared"),
+    [
+        (("ingest",), "hdi_ingest", options.INGEST),
+        (("query",), "hdi_query", options.QUERY),
+        (("features", "publish"), "hdi_publish", options.PUBLISH),
+    ],
+)
+def test_shared_options_are_equal_in_the_cli_and_the_magic(
+    command: tuple[str, ...], magic: str, shared: tuple[options.OptionRef, ...]
+) -> None:
     in_cli, in_magic = actions(cli_parser(*command)), actions(magic_parser(magic))
     names = [options.option(ref).name for ref in shared]
     assert names and set(names) <= set(in_cli) & set(in_magic)
@@ -151,18 +180,27 @@ def test_count_takes_whole_numbers(text: str, expected: int) -> None:
     assert options.count(text) == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [("-1", "-1 is negative: give 0 or more"),
-                                               ("many", "'many' is not a whole number: give 0 or more"),
-                                               ("1.5", "'1.5' is not a whole number: give 0 or more")])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-1", "-1 is negative: give 0 or more"),
+        ("many", "'many' is not a whole number: give 0 or more"),
+        ("1.5", "'1.5' is not a whole number: give 0 or more"),
+    ],
+)
 def test_count_refuses_the_rest_in_one_line(text: str, message: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         options.count(text)
 
 
 def test_count_options_refuse_negatives_in_both_front_ends() -> None:
-    limits = [actions(cli_parser("query"))["limit"], actions(cli_parser("quarantine", "list"))["limit"],
-              actions(cli_parser("compare"))["limit"], actions(magic_parser("hdi_symbols"))["limit"],
-              actions(magic_parser("hdi_status"))["recent"]]
+    limits = [
+        actions(cli_parser("query"))["limit"],
+        actions(cli_parser("quarantine", "list"))["limit"],
+        actions(cli_parser("compare"))["limit"],
+        actions(magic_parser("hdi_symbols"))["limit"],
+        actions(magic_parser("hdi_status"))["recent"],
+    ]
     assert all(a.type is options.count for a in limits)
 
 
@@ -176,8 +214,12 @@ def test_widgets_offer_the_declared_choices() -> None:
     pytest.importorskip("ipywidgets")
     from hdi_lab.frontend.widgets import BAR_SCHEMAS, IngestForm
 
-    assert BAR_SCHEMAS == (("1 second", "ohlcv-1s"), ("1 minute", "ohlcv-1m"), ("1 hour", "ohlcv-1h"),
-                           ("1 day", "ohlcv-1d"))
+    assert BAR_SCHEMAS == (
+        ("1 second", "ohlcv-1s"),
+        ("1 minute", "ohlcv-1m"),
+        ("1 hour", "ohlcv-1h"),
+        ("1 day", "ohlcv-1d"),
+    )
     form = IngestForm(None)  # type: ignore[arg-type]  # the form reads its session only when run
     assert form.provider.options == options.PROVIDERS
     assert form.schema.options[1:] == tuple((s, s) for s in options.SCHEMAS)
@@ -186,7 +228,8 @@ def test_widgets_offer_the_declared_choices() -> None:
 
 def test_options_import_nothing_heavy() -> None:
     code = "import json, sys; import hdi_lab.frontend.options; print(json.dumps(sorted(sys.modules)))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     loaded = set(json.loads(proc.stdout))
     assert not loaded & {"IPython", "pandas", "numpy", "psycopg2", "ipywidgets"}

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.unit
 
 def days(n: int, schema: Schema = Schema.OHLCV_1M) -> tuple[Chunk, ...]:
     start = pd.Timestamp("2024-01-01", tz="UTC")
-    return tuple(plan_chunks("sample", "GLBX.MDP3", schema, SType.RAW_SYMBOL, ("ESH4",), start,
-                             start + pd.Timedelta(days=n)))
+    return tuple(
+        plan_chunks("sample", "GLBX.MDP3", schema, SType.RAW_SYMBOL, ("ESH4",), start, start + pd.Timedelta(days=n))
+    )
 
 
 class Estimating(LocalProvider):
@@ -66,5 +67,7 @@ def test_a_dry_run_estimates_the_chunks_to_fetch_and_skips_the_others() -> None:
     chunks = days(3)
     results = estimate(Plan(chunks, frozenset({chunks[0].key})), Estimating())
     assert results[0] == ChunkResult(chunks[0], skipped=True)
-    assert results[1:] == [ChunkResult(c, fetched=c.start.day, est_bytes=100 * c.start.day, cost_usd=0.5,
-                                       est_start_s=1.0) for c in chunks[1:]]
+    assert results[1:] == [
+        ChunkResult(c, fetched=c.start.day, est_bytes=100 * c.start.day, cost_usd=0.5, est_start_s=1.0)
+        for c in chunks[1:]
+    ]

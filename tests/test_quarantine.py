@@ -62,9 +62,18 @@ def _bars() -> tuple[np.ndarray, dict[str, int]]:
 def _write(tmp_path: Path) -> tuple[Path, np.ndarray, dict[str, int]]:
     rec, idx = _bars()
     path = tmp_path / "bars.ohlcv-1m.dbn.zst"
-    path.write_bytes(encode_dbn(
-        dataset=DATASET, schema="ohlcv-1m", stype_in="raw_symbol", start=START, end=END, symbols=["TESTA"],
-        mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]}, records=rec))
+    path.write_bytes(
+        encode_dbn(
+            dataset=DATASET,
+            schema="ohlcv-1m",
+            stype_in="raw_symbol",
+            start=START,
+            end=END,
+            symbols=["TESTA"],
+            mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]},
+            records=rec,
+        )
+    )
     return path, rec, idx
 
 
@@ -76,24 +85,36 @@ def _definition_file(tmp_path: Path) -> Path:
     d["raw_symbol"], d["asset"], d["exchange"], d["currency"] = b"TESTB", b"TB", b"XCME", b"USD"
     d["security_type"], d["instrument_class"], d["min_price_increment"] = b"FUT", b"F", 250_000_000
     path = tmp_path / "stray.definition.dbn.zst"
-    path.write_bytes(encode_dbn(
-        dataset=DATASET, schema="definition", stype_in="raw_symbol", start=START, end=END, symbols=["TESTB"],
-        mappings={"TESTB": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), STRAY_ID)]}, records=d))
+    path.write_bytes(
+        encode_dbn(
+            dataset=DATASET,
+            schema="definition",
+            stype_in="raw_symbol",
+            start=START,
+            end=END,
+            symbols=["TESTB"],
+            mappings={"TESTB": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), STRAY_ID)]},
+            records=d,
+        )
+    )
     return path
 
 
 def _entries(session: HdiSession) -> pd.DataFrame:
-    return hdi_lab.sql(f'SELECT id, rule, reason, status, record, dataset, schema, req_start, req_end '
-                       f'FROM "{session.schema}".quarantine ORDER BY id', session=session)
+    return hdi_lab.sql(
+        f"SELECT id, rule, reason, status, record, dataset, schema, req_start, req_end "
+        f'FROM "{session.schema}".quarantine ORDER BY id',
+        session=session,
+    )
 
 
 def _query(session: HdiSession, symbol: str = "TESTA") -> pd.DataFrame:
-    return hdi_lab.query("ohlcv-1m", [symbol], START, END + pd.Timedelta(hours=1), price_type="fixed",
-                         session=session)
+    return hdi_lab.query("ohlcv-1m", [symbol], START, END + pd.Timedelta(hours=1), price_type="fixed", session=session)
 
 
-def test_bad_records_are_quarantined_and_good_ones_load(session: HdiSession, hdi_env: dict[str, str],
-                                                        tmp_path: Path) -> None:
+def test_bad_records_are_quarantined_and_good_ones_load(
+    session: HdiSession, hdi_env: dict[str, str], tmp_path: Path
+) -> None:
     path, rec, idx = _write(tmp_path)
     report = hdi_lab.ingest(provider="file", path=path, session=session)
     assert (report.fetched, report.inserted, report.quarantined) == (len(rec), 5, len(BAD))
@@ -151,7 +172,9 @@ def test_fix_by_sql_then_retry(session: HdiSession, hdi_env: dict[str, str], tmp
     hdi_lab.sql(
         f'UPDATE "{session.schema}".quarantine SET record = jsonb_set(jsonb_set(record, %s, to_jsonb(%s::bigint)), '
         "%s, to_jsonb(%s::bigint)) WHERE id = %s",
-        ("{high}", fixed_high, "{low}", fixed_low, target), session=session)
+        ("{high}", fixed_high, "{low}", fixed_low, target),
+        session=session,
+    )
 
     result = quarantine.retry(session)
     assert (result.retried, result.loaded, result.duplicates, result.still_bad) == (len(BAD), 1, 0, len(BAD) - 1)
@@ -160,8 +183,9 @@ def test_fix_by_sql_then_retry(session: HdiSession, hdi_env: dict[str, str], tmp
     assert entries.loc[target, "status"] == "resolved"
     still_open = entries[entries["status"] == "open"]
     assert set(still_open["rule"]) == {rule for rule, _ in BAD.values()} - {"ohlc_inconsistent"}
-    resolved_at = hdi_lab.sql(f'SELECT resolved_at FROM "{session.schema}".quarantine WHERE id = %s', (target,),
-                              session=session)["resolved_at"].iloc[0]
+    resolved_at = hdi_lab.sql(
+        f'SELECT resolved_at FROM "{session.schema}".quarantine WHERE id = %s', (target,), session=session
+    )["resolved_at"].iloc[0]
     assert resolved_at is not None
 
     frame = _query(session)
@@ -170,7 +194,10 @@ def test_fix_by_sql_then_retry(session: HdiSession, hdi_env: dict[str, str], tmp
     assert len(row) == 1
     assert (int(row["high"].iloc[0]), int(row["low"].iloc[0])) == (fixed_high, fixed_low)
     assert (int(row["open"].iloc[0]), int(row["close"].iloc[0]), int(row["volume"].iloc[0])) == (
-        int(bad["open"]), int(bad["close"]), int(bad["volume"]))
+        int(bad["open"]),
+        int(bad["close"]),
+        int(bad["volume"]),
+    )
     assert len(frame) == 6
 
     again = quarantine.retry(session)  # nothing new to load; the resolved one is not retried
@@ -228,17 +255,29 @@ def test_fixed_trade_sharing_a_timestamp_with_a_stored_one_loads(session: HdiSes
     rec["size"] = [3, 0, 2]
     rec["action"], rec["side"], rec["sequence"] = b"T", [b"B", b"A", b"B"], [100, 101, 102]
     path = tmp_path / "same-ns.trades.dbn.zst"
-    path.write_bytes(encode_dbn(
-        dataset=DATASET, schema="trades", stype_in="raw_symbol", start=START, end=END, symbols=["TESTA"],
-        mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]}, records=rec))
+    path.write_bytes(
+        encode_dbn(
+            dataset=DATASET,
+            schema="trades",
+            stype_in="raw_symbol",
+            start=START,
+            end=END,
+            symbols=["TESTA"],
+            mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]},
+            records=rec,
+        )
+    )
     report = hdi_lab.ingest(provider="file", path=path, session=session)
     assert (report.inserted, report.quarantined) == (2, 1)
     entries = _entries(session)
     assert entries["rule"].tolist() == ["size_nonpositive"]
     assert entries["record"].iloc[0] == dbn.record_to_json(rec[1])
 
-    hdi_lab.sql(f'UPDATE "{session.schema}".quarantine SET record = jsonb_set(record, %s, to_jsonb(%s::bigint))',
-                ("{size}", 7), session=session)
+    hdi_lab.sql(
+        f'UPDATE "{session.schema}".quarantine SET record = jsonb_set(record, %s, to_jsonb(%s::bigint))',
+        ("{size}", 7),
+        session=session,
+    )
     result = quarantine.retry(session)
     assert (result.retried, result.loaded, result.duplicates, result.still_bad) == (1, 1, 0, 0)
 
@@ -264,9 +303,18 @@ def _identical_bad_trades(tmp_path: Path) -> tuple[Path, np.ndarray]:
     rec["price"], rec["size"] = 4800 * PX, [3, 0, 0, 0]
     rec["action"], rec["side"], rec["sequence"] = b"T", b"B", [100, 101, 101, 101]
     path = tmp_path / "identical.trades.dbn.zst"
-    path.write_bytes(encode_dbn(
-        dataset=DATASET, schema="trades", stype_in="raw_symbol", start=START, end=END, symbols=["TESTA"],
-        mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]}, records=rec))
+    path.write_bytes(
+        encode_dbn(
+            dataset=DATASET,
+            schema="trades",
+            stype_in="raw_symbol",
+            start=START,
+            end=END,
+            symbols=["TESTA"],
+            mappings={"TESTA": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), GOOD_ID)]},
+            records=rec,
+        )
+    )
     return path, rec
 
 
@@ -274,13 +322,15 @@ def _trades(session: HdiSession) -> pd.DataFrame:
     return hdi_lab.query("trades", ["TESTA"], START, END, price_type="fixed", session=session)
 
 
-def test_identical_rejected_records_are_each_kept_and_restored(session: HdiSession, hdi_env: dict[str, str],
-                                                               tmp_path: Path) -> None:
+def test_identical_rejected_records_are_each_kept_and_restored(
+    session: HdiSession, hdi_env: dict[str, str], tmp_path: Path
+) -> None:
     path, rec = _identical_bad_trades(tmp_path)
     report = hdi_lab.ingest(provider="file", path=path, session=session)
     assert (report.inserted, report.quarantined) == (1, 3)
-    entries = hdi_lab.sql(f'SELECT id, dup_idx, record, status FROM "{session.schema}".quarantine ORDER BY dup_idx',
-                          session=session)
+    entries = hdi_lab.sql(
+        f'SELECT id, dup_idx, record, status FROM "{session.schema}".quarantine ORDER BY dup_idx', session=session
+    )
     assert entries["dup_idx"].tolist() == [0, 1, 2]  # was: one entry, the other two dropped
     assert all(r == dbn.record_to_json(rec[1]) for r in entries["record"])
 
@@ -289,8 +339,11 @@ def test_identical_rejected_records_are_each_kept_and_restored(session: HdiSessi
         assert code == 0, err
         assert row_counts(session)["quarantine"] == 3
 
-    hdi_lab.sql(f'UPDATE "{session.schema}".quarantine SET record = jsonb_set(record, %s, to_jsonb(%s::bigint))',
-                ("{size}", 7), session=session)
+    hdi_lab.sql(
+        f'UPDATE "{session.schema}".quarantine SET record = jsonb_set(record, %s, to_jsonb(%s::bigint))',
+        ("{size}", 7),
+        session=session,
+    )
     result = quarantine.retry(session)
     assert (result.retried, result.loaded, result.duplicates, result.still_bad) == (3, 3, 0, 0)
     frame = _trades(session)
@@ -318,15 +371,18 @@ def test_upgrade_to_fingerprints_keeps_every_entry(pg_url: str, db_schema: str, 
         with transaction(conn) as cur:
             rows = [("size_nonpositive", "resolved"), ("size_nonpositive", "open"), ("unknown_instrument", "open")]
             for rule, status in rows:
-                cur.execute(f"INSERT INTO {s}.quarantine (chunk_key, dataset, schema, rule, reason, record, dup_idx, "
-                            "req_start, req_end, status) VALUES ('old', %s, 'trades', %s, 'r', %s, 0, %s, %s, %s)",
-                            (DATASET, rule, record, START.to_pydatetime(), END.to_pydatetime(), status))
+                cur.execute(
+                    f"INSERT INTO {s}.quarantine (chunk_key, dataset, schema, rule, reason, record, dup_idx, "
+                    "req_start, req_end, status) VALUES ('old', %s, 'trades', %s, 'r', %s, 0, %s, %s, %s)",
+                    (DATASET, rule, record, START.to_pydatetime(), END.to_pydatetime(), status),
+                )
     finally:
         conn.close()
 
     with make_session(pg_url, db_schema) as session:
-        before = hdi_lab.sql(f'SELECT id, rule, status, fingerprint FROM "{session.schema}".quarantine ORDER BY id',
-                             session=session)
+        before = hdi_lab.sql(
+            f'SELECT id, rule, status, fingerprint FROM "{session.schema}".quarantine ORDER BY id', session=session
+        )
         assert before[["rule", "status"]].values.tolist() == [list(r) for r in rows]
         assert before["fingerprint"].is_unique and before["fingerprint"].notna().all()
         canonical = before["fingerprint"].iloc[0]  # the resolved entry holds the record's identity
@@ -334,9 +390,13 @@ def test_upgrade_to_fingerprints_keeps_every_entry(pg_url: str, db_schema: str, 
 
         report = hdi_lab.ingest(provider="file", path=path, session=session)
         assert report.quarantined == 3
-        after = hdi_lab.sql(f'SELECT dup_idx, status FROM "{session.schema}".quarantine WHERE id > %s ORDER BY id',
-                            (int(before["id"].max()),), session=session)
+        after = hdi_lab.sql(
+            f'SELECT dup_idx, status FROM "{session.schema}".quarantine WHERE id > %s ORDER BY id',
+            (int(before["id"].max()),),
+            session=session,
+        )
         assert after.values.tolist() == [[1, "open"], [2, "open"]]
-        versions = hdi_lab.sql(f'SELECT max(version) AS v FROM "{session.schema}".schema_migrations',
-                               session=session)["v"].iloc[0]
+        versions = hdi_lab.sql(f'SELECT max(version) AS v FROM "{session.schema}".schema_migrations', session=session)[
+            "v"
+        ].iloc[0]
         assert versions == max(v for v, _, _ in migrations())

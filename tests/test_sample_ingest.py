@@ -58,8 +58,14 @@ def test_one_go_equals_day_by_day(session: HdiSession, other: HdiSession) -> Non
 
     inserted = 0
     for day in pd.date_range("2024-01-02", "2024-01-04", freq="D"):
-        rep = hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start=day,
-                             end=day + pd.Timedelta(days=1), session=other)
+        rep = hdi_lab.ingest(
+            provider="sample",
+            schema="ohlcv-1m",
+            symbols=["ESH4"],
+            start=day,
+            end=day + pd.Timedelta(days=1),
+            session=other,
+        )
         assert len(rep.chunks) == 1 and rep.quarantined == 0
         inserted += rep.inserted
     assert inserted == one.inserted
@@ -71,8 +77,10 @@ def test_one_go_equals_day_by_day(session: HdiSession, other: HdiSession) -> Non
     _check_bars(a, _provider_records(**request))
 
     dump = 'SELECT * FROM "{s}".ohlcv_1m ORDER BY instrument_id, ts_event'
-    pd.testing.assert_frame_equal(hdi_lab.sql(dump.format(s=session.schema), session=session),
-                                  hdi_lab.sql(dump.format(s=other.schema), session=other))
+    pd.testing.assert_frame_equal(
+        hdi_lab.sql(dump.format(s=session.schema), session=session),
+        hdi_lab.sql(dump.format(s=other.schema), session=other),
+    )
     assert row_counts(session)["ohlcv_1m"] == row_counts(other)["ohlcv_1m"] == one.inserted
 
     # the chunk keys are the same, so neither schema re-ingests the other's split
@@ -82,21 +90,29 @@ def test_one_go_equals_day_by_day(session: HdiSession, other: HdiSession) -> Non
 
 def test_sample_data_is_deterministic_per_day(session: HdiSession, other: HdiSession) -> None:
     """A sub-day request stores exactly the matching bars of the whole day."""
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-03",
-                   end="2024-01-04", session=session)
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-03T14:00",
-                   end="2024-01-03T16:30", session=other)
-    whole = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-03T14:00", "2024-01-03T16:30", price_type="fixed",
-                          session=session)
-    part = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-03T14:00", "2024-01-03T16:30", price_type="fixed",
-                         session=other)
+    hdi_lab.ingest(
+        provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-03", end="2024-01-04", session=session
+    )
+    hdi_lab.ingest(
+        provider="sample",
+        schema="ohlcv-1m",
+        symbols=["ESH4"],
+        start="2024-01-03T14:00",
+        end="2024-01-03T16:30",
+        session=other,
+    )
+    whole = hdi_lab.query(
+        "ohlcv-1m", ["ESH4"], "2024-01-03T14:00", "2024-01-03T16:30", price_type="fixed", session=session
+    )
+    part = hdi_lab.query(
+        "ohlcv-1m", ["ESH4"], "2024-01-03T14:00", "2024-01-03T16:30", price_type="fixed", session=other
+    )
     assert len(part) == 150
     pd.testing.assert_frame_equal(whole, part)
 
 
 def test_continuous_symbol_rolls_from_h4_to_m4(session: HdiSession) -> None:
-    request = dict(schema="ohlcv-1d", symbols=["ES.c.0"], stype_in="continuous", start="2024-03-01",
-                   end="2024-04-01")
+    request = dict(schema="ohlcv-1d", symbols=["ES.c.0"], stype_in="continuous", start="2024-03-01", end="2024-04-01")
     report = hdi_lab.ingest(provider="sample", **request, session=session)  # type: ignore[arg-type]
     assert len(report.chunks) == 1 and report.quarantined == 0
 
@@ -114,8 +130,15 @@ def test_continuous_symbol_rolls_from_h4_to_m4(session: HdiSession) -> None:
 
 
 def test_continuous_query_over_a_sub_range(session: HdiSession) -> None:
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=["ES.c.0"], stype_in="continuous",
-                   start="2024-03-01", end="2024-04-01", session=session)
+    hdi_lab.ingest(
+        provider="sample",
+        schema="ohlcv-1d",
+        symbols=["ES.c.0"],
+        stype_in="continuous",
+        start="2024-03-01",
+        end="2024-04-01",
+        session=session,
+    )
     frame = hdi_lab.query("ohlcv-1d", ["ES.c.0"], "2024-03-12", "2024-03-16", price_type="fixed", session=session)
     days = [ts.date() for ts in frame.index]
     assert days == [dt.date(2024, 3, d) for d in (12, 13, 14, 15)]
@@ -123,8 +146,7 @@ def test_continuous_query_over_a_sub_range(session: HdiSession) -> None:
 
 
 def test_parent_symbol_resolves_to_both_contracts(session: HdiSession) -> None:
-    request = dict(schema="ohlcv-1d", symbols=["ES.FUT"], stype_in="parent", start="2024-03-11",
-                   end="2024-03-20")
+    request = dict(schema="ohlcv-1d", symbols=["ES.FUT"], stype_in="parent", start="2024-03-11", end="2024-03-20")
     report = hdi_lab.ingest(provider="sample", **request, session=session)  # type: ignore[arg-type]
     assert report.quarantined == 0 and report.inserted == report.fetched > 0
 
@@ -144,8 +166,7 @@ def test_several_symbols_one_dataset(session: HdiSession) -> None:
     request = dict(schema="ohlcv-1h", symbols=["AAPL", "MSFT", "NVDA"], start="2024-01-02", end="2024-01-04")
     report = hdi_lab.ingest(provider="sample", **request, session=session)  # type: ignore[arg-type]
     assert report.quarantined == 0
-    frame = hdi_lab.query("ohlcv-1h", ["NVDA", "AAPL"], "2024-01-02", "2024-01-04", price_type="fixed",
-                          session=session)
+    frame = hdi_lab.query("ohlcv-1h", ["NVDA", "AAPL"], "2024-01-02", "2024-01-04", price_type="fixed", session=session)
     assert set(zip(frame["symbol"], frame["instrument_id"], strict=True)) == {("AAPL", 500001), ("NVDA", 500003)}
     # rows come by time, then in the order the symbols were asked for
     rank = frame["symbol"].map({"NVDA": 0, "AAPL": 1}).to_numpy()
@@ -159,28 +180,57 @@ def test_several_symbols_one_dataset(session: HdiSession) -> None:
 
 def test_sample_symbols_from_two_datasets_are_refused(session: HdiSession) -> None:
     with pytest.raises(hdi_lab.ValidationError, match="several datasets"):
-        hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=["ESH4", "AAPL"], start="2024-01-02",
-                       end="2024-01-03", session=session)
+        hdi_lab.ingest(
+            provider="sample",
+            schema="ohlcv-1d",
+            symbols=["ESH4", "AAPL"],
+            start="2024-01-02",
+            end="2024-01-03",
+            session=session,
+        )
     with pytest.raises(hdi_lab.ValidationError, match="stype_in=continuous"):
-        hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols=["ES.c.0"], start="2024-01-02",
-                       end="2024-01-03", session=session)
+        hdi_lab.ingest(
+            provider="sample",
+            schema="ohlcv-1d",
+            symbols=["ES.c.0"],
+            start="2024-01-02",
+            end="2024-01-03",
+            session=session,
+        )
 
 
 def test_a_range_of_centuries_is_refused_not_planned(session: HdiSession) -> None:
     """A dry run from 1700 would plan 118,342 day chunks: refused, saying how many and what to do."""
     from hdi_lab.errors import ValidationError
 
-    with pytest.raises(ValidationError, match=r"would be 118,342 chunks \(one per UTC day\), more than the "
-                                              r"10,000 one request may plan: check start and end"):
-        hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="1700-01-01",
-                       end="2024-01-05", dry_run=True, session=session)
+    with pytest.raises(
+        ValidationError,
+        match=r"would be 118,342 chunks \(one per UTC day\), more than the "
+        r"10,000 one request may plan: check start and end",
+    ):
+        hdi_lab.ingest(
+            provider="sample",
+            schema="ohlcv-1m",
+            symbols=["ESH4"],
+            start="1700-01-01",
+            end="2024-01-05",
+            dry_run=True,
+            session=session,
+        )
     assert row_counts(session)["ingest_log"] == 0
 
 
 @pytest.mark.parametrize("schema", ["ohlcv-1m", "ohlcv-1d"])
 def test_plans_end_at_the_last_nanosecond_date(session: HdiSession, schema: str) -> None:
     """The chunk after 2262-04-11 cannot be represented: the request's end closes the last chunk."""
-    report = hdi_lab.ingest(provider="sample", schema=schema, symbols=["AAPL"], start="2262-04-01",
-                            end="2262-04-11T12:00", dry_run=True, session=session)
+    report = hdi_lab.ingest(
+        provider="sample",
+        schema=schema,
+        symbols=["AAPL"],
+        start="2262-04-01",
+        end="2262-04-11T12:00",
+        dry_run=True,
+        session=session,
+    )
     assert report.chunks[-1].chunk.end == pd.Timestamp("2262-04-11T12:00", tz="UTC")
     assert len(report.chunks) == (11 if schema == "ohlcv-1m" else 1)

@@ -32,10 +32,23 @@ def utc(s: str) -> pd.Timestamp:
     return pd.Timestamp(s, tz="UTC").as_unit("ns")
 
 
-def request(schema: Schema, symbols: tuple[str, ...], start: str, end: str,
-            stype_in: SType = SType.RAW_SYMBOL, dataset: str | None = None) -> IngestRequest:
-    return IngestRequest(provider="sample", schema=schema, symbols=symbols, stype_in=stype_in,
-                         start=utc(start), end=utc(end), dataset=dataset)
+def request(
+    schema: Schema,
+    symbols: tuple[str, ...],
+    start: str,
+    end: str,
+    stype_in: SType = SType.RAW_SYMBOL,
+    dataset: str | None = None,
+) -> IngestRequest:
+    return IngestRequest(
+        provider="sample",
+        schema=schema,
+        symbols=symbols,
+        stype_in=stype_in,
+        start=utc(start),
+        end=utc(end),
+        dataset=dataset,
+    )
 
 
 def one_chunk(chunks: list[Chunk]) -> Chunk:
@@ -75,8 +88,17 @@ def test_encode_dbn_round_trips_records_and_metadata(schema: Schema, compress: b
     rec = crafted(schema)
     jan = [dt.date(2024, 1, d) for d in (2, 3, 4)]
     maps = {"ES.c.0": [(jan[0], jan[1], ES_H), (jan[1], jan[2], ES_M)]}
-    data = encode_dbn(dataset="GLBX.MDP3", schema=schema, stype_in=SType.CONTINUOUS, start=utc("2024-01-02"),
-                      end=utc("2024-01-04"), symbols=["ES.c.0"], mappings=maps, records=rec, compress=compress)
+    data = encode_dbn(
+        dataset="GLBX.MDP3",
+        schema=schema,
+        stype_in=SType.CONTINUOUS,
+        start=utc("2024-01-02"),
+        end=utc("2024-01-04"),
+        symbols=["ES.c.0"],
+        mappings=maps,
+        records=rec,
+        compress=compress,
+    )
     assert data[:4] == (b"\x28\xb5\x2f\xfd" if compress else b"DBN\x03")
     store = db.DBNStore.from_bytes(io.BytesIO(data))
     out = store.to_ndarray()
@@ -88,10 +110,12 @@ def test_encode_dbn_round_trips_records_and_metadata(schema: Schema, compress: b
     assert str(meta.stype_out) == "instrument_id"
     assert (meta.start, meta.end) == (utc("2024-01-02").value, utc("2024-01-04").value)
     assert meta.symbols == ["ES.c.0"]
-    assert meta.mappings == {"ES.c.0": [
-        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(ES_H)},
-        {"start_date": dt.date(2024, 1, 3), "end_date": dt.date(2024, 1, 4), "symbol": str(ES_M)},
-    ]}
+    assert meta.mappings == {
+        "ES.c.0": [
+            {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(ES_H)},
+            {"start_date": dt.date(2024, 1, 3), "end_date": dt.date(2024, 1, 4), "symbol": str(ES_M)},
+        ]
+    }
 
 
 @pytest.mark.parametrize("schema", list(Schema))
@@ -99,8 +123,16 @@ def test_encoder_round_trips_generated_records(schema: Schema) -> None:
     chunk = SampleProvider().plan(request(schema, ("ESH4", "ESM4"), "2024-01-08", "2024-01-09"))[0]
     rec = SampleProvider().records(chunk)
     assert len(rec) > 0
-    data = encode_dbn(dataset="GLBX.MDP3", schema=schema, stype_in="raw_symbol", start=chunk.start,
-                      end=chunk.end, symbols=["ESH4", "ESM4"], mappings={}, records=rec)
+    data = encode_dbn(
+        dataset="GLBX.MDP3",
+        schema=schema,
+        stype_in="raw_symbol",
+        start=chunk.start,
+        end=chunk.end,
+        symbols=["ESH4", "ESM4"],
+        mappings={},
+        records=rec,
+    )
     assert db.DBNStore.from_bytes(io.BytesIO(data)).to_ndarray().tobytes() == rec.tobytes()
 
 
@@ -132,9 +164,17 @@ def test_empty_records_use_databento_sentinels() -> None:
 
 
 def test_encoder_can_write_garbage_on_purpose() -> None:
-    data = encode_dbn(dataset="GLBX.MDP3", schema=Schema.TRADES, stype_in="raw_symbol", start=utc("2024-01-02"),
-                      end=utc("2024-01-03"), symbols=["ESH4"], mappings={}, records=b"\x01\x02\x03",
-                      compress=False)
+    data = encode_dbn(
+        dataset="GLBX.MDP3",
+        schema=Schema.TRADES,
+        stype_in="raw_symbol",
+        start=utc("2024-01-02"),
+        end=utc("2024-01-03"),
+        symbols=["ESH4"],
+        mappings={},
+        records=b"\x01\x02\x03",
+        compress=False,
+    )
     assert data.endswith(b"\x01\x02\x03")
 
 
@@ -171,11 +211,14 @@ def test_unknown_symbol_names_it_and_lists_known_ones() -> None:
     assert "ESH4" in str(err.value) and "AAPL" in str(err.value)
 
 
-@pytest.mark.parametrize(("symbol", "given", "right"), [
-    ("ES.FUT", SType.RAW_SYMBOL, "parent"),
-    ("ES.c.0", SType.RAW_SYMBOL, "continuous"),
-    ("ESH4", SType.PARENT, "raw_symbol"),
-])
+@pytest.mark.parametrize(
+    ("symbol", "given", "right"),
+    [
+        ("ES.FUT", SType.RAW_SYMBOL, "parent"),
+        ("ES.c.0", SType.RAW_SYMBOL, "continuous"),
+        ("ESH4", SType.PARENT, "raw_symbol"),
+    ],
+)
 def test_symbol_of_another_stype_suggests_it(symbol: str, given: SType, right: str) -> None:
     with pytest.raises(ValidationError, match=f"stype_in={right}"):
         SampleProvider().plan(request(Schema.OHLCV_1M, (symbol,), "2024-01-02", "2024-01-03", stype_in=given))
@@ -194,8 +237,9 @@ def test_dataset_is_inferred_and_checked() -> None:
 def test_plan_requires_schema_symbols_and_range() -> None:
     provider = SampleProvider()
     with pytest.raises(ValidationError, match="schema is required"):
-        provider.plan(IngestRequest(provider="sample", symbols=("ESH4",), start=utc("2024-01-02"),
-                                    end=utc("2024-01-03")))
+        provider.plan(
+            IngestRequest(provider="sample", symbols=("ESH4",), start=utc("2024-01-02"), end=utc("2024-01-03"))
+        )
     with pytest.raises(ValidationError, match="symbols are required"):
         provider.plan(request(Schema.TRADES, (), "2024-01-02", "2024-01-03"))
     with pytest.raises(ValidationError, match="start is required"):
@@ -205,8 +249,15 @@ def test_plan_requires_schema_symbols_and_range() -> None:
 def test_universe_lists_symbols_and_ids() -> None:
     uni = SampleProvider.universe()
     raw = uni[uni["stype"] == "raw_symbol"].set_index("symbol")["instrument_id"].to_dict()
-    assert raw == {"ESH4": 400001, "ESM4": 400002, "NQH4": 400003, "NQM4": 400004,
-                   "AAPL": 500001, "MSFT": 500002, "NVDA": 500003}
+    assert raw == {
+        "ESH4": 400001,
+        "ESM4": 400002,
+        "NQH4": 400003,
+        "NQM4": 400004,
+        "AAPL": 500001,
+        "MSFT": 500002,
+        "NVDA": 500003,
+    }
     assert {"ES.FUT", "NQ.FUT", "ES.c.0", "NQ.c.0"} <= set(uni["symbol"])
 
 
@@ -228,9 +279,11 @@ def test_records_do_not_depend_on_chunking(schema: Schema) -> None:
 def test_partial_day_chunks_partition_the_day() -> None:
     provider = SampleProvider()
     full = fetch_all(provider, provider.plan(request(Schema.TBBO, ("AAPL",), "2024-01-03", "2024-01-04")))
-    parts = [fetch(provider, c)[1] for r in (("2024-01-03", "2024-01-03T15:07:31.5"),
-                                             ("2024-01-03T15:07:31.5", "2024-01-04"))
-             for c in provider.plan(request(Schema.TBBO, ("AAPL",), *r))]
+    parts = [
+        fetch(provider, c)[1]
+        for r in (("2024-01-03", "2024-01-03T15:07:31.5"), ("2024-01-03T15:07:31.5", "2024-01-04"))
+        for c in provider.plan(request(Schema.TBBO, ("AAPL",), *r))
+    ]
     assert all(len(p) for p in parts)
     assert np.concatenate(parts).tobytes() == full.tobytes()
 
@@ -258,25 +311,29 @@ def test_continuous_rolls_from_h4_to_m4_on_march_14() -> None:
     provider = SampleProvider()
     chunks = provider.plan(request(Schema.OHLCV_1M, ("ES.c.0",), "2024-03-12", "2024-03-16", SType.CONTINUOUS))
     store, rec = fetch(provider, one_chunk(chunks))
-    assert store.metadata.mappings == {"ES.c.0": [
-        {"start_date": dt.date(2024, 3, 12), "end_date": dt.date(2024, 3, 14), "symbol": str(ES_H)},
-        {"start_date": dt.date(2024, 3, 14), "end_date": dt.date(2024, 3, 16), "symbol": str(ES_M)},
-    ]}
+    assert store.metadata.mappings == {
+        "ES.c.0": [
+            {"start_date": dt.date(2024, 3, 12), "end_date": dt.date(2024, 3, 14), "symbol": str(ES_H)},
+            {"start_date": dt.date(2024, 3, 14), "end_date": dt.date(2024, 3, 16), "symbol": str(ES_M)},
+        ]
+    }
     roll = utc("2024-03-14").value
     assert set(rec["instrument_id"][rec["ts_event"] < roll]) == {ES_H}
     assert set(rec["instrument_id"][rec["ts_event"] >= roll]) == {ES_M}
     day_store, _ = fetch(provider, chunks[2])
     assert day_store.metadata.mappings["ES.c.0"] == [
-        {"start_date": dt.date(2024, 3, 14), "end_date": dt.date(2024, 3, 15), "symbol": str(ES_M)}]
+        {"start_date": dt.date(2024, 3, 14), "end_date": dt.date(2024, 3, 15), "symbol": str(ES_M)}
+    ]
 
 
 def test_parent_maps_to_every_listed_contract() -> None:
     provider = SampleProvider()
-    store, rec = fetch(provider, provider.plan(request(Schema.OHLCV_1M, ("ES.FUT",), "2024-01-02", "2024-01-03",
-                                                      SType.PARENT))[0])
+    store, rec = fetch(
+        provider, provider.plan(request(Schema.OHLCV_1M, ("ES.FUT",), "2024-01-02", "2024-01-03", SType.PARENT))[0]
+    )
     assert store.metadata.mappings["ES.FUT"] == [
-        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(iid)}
-        for iid in (ES_H, ES_M)]
+        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(iid)} for iid in (ES_H, ES_M)
+    ]
     assert set(rec["instrument_id"]) == {ES_H, ES_M}
     front, back = (np.sum(rec["volume"][rec["instrument_id"] == i]) for i in (ES_H, ES_M))
     assert front > 10 * back  # the deferred contract trades thinly
@@ -288,11 +345,16 @@ def test_metadata_describes_the_chunk() -> None:
     store, _ = fetch(provider, chunk)
     meta = store.metadata
     assert (meta.dataset, str(meta.schema), str(meta.stype_in), str(meta.stype_out)) == (
-        "XNAS.ITCH", "trades", "raw_symbol", "instrument_id")
+        "XNAS.ITCH",
+        "trades",
+        "raw_symbol",
+        "instrument_id",
+    )
     assert (meta.start, meta.end) == (chunk.start.value, chunk.end.value)
     assert meta.symbols == ["AAPL", "NVDA"]
-    assert meta.mappings["AAPL"] == [{"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3),
-                                      "symbol": str(AAPL)}]
+    assert meta.mappings["AAPL"] == [
+        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(AAPL)}
+    ]
 
 
 def test_expired_contract_is_not_found() -> None:
@@ -308,8 +370,7 @@ def test_expired_contract_is_not_found() -> None:
 
 @pytest.mark.parametrize("schema", BARS)
 @pytest.mark.parametrize(("symbols", "tick"), [(("ESH4", "NQH4"), 250_000_000), (("AAPL", "NVDA"), 10_000_000)])
-def test_bars_are_consistent_on_the_tick_grid_and_aligned(schema: Schema, symbols: tuple[str, ...],
-                                                          tick: int) -> None:
+def test_bars_are_consistent_on_the_tick_grid_and_aligned(schema: Schema, symbols: tuple[str, ...], tick: int) -> None:
     provider = SampleProvider()
     chunks = provider.plan(request(schema, symbols, "2024-01-05", "2024-01-09"))  # Fri..Mon, over a weekend
     bars = fetch_all(provider, chunks)
@@ -405,11 +466,18 @@ def test_sparse_schemas_are_chunked_by_month_dense_ones_by_day() -> None:
     provider = SampleProvider()
     daily = provider.plan(request(Schema.OHLCV_1D, ("ESH4",), "2024-01-15", "2024-03-10"))
     assert [(c.start.date().isoformat(), c.end.date().isoformat()) for c in daily] == [
-        ("2024-01-15", "2024-02-01"), ("2024-02-01", "2024-03-01"), ("2024-03-01", "2024-03-10")]
+        ("2024-01-15", "2024-02-01"),
+        ("2024-02-01", "2024-03-01"),
+        ("2024-03-01", "2024-03-10"),
+    ]
     assert len(provider.plan(request(Schema.OHLCV_1M, ("ESH4",), "2024-01-15", "2024-03-10"))) == 55
     # a month chunk holds exactly the bars of its days taken one day at a time
     whole = np.concatenate([provider.records(c) for c in daily])
     days = pd.date_range("2024-01-15", "2024-03-10", freq="D", tz="UTC")
-    one_by_one = np.concatenate([provider.records(dataclasses.replace(daily[0], start=lo, end=hi))
-                                 for lo, hi in zip(days[:-1], days[1:], strict=True)])
+    one_by_one = np.concatenate(
+        [
+            provider.records(dataclasses.replace(daily[0], start=lo, end=hi))
+            for lo, hi in zip(days[:-1], days[1:], strict=True)
+        ]
+    )
     assert len(whole) > 30 and (whole == one_by_one).all()

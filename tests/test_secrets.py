@@ -29,8 +29,11 @@ DSNS = [
     (f"postgresql://u:p@ss{PW}@host/db", "postgresql://u:****@host/db", [f"p@ss{PW}", PW]),
     (f"postgresql://u:a?b{PW}@host/db", "postgresql://u:****@host/db", [PW]),
     (f"postgresql://u@host/db?password={PW}", "postgresql://u@host/db?password=****", [PW]),
-    (f"postgresql://u@host/db?sslmode=require&password={PW}&connect_timeout=3",
-     "postgresql://u@host/db?sslmode=require&password=****&connect_timeout=3", [PW]),
+    (
+        f"postgresql://u@host/db?sslmode=require&password={PW}&connect_timeout=3",
+        "postgresql://u@host/db?sslmode=require&password=****&connect_timeout=3",
+        [PW],
+    ),
     (f"postgresql://u@host/db?pass%77ord={PW}", "postgresql://u@host/db?pass%77ord=****", [PW]),
     (f"postgresql://u:%40{PW}%25@host/db", "postgresql://u:****@host/db", [PW, f"%40{PW}%25", f"@{PW}%"]),
     (f"host=h password={PW} dbname=d", "host=h password=**** dbname=d", [PW]),
@@ -60,21 +63,25 @@ def test_scrub_hides_the_part_of_a_password_libpq_reads_as_a_host() -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("url", ["postgresql://h/db", "host=h dbname=d user=u",
-                                 "postgresql://u@h:5/db?sslmode=require"])
+@pytest.mark.parametrize(
+    "url", ["postgresql://h/db", "host=h dbname=d user=u", "postgresql://u@h:5/db?sslmode=require"]
+)
 def test_mask_leaves_a_dsn_without_password_alone(url: str) -> None:
     assert dsn.mask(url) == url and dsn.secrets(url) == [] and dsn.check(url) is None
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(("url", "problem"), [
-    (f"postgresql://u:{PW}%zz@host/db", "bad percent escape"),
-    (f"postgresql://u:{PW}@host/db%", "bad percent escape"),
-    ("not a url", "neither a postgresql:// URL nor key=value pairs"),
-    (f"host=h password='{PW}", "not terminated"),
-    (f"host=h password={PW} extra", "neither a postgresql:// URL"),
-    (f"mysql://u:{PW}@h/db", "must start with postgresql://"),
-])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"postgresql://u:{PW}%zz@host/db", "bad percent escape"),
+        (f"postgresql://u:{PW}@host/db%", "bad percent escape"),
+        ("not a url", "neither a postgresql:// URL nor key=value pairs"),
+        (f"host=h password='{PW}", "not terminated"),
+        (f"host=h password={PW} extra", "neither a postgresql:// URL"),
+        (f"mysql://u:{PW}@h/db", "must start with postgresql://"),
+    ],
+)
 def test_a_malformed_url_is_one_config_error_without_the_password(url: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(environ={"HDI_DATABASE_URL": url}, cwd=Path("/"))
@@ -88,8 +95,17 @@ def test_settings_and_session_reprs_mask_secrets(tmp_path: Path) -> None:
     env = {"HDI_DATABASE_URL": f"host=db.example password='{PW}' dbname=x", "HDI_DATABENTO_API_KEY": KEY}
     settings = load_settings(environ=env, cwd=tmp_path)
     session = HdiSession(settings)
-    shown = [repr(settings), str(settings), pretty(settings), f"{settings}", repr(session), str(session),
-             pretty(session), repr(settings.replace(chunk_rows=5)), repr(session.provider("databento").caller())]
+    shown = [
+        repr(settings),
+        str(settings),
+        pretty(settings),
+        f"{settings}",
+        repr(session),
+        str(session),
+        pretty(session),
+        repr(settings.replace(chunk_rows=5)),
+        repr(session.provider("databento").caller()),
+    ]
     for text in shown:
         assert PW not in text and KEY[3:-3] not in text, text
     assert "password=****" in repr(settings) and "****xyz" in repr(settings)
@@ -122,14 +138,18 @@ def test_system_schemas_are_refused(schema: str, tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("url", [
-    f"postgresql://u:{PW}%zz@127.0.0.1/db",
-    "not a url",
-    f"host=127.0.0.1 password={PW} nosuchoption=1",  # well formed, refused by libpq itself
-    f"postgresql://u:{PW}@127.0.0.1/db?nosuchparam=1",
-])
-def test_status_with_a_bad_url_is_one_line_without_the_password(url: str, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://u:{PW}%zz@127.0.0.1/db",
+        "not a url",
+        f"host=127.0.0.1 password={PW} nosuchoption=1",  # well formed, refused by libpq itself
+        f"postgresql://u:{PW}@127.0.0.1/db?nosuchparam=1",
+    ],
+)
+def test_status_with_a_bad_url_is_one_line_without_the_password(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HDI_DATABASE_URL", url)
     code, out, err = run_cli(["status"])
@@ -152,8 +172,9 @@ def test_status_with_a_wrong_password_masks_it(pg_url: str, tmp_path: Path, monk
 
 
 @pytest.mark.integration
-def test_magics_mask_secrets(hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_magics_mask_secrets(
+    hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     monkeypatch.setenv("HDI_DATABENTO_API_KEY", KEY)
@@ -168,8 +189,15 @@ def test_magics_mask_secrets(hdi_env: dict[str, str], tmp_path: Path, monkeypatc
         data3, _ = ip.display_formatter.format(session)
         print(session)
         print(session.settings)
-        shown = [repr(cfg), cfg._repr_html_(), *data.values(), *data2.values(), *data3.values(),
-                 repr(session.settings), str(session)]
+        shown = [
+            repr(cfg),
+            cfg._repr_html_(),
+            *data.values(),
+            *data2.values(),
+            *data3.values(),
+            repr(session.settings),
+            str(session),
+        ]
     shown.append("".join(capsys.readouterr()))
     for text in shown:
         assert PW not in text and KEY[3:-3] not in text, text
@@ -197,12 +225,15 @@ def test_magic_with_a_bad_url_is_a_one_line_usage_error(tmp_path: Path, monkeypa
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(("name", "text"), [
-    ("hdi_lab.toml", 'databento_gateway = "https://evil.example"\n'),
-    ("pyproject.toml", '[tool.hdi_lab]\ndatabento_gateway = "https://evil.example"\n'),
-    ("hdi_lab.toml", 'database_url = "postgresql://me@evil.example/db"\n'),
-    ("hdi_lab.toml", 'database_url = "host=evil.example dbname=db"\n'),
-])
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("hdi_lab.toml", 'databento_gateway = "https://evil.example"\n'),
+        ("pyproject.toml", '[tool.hdi_lab]\ndatabento_gateway = "https://evil.example"\n'),
+        ("hdi_lab.toml", 'database_url = "postgresql://me@evil.example/db"\n'),
+        ("hdi_lab.toml", 'database_url = "host=evil.example dbname=db"\n'),
+    ],
+)
 def test_a_project_file_may_not_route_a_credential(name: str, text: str, tmp_path: Path) -> None:
     (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError) as info:
@@ -279,13 +310,29 @@ def listener() -> Iterator[Listener]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("dry_run", [False, True])
-def test_a_project_gateway_receives_nothing(listener: Listener, hdi_env: dict[str, str], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch, dry_run: bool) -> None:
+def test_a_project_gateway_receives_nothing(
+    listener: Listener, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
     (tmp_path / "hdi_lab.toml").write_text(f'databento_gateway = "https://127.0.0.1:{listener.port}"\n')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HDI_DATABENTO_API_KEY", KEY)
-    argv = ["ingest", "--provider", "databento", "--dataset", "GLBX.MDP3", "--schema", "ohlcv-1d", "--symbols",
-            "ESH4", "--start", "2024-01-02", "--end", "2024-01-05", "--quiet", *(["--dry-run"] if dry_run else [])]
+    argv = [
+        "ingest",
+        "--provider",
+        "databento",
+        "--dataset",
+        "GLBX.MDP3",
+        "--schema",
+        "ohlcv-1d",
+        "--symbols",
+        "ESH4",
+        "--start",
+        "2024-01-02",
+        "--end",
+        "2024-01-05",
+        "--quiet",
+        *(["--dry-run"] if dry_run else []),
+    ]
     code, out, err = run_cli(argv)
     assert listener.connections == 0 and listener.received == b""
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1

@@ -27,17 +27,20 @@ def test_casts_and_word_colons_are_left_alone() -> None:
     assert params == {"v": 3}
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT ':a {{a}}'",
-    "SELECT 'it''s :a'",
-    "SELECT E'it\\'s :a'",
-    "SELECT \":a {{a}}\" FROM t",
-    "SELECT \"a\"\":a\" FROM t",
-    "SELECT $$ :a {{a}} $$",
-    "SELECT $fn$ :a $$ :a $fn$",
-    "SELECT 1 -- :a {{a}}",
-    "SELECT 1 /* :a /* nested :a */ {{a}} */",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT ':a {{a}}'",
+        "SELECT 'it''s :a'",
+        "SELECT E'it\\'s :a'",
+        'SELECT ":a {{a}}" FROM t',
+        'SELECT "a"":a" FROM t',
+        "SELECT $$ :a {{a}} $$",
+        "SELECT $fn$ :a $$ :a $fn$",
+        "SELECT 1 -- :a {{a}}",
+        "SELECT 1 /* :a /* nested :a */ {{a}} */",
+    ],
+)
 def test_literals_identifiers_and_comments_are_not_touched(sql: str) -> None:
     assert bind(sql, {}) == (sql, {})
 
@@ -45,8 +48,7 @@ def test_literals_identifiers_and_comments_are_not_touched(sql: str) -> None:
 def test_text_after_literals_and_comments_is_bound() -> None:
     sql = "SELECT 'x' || :a, \"c\" FROM t -- :nope\nWHERE b = {{b}} /* :nope */ AND e = E'\\\\' || :a"
     text, params = bind(sql, {"a": 1, "b": 2})
-    assert text == ("SELECT 'x' || %(a)s, \"c\" FROM t -- :nope\nWHERE b = %(b)s /* :nope */ "
-                    "AND e = E'\\\\' || %(a)s")
+    assert text == ("SELECT 'x' || %(a)s, \"c\" FROM t -- :nope\nWHERE b = %(b)s /* :nope */ AND e = E'\\\\' || %(a)s")
     assert params == {"a": 1, "b": 2}
 
 
@@ -96,8 +98,15 @@ def _render(text: str, params: dict[str, object]) -> str:
     return text % quoted
 
 
-@pytest.mark.parametrize("sql", ["SELECT arr[:n] FROM t", "SELECT arr[ :n], (f(x))[:n], \"c\"[:n] FROM t",
-                                 "SELECT arr[:n][:m], arr[n:], arr[:] FROM t", "SELECT m::int[] FROM t"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT arr[:n] FROM t",
+        'SELECT arr[ :n], (f(x))[:n], "c"[:n] FROM t',
+        "SELECT arr[:n][:m], arr[n:], arr[:] FROM t",
+        "SELECT m::int[] FROM t",
+    ],
+)
 def test_array_slices_and_array_types_are_sql(sql: str) -> None:
     """``arr[:n]`` slices up to the column ``n``: binding it would make ``arr[%(n)s]``, a subscript."""
     assert bind(sql, {"n": 1, "m": 2}) == (sql, {})

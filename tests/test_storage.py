@@ -13,8 +13,13 @@ from hdi_lab.storage.tables import TABLES
 
 pytestmark = pytest.mark.integration
 
-PG_TYPES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "timestamptz": "timestamp with time zone",
-            "char": '"char"'}
+PG_TYPES = {
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "timestamptz": "timestamp with time zone",
+    "char": '"char"',
+}
 
 
 def test_migrations_are_versioned_and_idempotent(session: HdiSession) -> None:

@@ -53,8 +53,13 @@ def ts_url() -> Iterator[str]:
     if not url:
         tmp = Path(tempfile.mkdtemp(prefix="hdi-ts-"))
         try:
-            run = subprocess.run(["bash", str(ROOT / "scripts" / "test-timescale"), "start", str(tmp / "bridge")],
-                                 check=True, capture_output=True, text=True, timeout=600)
+            run = subprocess.run(
+                ["bash", str(ROOT / "scripts" / "test-timescale"), "start", str(tmp / "bridge")],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             url = run.stdout.strip()
         except (OSError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", "") or exc
@@ -66,8 +71,11 @@ def ts_url() -> Iterator[str]:
         yield url
     finally:
         if tmp:
-            subprocess.run(["bash", str(ROOT / "scripts" / "test-timescale"), "stop", str(tmp / "bridge")],
-                           check=False, capture_output=True)
+            subprocess.run(
+                ["bash", str(ROOT / "scripts" / "test-timescale"), "stop", str(tmp / "bridge")],
+                check=False,
+                capture_output=True,
+            )
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -109,7 +117,9 @@ def chunks(session: HdiSession, table: str) -> pd.DataFrame:
     return hdi_lab.sql(
         "SELECT range_start, range_end, is_compressed FROM timescaledb_information.chunks "
         "WHERE hypertable_schema = %s AND hypertable_name = %s ORDER BY range_start",
-        (session.schema, table), session=session)
+        (session.schema, table),
+        session=session,
+    )
 
 
 def sample_records(**request: object) -> np.ndarray:
@@ -131,7 +141,8 @@ def check_bars(frame: pd.DataFrame, expected: np.ndarray) -> None:
 
 
 def test_migrations_create_hypertables_compression_aggregates_and_policies(
-        ts: HdiSession, ts_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ts: HdiSession, ts_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn = ts.connection()
     info = db.server_info(conn)
     assert info.timescaledb and info.timescaledb.startswith("2.") and info.timescaledb_available
@@ -139,15 +150,25 @@ def test_migrations_create_hypertables_compression_aggregates_and_policies(
         "SELECT h.hypertable_name AS t, d.time_interval::text AS chunk, h.compression_enabled AS c "
         "FROM timescaledb_information.hypertables h JOIN timescaledb_information.dimensions d "
         "USING (hypertable_schema, hypertable_name) WHERE hypertable_schema = %s ORDER BY 1",
-        (ts.schema,), session=ts)
+        (ts.schema,),
+        session=ts,
+    )
     assert dict(zip(ht["t"], ht["chunk"], strict=True)) == {
-        "ohlcv_1s": "1 day", "ohlcv_1m": "7 days", "ohlcv_1h": "90 days", "ohlcv_1d": "365 days",
-        "trades": "1 day", "tbbo": "1 day", "statistics": "30 days"}
+        "ohlcv_1s": "1 day",
+        "ohlcv_1m": "7 days",
+        "ohlcv_1h": "90 days",
+        "ohlcv_1d": "365 days",
+        "trades": "1 day",
+        "tbbo": "1 day",
+        "statistics": "30 days",
+    }
     assert ht["c"].all()
     cs = hdi_lab.sql(
         "SELECT hypertable_name AS t, attname, segmentby_column_index AS seg, orderby_column_index AS ord, "
         "orderby_asc AS asc FROM timescaledb_information.compression_settings WHERE hypertable_schema = %s",
-        (ts.schema,), session=ts)
+        (ts.schema,),
+        session=ts,
+    )
     bars = cs[cs["t"] == "ohlcv_1m"].set_index("attname")
     assert bars.loc["instrument_id", "seg"] == 1 and bars.loc["publisher_id", "seg"] == 2
     assert bars.loc["ts_event", "ord"] == 1 and not bars.loc["ts_event", "asc"]
@@ -160,10 +181,13 @@ def test_migrations_create_hypertables_compression_aggregates_and_policies(
     assert sorted(st.aggregates["view"]) == sorted(aggregates.ROLLUPS.values())
     assert not st.aggregates["materialized_only"].any()  # real-time aggregation
     policies = st.policies.groupby("policy")["target"].apply(sorted).to_dict()
-    assert policies == {"policy_compression": sorted(BARS + TICKS),
-                        "policy_refresh_continuous_aggregate": sorted(aggregates.ROLLUPS.values())}
-    assert all('"compress_after": "7 days"' in c for c in st.policies[st.policies["policy"] == "policy_compression"]
-               ["config"])  # retention: none by default
+    assert policies == {
+        "policy_compression": sorted(BARS + TICKS),
+        "policy_refresh_continuous_aggregate": sorted(aggregates.ROLLUPS.values()),
+    }
+    assert all(
+        '"compress_after": "7 days"' in c for c in st.policies[st.policies["policy"] == "policy_compression"]["config"]
+    )  # retention: none by default
     assert db.migrate(conn, ts.schema) == []  # a second run changes nothing
     assert db.server_info(conn, ts.schema).policies.equals(st.policies)
     shown = catalog.status(ts).server
@@ -203,8 +227,7 @@ def test_retention_only_on_opt_in_and_policies_follow_settings(ts_url: str, ts_s
 # -- ingest, compression, backfill -------------------------------------------------------------
 
 
-def test_fixture_files_query_identically_on_timescaledb_and_plain_postgres(
-        ts: HdiSession, session: HdiSession) -> None:
+def test_fixture_files_query_identically_on_timescaledb_and_plain_postgres(ts: HdiSession, session: HdiSession) -> None:
     files = [f for f in fixture_files() if "mbp-1" not in f.name]
     for target in (ts, session):
         for f in files:
@@ -215,14 +238,19 @@ def test_fixture_files_query_identically_on_timescaledb_and_plain_postgres(
         store_schema = f.name.split(".")[1]
         if store_schema == "definition":
             continue
-        syms = hdi_lab.sql("SELECT DISTINCT raw_symbol FROM instruments WHERE dataset = %s ORDER BY 1",
-                           (f.parent.name,), session=session)["raw_symbol"].tolist()
+        syms = hdi_lab.sql(
+            "SELECT DISTINCT raw_symbol FROM instruments WHERE dataset = %s ORDER BY 1",
+            (f.parent.name,),
+            session=session,
+        )["raw_symbol"].tolist()
         queries.append((store_schema, f.parent.name, syms))
     assert len(queries) > 15
 
     def read_all(s: HdiSession) -> list[pd.DataFrame]:
-        return [hdi_lab.query(sch, syms, "2000-01-01", "2030-01-01", dataset=ds, price_type="fixed", session=s)
-                for sch, ds, syms in queries]
+        return [
+            hdi_lab.query(sch, syms, "2000-01-01", "2030-01-01", dataset=ds, price_type="fixed", session=s)
+            for sch, ds, syms in queries
+        ]
 
     plain = read_all(session)
     assert sum(len(f) for f in plain) > 0
@@ -257,19 +285,32 @@ def test_backfill_into_compressed_chunks_loses_nothing(ts: HdiSession, tmp_path:
     pd.testing.assert_frame_equal(hdi_lab.query("tbbo", "ESH4", "2024-01-03", "2024-01-04", session=ts), ticks)
 
     # backfill: the missing day, and a second instrument over the whole compressed range
-    gap = hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-08",
-                         end="2024-01-09", session=ts)
-    other = hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESM4"], start="2024-01-02",
-                           end="2024-01-12", session=ts)
+    gap = hdi_lab.ingest(
+        provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-08", end="2024-01-09", session=ts
+    )
+    other = hdi_lab.ingest(
+        provider="sample", schema="ohlcv-1m", symbols=["ESM4"], start="2024-01-02", end="2024-01-12", session=ts
+    )
     assert gap.inserted == gap.fetched > 1000 and other.inserted == other.fetched > 10000
-    check_bars(hdi_lab.query("ohlcv-1m", "ESH4", "2024-01-02", "2024-01-12", price_type="fixed", session=ts),
-               sample_records(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-12"))
-    check_bars(hdi_lab.query("ohlcv-1m", "ESM4", "2024-01-02", "2024-01-12", price_type="fixed", session=ts),
-               sample_records(schema="ohlcv-1m", symbols=["ESM4"], start="2024-01-02", end="2024-01-12"))
+    check_bars(
+        hdi_lab.query("ohlcv-1m", "ESH4", "2024-01-02", "2024-01-12", price_type="fixed", session=ts),
+        sample_records(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-12"),
+    )
+    check_bars(
+        hdi_lab.query("ohlcv-1m", "ESM4", "2024-01-02", "2024-01-12", price_type="fixed", session=ts),
+        sample_records(schema="ohlcv-1m", symbols=["ESM4"], start="2024-01-02", end="2024-01-12"),
+    )
     # re-ingest everything: still idempotent on (partly) compressed chunks
     counts = row_counts(ts, ("ohlcv_1m", "tbbo"))
-    again = hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02",
-                           end="2024-01-12", force=True, session=ts)
+    again = hdi_lab.ingest(
+        provider="sample",
+        schema="ohlcv-1m",
+        symbols=["ESH4"],
+        start="2024-01-02",
+        end="2024-01-12",
+        force=True,
+        session=ts,
+    )
     assert again.inserted == 0 and again.duplicates == again.fetched
     assert row_counts(ts, ("ohlcv_1m", "tbbo")) == counts
 
@@ -280,10 +321,18 @@ def test_backfill_into_compressed_chunks_loses_nothing(ts: HdiSession, tmp_path:
     fixed["bid_px_00"][changed] -= 250_000_000
     path = tmp_path / "tbbo-corrected.dbn.zst"
     day = dt.date(2024, 1, 3)
-    path.write_bytes(encode_dbn(dataset="GLBX.MDP3", schema="tbbo", stype_in="raw_symbol",
-                                start=pd.Timestamp(day, tz="UTC"), end=pd.Timestamp(day, tz="UTC") + pd.Timedelta("1D"),
-                                symbols=["ESH4"], mappings=sample.mappings(["ESH4"], SType.RAW_SYMBOL, [day]),
-                                records=fixed))
+    path.write_bytes(
+        encode_dbn(
+            dataset="GLBX.MDP3",
+            schema="tbbo",
+            stype_in="raw_symbol",
+            start=pd.Timestamp(day, tz="UTC"),
+            end=pd.Timestamp(day, tz="UTC") + pd.Timedelta("1D"),
+            symbols=["ESH4"],
+            mappings=sample.mappings(["ESH4"], SType.RAW_SYMBOL, [day]),
+            records=fixed,
+        )
+    )
     report = hdi_lab.ingest(provider="file", path=path, session=ts)
     assert report.updated == len(changed) and report.inserted == 0
     after = hdi_lab.query("tbbo", "ESH4", "2024-01-03", "2024-01-04", price_type="fixed", session=ts)
@@ -298,8 +347,7 @@ def test_backfill_into_compressed_chunks_loses_nothing(ts: HdiSession, tmp_path:
 def _rollups_match(session: HdiSession, start: str, end: str, intervals: tuple[str, ...]) -> None:
     bars = hdi_lab.query("ohlcv-1m", "ESH4,AAPL", start, end, price_type="fixed", session=session)
     for interval in intervals:
-        got = hdi_lab.query("ohlcv-1m", "ESH4,AAPL", start, end, price_type="fixed", interval=interval,
-                            session=session)
+        got = hdi_lab.query("ohlcv-1m", "ESH4,AAPL", start, end, price_type="fixed", interval=interval, session=session)
         pd.testing.assert_frame_equal(by_time(got), resample_bars(bars, interval), obj=interval)
 
 
@@ -312,8 +360,9 @@ def test_continuous_aggregates_equal_pandas_resample_after_late_data_and_refresh
     def source(interval: str, start: str, end: str) -> str | None:
         """The aggregate query() reads for this range, None when it computes the rollup from raw bars."""
         with ts.connection().cursor() as cur:
-            rollup = aggregates.choose(cur, ts.schema, "ohlcv_1m", aggregates.parse_interval(interval, 60),
-                                       ns(start), ns(end))
+            rollup = aggregates.choose(
+                cur, ts.schema, "ohlcv_1m", aggregates.parse_interval(interval, 60), ns(start), ns(end)
+            )
         ts.connection().rollback()
         return rollup.view
 
@@ -325,7 +374,10 @@ def test_continuous_aggregates_equal_pandas_resample_after_late_data_and_refresh
     assert sorted(run_jobs(ts, "policy_refresh_continuous_aggregate")) == views
     materialised = hdi_lab.sql(
         "SELECT view_name, format('%%I.%%I', materialization_hypertable_schema, materialization_hypertable_name) "
-        "AS mat FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s", (ts.schema,), session=ts)
+        "AS mat FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s",
+        (ts.schema,),
+        session=ts,
+    )
     for view, mat in zip(materialised["view_name"], materialised["mat"], strict=True):
         assert int(hdi_lab.sql(f"SELECT count(*) AS n FROM {mat}", session=ts)["n"].iloc[0]) > 0, view
     assert {iv: source(iv, "2024-01-02", "2024-01-06") for iv in picked} == picked
@@ -333,8 +385,9 @@ def test_continuous_aggregates_equal_pandas_resample_after_late_data_and_refresh
 
     # late data behind the refresh: visible after the next refresh (materialised part is stale until then)
     for sym in ("ESH4", "AAPL"):
-        hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=[sym], start="2024-01-04", end="2024-01-05",
-                       session=ts)
+        hdi_lab.ingest(
+            provider="sample", schema="ohlcv-1m", symbols=[sym], start="2024-01-04", end="2024-01-05", session=ts
+        )
     materialised_day4 = "SELECT count(*) AS n FROM rollup_1h WHERE ts_event >= '2024-01-04' AND ts_event < '2024-01-05'"
     assert int(hdi_lab.sql(materialised_day4, session=ts)["n"].iloc[0]) == 0  # the aggregate alone is stale
     assert source("1h", "2024-01-04", "2024-01-05") is None  # so query() computes from the raw bars
@@ -348,15 +401,17 @@ def test_continuous_aggregates_equal_pandas_resample_after_late_data_and_refresh
     # compressed raw bars, late data into them, refresh: still equal
     run_jobs(ts, "policy_compression", ("ohlcv_1m",))
     assert chunks(ts, "ohlcv_1m")["is_compressed"].all()
-    hdi_lab.ingest(provider="sample", schema="ohlcv-1m", symbols=["ESM4"], start="2024-01-02", end="2024-01-06",
-                   session=ts)
+    hdi_lab.ingest(
+        provider="sample", schema="ohlcv-1m", symbols=["ESM4"], start="2024-01-02", end="2024-01-06", session=ts
+    )
     assert source("15m", "2024-01-02", "2024-01-06") is None
     assert aggregates.refresh(ts.connection(), ts.schema, "2024-01-01", "2024-01-07") == views
     assert source("15m", "2024-01-02", "2024-01-06") == "rollup_15m"
     bars = hdi_lab.query("ohlcv-1m", "ESM4", "2024-01-02", "2024-01-06", price_type="fixed", session=ts)
     for interval in ("15m", "1d"):
-        got = hdi_lab.query("ohlcv-1m", "ESM4", "2024-01-02", "2024-01-06", price_type="fixed", interval=interval,
-                            session=ts)
+        got = hdi_lab.query(
+            "ohlcv-1m", "ESM4", "2024-01-02", "2024-01-06", price_type="fixed", interval=interval, session=ts
+        )
         pd.testing.assert_frame_equal(by_time(got), resample_bars(bars, interval), obj=interval)
 
 

@@ -33,8 +33,9 @@ def shown_html(panel: IngestForm | QueryExplorer) -> str:
     return "".join(str(o["data"].get("text/html", "")) for o in panel.output.outputs)
 
 
-def filled_form(session: HdiSession, symbols: str = "ESH4", start: dt.date | None = JAN2,
-                end: dt.date | None = JAN5) -> IngestForm:
+def filled_form(
+    session: HdiSession, symbols: str = "ESH4", start: dt.date | None = JAN2, end: dt.date | None = JAN5
+) -> IngestForm:
     form = IngestForm(session)
     form.provider.value = "sample"
     form.schema.value = "ohlcv-1m"
@@ -124,8 +125,9 @@ def test_run_ingests_with_live_progress(session: HdiSession) -> None:
         ("ESH4", None, JAN5, "start is required"),
     ],
 )
-def test_run_button_shows_bad_input_and_writes_nothing(session: HdiSession, symbols: str, start: dt.date | None,
-                                                       end: dt.date, expected: str) -> None:
+def test_run_button_shows_bad_input_and_writes_nothing(
+    session: HdiSession, symbols: str, start: dt.date | None, end: dt.date, expected: str
+) -> None:
     form = filled_form(session, symbols, start, end)
     form.run_button.click()  # ipywidgets would only log an exception: the form must show it
     assert isinstance(form.last_error, ValidationError)
@@ -176,9 +178,11 @@ def test_panels_display_themselves(session: HdiSession) -> None:
 
 
 def test_import_and_construction_do_not_import_plotly() -> None:
-    code = ("import sys, hdi_lab.frontend.widgets as w; from hdi_lab.core.session import HdiSession; "
-            "w.QueryExplorer(HdiSession(), refresh=False); w.IngestForm(HdiSession()); "
-            "assert 'plotly' not in sys.modules, 'plotly imported'")
+    code = (
+        "import sys, hdi_lab.frontend.widgets as w; from hdi_lab.core.session import HdiSession; "
+        "w.QueryExplorer(HdiSession(), refresh=False); w.IngestForm(HdiSession()); "
+        "assert 'plotly' not in sys.modules, 'plotly imported'"
+    )
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
@@ -281,20 +285,23 @@ def run_in_kernel(code: str, env: dict[str, str]) -> tuple[str, list[dict[str, A
 
 
 def test_chart_times_reach_the_front_end_as_utc_under_a_local_time_zone(
-        session: HdiSession, pg_url: str, db_schema: str) -> None:
+    session: HdiSession, pg_url: str, db_schema: str
+) -> None:
     ingest_sample(session)
     bars = hdi_lab.query("ohlcv-1m", ["ESH4"], "2024-01-02", "2024-01-05", session=session)
     env = {**os.environ, "TZ": "America/New_York", "HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema}
     status, comms, stderr = run_in_kernel(KERNEL_CODE, env)
     assert status == "ok", stderr
-    added = [trace for data in comms for trace in ((data.get("state") or {}).get("_py2js_addTraces") or {})
-             .get("trace_data", [])]
+    added = [
+        trace
+        for data in comms
+        for trace in ((data.get("state") or {}).get("_py2js_addTraces") or {}).get("trace_data", [])
+    ]
     assert [t["name"] for t in added] == ["OHLC", "volume"]
     for trace in added:
         sent = pd.Series(trace["x"])
         assert sent.str.endswith("Z").all(), sent.head(2).tolist()  # wall time = UTC in the browser
-        pd.testing.assert_index_equal(pd.DatetimeIndex(pd.to_datetime(sent, utc=True)), bars.index,
-                                      check_names=False)
+        pd.testing.assert_index_equal(pd.DatetimeIndex(pd.to_datetime(sent, utc=True)), bars.index, check_names=False)
     assert not [text for text in stderr if "Warning" in text], stderr
 
 

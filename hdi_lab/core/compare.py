@@ -51,9 +51,11 @@ class BarComparison:
     def __str__(self) -> str:
         c = self.counts
         total = len(self.frame)
-        return (f"{self.schema} {self.left} vs {self.right}: {total} bars, {c['match']} match, "
-                f"{c['missing_left']} only in right, {c['missing_right']} only in left, "
-                f"{c['price_mismatch']} price mismatches, {c['volume_mismatch']} volume mismatches")
+        return (
+            f"{self.schema} {self.left} vs {self.right}: {total} bars, {c['match']} match, "
+            f"{c['missing_left']} only in right, {c['missing_right']} only in left, "
+            f"{c['price_mismatch']} price mismatches, {c['volume_mismatch']} volume mismatches"
+        )
 
 
 def compare_bars(
@@ -95,7 +97,9 @@ def compare_bars(
     volume_bad = vdiff > volume_tol * np.maximum(va, vb)
     status = np.select(
         [~has_a, ~has_b, price_bad, volume_bad],
-        ["missing_left", "missing_right", "price_mismatch", "volume_mismatch"], default="match")
+        ["missing_left", "missing_right", "price_mismatch", "volume_mismatch"],
+        default="match",
+    )
     both = has_a & has_b
     frame["max_price_diff"] = np.where(both, diffs / 1e9, np.nan)
     frame["volume_diff"] = pd.arrays.IntegerArray(va - vb, ~both)
@@ -103,16 +107,21 @@ def compare_bars(
     for side in ("left", "right"):
         for p in PRICES:
             frame[f"{side}_{p}"] = frame[f"{side}_{p}"] / 1e9
-    names = (f"{left}" + (f" ({left_dataset})" if left_dataset else ""),
-             f"{right}" + (f" ({right_dataset})" if right_dataset else ""))
+    names = (
+        f"{left}" + (f" ({left_dataset})" if left_dataset else ""),
+        f"{right}" + (f" ({right_dataset})" if right_dataset else ""),
+    )
     return BarComparison(sch.value, names[0], names[1], frame)
 
 
-def _side(session: HdiSession, schema: Schema, symbol: str, lo: pd.Timestamp, hi: pd.Timestamp,
-          dataset: str | None, side: str) -> pd.DataFrame:
+def _side(
+    session: HdiSession, schema: Schema, symbol: str, lo: pd.Timestamp, hi: pd.Timestamp, dataset: str | None, side: str
+) -> pd.DataFrame:
     rows = retrieval.query(session, schema, symbol, lo, hi, dataset=dataset, price_type="fixed")
     out = pd.DataFrame({f"{side}_{k}": rows[k].astype("Int64") for k in (*PRICES, "volume")}, index=rows.index)
     if out.index.has_duplicates:
-        raise ValidationError(f"{symbol!r} has several bars at the same time in {dataset or 'all datasets'}: "
-                              "give the dataset of one source")
+        raise ValidationError(
+            f"{symbol!r} has several bars at the same time in {dataset or 'all datasets'}: "
+            "give the dataset of one source"
+        )
     return out

@@ -32,8 +32,9 @@ def can_discover(session: HdiSession, dataset: str | None) -> bool:
     return bool(s.databento_api_key) and ds in DATASETS
 
 
-def discover(session: HdiSession, symbols: tuple[str, ...], start: pd.Timestamp, end: pd.Timestamp,
-             dataset: str | None = None) -> list[IngestReport]:
+def discover(
+    session: HdiSession, symbols: tuple[str, ...], start: pd.Timestamp, end: pd.Timestamp, dataset: str | None = None
+) -> list[IngestReport]:
     """Fetch and store definitions and symbology of ``symbols`` over ``[start, end)`` (whole UTC days).
 
     Raises ValidationError naming the symbols Databento does not know either (or a dataset it does not
@@ -57,11 +58,19 @@ def discover(session: HdiSession, symbols: tuple[str, ...], start: pd.Timestamp,
         if not found:
             continue
         log.info("auto-discovery: fetching %s definitions of %s", ds, ",".join(found))
-        request = IngestRequest(provider=provider.name, schema=Schema.DEFINITION, dataset=ds, symbols=found,
-                                stype_in=stype, start=lo, end=hi)
+        request = IngestRequest(
+            provider=provider.name,
+            schema=Schema.DEFINITION,
+            dataset=ds,
+            symbols=found,
+            stype_in=stype,
+            start=lo,
+            end=hi,
+        )
         reports.append(ingestion.run(request, session, provider=provider))
     if missing:
         raise ValidationError(
             f"unknown symbol(s) {', '.join(map(repr, missing))}: Databento does not know them in {ds} for "
-            f"[{lo.date()}, {hi.date()}): check the spelling, the dataset (dataset=...) and the dates")
+            f"[{lo.date()}, {hi.date()}): check the spelling, the dataset (dataset=...) and the dates"
+        )
     return reports

@@ -88,8 +88,9 @@ def run(
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
-    results: Iterable[ChunkResult] = (executor.map(one, chunks) if executor
-                                      else _in_order(session, provider, plan, request.force, failures))
+    results: Iterable[ChunkResult] = (
+        executor.map(one, chunks) if executor else _in_order(session, provider, plan, request.force, failures)
+    )
     rows = 0
     try:
         for i, result in enumerate(results, 1):
@@ -150,8 +151,9 @@ class _Prefetch:
         self._stores.close()
 
 
-def _in_order(session: HdiSession, provider: Provider, plan: Plan, force: bool,
-              failures: dict[str, HdiError]) -> Iterator[ChunkResult]:
+def _in_order(
+    session: HdiSession, provider: Provider, plan: Plan, force: bool, failures: dict[str, HdiError]
+) -> Iterator[ChunkResult]:
     """Chunks one after another; the next chunk downloads while the current one is validated and loaded."""
     following = plan.following()
     with ThreadPoolExecutor(1, thread_name_prefix="hdi-fetch") as pool:
@@ -166,8 +168,9 @@ def _in_order(session: HdiSession, provider: Provider, plan: Plan, force: bool,
                 if nxt is not None:
                     ahead[nxt.key] = _Prefetch(pool, provider.fetch(nxt))
                 try:
-                    result = _attempt(chunk, failures, lambda: ingest_chunk(
-                        session, provider, chunk, force=force, stores=current))
+                    result = _attempt(
+                        chunk, failures, lambda: ingest_chunk(session, provider, chunk, force=force, stores=current)
+                    )
                 finally:
                     current.close()
                 yield result
@@ -176,8 +179,14 @@ def _in_order(session: HdiSession, provider: Provider, plan: Plan, force: bool,
                 pending.close()
 
 
-def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force: bool = False,
-                 stores: Iterable[db.DBNStore] | None = None) -> ChunkResult:
+def ingest_chunk(
+    session: HdiSession,
+    provider: Provider,
+    chunk: Chunk,
+    *,
+    force: bool = False,
+    stores: Iterable[db.DBNStore] | None = None,
+) -> ChunkResult:
     """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction.
 
     Raises DataFormatError (bad bytes, or another schema than planned), StorageError, or what the provider's
@@ -206,10 +215,16 @@ def ingest_chunk(session: HdiSession, provider: Provider, chunk: Chunk, *, force
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         seconds = time.perf_counter() - t0
-        result = ChunkResult(chunk, fetched=counts["fetched"], inserted=counts["inserted"],
-                             updated=counts["updated"], duplicates=counts["duplicates"],
-                             quarantined=counts["quarantined"], seconds=seconds,
-                             warnings=tuple(dict.fromkeys(notes)))
+        result = ChunkResult(
+            chunk,
+            fetched=counts["fetched"],
+            inserted=counts["inserted"],
+            updated=counts["updated"],
+            duplicates=counts["duplicates"],
+            quarantined=counts["quarantined"],
+            seconds=seconds,
+            warnings=tuple(dict.fromkeys(notes)),
+        )
         log_id = load.insert_log(cur, schema_name, result, force)
         load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
     return result
@@ -220,12 +235,21 @@ def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:
     missing = list(getattr(store.metadata, "not_found", None) or [])
     if not missing:
         return []
-    return [f"symbol(s) {', '.join(missing)} not found in {chunk.dataset} {chunk.schema} for "
-            f"stype_in={chunk.stype_in}; the others were ingested (check the spelling, the stype_in and the dataset)"]
+    return [
+        f"symbol(s) {', '.join(missing)} not found in {chunk.dataset} {chunk.schema} for "
+        f"stype_in={chunk.stype_in}; the others were ingested (check the spelling, the stype_in and the dataset)"
+    ]
 
 
-def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decoded, dups: normalise.DupCounter,
-               counts: dict[str, int], bad_rows: list[load.BadRow]) -> None:
+def _load_part(
+    cur: load.Cursor,
+    schema_name: str,
+    chunk: Chunk,
+    part: dbn.Decoded,
+    dups: normalise.DupCounter,
+    counts: dict[str, int],
+    bad_rows: list[load.BadRow],
+) -> None:
     records = part.records
     counts["fetched"] += len(records)
     if len(records) == 0:
@@ -242,8 +266,9 @@ def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decod
     rejected = validate(records, chunk.schema, chunk.start.value, chunk.end.value, known)
     if len(rejected.index):
         for j, rule, reason in zip(rejected.index, rejected.rules, rejected.reasons, strict=True):
-            bad_rows.append(load.BadRow(rule, reason, dbn.record_to_json(records[j]),
-                                        int(dup_idx[j]) if dup_idx is not None else 0))
+            bad_rows.append(
+                load.BadRow(rule, reason, dbn.record_to_json(records[j]), int(dup_idx[j]) if dup_idx is not None else 0)
+            )
         keep = np.ones(len(records), dtype=bool)
         keep[rejected.index] = False
         records = records[keep]
@@ -252,8 +277,15 @@ def _load_part(cur: load.Cursor, schema_name: str, chunk: Chunk, part: dbn.Decod
     load_records(cur, schema_name, chunk.schema, part.dataset, records, counts, dup_idx)
 
 
-def load_records(cur: load.Cursor, schema_name: str, schema: Schema, dataset: str, records: npt.NDArray[np.void],
-                 counts: dict[str, int], dup_idx: npt.NDArray[np.integer[Any]] | None = None) -> None:
+def load_records(
+    cur: load.Cursor,
+    schema_name: str,
+    schema: Schema,
+    dataset: str,
+    records: npt.NDArray[np.void],
+    counts: dict[str, int],
+    dup_idx: npt.NDArray[np.integer[Any]] | None = None,
+) -> None:
     """Write valid, key-sorted DBN records of one schema; adds to counts' inserted/updated/duplicates.
 
     Raises StorageError when the database refuses the rows.

@@ -67,6 +67,13 @@ def estimate(plan: Plan, provider: Provider) -> list[ChunkResult]:
             out.append(ChunkResult(chunk, skipped=True))
             continue
         est = provider.estimate(chunk)
-        out.append(ChunkResult(chunk, fetched=int(est.records or 0), est_bytes=est.bytes, cost_usd=est.cost_usd,
-                               est_start_s=est.start_s))
+        out.append(
+            ChunkResult(
+                chunk,
+                fetched=int(est.records or 0),
+                est_bytes=est.bytes,
+                cost_usd=est.cost_usd,
+                est_start_s=est.start_s,
+            )
+        )
     return out

@@ -30,8 +30,7 @@ class RetryResult:
     still_bad: int
 
 
-def list_entries(session: HdiSession, status: str = "open", rule: str | None = None,
-                 limit: int = 100) -> pd.DataFrame:
+def list_entries(session: HdiSession, status: str = "open", rule: str | None = None, limit: int = 100) -> pd.DataFrame:
     """Quarantine entries (newest first) without the record bodies. Raises StorageError."""
     return storage_quarantine.entries(session.connection(), session.schema, status, rule, limit)
 
@@ -68,16 +67,21 @@ def retry(session: HdiSession, ids: list[int] | None = None) -> RetryResult:
             dup_idx = np.array([d for _, _, d in items], dtype=np.int32)
             known = None
             if schema is not Schema.DEFINITION:
-                known = load.known_instruments(cur, session.schema, ds,
-                                               np.unique(records["instrument_id"]).astype(np.int64))
+                known = load.known_instruments(
+                    cur, session.schema, ds, np.unique(records["instrument_id"]).astype(np.int64)
+                )
             rej = validate(records, schema, pd.Timestamp(lo).value, pd.Timestamp(hi).value, known)
             good = np.ones(len(records), dtype=bool)
             good[rej.index] = False
             if len(rej.index):
                 storage_quarantine.set_reasons(
-                    cur, session.schema,
-                    [(int(ids_arr[j]), rule, reason) for j, rule, reason in zip(rej.index, rej.rules, rej.reasons,
-                                                                                 strict=True)])
+                    cur,
+                    session.schema,
+                    [
+                        (int(ids_arr[j]), rule, reason)
+                        for j, rule, reason in zip(rej.index, rej.rules, rej.reasons, strict=True)
+                    ],
+                )
             counts = dict(inserted=0, updated=0, duplicates=0)
             load_records(cur, session.schema, schema, ds, records[good], counts, dup_idx[good])
             storage_quarantine.mark_resolved(cur, session.schema, ids_arr[good].tolist())

@@ -66,8 +66,7 @@ def query(
         if discovery.can_discover(session, dataset):
             discovery.discover(session, tuple(missing), lo, hi, dataset)
         spans = _resolve(session, syms, lo, hi, dataset)
-    frame = read.query(session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds,
-                       columns)
+    frame = read.query(session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
     if columns:
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:
@@ -76,8 +75,14 @@ def query(
     return frame
 
 
-def _resolve(session: HdiSession, syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp,
-             dataset: str | None, missing: list[str] | None = None) -> list[Span]:
+def _resolve(
+    session: HdiSession,
+    syms: tuple[str, ...],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    dataset: str | None,
+    missing: list[str] | None = None,
+) -> list[Span]:
     return symbology.lookup(session.connection(), session.schema, syms, lo, hi, dataset, missing)
 
 

@@ -85,8 +85,13 @@ class HdiSession:
             with self._lock:
                 if not self._migrated:
                     try:
-                        db.migrate(conn, self.schema, timescale.Policies.from_settings(
-                            self.settings.timescale_compress_after, self.settings.timescale_retention))
+                        db.migrate(
+                            conn,
+                            self.schema,
+                            timescale.Policies.from_settings(
+                                self.settings.timescale_compress_after, self.settings.timescale_retention
+                            ),
+                        )
                     except BaseException:
                         conn.close()
                         raise

@@ -41,18 +41,29 @@ def _bar_rules(seconds: int) -> list[Rule]:
     step = seconds * 1_000_000_000
     ohlc = ("open", "high", "low", "close")
     return [
-        Rule("price_undefined", lambda r: np.any([r[c] == INT64_MAX for c in ohlc], axis=0),
-             lambda x: "bar has an undefined price: " + ", ".join(f"{c}={_px(int(x[c]))}" for c in ohlc)),
-        Rule("price_nonpositive", lambda r: np.any([r[c] <= 0 for c in ohlc], axis=0),
-             lambda x: "bar prices must be > 0: " + ", ".join(f"{c}={_px(int(x[c]))}" for c in ohlc)),
+        Rule(
+            "price_undefined",
+            lambda r: np.any([r[c] == INT64_MAX for c in ohlc], axis=0),
+            lambda x: "bar has an undefined price: " + ", ".join(f"{c}={_px(int(x[c]))}" for c in ohlc),
+        ),
+        Rule(
+            "price_nonpositive",
+            lambda r: np.any([r[c] <= 0 for c in ohlc], axis=0),
+            lambda x: "bar prices must be > 0: " + ", ".join(f"{c}={_px(int(x[c]))}" for c in ohlc),
+        ),
         Rule(
             "ohlc_inconsistent",
-            lambda r: (r["high"] < np.maximum(np.maximum(r["open"], r["close"]), r["low"]))
-            | (r["low"] > np.minimum(r["open"], r["close"])),
+            lambda r: (
+                (r["high"] < np.maximum(np.maximum(r["open"], r["close"]), r["low"]))
+                | (r["low"] > np.minimum(r["open"], r["close"]))
+            ),
             lambda x: "need low <= open, close <= high: " + ", ".join(f"{c}={_px(int(x[c]))}" for c in ohlc),
         ),
-        Rule("ts_misaligned", lambda r: (r["ts_event"] % np.uint64(step)) != 0,
-             lambda x: f"ts_event {int(x['ts_event'])} ns is not aligned to the {seconds}-second bar interval"),
+        Rule(
+            "ts_misaligned",
+            lambda r: (r["ts_event"] % np.uint64(step)) != 0,
+            lambda x: f"ts_event {int(x['ts_event'])} ns is not aligned to the {seconds}-second bar interval",
+        ),
     ]
 
 
@@ -88,13 +99,23 @@ def validate(
     tcol = "ts_recv" if "ts_recv" in (records.dtype.names or ()) else "ts_event"
     lo, hi = np.uint64(max(start_ns, 0)), np.uint64(end_ns)
     rules = rules + [
-        Rule("ts_outside_request", lambda r: (r[tcol] < lo) | (r[tcol] >= hi),
-             lambda x: f"{tcol} {int(x[tcol])} ns is outside the requested [{start_ns}, {end_ns}) ns"),
+        Rule(
+            "ts_outside_request",
+            lambda r: (r[tcol] < lo) | (r[tcol] >= hi),
+            lambda x: f"{tcol} {int(x[tcol])} ns is outside the requested [{start_ns}, {end_ns}) ns",
+        ),
     ]
     if known_ids is not None:
-        rules.append(Rule("unknown_instrument", lambda r: ~np.isin(r["instrument_id"], known_ids),
-                          lambda x: f"instrument_id {int(x['instrument_id'])} has no symbology or definition; "
-                          "ingest its definitions, then retry"))
+        rules.append(
+            Rule(
+                "unknown_instrument",
+                lambda r: ~np.isin(r["instrument_id"], known_ids),
+                lambda x: (
+                    f"instrument_id {int(x['instrument_id'])} has no symbology or definition; "
+                    "ingest its definitions, then retry"
+                ),
+            )
+        )
     for i, rule in enumerate(rules):
         if n == 0:
             break

@@ -121,8 +121,10 @@ def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNSto
         raise DataFormatError(f"{name} is not a readable DBN file ({notes[0][:160]}): re-download or re-export it")
     version = int(store.metadata.version)
     if not 1 <= version <= DBN_VERSION:  # the decoder accepts version 0 and would read v3 layouts
-        raise DataFormatError(f"{name} is not a readable DBN file (it says DBN version {version}; versions 1 to "
-                              f"{DBN_VERSION} exist): the file is corrupt; re-download or re-export it")
+        raise DataFormatError(
+            f"{name} is not a readable DBN file (it says DBN version {version}; versions 1 to "
+            f"{DBN_VERSION} exist): the file is corrupt; re-download or re-export it"
+        )
     return store
 
 
@@ -229,9 +231,11 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
 
 def truncated_message(name: str) -> str:
     """What to tell the user about input ``name`` whose zstd stream ends inside a frame."""
-    return (f"{name} is truncated: its zstd stream ends before the end of its frame (a cut download or an "
-            "unfinished export); re-download or re-export it (re-run the ingest for an API download); "
-            "nothing from it was stored")
+    return (
+        f"{name} is truncated: its zstd stream ends before the end of its frame (a cut download or an "
+        "unfinished export); re-download or re-export it (re-run the ingest for an API download); "
+        "nothing from it was stored"
+    )
 
 
 class _Unfinished(DataFormatError):
@@ -269,14 +273,14 @@ class ZstdStream:
         n = self._size if size < 0 else min(size, self._size)
         first = self._parts[0] if self._parts else b""
         if len(first) - self._pos >= n:
-            out: bytes | memoryview = memoryview(first)[self._pos:self._pos + n]
+            out: bytes | memoryview = memoryview(first)[self._pos : self._pos + n]
             self._advance(n)
             return out
         buf = bytearray(n)
         got = 0
         while got < n:
-            piece = memoryview(self._parts[0])[self._pos:self._pos + n - got]
-            buf[got:got + len(piece)] = piece
+            piece = memoryview(self._parts[0])[self._pos : self._pos + n - got]
+            buf[got : got + len(piece)] = piece
             got += len(piece)
             self._advance(len(piece))
         return memoryview(buf)

@@ -22,8 +22,20 @@ import zstandard
 
 from hdi_lab.schemas import Schema, SType
 
-__all__ = ["FIXED_PRICE_SCALE", "RECORD_CLASSES", "RTYPES", "UNDEF_PRICE", "UNDEF_STAT_QUANTITY", "UNDEF_TIMESTAMP",
-           "Interval", "Records", "empty_records", "encode_dbn", "encode_metadata", "record_dtype"]
+__all__ = [
+    "FIXED_PRICE_SCALE",
+    "RECORD_CLASSES",
+    "RTYPES",
+    "UNDEF_PRICE",
+    "UNDEF_STAT_QUANTITY",
+    "UNDEF_TIMESTAMP",
+    "Interval",
+    "Records",
+    "empty_records",
+    "encode_dbn",
+    "encode_metadata",
+    "record_dtype",
+]
 
 UNDEF_PRICE: int = dbn.UNDEF_PRICE
 UNDEF_TIMESTAMP: int = dbn.UNDEF_TIMESTAMP
@@ -90,16 +102,42 @@ def _seed_record(schema: Schema) -> bytes:
         return bytes(lib.OHLCVMsg(rtype=RTYPES[schema], open=0, high=0, low=0, close=0, volume=0, **common))
     if schema in (Schema.TRADES, Schema.TBBO):
         cls = lib.TradeMsg if schema is Schema.TRADES else lib.MBP1Msg
-        return bytes(cls(price=UNDEF_PRICE, size=0, action=lib.Action.TRADE, side=lib.Side.NONE,
-                         depth=0, ts_recv=0, flags=0, **common))
+        return bytes(
+            cls(
+                price=UNDEF_PRICE,
+                size=0,
+                action=lib.Action.TRADE,
+                side=lib.Side.NONE,
+                depth=0,
+                ts_recv=0,
+                flags=0,
+                **common,
+            )
+        )
     if schema is Schema.STATISTICS:
-        return bytes(lib.StatMsg(ts_recv=0, ts_ref=UNDEF_TIMESTAMP, price=UNDEF_PRICE,
-                                 quantity=UNDEF_STAT_QUANTITY, stat_type=lib.StatType.OPENING_PRICE,
-                                 **common))
-    return bytes(lib.InstrumentDefMsg(ts_recv=0, min_price_increment=UNDEF_PRICE, display_factor=0,
-                                      raw_symbol="", asset="", security_type="",
-                                      instrument_class=lib.InstrumentClass.FUTURE,
-                                      security_update_action=lib.SecurityUpdateAction.ADD, **common))
+        return bytes(
+            lib.StatMsg(
+                ts_recv=0,
+                ts_ref=UNDEF_TIMESTAMP,
+                price=UNDEF_PRICE,
+                quantity=UNDEF_STAT_QUANTITY,
+                stat_type=lib.StatType.OPENING_PRICE,
+                **common,
+            )
+        )
+    return bytes(
+        lib.InstrumentDefMsg(
+            ts_recv=0,
+            min_price_increment=UNDEF_PRICE,
+            display_factor=0,
+            raw_symbol="",
+            asset="",
+            security_type="",
+            instrument_class=lib.InstrumentClass.FUTURE,
+            security_update_action=lib.SecurityUpdateAction.ADD,
+            **common,
+        )
+    )
 
 
 @functools.cache
@@ -193,8 +231,17 @@ def encode_dbn(
     intervals (end exclusive), as in Databento's metadata.
     """
     head = encode_metadata(
-        dataset=dataset, schema=schema, stype_in=stype_in, start=start, end=end, symbols=symbols,
-        mappings=mappings, stype_out=stype_out, partial=partial, not_found=not_found, limit=limit,
+        dataset=dataset,
+        schema=schema,
+        stype_in=stype_in,
+        start=start,
+        end=end,
+        symbols=symbols,
+        mappings=mappings,
+        stype_out=stype_out,
+        partial=partial,
+        not_found=not_found,
+        limit=limit,
     )
     body = records if isinstance(records, bytes) else memoryview(np.ascontiguousarray(records)).cast("B")
     raw = b"".join((head, body))

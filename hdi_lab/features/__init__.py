@@ -77,5 +77,16 @@ from hdi_lab.features.read import list_sets, overlay, read
 from hdi_lab.features.sets import FEATURE_SETS, FeatureSet, feature_set, state_table_name, table_name
 from hdi_lab.schemas import INTERVALS
 
-__all__ = ["FEATURE_SETS", "INTERVALS", "FeatureReport", "FeatureSet", "compute", "feature_set", "list_sets",
-           "overlay", "read", "state_table_name", "table_name"]
+__all__ = [
+    "FEATURE_SETS",
+    "INTERVALS",
+    "FeatureReport",
+    "FeatureSet",
+    "compute",
+    "feature_set",
+    "list_sets",
+    "overlay",
+    "read",
+    "state_table_name",
+    "table_name",
+]

@@ -21,8 +21,15 @@ STORED = ("1s", "1m", "1h", "1d")
 HISTORY_START = pd.Timestamp("1970-01-01", tz="UTC")
 
 
-def read_bars(session: HdiSession, interval: str, symbols: tuple[str, ...], start: pd.Timestamp,
-              end: pd.Timestamp, dataset: str | None, inputs: Sequence[str]) -> pd.DataFrame:
+def read_bars(
+    session: HdiSession,
+    interval: str,
+    symbols: tuple[str, ...],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    dataset: str | None,
+    inputs: Sequence[str],
+) -> pd.DataFrame:
     """The stored bars of the symbols opening in ``[start, end)`` (``5m`` and ``15m`` rolled up from
     ``ohlcv-1m``), indexed by ``ts_event``, with ``symbol``, ``instrument_id`` and the price/volume
     columns ``inputs`` only (less for the server to send).

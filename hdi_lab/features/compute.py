@@ -51,9 +51,11 @@ class FeatureReport:
 
     def __str__(self) -> str:
         gap = f"; largest gap between bars {self.largest_gap}" if self.largest_gap is not None else ""
-        return (f"{self.feature_set} {self.interval} -> {self.table}: {self.rows:,} rows for {self.instruments} "
-                f"instrument(s) in [{self.start}, {self.end}): {self.inserted:,} inserted, {self.updated:,} "
-                f"updated, {self.unchanged:,} unchanged ({self.bars_read:,} bars read, {self.seconds:.2f} s){gap}")
+        return (
+            f"{self.feature_set} {self.interval} -> {self.table}: {self.rows:,} rows for {self.instruments} "
+            f"instrument(s) in [{self.start}, {self.end}): {self.inserted:,} inserted, {self.updated:,} "
+            f"updated, {self.unchanged:,} unchanged ({self.bars_read:,} bars read, {self.seconds:.2f} s){gap}"
+        )
 
 
 def parse_max_gap(value: str | pd.Timedelta) -> pd.Timedelta:
@@ -82,13 +84,22 @@ def largest_gap(instrument: InstrumentBars, limit: pd.Timedelta | None) -> int:
         raise ValidationError(
             f"instrument {instrument.instrument_id} ({instrument.symbol}) has no bars between "
             f"{pd.Timestamp(ts[k], tz='UTC')} and {pd.Timestamp(ts[k + 1], tz='UTC')}, a gap longer than "
-            f"max_gap={limit}: ingest the missing bars or raise max_gap")
+            f"max_gap={limit}: ingest the missing bars or raise max_gap"
+        )
     return int(diffs[k])
 
 
-def compute(set_name: str, symbols: str | Sequence[str], interval: str = "1d", start: object = None,
-            end: object = None, *, dataset: str | None = None, max_gap: str | pd.Timedelta | None = None,
-            session: HdiSession | None = None) -> FeatureReport:
+def compute(
+    set_name: str,
+    symbols: str | Sequence[str],
+    interval: str = "1d",
+    start: object = None,
+    end: object = None,
+    *,
+    dataset: str | None = None,
+    max_gap: str | pd.Timedelta | None = None,
+    session: HdiSession | None = None,
+) -> FeatureReport:
     """Compute ``set_name`` for the bars of ``symbols`` whose open lies in ``[start, end)`` and store it.
 
     ``start`` defaults to the first stored bar, ``end`` to now. Values are those of a computation
@@ -149,7 +160,7 @@ class _Triage:
             if decision.action is Action.READ_HISTORY:
                 self.need_history.add(inst.instrument_id)
             elif decision.action is Action.RESUME:
-                part = InstrumentBars(inst.instrument_id, inst.symbol, inst.bars.iloc[decision.begin:])
+                part = InstrumentBars(inst.instrument_id, inst.symbol, inst.bars.iloc[decision.begin :])
                 self.resumed.append(_Job(part, decision.first - decision.begin, state))
             elif decision.action is Action.FROM_FIRST_BAR:
                 self.from_first.append(_Job(inst, decision.first, None))
@@ -181,15 +192,29 @@ class _Output:
     def rows(self) -> FeatureRows | None:
         if not self.ids:
             return None
-        return FeatureRows(np.concatenate(self.ids), np.concatenate(self.stamps), np.concatenate(self.sym),
-                           list(self.codes), np.concatenate(self.values))
+        return FeatureRows(
+            np.concatenate(self.ids),
+            np.concatenate(self.stamps),
+            np.concatenate(self.sym),
+            list(self.codes),
+            np.concatenate(self.values),
+        )
 
 
 class _Computation:
     """One call of :func:`compute`: read, sort, compute, store."""
 
-    def __init__(self, session: HdiSession, fs: FeatureSet, syms: tuple[str, ...], interval: str,
-                 lo: pd.Timestamp, hi: pd.Timestamp, dataset: str | None, gap_limit: pd.Timedelta | None) -> None:
+    def __init__(
+        self,
+        session: HdiSession,
+        fs: FeatureSet,
+        syms: tuple[str, ...],
+        interval: str,
+        lo: pd.Timestamp,
+        hi: pd.Timestamp,
+        dataset: str | None,
+        gap_limit: pd.Timedelta | None,
+    ) -> None:
         self.session, self.fs, self.syms, self.interval = session, fs, syms, interval
         self.lo, self.hi, self.dataset, self.gap_limit = lo, hi, dataset, gap_limit
         self.cols = fs.resolved
@@ -220,8 +245,9 @@ class _Computation:
         report.rows = len(rows.ids) if rows is not None else 0
         created = pd.Timestamp.now(tz="UTC").floor("us")
         states = (self.layout, out.states) if self.layout is not None else None
-        report.inserted, report.updated = stored_features.store(self.session.connection(), self.session.schema,
-                                                                self.table, rows, created, states)
+        report.inserted, report.updated = stored_features.store(
+            self.session.connection(), self.session.schema, self.table, rows, created, states
+        )
         t3 = time.perf_counter()
         report.timings = {"states": t_states - t0, "read": t1 - t_states, "compute": t2 - t1, "store": t3 - t2}
         report.seconds = t3 - t0
@@ -231,8 +257,17 @@ class _Computation:
         applies = states_apply(self.layout is not None, self.interval, self.gap_limit is not None, self.lo)
         if not applies or self.layout is None:
             return {}
-        stored = stored_features.stored_states(self.session.connection(), self.session.schema, self.table,
-                                               self.syms, self.lo, self.hi, self.dataset, self.layout, self.context)
+        stored = stored_features.stored_states(
+            self.session.connection(),
+            self.session.schema,
+            self.table,
+            self.syms,
+            self.lo,
+            self.hi,
+            self.dataset,
+            self.layout,
+            self.context,
+        )
         usable = (usable_state(s, len(self.layout), self.context) for s in stored)
         return {s.saved.instrument_id: s for s in usable if s is not None}
 
@@ -248,15 +283,18 @@ class _Computation:
             computed, after = indicators.compute_many(frames, self.cols), np.empty((len(frames), 0))
         for job, feats, state in zip(triage.from_first, computed, after, strict=True):
             ts = job.bars.opens
-            out.add(job.bars.instrument_id, job.bars.symbol, ts[job.first:], feats[job.first:])
+            out.add(job.bars.instrument_id, job.bars.symbol, ts[job.first :], feats[job.first :])
             out.save(job.bars.instrument_id, int(ts[-1]), len(ts), job.bars.symbol, state)
         if triage.resumed:
             saved = [job.state.saved for job in triage.resumed if job.state is not None]
-            computed, after = indicators.compute_resumable([job.bars.bars for job in triage.resumed], self.cols,
-                                                           context=self.context,
-                                                           state=np.array([s.state for s in saved]))
+            computed, after = indicators.compute_resumable(
+                [job.bars.bars for job in triage.resumed],
+                self.cols,
+                context=self.context,
+                state=np.array([s.state for s in saved]),
+            )
             for job, s, feats, state in zip(triage.resumed, saved, computed, after, strict=True):
                 ts = job.bars.opens
-                out.add(job.bars.instrument_id, s.symbol, ts[job.first:], feats[job.first:])
+                out.add(job.bars.instrument_id, s.symbol, ts[job.first :], feats[job.first :])
                 out.save(job.bars.instrument_id, int(ts[-1]), s.bars + len(ts) - job.first, s.symbol, state)
         return out

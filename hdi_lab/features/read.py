@@ -17,9 +17,17 @@ from hdi_lab.storage import features as stored_features
 __all__ = ["list_sets", "overlay", "read"]
 
 
-def read(set_name: str, symbols: str | Sequence[str], start: object, end: object, *, interval: str = "1d",
-         columns: Sequence[str] | None = None, dataset: str | None = None,
-         session: HdiSession | None = None) -> pd.DataFrame:
+def read(
+    set_name: str,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    *,
+    interval: str = "1d",
+    columns: Sequence[str] | None = None,
+    dataset: str | None = None,
+    session: HdiSession | None = None,
+) -> pd.DataFrame:
     """Stored features of ``symbols`` with ``event_timestamp`` in ``[start, end)``.
 
     Columns ``instrument_id``, ``symbol`` (the requested symbol that maps to the instrument),
@@ -39,22 +47,46 @@ def read(set_name: str, symbols: str | Sequence[str], start: object, end: object
         if unknown:
             raise ValidationError(f"{fs.name} has no column(s) {unknown}: choose from {wanted}")
         wanted = [c for c in wanted if c in columns]
-    return with_session(session, lambda s: stored_features.read_features(s.connection(), s.schema, name, syms, lo,
-                                                                         hi, dataset, wanted))
+    return with_session(
+        session, lambda s: stored_features.read_features(s.connection(), s.schema, name, syms, lo, hi, dataset, wanted)
+    )
 
 
 def list_sets(session: HdiSession | None = None) -> pd.DataFrame:
     """Every defined set with, per interval computed, its table, rows, last event and last update."""
     rows = with_session(session, lambda s: stored_features.list_tables(s.connection(), s.schema))
     done = {r[0] for r in rows}
-    out = [{"feature_set": n, "version": fs.version, "interval": iv, "table": t, "rows": cnt,
-            "last_event": last, "updated": upd, "columns": ", ".join(fs.columns)}
-           for n, iv, t, cnt, last, upd in rows if (fs := FEATURE_SETS.get(n)) is not None]
-    out += [{"feature_set": fs.name, "version": fs.version, "interval": None, "table": None, "rows": 0,
-             "last_event": None, "updated": None, "columns": ", ".join(fs.columns)}
-            for fs in FEATURE_SETS.values() if fs.name not in done]
-    return pd.DataFrame(out, columns=["feature_set", "version", "interval", "table", "rows", "last_event",
-                                      "updated", "columns"])
+    out = [
+        {
+            "feature_set": n,
+            "version": fs.version,
+            "interval": iv,
+            "table": t,
+            "rows": cnt,
+            "last_event": last,
+            "updated": upd,
+            "columns": ", ".join(fs.columns),
+        }
+        for n, iv, t, cnt, last, upd in rows
+        if (fs := FEATURE_SETS.get(n)) is not None
+    ]
+    out += [
+        {
+            "feature_set": fs.name,
+            "version": fs.version,
+            "interval": None,
+            "table": None,
+            "rows": 0,
+            "last_event": None,
+            "updated": None,
+            "columns": ", ".join(fs.columns),
+        }
+        for fs in FEATURE_SETS.values()
+        if fs.name not in done
+    ]
+    return pd.DataFrame(
+        out, columns=["feature_set", "version", "interval", "table", "rows", "last_event", "updated", "columns"]
+    )
 
 
 def overlay(bars: pd.DataFrame, cols: str | Sequence[str]) -> pd.DataFrame:

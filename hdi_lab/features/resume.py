@@ -71,8 +71,9 @@ def window_start(usable: Iterable[StoredState]) -> pd.Timestamp:
     return pd.Timestamp(min(s.lower_ns for s in usable if s.lower_ns is not None), tz="UTC")
 
 
-def decide(ts: npt.NDArray[np.int64], lo_ns: int, usable: StoredState | None, context: int,
-           whole_history: bool) -> Decision:
+def decide(
+    ts: npt.NDArray[np.int64], lo_ns: int, usable: StoredState | None, context: int, whole_history: bool
+) -> Decision:
     """What to do with an instrument whose bars read open at ``ts`` (ns, ascending, one per bar).
 
     ``whole_history``: the read holds every stored bar before ``hi`` (no state applies or it was

@@ -28,18 +28,42 @@ class FeatureSet:
         return indicators.columns(self.columns)
 
     def definition(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "description": self.description,
-                "columns": [c.to_json() for c in self.resolved]}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "columns": [c.to_json() for c in self.resolved],
+        }
 
 
-FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (
-    FeatureSet("momentum_v1", 1, ("rsi_14", "sma_20", "ema_20", "macd_12_26_9", "macds_12_26_9", "atr_14",
-                                  "bbu_20_2", "bbl_20_2", "logret_1", "vol_20"),
-               "momentum, trend and volatility for bar-level models"),
-    FeatureSet("trend_v1", 1, ("ret_1", "adx_14", "dmp_14", "dmn_14", "stochk_14_3_3", "stochd_14_3_3", "obv",
-                               "vwap_d", "zscore_20"),
-               "directional movement, oscillators and volume"),
-)}
+FEATURE_SETS: dict[str, FeatureSet] = {
+    s.name: s
+    for s in (
+        FeatureSet(
+            "momentum_v1",
+            1,
+            (
+                "rsi_14",
+                "sma_20",
+                "ema_20",
+                "macd_12_26_9",
+                "macds_12_26_9",
+                "atr_14",
+                "bbu_20_2",
+                "bbl_20_2",
+                "logret_1",
+                "vol_20",
+            ),
+            "momentum, trend and volatility for bar-level models",
+        ),
+        FeatureSet(
+            "trend_v1",
+            1,
+            ("ret_1", "adx_14", "dmp_14", "dmn_14", "stochk_14_3_3", "stochd_14_3_3", "obv", "vwap_d", "zscore_20"),
+            "directional movement, oscillators and volume",
+        ),
+    )
+}
 
 
 def feature_set(name: str) -> FeatureSet:
@@ -68,5 +92,12 @@ def state_table_name(set_name: str, interval: str) -> str:
 
 def feature_table(fs: FeatureSet, interval: str) -> FeatureTable:
     """Where ``fs`` at ``interval`` is stored, for :mod:`hdi_lab.storage.features`."""
-    return FeatureTable(table_name(fs.name, interval), state_table_name(fs.name, interval), fs.name, fs.version,
-                        interval, tuple(c.name for c in fs.resolved), fs.definition())
+    return FeatureTable(
+        table_name(fs.name, interval),
+        state_table_name(fs.name, interval),
+        fs.name,
+        fs.version,
+        interval,
+        tuple(c.name for c in fs.resolved),
+        fs.definition(),
+    )

@@ -88,8 +88,15 @@ from hdi_lab.errors import ConfigError, ValidationError, first_line
 from hdi_lab.storage import feast as feast_sql
 from hdi_lab.storage.copy import PG_EPOCH_US, decode, encode
 
-__all__ = ["STORE_TYPE", "EntityTimes", "HdiFrameJob", "HdiOfflineStore", "HdiOfflineStoreConfig", "HdiRetrievalJob",
-           "as_of_query"]
+__all__ = [
+    "STORE_TYPE",
+    "EntityTimes",
+    "HdiFrameJob",
+    "HdiOfflineStore",
+    "HdiOfflineStoreConfig",
+    "HdiRetrievalJob",
+    "as_of_query",
+]
 
 #: the type feature_store.yaml names: the documented path, a re-export of this module (hdi_lab.feast_store)
 STORE_TYPE = "hdi_lab.feast_store.HdiOfflineStore"
@@ -118,7 +125,8 @@ class HdiOfflineStoreConfig(PostgreSQLOfflineStoreConfig):  # type: ignore[misc]
                     raise ConfigError(
                         f"environment variable {m.group(1)} is not set (offline_store.{key} of "
                         "feature_store.yaml): export it; `hdi features env` prints the values for your hdi_lab "
-                        "database")
+                        "database"
+                    )
         return values
 
 
@@ -138,10 +146,19 @@ class HdiOfflineStore(PostgreSQLOfflineStore):  # type: ignore[misc]
         **kwargs: Any,
     ) -> RetrievalJob:
         if entity_df is None:  # non-entity mode (a time range): the stock store's query as is
-            return _fast(PostgreSQLOfflineStore.get_historical_features(
-                config, feature_views, feature_refs, entity_df, registry, project,
-                full_feature_names=full_feature_names,
-                filter_by_created_timestamp=filter_by_created_timestamp, **kwargs))
+            return _fast(
+                PostgreSQLOfflineStore.get_historical_features(
+                    config,
+                    feature_views,
+                    feature_refs,
+                    entity_df,
+                    registry,
+                    project,
+                    full_feature_names=full_feature_names,
+                    filter_by_created_timestamp=filter_by_created_timestamp,
+                    **kwargs,
+                )
+            )
         assert isinstance(config.offline_store, PostgreSQLOfflineStoreConfig)
         for fv in feature_views:
             assert isinstance(fv.batch_source, PostgreSQLSource)
@@ -150,18 +167,32 @@ class HdiOfflineStore(PostgreSQLOfflineStore):  # type: ignore[misc]
         entity_schema = _get_entity_schema(entity_df, config)
         ts_col = offline_utils.infer_event_timestamp_from_entity_df(entity_schema)
         offline_utils.assert_expected_columns_in_entity_df(
-            entity_schema, offline_utils.get_expected_join_keys(project, feature_views, registry), ts_col)
+            entity_schema, offline_utils.get_expected_join_keys(project, feature_views, registry), ts_col
+        )
         times = EntityTimes.of(entity_df[ts_col], ts_col) if isinstance(entity_df, pd.DataFrame) else None
         ts_range = times.range() if times else _get_entity_df_event_timestamp_range(entity_df, ts_col, config)
         contexts = offline_utils.get_feature_view_query_context(
-            feature_refs, feature_views, registry, project, ts_range)
-        metadata = RetrievalMetadata(features=feature_refs, keys=list(entity_schema.keys() - {ts_col}),
-                                     min_event_timestamp=ts_range[0], max_event_timestamp=ts_range[1])
+            feature_refs, feature_views, registry, project, ts_range
+        )
+        metadata = RetrievalMetadata(
+            features=feature_refs,
+            keys=list(entity_schema.keys() - {ts_col}),
+            min_event_timestamp=ts_range[0],
+            max_event_timestamp=ts_range[1],
+        )
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
         if isinstance(entity_df, pd.DataFrame):
             assert times is not None
-            return HdiFrameJob(entity_df, times, contexts, filter_by_created_timestamp, config=config,
-                               full_feature_names=full_feature_names, on_demand_feature_views=odfvs, metadata=metadata)
+            return HdiFrameJob(
+                entity_df,
+                times,
+                contexts,
+                filter_by_created_timestamp,
+                config=config,
+                full_feature_names=full_feature_names,
+                on_demand_feature_views=odfvs,
+                metadata=metadata,
+            )
         embed = config.offline_store.entity_select_mode == EntitySelectMode.embed_query
 
         @contextlib.contextmanager
@@ -171,16 +202,26 @@ class HdiOfflineStore(PostgreSQLOfflineStore):  # type: ignore[misc]
                 with _get_conn(config.offline_store) as conn:
                     feast_sql.create_table_as(conn, table, entity_df)
             try:
-                yield as_of_query(contexts, f"({entity_df})" if embed else _q(table), list(entity_schema), ts_col,
-                                  full_feature_names=full_feature_names,
-                                  filter_by_created_timestamp=filter_by_created_timestamp)
+                yield as_of_query(
+                    contexts,
+                    f"({entity_df})" if embed else _q(table),
+                    list(entity_schema),
+                    ts_col,
+                    full_feature_names=full_feature_names,
+                    filter_by_created_timestamp=filter_by_created_timestamp,
+                )
             finally:
                 if not embed:
                     with _get_conn(config.offline_store) as conn:
                         feast_sql.drop_table(conn, table)
 
-        return HdiRetrievalJob(query=query_generator, config=config, full_feature_names=full_feature_names,
-                               on_demand_feature_views=odfvs, metadata=metadata)
+        return HdiRetrievalJob(
+            query=query_generator,
+            config=config,
+            full_feature_names=full_feature_names,
+            on_demand_feature_views=odfvs,
+            metadata=metadata,
+        )
 
     @staticmethod
     def pull_all_from_table_or_query(*args: Any, **kwargs: Any) -> RetrievalJob:
@@ -196,8 +237,13 @@ class HdiOfflineStore(PostgreSQLOfflineStore):  # type: ignore[misc]
 def _fast(job: RetrievalJob) -> HdiRetrievalJob:
     """The same query and metadata in an :class:`HdiRetrievalJob`."""
     assert isinstance(job, PostgreSQLRetrievalJob)
-    return HdiRetrievalJob(query=job._query_generator, config=job.config, full_feature_names=job.full_feature_names,
-                           on_demand_feature_views=job.on_demand_feature_views, metadata=job.metadata)
+    return HdiRetrievalJob(
+        query=job._query_generator,
+        config=job.config,
+        full_feature_names=job.full_feature_names,
+        on_demand_feature_views=job.on_demand_feature_views,
+        metadata=job.metadata,
+    )
 
 
 class HdiRetrievalJob(PostgreSQLRetrievalJob):  # type: ignore[misc]
@@ -249,8 +295,10 @@ class EntityTimes:
             try:  # what Feast's PostgreSQL store does with string timestamps (its range check)
                 column = pd.to_datetime(column, utc=True)
             except (ValueError, TypeError, OverflowError) as exc:
-                raise ValidationError(f"entity_df column {name!r} holds values that are not timestamps ({exc}): "
-                                      "give datetimes or ISO 8601 strings") from None
+                raise ValidationError(
+                    f"entity_df column {name!r} holds values that are not timestamps ({exc}): "
+                    "give datetimes or ISO 8601 strings"
+                ) from None
         stamps = pd.DatetimeIndex(column)
         if stamps.tz is not None:
             stamps = stamps.tz_convert("UTC").tz_localize(None)
@@ -283,15 +331,21 @@ class HdiFrameJob(HdiRetrievalJob):
     per row); anything else is uploaded row by row and fetched as :class:`HdiRetrievalJob` fetches.
     """
 
-    def __init__(self, entity_df: pd.DataFrame, times: EntityTimes,
-                 contexts: list[offline_utils.FeatureViewQueryContext], filter_by_created_timestamp: bool,
-                 **job: Any) -> None:
+    def __init__(
+        self,
+        entity_df: pd.DataFrame,
+        times: EntityTimes,
+        contexts: list[offline_utils.FeatureViewQueryContext],
+        filter_by_created_timestamp: bool,
+        **job: Any,
+    ) -> None:
         self._entity_df = entity_df
         self._times = times
         self._contexts = contexts
         self._filter_created = filter_by_created_timestamp
-        self._keys = sorted({m["key"] for fv in contexts for sel in fv.entity_selections
-                             if (m := _SELECTION.match(sel))})
+        self._keys = sorted(
+            {m["key"] for fv in contexts for sel in fv.entity_selections if (m := _SELECTION.match(sel))}
+        )
 
         @contextlib.contextmanager
         def query() -> Iterator[str]:  # to_sql(): the query, over the temporary table
@@ -300,17 +354,28 @@ class HdiFrameJob(HdiRetrievalJob):
         super().__init__(query=query, **job)
 
     def _query(self, left: str) -> str:
-        return as_of_query(self._contexts, left, [_ROW], "_hdi_floor", ceil_col="_hdi_ceil", sort=False,
-                           full_feature_names=self.full_feature_names,
-                           filter_by_created_timestamp=self._filter_created)
+        return as_of_query(
+            self._contexts,
+            left,
+            [_ROW],
+            "_hdi_floor",
+            ceil_col="_hdi_ceil",
+            sort=False,
+            full_feature_names=self.full_feature_names,
+            filter_by_created_timestamp=self._filter_created,
+        )
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         import psycopg2
 
         keys = [self._entity_df[k] for k in self._keys]
         kinds = [arrow_to_pg_type(str(pa.Array.from_pandas(k).type)) for k in keys]  # as the stock store types them
-        columns = [[_ROW, "bigint"], *map(list, zip(self._keys, kinds, strict=True)),
-                   ["_hdi_floor", "timestamptz"], ["_hdi_ceil", "timestamptz"]]
+        columns = [
+            [_ROW, "bigint"],
+            *map(list, zip(self._keys, kinds, strict=True)),
+            ["_hdi_floor", "timestamptz"],
+            ["_hdi_ceil", "timestamptz"],
+        ]
         query = self._query(_q(_ENTITY_TABLE))
         order, payload = self._rows(keys, kinds)
         try:
@@ -330,13 +395,21 @@ class HdiFrameJob(HdiRetrievalJob):
                 feast_sql.copy_entity_binary(cur3, _ENTITY_TABLE, columns, payload)
             else:  # text (or other) keys: row by row
                 epoch = pd.Timestamp("2000-01-01", tz="UTC")
-                lo, hi = (pd.to_datetime(a[order], unit="us", origin=epoch, utc=True).to_pydatetime()
-                          for a in (self._times.floor, self._times.ceil))
+                lo, hi = (
+                    pd.to_datetime(a[order], unit="us", origin=epoch, utc=True).to_pydatetime()
+                    for a in (self._times.floor, self._times.ceil)
+                )
                 null = self._times.null[order]
                 values = [k.astype(object).where(k.notna(), None).to_numpy()[order] for k in keys]
-                feast_sql.copy_entity_rows(cur3, _ENTITY_TABLE, columns, (
-                    (int(row), *(v[i] for v in values), *((None, None) if null[i] else (lo[i], hi[i])))
-                    for i, row in enumerate(order)))
+                feast_sql.copy_entity_rows(
+                    cur3,
+                    _ENTITY_TABLE,
+                    columns,
+                    (
+                        (int(row), *(v[i] for v in values), *((None, None) if null[i] else (lo[i], hi[i])))
+                        for i, row in enumerate(order)
+                    ),
+                )
             fetched = _fetch(conn3, query)
         return self._frame(fetched.column(0).to_numpy(), fetched.drop_columns([_ROW]))
 
@@ -353,8 +426,11 @@ class HdiFrameJob(HdiRetrievalJob):
         for i, (k, kind) in enumerate(zip(keys, kinds, strict=True), start=1):
             nulls[i] = k.isna().to_numpy()[order]
             values.append(_fill(k, _BINARY[kind]).to_numpy()[order])
-        return order, encode(["int8", *(_BINARY[t] for t in kinds), "timestamptz", "timestamptz"],
-                             [*values, times.floor[order], times.ceil[order]], nulls)
+        return order, encode(
+            ["int8", *(_BINARY[t] for t in kinds), "timestamptz", "timestamptz"],
+            [*values, times.floor[order], times.ceil[order]],
+            nulls,
+        )
 
     def _frame(self, rows: npt.NDArray[np.int64], features: pa.Table) -> pa.Table:
         """The caller's columns, then the features put back in the caller's row order."""
@@ -401,14 +477,21 @@ def _fetch_fixed(cur: Any, query: str, features: list[tuple[str, int]]) -> tuple
 def _fill(column: pd.Series, pgtype: str) -> pd.Series:
     """A key column with its missing values filled (they are sent as NULL)."""
     return column.fillna(False if pgtype == "bool" else 0).astype(
-        {"bool": np.bool_, "int8": np.int64, "float8": np.float64}[pgtype])
+        {"bool": np.bool_, "int8": np.int64, "float8": np.float64}[pgtype]
+    )
 
 
 _ROW = "_hdi_row"
 _ENTITY_TABLE = "hdi_entity_rows"
 #: fixed-width feature types fetched by numpy: oid -> (binary COPY type, the SQL of NULL's stand-in)
-_FIXED: dict[int, tuple[str, str]] = {16: ("bool", "false"), 20: ("int8", "0"), 21: ("int2", "0"),
-                                      23: ("int4", "0"), 700: ("float4", "0"), 701: ("float8", "0")}
+_FIXED: dict[int, tuple[str, str]] = {
+    16: ("bool", "false"),
+    20: ("int8", "0"),
+    21: ("int2", "0"),
+    23: ("int4", "0"),
+    700: ("float4", "0"),
+    701: ("float8", "0"),
+}
 
 
 def _q(name: str) -> str:
@@ -466,10 +549,14 @@ def as_of_query(
             where.append(f"s.{_q(m['source'])} = e.{_q(m['key'])}")
         joins.append(
             f"LEFT JOIN LATERAL (\n    SELECT {', '.join(inner) or 'NULL'}\n    FROM {fv.table_subquery} AS s\n"
-            f"    WHERE {' AND '.join(where)}\n    ORDER BY {', '.join(order)}\n    LIMIT 1\n) AS {alias} ON true")
+            f"    WHERE {' AND '.join(where)}\n    ORDER BY {', '.join(order)}\n    LIMIT 1\n) AS {alias} ON true"
+        )
     if sort:  # entity rows in key and time order: consecutive lookups hit the same index and table pages
-        keys = [f"{_q(m['key'])}" for sel in (contexts[0].entity_selections if contexts else [])
-                if (m := _SELECTION.match(sel))]
+        keys = [
+            f"{_q(m['key'])}"
+            for sel in (contexts[0].entity_selections if contexts else [])
+            if (m := _SELECTION.match(sel))
+        ]
         source = f"(SELECT * FROM {left} AS l ORDER BY {', '.join([*keys, _q(ts_col)])}) AS e"
     else:
         source = f"{left} AS e"

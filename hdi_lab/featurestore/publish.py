@@ -85,12 +85,17 @@ class PublishReport:
 
     def __str__(self) -> str:
         s = self.summary()
-        computed = (f"computed {s['rows']:,} rows ({s['inserted']:,} inserted, {s['updated']:,} updated); "
-                    if self.computed else "")
-        return (f"published {self.feature_set} {self.interval} as feature service {self.service!r}: {computed}"
-                f"applied {len(self.applied)} Feast objects; materialized ({self.materialize}) {s['window']} into "
-                f"the {self.online_store} online store: {self.online_rows} of {s['instruments']} instrument(s) "
-                f"online ({self.seconds:.2f} s)")
+        computed = (
+            f"computed {s['rows']:,} rows ({s['inserted']:,} inserted, {s['updated']:,} updated); "
+            if self.computed
+            else ""
+        )
+        return (
+            f"published {self.feature_set} {self.interval} as feature service {self.service!r}: {computed}"
+            f"applied {len(self.applied)} Feast objects; materialized ({self.materialize}) {s['window']} into "
+            f"the {self.online_store} online store: {self.online_rows} of {s['instruments']} instrument(s) "
+            f"online ({self.seconds:.2f} s)"
+        )
 
     def _repr_html_(self) -> str:
         from html import escape
@@ -99,8 +104,10 @@ class PublishReport:
         cell = "style='text-align:right'"
         head = "".join(f"<th {cell}>{escape(k)}</th>" for k in s)
         row = "".join(f"<td {cell}>{escape('' if v is None else str(v))}</td>" for v in s.values())
-        return (f"<table><caption style='text-align:left'><b>published {escape(self.service)}</b></caption>"
-                f"<thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>")
+        return (
+            f"<table><caption style='text-align:left'><b>published {escape(self.service)}</b></caption>"
+            f"<thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>"
+        )
 
 
 def _ts(t: pd.Timestamp | None) -> str:
@@ -120,9 +127,18 @@ def feature_store(session: HdiSession | None = None, repo: str | Path | None = N
 # -- publish ------------------------------------------------------------------------------------
 
 
-def publish(set_name: str, symbols: str | Sequence[str] | None = None, interval: str = "1d", start: object = None,
-            end: object = None, *, compute: bool = True, dataset: str | None = None, repo: str | Path | None = None,
-            session: HdiSession | None = None) -> PublishReport:
+def publish(
+    set_name: str,
+    symbols: str | Sequence[str] | None = None,
+    interval: str = "1d",
+    start: object = None,
+    end: object = None,
+    *,
+    compute: bool = True,
+    dataset: str | None = None,
+    repo: str | Path | None = None,
+    session: HdiSession | None = None,
+) -> PublishReport:
     """Compute ``set_name`` for ``symbols`` over ``[start, end)``, apply the feature repo and load the
     online store. ``compute=False`` publishes the rows already stored for the bars opened in
     ``[start, end)`` (default: all; ``symbols`` may then be omitted: every instrument of the table).
@@ -134,16 +150,29 @@ def publish(set_name: str, symbols: str | Sequence[str] | None = None, interval:
     yet; ConfigError for an unusable repo or configuration; StorageError when a database call fails."""
     fs = features.feature_set(set_name)
     check_interval(interval)
-    syms = require_symbols(symbols, "or compute=False to publish the rows already stored") if compute \
+    syms = (
+        require_symbols(symbols, "or compute=False to publish the rows already stored")
+        if compute
         else parse_symbols(symbols)
+    )
     return with_session(session, lambda s: _publish(s, fs, syms, interval, start, end, compute, dataset, repo))
 
 
-def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...], interval: str, start: object,
-             end: object, compute: bool, dataset: str | None, repo: str | Path | None) -> PublishReport:
+def _publish(
+    session: HdiSession,
+    fs: features.FeatureSet,
+    syms: tuple[str, ...],
+    interval: str,
+    start: object,
+    end: object,
+    compute: bool,
+    dataset: str | None,
+    repo: str | Path | None,
+) -> PublishReport:
     t0 = time.perf_counter()
-    report = PublishReport(fs.name, interval, feast_repo.view_name(fs.name, interval),
-                           feast_repo.service_name(fs.name, interval), syms)
+    report = PublishReport(
+        fs.name, interval, feast_repo.view_name(fs.name, interval), feast_repo.service_name(fs.name, interval), syms
+    )
     if compute:
         report.computed = features.compute(fs.name, syms, interval, start, end, dataset=dataset, session=session)
     t1 = time.perf_counter()
@@ -184,8 +213,9 @@ def _publish(session: HdiSession, fs: features.FeatureSet, syms: tuple[str, ...]
     return report
 
 
-def _published_rows(session: HdiSession, table: str, lo: pd.Timestamp | None,
-                    hi: pd.Timestamp | None) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
+def _published_rows(
+    session: HdiSession, table: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None
+) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
     """Instruments and first event of the rows being published (event_timestamp in [lo, hi)), and the
     table's latest event (materialization runs up to it: later rows of other windows stay online)."""
     from hdi_lab.storage.features import published_rows
@@ -196,9 +226,15 @@ def _published_rows(session: HdiSession, table: str, lo: pd.Timestamp | None,
 # -- reading ------------------------------------------------------------------------------------
 
 
-def training_frame(entity_df: pd.DataFrame | str, set_name: str = "momentum_v1", interval: str = "1d", *,
-                   full_feature_names: bool = False, repo: str | Path | None = None,
-                   session: HdiSession | None = None) -> pd.DataFrame:
+def training_frame(
+    entity_df: pd.DataFrame | str,
+    set_name: str = "momentum_v1",
+    interval: str = "1d",
+    *,
+    full_feature_names: bool = False,
+    repo: str | Path | None = None,
+    session: HdiSession | None = None,
+) -> pd.DataFrame:
     """Feast's point-in-time join of the published set onto ``entity_df`` (``instrument_id``,
     ``event_timestamp`` and any label columns): for each row the latest values knowable at its time
     within the view's TTL, else NaN. A DataFrame comes back in its own row order and index, with
@@ -213,11 +249,15 @@ def training_frame(entity_df: pd.DataFrame | str, set_name: str = "momentum_v1",
         service = _service(store, feast_repo.service_name(fs.name, interval))
         with feast_repo.feast_errors():
             if isinstance(entity_df, str):
-                return _utc(store.get_historical_features(entity_df=entity_df, features=service,
-                                                          full_feature_names=full_feature_names).to_df())
+                return _utc(
+                    store.get_historical_features(
+                        entity_df=entity_df, features=service, full_feature_names=full_feature_names
+                    ).to_df()
+                )
             rows = entity_df.assign(_hdi_row=range(len(entity_df)))
-            out = store.get_historical_features(entity_df=rows, features=service,
-                                                full_feature_names=full_feature_names).to_df()
+            out = store.get_historical_features(
+                entity_df=rows, features=service, full_feature_names=full_feature_names
+            ).to_df()
         out = out.sort_values("_hdi_row").drop(columns="_hdi_row")
         out.index = entity_df.index
         return _utc(out)
@@ -239,13 +279,22 @@ def _service(store: FeatureStore, name: str) -> Any:
     try:
         return store.get_feature_service(name)
     except FeatureServiceNotFoundException:
-        raise ValidationError(f"feature service {name!r} is not registered: publish the set first "
-                              "(hdi features publish / hdi_lab.featurestore.publish.publish)") from None
+        raise ValidationError(
+            f"feature service {name!r} is not registered: publish the set first "
+            "(hdi features publish / hdi_lab.featurestore.publish.publish)"
+        ) from None
 
 
-def online_features(instrument_ids: int | Sequence[int], set_name: str = "momentum_v1", interval: str = "1d", *,
-                    now: object = None, drop_stale: bool = False, repo: str | Path | None = None,
-                    session: HdiSession | None = None) -> pd.DataFrame:
+def online_features(
+    instrument_ids: int | Sequence[int],
+    set_name: str = "momentum_v1",
+    interval: str = "1d",
+    *,
+    now: object = None,
+    drop_stale: bool = False,
+    repo: str | Path | None = None,
+    session: HdiSession | None = None,
+) -> pd.DataFrame:
     """The online store's values of the set for ``instrument_ids``, one row each, in order.
 
     Columns: ``instrument_id``, the features, ``event_timestamp`` (UTC), ``age`` (``now`` minus it),
@@ -282,8 +331,9 @@ def _online(store: FeatureStore, service_name: str, ids: list[int]) -> pd.DataFr
 
     service = _service(store, service_name)
     with feast_repo.feast_errors():
-        data = store.get_online_features(features=service, entity_rows=[{feast_repo.JOIN_KEY: i} for i in ids]
-                                         ).to_dict(include_event_timestamps=True)
+        data = store.get_online_features(features=service, entity_rows=[{feast_repo.JOIN_KEY: i} for i in ids]).to_dict(
+            include_event_timestamps=True
+        )
     served = [f.name for projection in service.feature_view_projections for f in projection.features]
     names = [n for n in served if n in data]  # the set's column order (Feast answers in its own)
     frame = pd.DataFrame({feast_repo.JOIN_KEY: ids})

@@ -47,10 +47,34 @@ if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
     from feast.repo_contents import RepoContents
 
-__all__ = ["DEFAULT_INTERVAL", "ENTITY", "JOIN_KEY", "PROJECT", "SECRET", "TTL", "VARIABLES", "apply", "check_env",
-           "declarations", "default_repo", "feast_env", "feast_errors", "feast_home", "feature_service",
-           "feature_view", "instrument_entity", "load_config", "materialize", "open_store", "repo_declarations",
-           "repo_path", "service_name", "shell_env", "shell_exports", "view_name"]
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "ENTITY",
+    "JOIN_KEY",
+    "PROJECT",
+    "SECRET",
+    "TTL",
+    "VARIABLES",
+    "apply",
+    "check_env",
+    "declarations",
+    "default_repo",
+    "feast_env",
+    "feast_errors",
+    "feast_home",
+    "feature_service",
+    "feature_view",
+    "instrument_entity",
+    "load_config",
+    "materialize",
+    "open_store",
+    "repo_declarations",
+    "repo_path",
+    "service_name",
+    "shell_env",
+    "shell_exports",
+    "view_name",
+]
 
 PROJECT = "hdi_lab"
 ENTITY = "instrument"
@@ -73,9 +97,14 @@ SECRET = "HDI_FEAST_PG_PASSWORD"
 
 #: how old a feature may be and still be served (Feast's TTL): a weekend plus a holiday for daily
 #: bars, a weekend for intraday bars (futures close Friday 22:00 and reopen Sunday 23:00 UTC)
-TTL: dict[str, dt.timedelta] = {"1s": dt.timedelta(days=3), "1m": dt.timedelta(days=3),
-                                 "5m": dt.timedelta(days=3), "15m": dt.timedelta(days=3),
-                                 "1h": dt.timedelta(days=3), "1d": dt.timedelta(days=5)}
+TTL: dict[str, dt.timedelta] = {
+    "1s": dt.timedelta(days=3),
+    "1m": dt.timedelta(days=3),
+    "5m": dt.timedelta(days=3),
+    "15m": dt.timedelta(days=3),
+    "1h": dt.timedelta(days=3),
+    "1d": dt.timedelta(days=5),
+}
 
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
@@ -108,8 +137,10 @@ def repo_path(session: HdiSession, repo: str | Path | None = None) -> Path:
     Raises ConfigError when the folder holds no ``feature_store.yaml``."""
     path = Path(repo or session.settings.values.get("feast_repo") or default_repo()).expanduser().resolve()
     if not (path / "feature_store.yaml").is_file():
-        raise ConfigError(f"{path} is not a Feast feature repo (no feature_store.yaml): set HDI_FEAST_REPO "
-                          "(or feast_repo in hdi_lab.toml) to a copy of hdi_lab's feature_repo/")
+        raise ConfigError(
+            f"{path} is not a Feast feature repo (no feature_store.yaml): set HDI_FEAST_REPO "
+            "(or feast_repo in hdi_lab.toml) to a copy of hdi_lab's feature_repo/"
+        )
     return path
 
 
@@ -132,8 +163,9 @@ def feast_env(session: HdiSession) -> dict[str, str]:
     try:
         dsn = psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError as exc:  # libpq may quote the password in its message
-        raise ConfigError(f"the database URL is not valid ({dsns.scrub(str(exc).strip(), url)}): fix "
-                          "HDI_DATABASE_URL") from None
+        raise ConfigError(
+            f"the database URL is not valid ({dsns.scrub(str(exc).strip(), url)}): fix HDI_DATABASE_URL"
+        ) from None
     host = dsn.get("host", "localhost")
     port = dsn.get("port", "5432")
     database = dsn.get("dbname", dsn.get("user", "postgres"))
@@ -168,13 +200,15 @@ def shell_env(session: HdiSession) -> dict[str, str]:
 
 def _write_pgpass(path: Path, env: Mapping[str, str], password: str) -> Path:
     """A libpq password file with the one line of this database (written atomically, mode 0600)."""
+
     def field(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
 
     host = env["HDI_FEAST_PG_HOST"]
     host = "localhost" if host.startswith("/") else host  # libpq matches socket connections as localhost
-    line = ":".join(field(v) for v in (host, env["HDI_FEAST_PG_PORT"], env["HDI_FEAST_PG_DB"],
-                                         env["HDI_FEAST_PG_USER"], password))
+    line = ":".join(
+        field(v) for v in (host, env["HDI_FEAST_PG_PORT"], env["HDI_FEAST_PG_DB"], env["HDI_FEAST_PG_USER"], password)
+    )
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -203,8 +237,9 @@ def check_env(yaml_file: Path, environ: Mapping[str, str]) -> None:
                 what = VARIABLES.get(name, "a value it needs")
                 raise ConfigError(
                     f"{name} is not set ({what}), used at {yaml_file}:{number}: Feast leaves unset variables "
-                    "literal; export it (`eval \"$(hdi features env)\"` prints them) or use hdi_lab's publish, "
-                    "which sets them from the session")
+                    'literal; export it (`eval "$(hdi features env)"` prints them) or use hdi_lab\'s publish, '
+                    "which sets them from the session"
+                )
 
 
 def _substitute(value: Any, env: Mapping[str, str]) -> Any:
@@ -281,8 +316,9 @@ def feast_errors() -> Iterator[None]:
     except FeastConfigError as exc:
         raise ConfigError(f"feature_store.yaml is not valid for Feast: {first_line(exc)}") from exc
     except psycopg.Error as exc:
-        raise StorageError(f"Feast's database call failed: {first_line(exc)}",
-                           sqlstate=getattr(exc, "sqlstate", None)) from exc
+        raise StorageError(
+            f"Feast's database call failed: {first_line(exc)}", sqlstate=getattr(exc, "sqlstate", None)
+        ) from exc
 
 
 def apply(store: FeatureStore) -> list[str]:
@@ -303,8 +339,7 @@ def apply(store: FeatureStore) -> list[str]:
         namespaces = [_run(path, root) for path in get_repo_files(root)]
     finally:
         _APPLYING.reset(token)
-    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry,
-                                                                 _contents(namespaces))
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, _contents(namespaces))
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return sorted(n for n in (getattr(o, "name", str(o)) for o in to_apply) if not n.startswith("__"))
 
@@ -341,18 +376,33 @@ def _contents(namespaces: list[dict[str, Any]]) -> RepoContents:
     from feast.project import Project
     from feast.repo_contents import RepoContents
 
-    res = RepoContents(projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
-                       on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[])
+    res = RepoContents(
+        projects=[],
+        data_sources=[],
+        entities=[],
+        feature_views=[],
+        feature_services=[],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        permissions=[],
+    )
 
     def add(items: list[Any], obj: Any) -> None:
         if obj is not None and not any(obj is o for o in items):
             items.append(obj)
 
     kinds: list[tuple[type, list[Any]]] = [
-        (StreamFeatureView, res.stream_feature_views), (BatchFeatureView, res.feature_views),
-        (FeatureView, res.feature_views), (Entity, res.entities), (FeatureService, res.feature_services),
-        (OnDemandFeatureView, res.on_demand_feature_views), (LabelView, res.label_views),
-        (Permission, res.permissions), (Project, res.projects)]
+        (StreamFeatureView, res.stream_feature_views),
+        (BatchFeatureView, res.feature_views),
+        (FeatureView, res.feature_views),
+        (Entity, res.entities),
+        (FeatureService, res.feature_services),
+        (OnDemandFeatureView, res.on_demand_feature_views),
+        (LabelView, res.label_views),
+        (Permission, res.permissions),
+        (Project, res.projects),
+    ]
     for namespace in namespaces:
         for attr in sorted(namespace):  # parse_repo walks dir(module): sorted names
             obj = namespace[attr]
@@ -392,8 +442,14 @@ def materialize(store: FeatureStore, view_name: str, start: dt.datetime, end: dt
     view = store.get_feature_view(view_name)
     provider = store._get_provider()  # what FeatureStore.materialize itself calls (feast pinned to 0.67)
     provider.materialize_single_feature_view(
-        config=store.config, feature_view=view, start_date=start, end_date=end, registry=store.registry,
-        project=store.project, tqdm_builder=lambda n: tqdm(total=n, disable=True))
+        config=store.config,
+        feature_view=view,
+        start_date=start,
+        end_date=end,
+        registry=store.registry,
+        project=store.project,
+        tqdm_builder=lambda n: tqdm(total=n, disable=True),
+    )
     store.registry.apply_materialization(view, store.project, start, end)
 
 
@@ -404,8 +460,12 @@ def instrument_entity() -> Entity:
     from feast import Entity
     from feast.value_type import ValueType
 
-    return Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.INT64,
-                  description="an instrument (hdi_lab instrument_id; symbols map to it by date)")
+    return Entity(
+        name=ENTITY,
+        join_keys=[JOIN_KEY],
+        value_type=ValueType.INT64,
+        description="an instrument (hdi_lab instrument_id; symbols map to it by date)",
+    )
 
 
 def feature_view(set_name: str, interval: str, entity: Entity) -> FeatureView:
@@ -420,13 +480,23 @@ def feature_view(set_name: str, interval: str, entity: Entity) -> FeatureView:
 
     fs = features.feature_set(set_name)
     name = view_name(fs.name, interval)
-    source = PostgreSQLSource(name=f"{name}_source", table=features.table_name(fs.name, interval),
-                              timestamp_field="event_timestamp", created_timestamp_column="created",
-                              description=f"hdi_lab feature table of {fs.name} at {interval}")
+    source = PostgreSQLSource(
+        name=f"{name}_source",
+        table=features.table_name(fs.name, interval),
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        description=f"hdi_lab feature table of {fs.name} at {interval}",
+    )
     return FeatureView(
-        name=name, entities=[entity], ttl=TTL[interval], source=source, online=True,
+        name=name,
+        entities=[entity],
+        ttl=TTL[interval],
+        source=source,
+        online=True,
         schema=[Field(name=c, dtype=Float64) for c in fs.columns],
-        description=fs.description, tags=_tags(fs, interval))
+        description=fs.description,
+        tags=_tags(fs, interval),
+    )
 
 
 def feature_service(view: FeatureView) -> FeatureService:
@@ -436,8 +506,12 @@ def feature_service(view: FeatureView) -> FeatureService:
     from feast import FeatureService
 
     set_name, interval = view.tags["hdi_feature_set"], view.tags["interval"]
-    return FeatureService(name=service_name(set_name, interval), features=[view], tags=view.tags,
-                          description=f"{set_name} at {interval} (version {view.tags['version']})")
+    return FeatureService(
+        name=service_name(set_name, interval),
+        features=[view],
+        tags=view.tags,
+        description=f"{set_name} at {interval} (version {view.tags['version']})",
+    )
 
 
 def declarations(tables: set[str] | None = None) -> dict[str, Any]:
@@ -458,8 +532,7 @@ def declarations(tables: set[str] | None = None) -> dict[str, Any]:
 
 
 #: the store :func:`apply` is applying, for the repo's definitions.py (:func:`repo_declarations`)
-_APPLYING: contextvars.ContextVar[FeatureStore | None] = contextvars.ContextVar("hdi_feast_applying",
-                                                                                 default=None)
+_APPLYING: contextvars.ContextVar[FeatureStore | None] = contextvars.ContextVar("hdi_feast_applying", default=None)
 
 
 def repo_declarations(repo: str | Path) -> dict[str, Any]:
@@ -503,5 +576,9 @@ def _feature_tables(store: FeatureStore) -> set[str]:
 
 
 def _tags(fs: features.FeatureSet, interval: str) -> dict[str, str]:
-    return {"hdi_feature_set": fs.name, "version": str(fs.version), "interval": interval,
-            "table": features.table_name(fs.name, interval)}
+    return {
+        "hdi_feature_set": fs.name,
+        "version": str(fs.version),
+        "interval": interval,
+        "table": features.table_name(fs.name, interval),
+    }

@@ -80,8 +80,10 @@ def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     sizes = frame.groupby(["symbol", "instrument_id"], sort=True, observed=True).size()
     symbol, iid = cast(tuple[str, int], sizes.idxmax())
     keep = (frame["symbol"] == symbol).to_numpy() & (frame["instrument_id"] == iid).to_numpy()
-    note = (f"the result holds several instruments per timestamp: the chart shows {symbol} "
-            f"(instrument {iid}, {int(keep.sum())} of {len(frame)} rows); the table shows all rows")
+    note = (
+        f"the result holds several instruments per timestamp: the chart shows {symbol} "
+        f"(instrument {iid}, {int(keep.sum())} of {len(frame)} rows); the table shows all rows"
+    )
     return frame[keep], note
 
 
@@ -105,12 +107,16 @@ def new_figure(height: int = 560) -> go.FigureWidget:
     """An empty candlestick (row 1) + volume (row 2) ``FigureWidget`` with a shared x axis."""
     go_ = require("plotly.graph_objects", "notebook")
     subplots = require("plotly.subplots", "notebook")
-    base = subplots.make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25],
-                                  vertical_spacing=0.03)
+    base = subplots.make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     fig = go_.FigureWidget(base)
-    fig.update_layout(height=height, margin=dict(l=50, r=20, t=40, b=30), showlegend=True,
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-                      xaxis_rangeslider_visible=False, hovermode="x unified")
+    fig.update_layout(
+        height=height,
+        margin=dict(l=50, r=20, t=40, b=30),
+        showlegend=True,
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        xaxis_rangeslider_visible=False,
+        hovermode="x unified",
+    )
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
     fig.update_xaxes(type="date")  # the times travel as ISO strings (see _x)
@@ -123,14 +129,28 @@ def draw(fig: go.FigureWidget, frame: pd.DataFrame, lines: dict[str, pd.Series],
     go_ = require("plotly.graph_objects", "notebook")
     x = _x(frame)
     traces: list[tuple[Any, int]] = [
-        (go_.Candlestick(x=x, open=frame["open"].to_numpy(), high=frame["high"].to_numpy(),
-                         low=frame["low"].to_numpy(), close=frame["close"].to_numpy(), name="OHLC"), 1),
-        (go_.Bar(x=x, y=frame["volume"].to_numpy(np.float64), name="volume",
-                 marker_color="rgba(100, 110, 140, 0.6)"), 2),
+        (
+            go_.Candlestick(
+                x=x,
+                open=frame["open"].to_numpy(),
+                high=frame["high"].to_numpy(),
+                low=frame["low"].to_numpy(),
+                close=frame["close"].to_numpy(),
+                name="OHLC",
+            ),
+            1,
+        ),
+        (
+            go_.Bar(
+                x=x, y=frame["volume"].to_numpy(np.float64), name="volume", marker_color="rgba(100, 110, 140, 0.6)"
+            ),
+            2,
+        ),
     ]
     for name, series in lines.items():
-        traces.append((go_.Scatter(x=x, y=series.to_numpy(np.float64), mode="lines", name=name,
-                                   line=dict(width=1.4)), 1))
+        traces.append(
+            (go_.Scatter(x=x, y=series.to_numpy(np.float64), mode="lines", name=name, line=dict(width=1.4)), 1)
+        )
     with fig.batch_update():
         fig.data = ()
         fig.update_layout(title_text=title)

@@ -43,24 +43,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     feat = sub.add_parser("features", help="feature sets: technical indicators computed and stored per instrument")
     fsub = feat.add_subparsers(dest="action", required=True, metavar="ACTION")
-    options.add(fsub.add_parser("compute", help="compute a feature set over stored bars and store it (idempotent)"),
-                *options.FEATURES_COMPUTE)
+    options.add(
+        fsub.add_parser("compute", help="compute a feature set over stored bars and store it (idempotent)"),
+        *options.FEATURES_COMPUTE,
+    )
     fsub.add_parser("list", help="defined feature sets and the tables computed")
     fp = fsub.add_parser("publish", help="compute a set, `feast apply` the feature repo, load the online store")
     options.add(fp, "feature_set", *options.PUBLISH)
-    fsub.add_parser("env", help="print `export` lines for the `feast` CLI: the variables feature_store.yaml reads and "
-                              "PGPASSFILE, a password file it writes (the password is never printed)")
+    fsub.add_parser(
+        "env",
+        help="print `export` lines for the `feast` CLI: the variables feature_store.yaml reads and "
+        "PGPASSFILE, a password file it writes (the password is never printed)",
+    )
 
-    options.add(sub.add_parser("compare", help="bar-by-bar differences of one market from two sources "
-                                               "(e.g. Databento vs IB)"), *options.COMPARE)
+    options.add(
+        sub.add_parser("compare", help="bar-by-bar differences of one market from two sources (e.g. Databento vs IB)"),
+        *options.COMPARE,
+    )
     options.add(sub.add_parser("demo", help="ingest the offline sample data, query it and print a summary"), "quiet")
     return p
 
 
 def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    req = make_request(a.provider, schema=a.schema, symbols=a.symbols, start=a.start, end=a.end,
-                       dataset=a.dataset, stype_in=a.stype_in, path=a.paths or None,
-                       force=a.force, dry_run=a.dry_run, allow_cost=a.allow_cost)
+    req = make_request(
+        a.provider,
+        schema=a.schema,
+        symbols=a.symbols,
+        start=a.start,
+        end=a.end,
+        dataset=a.dataset,
+        stype_in=a.stype_in,
+        path=a.paths or None,
+        force=a.force,
+        dry_run=a.dry_run,
+        allow_cost=a.allow_cost,
+    )
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
         report = ingestion.run(req, session, progress=update)
@@ -82,8 +99,18 @@ def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
 def _cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab.core.compare import compare_bars
 
-    result = compare_bars(session, a.schema, a.left, a.right, a.start, a.end, left_dataset=a.left_dataset,
-                          right_dataset=a.right_dataset, price_tol=a.price_tol, volume_tol=a.volume_tol)
+    result = compare_bars(
+        session,
+        a.schema,
+        a.left,
+        a.right,
+        a.start,
+        a.end,
+        left_dataset=a.left_dataset,
+        right_dataset=a.right_dataset,
+        price_tol=a.price_tol,
+        volume_tol=a.volume_tol,
+    )
     print(result, file=out)
     diffs = result.differences
     if len(diffs):
@@ -94,8 +121,17 @@ def _cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: T
 
 def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
-    df = retrieval.query(session, a.schema, a.symbols, a.start, a.end, dataset=a.dataset,
-                         price_type=a.price_type, columns=cols, interval=a.interval)
+    df = retrieval.query(
+        session,
+        a.schema,
+        a.symbols,
+        a.start,
+        a.end,
+        dataset=a.dataset,
+        price_type=a.price_type,
+        columns=cols,
+        interval=a.interval,
+    )
     if a.format == "parquet" and not a.output:
         raise ValidationError("--format parquet needs --output FILE")
     if a.output and a.format != "table":
@@ -153,8 +189,10 @@ def _cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err
             print(f"{k}: {v}", file=out)
     else:
         r = quarantine.retry(session, a.ids or None)
-        print(f"retried {r.retried}: loaded {r.loaded}, already stored {r.duplicates}, still failing {r.still_bad}",
-              file=out)
+        print(
+            f"retried {r.retried}: loaded {r.loaded}, already stored {r.duplicates}, still failing {r.still_bad}",
+            file=out,
+        )
         return 0 if r.still_bad == 0 else 1
     return 0
 
@@ -196,16 +234,29 @@ def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: 
     if a.action == "publish":
         from hdi_lab.featurestore.publish import publish
 
-        print(publish(a.feature_set, a.symbols, a.interval, a.start, a.end, compute=a.compute, dataset=a.dataset,
-                      repo=a.repo, session=session), file=out)
+        print(
+            publish(
+                a.feature_set,
+                a.symbols,
+                a.interval,
+                a.start,
+                a.end,
+                compute=a.compute,
+                dataset=a.dataset,
+                repo=a.repo,
+                session=session,
+            ),
+            file=out,
+        )
         return 0
     if a.action == "env":
         from hdi_lab.featurestore.repo import shell_env, shell_exports
 
         print(shell_exports(shell_env(session)), file=out)
         return 0
-    report = features.compute(a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset,
-                              max_gap=a.max_gap, session=session)
+    report = features.compute(
+        a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset, max_gap=a.max_gap, session=session
+    )
     print(report, file=out)
     return 0
 
@@ -218,8 +269,15 @@ def _cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
 
 
 COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], int]] = {
-    "ingest": _cmd_ingest, "query": _cmd_query, "status": _cmd_status, "quarantine": _cmd_quarantine,
-    "db": _cmd_db, "config": _cmd_config, "demo": _cmd_demo, "features": _cmd_features, "compare": _cmd_compare,
+    "ingest": _cmd_ingest,
+    "query": _cmd_query,
+    "status": _cmd_status,
+    "quarantine": _cmd_quarantine,
+    "db": _cmd_db,
+    "config": _cmd_config,
+    "demo": _cmd_demo,
+    "features": _cmd_features,
+    "compare": _cmd_compare,
 }
 
 

@@ -35,15 +35,22 @@ def run_demo(session: HdiSession, out: TextIO, progress: bool = False) -> None:
     print(daily[["symbol", "instrument_id", "open", "high", "low", "close", "volume"]].to_string(), file=out)
     bars = retrieval.query(session, "ohlcv-1m", "ESH4,NQH4,AAPL", "2024-03-01", "2024-03-29")
     summary = bars.groupby("symbol").agg(
-        bars=("close", "size"), first=("close", lambda s: s.index.min()), last=("close", lambda s: s.index.max()),
-        low=("low", "min"), high=("high", "max"), volume=("volume", "sum"),
+        bars=("close", "size"),
+        first=("close", lambda s: s.index.min()),
+        last=("close", lambda s: s.index.max()),
+        low=("low", "min"),
+        high=("high", "max"),
+        volume=("volume", "sum"),
     )
     print("\n1-minute bars, March 2024:", file=out)
     print(summary.to_string(), file=out)
     trades = retrieval.query(session, "trades", "ESH4", "2024-03-04", "2024-03-05")
     vwap = (trades["price"] * trades["size"]).sum() / max(int(trades["size"].sum()), 1)
-    print(f"\nESH4 trades on 2024-03-04: {len(trades)} trades, VWAP {vwap:.2f}, "
-          f"first {trades.index.min()} (ns precision kept)", file=out)
+    print(
+        f"\nESH4 trades on 2024-03-04: {len(trades)} trades, VWAP {vwap:.2f}, "
+        f"first {trades.index.min()} (ns precision kept)",
+        file=out,
+    )
     print(f"\ndone in {time.perf_counter() - t0:.1f} s; re-running skips every chunk already loaded.", file=out)
 
 
@@ -51,7 +58,5 @@ def _printer(out: TextIO) -> ingestion.ProgressFn:
     def show(ev: Progress) -> None:
         if ev.chunk is not None and (ev.done == ev.total or ev.done % 10 == 0):
             print(f"    {ev.done}/{ev.total} chunks, {ev.rows} rows", file=out)
+
     return show
-
-
-

@@ -29,8 +29,18 @@ def frame_options(rows: int) -> Iterator[None]:
     import pandas as pd
 
     n = max(int(rows), 2)
-    with pd.option_context("display.max_rows", n, "display.min_rows", n, "display.max_columns", 30,
-                           "display.width", 200, "display.show_dimensions", "truncate"):
+    with pd.option_context(
+        "display.max_rows",
+        n,
+        "display.min_rows",
+        n,
+        "display.max_columns",
+        30,
+        "display.width",
+        200,
+        "display.show_dimensions",
+        "truncate",
+    ):
         yield
 
 
@@ -52,8 +62,10 @@ class FrameDisplay:
 
         if self._old is None:
             fmts = self._formatters()
-            self._old = {"text/html": fmts["text/html"].for_type(pd.DataFrame, self._html),
-                         "text/plain": fmts["text/plain"].for_type(pd.DataFrame, self._text)}
+            self._old = {
+                "text/html": fmts["text/html"].for_type(pd.DataFrame, self._html),
+                "text/plain": fmts["text/plain"].for_type(pd.DataFrame, self._text),
+            }
         key = id(frame)
         self._frames[key] = weakref.ref(frame, lambda _ref: self._frames.pop(key, None))
         return frame
@@ -143,35 +155,46 @@ class StatusView:
     def headline(self) -> tuple[str, str]:
         s = self.status
         where = "embedded" if self.embedded else "configured"
-        return (f"PostgreSQL {s.server.version} ({s.server.label}, {where}), schema {self.db_schema}",
-                f"instruments: {s.instruments}; open quarantine entries: {s.quarantine_open}")
+        return (
+            f"PostgreSQL {s.server.version} ({s.server.label}, {where}), schema {self.db_schema}",
+            f"instruments: {s.instruments}; open quarantine entries: {s.quarantine_open}",
+        )
 
     def timescale(self) -> list[tuple[str, pd.DataFrame]]:
         """(title, frame) of the TimescaleDB sections; none on plain PostgreSQL."""
         info = self.status.server
         if not info.timescaledb:
             return []
-        return [("hypertables", info.hypertables), ("continuous aggregates", info.aggregates),
-                ("policies", info.policies)]
+        return [
+            ("hypertables", info.hypertables),
+            ("continuous aggregates", info.aggregates),
+            ("policies", info.policies),
+        ]
 
     def __repr__(self) -> str:
         server, counts = self.headline()
-        extra = "".join(f"\n\n{title}:\n{_table_text(frame, self.rows, '(none)')}"
-                        for title, frame in self.timescale())
-        return (f"server: {server}\n{counts}\n\ncoverage:\n"
-                f"{_table_text(self.coverage, self.rows, '(no data yet: %hdi_ingest ...)')}\n\n"
-                f"recent ingests:\n{_table_text(self.recent, self.rows, '(none)')}{extra}")
+        extra = "".join(f"\n\n{title}:\n{_table_text(frame, self.rows, '(none)')}" for title, frame in self.timescale())
+        return (
+            f"server: {server}\n{counts}\n\ncoverage:\n"
+            f"{_table_text(self.coverage, self.rows, '(no data yet: %hdi_ingest ...)')}\n\n"
+            f"recent ingests:\n{_table_text(self.recent, self.rows, '(none)')}{extra}"
+        )
 
     def _repr_pretty_(self, p: RepresentationPrinter, cycle: bool) -> None:
         p.text(repr(self))
 
     def _repr_html_(self) -> str:
         server, counts = self.headline()
-        return (f"<div><b>{html.escape(server)}</b><br>{html.escape(counts)}"
-                f"<h4>Coverage</h4>{_table_html(self.coverage, self.rows, 'no data yet: %hdi_ingest ...')}"
-                f"<h4>Recent ingests</h4>{_table_html(self.recent, self.rows, 'none')}"
-                + "".join(f"<h4>{html.escape(title.capitalize())}</h4>{_table_html(frame, self.rows, 'none')}"
-                          for title, frame in self.timescale()) + "</div>")
+        return (
+            f"<div><b>{html.escape(server)}</b><br>{html.escape(counts)}"
+            f"<h4>Coverage</h4>{_table_html(self.coverage, self.rows, 'no data yet: %hdi_ingest ...')}"
+            f"<h4>Recent ingests</h4>{_table_html(self.recent, self.rows, 'none')}"
+            + "".join(
+                f"<h4>{html.escape(title.capitalize())}</h4>{_table_html(frame, self.rows, 'none')}"
+                for title, frame in self.timescale()
+            )
+            + "</div>"
+        )
 
 
 @dataclass(frozen=True)

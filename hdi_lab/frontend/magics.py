@@ -115,10 +115,10 @@ def _front_end(magic: Callable[..., Any]) -> Callable[..., Any]:
 class HdiMagics(Magics):
     """The hdi_lab magics; one instance per shell, holding the extension's one :class:`HdiSession`."""
 
-    verbose = Bool(False, help="Raise hdi_lab errors with their traceback instead of a short message.").tag(
-        config=True)
+    verbose = Bool(False, help="Raise hdi_lab errors with their traceback instead of a short message.").tag(config=True)
     display_rows = Int(20, help="Rows shown (head and tail) when a DataFrame from a magic is displayed.").tag(
-        config=True)
+        config=True
+    )
     progress = Bool(True, help="Show a progress bar while %hdi_ingest runs.").tag(config=True)
 
     def __init__(self, shell: InteractiveShell, session: HdiSession | None = None, **kwargs: Any) -> None:
@@ -159,10 +159,19 @@ class HdiMagics(Magics):
         from hdi_lab.api import make_request
         from hdi_lab.core import ingestion
 
-        request = make_request(args.provider, schema=args.schema, symbols=args.symbols, start=args.start,
-                               end=args.end, dataset=args.dataset, stype_in=args.stype_in,
-                               path=args.paths or None, force=args.force, dry_run=args.dry_run,
-                               allow_cost=args.allow_cost)
+        request = make_request(
+            args.provider,
+            schema=args.schema,
+            symbols=args.symbols,
+            start=args.start,
+            end=args.end,
+            dataset=args.dataset,
+            stype_in=args.stype_in,
+            path=args.paths or None,
+            force=args.force,
+            dry_run=args.dry_run,
+            allow_cost=args.allow_cost,
+        )
         update, close = progress_bar(self.progress and not args.quiet, "hdi_ingest")
         try:
             return ingestion.run(request, self.session, progress=update)
@@ -190,12 +199,22 @@ class HdiMagics(Magics):
         range_ = [options.option(ref) for ref in options.QUERY_RANGE_MAGIC]
         missing = [str(opt.metavar) for opt in range_ if getattr(args, opt.name) is None]
         if missing:
-            raise self._usage("hdi_query", f"the following arguments are required: {', '.join(missing)} "
-                             "(or write SQL in a %%hdi_query cell)")
+            raise self._usage(
+                "hdi_query",
+                f"the following arguments are required: {', '.join(missing)} (or write SQL in a %%hdi_query cell)",
+            )
         columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-        frame = retrieval.query(self.session, args.schema, args.symbols, args.start, args.end,
-                                dataset=args.dataset, price_type=args.price_type, columns=columns,
-                                interval=args.interval)
+        frame = retrieval.query(
+            self.session,
+            args.schema,
+            args.symbols,
+            args.start,
+            args.end,
+            dataset=args.dataset,
+            price_type=args.price_type,
+            columns=columns,
+            interval=args.interval,
+        )
         if args.indicators:
             from hdi_lab import features
 
@@ -209,11 +228,13 @@ class HdiMagics(Magics):
         from hdi_lab.frontend.sqlparams import bind
 
         parser = type(self).hdi_query.parser
-        given = [name for name, value in vars(args).items()
-                 if name not in _EVERY_MAGIC and value != parser.get_default(name)]
+        given = [
+            name for name, value in vars(args).items() if name not in _EVERY_MAGIC and value != parser.get_default(name)
+        ]
         if given:
-            raise self._usage("hdi_query", "%%hdi_query runs the SQL in the cell: only -o/--out NAME and "
-                             "--verbose go on its line")
+            raise self._usage(
+                "hdi_query", "%%hdi_query runs the SQL in the cell: only -o/--out NAME and --verbose go on its line"
+            )
         if not cell.strip():
             raise self._usage("hdi_query", "the cell is empty: write SQL below %%hdi_query")
         text, params = bind(cell, self.user_ns)
@@ -257,8 +278,17 @@ class HdiMagics(Magics):
         """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
         from hdi_lab.featurestore.publish import publish
 
-        return publish(args.feature_set, args.symbols, args.interval, args.start, args.end, compute=args.compute,
-                       dataset=args.dataset, repo=args.repo, session=self.session)
+        return publish(
+            args.feature_set,
+            args.symbols,
+            args.interval,
+            args.start,
+            args.end,
+            compute=args.compute,
+            dataset=args.dataset,
+            repo=args.repo,
+            session=self.session,
+        )
 
 
 def load(shell: InteractiveShell) -> HdiMagics:

@@ -22,10 +22,34 @@ from typing import Any, TypeAlias, TypeVar
 from hdi_lab.core.session import PROVIDERS
 from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 
-__all__ = ["BAR_SCHEMAS", "COMPARE", "FEATURES_COMPUTE", "GLOBAL", "INGEST", "MAGIC", "OPTIONS", "PRICE_TYPES",
-           "PROVIDERS", "PUBLISH", "PUBLISH_SET_MAGIC", "QUERY", "QUERY_CLI", "QUERY_MAGIC", "QUERY_RANGE_CLI",
-           "QUERY_RANGE_MAGIC", "SCHEMAS", "STYPES", "Option", "OptionRef", "add", "count", "interval_help",
-           "magic_arguments", "one_of", "option"]
+__all__ = [
+    "BAR_SCHEMAS",
+    "COMPARE",
+    "FEATURES_COMPUTE",
+    "GLOBAL",
+    "INGEST",
+    "MAGIC",
+    "OPTIONS",
+    "PRICE_TYPES",
+    "PROVIDERS",
+    "PUBLISH",
+    "PUBLISH_SET_MAGIC",
+    "QUERY",
+    "QUERY_CLI",
+    "QUERY_MAGIC",
+    "QUERY_RANGE_CLI",
+    "QUERY_RANGE_MAGIC",
+    "SCHEMAS",
+    "STYPES",
+    "Option",
+    "OptionRef",
+    "add",
+    "count",
+    "interval_help",
+    "magic_arguments",
+    "one_of",
+    "option",
+]
 
 #: the bar schemas (``ohlcv-*``)
 BAR_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema if s.is_bar)
@@ -106,8 +130,13 @@ class Option:
 
     def as_positional(self, *, optional: bool = False) -> Option:
         """This option taken positionally (``--symbols`` -> ``SYMBOLS``); ``optional``: it may be left out."""
-        return self.but(flags=(self.name,), dest=None, required=False, nargs="?" if optional else None,
-                        metavar=self.metavar or self.name.upper())
+        return self.but(
+            flags=(self.name,),
+            dest=None,
+            required=False,
+            nargs="?" if optional else None,
+            metavar=self.metavar or self.name.upper(),
+        )
 
     def as_required(self) -> Option:
         return self.but(required=True)
@@ -118,19 +147,26 @@ _DATE = "date or ISO timestamp (UTC)"
 #: every option of the ``hdi`` CLI and the magics, by name
 OPTIONS: dict[str, Option] = {
     # hdi (before the command)
-    "database_url": Option(("--database-url",),
-                           help="PostgreSQL URL (default: $HDI_DATABASE_URL, else the embedded server)"),
+    "database_url": Option(
+        ("--database-url",), help="PostgreSQL URL (default: $HDI_DATABASE_URL, else the embedded server)"
+    ),
     "home": Option(("--home",), help="data home (default: $HDI_HOME or the platform data dir)"),
     # what to fetch or read
     "paths": Option(("paths",), nargs="*", metavar="PATH", help="DBN files or folders (file provider)"),
-    "provider": Option(("--provider",), default="file", choices=PROVIDERS, metavar="PROVIDER",
-                        help=one_of(PROVIDERS, "file")),
+    "provider": Option(
+        ("--provider",), default="file", choices=PROVIDERS, metavar="PROVIDER", help=one_of(PROVIDERS, "file")
+    ),
     "dataset": Option(("--dataset",), help="e.g. GLBX.MDP3 (default: from the symbols or the file)"),
     "dataset_filter": Option(("--dataset",), help="restrict symbol resolution to this dataset, e.g. GLBX.MDP3"),
     "schema": Option(("--schema",), choices=SCHEMAS, metavar="SCHEMA", help=one_of(SCHEMAS)),
     "symbols": Option(("--symbols",), metavar="SYMBOLS", help="comma-separated symbols"),
-    "stype_in": Option(("--stype-in",), default=SType.RAW_SYMBOL.value, choices=STYPES, metavar="STYPE",
-                       help=one_of(STYPES, SType.RAW_SYMBOL.value)),
+    "stype_in": Option(
+        ("--stype-in",),
+        default=SType.RAW_SYMBOL.value,
+        choices=STYPES,
+        metavar="STYPE",
+        help=one_of(STYPES, SType.RAW_SYMBOL.value),
+    ),
     "start": Option(("--start",), metavar="START", help=f"{_DATE}, inclusive"),
     "end": Option(("--end",), metavar="END", help=f"{_DATE}, exclusive"),
     # how to ingest
@@ -139,13 +175,17 @@ OPTIONS: dict[str, Option] = {
     "allow_cost": Option(("--allow-cost",), action="store_true", help="run even above the configured cost limit"),
     "quiet": Option(("--quiet",), action="store_true", help="no progress bar"),
     # how to read
-    "price_type": Option(("--price-type",), choices=PRICE_TYPES, default="float",
-                         help="float (default) or fixed (int64, 1e-9)"),
+    "price_type": Option(
+        ("--price-type",), choices=PRICE_TYPES, default="float", help="float (default) or fixed (int64, 1e-9)"
+    ),
     "columns": Option(("--columns",), help="comma-separated columns to keep"),
     "rollup": Option(("--interval",), help=_rollup_help()),
-    "indicators": Option(("--indicators",), metavar="COLUMNS",
-                         help="bars only: add indicator columns computed on the fly per instrument, e.g. "
-                              "rsi_14,sma_20 (see hdi_lab.indicators)"),
+    "indicators": Option(
+        ("--indicators",),
+        metavar="COLUMNS",
+        help="bars only: add indicator columns computed on the fly per instrument, e.g. "
+        "rsi_14,sma_20 (see hdi_lab.indicators)",
+    ),
     "format": Option(("--format",), choices=("table", "csv", "parquet"), default="table"),
     "output": Option(("--output",), help="file to write (required for parquet)"),
     "rows_limit": Option(("--limit",), type=count, default=20, help="rows shown by --format table (0 = all)"),
@@ -160,20 +200,29 @@ OPTIONS: dict[str, Option] = {
     "entry_id": Option(("id",), type=int),
     "entry_ids": Option(("ids",), type=int, nargs="*", help="entry ids (default: all open)"),
     # the database server, settings
-    "db_action": Option(("action",), choices=("status", "start", "stop", "info"),
-                        help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies"),
+    "db_action": Option(
+        ("action",),
+        choices=("status", "start", "stop", "info"),
+        help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies",
+    ),
     "config_action": Option(("action",), choices=("show",)),
     # feature sets
-    "feature_set": Option(("--set",), dest="feature_set", required=True, metavar="SET",
-                          help="feature set, e.g. momentum_v1 (see `hdi features list`; published as its Feast "
-                               "feature service)"),
+    "feature_set": Option(
+        ("--set",),
+        dest="feature_set",
+        required=True,
+        metavar="SET",
+        help="feature set, e.g. momentum_v1 (see `hdi features list`; published as its Feast feature service)",
+    ),
     "interval": Option(("--interval",), default="1d", help=interval_help("1d")),
-    "bars_start": Option(("--start",), metavar="START",
-                         help="first bar (open) to compute, inclusive (default: the first stored bar)"),
+    "bars_start": Option(
+        ("--start",), metavar="START", help="first bar (open) to compute, inclusive (default: the first stored bar)"
+    ),
     "bars_end": Option(("--end",), metavar="END", help="bars opening before this, exclusive (default: now)"),
     "max_gap": Option(("--max-gap",), help="refuse instruments with a longer gap between bars, e.g. 4D or 2h"),
-    "no_compute": Option(("--no-compute",), dest="compute", action="store_false",
-                         help="publish the rows already stored"),
+    "no_compute": Option(
+        ("--no-compute",), dest="compute", action="store_false", help="publish the rows already stored"
+    ),
     "repo": Option(("--repo",), help="Feast feature repo (default: $HDI_FEAST_REPO or hdi_lab's feature_repo/)"),
     # compare
     "bar_schema": Option(("schema",), choices=BAR_SCHEMAS, metavar="SCHEMA", help=one_of(BAR_SCHEMAS)),
@@ -181,10 +230,10 @@ OPTIONS: dict[str, Option] = {
     "left_dataset": Option(("--left-dataset",), help="e.g. GLBX.MDP3"),
     "right": Option(("--right",), required=True, help="symbol of the second source, e.g. ES:FUT:CME:USD:202403"),
     "right_dataset": Option(("--right-dataset",), default="IB", help="default IB"),
-    "price_tol": Option(("--price-tol",), type=float, default=0.0,
-                        help="absolute price tolerance (default 0: exact)"),
-    "volume_tol": Option(("--volume-tol",), type=float, default=0.0,
-                         help="relative volume tolerance (default 0: exact)"),
+    "price_tol": Option(("--price-tol",), type=float, default=0.0, help="absolute price tolerance (default 0: exact)"),
+    "volume_tol": Option(
+        ("--volume-tol",), type=float, default=0.0, help="relative volume tolerance (default 0: exact)"
+    ),
     "diffs_limit": Option(("--limit",), type=count, default=20, help="differences shown (0 = all)"),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
@@ -203,29 +252,67 @@ def option(ref: OptionRef) -> Option:
 # -- each command's options, in the order its help lists them ----------------------------------------
 
 GLOBAL: tuple[OptionRef, ...] = ("database_url", "home")
-INGEST: tuple[OptionRef, ...] = ("paths", "provider", "dataset", "schema", "symbols", "stype_in", "start", "end",
-                                 "force", "dry_run", "allow_cost", "quiet")
+INGEST: tuple[OptionRef, ...] = (
+    "paths",
+    "provider",
+    "dataset",
+    "schema",
+    "symbols",
+    "stype_in",
+    "start",
+    "end",
+    "force",
+    "dry_run",
+    "allow_cost",
+    "quiet",
+)
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
 QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup")
 #: ``hdi query SCHEMA --symbols --start --end``: the range is required
-QUERY_RANGE_CLI: tuple[OptionRef, ...] = (option("schema").as_positional(),
-                                          *(option(n).as_required() for n in ("symbols", "start", "end")))
+QUERY_RANGE_CLI: tuple[OptionRef, ...] = (
+    option("schema").as_positional(),
+    *(option(n).as_required() for n in ("symbols", "start", "end")),
+)
 #: ``%hdi_query SCHEMA SYMBOLS START END``: positional, and each may be left out because the cell form
 #: (``%%hdi_query`` with SQL) takes none of them; the line form says which are missing
-QUERY_RANGE_MAGIC: tuple[OptionRef, ...] = tuple(option(n).as_positional(optional=True)
-                                                 for n in ("schema", "symbols", "start", "end"))
+QUERY_RANGE_MAGIC: tuple[OptionRef, ...] = tuple(
+    option(n).as_positional(optional=True) for n in ("schema", "symbols", "start", "end")
+)
 QUERY_CLI: tuple[OptionRef, ...] = (*QUERY_RANGE_CLI, *QUERY, "format", "output", "rows_limit")
 QUERY_MAGIC: tuple[OptionRef, ...] = (*QUERY_RANGE_MAGIC, *QUERY, "indicators")
-FEATURES_COMPUTE: tuple[OptionRef, ...] = ("feature_set", option("symbols").as_required(), "interval", "bars_start",
-                                           "bars_end", "dataset_filter", "max_gap")
+FEATURES_COMPUTE: tuple[OptionRef, ...] = (
+    "feature_set",
+    option("symbols").as_required(),
+    "interval",
+    "bars_start",
+    "bars_end",
+    "dataset_filter",
+    "max_gap",
+)
 #: ``hdi features publish`` and ``%hdi_publish`` after the set; symbols may be omitted with --no-compute
 PUBLISH: tuple[OptionRef, ...] = (
     option("symbols").but(help="comma-separated symbols (omit with --no-compute: all stored instruments)"),
-    "interval", "bars_start", "bars_end", "dataset_filter", "no_compute", "repo")
+    "interval",
+    "bars_start",
+    "bars_end",
+    "dataset_filter",
+    "no_compute",
+    "repo",
+)
 #: ``%hdi_publish SET``: the magic takes the set positionally (``hdi features publish --set SET``)
 PUBLISH_SET_MAGIC: Option = option("feature_set").as_positional()
-COMPARE: tuple[OptionRef, ...] = ("bar_schema", "left", "left_dataset", "right", "right_dataset", "start", "end",
-                                  "price_tol", "volume_tol", "diffs_limit")
+COMPARE: tuple[OptionRef, ...] = (
+    "bar_schema",
+    "left",
+    "left_dataset",
+    "right",
+    "right_dataset",
+    "start",
+    "end",
+    "price_tol",
+    "volume_tol",
+    "diffs_limit",
+)
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
 

@@ -10,8 +10,11 @@ from hdi_lab.schemas import Progress
 __all__ = ["progress_bar"]
 
 
-def progress_bar(enabled: bool, desc: str, file: TextIO | None = None,
-                 ) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
+def progress_bar(
+    enabled: bool,
+    desc: str,
+    file: TextIO | None = None,
+) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
     """(callback, close) for a tqdm.auto bar: a widget in Jupyter, text on ``file`` elsewhere."""
     if not enabled:
         return None, lambda: None

@@ -57,8 +57,9 @@ BAR_SCHEMAS = tuple((_bar_label(schema), schema) for schema in options.BAR_SCHEM
 
 def _show(output: Any, html_text: str, plain: str) -> None:
     """Replace what ``output`` shows (set directly, so it works with or without a kernel)."""
-    output.outputs = ({"output_type": "display_data", "metadata": {},
-                       "data": {"text/plain": plain, "text/html": html_text}},)
+    output.outputs = (
+        {"output_type": "display_data", "metadata": {}, "data": {"text/plain": plain, "text/html": html_text}},
+    )
 
 
 def error_text(exc: BaseException) -> str:
@@ -149,24 +150,38 @@ class IngestForm(_Panel):
         self.session = session
         self.report: IngestReport | None = None
         self.provider = w.Dropdown(options=list(options.PROVIDERS), value="sample", description="provider", style=_WIDE)
-        self.dataset = w.Text(value="", placeholder="auto (from the symbols or file)", description="dataset",
-                              style=_WIDE)
-        self.schema = w.Dropdown(options=[("(from the file)", ""), *((s, s) for s in options.SCHEMAS)],
-                                 value=Schema.OHLCV_1M.value, description="schema", style=_WIDE)
+        self.dataset = w.Text(
+            value="", placeholder="auto (from the symbols or file)", description="dataset", style=_WIDE
+        )
+        self.schema = w.Dropdown(
+            options=[("(from the file)", ""), *((s, s) for s in options.SCHEMAS)],
+            value=Schema.OHLCV_1M.value,
+            description="schema",
+            style=_WIDE,
+        )
         self.symbols = w.Text(value="", placeholder="ESH4, NQH4 or ES.c.0", description="symbols", style=_WIDE)
-        self.stype_in = w.Dropdown(options=list(options.STYPES), value=options.OPTIONS["stype_in"].default,
-                                   description="stype_in", style=_WIDE)
+        self.stype_in = w.Dropdown(
+            options=list(options.STYPES), value=options.OPTIONS["stype_in"].default, description="stype_in", style=_WIDE
+        )
         self.start = w.DatePicker(description="start (UTC)", style=_WIDE)
         self.end = w.DatePicker(description="end (excl.)", style=_WIDE)
-        self.path = w.Text(value="", placeholder="data.dbn.zst or a folder of DBN files", description="path",
-                           style=_WIDE, layout=w.Layout(width="420px"))
+        self.path = w.Text(
+            value="",
+            placeholder="data.dbn.zst or a folder of DBN files",
+            description="path",
+            style=_WIDE,
+            layout=w.Layout(width="420px"),
+        )
         self.force = w.Checkbox(value=False, description="force (re-load completed chunks)", indent=False)
-        self.allow_cost = w.Checkbox(value=False, description="allow cost above the configured limit",
-                                     indent=False)
-        self.preview_button = w.Button(description="Preview", icon="search",
-                                       tooltip="Dry run: plan the chunks and estimate records; writes nothing")
-        self.run_button = w.Button(description="Run", icon="download", button_style="primary",
-                                   tooltip="Ingest into the database")
+        self.allow_cost = w.Checkbox(value=False, description="allow cost above the configured limit", indent=False)
+        self.preview_button = w.Button(
+            description="Preview",
+            icon="search",
+            tooltip="Dry run: plan the chunks and estimate records; writes nothing",
+        )
+        self.run_button = w.Button(
+            description="Run", icon="download", button_style="primary", tooltip="Ingest into the database"
+        )
         self.progress = w.IntProgress(value=0, min=0, max=1, description="chunks", style=_WIDE)
         self.progress_label = w.Label(value="")
         self._buttons = (self.preview_button, self.run_button)
@@ -174,17 +189,19 @@ class IngestForm(_Panel):
         self.run_button.on_click(self._guard(self.run))
         self.provider.observe(self._provider_changed, names="value")
         self._market_fields = (self.symbols, self.stype_in, self.start, self.end)
-        self._root = w.VBox([
-            w.HBox([self.provider, self.dataset]),
-            w.HBox([self.schema, self.stype_in]),
-            self.symbols,
-            w.HBox([self.start, self.end]),
-            self.path,
-            w.HBox([self.force, self.allow_cost]),
-            w.HBox([self.preview_button, self.run_button]),
-            w.HBox([self.progress, self.progress_label]),
-            self.output,
-        ])
+        self._root = w.VBox(
+            [
+                w.HBox([self.provider, self.dataset]),
+                w.HBox([self.schema, self.stype_in]),
+                self.symbols,
+                w.HBox([self.start, self.end]),
+                self.path,
+                w.HBox([self.force, self.allow_cost]),
+                w.HBox([self.preview_button, self.run_button]),
+                w.HBox([self.progress, self.progress_label]),
+                self.output,
+            ]
+        )
         self._provider_changed()
 
     def _provider_changed(self, _change: object = None) -> None:
@@ -195,13 +212,23 @@ class IngestForm(_Panel):
 
     def request(self, *, dry_run: bool = False) -> IngestRequest:
         """The IngestRequest for the current field values; raises HdiError on bad input."""
-        common: dict[str, Any] = dict(schema=self.schema.value or None, dataset=self.dataset.value.strip() or None,
-                                      force=bool(self.force.value), dry_run=dry_run,
-                                      allow_cost=bool(self.allow_cost.value))
+        common: dict[str, Any] = dict(
+            schema=self.schema.value or None,
+            dataset=self.dataset.value.strip() or None,
+            force=bool(self.force.value),
+            dry_run=dry_run,
+            allow_cost=bool(self.allow_cost.value),
+        )
         if self.provider.value == "file":
             return make_request("file", path=self.path.value.strip() or None, **common)
-        return make_request(self.provider.value, symbols=self.symbols.value, stype_in=self.stype_in.value,
-                            start=self.start.value, end=self.end.value, **common)
+        return make_request(
+            self.provider.value,
+            symbols=self.symbols.value,
+            stype_in=self.stype_in.value,
+            start=self.start.value,
+            end=self.end.value,
+            **common,
+        )
 
     def preview(self) -> IngestReport:
         """Dry run: plan the chunks and estimate their records (writes nothing); shows and returns the report."""
@@ -245,8 +272,10 @@ def _report_html(report: IngestReport) -> str:
     """A heading over the report's own notebook display (summary and chunks)."""
     if report.dry_run:
         cost = "no cost estimate" if report.cost_usd is None else f"estimated cost ${report.cost_usd:,.2f}"
-        head = (f"<b>Preview (dry run, nothing written)</b>: {len(report.chunks)} chunks, "
-                f"~{report.fetched:,} records estimated, {cost}")
+        head = (
+            f"<b>Preview (dry run, nothing written)</b>: {len(report.chunks)} chunks, "
+            f"~{report.fetched:,} records estimated, {cost}"
+        )
     else:
         head = f"<b>Ingest finished</b>: {html.escape(str(report))}"
     return f"<div class='hdi-report'>{head}{report._repr_html_()}</div>"
@@ -265,30 +294,42 @@ class QueryExplorer(_Panel):
     ``symbols_frame`` the last catalog listing.
     """
 
-    def __init__(self, session: HdiSession, *, rows: int = 5, max_points: int = 200_000,
-                 refresh: bool = True) -> None:
+    def __init__(self, session: HdiSession, *, rows: int = 5, max_points: int = 200_000, refresh: bool = True) -> None:
         super().__init__()
         self.session = session
         self.rows = rows
         self.max_points = max_points
         self.frame: pd.DataFrame | None = None
         self.figure: go.FigureWidget | None = None
-        self.symbols_frame = pd.DataFrame(columns=["symbol", "stype", "dataset", "instrument_id", "raw_symbol",
-                                                   "first", "last"])
-        self.symbol = w.Combobox(value="", options=[], placeholder="symbol, e.g. ESH4", description="symbol",
-                                 ensure_option=False, style=_WIDE)
-        self.refresh_button = w.Button(icon="refresh", tooltip="Refresh the symbol list from the database",
-                                       layout=w.Layout(width="40px"))
-        self.schema = w.Dropdown(options=BAR_SCHEMAS, value=Schema.OHLCV_1M.value, description="interval",
-                                 style=_WIDE)
+        self.symbols_frame = pd.DataFrame(
+            columns=["symbol", "stype", "dataset", "instrument_id", "raw_symbol", "first", "last"]
+        )
+        self.symbol = w.Combobox(
+            value="",
+            options=[],
+            placeholder="symbol, e.g. ESH4",
+            description="symbol",
+            ensure_option=False,
+            style=_WIDE,
+        )
+        self.refresh_button = w.Button(
+            icon="refresh", tooltip="Refresh the symbol list from the database", layout=w.Layout(width="40px")
+        )
+        self.schema = w.Dropdown(options=BAR_SCHEMAS, value=Schema.OHLCV_1M.value, description="interval", style=_WIDE)
         self.start = w.DatePicker(description="start (UTC)", style=_WIDE)
         self.end = w.DatePicker(description="end (excl.)", style=_WIDE)
         self.sma = w.Checkbox(value=False, description="SMA", indent=False, layout=w.Layout(width="70px"))
         self.ema = w.Checkbox(value=False, description="EMA", indent=False, layout=w.Layout(width="70px"))
-        self.indicators = w.Text(value="", placeholder="more overlays, e.g. bbu_20_2, bbl_20_2",
-                                 description="indicators", style=_WIDE, layout=w.Layout(width="420px"))
-        self.window = w.IntText(value=20, description="window", style={"description_width": "60px"},
-                                layout=w.Layout(width="140px"))
+        self.indicators = w.Text(
+            value="",
+            placeholder="more overlays, e.g. bbu_20_2, bbl_20_2",
+            description="indicators",
+            style=_WIDE,
+            layout=w.Layout(width="420px"),
+        )
+        self.window = w.IntText(
+            value=20, description="window", style={"description_width": "60px"}, layout=w.Layout(width="140px")
+        )
         self.load_button = w.Button(description="Load", icon="line-chart", button_style="primary")
         self.chart = w.Box(layout=w.Layout(width="100%"))
         self.table = w.HTML(value="")
@@ -296,14 +337,16 @@ class QueryExplorer(_Panel):
         self.refresh_button.on_click(self._guard(self.refresh))
         self.load_button.on_click(self._guard(self.load))
         self.symbol.observe(self._symbol_changed, names="value")
-        self._root = w.VBox([
-            w.HBox([self.symbol, self.refresh_button, self.schema]),
-            w.HBox([self.start, self.end]),
-            w.HBox([self.sma, self.ema, self.window, self.indicators, self.load_button]),
-            self.output,
-            self.chart,
-            self.table,
-        ])
+        self._root = w.VBox(
+            [
+                w.HBox([self.symbol, self.refresh_button, self.schema]),
+                w.HBox([self.start, self.end]),
+                w.HBox([self.sma, self.ema, self.window, self.indicators, self.load_button]),
+                self.output,
+                self.chart,
+                self.table,
+            ]
+        )
         if refresh:
             self._guard(self.refresh)(None)  # a failure (no database yet) shows in the panel
 
@@ -335,8 +378,9 @@ class QueryExplorer(_Panel):
         if len(shown) > self.max_points:
             note = (note + "; " if note else "") + (
                 f"the chart shows the last {self.max_points:,} of {len(shown):,} bars: narrow the range "
-                "or pick a longer interval")
-            shown = shown.iloc[-self.max_points:]
+                "or pick a longer interval"
+            )
+            shown = shown.iloc[-self.max_points :]
         lines = charts.overlays(shown["close"], self.overlay_names(), int(self.window.value))
         if self.indicators.value.strip() and len(shown):
             from hdi_lab import indicators
@@ -359,5 +403,7 @@ class QueryExplorer(_Panel):
         n = self.rows
         if len(frame) <= 2 * n:
             return _table_html(frame)
-        return (f"<b>first {n}</b>{_table_html(frame.head(n))}<b>last {n}</b>{_table_html(frame.tail(n))}"
-                f"<i>{len(frame):,} rows in all</i>")
+        return (
+            f"<b>first {n}</b>{_table_html(frame.head(n))}<b>last {n}</b>{_table_html(frame.tail(n))}"
+            f"<i>{len(frame):,} rows in all</i>"
+        )

@@ -94,6 +94,11 @@ __all__ = [
 
 if __doc__ is not None:  # not under python -OO
     # each indicator's convention is declared once, in its module's docstring; help(indicators) shows them all
-    __doc__ += "\n**The indicators.**\n\n" + "\n\n".join(
-        f"``{m.ENTRY.name}`` (:mod:`{m.__name__}`)\n" + textwrap.indent((m.__doc__ or "").strip(), "    ")
-        for m in MODULES) + "\n"
+    __doc__ += (
+        "\n**The indicators.**\n\n"
+        + "\n\n".join(
+            f"``{m.ENTRY.name}`` (:mod:`{m.__name__}`)\n" + textwrap.indent((m.__doc__ or "").strip(), "    ")
+            for m in MODULES
+        )
+        + "\n"
+    )

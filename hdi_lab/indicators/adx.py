@@ -35,6 +35,12 @@ def _run(b: pd.DataFrame, p: Params) -> dict[str, Series]:
     return {"adx": adx, "dmp": dmp, "dmn": dmn}
 
 
-ENTRY = Indicator("adx", (Param("length", 14, 2),), ("adx", "dmp", "dmn"), ("high", "low", "close"), _run,
-                  lambda p: {"adx": 2 * p["length"] - 1, "dmp": p["length"], "dmn": p["length"]},
-                  "average directional index")
+ENTRY = Indicator(
+    "adx",
+    (Param("length", 14, 2),),
+    ("adx", "dmp", "dmn"),
+    ("high", "low", "close"),
+    _run,
+    lambda p: {"adx": 2 * p["length"] - 1, "dmp": p["length"], "dmn": p["length"]},
+    "average directional index",
+)

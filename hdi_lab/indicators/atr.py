@@ -23,7 +23,7 @@ def _run(b: pd.DataFrame, p: Params) -> dict[str, Series]:
     n = p["length"]
     tr = true_range(b)
     seeded = tr.copy()
-    seeded.iloc[:n - 1] = np.nan
+    seeded.iloc[: n - 1] = np.nan
     seeded.iloc[n - 1] = tr.iloc[:n].mean()  # as ta.atr does (presma)
     return {"atr": ta().rma(seeded, length=n)}
 
@@ -39,11 +39,19 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     else:
         seeded = np.array(tr, order="F", copy=True)
         if len(tr) >= n:
-            seeded[:n - 1] = np.nan
+            seeded[: n - 1] = np.nan
             seeded[n - 1] = seed_mean(tr, n)
         atr = panel_rma(seeded, n)
     return {"atr": atr}, {"atr": atr}
 
 
-ENTRY = Indicator("atr", (Param("length", 14),), ("atr",), ("high", "low", "close"), _run,
-                  lambda p: {"atr": p["length"]}, "average true range", panel=Panel(_panel, state=("atr",)))
+ENTRY = Indicator(
+    "atr",
+    (Param("length", 14),),
+    ("atr",),
+    ("high", "low", "close"),
+    _run,
+    lambda p: {"atr": p["length"]},
+    "average true range",
+    panel=Panel(_panel, state=("atr",)),
+)

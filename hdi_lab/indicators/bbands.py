@@ -34,5 +34,13 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     return {"bbl": mid - p["std"] * dev, "bbm": mid, "bbu": mid + p["std"] * dev}, {}
 
 
-ENTRY = Indicator("bbands", (Param("length", 20, 2), Param("std", 2.0, 0)), _OUTPUTS, ("close",), _run,
-                  lambda p: dict.fromkeys(_OUTPUTS, p["length"] - 1), "Bollinger bands", panel=Panel(_panel))
+ENTRY = Indicator(
+    "bbands",
+    (Param("length", 20, 2), Param("std", 2.0, 0)),
+    _OUTPUTS,
+    ("close",),
+    _run,
+    lambda p: dict.fromkeys(_OUTPUTS, p["length"] - 1),
+    "Bollinger bands",
+    panel=Panel(_panel),
+)

@@ -33,4 +33,5 @@ PANEL: tuple[str, ...] = tuple(i.name for i in ENTRIES if i.panel is not None)
 
 #: the recursive averages of each resumable indicator: its state is their last values
 STATE_SLOTS: dict[str, tuple[str, ...]] = {
-    i.name: i.panel.state for i in ENTRIES if i.panel is not None and i.panel.state}
+    i.name: i.panel.state for i in ENTRIES if i.panel is not None and i.panel.state
+}

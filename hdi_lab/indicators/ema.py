@@ -22,5 +22,13 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     return {"ema": ema}, {"ema": ema}
 
 
-ENTRY = Indicator("ema", (Param("length", 20),), ("ema",), ("close",), _run, lambda p: {"ema": p["length"] - 1},
-                  "exponential moving average", panel=Panel(_panel, state=("ema",)))
+ENTRY = Indicator(
+    "ema",
+    (Param("length", 20),),
+    ("ema",),
+    ("close",),
+    _run,
+    lambda p: {"ema": p["length"] - 1},
+    "exponential moving average",
+    panel=Panel(_panel, state=("ema",)),
+)

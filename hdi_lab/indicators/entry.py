@@ -50,8 +50,9 @@ Carried: TypeAlias = dict[str, FloatArray]
 Resume: TypeAlias = tuple[int, Mapping[str, FloatArray]]
 #: the computation on a panel (one column per instrument, its bars from row 0, NaN below its last
 #: bar): ``(params, inputs by name, resume or None) -> (outputs by name, carried by state slot)``
-PanelKernel: TypeAlias = Callable[[Params, Mapping[str, FloatArray], Resume | None],
-                                  tuple[dict[str, FloatArray], Carried]]
+PanelKernel: TypeAlias = Callable[
+    [Params, Mapping[str, FloatArray], Resume | None], tuple[dict[str, FloatArray], Carried]
+]
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,24 @@ def check_bars(bars: pd.DataFrame, needed: Sequence[str]) -> None:
     if missing:
         raise ValidationError(f"bars have no column(s) {', '.join(missing)}: indicators need {', '.join(needed)}")
     if not bars.index.is_monotonic_increasing or not bars.index.is_unique:
-        raise ValidationError("bars must be one instrument in ascending time order with no duplicate timestamps: "
-                              "sort and split by instrument_id first")
+        raise ValidationError(
+            "bars must be one instrument in ascending time order with no duplicate timestamps: "
+            "sort and split by instrument_id first"
+        )
     for c in needed:
         values = bars[c].to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if bad.any():
             at = bars.index[int(np.argmax(bad))]
-            raise ValidationError(f"bars have a missing or infinite {c} at {at} ({int(bad.sum())} rows): drop or "
-                                  "fill them before computing indicators")
+            raise ValidationError(
+                f"bars have a missing or infinite {c} at {at} ({int(bad.sum())} rows): drop or "
+                "fill them before computing indicators"
+            )
 
 
-def compute(bars: pd.DataFrame, cols: str | Iterable[str | Column], *,
-            short: Literal["raise", "nan"] = "raise") -> pd.DataFrame:
+def compute(
+    bars: pd.DataFrame, cols: str | Iterable[str | Column], *, short: Literal["raise", "nan"] = "raise"
+) -> pd.DataFrame:
     """Indicator columns for one instrument's ``bars`` (a new frame on the same index).
 
     ``cols``: names (``"rsi_14,sma_20"``) or :class:`Column` objects. Leading warm-up rows are
@@ -65,8 +70,9 @@ def compute(bars: pd.DataFrame, cols: str | Iterable[str | Column], *,
     if short_ones and short == "raise":
         longest = max(c.warmup for c in short_ones)
         names = ", ".join(c.name for c in short_ones)
-        raise ValidationError(f"{names} needs at least {longest + 1} bars, got {n}: widen the range or shorten "
-                              "the window")
+        raise ValidationError(
+            f"{names} needs at least {longest + 1} bars, got {n}: widen the range or shorten the window"
+        )
     for (indicator, params), members in groups.items():
         if all(n <= c.warmup for c in members):
             for c in members:
@@ -78,7 +84,7 @@ def compute(bars: pd.DataFrame, cols: str | Iterable[str | Column], *,
             if series is None:
                 raise ValidationError(f"pandas-ta returned no {c.name} for {n} bars")
             values = series.to_numpy(dtype=np.float64, copy=True)
-            values[:c.warmup] = np.nan
+            values[: c.warmup] = np.nan
             values[np.isinf(values)] = np.nan  # a division by zero is undefined, not a number
             result[c.name] = values
     return pd.DataFrame({c.name: result[c.name] for c in wanted}, index=bars.index)
@@ -87,8 +93,16 @@ def compute(bars: pd.DataFrame, cols: str | Iterable[str | Column], *,
 def describe() -> pd.DataFrame:
     """The catalogue as a table: indicator, parameters with defaults, outputs, inputs, an example
     column and its warm-up (leading NaN bars)."""
-    rows = [{"indicator": i.name, "params": ", ".join(f"{p.name}={param_text(p.default)}" for p in i.params),
-             "outputs": ", ".join(i.outputs), "inputs": ", ".join(i.inputs),
-             "example": make_column(i.name).name, "warmup": make_column(i.name).warmup, "description": i.doc}
-            for i in CATALOGUE.values()]
+    rows = [
+        {
+            "indicator": i.name,
+            "params": ", ".join(f"{p.name}={param_text(p.default)}" for p in i.params),
+            "outputs": ", ".join(i.outputs),
+            "inputs": ", ".join(i.inputs),
+            "example": make_column(i.name).name,
+            "warmup": make_column(i.name).warmup,
+            "description": i.doc,
+        }
+        for i in CATALOGUE.values()
+    ]
     return pd.DataFrame(rows)

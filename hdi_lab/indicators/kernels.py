@@ -85,11 +85,11 @@ def window_std(x: FloatArray, n: int, ddof: int) -> FloatArray:
     if m <= 0:
         return out
     if x.ndim == 1:
-        out[n - 1:] = _window_std_block(x, n, ddof)
+        out[n - 1 :] = _window_std_block(x, n, ddof)
         return out
     step = max(1, 32_768 // len(x))  # a few columns at a time, so the passes stay in the CPU cache
     for j in range(0, x.shape[1], step):
-        out[n - 1:, j:j + step] = _window_std_block(x[:, j:j + step], n, ddof)
+        out[n - 1 :, j : j + step] = _window_std_block(x[:, j : j + step], n, ddof)
     return out
 
 
@@ -99,13 +99,13 @@ def _window_std_block(x: FloatArray, n: int, ddof: int) -> FloatArray:
     m = len(x) - n + 1
     total = x[:m].copy()
     for k in range(1, n):
-        total += x[k:k + m]
+        total += x[k : k + m]
     mean = total / n
     squares = np.subtract(x[:m], mean)
     np.multiply(squares, squares, out=squares)
     d = total  # reused as scratch
     for k in range(1, n):
-        np.subtract(x[k:k + m], mean, out=d)
+        np.subtract(x[k : k + m], mean, out=d)
         np.multiply(d, d, out=d)
         squares += d
     squares /= n - ddof
@@ -113,7 +113,7 @@ def _window_std_block(x: FloatArray, n: int, ddof: int) -> FloatArray:
     # with an integer running sum, exact wherever the series starts
     changes = np.zeros(x.shape, dtype=np.int64)
     np.cumsum(x[1:] != x[:-1], axis=0, out=changes[1:])
-    flat = changes[n - 1:] == changes[:m]
+    flat = changes[n - 1 :] == changes[:m]
     squares[flat] = 0.0
     return np.sqrt(squares)
 
@@ -148,7 +148,7 @@ def seed_mean(panel: FloatArray, n: int, first: int = 0) -> FloatArray:
     Fortran-ordered panel along its columns gives the same sums (checked by the bit-exact test).
     Columns holding NaN there are shorter than the window: their values are masked anyway.
     """
-    return np.asarray(panel[first:first + n].sum(axis=0) / n)
+    return np.asarray(panel[first : first + n].sum(axis=0) / n)
 
 
 def _resumed(x: FloatArray, at: int, state: FloatArray) -> FloatArray:
@@ -174,7 +174,7 @@ def panel_ema(x: FloatArray, n: int, first: int = 0, resume: tuple[int, FloatArr
     if len(body) < n:
         return out
     seeded = np.array(body, order="F", copy=True)
-    seeded[:n - 1] = np.nan
+    seeded[: n - 1] = np.nan
     seeded[n - 1] = seed_mean(body, n)
     out[first:] = pd.DataFrame(seeded).ewm(span=n, adjust=False).mean().to_numpy()
     return out

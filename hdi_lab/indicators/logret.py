@@ -24,5 +24,13 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     return {"logret": panel_logret(cols["close"])}, {}
 
 
-ENTRY = Indicator("logret", (Param("length", 1),), ("logret",), ("close",), _run, lambda p: {"logret": p["length"]},
-                  "log return", panel=Panel(_panel, when=lambda p: p["length"] == 1))
+ENTRY = Indicator(
+    "logret",
+    (Param("length", 1),),
+    ("logret",),
+    ("close",),
+    _run,
+    lambda p: {"logret": p["length"]},
+    "log return",
+    panel=Panel(_panel, when=lambda p: p["length"] == 1),
+)

@@ -54,8 +54,14 @@ def _check(p: Params) -> None:
         raise ValidationError(f"macd fast={p['fast']} must be shorter than slow={p['slow']}")
 
 
-ENTRY = Indicator("macd", (Param("fast", 12), Param("slow", 26), Param("signal", 9)), ("macd", "macdh", "macds"),
-                  ("close",), _run, lambda p: {"macd": p["slow"] - 1, "macdh": p["slow"] + p["signal"] - 2,
-                                               "macds": p["slow"] + p["signal"] - 2},
-                  "moving average convergence/divergence", panel=Panel(_panel, state=("fast", "slow", "signal")),
-                  check=_check)
+ENTRY = Indicator(
+    "macd",
+    (Param("fast", 12), Param("slow", 26), Param("signal", 9)),
+    ("macd", "macdh", "macds"),
+    ("close",),
+    _run,
+    lambda p: {"macd": p["slow"] - 1, "macdh": p["slow"] + p["signal"] - 2, "macds": p["slow"] + p["signal"] - 2},
+    "moving average convergence/divergence",
+    panel=Panel(_panel, state=("fast", "slow", "signal")),
+    check=_check,
+)

@@ -34,8 +34,13 @@ class Column:
         return CATALOGUE[self.indicator].inputs
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "indicator": self.indicator, "output": self.output,
-                "params": dict(self.params), "warmup": self.warmup}
+        return {
+            "name": self.name,
+            "indicator": self.indicator,
+            "output": self.output,
+            "params": dict(self.params),
+            "warmup": self.warmup,
+        }
 
 
 def _value(indicator: str, p: Param, raw: object) -> ParamValue:

@@ -87,8 +87,13 @@ def compute_many(frames: Sequence[pd.DataFrame], cols: str | Iterable[str | Colu
     return _many(frames, as_columns(cols))[0]
 
 
-def compute_resumable(frames: Sequence[pd.DataFrame], cols: str | Iterable[str | Column], *, context: int = 0,
-                      state: FloatArray | None = None) -> tuple[list[FloatArray], FloatArray]:
+def compute_resumable(
+    frames: Sequence[pd.DataFrame],
+    cols: str | Iterable[str | Column],
+    *,
+    context: int = 0,
+    state: FloatArray | None = None,
+) -> tuple[list[FloatArray], FloatArray]:
     """:func:`compute_many` that also returns the state after each frame's last bar, or resumes from one.
 
     Without ``state``: every frame holds an instrument's bars from its first one; returns the
@@ -121,8 +126,12 @@ def compute_resumable(frames: Sequence[pd.DataFrame], cols: str | Iterable[str |
     return _many(frames, wanted, layout=layout, resume=(context - 1, state))
 
 
-def _many(frames: Sequence[pd.DataFrame], wanted: tuple[Column, ...], layout: tuple[str, ...] = (),
-          resume: tuple[int, FloatArray] | None = None) -> tuple[list[FloatArray], FloatArray]:
+def _many(
+    frames: Sequence[pd.DataFrame],
+    wanted: tuple[Column, ...],
+    layout: tuple[str, ...] = (),
+    resume: tuple[int, FloatArray] | None = None,
+) -> tuple[list[FloatArray], FloatArray]:
     needed = tuple(dict.fromkeys(i for c in wanted for i in c.inputs))
     lengths = np.array([len(f) for f in frames], dtype=np.int64)
     out = [np.full((n, len(wanted)), np.nan) for n in lengths]
@@ -137,7 +146,7 @@ def _many(frames: Sequence[pd.DataFrame], wanted: tuple[Column, ...], layout: tu
         for j, f in enumerate(frames):
             if name not in f.columns:
                 check_bars(f, needed)  # raises, naming the missing column
-            x[:len(f), j] = f[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            x[: len(f), j] = f[name].to_numpy(dtype=np.float64, na_value=np.nan)
         bad = inside & ~np.isfinite(x)
         if bad.any():
             check_bars(frames[int(np.argmax(bad.any(axis=0)))], needed)  # raises, naming the bar
@@ -164,7 +173,7 @@ def _many(frames: Sequence[pd.DataFrame], wanted: tuple[Column, ...], layout: tu
         for k in members:
             c = wanted[k]
             v = values[c.output].T.copy()
-            v[:, :c.warmup] = np.nan  # with resume: context rows only (context > every warm-up)
+            v[:, : c.warmup] = np.nan  # with resume: context rows only (context > every warm-up)
             v[np.isinf(v)] = np.nan
             stacked[:, :, k] = v
         if layout:

@@ -14,5 +14,6 @@ def _run(b: pd.DataFrame, p: Params) -> dict[str, Series]:
     return {"ret": ta().percent_return(b["close"], length=p["length"])}
 
 
-ENTRY = Indicator("ret", (Param("length", 1),), ("ret",), ("close",), _run, lambda p: {"ret": p["length"]},
-                  "simple return")
+ENTRY = Indicator(
+    "ret", (Param("length", 1),), ("ret",), ("close",), _run, lambda p: {"ret": p["length"]}, "simple return"
+)

@@ -30,5 +30,13 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     return {"rsi": 100.0 * up / (up + np.abs(down))}, {"up": up, "down": down}
 
 
-ENTRY = Indicator("rsi", (Param("length", 14),), ("rsi",), ("close",), _run, lambda p: {"rsi": p["length"]},
-                  "relative strength index", panel=Panel(_panel, state=("up", "down")))
+ENTRY = Indicator(
+    "rsi",
+    (Param("length", 14),),
+    ("rsi",),
+    ("close",),
+    _run,
+    lambda p: {"rsi": p["length"]},
+    "relative strength index",
+    panel=Panel(_panel, state=("up", "down")),
+)

@@ -21,5 +21,13 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     return {"sma": panel_sma(cols["close"], p["length"])}, {}
 
 
-ENTRY = Indicator("sma", (Param("length", 20),), ("sma",), ("close",), _run, lambda p: {"sma": p["length"] - 1},
-                  "simple moving average", panel=Panel(_panel))
+ENTRY = Indicator(
+    "sma",
+    (Param("length", 20),),
+    ("sma",),
+    ("close",),
+    _run,
+    lambda p: {"sma": p["length"] - 1},
+    "simple moving average",
+    panel=Panel(_panel),
+)

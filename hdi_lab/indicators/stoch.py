@@ -23,14 +23,19 @@ def _run(b: pd.DataFrame, p: Params) -> dict[str, Series]:
     highest = b["high"].rolling(p["k"]).max()
     span = (highest - lowest).where(highest > lowest)
     raw = 100 * (b["close"] - lowest) / span
-    k = sma_series(raw.iloc[p["k"] - 1:], p["smooth_k"]).reindex(b.index)
-    tail = k.iloc[p["k"] + p["smooth_k"] - 2:]
+    k = sma_series(raw.iloc[p["k"] - 1 :], p["smooth_k"]).reindex(b.index)
+    tail = k.iloc[p["k"] + p["smooth_k"] - 2 :]
     if len(tail) < p["d"]:  # long enough for %K only
         return {"stochk": k, "stochd": pd.Series(np.nan, index=b.index)}
     return {"stochk": k, "stochd": sma_series(tail, p["d"]).reindex(b.index)}
 
 
-ENTRY = Indicator("stoch", (Param("k", 14), Param("d", 3), Param("smooth_k", 3)), ("stochk", "stochd"),
-                  ("high", "low", "close"), _run,
-                  lambda p: {"stochk": p["k"] + p["smooth_k"] - 2, "stochd": p["k"] + p["smooth_k"] + p["d"] - 3},
-                  "stochastic oscillator")
+ENTRY = Indicator(
+    "stoch",
+    (Param("k", 14), Param("d", 3), Param("smooth_k", 3)),
+    ("stochk", "stochd"),
+    ("high", "low", "close"),
+    _run,
+    lambda p: {"stochk": p["k"] + p["smooth_k"] - 2, "stochd": p["k"] + p["smooth_k"] + p["d"] - 3},
+    "stochastic oscillator",
+)

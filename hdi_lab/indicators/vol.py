@@ -21,5 +21,13 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     return {"vol": window_std(panel_logret(cols["close"]), p["length"], 1)}, {}
 
 
-ENTRY = Indicator("vol", (Param("length", 20, 2),), ("vol",), ("close",), _run, lambda p: {"vol": p["length"]},
-                  "rolling volatility of log returns", panel=Panel(_panel))
+ENTRY = Indicator(
+    "vol",
+    (Param("length", 20, 2),),
+    ("vol",),
+    ("close",),
+    _run,
+    lambda p: {"vol": p["length"]},
+    "rolling volatility of log returns",
+    panel=Panel(_panel),
+)

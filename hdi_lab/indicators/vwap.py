@@ -26,5 +26,12 @@ def _run(b: pd.DataFrame, p: Params) -> dict[str, Series]:
     return {"vwap": r.set_axis(b.index)}
 
 
-ENTRY = Indicator("vwap", (Param("anchor", "d", None, ("d", "w", "m")),), ("vwap",), ("high", "low", "close", "volume"),
-                  _run, lambda p: {"vwap": 1}, "volume-weighted average price, anchored")
+ENTRY = Indicator(
+    "vwap",
+    (Param("anchor", "d", None, ("d", "w", "m")),),
+    ("vwap",),
+    ("high", "low", "close", "volume"),
+    _run,
+    lambda p: {"vwap": 1},
+    "volume-weighted average price, anchored",
+)

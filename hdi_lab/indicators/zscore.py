@@ -20,5 +20,12 @@ def _run(b: pd.DataFrame, p: Params) -> dict[str, Series]:
     return {"zscore": z.where(spread > 0)}
 
 
-ENTRY = Indicator("zscore", (Param("length", 20, 2),), ("zscore",), ("close",), _run,
-                  lambda p: {"zscore": p["length"] - 1}, "rolling z-score of the close")
+ENTRY = Indicator(
+    "zscore",
+    (Param("length", 20, 2),),
+    ("zscore",),
+    ("close",),
+    _run,
+    lambda p: {"zscore": p["length"] - 1},
+    "rolling z-score of the close",
+)

@@ -48,8 +48,15 @@ def _fmt(ts: pd.Timestamp) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac:09d}" if frac else "") + "Z"
 
 
-def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbols: tuple[str, ...],
-                start: pd.Timestamp, end: pd.Timestamp) -> list[Chunk]:
+def plan_chunks(
+    provider: str,
+    dataset: str,
+    schema: Schema,
+    stype: SType,
+    symbols: tuple[str, ...],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> list[Chunk]:
     """Day chunks (dense schemas) or month chunks (:data:`SPARSE` ones) covering ``[start, end)``,
     clipped to it, all symbols together; keys are stable, so a re-run skips committed chunks.
 
@@ -61,7 +68,8 @@ def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbo
     if n > MAX_CHUNKS:
         raise ValidationError(
             f"[{start.date()}, {end.date()}) of {schema} would be {n:,} chunks (one per {per}), more than the "
-            f"{MAX_CHUNKS:,} one request may plan: check start and end, or ingest the range in parts")
+            f"{MAX_CHUNKS:,} one request may plan: check start and end, or ingest the range in parts"
+        )
     bounds: list[pd.Timestamp] = []
     t = first
     while t <= last:
@@ -77,8 +85,18 @@ def plan_chunks(provider: str, dataset: str, schema: Schema, stype: SType, symbo
         lo, hi = max(start, a), min(end, b)
         if lo < hi:
             key = f"{provider}:{dataset}:{schema}:{stype}:{','.join(symbols)}:{_fmt(lo)}:{_fmt(hi)}"
-            chunks.append(Chunk(key=key, provider=provider, dataset=dataset, schema=schema, stype_in=stype,
-                                symbols=symbols, start=lo, end=hi))
+            chunks.append(
+                Chunk(
+                    key=key,
+                    provider=provider,
+                    dataset=dataset,
+                    schema=schema,
+                    stype_in=stype,
+                    symbols=symbols,
+                    start=lo,
+                    end=hi,
+                )
+            )
     return chunks
 
 

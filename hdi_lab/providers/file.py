@@ -38,8 +38,9 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
         elif path.is_file():
             out.append(path)
         elif path.exists():
-            raise ValidationError(f"{p} is {_kind(path)}, not a file: copy the data into a .dbn or .dbn.zst file "
-                                  "and ingest that")
+            raise ValidationError(
+                f"{p} is {_kind(path)}, not a file: copy the data into a .dbn or .dbn.zst file and ingest that"
+            )
         else:
             raise ValidationError(f"{p} does not exist: give the path of a .dbn or .dbn.zst file or a folder")
     return out
@@ -48,8 +49,12 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
 def _kind(path: Path) -> str:
     """What a path that is neither a regular file nor a folder is, in words."""
     mode = path.stat().st_mode
-    kinds = {stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
-             stat.S_ISBLK: "a block device"}
+    kinds = {
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
@@ -57,8 +62,10 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ValidationError(f"{path} cannot be read ({exc.strerror or exc}): check its permissions and the disk, "
-                              "or leave it out of the ingest") from exc
+        raise ValidationError(
+            f"{path} cannot be read ({exc.strerror or exc}): check its permissions and the disk, "
+            "or leave it out of the ingest"
+        ) from exc
 
 
 class FileProvider(LocalProvider):
@@ -88,17 +95,19 @@ class FileProvider(LocalProvider):
                 raise ValidationError(f"{path} is from {store.dataset}, not the requested {request.dataset}")
             meta = store.metadata
             end = meta.end or meta.start + 1
-            chunks.append(Chunk(
-                key=chunk_key(schema, data),
-                provider=self.name,
-                dataset=str(store.dataset),
-                schema=schema,
-                stype_in=parse_enum(SType, stype_of(meta), "stype_in"),
-                symbols=tuple(store.symbols or ()),
-                start=pd.Timestamp(meta.start, unit="ns", tz="UTC"),
-                end=pd.Timestamp(end, unit="ns", tz="UTC"),
-                path=str(path.resolve()),
-            ))
+            chunks.append(
+                Chunk(
+                    key=chunk_key(schema, data),
+                    provider=self.name,
+                    dataset=str(store.dataset),
+                    schema=schema,
+                    stype_in=parse_enum(SType, stype_of(meta), "stype_in"),
+                    symbols=tuple(store.symbols or ()),
+                    start=pd.Timestamp(meta.start, unit="ns", tz="UTC"),
+                    end=pd.Timestamp(end, unit="ns", tz="UTC"),
+                    path=str(path.resolve()),
+                )
+            )
         return chunks
 
     def fetch(self, chunk: Chunk) -> Fetch:
@@ -108,15 +117,18 @@ class FileProvider(LocalProvider):
         assert chunk.path is not None
         path = Path(chunk.path)
         if not path.is_file():
-            raise DataFormatError(f"{path} was removed while it was being ingested: nothing from it was stored; "
-                                  "put it back or re-run hdi ingest without it")
+            raise DataFormatError(
+                f"{path} was removed while it was being ingested: nothing from it was stored; "
+                "put it back or re-run hdi ingest without it"
+            )
         data = _read(path)
         key = chunk_key(chunk.schema, data)
         if key != chunk.key:
             planned, now = chunk.key.rsplit(":", 1)[-1], key.rsplit(":", 1)[-1]
             raise DataFormatError(
                 f"{path} changed while it was being ingested (planned sha256 {planned[:16]}..., now {now[:16]}...): "
-                "nothing from it was stored; re-run hdi ingest")
+                "nothing from it was stored; re-run hdi ingest"
+            )
         yield open_store(data, str(path))
 
     def estimate(self, chunk: Chunk) -> CostEstimate:

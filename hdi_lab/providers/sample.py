@@ -52,9 +52,33 @@ from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
 from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
-__all__ = ["CONTINUOUS", "DATASETS", "DAY_NS", "INSTRUMENTS", "MIN_NS", "NS", "PARENTS", "PER_MIN", "ROOTS", "STEPS",
-           "STEP_S", "Instrument", "Root", "SampleProvider", "clear_caches", "day_records", "day_times", "front",
-           "mappings", "minute_mask", "resolve", "symbol_table", "universe", "utc_days", "validate_symbols"]
+__all__ = [
+    "CONTINUOUS",
+    "DATASETS",
+    "DAY_NS",
+    "INSTRUMENTS",
+    "MIN_NS",
+    "NS",
+    "PARENTS",
+    "PER_MIN",
+    "ROOTS",
+    "STEPS",
+    "STEP_S",
+    "Instrument",
+    "Root",
+    "SampleProvider",
+    "clear_caches",
+    "day_records",
+    "day_times",
+    "front",
+    "mappings",
+    "minute_mask",
+    "resolve",
+    "symbol_table",
+    "universe",
+    "utc_days",
+    "validate_symbols",
+]
 
 NS, MIN_NS, DAY_NS = 1_000_000_000, 60_000_000_000, 86_400_000_000_000
 STEP_S = 5  # the shared intraday price path has one point every 5 seconds
@@ -174,9 +198,7 @@ def validate_symbols(symbols: Sequence[str], stype: SType) -> str:
             continue
         for other in _STYPES:
             if other is not stype and sym in symbol_table(other):
-                raise ValidationError(
-                    f"symbol {sym!r} is a {other} symbol, not a {stype} one: use stype_in={other}"
-                )
+                raise ValidationError(f"symbol {sym!r} is a {other} symbol, not a {stype} one: use stype_in={other}")
         raise ValidationError(
             f"unknown symbol {sym!r} for stype_in={stype}: the sample provider knows "
             f"{', '.join(sorted(table))} (see SampleProvider.universe())"
@@ -365,9 +387,14 @@ def _bars(inst: Instrument, day: dt.date, schema: Schema) -> tuple[npt.NDArray[n
     group = idx // (schema.bar_seconds // 60)
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ends = np.r_[starts[1:], len(idx)] - 1
-    return (day_ns + group[starts] * schema.bar_seconds * NS, o[idx][starts],
-            np.maximum.reduceat(h[idx], starts), np.minimum.reduceat(lo[idx], starts),
-            c[idx][ends], np.add.reduceat(v[idx], starts))
+    return (
+        day_ns + group[starts] * schema.bar_seconds * NS,
+        o[idx][starts],
+        np.maximum.reduceat(h[idx], starts),
+        np.minimum.reduceat(lo[idx], starts),
+        c[idx][ends],
+        np.add.reduceat(v[idx], starts),
+    )
 
 
 def _trade_times(inst: Instrument, day: dt.date) -> npt.NDArray[np.int64]:
@@ -433,15 +460,20 @@ def _statistics(inst: Instrument, day: dt.date) -> Records:
         if wd <= 4 and len(steps):
             session = _ticks(inst, day, _spot(inst.root, day)[0][steps])
             hi, lo = int(np.rint(session.max())) * tick, int(np.rint(session.min())) * tick
-            rows += [(settle - 15, 5, hi, q_, t_, 255), (settle - 15, 4, lo, q_, t_, 255),
-                     (settle, 3, px(settle), q_, day_ns, 3)]  # settlement: final | actual
+            rows += [
+                (settle - 15, 5, hi, q_, t_, 255),
+                (settle - 15, 4, lo, q_, t_, 255),
+                (settle, 3, px(settle), q_, day_ns, 3),
+            ]  # settlement: final | actual
         prev = day - dt.timedelta(days=3 if wd == 0 else 1)
         if wd <= 4 and inst.listed(prev):
             cleared = int(_minutes(inst, prev)[4][minute_mask(inst, prev)].sum())
             dte = (inst.expiration.date() - prev).days
             oi = inst.root.volume_per_min * 900 / (1 + np.exp((dte - 110) / 12) + np.exp((4 - dte) / 2))
-            rows += [(660, 6, UNDEF_PRICE, cleared, _day_ns(prev), 255),
-                     (660, 9, UNDEF_PRICE, int(oi * rng.uniform(0.98, 1.02)), _day_ns(prev), 255)]
+            rows += [
+                (660, 6, UNDEF_PRICE, cleared, _day_ns(prev), 255),
+                (660, 9, UNDEF_PRICE, int(oi * rng.uniform(0.98, 1.02)), _day_ns(prev), 255),
+            ]
         if mask[1380]:
             rows.append((1380, 1, px(1380), q_, t_, 255))
     rows.sort(key=lambda r: r[0])
@@ -464,25 +496,57 @@ def _definition(inst: Instrument, day: dt.date) -> Records:
     rec, root, t0 = empty_records(Schema.DEFINITION, 1), inst.root, _day_ns(day)
     ref = float(_ticks(inst, day, np.exp(np.array(_anchor(root, day)))))
     fields: dict[str, object] = dict(
-        publisher_id=root.publisher_id, instrument_id=inst.instrument_id, ts_event=t0, ts_recv=t0,
-        min_price_increment=root.tick, raw_instrument_id=inst.instrument_id, currency=b"USD",
-        raw_symbol=inst.symbol.encode(), match_algorithm=b"F", security_update_action=b"A",
-        channel_id=0, user_defined_instrument=b"N")
+        publisher_id=root.publisher_id,
+        instrument_id=inst.instrument_id,
+        ts_event=t0,
+        ts_recv=t0,
+        min_price_increment=root.tick,
+        raw_instrument_id=inst.instrument_id,
+        currency=b"USD",
+        raw_symbol=inst.symbol.encode(),
+        match_algorithm=b"F",
+        security_update_action=b"A",
+        channel_id=0,
+        user_defined_instrument=b"N",
+    )
     if root.kind == "future":
         assert inst.activation is not None and inst.expiration is not None
         fields.update(
-            display_factor=10_000_000, expiration=inst.expiration.value, activation=inst.activation.value,
-            high_limit_price=int(ref * 1.07) * root.tick, low_limit_price=int(ref * 0.93) * root.tick,
-            max_price_variation=24 * root.tick, unit_of_measure_qty=root.multiplier * NS,
-            min_price_increment_amount=root.tick * root.multiplier // 100, market_depth=10,
-            market_depth_implied=2, market_segment_id=64, max_trade_vol=3000, min_trade_vol=1,
-            appl_id=310, maturity_year=inst.expiration.year, maturity_month=inst.expiration.month,
-            group=root.name.encode(), exchange=b"XCME", asset=root.name.encode(), cfi=b"FFIXSX",
-            security_type=b"FUT", unit_of_measure=b"IPNT", instrument_class=b"F", underlying_product=5)
+            display_factor=10_000_000,
+            expiration=inst.expiration.value,
+            activation=inst.activation.value,
+            high_limit_price=int(ref * 1.07) * root.tick,
+            low_limit_price=int(ref * 0.93) * root.tick,
+            max_price_variation=24 * root.tick,
+            unit_of_measure_qty=root.multiplier * NS,
+            min_price_increment_amount=root.tick * root.multiplier // 100,
+            market_depth=10,
+            market_depth_implied=2,
+            market_segment_id=64,
+            max_trade_vol=3000,
+            min_trade_vol=1,
+            appl_id=310,
+            maturity_year=inst.expiration.year,
+            maturity_month=inst.expiration.month,
+            group=root.name.encode(),
+            exchange=b"XCME",
+            asset=root.name.encode(),
+            cfi=b"FFIXSX",
+            security_type=b"FUT",
+            unit_of_measure=b"IPNT",
+            instrument_class=b"F",
+            underlying_product=5,
+        )
     else:
         fields.update(
-            display_factor=NS, min_lot_size_round_lot=100, exchange=b"XNAS", asset=inst.symbol.encode(),
-            cfi=b"ESVUFR", security_type=b"STK", instrument_class=b"K")
+            display_factor=NS,
+            min_lot_size_round_lot=100,
+            exchange=b"XNAS",
+            asset=inst.symbol.encode(),
+            cfi=b"ESVUFR",
+            security_type=b"STK",
+            instrument_class=b"K",
+        )
     for name, value in fields.items():
         rec[name] = value
     return rec
@@ -533,18 +597,33 @@ def clear_caches() -> None:
 def universe() -> pd.DataFrame:
     """Every symbol the sample provider knows: one row per (symbol, stype)."""
     rows: list[dict[str, object]] = [
-        dict(symbol=i.symbol, stype="raw_symbol", dataset=i.dataset, publisher_id=i.root.publisher_id,
-             instrument_id=i.instrument_id, resolves_to=i.symbol, tick=i.root.tick / NS,
-             expiration=None if i.expiration is None else i.expiration.date())
+        dict(
+            symbol=i.symbol,
+            stype="raw_symbol",
+            dataset=i.dataset,
+            publisher_id=i.root.publisher_id,
+            instrument_id=i.instrument_id,
+            resolves_to=i.symbol,
+            tick=i.root.tick / NS,
+            expiration=None if i.expiration is None else i.expiration.date(),
+        )
         for i in INSTRUMENTS
     ]
     for table, stype in ((PARENTS, "parent"), (CONTINUOUS, "continuous")):
         for sym, root in table.items():
             kids = ",".join(i.symbol for i in INSTRUMENTS if i.root.name == root)
-            rows.append(dict(symbol=sym, stype=stype, dataset=ROOTS[root].dataset,
-                             publisher_id=ROOTS[root].publisher_id, instrument_id=None,
-                             resolves_to=kids if stype == "parent" else f"front of {kids}",
-                             tick=ROOTS[root].tick / NS, expiration=None))
+            rows.append(
+                dict(
+                    symbol=sym,
+                    stype=stype,
+                    dataset=ROOTS[root].dataset,
+                    publisher_id=ROOTS[root].publisher_id,
+                    instrument_id=None,
+                    resolves_to=kids if stype == "parent" else f"front of {kids}",
+                    tick=ROOTS[root].tick / NS,
+                    expiration=None,
+                )
+            )
     df = pd.DataFrame(rows)
     df["instrument_id"] = pd.array(df["instrument_id"].tolist(), dtype="Int64")
     return df
@@ -617,9 +696,16 @@ class SampleProvider(LocalProvider):
         hits = {s: sum(1 for d in days if resolve(s, stype, d)) for s in chunk.symbols}
         maps = {s: iv for s, iv in mappings(chunk.symbols, stype, days).items() if iv}
         data = encode_dbn(
-            dataset=chunk.dataset, schema=chunk.schema, stype_in=stype, start=chunk.start, end=chunk.end,
-            symbols=list(chunk.symbols), mappings=maps, records=records,
-            compress=self.compress, partial=[s for s in chunk.symbols if 0 < hits[s] < len(days)],
+            dataset=chunk.dataset,
+            schema=chunk.schema,
+            stype_in=stype,
+            start=chunk.start,
+            end=chunk.end,
+            symbols=list(chunk.symbols),
+            mappings=maps,
+            records=records,
+            compress=self.compress,
+            partial=[s for s in chunk.symbols if 0 < hits[s] < len(days)],
             not_found=[s for s in chunk.symbols if hits[s] == 0],
         )
         yield store_from_bytes(data, f"sample {chunk.describe()}")

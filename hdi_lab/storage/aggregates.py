@@ -27,8 +27,19 @@ from psycopg2 import sql
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import parse_time
 
-__all__ = ["DAY", "ROLLUPS", "SOURCE", "Rollup", "bucket_ceil_ns", "choose", "create", "extension_schema",
-           "parse_interval", "refresh", "relation"]
+__all__ = [
+    "DAY",
+    "ROLLUPS",
+    "SOURCE",
+    "Rollup",
+    "bucket_ceil_ns",
+    "choose",
+    "create",
+    "extension_schema",
+    "parse_interval",
+    "refresh",
+    "relation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +50,12 @@ ROLLUPS: dict[int, str] = {300: "rollup_5m", 900: "rollup_15m", 3600: "rollup_1h
 SOURCE = "ohlcv_1m"
 
 #: Refresh policy per rollup: (end_offset, schedule_interval).
-_POLICY = {300: ("5 minutes", "5 minutes"), 900: ("15 minutes", "15 minutes"), 3600: ("1 hour", "1 hour"),
-           DAY: ("1 day", "1 hour")}
+_POLICY = {
+    300: ("5 minutes", "5 minutes"),
+    900: ("15 minutes", "15 minutes"),
+    3600: ("1 hour", "1 hour"),
+    DAY: ("1 day", "1 hour"),
+}
 
 _PG_MIN_US = -210_866_803_200_000_000  # the earliest timestamptz (4714 BC), in Unix microseconds
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": DAY, "day": DAY}
@@ -78,8 +93,14 @@ def parse_interval(text: str, bar_seconds: int) -> int:
     return seconds
 
 
-def choose(cur: psycopg2.extensions.cursor, schema: str, table: str, seconds: int,
-           lo_ns: int | None = None, hi_ns: int | None = None) -> Rollup:
+def choose(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    table: str,
+    seconds: int,
+    lo_ns: int | None = None,
+    hi_ns: int | None = None,
+) -> Rollup:
     """The continuous aggregate when it exists and is current over ``[lo_ns, hi_ns)``, else a
     query-time rollup for this server (``time_bucket`` / ``date_bin``)."""
     ext = extension_schema(cur)
@@ -121,8 +142,12 @@ def _stale(cur: psycopg2.extensions.cursor, schema: str, view: str, lo_ns: int |
         row = cur.fetchone()
     except psycopg2.Error as exc:
         cur.execute("ROLLBACK TO SAVEPOINT hdi_cagg_stale")
-        log.debug("cannot read the invalidation logs of %s.%s (%s): trusting the aggregate", schema, view,
-                  (exc.pgerror or str(exc)).strip())
+        log.debug(
+            "cannot read the invalidation logs of %s.%s (%s): trusting the aggregate",
+            schema,
+            view,
+            (exc.pgerror or str(exc)).strip(),
+        )
         return False
     cur.execute("RELEASE SAVEPOINT hdi_cagg_stale")
     return bool(row and row[0])
@@ -130,8 +155,10 @@ def _stale(cur: psycopg2.extensions.cursor, schema: str, view: str, lo_ns: int |
 
 def extension_schema(cur: psycopg2.extensions.cursor) -> str | None:
     """The schema TimescaleDB is installed in, or None (plain PostgreSQL)."""
-    cur.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-                "WHERE e.extname = 'timescaledb'")
+    cur.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'timescaledb'"
+    )
     row = cur.fetchone()
     return None if row is None else str(row[0])
 
@@ -169,9 +196,7 @@ def create(cur: psycopg2.extensions.cursor, schema: str, ext: str) -> list[str]:
     """Create the missing continuous aggregates over ``ohlcv_1m`` (WITH NO DATA) and their refresh
     policies; returns the views created. Runs inside the migration transaction."""
     conn = cur.connection
-    cur.execute(
-        "SELECT view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s", (schema,)
-    )
+    cur.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s", (schema,))
     existing = {r[0] for r in cur.fetchall()}
     e = sql.Identifier(ext).as_string(conn)
     src = sql.Identifier(schema, SOURCE).as_string(conn)
@@ -181,7 +206,8 @@ def create(cur: psycopg2.extensions.cursor, schema: str, ext: str) -> list[str]:
     cur.execute(
         "SELECT bool_or(pg_get_function_arguments(p.oid) LIKE '%%buckets_per_batch%%') FROM pg_proc p "
         "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s "
-        "AND p.proname = 'add_continuous_aggregate_policy'", (ext,),
+        "AND p.proname = 'add_continuous_aggregate_policy'",
+        (ext,),
     )
     batch = ", buckets_per_batch => 0" if (cur.fetchone() or (False,))[0] else ""
     made = []
@@ -221,12 +247,14 @@ def refresh(conn: psycopg2.extensions.connection, schema: str, start: object = N
             return []
         cur.execute(
             "SELECT view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s "
-            "AND view_name = ANY(%s) ORDER BY view_name", (schema, list(ROLLUPS.values())),
+            "AND view_name = ANY(%s) ORDER BY view_name",
+            (schema, list(ROLLUPS.values())),
         )
         views = [r[0] for r in cur.fetchall()]
     conn.commit()
-    bounds = [None if v is None else parse_time(v, name).to_pydatetime()
-              for v, name in ((start, "start"), (end, "end"))]
+    bounds = [
+        None if v is None else parse_time(v, name).to_pydatetime() for v, name in ((start, "start"), (end, "end"))
+    ]
     old = conn.autocommit
     conn.autocommit = True
     try:

@@ -13,12 +13,14 @@ from hdi_lab.storage.tables import TABLES
 __all__ = ["contents", "search_symbols"]
 
 
-def contents(conn: psycopg2.extensions.connection, schema: str,
-             recent: int) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+def contents(
+    conn: psycopg2.extensions.connection, schema: str, recent: int
+) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """Coverage (table, dataset, symbol, instrument_id, rows, first, last), the latest ``recent``
     ingest-log rows, the number of instruments and of open quarantine entries, in one transaction."""
     parts = []
     with transaction(conn) as cur:
+
         def q(*names: str) -> str:
             return pgsql.Identifier(*names).as_string(conn)
 
@@ -32,7 +34,7 @@ def contents(conn: psycopg2.extensions.connection, schema: str,
             )
         cur.execute(
             f"WITH c AS ({' UNION ALL '.join(parts)}) "
-            "SELECT c.tbl AS \"table\", c.dataset, "
+            'SELECT c.tbl AS "table", c.dataset, '
             f"(SELECT i.raw_symbol FROM {q(s, 'instruments')} i WHERE i.instrument_id = c.instrument_id "
             "AND i.dataset = c.dataset ORDER BY i.ts_recv_ns DESC LIMIT 1) AS raw_symbol, "
             f"COALESCE((SELECT string_agg(DISTINCT y.symbol, ',') FROM {q(s, 'symbology')} y "

@@ -94,8 +94,11 @@ def encode(
             continue
         parts.append(rows[np.flatnonzero(~null_rows)].tobytes())
         # only the rows with NULLs go through the byte compaction (few: warm-up rows, say)
-        parts.append(_compact(rows[np.flatnonzero(null_rows)].view(dtype), dtype,
-                              {i: m[idx][null_rows] for i, m in masks.items()}))
+        parts.append(
+            _compact(
+                rows[np.flatnonzero(null_rows)].view(dtype), dtype, {i: m[idx][null_rows] for i, m in masks.items()}
+            )
+        )
     parts.append(TRAILER)
     return b"".join(parts)
 
@@ -125,26 +128,32 @@ def _kept_bytes(widest: np.dtype[np.void], dtype: np.dtype[np.void], text: Seque
     return [(a, b) for a, b in out if b > a]
 
 
-def _fixed(pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]],
-           nulls: Mapping[int, npt.NDArray[np.bool_]] | None) -> bytes:
+def _fixed(
+    pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]], nulls: Mapping[int, npt.NDArray[np.bool_]] | None
+) -> bytes:
     """Fixed-width columns, rows in their order."""
     n = len(values[0]) if values else 0
     dtype = row_dtype(pgtypes)
     has_nulls = bool(nulls) and any(m.any() for m in nulls.values())  # type: ignore[union-attr]
     # without NULLs, build the rows in place between header and trailer: one buffer, one copy out
     buf = np.empty(len(HEADER) + n * dtype.itemsize + len(TRAILER), dtype=np.uint8)
-    rows = buf[len(HEADER):len(buf) - len(TRAILER)].view(dtype) if not has_nulls else np.empty(n, dtype=dtype)
+    rows = buf[len(HEADER) : len(buf) - len(TRAILER)].view(dtype) if not has_nulls else np.empty(n, dtype=dtype)
     _fill(rows, pgtypes, values, dtype)
     if not has_nulls:
-        buf[:len(HEADER)] = np.frombuffer(HEADER, dtype=np.uint8)
-        buf[len(buf) - len(TRAILER):] = np.frombuffer(TRAILER, dtype=np.uint8)
+        buf[: len(HEADER)] = np.frombuffer(HEADER, dtype=np.uint8)
+        buf[len(buf) - len(TRAILER) :] = np.frombuffer(TRAILER, dtype=np.uint8)
         return buf.tobytes()
     assert nulls is not None
     return HEADER + _compact(rows, dtype, nulls) + TRAILER
 
 
-def _fill(rows: npt.NDArray[np.void], pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]],
-          dtype: np.dtype[np.void], chunk: int = 16_384) -> None:
+def _fill(
+    rows: npt.NDArray[np.void],
+    pgtypes: Sequence[str],
+    values: Sequence[npt.NDArray[Any]],
+    dtype: np.dtype[np.void],
+    chunk: int = 16_384,
+) -> None:
     """Write the columns into the records, a block of rows at a time (the columns, often views into
     one 2-D array, and the records stay in cache). Consecutive columns of one fixed type are written
     together as an array of (length, value) pairs: one cast for the block instead of one per column
@@ -157,12 +166,13 @@ def _fill(rows: npt.NDArray[np.void], pgtypes: Sequence[str], values: Sequence[n
             continue
         value = dtype.fields[f"v{a}"][0]  # type: ignore[index]
         pair = np.dtype([("l", ">i4"), ("v", value)])
-        view = rows.view(np.dtype({"names": ["p"], "formats": [(pair, (b - a,))], "offsets": [off],
-                                   "itemsize": dtype.itemsize}))["p"]
+        view = rows.view(
+            np.dtype({"names": ["p"], "formats": [(pair, (b - a,))], "offsets": [off], "itemsize": dtype.itemsize})
+        )["p"]
         view["l"] = value.itemsize
         for lo in range(0, len(rows), chunk):
-            block = [v[lo:lo + chunk] for v in values[a:b]]
-            view["v"][lo:lo + chunk] = block[0][:, None] if b - a == 1 else np.stack(block, axis=1)
+            block = [v[lo : lo + chunk] for v in values[a:b]]
+            view["v"][lo : lo + chunk] = block[0][:, None] if b - a == 1 else np.stack(block, axis=1)
 
 
 def _runs(pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]]) -> list[tuple[int, int]]:
@@ -171,8 +181,12 @@ def _runs(pgtypes: Sequence[str], values: Sequence[npt.NDArray[Any]]) -> list[tu
     out: list[tuple[int, int]] = []
     for i, t in enumerate(pgtypes):
         a = out[-1][0] if out else 0
-        if out and "text" not in (t, pgtypes[a]) and WIDTH[pgtypes[a]] == WIDTH[t] and \
-                getattr(values[a], "dtype", None) == getattr(values[i], "dtype", None) is not None:
+        if (
+            out
+            and "text" not in (t, pgtypes[a])
+            and WIDTH[pgtypes[a]] == WIDTH[t]
+            and getattr(values[a], "dtype", None) == getattr(values[i], "dtype", None) is not None
+        ):
             out[-1] = (out[-1][0], i + 1)
         else:
             out.append((i, i + 1))

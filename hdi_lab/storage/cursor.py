@@ -32,15 +32,24 @@ def storage_error(exc: psycopg2.Error, conn: psycopg2.extensions.connection | No
     """The one-line StorageError for a driver error (a lost connection says how to resume)."""
     first = first_line(exc)
     code = exc.pgcode
-    lost = (conn is not None and conn.closed) or isinstance(exc, psycopg2.InterfaceError) or (
-        code is not None and code.startswith(_LOST)) or (code is None and isinstance(exc, psycopg2.OperationalError))
+    lost = (
+        (conn is not None and conn.closed)
+        or isinstance(exc, psycopg2.InterfaceError)
+        or (code is not None and code.startswith(_LOST))
+        or (code is None and isinstance(exc, psycopg2.OperationalError))
+    )
     if lost:
-        return StorageError(f"lost the connection to PostgreSQL ({first}): completed chunks are kept; check the "
-                            "server (hdi db status) and re-run to resume", sqlstate=code)
+        return StorageError(
+            f"lost the connection to PostgreSQL ({first}): completed chunks are kept; check the "
+            "server (hdi db status) and re-run to resume",
+            sqlstate=code,
+        )
     if code == "42501":
-        return StorageError(f"PostgreSQL refused: {first} (sqlstate 42501): this role lacks the privilege; "
-                            "connect as a role that has it (e.g. the schema's owner) or ask for a GRANT",
-                            sqlstate=code)
+        return StorageError(
+            f"PostgreSQL refused: {first} (sqlstate 42501): this role lacks the privilege; "
+            "connect as a role that has it (e.g. the schema's owner) or ask for a GRANT",
+            sqlstate=code,
+        )
     where = f" (sqlstate {code})" if code else ""
     return StorageError(f"PostgreSQL failed: {first}{where}", sqlstate=code)
 

@@ -60,8 +60,9 @@ class ServerInfo:
     @property
     def flavour(self) -> str:
         """:attr:`label`, saying on plain PostgreSQL whether the server offers the extension."""
-        return self.label + (" (timescaledb available, not installed)"
-                             if not self.timescaledb and self.timescaledb_available else "")
+        return self.label + (
+            " (timescaledb available, not installed)" if not self.timescaledb and self.timescaledb_available else ""
+        )
 
     def summary(self) -> str:
         """The server line and, on TimescaleDB, the tables of its objects."""
@@ -70,8 +71,11 @@ class ServerInfo:
             lines.append("rollups (interval=) are computed at query time with date_bin")
             return "\n".join(lines)
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 90):
-            for title, frame in (("hypertables", self.hypertables), ("continuous aggregates", self.aggregates),
-                                 ("policies", self.policies)):
+            for title, frame in (
+                ("hypertables", self.hypertables),
+                ("continuous aggregates", self.aggregates),
+                ("policies", self.policies),
+            ):
                 lines.append(f"\n{title}:")
                 lines.append(frame.to_string(index=False) if len(frame) else "  (none)")
         return "\n".join(lines)
@@ -84,17 +88,24 @@ def connect(url: str, schema: str) -> psycopg2.extensions.connection:
     they are scrubbed of its secrets, and not chained when they held one.
     """
     try:
-        return psycopg2.connect(url, options=f"-c timezone=UTC -c search_path={schema},public",
-                                application_name="hdi_lab", connect_timeout=10)
+        return psycopg2.connect(
+            url,
+            options=f"-c timezone=UTC -c search_path={schema},public",
+            application_name="hdi_lab",
+            connect_timeout=10,
+        )
     except psycopg2.Error as exc:
         text = str(exc).strip()
         first = dsn.scrub(text, url).splitlines()[0] if text else "connection failed"
         if isinstance(exc, psycopg2.ProgrammingError):  # libpq refused the URL before connecting
-            message = (f"the database URL is not valid ({first}): fix HDI_DATABASE_URL / --database-url, "
-                       "e.g. postgresql://user:password@host:5432/dbname")
+            message = (
+                f"the database URL is not valid ({first}): fix HDI_DATABASE_URL / --database-url, "
+                "e.g. postgresql://user:password@host:5432/dbname"
+            )
         else:
-            message = (f"cannot connect to PostgreSQL ({first}): check HDI_DATABASE_URL or unset it to use "
-                       "the embedded server")
+            message = (
+                f"cannot connect to PostgreSQL ({first}): check HDI_DATABASE_URL or unset it to use the embedded server"
+            )
         error = StorageError(message, sqlstate=exc.pgcode)
         if dsn.scrub(text, url) != text:  # the driver's text quoted a secret: keep it out of the chain too
             raise error from None
@@ -128,24 +139,31 @@ def schema_state(conn: psycopg2.extensions.connection, schema: str) -> SchemaSta
             "SELECT n.oid IS NOT NULL, coalesce(pg_has_role(n.nspowner, 'USAGE'), false), "
             "has_database_privilege(current_database(), 'CREATE'), "
             "n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE') "
-            "FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = %s", (schema,))
+            "FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = %s",
+            (schema,),
+        )
         exists, owner, may_create, usage = one(cur)
         versions: frozenset[int] = frozenset()
         if usage:
             table = f"{quote(conn, schema)}.schema_migrations"
-            cur.execute("SELECT CASE WHEN to_regclass(%s) IS NULL THEN false "
-                        "ELSE has_table_privilege(to_regclass(%s), 'SELECT') END", (table, table))
+            cur.execute(
+                "SELECT CASE WHEN to_regclass(%s) IS NULL THEN false "
+                "ELSE has_table_privilege(to_regclass(%s), 'SELECT') END",
+                (table, table),
+            )
             if one(cur)[0]:
                 cur.execute(f"SELECT version FROM {table}")
                 versions = frozenset(r[0] for r in cur.fetchall())
         elif exists and not owner:
-            raise StorageError(f"this role may not use schema {schema}: ask its owner for GRANT USAGE ON SCHEMA "
-                               f"{schema} and GRANT SELECT ON ALL TABLES IN SCHEMA {schema}", sqlstate="42501")
+            raise StorageError(
+                f"this role may not use schema {schema}: ask its owner for GRANT USAGE ON SCHEMA "
+                f"{schema} and GRANT SELECT ON ALL TABLES IN SCHEMA {schema}",
+                sqlstate="42501",
+            )
     return SchemaState(bool(exists), bool(owner), bool(may_create), versions)
 
 
-def migrate(conn: psycopg2.extensions.connection, schema: str,
-            policies: timescale.Policies | None = None) -> list[int]:
+def migrate(conn: psycopg2.extensions.connection, schema: str, policies: timescale.Policies | None = None) -> list[int]:
     """Apply pending migrations in one transaction (serialised by an advisory lock).
 
     On TimescaleDB also converts and configures the tables and sets the ``policies``. The
@@ -165,12 +183,16 @@ def migrate(conn: psycopg2.extensions.connection, schema: str,
         return []
     if pending and not (state.owner if state.exists else state.may_create):
         if not state.exists:
-            raise StorageError(f"schema {schema} does not exist and this role may not create it: connect once as "
-                               "a role with CREATE on the database (e.g. the database owner) to create it",
-                               sqlstate="42501")
+            raise StorageError(
+                f"schema {schema} does not exist and this role may not create it: connect once as "
+                "a role with CREATE on the database (e.g. the database owner) to create it",
+                sqlstate="42501",
+            )
         at = max(state.versions) if state.versions else 0
-        raise StorageError(f"schema {schema} is at version {at}, this hdi_lab needs {newest}: connect once as its "
-                           "owner to migrate", sqlstate="42501")
+        raise StorageError(
+            f"schema {schema} is at version {at}, this hdi_lab needs {newest}: connect once as its owner to migrate",
+            sqlstate="42501",
+        )
     s = quote(conn, schema)
     applied_now: list[int] = []
     with transaction(conn) as cur:
@@ -216,5 +238,4 @@ def server_info(conn: psycopg2.extensions.connection, schema: str | None = None)
         if schema is None or ext.installed is None:
             return ServerInfo(version, ext.installed, ext.available)
         objects = timescale.objects(cur, schema)
-    return ServerInfo(version, ext.installed, ext.available, objects.hypertables, objects.aggregates,
-                      objects.policies)
+    return ServerInfo(version, ext.installed, ext.available, objects.hypertables, objects.aggregates, objects.policies)

@@ -64,10 +64,28 @@ _ORPHAN_TIMEOUT_S = 10.0  # children of a killed postmaster, before SIGKILL
 _PORT_ATTEMPTS = 3  # a free port may be taken between choosing it and binding it
 _NOBODY = 65534
 _PG_ENV_DROP = (
-    "PGDATA", "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE",
-    "PGDATABASE", "PGOPTIONS", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE", "PGTZ",
-    "PGCLIENTENCODING", "PGCONNECT_TIMEOUT", "PGTARGETSESSIONATTRS", "PGREQUIRESSL",
-    "PGGSSENCMODE", "PGCHANNELBINDING", "PGAPPNAME", "PGLOCALEDIR", "PGSYSCONFDIR",
+    "PGDATA",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGDATABASE",
+    "PGOPTIONS",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSSLMODE",
+    "PGTZ",
+    "PGCLIENTENCODING",
+    "PGCONNECT_TIMEOUT",
+    "PGTARGETSESSIONATTRS",
+    "PGREQUIRESSL",
+    "PGGSSENCMODE",
+    "PGCHANNELBINDING",
+    "PGAPPNAME",
+    "PGLOCALEDIR",
+    "PGSYSCONFDIR",
 )
 
 
@@ -147,14 +165,17 @@ class EmbeddedServer:
     def _make_root(self) -> None:
         home = self.root.parent
         if home.exists() and not home.is_dir():
-            raise EmbeddedServerError(f"the hdi_lab home {home} is a file, not a directory: set HDI_HOME (or --home) "
-                                      "to a directory, or HDI_DATABASE_URL to use a server of your own")
+            raise EmbeddedServerError(
+                f"the hdi_lab home {home} is a file, not a directory: set HDI_HOME (or --home) "
+                "to a directory, or HDI_DATABASE_URL to use a server of your own"
+            )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EmbeddedServerError(
                 f"cannot create {self.root} for the embedded server ({exc.strerror or exc}): set HDI_HOME (or "
-                "--home) to a directory you can write, or HDI_DATABASE_URL to use a server of your own") from exc
+                "--home) to a directory you can write, or HDI_DATABASE_URL to use a server of your own"
+            ) from exc
 
     def url(self) -> str | None:
         """The URL of database hdi_lab if the server is running and ready, else None."""
@@ -214,9 +235,7 @@ class EmbeddedServer:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise EmbeddedServerError(
-                f"cannot read {self.data_dir / 'postmaster.pid'}: {exc}"
-            ) from exc
+            raise EmbeddedServerError(f"cannot read {self.data_dir / 'postmaster.pid'}: {exc}") from exc
 
     def _postmaster(self) -> tuple[int, list[str]] | None:
         """(pid, postmaster.pid lines) if our postmaster is alive, else None."""
@@ -287,7 +306,10 @@ class EmbeddedServer:
         try:
             out = subprocess.run(
                 [str(self._bin_dir() / "postgres"), "--version"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout
             match = re.search(r"(\d+(?:\.\d+)*)", out)
             if match:
@@ -371,8 +393,12 @@ class EmbeddedServer:
         if self._userns_ok:
             return [*prefix, *argv]
         probe = subprocess.run(
-            [*prefix, "true"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            timeout=30, env=_child_env(),
+            [*prefix, "true"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+            env=_child_env(),
         )
         if probe.returncode != 0:
             detail = (probe.stderr or probe.stdout).strip()
@@ -400,34 +426,41 @@ class EmbeddedServer:
             return
         if self.data_dir.exists():
             raise EmbeddedServerError(
-                f"{self.data_dir} exists but is not a PostgreSQL data directory; move it "
-                "away or delete it"
+                f"{self.data_dir} exists but is not a PostgreSQL data directory; move it away or delete it"
             )
         if not self.password_file.exists() or not self.password_file.read_text().strip():
             self.password_file.unlink(missing_ok=True)
-            fd = os.open(
-                self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-            )
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(32) + "\n")
         os.chmod(self.password_file, 0o600)
         tmp = self.root / "data.initdb-tmp"
         if tmp.exists():
             shutil.rmtree(tmp)  # left by an interrupted initdb; we hold the lock
-        argv = self._wrap([
-            str(self._bin_dir() / "initdb"),
-            "-D", str(tmp),
-            "-U", SUPERUSER,
-            "--auth-host=scram-sha-256",
-            "--auth-local=scram-sha-256",
-            f"--pwfile={self.password_file}",
-            "-E", "UTF8",
-            "--locale=C",
-        ])
+        argv = self._wrap(
+            [
+                str(self._bin_dir() / "initdb"),
+                "-D",
+                str(tmp),
+                "-U",
+                SUPERUSER,
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                f"--pwfile={self.password_file}",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        )
         try:
             proc = subprocess.run(
-                argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                timeout=300, env=_child_env(), start_new_session=True,
+                argv,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
+                env=_child_env(),
+                start_new_session=True,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -449,8 +482,7 @@ class EmbeddedServer:
         # postmaster refuses to start until they are gone. They exit by themselves as
         # soon as they notice the postmaster died; make sure of it.
         orphans = [
-            p for p in psutil.process_iter()
-            if p.pid != os.getpid() and self._is_our_postgres(p.pid, postmaster=False)
+            p for p in psutil.process_iter() if p.pid != os.getpid() and self._is_our_postgres(p.pid, postmaster=False)
         ]
         alive = [p for p in orphans if not _wait_gone(p, _ORPHAN_TIMEOUT_S)]
         for p in alive:
@@ -473,50 +505,62 @@ class EmbeddedServer:
                 # during bulk loads. Durability is unchanged (fsync and synchronous_commit stay on).
                 "-c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=4GB -c shared_buffers=256MB"
             )
-            argv = self._wrap([
-                str(self._bin_dir() / "pg_ctl"),
-                "-D", str(self.data_dir),
-                "-l", str(self.log_file),
-                "-w", "-t", str(_START_TIMEOUT_S),
-                "-o", options,
-                "start",
-            ])
+            argv = self._wrap(
+                [
+                    str(self._bin_dir() / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    str(_START_TIMEOUT_S),
+                    "-o",
+                    options,
+                    "start",
+                ]
+            )
             log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             try:
                 proc = subprocess.run(
-                    argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                    start_new_session=True, timeout=_START_TIMEOUT_S + 30, env=_child_env(),
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    timeout=_START_TIMEOUT_S + 30,
+                    env=_child_env(),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 raise EmbeddedServerError(f"pg_ctl could not run: {exc}") from exc
             running = self._running(wait=True) if proc.returncode == 0 else None
             if running is not None:
                 if running[1] != port:
-                    raise EmbeddedServerError(
-                        f"the embedded PostgreSQL started on port {running[1]}, not {port}"
-                    )
+                    raise EmbeddedServerError(f"the embedded PostgreSQL started on port {running[1]}, not {port}")
                 return port
             log = _read_from(self.log_file, log_offset)
             last_error = _tail(f"{proc.stderr}{proc.stdout}\n--- {self.log_file} ---\n{log}")
             if "already in use" not in log:
                 break
             self._clear_stale()
-        raise EmbeddedServerError(
-            f"the embedded PostgreSQL in {self.data_dir} failed to start:\n{last_error}"
-        )
+        raise EmbeddedServerError(f"the embedded PostgreSQL in {self.data_dir} failed to start:\n{last_error}")
 
     def _ensure_database(self, port: int) -> None:
         import psycopg2  # deferred: a heavy import that only the cold path needs
 
         try:
             conn = psycopg2.connect(
-                host=HOST, port=port, user=SUPERUSER, password=self._read_password(),
-                dbname="postgres", connect_timeout=30, application_name="hdi_lab-embedded",
+                host=HOST,
+                port=port,
+                user=SUPERUSER,
+                password=self._read_password(),
+                dbname="postgres",
+                connect_timeout=30,
+                application_name="hdi_lab-embedded",
             )
         except psycopg2.Error as exc:
             raise EmbeddedServerError(
-                f"the embedded PostgreSQL started but refused a connection: {exc}; "
-                f"see {self.log_file}"
+                f"the embedded PostgreSQL started but refused a connection: {exc}; see {self.log_file}"
             ) from exc
         try:
             conn.autocommit = True

@@ -17,9 +17,21 @@ from psycopg import pq, sql
 
 from hdi_lab.storage.copy import copy_out
 
-__all__ = ["FLAGS_PER_WORD", "ColumnDef", "Description", "copy_entity_binary", "copy_entity_rows",
-           "create_entity_table", "create_table_as", "describe", "drop_table", "feature_tables", "fetch",
-           "fixed_width_copy", "load_entity_table"]
+__all__ = [
+    "FLAGS_PER_WORD",
+    "ColumnDef",
+    "Description",
+    "copy_entity_binary",
+    "copy_entity_rows",
+    "create_entity_table",
+    "create_table_as",
+    "describe",
+    "drop_table",
+    "feature_tables",
+    "fetch",
+    "fixed_width_copy",
+    "load_entity_table",
+]
 
 #: a column of an entity table: [name, SQL type]
 ColumnDef: TypeAlias = Sequence[str]
@@ -36,16 +48,18 @@ _NO_JIT = "SET jit = off"
 def feature_tables(conn: psycopg.Connection[Any], schema: str) -> set[str]:
     """Names of the ``features_*`` tables in ``schema``."""
     with conn.cursor() as cur:
-        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                    "AND table_name LIKE 'features\\_%%'", (schema,))
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "AND table_name LIKE 'features\\_%%'",
+            (schema,),
+        )
         return {str(r[0]) for r in cur.fetchall()}
 
 
 def create_table_as(conn: psycopg.Connection[Any], table: str, query: str) -> None:
     """``CREATE TABLE table AS (query)`` (Feast's entity table for a SQL entity frame)."""
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE TABLE {} AS ({})").format(
-            sql.Identifier(table), sql.SQL(query)))
+        cur.execute(sql.SQL("CREATE TABLE {} AS ({})").format(sql.Identifier(table), sql.SQL(query)))
 
 
 def drop_table(conn: psycopg.Connection[Any], table: str) -> None:
@@ -71,10 +85,12 @@ def fetch(conn: psycopg.Connection[Any], query: str) -> tuple[Description | None
 def _entity_sql(table: str, columns: Sequence[ColumnDef]) -> tuple[sql.Composed, sql.Composed]:
     """(``CREATE TEMPORARY TABLE ... ON COMMIT DROP``, ``COPY ... FROM STDIN``) of an entity table."""
     create = sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(
-        sql.Identifier(table), sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns),
+    )
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns))
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns)
+    )
     return create, copy_in
 
 
@@ -91,8 +107,7 @@ def load_entity_table(cur: Any, table: str, columns: Sequence[ColumnDef], payloa
     whose COPY reads the stream in C)."""
     create, copy_in = _entity_sql(table, columns)
     cur.execute(create.as_string(None))
-    cur.copy_expert(copy_in.as_string(None) + " (FORMAT binary)",
-                    io.BytesIO(payload), size=1 << 22)
+    cur.copy_expert(copy_in.as_string(None) + " (FORMAT binary)", io.BytesIO(payload), size=1 << 22)
 
 
 def create_entity_table(cur: psycopg.Cursor[Any], table: str, columns: Sequence[ColumnDef]) -> None:
@@ -107,8 +122,9 @@ def copy_entity_binary(cur: psycopg.Cursor[Any], table: str, columns: Sequence[C
         cp.write(payload)
 
 
-def copy_entity_rows(cur: psycopg.Cursor[Any], table: str, columns: Sequence[ColumnDef],
-                     rows: Iterable[tuple[Any, ...]]) -> None:
+def copy_entity_rows(
+    cur: psycopg.Cursor[Any], table: str, columns: Sequence[ColumnDef], rows: Iterable[tuple[Any, ...]]
+) -> None:
     """Fill the entity ``table`` row by row (psycopg 3 cursor; ``rows``: an iterable of tuples)."""
     with cur.copy(_entity_sql(table, columns)[1]) as cp:
         for row in rows:
@@ -122,9 +138,12 @@ def fixed_width_copy(cur: Any, query: str, row_col: str, features: Sequence[tupl
     q = _q
     fields = [f"q.{q(row_col)}", *(f"COALESCE(q.{q(name)}, {null})" for name, null in features)]
     for start in range(0, len(features), FLAGS_PER_WORD):
-        word = features[start:start + FLAGS_PER_WORD]
-        fields.append("(0::int8 + " + " + ".join(f"CASE WHEN q.{q(name)} IS NULL THEN {1 << j} ELSE 0 END"
-                                                 for j, (name, _) in enumerate(word)) + ")")
+        word = features[start : start + FLAGS_PER_WORD]
+        fields.append(
+            "(0::int8 + "
+            + " + ".join(f"CASE WHEN q.{q(name)} IS NULL THEN {1 << j} ELSE 0 END" for j, (name, _) in enumerate(word))
+            + ")"
+        )
     return copy_out(cur, f"SELECT {', '.join(fields)} FROM ({query}) AS q")
 
 

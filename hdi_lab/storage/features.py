@@ -21,8 +21,17 @@ from hdi_lab.storage import copy
 from hdi_lab.storage.cursor import one, transaction
 from hdi_lab.storage.symbology import resolve
 
-__all__ = ["FeatureRows", "FeatureTable", "StateRow", "StoredState", "list_tables", "published_rows",
-           "read_features", "store", "stored_states"]
+__all__ = [
+    "FeatureRows",
+    "FeatureTable",
+    "StateRow",
+    "StoredState",
+    "list_tables",
+    "published_rows",
+    "read_features",
+    "store",
+    "stored_states",
+]
 
 
 @dataclass(frozen=True)
@@ -77,16 +86,26 @@ def _q(conn: psycopg2.extensions.connection, *names: str) -> str:
 # -- saved states ---------------------------------------------------------------------------
 
 
-def stored_states(conn: psycopg2.extensions.connection, schema: str, table: FeatureTable, syms: tuple[str, ...],
-                  lo: pd.Timestamp, hi: pd.Timestamp, dataset: str | None, layout: tuple[str, ...],
-                  context: int) -> list[StoredState]:
+def stored_states(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    table: FeatureTable,
+    syms: tuple[str, ...],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    dataset: str | None,
+    layout: tuple[str, ...],
+    context: int,
+) -> list[StoredState]:
     """The saved states, with ``layout``, of the instruments of ``syms`` in ``[lo, hi)`` whose bar is
     before ``lo``, each with its instrument's stored bars up to that bar and where its last ``context``
     of them start (one query for all instruments). None without the feature table or the state
     table, or when a symbol is unknown (the computation from the first bar reports it)."""
     with transaction(conn) as cur:
-        cur.execute("SELECT to_regclass(%s), to_regclass(%s)",
-                    (_q(conn, schema, table.name), _q(conn, schema, table.state_name)))
+        cur.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)",
+            (_q(conn, schema, table.name), _q(conn, schema, table.state_name)),
+        )
         if None in one(cur):
             return []
         missing: list[str] = []
@@ -102,23 +121,36 @@ def stored_states(conn: psycopg2.extensions.connection, schema: str, table: Feat
             f"CROSS JOIN LATERAL (SELECT min(x.ts_event) AS lower FROM (SELECT b.ts_event FROM {bars} b "
             "WHERE b.instrument_id = s.instrument_id AND b.ts_event <= s.ts_event ORDER BY b.ts_event DESC "
             "LIMIT %s) x) w WHERE s.instrument_id = ANY(%s) AND s.ts_event < %s AND s.layout = %s",
-            (context, ids, lo.to_pydatetime(), ",".join(layout)))
+            (context, ids, lo.to_pydatetime(), ",".join(layout)),
+        )
         rows = cur.fetchall()
-    return [StoredState(StateRow(int(iid), pd.Timestamp(ts).value, int(n_bars), str(symbol),
-                                 tuple(float(v) for v in state)),
-                        int(n), pd.Timestamp(lower).value if lower is not None else None)
-            for iid, ts, n_bars, symbol, state, n, lower in rows]
+    return [
+        StoredState(
+            StateRow(int(iid), pd.Timestamp(ts).value, int(n_bars), str(symbol), tuple(float(v) for v in state)),
+            int(n),
+            pd.Timestamp(lower).value if lower is not None else None,
+        )
+        for iid, ts, n_bars, symbol, state, n, lower in rows
+    ]
 
 
-def _save_states(cur: psycopg2.extensions.cursor, schema: str, name: str, new: bool, layout: tuple[str, ...],
-                 states: Sequence[StateRow]) -> None:
+def _save_states(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    name: str,
+    new: bool,
+    layout: tuple[str, ...],
+    states: Sequence[StateRow],
+) -> None:
     """Upsert each instrument's state; a new feature table starts a new state table (states belong to
     the stored rows)."""
     t = _q(cur.connection, schema, name)
     if new:
         cur.execute(f"DROP TABLE IF EXISTS {t}")
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {t} (instrument_id bigint PRIMARY KEY, ts_event timestamptz NOT NULL, "
-                "bars bigint NOT NULL, symbol text NOT NULL, layout text NOT NULL, state float8[] NOT NULL)")
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {t} (instrument_id bigint PRIMARY KEY, ts_event timestamptz NOT NULL, "
+        "bars bigint NOT NULL, symbol text NOT NULL, layout text NOT NULL, state float8[] NOT NULL)"
+    )
     if not states:
         return
     psycopg2.extras.execute_values(
@@ -126,16 +158,33 @@ def _save_states(cur: psycopg2.extensions.cursor, schema: str, name: str, new: b
         f"INSERT INTO {t} (instrument_id, ts_event, bars, symbol, layout, state) VALUES %s "
         "ON CONFLICT (instrument_id) DO UPDATE SET ts_event = EXCLUDED.ts_event, bars = EXCLUDED.bars, "
         "symbol = EXCLUDED.symbol, layout = EXCLUDED.layout, state = EXCLUDED.state",
-        [(s.instrument_id, pd.Timestamp(s.ts_ns, tz="UTC").to_pydatetime(), s.bars, s.symbol, ",".join(layout),
-          [float(v) for v in s.state]) for s in states],
-        template="(%s, %s, %s, %s, %s, %s::float8[])", page_size=1000)
+        [
+            (
+                s.instrument_id,
+                pd.Timestamp(s.ts_ns, tz="UTC").to_pydatetime(),
+                s.bars,
+                s.symbol,
+                ",".join(layout),
+                [float(v) for v in s.state],
+            )
+            for s in states
+        ],
+        template="(%s, %s, %s, %s, %s, %s::float8[])",
+        page_size=1000,
+    )
 
 
 # -- writing --------------------------------------------------------------------------------
 
 
-def store(conn: psycopg2.extensions.connection, schema: str, table: FeatureTable, rows: FeatureRows | None,
-          created: pd.Timestamp, states: tuple[tuple[str, ...], Sequence[StateRow]] | None) -> tuple[int, int]:
+def store(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    table: FeatureTable,
+    rows: FeatureRows | None,
+    created: pd.Timestamp,
+    states: tuple[tuple[str, ...], Sequence[StateRow]] | None,
+) -> tuple[int, int]:
     """Store the rows (stamped ``created``) and the states (``(layout, states)``, None for a set that
     cannot resume) in one transaction; returns (inserted, updated).
 
@@ -169,24 +218,29 @@ def _ensure_table(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTa
     reg = _q(conn, schema, "feature_sets")
     cols = list(table.columns)
     cur.execute("SELECT pg_advisory_xact_lock(hashtext('hdi_lab.features.' || %s || '.' || %s))", (schema, name))
-    cur.execute(f"SELECT columns, version FROM {reg} WHERE name = %s AND interval = %s",
-                (table.set_name, table.interval))
+    cur.execute(
+        f"SELECT columns, version FROM {reg} WHERE name = %s AND interval = %s", (table.set_name, table.interval)
+    )
     row = cur.fetchone()
     if row is not None and (list(row[0]) != cols or int(row[1]) != table.version):
         raise ValidationError(
             f"{name} was stored with columns {list(row[0])} (version {row[1]}), which differ from this hdi_lab's "
             f"{table.set_name} ({cols}, version {table.version}): define a new version of the set instead of "
-            "changing it")
+            "changing it"
+        )
     cur.execute("SELECT to_regclass(%s)", (t,))
     new = one(cur)[0] is None
     if new:
         feature_cols = ", ".join(f"{_q(conn, c)} double precision" for c in cols)
-        cur.execute(f"CREATE TABLE {t} (instrument_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
-                    f"created timestamptz NOT NULL, symbol text, {feature_cols})")
+        cur.execute(
+            f"CREATE TABLE {t} (instrument_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
+            f"created timestamptz NOT NULL, symbol text, {feature_cols})"
+        )
     cur.execute(
         f"INSERT INTO {reg} (name, version, interval, columns, definition, table_name) VALUES (%s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (name, interval) DO UPDATE SET updated = now()",
-        (table.set_name, table.version, table.interval, cols, json.dumps(table.definition), name))
+        (table.set_name, table.version, table.interval, cols, json.dumps(table.definition), name),
+    )
     return new
 
 
@@ -194,14 +248,17 @@ def _add_keys(cur: psycopg2.extensions.cursor, schema: str, name: str) -> None:
     """The primary key (instrument_id, event_timestamp) and the as-of index of a new feature table."""
     conn = cur.connection
     t = _q(conn, schema, name)
-    cur.execute(f"ALTER TABLE {t} ADD CONSTRAINT {_q(conn, name + '_pkey')} "
-                "PRIMARY KEY (instrument_id, event_timestamp)")
-    cur.execute(f"CREATE INDEX {_q(conn, name + '_asof_idx')} ON {t} "
-                "(instrument_id, event_timestamp DESC, created DESC)")
+    cur.execute(
+        f"ALTER TABLE {t} ADD CONSTRAINT {_q(conn, name + '_pkey')} PRIMARY KEY (instrument_id, event_timestamp)"
+    )
+    cur.execute(
+        f"CREATE INDEX {_q(conn, name + '_asof_idx')} ON {t} (instrument_id, event_timestamp DESC, created DESC)"
+    )
 
 
-def _copy_rows(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, rows: FeatureRows,
-               created: pd.Timestamp) -> None:
+def _copy_rows(
+    cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, rows: FeatureRows, created: pd.Timestamp
+) -> None:
     """COPY the rows straight into the table (none of their keys may be stored)."""
     conn = cur.connection
     nfeat = rows.values.shape[1]
@@ -209,18 +266,26 @@ def _copy_rows(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable
     nulls = np.isnan(rows.values)
     payload = copy.encode(
         ["int8", "timestamptz", "timestamptz", "text", *(["float8"] * nfeat)],
-        [rows.ids, rows.event_ns // 1000 - copy.PG_EPOCH_US,
-         np.full(len(rows.ids), created.value // 1000 - copy.PG_EPOCH_US, dtype=np.int64), labels[rows.sym],
-         *(rows.values[:, i] for i in range(nfeat))],
+        [
+            rows.ids,
+            rows.event_ns // 1000 - copy.PG_EPOCH_US,
+            np.full(len(rows.ids), created.value // 1000 - copy.PG_EPOCH_US, dtype=np.int64),
+            labels[rows.sym],
+            *(rows.values[:, i] for i in range(nfeat)),
+        ],
         {4 + i: nulls[:, i] for i in range(nfeat) if nulls[:, i].any()},
     )
-    copy.copy_in(cur, _q(conn, schema, table.name),
-                 ["instrument_id", "event_timestamp", "created", "symbol", *(_q(conn, c) for c in table.columns)],
-                 payload)
+    copy.copy_in(
+        cur,
+        _q(conn, schema, table.name),
+        ["instrument_id", "event_timestamp", "created", "symbol", *(_q(conn, c) for c in table.columns)],
+        payload,
+    )
 
 
-def _upsert(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, rows: FeatureRows,
-            created: pd.Timestamp) -> tuple[int, int]:
+def _upsert(
+    cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, rows: FeatureRows, created: pd.Timestamp
+) -> tuple[int, int]:
     """Store the rows; returns (inserted, updated).
 
     When none of the keys' range is stored yet (a first computation, new bars), the rows are
@@ -233,9 +298,14 @@ def _upsert(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, r
     target = _q(conn, schema, name)
     feats = [_q(conn, c) for c in table.columns]
     lo_ns, hi_ns = int(rows.event_ns.min()), int(rows.event_ns.max())
-    cur.execute(f"SELECT EXISTS (SELECT 1 FROM {target} WHERE instrument_id = ANY(%s) AND event_timestamp "
-                "BETWEEN %s AND %s)", (np.unique(rows.ids).tolist(), pd.Timestamp(lo_ns, tz="UTC").to_pydatetime(),
-                                       pd.Timestamp(hi_ns, tz="UTC").to_pydatetime()))
+    cur.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {target} WHERE instrument_id = ANY(%s) AND event_timestamp BETWEEN %s AND %s)",
+        (
+            np.unique(rows.ids).tolist(),
+            pd.Timestamp(lo_ns, tz="UTC").to_pydatetime(),
+            pd.Timestamp(hi_ns, tz="UTC").to_pydatetime(),
+        ),
+    )
     if not one(cur)[0]:
         cur.execute("SAVEPOINT hdi_features_direct")
         try:
@@ -245,8 +315,10 @@ def _upsert(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, r
         except psycopg2.errors.UniqueViolation:  # a concurrent computation stored some: merge instead
             cur.execute("ROLLBACK TO SAVEPOINT hdi_features_direct")
     stage = _q(conn, f"hdi_stage_{name}")
-    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (instrument_id bigint, event_timestamp timestamptz, "
-                f"sym integer, {', '.join(f + ' double precision' for f in feats)}) ON COMMIT DROP")
+    cur.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (instrument_id bigint, event_timestamp timestamptz, "
+        f"sym integer, {', '.join(f + ' double precision' for f in feats)}) ON COMMIT DROP"
+    )
     cur.execute(f"TRUNCATE {stage}")
     nulls = np.isnan(rows.values)
     payload = copy.encode(
@@ -265,7 +337,8 @@ def _upsert(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, r
         f"symbol = EXCLUDED.symbol, {', '.join(f'{f} = EXCLUDED.{f}' for f in feats)} "
         f"WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING (xmax = 0) AS fresh) "
         "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up",
-        (created.to_pydatetime(), list(rows.labels)))
+        (created.to_pydatetime(), list(rows.labels)),
+    )
     ins, upd = one(cur)
     return int(ins), int(upd)
 
@@ -273,8 +346,16 @@ def _upsert(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTable, r
 # -- reading --------------------------------------------------------------------------------
 
 
-def read_features(conn: psycopg2.extensions.connection, schema: str, name: str, syms: tuple[str, ...],
-                  lo: pd.Timestamp, hi: pd.Timestamp, dataset: str | None, wanted: Sequence[str]) -> pd.DataFrame:
+def read_features(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    name: str,
+    syms: tuple[str, ...],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    dataset: str | None,
+    wanted: Sequence[str],
+) -> pd.DataFrame:
     """The rows of feature table ``name`` of the instruments of ``syms`` with ``event_timestamp`` in
     ``[lo, hi)``: ``instrument_id``, ``symbol`` (the requested symbol mapping to it), ``event_timestamp``
     and the ``wanted`` columns (NULL as NaN), ordered by instrument then time.
@@ -286,8 +367,9 @@ def read_features(conn: psycopg2.extensions.connection, schema: str, name: str, 
         spans = resolve(cur, schema, syms, lo - pd.Timedelta(days=1), hi, dataset)
         cur.execute("SELECT to_regclass(%s)", (_q(conn, schema, name),))
         if one(cur)[0] is None:
-            raise ValidationError(f"{name} does not exist yet: compute it first (hdi_lab.features.compute / "
-                                  "hdi features compute)")
+            raise ValidationError(
+                f"{name} does not exist yet: compute it first (hdi_lab.features.compute / hdi features compute)"
+            )
         owner: dict[int, str] = {}
         for sp in spans:
             owner.setdefault(sp.instrument_id, sp.symbol)
@@ -307,20 +389,22 @@ def read_features(conn: psycopg2.extensions.connection, schema: str, name: str, 
     data: dict[str, Any] = {
         "instrument_id": iid,
         "symbol": pd.array(labels[codes], dtype="string"),
-        "event_timestamp": pd.to_datetime((raw["v1"].astype(np.int64) + copy.PG_EPOCH_US) * 1000, unit="ns",
-                                          utc=True),
+        "event_timestamp": pd.to_datetime((raw["v1"].astype(np.int64) + copy.PG_EPOCH_US) * 1000, unit="ns", utc=True),
     }
     for i, c in enumerate(wanted):
         data[c] = raw[f"v{i + 2}"].astype(np.float64)
     return pd.DataFrame(data)
 
 
-def list_tables(conn: psycopg2.extensions.connection,
-                schema: str) -> list[tuple[str, str, str, int, pd.Timestamp | None, pd.Timestamp]]:
+def list_tables(
+    conn: psycopg2.extensions.connection, schema: str
+) -> list[tuple[str, str, str, int, pd.Timestamp | None, pd.Timestamp]]:
     """Each (set, interval) of the registry: (set, interval, table, rows, last event, last update)."""
     with transaction(conn) as cur:
-        cur.execute(f"SELECT name, interval, table_name, updated FROM {_q(conn, schema, 'feature_sets')} "
-                    "ORDER BY name, interval")
+        cur.execute(
+            f"SELECT name, interval, table_name, updated FROM {_q(conn, schema, 'feature_sets')} "
+            "ORDER BY name, interval"
+        )
         out = []
         for name, interval, table, updated in cur.fetchall():
             cur.execute(f"SELECT count(*), max(event_timestamp) FROM {_q(conn, schema, table)}")
@@ -329,8 +413,9 @@ def list_tables(conn: psycopg2.extensions.connection,
     return out
 
 
-def published_rows(conn: psycopg2.extensions.connection, schema: str, table: str, lo: pd.Timestamp | None,
-                   hi: pd.Timestamp | None) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
+def published_rows(
+    conn: psycopg2.extensions.connection, schema: str, table: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None
+) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
     """Instruments and first event of the rows being published (event_timestamp in [lo, hi)), and the
     table's latest event (materialization runs up to it: later rows of other windows stay online)."""
     with transaction(conn) as cur:
@@ -338,16 +423,23 @@ def published_rows(conn: psycopg2.extensions.connection, schema: str, table: str
         cur.execute("SELECT to_regclass(%s)", (name,))
         row = cur.fetchone()
         if row is None or row[0] is None:
-            raise ValidationError(f"{table} does not exist yet: compute the set first (publish with compute=True, "
-                                  "hdi features compute)")
+            raise ValidationError(
+                f"{table} does not exist yet: compute the set first (publish with compute=True, hdi features compute)"
+            )
         where = "WHERE event_timestamp >= %s AND event_timestamp < %s" if lo is not None else ""
         params = (lo.to_pydatetime(), hi.to_pydatetime()) if lo is not None and hi is not None else ()
-        cur.execute(f"SELECT instrument_id, min(event_timestamp) FROM {name} {where} "
-                    "GROUP BY instrument_id ORDER BY instrument_id", params)
+        cur.execute(
+            f"SELECT instrument_id, min(event_timestamp) FROM {name} {where} "
+            "GROUP BY instrument_id ORDER BY instrument_id",
+            params,
+        )
         rows = cur.fetchall()
         cur.execute(f"SELECT max(event_timestamp) FROM {name}")
         latest = cur.fetchone()
     if not rows or latest is None:
         return [], None, None
-    return ([int(r[0]) for r in rows], pd.Timestamp(min(r[1] for r in rows)).tz_convert("UTC"),
-            pd.Timestamp(latest[0]).tz_convert("UTC"))
+    return (
+        [int(r[0]) for r in rows],
+        pd.Timestamp(min(r[1] for r in rows)).tz_convert("UTC"),
+        pd.Timestamp(latest[0]).tz_convert("UTC"),
+    )

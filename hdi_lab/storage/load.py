@@ -23,8 +23,18 @@ from hdi_lab.storage import copy
 from hdi_lab.storage.db import one
 from hdi_lab.storage.normalise import Columns, key_view
 
-__all__ = ["BadRow", "Cursor", "completed", "insert_log", "insert_quarantine", "known_instruments", "load_definitions",
-           "load_market", "lock_chunk", "upsert_symbology"]
+__all__ = [
+    "BadRow",
+    "Cursor",
+    "completed",
+    "insert_log",
+    "insert_quarantine",
+    "known_instruments",
+    "load_definitions",
+    "load_market",
+    "lock_chunk",
+    "upsert_symbology",
+]
 
 Cursor: TypeAlias = psycopg2.extensions.cursor
 
@@ -61,8 +71,7 @@ def _stored(cur: Cursor, schema: str, cols: Columns) -> npt.NDArray[Any]:
     existing = copy.decode(copy.copy_out(cur, text), key_types)
     if len(existing) == 0:
         return np.zeros(len(cols), dtype=bool)
-    mine = key_view([cols.values[k].astype(existing[f"v{i}"].dtype.newbyteorder("="))
-                      for i, k in enumerate(t.key)])
+    mine = key_view([cols.values[k].astype(existing[f"v{i}"].dtype.newbyteorder("=")) for i, k in enumerate(t.key)])
     theirs = key_view([existing[f"v{i}"] for i in range(len(t.key))])
     return np.isin(mine, theirs)
 
@@ -106,7 +115,9 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
     cols_sql = ", ".join(names)
     key_sql = ", ".join(_q(cur, k) for k in t.key)
     if t.on_conflict == "nothing":
-        cur.execute(f"INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} ON CONFLICT ({key_sql}) DO NOTHING")
+        cur.execute(
+            f"INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} ON CONFLICT ({key_sql}) DO NOTHING"
+        )
         return cur.rowcount, 0
     rest = [_q(cur, c) for c in t.column_names if c not in t.key]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)
@@ -139,16 +150,29 @@ def load_definitions(cur: Cursor, schema: str, dataset: str, records: npt.NDArra
         return 0, 0
     rows = []
     for r in records:  # definitions are few: one per instrument per day
-        rows.append((
-            int(r["publisher_id"]), int(r["instrument_id"]), int(r["ts_recv"]), _ns_ts(int(r["ts_recv"])),
-            int(r["ts_event"]), dataset, _text(r["raw_symbol"]) or "", _text(r["instrument_class"]),
-            _text(r["security_type"]), _text(r["asset"]), _text(r["exchange"]), _text(r["currency"]),
-            _text(r["underlying"]), _ns_ts(int(r["expiration"])), _ns_ts(int(r["activation"])),
-            None if int(r["min_price_increment"]) == INT64_MAX else int(r["min_price_increment"]),
-            None if int(r["display_factor"]) == INT64_MAX else int(r["display_factor"]),
-            None if int(r["contract_multiplier"]) == 2**31 - 1 else int(r["contract_multiplier"]),
-            psycopg2.extras.Json(record_to_json(r)),
-        ))
+        rows.append(
+            (
+                int(r["publisher_id"]),
+                int(r["instrument_id"]),
+                int(r["ts_recv"]),
+                _ns_ts(int(r["ts_recv"])),
+                int(r["ts_event"]),
+                dataset,
+                _text(r["raw_symbol"]) or "",
+                _text(r["instrument_class"]),
+                _text(r["security_type"]),
+                _text(r["asset"]),
+                _text(r["exchange"]),
+                _text(r["currency"]),
+                _text(r["underlying"]),
+                _ns_ts(int(r["expiration"])),
+                _ns_ts(int(r["activation"])),
+                None if int(r["min_price_increment"]) == INT64_MAX else int(r["min_price_increment"]),
+                None if int(r["display_factor"]) == INT64_MAX else int(r["display_factor"]),
+                None if int(r["contract_multiplier"]) == 2**31 - 1 else int(r["contract_multiplier"]),
+                psycopg2.extras.Json(record_to_json(r)),
+            )
+        )
     t = _q(cur, schema, "instruments")
     result = psycopg2.extras.execute_values(
         cur,
@@ -159,7 +183,9 @@ def load_definitions(cur: Cursor, schema: str, dataset: str, records: npt.NDArra
         "raw_symbol = EXCLUDED.raw_symbol, expiration = EXCLUDED.expiration "
         f"WHERE {t}.record IS DISTINCT FROM EXCLUDED.record RETURNING (xmax = 0) AS fresh) "
         "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up",
-        rows, page_size=len(rows), fetch=True,
+        rows,
+        page_size=len(rows),
+        fetch=True,
     )
     ins, upd = result[0]
     return int(ins), int(upd)
@@ -211,9 +237,25 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
         f"INSERT INTO {_q(cur, schema, 'ingest_log')} (chunk_key, provider, dataset, schema, stype_in, symbols, "
         "start_ts, end_ts, source, fetched, inserted, updated, duplicates, quarantined, seconds, forced, warnings) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[]) RETURNING id",
-        (c.key, c.provider, c.dataset, c.schema.value, c.stype_in.value, list(c.symbols),
-         c.start.to_pydatetime(), c.end.to_pydatetime(), c.path, result.fetched, result.inserted,
-         result.updated, result.duplicates, result.quarantined, result.seconds, forced, list(result.warnings)),
+        (
+            c.key,
+            c.provider,
+            c.dataset,
+            c.schema.value,
+            c.stype_in.value,
+            list(c.symbols),
+            c.start.to_pydatetime(),
+            c.end.to_pydatetime(),
+            c.path,
+            result.fetched,
+            result.inserted,
+            result.updated,
+            result.duplicates,
+            result.quarantined,
+            result.seconds,
+            forced,
+            list(result.warnings),
+        ),
     )
     return int(one(cur)[0])
 
@@ -242,7 +284,20 @@ def insert_quarantine(cur: Cursor, schema: str, ingest_id: int | None, chunk: Ch
         f"fingerprint) SELECT v.*, {fingerprint}(v.dataset, v.schema, v.dup_idx, v.record) FROM (VALUES %s) AS "
         "v(ingest_id, chunk_key, dataset, schema, rule, reason, record, dup_idx, req_start, req_end) "
         "ON CONFLICT (fingerprint) DO NOTHING",
-        [(ingest_id, chunk.key, chunk.dataset, chunk.schema.value, r.rule, r.reason, psycopg2.extras.Json(r.record),
-          r.dup_idx, chunk.start.to_pydatetime(), chunk.end.to_pydatetime()) for r in rows],
+        [
+            (
+                ingest_id,
+                chunk.key,
+                chunk.dataset,
+                chunk.schema.value,
+                r.rule,
+                r.reason,
+                psycopg2.extras.Json(r.record),
+                r.dup_idx,
+                chunk.start.to_pydatetime(),
+                chunk.end.to_pydatetime(),
+            )
+            for r in rows
+        ],
         template="(%s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s::integer, %s, %s)",
     )

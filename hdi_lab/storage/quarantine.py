@@ -19,8 +19,9 @@ def _t(schema: str, cur: Any) -> str:
     return pgsql.Identifier(schema, "quarantine").as_string(cur.connection)
 
 
-def entries(conn: psycopg2.extensions.connection, schema: str, status: str, rule: str | None,
-            limit: int) -> pd.DataFrame:
+def entries(
+    conn: psycopg2.extensions.connection, schema: str, status: str, rule: str | None, limit: int
+) -> pd.DataFrame:
     """Quarantine entries (newest first) without the record bodies."""
     with transaction(conn) as cur:
         cur.execute(
@@ -55,8 +56,11 @@ def lock_open(cur: psycopg2.extensions.cursor, schema: str, ids: list[int] | Non
 def set_reasons(cur: psycopg2.extensions.cursor, schema: str, rows: list[tuple[int, str, str]]) -> None:
     """The new (id, rule, reason) of entries that are still invalid."""
     psycopg2.extras.execute_values(
-        cur, f"UPDATE {_t(schema, cur)} q SET rule = v.rule, reason = v.reason FROM (VALUES %s) AS v(id, rule, reason) "
-        "WHERE q.id = v.id", rows)
+        cur,
+        f"UPDATE {_t(schema, cur)} q SET rule = v.rule, reason = v.reason FROM (VALUES %s) AS v(id, rule, reason) "
+        "WHERE q.id = v.id",
+        rows,
+    )
 
 
 def mark_resolved(cur: psycopg2.extensions.cursor, schema: str, ids: list[int]) -> None:

@@ -29,17 +29,29 @@ PriceType: TypeAlias = Literal["float", "fixed"]
 _SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
 
 
-def query(conn: psycopg2.extensions.connection, schema: str, sch: Schema, spans: list[Span],
-          syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp, price_type: PriceType,
-          seconds: int | None, columns: Sequence[str] | None) -> pd.DataFrame:
+def query(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    sch: Schema,
+    spans: list[Span],
+    syms: tuple[str, ...],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    price_type: PriceType,
+    seconds: int | None,
+    columns: Sequence[str] | None,
+) -> pd.DataFrame:
     """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.core.retrieval.query`);
     ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read."""
     with transaction(conn) as cur:
         if sch is Schema.DEFINITION:
             frame = _definitions(cur, schema, spans, lo, hi, price_type)
         else:
-            rollup = None if seconds is None else aggregates.choose(
-                cur, schema, TABLES[sch].name, seconds, lo.value, hi.value + seconds * 10**9)
+            rollup = (
+                None
+                if seconds is None
+                else aggregates.choose(cur, schema, TABLES[sch].name, seconds, lo.value, hi.value + seconds * 10**9)
+            )
             wanted = None
             if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
                 known = [c.name for c in _out_columns(TABLES[sch])] + ["symbol"]
@@ -55,12 +67,22 @@ def _out_columns(t: Table) -> list[Column]:
     return [c for c in t.columns if c.kind != "dup" and not (t.ns_column and c.name == t.time_column)]
 
 
-def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str, ...],
-            price_type: PriceType, rollup: aggregates.Rollup | None = None,
-            wanted: Collection[str] | None = None) -> pd.DataFrame:
+def _market(
+    cur: Any,
+    schema: str,
+    t: Table,
+    spans: list[Span],
+    syms: tuple[str, ...],
+    price_type: PriceType,
+    rollup: aggregates.Rollup | None = None,
+    wanted: Collection[str] | None = None,
+) -> pd.DataFrame:
     """The rows of ``spans``; ``wanted`` (bars) limits the value columns read (the key always comes)."""
-    cols = [c for c in _out_columns(t)
-            if wanted is None or c.name in wanted or c.name in ("instrument_id", t.time_column, t.ns_column)]
+    cols = [
+        c
+        for c in _out_columns(t)
+        if wanted is None or c.name in wanted or c.name in ("instrument_id", t.time_column, t.ns_column)
+    ]
     q = pgsql.Identifier
     conn = cur.connection
     # each row comes back with the index of its span; the span gives symbol and instrument_id
@@ -69,8 +91,10 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     fetched = [c for c in cols if c.name != "instrument_id"]
     fetched += [t.column(k) for k in ties if k not in {c.name for c in fetched}]
     select = ["r.span"] + [
-        f"COALESCE(t.{q(c.name).as_string(conn)}, {_SENTINEL[c.kind]})" if c.nullable
-        else f"t.{q(c.name).as_string(conn)}" for c in fetched
+        f"COALESCE(t.{q(c.name).as_string(conn)}, {_SENTINEL[c.kind]})"
+        if c.nullable
+        else f"t.{q(c.name).as_string(conn)}"
+        for c in fetched
     ]
     ts = t.time_column
     epoch = "'epoch'::timestamptz + interval '1 microsecond' * "
@@ -78,10 +102,15 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     cond = f"t.{ts} >= {epoch}r.lo_us AND t.{ts} < {epoch}r.hi_us"
     if t.ns_column:
         cond += f" AND t.{t.ns_column} >= r.lo_ns AND t.{t.ns_column} < r.hi_ns"
-    where = (f"t.instrument_id = r.iid AND {cond} AND t.publisher_id IN (SELECT p.publisher_id FROM "
-             f"{q(schema, 'publishers').as_string(conn)} p WHERE p.dataset = r.dataset)")
-    inner = (aggregates.relation(conn, schema, rollup, where) if rollup
-             else f"SELECT * FROM {q(schema, t.name).as_string(conn)} t WHERE {where}")
+    where = (
+        f"t.instrument_id = r.iid AND {cond} AND t.publisher_id IN (SELECT p.publisher_id FROM "
+        f"{q(schema, 'publishers').as_string(conn)} p WHERE p.dataset = r.dataset)"
+    )
+    inner = (
+        aggregates.relation(conn, schema, rollup, where)
+        if rollup
+        else f"SELECT * FROM {q(schema, t.name).as_string(conn)} t WHERE {where}"
+    )
     text = (
         f"SELECT {', '.join(select)} FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[], %s::int8[], "
         "%s::int8[], %s::int8[]) AS r(span, dataset, iid, lo_us, hi_us, lo_ns, hi_ns) "
@@ -97,8 +126,13 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     else:
         lo_us, hi_us = [-(-v // 1000) for v in lo_ns], [-(-v // 1000) for v in hi_ns]
     params = (
-        list(range(len(spans))), [sp.dataset for sp in spans],
-        [sp.instrument_id for sp in spans], lo_us, hi_us, lo_ns, hi_ns,
+        list(range(len(spans))),
+        [sp.dataset for sp in spans],
+        [sp.instrument_id for sp in spans],
+        lo_us,
+        hi_us,
+        lo_ns,
+        hi_ns,
     )
     raw = copy.copy_out(cur, cur.mogrify(text, params).decode())
     rows = copy.decode(raw, ["int4", *(c.pgtype for c in fetched)])
@@ -108,13 +142,18 @@ def _market(cur: Any, schema: str, t: Table, spans: list[Span], syms: tuple[str,
     sym = np.array([syms.index(sp.symbol) for sp in spans], dtype=np.int32)[span]
     # sorted client-side (time, symbol, instrument, then the rest of the key): a server sort of a
     # large result spills to disk with the default work_mem
-    order = np.lexsort([*(arrays[k] for k in reversed(ties)), arrays["instrument_id"], sym,
-                        arrays[t.ns_column or ts]])
+    order = np.lexsort([*(arrays[k] for k in reversed(ties)), arrays["instrument_id"], sym, arrays[t.ns_column or ts]])
     return _frame({k: v[order] for k, v in arrays.items()}, sym[order], cols, t, syms, price_type)
 
 
-def _frame(arrays: dict[str, npt.NDArray[Any]], sym: npt.NDArray[Any], cols: list[Column], t: Table,
-           syms: tuple[str, ...], price_type: PriceType) -> pd.DataFrame:
+def _frame(
+    arrays: dict[str, npt.NDArray[Any]],
+    sym: npt.NDArray[Any],
+    cols: list[Column],
+    t: Table,
+    syms: tuple[str, ...],
+    price_type: PriceType,
+) -> pd.DataFrame:
     data: dict[str, Any] = {}
     for c in cols:
         v = arrays[c.name]
@@ -150,8 +189,9 @@ def _strings(codes: npt.NDArray[Any], labels: Sequence[str]) -> Any:
     return pd.array(arr.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
-def _definitions(cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi: pd.Timestamp,
-                 price_type: PriceType) -> pd.DataFrame:
+def _definitions(
+    cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi: pd.Timestamp, price_type: PriceType
+) -> pd.DataFrame:
     import databento_dbn
 
     t = pgsql.Identifier(schema, "instruments").as_string(cur.connection)
@@ -172,21 +212,35 @@ def _definitions(cur: Any, schema: str, spans: list[Span], lo: pd.Timestamp, hi:
     if not frames:
         return pd.DataFrame(columns=["symbol"])
     frame = pd.concat(frames, ignore_index=True)
-    for name in ("raw_symbol", "group", "exchange", "asset", "cfi", "security_type", "currency",
-                 "underlying", "instrument_class", "unit_of_measure", "settl_currency", "secsubtype"):
+    for name in (
+        "raw_symbol",
+        "group",
+        "exchange",
+        "asset",
+        "cfi",
+        "security_type",
+        "currency",
+        "underlying",
+        "instrument_class",
+        "unit_of_measure",
+        "settl_currency",
+        "secsubtype",
+    ):
         if name in frame:
             frame[name] = frame[name].str.decode("latin-1")
     if price_type == "float":
         for name in databento_dbn.InstrumentDefMsg._price_fields:
             v = frame[name].to_numpy()
             frame[name] = np.where(v == INT64_MAX, np.nan, v / 1e9)
-    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("ts_event").astype(np.int64), unit="ns", utc=True),
-                                   name="ts_event")
+    frame.index = pd.DatetimeIndex(
+        pd.to_datetime(frame.pop("ts_event").astype(np.int64), unit="ns", utc=True), name="ts_event"
+    )
     return frame
 
 
-def sql(conn: psycopg2.extensions.connection, text: str,
-        params: Mapping[str, Any] | Sequence[Any] | None) -> pd.DataFrame:
+def sql(
+    conn: psycopg2.extensions.connection, text: str, params: Mapping[str, Any] | Sequence[Any] | None
+) -> pd.DataFrame:
     """Run SQL with bound parameters against the hdi_lab schema (see :func:`hdi_lab.core.retrieval.sql`)."""
     with transaction(conn) as cur:  # a lost connection or a refused privilege: transaction()'s StorageError
         try:
@@ -203,4 +257,3 @@ def sql(conn: psycopg2.extensions.connection, text: str,
             return pd.DataFrame()
         frame = fetch_frame(cur)
     return frame
-

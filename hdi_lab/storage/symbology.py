@@ -102,8 +102,11 @@ def _merge(spans: list[Span]) -> list[Span]:
     out: list[Span] = []
     for sp in sorted(spans, key=lambda x: (x.symbol, x.dataset, x.instrument_id, x.lo)):
         last = out[-1] if out else None
-        if last and (last.symbol, last.dataset, last.instrument_id) == (sp.symbol, sp.dataset, sp.instrument_id) \
-                and sp.lo <= last.hi:
+        if (
+            last
+            and (last.symbol, last.dataset, last.instrument_id) == (sp.symbol, sp.dataset, sp.instrument_id)
+            and sp.lo <= last.hi
+        ):
             out[-1] = Span(sp.symbol, sp.dataset, sp.instrument_id, last.lo, max(last.hi, sp.hi))
         else:
             out.append(sp)

@@ -60,15 +60,19 @@ _TICK_TIME = (
     Column("ts_recv_ns", "int8", "ts_recv", "ns"),
 )
 
-_TRADE = _ID + _TICK_TIME + (
-    Column("price", "int8", "price", "price", nullable=True),
-    Column("size", "int8", "size"),
-    Column("action", "char", "action", "char"),
-    Column("side", "char", "side", "char"),
-    Column("flags", "int2", "flags"),
-    Column("depth", "int2", "depth"),
-    Column("ts_in_delta", "int4", "ts_in_delta"),
-    Column("sequence", "int8", "sequence"),
+_TRADE = (
+    _ID
+    + _TICK_TIME
+    + (
+        Column("price", "int8", "price", "price", nullable=True),
+        Column("size", "int8", "size"),
+        Column("action", "char", "action", "char"),
+        Column("side", "char", "side", "char"),
+        Column("flags", "int2", "flags"),
+        Column("depth", "int2", "depth"),
+        Column("ts_in_delta", "int4", "ts_in_delta"),
+        Column("sequence", "int8", "sequence"),
+    )
 )
 
 _BOOK = (
@@ -80,16 +84,20 @@ _BOOK = (
     Column("ask_ct_00", "int8", "ask_ct_00"),
 )
 
-_STAT = _ID + _TICK_TIME + (
-    Column("ts_ref_ns", "int8", "ts_ref", "undef_u64", nullable=True),
-    Column("price", "int8", "price", "price", nullable=True),
-    Column("quantity", "int8", "quantity", "undef_i64", nullable=True),
-    Column("sequence", "int8", "sequence"),
-    Column("ts_in_delta", "int4", "ts_in_delta"),
-    Column("stat_type", "int2", "stat_type"),
-    Column("channel_id", "int4", "channel_id"),
-    Column("update_action", "int2", "update_action"),
-    Column("stat_flags", "int2", "stat_flags"),
+_STAT = (
+    _ID
+    + _TICK_TIME
+    + (
+        Column("ts_ref_ns", "int8", "ts_ref", "undef_u64", nullable=True),
+        Column("price", "int8", "price", "price", nullable=True),
+        Column("quantity", "int8", "quantity", "undef_i64", nullable=True),
+        Column("sequence", "int8", "sequence"),
+        Column("ts_in_delta", "int4", "ts_in_delta"),
+        Column("stat_type", "int2", "stat_type"),
+        Column("channel_id", "int4", "channel_id"),
+        Column("update_action", "int2", "update_action"),
+        Column("stat_flags", "int2", "stat_flags"),
+    )
 )
 
 _TICK_KEY = ("instrument_id", "ts_event", "ts_event_ns", "dup_idx", "publisher_id")

@@ -35,8 +35,17 @@ from hdi_lab.storage import aggregates
 from hdi_lab.storage.cursor import fetch_frame, transaction
 from hdi_lab.storage.tables import TABLES
 
-__all__ = ["CHUNK_INTERVALS", "SEGMENT_BY", "Extension", "Objects", "Policies", "detect", "enable", "job_ids",
-           "objects"]
+__all__ = [
+    "CHUNK_INTERVALS",
+    "SEGMENT_BY",
+    "Extension",
+    "Objects",
+    "Policies",
+    "detect",
+    "enable",
+    "job_ids",
+    "objects",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +119,18 @@ def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | No
             cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb SCHEMA public")
         except psycopg2.Error as exc:
             cur.execute("ROLLBACK TO SAVEPOINT hdi_timescale")
-            log.warning("timescaledb is available but could not be created (%s); using plain tables",
-                        (exc.pgerror or str(exc)).strip())
+            log.warning(
+                "timescaledb is available but could not be created (%s); using plain tables",
+                (exc.pgerror or str(exc)).strip(),
+            )
             return []
         ext = "public"
     conn = cur.connection
     e = sql.Identifier(ext).as_string(conn)
     cur.execute(
         "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables "
-        "WHERE hypertable_schema = %s", (schema,)
+        "WHERE hypertable_schema = %s",
+        (schema,),
     )
     existing = dict(cur.fetchall())
     converted = []
@@ -127,18 +139,36 @@ def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | No
         if table not in existing:
             cur.execute(
                 f"SELECT {e}.create_hypertable(%s::regclass, 'ts_event', chunk_time_interval => %s::interval, "
-                "migrate_data => true)", (target, interval),
+                "migrate_data => true)",
+                (target, interval),
             )
             converted.append(table)
         if not existing.get(table):
             cur.execute(
                 f"ALTER TABLE {target} SET (timescaledb.compress, timescaledb.compress_segmentby = %s, "
-                "timescaledb.compress_orderby = %s)", (", ".join(SEGMENT_BY), _order_by(table)),
+                "timescaledb.compress_orderby = %s)",
+                (", ".join(SEGMENT_BY), _order_by(table)),
             )
-    _sync_policy(cur, schema, e, "policy_compression", "compress_after", "add_compression_policy",
-                 "remove_compression_policy", policies.compress_after)
-    _sync_policy(cur, schema, e, "policy_retention", "drop_after", "add_retention_policy",
-                 "remove_retention_policy", policies.retention)
+    _sync_policy(
+        cur,
+        schema,
+        e,
+        "policy_compression",
+        "compress_after",
+        "add_compression_policy",
+        "remove_compression_policy",
+        policies.compress_after,
+    )
+    _sync_policy(
+        cur,
+        schema,
+        e,
+        "policy_retention",
+        "drop_after",
+        "add_retention_policy",
+        "remove_retention_policy",
+        policies.retention,
+    )
     aggregates.create(cur, schema, ext)
     return converted
 
@@ -150,8 +180,16 @@ def _order_by(table: str) -> str:
     return ", ".join(["ts_event DESC", *rest])
 
 
-def _sync_policy(cur: psycopg2.extensions.cursor, schema: str, e: str, proc: str, option: str, add: str,
-                 remove: str, wanted: str | None) -> None:
+def _sync_policy(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    e: str,
+    proc: str,
+    option: str,
+    add: str,
+    remove: str,
+    wanted: str | None,
+) -> None:
     """Make every market-data hypertable's ``proc`` policy match ``wanted`` (None: no policy)."""
     conn = cur.connection
     if wanted is not None:
@@ -161,8 +199,9 @@ def _sync_policy(cur: psycopg2.extensions.cursor, schema: str, e: str, proc: str
         except psycopg2.Error:
             cur.execute("ROLLBACK TO SAVEPOINT hdi_policy")
             setting = "timescale_compress_after" if proc == "policy_compression" else "timescale_retention"
-            raise ConfigError(f"{setting}={wanted!r} is not a PostgreSQL interval: use e.g. '7 days' or 'off'") \
-                from None
+            raise ConfigError(
+                f"{setting}={wanted!r} is not a PostgreSQL interval: use e.g. '7 days' or 'off'"
+            ) from None
         cur.execute("RELEASE SAVEPOINT hdi_policy")
     cur.execute(
         "SELECT hypertable_name, (config->>%s)::interval = %s::interval FROM timescaledb_information.jobs "
@@ -186,7 +225,7 @@ def objects(cur: psycopg2.extensions.cursor, schema: str) -> Objects:
         return Objects(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     e = sql.Identifier(ext).as_string(cur.connection)
     cur.execute(
-        f"SELECT h.hypertable_name AS \"table\", d.time_interval AS chunk_interval, "
+        f'SELECT h.hypertable_name AS "table", d.time_interval AS chunk_interval, '
         "(SELECT count(*) FROM timescaledb_information.chunks c WHERE c.hypertable_schema = h.hypertable_schema "
         "AND c.hypertable_name = h.hypertable_name) AS chunks, "
         "COALESCE(s.number_compressed_chunks, 0) AS compressed_chunks, "
@@ -198,12 +237,14 @@ def objects(cur: psycopg2.extensions.cursor, schema: str) -> Objects:
         "AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1 "
         f"LEFT JOIN LATERAL {e}.hypertable_compression_stats(format('%%I.%%I', h.hypertable_schema, "
         "h.hypertable_name)::regclass) s ON true "
-        "WHERE h.hypertable_schema = %s ORDER BY 1", (schema,),
+        "WHERE h.hypertable_schema = %s ORDER BY 1",
+        (schema,),
     )
     tables = fetch_frame(cur)
     cur.execute(
         "SELECT view_name AS view, hypertable_name AS source, materialized_only "
-        "FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s ORDER BY 1", (schema,),
+        "FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s ORDER BY 1",
+        (schema,),
     )
     views = fetch_frame(cur)
     for name in ("chunks", "compressed_chunks", "bytes_before", "bytes_after"):
@@ -219,7 +260,8 @@ def _policies(cur: psycopg2.extensions.cursor, schema: str) -> pd.DataFrame:
         "FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.continuous_aggregates a "
         "ON a.materialization_hypertable_schema = j.hypertable_schema "
         "AND a.materialization_hypertable_name = j.hypertable_name "
-        "WHERE j.hypertable_schema = %s OR a.view_schema = %s ORDER BY 2, 3", (schema, schema),
+        "WHERE j.hypertable_schema = %s OR a.view_schema = %s ORDER BY 2, 3",
+        (schema, schema),
     )
     return fetch_frame(cur)
 

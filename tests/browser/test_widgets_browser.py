@@ -36,8 +36,15 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "03_widgets.ipynb"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SERVER_START_TIMEOUT = 60.0
 RUN_ALL_TIMEOUT = 120.0
 ROUND_TRIP_TIMEOUT_MS = 30_000
@@ -81,7 +88,7 @@ def _proc_table() -> dict[int, tuple[int, str]]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         table[int(entry)] = (int(fields[1]), fields[19])
     return table
 
@@ -104,8 +111,9 @@ def _kill_server(proc: subprocess.Popen[bytes], base_url: str, token: str) -> No
     """Shut the server down (it stops its kernel), then kill its process group and any leftover child."""
     children = _descendants(proc.pid)
     try:
-        req = urllib.request.Request(f"{base_url}/api/shutdown", method="POST",
-                                     headers={"Authorization": f"token {token}"})
+        req = urllib.request.Request(
+            f"{base_url}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+        )
         _HTTP.open(req, timeout=5).close()
         proc.wait(timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -145,20 +153,29 @@ def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
     """JupyterLab on a free port, serving a temp copy of 03_widgets.ipynb, its config in temp dirs."""
     _require_browser_tools()
     home = tmp_path / "jupyter"
-    dirs = {name: home / sub for name, sub in (
-        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-        ("IPYTHONDIR", "ipython"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-        ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"))}
+    dirs = {
+        name: home / sub
+        for name, sub in (
+            ("JUPYTER_CONFIG_DIR", "config"),
+            ("JUPYTER_DATA_DIR", "data"),
+            ("JUPYTER_RUNTIME_DIR", "runtime"),
+            ("IPYTHONDIR", "ipython"),
+            ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+            ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+        )
+    }
     for d in dirs.values():
         d.mkdir(parents=True)
     # Every cell attached to the DOM (no windowing), and no news/update toasts or requests.
     settings = dirs["JUPYTERLAB_SETTINGS_DIR"]
     (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none"}))
+        json.dumps({"windowingMode": "none"})
+    )
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -171,14 +188,31 @@ def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
     log = tmp_path / "jupyter.log"
     # -m jupyterlab, not `jupyter lab` (whose jupyter-lab script may name another interpreter): the server,
     # and so the kernel (jupyter_client starts a "python" kernel with the server's interpreter), run this one.
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-           f"--port={port}", f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     base_url = f"http://127.0.0.1:{port}"
     with log.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Lab(base_url, token, log)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -193,8 +227,9 @@ def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab not up after {SERVER_START_TIMEOUT:.0f} s:\n{server.log_tail()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"jupyter lab not up after {SERVER_START_TIMEOUT:.0f} s:\n{server.log_tail()}", pytrace=False
+                )
             time.sleep(0.25)
         yield server
     finally:
@@ -244,19 +279,25 @@ def test_widgets_are_live_in_jupyterlab(lab: Lab, tmp_path: Path, capsys: pytest
 
     def report() -> str:
         state = page.evaluate(NOTEBOOK_STATE_JS)
-        return (f"notebook state {json.dumps(state)}\npage errors {page_errors}\n"
-                f"jupyter log tail:\n{lab.log_tail(2000)}")
+        return f"notebook state {json.dumps(state)}\npage errors {page_errors}\njupyter log tail:\n{lab.log_tail(2000)}"
 
     with sync_playwright() as pw:
         home = tmp_path / "chromium-home"  # else Chromium writes ~/.config/chromium and ~/.cache/dconf
-        browser_env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                       "XDG_CACHE_HOME": str(home / ".cache"), "TZ": LOCAL_TZ}
+        browser_env = {
+            **os.environ,
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "TZ": LOCAL_TZ,
+        }
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=browser_env)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 2000})
             page.on("pageerror", lambda exc: page_errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda msg: page_errors.append(f"console.{msg.type}: {msg.text}")
-                    if msg.type == "error" else None)
+            page.on(
+                "console",
+                lambda msg: page_errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None,
+            )
             page.goto(f"{lab.base_url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded")
             try:
                 _run_and_check(page, expect, report)
@@ -324,8 +365,9 @@ def _run_and_check(page: Any, expect: Any, report: Callable[[], str]) -> None:
 
     # Round trip 1: click Preview in the page; the kernel's callback replaces the form's error with a report.
     form.locator("button.widget-button", has_text="Preview").click()
-    expect(form_output.locator(".hdi-report")).to_contain_text("Preview (dry run, nothing written)",
-                                                              timeout=ROUND_TRIP_TIMEOUT_MS)
+    expect(form_output.locator(".hdi-report")).to_contain_text(
+        "Preview (dry run, nothing written)", timeout=ROUND_TRIP_TIMEOUT_MS
+    )
     expect(form_output.locator(".hdi-error")).to_have_count(0)
 
     # Round trip 2: click Run; every chunk is already loaded, so the bar fills and turns green.
@@ -346,8 +388,9 @@ def _run_and_check(page: Any, expect: Any, report: Callable[[], str]) -> None:
     schema = explorer.locator(".widget-dropdown", has_text="interval").locator("select")
     schema.select_option(label="1 minute")
     explorer.locator("button.widget-button", has_text="Load").click()
-    expect(explorer_output.locator(".hdi-status")).to_have_text("1,560 rows of NVDA ohlcv-1m",
-                                                                timeout=ROUND_TRIP_TIMEOUT_MS)
+    expect(explorer_output.locator(".hdi-status")).to_have_text(
+        "1,560 rows of NVDA ohlcv-1m", timeout=ROUND_TRIP_TIMEOUT_MS
+    )
     expect(chart.locator(".gtitle")).to_have_text("NVDA ohlcv-1m", timeout=ROUND_TRIP_TIMEOUT_MS)
     expect(chart.locator(".legendtext")).to_have_text(["OHLC", "volume", "EMA(10)"])
     expect(chart.locator("g.trace.boxes path").first).to_be_attached()

@@ -24,10 +24,22 @@ DEADLINE_S = 120.0
 T = TypeVar("T")
 
 #: 10 daily chunks of ESH4 trades (~35k trades per weekday, none on Saturday), from the offline sample provider
-SAMPLE_ARGS = ("--provider", "sample", "--schema", "trades", "--symbols", "ESH4",
-               "--start", "2024-01-01", "--end", "2024-01-11", "--quiet")
-SAMPLE_REQUEST: dict[str, Any] = dict(provider="sample", schema="trades", symbols=["ESH4"],
-                                      start="2024-01-01", end="2024-01-11")
+SAMPLE_ARGS = (
+    "--provider",
+    "sample",
+    "--schema",
+    "trades",
+    "--symbols",
+    "ESH4",
+    "--start",
+    "2024-01-01",
+    "--end",
+    "2024-01-11",
+    "--quiet",
+)
+SAMPLE_REQUEST: dict[str, Any] = dict(
+    provider="sample", schema="trades", symbols=["ESH4"], start="2024-01-01", end="2024-01-11"
+)
 
 
 def hdi(*args: str) -> list[str]:
@@ -46,8 +58,9 @@ def child_env(settings: Mapping[str, str]) -> dict[str, str]:
 @contextlib.contextmanager
 def spawned(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
     """A child process that is killed and reaped when the block ends, whatever happened in it."""
-    proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        list(argv), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         yield proc
     finally:
@@ -56,14 +69,16 @@ def spawned(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> Iterator[
         proc.communicate(timeout=DEADLINE_S)
 
 
-def run(argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float = DEADLINE_S
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float = DEADLINE_S
+) -> subprocess.CompletedProcess[str]:
     """Run to completion (killed at the timeout): exit code, stdout and stderr as text."""
     return subprocess.run(list(argv), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def poll(probe: Callable[[], T | None], what: str, proc: subprocess.Popen[str] | None = None,
-         timeout: float = DEADLINE_S) -> T:
+def poll(
+    probe: Callable[[], T | None], what: str, proc: subprocess.Popen[str] | None = None, timeout: float = DEADLINE_S
+) -> T:
     """The first truthy ``probe()``; fails if ``proc`` exits first or the deadline passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -99,8 +114,12 @@ def log_rows(url: str, schema: str) -> int:
 
 def copying_in_transaction(url: str, schema: str) -> bool:
     """A backend is inside a transaction whose latest statement is a COPY into ``schema``: mid-chunk."""
-    rows = fetch(url, "SELECT count(*) FROM pg_stat_activity WHERE xact_start IS NOT NULL "
-                      "AND query LIKE %s AND pid <> pg_backend_pid()", (f'COPY "{schema}".%',))
+    rows = fetch(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE xact_start IS NOT NULL "
+        "AND query LIKE %s AND pid <> pg_backend_pid()",
+        (f'COPY "{schema}".%',),
+    )
     return bool(rows[0][0])
 
 
@@ -115,24 +134,34 @@ def check_trades_invariants(url: str, schema: str) -> dict[str, int]:
     """Whole chunks only: every ingest-log row has exactly its rows, every row belongs to a logged chunk,
     no key and no record is stored twice, nothing is quarantined. Returns {"rows": n, "chunks": n}."""
     s = f'"{schema}"'
-    n, keys, records = fetch(url, f"SELECT count(*), count(DISTINCT (instrument_id, publisher_id, ts_event_ns, "
-                                  f"dup_idx)), count(DISTINCT (instrument_id, publisher_id, ts_event_ns, "
-                                  f"ts_recv_ns, sequence)) FROM {s}.trades")[0]
+    n, keys, records = fetch(
+        url,
+        f"SELECT count(*), count(DISTINCT (instrument_id, publisher_id, ts_event_ns, "
+        f"dup_idx)), count(DISTINCT (instrument_id, publisher_id, ts_event_ns, "
+        f"ts_recv_ns, sequence)) FROM {s}.trades",
+    )[0]
     assert n == keys, f"{n - keys} duplicate keys"
     assert n == records, f"{n - records} records stored twice under different dup_idx"
-    logged = fetch(url, f"""
+    logged = fetch(
+        url,
+        f"""
         SELECT l.chunk_key, l.fetched, l.inserted, (SELECT count(*) FROM {s}.trades t
             WHERE t.ts_event >= l.start_ts AND t.ts_event < l.end_ts) AS stored
-        FROM {s}.ingest_log l ORDER BY l.id""")
+        FROM {s}.ingest_log l ORDER BY l.id""",
+    )
     by_key: dict[str, list[tuple[int, int, int]]] = {}
     for key, fetched, inserted, stored in logged:
         by_key.setdefault(key, []).append((int(fetched), int(inserted), int(stored)))
     for key, runs in by_key.items():  # a --force run logs the chunk again, inserting nothing new
         stored = runs[0][2]
-        assert sum(r[1] for r in runs) == stored and all(r[0] == stored for r in runs), \
+        assert sum(r[1] for r in runs) == stored and all(r[0] == stored for r in runs), (
             f"a log row without (all) its rows: {key} (fetched, inserted, stored): {runs}"
-    orphans = fetch(url, f"SELECT count(*) FROM {s}.trades t WHERE NOT EXISTS (SELECT 1 FROM {s}.ingest_log l "
-                         "WHERE t.ts_event >= l.start_ts AND t.ts_event < l.end_ts)")[0][0]
+        )
+    orphans = fetch(
+        url,
+        f"SELECT count(*) FROM {s}.trades t WHERE NOT EXISTS (SELECT 1 FROM {s}.ingest_log l "
+        "WHERE t.ts_event >= l.start_ts AND t.ts_event < l.end_ts)",
+    )[0][0]
     assert orphans == 0, f"{orphans} rows outside every logged chunk"
     assert fetch(url, f"SELECT count(*) FROM {s}.quarantine")[0][0] == 0
     return {"rows": int(n), "chunks": len(by_key)}
@@ -140,6 +169,9 @@ def check_trades_invariants(url: str, schema: str) -> dict[str, int]:
 
 def fingerprint(url: str, schema: str) -> tuple[Any, ...]:
     """Count and sums of every column of the stored trades: equal fingerprints, equal tables (in practice)."""
-    return fetch(url, f'SELECT count(*), sum(ts_event_ns::numeric), sum(ts_recv_ns::numeric), sum(price::numeric), '
-                      f'sum(size), sum(sequence), sum(dup_idx), sum(ascii(side::text)), '
-                      f'count(DISTINCT instrument_id) FROM "{schema}".trades')[0]
+    return fetch(
+        url,
+        f"SELECT count(*), sum(ts_event_ns::numeric), sum(ts_recv_ns::numeric), sum(price::numeric), "
+        f"sum(size), sum(sequence), sum(dup_idx), sum(ascii(side::text)), "
+        f'count(DISTINCT instrument_id) FROM "{schema}".trades',
+    )[0]

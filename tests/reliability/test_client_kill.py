@@ -37,10 +37,14 @@ def clean_run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         drop_schema(pg_url, schema)
 
 
-@pytest.mark.parametrize("logged, mid_chunk", [(0, True), (3, False), (6, True)],
-                         ids=["inside-first-chunk", "after-3-chunks", "inside-chunk-7"])
-def test_sigkill_then_resume_equals_a_clean_run(pg_url: str, db_schema: str, tmp_path: Path, clean_run: tuple[object, ...],
-                                                logged: int, mid_chunk: bool) -> None:
+@pytest.mark.parametrize(
+    "logged, mid_chunk",
+    [(0, True), (3, False), (6, True)],
+    ids=["inside-first-chunk", "after-3-chunks", "inside-chunk-7"],
+)
+def test_sigkill_then_resume_equals_a_clean_run(
+    pg_url: str, db_schema: str, tmp_path: Path, clean_run: tuple[object, ...], logged: int, mid_chunk: bool
+) -> None:
     env = rs.child_env({"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema, "HDI_CHUNK_ROWS": CHUNK_ROWS})
     with rs.spawned(rs.hdi("ingest", *rs.SAMPLE_ARGS), env, tmp_path) as proc:
         rs.poll(lambda: rs.log_rows(pg_url, db_schema) >= logged, f"{logged} committed chunks", proc)

@@ -29,8 +29,11 @@ def _xnas(schema: str) -> Path:
 
 
 #: overlapping sets of fixture files: the third is the union of the first two
-FILES = [[_glbx("trades"), _glbx("ohlcv-1m")], [_glbx("ohlcv-1m"), _xnas("trades")],
-         [_glbx("trades"), _glbx("ohlcv-1m"), _xnas("trades")]]
+FILES = [
+    [_glbx("trades"), _glbx("ohlcv-1m")],
+    [_glbx("ohlcv-1m"), _xnas("trades")],
+    [_glbx("trades"), _glbx("ohlcv-1m"), _xnas("trades")],
+]
 
 
 def _run_three(argvs: list[list[str]], env: dict[str, str], cwd: Path) -> None:
@@ -46,11 +49,32 @@ def _run_three(argvs: list[list[str]], env: dict[str, str], cwd: Path) -> None:
 def test_three_overlapping_sample_ingests(pg_url: str, db_schema: str, tmp_path: Path, force: bool) -> None:
     env = rs.child_env({"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema, "HDI_CHUNK_ROWS": "10000"})
     extra = ["--force"] if force else []
-    _run_three([rs.hdi("ingest", "--provider", "sample", "--schema", "trades", "--symbols", "ESH4", "--start", lo,
-                       "--end", hi, "--quiet", *extra) for lo, hi in RANGES], env, tmp_path)
+    _run_three(
+        [
+            rs.hdi(
+                "ingest",
+                "--provider",
+                "sample",
+                "--schema",
+                "trades",
+                "--symbols",
+                "ESH4",
+                "--start",
+                lo,
+                "--end",
+                hi,
+                "--quiet",
+                *extra,
+            )
+            for lo, hi in RANGES
+        ],
+        env,
+        tmp_path,
+    )
     provider = SampleProvider()
-    chunks = provider.plan(make_request("sample", schema="trades", symbols="ESH4", start="2024-01-02",
-                                        end="2024-01-05"))
+    chunks = provider.plan(
+        make_request("sample", schema="trades", symbols="ESH4", start="2024-01-02", end="2024-01-05")
+    )
     expected = sum(int(provider.estimate(c).records or 0) for c in chunks)
     kept = rs.check_trades_invariants(pg_url, db_schema)
     assert kept == {"rows": expected, "chunks": len(chunks)}
@@ -70,8 +94,9 @@ def test_three_overlapping_file_ingests(pg_url: str, db_schema: str, tmp_path: P
     with make_session(pg_url, db_schema) as session:
         counts = row_counts(session)
     assert counts["quarantine"] == 0
-    assert {t: counts[t] for t in DATA_TABLES if t not in ("instruments", "symbology")} == \
-        {t: n for t, n in expected.items() if t not in ("instruments", "symbology")}
+    assert {t: counts[t] for t in DATA_TABLES if t not in ("instruments", "symbology")} == {
+        t: n for t, n in expected.items() if t not in ("instruments", "symbology")
+    }
     keys = rs.fetch(pg_url, f'SELECT count(*), count(DISTINCT chunk_key) FROM "{db_schema}".ingest_log')[0]
     assert keys == ((3, 3) if not force else (7, 3))
     for table in ("trades", "ohlcv_1m"):

@@ -28,8 +28,9 @@ from hdi_lab.schemas import Schema
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
-FIXTURES = {s: next(f for f in fixture_files(s) if f.parent.name == "GLBX.MDP3")
-            for s in ("trades", "ohlcv-1m", "definition")}
+FIXTURES = {
+    s: next(f for f in fixture_files(s) if f.parent.name == "GLBX.MDP3") for s in ("trades", "ohlcv-1m", "definition")
+}
 TRADES_ZST = FIXTURES["trades"].read_bytes()
 TRADES = decompressed(FIXTURES["trades"])  # 4 trades of 48 bytes after the metadata
 BARS = decompressed(FIXTURES["ohlcv-1m"])  # 4 one-minute bars of 56 bytes
@@ -77,6 +78,7 @@ def with_records(raw: bytes, schema: Schema, change: Callable[[np.ndarray], None
 def _set(field: str, value: int, index: int = 1) -> Callable[[np.ndarray], None]:
     def change(records: np.ndarray) -> None:
         records[field][index] = value
+
     return change
 
 
@@ -99,20 +101,21 @@ def corpus() -> dict[str, Case]:
         # truncated plain DBN: inside the prefix, the metadata, a record; a cut at a record boundary is a
         # valid shorter stream (plain DBN has no end marker), so it is not in this list
         **{f"plain-cut-at-{n}": Case(t, TRADES[:n]) for n in (3, 8, 40, H - 1)},
-        **{f"plain-cut-record-{k}+{b}": Case(t, TRADES[:H + k * REC + b]) for k, b in ((0, 1), (0, 47), (2, 20))},
+        **{f"plain-cut-record-{k}+{b}": Case(t, TRADES[: H + k * REC + b]) for k, b in ((0, 1), (0, 47), (2, 20))},
         # zstd: the file cut short at many offsets (frame header, first block, checksum)
         **{f"zst-cut-at-{n}": Case(t + ".zst", TRADES_ZST[:n]) for n in (4, 12, len(TRADES_ZST) // 2)},
         "zst-cut-checksum": Case(t + ".zst", TRADES_ZST[:-4]),
         "zst-cut-last-byte": Case(t + ".zst", TRADES_ZST[:-1]),
         # a complete zstd frame around a plain stream cut inside the metadata / a record
         "zst-frame-of-cut-metadata": Case(t + ".zst", zst(TRADES[:100])),
-        "zst-frame-of-cut-record": Case(t + ".zst", zst(TRADES[:H + REC + 30])),
+        "zst-frame-of-cut-record": Case(t + ".zst", zst(TRADES[: H + REC + 30])),
         # a zstd stream flushed at a block boundary between records, the frame never finished
-        **{f"zst-block-flushed-{k}-records": Case(t + ".zst", block_flushed(TRADES[:H + k * REC]))
-           for k in (0, 2, 4)},
+        **{f"zst-block-flushed-{k}-records": Case(t + ".zst", block_flushed(TRADES[: H + k * REC])) for k in (0, 2, 4)},
         # ... past the first 128 KiB block, so the metadata decodes and only the records' reader meets the end
-        **{f"zst-big-block-flushed-{k}-records": Case(t + ".zst", block_flushed(BIG[:H + k * REC]))
-           for k in (3000, 8000)},
+        **{
+            f"zst-big-block-flushed-{k}-records": Case(t + ".zst", block_flushed(BIG[: H + k * REC]))
+            for k in (3000, 8000)
+        },
         "zst-big-cut-checksum": Case(t + ".zst", zst(BIG)[:-4]),
         # flipped bytes
         "magic": Case(t, flip(TRADES, 0)),
@@ -142,22 +145,27 @@ def corpus() -> dict[str, Case]:
         "two-files-zst": Case(t + ".zst", TRADES_ZST + TRADES_ZST),
         "trailing-garbage-zst": Case(t + ".zst", TRADES_ZST + b"garbage"),
         "trailing-bytes-plain": Case(t, TRADES + b"\x00" * 5),
-        "trades-metadata-bar-records": Case(t, TRADES[:H] + BARS[_header(BARS):]),
+        "trades-metadata-bar-records": Case(t, TRADES[:H] + BARS[_header(BARS) :]),
         "definition-cut-in-record": Case("d.definition.dbn.zst", zst(DEFINITION[:-100])),
         "definition-renamed-as-trades": Case("test_data.trades.dbn.zst", zst(DEFINITION), schema="trades"),
         # records that decode but are invalid: quarantined with their rule, the others stored
         "trade-price-zero": Case(t, with_records(TRADES, Schema.TRADES, _set("price", 0)), {"price_nonpositive": 1}, 3),
-        "trade-price-undefined": Case(t + ".zst", zst(with_records(TRADES, Schema.TRADES, _set("price", INT64_MAX))),
-                                      {"price_undefined": 1}, 3),
+        "trade-price-undefined": Case(
+            t + ".zst", zst(with_records(TRADES, Schema.TRADES, _set("price", INT64_MAX))), {"price_undefined": 1}, 3
+        ),
         "trade-size-zero": Case(t, with_records(TRADES, Schema.TRADES, _set("size", 0, 3)), {"size_nonpositive": 1}, 3),
-        "trade-outside-range": Case(t, with_records(TRADES, Schema.TRADES, _set("ts_recv", 2**62)),
-                                    {"ts_outside_request": 1}, 3),
-        "trade-unknown-instrument": Case(t, with_records(TRADES, Schema.TRADES, _set("instrument_id", 4_000_000_000)),
-                                         {"unknown_instrument": 1}, 3),
-        "bar-high-below-low": Case("b.ohlcv-1m.dbn", with_records(BARS, Schema.OHLCV_1M, _swap_high_low),
-                                   {"ohlc_inconsistent": 1}, 3),
-        "bar-misaligned": Case("b.ohlcv-1m.dbn.zst", zst(with_records(BARS, Schema.OHLCV_1M, _set("ts_event", 1))),
-                               {"ts_misaligned": 1}, 3),
+        "trade-outside-range": Case(
+            t, with_records(TRADES, Schema.TRADES, _set("ts_recv", 2**62)), {"ts_outside_request": 1}, 3
+        ),
+        "trade-unknown-instrument": Case(
+            t, with_records(TRADES, Schema.TRADES, _set("instrument_id", 4_000_000_000)), {"unknown_instrument": 1}, 3
+        ),
+        "bar-high-below-low": Case(
+            "b.ohlcv-1m.dbn", with_records(BARS, Schema.OHLCV_1M, _swap_high_low), {"ohlc_inconsistent": 1}, 3
+        ),
+        "bar-misaligned": Case(
+            "b.ohlcv-1m.dbn.zst", zst(with_records(BARS, Schema.OHLCV_1M, _set("ts_event", 1))), {"ts_misaligned": 1}, 3
+        ),
     }
     return cases
 
@@ -191,7 +199,10 @@ def test_corrupt_file(case_id: str, pg_url: str, db_schema: str, hdi_env: dict[s
             return
         report = hdi_lab.ingest(provider="file", path=path, session=session)
         assert (report.fetched, report.inserted, report.quarantined) == (
-            case.stored + sum(case.quarantined.values()), case.stored, sum(case.quarantined.values()))
+            case.stored + sum(case.quarantined.values()),
+            case.stored,
+            sum(case.quarantined.values()),
+        )
         rows = _quarantine_rows(session)
         assert sorted(rule for rule, _ in rows) == sorted(r for r, n in case.quarantined.items() for _ in range(n))
         assert all(reason.strip() for _, reason in rows)

@@ -41,8 +41,8 @@ def forbidden() -> list[str]:
     """Each secret, its percent-encoded forms, and every 8-character piece of the key (a masked key
     may show its last 3 characters, never more)."""
     out = {s for secret in SECRETS for s in (secret, quote(secret, safe=""), quote(secret))}
-    out |= {KEY[i:i + 8] for i in range(len(KEY) - 7)}
-    out |= {PASSWORD[i:i + 8] for i in range(len(PASSWORD) - 7)}
+    out |= {KEY[i : i + 8] for i in range(len(KEY) - 7)}
+    out |= {PASSWORD[i : i + 8] for i in range(len(PASSWORD) - 7)}
     return sorted(out)
 
 
@@ -79,54 +79,131 @@ def cli_cases(port: int, bad_file: Path) -> dict[str, list[str]]:
     """name -> argv of `hdi`, run in this order (the ingests come first, so later commands have data)."""
     host = f"127.0.0.1:{port}"
     odd = quote(ODD_PASSWORD, safe="")
-    sample = ["--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-01-02",
-              "--end", "2024-01-03", "--quiet"]
+    sample = [
+        "--provider",
+        "sample",
+        "--schema",
+        "ohlcv-1m",
+        "--symbols",
+        "ESH4",
+        "--start",
+        "2024-01-02",
+        "--end",
+        "2024-01-03",
+        "--quiet",
+    ]
     return {
         "ingest-sample": ["ingest", *sample],
         "ingest-dry-run": ["ingest", *sample[:-5], "--start", "2024-01-02", "--end", "2024-01-05", "--dry-run"],
         "ingest-file-quarantine": ["ingest", str(bad_file), "--quiet"],
-        "ingest-databento-unreachable": ["ingest", "--provider", "databento", "--dataset", "GLBX.MDP3", "--schema",
-                                         "trades", "--symbols", "ESH4", "--start", "2024-01-02", "--end",
-                                         "2024-01-03", "--quiet"],
+        "ingest-databento-unreachable": [
+            "ingest",
+            "--provider",
+            "databento",
+            "--dataset",
+            "GLBX.MDP3",
+            "--schema",
+            "trades",
+            "--symbols",
+            "ESH4",
+            "--start",
+            "2024-01-02",
+            "--end",
+            "2024-01-03",
+            "--quiet",
+        ],
         "config-show": ["config", "show"],
         "status": ["status"],
         "db-info": ["db", "info"],
         "db-status": ["db", "status"],
         "query": ["query", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-01-02", "--end", "2024-01-03"],
-        "query-csv": ["query", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-01-02", "--end", "2024-01-03",
-                      "--format", "csv"],
+        "query-csv": [
+            "query",
+            "ohlcv-1m",
+            "--symbols",
+            "ESH4",
+            "--start",
+            "2024-01-02",
+            "--end",
+            "2024-01-03",
+            "--format",
+            "csv",
+        ],
         "quarantine-list": ["quarantine", "list", "--status", "all"],
         "quarantine-show": ["quarantine", "show", "1"],
         "quarantine-retry": ["quarantine", "retry"],
         "features-env": ["features", "env"],
         "features-list": ["features", "list"],
-        "error-unknown-symbol": ["query", "ohlcv-1m", "--symbols", "NOPE", "--start", "2024-01-02", "--end",
-                                 "2024-01-03"],
+        "error-unknown-symbol": [
+            "query",
+            "ohlcv-1m",
+            "--symbols",
+            "NOPE",
+            "--start",
+            "2024-01-02",
+            "--end",
+            "2024-01-03",
+        ],
         "error-bad-dates": ["query", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-13-45", "--end", "2024-01-03"],
         "error-ancient-dates": ["ingest", *sample[:-5], "--start", "1600-01-01", "--end", "1600-01-02"],
         "error-unreachable-server": ["--database-url", f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/x", "status"],
-        "error-unreachable-config-show": ["--database-url", f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/x",
-                                          "config", "show"],
+        "error-unreachable-config-show": [
+            "--database-url",
+            f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/x",
+            "config",
+            "show",
+        ],
         "error-wrong-database": ["--database-url", f"postgresql://postgres:{PASSWORD}@{host}/no_such_db", "status"],
-        "encoded-password-config-show": ["--database-url", f"postgresql://postgres:{odd}@{host}/postgres",
-                                         "config", "show"],
+        "encoded-password-config-show": [
+            "--database-url",
+            f"postgresql://postgres:{odd}@{host}/postgres",
+            "config",
+            "show",
+        ],
         "encoded-password-status": ["--database-url", f"postgresql://postgres:{odd}@{host}/postgres", "status"],
-        "raw-at-in-password-config-show": ["--database-url", f"postgresql://postgres:pre@{PASSWORD}@{host}/postgres",
-                                           "config", "show"],
-        "raw-at-in-password-status": ["--database-url", f"postgresql://postgres:pre@{PASSWORD}@{host}/postgres",
-                                      "status"],
-        "bad-percent-escape-status": ["--database-url", f"postgresql://postgres:{PASSWORD}%zz@{host}/postgres",
-                                      "status"],
-        "query-param-password-config-show": ["--database-url", f"postgresql://postgres@{host}/postgres?password="
-                                             f"{PASSWORD}", "config", "show"],
-        "query-param-password-status": ["--database-url", f"postgresql://postgres@{host}/postgres?password="
-                                        f"{PASSWORD}", "status"],
-        "keyword-dsn-config-show": ["--database-url", f"host=127.0.0.1 port={port} user=postgres "
-                                    f"password={PASSWORD} dbname=postgres", "config", "show"],
-        "keyword-dsn-status": ["--database-url", f"host=127.0.0.1 port={port} user=postgres password={PASSWORD} "
-                               "dbname=postgres", "status"],
-        "keyword-dsn-unreachable": ["--database-url", f"host=127.0.0.1 port=1 user=postgres password={PASSWORD} "
-                                    "dbname=x", "status"],
+        "raw-at-in-password-config-show": [
+            "--database-url",
+            f"postgresql://postgres:pre@{PASSWORD}@{host}/postgres",
+            "config",
+            "show",
+        ],
+        "raw-at-in-password-status": [
+            "--database-url",
+            f"postgresql://postgres:pre@{PASSWORD}@{host}/postgres",
+            "status",
+        ],
+        "bad-percent-escape-status": [
+            "--database-url",
+            f"postgresql://postgres:{PASSWORD}%zz@{host}/postgres",
+            "status",
+        ],
+        "query-param-password-config-show": [
+            "--database-url",
+            f"postgresql://postgres@{host}/postgres?password={PASSWORD}",
+            "config",
+            "show",
+        ],
+        "query-param-password-status": [
+            "--database-url",
+            f"postgresql://postgres@{host}/postgres?password={PASSWORD}",
+            "status",
+        ],
+        "keyword-dsn-config-show": [
+            "--database-url",
+            f"host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=postgres",
+            "config",
+            "show",
+        ],
+        "keyword-dsn-status": [
+            "--database-url",
+            f"host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=postgres",
+            "status",
+        ],
+        "keyword-dsn-unreachable": [
+            "--database-url",
+            f"host=127.0.0.1 port=1 user=postgres password={PASSWORD} dbname=x",
+            "status",
+        ],
         "not-a-url": ["--database-url", f"not a url {PASSWORD}", "status"],
     }
 
@@ -160,17 +237,26 @@ def cli_results(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port = _port(pg_url)
     schema = f"t_rel_secrets_{uuid.uuid4().hex[:8]}"
     cases = cli_cases(port, _bad_trades_file(tmp))
-    env = rs.child_env({
-        "HDI_DATABASE_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres",
-        "HDI_DB_SCHEMA": schema,
-        "HDI_DATABENTO_API_KEY": KEY,
-        "HDI_DATABENTO_GATEWAY": "http://127.0.0.1:1",  # nothing listens: the key's request fails at once
-        "HDI_DATABENTO_RETRIES": "0",
-        "HDI_HOME": str(tmp / "home"),
-    })
+    env = rs.child_env(
+        {
+            "HDI_DATABASE_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres",
+            "HDI_DB_SCHEMA": schema,
+            "HDI_DATABENTO_API_KEY": KEY,
+            "HDI_DATABENTO_GATEWAY": "http://127.0.0.1:1",  # nothing listens: the key's request fails at once
+            "HDI_DATABENTO_RETRIES": "0",
+            "HDI_HOME": str(tmp / "home"),
+        }
+    )
     try:
-        done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(cases), env=env, cwd=tmp,
-                              capture_output=True, text=True, timeout=rs.DEADLINE_S * 2)
+        done = subprocess.run(
+            [sys.executable, "-c", RUNNER],
+            input=json.dumps(cases),
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=rs.DEADLINE_S * 2,
+        )
         assert "@@RESULTS@@" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
         results: dict[str, dict[str, Any]] = json.loads(done.stdout.split("@@RESULTS@@")[-1])
         assert done.returncode == 0 and not leaks(done.stderr), done.stderr
@@ -243,8 +329,9 @@ def _shown(shell: Any, value: object) -> str:
     return "".join(map(str, data.values())) + repr(value) + str(value)
 
 
-def test_magics_outputs_have_no_secret(secret_env: None, capsys: pytest.CaptureFixture[str],
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_magics_outputs_have_no_secret(
+    secret_env: None, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     seen: dict[str, str] = {}
     with hdi_shell() as shell:

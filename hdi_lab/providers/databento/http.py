@@ -72,7 +72,9 @@ class Caller:
                     raise UnavailableError(
                         f"Databento {what}: the gateway could not be reached after {attempt + 1} tries "
                         f"({type(exc).__name__}): check the network and HDI_DATABENTO_GATEWAY, then re-run "
-                        "(completed chunks are kept)", provider=NAME) from None
+                        "(completed chunks are kept)",
+                        provider=NAME,
+                    ) from None
                 delay = self.delay(attempt, None)
             except BentoError as exc:  # the connection broke off mid-download ("Error streaming response")
                 close_abandoned_files(exc)
@@ -80,7 +82,9 @@ class Caller:
                     raise UnavailableError(
                         f"Databento {what}: the download broke off {attempt + 1} times "
                         f"({self.scrub(str(exc))[:120]}): check the network, then re-run (completed chunks "
-                        "are kept; nothing from this one was stored)", provider=NAME) from None
+                        "are kept; nothing from this one was stored)",
+                        provider=NAME,
+                    ) from None
                 log.warning("%s: download broke off, retry %d/%d", what, attempt + 1, self.retries)
                 delay = self.delay(attempt, None)
             if on_retry is not None:
@@ -116,11 +120,16 @@ class Caller:
         if status in (401, 403):
             return AuthError(
                 f"Databento rejected the API key (HTTP {status}): set HDI_DATABENTO_API_KEY (or DATABENTO_API_KEY) "
-                "to a valid key from https://databento.com/portal/keys", provider=NAME, status=status, request_id=rid)
+                "to a valid key from https://databento.com/portal/keys",
+                provider=NAME,
+                status=status,
+                request_id=rid,
+            )
         low = detail.lower()
         hint = next((h for k, h in _HINTS if k in low), "check the request's parameters")
-        return ProviderError(f"Databento refused {what} (HTTP {status}: {detail}): {hint}",
-                             provider=NAME, status=status, request_id=rid)
+        return ProviderError(
+            f"Databento refused {what} (HTTP {status}: {detail}): {hint}", provider=NAME, status=status, request_id=rid
+        )
 
     def exhausted(self, what: str, exc: BentoHttpError, attempt: int) -> ProviderError:
         """The error to raise when retries ran out: RateLimitError for 429, else UnavailableError."""
@@ -129,12 +138,19 @@ class Caller:
         if status == 429:
             return RateLimitError(
                 f"Databento {what}: still rate-limited (HTTP 429) after {tries}: wait and re-run "
-                "(completed chunks are kept) or raise HDI_DATABENTO_RETRIES", provider=NAME, status=status,
-                request_id=rid)
+                "(completed chunks are kept) or raise HDI_DATABENTO_RETRIES",
+                provider=NAME,
+                status=status,
+                request_id=rid,
+            )
         kind = "server error" if isinstance(exc, BentoServerError) else "error"
         return UnavailableError(
             f"Databento {what}: {kind} HTTP {status} ({self.detail(exc)}) after {tries}: re-run later "
-            "(completed chunks are kept and skipped)", provider=NAME, status=status, request_id=rid)
+            "(completed chunks are kept and skipped)",
+            provider=NAME,
+            status=status,
+            request_id=rid,
+        )
 
 
 def close_abandoned_files(exc: BaseException) -> None:
@@ -149,4 +165,3 @@ def close_abandoned_files(exc: BaseException) -> None:
             if isinstance(f, io.IOBase):
                 f.close()
         tb = tb.tb_next
-

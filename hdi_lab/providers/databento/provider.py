@@ -46,13 +46,16 @@ def validate_dataset(value: str | None, default: str | None = None) -> str:
     """A known Databento dataset code (upper-cased), else ValidationError with a suggestion."""
     raw = (value or default or "").strip().upper()
     if not raw:
-        raise ValidationError("dataset is required for the databento provider: e.g. dataset=GLBX.MDP3 "
-                              "(or set databento_dataset / HDI_DATABENTO_DATASET)")
+        raise ValidationError(
+            "dataset is required for the databento provider: e.g. dataset=GLBX.MDP3 "
+            "(or set databento_dataset / HDI_DATABENTO_DATASET)"
+        )
     if raw not in DATASETS:
         close = difflib.get_close_matches(raw, DATASETS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise ValidationError(f"dataset={value or default!r} is not a Databento dataset: {hint}"
-                              f"known: {', '.join(DATASETS[:12])}, ...")
+        raise ValidationError(
+            f"dataset={value or default!r} is not a Databento dataset: {hint}known: {', '.join(DATASETS[:12])}, ..."
+        )
     return raw
 
 
@@ -70,8 +73,10 @@ def validate_symbols(symbols: tuple[str, ...], stype: SType) -> None:
 
     Raises ValidationError naming the symbol and the stype_in it looks like."""
     if not symbols:
-        raise ValidationError("symbols are required for the databento provider: e.g. symbols=['ESH4'], "
-                              "['ES.FUT'] with stype_in=parent or ['ES.c.0'] with stype_in=continuous")
+        raise ValidationError(
+            "symbols are required for the databento provider: e.g. symbols=['ESH4'], "
+            "['ES.FUT'] with stype_in=parent or ['ES.c.0'] with stype_in=continuous"
+        )
     for sym in symbols:
         form = symbol_stype(sym)
         if stype is SType.INSTRUMENT_ID:
@@ -111,8 +116,10 @@ class DatabentoProvider:
     def _key(self) -> str:
         key = self.settings.databento_api_key
         if not key:
-            raise ConfigError("databento_api_key is not set: export HDI_DATABENTO_API_KEY (or DATABENTO_API_KEY) "
-                              "or set databento_api_key in hdi_lab.toml")
+            raise ConfigError(
+                "databento_api_key is not set: export HDI_DATABENTO_API_KEY (or DATABENTO_API_KEY) "
+                "or set databento_api_key in hdi_lab.toml"
+            )
         return str(key)
 
     def client(self) -> db.Historical:
@@ -125,8 +132,10 @@ class DatabentoProvider:
                 try:
                     self._client = db.Historical(key=self._key(), gateway=gateway)
                 except ValueError:
-                    raise ConfigError(f"databento_gateway={gateway!r} is not a valid URL: set "
-                                      "HDI_DATABENTO_GATEWAY to e.g. https://hist.databento.com") from None
+                    raise ConfigError(
+                        f"databento_gateway={gateway!r} is not a valid URL: set "
+                        "HDI_DATABENTO_GATEWAY to e.g. https://hist.databento.com"
+                    ) from None
             return self._client
 
     def caller(self) -> Caller:
@@ -137,8 +146,14 @@ class DatabentoProvider:
         return Caller(self._key(), int(s.databento_retries), float(s.databento_backoff), float(s.databento_backoff_max))
 
     def _args(self, chunk: Chunk) -> dict[str, Any]:
-        return dict(dataset=chunk.dataset, start=chunk.start, end=chunk.end, symbols=list(chunk.symbols),
-                    schema=str(chunk.schema), stype_in=str(chunk.stype_in))
+        return dict(
+            dataset=chunk.dataset,
+            start=chunk.start,
+            end=chunk.end,
+            symbols=list(chunk.symbols),
+            schema=str(chunk.schema),
+            stype_in=str(chunk.stype_in),
+        )
 
     # --- the Provider protocol ---------------------------------------------------------------
 
@@ -177,7 +192,8 @@ class DatabentoProvider:
         if start < lo or end > hi:
             raise ValidationError(
                 f"[{start.isoformat()}, {end.isoformat()}) is outside the range Databento offers for {dataset}: "
-                f"{lo.isoformat()} to {hi.isoformat()}; choose start and end within it")
+                f"{lo.isoformat()} to {hi.isoformat()}; choose start and end within it"
+            )
 
     def check_cost(self, chunks: list[Chunk], allow: bool) -> float | None:
         """Cost of the chunks still to fetch (per schema, over their span); CostLimitError above
@@ -192,8 +208,14 @@ class DatabentoProvider:
             spans[c.schema] = (min(lo, c.start), max(hi, c.end))
         first = chunks[-1]
         for schema, (lo, hi) in spans.items():
-            args: dict[str, Any] = dict(dataset=first.dataset, start=lo, end=hi, symbols=list(first.symbols),
-                                        schema=str(schema), stype_in=str(first.stype_in))
+            args: dict[str, Any] = dict(
+                dataset=first.dataset,
+                start=lo,
+                end=hi,
+                symbols=list(first.symbols),
+                schema=str(schema),
+                stype_in=str(first.stype_in),
+            )
             cost += float(caller("metadata.get_cost", lambda a=args: client.metadata.get_cost(**a)))  # type: ignore[misc]
         if cost > float(limit):
             lo = min(c.start for c in chunks)
@@ -203,7 +225,8 @@ class DatabentoProvider:
                 f"estimated cost ${cost:,.2f} of {first.dataset} {what} {','.join(first.symbols)} "
                 f"[{lo.date()}, {hi.date()}) is above the limit databento_max_cost_usd=${float(limit):,.2f}: "
                 "narrow the request, raise HDI_DATABENTO_MAX_COST_USD, or override with allow_cost=True "
-                "(--allow-cost); --dry-run shows the cost")
+                "(--allow-cost); --dry-run shows the cost"
+            )
         return cost
 
     def fetch(self, chunk: Chunk) -> Fetch:
@@ -215,16 +238,23 @@ class DatabentoProvider:
         with tempfile.TemporaryDirectory(prefix="hdi-databento-") as tmp:
             path = Path(tmp) / "chunk.dbn.zst"
             try:
-                store = caller("timeseries.get_range", lambda: client.timeseries.get_range(**args, path=path),
-                               on_retry=lambda: path.unlink(missing_ok=True))
+                store = caller(
+                    "timeseries.get_range",
+                    lambda: client.timeseries.get_range(**args, path=path),
+                    on_retry=lambda: path.unlink(missing_ok=True),
+                )
             except ValueError as exc:  # an empty response
-                raise DataFormatError(f"Databento timeseries.get_range for {chunk.describe()} returned no DBN "
-                                      f"data ({caller.scrub(str(exc))[:120]}): re-run the chunk") from None
+                raise DataFormatError(
+                    f"Databento timeseries.get_range for {chunk.describe()} returned no DBN "
+                    f"data ({caller.scrub(str(exc))[:120]}): re-run the chunk"
+                ) from None
             except DBNError as exc:  # downloaded, but its header does not decode (e.g. a truncated stream)
                 close_abandoned_files(exc)
                 dbn.open_store(path, chunk.describe())  # raises the DataFormatError that says why
-                raise DataFormatError(f"Databento timeseries.get_range for {chunk.describe()} returned an "
-                                      "unreadable DBN stream: re-run the chunk") from None
+                raise DataFormatError(
+                    f"Databento timeseries.get_range for {chunk.describe()} returned an "
+                    "unreadable DBN stream: re-run the chunk"
+                ) from None
             with self._lock:
                 self._warnings.setdefault(chunk.key, []).extend(caller.warnings)
             try:
@@ -248,11 +278,20 @@ class DatabentoProvider:
 
     # --- symbology (auto-discovery) ----------------------------------------------------------
 
-    def resolve(self, dataset: str, symbols: tuple[str, ...], stype: SType, start: dt.date,
-                end: dt.date) -> dict[str, Any]:
+    def resolve(
+        self, dataset: str, symbols: tuple[str, ...], stype: SType, start: dt.date, end: dt.date
+    ) -> dict[str, Any]:
         """``symbology.resolve`` (to instrument ids) with retries; the vendor's JSON answer."""
         client = self.client()
-        out: dict[str, Any] = self.caller()("symbology.resolve", lambda: client.symbology.resolve(
-            dataset=dataset, symbols=list(symbols), stype_in=str(stype), stype_out="instrument_id",
-            start_date=start, end_date=end))
+        out: dict[str, Any] = self.caller()(
+            "symbology.resolve",
+            lambda: client.symbology.resolve(
+                dataset=dataset,
+                symbols=list(symbols),
+                stype_in=str(stype),
+                stype_out="instrument_id",
+                start_date=start,
+                end_date=end,
+            ),
+        )
         return out

@@ -48,7 +48,7 @@ def load_library(choice: str | None = "auto") -> ModuleType:
     name = (choice or "auto").strip().lower()
     if name not in ("auto", *LIBRARIES):
         raise ConfigError(f"ib_library={choice!r} is not valid: use auto, ib_async or ib_insync")
-    for candidate in (LIBRARIES if name == "auto" else (name,)):
+    for candidate in LIBRARIES if name == "auto" else (name,):
         try:
             module = importlib.import_module(candidate)
         except ImportError:
@@ -117,11 +117,12 @@ class IbConnection:
         ib.disconnectedEvent += self._on_disconnect
         self.ib = ib
         try:
-            await ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout,
-                                  readonly=True)
+            await ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout, readonly=True)
         except (TimeoutError, OSError, ConnectionError) as exc:
-            raise IbDisconnected(f"cannot connect to TWS / IB Gateway at {self.host}:{self.port} "
-                                 f"(client id {self.client_id}): {type(exc).__name__} {exc}".rstrip()) from exc
+            raise IbDisconnected(
+                f"cannot connect to TWS / IB Gateway at {self.host}:{self.port} "
+                f"(client id {self.client_id}): {type(exc).__name__} {exc}".rstrip()
+            ) from exc
 
     async def _disconnect(self) -> None:
         if self.ib is not None:

@@ -40,8 +40,15 @@ from hdi_lab.dbn.writer import empty_records
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, SType
 
-__all__ = ["SEC_TYPES", "ContractSpec", "IbInstrument", "definition_record", "fixed", "front_segments",
-           "parse_contract"]
+__all__ = [
+    "SEC_TYPES",
+    "ContractSpec",
+    "IbInstrument",
+    "definition_record",
+    "fixed",
+    "front_segments",
+    "parse_contract",
+]
 
 SEC_TYPES = ("STK", "FUT", "CONTFUT", "CASH", "IND")
 _DEFAULTS = {  # (exchange, currency) when left out
@@ -83,8 +90,12 @@ class ContractSpec:
         """
         sec_type = "FUT" if self.continuous else self.sec_type
         return lib.Contract(
-            symbol=self.symbol, secType=sec_type, exchange=self.exchange, currency=self.currency,
-            lastTradeDateOrContractMonth=self.expiry, includeExpired=include_expired and sec_type == "FUT",
+            symbol=self.symbol,
+            secType=sec_type,
+            exchange=self.exchange,
+            currency=self.currency,
+            lastTradeDateOrContractMonth=self.expiry,
+            includeExpired=include_expired and sec_type == "FUT",
         )
 
 
@@ -93,12 +104,14 @@ def parse_contract(text: str) -> ContractSpec:
     raw = str(text).strip()
     parts = [p.strip() for p in raw.split(":")]
     if len(parts) < 2 or len(parts) > 5 or not parts[0]:
-        raise ValidationError(f"IB contract {text!r} is not SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY[:EXPIRY]]]: "
-                              f"e.g. {_EXAMPLES}")
+        raise ValidationError(
+            f"IB contract {text!r} is not SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY[:EXPIRY]]]: e.g. {_EXAMPLES}"
+        )
     symbol, sec_type = parts[0].upper(), parts[1].upper()
     if sec_type not in SEC_TYPES:
-        raise ValidationError(f"IB contract {text!r}: security type {parts[1]!r} is not supported: use one of "
-                              f"{', '.join(SEC_TYPES)}")
+        raise ValidationError(
+            f"IB contract {text!r}: security type {parts[1]!r} is not supported: use one of {', '.join(SEC_TYPES)}"
+        )
     ex_default, cur_default = _DEFAULTS[sec_type]
     exchange = (parts[2] if len(parts) > 2 else "").upper() or ex_default
     currency = (parts[3] if len(parts) > 3 else "").upper() or cur_default
@@ -108,11 +121,12 @@ def parse_contract(text: str) -> ContractSpec:
     if sec_type == "CASH" and not currency:
         raise ValidationError(f"IB contract {text!r}: FX needs the quote currency, e.g. EUR:CASH:IDEALPRO:USD")
     if sec_type == "FUT" and not expiry:
-        raise ValidationError(f"IB contract {text!r}: a future needs an expiry (YYYYMM or YYYYMMDD), e.g. "
-                              f"{symbol}:FUT:{exchange}:{currency or 'USD'}:202403, or use {symbol}:CONTFUT:{exchange}")
+        raise ValidationError(
+            f"IB contract {text!r}: a future needs an expiry (YYYYMM or YYYYMMDD), e.g. "
+            f"{symbol}:FUT:{exchange}:{currency or 'USD'}:202403, or use {symbol}:CONTFUT:{exchange}"
+        )
     if expiry and (sec_type != "FUT" or not _EXPIRY.match(expiry)):
-        raise ValidationError(f"IB contract {text!r}: expiry {expiry!r} is only for FUT and must be YYYYMM or "
-                              "YYYYMMDD")
+        raise ValidationError(f"IB contract {text!r}: expiry {expiry!r} is only for FUT and must be YYYYMM or YYYYMMDD")
     return ContractSpec(raw, symbol, sec_type, exchange, currency, expiry)
 
 
@@ -136,9 +150,20 @@ class IbInstrument:
     @classmethod
     def from_details(cls, details: Any) -> IbInstrument:
         c = details.contract
-        return cls(int(c.conId), c.symbol, c.secType, c.exchange, c.primaryExchange or "", c.currency,
-                   c.lastTradeDateOrContractMonth or "", str(c.multiplier or ""), c.localSymbol or "",
-                   c.tradingClass or "", float(details.minTick or 0.0), details.timeZoneId or "")
+        return cls(
+            int(c.conId),
+            c.symbol,
+            c.secType,
+            c.exchange,
+            c.primaryExchange or "",
+            c.currency,
+            c.lastTradeDateOrContractMonth or "",
+            str(c.multiplier or ""),
+            c.localSymbol or "",
+            c.tradingClass or "",
+            float(details.minTick or 0.0),
+            details.timeZoneId or "",
+        )
 
     @property
     def expiry(self) -> dt.date | None:
@@ -157,10 +182,18 @@ class IbInstrument:
 
     def ib_contract(self, lib: Any) -> Any:
         """A Contract by conId (what historical requests need), expired contracts included."""
-        return lib.Contract(conId=self.con_id, symbol=self.symbol, secType=self.sec_type, exchange=self.exchange,
-                            currency=self.currency, lastTradeDateOrContractMonth=self.last_trade,
-                            localSymbol=self.local_symbol, tradingClass=self.trading_class,
-                            multiplier=self.multiplier, includeExpired=self.sec_type == "FUT")
+        return lib.Contract(
+            conId=self.con_id,
+            symbol=self.symbol,
+            secType=self.sec_type,
+            exchange=self.exchange,
+            currency=self.currency,
+            lastTradeDateOrContractMonth=self.last_trade,
+            localSymbol=self.local_symbol,
+            tradingClass=self.trading_class,
+            multiplier=self.multiplier,
+            includeExpired=self.sec_type == "FUT",
+        )
 
 
 def fixed(value: float | str | Decimal) -> int:

@@ -29,8 +29,21 @@ import pandas as pd
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema
 
-__all__ = ["BAR_SIZES", "MAX_SECONDS", "Clock", "HistRequest", "Pacer", "Rules", "VirtualClock", "duration_string",
-           "format_duration", "naive_seconds", "schedule", "split_range", "violations"]
+__all__ = [
+    "BAR_SIZES",
+    "MAX_SECONDS",
+    "Clock",
+    "HistRequest",
+    "Pacer",
+    "Rules",
+    "VirtualClock",
+    "duration_string",
+    "format_duration",
+    "naive_seconds",
+    "schedule",
+    "split_range",
+    "violations",
+]
 
 #: IB bar size setting per schema.
 BAR_SIZES: dict[Schema, str] = {
@@ -101,8 +114,9 @@ def split_range(start: pd.Timestamp, end: pd.Timestamp, schema: Schema) -> list[
 
     Raises ValidationError for a schema IB does not serve."""
     if schema not in MAX_SECONDS:
-        raise ValidationError(f"schema={schema} is not available from IB: use one of "
-                              f"{', '.join(s.value for s in MAX_SECONDS)}")
+        raise ValidationError(
+            f"schema={schema} is not available from IB: use one of {', '.join(s.value for s in MAX_SECONDS)}"
+        )
     step = pd.Timedelta(seconds=MAX_SECONDS[schema])
     out = []
     lo = start
@@ -170,8 +184,12 @@ class Pacer:
         while True:
             later = t
             later = max(later, _free_at(self._sent, t, r.window_s, r.window_max - w, lambda s: s.weight))
-            later = max(later, _free_at([s for s in self._sent if s.group == req.group], t, r.burst_s,
-                                        r.burst_max - w, lambda s: s.weight))
+            later = max(
+                later,
+                _free_at(
+                    [s for s in self._sent if s.group == req.group], t, r.burst_s, r.burst_max - w, lambda s: s.weight
+                ),
+            )
             later = max(later, _free_at(self._sent, t, 1.0, r.messages_per_s - 1, lambda s: 1))
             same = [s.t for s in self._sent if s.identity == req.identity]
             if same:

@@ -78,8 +78,15 @@ from hdi_lab.providers.ib.pacing import (
 )
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, parse_enum, parse_range
 
-__all__ = ["DATASETS", "PACING_BACKOFF_S", "PACING_RETRIES", "PUBLISHERS", "IbProvider", "fixed_prices",
-           "validate_dataset"]
+__all__ = [
+    "DATASETS",
+    "PACING_BACKOFF_S",
+    "PACING_RETRIES",
+    "PUBLISHERS",
+    "IbProvider",
+    "fixed_prices",
+    "validate_dataset",
+]
 
 DATASETS: dict[str, str] = {"IB": "TRADES", "IB.MIDPOINT": "MIDPOINT", "IB.BID_ASK": "BID_ASK"}
 PUBLISHERS: dict[str, int] = {"IB": 32000, "IB.MIDPOINT": 32001, "IB.BID_ASK": 32002}
@@ -134,36 +141,58 @@ class IbProvider:
         Raises ValidationError on a missing or unsupported schema, a bad dataset, no symbols, a bad contract
         or range."""
         if request.schema is None:
-            raise ValidationError(f"schema is required for the ib provider: use one of "
-                                  f"{', '.join(s.value for s in BAR_SIZES)}")
+            raise ValidationError(
+                f"schema is required for the ib provider: use one of {', '.join(s.value for s in BAR_SIZES)}"
+            )
         schema = parse_enum(Schema, request.schema, "schema")
         if schema not in BAR_SIZES:
-            raise ValidationError(f"schema={schema} is not available from the ib provider: use one of "
-                                  f"{', '.join(s.value for s in BAR_SIZES)}")
+            raise ValidationError(
+                f"schema={schema} is not available from the ib provider: use one of "
+                f"{', '.join(s.value for s in BAR_SIZES)}"
+            )
         dataset = validate_dataset(request.dataset)
         if not request.symbols:
-            raise ValidationError("symbols are required for the ib provider: contracts like AAPL:STK:SMART:USD, "
-                                  "ES:FUT:CME:USD:202403, ES:CONTFUT:CME or EUR:CASH:IDEALPRO:USD")
+            raise ValidationError(
+                "symbols are required for the ib provider: contracts like AAPL:STK:SMART:USD, "
+                "ES:FUT:CME:USD:202403, ES:CONTFUT:CME or EUR:CASH:IDEALPRO:USD"
+            )
         specs = [parse_contract(s) for s in request.symbols]
         start, end = parse_range(request.start, request.end)
-        chunks = [dataclasses.replace(self._chunk(dataset, Schema.DEFINITION, spec, start, end), companion=True)
-                  for spec in specs]
+        chunks = [
+            dataclasses.replace(self._chunk(dataset, Schema.DEFINITION, spec, start, end), companion=True)
+            for spec in specs
+        ]
         windows = split_range(start, end, schema)
         bars = [self._chunk(dataset, schema, spec, lo, hi) for lo, hi in windows for spec in specs]
-        self._starts = dict(zip((c.key for c in bars), schedule([self.request_of(c) for c in bars],
-                                                                self.pacer.rules), strict=True))
+        self._starts = dict(
+            zip((c.key for c in bars), schedule([self.request_of(c) for c in bars], self.pacer.rules), strict=True)
+        )
         return chunks + bars
 
     def _chunk(self, dataset: str, schema: Schema, spec: ContractSpec, lo: pd.Timestamp, hi: pd.Timestamp) -> Chunk:
         key = f"ib:{dataset}:{schema}:{spec.text}:{lo.value}:{hi.value}"
-        return Chunk(key=key, provider=self.name, dataset=dataset, schema=schema, stype_in=spec.stype,
-                     symbols=(spec.text,), start=lo, end=hi)
+        return Chunk(
+            key=key,
+            provider=self.name,
+            dataset=dataset,
+            schema=schema,
+            stype_in=spec.stype,
+            symbols=(spec.text,),
+            start=lo,
+            end=hi,
+        )
 
     def request_of(self, chunk: Chunk, contract: str | None = None) -> HistRequest:
         """The historical request a bar chunk makes (``contract`` defaults to the contract text)."""
         spec = parse_contract(chunk.symbols[0])
-        return HistRequest(contract or spec.text, spec.exchange, DATASETS[chunk.dataset], BAR_SIZES[chunk.schema],
-                           chunk.end, duration_string((chunk.end - chunk.start).total_seconds(), chunk.schema))
+        return HistRequest(
+            contract or spec.text,
+            spec.exchange,
+            DATASETS[chunk.dataset],
+            BAR_SIZES[chunk.schema],
+            chunk.end,
+            duration_string((chunk.end - chunk.start).total_seconds(), chunk.schema),
+        )
 
     def estimate(self, chunk: Chunk) -> CostEstimate:
         """Bars on weekdays in the chunk (an upper bound: holidays and closed hours have none), no
@@ -194,8 +223,11 @@ class IbProvider:
         for attempt in (1, 2):
             try:
                 conn = self._connection()
-                data = self._definitions(conn, chunk, spec) if chunk.schema is Schema.DEFINITION \
+                data = (
+                    self._definitions(conn, chunk, spec)
+                    if chunk.schema is Schema.DEFINITION
                     else self._bars(conn, chunk, spec)
+                )
                 break
             except IbDisconnected as exc:
                 self.close()
@@ -203,15 +235,19 @@ class IbProvider:
                     raise UnavailableError(
                         f"IB connection lost while fetching {chunk.describe()} ({exc}): chunks already stored are "
                         f"kept; check TWS / IB Gateway at {self.settings.ib_host}:{self.settings.ib_port} and re-run "
-                        "the same ingest to resume from the last committed chunk", provider=self.name) from exc
+                        "the same ingest to resume from the last committed chunk",
+                        provider=self.name,
+                    ) from exc
                 log.warning("IB connection lost during %s (%s): reconnecting once", chunk.describe(), exc)
                 self._warnings.setdefault(chunk.key, []).append(
-                    f"IB connection was lost during {chunk.describe()} and re-opened; the chunk was fetched again")
+                    f"IB connection was lost during {chunk.describe()} and re-opened; the chunk was fetched again"
+                )
             except TimeoutError as exc:
                 raise UnavailableError(
                     f"IB did not answer for {chunk.describe()} within ib_timeout={self.settings.ib_timeout} s: "
                     "check TWS / IB Gateway (market data farm connected?) or raise HDI_IB_TIMEOUT; re-run to resume",
-                    provider=self.name) from exc
+                    provider=self.name,
+                ) from exc
         yield store_from_bytes(data, f"IB {chunk.describe()}")
 
     def _connection(self) -> IbConnection:
@@ -228,7 +264,9 @@ class IbProvider:
             raise UnavailableError(
                 f"{exc}: start TWS or IB Gateway with the API enabled, or set HDI_IB_HOST / HDI_IB_PORT / "
                 "HDI_IB_CLIENT_ID (a client id already in use is refused); chunks already stored are kept: re-run "
-                "the same ingest to resume from the last committed chunk", provider=self.name) from exc
+                "the same ingest to resume from the last committed chunk",
+                provider=self.name,
+            ) from exc
         self._conn = conn
         self._finalizer = weakref.finalize(self, conn.close)  # a provider dropped without close()
         return conn
@@ -256,8 +294,10 @@ class IbProvider:
         if spec.continuous:
             segments = front_segments(insts, d0, d1)
             if not segments:
-                raise ValidationError(f"IB lists no {spec.symbol} futures on {spec.exchange} expiring on or after "
-                                      f"{d0}: no front contract for {spec.text} in [{chunk.start}, {chunk.end})")
+                raise ValidationError(
+                    f"IB lists no {spec.symbol} futures on {spec.exchange} expiring on or after "
+                    f"{d0}: no front contract for {spec.text} in [{chunk.start}, {chunk.end})"
+                )
             used = list({i.con_id: i for _, _, i in segments}.values())
             mappings[spec.text] = [(a, b, i.con_id) for a, b, i in segments]
         else:
@@ -265,8 +305,17 @@ class IbProvider:
             mappings[spec.text] = [(d0, d1, insts[0].con_id)]
             mappings[insts[0].text] = [(d0, d1, insts[0].con_id)]
         records = np.concatenate([definition_record(i, publisher_id=pub, ts_ns=chunk.start.value) for i in used])
-        return encode_dbn(dataset=chunk.dataset, schema=Schema.DEFINITION, stype_in=spec.stype, start=chunk.start,
-                          end=chunk.end, symbols=[spec.text], mappings=mappings, records=records, compress=False)
+        return encode_dbn(
+            dataset=chunk.dataset,
+            schema=Schema.DEFINITION,
+            stype_in=spec.stype,
+            start=chunk.start,
+            end=chunk.end,
+            symbols=[spec.text],
+            mappings=mappings,
+            records=records,
+            compress=False,
+        )
 
     def _resolve(self, conn: IbConnection, spec: ContractSpec) -> list[IbInstrument]:
         """The qualified contract (a one-item list) or, for CONTFUT, its futures chain."""
@@ -279,12 +328,16 @@ class IbProvider:
             raise self._error(exc, spec.text, "reqContractDetails") from None
         insts = [IbInstrument.from_details(d) for d in details]
         if not insts:
-            raise ValidationError(f"IB does not know contract {spec.text!r}: check the symbol, security type, "
-                                  "exchange, currency and expiry (e.g. ES:FUT:CME:USD:202403)")
+            raise ValidationError(
+                f"IB does not know contract {spec.text!r}: check the symbol, security type, "
+                "exchange, currency and expiry (e.g. ES:FUT:CME:USD:202403)"
+            )
         if not spec.continuous and len(insts) > 1:
             names = ", ".join(sorted(i.local_symbol or i.text for i in insts)[:8])
-            raise ValidationError(f"IB contract {spec.text!r} is ambiguous ({len(insts)} matches: {names}): "
-                                  "give the exchange, currency or a full YYYYMMDD expiry")
+            raise ValidationError(
+                f"IB contract {spec.text!r} is ambiguous ({len(insts)} matches: {names}): "
+                "give the exchange, currency or a full YYYYMMDD expiry"
+            )
         self._resolved[spec.text] = insts
         return insts
 
@@ -292,8 +345,10 @@ class IbProvider:
         insts = self._resolve(conn, spec)
         d0, d1 = _days(chunk.start, chunk.end)
         if spec.continuous:
-            segments = [(max(chunk.start, pd.Timestamp(a, tz="UTC")), min(chunk.end, pd.Timestamp(b, tz="UTC")), i)
-                        for a, b, i in front_segments(insts, d0, d1)]
+            segments = [
+                (max(chunk.start, pd.Timestamp(a, tz="UTC")), min(chunk.end, pd.Timestamp(b, tz="UTC")), i)
+                for a, b, i in front_segments(insts, d0, d1)
+            ]
         else:
             segments = [(chunk.start, chunk.end, insts[0])]
         parts: list[NDArray[Any]] = []
@@ -307,11 +362,21 @@ class IbProvider:
                 mappings.setdefault(inst.text, []).append((a, b, inst.con_id))
             parts.append(self._segment(conn, chunk, inst, lo, hi))
         records = np.concatenate(parts) if parts else empty_records(chunk.schema, 0)
-        return encode_dbn(dataset=chunk.dataset, schema=chunk.schema, stype_in=spec.stype, start=chunk.start,
-                          end=chunk.end, symbols=[spec.text], mappings=mappings, records=records, compress=False)
+        return encode_dbn(
+            dataset=chunk.dataset,
+            schema=chunk.schema,
+            stype_in=spec.stype,
+            start=chunk.start,
+            end=chunk.end,
+            symbols=[spec.text],
+            mappings=mappings,
+            records=records,
+            compress=False,
+        )
 
-    def _segment(self, conn: IbConnection, chunk: Chunk, inst: IbInstrument, lo: pd.Timestamp,
-                 hi: pd.Timestamp) -> NDArray[Any]:
+    def _segment(
+        self, conn: IbConnection, chunk: Chunk, inst: IbInstrument, lo: pd.Timestamp, hi: pd.Timestamp
+    ) -> NDArray[Any]:
         what = DATASETS[chunk.dataset]
         head = None if inst.sec_type == "FUT" else self._head(conn, inst, what)
         if head is not None and hi <= head:
@@ -322,9 +387,17 @@ class IbProvider:
         end = hi.to_pydatetime()
 
         async def call(ib: Any) -> Any:
-            return await ib.reqHistoricalDataAsync(contract, endDateTime=end, durationStr=duration,
-                                                   barSizeSetting=req.bar_size, whatToShow=what, useRTH=False,
-                                                   formatDate=2, keepUpToDate=False, timeout=0)
+            return await ib.reqHistoricalDataAsync(
+                contract,
+                endDateTime=end,
+                durationStr=duration,
+                barSizeSetting=req.bar_size,
+                whatToShow=what,
+                useRTH=False,
+                formatDate=2,
+                keepUpToDate=False,
+                timeout=0,
+            )
 
         bars = self._paced(conn, req, call, inst.text)
         return self._records(bars, chunk, inst, what, lo, hi)
@@ -353,12 +426,13 @@ class IbProvider:
                 if exc.code == 162 and "no data" in text:
                     return []
                 if exc.code == 162 and "pacing" in text and attempt < PACING_RETRIES:
-                    wait = PACING_BACKOFF_S * 2 ** attempt
+                    wait = PACING_BACKOFF_S * 2**attempt
                     log.warning("IB pacing violation for %s: waiting %.0f s, then retrying", what, wait)
                     self.pacer.penalise(self.pacer.clock.now() + wait)
                     continue
-                raise self._error(exc, what, "reqHistoricalData" if req.bar_size != "head" else "reqHeadTimeStamp") \
-                    from None
+                raise self._error(
+                    exc, what, "reqHistoricalData" if req.bar_size != "head" else "reqHeadTimeStamp"
+                ) from None
             finally:
                 self.pacer.release()
         raise AssertionError("unreachable")
@@ -366,26 +440,40 @@ class IbProvider:
     def _error(self, exc: IbApiError, what: str, call: str) -> Exception:
         code, msg = exc.code, exc.message
         if code == 200:
-            return ValidationError(f"IB does not know contract {what!r} (error 200: {msg}): check the symbol, "
-                                   "security type, exchange, currency and expiry, e.g. ES:FUT:CME:USD:202403")
+            return ValidationError(
+                f"IB does not know contract {what!r} (error 200: {msg}): check the symbol, "
+                "security type, exchange, currency and expiry, e.g. ES:FUT:CME:USD:202403"
+            )
         if code == 321:
-            return ValidationError(f"IB rejected {call} for {what} (error 321: {msg}): the request's parameters "
-                                   "are invalid for this contract")
+            return ValidationError(
+                f"IB rejected {call} for {what} (error 321: {msg}): the request's parameters "
+                "are invalid for this contract"
+            )
         if code == 162 and "pacing" in msg.lower():
-            return RateLimitError(f"IB kept reporting pacing violations for {what} (error 162: {msg}) after "
-                                  f"{PACING_RETRIES} retries: another client may share this IB account's "
-                                  "historical-data budget; wait 10 minutes and re-run to resume",
-                                  provider=self.name, status=code)
+            return RateLimitError(
+                f"IB kept reporting pacing violations for {what} (error 162: {msg}) after "
+                f"{PACING_RETRIES} retries: another client may share this IB account's "
+                "historical-data budget; wait 10 minutes and re-run to resume",
+                provider=self.name,
+                status=code,
+            )
         if code == 162:
-            return ProviderError(f"IB historical data service refused {call} for {what} (error 162: {msg})",
-                                 provider=self.name, status=code)
+            return ProviderError(
+                f"IB historical data service refused {call} for {what} (error 162: {msg})",
+                provider=self.name,
+                status=code,
+            )
         if code == 366:
-            return ProviderError(f"IB lost the historical query for {what} (error 366: {msg}): re-run the same "
-                                 "ingest to resume", provider=self.name, status=code)
+            return ProviderError(
+                f"IB lost the historical query for {what} (error 366: {msg}): re-run the same ingest to resume",
+                provider=self.name,
+                status=code,
+            )
         return ProviderError(f"IB error {code} for {call} {what}: {msg}", provider=self.name, status=code)
 
-    def _records(self, bars: Any, chunk: Chunk, inst: IbInstrument, what: str, lo: pd.Timestamp,
-                 hi: pd.Timestamp) -> NDArray[Any]:
+    def _records(
+        self, bars: Any, chunk: Chunk, inst: IbInstrument, what: str, lo: pd.Timestamp, hi: pd.Timestamp
+    ) -> NDArray[Any]:
         ts = np.array([_bar_ns(b.date) for b in bars], dtype=np.int64)
         keep = (ts >= lo.value) & (ts < hi.value)
         chosen = [b for b, k in zip(bars, keep, strict=True) if k]
