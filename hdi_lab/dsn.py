@@ -23,7 +23,7 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 #: ``password = value`` in a key=value DSN: a quoted value (with backslash escapes, maybe unterminated)
 #: or an unquoted one up to the next blank
 _KV_SECRET = re.compile(
-    r"(\b(?:%s)\s*=\s*)('(?:[^'\\]|\\.)*(?:'|\\?$)|(?:[^\s\\]|\\.|\\$)*)" % "|".join(sorted(SECRET_KEYS)), re.DOTALL
+    r"(\b(?:" + "|".join(sorted(SECRET_KEYS)) + r")\s*=\s*)('(?:[^'\\]|\\.)*(?:'|\\?$)|(?:[^\s\\]|\\.|\\$)*)", re.DOTALL
 )
 
 

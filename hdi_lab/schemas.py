@@ -81,7 +81,7 @@ def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
     try:
         return kind(str(value).strip().lower())
     except ValueError:
-        allowed = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+        allowed = ", ".join(str(m.value) for m in kind)
         raise ValidationError(f"{param}={value!r} is not valid: use one of {allowed}") from None
 
 
@@ -147,8 +147,7 @@ def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
     if symbols is None:
         return ()
     items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
-    out = tuple(dict.fromkeys(str(s).strip() for s in items if str(s).strip()))
-    return out
+    return tuple(dict.fromkeys(str(s).strip() for s in items if str(s).strip()))
 
 
 @dataclass(frozen=True)
@@ -425,7 +424,7 @@ class Progress:
 
 
 def _duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     h, rem = divmod(s, 3600)
     return f"{h} h {rem // 60:02d} min" if h else f"{rem // 60} min {rem % 60:02d} s"
 

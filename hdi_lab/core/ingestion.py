@@ -14,6 +14,7 @@ stops the run, its message saying how many chunks were committed before it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -168,9 +169,8 @@ def _in_order(
                 if nxt is not None:
                     ahead[nxt.key] = _Prefetch(pool, provider.fetch(nxt))
                 try:
-                    result = _attempt(
-                        chunk, failures, lambda: ingest_chunk(session, provider, chunk, force=force, stores=current)
-                    )
+                    load = functools.partial(ingest_chunk, session, provider, chunk, force=force, stores=current)
+                    result = _attempt(chunk, failures, load)
                 finally:
                     current.close()
                 yield result
@@ -236,8 +236,10 @@ def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:
     if not missing:
         return []
     return [
-        f"symbol(s) {', '.join(missing)} not found in {chunk.dataset} {chunk.schema} for "
-        f"stype_in={chunk.stype_in}; the others were ingested (check the spelling, the stype_in and the dataset)"
+        (
+            f"symbol(s) {', '.join(missing)} not found in {chunk.dataset} {chunk.schema} for "
+            f"stype_in={chunk.stype_in}; the others were ingested (check the spelling, the stype_in and the dataset)"
+        )
     ]
 
 

@@ -3,6 +3,7 @@ reports. Everything but :func:`make_plan` (which asks the provider and the datab
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,8 +34,7 @@ class Plan:
 
     def following(self) -> dict[str, Chunk]:
         """The chunk fetched after each chunk to fetch, by key: the one to download while it is loaded."""
-        todo = self.todo
-        return {c.key: nxt for c, nxt in zip(todo, todo[1:], strict=False)}
+        return {c.key: nxt for c, nxt in itertools.pairwise(self.todo)}
 
 
 def schema_label(request: IngestRequest, chunks: Sequence[Chunk]) -> str:

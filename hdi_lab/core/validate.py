@@ -98,7 +98,8 @@ def validate(
     # Databento filters requests on ts_recv where a schema has it, else on ts_event.
     tcol = "ts_recv" if "ts_recv" in (records.dtype.names or ()) else "ts_event"
     lo, hi = np.uint64(max(start_ns, 0)), np.uint64(end_ns)
-    rules = rules + [
+    rules = [
+        *rules,
         Rule(
             "ts_outside_request",
             lambda r: (r[tcol] < lo) | (r[tcol] >= hi),

@@ -58,7 +58,7 @@ class InstrumentBars:
     @property
     def opens(self) -> npt.NDArray[np.int64]:
         """The bars' ``ts_event`` (ns)."""
-        return pd.DatetimeIndex(self.bars.index).asi8
+        return pd.DatetimeIndex(self.bars.index).asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
 
 
 def by_instrument(bars: pd.DataFrame) -> list[InstrumentBars]:
@@ -67,7 +67,7 @@ def by_instrument(bars: pd.DataFrame) -> list[InstrumentBars]:
     if bars.empty:
         return []
     iid = bars["instrument_id"].to_numpy(np.int64)
-    ts = pd.DatetimeIndex(bars.index).asi8
+    ts = pd.DatetimeIndex(bars.index).asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
     order = np.lexsort([ts, iid])
     iid, ts = iid[order], ts[order]
     keep = np.ones(len(order), dtype=bool)

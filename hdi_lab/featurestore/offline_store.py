@@ -108,7 +108,7 @@ _SELECTION = re.compile(r"^(?P<source>.+) AS (?P<key>.+)$")
 _UNSET = re.compile(r"\$\{(\w+)\}")
 
 
-class HdiOfflineStoreConfig(PostgreSQLOfflineStoreConfig):  # type: ignore[misc]
+class HdiOfflineStoreConfig(PostgreSQLOfflineStoreConfig):
     """Feast's PostgreSQL offline store options; ``type`` names this store's class."""
 
     type: Literal["hdi_lab.feast_store.HdiOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
@@ -130,7 +130,7 @@ class HdiOfflineStoreConfig(PostgreSQLOfflineStoreConfig):  # type: ignore[misc]
         return values
 
 
-class HdiOfflineStore(PostgreSQLOfflineStore):  # type: ignore[misc]
+class HdiOfflineStore(PostgreSQLOfflineStore):
     """Feast's PostgreSQL offline store with as-of (``LATERAL ... LIMIT 1``) training frames."""
 
     @staticmethod
@@ -246,7 +246,7 @@ def _fast(job: RetrievalJob) -> HdiRetrievalJob:
     )
 
 
-class HdiRetrievalJob(PostgreSQLRetrievalJob):  # type: ignore[misc]
+class HdiRetrievalJob(PostgreSQLRetrievalJob):
     """Feast's PostgreSQL retrieval job, with the rows fetched in binary and transposed in C.
 
     The stock job builds its Arrow columns with a Python loop over every value (1.8 s per 100k x 13
@@ -304,10 +304,10 @@ class EntityTimes:
             stamps = stamps.tz_convert("UTC").tz_localize(None)
         null = np.asarray(stamps.isna())
         if stamps.unit == "ns":
-            floor, rest = np.divmod(stamps.asi8, 1000)
+            floor, rest = np.divmod(stamps.asi8, 1000)  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
             ceil = floor + (rest != 0)
         else:  # whole microseconds at most (and no nanosecond overflow for far dates)
-            floor = ceil = stamps.as_unit("us").asi8
+            floor = ceil = stamps.as_unit("us").asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
         zero = np.zeros(1, dtype=np.int64)
         return cls(np.where(null, zero, floor - PG_EPOCH_US), np.where(null, zero, ceil - PG_EPOCH_US), null)
 
@@ -318,6 +318,13 @@ class EntityTimes:
         epoch = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
         lo, hi = self.floor[~self.null].min(), self.ceil[~self.null].max()
         return epoch + dt.timedelta(microseconds=int(lo)), epoch + dt.timedelta(microseconds=int(hi))
+
+
+def _none_for_missing(column: pd.Series) -> npt.NDArray[np.object_]:
+    """The column as Python objects, None where it is missing (what COPY's text format writes as NULL)."""
+    out = column.to_numpy(dtype=object)
+    out[column.isna().to_numpy()] = None
+    return out
 
 
 class HdiFrameJob(HdiRetrievalJob):
@@ -400,7 +407,7 @@ class HdiFrameJob(HdiRetrievalJob):
                     for a in (self._times.floor, self._times.ceil)
                 )
                 null = self._times.null[order]
-                values = [k.astype(object).where(k.notna(), None).to_numpy()[order] for k in keys]
+                values = [_none_for_missing(k)[order] for k in keys]
                 feast_sql.copy_entity_rows(
                     cur3,
                     _ENTITY_TABLE,

@@ -300,7 +300,7 @@ def open_store(session: HdiSession, repo: str | Path | None = None) -> FeatureSt
     config = load_config(path, env)
     Path(env["HDI_FEAST_HOME"]).mkdir(parents=True, exist_ok=True)
     with feast_errors():
-        return feast.FeatureStore(repo_path=str(path), config=config)  # type: ignore[no-any-return]
+        return feast.FeatureStore(repo_path=str(path), config=config)
 
 
 @contextlib.contextmanager

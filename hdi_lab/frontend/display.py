@@ -89,7 +89,7 @@ class FrameDisplay:
     def _formatters(self) -> dict[str, Any]:
         formatter = self._shell.display_formatter
         assert formatter is not None, "an InteractiveShell always has a display formatter"
-        return formatter.formatters  # type: ignore[no-any-return]
+        return formatter.formatters
 
     def _ours(self, frame: object) -> bool:
         ref = self._frames.get(id(frame))

@@ -136,7 +136,7 @@ class HdiMagics(Magics):
     @property
     def user_ns(self) -> dict[str, Any]:
         assert self.shell is not None, "HdiMagics is created with its shell"
-        return self.shell.user_ns  # type: ignore[no-any-return]
+        return self.shell.user_ns
 
     def _usage(self, magic: str, message: str) -> UsageError:
         return _arg_error(getattr(type(self), magic), message)
@@ -227,7 +227,7 @@ class HdiMagics(Magics):
         from hdi_lab.core import retrieval
         from hdi_lab.frontend.sqlparams import bind
 
-        parser = type(self).hdi_query.parser
+        parser = type(self).hdi_query.parser  # type: ignore[union-attr]  # set by IPython's @magic_arguments
         given = [
             name for name, value in vars(args).items() if name not in _EVERY_MAGIC and value != parser.get_default(name)
         ]
@@ -295,7 +295,7 @@ def load(shell: InteractiveShell) -> HdiMagics:
     """Register the magics once per shell; loading again returns the registered instance unchanged."""
     registered = shell.magics_manager.registry.get(HdiMagics.__name__)
     if registered is not None:
-        return registered  # type: ignore[no-any-return]
+        return registered
     magics = HdiMagics(shell)
     if magics not in shell.configurables:
         shell.configurables.append(magics)

@@ -341,6 +341,6 @@ def magic_arguments(*refs: OptionRef) -> Callable[[_F], _F]:
     def decorate(magic: _F) -> _F:
         for opt in reversed(opts):  # IPython applies them in source order, i.e. the reverse of decoration
             magic = ipython.argument(*opt.flags, **opt.kwargs())(magic)
-        return ipython.magic_arguments()(magic)  # type: ignore[no-any-return]
+        return ipython.magic_arguments()(magic)
 
     return decorate

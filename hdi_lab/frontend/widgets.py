@@ -127,7 +127,7 @@ class _Panel:
                 b.disabled = True
             try:
                 action()
-            except (Exception, KeyboardInterrupt) as exc:
+            except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 (a callback shows every error, raises none)
                 self.show_error(exc)
             finally:
                 for b in self._buttons:

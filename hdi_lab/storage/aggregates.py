@@ -136,7 +136,8 @@ def _stale(cur: psycopg2.extensions.cursor, schema: str, view: str, lo_ns: int |
             "  WHERE m.materialization_id = c.mat_hypertable_id "
             "  AND m.lowest_modified_value < LEAST(%(hi)s, w.watermark) AND m.greatest_modified_value >= %(lo)s)) "
             "FROM _timescaledb_catalog.continuous_agg c JOIN _timescaledb_catalog.continuous_aggs_watermark w "
-            "ON w.mat_hypertable_id = c.mat_hypertable_id WHERE c.user_view_schema = %(s)s AND c.user_view_name = %(v)s",
+            "ON w.mat_hypertable_id = c.mat_hypertable_id "
+            "WHERE c.user_view_schema = %(s)s AND c.user_view_name = %(v)s",
             {"lo": lo_us, "hi": hi_us, "s": schema, "v": view},
         )
         row = cur.fetchone()

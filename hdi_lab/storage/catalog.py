@@ -18,20 +18,19 @@ def contents(
 ) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """Coverage (table, dataset, symbol, instrument_id, rows, first, last), the latest ``recent``
     ingest-log rows, the number of instruments and of open quarantine entries, in one transaction."""
-    parts = []
     with transaction(conn) as cur:
 
         def q(*names: str) -> str:
             return pgsql.Identifier(*names).as_string(conn)
 
         s = schema
-        for t in {t.name: t for t in TABLES.values()}.values():
-            parts.append(
-                f"SELECT '{t.name}' AS tbl, d.instrument_id, p.dataset, count(*) AS rows, "
-                f"min(d.{t.time_column}) AS first, max(d.{t.time_column}) AS last "
-                f"FROM {q(s, t.name)} d JOIN {q(s, 'publishers')} p USING (publisher_id) "
-                "GROUP BY d.instrument_id, p.dataset"
-            )
+        parts = [
+            f"SELECT '{t.name}' AS tbl, d.instrument_id, p.dataset, count(*) AS rows, "
+            f"min(d.{t.time_column}) AS first, max(d.{t.time_column}) AS last "
+            f"FROM {q(s, t.name)} d JOIN {q(s, 'publishers')} p USING (publisher_id) "
+            "GROUP BY d.instrument_id, p.dataset"
+            for t in {t.name: t for t in TABLES.values()}.values()
+        ]
         cur.execute(
             f"WITH c AS ({' UNION ALL '.join(parts)}) "
             'SELECT c.tbl AS "table", c.dataset, '

@@ -9,6 +9,7 @@ catches it inside the transaction, before the translation.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -85,10 +86,9 @@ def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.exten
 def _rollback(conn: psycopg2.extensions.connection) -> None:
     if conn.closed:
         return
-    try:
+    # the connection died: nothing is left to roll back, the first error is the one to report
+    with contextlib.suppress(psycopg2.InterfaceError, psycopg2.OperationalError):
         conn.rollback()
-    except (psycopg2.InterfaceError, psycopg2.OperationalError):
-        pass  # the connection died: nothing is left to roll back, the first error is the one to report
 
 
 def one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:

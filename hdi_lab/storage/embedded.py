@@ -395,6 +395,7 @@ class EmbeddedServer:
         probe = subprocess.run(
             [*prefix, "true"],
             capture_output=True,
+            check=False,  # the return code is read below
             text=True,
             stdin=subprocess.DEVNULL,
             timeout=30,
@@ -456,6 +457,7 @@ class EmbeddedServer:
             proc = subprocess.run(
                 argv,
                 capture_output=True,
+                check=False,  # the return code is read below
                 text=True,
                 stdin=subprocess.DEVNULL,
                 timeout=300,
@@ -525,6 +527,7 @@ class EmbeddedServer:
                 proc = subprocess.run(
                     argv,
                     capture_output=True,
+                    check=False,  # the return code is read below
                     text=True,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,

@@ -148,31 +148,30 @@ def load_definitions(cur: Cursor, schema: str, dataset: str, records: npt.NDArra
     """Upsert instrument definitions (versioned by ts_recv); returns (inserted, updated)."""
     if len(records) == 0:
         return 0, 0
-    rows = []
-    for r in records:  # definitions are few: one per instrument per day
-        rows.append(
-            (
-                int(r["publisher_id"]),
-                int(r["instrument_id"]),
-                int(r["ts_recv"]),
-                _ns_ts(int(r["ts_recv"])),
-                int(r["ts_event"]),
-                dataset,
-                _text(r["raw_symbol"]) or "",
-                _text(r["instrument_class"]),
-                _text(r["security_type"]),
-                _text(r["asset"]),
-                _text(r["exchange"]),
-                _text(r["currency"]),
-                _text(r["underlying"]),
-                _ns_ts(int(r["expiration"])),
-                _ns_ts(int(r["activation"])),
-                None if int(r["min_price_increment"]) == INT64_MAX else int(r["min_price_increment"]),
-                None if int(r["display_factor"]) == INT64_MAX else int(r["display_factor"]),
-                None if int(r["contract_multiplier"]) == 2**31 - 1 else int(r["contract_multiplier"]),
-                psycopg2.extras.Json(record_to_json(r)),
-            )
+    rows = [  # definitions are few: one per instrument per day
+        (
+            int(r["publisher_id"]),
+            int(r["instrument_id"]),
+            int(r["ts_recv"]),
+            _ns_ts(int(r["ts_recv"])),
+            int(r["ts_event"]),
+            dataset,
+            _text(r["raw_symbol"]) or "",
+            _text(r["instrument_class"]),
+            _text(r["security_type"]),
+            _text(r["asset"]),
+            _text(r["exchange"]),
+            _text(r["currency"]),
+            _text(r["underlying"]),
+            _ns_ts(int(r["expiration"])),
+            _ns_ts(int(r["activation"])),
+            None if int(r["min_price_increment"]) == INT64_MAX else int(r["min_price_increment"]),
+            None if int(r["display_factor"]) == INT64_MAX else int(r["display_factor"]),
+            None if int(r["contract_multiplier"]) == 2**31 - 1 else int(r["contract_multiplier"]),
+            psycopg2.extras.Json(record_to_json(r)),
         )
+        for r in records
+    ]
     t = _q(cur, schema, "instruments")
     result = psycopg2.extras.execute_values(
         cur,

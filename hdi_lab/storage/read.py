@@ -255,5 +255,4 @@ def sql(
             raise StorageError(f"SQL failed: {first_line(exc)}", sqlstate=exc.pgcode) from exc
         if cur.description is None:
             return pd.DataFrame()
-        frame = fetch_frame(cur)
-    return frame
+        return fetch_frame(cur)

@@ -44,7 +44,8 @@ class Table:
 
 _ID = (Column("instrument_id", "int8", "instrument_id"), Column("publisher_id", "int2", "publisher_id"))
 
-_BAR = _ID + (
+_BAR = (
+    *_ID,
     Column("ts_event", "timestamptz", "ts_event", "ts"),
     Column("open", "int8", "open", "price"),
     Column("high", "int8", "high", "price"),
@@ -61,9 +62,9 @@ _TICK_TIME = (
 )
 
 _TRADE = (
-    _ID
-    + _TICK_TIME
-    + (
+    *_ID,
+    *_TICK_TIME,
+    *(
         Column("price", "int8", "price", "price", nullable=True),
         Column("size", "int8", "size"),
         Column("action", "char", "action", "char"),
@@ -72,7 +73,7 @@ _TRADE = (
         Column("depth", "int2", "depth"),
         Column("ts_in_delta", "int4", "ts_in_delta"),
         Column("sequence", "int8", "sequence"),
-    )
+    ),
 )
 
 _BOOK = (
@@ -85,9 +86,9 @@ _BOOK = (
 )
 
 _STAT = (
-    _ID
-    + _TICK_TIME
-    + (
+    *_ID,
+    *_TICK_TIME,
+    *(
         Column("ts_ref_ns", "int8", "ts_ref", "undef_u64", nullable=True),
         Column("price", "int8", "price", "price", nullable=True),
         Column("quantity", "int8", "quantity", "undef_i64", nullable=True),
@@ -97,7 +98,7 @@ _STAT = (
         Column("channel_id", "int4", "channel_id"),
         Column("update_action", "int2", "update_action"),
         Column("stat_flags", "int2", "stat_flags"),
-    )
+    ),
 )
 
 _TICK_KEY = ("instrument_id", "ts_event", "ts_event_ns", "dup_idx", "publisher_id")
