@@ -11,7 +11,6 @@ from typing import TextIO
 
 import pandas as pd
 
-from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
 from hdi_lab.core import catalog, ingestion, quarantine, retrieval
 from hdi_lab.core.session import HdiSession
@@ -65,19 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    req = make_request(
-        a.provider,
-        schema=a.schema,
-        symbols=a.symbols,
-        start=a.start,
-        end=a.end,
-        dataset=a.dataset,
-        stype_in=a.stype_in,
-        path=a.paths or None,
-        force=a.force,
-        dry_run=a.dry_run,
-        allow_cost=a.allow_cost,
-    )
+    req = options.ingest_request(a)
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
         report = ingestion.run(req, session, progress=update)

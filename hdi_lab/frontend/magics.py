@@ -156,22 +156,9 @@ class HdiMagics(Magics):
         ``%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-05``
         or ``%hdi_ingest data/GLBX.MDP3/ohlcv-1m.dbn.zst``. Chunks already ingested are skipped.
         """
-        from hdi_lab.api import make_request
         from hdi_lab.core import ingestion
 
-        request = make_request(
-            args.provider,
-            schema=args.schema,
-            symbols=args.symbols,
-            start=args.start,
-            end=args.end,
-            dataset=args.dataset,
-            stype_in=args.stype_in,
-            path=args.paths or None,
-            force=args.force,
-            dry_run=args.dry_run,
-            allow_cost=args.allow_cost,
-        )
+        request = options.ingest_request(args)
         update, close = progress_bar(self.progress and not args.quiet, "hdi_ingest")
         try:
             return ingestion.run(request, self.session, progress=update)

@@ -17,10 +17,13 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
 from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
+
+if TYPE_CHECKING:
+    from hdi_lab.schemas import IngestRequest
 
 __all__ = [
     "BAR_SCHEMAS",
@@ -45,6 +48,7 @@ __all__ = [
     "OptionRef",
     "add",
     "count",
+    "ingest_request",
     "interval_help",
     "magic_arguments",
     "one_of",
@@ -344,3 +348,25 @@ def magic_arguments(*refs: OptionRef) -> Callable[[_F], _F]:
         return ipython.magic_arguments()(magic)
 
     return decorate
+
+
+def ingest_request(args: argparse.Namespace) -> IngestRequest:
+    """The request the :data:`INGEST` options of ``hdi ingest`` and ``%hdi_ingest`` describe.
+
+    Raises :class:`~hdi_lab.errors.ValidationError` for a request that cannot be made (see
+    :func:`hdi_lab.api.make_request`)."""
+    from hdi_lab.api import make_request
+
+    return make_request(
+        args.provider,
+        schema=args.schema,
+        symbols=args.symbols,
+        start=args.start,
+        end=args.end,
+        dataset=args.dataset,
+        stype_in=args.stype_in,
+        path=args.paths or None,
+        force=args.force,
+        dry_run=args.dry_run,
+        allow_cost=args.allow_cost,
+    )
