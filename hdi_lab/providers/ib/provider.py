@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from hdi_lab.config import Settings
 from hdi_lab.dbn import store_from_bytes
-from hdi_lab.dbn.writer import Interval, empty_records, encode_dbn
+from hdi_lab.dbn.writer import Interval, Records, empty_records, encode_dbn
 from hdi_lab.errors import (
     ProviderError,
     RateLimitError,
@@ -108,6 +108,23 @@ def validate_dataset(value: str | None) -> str:
 def _days(lo: pd.Timestamp, hi: pd.Timestamp) -> tuple[dt.date, dt.date]:
     """The dates ``[d0, d1)`` that ``[lo, hi)`` touches."""
     return lo.date(), (hi - pd.Timedelta(1, "ns")).date() + dt.timedelta(days=1)
+
+
+def _chunk_dbn(
+    chunk: Chunk, schema: Schema, spec: ContractSpec, mappings: dict[str, list[Interval]], records: Records
+) -> bytes:
+    """The DBN bytes of one chunk's records for ``spec``, with its symbol mappings (uncompressed: read at once)."""
+    return encode_dbn(
+        dataset=chunk.dataset,
+        schema=schema,
+        stype_in=spec.stype,
+        start=chunk.start,
+        end=chunk.end,
+        symbols=[spec.text],
+        mappings=mappings,
+        records=records,
+        compress=False,
+    )
 
 
 class IbProvider:
@@ -305,17 +322,7 @@ class IbProvider:
             mappings[spec.text] = [(d0, d1, insts[0].con_id)]
             mappings[insts[0].text] = [(d0, d1, insts[0].con_id)]
         records = np.concatenate([definition_record(i, publisher_id=pub, ts_ns=chunk.start.value) for i in used])
-        return encode_dbn(
-            dataset=chunk.dataset,
-            schema=Schema.DEFINITION,
-            stype_in=spec.stype,
-            start=chunk.start,
-            end=chunk.end,
-            symbols=[spec.text],
-            mappings=mappings,
-            records=records,
-            compress=False,
-        )
+        return _chunk_dbn(chunk, Schema.DEFINITION, spec, mappings, records)
 
     def _resolve(self, conn: IbConnection, spec: ContractSpec) -> list[IbInstrument]:
         """The qualified contract (a one-item list) or, for CONTFUT, its futures chain."""
@@ -362,17 +369,7 @@ class IbProvider:
                 mappings.setdefault(inst.text, []).append((a, b, inst.con_id))
             parts.append(self._segment(conn, chunk, inst, lo, hi))
         records = np.concatenate(parts) if parts else empty_records(chunk.schema, 0)
-        return encode_dbn(
-            dataset=chunk.dataset,
-            schema=chunk.schema,
-            stype_in=spec.stype,
-            start=chunk.start,
-            end=chunk.end,
-            symbols=[spec.text],
-            mappings=mappings,
-            records=records,
-            compress=False,
-        )
+        return _chunk_dbn(chunk, chunk.schema, spec, mappings, records)
 
     def _segment(
         self, conn: IbConnection, chunk: Chunk, inst: IbInstrument, lo: pd.Timestamp, hi: pd.Timestamp
