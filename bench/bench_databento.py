@@ -120,8 +120,8 @@ def run(args: object) -> list[Row]:
                 total = 0
                 for store in downloads():
                     with store_conn.cursor() as cur:
-                        for recs in store.to_ndarray(count=batch):
-                            recs = recs[normalise.key_order(recs, Schema.OHLCV_1M)]
+                        for decoded in store.to_ndarray(count=batch):
+                            recs = decoded[normalise.key_order(decoded, Schema.OHLCV_1M)]
                             cols = normalise.normalise(recs, table)
                             buf = copy.encode(pgtypes, [cols.values[c.name] for c in table.columns], {})
                             copy.copy_in(cur, q(raw_schema, "ohlcv_1m"), names, buf)

@@ -2,8 +2,9 @@
 
 * load: wall time of a fresh ``python -c`` that creates an ``InteractiveShell`` [baseline] vs the
   same plus ``%load_ext hdi_lab``; the difference is what the extension costs a new kernel
-  (target < 0.5 s); the same again with ``import pandas`` in both (a notebook's usual first cell). Best of ``--repeat``, interleaved, after one untimed warm-up of each (warm
-  page cache and bytecode, like a second kernel start). A third variant imports ``hdi_lab`` first
+  (target < 0.5 s); the same again with ``import pandas`` in both (a notebook's usual first cell).
+  Best of ``--repeat``, interleaved, after one untimed warm-up of each (warm page cache and
+  bytecode, like a second kernel start). A third variant imports ``hdi_lab`` first
   and times, in-process, ``import hdi_lab`` and then ``%load_ext`` alone: the package import
   vs the extension's own registration.
 * query: 1 instrument x 1 week of stored OHLCV-1m bars, ``hdi_lab.query(..., session=...)``

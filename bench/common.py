@@ -277,7 +277,7 @@ def generate_ohlcv(n: int = 1_000_000, instruments: int = 10, seed: int = 7) -> 
     recs = empty_records(Schema.OHLCV_1M, n)
     pos = 0
     ids = []
-    for i, (sym, level, tick, vol, vpm) in enumerate(_UNIVERSE[:instruments]):
+    for i, (_sym, level, tick, vol, vpm) in enumerate(_UNIVERSE[:instruments]):
         m = counts[i]
         iid = 42_000_000 + 1_000 * i + 17
         ids.append(iid)
