@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def _drop(url: str, schema: str) -> None:
     conn.close()
 
 
-def run(args: object) -> list[Row]:
+def run(args: argparse.Namespace) -> list[Row]:
     return planner_rows() + store_rows(args)
 
 

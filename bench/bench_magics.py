@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -122,7 +123,7 @@ def bench_load(repeat: int) -> list[Row]:
     ]
 
 
-def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
+def bench_query(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row]:
     w_lo, w_hi = data.middle_week()
     one = data.symbols[0]
     with common.database(args.database_url) as url, common.fresh_schema(url, "bench_magics") as sch:
@@ -201,7 +202,7 @@ def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: A
     ]
 
 
-def run(args) -> list[Row]:  # noqa: ANN001
+def run(args: argparse.Namespace) -> list[Row]:
     print(f"[{BENCH}] %load_ext in fresh subprocesses, x{args.repeat} ...", flush=True)
     return bench_load(args.repeat) + common.with_dbn_file(args, BENCH, bench_query)
 

@@ -63,7 +63,7 @@ def _require_browser_tools() -> None:
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - only whether it imports
     except ImportError:
         missing.append("the playwright Python package (pip install 'hdi_lab[dev]'; do not run `playwright install`)")
     if missing:
