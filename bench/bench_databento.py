@@ -23,6 +23,7 @@ rows. See bench/README.md for measured figures.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -65,7 +66,7 @@ def plan(records: int) -> tuple[pd.Timestamp, pd.Timestamp, int]:
     return start, end, n
 
 
-def run(args: object) -> list[Row]:
+def run(args: argparse.Namespace) -> list[Row]:
     a = args  # argparse.Namespace
     start, end, n = plan(a.records)  # type: ignore[attr-defined]
     tmp = Path(tempfile.mkdtemp(prefix="hdi-bench-db-"))
@@ -108,7 +109,10 @@ def run(args: object) -> list[Row]:
             table = TABLES[Schema.OHLCV_1M]
             pgtypes = [c.pgtype for c in table.columns]
             store_conn = psycopg2.connect(url)
-            q = lambda *names: pgsql.Identifier(*names).as_string(store_conn)  # noqa: E731
+
+            def q(*names: str) -> str:
+                return pgsql.Identifier(*names).as_string(store_conn)
+
             raw_schema = f"bench_db_raw_{os.getpid()}"
             schemas.append(raw_schema)
             tpl = common.session(url, raw_schema)
@@ -120,8 +124,8 @@ def run(args: object) -> list[Row]:
                 total = 0
                 for store in downloads():
                     with store_conn.cursor() as cur:
-                        for recs in store.to_ndarray(count=batch):
-                            recs = recs[normalise.key_order(recs, Schema.OHLCV_1M)]
+                        for decoded in store.to_ndarray(count=batch):
+                            recs = decoded[normalise.key_order(decoded, Schema.OHLCV_1M)]
                             cols = normalise.normalise(recs, table)
                             buf = copy.encode(pgtypes, [cols.values[c.name] for c in table.columns], {})
                             copy.copy_in(cur, q(raw_schema, "ohlcv_1m"), names, buf)

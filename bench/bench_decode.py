@@ -19,12 +19,14 @@ A second pair runs both on the zstd-compressed file bytes (informational, no tar
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import warnings
 from pathlib import Path
 
 import databento as db
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,7 +54,7 @@ def databento_df(raw: bytes) -> object:
         return db.DBNStore.from_bytes(io.BytesIO(raw)).to_df()
 
 
-def run(args) -> list[Row]:  # noqa: ANN001
+def run(args: argparse.Namespace) -> list[Row]:
     n = args.records
     print(f"[{BENCH}] generating {n:,} OHLCV-1m records over {args.instruments} instruments", flush=True)
     data = common.generate_ohlcv(n, args.instruments)
@@ -64,7 +66,7 @@ def run(args) -> list[Row]:  # noqa: ANN001
         if len(cols) != n:
             print(f"[{BENCH}] WARNING: hdi decode gave {len(cols)} rows, expected {n}", flush=True)
 
-    def check_df(df) -> None:  # noqa: ANN001
+    def check_df(df: pd.DataFrame) -> None:
         if len(df) != n:
             print(f"[{BENCH}] WARNING: to_df gave {len(df)} rows, expected {n}", flush=True)
 

@@ -27,6 +27,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -41,6 +42,9 @@ from common import Row
 from hdi_lab import features
 from hdi_lab.featurestore import repo as feast_repo
 from hdi_lab.storage import copy
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 BENCH = "feast"
 DAYS = 2000
@@ -88,7 +92,7 @@ def load_table(url: str, schema: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, event_ns
 
 
-def stores(url: str, schema: str, tmp: Path):
+def stores(url: str, schema: str, tmp: Path) -> tuple[FeatureStore, FeatureStore]:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
@@ -195,7 +199,7 @@ def training_frames(url: str, tmp: Path, size: int, k: int, repeat: int, rng: np
         ]
 
 
-def run(args) -> list[Row]:
+def run(args: argparse.Namespace) -> list[Row]:
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # Feast's own datetime helpers

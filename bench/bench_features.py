@@ -27,12 +27,14 @@ calls ``ta.stdev`` (pandas' rolling variance), as the pandas-ta floor.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg2.extensions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -70,7 +72,9 @@ def generate(instruments: int, days: int, seed: int = 11) -> tuple[list[str], pd
     return symbols, index, fixed
 
 
-def store_bars(cur, schema: str, index: pd.DatetimeIndex, data: dict[str, np.ndarray], cols: slice) -> int:  # noqa: ANN001
+def store_bars(
+    cur: psycopg2.extensions.cursor, schema: str, index: pd.DatetimeIndex, data: dict[str, np.ndarray], cols: slice
+) -> int:
     """COPY the bars of days ``cols`` (all instruments) into ohlcv_1d."""
     n_inst = data["close"].shape[0]
     days = index[cols]
@@ -103,7 +107,7 @@ def baseline(frames: list[pd.DataFrame]) -> None:
         ta.stdev(ta.log_return(c, length=1), length=20, ddof=1, talib=False)
 
 
-def run(args) -> list[Row]:  # noqa: ANN001
+def run(args: argparse.Namespace) -> list[Row]:
     instruments = 500
     days = max(args.records // instruments, 40)
     symbols, index, data = generate(instruments, days)

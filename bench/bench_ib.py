@@ -16,14 +16,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import common
 from common import Row
@@ -184,7 +184,7 @@ def _drop(url: str, schema: str) -> None:
     conn.close()
 
 
-def run(args: object) -> list[Row]:
+def run(args: argparse.Namespace) -> list[Row]:
     return planner_rows() + store_rows(args)
 
 

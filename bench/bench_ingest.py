@@ -18,8 +18,10 @@ the cases are interleaved so that drift hits them alike. Best of ``--repeat`` ru
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +66,11 @@ def sqlalchemy_rows(records: np.ndarray) -> list[dict[str, object]]:
     ]
 
 
-def run(args) -> list[Row]:  # noqa: ANN001
+def run(args: argparse.Namespace) -> list[Row]:
     return common.with_dbn_file(args, BENCH, _run)
 
 
-def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
+def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row]:
     n = args.records
     print(f"[{BENCH}] wrote {path.stat().st_size / 1e6:.1f} MB DBN to {path}", flush=True)
     schema = Schema.OHLCV_1M
@@ -87,7 +89,10 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
         sess = common.session(url, sch)
         sess.connection()  # connect + migrate (untimed)
         admin = psycopg2.connect(url)
-        q = lambda *names: pgsql.Identifier(*names).as_string(admin)  # noqa: E731
+
+        def q(*names: str) -> str:
+            return pgsql.Identifier(*names).as_string(admin)
+
         with admin.cursor() as cur:
             cur.execute(f"CREATE TABLE {q(sch, 'raw_ohlcv_1m')} (LIKE {q(sch, table.name)} INCLUDING ALL)")
             cur.execute(f"CREATE TABLE {q(sch, 'sa_ohlcv_1m')} (LIKE {q(sch, table.name)} INCLUDING ALL)")
@@ -112,7 +117,7 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
         def hdi_force() -> hdi_lab.IngestReport:
             return hdi_lab.ingest(provider="file", path=str(path), session=sess, force=True)
 
-        def expect(field: str):  # noqa: ANN202
+        def expect(field: str) -> Callable[[hdi_lab.IngestReport], None]:
             def check(report: hdi_lab.IngestReport) -> None:
                 got = sum(getattr(c, field) for c in report.chunks)
                 if got != n or report.quarantined:

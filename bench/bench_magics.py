@@ -2,8 +2,9 @@
 
 * load: wall time of a fresh ``python -c`` that creates an ``InteractiveShell`` [baseline] vs the
   same plus ``%load_ext hdi_lab``; the difference is what the extension costs a new kernel
-  (target < 0.5 s); the same again with ``import pandas`` in both (a notebook's usual first cell). Best of ``--repeat``, interleaved, after one untimed warm-up of each (warm
-  page cache and bytecode, like a second kernel start). A third variant imports ``hdi_lab`` first
+  (target < 0.5 s); the same again with ``import pandas`` in both (a notebook's usual first cell).
+  Best of ``--repeat``, interleaved, after one untimed warm-up of each (warm page cache and
+  bytecode, like a second kernel start). A third variant imports ``hdi_lab`` first
   and times, in-process, ``import hdi_lab`` and then ``%load_ext`` alone: the package import
   vs the extension's own registration.
 * query: 1 instrument x 1 week of stored OHLCV-1m bars, ``hdi_lab.query(..., session=...)``
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -121,7 +123,7 @@ def bench_load(repeat: int) -> list[Row]:
     ]
 
 
-def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
+def bench_query(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row]:
     w_lo, w_hi = data.middle_week()
     one = data.symbols[0]
     with common.database(args.database_url) as url, common.fresh_schema(url, "bench_magics") as sch:
@@ -200,7 +202,7 @@ def bench_query(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: A
     ]
 
 
-def run(args) -> list[Row]:  # noqa: ANN001
+def run(args: argparse.Namespace) -> list[Row]:
     print(f"[{BENCH}] %load_ext in fresh subprocesses, x{args.repeat} ...", flush=True)
     return bench_load(args.repeat) + common.with_dbn_file(args, BENCH, bench_query)
 

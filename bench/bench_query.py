@@ -14,7 +14,9 @@ schema, then ``VACUUM ANALYZE`` (the steady state autovacuum would reach; both s
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +33,11 @@ BENCH = "query"
 SMALL_REPS = 50
 
 
-def run(args) -> list[Row]:  # noqa: ANN001
+def run(args: argparse.Namespace) -> list[Row]:
     return common.with_dbn_file(args, BENCH, _run)
 
 
-def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
+def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row]:
     n = args.records
     lo = pd.Timestamp(data.start_ns, unit="ns", tz="UTC")
     hi = pd.Timestamp(data.end_ns, unit="ns", tz="UTC")
@@ -76,7 +78,7 @@ def _run(args, data: common.Dataset, path: Path) -> list[Row]:  # noqa: ANN001
                     index_col="ts_event",
                 )
 
-        def expect(k: int, who: str):  # noqa: ANN202
+        def expect(k: int, who: str) -> Callable[[pd.DataFrame], None]:
             def check(df: pd.DataFrame) -> None:
                 if len(df) != k:
                     print(f"[{BENCH}] WARNING: {who} returned {len(df):,} rows, expected {k:,}", flush=True)

@@ -27,16 +27,16 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hdi_lab.config import load_settings  # noqa: E402
-from hdi_lab.core.session import HdiSession  # noqa: E402
-from hdi_lab.dbn.writer import empty_records, encode_dbn  # noqa: E402
-from hdi_lab.schemas import Schema  # noqa: E402
-from hdi_lab.storage import normalise  # noqa: E402
-from hdi_lab.storage.tables import TABLES  # noqa: E402
+from hdi_lab.config import load_settings
+from hdi_lab.core.session import HdiSession
+from hdi_lab.dbn.writer import empty_records, encode_dbn
+from hdi_lab.schemas import Schema
+from hdi_lab.storage import normalise
+from hdi_lab.storage.tables import TABLES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 URL_ENV = "HDI_BENCH_DATABASE_URL"
 MIN_NS = 60_000_000_000
@@ -277,7 +277,7 @@ def generate_ohlcv(n: int = 1_000_000, instruments: int = 10, seed: int = 7) -> 
     recs = empty_records(Schema.OHLCV_1M, n)
     pos = 0
     ids = []
-    for i, (sym, level, tick, vol, vpm) in enumerate(_UNIVERSE[:instruments]):
+    for i, (_sym, level, tick, vol, vpm) in enumerate(_UNIVERSE[:instruments]):
         m = counts[i]
         iid = 42_000_000 + 1_000 * i + 17
         ids.append(iid)

@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
+
+HERE = Path(__file__).resolve().parent
 
 BENCHES = (
     "bench_ingest",

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, override
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -223,6 +223,7 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> t
 class _Handler(BaseHTTPRequestHandler):
     server: Any
 
+    @override  # the stdlib's signature, `format` included
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 

@@ -14,6 +14,7 @@ code, and dropped connections on the n-th historical request, or take the gatewa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import struct
@@ -57,7 +58,8 @@ class FakeContract:
         """End of the last trade date (no bars after it)."""
         if not self.last_trade:
             return None
-        return pd.Timestamp(dt.datetime.strptime(self.last_trade, "%Y%m%d"), tz="UTC") + pd.Timedelta(days=1)
+        last_day = dt.datetime.strptime(self.last_trade, "%Y%m%d").replace(tzinfo=dt.UTC)
+        return pd.Timestamp(last_day) + pd.Timedelta(days=1)
 
 
 UNIVERSE = (
@@ -114,7 +116,7 @@ def parse_end(text: str, now: pd.Timestamp) -> pd.Timestamp:
     if not text:
         return now
     parts = text.replace("-", " ").split()
-    stamp = pd.Timestamp(dt.datetime.strptime(parts[0] + parts[1], "%Y%m%d%H:%M:%S"))
+    stamp = pd.to_datetime(parts[0] + parts[1], format="%Y%m%d%H:%M:%S")  # naive: localized to the given zone below
     return stamp.tz_localize(parts[2] if len(parts) > 2 else "UTC").tz_convert("UTC")
 
 
@@ -168,10 +170,8 @@ class FakeIbGateway:
         """Drop every connection and stop listening (connections are refused until :meth:`start`)."""
         self._stopping = True
         if self._listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # stop listening now, even inside accept()
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
@@ -285,52 +285,7 @@ class FakeIbGateway:
         if not found:
             _send(conn, [4, 2, req_id, 200, "No security definition has been found for the request", ""])
             return
-        msgs = []
-        for c in found:
-            msgs.append(
-                [
-                    10,
-                    req_id,
-                    c.symbol,
-                    c.sec_type,
-                    c.last_trade,
-                    0.0,
-                    "",
-                    c.exchange,
-                    c.currency,
-                    c.local_symbol,
-                    c.trading_class,
-                    c.trading_class,
-                    c.con_id,
-                    c.min_tick,
-                    c.multiplier,
-                    "ACTIVETIM,LMT,MKT",
-                    c.exchange,
-                    1,
-                    0,
-                    f"{c.symbol} fake",
-                    c.exchange if c.sec_type == "STK" else "",
-                    c.last_trade[:6],
-                    "",
-                    "",
-                    "",
-                    c.time_zone,
-                    "",
-                    "",
-                    "",
-                    "",
-                    0,
-                    1,
-                    "",
-                    "",
-                    "26",
-                    c.last_trade,
-                    "",
-                    "1",
-                    "1",
-                    "1",
-                ]
-            )
+        msgs = [_details_message(req_id, c) for c in found]
         msgs.append([52, 1, req_id])
         _send_all(conn, msgs)
 
@@ -446,6 +401,52 @@ def _encode(fields: list[object]) -> bytes:
     return struct.pack(">I", len(text)) + text
 
 
+def _details_message(req_id: int, c: FakeContract) -> list[object]:
+    """One CONTRACT_DATA message (10) describing ``c``, in the field order the client reads."""
+    return [
+        10,
+        req_id,
+        c.symbol,
+        c.sec_type,
+        c.last_trade,
+        0.0,
+        "",
+        c.exchange,
+        c.currency,
+        c.local_symbol,
+        c.trading_class,
+        c.trading_class,
+        c.con_id,
+        c.min_tick,
+        c.multiplier,
+        "ACTIVETIM,LMT,MKT",
+        c.exchange,
+        1,
+        0,
+        f"{c.symbol} fake",
+        c.exchange if c.sec_type == "STK" else "",
+        c.last_trade[:6],
+        "",
+        "",
+        "",
+        c.time_zone,
+        "",
+        "",
+        "",
+        "",
+        0,
+        1,
+        "",
+        "",
+        "26",
+        c.last_trade,
+        "",
+        "1",
+        "1",
+        "1",
+    ]
+
+
 def _send(conn: socket.socket, fields: list[object]) -> None:
     conn.sendall(_encode(fields))
 
@@ -455,8 +456,6 @@ def _send_all(conn: socket.socket, messages: list[list[object]]) -> None:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

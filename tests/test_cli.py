@@ -29,7 +29,7 @@ def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _ingest_trades() -> np.ndarray:
-    code, out, err = run_cli(["ingest", "--quiet", str(GLBX["trades"])])
+    code, _, err = run_cli(["ingest", "--quiet", str(GLBX["trades"])])
     assert code == 0, err
     return read_store(GLBX["trades"]).to_ndarray()
 
@@ -194,7 +194,7 @@ def test_query_fixed_prices_keep_undef(hdi_env: dict[str, str], session: HdiSess
 @pytest.mark.parametrize(
     "argv",
     [
-        QUERY + ["--limit", "-5"],
+        [*QUERY, "--limit", "-5"],
         ["quarantine", "list", "--limit", "-1"],
         [
             "compare",

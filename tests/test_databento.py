@@ -248,7 +248,7 @@ def test_5xx_exhausting_retries_keeps_earlier_chunks_and_rerun_resumes(dbs: HdiS
         Fault("timeseries.get_range", 502, **bars),
         Fault("timeseries.get_range", 500, **bars),
     ]
-    with pytest.raises(UnavailableError, match="HTTP 500.*after 3 tries") as info:
+    with pytest.raises(UnavailableError, match=r"HTTP 500.*after 3 tries") as info:
         _ingest(dbs, start="2024-03-11", end="2024-03-14")
     assert info.value.status == 500 and info.value.request_id == "fake-req-1"
     assert str(info.value).endswith("(2 of 4 chunks were committed before this and are kept)")  # definitions, day 1
@@ -408,7 +408,7 @@ def test_4xx_is_a_one_line_error_saying_what_to_change(
 
 
 @pytest.mark.parametrize(
-    "start,end", [("1700-01-01", "2024-03-12"), ("2010-01-04", "2010-01-05"), ("2024-12-31", "2025-01-02")]
+    ("start", "end"), [("1700-01-01", "2024-03-12"), ("2010-01-04", "2010-01-05"), ("2024-12-31", "2025-01-02")]
 )
 def test_a_range_beyond_the_dataset_is_refused_before_planning(
     dbs: HdiSession, fake: FakeDatabento, start: str, end: str

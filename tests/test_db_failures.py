@@ -216,12 +216,12 @@ def test_a_read_only_role_reads_and_cannot_write(
         frame = hdi_lab.query("ohlcv-1m", "ESH4", "2024-01-02", "2024-01-04", session=ro)
         assert len(frame) == stored
         assert int(hdi_lab.sql("SELECT count(*) AS n FROM ohlcv_1m", session=ro)["n"].iloc[0]) == stored
+        later = {**SAMPLE, "start": "2024-01-04", "end": "2024-01-05"}
         with pytest.raises(
             StorageError,
             match=r"^PostgreSQL refused: ERROR:  permission denied for table .* "
             r"\(sqlstate 42501\): this role lacks the privilege",
         ) as info:
-            later = {**SAMPLE, "start": "2024-01-04", "end": "2024-01-05"}
             hdi_lab.ingest(**later, session=ro)  # type: ignore[arg-type]
         assert len(str(info.value).splitlines()) == 1 and info.value.sqlstate == "42501"
     monkeypatch.chdir(tmp_path)
@@ -265,13 +265,15 @@ def test_a_read_only_role_is_told_when_the_schema_needs_migrating(
     assert str(info.value) == (
         f"schema {s} is at version {at}, this hdi_lab needs {newest}: connect once as its owner to migrate"
     )
-    with make_session(url, f"{s}_missing") as ro:
-        with pytest.raises(
+    with (
+        make_session(url, f"{s}_missing") as ro,
+        pytest.raises(
             StorageError,
             match=rf"^schema {s}_missing does not exist and this role may not create "
             "it: connect once as a role with CREATE on the database",
-        ):
-            hdi_lab.sql("SELECT 1", session=ro)
+        ),
+    ):
+        hdi_lab.sql("SELECT 1", session=ro)
     with make_session(url, s) as ro, pytest.raises(StorageError, match="connect once as its owner"):
         ro.connection()
     session.close()

@@ -208,7 +208,7 @@ def test_password_file_private_and_url_not_logged(server: EmbeddedServer) -> Non
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    "home,needle",
+    ("home", "needle"),
     [
         ("file", "is a file, not a directory: set HDI_HOME"),
         ("file/sub", "(Not a directory): set HDI_HOME"),

@@ -51,6 +51,7 @@ def sh(script: str, env: dict[str, str], cwd: Path, *, check: bool = True) -> su
         capture_output=True,
         text=True,
         timeout=240,
+        check=False,  # checked below, with the script's output in the message
     )
     if check:
         assert proc.returncode == 0, f"{script}\n{proc.stdout}\n{proc.stderr}"

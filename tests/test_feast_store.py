@@ -142,7 +142,7 @@ def random_entities(
     parts = [
         pd.DataFrame(
             {
-                "instrument_id": rng.choice(instruments + [999_999], k),
+                "instrument_id": rng.choice([*instruments, 999_999], k),
                 "event_timestamp": T0 + pd.to_timedelta(rng.integers(-86_400, 70 * 86_400, k), unit="s"),
             }
         ),

@@ -228,8 +228,8 @@ def test_bad_input_is_refused(session: HdiSession) -> None:
     got = features.read(SET, "AAPL", "2023-01-01", "2023-03-01", session=session)
     assert report.rows == len(got) == 22
     assert got["macds_12_26_9"].isna().all() and got["sma_20"].notna().sum() == 3
+    hdi_lab.sql(f'UPDATE "{session.schema}".feature_sets SET columns = %s', [["rsi_14"]], session=session)
     with pytest.raises(ValidationError, match="stored with columns"):
-        hdi_lab.sql(f'UPDATE "{session.schema}".feature_sets SET columns = %s', [["rsi_14"]], session=session)
         features.compute(SET, "AAPL", "1d", session=session)
 
 
@@ -292,7 +292,7 @@ def test_magic_query_adds_indicator_columns(session: HdiSession, hdi_env: dict[s
             pd.testing.assert_frame_equal(df.loc[df["symbol"] == sym, ["rsi_14", "sma_20"]], want, check_exact=True)
         from IPython.core.error import UsageError
 
-        with pytest.raises(UsageError, match="indicator 'nope' .* is not known"):
+        with pytest.raises(UsageError, match=r"indicator 'nope' .* is not known"):
             shell.run_line_magic("hdi_query", "ohlcv-1d AAPL 2023-01-01 2023-04-01 --indicators nope_3")
         with pytest.raises(UsageError, match="--indicators needs bars"):
             shell.run_line_magic("hdi_query", "trades AAPL 2023-01-01 2023-04-01 --indicators rsi_14")

@@ -354,7 +354,7 @@ def test_bad_keyword_or_empty_list_is_a_clear_error() -> None:
 
 def test_too_few_bars_raise_or_give_nan() -> None:
     f = bars(30, flat=None)
-    with pytest.raises(ValidationError, match="^macds_12_26_9 needs at least 34 bars, got 30"):
+    with pytest.raises(ValidationError, match=r"^macds_12_26_9 needs at least 34 bars, got 30"):
         compute(f, "macd_12_26_9,macds_12_26_9")
     got = compute(f, "macd_12_26_9,macds_12_26_9,sma_20", short="nan")
     assert got["macds_12_26_9"].isna().all() and got["sma_20"].notna().sum() == 11
@@ -371,7 +371,7 @@ def test_too_few_bars_raise_or_give_nan() -> None:
 
 def test_bad_bars_are_refused() -> None:
     f = bars(60, flat=None)
-    with pytest.raises(ValidationError, match="no column.*volume"):
+    with pytest.raises(ValidationError, match=r"no column.*volume"):
         compute(f.drop(columns="volume"), "obv")
     holes = f.copy()
     holes.iloc[10, holes.columns.get_loc("close")] = np.nan

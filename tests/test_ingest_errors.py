@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,10 +131,9 @@ def test_concatenated_zstd_frames_load_every_record(small_batches: HdiSession, t
     raw = decompressed(GLBX_TRADES)
     head = _header_len(raw)
     stream = raw[:head] + raw[head:] * 3  # 12 records
-    cuts = [0, head + RECORD // 2, head + 5 * RECORD + 7, len(stream)][:frames] + [len(stream)]
+    cuts = [*[0, head + RECORD // 2, head + 5 * RECORD + 7, len(stream)][:frames], len(stream)]
     data = b"".join(
-        zstandard.ZstdCompressor(write_checksum=True).compress(stream[a:b])
-        for a, b in zip(cuts, cuts[1:], strict=False)
+        zstandard.ZstdCompressor(write_checksum=True).compress(stream[a:b]) for a, b in itertools.pairwise(cuts)
     )
     path = _plain(tmp_path, "frames.trades.dbn.zst", data)
     report = hdi_lab.ingest(provider="file", path=path, session=small_batches)
@@ -288,7 +288,7 @@ def test_unknown_schema(session: HdiSession) -> None:
     assert_nothing_written(session)
 
 
-@pytest.mark.parametrize("start,end", [("2024-01-05", "2024-01-02"), ("2024-01-02", "2024-01-02")])
+@pytest.mark.parametrize(("start", "end"), [("2024-01-05", "2024-01-02"), ("2024-01-02", "2024-01-02")])
 def test_start_not_before_end(session: HdiSession, start: str, end: str) -> None:
     with pytest.raises(ValidationError, match="must be before end"):
         hdi_lab.ingest(**{**SAMPLE, "start": start, "end": end}, session=session)
@@ -304,7 +304,7 @@ def test_unparseable_time(session: HdiSession) -> None:
 
 
 @pytest.mark.parametrize(
-    "start,end", [("1600-01-01", "2024-01-03"), ("0001-01-01", "9999-12-31"), ("2024-01-02", "2262-04-12")]
+    ("start", "end"), [("1600-01-01", "2024-01-03"), ("0001-01-01", "9999-12-31"), ("2024-01-02", "2262-04-12")]
 )
 def test_time_outside_nanosecond_range(session: HdiSession, start: str, end: str) -> None:
     """pandas cannot hold these as nanoseconds: a ValidationError naming the value, not OutOfBoundsDatetime."""
@@ -325,7 +325,7 @@ def test_unknown_symbol_on_sample_ingest(session: HdiSession) -> None:
 def test_unknown_symbol_on_query(session: HdiSession) -> None:
     hdi_lab.ingest(provider="file", path=GLBX_TRADES, session=session)
     before = row_counts(session)
-    with pytest.raises(ValidationError, match="unknown symbol.*'NOPE'") as info:
+    with pytest.raises(ValidationError, match=r"unknown symbol.*'NOPE'") as info:
         hdi_lab.query("trades", ["ESH1", "NOPE"], "2020-12-28", "2020-12-29", session=session)
     assert "ESH1" not in str(info.value).split("unknown symbol")[1].split(" for ")[0]
     assert row_counts(session) == before
@@ -390,8 +390,8 @@ def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
             ],
             "must be before end",
         ),
-        (q + ["NOPE"], "unknown symbol"),
-        (q + [HOSTILE], "unknown symbol"),
+        ([*q, "NOPE"], "unknown symbol"),
+        ([*q, HOSTILE], "unknown symbol"),
         (
             ["query", "trades", "--symbols", "ESH1", "--start", "2020-12-29", "--end", "2020-12-28"],
             "must be before end",
@@ -424,13 +424,13 @@ def _cli_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["ingest", str(_fifo(tmp))], "is a named pipe (FIFO), not a file"),
         (["ingest", "/proc/self/mem"], "/proc/self/mem cannot be read (Input/output error)"),
         (["ingest", str(WRITE_ONLY)], "cannot be read (Permission denied)"),
-        (q + ["ESH1", "--format", "csv", "--output", str(tmp / "nowhere" / "t.csv")], "does not exist"),
-        (q + ["ESH1", "--format", "parquet", "--output", str(tmp / "nowhere" / "t.parquet")], "does not exist"),
-        (q + ["ESH1", "--format", "csv", "--output", str(tmp)], "is a directory"),
-        (q + ["ESH1", "--format", "parquet", "--output", str(tmp)], "is a directory"),
-        (q + ["ESH1", "--format", "csv", "--output", "/sys/kernel/notes"], "cannot be written (Permission denied)"),
-        (q + ["ESH1", "--format", "parquet", "--output", "/proc/version"], "cannot be written"),
-        (q + ["ESH1", "--format", "csv", "--output", "/dev/full"], "cannot be written (No space left on device)"),
+        ([*q, "ESH1", "--format", "csv", "--output", str(tmp / "nowhere" / "t.csv")], "does not exist"),
+        ([*q, "ESH1", "--format", "parquet", "--output", str(tmp / "nowhere" / "t.parquet")], "does not exist"),
+        ([*q, "ESH1", "--format", "csv", "--output", str(tmp)], "is a directory"),
+        ([*q, "ESH1", "--format", "parquet", "--output", str(tmp)], "is a directory"),
+        ([*q, "ESH1", "--format", "csv", "--output", "/sys/kernel/notes"], "cannot be written (Permission denied)"),
+        ([*q, "ESH1", "--format", "parquet", "--output", "/proc/version"], "cannot be written"),
+        ([*q, "ESH1", "--format", "csv", "--output", "/dev/full"], "cannot be written (No space left on device)"),
     ]
 
 

@@ -89,7 +89,7 @@ MAGICS = ["hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols", 
 @pytest.mark.parametrize(
     "parser",
     [
-        pytest.param(lambda: cli_parser(), id="hdi"),
+        pytest.param(cli_parser, id="hdi"),
         *(pytest.param(lambda p=p: cli_parser(*p), id=" ".join(p)) for p in CLI_COMMANDS),
         *(pytest.param(lambda m=m: magic_parser(m), id=m) for m in MAGICS),
     ],

@@ -3,6 +3,7 @@ may not decide where a credential is sent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -130,7 +131,7 @@ def test_system_schemas_are_refused(schema: str, tmp_path: Path, monkeypatch: py
         load_settings(environ={"HDI_DB_SCHEMA": schema}, cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HDI_DB_SCHEMA", schema)
-    code, out, err = run_cli(["status"])
+    code, _, err = run_cli(["status"])
     assert code == 1 and err.startswith("hdi: error: db_schema=") and len(err.strip().splitlines()) == 1
 
 
@@ -166,7 +167,7 @@ def test_status_with_a_wrong_password_masks_it(pg_url: str, tmp_path: Path, monk
         port = s.getsockname()[1]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HDI_DATABASE_URL", f"postgresql://u:{PW}@127.0.0.1:{port}/db")
-    code, out, err = run_cli(["status"])
+    code, _, err = run_cli(["status"])
     assert code == 1 and err.startswith("hdi: error: cannot connect to PostgreSQL") and PW not in err
     assert len(err.strip().splitlines()) == 1
 
@@ -290,10 +291,8 @@ class Listener:
             self.connections += 1
             with conn:
                 conn.settimeout(1)
-                try:
+                with contextlib.suppress(OSError):
                     self.received += conn.recv(65536)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.stop.set()

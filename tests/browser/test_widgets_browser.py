@@ -13,6 +13,7 @@ pytest's tmp_path) and its path is printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -62,7 +63,7 @@ def _require_browser_tools() -> None:
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - only whether it imports
     except ImportError:
         missing.append("the playwright Python package (pip install 'hdi_lab[dev]'; do not run `playwright install`)")
     if missing:
@@ -125,17 +126,13 @@ def _kill_server(proc: subprocess.Popen[bytes], base_url: str, token: str) -> No
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             break
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
     table = _proc_table()
     for pid, start in children.items():  # only the very processes seen above (pids may be reused)
         if table.get(pid, (0, ""))[1] == start:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @dataclass

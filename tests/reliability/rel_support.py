@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg2
 
@@ -21,7 +21,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 #: a kill point, a commit or a server start may take this long on a loaded 2-core machine
 DEADLINE_S = 120.0
 
-T = TypeVar("T")
 
 #: 10 daily chunks of ESH4 trades (~35k trades per weekday, none on Saturday), from the offline sample provider
 SAMPLE_ARGS = (
@@ -73,10 +72,12 @@ def run(
     argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float = DEADLINE_S
 ) -> subprocess.CompletedProcess[str]:
     """Run to completion (killed at the timeout): exit code, stdout and stderr as text."""
-    return subprocess.run(list(argv), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(  # the exit code is the caller's to assert
+        list(argv), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
-def poll(
+def poll[T](
     probe: Callable[[], T | None], what: str, proc: subprocess.Popen[str] | None = None, timeout: float = DEADLINE_S
 ) -> T:
     """The first truthy ``probe()``; fails if ``proc`` exits first or the deadline passes."""

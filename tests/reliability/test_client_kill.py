@@ -38,7 +38,7 @@ def clean_run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.mark.parametrize(
-    "logged, mid_chunk",
+    ("logged", "mid_chunk"),
     [(0, True), (3, False), (6, True)],
     ids=["inside-first-chunk", "after-3-chunks", "inside-chunk-7"],
 )

@@ -97,7 +97,7 @@ class Case:
 
 def corpus() -> dict[str, Case]:
     t = "t.trades.dbn"
-    cases = {
+    return {
         # truncated plain DBN: inside the prefix, the metadata, a record; a cut at a record boundary is a
         # valid shorter stream (plain DBN has no end marker), so it is not in this list
         **{f"plain-cut-at-{n}": Case(t, TRADES[:n]) for n in (3, 8, 40, H - 1)},
@@ -167,7 +167,6 @@ def corpus() -> dict[str, Case]:
             "b.ohlcv-1m.dbn.zst", zst(with_records(BARS, Schema.OHLCV_1M, _set("ts_event", 1))), {"ts_misaligned": 1}, 3
         ),
     }
-    return cases
 
 
 CORPUS = corpus()
