@@ -407,6 +407,16 @@ def test_many_instruments_at_once_equal_one_by_one_bit_exact() -> None:
         pd.testing.assert_frame_equal(pd.DataFrame(got, index=f.index, columns=want.columns), want, check_exact=True)
 
 
+def test_a_market_that_never_moved_has_no_rsi_and_warns_nothing() -> None:
+    """No gain and no loss from the first bar: RSI is 0/0, NaN in the panel as in pandas-ta, without numpy's
+    'invalid value' warning (warnings are errors here)."""
+    frame = bars(60, flat=(0, 60))
+    (got,) = indicators.compute_many([frame], ["rsi_14"])
+    want = compute(frame, ["rsi_14"], short="nan")
+    assert np.isnan(got).all()
+    pd.testing.assert_frame_equal(pd.DataFrame(got, index=frame.index, columns=want.columns), want, check_exact=True)
+
+
 # -- resuming from a saved state ------------------------------------------------------------
 
 MOMENTUM = [

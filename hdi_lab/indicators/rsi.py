@@ -27,7 +27,9 @@ def _panel(p: Params, cols: Mapping[str, FloatArray], resume: Resume | None) -> 
     gain[gain < 0] = 0
     loss[loss > 0] = 0
     up, down = panel_rma(gain, p["length"], saved(resume, "up")), panel_rma(loss, p["length"], saved(resume, "down"))
-    return {"rsi": 100.0 * up / (up + np.abs(down))}, {"up": up, "down": down}
+    with np.errstate(invalid="ignore"):  # a flat window (no gain, no loss) has no RSI: NaN, as pandas-ta's
+        rsi = 100.0 * up / (up + np.abs(down))
+    return {"rsi": rsi}, {"up": up, "down": down}
 
 
 ENTRY = Indicator(
