@@ -194,6 +194,9 @@ def run(args: argparse.Namespace) -> list[Row]:
             inc_reports.append(features.compute(SET, symbols, "1d", new_lo, new_hi, session=sess))
 
         inc = common.best_of(incremental, repeat, setup=forget_new_day)
+        if args.profile:
+            forget_new_day()
+            common.profile(incremental)
         r = inc_reports[-1]
         assert r.rows == r.inserted == r.resumed == instruments, r
         split = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ class InstrumentBars:
     symbol: str  # the symbol of its first bar read
     bars: pd.DataFrame
 
-    @property
+    @functools.cached_property  # read once per instrument and step of a computation: built once
     def opens(self) -> npt.NDArray[np.int64]:
         """The bars' ``ts_event`` (ns)."""
         return pd.DatetimeIndex(self.bars.index).asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
