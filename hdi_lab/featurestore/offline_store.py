@@ -81,7 +81,6 @@ from feast.infra.utils.postgres.connection_utils import _get_conn, _get_conn_kwa
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.type_map import arrow_to_pg_type
-from psycopg import sql
 from pydantic import model_validator
 
 from hdi_lab.errors import ConfigError, ValidationError, first_line
@@ -204,7 +203,7 @@ class HdiOfflineStore(PostgreSQLOfflineStore):
             try:
                 yield as_of_query(
                     contexts,
-                    f"({entity_df})" if embed else _q(table),
+                    f"({entity_df})" if embed else feast_sql.quote(table),
                     list(entity_schema),
                     ts_col,
                     full_feature_names=full_feature_names,
@@ -356,7 +355,7 @@ class HdiFrameJob(HdiRetrievalJob):
 
         @contextlib.contextmanager
         def query() -> Iterator[str]:  # to_sql(): the query, over the temporary table
-            yield self._query(_q(_ENTITY_TABLE))
+            yield self._query(feast_sql.quote(_ENTITY_TABLE))
 
         super().__init__(query=query, **job)
 
@@ -383,7 +382,7 @@ class HdiFrameJob(HdiRetrievalJob):
             ["_hdi_floor", "timestamptz"],
             ["_hdi_ceil", "timestamptz"],
         ]
-        query = self._query(_q(_ENTITY_TABLE))
+        query = self._query(feast_sql.quote(_ENTITY_TABLE))
         order, payload = self._rows(keys, kinds)
         try:
             with contextlib.closing(_connect(self.config.offline_store)) as conn, conn.cursor() as cur:
@@ -458,7 +457,7 @@ def _connect(config: PostgreSQLOfflineStoreConfig) -> Any:
 
 def _placeholder(columns: list[list[str]]) -> str:
     """A one-row stand-in for the entity table (typing the query's result without uploading)."""
-    return "(SELECT " + ", ".join(f"NULL::{t} AS {_q(n)}" for n, t in columns) + ")"
+    return "(SELECT " + ", ".join(f"NULL::{t} AS {feast_sql.quote(n)}" for n, t in columns) + ")"
 
 
 def _fetch_fixed(cur: Any, query: str, features: list[tuple[str, int]]) -> tuple[npt.NDArray[np.int64], pa.Table]:
@@ -501,10 +500,6 @@ _FIXED: dict[int, tuple[str, str]] = {
 }
 
 
-def _q(name: str) -> str:
-    return sql.Identifier(name).as_string()
-
-
 def as_of_query(
     contexts: list[offline_utils.FeatureViewQueryContext],
     left: str,
@@ -524,9 +519,9 @@ def as_of_query(
     rows in key and time order (an uploaded frame is already in that order).
 
     Raises ValueError for an entity selection of a view context that is not ``<column> AS <key>``."""
-    e_ts = f"e.{_q(ts_col)}"
-    e_ceil = f"e.{_q(ceil_col or ts_col)}"
-    outputs = [f"e.{_q(c)}" for c in entity_columns]
+    e_ts = f"e.{feast_sql.quote(ts_col)}"
+    e_ceil = f"e.{feast_sql.quote(ceil_col or ts_col)}"
+    outputs = [f"e.{feast_sql.quote(c)}" for c in entity_columns]
     joins = []
     for i, fv in enumerate(contexts):
         alias = f"fv_{i}"
@@ -536,15 +531,15 @@ def as_of_query(
             out = fv.field_mapping.get(feature, feature)
             out = f"{fv.name}__{out}" if full_feature_names else out
             names.append(out)
-            inner.append(f"s.{_q(feature)} AS {_q(out)}")
-            outputs.append(f"{alias}.{_q(out)}")
-        ts = f"s.{_q(fv.timestamp_field)}"
+            inner.append(f"s.{feast_sql.quote(feature)} AS {feast_sql.quote(out)}")
+            outputs.append(f"{alias}.{feast_sql.quote(out)}")
+        ts = f"s.{feast_sql.quote(fv.timestamp_field)}"
         where = [f"{ts} <= {e_ts}"]
         if fv.ttl:
             where.append(f"{ts} >= {e_ceil} - {int(fv.ttl)} * interval '1' second")
         order = [f"{ts} DESC"]
         if fv.created_timestamp_column:
-            created = f"s.{_q(fv.created_timestamp_column)}"
+            created = f"s.{feast_sql.quote(fv.created_timestamp_column)}"
             where.append(f"{created} IS NOT NULL")
             if filter_by_created_timestamp:
                 where.append(f"{created} <= {e_ts}")
@@ -553,18 +548,18 @@ def as_of_query(
             m = _SELECTION.match(selection)
             if m is None:
                 raise ValueError(f"unexpected entity selection {selection!r} in feature view {fv.name}")
-            where.append(f"s.{_q(m['source'])} = e.{_q(m['key'])}")
+            where.append(f"s.{feast_sql.quote(m['source'])} = e.{feast_sql.quote(m['key'])}")
         joins.append(
             f"LEFT JOIN LATERAL (\n    SELECT {', '.join(inner) or 'NULL'}\n    FROM {fv.table_subquery} AS s\n"
             f"    WHERE {' AND '.join(where)}\n    ORDER BY {', '.join(order)}\n    LIMIT 1\n) AS {alias} ON true"
         )
     if sort:  # entity rows in key and time order: consecutive lookups hit the same index and table pages
         keys = [
-            f"{_q(m['key'])}"
+            f"{feast_sql.quote(m['key'])}"
             for sel in (contexts[0].entity_selections if contexts else [])
             if (m := _SELECTION.match(sel))
         ]
-        source = f"(SELECT * FROM {left} AS l ORDER BY {', '.join([*keys, _q(ts_col)])}) AS e"
+        source = f"(SELECT * FROM {left} AS l ORDER BY {', '.join([*keys, feast_sql.quote(ts_col)])}) AS e"
     else:
         source = f"{left} AS e"
     return f"SELECT {', '.join(outputs)}\nFROM {source}\n" + "\n".join(joins)

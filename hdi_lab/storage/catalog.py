@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import psycopg2.extensions
-from psycopg2 import sql as pgsql
 
-from hdi_lab.storage.cursor import fetch_frame, one, transaction
+from hdi_lab.storage.cursor import fetch_frame, one, quote, transaction
 from hdi_lab.storage.tables import TABLES
 
 __all__ = ["contents", "search_symbols"]
@@ -21,7 +20,7 @@ def contents(
     with transaction(conn) as cur:
 
         def q(*names: str) -> str:
-            return pgsql.Identifier(*names).as_string(conn)
+            return quote(conn, *names)
 
         s = schema
         parts = [
@@ -60,7 +59,7 @@ def search_symbols(conn: psycopg2.extensions.connection, schema: str, pattern: s
     """Known symbols matching ``pattern`` (see :func:`hdi_lab.core.catalog.search_symbols`)."""
     like = "%" + pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     with transaction(conn) as cur:
-        s = pgsql.Identifier(schema).as_string(conn)
+        s = quote(conn, schema)
         cur.execute(
             f"WITH m AS ("
             f"  SELECT y.symbol, y.stype, y.dataset, y.instrument_id, min(y.d0) AS first, max(y.d1) AS last "

@@ -31,6 +31,7 @@ __all__ = [
     "fetch",
     "fixed_width_copy",
     "load_entity_table",
+    "quote",
 ]
 
 #: a column of an entity table: [name, SQL type]
@@ -135,7 +136,7 @@ def fixed_width_copy(cur: Any, query: str, row_col: str, features: Sequence[tupl
     """The binary COPY of ``query``'s ``row_col`` and ``features`` (name, SQL of NULL's stand-in), NULLs
     sent as the stand-in and flagged in bitmasks (one int8 per :data:`FLAGS_PER_WORD` features, after
     the features), so that every field has a fixed width (psycopg2 cursor)."""
-    q = _q
+    q = quote
     fields = [f"q.{q(row_col)}", *(f"COALESCE(q.{q(name)}, {null})" for name, null in features)]
     for start in range(0, len(features), FLAGS_PER_WORD):
         word = features[start : start + FLAGS_PER_WORD]
@@ -147,5 +148,6 @@ def fixed_width_copy(cur: Any, query: str, row_col: str, features: Sequence[tupl
     return copy_out(cur, f"SELECT {', '.join(fields)} FROM ({query}) AS q")
 
 
-def _q(name: str) -> str:
+def quote(name: str) -> str:
+    """A safely quoted identifier (psycopg 3, which Feast's connections use; no connection needed)."""
     return sql.Identifier(name).as_string()

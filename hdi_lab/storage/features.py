@@ -14,11 +14,10 @@ import pandas as pd
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-from psycopg2 import sql
 
 from hdi_lab.errors import ValidationError
 from hdi_lab.storage import copy
-from hdi_lab.storage.cursor import one, transaction
+from hdi_lab.storage.cursor import one, quote, transaction
 from hdi_lab.storage.symbology import resolve
 
 __all__ = [
@@ -79,10 +78,6 @@ class StoredState:
     lower_ns: int | None  # the open of the first of the last ``context`` of them (None: no bar)
 
 
-def _q(conn: psycopg2.extensions.connection, *names: str) -> str:
-    return sql.Identifier(*names).as_string(conn)
-
-
 # -- saved states ---------------------------------------------------------------------------
 
 
@@ -104,7 +99,7 @@ def stored_states(
     with transaction(conn) as cur:
         cur.execute(
             "SELECT to_regclass(%s), to_regclass(%s)",
-            (_q(conn, schema, table.name), _q(conn, schema, table.state_name)),
+            (quote(conn, schema, table.name), quote(conn, schema, table.state_name)),
         )
         if None in one(cur):
             return []
@@ -112,10 +107,10 @@ def stored_states(
         ids = sorted({sp.instrument_id for sp in resolve(cur, schema, syms, lo, hi, dataset, missing)})
         if missing or not ids:
             return []
-        bars = _q(conn, schema, f"ohlcv_{table.interval}")
+        bars = quote(conn, schema, f"ohlcv_{table.interval}")
         cur.execute(
             f"SELECT s.instrument_id, s.ts_event, s.bars, s.symbol, s.state, c.n, w.lower "
-            f"FROM {_q(conn, schema, table.state_name)} s "
+            f"FROM {quote(conn, schema, table.state_name)} s "
             f"CROSS JOIN LATERAL (SELECT count(*) AS n FROM {bars} b WHERE b.instrument_id = s.instrument_id "
             "AND b.ts_event <= s.ts_event) c "
             f"CROSS JOIN LATERAL (SELECT min(x.ts_event) AS lower FROM (SELECT b.ts_event FROM {bars} b "
@@ -144,7 +139,7 @@ def _save_states(
 ) -> None:
     """Upsert each instrument's state; a new feature table starts a new state table (states belong to
     the stored rows)."""
-    t = _q(cur.connection, schema, name)
+    t = quote(cur.connection, schema, name)
     if new:
         cur.execute(f"DROP TABLE IF EXISTS {t}")
     cur.execute(
@@ -214,8 +209,8 @@ def _ensure_table(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTa
     """
     conn = cur.connection
     name = table.name
-    t = _q(conn, schema, name)
-    reg = _q(conn, schema, "feature_sets")
+    t = quote(conn, schema, name)
+    reg = quote(conn, schema, "feature_sets")
     cols = list(table.columns)
     cur.execute("SELECT pg_advisory_xact_lock(hashtext('hdi_lab.features.' || %s || '.' || %s))", (schema, name))
     cur.execute(
@@ -231,7 +226,7 @@ def _ensure_table(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTa
     cur.execute("SELECT to_regclass(%s)", (t,))
     new = one(cur)[0] is None
     if new:
-        feature_cols = ", ".join(f"{_q(conn, c)} double precision" for c in cols)
+        feature_cols = ", ".join(f"{quote(conn, c)} double precision" for c in cols)
         cur.execute(
             f"CREATE TABLE {t} (instrument_id bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
             f"created timestamptz NOT NULL, symbol text, {feature_cols})"
@@ -247,12 +242,12 @@ def _ensure_table(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTa
 def _add_keys(cur: psycopg2.extensions.cursor, schema: str, name: str) -> None:
     """The primary key (instrument_id, event_timestamp) and the as-of index of a new feature table."""
     conn = cur.connection
-    t = _q(conn, schema, name)
+    t = quote(conn, schema, name)
     cur.execute(
-        f"ALTER TABLE {t} ADD CONSTRAINT {_q(conn, name + '_pkey')} PRIMARY KEY (instrument_id, event_timestamp)"
+        f"ALTER TABLE {t} ADD CONSTRAINT {quote(conn, name + '_pkey')} PRIMARY KEY (instrument_id, event_timestamp)"
     )
     cur.execute(
-        f"CREATE INDEX {_q(conn, name + '_asof_idx')} ON {t} (instrument_id, event_timestamp DESC, created DESC)"
+        f"CREATE INDEX {quote(conn, name + '_asof_idx')} ON {t} (instrument_id, event_timestamp DESC, created DESC)"
     )
 
 
@@ -277,8 +272,8 @@ def _copy_rows(
     )
     copy.copy_in(
         cur,
-        _q(conn, schema, table.name),
-        ["instrument_id", "event_timestamp", "created", "symbol", *(_q(conn, c) for c in table.columns)],
+        quote(conn, schema, table.name),
+        ["instrument_id", "event_timestamp", "created", "symbol", *(quote(conn, c) for c in table.columns)],
         payload,
     )
 
@@ -295,8 +290,8 @@ def _upsert(
     """
     conn = cur.connection
     name = table.name
-    target = _q(conn, schema, name)
-    feats = [_q(conn, c) for c in table.columns]
+    target = quote(conn, schema, name)
+    feats = [quote(conn, c) for c in table.columns]
     lo_ns, hi_ns = int(rows.event_ns.min()), int(rows.event_ns.max())
     cur.execute(
         f"SELECT EXISTS (SELECT 1 FROM {target} WHERE instrument_id = ANY(%s) AND event_timestamp BETWEEN %s AND %s)",
@@ -314,7 +309,7 @@ def _upsert(
             return len(rows.ids), 0
         except psycopg2.errors.UniqueViolation:  # a concurrent computation stored some: merge instead
             cur.execute("ROLLBACK TO SAVEPOINT hdi_features_direct")
-    stage = _q(conn, f"hdi_stage_{name}")
+    stage = quote(conn, f"hdi_stage_{name}")
     cur.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} (instrument_id bigint, event_timestamp timestamptz, "
         f"sym integer, {', '.join(f + ' double precision' for f in feats)}) ON COMMIT DROP"
@@ -365,7 +360,7 @@ def read_features(
     with transaction(conn) as cur:
         # the bars behind events in [lo, hi) opened up to one interval earlier: resolve over both
         spans = resolve(cur, schema, syms, lo - pd.Timedelta(days=1), hi, dataset)
-        cur.execute("SELECT to_regclass(%s)", (_q(conn, schema, name),))
+        cur.execute("SELECT to_regclass(%s)", (quote(conn, schema, name),))
         if one(cur)[0] is None:
             raise ValidationError(
                 f"{name} does not exist yet: compute it first (hdi_lab.features.compute / hdi features compute)"
@@ -373,10 +368,10 @@ def read_features(
         owner: dict[int, str] = {}
         for sp in spans:
             owner.setdefault(sp.instrument_id, sp.symbol)
-        feats = [_q(conn, c) for c in wanted]
+        feats = [quote(conn, c) for c in wanted]
         text = cur.mogrify(
             f"SELECT instrument_id, event_timestamp, {', '.join(f'COALESCE({f}, %s)' for f in feats)} "
-            f"FROM {_q(conn, schema, name)} WHERE instrument_id = ANY(%s) "
+            f"FROM {quote(conn, schema, name)} WHERE instrument_id = ANY(%s) "
             "AND event_timestamp >= %s AND event_timestamp < %s ORDER BY instrument_id, event_timestamp",
             [*([float("nan")] * len(feats)), list(owner), lo.to_pydatetime(), hi.to_pydatetime()],
         ).decode()
@@ -402,12 +397,12 @@ def list_tables(
     """Each (set, interval) of the registry: (set, interval, table, rows, last event, last update)."""
     with transaction(conn) as cur:
         cur.execute(
-            f"SELECT name, interval, table_name, updated FROM {_q(conn, schema, 'feature_sets')} "
+            f"SELECT name, interval, table_name, updated FROM {quote(conn, schema, 'feature_sets')} "
             "ORDER BY name, interval"
         )
         out = []
         for name, interval, table, updated in cur.fetchall():
-            cur.execute(f"SELECT count(*), max(event_timestamp) FROM {_q(conn, schema, table)}")
+            cur.execute(f"SELECT count(*), max(event_timestamp) FROM {quote(conn, schema, table)}")
             n, last = one(cur)
             out.append((name, interval, table, int(n), last, updated))
     return out
@@ -419,7 +414,7 @@ def published_rows(
     """Instruments and first event of the rows being published (event_timestamp in [lo, hi)), and the
     table's latest event (materialization runs up to it: later rows of other windows stay online)."""
     with transaction(conn) as cur:
-        name = sql.Identifier(schema, table).as_string(conn)
+        name = quote(conn, schema, table)
         cur.execute("SELECT to_regclass(%s)", (name,))
         row = cur.fetchone()
         if row is None or row[0] is None:

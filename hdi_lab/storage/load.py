@@ -15,11 +15,11 @@ import pandas as pd
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-from psycopg2 import sql
 
 from hdi_lab.dbn import INT64_MAX, UINT64_MAX, Mapping, record_to_json
 from hdi_lab.schemas import Chunk, ChunkResult
 from hdi_lab.storage import copy
+from hdi_lab.storage.cursor import quote
 from hdi_lab.storage.db import one
 from hdi_lab.storage.normalise import Columns, key_view
 
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 Cursor: TypeAlias = psycopg2.extensions.cursor
-
-
-def _q(cur: Cursor, *names: str) -> str:
-    return sql.Identifier(*names).as_string(cur.connection)
 
 
 def _payload(cols: Columns, rows: npt.NDArray[Any] | None = None) -> bytes:
@@ -64,7 +60,7 @@ def _stored(cur: Cursor, schema: str, cols: Columns) -> npt.NDArray[Any]:
     ts = cols.values[t.time_column]
     key_types = [t.column(k).pgtype for k in t.key]
     text = cur.mogrify(
-        f"SELECT {', '.join(_q(cur, k) for k in t.key)} FROM {_q(cur, schema, t.name)} "
+        f"SELECT {', '.join(quote(cur.connection, k) for k in t.key)} FROM {quote(cur.connection, schema, t.name)} "
         f"WHERE instrument_id = ANY(%s) AND {t.time_column} BETWEEN %s AND %s",
         (np.unique(cols.values["instrument_id"]).tolist(), _pg_ts(int(ts.min())), _pg_ts(int(ts.max()))),
     ).decode()
@@ -93,8 +89,8 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
     if n == 0:
         return 0, 0
     t = cols.table
-    target = _q(cur, schema, t.name)
-    names = [_q(cur, c) for c in t.column_names]
+    target = quote(cur.connection, schema, t.name)
+    names = [quote(cur.connection, c) for c in t.column_names]
     stored = _stored(cur, schema, cols)
     overlap = bool(stored.any())
     if not overlap or t.on_conflict == "nothing":
@@ -108,18 +104,18 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
     payload = _payload(cols)
-    stage = _q(cur, f"hdi_stage_{t.name}")
+    stage = quote(cur.connection, f"hdi_stage_{t.name}")
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
     cur.execute(f"TRUNCATE {stage}")
     copy.copy_in(cur, stage, names, payload)
     cols_sql = ", ".join(names)
-    key_sql = ", ".join(_q(cur, k) for k in t.key)
+    key_sql = ", ".join(quote(cur.connection, k) for k in t.key)
     if t.on_conflict == "nothing":
         cur.execute(
             f"INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} ON CONFLICT ({key_sql}) DO NOTHING"
         )
         return cur.rowcount, 0
-    rest = [_q(cur, c) for c in t.column_names if c not in t.key]
+    rest = [quote(cur.connection, c) for c in t.column_names if c not in t.key]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)
     old = ", ".join(f"{target}.{c}" for c in rest)
     new = ", ".join(f"EXCLUDED.{c}" for c in rest)
@@ -172,7 +168,7 @@ def load_definitions(cur: Cursor, schema: str, dataset: str, records: npt.NDArra
         )
         for r in records
     ]
-    t = _q(cur, schema, "instruments")
+    t = quote(cur.connection, schema, "instruments")
     result = psycopg2.extras.execute_values(
         cur,
         f"WITH up AS (INSERT INTO {t} (publisher_id, instrument_id, ts_recv_ns, ts_recv, ts_event_ns, dataset, "
@@ -194,7 +190,7 @@ def upsert_symbology(cur: Cursor, schema: str, dataset: str, mappings: Iterable[
     rows = sorted({(dataset, m.stype, m.symbol, m.d0, m.d1, m.instrument_id) for m in mappings})
     if not rows:
         return
-    t = _q(cur, schema, "symbology")
+    t = quote(cur.connection, schema, "symbology")
     psycopg2.extras.execute_values(
         cur,
         f"INSERT INTO {t} (dataset, stype, symbol, d0, d1, instrument_id) VALUES %s "
@@ -207,9 +203,10 @@ def known_instruments(cur: Cursor, schema: str, dataset: str, ids: npt.NDArray[A
     """The subset of ``ids`` that the database knows for ``dataset`` (symbology or definitions)."""
     if len(ids) == 0:
         return ids
+    symbology, instruments = quote(cur.connection, schema, "symbology"), quote(cur.connection, schema, "instruments")
     cur.execute(
-        f"SELECT instrument_id FROM {_q(cur, schema, 'symbology')} WHERE dataset = %s AND instrument_id = ANY(%s) "
-        f"UNION SELECT instrument_id FROM {_q(cur, schema, 'instruments')} WHERE dataset = %s "
+        f"SELECT instrument_id FROM {symbology} WHERE dataset = %s AND instrument_id = ANY(%s) "
+        f"UNION SELECT instrument_id FROM {instruments} WHERE dataset = %s "
         "AND instrument_id = ANY(%s)",
         (dataset, ids.tolist(), dataset, ids.tolist()),
     )
@@ -225,15 +222,17 @@ def completed(cur: Cursor, schema: str, keys: Sequence[str]) -> set[str]:
     if not keys:
         return set()
     cur.execute(
-        f"SELECT DISTINCT chunk_key FROM {_q(cur, schema, 'ingest_log')} WHERE chunk_key = ANY(%s)", (list(keys),)
+        f"SELECT DISTINCT chunk_key FROM {quote(cur.connection, schema, 'ingest_log')} WHERE chunk_key = ANY(%s)",
+        (list(keys),),
     )
     return {r[0] for r in cur.fetchall()}
 
 
 def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> int:
     c = result.chunk
+    log = quote(cur.connection, schema, "ingest_log")
     cur.execute(
-        f"INSERT INTO {_q(cur, schema, 'ingest_log')} (chunk_key, provider, dataset, schema, stype_in, symbols, "
+        f"INSERT INTO {log} (chunk_key, provider, dataset, schema, stype_in, symbols, "
         "start_ts, end_ts, source, fetched, inserted, updated, duplicates, quarantined, seconds, forced, warnings) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[]) RETURNING id",
         (
@@ -275,8 +274,8 @@ def insert_quarantine(cur: Cursor, schema: str, ingest_id: int | None, chunk: Ch
     """
     if not rows:
         return
-    t = _q(cur, schema, "quarantine")
-    fingerprint = _q(cur, schema, "quarantine_fingerprint")
+    t = quote(cur.connection, schema, "quarantine")
+    fingerprint = quote(cur.connection, schema, "quarantine_fingerprint")
     psycopg2.extras.execute_values(
         cur,
         f"INSERT INTO {t} (ingest_id, chunk_key, dataset, schema, rule, reason, record, dup_idx, req_start, req_end, "

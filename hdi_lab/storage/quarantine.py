@@ -8,15 +8,14 @@ from typing import Any
 import pandas as pd
 import psycopg2.extensions
 import psycopg2.extras
-from psycopg2 import sql as pgsql
 
-from hdi_lab.storage.cursor import fetch_frame, transaction
+from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 
 __all__ = ["entries", "entry", "lock_open", "mark_resolved", "set_reasons"]
 
 
 def _t(schema: str, cur: Any) -> str:
-    return pgsql.Identifier(schema, "quarantine").as_string(cur.connection)
+    return quote(cur.connection, schema, "quarantine")
 
 
 def entries(

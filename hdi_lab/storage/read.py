@@ -19,7 +19,7 @@ from hdi_lab.dbn import INT64_MAX
 from hdi_lab.errors import StorageError, ValidationError, first_line
 from hdi_lab.schemas import Schema
 from hdi_lab.storage import aggregates, copy
-from hdi_lab.storage.cursor import fetch_frame, transaction
+from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES, Column, Table
 
@@ -194,7 +194,7 @@ def _definitions(
 ) -> pd.DataFrame:
     import databento_dbn
 
-    t = pgsql.Identifier(schema, "instruments").as_string(cur.connection)
+    t = quote(cur.connection, schema, "instruments")
     frames = []
     for sp in spans:
         cur.execute(

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import psycopg2.extensions
-from psycopg2 import sql
 
 from hdi_lab.errors import ValidationError
-from hdi_lab.storage.cursor import transaction
+from hdi_lab.storage.cursor import quote, transaction
 
 __all__ = ["Span", "lookup", "resolve"]
 
@@ -45,7 +44,7 @@ def resolve(
     Stored symbology intervals (from each DBN file's metadata) and, for raw symbols, the
     instrument master (an instrument is its raw symbol until it expires).
     """
-    s = sql.Identifier(schema).as_string(cur.connection)
+    s = quote(cur.connection, schema)
     cur.execute(
         f"SELECT symbol, dataset, instrument_id, d0, d1 FROM {s}.symbology "
         "WHERE symbol = ANY(%s) AND d0 < %s AND d1 > %s AND (%s::text IS NULL OR dataset = %s) "

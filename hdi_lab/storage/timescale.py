@@ -28,11 +28,10 @@ from typing import NamedTuple
 
 import pandas as pd
 import psycopg2.extensions
-from psycopg2 import sql
 
 from hdi_lab.errors import ConfigError
 from hdi_lab.storage import aggregates
-from hdi_lab.storage.cursor import fetch_frame, transaction
+from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.tables import TABLES
 
 __all__ = [
@@ -126,7 +125,7 @@ def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | No
             return []
         ext = "public"
     conn = cur.connection
-    e = sql.Identifier(ext).as_string(conn)
+    e = quote(conn, ext)
     cur.execute(
         "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables "
         "WHERE hypertable_schema = %s",
@@ -135,7 +134,7 @@ def enable(cur: psycopg2.extensions.cursor, schema: str, policies: Policies | No
     existing = dict(cur.fetchall())
     converted = []
     for table, interval in CHUNK_INTERVALS.items():
-        target = sql.Identifier(schema, table).as_string(conn)
+        target = quote(conn, schema, table)
         if table not in existing:
             cur.execute(
                 f"SELECT {e}.create_hypertable(%s::regclass, 'ts_event', chunk_time_interval => %s::interval, "
@@ -210,7 +209,7 @@ def _sync_policy(
     )
     current = {name: bool(same) for name, same in cur.fetchall()}
     for table in CHUNK_INTERVALS:
-        target = sql.Identifier(schema, table).as_string(conn)
+        target = quote(conn, schema, table)
         if table in current and (wanted is None or not current[table]):
             cur.execute(f"SELECT {e}.{remove}(%s::regclass)", (target,))
         if wanted is not None and not current.get(table):
@@ -223,7 +222,7 @@ def objects(cur: psycopg2.extensions.cursor, schema: str) -> Objects:
     ext = aggregates.extension_schema(cur)
     if ext is None:
         return Objects(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
-    e = sql.Identifier(ext).as_string(cur.connection)
+    e = quote(cur.connection, ext)
     cur.execute(
         f'SELECT h.hypertable_name AS "table", d.time_interval AS chunk_interval, '
         "(SELECT count(*) FROM timescaledb_information.chunks c WHERE c.hypertable_schema = h.hypertable_schema "
