@@ -286,7 +286,9 @@ def _check_keys(table: Mapping[str, Any], where: str) -> None:
 
 
 def find_config_file(environ: Mapping[str, str], cwd: Path) -> tuple[Path, Mapping[str, Any]] | None:
-    """The config file in force and its hdi_lab table, or None."""
+    """The config file in force and its hdi_lab table, or None.
+
+    Raises ConfigError when $HDI_CONFIG names a missing file or the file found is not valid TOML."""
     explicit = environ.get("HDI_CONFIG")
     if explicit:
         path = Path(explicit).expanduser()
@@ -322,7 +324,11 @@ def load_settings(
     cwd: Path | None = None,
     base: Settings | None = None,
 ) -> Settings:
-    """Resolve settings: overrides > environment > config file > defaults (or ``base``)."""
+    """Resolve settings: overrides > environment > config file > defaults (or ``base``).
+
+    Raises ConfigError for an unknown setting, a value of the wrong type, a placeholder key, an invalid
+    ``database_url``, a missing or invalid config file, a project file that routes credentials, or a
+    ``db_schema`` that is not a lowercase identifier or names a system schema."""
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "arguments")

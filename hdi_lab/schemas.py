@@ -90,7 +90,10 @@ TIME_RANGE = "1677-09-22 to 2262-04-11"
 
 
 def parse_time(value: object, param: str) -> pd.Timestamp:
-    """Parse a date or timestamp into a tz-aware UTC nanosecond ``Timestamp``."""
+    """Parse a date or timestamp into a tz-aware UTC nanosecond ``Timestamp``.
+
+    Raises ValidationError (naming ``param``) when ``value`` is missing, not a date or timestamp, or outside
+    :data:`TIME_RANGE`."""
     import pandas as pd
 
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -113,7 +116,9 @@ def parse_time(value: object, param: str) -> pd.Timestamp:
 
 
 def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Parse a half-open ``[start, end)`` range and check that start < end."""
+    """Parse a half-open ``[start, end)`` range and check that start < end.
+
+    Raises ValidationError when either bound does not parse (:func:`parse_time`) or start is not before end."""
     s, e = parse_time(start, "start"), parse_time(end, "end")
     if s >= e:
         raise ValidationError(
@@ -135,7 +140,9 @@ def check_interval(interval: str) -> str:
 
 
 def require_symbols(symbols: str | Sequence[str] | None, hint: str = "e.g. ESH4 or ES.c.0") -> tuple[str, ...]:
-    """:func:`parse_symbols`, raising :class:`ValidationError` when none are given (``hint`` ends the message)."""
+    """:func:`parse_symbols` of ``symbols``.
+
+    Raises ValidationError when none are given (``hint`` ends the message)."""
     syms = parse_symbols(symbols)
     if not syms:
         raise ValidationError(f"symbols is required: give one or more symbols, {hint}")

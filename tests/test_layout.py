@@ -436,3 +436,43 @@ def test_the_private_name_scan_sees_each_form() -> None:
         "hdi_lab.somewhere:5 reads hdi_lab.storage.load._q",
         "hdi_lab.somewhere:5 reads hdi_lab.storage.db._MIGRATION",
     ]
+
+
+# -- docstrings: a public function that raises says so ------------------------------------------------------
+
+
+def _silent_raisers(tree: ast.Module) -> list[str]:
+    """Public functions and methods (module or public class level) whose body raises an exception it builds
+    (``raise X(...)``) but whose docstring never says "raise"."""
+    found: list[str] = []
+
+    def visit(nodes: list[ast.stmt], prefix: str) -> None:
+        for node in nodes:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                raises = any(isinstance(r, ast.Raise) and isinstance(r.exc, ast.Call) for r in ast.walk(node))
+                if raises and "raise" not in (ast.get_docstring(node) or "").lower():
+                    found.append(f"{prefix}{node.name}:{node.lineno}")
+
+    visit(tree.body, "")
+    return found
+
+
+def test_public_functions_that_raise_say_so() -> None:
+    """A public function or method that raises names what it raises, and when, in its docstring."""
+    bad = [f"{m}.{f}" for m, tree in TREES.items() for f in _silent_raisers(tree)]
+    assert not bad, "say what these raise (and when) in their docstrings:\n" + "\n".join(bad)
+
+
+def test_the_raise_scan_sees_each_form() -> None:
+    code = (
+        "def quiet():\n    raise ValueError('x')\n"
+        "def told():\n    '''Raises ValueError always.'''\n    raise ValueError('x')\n"
+        "def _own():\n    raise ValueError('x')\n"
+        "def reraises():\n    try:\n        pass\n    except ValueError:\n        raise\n"
+        "class Public:\n    def method(self):\n        raise ValueError('x')\n"
+        "    @staticmethod\n    def told():\n        '''It raises.'''\n        raise ValueError('x')\n"
+        "class _Hidden:\n    def method(self):\n        raise ValueError('x')\n"
+    )
+    assert _silent_raisers(ast.parse(code)) == ["quiet:1", "Public.method:14"]

@@ -92,7 +92,10 @@ def store_from_bytes(data: bytes, name: str) -> db.DBNStore:
 
 
 def open_store(source: str | Path | bytes, name: str | None = None) -> db.DBNStore:
-    """Open a DBN file or byte string, turning decoder failures into DataFormatError."""
+    """Open a DBN file or byte string.
+
+    Raises DataFormatError when the path does not exist, or the input is truncated, not DBN, only partly
+    readable or of an unknown DBN version."""
     name = name or ("input bytes" if isinstance(source, bytes) else str(source))
     if not isinstance(source, bytes):
         path = Path(source)

@@ -144,6 +144,12 @@ class HdiOfflineStore(PostgreSQLOfflineStore):
         filter_by_created_timestamp: bool = False,
         **kwargs: Any,
     ) -> RetrievalJob:
+        """A training frame joining ``feature_refs`` as of each ``entity_df`` row (or the stock query
+        over a time range when ``entity_df`` is None).
+
+        Raises InvalidEntityType when ``entity_df`` is neither a DataFrame nor a SQL string, Feast's
+        EntityTimestampInferenceException or FeastEntityDFMissingColumnsError when it has no timestamp
+        column or lacks a join key, ValidationError when its timestamps are not timestamps or all missing."""
         if entity_df is None:  # non-entity mode (a time range): the stock store's query as is
             return _fast(
                 PostgreSQLOfflineStore.get_historical_features(
@@ -289,7 +295,9 @@ class EntityTimes:
 
     @classmethod
     def of(cls, column: pd.Series, name: str) -> EntityTimes:
-        """Datetimes of any unit (naive ones are UTC, as Feast takes them) or strings Feast accepts."""
+        """Datetimes of any unit (naive ones are UTC, as Feast takes them) or strings Feast accepts.
+
+        Raises ValidationError when ``column`` holds values that do not parse as timestamps."""
         if not pd.api.types.is_datetime64_any_dtype(column):
             try:  # what Feast's PostgreSQL store does with string timestamps (its range check)
                 column = pd.to_datetime(column, utc=True)
@@ -311,7 +319,9 @@ class EntityTimes:
         return cls(np.where(null, zero, floor - PG_EPOCH_US), np.where(null, zero, ceil - PG_EPOCH_US), null)
 
     def range(self) -> tuple[dt.datetime, dt.datetime]:
-        """(earliest, latest) as UTC datetimes: the floor of the first, the ceiling of the last."""
+        """(earliest, latest) as UTC datetimes: the floor of the first, the ceiling of the last.
+
+        Raises ValidationError when every timestamp is missing."""
         if self.null.all():
             raise ValidationError("the entity_df has no event timestamps (all are missing)")
         epoch = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)

@@ -57,7 +57,10 @@ def ema(close: pd.Series, window: int) -> pd.Series:
 
 
 def overlays(close: pd.Series, names: tuple[str, ...], window: int) -> dict[str, pd.Series]:
-    """The requested overlays of ``close`` by display name (``SMA(20)``); empty input gives none."""
+    """The requested overlays of ``close`` by display name (``SMA(20)``); empty input gives none.
+
+    Raises ValidationError for a name not in :data:`OVERLAYS`, or a window that is not a whole number >= 1 or is
+    longer than ``close``."""
     if len(close) == 0:
         return {}
     funcs = {"sma": sma, "ema": ema}

@@ -79,7 +79,10 @@ class Rollup:
 
 def parse_interval(text: str, bar_seconds: int) -> int:
     """Bucket length in seconds for ``interval`` (``"5m"``, ``"15m"``, ``"1h"``, ``"1d"``...) over bars of
-    ``bar_seconds``; it must divide a day (or be one day) and be a multiple of the bar length."""
+    ``bar_seconds``; it must divide a day (or be one day) and be a multiple of the bar length.
+
+    Raises ValidationError when ``text`` is not a positive number and a unit, does not divide a day, or is
+    not a multiple of ``bar_seconds``."""
     m = _INTERVAL.match(str(text))
     if not m or int(m.group(1)) == 0:
         raise ValidationError(f"interval={text!r} is not valid: use a number and a unit, e.g. 5m, 15m, 1h or 1d")

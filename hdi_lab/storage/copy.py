@@ -211,6 +211,9 @@ def decode(buf: bytes | memoryview, pgtypes: Sequence[str]) -> npt.NDArray[np.vo
     """Parse a binary COPY stream of non-NULL fixed-width columns into a numpy record array.
 
     The query must make every field non-NULL (e.g. ``COALESCE`` with a sentinel).
+
+    Raises StorageError when ``buf`` is not binary COPY output, or holds NULL or variable-length fields
+    or widths that do not match ``pgtypes``.
     """
     mv = memoryview(buf)
     if len(mv) < 21 or bytes(mv[:11]) != HEADER[:11]:

@@ -64,8 +64,11 @@ def quote(conn: psycopg2.extensions.connection, *names: str) -> str:
 def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor in one transaction: commit on success, roll back whole on any error.
 
-    A driver error leaves as a :class:`StorageError` (from the original). The rollback of a dead
-    connection cannot fail over the error that killed it: the server has rolled back already.
+    The rollback of a dead connection cannot fail over the error that killed it: the server has rolled
+    back already.
+
+    Raises StorageError (from the original) when the driver fails opening the cursor, in the block or at
+    commit; any other error leaves the block unchanged, after the rollback.
     """
     try:
         cur = conn.cursor()
@@ -92,7 +95,9 @@ def _rollback(conn: psycopg2.extensions.connection) -> None:
 
 
 def one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
-    """The single row a statement must return."""
+    """The single row a statement must return.
+
+    Raises StorageError when the statement returned no row."""
     row = cur.fetchone()
     if row is None:
         raise StorageError("the database returned no row where one was expected")

@@ -134,6 +134,9 @@ class SchemaState:
 
 
 def schema_state(conn: psycopg2.extensions.connection, schema: str) -> SchemaState:
+    """What this role may see of ``schema`` (:class:`SchemaState`).
+
+    Raises StorageError when the schema exists but the role may neither use nor own it, or the server fails."""
     with transaction(conn) as cur:
         cur.execute(
             "SELECT n.oid IS NOT NULL, coalesce(pg_has_role(n.nspowner, 'USAGE'), false), "
@@ -170,6 +173,9 @@ def migrate(conn: psycopg2.extensions.connection, schema: str, policies: timesca
     applied version is read first with plain SELECTs: a role that does not own a current schema
     (a read-only role) changes nothing and needs read rights only; one that cannot migrate a
     schema that needs it is told so.
+
+    Raises StorageError when the schema is newer than this hdi_lab, when migrations are pending and the
+    role may not create or own the schema, when it may not use it, or when a migration fails.
     """
     state = schema_state(conn, schema)
     shipped = migrations()

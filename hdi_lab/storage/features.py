@@ -412,7 +412,10 @@ def published_rows(
     conn: psycopg2.extensions.connection, schema: str, table: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None
 ) -> tuple[list[int], pd.Timestamp | None, pd.Timestamp | None]:
     """Instruments and first event of the rows being published (event_timestamp in [lo, hi)), and the
-    table's latest event (materialization runs up to it: later rows of other windows stay online)."""
+    table's latest event (materialization runs up to it: later rows of other windows stay online).
+
+    Raises ValidationError when ``table`` does not exist yet (the set was never computed), StorageError
+    when the server fails."""
     with transaction(conn) as cur:
         name = quote(conn, schema, table)
         cur.execute("SELECT to_regclass(%s)", (name,))

@@ -42,7 +42,10 @@ def query(
     columns: Sequence[str] | None,
 ) -> pd.DataFrame:
     """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.core.retrieval.query`);
-    ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read."""
+    ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read.
+
+    Raises ValidationError when ``columns`` names a column ``sch`` does not have, StorageError when the
+    server fails."""
     with transaction(conn) as cur:
         if sch is Schema.DEFINITION:
             frame = _definitions(cur, schema, spans, lo, hi, price_type)
@@ -241,7 +244,10 @@ def _definitions(
 def sql(
     conn: psycopg2.extensions.connection, text: str, params: Mapping[str, Any] | Sequence[Any] | None
 ) -> pd.DataFrame:
-    """Run SQL with bound parameters against the hdi_lab schema (see :func:`hdi_lab.core.retrieval.sql`)."""
+    """Run SQL with bound parameters against the hdi_lab schema (see :func:`hdi_lab.core.retrieval.sql`).
+
+    Raises ValidationError when the driver cannot send a parameter, StorageError (with the server's
+    first line and SQLSTATE) when the statement fails or the connection is lost."""
     with transaction(conn) as cur:  # a lost connection or a refused privilege: transaction()'s StorageError
         try:
             cur.execute(text, params)

@@ -43,7 +43,10 @@ _CONTINUOUS = re.compile(r"^[^.\s]+\.[cnv]\.\d+$")
 
 
 def validate_dataset(value: str | None, default: str | None = None) -> str:
-    """A known Databento dataset code (upper-cased), else ValidationError with a suggestion."""
+    """A known Databento dataset code (upper-cased).
+
+    Raises ValidationError when neither ``value`` nor ``default`` is given, or for an unknown code (with a
+    suggestion)."""
     raw = (value or default or "").strip().upper()
     if not raw:
         raise ValidationError(
@@ -196,8 +199,12 @@ class DatabentoProvider:
             )
 
     def check_cost(self, chunks: list[Chunk], allow: bool) -> float | None:
-        """Cost of the chunks still to fetch (per schema, over their span); CostLimitError above
-        ``databento_max_cost_usd`` unless ``allow``."""
+        """Cost of the chunks still to fetch (per schema, over their span); None when ``allow``, without a
+        limit or without chunks.
+
+        Raises CostLimitError when the cost is above ``databento_max_cost_usd`` unless ``allow``;
+        ConfigError without an API key or with a gateway that is not a URL; what :class:`Caller` raises when the
+        cost request fails."""
         limit = self.settings.databento_max_cost_usd
         if allow or limit is None or not chunks:
             return None
