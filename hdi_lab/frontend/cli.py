@@ -219,22 +219,7 @@ def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: 
         _table(features.list_sets(session), out, "(no feature sets)")
         return 0
     if a.action == "publish":
-        from hdi_lab.featurestore.publish import publish
-
-        print(
-            publish(
-                a.feature_set,
-                a.symbols,
-                a.interval,
-                a.start,
-                a.end,
-                compute=a.compute,
-                dataset=a.dataset,
-                repo=a.repo,
-                session=session,
-            ),
-            file=out,
-        )
+        print(options.publish(a, session), file=out)
         return 0
     if a.action == "env":
         from hdi_lab.featurestore.repo import shell_env, shell_exports

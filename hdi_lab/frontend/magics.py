@@ -263,19 +263,7 @@ class HdiMagics(Magics):
     @options.magic_arguments(options.PUBLISH_SET_MAGIC, *options.PUBLISH, *options.MAGIC)
     def hdi_publish(self, args: argparse.Namespace) -> PublishReport:
         """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
-        from hdi_lab.featurestore.publish import publish
-
-        return publish(
-            args.feature_set,
-            args.symbols,
-            args.interval,
-            args.start,
-            args.end,
-            compute=args.compute,
-            dataset=args.dataset,
-            repo=args.repo,
-            session=self.session,
-        )
+        return options.publish(args, self.session)
 
 
 def load(shell: InteractiveShell) -> HdiMagics:

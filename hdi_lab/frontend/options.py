@@ -23,6 +23,8 @@ from hdi_lab.core.session import PROVIDERS
 from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 
 if TYPE_CHECKING:
+    from hdi_lab.core.session import HdiSession
+    from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestRequest
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "magic_arguments",
     "one_of",
     "option",
+    "publish",
 ]
 
 #: the bar schemas (``ohlcv-*``)
@@ -369,4 +372,24 @@ def ingest_request(args: argparse.Namespace) -> IngestRequest:
         force=args.force,
         dry_run=args.dry_run,
         allow_cost=args.allow_cost,
+    )
+
+
+def publish(args: argparse.Namespace, session: HdiSession) -> PublishReport:
+    """Publish what the :data:`PUBLISH` options of ``hdi features publish`` and ``%hdi_publish`` describe.
+
+    Raises what :func:`hdi_lab.featurestore.publish.publish` raises (ValidationError for a bad request,
+    ConfigError or StorageError from the feature repo and the database)."""
+    from hdi_lab.featurestore.publish import publish
+
+    return publish(
+        args.feature_set,
+        args.symbols,
+        args.interval,
+        args.start,
+        args.end,
+        compute=args.compute,
+        dataset=args.dataset,
+        repo=args.repo,
+        session=session,
     )
