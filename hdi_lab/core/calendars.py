@@ -11,8 +11,9 @@ map by the contract's exchange (:data:`IB_EXCHANGE_CALENDARS`). The ``calendars`
 (``HDI_CALENDARS="GLBX.MDP3=CMES,IB=XNYS,IB:SMART=XLON"``) overrides both.
 
 exchange_calendars is imported on first use only (``import hdi_lab`` and ``%load_ext hdi_lab`` stay
-light), and each calendar is built once per process: building one takes 0.15-0.3 s (importing the
-library another 0.35 s), a lookup in a built one microseconds.
+light), and each calendar is built once per process: building one takes 0.15-0.4 s (the first import of
+the library another 0.35-0.6 s); after that :func:`sessions` takes about 0.5 ms and :func:`sessions_of`
+assigns 2.6 million minute stamps in about 0.1 s.
 
 exchange_calendars' ``CMES`` runs 17:00-17:00 Chicago time without CME's daily 16:00-17:00 maintenance
 halt, so :func:`minutes` of a regular CME session is 1440 (a real ES session has at most 1380 bars).
@@ -276,7 +277,7 @@ def _names() -> frozenset[str]:
 
 def _table(code: str) -> _Table:
     name = _known(code, "calendar")
-    with _LOCK:  # one build per calendar even when threads ask at once (a build takes 0.15-0.3 s)
+    with _LOCK:  # one build per calendar even when threads ask at once (a build takes 0.15-0.4 s)
         return _build(name)
 
 
