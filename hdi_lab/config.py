@@ -35,6 +35,7 @@ __all__ = [
     "find_config_file",
     "load_settings",
     "mask",
+    "parse_calendars",
     "user_config_file",
 ]
 
@@ -122,6 +123,14 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "IB client library: auto (ib_async if installed, else ib_insync), ib_async or ib_insync",
     ),
+    Option(
+        "calendars",
+        ("HDI_CALENDARS",),
+        None,
+        str,
+        False,
+        "exchange calendar per dataset, overriding the built-in map, e.g. GLBX.MDP3=CMES,IB=XNYS,IB:SMART=XLON",
+    ),
     Option("chunk_rows", ("HDI_CHUNK_ROWS",), 1_000_000, int, False, "records per load batch"),
     Option(
         "timescale_compress_after",
@@ -161,6 +170,7 @@ _BY_NAME = {o.name: o for o in OPTIONS}
 ROUTING = ("databento_gateway", "database_url")
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
+_CALENDAR_ENTRY = re.compile(r"^([A-Z0-9._]+(?::[A-Z0-9._]+)?)=([A-Za-z0-9_/]+)$")
 _PLACEHOLDER = re.compile(r"^(|x+|\.\.\.|<.*>|changeme|your[-_ ]?(api[-_ ]?)?key.*|\$\{.*\})$", re.IGNORECASE)
 
 
@@ -253,6 +263,29 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
     return value
 
 
+def parse_calendars(text: str | None, source: str = "calendars") -> dict[str, str]:
+    """The ``calendars`` setting as ``{key: calendar code}``: keys are dataset codes (``GLBX.MDP3``), ``IB``
+    (every IB dataset) or ``IB:EXCHANGE`` (IB contracts of that exchange), upper-cased; codes as written.
+
+    Raises ConfigError for an entry that is not ``KEY=CODE`` or a key given twice."""
+    found: dict[str, str] = {}
+    for raw in (text or "").split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        key, eq, code = entry.partition("=")
+        match = _CALENDAR_ENTRY.match(f"{key.strip().upper()}{eq}{code.strip()}")
+        if match is None:
+            raise ConfigError(
+                f"calendars entry {entry!r} from {source} is not DATASET=CALENDAR: write e.g. "
+                "HDI_CALENDARS='GLBX.MDP3=CMES,IB=XNYS' (calendar codes of exchange_calendars)"
+            )
+        if match[1] in found:
+            raise ConfigError(f"calendars from {source} names {match[1]} twice: keep one {match[1]}=CALENDAR")
+        found[match[1]] = match[2]
+    return found
+
+
 def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
     """Refuse a project file's setting that would decide where a credential is sent (module docstring).
 
@@ -328,7 +361,7 @@ def load_settings(
 
     Raises ConfigError for an unknown setting, a value of the wrong type, a placeholder key, an invalid
     ``database_url``, a missing or invalid config file, a project file that routes credentials, or a
-    ``db_schema`` that is not a lowercase identifier or names a system schema."""
+    ``db_schema`` that is not a lowercase identifier or names a system schema, or a malformed ``calendars``."""
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "arguments")
@@ -357,6 +390,7 @@ def load_settings(
     for name, raw in overrides.items():
         values[name] = _coerce(_BY_NAME[name], raw, "argument")
         sources[name] = "argument"
+    parse_calendars(values["calendars"], sources["calendars"])  # a typo fails here, not at the first gap check
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_schema"])):
         raise ConfigError(f"db_schema={values['db_schema']!r} must be a lowercase SQL identifier like 'hdi'")
     if _SYSTEM_SCHEMA.match(str(values["db_schema"])):
