@@ -277,6 +277,9 @@ class HdiMagics(Magics):
 
         ``%hdi_watch add --provider databento --dataset GLBX.MDP3 --schema ohlcv-1m --symbols ES.c.0
         --stype-in continuous --since 2020-01-01``
+
+        Raises UsageError when an option does not go with the action (add's options or an ID|NAME elsewhere,
+        remove without one), and like every magic for an HdiError.
         """
         from hdi_lab.core import subscriptions
 
