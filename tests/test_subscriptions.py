@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,19 @@ def test_adding_the_same_subscription_again_changes_nothing(session: HdiSession)
     assert len(hdi_lab.watches(session=session)) == 1
     second = watch(session, symbols="NQH4")
     assert second.id == first.id + 1  # adding the existing one again drew no id
+
+
+def test_concurrent_adds_of_one_subscription_store_one(session: HdiSession, pg_url: str) -> None:
+    sessions = [make_session(pg_url, session.schema) for _ in range(4)]
+    watch(session, symbols="NQH4")  # migrated once, before the race
+    try:
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            added = list(pool.map(lambda s: watch(s, name="es"), sessions))
+    finally:
+        for s in sessions:
+            s.close()
+    assert len({a.id for a in added}) == 1
+    assert hdi_lab.watches(session=session)["name"].tolist() == [None, "es"]
 
 
 @pytest.mark.parametrize(
