@@ -24,9 +24,10 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import ingest, query, sql
+    from hdi_lab.api import ingest, query, sql, unwatch, watch, watches
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
+    from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
 
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
@@ -34,6 +35,9 @@ _LAZY = {
     "ingest": "hdi_lab.api",
     "query": "hdi_lab.api",
     "sql": "hdi_lab.api",
+    "watch": "hdi_lab.api",
+    "watches": "hdi_lab.api",
+    "unwatch": "hdi_lab.api",
     "Settings": "hdi_lab.config",
     "load_settings": "hdi_lab.config",
     "IngestReport": "hdi_lab.schemas",
@@ -41,6 +45,7 @@ _LAZY = {
     "Schema": "hdi_lab.schemas",
     "SType": "hdi_lab.schemas",
     "HdiSession": "hdi_lab.core.session",
+    "Subscription": "hdi_lab.core.subscriptions",
 }
 
 
@@ -75,6 +80,7 @@ __all__ = [
     "Schema",
     "Settings",
     "StorageError",
+    "Subscription",
     "ValidationError",
     "enable_logging",
     "ingest",
@@ -83,6 +89,9 @@ __all__ = [
     "query",
     "sql",
     "unload_ipython_extension",
+    "unwatch",
+    "watch",
+    "watches",
 ]
 __version__ = "0.1.0"
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from hdi_lab.core import ingestion, retrieval
+from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
+from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 
-__all__ = ["ingest", "make_request", "query", "sql"]
+__all__ = ["ingest", "make_request", "query", "sql", "unwatch", "watch", "watches"]
 
 
 def make_request(
@@ -101,3 +102,42 @@ def sql(
 ) -> pd.DataFrame:
     """Run SQL with bound parameters against the hdi_lab database."""
     return with_session(session, lambda s: retrieval.sql(s, text, params))
+
+
+def watch(
+    provider: str,
+    *,
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    since: object,
+    dataset: str | None = None,
+    stype_in: str | SType = SType.RAW_SYMBOL,
+    name: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    session: HdiSession | None = None,
+) -> Subscription:
+    """Subscribe to market data from ``since`` on, stored in the database for every user and the scheduler.
+
+    ``hdi_lab.watch("databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ES.c.0",
+    stype_in="continuous", since="2020-01-01", name="es_1m")``. The request is validated like an ingest of
+    its first day (nothing is fetched); adding the same subscription again returns the stored one.
+    ``options`` (a JSON object) is kept with it for what runs after its updates.
+
+    Raises ValidationError (a bad request; the same request or name subscribed with other settings),
+    ConfigError or ProviderError (the provider cannot plan, e.g. no Databento API key) and StorageError.
+    """
+    req = make_request(provider, schema=schema, symbols=symbols, dataset=dataset, stype_in=stype_in)
+    return with_session(session, lambda s: subscriptions.add(s, req, since, name=name, options=options)[0])
+
+
+def watches(*, session: HdiSession | None = None) -> pd.DataFrame:
+    """Every subscription, by id: id, name, provider, dataset, schema, stype_in, symbols (comma-separated),
+    since, created_at (UTC), options. Raises StorageError."""
+    return with_session(session, lambda s: subscriptions.frame(subscriptions.list_all(s)))
+
+
+def unwatch(which: int | str, *, session: HdiSession | None = None) -> Subscription:
+    """Remove the subscription with this id or name; returns it (the data stored for it stays).
+
+    Raises ValidationError when there is no such subscription, StorageError."""
+    return with_session(session, lambda s: subscriptions.remove(s, which))

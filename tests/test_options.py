@@ -66,6 +66,8 @@ def every_declaration() -> list[options.Option]:
         options.COMPARE,
         options.MAGIC,
         (options.PUBLISH_SET_MAGIC,),
+        options.WATCH,
+        options.WATCH_MAGIC,
     ]
     return [*options.OPTIONS.values(), *(options.option(ref) for refs in lists for ref in refs)]
 
@@ -82,8 +84,11 @@ CLI_COMMANDS = [
     ("features", "publish"),
     ("compare",),
     ("demo",),
+    ("watch", "add"),
+    ("watch", "list"),
+    ("watch", "remove"),
 ]
-MAGICS = ["hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols", "hdi_publish"]
+MAGICS = ["hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols", "hdi_publish", "hdi_watch"]
 
 
 @pytest.mark.parametrize(
@@ -121,6 +126,22 @@ def test_shared_options_are_equal_in_the_cli_and_the_magic(
     # the rest of each parser is what is declared as theirs alone
     magic_only = {options.option(ref).name for ref in options.MAGIC}
     assert set(in_magic) - set(in_cli) <= magic_only | {"indicators"}
+
+
+def test_watch_add_options_are_equal_in_the_cli_and_the_magic() -> None:
+    """``%hdi_watch`` is one parser for every action: add's options, the action and the remove target."""
+    in_cli, in_magic = actions(cli_parser("watch", "add")), actions(magic_parser("hdi_watch"))
+    names = [options.option(ref).name for ref in options.WATCH]
+    assert set(in_cli) == set(names) and set(names) <= set(in_magic)
+    for name in names:
+        assert described(in_cli[name]) == described(in_magic[name]), name
+    assert in_cli["provider"].default is None and in_cli["provider"].choices == options.PROVIDERS
+    magic_only = {options.option(ref).name for ref in options.MAGIC}
+    assert set(in_magic) - set(in_cli) == magic_only | {"action", "target"}
+    assert described(in_magic["action"])["choices"] == options.WATCH_ACTIONS == ("add", "list", "remove")
+    remove_cli, target = actions(cli_parser("watch", "remove"))["target"], in_magic["target"]
+    assert remove_cli.nargs is None and target.nargs == "?"  # the magic's list and add take no target
+    assert (remove_cli.metavar, remove_cli.help) == (target.metavar, target.help) == ("ID|NAME", remove_cli.help)
 
 
 def test_the_declared_differences_of_query_and_publish() -> None:

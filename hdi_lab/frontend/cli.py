@@ -12,7 +12,7 @@ from typing import TextIO
 import pandas as pd
 
 from hdi_lab.config import load_settings
-from hdi_lab.core import catalog, ingestion, quarantine, retrieval
+from hdi_lab.core import catalog, ingestion, quarantine, retrieval, subscriptions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError, ValidationError
 from hdi_lab.frontend import options
@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.add(qsub.add_parser("list"), "entry_status", "rule", "entries_limit")
     options.add(qsub.add_parser("show"), "entry_id")
     options.add(qsub.add_parser("retry", help="re-validate and load fixed entries"), "entry_ids")
+
+    wa = sub.add_parser("watch", help="subscriptions: the market data `hdi update` keeps current (in the database)")
+    wsub = wa.add_subparsers(dest="action", required=True, metavar="ACTION")
+    options.add(
+        wsub.add_parser("add", help="subscribe (validated like an ingest; adding it again is a no-op)"), *options.WATCH
+    )
+    wsub.add_parser("list", help="every subscription")
+    options.add(wsub.add_parser("remove", help="remove a subscription (its stored data stays)"), "watch_target")
 
     options.add(sub.add_parser("db", help="the database server"), "db_action")
     options.add(sub.add_parser("config", help="settings"), "config_action")
@@ -184,6 +192,17 @@ def _cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err
     return 0
 
 
+def _cmd_watch(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if a.action == "add":
+        sub, new = options.watch(a, session)
+        print(f"added {sub}" if new else f"already subscribed: {sub}", file=out)
+    elif a.action == "remove":
+        print(f"removed {subscriptions.remove(session, a.target)}", file=out)
+    else:
+        _table(subscriptions.frame(subscriptions.list_all(session)), out, "(no subscriptions: hdi watch add ...)")
+    return 0
+
+
 def _cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if a.action == "info":
         print(catalog.storage_info(session).summary(), file=out)
@@ -245,6 +264,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "query": _cmd_query,
     "status": _cmd_status,
     "quarantine": _cmd_quarantine,
+    "watch": _cmd_watch,
     "db": _cmd_db,
     "config": _cmd_config,
     "demo": _cmd_demo,

@@ -10,6 +10,8 @@
 ``%hdi_symbols``   symbols (symbology and instrument master) matching a pattern
 ``%hdi_publish``   ``SET --symbols --interval --start --end``: compute, ``feast apply``, materialize
                    (the options of ``hdi features publish``); returns the :class:`PublishReport`
+``%hdi_watch``     ``add [the options of hdi watch add]``, ``list`` or ``remove ID|NAME``: subscriptions;
+                   returns the :class:`Subscription` added or removed, or the list as a DataFrame
 =================  =========================================================================
 
 Every magic returns its result and takes ``-o/--out NAME`` (also bind it in the user namespace)
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
+    from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestReport
 
@@ -264,6 +267,36 @@ class HdiMagics(Magics):
     def hdi_publish(self, args: argparse.Namespace) -> PublishReport:
         """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
         return options.publish(args, self.session)
+
+    @line_magic
+    @_front_end
+    @options.magic_arguments(*options.WATCH_MAGIC, *options.MAGIC)
+    def hdi_watch(self, args: argparse.Namespace) -> Subscription | pd.DataFrame:
+        """Subscriptions, like ``hdi watch``: ``add`` one (returns it; adding it again changes nothing),
+        ``list`` them (a DataFrame) or ``remove ID|NAME`` (returns the one removed).
+
+        ``%hdi_watch add --provider databento --dataset GLBX.MDP3 --schema ohlcv-1m --symbols ES.c.0
+        --stype-in continuous --since 2020-01-01``
+
+        Raises UsageError when an option does not go with the action (add's options or an ID|NAME elsewhere,
+        remove without one), and like every magic for an HdiError.
+        """
+        from hdi_lab.core import subscriptions
+
+        parser = type(self).hdi_watch.parser  # type: ignore[union-attr]  # set by IPython's @magic_arguments
+        add_only = {options.option(ref).name for ref in options.WATCH}
+        given = {n for n, v in vars(args).items() if n in add_only and v != parser.get_default(n)}
+        if args.action != "add" and given:
+            names = ", ".join("--" + n.replace("_", "-") for n in sorted(given))
+            raise self._usage("hdi_watch", f"{names}: only %hdi_watch add takes these")
+        if (args.action == "remove") != (args.target is not None):
+            what = "give the subscription's ID or NAME" if args.action == "remove" else "only remove takes ID|NAME"
+            raise self._usage("hdi_watch", f"%hdi_watch {args.action}: {what}")
+        if args.action == "add":
+            return options.watch(args, self.session)[0]
+        if args.action == "remove":
+            return subscriptions.remove(self.session, args.target)
+        return self._frames.track(subscriptions.frame(subscriptions.list_all(self.session)))
 
 
 def load(shell: InteractiveShell) -> HdiMagics:

@@ -24,6 +24,7 @@ from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 
 if TYPE_CHECKING:
     from hdi_lab.core.session import HdiSession
+    from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestRequest
 
@@ -46,6 +47,9 @@ __all__ = [
     "QUERY_RANGE_MAGIC",
     "SCHEMAS",
     "STYPES",
+    "WATCH",
+    "WATCH_ACTIONS",
+    "WATCH_MAGIC",
     "Option",
     "OptionRef",
     "add",
@@ -56,6 +60,7 @@ __all__ = [
     "one_of",
     "option",
     "publish",
+    "watch",
 ]
 
 #: the bar schemas (``ohlcv-*``)
@@ -64,6 +69,8 @@ BAR_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema if s.is_bar)
 STYPES: tuple[str, ...] = tuple(s.value for s in SType)
 #: prices as floats, or int64 fixed-point (1e-9) as in DBN
 PRICE_TYPES: tuple[str, ...] = ("float", "fixed")
+#: the actions of ``hdi watch ACTION`` and ``%hdi_watch ACTION``
+WATCH_ACTIONS: tuple[str, ...] = ("add", "list", "remove")
 
 
 def count(text: str) -> int:
@@ -242,6 +249,13 @@ OPTIONS: dict[str, Option] = {
         ("--volume-tol",), type=float, default=0.0, help="relative volume tolerance (default 0: exact)"
     ),
     "diffs_limit": Option(("--limit",), type=count, default=20, help="differences shown (0 = all)"),
+    # subscriptions
+    "since": Option(
+        ("--since",), metavar="DATE", help="keep the data current from this date (UTC) on, e.g. 2020-01-01"
+    ),
+    "watch_name": Option(("--name",), help="a unique name to refer to the subscription by (not all digits)"),
+    "watch_action": Option(("action",), choices=WATCH_ACTIONS, metavar="ACTION", help=one_of(WATCH_ACTIONS)),
+    "watch_target": Option(("target",), metavar="ID|NAME", help="the subscription's id or name"),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
     "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
@@ -320,6 +334,20 @@ COMPARE: tuple[OptionRef, ...] = (
     "volume_tol",
     "diffs_limit",
 )
+#: ``hdi watch add`` and ``%hdi_watch add``: an ingest request without an end. The provider has no default
+#: (a subscription of the file provider makes no sense): the core says when it is missing.
+WATCH: tuple[OptionRef, ...] = (
+    option("provider").but(default=None, help=one_of(PROVIDERS)),
+    "dataset",
+    "schema",
+    "symbols",
+    "stype_in",
+    "since",
+    "watch_name",
+)
+#: ``%hdi_watch ACTION [ID|NAME] [add's options]``: one parser for every action, so the target may be left out
+#: (``hdi watch remove ID|NAME`` requires it)
+WATCH_MAGIC: tuple[OptionRef, ...] = ("watch_action", option("watch_target").as_positional(optional=True), *WATCH)
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
 
@@ -393,3 +421,18 @@ def publish(args: argparse.Namespace, session: HdiSession) -> PublishReport:
         repo=args.repo,
         session=session,
     )
+
+
+def watch(args: argparse.Namespace, session: HdiSession) -> tuple[Subscription, bool]:
+    """Add the subscription the :data:`WATCH` options of ``hdi watch add`` and ``%hdi_watch add`` describe;
+    returns it and whether it is new.
+
+    Raises what :func:`hdi_lab.core.subscriptions.add` raises (ValidationError for a bad request or one
+    subscribed with other settings, ConfigError, ProviderError, StorageError)."""
+    from hdi_lab.api import make_request
+    from hdi_lab.core import subscriptions
+
+    request = make_request(
+        args.provider, schema=args.schema, symbols=args.symbols, dataset=args.dataset, stype_in=args.stype_in
+    )
+    return subscriptions.add(session, request, args.since, name=args.name)

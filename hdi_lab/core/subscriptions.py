@@ -1,0 +1,227 @@
+"""Subscriptions: the market data to keep current, stored in the database so every user and a scheduler see
+one list (``hdi watch add|list|remove``, ``hdi_lab.watch`` / ``watches`` / ``unwatch``, ``%hdi_watch``).
+
+A subscription is an ingest request without an end: provider, dataset, schema, stype_in and symbols, from
+``since`` on. Adding one validates it exactly as an ingest of its first day would be validated (the provider
+plans that day; nothing is fetched), and stores the dataset the provider planned with. One subscription per
+request: adding the same request again with the same ``since``, name and options changes nothing and returns
+the stored one; with anything different it is an error (remove it first). Names are unique and never all
+digits, so a subscription is named by its id or its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from hdi_lab.core.session import PROVIDERS, HdiSession
+from hdi_lab.errors import ValidationError
+from hdi_lab.schemas import SCHEMAS, IngestRequest, Schema, SType, parse_enum, parse_time, require_symbols
+from hdi_lab.storage import subscriptions as table
+
+__all__ = ["COLUMNS", "Subscription", "add", "frame", "list_all", "remove"]
+
+#: the columns of :func:`frame`: the table's, symbols joined by commas
+COLUMNS = table.COLUMNS
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One stored subscription."""
+
+    id: int
+    name: str | None
+    provider: str
+    dataset: str
+    schema: Schema
+    stype_in: SType
+    symbols: tuple[str, ...]
+    since: dt.date
+    created_at: pd.Timestamp  # UTC
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: table.Row) -> Subscription:
+        """A subscription from its stored row."""
+        return cls(
+            id=int(row["id"]),
+            name=row["name"],
+            provider=row["provider"],
+            dataset=row["dataset"],
+            schema=Schema(row["schema"]),
+            stype_in=SType(row["stype_in"]),
+            symbols=tuple(row["symbols"]),
+            since=row["since"],
+            created_at=pd.Timestamp(row["created_at"]).tz_convert("UTC"),
+            options=dict(row["options"]),
+        )
+
+    @property
+    def label(self) -> str:
+        """``subscription 3 (es_1m)``, or ``subscription 3`` without a name."""
+        return f"subscription {self.id}" + (f" ({self.name})" if self.name else "")
+
+    def request(
+        self, end: object, *, force: bool = False, dry_run: bool = False, allow_cost: bool = False
+    ) -> IngestRequest:
+        """The ingest request of ``[since, end)``: what an update of this subscription ingests.
+
+        Raises ValidationError when ``end`` is not a date or timestamp."""
+        return IngestRequest(
+            provider=self.provider,
+            schema=self.schema,
+            dataset=self.dataset,
+            symbols=self.symbols,
+            stype_in=self.stype_in,
+            start=parse_time(self.since, "since"),
+            end=parse_time(end, "end"),
+            force=force,
+            dry_run=dry_run,
+            allow_cost=allow_cost,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.label}: {self.provider} {self.dataset} {self.schema} {','.join(self.symbols)} "
+            f"({self.stype_in}) since {self.since}"
+        )
+
+
+def _name(name: str | None) -> str | None:
+    if name is None or not str(name).strip():
+        return None
+    text = str(name).strip()
+    if text.isdigit():
+        raise ValidationError(f"name={text!r} is all digits, which reads as an id: give a name with a letter")
+    return text
+
+
+def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValidationError(f"options must be a mapping (a JSON object), not {type(options).__name__}")
+    try:
+        return dict(json.loads(json.dumps(dict(options))))  # stored as JSONB: what comes back is what is compared
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"options cannot be stored as JSON ({exc}): give strings, numbers, lists, dicts"
+        ) from None
+
+
+def _planned_dataset(session: HdiSession, request: IngestRequest, since: dt.date) -> str:
+    """The dataset the provider plans the first day of ``request`` with (validating it as an ingest would)."""
+    if not request.provider:
+        raise ValidationError(f"provider is required: use one of {', '.join(p for p in PROVIDERS if p != 'file')}")
+    if request.provider == "file":
+        raise ValidationError(
+            "provider='file' reads local files, there is nothing to keep current: "
+            f"subscribe to one of {', '.join(p for p in PROVIDERS if p != 'file')}"
+        )
+    if request.schema is None:
+        raise ValidationError(f"schema is required: use one of {', '.join(SCHEMAS)}")
+    require_symbols(request.symbols)
+    start = parse_time(since, "since")
+    first_day = dataclasses.replace(request, start=start, end=start + pd.Timedelta(days=1))
+    provider = session.provider(request.provider)
+    try:
+        chunks = provider.plan(first_day)
+    finally:
+        provider.close()
+    return next(c.dataset for c in chunks if not c.companion)
+
+
+def add(
+    session: HdiSession,
+    request: IngestRequest,
+    since: object,
+    *,
+    name: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[Subscription, bool]:
+    """Subscribe to ``request``'s data from ``since`` on; returns (the subscription, whether it is new).
+
+    The request's provider, schema, stype_in and symbols (its start and end are not used) are validated
+    like an ingest of the day ``since`` (see the module); the same subscription added again is returned as
+    it is stored.
+
+    Raises ValidationError (a bad request, since, name or options; another subscription of the same request
+    or with the same name), ConfigError or ProviderError (the provider cannot plan: e.g. no API key) and
+    StorageError.
+    """
+    since_day = parse_time(since, "since").date()
+    label = _name(name)
+    opts = _options(options)
+    dataset = _planned_dataset(session, request, since_day)
+    schema = parse_enum(Schema, request.schema, "schema")
+    stype = parse_enum(SType, request.stype_in, "stype_in")
+    row, new = table.insert(
+        session.connection(),
+        session.schema,
+        name=label,
+        provider=request.provider,
+        dataset=dataset,
+        data_schema=schema.value,
+        stype_in=stype.value,
+        symbols=sorted(request.symbols),
+        since=since_day,
+        options=opts,
+    )
+    sub = Subscription.from_row(row)
+    if new:
+        return sub, True
+    same_request = (sub.provider, sub.dataset, sub.schema, sub.stype_in, sub.symbols) == (
+        request.provider,
+        dataset,
+        schema,
+        stype,
+        tuple(sorted(request.symbols)),
+    )
+    if not same_request:
+        raise ValidationError(f"name={label!r} is taken by {sub}: choose another name")
+    if (sub.since, sub.name, dict(sub.options)) != (since_day, label, opts):
+        raise ValidationError(
+            f"already subscribed as {sub}, with other settings (since, name or options): "
+            f"remove it first (`hdi watch remove {sub.id}`) to change them"
+        )
+    return sub, False
+
+
+def list_all(session: HdiSession) -> list[Subscription]:
+    """Every subscription, by id. Raises StorageError."""
+    return [Subscription.from_row(r) for r in table.all_rows(session.connection(), session.schema)]
+
+
+def frame(subscriptions: list[Subscription]) -> pd.DataFrame:
+    """The subscriptions as a table (:data:`COLUMNS`, symbols joined by commas). Raises nothing."""
+    rows = [
+        {
+            **{c: getattr(s, c) for c in COLUMNS},
+            "schema": s.schema.value,
+            "stype_in": s.stype_in.value,
+            "symbols": ",".join(s.symbols),
+            "options": dict(s.options),
+        }
+        for s in subscriptions
+    ]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def remove(session: HdiSession, which: int | str) -> Subscription:
+    """Remove the subscription with id (a number, or all digits) or name ``which``; returns it.
+
+    Raises ValidationError when there is none, StorageError."""
+    text = str(which).strip()
+    if not text:
+        raise ValidationError("give the id or the name of the subscription to remove (see `hdi watch list`)")
+    sub_id, name = (int(text), None) if text.isdigit() else (None, text)
+    row = table.delete(session.connection(), session.schema, sub_id=sub_id, name=name)
+    if row is None:
+        raise ValidationError(f"no subscription {text!r}: see `hdi watch list` for ids and names")
+    return Subscription.from_row(row)
