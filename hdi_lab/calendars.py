@@ -43,6 +43,7 @@ __all__ = [
     "TimeLike",
     "calendar_for",
     "minutes",
+    "open_minutes",
     "session_of",
     "sessions",
     "sessions_of",
@@ -96,6 +97,7 @@ IB_EXCHANGE_CALENDARS: dict[str, str] = {
     "IDEALPRO": "24/5",
 }
 _IB = "IB"
+_MINUTE = 60_000_000_000
 _LOCK = threading.Lock()
 
 
@@ -181,6 +183,30 @@ def minutes(calendar: str, session: DateLike) -> int:
     return int(_minutes(table, slice(i, i + 1))[0])
 
 
+def open_minutes(calendar: str, day: DateLike) -> npt.NDArray[np.bool_]:
+    """Which of the 1440 minutes of the UTC ``day`` (00:00, 00:01, ... 23:59) lie inside a session of
+    ``calendar`` and outside its breaks: the minutes in which a 1-minute bar may start (for CMES these
+    include the evening that opens the next day's session). Numpy only: about 10 us a day.
+
+    Raises ValidationError when ``day`` does not parse or lies outside the calendar's sessions' dates;
+    ConfigError for an unknown calendar code."""
+    table, lo = _table(calendar), _date_ns(day)
+    _check_bounds(table, lo, lo)
+    hi = lo + 1440 * _MINUTE
+    mask = np.zeros(1440, dtype=bool)
+
+    def first_minute(ns: int) -> int:  # the first minute starting at or after ns, clipped to the day
+        return int(min(max(-((lo - ns) // _MINUTE), 0), 1440))
+
+    # sessions closing after the day starts and opening before it ends
+    first, stop = np.searchsorted(table.closes, lo, side="right"), np.searchsorted(table.opens, hi)
+    for k in range(int(first), int(stop)):
+        mask[first_minute(table.opens[k]) : first_minute(table.closes[k])] = True
+        if table.break_starts[k] != np.iinfo(np.int64).min:
+            mask[first_minute(table.break_starts[k]) : first_minute(table.break_ends[k])] = False
+    return mask
+
+
 def session_of(calendar: str, ts: TimeLike) -> dt.date | None:
     """The trading session ``ts`` (a bar's start) belongs to, or None outside every session (or in a break).
 
@@ -218,7 +244,7 @@ def _minutes(table: _Table, rows: slice) -> npt.NDArray[np.int64]:
     span = table.closes[rows] - table.opens[rows]
     starts, ends = table.break_starts[rows], table.break_ends[rows]
     gap = np.where(starts != np.iinfo(np.int64).min, ends - starts, 0)
-    return ((span - gap) // 60_000_000_000).astype(np.int64)
+    return ((span - gap) // _MINUTE).astype(np.int64)
 
 
 def _utc_ns(stamps: pd.DatetimeIndex) -> npt.NDArray[np.int64]:

@@ -16,14 +16,14 @@ NVDA    XNAS.ITCH  2    500003         0.01  ~500     always
 
 Parents ``ES.FUT``/``NQ.FUT`` map to their listed contracts; continuous ``ES.c.0``/``NQ.c.0`` map
 to the front contract, which rolls the day before expiration (H4 -> M4 on 2024-03-14). Sessions
-follow the real exchange calendars (:mod:`hdi_lab.calendars`: holidays, early closes, DST), days
-outside a calendar's range raise ValidationError: futures trade CME Globex (``CMES``) sessions,
-Sunday 17:00 Chicago time to Friday 16:00 with the daily 16:00-17:00 halt (Chicago time; UTC
-23:00-22:00 in winter, 22:00-21:00 in summer), holidays closed or closing early (12:00 on MLK day),
-and expiring contracts stop at 13:30 UTC on expiration day; equities trade Nasdaq (``XNAS``)
-sessions, 09:30-16:00 New York time (14:30-21:00 UTC in winter, 13:30-20:00 in summer), 13:00 on
-early-close days such as 2024-07-03, nothing on holidays (2024-01-15, 2024-03-29). The intraday
-activity profile follows local time, so it moves with DST.
+follow the real exchange calendars (:mod:`hdi_lab.calendars`: holidays, early closes, DST).
+Futures trade CME Globex (``CMES``) sessions, Sunday 17:00 Chicago time to Friday 16:00 with the
+daily 16:00-17:00 halt (Chicago time; UTC 22:00-23:00 in winter, 21:00-22:00 in summer), holidays
+closed or closing early (12:00 on MLK day), and expiring contracts stop at 13:30 UTC on expiration
+day; equities trade Nasdaq (``XNAS``) sessions, 09:30-16:00 New York time (14:30-21:00 UTC in
+winter, 13:30-20:00 in summer), 13:00 on early-close days such as 2024-07-03, nothing on holidays
+(2024-01-15, 2024-03-29). The intraday activity profile follows local time, so it moves with DST.
+Days outside a calendar's range (2000 to a year ahead) have no data.
 
 Every value is a pure function of (instrument, UTC day, schema), drawn from streams seeded by a
 stable hash (blake2b / SHAKE-128, never ``hash()``), so records never depend on how a request is
@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab.calendars import DATASET_CALENDARS, sessions, sessions_of
+from hdi_lab.calendars import DATASET_CALENDARS, open_minutes, sessions
 from hdi_lab.dbn import store_from_bytes
 from hdi_lab.dbn.writer import (
     UNDEF_PRICE,
@@ -310,9 +310,12 @@ def _summer(root: Root, day: dt.date) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _open_minutes(root: Root, day: dt.date) -> npt.NDArray[np.bool_]:
     """Which minutes of UTC ``day`` lie in a session of the product's calendar, outside its daily halt."""
-    t = _day_ns(day) + np.arange(1440, dtype=np.int64) * MIN_NS
-    mask = sessions_of(root.calendar, t.view("datetime64[ns]")).notna().to_numpy()
+    try:
+        mask = open_minutes(root.calendar, day)
+    except ValidationError:  # beyond the calendar's range (2000 to a year ahead) the sample knows no session
+        mask = np.zeros(1440, dtype=bool)
     if root.halt is not None:
+        t = _day_ns(day) + np.arange(1440, dtype=np.int64) * MIN_NS
         # the local day's halt lies inside this UTC day (US exchanges: local afternoon = UTC evening)
         mask &= (t < _local_ns(root, day, root.halt[0])) | (t >= _local_ns(root, day, root.halt[1]))
     mask.flags.writeable = False
@@ -322,7 +325,10 @@ def _open_minutes(root: Root, day: dt.date) -> npt.NDArray[np.bool_]:
 @functools.lru_cache(maxsize=4096)
 def _session(root: Root, day: dt.date) -> tuple[int, int] | None:
     """(open, close) in UTC nanoseconds of the session labelled ``day``, None when ``day`` has none."""
-    found = sessions(root.calendar, day, day)
+    try:
+        found = sessions(root.calendar, day, day)
+    except ValidationError:  # beyond the calendar's range: no session (as in _open_minutes)
+        return None
     if found.empty:
         return None
     return int(found["open"].iloc[0].value), int(found["close"].iloc[0].value)
@@ -337,9 +343,7 @@ def _previous_session(root: Root, day: dt.date) -> dt.date:
 
 @functools.lru_cache(maxsize=1024)
 def minute_mask(inst: Instrument, day: dt.date) -> npt.NDArray[np.bool_]:
-    """Which minutes of UTC ``day`` are in the instrument's trading session (read-only).
-
-    Raises ValidationError for a day outside the range of its exchange calendar."""
+    """Which minutes of UTC ``day`` are in the instrument's trading session (read-only)."""
     mask = _open_minutes(inst.root, day)
     if inst.activation is not None and inst.expiration is not None:
         t = _day_ns(day) + np.arange(1440, dtype=np.int64) * MIN_NS
