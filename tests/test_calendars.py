@@ -18,6 +18,7 @@ from hdi_lab.core.calendars import (
     IB_EXCHANGE_CALENDARS,
     calendar_for,
     minutes,
+    open_minutes,
     session_of,
     sessions,
     sessions_of,
@@ -139,6 +140,23 @@ def test_minutes_match_the_library_and_subtract_a_lunch_break() -> None:
     assert minutes("XNAS", "2024-11-29") == 210  # the day after Thanksgiving
     assert minutes("XTKS", "2024-01-16") == 300  # 09:00-15:30 Tokyo less the 11:30-12:30 break
     assert session_of("XTKS", "2024-01-16 02:45") is None  # inside that break
+
+
+@pytest.mark.parametrize("code", ["CMES", "XNAS", "XHKG"])
+def test_open_minutes_agree_with_sessions_of_minute_by_minute(code: str) -> None:
+    # XHKG has a lunch break; CMES sessions straddle UTC days
+    for day in ("2024-01-14", "2024-01-15", "2024-03-10", "2024-03-29", "2024-07-03", "2024-07-04", "2024-12-24"):
+        stamps = pd.date_range(day, periods=1440, freq="min", tz="UTC")
+        expected = sessions_of(code, stamps).notna().to_numpy()
+        assert (open_minutes(code, day) == expected).all(), (code, day)
+    assert open_minutes("XNAS", "2024-07-03").sum() == minutes("XNAS", "2024-07-03") == 210
+
+
+def test_open_minutes_refuse_days_outside_the_calendar() -> None:
+    with pytest.raises(ValidationError, match="leaves the XNAS calendar"):
+        open_minutes("XNAS", "1999-12-31")
+    with pytest.raises(ValidationError, match="is not a date"):
+        open_minutes("XNAS", "someday")
 
 
 def test_ranges_outside_the_calendar_and_bad_dates_are_refused() -> None:

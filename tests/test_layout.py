@@ -28,6 +28,7 @@ LEAVES = (
     "hdi_lab.schemas",
     "hdi_lab.extras",
     "hdi_lab.config",
+    "hdi_lab.calendars",
     "hdi_lab.dsn",
     "hdi_lab.dbn.vendor_warnings",
 )

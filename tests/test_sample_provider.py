@@ -480,3 +480,98 @@ def test_sparse_schemas_are_chunked_by_month_dense_ones_by_day() -> None:
         [provider.records(dataclasses.replace(daily[0], start=lo, end=hi)) for lo, hi in itertools.pairwise(days)]
     )
     assert len(whole) > 30 and (whole == one_by_one).all()
+
+
+# --- the exchange calendars --------------------------------------------------------------------
+
+
+def minute_bars(symbol: str, start: str, end: str) -> pd.DatetimeIndex:
+    provider = SampleProvider()
+    bars = fetch_all(provider, provider.plan(request(Schema.OHLCV_1M, (symbol,), start, end)))
+    return pd.DatetimeIndex(pd.to_datetime(bars["ts_event"].astype(np.int64), utc=True))
+
+
+def runs(stamps: pd.DatetimeIndex) -> list[tuple[str, str]]:
+    """Contiguous runs of minute bars as (first bar, end of the last bar) in UTC."""
+    if not len(stamps):
+        return []
+    breaks = np.flatnonzero(np.diff(stamps.asi8) != 60_000_000_000)
+    starts, ends = np.r_[0, breaks + 1], np.r_[breaks, len(stamps) - 1]
+    fmt = "%m-%d %H:%M"
+    return [
+        (stamps[a].strftime(fmt), (stamps[b] + pd.Timedelta(minutes=1)).strftime(fmt))
+        for a, b in zip(starts, ends, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("holiday", ["2024-01-15", "2024-03-29", "2024-07-04"])  # MLK day, Good Friday, July 4
+def test_no_equity_bars_or_trades_on_holidays(holiday: str) -> None:
+    provider = SampleProvider()
+    end = str((pd.Timestamp(holiday) + pd.Timedelta(days=1)).date())
+    for schema in (Schema.OHLCV_1M, Schema.OHLCV_1S, Schema.TRADES, Schema.STATISTICS):
+        assert len(fetch_all(provider, provider.plan(request(schema, ("AAPL", "MSFT"), holiday, end)))) == 0
+
+
+def test_equity_hours_follow_dst_and_early_closes() -> None:
+    # 09:30-16:00 New York: EST (UTC-5) in January, EDT (UTC-4) from 2024-03-10; 13:00 close on July 3
+    assert runs(minute_bars("AAPL", "2024-01-16", "2024-01-17")) == [("01-16 14:30", "01-16 21:00")]
+    assert runs(minute_bars("AAPL", "2024-04-01", "2024-04-02")) == [("04-01 13:30", "04-01 20:00")]
+    assert runs(minute_bars("NVDA", "2024-07-02", "2024-07-06")) == [
+        ("07-02 13:30", "07-02 20:00"),
+        ("07-03 13:30", "07-03 17:00"),
+        ("07-05 13:30", "07-05 20:00"),
+    ]
+    provider = SampleProvider()
+    st = fetch_all(provider, provider.plan(request(Schema.STATISTICS, ("AAPL",), "2024-07-03", "2024-07-04")))
+    stamps = pd.to_datetime(st["ts_event"].astype(np.int64), utc=True).floor("min")
+    assert list(zip(st["stat_type"], stamps.strftime("%H:%M"), strict=True)) == [(1, "13:30"), (11, "17:00")]
+
+
+def test_cme_sessions_halt_and_holidays() -> None:
+    # CME Globex: Sunday 17:00 Chicago opens Monday's session, a daily 16:00-17:00 CT halt (22:00-23:00 UTC in
+    # winter, 21:00-22:00 in summer), MLK day closes at 12:00 CT and reopens at 17:00 for Tuesday
+    assert runs(minute_bars("ESH4", "2024-01-12", "2024-01-17")) == [
+        ("01-12 00:00", "01-12 22:00"),
+        ("01-14 23:00", "01-15 18:00"),
+        ("01-15 23:00", "01-16 22:00"),
+        ("01-16 23:00", "01-17 00:00"),
+    ]
+    # DST from 2024-03-10; Good Friday 2024-03-29 closed from Thursday's 16:00 CT halt to Sunday 17:00 CT
+    assert runs(minute_bars("ESM4", "2024-03-28", "2024-04-02")) == [
+        ("03-28 00:00", "03-28 21:00"),
+        ("03-31 22:00", "04-01 21:00"),
+        ("04-01 22:00", "04-02 00:00"),
+    ]
+    assert (
+        len(
+            minute_bars("ESM4", "2023-12-25", "2023-12-26").intersection(
+                pd.date_range("2023-12-25", "2023-12-25 17:00", freq="min", tz="UTC")
+            )
+        )
+        == 0
+    )  # Christmas: reopens 17:00 CT (23:00 UTC)
+
+
+@pytest.mark.parametrize(("symbol", "calendar"), [("AAPL", "XNAS"), ("ESM4", "CMES")])
+def test_every_bar_lies_in_a_session_and_full_sessions_are_complete(symbol: str, calendar: str) -> None:
+    from hdi_lab.calendars import sessions, sessions_of
+
+    stamps = minute_bars(symbol, "2023-12-18", "2024-06-18")
+    found = sessions_of(calendar, stamps)
+    assert found.notna().all()
+    per_session = found.value_counts()
+    expected = sessions(calendar, "2023-12-19", "2024-06-17")
+    assert len(expected) > 100
+    for row in expected.itertuples():
+        # the session's minutes, less CME's daily 16:00-17:00 Chicago halt (the calendar does not know it)
+        minutes = pd.date_range(row.open, row.close, freq="min", inclusive="left")
+        halted = minutes.tz_convert("America/Chicago").hour == 16 if calendar == "CMES" else np.zeros(len(minutes))
+        assert per_session[row.session] == len(minutes) - int(np.sum(halted)), row.session
+
+
+def test_a_sunday_evening_bar_belongs_to_mondays_session() -> None:
+    from hdi_lab.calendars import session_of
+
+    first = minute_bars("ESM4", "2024-04-07", "2024-04-08")[0]
+    assert first == utc("2024-04-07 22:00")  # 17:00 CDT
+    assert session_of("CMES", first) == dt.date(2024, 4, 8)

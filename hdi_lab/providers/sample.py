@@ -16,8 +16,14 @@ NVDA    XNAS.ITCH  2    500003         0.01  ~500     always
 
 Parents ``ES.FUT``/``NQ.FUT`` map to their listed contracts; continuous ``ES.c.0``/``NQ.c.0`` map
 to the front contract, which rolls the day before expiration (H4 -> M4 on 2024-03-14). Sessions
-(UTC, no holidays, no DST): futures Sun 23:00 -> Fri 22:00 with a 22:00-23:00 daily break
-(expiring contracts stop at 13:30 on expiration day); equities 14:30-21:00 on weekdays.
+follow the real exchange calendars (:mod:`hdi_lab.calendars`: holidays, early closes, DST).
+Futures trade CME Globex (``CMES``) sessions, Sunday 17:00 Chicago time to Friday 16:00 with the
+daily 16:00-17:00 halt (Chicago time; UTC 22:00-23:00 in winter, 21:00-22:00 in summer), holidays
+closed or closing early (12:00 on MLK day), and expiring contracts stop at 13:30 UTC on expiration
+day; equities trade Nasdaq (``XNAS``) sessions, 09:30-16:00 New York time (14:30-21:00 UTC in
+winter, 13:30-20:00 in summer), 13:00 on early-close days such as 2024-07-03, nothing on holidays
+(2024-01-15, 2024-03-29). The intraday activity profile follows local time, so it moves with DST.
+Days outside a calendar's range (2000 to a year ahead) have no data.
 
 Every value is a pure function of (instrument, UTC day, schema), drawn from streams seeded by a
 stable hash (blake2b / SHAKE-128, never ``hash()``), so records never depend on how a request is
@@ -33,11 +39,13 @@ import hashlib
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from hdi_lab.calendars import DATASET_CALENDARS, open_minutes, sessions
 from hdi_lab.dbn import store_from_bytes
 from hdi_lab.dbn.writer import (
     UNDEF_PRICE,
@@ -101,6 +109,13 @@ class Root:
     volume_per_min: float  # at activity 1
     multiplier: int = 1
     carry: float = 0.0  # futures basis: F = S * exp(carry * years_to_expiry)
+    tz: str = "America/New_York"  # the exchange's local time (activity profile, daily halt)
+    halt: tuple[dt.time, dt.time] | None = None  # a daily trading halt in local time, [from, to)
+
+    @property
+    def calendar(self) -> str:
+        """The exchange_calendars code whose sessions the product trades."""
+        return DATASET_CALENDARS[self.dataset]
 
 
 @dataclass(frozen=True)
@@ -128,11 +143,12 @@ def _utc(s: str) -> pd.Timestamp:
     return pd.Timestamp(s, tz="UTC").as_unit("ns")
 
 
+_CME = ("America/Chicago", (dt.time(16), dt.time(17)))  # CME Globex equity futures halt 16:00-17:00 CT
 ROOTS: dict[str, Root] = {
     r.name: r
     for r in (
-        Root("ES", "GLBX.MDP3", 1, "future", 4800.0, 0.011, 250_000_000, 60, 2500, 50, 0.035),
-        Root("NQ", "GLBX.MDP3", 1, "future", 16800.0, 0.014, 250_000_000, 45, 700, 20, 0.035),
+        Root("ES", "GLBX.MDP3", 1, "future", 4800.0, 0.011, 250_000_000, 60, 2500, 50, 0.035, *_CME),
+        Root("NQ", "GLBX.MDP3", 1, "future", 16800.0, 0.014, 250_000_000, 45, 700, 20, 0.035, *_CME),
         Root("AAPL", "XNAS.ITCH", 2, "equity", 185.0, 0.014, 10_000_000, 80, 35_000),
         Root("MSFT", "XNAS.ITCH", 2, "equity", 375.0, 0.013, 10_000_000, 60, 15_000),
         Root("NVDA", "XNAS.ITCH", 2, "equity", 500.0, 0.028, 10_000_000, 110, 40_000),
@@ -261,7 +277,7 @@ _RAMP = np.linspace(0.0, 1.0, STEPS + 1)
 
 
 def _profile(kind: str) -> npt.NDArray[np.float64]:
-    """Relative activity per minute of the UTC day (drives volume, trade rate and volatility)."""
+    """Relative activity per minute of a winter UTC day (drives volume, trade rate and volatility)."""
     m = np.arange(1440)
     if kind == "future":
         cuts, levels = [810, 870, 900, 1200, 1260, 1320, 1380], [0.12, 0.4, 1.6, 1.0, 1.4, 0.25, 0.05]
@@ -270,22 +286,69 @@ def _profile(kind: str) -> npt.NDArray[np.float64]:
     return np.select([m < c for c in cuts], levels, 0.12 if kind == "future" else 0.3)
 
 
-_PROFILES = {k: _profile(k) for k in ("future", "equity")}
+def _shifted(profile: npt.NDArray[np.float64], summer: bool) -> npt.NDArray[np.float64]:
+    # DST moves the local day an hour earlier in UTC: the summer profile at m is the winter one at m + 60
+    out = np.roll(profile, -60) if summer else profile
+    out.flags.writeable = False
+    return out
+
+
+_PROFILES = {(k, summer): _shifted(_profile(k), summer) for k in ("future", "equity") for summer in (False, True)}
 _STEP_VOL = {k: np.repeat(np.sqrt(p / p.sum() / PER_MIN), PER_MIN) for k, p in _PROFILES.items()}
+
+
+def _local_ns(root: Root, day: dt.date, at: dt.time) -> int:
+    """UTC nanoseconds of local time ``at`` on ``day`` in the exchange's time zone."""
+    return int(dt.datetime.combine(day, at, tzinfo=ZoneInfo(root.tz)).timestamp()) * NS
+
+
+def _summer(root: Root, day: dt.date) -> bool:
+    """True when the exchange's local time is on DST at noon of ``day``."""
+    return bool(dt.datetime.combine(day, dt.time(12), tzinfo=ZoneInfo(root.tz)).dst())
+
+
+@functools.lru_cache(maxsize=4096)
+def _open_minutes(root: Root, day: dt.date) -> npt.NDArray[np.bool_]:
+    """Which minutes of UTC ``day`` lie in a session of the product's calendar, outside its daily halt."""
+    try:
+        mask = open_minutes(root.calendar, day)
+    except ValidationError:  # beyond the calendar's range (2000 to a year ahead) the sample knows no session
+        mask = np.zeros(1440, dtype=bool)
+    if root.halt is not None:
+        t = _day_ns(day) + np.arange(1440, dtype=np.int64) * MIN_NS
+        # the local day's halt lies inside this UTC day (US exchanges: local afternoon = UTC evening)
+        mask &= (t < _local_ns(root, day, root.halt[0])) | (t >= _local_ns(root, day, root.halt[1]))
+    mask.flags.writeable = False
+    return mask
+
+
+@functools.lru_cache(maxsize=4096)
+def _session(root: Root, day: dt.date) -> tuple[int, int] | None:
+    """(open, close) in UTC nanoseconds of the session labelled ``day``, None when ``day`` has none."""
+    try:
+        found = sessions(root.calendar, day, day)
+    except ValidationError:  # beyond the calendar's range: no session (as in _open_minutes)
+        return None
+    if found.empty:
+        return None
+    return int(found["open"].iloc[0].value), int(found["close"].iloc[0].value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _previous_session(root: Root, day: dt.date) -> dt.date:
+    """The session before ``day`` (the calendar's, within the last three weeks)."""
+    found = sessions(root.calendar, day - dt.timedelta(days=21), day - dt.timedelta(days=1))
+    return found["session"].iloc[-1].date()
 
 
 @functools.lru_cache(maxsize=1024)
 def minute_mask(inst: Instrument, day: dt.date) -> npt.NDArray[np.bool_]:
     """Which minutes of UTC ``day`` are in the instrument's trading session (read-only)."""
-    m, wd = np.arange(1440), day.weekday()
-    if inst.root.kind == "future":  # 00:00-22:00 Mon-Fri, 23:00-24:00 Sun-Thu
-        mask = ((m < 1320) & (wd <= 4)) | ((m >= 1380) & (wd in (0, 1, 2, 3, 6)))
-    else:
-        mask = (m >= 870) & (m < 1260) & (wd <= 4)
+    mask = _open_minutes(inst.root, day)
     if inst.activation is not None and inst.expiration is not None:
-        t = _day_ns(day) + m * MIN_NS
-        mask &= (t >= inst.activation.value) & (t < inst.expiration.value)
-    mask.flags.writeable = False
+        t = _day_ns(day) + np.arange(1440, dtype=np.int64) * MIN_NS
+        mask = mask & (t >= inst.activation.value) & (t < inst.expiration.value)
+        mask.flags.writeable = False
     return mask
 
 
@@ -308,7 +371,7 @@ def _spot(root: Root, day: dt.date) -> tuple[npt.NDArray[np.float64], npt.NDArra
     to the next day's so consecutive days join up."""
     up = np.unpackbits(_bytes(STEPS // 8, root.name, day, "path")).view(bool)
     p0, p1 = np.exp(_anchor(root, day)), np.exp(_anchor(root, day + dt.timedelta(days=1)))
-    step = _STEP_VOL[root.kind] * (root.vol * (p0 + p1) / 2)
+    step = _STEP_VOL[root.kind, _summer(root, day)] * (root.vol * (p0 + p1) / 2)
     path = np.empty(STEPS + 1)
     path[0] = 0.0
     np.cumsum(np.where(up, step, -step), out=path[1:])
@@ -333,7 +396,7 @@ def _at(inst: Instrument, day: dt.date, seconds: npt.NDArray[np.integer | np.flo
 
 def _activity(inst: Instrument, day: dt.date) -> npt.NDArray[np.float64]:
     """Per-minute activity; deferred (non-front) contracts trade ~3% of the front's."""
-    act = _PROFILES[inst.root.kind]
+    act = _PROFILES[inst.root.kind, _summer(inst.root, day)]
     if inst.expiration is not None and front(inst.root.name, day) != inst:
         return act * 0.03
     return act
@@ -438,44 +501,53 @@ def _trades(inst: Instrument, day: dt.date, schema: Schema) -> Records:
 
 
 def _statistics(inst: Instrument, day: dt.date) -> Records:
-    """Futures: session high/low (21:15) and settlement (21:30, or 15 min after expiration) on
-    weekdays, cleared volume and open interest of the previous session (11:00), opening price at
-    the 23:00 reopen. Equities: opening and closing prices. UNDEF price/quantity where unused."""
-    wd, day_ns, tick = day.weekday(), _day_ns(day), inst.root.tick
-    rng, mask = _rng(inst.instrument_id, day, "statistics"), minute_mask(inst, day)
+    """Futures, on session days: session high/low and settlement (30 min before the daily halt or an
+    early close, 21:15/21:30 UTC in winter; 15 min after expiration on expiration day), cleared volume
+    and open interest of the previous session (11:00); and the opening price at the 17:00 Chicago
+    reopen. Equities: opening and closing prices at the session's open and close. UNDEF price/quantity
+    where unused."""
+    root, day_ns, tick = inst.root, _day_ns(day), inst.root.tick
+    rng, mask, session = _rng(inst.instrument_id, day, "statistics"), minute_mask(inst, day), _session(root, day)
     q_, t_ = UNDEF_STAT_QUANTITY, UNDEF_TIMESTAMP
 
     def px(minute: int) -> int:
         return int(np.rint(_at(inst, day, np.array([minute * 60]))[0])) * tick
 
+    def minute_of(ns: int) -> int:
+        return int((ns - day_ns) // MIN_NS)
+
     rows: list[tuple[int, int, int, int, int, int]] = []  # minute, stat_type, price, qty, ts_ref, flags
-    if inst.root.kind == "equity":
-        rows += [(870, 1, px(870), q_, t_, 255), (1260, 11, px(1259), q_, t_, 255)] if wd <= 4 else []
+    if root.kind == "equity":
+        if session is not None:
+            first, close = minute_of(session[0]), minute_of(session[1])
+            rows += [(first, 1, px(first), q_, t_, 255), (close, 11, px(close - 1), q_, t_, 255)]
     else:
-        assert inst.expiration is not None
-        settle = 1290
-        if inst.expiration.date() == day:
-            settle = int((inst.expiration.value - day_ns) // MIN_NS) + 15
-        steps = np.flatnonzero(mask[: min(settle, 1260)]) * PER_MIN
-        if wd <= 4 and len(steps):
-            session = _ticks(inst, day, _spot(inst.root, day)[0][steps])
-            hi, lo = int(np.rint(session.max())) * tick, int(np.rint(session.min())) * tick
-            rows += [
-                (settle - 15, 5, hi, q_, t_, 255),
-                (settle - 15, 4, lo, q_, t_, 255),
-                (settle, 3, px(settle), q_, day_ns, 3),
-            ]  # settlement: final | actual
-        prev = day - dt.timedelta(days=3 if wd == 0 else 1)
-        if wd <= 4 and inst.listed(prev):
-            cleared = int(_minutes(inst, prev)[4][minute_mask(inst, prev)].sum())
-            dte = (inst.expiration.date() - prev).days
-            oi = inst.root.volume_per_min * 900 / (1 + np.exp((dte - 110) / 12) + np.exp((4 - dte) / 2))
-            rows += [
-                (660, 6, UNDEF_PRICE, cleared, _day_ns(prev), 255),
-                (660, 9, UNDEF_PRICE, int(oi * rng.uniform(0.98, 1.02)), _day_ns(prev), 255),
-            ]
-        if mask[1380]:
-            rows.append((1380, 1, px(1380), q_, t_, 255))
+        assert inst.expiration is not None and root.halt is not None
+        if session is not None:
+            settle = minute_of(min(session[1], _local_ns(root, day, root.halt[0]))) - 30
+            if inst.expiration.date() == day:
+                settle = minute_of(inst.expiration.value) + 15
+            steps = np.flatnonzero(mask[: settle - 15]) * PER_MIN
+            if len(steps):
+                prices = _ticks(inst, day, _spot(root, day)[0][steps])
+                hi, lo = int(np.rint(prices.max())) * tick, int(np.rint(prices.min())) * tick
+                rows += [
+                    (settle - 15, 5, hi, q_, t_, 255),
+                    (settle - 15, 4, lo, q_, t_, 255),
+                    (settle, 3, px(settle), q_, day_ns, 3),
+                ]  # settlement: final | actual
+            prev = _previous_session(root, day)
+            if inst.listed(prev):
+                cleared = int(_minutes(inst, prev)[4][minute_mask(inst, prev)].sum())
+                dte = (inst.expiration.date() - prev).days
+                oi = root.volume_per_min * 900 / (1 + np.exp((dte - 110) / 12) + np.exp((4 - dte) / 2))
+                rows += [
+                    (660, 6, UNDEF_PRICE, cleared, _day_ns(prev), 255),
+                    (660, 9, UNDEF_PRICE, int(oi * rng.uniform(0.98, 1.02)), _day_ns(prev), 255),
+                ]
+        reopen = minute_of(_local_ns(root, day, root.halt[1]))
+        if reopen < 1440 and mask[reopen]:
+            rows.append((reopen, 1, px(reopen), q_, t_, 255))
     rows.sort(key=lambda r: r[0])
     n = len(rows)
     rec = empty_records(Schema.STATISTICS, n)
@@ -587,7 +659,7 @@ def day_times(inst: Instrument, day: dt.date, schema: Schema) -> npt.NDArray[np.
 
 def clear_caches() -> None:
     """Forget every memoised symbology answer and price path (records are pure: they come back the same)."""
-    for cached in (front, minute_mask, _anchor, _spot, _minutes):
+    for cached in (front, minute_mask, _open_minutes, _session, _previous_session, _anchor, _spot, _minutes):
         cached.cache_clear()
 
 
