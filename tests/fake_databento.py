@@ -2,9 +2,11 @@
 
 It speaks the endpoints the client calls (``POST /v0/timeseries.get_range`` streaming zstd DBN,
 ``/v0/symbology.resolve``, ``/v0/metadata.get_cost``, ``/v0/metadata.get_record_count``,
-``GET /v0/metadata.get_dataset_range``, Basic auth
+``GET /v0/metadata.get_dataset_range``, ``GET /v0/metadata.get_dataset_condition``, Basic auth
 with the key as user) and serves the offline sample provider's universe as real DBN bytes,
 filtered by the request's symbols, stype_in and [start, end). Faults are queued per endpoint.
+Every day of the available range is ``available``, last modified the day after, unless a test says
+otherwise with :meth:`FakeDatabento.set_condition`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class FakeDatabento:
         self.served: list[np.ndarray] = []  # records of each successful get_range, in order
         self.served_schemas: list[str] = []  # the schema of each entry of ``served``
         self.cache: dict[str, tuple[int, dict[str, str], bytes]] | None = {} if cache else None  # benchmarks
+        self.conditions: dict[str, tuple[str, str | None]] = {}  # ISO day -> (condition, last_modified_date)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -95,6 +98,28 @@ class FakeDatabento:
                         return None
                     return self.faults.pop(i)
         return None
+
+    def set_condition(self, day: str, condition: str, last_modified: str | None = None) -> None:
+        """From now on, the gateway describes ``day`` (ISO date, any dataset) as ``condition``, last modified
+        on ``last_modified`` (the vendor gives none for ``missing``)."""
+        with self.lock:
+            self.conditions[day] = (condition, None if condition == "missing" else last_modified)
+
+    def dataset_condition(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """As the real endpoint answers: one entry per UTC day of [start_date, end_date] (inclusive; the
+        first or last available day when absent) inside the available range."""
+        first, last = AVAILABLE[0].date(), (AVAILABLE[1] - pd.Timedelta(days=1)).date()
+        lo = max(pd.Timestamp(p["start_date"]).date(), first) if p.get("start_date") else first
+        hi = min(pd.Timestamp(p["end_date"]).date(), last) if p.get("end_date") else last
+        if p.get("start_date") and p.get("end_date") and lo > hi and p["start_date"] > p["end_date"]:
+            return _error(422, "Invalid date range: `start_date` must not be after `end_date`.")
+        rows = []
+        with self.lock:
+            for day in pd.date_range(lo, hi, freq="D") if lo <= hi else []:
+                iso = f"{day:%Y-%m-%d}"
+                condition, modified = self.conditions.get(iso, ("available", f"{day + pd.Timedelta(days=1):%Y-%m-%d}"))
+                rows.append({"date": iso, "condition": condition, "last_modified_date": modified})
+        return 200, {"Content-Type": "application/json"}, json.dumps(rows).encode()
 
     # --- data ------------------------------------------------------------------------------
 
@@ -228,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        """``metadata.get_dataset_range`` (the client GETs it, parameters in the query string)."""
+        """``metadata.get_dataset_range`` and ``get_dataset_condition`` (GETs, parameters in the query string)."""
         self.do_POST()
 
     def do_POST(self) -> None:
@@ -286,6 +311,8 @@ class _Handler(BaseHTTPRequestHandler):
             return fake.resolve(p)
         if endpoint in ("metadata.get_cost", "metadata.get_record_count"):
             return fake.metadata(endpoint, p)
+        if endpoint == "metadata.get_dataset_condition":
+            return fake.dataset_condition(p)
         if endpoint == "metadata.get_dataset_range":
             span = {
                 "start": f"{AVAILABLE[0]:%Y-%m-%dT%H:%M:%S}.000000000Z",

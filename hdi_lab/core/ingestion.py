@@ -24,14 +24,17 @@ from typing import Any, TypeAlias
 import databento as db
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from hdi_lab import dbn
+from hdi_lab.core import conditions as vendor_conditions
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.validate import validate
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
+from hdi_lab.storage import conditions as condition_table
 from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
@@ -79,18 +82,22 @@ def run(
         return report
 
     provider.check_cost(plan.todo, request.allow_cost)
+    seen = vendor_conditions.seen(provider, plan.todo)  # what the vendor says of the days now, kept with each chunk
 
     failures: dict[str, HdiError] = {}
 
     def one(chunk: Chunk) -> ChunkResult:
         if plan.skips(chunk):
             return ChunkResult(chunk, skipped=True)
-        return _attempt(chunk, failures, lambda: ingest_chunk(session, provider, chunk, force=request.force))
+        work = functools.partial(
+            ingest_chunk, session, provider, chunk, force=request.force, conditions=seen.get(chunk.dataset)
+        )
+        return _attempt(chunk, failures, work)
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
     results: Iterable[ChunkResult] = (
-        executor.map(one, chunks) if executor else _in_order(session, provider, plan, request.force, failures)
+        executor.map(one, chunks) if executor else _in_order(session, provider, plan, request.force, failures, seen)
     )
     rows = 0
     try:
@@ -153,7 +160,12 @@ class _Prefetch:
 
 
 def _in_order(
-    session: HdiSession, provider: Provider, plan: Plan, force: bool, failures: dict[str, HdiError]
+    session: HdiSession,
+    provider: Provider,
+    plan: Plan,
+    force: bool,
+    failures: dict[str, HdiError],
+    seen: dict[str, pd.DataFrame],
 ) -> Iterator[ChunkResult]:
     """Chunks one after another; the next chunk downloads while the current one is validated and loaded."""
     following = plan.following()
@@ -169,7 +181,15 @@ def _in_order(
                 if nxt is not None:
                     ahead[nxt.key] = _Prefetch(pool, provider.fetch(nxt))
                 try:
-                    load = functools.partial(ingest_chunk, session, provider, chunk, force=force, stores=current)
+                    load = functools.partial(
+                        ingest_chunk,
+                        session,
+                        provider,
+                        chunk,
+                        force=force,
+                        stores=current,
+                        conditions=seen.get(chunk.dataset),
+                    )
                     result = _attempt(chunk, failures, load)
                 finally:
                     current.close()
@@ -186,8 +206,10 @@ def ingest_chunk(
     *,
     force: bool = False,
     stores: Iterable[db.DBNStore] | None = None,
+    conditions: pd.DataFrame | None = None,
 ) -> ChunkResult:
-    """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction.
+    """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction,
+    with its ingest-log row and the vendor's ``conditions`` of its days (see :func:`hdi_lab.core.conditions.seen`).
 
     Raises DataFormatError (bad bytes, or another schema than planned), StorageError, or what the provider's
     fetch raises; nothing of the chunk is stored then.
@@ -226,6 +248,7 @@ def ingest_chunk(
             warnings=tuple(dict.fromkeys(notes)),
         )
         log_id = load.insert_log(cur, schema_name, result, force)
+        condition_table.insert_conditions(cur, schema_name, log_id, vendor_conditions.chunk_rows(conditions, chunk))
         load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
     return result
 

@@ -8,6 +8,7 @@ happens in :mod:`hdi_lab.dbn`, normalisation and writing in :mod:`hdi_lab.storag
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -19,7 +20,17 @@ import pandas as pd
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
 
-__all__ = ["MAX_CHUNKS", "SPARSE", "CostEstimate", "Fetch", "LocalProvider", "Provider", "plan_chunks"]
+__all__ = [
+    "CONDITIONS",
+    "MAX_CHUNKS",
+    "SPARSE",
+    "ConditionSource",
+    "CostEstimate",
+    "Fetch",
+    "LocalProvider",
+    "Provider",
+    "plan_chunks",
+]
 
 #: what ``Provider.fetch`` returns: a generator, which the core closes to release what a fetch holds
 #: (a download's temporary file) when it stops early
@@ -27,6 +38,9 @@ Fetch: TypeAlias = Generator[db.DBNStore, None, None]
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
+
+#: a vendor's condition of a dataset's day (Databento's ``metadata.get_dataset_condition``), best first
+CONDITIONS = ("available", "degraded", "pending", "missing")
 
 #: the most chunks one request may plan (~27 years of day chunks): a range beyond is most likely a typo
 MAX_CHUNKS = 10_000
@@ -133,6 +147,18 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Release connections held for the run (the core calls it when it made the provider)."""
+        ...
+
+
+@runtime_checkable
+class ConditionSource(Protocol):
+    """A provider whose vendor says, per day, how complete and how recent a dataset's data is."""
+
+    def dataset_conditions(self, dataset: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+        """One row per day of ``[start, end]`` (both inclusive) the vendor describes: ``date``,
+        ``condition`` (one of :data:`CONDITIONS`) and ``last_modified_date`` (NaT when missing).
+
+        Raises ProviderError when the vendor refuses or fails."""
         ...
 
 

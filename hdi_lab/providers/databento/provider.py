@@ -31,11 +31,19 @@ from hdi_lab import dbn
 from hdi_lab.config import Settings
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
-from hdi_lab.providers.base import CostEstimate, Fetch, plan_chunks
+from hdi_lab.providers.base import CONDITIONS, CostEstimate, Fetch, plan_chunks
 from hdi_lab.providers.databento.http import Caller, close_abandoned_files
 from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
 
-__all__ = ["DATASETS", "DatabentoProvider", "close_store", "symbol_stype", "validate_dataset", "validate_symbols"]
+__all__ = [
+    "DATASETS",
+    "DatabentoProvider",
+    "close_store",
+    "conditions_frame",
+    "symbol_stype",
+    "validate_dataset",
+    "validate_symbols",
+]
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
 _PARENT = re.compile(r"^[^.\s]+\.(FUT|OPT|SPOT|MLEG)$")
@@ -90,6 +98,35 @@ def validate_symbols(symbols: tuple[str, ...], stype: SType) -> None:
             raise ValidationError(f"symbol {sym!r} is not a {stype} symbol (like {example}): use stype_in={form}")
         elif stype is SType.RAW_SYMBOL and form is not SType.RAW_SYMBOL:
             raise ValidationError(f"symbol {sym!r} is a {form} symbol: use stype_in={form}")
+
+
+def conditions_frame(answer: object, dataset: str) -> pd.DataFrame:
+    """The vendor's ``get_dataset_condition`` answer (a list of ``{date, condition, last_modified_date}``)
+    as the frame :meth:`DatabentoProvider.dataset_conditions` returns.
+
+    Raises DataFormatError when ``answer`` is not such a list or names an unknown condition."""
+    rows = answer if isinstance(answer, list) else None
+    if rows is None or not all(isinstance(r, dict) and r.get("date") and r.get("condition") for r in rows):
+        raise DataFormatError(
+            f"Databento metadata.get_dataset_condition for {dataset} did not answer a list of "
+            "{date, condition, last_modified_date}: re-run later or upgrade hdi_lab"
+        )
+    odd = sorted({str(r["condition"]) for r in rows} - set(CONDITIONS))
+    if odd:
+        raise DataFormatError(
+            f"Databento metadata.get_dataset_condition for {dataset} gave unknown condition(s) {', '.join(odd)} "
+            f"(known: {', '.join(CONDITIONS)}): upgrade hdi_lab"
+        )
+    frame = pd.DataFrame(
+        {
+            "date": pd.to_datetime([str(r["date"]) for r in rows], format="%Y-%m-%d"),
+            "condition": pd.Series([str(r["condition"]) for r in rows], dtype=object),
+            "last_modified_date": pd.to_datetime(
+                [str(r.get("last_modified_date") or "NaT") for r in rows], format="%Y-%m-%d"
+            ),
+        }
+    )
+    return frame.sort_values("date", ignore_index=True)
 
 
 def close_store(store: db.DBNStore) -> None:
@@ -282,6 +319,26 @@ class DatabentoProvider:
         n = int(caller("metadata.get_record_count", lambda: client.metadata.get_record_count(**args)))
         cost = float(caller("metadata.get_cost", lambda: client.metadata.get_cost(**args)))
         return CostEstimate(chunk, records=n, bytes=n * record_dtype(chunk.schema).itemsize, cost_usd=cost)
+
+    # --- vendor revisions -------------------------------------------------------------------
+
+    def dataset_conditions(self, dataset: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+        """``metadata.get_dataset_condition`` for ``[start, end]`` (both inclusive, UTC days) as a frame:
+        ``date`` and ``last_modified_date`` (datetime64, NaT when the vendor gives none) and ``condition``
+        (one of :data:`~hdi_lab.providers.base.CONDITIONS`), one row per day, in date order.
+
+        Raises ValidationError for an unknown dataset or ``start`` after ``end``; ConfigError without an API key;
+        DataFormatError when the answer is not a list of conditions; what :class:`Caller` raises when the
+        request fails."""
+        code = validate_dataset(dataset)
+        if start > end:
+            raise ValidationError(f"start {start} is after end {end}: the conditions' range is [start, end]")
+        client, caller = self.client(), self.caller()
+        got = caller(
+            "metadata.get_dataset_condition",
+            lambda: client.metadata.get_dataset_condition(code, start_date=start, end_date=end),
+        )
+        return conditions_frame(got, code)
 
     # --- symbology (auto-discovery) ----------------------------------------------------------
 
