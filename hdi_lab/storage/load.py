@@ -129,17 +129,17 @@ def _match(mine: Arrays, theirs: Arrays, nkey: int) -> tuple[npt.NDArray[np.bool
             same &= a == b
         return same, np.ones(n, dtype=bool), np.ones(n, dtype=bool)
     both = [np.concatenate([a, b]) for a, b in zip(mine, theirs, strict=True)]
-    order = np.lexsort(both[::-1])
-    diff = np.zeros(max(len(order) - 1, 0), dtype=bool)
-    groups = []
+    if len(both[0]) == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    order = np.lexsort(both[::-1])  # by the key, then by the other columns: equal rows end up adjacent
+    diff = np.zeros(len(order) - 1, dtype=bool)
+    key_group = np.zeros(len(order), dtype=np.intp)
     for i, c in enumerate(both):
         s = c[order]
         diff |= s[1:] != s[:-1]
         if i + 1 == nkey:
-            groups.append(np.concatenate([[0], np.cumsum(diff)]))
-    if nkey == len(both):
-        groups.append(groups[0])
-    key_group, full_group = groups[0], groups[-1]
+            key_group = np.concatenate([[0], np.cumsum(diff)])
+    full_group = np.concatenate([[0], np.cumsum(diff)])
     theirs_at = order >= n
     mine_at = ~theirs_at
 
