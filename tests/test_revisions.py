@@ -15,6 +15,7 @@ import pytest
 from helpers import make_session
 
 import hdi_lab
+from hdi_lab.core import quarantine
 from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.errors import DataFormatError
@@ -228,3 +229,56 @@ def test_revised_trades_with_dup_idx_replace_the_chunk(session: HdiSession, tmp_
     again = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
     assert _counts(again) == (0, 0, 5, 0, 0)
     assert _stored_trades(session) == _trade_rows(new)
+
+
+def test_an_open_entry_the_revision_corrects_is_superseded(session: HdiSession, tmp_path: Path) -> None:
+    old = _bars([A], MORNING, list(range(60, 70)))
+    old["high"][3], old["low"][3] = old["low"][3], old["high"][3]  # bad in the first version
+    old["volume"][5] = 0  # bad in both versions, byte-identical
+    old["high"][5] = old["low"][5] - 1
+    path = _write(tmp_path / "old.dbn.zst", "ohlcv-1m", old, MORNING, NOON, [A])
+    assert hdi_lab.ingest(provider="file", path=path, session=session).quarantined == 2
+    new = old.copy()
+    new["high"][3], new["low"][3] = old["low"][3], old["high"][3]  # the vendor's correction
+    path = _write(tmp_path / "revised.dbn.zst", "ohlcv-1m", new, MORNING, NOON, [A])
+    report = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
+    assert _counts(report) == (1, 0, 8, 0, 1)
+    assert _stored_bars(session) == _bar_rows(np.delete(new, 5))
+    entries = hdi_lab.sql(f'SELECT status FROM "{session.schema}".quarantine ORDER BY id', session=session)
+    assert entries["status"].tolist() == ["superseded", "open"]  # the old record of bar 3 is never loaded again
+    assert quarantine.retry(session).retried == 1  # bar 5, still bad
+    assert _stored_bars(session) == _bar_rows(np.delete(new, 5))
+
+
+def test_a_continuous_chunk_replaces_each_contract_on_its_own_days(session: HdiSession, tmp_path: Path) -> None:
+    """A continuous symbol maps to A on day 1, B on day 2: B's day-1 rows (another chunk's) stay."""
+    day2 = DAY + pd.Timedelta(days=1)
+    b_day1 = _bars([B], MORNING, list(range(60, 70)))
+    hdi_lab.ingest(
+        provider="file", path=_write(tmp_path / "b.dbn.zst", "ohlcv-1m", b_day1, DAY, day2, [B]), session=session
+    )
+
+    def continuous(rec: np.ndarray, name: str) -> Path:
+        path = tmp_path / name
+        path.write_bytes(
+            encode_dbn(
+                dataset=DATASET,
+                schema="ohlcv-1m",
+                stype_in="continuous",
+                start=DAY,
+                end=DAY + pd.Timedelta(days=2),
+                symbols=["TST.c.0"],
+                mappings={
+                    "TST.c.0": [(DAY.date(), day2.date(), A), (day2.date(), (day2 + pd.Timedelta(days=1)).date(), B)]
+                },
+                records=rec,
+            )
+        )
+        return path
+
+    old = np.concatenate([_bars([A], MORNING, list(range(100, 110))), _bars([B], day2, list(range(100, 110)))])
+    hdi_lab.ingest(provider="file", path=continuous(old, "old.dbn.zst"), session=session)
+    new = np.delete(old, [4, 14])  # one bar of each contract removed
+    report = hdi_lab.ingest(provider="file", path=continuous(new, "new.dbn.zst"), force=True, session=session)
+    assert _counts(report) == (0, 0, 18, 2, 0)
+    assert _stored_bars(session) == sorted(_bar_rows(new) + _bar_rows(b_day1))

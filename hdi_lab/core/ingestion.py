@@ -14,6 +14,7 @@ stops the run, its message saying how many chunks were committed before it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import logging
 import time
@@ -24,6 +25,7 @@ from typing import Any, TypeAlias
 import databento as db
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from hdi_lab import dbn
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
@@ -216,6 +218,7 @@ def ingest_chunk(
                 _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows, scope)
         _keep_fixed(cur, schema_name, chunk, scope, bad_rows)
         deleted = _delete_stale(cur, schema_name, chunk, scope)
+        _supersede(cur, schema_name, chunk, scope, bad_rows)
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         seconds = time.perf_counter() - t0
@@ -240,7 +243,8 @@ class _Scope:
 
     def __init__(self) -> None:
         self.coverage = load.Coverage()
-        self.instruments: set[int] = set()
+        self.mapped: set[tuple[int, dt.date, dt.date]] = set()  # (instrument_id, first day, day after)
+        self.instruments: set[int] = set()  # of the data
         self.publishers: set[int] = set()
         self.dataset: str | None = None
 
@@ -260,6 +264,21 @@ def _keep_fixed(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope,
     scope.coverage.keep(load.key_values(normalise.normalise(records, TABLES[chunk.schema], dup_idx)))
 
 
+def _supersede(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope, bad_rows: list[load.BadRow]) -> None:
+    """Open quarantine entries of the chunk's range whose record its data no longer sends are superseded."""
+    if chunk.schema is Schema.DEFINITION or scope.dataset is None:
+        return
+    quarantine.supersede(
+        cur,
+        schema_name,
+        scope.dataset,
+        chunk.schema.value,
+        _spans(chunk, scope),
+        (chunk.start.value, chunk.end.value),
+        [(r.record, r.dup_idx) for r in bad_rows],
+    )
+
+
 def _delete_stale(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope) -> int:
     """Delete the stored rows of the chunk's range that its data no longer has (a vendor revision removed
     them, or they now fail validation); the chunk's range then holds exactly its valid data."""
@@ -270,12 +289,23 @@ def _delete_stale(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scop
         schema_name,
         TABLES[chunk.schema],
         scope.coverage,
-        sorted(scope.instruments),
+        _spans(chunk, scope),
         scope.dataset,
         sorted(scope.publishers),
-        chunk.start.value,
-        chunk.end.value,
     )
+
+
+def _spans(chunk: Chunk, scope: _Scope) -> list[load.Span]:
+    """The chunk's instruments on their time ranges: a symbol's instrument on the days it maps to it (a
+    continuous symbol's contracts each on their own days), an unmapped instrument of the data on the
+    chunk's whole range; always within the chunk's ``[start, end)``."""
+    lo, hi = chunk.start.value, chunk.end.value
+    spans = [
+        (iid, max(lo, pd.Timestamp(d0, tz="UTC").value), min(hi, pd.Timestamp(d1, tz="UTC").value))
+        for iid, d0, d1 in scope.mapped
+    ]
+    mapped = {iid for iid, _, _ in scope.mapped}
+    return spans + [(iid, lo, hi) for iid in scope.instruments - mapped]
 
 
 def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:
@@ -304,7 +334,7 @@ def _load_part(
     records = part.records
     counts["fetched"] += len(records)
     scope.dataset = part.dataset
-    scope.instruments.update(m.instrument_id for m in part.mappings)
+    scope.mapped.update((m.instrument_id, m.d0, m.d1) for m in part.mappings)
     if len(records) == 0:
         return
     known = None

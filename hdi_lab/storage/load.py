@@ -29,6 +29,7 @@ __all__ = [
     "BadRow",
     "Coverage",
     "Cursor",
+    "Span",
     "completed",
     "delete_stale",
     "insert_log",
@@ -133,7 +134,7 @@ def _match(mine: Arrays, theirs: Arrays, nkey: int) -> tuple[npt.NDArray[np.bool
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     order = np.lexsort(both[::-1])  # by the key, then by the other columns: equal rows end up adjacent
     diff = np.zeros(len(order) - 1, dtype=bool)
-    key_group = np.zeros(len(order), dtype=np.intp)
+    key_group: npt.NDArray[np.intp] = np.zeros(len(order), dtype=np.intp)
     for i, c in enumerate(both):
         s = c[order]
         diff |= s[1:] != s[:-1]
@@ -249,65 +250,66 @@ def _upsert(cur: Cursor, t: Table, target: str, names: Sequence[str], payload: b
     return int(ins), int(upd)
 
 
+#: (instrument_id, start ns, end ns): an instrument on a time range ``[start, end)``
+Span: TypeAlias = tuple[int, int, int]
+
+
+def _by_range(spans: Iterable[Span]) -> dict[tuple[int, int], list[int]]:
+    """Instruments grouped by their time range."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for iid, lo, hi in sorted(set(spans)):
+        if lo < hi:
+            out.setdefault((lo, hi), []).append(iid)
+    return out
+
+
 def delete_stale(
     cur: Cursor,
     schema: str,
     t: Table,
     coverage: Coverage,
-    instruments: Sequence[int],
+    spans: Sequence[Span],
     dataset: str,
     publishers: Sequence[int],
-    start_ns: int,
-    end_ns: int,
 ) -> int:
     """Delete the stored rows of a chunk's range that its data no longer has; returns how many.
 
-    The range is the chunk's own: ``instruments``, the publishers of ``dataset`` (and ``publishers``,
-    those of its data) and ``[start_ns, end_ns)``; rows outside it are never touched. The candidates
-    are the rows the loads read and did not match (``coverage.unmatched``) and the rows of the range
-    that no load read (outside ``coverage.windows``); those the chunk stored or kept are not deleted.
+    The range is the chunk's own: its instruments, each on its time range (``spans``), of the
+    publishers of ``dataset`` (and ``publishers``, those of its data); rows outside it are never
+    touched. The candidates are the rows the loads read and did not match (``coverage.unmatched``)
+    and the rows of the range that no load read (outside ``coverage.windows``); those the chunk
+    stored or kept are not deleted.
     """
-    if not instruments:
+    ranges = _by_range(spans)
+    if not ranges:
         return 0
     conn = cur.connection
-    lo_us, hi_us = start_ns // 1000, -(-end_ns // 1000)  # the microseconds covering [start, end)
     table = quote(conn, schema, t.name)
-    scope = (
-        "instrument_id = ANY(%s) AND (publisher_id = ANY(%s) OR publisher_id IN "
-        f"(SELECT publisher_id FROM {quote(conn, schema, 'publishers')} WHERE dataset = %s)) "
-        f"AND {t.time_column} >= %s AND {t.time_column} < %s"
-    )
-    params: list[object] = [
-        sorted(set(instruments)),
-        sorted(set(publishers)),
-        dataset,
-        _pg_ts(lo_us - copy.PG_EPOCH_US),
-        _pg_ts(hi_us - copy.PG_EPOCH_US),
-    ]
-    if t.ns_column:
-        scope += f" AND {t.ns_column} >= %s AND {t.ns_column} < %s"
-        params += [start_ns, end_ns]
+    cur.execute(f"SELECT publisher_id FROM {quote(conn, schema, 'publishers')} WHERE dataset = %s", (dataset,))
+    pubs = sorted({int(r[0]) for r in cur.fetchall()} | set(publishers))
+    terms, params = [], []
+    for (lo, hi), ids in ranges.items():
+        term = f"(instrument_id = ANY(%s) AND {t.time_column} >= %s AND {t.time_column} < %s"
+        params += [ids, _pg_ts(lo // 1000 - copy.PG_EPOCH_US), _pg_ts(-(-hi // 1000) - copy.PG_EPOCH_US)]
+        if t.ns_column:  # the exact range: the microseconds above cover it
+            term += f" AND {t.ns_column} >= %s AND {t.ns_column} < %s"
+            params += [lo, hi]
+        terms.append(term + ")")
+    scope = f"publisher_id = ANY(%s) AND ({' OR '.join(terms)})"
+    params.insert(0, pubs)
     unread = "".join(
         f" AND NOT (instrument_id = ANY(%s) AND {t.time_column} BETWEEN %s AND %s)" for _ in coverage.windows
     )
-    for ids, lo, hi in coverage.windows:
-        params += [ids, _pg_ts(lo), _pg_ts(hi)]
+    for ids, lo_us, hi_us in coverage.windows:
+        params += [ids, _pg_ts(lo_us), _pg_ts(hi_us)]
     candidates = [_read(cur, t, t.key, f"{table} WHERE {scope}{unread}", params)]
-    if coverage.unmatched:  # rows a load read and its data lacked: candidates if inside the range
-        cur.execute(f"SELECT publisher_id FROM {quote(conn, schema, 'publishers')} WHERE dataset = %s", (dataset,))
-        pubs = {int(r[0]) for r in cur.fetchall()} | set(publishers)
-        for keys in coverage.unmatched:
-            k = dict(zip(t.key, keys, strict=True))
-            ts = k[t.time_column]
-            inside = (
-                np.isin(k["instrument_id"], list(instruments))
-                & np.isin(k["publisher_id"], list(pubs))
-                & (ts >= lo_us - copy.PG_EPOCH_US)
-                & (ts < hi_us - copy.PG_EPOCH_US)
-            )
-            if t.ns_column:
-                inside &= (k[t.ns_column] >= start_ns) & (k[t.ns_column] < end_ns)
-            candidates.append([c[inside] for c in keys])
+    for keys in coverage.unmatched:  # rows a load read and its data lacked: candidates if inside the range
+        k = dict(zip(t.key, keys, strict=True))
+        ns = k[t.ns_column] if t.ns_column else (k[t.time_column] + copy.PG_EPOCH_US) * 1000
+        inside = np.zeros(len(ns), dtype=bool)
+        for (lo, hi), ids in ranges.items():
+            inside |= np.isin(k["instrument_id"], ids) & (ns >= lo) & (ns < hi)
+        candidates.append([c[inside & np.isin(k["publisher_id"], pubs)] for c in keys])
     stale = [np.concatenate(c) for c in zip(*candidates, strict=True)]
     if coverage.kept and len(stale[0]):  # what a load of the chunk stored (or kept) stays
         kept = [np.concatenate(c) for c in zip(*coverage.kept, strict=True)]
