@@ -223,7 +223,7 @@ class ChunkResult:
             return f"already done: {what}"
         return (
             f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
-            f"duplicates {self.duplicates}, deleted {self.deleted}, quarantined {self.quarantined}"
+            f"duplicates {self.duplicates}, quarantined {self.quarantined}, deleted {self.deleted}"
         )
 
 
@@ -340,8 +340,8 @@ class IngestReport:
             "inserted": self.inserted,
             "updated": self.updated,
             "duplicates": self.duplicates,
-            "deleted": self.deleted,
             "quarantined": self.quarantined,
+            "deleted": self.deleted,
             **({"definitions": self.definitions} if any(c.chunk.companion for c in self.chunks) else {}),
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_second),
@@ -362,7 +362,7 @@ class IngestReport:
         return (
             f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done{failed}), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
-            f"duplicates {s['duplicates']}, deleted {s['deleted']}, quarantined {s['quarantined']}"
+            f"duplicates {s['duplicates']}, quarantined {s['quarantined']}, deleted {s['deleted']}"
             + (f", definitions {s['definitions']}" if "definitions" in s else "")
             + f" in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
@@ -400,8 +400,8 @@ class IngestReport:
                 "inserted",
                 "updated",
                 "duplicates",
-                "deleted",
                 "quarantined",
+                "deleted",
                 "seconds",
             ]
             rows = [
@@ -412,8 +412,8 @@ class IngestReport:
                     c.inserted,
                     c.updated,
                     c.duplicates,
-                    c.deleted,
                     c.quarantined,
+                    c.deleted,
                     round(c.seconds, 3),
                 )
                 for c in shown
