@@ -210,25 +210,29 @@ def _stored_trades(session: HdiSession) -> list[tuple[int, ...]]:
     return sorted(tuple(int(v) for v in row) for row in frame.itertuples(index=False))
 
 
-def test_revised_trades_with_dup_idx_replace_the_chunk(session: HdiSession, tmp_path: Path) -> None:
-    ns = [SAME_NS - PX, SAME_NS, SAME_NS, SAME_NS, SAME_NS + PX]
-    old = _trades([1, 2, 3, 4, 5], ns)
-    hdi_lab.ingest(
-        provider="file", path=_write(tmp_path / "old.dbn.zst", "trades", old, MORNING, NOON, [A]), session=session
-    )
-    assert _stored_trades(session) == _trade_rows(old)
+@pytest.mark.parametrize("chunk_rows", [1_000_000, 2], ids=["one-batch", "many-batches"])
+def test_revised_trades_with_dup_idx_replace_the_chunk(
+    pg_url: str, db_schema: str, tmp_path: Path, chunk_rows: int
+) -> None:
+    with make_session(pg_url, db_schema, chunk_rows=chunk_rows) as session:
+        ns = [SAME_NS - PX, SAME_NS, SAME_NS, SAME_NS, SAME_NS + PX]
+        old = _trades([1, 2, 3, 4, 5], ns)
+        hdi_lab.ingest(
+            provider="file", path=_write(tmp_path / "old.dbn.zst", "trades", old, MORNING, NOON, [A]), session=session
+        )
+        assert _stored_trades(session) == _trade_rows(old)
 
-    # the vendor drops the second trade of the nanosecond: the third becomes dup_idx 1; a size changes; one is new
-    new = _trades([1, 2, 4, 9, 6], [SAME_NS - PX, SAME_NS, SAME_NS, SAME_NS + PX, SAME_NS + 2 * PX])
-    new["sequence"] = [100, 101, 103, 104, 105]
-    path = _write(tmp_path / "revised.dbn.zst", "trades", new, MORNING, NOON, [A])
-    report = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
-    assert _stored_trades(session) == _trade_rows(new)
-    # inserted: the new last trade; updated: dup_idx 1 (now the old third) and the changed size; deleted: dup_idx 2
-    assert _counts(report) == (1, 2, 2, 1, 0)
-    again = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
-    assert _counts(again) == (0, 0, 5, 0, 0)
-    assert _stored_trades(session) == _trade_rows(new)
+        # the vendor drops the second trade of the nanosecond: the third becomes dup_idx 1; a size changes; one is new
+        new = _trades([1, 2, 4, 9, 6], [SAME_NS - PX, SAME_NS, SAME_NS, SAME_NS + PX, SAME_NS + 2 * PX])
+        new["sequence"] = [100, 101, 103, 104, 105]
+        path = _write(tmp_path / "revised.dbn.zst", "trades", new, MORNING, NOON, [A])
+        report = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
+        assert _stored_trades(session) == _trade_rows(new)
+        # inserted: the new last trade; updated: dup_idx 1 (now the old third) and the changed size; deleted: dup_idx 2
+        assert _counts(report) == (1, 2, 2, 1, 0)
+        again = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
+        assert _counts(again) == (0, 0, 5, 0, 0)
+        assert _stored_trades(session) == _trade_rows(new)
 
 
 def test_an_open_entry_the_revision_corrects_is_superseded(session: HdiSession, tmp_path: Path) -> None:
@@ -282,3 +286,16 @@ def test_a_continuous_chunk_replaces_each_contract_on_its_own_days(session: HdiS
     report = hdi_lab.ingest(provider="file", path=continuous(new, "new.dbn.zst"), force=True, session=session)
     assert _counts(report) == (0, 0, 18, 2, 0)
     assert _stored_bars(session) == sorted(_bar_rows(new) + _bar_rows(b_day1))
+
+
+def test_bars_removed_between_two_batches_are_deleted(pg_url: str, db_schema: str, tmp_path: Path) -> None:
+    """Batches of 6 bars: the removed minutes 63-65 lie between the time ranges the two batches read."""
+    old = _bars([A, B], MORNING, list(range(60, 69)))
+    with make_session(pg_url, db_schema, chunk_rows=6) as session:
+        path = _write(tmp_path / "old.dbn.zst", "ohlcv-1m", old, MORNING, NOON, [A, B])
+        hdi_lab.ingest(provider="file", path=path, session=session)
+        new = _bars([A, B], MORNING, [60, 61, 62, 66, 67, 68])
+        path = _write(tmp_path / "new.dbn.zst", "ohlcv-1m", new, MORNING, NOON, [A, B])
+        report = hdi_lab.ingest(provider="file", path=path, force=True, session=session)
+        assert _counts(report) == (0, 0, 12, 6, 0)
+        assert _stored_bars(session) == _bar_rows(new)

@@ -263,6 +263,33 @@ def _by_range(spans: Iterable[Span]) -> dict[tuple[int, int], list[int]]:
     return out
 
 
+def _unread(
+    ranges: dict[tuple[int, int], list[int]], windows: Sequence[tuple[list[int], int, int]]
+) -> dict[tuple[int, int, int, int], list[int]]:
+    """The parts of ``ranges`` (ns, half-open) that no window (PG microseconds, inclusive) covered.
+
+    Returns (first us, end us, first ns, end ns) -> instruments: the rows no load read lie there.
+    """
+    read: dict[int, list[tuple[int, int]]] = {}
+    for ids, lo_us, hi_us in windows:
+        for iid in ids:
+            read.setdefault(iid, []).append((lo_us, hi_us + 1))
+    out: dict[tuple[int, int, int, int], list[int]] = {}
+    for (lo, hi), ids in ranges.items():
+        first, end = lo // 1000 - copy.PG_EPOCH_US, -(-hi // 1000) - copy.PG_EPOCH_US
+        for iid in ids:
+            at = first
+            for a, b in sorted(read.get(iid, [])):
+                if a > at:
+                    out.setdefault((at, min(a, end), lo, hi), []).append(iid)
+                at = max(at, b)
+                if at >= end:
+                    break
+            if at < end:
+                out.setdefault((at, end, lo, hi), []).append(iid)
+    return {k: v for k, v in out.items() if k[0] < k[1]}
+
+
 def delete_stale(
     cur: Cursor,
     schema: str,
@@ -287,22 +314,19 @@ def delete_stale(
     table = quote(conn, schema, t.name)
     cur.execute(f"SELECT publisher_id FROM {quote(conn, schema, 'publishers')} WHERE dataset = %s", (dataset,))
     pubs = sorted({int(r[0]) for r in cur.fetchall()} | set(publishers))
+    unread = _unread(ranges, coverage.windows)
     terms, params = [], []
-    for (lo, hi), ids in ranges.items():
+    for (lo_us, hi_us, lo, hi), ids in unread.items():
         term = f"(instrument_id = ANY(%s) AND {t.time_column} >= %s AND {t.time_column} < %s"
-        params += [ids, _pg_ts(lo // 1000 - copy.PG_EPOCH_US), _pg_ts(-(-hi // 1000) - copy.PG_EPOCH_US)]
+        params += [ids, _pg_ts(lo_us), _pg_ts(hi_us)]
         if t.ns_column:  # the exact range: the microseconds above cover it
             term += f" AND {t.ns_column} >= %s AND {t.ns_column} < %s"
             params += [lo, hi]
         terms.append(term + ")")
-    scope = f"publisher_id = ANY(%s) AND ({' OR '.join(terms)})"
-    params.insert(0, pubs)
-    unread = "".join(
-        f" AND NOT (instrument_id = ANY(%s) AND {t.time_column} BETWEEN %s AND %s)" for _ in coverage.windows
-    )
-    for ids, lo_us, hi_us in coverage.windows:
-        params += [ids, _pg_ts(lo_us), _pg_ts(hi_us)]
-    candidates = [_read(cur, t, t.key, f"{table} WHERE {scope}{unread}", params)]
+    candidates = []
+    if terms:
+        where = f"{table} WHERE publisher_id = ANY(%s) AND ({' OR '.join(terms)})"
+        candidates.append(_read(cur, t, t.key, where, [pubs, *params]))
     for keys in coverage.unmatched:  # rows a load read and its data lacked: candidates if inside the range
         k = dict(zip(t.key, keys, strict=True))
         ns = k[t.ns_column] if t.ns_column else (k[t.time_column] + copy.PG_EPOCH_US) * 1000
@@ -310,6 +334,8 @@ def delete_stale(
         for (lo, hi), ids in ranges.items():
             inside |= np.isin(k["instrument_id"], ids) & (ns >= lo) & (ns < hi)
         candidates.append([c[inside & np.isin(k["publisher_id"], pubs)] for c in keys])
+    if not candidates:
+        return 0
     stale = [np.concatenate(c) for c in zip(*candidates, strict=True)]
     if coverage.kept and len(stale[0]):  # what a load of the chunk stored (or kept) stays
         kept = [np.concatenate(c) for c in zip(*coverage.kept, strict=True)]
