@@ -204,6 +204,7 @@ class ChunkResult:
     updated: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    deleted: int = 0  # stored rows of the chunk's range that its (revised) data no longer has
     seconds: float = 0.0
     skipped: bool = False
     est_bytes: int | None = None  # dry runs: the provider's size estimate
@@ -222,7 +223,7 @@ class ChunkResult:
             return f"already done: {what}"
         return (
             f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
-            f"duplicates {self.duplicates}, quarantined {self.quarantined}"
+            f"duplicates {self.duplicates}, quarantined {self.quarantined}, deleted {self.deleted}"
         )
 
 
@@ -260,6 +261,10 @@ class IngestReport:
     @property
     def duplicates(self) -> int:
         return self._sum("duplicates")
+
+    @property
+    def deleted(self) -> int:
+        return self._sum("deleted")
 
     @property
     def quarantined(self) -> int:
@@ -336,6 +341,7 @@ class IngestReport:
             "updated": self.updated,
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
+            "deleted": self.deleted,
             **({"definitions": self.definitions} if any(c.chunk.companion for c in self.chunks) else {}),
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_second),
@@ -356,7 +362,7 @@ class IngestReport:
         return (
             f"{s['provider']} {s['schema']}: {s['chunks']} chunks ({s['chunks_skipped']} already done{failed}), "
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
-            f"duplicates {s['duplicates']}, quarantined {s['quarantined']}"
+            f"duplicates {s['duplicates']}, quarantined {s['quarantined']}, deleted {s['deleted']}"
             + (f", definitions {s['definitions']}" if "definitions" in s else "")
             + f" in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
@@ -387,7 +393,17 @@ class IngestReport:
             cols = ["planned chunk", "skipped", "records (estimate)"]
             rows = [(c.chunk.describe(), c.skipped, f"~{c.fetched}") for c in shown]
         else:
-            cols = ["chunk", "skipped", "fetched", "inserted", "updated", "duplicates", "quarantined", "seconds"]
+            cols = [
+                "chunk",
+                "skipped",
+                "fetched",
+                "inserted",
+                "updated",
+                "duplicates",
+                "quarantined",
+                "deleted",
+                "seconds",
+            ]
             rows = [
                 (
                     c.chunk.describe(),
@@ -397,6 +413,7 @@ class IngestReport:
                     c.updated,
                     c.duplicates,
                     c.quarantined,
+                    c.deleted,
                     round(c.seconds, 3),
                 )
                 for c in shown

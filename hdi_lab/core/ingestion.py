@@ -14,6 +14,7 @@ stops the run, its message saying how many chunks were committed before it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import logging
 import time
@@ -31,11 +32,12 @@ from hdi_lab.core import conditions as vendor_conditions
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.validate import validate
+from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.storage import conditions as condition_table
-from hdi_lab.storage import load, normalise
+from hdi_lab.storage import load, normalise, quarantine
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
 
@@ -219,6 +221,7 @@ def ingest_chunk(
     conn = session.connection()
     counts = dict(fetched=0, inserted=0, updated=0, duplicates=0, quarantined=0)
     bad_rows: list[load.BadRow] = []
+    scope = _Scope()
     dups = normalise.DupCounter(chunk.schema)
     batch = int(session.settings.chunk_rows)
     with transaction(conn) as cur:
@@ -233,7 +236,10 @@ def ingest_chunk(
                 if part.schema != chunk.schema:
                     raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
-                _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows)
+                _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows, scope)
+        _keep_fixed(cur, schema_name, chunk, scope, bad_rows)
+        deleted = _delete_stale(cur, schema_name, chunk, scope)
+        _supersede(cur, schema_name, chunk, scope, bad_rows)
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         seconds = time.perf_counter() - t0
@@ -244,6 +250,7 @@ def ingest_chunk(
             updated=counts["updated"],
             duplicates=counts["duplicates"],
             quarantined=counts["quarantined"],
+            deleted=deleted,
             seconds=seconds,
             warnings=tuple(dict.fromkeys(notes)),
         )
@@ -251,6 +258,76 @@ def ingest_chunk(
         condition_table.insert_conditions(cur, schema_name, log_id, vendor_conditions.chunk_rows(conditions, chunk))
         load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
     return result
+
+
+class _Scope:
+    """What a chunk's data covers: what its loads read and stored, its instruments and publishers."""
+
+    def __init__(self) -> None:
+        self.coverage = load.Coverage()
+        self.mapped: set[tuple[int, dt.date, dt.date]] = set()  # (instrument_id, first day, day after)
+        self.instruments: set[int] = set()  # of the data
+        self.publishers: set[int] = set()
+        self.dataset: str | None = None
+
+
+def _keep_fixed(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope, bad_rows: list[load.BadRow]) -> None:
+    """Keep the rows a quarantine retry loaded for records this data still rejects: the user's fix of a
+    record stands while the vendor sends it unchanged (its entry stays resolved)."""
+    if chunk.schema is Schema.DEFINITION or scope.dataset is None or not bad_rows:
+        return
+    fixed = quarantine.fixed_records(
+        cur, schema_name, scope.dataset, chunk.schema.value, [(r.record, r.dup_idx) for r in bad_rows]
+    )
+    if not fixed:
+        return
+    records = dbn.records_from_json([r for r, _ in fixed], record_dtype(chunk.schema))
+    dup_idx = np.array([d for _, d in fixed], dtype=np.int32)
+    scope.coverage.keep(load.key_values(normalise.normalise(records, TABLES[chunk.schema], dup_idx)))
+
+
+def _supersede(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope, bad_rows: list[load.BadRow]) -> None:
+    """Open quarantine entries of the chunk's range whose record its data no longer sends are superseded."""
+    if chunk.schema is Schema.DEFINITION or scope.dataset is None:
+        return
+    quarantine.supersede(
+        cur,
+        schema_name,
+        scope.dataset,
+        chunk.schema.value,
+        _spans(chunk, scope),
+        (chunk.start.value, chunk.end.value),
+        [(r.record, r.dup_idx) for r in bad_rows],
+    )
+
+
+def _delete_stale(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope) -> int:
+    """Delete the stored rows of the chunk's range that its data no longer has (a vendor revision removed
+    them, or they now fail validation); the chunk's range then holds exactly its valid data."""
+    if chunk.schema is Schema.DEFINITION or scope.dataset is None:
+        return 0
+    return load.delete_stale(
+        cur,
+        schema_name,
+        TABLES[chunk.schema],
+        scope.coverage,
+        _spans(chunk, scope),
+        scope.dataset,
+        sorted(scope.publishers),
+    )
+
+
+def _spans(chunk: Chunk, scope: _Scope) -> list[load.Span]:
+    """The chunk's instruments on their time ranges: a symbol's instrument on the days it maps to it (a
+    continuous symbol's contracts each on their own days), an unmapped instrument of the data on the
+    chunk's whole range; always within the chunk's ``[start, end)``."""
+    lo, hi = chunk.start.value, chunk.end.value
+    spans = [
+        (iid, max(lo, pd.Timestamp(d0, tz="UTC").value), min(hi, pd.Timestamp(d1, tz="UTC").value))
+        for iid, d0, d1 in scope.mapped
+    ]
+    mapped = {iid for iid, _, _ in scope.mapped}
+    return spans + [(iid, lo, hi) for iid in scope.instruments - mapped]
 
 
 def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:
@@ -274,14 +351,19 @@ def _load_part(
     dups: normalise.DupCounter,
     counts: dict[str, int],
     bad_rows: list[load.BadRow],
+    scope: _Scope,
 ) -> None:
     records = part.records
     counts["fetched"] += len(records)
+    scope.dataset = part.dataset
+    scope.mapped.update((m.instrument_id, m.d0, m.d1) for m in part.mappings)
     if len(records) == 0:
         return
     known = None
     dup_idx = None
     if chunk.schema is not Schema.DEFINITION:
+        scope.instruments.update(np.unique(records["instrument_id"]).tolist())
+        scope.publishers.update(np.unique(records["publisher_id"]).tolist())
         records = records[normalise.key_order(records, chunk.schema)]
         dup_idx = dups.assign(records)  # before validation: a quarantined record keeps its number
         ids = np.unique(records["instrument_id"]).astype(np.int64)
@@ -299,7 +381,7 @@ def _load_part(
         records = records[keep]
         dup_idx = dup_idx[keep] if dup_idx is not None else None
         counts["quarantined"] += len(rejected.index)
-    load_records(cur, schema_name, chunk.schema, part.dataset, records, counts, dup_idx)
+    load_records(cur, schema_name, chunk.schema, part.dataset, records, counts, dup_idx, scope.coverage)
 
 
 def load_records(
@@ -310,8 +392,11 @@ def load_records(
     records: npt.NDArray[np.void],
     counts: dict[str, int],
     dup_idx: npt.NDArray[np.integer[Any]] | None = None,
+    coverage: load.Coverage | None = None,
 ) -> None:
     """Write valid, key-sorted DBN records of one schema; adds to counts' inserted/updated/duplicates.
+
+    ``coverage``, if given, records what the loads read and stored (for :func:`~hdi_lab.storage.load.delete_stale`).
 
     Raises StorageError when the database refuses the rows.
     """
@@ -319,7 +404,7 @@ def load_records(
         ins, upd = load.load_definitions(cur, schema_name, dataset, records)
     else:
         cols = normalise.normalise(records, TABLES[schema], dup_idx)
-        ins, upd = load.load_market(cur, schema_name, cols)
+        ins, upd = load.load_market(cur, schema_name, cols, coverage)
     counts["inserted"] += ins
     counts["updated"] += upd
     counts["duplicates"] += len(records) - ins - upd

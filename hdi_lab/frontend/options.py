@@ -208,7 +208,7 @@ OPTIONS: dict[str, Option] = {
     "pattern": Option(("pattern",), nargs="?", default="", help="case-insensitive substring (default: all)"),
     "symbols_limit": Option(("--limit",), type=count, default=200, help="at most this many rows (default 200)"),
     # quarantine
-    "entry_status": Option(("--status",), choices=("open", "resolved", "all"), default="open"),
+    "entry_status": Option(("--status",), choices=("open", "resolved", "superseded", "all"), default="open"),
     "rule": Option(("--rule",)),
     "entries_limit": Option(("--limit",), type=count, default=100),
     "entry_id": Option(("id",), type=int),

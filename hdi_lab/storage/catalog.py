@@ -42,8 +42,9 @@ def contents(
         coverage = fetch_frame(cur)
         cur.execute(
             f"SELECT id, finished_at, provider, dataset, schema, array_to_string(symbols, ',') AS symbols, "
-            f"start_ts, end_ts, fetched, inserted, updated, duplicates, quarantined, round(seconds::numeric, 3) "
-            f"AS seconds, array_to_string(warnings, '; ') AS warnings FROM {q(s, 'ingest_log')} "
+            "start_ts, end_ts, fetched, inserted, updated, duplicates, quarantined, deleted, "
+            "round(seconds::numeric, 3) AS seconds, array_to_string(warnings, '; ') AS warnings "
+            f"FROM {q(s, 'ingest_log')} "
             "ORDER BY id DESC LIMIT %s",
             (recent,),
         )

@@ -21,14 +21,20 @@ from hdi_lab.schemas import Chunk, ChunkResult
 from hdi_lab.storage import copy
 from hdi_lab.storage.cursor import quote
 from hdi_lab.storage.db import one
-from hdi_lab.storage.normalise import Columns, key_view
+from hdi_lab.storage.normalise import Columns
+from hdi_lab.storage.tables import Table
 
 __all__ = [
+    "Arrays",
     "BadRow",
+    "Coverage",
     "Cursor",
+    "Span",
     "completed",
+    "delete_stale",
     "insert_log",
     "insert_quarantine",
+    "key_values",
     "known_instruments",
     "load_definitions",
     "load_market",
@@ -54,36 +60,148 @@ def _payload(cols: Columns, rows: npt.NDArray[Any] | None = None) -> bytes:
     )
 
 
-def _stored(cur: Cursor, schema: str, cols: Columns) -> npt.NDArray[Any]:
-    """Mask of rows whose key is already stored (one index range scan, read by binary COPY)."""
+#: stands for NULL when stored rows are read back by binary COPY (no vendor value is INT64_MIN)
+_NULL_INT8 = -(2**63)
+
+Arrays: TypeAlias = list[npt.NDArray[Any]]
+
+
+class Coverage:
+    """What the loads of one chunk covered, for :func:`delete_stale`: the keys of the rows they stored,
+    the ranges of stored rows they read, and the rows read there that their data did not have."""
+
+    def __init__(self) -> None:
+        self.kept: list[Arrays] = []  # key columns of rows stored (or kept) for the chunk, one list per load
+        self.windows: list[tuple[list[int], int, int]] = []  # (instrument ids, first, last time in PG us)
+        self.unmatched: list[Arrays] = []  # key columns of stored rows read in a window and not in its data
+
+    def keep(self, keys: Arrays) -> None:
+        """Count rows with these key columns (stored types, see :func:`key_values`) as the chunk's."""
+        self.kept.append(keys)
+
+
+def _native(t: Table, column: str, v: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    return v.astype(np.dtype(copy.WIDTH[t.column(column).pgtype]).newbyteorder("="), copy=False)
+
+
+def key_values(cols: Columns) -> Arrays:
+    """The key columns of the rows, in their stored types (see :meth:`Coverage.keep`)."""
+    return [_native(cols.table, k, cols.values[k]) for k in cols.table.key]
+
+
+def _full_values(cols: Columns) -> Arrays:
+    """Every column of the rows, key columns first, in their stored types, NULLs as :data:`_NULL_INT8`."""
+    t = cols.table
+    out = []
+    for c in _key_first(t):
+        v = cols.values[c]
+        if c in cols.nulls:
+            v = np.where(cols.nulls[c], _NULL_INT8, v)
+        out.append(_native(t, c, v))
+    return out
+
+
+def _key_first(t: Table) -> list[str]:
+    return [*t.key, *(c for c in t.column_names if c not in t.key)]
+
+
+def _read(cur: Cursor, t: Table, columns: Sequence[str], where: str, params: Sequence[object]) -> Arrays:
+    """``columns`` of the stored rows matching ``where`` (binary COPY), NULLs as :data:`_NULL_INT8`."""
+    conn = cur.connection
+    sel = ", ".join(
+        f"COALESCE({quote(conn, c)}, {_NULL_INT8})" if t.column(c).nullable else quote(conn, c) for c in columns
+    )
+    text = cur.mogrify(f"SELECT {sel} FROM {where}", params).decode()
+    rows = copy.decode(copy.copy_out(cur, text), [t.column(c).pgtype for c in columns])
+    return [_native(t, c, rows[f"v{i}"]) for i, c in enumerate(columns)]
+
+
+def _match(mine: Arrays, theirs: Arrays, nkey: int) -> tuple[npt.NDArray[np.bool_], ...]:
+    """Compare rows by their first ``nkey`` columns (the key) and by all columns.
+
+    Returns (mine equal to one of theirs, mine whose key is one of theirs', theirs whose key is one of
+    mine). One lexsort of both sides: no hashing, any number of equal rows on either side.
+    """
+    n = len(mine[0])
+    if n == len(theirs[0]) and all(np.array_equal(a, b) for a, b in zip(mine[:nkey], theirs[:nkey], strict=True)):
+        # the common re-load: the stored rows come back in key order, as the data is sorted
+        same = np.ones(n, dtype=bool)
+        for a, b in zip(mine[nkey:], theirs[nkey:], strict=True):
+            same &= a == b
+        return same, np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+    both = [np.concatenate([a, b]) for a, b in zip(mine, theirs, strict=True)]
+    if len(both[0]) == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    order = np.lexsort(both[::-1])  # by the key, then by the other columns: equal rows end up adjacent
+    diff = np.zeros(len(order) - 1, dtype=bool)
+    key_group: npt.NDArray[np.intp] = np.zeros(len(order), dtype=np.intp)
+    for i, c in enumerate(both):
+        s = c[order]
+        diff |= s[1:] != s[:-1]
+        if i + 1 == nkey:
+            key_group = np.concatenate([[0], np.cumsum(diff)])
+    full_group = np.concatenate([[0], np.cumsum(diff)])
+    theirs_at = order >= n
+    mine_at = ~theirs_at
+
+    def has(group: npt.NDArray[Any], side: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        return np.bincount(group, weights=side, minlength=int(group[-1]) + 1)[group] > 0
+
+    same, keyed = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    same[order[mine_at]] = has(full_group, theirs_at)[mine_at]
+    keyed[order[mine_at]] = has(key_group, theirs_at)[mine_at]
+    found = np.zeros(len(order) - n, dtype=bool)
+    found[order[theirs_at] - n] = has(key_group, mine_at)[theirs_at]
+    return same, keyed, found
+
+
+def _compare(
+    cur: Cursor, schema: str, cols: Columns, coverage: Coverage | None
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Masks of rows already stored with equal values (``same``) and with other values (``changed``).
+
+    The stored rows of the data's range are read in one index range scan and compared whole.
+    """
     t = cols.table
     ts = cols.values[t.time_column]
-    key_types = [t.column(k).pgtype for k in t.key]
-    text = cur.mogrify(
-        f"SELECT {', '.join(quote(cur.connection, k) for k in t.key)} FROM {quote(cur.connection, schema, t.name)} "
-        f"WHERE instrument_id = ANY(%s) AND {t.time_column} BETWEEN %s AND %s",
-        (np.unique(cols.values["instrument_id"]).tolist(), _pg_ts(int(ts.min())), _pg_ts(int(ts.max()))),
-    ).decode()
-    existing = copy.decode(copy.copy_out(cur, text), key_types)
-    if len(existing) == 0:
-        return np.zeros(len(cols), dtype=bool)
-    mine = key_view([cols.values[k].astype(existing[f"v{i}"].dtype.newbyteorder("=")) for i, k in enumerate(t.key)])
-    theirs = key_view([existing[f"v{i}"] for i in range(len(t.key))])
-    return np.isin(mine, theirs)
+    ids = np.unique(cols.values["instrument_id"]).tolist()
+    lo, hi = int(ts.min()), int(ts.max())
+    where = (
+        f"{quote(cur.connection, schema, t.name)} WHERE instrument_id = ANY(%s) AND {t.time_column} BETWEEN %s AND %s"
+    )
+    existing = _read(cur, t, _key_first(t), where, (ids, _pg_ts(lo), _pg_ts(hi)))
+    n = len(cols)
+    if coverage is not None:
+        coverage.windows.append((ids, lo, hi))
+    if len(existing[0]) == 0:
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    same, keyed, found = _match(_full_values(cols), existing, len(t.key))
+    if coverage is not None and not found.all():
+        coverage.unmatched.append([e[~found] for e in existing[: len(t.key)]])
+    return same, keyed & ~same
 
 
 def _pg_ts(pg_us: int) -> dt.datetime:
     return dt.datetime(2000, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=pg_us)
 
 
-def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
-    """Load canonical columns; returns (inserted, updated). Re-loading the same rows adds nothing.
+def _stage(cur: Cursor, t: Table, target: str, names: Sequence[str], payload: bytes) -> str:
+    """A temporary table shaped like ``target`` holding ``payload`` (dropped at commit)."""
+    stage = quote(cur.connection, f"hdi_stage_{t.name}")
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
+    cur.execute(f"TRUNCATE {stage}")
+    copy.copy_in(cur, stage, names, payload)
+    return stage
 
-    The keys already stored in the chunk's range are read first. Rows with new keys are COPYed
-    straight into the table (insert-only tables never need more); tables that take vendor
-    corrections send overlapping rows through a staging table and ``INSERT .. ON CONFLICT DO
-    UPDATE``. If a concurrent writer stores the same keys meanwhile, the direct COPY fails on
-    the primary key and the whole batch falls back to the staging path.
+
+def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | None = None) -> tuple[int, int]:
+    """Load canonical columns; returns (inserted, updated). Re-loading the same rows changes nothing.
+
+    The rows stored in the chunk's range are read first. Rows with new keys are COPYed straight
+    into the table; rows whose key is stored with other values (a vendor revision) replace them
+    through a staging table. If a concurrent writer stores the same keys meanwhile, the direct COPY
+    fails on the primary key and the whole batch goes through the staging table and
+    ``INSERT .. ON CONFLICT DO UPDATE``. ``coverage``, if given, records what was read and stored.
     """
     n = len(cols)
     if n == 0:
@@ -91,30 +209,33 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
     t = cols.table
     target = quote(cur.connection, schema, t.name)
     names = [quote(cur.connection, c) for c in t.column_names]
-    stored = _stored(cur, schema, cols)
-    overlap = bool(stored.any())
-    if not overlap or t.on_conflict == "nothing":
-        fresh = ~stored
-        cur.execute("SAVEPOINT hdi_direct")
-        try:
-            if fresh.any():
-                copy.copy_in(cur, target, names, _payload(cols, fresh if overlap else None))
-            cur.execute("RELEASE SAVEPOINT hdi_direct")
-            return int(fresh.sum()), 0
-        except psycopg2.errors.UniqueViolation:
-            cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
-    payload = _payload(cols)
-    stage = quote(cur.connection, f"hdi_stage_{t.name}")
-    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
-    cur.execute(f"TRUNCATE {stage}")
-    copy.copy_in(cur, stage, names, payload)
+    same, changed = _compare(cur, schema, cols, coverage)
+    if coverage is not None:
+        coverage.keep(key_values(cols))
+    fresh = ~(same | changed)
+    cur.execute("SAVEPOINT hdi_direct")
+    try:
+        if fresh.any():
+            copy.copy_in(cur, target, names, _payload(cols, None if fresh.all() else fresh))
+        cur.execute("RELEASE SAVEPOINT hdi_direct")
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
+        return _upsert(cur, t, target, names, _payload(cols))
+    if not changed.any():
+        return int(fresh.sum()), 0
+    stage = _stage(cur, t, target, names, _payload(cols, changed))
+    rest = [quote(cur.connection, c) for c in t.column_names if c not in t.key]
+    sets = ", ".join(f"{c} = s.{c}" for c in rest)
+    match = " AND ".join(f"d.{quote(cur.connection, k)} = s.{quote(cur.connection, k)}" for k in t.key)
+    cur.execute(f"UPDATE {target} AS d SET {sets} FROM {stage} AS s WHERE {match}")
+    return int(fresh.sum()), cur.rowcount
+
+
+def _upsert(cur: Cursor, t: Table, target: str, names: Sequence[str], payload: bytes) -> tuple[int, int]:
+    """Insert or update every row of ``payload``; returns (inserted, updated)."""
+    stage = _stage(cur, t, target, names, payload)
     cols_sql = ", ".join(names)
     key_sql = ", ".join(quote(cur.connection, k) for k in t.key)
-    if t.on_conflict == "nothing":
-        cur.execute(
-            f"INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} ON CONFLICT ({key_sql}) DO NOTHING"
-        )
-        return cur.rowcount, 0
     rest = [quote(cur.connection, c) for c in t.column_names if c not in t.key]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)
     old = ", ".join(f"{target}.{c}" for c in rest)
@@ -127,6 +248,112 @@ def load_market(cur: Cursor, schema: str, cols: Columns) -> tuple[int, int]:
     )
     ins, upd = one(cur)
     return int(ins), int(upd)
+
+
+#: (instrument_id, start ns, end ns): an instrument on a time range ``[start, end)``
+Span: TypeAlias = tuple[int, int, int]
+
+
+def _by_range(spans: Iterable[Span]) -> dict[tuple[int, int], list[int]]:
+    """Instruments grouped by their time range."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for iid, lo, hi in sorted(set(spans)):
+        if lo < hi:
+            out.setdefault((lo, hi), []).append(iid)
+    return out
+
+
+def _unread(
+    ranges: dict[tuple[int, int], list[int]], windows: Sequence[tuple[list[int], int, int]]
+) -> dict[tuple[int, int, int, int], list[int]]:
+    """The parts of ``ranges`` (ns, half-open) that no window (PG microseconds, inclusive) covered.
+
+    Returns (first us, end us, first ns, end ns) -> instruments: the rows no load read lie there.
+    """
+    read: dict[int, list[tuple[int, int]]] = {}
+    for ids, lo_us, hi_us in windows:
+        for iid in ids:
+            read.setdefault(iid, []).append((lo_us, hi_us + 1))
+    out: dict[tuple[int, int, int, int], list[int]] = {}
+    for (lo, hi), ids in ranges.items():
+        first, end = lo // 1000 - copy.PG_EPOCH_US, -(-hi // 1000) - copy.PG_EPOCH_US
+        for iid in ids:
+            at = first
+            for a, b in sorted(read.get(iid, [])):
+                if a > at:
+                    out.setdefault((at, min(a, end), lo, hi), []).append(iid)
+                at = max(at, b)
+                if at >= end:
+                    break
+            if at < end:
+                out.setdefault((at, end, lo, hi), []).append(iid)
+    return {k: v for k, v in out.items() if k[0] < k[1]}
+
+
+def delete_stale(
+    cur: Cursor,
+    schema: str,
+    t: Table,
+    coverage: Coverage,
+    spans: Sequence[Span],
+    dataset: str,
+    publishers: Sequence[int],
+) -> int:
+    """Delete the stored rows of a chunk's range that its data no longer has; returns how many.
+
+    The range is the chunk's own: its instruments, each on its time range (``spans``), of the
+    publishers of ``dataset`` (and ``publishers``, those of its data); rows outside it are never
+    touched. The candidates are the rows the loads read and did not match (``coverage.unmatched``)
+    and the rows of the range that no load read (outside ``coverage.windows``); those the chunk
+    stored or kept are not deleted.
+    """
+    ranges = _by_range(spans)
+    if not ranges:
+        return 0
+    conn = cur.connection
+    table = quote(conn, schema, t.name)
+    cur.execute(f"SELECT publisher_id FROM {quote(conn, schema, 'publishers')} WHERE dataset = %s", (dataset,))
+    pubs = sorted({int(r[0]) for r in cur.fetchall()} | set(publishers))
+    unread = _unread(ranges, coverage.windows)
+    terms, params = [], []
+    for (lo_us, hi_us, lo, hi), ids in unread.items():
+        term = f"(instrument_id = ANY(%s) AND {t.time_column} >= %s AND {t.time_column} < %s"
+        params += [ids, _pg_ts(lo_us), _pg_ts(hi_us)]
+        if t.ns_column:  # the exact range: the microseconds above cover it
+            term += f" AND {t.ns_column} >= %s AND {t.ns_column} < %s"
+            params += [lo, hi]
+        terms.append(term + ")")
+    candidates = []
+    if terms:
+        where = f"{table} WHERE publisher_id = ANY(%s) AND ({' OR '.join(terms)})"
+        candidates.append(_read(cur, t, t.key, where, [pubs, *params]))
+    for keys in coverage.unmatched:  # rows a load read and its data lacked: candidates if inside the range
+        k = dict(zip(t.key, keys, strict=True))
+        ns = k[t.ns_column] if t.ns_column else (k[t.time_column] + copy.PG_EPOCH_US) * 1000
+        inside = np.zeros(len(ns), dtype=bool)
+        for (lo, hi), ids in ranges.items():
+            inside |= np.isin(k["instrument_id"], ids) & (ns >= lo) & (ns < hi)
+        candidates.append([c[inside & np.isin(k["publisher_id"], pubs)] for c in keys])
+    if not candidates:
+        return 0
+    stale = [np.concatenate(c) for c in zip(*candidates, strict=True)]
+    if coverage.kept and len(stale[0]):  # what a load of the chunk stored (or kept) stays
+        kept = [np.concatenate(c) for c in zip(*coverage.kept, strict=True)]
+        _, is_kept, _ = _match(stale, kept, len(t.key))
+        stale = [c[~is_kept] for c in stale]
+    if len(stale[0]) == 0:
+        return 0
+    names = [quote(conn, k) for k in t.key]
+    payload = copy.encode([t.column(k).pgtype for k in t.key], stale, {})
+    stage = quote(conn, f"hdi_stale_{t.name}")
+    cur.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DROP AS SELECT {', '.join(names)} FROM {table} WITH NO DATA"
+    )
+    cur.execute(f"TRUNCATE {stage}")
+    copy.copy_in(cur, stage, names, payload)
+    match = " AND ".join(f"d.{k} = s.{k}" for k in names)
+    cur.execute(f"DELETE FROM {table} AS d USING {stage} AS s WHERE {match}")
+    return cur.rowcount
 
 
 def _text(v: bytes) -> str | None:
@@ -233,8 +460,8 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
     log = quote(cur.connection, schema, "ingest_log")
     cur.execute(
         f"INSERT INTO {log} (chunk_key, provider, dataset, schema, stype_in, symbols, "
-        "start_ts, end_ts, source, fetched, inserted, updated, duplicates, quarantined, seconds, forced, warnings) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[]) RETURNING id",
+        "start_ts, end_ts, source, fetched, inserted, updated, duplicates, deleted, quarantined, seconds, forced, "
+        f"warnings) VALUES ({', '.join(['%s'] * 17)}, %s::text[]) RETURNING id",
         (
             c.key,
             c.provider,
@@ -249,6 +476,7 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
             result.inserted,
             result.updated,
             result.duplicates,
+            result.deleted,
             result.quarantined,
             result.seconds,
             forced,

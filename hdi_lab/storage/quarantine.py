@@ -11,7 +11,7 @@ import psycopg2.extras
 
 from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 
-__all__ = ["entries", "entry", "lock_open", "mark_resolved", "set_reasons"]
+__all__ = ["entries", "entry", "fixed_records", "lock_open", "mark_resolved", "set_reasons", "supersede"]
 
 
 def _t(schema: str, cur: Any) -> str:
@@ -64,3 +64,67 @@ def set_reasons(cur: psycopg2.extensions.cursor, schema: str, rows: list[tuple[i
 
 def mark_resolved(cur: psycopg2.extensions.cursor, schema: str, ids: list[int]) -> None:
     cur.execute(f"UPDATE {_t(schema, cur)} SET status = 'resolved', resolved_at = now() WHERE id = ANY(%s)", (ids,))
+
+
+def fixed_records(
+    cur: psycopg2.extensions.cursor, schema: str, dataset: str, data_schema: str, rows: list[tuple[dict[str, Any], int]]
+) -> list[tuple[dict[str, Any], int]]:
+    """(record, dup_idx) as fixed by a user, of the resolved entries for the rejected ``rows`` (original record,
+    dup_idx): records the vendor still sends bad whose fix was loaded by a retry."""
+    if not rows:
+        return []
+    fingerprint = quote(cur.connection, schema, "quarantine_fingerprint")
+    query = cur.mogrify(  # the VALUES placeholder survives as %s for execute_values
+        f"SELECT record, dup_idx FROM {_t(schema, cur)} WHERE status = 'resolved' AND fingerprint IN "
+        f"(SELECT {fingerprint}(%s, %s, v.dup_idx, v.record) FROM (VALUES %%s) AS v(record, dup_idx))",
+        (dataset, data_schema),
+    ).decode()
+    found = psycopg2.extras.execute_values(
+        cur,
+        query,
+        [(psycopg2.extras.Json(rec), dup) for rec, dup in rows],
+        template="(%s::jsonb, %s::integer)",
+        page_size=len(rows),
+        fetch=True,
+    )
+    return [(r[0], int(r[1])) for r in found]
+
+
+def supersede(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    dataset: str,
+    data_schema: str,
+    spans: list[tuple[int, int, int]],
+    request: tuple[int, int],
+    rows: list[tuple[dict[str, Any], int]],
+) -> int:
+    """Mark 'superseded' the open entries of a re-ingested range whose original record its data no longer
+    rejects (``rows``: (original record, dup_idx) it rejects); returns how many.
+
+    The range is each instrument's ``[start, end)`` in ns (``spans``: (instrument_id, start, end)); a record
+    outside it counts when a chunk of exactly the ``request`` range (start, end ns) rejected it.
+    """
+    if not spans:
+        return 0
+    fingerprint = quote(cur.connection, schema, "quarantine_fingerprint")
+    cur.execute(
+        f"UPDATE {_t(schema, cur)} SET status = 'superseded', resolved_at = now() "
+        "WHERE status = 'open' AND dataset = %s AND schema = %s AND EXISTS (SELECT 1 FROM "
+        "jsonb_to_recordset(%s::jsonb) AS s(i bigint, lo numeric, hi numeric) "
+        "WHERE s.i = (record->>'instrument_id')::bigint AND (((record->>'ts_event')::numeric >= s.lo "
+        "AND (record->>'ts_event')::numeric < s.hi) "
+        "OR (req_start = to_timestamp(%s::numeric / 1e9) AND req_end = to_timestamp(%s::numeric / 1e9)))) "
+        f"AND fingerprint <> ALL(ARRAY(SELECT {fingerprint}(%s, %s, v.dup_idx, v.record) "
+        "FROM jsonb_to_recordset(%s::jsonb) AS v(record jsonb, dup_idx integer)))",
+        (
+            dataset,
+            data_schema,
+            psycopg2.extras.Json([{"i": i, "lo": lo, "hi": hi} for i, lo, hi in spans]),
+            *request,
+            dataset,
+            data_schema,
+            psycopg2.extras.Json([{"record": rec, "dup_idx": dup} for rec, dup in rows]),
+        ),
+    )
+    return cur.rowcount

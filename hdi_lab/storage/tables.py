@@ -32,7 +32,6 @@ class Table:
     key: tuple[str, ...]
     time_column: str  # timestamptz column partitioning and filtering by time
     ns_column: str | None  # exact nanosecond column for ticks
-    on_conflict: Literal["nothing", "update"]
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -110,13 +109,13 @@ _DUP_KEY = {  # the key without dup_idx; dup_idx numbers records sharing it, in 
 
 TABLES: dict[Schema, Table] = {
     **{
-        s: Table(s.table, _BAR, ("instrument_id", "ts_event", "publisher_id"), "ts_event", None, "nothing")
+        s: Table(s.table, _BAR, ("instrument_id", "ts_event", "publisher_id"), "ts_event", None)
         for s in (Schema.OHLCV_1S, Schema.OHLCV_1M, Schema.OHLCV_1H, Schema.OHLCV_1D)
     },
-    Schema.TRADES: Table("trades", _TRADE, _TICK_KEY, "ts_event", "ts_event_ns", "nothing"),
-    Schema.TBBO: Table("tbbo", _TRADE + _BOOK, _TICK_KEY, "ts_event", "ts_event_ns", "update"),
+    Schema.TRADES: Table("trades", _TRADE, _TICK_KEY, "ts_event", "ts_event_ns"),
+    Schema.TBBO: Table("tbbo", _TRADE + _BOOK, _TICK_KEY, "ts_event", "ts_event_ns"),
     Schema.STATISTICS: Table(
-        "statistics", _STAT, (*_TICK_KEY[:4], "stat_type", "publisher_id"), "ts_event", "ts_event_ns", "update"
+        "statistics", _STAT, (*_TICK_KEY[:4], "stat_type", "publisher_id"), "ts_event", "ts_event_ns"
     ),
 }
 
