@@ -1,0 +1,211 @@
+"""Gaps: the trading sessions of requested symbols whose data is missing from the database.
+
+Sessions come from the dataset's exchange calendar (:mod:`hdi_lab.core.calendars`, with the daily halts it
+declares): a session the calendar has closed (a holiday, a weekend) is never a gap. A session of a symbol is
+
+* ``not_ingested`` when no completed ingest of the schema (the ingest log) covers its whole window
+  ``[open, close)`` for that symbol (requested with the same ``stype_in``),
+* ``empty`` when ingests cover it but no row of the symbol's instrument lies in the window,
+* ``partial`` (bar schemas only) when fewer bars than ``partial`` (default :data:`PARTIAL`, a half) of the
+  session's expected bars are stored. Databento sends no bar for a minute without a trade, so minutes
+  missing here and there are not gaps (they go to the quality report): only a session that lost a large
+  part of its bars is.
+
+``expected`` is the number of bars a full session has (its minutes, less the calendar's breaks and halts, in
+the schema's bar interval); ticks have none (``<NA>``). ``present`` is the rows stored in the window. A
+CME session opens the evening before its date (Sunday 17:00 Chicago for Monday): those bars count for Monday.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from hdi_lab.core import calendars
+from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ValidationError
+from hdi_lab.schemas import Schema, SType, parse_enum, parse_range, require_symbols
+from hdi_lab.storage import gaps as stored
+from hdi_lab.storage import symbology
+from hdi_lab.storage.symbology import Span
+
+__all__ = ["COLUMNS", "PARTIAL", "REASONS", "coverage", "gaps"]
+
+#: the columns of :func:`gaps` and :func:`coverage`
+COLUMNS = ("symbol", "instrument_id", "session", "reason", "expected", "present")
+#: why a session is a gap, in the order they are decided
+REASONS = ("not_ingested", "empty", "partial")
+#: a bar session with fewer bars than this fraction of its expected bars is ``partial`` (0 turns it off)
+PARTIAL = 0.5
+
+
+def gaps(
+    session: HdiSession,
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    *,
+    dataset: str | None = None,
+    stype_in: str | SType = SType.RAW_SYMBOL,
+    partial: float = PARTIAL,
+) -> pd.DataFrame:
+    """The missing sessions of ``symbols`` with session dates in ``[start, end)``: one row per symbol (and
+    instrument) and session, :data:`COLUMNS`, by symbol and session (see the module for the reasons).
+
+    Raises what :func:`coverage` raises."""
+    frame = coverage(session, schema, symbols, start, end, dataset=dataset, stype_in=stype_in, partial=partial)
+    return frame[frame["reason"].notna()].reset_index(drop=True)
+
+
+def coverage(
+    session: HdiSession,
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    *,
+    dataset: str | None = None,
+    stype_in: str | SType = SType.RAW_SYMBOL,
+    partial: float = PARTIAL,
+) -> pd.DataFrame:
+    """Every session of ``symbols`` with its date in ``[start, end)``, :data:`COLUMNS` (``reason`` is None for a
+    complete one): what :func:`gaps` keeps the missing of, and what the coverage heatmap draws.
+
+    Without ``dataset`` it is the one the symbols are stored or were ingested in.
+
+    Raises ValidationError (a bad schema, stype_in, range, ``partial`` outside [0, 1]; no symbols; no dataset
+    given and none or several known for the symbols; a dataset without a known calendar), ConfigError (an
+    unknown calendar in the ``calendars`` setting) and StorageError."""
+    sch = parse_enum(Schema, schema, "schema")
+    stype = parse_enum(SType, stype_in, "stype_in")
+    syms = require_symbols(symbols)
+    lo, hi = parse_range(start, end)
+    if isinstance(partial, bool) or not isinstance(partial, int | float) or not 0 <= partial <= 1:
+        raise ValidationError(f"partial={partial!r} is not valid: give a fraction of the expected bars, 0 to 1")
+    conn = session.connection()
+    logged = stored.covered(
+        conn, session.schema, data_schema=sch.value, stype_in=stype.value, symbols=syms, dataset=dataset
+    )
+    first, last = lo.normalize(), (hi - pd.Timedelta(1, "ns")).normalize()
+    spans = symbology.lookup(conn, session.schema, syms, first, last + pd.Timedelta(days=1), dataset, missing=[])
+    ds = _dataset(dataset, spans, logged, syms)
+    days = calendars.sessions(calendars.calendar_for(ds), first.date(), last.date(), halts=True)
+    labels = _ns(days["session"])
+    opens, closes = _ns(days["open"]), _ns(days["close"])
+    expected = -(-days["minutes"].to_numpy(np.int64) * 60 // sch.bar_seconds) if sch.is_bar else None
+
+    parts: list[pd.DataFrame] = []
+    for sym in syms:
+        rows, iids = _instruments(labels, [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
+        mine = logged[(logged["symbol"] == sym) & (logged["dataset"] == ds)]
+        whole = _covered(_ns(mine["start"]), _ns(mine["end"]), opens[rows], closes[rows])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "symbol": sym,
+                    "instrument_id": pd.arrays.IntegerArray(np.where(iids < 0, 0, iids), iids < 0),
+                    "session": days["session"].to_numpy()[rows],
+                    "covered": whole,
+                    "expected": pd.arrays.IntegerArray(
+                        np.zeros(len(rows), np.int64) if expected is None else expected[rows],
+                        np.full(len(rows), expected is None),
+                    ),
+                    "_row": rows,
+                    "_iid": iids,
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    known = frame["_iid"].to_numpy() >= 0
+    rows = frame["_row"].to_numpy()
+    counts = np.zeros(len(frame), dtype=np.int64)
+    counts[known] = stored.present(
+        conn,
+        session.schema,
+        sch.table,
+        frame["_iid"].to_numpy()[known],
+        opens[rows[known]],
+        closes[rows[known]],
+        exists_only=not sch.is_bar,
+    )
+    frame["present"] = counts
+    frame["reason"] = _reasons(frame, sch.is_bar, partial)
+    return frame[list(COLUMNS)].sort_values(["symbol", "session", "instrument_id"], kind="stable", ignore_index=True)
+
+
+def _reasons(frame: pd.DataFrame, bars: bool, partial: float) -> list[str | None]:
+    present = frame["present"].to_numpy()
+    expected = frame["expected"].to_numpy(dtype=np.float64, na_value=0.0)
+    short = (present < partial * expected) if bars else np.zeros(len(frame), dtype=bool)
+    reason = np.select([~frame["covered"].to_numpy(dtype=bool), present == 0, short], list(REASONS), default="")
+    return [r or None for r in reason.tolist()]
+
+
+def _dataset(dataset: str | None, spans: list[Span], logged: pd.DataFrame, syms: tuple[str, ...]) -> str:
+    if dataset is not None:
+        return dataset
+    known = sorted({sp.dataset for sp in spans} | set(logged["dataset"]))
+    if len(known) == 1:
+        return known[0]
+    which = ", ".join(syms)
+    if not known:
+        raise ValidationError(
+            f"nothing is stored or ingested for {which} in this schema: give dataset=, e.g. GLBX.MDP3"
+        )
+    raise ValidationError(f"{which} are known in several datasets ({', '.join(known)}): give dataset=")
+
+
+def _ns(values: pd.Series | pd.DatetimeIndex) -> npt.NDArray[np.int64]:
+    stamps = pd.DatetimeIndex(values)
+    naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
+    return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64)
+
+
+def _instruments(
+    labels: npt.NDArray[np.int64], spans: list[Span]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """(session row, instrument id) for every instrument the symbol means on a session's date; -1 for a session
+    it means none on."""
+    rows: list[npt.NDArray[np.intp]] = []
+    iids: list[npt.NDArray[np.int64]] = []
+    seen = np.zeros(len(labels), dtype=bool)
+    for sp in spans:
+        on = np.flatnonzero(
+            (labels >= _ns(pd.DatetimeIndex([sp.lo]))[0]) & (labels < _ns(pd.DatetimeIndex([sp.hi]))[0])
+        )
+        seen[on] = True
+        rows.append(on)
+        iids.append(np.full(len(on), sp.instrument_id, dtype=np.int64))
+    none = np.flatnonzero(~seen)
+    rows.append(none)
+    iids.append(np.full(len(none), -1, dtype=np.int64))
+    row, iid = np.concatenate(rows), np.concatenate(iids)
+    order = np.argsort(row, kind="stable")
+    return row[order], iid[order]
+
+
+def _covered(
+    starts: npt.NDArray[np.int64],
+    ends: npt.NDArray[np.int64],
+    opens: npt.NDArray[np.int64],
+    closes: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
+    """Whether the union of the ranges ``[starts, ends)`` covers each window ``[opens, closes)``."""
+    if len(starts) == 0:
+        return np.zeros(len(opens), dtype=bool)
+    order = np.argsort(starts, kind="stable")
+    merged_lo: list[int] = []
+    merged_hi: list[int] = []
+    for s, e in zip(starts[order].tolist(), ends[order].tolist(), strict=True):
+        if merged_hi and s <= merged_hi[-1]:
+            merged_hi[-1] = max(merged_hi[-1], e)
+        else:
+            merged_lo.append(s)
+            merged_hi.append(e)
+    lo, hi = np.array(merged_lo, dtype=np.int64), np.array(merged_hi, dtype=np.int64)
+    k = np.searchsorted(lo, opens, side="right") - 1
+    return (k >= 0) & (hi[np.clip(k, 0, None)] >= closes)

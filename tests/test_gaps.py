@@ -1,0 +1,161 @@
+"""Gaps against a real PostgreSQL: bars written as DBN files (hdi_lab.dbn.writer) and ingested through the file
+provider, so the ingest log covers exactly each file's range and the data does not depend on the sample provider."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import hdi_shell, run_cli
+
+import hdi_lab
+from hdi_lab.core import calendars
+from hdi_lab.core.session import HdiSession
+from hdi_lab.dbn.writer import empty_records, encode_dbn
+from hdi_lab.errors import ValidationError
+
+pytestmark = pytest.mark.integration
+
+DATASET, SYMBOL, IID = "GLBX.MDP3", "ESH4", 4242
+HOUR = pd.Timedelta(hours=1)
+
+
+def _full(session: str) -> pd.DatetimeIndex:
+    """Every minute of a regular CME session: from its open (the evening before) to the 16:00 Chicago halt."""
+    day = calendars.sessions("CMES", session, session).iloc[0]
+    return pd.date_range(day["open"], day["close"] - HOUR, freq="1min", inclusive="left")
+
+
+def _ingest(session: HdiSession, tmp: Path, start: str, end: str, stamps: pd.DatetimeIndex, name: str) -> None:
+    """A DBN file of ``SYMBOL``'s 1-minute bars at ``stamps`` covering ``[start, end)``, ingested."""
+    rec = empty_records("ohlcv-1m", len(stamps))
+    rec["publisher_id"], rec["instrument_id"] = 1, IID
+    rec["ts_event"] = stamps.as_unit("ns").asi8
+    for col in ("open", "high", "low", "close"):
+        rec[col] = 4_800 * 1_000_000_000
+    rec["volume"] = 1
+    lo, hi = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")
+    path = tmp / f"{name}.ohlcv-1m.dbn.zst"
+    path.write_bytes(
+        encode_dbn(
+            dataset=DATASET,
+            schema="ohlcv-1m",
+            stype_in="raw_symbol",
+            start=lo,
+            end=hi,
+            symbols=[SYMBOL],
+            mappings={SYMBOL: [(dt.date(2023, 12, 1), dt.date(2024, 6, 1), IID)]},
+            records=rec,
+        )
+    )
+    report = hdi_lab.ingest(provider="file", path=path, session=session)
+    assert report.inserted == len(stamps) and report.quarantined == 0
+
+
+@pytest.fixture
+def january(session: HdiSession, tmp_path: Path) -> HdiSession:
+    """Sessions 2024-01-02..05 ingested (full, full less 80 illiquid minutes, empty, partial), 01-08 with its
+    Sunday evening hour, 01-09 on never ingested."""
+    illiquid = _full("2024-01-03").delete(np.arange(100, 900, 10))  # 80 minutes without a trade
+    week = _full("2024-01-02").append(illiquid).append(_full("2024-01-05")[:100])
+    _ingest(session, tmp_path, "2024-01-01", "2024-01-06", week, "week1")
+    monday = _full("2024-01-08")
+    assert monday[0] == pd.Timestamp("2024-01-07 23:00", tz="UTC")  # Sunday 17:00 Chicago
+    _ingest(session, tmp_path, "2024-01-07", "2024-01-09", monday, "monday")
+    return session
+
+
+def _as_tuples(frame: pd.DataFrame) -> list[tuple[str, str, int, int]]:
+    return [
+        (str(r.session.date()), r.reason, int(r.expected), int(r.present)) for r in frame.itertuples(index=False)
+    ]
+
+
+def test_gaps_reasons_over_calendar_sessions(january: HdiSession) -> None:
+    found = hdi_lab.gaps("ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-12", session=january)
+    assert list(found.columns) == ["symbol", "instrument_id", "session", "reason", "expected", "present"]
+    assert set(found["symbol"]) == {SYMBOL} and set(found["instrument_id"]) == {IID}
+    # 01-02, 01-03 (80 illiquid minutes are not a gap) and 01-08 (its Sunday hour counted) are complete;
+    # the weekend is no session; 01-09 opens on 01-08 at 23:00 UTC, after the second file ends
+    assert _as_tuples(found) == [
+        ("2024-01-04", "empty", 1380, 0),
+        ("2024-01-05", "partial", 1380, 100),
+        ("2024-01-09", "not_ingested", 1380, 0),
+        ("2024-01-10", "not_ingested", 1380, 0),
+        ("2024-01-11", "not_ingested", 1380, 0),
+    ]
+
+
+def test_coverage_counts_every_session_and_the_threshold_is_a_parameter(january: HdiSession) -> None:
+    from hdi_lab.core.gaps import coverage, gaps
+
+    every = coverage(january, "ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-09")
+    assert [str(d.date()) for d in every["session"]] == [
+        "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08",
+    ]  # fmt: skip
+    assert every["present"].tolist() == [1380, 1300, 0, 100, 1380]
+    assert every["reason"].tolist() == [None, None, "empty", "partial", None]
+    # stricter: 95% of the session's bars; off: only empty and not ingested sessions
+    strict = gaps(january, "ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-09", partial=0.95)
+    assert strict["reason"].tolist() == ["partial", "empty", "partial"]
+    assert gaps(january, "ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-09", partial=0)["reason"].tolist() == ["empty"]
+    with pytest.raises(ValidationError, match="partial"):
+        gaps(january, "ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-09", partial=2)
+
+
+def test_a_cme_sunday_bar_belongs_to_monday(january: HdiSession) -> None:
+    from hdi_lab.core.gaps import coverage
+
+    every = coverage(january, "ohlcv-1m", SYMBOL, "2024-01-08", "2024-01-09")
+    assert every["present"].tolist() == [1380]  # 60 of them on Sunday (UTC), all counted for Monday
+    sunday = hdi_lab.query("ohlcv-1m", SYMBOL, "2024-01-07", "2024-01-08", session=january)
+    assert len(sunday) == 60
+
+
+def test_a_holiday_is_never_a_gap(session: HdiSession, tmp_path: Path) -> None:
+    """Good Friday 2024-03-29: CME is closed, nothing is stored, and it is no gap."""
+    bars = _full("2024-03-28").append(_full("2024-04-01"))
+    _ingest(session, tmp_path, "2024-03-27", "2024-04-02", bars, "easter")
+    assert hdi_lab.gaps("ohlcv-1m", SYMBOL, "2024-03-28", "2024-04-02", session=session).empty
+    from hdi_lab.core.gaps import coverage
+
+    sessions = coverage(session, "ohlcv-1m", SYMBOL, "2024-03-28", "2024-04-02")["session"]
+    assert [str(d.date()) for d in sessions] == ["2024-03-28", "2024-04-01"]
+
+
+def test_unknown_symbols_and_datasets(january: HdiSession) -> None:
+    with pytest.raises(ValidationError, match="give dataset"):
+        hdi_lab.gaps("ohlcv-1m", "NQH4", "2024-01-02", "2024-01-04", session=january)
+    # with the dataset, a symbol never ingested misses every session
+    found = hdi_lab.gaps("ohlcv-1m", "NQH4", "2024-01-02", "2024-01-04", dataset=DATASET, session=january)
+    assert found["reason"].tolist() == ["not_ingested"] * 2 and found["instrument_id"].isna().all()
+    # another schema: nothing ingested
+    trades = hdi_lab.gaps("trades", SYMBOL, "2024-01-02", "2024-01-04", dataset=DATASET, session=january)
+    assert trades["reason"].tolist() == ["not_ingested"] * 2 and trades["expected"].isna().all()
+
+
+def test_hdi_gaps_cli(january: HdiSession, hdi_env: dict[str, str]) -> None:
+    argv = ["gaps", "ohlcv-1m", "--symbols", SYMBOL, "--start", "2024-01-02", "--end", "2024-01-09"]
+    code, out, err = run_cli([*argv, "--format", "csv"])
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "symbol,instrument_id,session,reason,expected,present"
+    assert lines[1:] == [f"{SYMBOL},{IID},2024-01-04,empty,1380,0", f"{SYMBOL},{IID},2024-01-05,partial,1380,100"]
+    code, out, err = run_cli(argv)
+    assert code == 0 and "partial" in out and "2 gaps" in out
+    code, out, err = run_cli([*argv[:-1], "2024-01-04"])
+    assert code == 0 and "no gaps" in out
+    code, out, err = run_cli([*argv, "--stype-in", "bogus"])
+    assert code == 2
+
+
+def test_hdi_gaps_magic(january: HdiSession, hdi_env: dict[str, str]) -> None:
+    with hdi_shell() as shell:
+        shell.run_cell(f"%hdi_gaps ohlcv-1m {SYMBOL} 2024-01-02 2024-01-09 -o g")
+        found = shell.user_ns["g"]
+        assert found["reason"].tolist() == ["empty", "partial"]
+        shell.run_cell(f"%hdi_gaps ohlcv-1m {SYMBOL} 2024-01-02 2024-01-09 --partial 0.99 -o g")
+        assert shell.user_ns["g"]["reason"].tolist() == ["partial", "empty", "partial"]
