@@ -69,9 +69,7 @@ def january(session: HdiSession, tmp_path: Path) -> HdiSession:
 
 
 def _as_tuples(frame: pd.DataFrame) -> list[tuple[str, str, int, int]]:
-    return [
-        (str(r.session.date()), r.reason, int(r.expected), int(r.present)) for r in frame.itertuples(index=False)
-    ]
+    return [(str(r.session.date()), r.reason, int(r.expected), int(r.present)) for r in frame.itertuples(index=False)]
 
 
 def test_gaps_reasons_over_calendar_sessions(january: HdiSession) -> None:
@@ -148,8 +146,9 @@ def test_hdi_gaps_cli(january: HdiSession, hdi_env: dict[str, str]) -> None:
     assert code == 0 and "partial" in out and "2 gaps" in out
     code, out, err = run_cli([*argv[:-1], "2024-01-04"])
     assert code == 0 and "no gaps" in out
-    code, out, err = run_cli([*argv, "--stype-in", "bogus"])
-    assert code == 2
+    with pytest.raises(SystemExit) as exit_:
+        run_cli([*argv, "--stype-in", "bogus"])
+    assert exit_.value.code == 2
 
 
 def test_hdi_gaps_magic(january: HdiSession, hdi_env: dict[str, str]) -> None:
@@ -159,3 +158,23 @@ def test_hdi_gaps_magic(january: HdiSession, hdi_env: dict[str, str]) -> None:
         assert found["reason"].tolist() == ["empty", "partial"]
         shell.run_cell(f"%hdi_gaps ohlcv-1m {SYMBOL} 2024-01-02 2024-01-09 --partial 0.99 -o g")
         assert shell.user_ns["g"]["reason"].tolist() == ["partial", "empty", "partial"]
+
+
+@pytest.mark.parametrize(("text", "ok"), [("0", True), ("0.25", True), ("1", True), ("1.5", False), ("x", False)])
+def test_partial_option_takes_a_fraction(text: str, ok: bool) -> None:
+    import argparse
+
+    from hdi_lab.frontend import options
+
+    if ok:
+        assert options.fraction(text) == float(text)
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match=r"fraction|from 0 to 1"):
+            options.fraction(text)
+
+
+def test_partial_help_states_the_core_default() -> None:
+    from hdi_lab.core.gaps import PARTIAL
+    from hdi_lab.frontend import options
+
+    assert f"default {PARTIAL}" in str(options.OPTIONS["partial"].help)
