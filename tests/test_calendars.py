@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -215,3 +216,17 @@ def test_importing_hdi_lab_and_the_calendars_module_does_not_load_exchange_calen
     )
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not [m for m in loaded if m.startswith("exchange_calendars")]
+
+
+def test_the_cme_daily_halt_is_left_out_of_expected_minutes() -> None:
+    """exchange_calendars' CMES has no 16:00-17:00 Chicago halt: ``halts=True`` takes it out (1380 bars at most),
+    in both seasons, and not from an early close that ends before it; other calendars declare none."""
+    from hdi_lab.core.calendars import DAILY_HALTS
+
+    assert DAILY_HALTS["CMES"][:2] == (dt.time(16), dt.time(17))
+    assert minutes("CMES", "2024-01-16", halts=True) == 1380  # CST
+    assert minutes("CMES", "2024-07-16", halts=True) == 1380  # CDT
+    assert minutes("CMES", "2024-01-15", halts=True) == minutes("CMES", "2024-01-15") == 1140  # MLK: 12:00 close
+    frame = sessions("CMES", "2024-01-12", "2024-01-16", halts=True)
+    assert frame["minutes"].tolist() == [1380, 1140, 1380]
+    assert minutes("XNYS", "2024-01-16", halts=True) == minutes("XNYS", "2024-01-16") == 390
