@@ -178,3 +178,41 @@ def test_partial_help_states_the_core_default() -> None:
     from hdi_lab.frontend import options
 
     assert f"default {PARTIAL}" in str(options.OPTIONS["partial"].help)
+
+
+def test_coverage_heatmap_instrument_by_session_closed_days_blank(january: HdiSession) -> None:
+    from hdi_lab.core.gaps import coverage
+    from hdi_lab.frontend import charts
+
+    frame = coverage(january, "ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-09")
+    values, reasons = charts.coverage_matrix(frame)
+    assert list(values.index) == [f"{SYMBOL} · {IID}"]
+    assert [str(d.date()) for d in values.columns] == [f"2024-01-0{d}" for d in range(2, 9)]
+    row = values.iloc[0]
+    assert row["2024-01-02"] == 1.0 and row["2024-01-03"] == pytest.approx(1300 / 1380)
+    assert row["2024-01-04"] == 0.0 and row["2024-01-05"] == pytest.approx(100 / 1380)
+    assert row[["2024-01-06", "2024-01-07"]].isna().all()  # the weekend: no session, blank
+    assert reasons.iloc[0]["2024-01-04"] == "empty" and reasons.iloc[0]["2024-01-02"] == ""
+    fig = charts.coverage_heatmap(frame, title="ESH4")
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and list(heat.y) == [f"{SYMBOL} · {IID}"] and len(heat.x) == 7
+    assert np.isnan(np.asarray(heat.z, dtype=float)[0, 4])
+
+
+def test_coverage_widget_draws_the_heatmap_and_lists_the_gaps(january: HdiSession) -> None:
+    from hdi_lab.frontend.widgets import Coverage
+
+    panel = Coverage(january)
+    panel.symbols.value = SYMBOL
+    panel.start.value, panel.end.value = dt.date(2024, 1, 2), dt.date(2024, 1, 12)
+    panel.load_button.click()
+    assert panel.last_error is None
+    assert panel.gaps is not None and panel.gaps["reason"].tolist() == ["empty", "partial", *["not_ingested"] * 3]
+    assert panel.figure is not None and panel.figure.data[0].type == "heatmap"
+    assert "5 gaps" in panel.message() and "not_ingested" in panel.table.value
+    panel.partial.value = 0.0
+    panel.load_button.click()  # the second load redraws the same figure
+    assert panel.gaps is not None and "partial" not in panel.gaps["reason"].tolist()
+    panel.symbols.value = ""
+    panel.load_button.click()
+    assert panel.last_error is not None and "symbols is required" in panel.message()
