@@ -58,13 +58,15 @@ def _ingest(session: HdiSession, tmp: Path, start: str, end: str, stamps: pd.Dat
 @pytest.fixture
 def january(session: HdiSession, tmp_path: Path) -> HdiSession:
     """Sessions 2024-01-02..05 ingested (full, full less 80 illiquid minutes, empty, partial), 01-08 with its
-    Sunday evening hour, 01-09 on never ingested."""
+    Sunday evening hour from two daily files, 01-09 on never ingested."""
     illiquid = _full("2024-01-03").delete(np.arange(100, 900, 10))  # 80 minutes without a trade
     week = _full("2024-01-02").append(illiquid).append(_full("2024-01-05")[:100])
     _ingest(session, tmp_path, "2024-01-01", "2024-01-06", week, "week1")
     monday = _full("2024-01-08")
     assert monday[0] == pd.Timestamp("2024-01-07 23:00", tz="UTC")  # Sunday 17:00 Chicago
-    _ingest(session, tmp_path, "2024-01-07", "2024-01-09", monday, "monday")
+    # as Databento's daily chunks: Sunday's (its last hour opens Monday's session), then Monday's
+    _ingest(session, tmp_path, "2024-01-07", "2024-01-08", monday[:60], "sunday")
+    _ingest(session, tmp_path, "2024-01-08", "2024-01-09", monday[60:], "monday")
     return session
 
 

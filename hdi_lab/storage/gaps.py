@@ -24,17 +24,20 @@ def covered(
     symbols: Sequence[str],
     dataset: str | None,
 ) -> pd.DataFrame:
-    """The ranges completed ingests of ``data_schema`` covered per requested symbol (of ``stype_in``, in
-    ``dataset`` or any): columns ``symbol``, ``dataset``, ``start``, ``end`` (UTC, the end exclusive), by symbol
-    and start. An ingest is logged when its chunk completed, so every logged range is covered.
+    """The time completed ingests of ``data_schema`` covered per requested symbol (of ``stype_in``, in ``dataset``
+    or any), overlapping and touching ranges merged: columns ``symbol``, ``dataset``, ``start``, ``end`` (UTC, the
+    end exclusive), by symbol and start. An ingest is logged when its chunk completed, so every logged range is
+    covered. Merged in the database (``range_agg``, PostgreSQL 14+): years of daily chunks come back as a few rows.
 
     Raises StorageError when the database fails."""
     with transaction(conn) as cur:
         log = quote(conn, schema, "ingest_log")
         cur.execute(
-            f"SELECT s.symbol, l.dataset, l.start_ts, l.end_ts FROM {log} l CROSS JOIN LATERAL unnest(l.symbols) "
-            "AS s(symbol) WHERE l.schema = %s AND l.stype_in = %s AND s.symbol = ANY(%s) "
-            "AND (%s::text IS NULL OR l.dataset = %s) ORDER BY 1, 3",
+            "SELECT g.symbol, g.dataset, lower(r), upper(r) FROM ("
+            "SELECT s.symbol, l.dataset, range_agg(tstzrange(l.start_ts, l.end_ts)) AS m "
+            f"FROM {log} l CROSS JOIN LATERAL unnest(l.symbols) AS s(symbol) "
+            "WHERE l.schema = %s AND l.stype_in = %s AND s.symbol = ANY(%s) AND (%s::text IS NULL OR l.dataset = %s) "
+            "GROUP BY 1, 2) g CROSS JOIN LATERAL unnest(g.m) AS r ORDER BY 1, 2, 3",
             (data_schema, stype_in, list(symbols), dataset, dataset),
         )
         rows = cur.fetchall()
