@@ -218,3 +218,53 @@ def test_coverage_widget_draws_the_heatmap_and_lists_the_gaps(january: HdiSessio
     panel.symbols.value = ""
     panel.load_button.click()
     assert panel.last_error is not None and "symbols is required" in panel.message()
+
+
+def test_ib_sessions_follow_each_contracts_exchange(session: HdiSession) -> None:
+    """IB datasets have no calendar of their own: a stock on SMART trades the Nasdaq calendar (no session on
+    MLK day), a CME future the CME one (halted at 12:00 Chicago that day)."""
+    found = hdi_lab.gaps(
+        "ohlcv-1m", "AAPL:STK:SMART,ES:CONTFUT:CME", "2024-01-12", "2024-01-17", dataset="IB", session=session
+    )
+    by_symbol = {
+        sym: [(str(r.session.date()), int(r.expected)) for r in rows.itertuples()]
+        for sym, rows in found.groupby("symbol")
+    }
+    assert by_symbol == {
+        "AAPL:STK:SMART": [("2024-01-12", 390), ("2024-01-16", 390)],
+        "ES:CONTFUT:CME": [("2024-01-12", 1380), ("2024-01-15", 1140), ("2024-01-16", 1380)],
+    }
+    assert set(found["reason"]) == {"not_ingested"}
+    with pytest.raises(ValidationError, match="IB contract"):
+        hdi_lab.gaps("ohlcv-1m", "AAPL", "2024-01-12", "2024-01-17", dataset="IB", session=session)
+
+
+def test_tick_schemas_need_one_row_a_session(session: HdiSession, tmp_path: Path) -> None:
+    """Trades have no expected count: a covered session with a trade is complete, one without is empty."""
+    n = 5
+    rec = empty_records("trades", n)
+    rec["publisher_id"], rec["instrument_id"] = 1, IID
+    rec["ts_event"] = pd.Timestamp("2024-01-03 15:00", tz="UTC").value + np.arange(n) * 1_000_000
+    rec["ts_recv"] = rec["ts_event"] + 100
+    rec["price"], rec["size"], rec["sequence"] = 4_800 * 1_000_000_000, 1, np.arange(n)
+    rec["action"], rec["side"] = b"T", b"A"
+    path = tmp_path / "trades.dbn.zst"
+    lo, hi = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-05", tz="UTC")
+    path.write_bytes(
+        encode_dbn(
+            dataset=DATASET,
+            schema="trades",
+            stype_in="raw_symbol",
+            start=lo,
+            end=hi,
+            symbols=[SYMBOL],
+            mappings={SYMBOL: [(lo.date(), hi.date(), IID)]},
+            records=rec,
+        )
+    )
+    assert hdi_lab.ingest(provider="file", path=path, session=session).inserted == n
+    from hdi_lab.core.gaps import coverage
+
+    every = coverage(session, "trades", SYMBOL, "2024-01-02", "2024-01-05")
+    assert every["reason"].tolist() == ["empty", None, "empty"]
+    assert every["present"].tolist() == [0, 1, 0] and every["expected"].isna().all()

@@ -12,8 +12,10 @@ declares): a session the calendar has closed (a holiday, a weekend) is never a g
   part of its bars is.
 
 ``expected`` is the number of bars a full session has (its minutes, less the calendar's breaks and halts, in
-the schema's bar interval); ticks have none (``<NA>``). ``present`` is the rows stored in the window. A
-CME session opens the evening before its date (Sunday 17:00 Chicago for Monday): those bars count for Monday.
+the schema's bar interval); ticks have none (``<NA>``). ``present`` is the bars stored in the window; for ticks
+1 when any row is, else 0 (counting millions of ticks a session is not needed to tell). A CME session opens the
+evening before its date (Sunday 17:00 Chicago for Monday): those bars count for Monday. IB data follows each
+contract's exchange (``AAPL:STK:SMART`` the Nasdaq calendar, ``ES:CONTFUT:CME`` CME's).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def coverage(
     Without ``dataset`` it is the one the symbols are stored or were ingested in.
 
     Raises ValidationError (a bad schema, stype_in, range, ``partial`` outside [0, 1]; no symbols; no dataset
-    given and none or several known for the symbols; a dataset without a known calendar), ConfigError (an
+    given and none or several known for the symbols; a dataset, or an IB contract's exchange, without a known
+    calendar; an IB symbol that is no contract), ConfigError (an
     unknown calendar in the ``calendars`` setting) and StorageError."""
     sch = parse_enum(Schema, schema, "schema")
     stype = parse_enum(SType, stype_in, "stype_in")
@@ -93,43 +96,43 @@ def coverage(
     first, last = lo.normalize(), (hi - pd.Timedelta(1, "ns")).normalize()
     spans = symbology.lookup(conn, session.schema, syms, first, last + pd.Timedelta(days=1), dataset, missing=[])
     ds = _dataset(dataset, spans, logged, syms)
-    days = calendars.sessions(calendars.calendar_for(ds), first.date(), last.date(), halts=True)
-    labels = _ns(days["session"])
-    opens, closes = _ns(days["open"]), _ns(days["close"])
-    expected = -(-days["minutes"].to_numpy(np.int64) * 60 // sch.bar_seconds) if sch.is_bar else None
-
+    schedules: dict[str, pd.DataFrame] = {}
     parts: list[pd.DataFrame] = []
     for sym in syms:
-        rows, iids = _instruments(labels, [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
+        code = _calendar(ds, sym)
+        if code not in schedules:
+            schedules[code] = calendars.sessions(code, first.date(), last.date(), halts=True)
+        days = schedules[code]
+        rows, iids = _instruments(_ns(days["session"]), [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
+        opens, closes = _ns(days["open"])[rows], _ns(days["close"])[rows]
         mine = logged[(logged["symbol"] == sym) & (logged["dataset"] == ds)]
-        whole = _covered(_ns(mine["start"]), _ns(mine["end"]), opens[rows], closes[rows])
+        minutes = days["minutes"].to_numpy(np.int64)[rows]
+        bars = -(-minutes * 60 // sch.bar_seconds) if sch.is_bar else minutes  # ticks: masked below
         parts.append(
             pd.DataFrame(
                 {
                     "symbol": sym,
                     "instrument_id": pd.arrays.IntegerArray(np.where(iids < 0, 0, iids), iids < 0),
                     "session": days["session"].to_numpy()[rows],
-                    "covered": whole,
-                    "expected": pd.arrays.IntegerArray(
-                        np.zeros(len(rows), np.int64) if expected is None else expected[rows],
-                        np.full(len(rows), expected is None),
-                    ),
-                    "_row": rows,
+                    "covered": _covered(_ns(mine["start"]), _ns(mine["end"]), opens, closes),
+                    # ticks have no expected count
+                    "expected": pd.arrays.IntegerArray(bars, np.full(len(rows), not sch.is_bar)),
+                    "_open": opens,
+                    "_close": closes,
                     "_iid": iids,
                 }
             )
         )
     frame = pd.concat(parts, ignore_index=True)
     known = frame["_iid"].to_numpy() >= 0
-    rows = frame["_row"].to_numpy()
     counts = np.zeros(len(frame), dtype=np.int64)
     counts[known] = stored.present(
         conn,
         session.schema,
         sch.table,
         frame["_iid"].to_numpy()[known],
-        opens[rows[known]],
-        closes[rows[known]],
+        frame["_open"].to_numpy()[known],
+        frame["_close"].to_numpy()[known],
         exists_only=not sch.is_bar,
     )
     frame["present"] = counts
@@ -143,6 +146,17 @@ def _reasons(frame: pd.DataFrame, bars: bool, partial: float) -> list[str | None
     short = (present < partial * expected) if bars else np.zeros(len(frame), dtype=bool)
     reason = np.select([~frame["covered"].to_numpy(dtype=bool), present == 0, short], list(REASONS), default="")
     return [r or None for r in reason.tolist()]
+
+
+def _calendar(dataset: str, symbol: str) -> str:
+    """The calendar of ``symbol``'s sessions: the dataset's, for IB the contract's exchange's (the symbol is
+    ``SYMBOL:SECTYPE[:EXCHANGE...]``)."""
+    key = dataset.strip().upper()
+    if key == "IB" or key.startswith("IB."):
+        from hdi_lab.providers.ib.contracts import parse_contract
+
+        return calendars.calendar_for(dataset, parse_contract(symbol).exchange)
+    return calendars.calendar_for(dataset)
 
 
 def _dataset(dataset: str | None, spans: list[Span], logged: pd.DataFrame, syms: tuple[str, ...]) -> str:
