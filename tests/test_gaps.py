@@ -268,3 +268,14 @@ def test_tick_schemas_need_one_row_a_session(session: HdiSession, tmp_path: Path
     every = coverage(session, "trades", SYMBOL, "2024-01-02", "2024-01-05")
     assert every["reason"].tolist() == ["empty", None, "empty"]
     assert every["present"].tolist() == [0, 1, 0] and every["expected"].isna().all()
+
+
+def test_sessions_not_closed_yet_are_no_gaps(session: HdiSession) -> None:
+    today = pd.Timestamp.now(tz="UTC").normalize()
+    week = hdi_lab.gaps(
+        "ohlcv-1m", "AAPL", today - pd.Timedelta(days=7), today + pd.Timedelta(days=7), dataset="XNAS.ITCH",
+        session=session,
+    )  # fmt: skip
+    closes = calendars.sessions("XNAS", week["session"].min(), week["session"].max())["close"]
+    assert len(week) >= 3 and (closes <= pd.Timestamp.now(tz="UTC")).all()
+    assert week["session"].max() <= today.tz_localize(None)

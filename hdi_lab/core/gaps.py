@@ -1,7 +1,8 @@
 """Gaps: the trading sessions of requested symbols whose data is missing from the database.
 
 Sessions come from the dataset's exchange calendar (:mod:`hdi_lab.core.calendars`, with the daily halts it
-declares): a session the calendar has closed (a holiday, a weekend) is never a gap. A session of a symbol is
+declares): a session the calendar has closed (a holiday, a weekend) is never a gap, nor one that has not closed
+yet. A session of a symbol is
 
 * ``not_ingested`` when no completed ingest of the schema (the ingest log) covers its whole window
   ``[open, close)`` for that symbol (requested with the same ``stype_in``),
@@ -97,11 +98,13 @@ def coverage(
     spans = symbology.lookup(conn, session.schema, syms, first, last + pd.Timedelta(days=1), dataset, missing=[])
     ds = _dataset(dataset, spans, logged, syms)
     schedules: dict[str, pd.DataFrame] = {}
+    now = pd.Timestamp.now(tz="UTC")  # a session not closed yet cannot be complete: it is no gap (yet)
     parts: list[pd.DataFrame] = []
     for sym in syms:
         code = _calendar(ds, sym)
         if code not in schedules:
-            schedules[code] = calendars.sessions(code, first.date(), last.date(), halts=True)
+            days = calendars.sessions(code, first.date(), last.date(), halts=True)
+            schedules[code] = days[days["close"] <= now].reset_index(drop=True)
         days = schedules[code]
         rows, iids = _instruments(_ns(days["session"]), [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
         opens, closes = _ns(days["open"])[rows], _ns(days["close"])[rows]
