@@ -29,25 +29,36 @@ def _full(session: str) -> pd.DatetimeIndex:
     return pd.date_range(day["open"], day["close"] - HOUR, freq="1min", inclusive="left")
 
 
-def _ingest(session: HdiSession, tmp: Path, start: str, end: str, stamps: pd.DatetimeIndex, name: str) -> None:
-    """A DBN file of ``SYMBOL``'s 1-minute bars at ``stamps`` covering ``[start, end)``, ingested."""
-    rec = empty_records("ohlcv-1m", len(stamps))
+def _ingest(
+    session: HdiSession,
+    tmp: Path,
+    start: str,
+    end: str,
+    stamps: pd.DatetimeIndex,
+    name: str,
+    *,
+    schema: str = "ohlcv-1m",
+    dataset: str = DATASET,
+    symbol: str = SYMBOL,
+) -> None:
+    """A DBN file of ``symbol``'s bars at ``stamps`` covering ``[start, end)``, ingested."""
+    rec = empty_records(schema, len(stamps))
     rec["publisher_id"], rec["instrument_id"] = 1, IID
     rec["ts_event"] = stamps.as_unit("ns").asi8
     for col in ("open", "high", "low", "close"):
         rec[col] = 4_800 * 1_000_000_000
     rec["volume"] = 1
     lo, hi = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")
-    path = tmp / f"{name}.ohlcv-1m.dbn.zst"
+    path = tmp / f"{name}.{schema}.dbn.zst"
     path.write_bytes(
         encode_dbn(
-            dataset=DATASET,
-            schema="ohlcv-1m",
+            dataset=dataset,
+            schema=schema,
             stype_in="raw_symbol",
             start=lo,
             end=hi,
-            symbols=[SYMBOL],
-            mappings={SYMBOL: [(dt.date(2023, 12, 1), dt.date(2024, 6, 1), IID)]},
+            symbols=[symbol],
+            mappings={symbol: [(dt.date(2023, 12, 1), dt.date(2024, 6, 1), IID)]},
             records=rec,
         )
     )
@@ -279,3 +290,26 @@ def test_sessions_not_closed_yet_are_no_gaps(session: HdiSession) -> None:
     closes = calendars.sessions("XNAS", week["session"].min(), week["session"].max())["close"]
     assert len(week) >= 3 and (closes <= pd.Timestamp.now(tz="UTC")).all()
     assert week["session"].max() <= today.tz_localize(None)
+
+
+def test_daily_and_hourly_bars_of_an_equity_session(session: HdiSession, tmp_path: Path) -> None:
+    """Daily bars start at midnight UTC, before the 14:30 open: they count for the session of their date; an
+    hourly bar starting 14:00 holds the open. MLK day (2024-01-15) is no Nasdaq session."""
+    days = pd.DatetimeIndex(["2024-01-12", "2024-01-16"], tz="UTC")
+    kw = {"dataset": "XNAS.ITCH", "symbol": "AAPL"}
+    _ingest(session, tmp_path, "2024-01-12", "2024-01-19", days, "daily", schema="ohlcv-1d", **kw)
+    hours = pd.date_range("2024-01-12 14:00", "2024-01-12 20:00", freq="1h", tz="UTC")  # 7 bars, 14:00..20:00
+    _ingest(session, tmp_path, "2024-01-12", "2024-01-13", hours, "hourly", schema="ohlcv-1h", **kw)
+    from hdi_lab.core.gaps import coverage
+
+    daily = coverage(session, "ohlcv-1d", "AAPL", "2024-01-12", "2024-01-19")
+    assert [(str(r.session.date()), r.reason, r.expected, r.present) for r in daily.itertuples()] == [
+        ("2024-01-12", None, 1, 1),
+        ("2024-01-16", None, 1, 1),
+        ("2024-01-17", "empty", 1, 0),
+        ("2024-01-18", "empty", 1, 0),
+    ]
+    hourly = coverage(session, "ohlcv-1h", "AAPL", "2024-01-12", "2024-01-13")
+    assert (hourly["expected"].tolist(), hourly["present"].tolist(), hourly["reason"].tolist()) == ([7], [7], [None])
+    with pytest.raises(ValidationError, match="definitions"):
+        coverage(session, "definition", "AAPL", "2024-01-12", "2024-01-13")

@@ -6,7 +6,8 @@ yet. A session of a symbol is
 
 * ``not_ingested`` when no completed ingest of the schema (the ingest log) covers its whole window
   ``[open, close)`` for that symbol (requested with the same ``stype_in``),
-* ``empty`` when ingests cover it but no row of the symbol's instrument lies in the window,
+* ``empty`` when ingests cover it but no row of the symbol's instrument lies in the window (bars: from the open
+  floored to the bar interval; daily bars, stamped at midnight UTC: the session's date),
 * ``partial`` (bar schemas only) when fewer bars than ``partial`` (default :data:`PARTIAL`, a half) of the
   session's expected bars are stored. Databento sends no bar for a minute without a trade, so minutes
   missing here and there are not gaps (they go to the quality report): only a session that lost a large
@@ -43,6 +44,7 @@ COLUMNS = ("symbol", "instrument_id", "session", "reason", "expected", "present"
 REASONS = ("not_ingested", "empty", "partial")
 #: a bar session with fewer bars than this fraction of its expected bars is ``partial`` (0 turns it off)
 PARTIAL = 0.5
+_DAY = 86_400_000_000_000
 
 
 def gaps(
@@ -82,9 +84,11 @@ def coverage(
 
     Raises ValidationError (a bad schema, stype_in, range, ``partial`` outside [0, 1]; no symbols; no dataset
     given and none or several known for the symbols; a dataset, or an IB contract's exchange, without a known
-    calendar; an IB symbol that is no contract), ConfigError (an
-    unknown calendar in the ``calendars`` setting) and StorageError."""
+    calendar; an IB symbol that is no contract; the definition schema), ConfigError (an unknown calendar in the
+    ``calendars`` setting) and StorageError."""
     sch = parse_enum(Schema, schema, "schema")
+    if sch is Schema.DEFINITION:
+        raise ValidationError("definitions are not market data by session: ask gaps of a bar or tick schema")
     stype = parse_enum(SType, stype_in, "stype_in")
     syms = require_symbols(symbols)
     lo, hi = parse_range(start, end)
@@ -107,7 +111,8 @@ def coverage(
             schedules[code] = days[days["close"] <= now].reset_index(drop=True)
         days = schedules[code]
         rows, iids = _instruments(_ns(days["session"]), [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
-        opens, closes = _ns(days["open"])[rows], _ns(days["close"])[rows]
+        opens, closes = _windows(days, sch)
+        opens, closes = opens[rows], closes[rows]
         mine = logged[(logged["symbol"] == sym) & (logged["dataset"] == ds)]
         minutes = days["minutes"].to_numpy(np.int64)[rows]
         bars = -(-minutes * 60 // sch.bar_seconds) if sch.is_bar else minutes  # ticks: masked below
@@ -141,6 +146,20 @@ def coverage(
     frame["present"] = counts
     frame["reason"] = _reasons(frame, sch.is_bar, partial)
     return frame[list(COLUMNS)].sort_values(["symbol", "session", "instrument_id"], kind="stable", ignore_index=True)
+
+
+def _windows(days: pd.DataFrame, sch: Schema) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The ``[start, end)`` (int64 ns UTC) in which each session's rows are stored: the session, from its open
+    floored to the bar interval (an hourly bar starting 14:00 holds a 14:30 open); for daily bars, which start at
+    midnight UTC, the session's date."""
+    opens, closes = _ns(days["open"]), _ns(days["close"])
+    if not sch.is_bar:
+        return opens, closes
+    bar = sch.bar_seconds * 1_000_000_000
+    if bar >= _DAY:
+        labels = _ns(days["session"])
+        return labels, labels + _DAY
+    return opens - opens % bar, closes
 
 
 def _reasons(frame: pd.DataFrame, bars: bool, partial: float) -> list[str | None]:
@@ -211,18 +230,9 @@ def _covered(
     opens: npt.NDArray[np.int64],
     closes: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.bool_]:
-    """Whether the union of the ranges ``[starts, ends)`` covers each window ``[opens, closes)``."""
+    """Whether one of the ranges ``[starts, ends)`` (merged and sorted, see
+    :func:`hdi_lab.storage.gaps.covered`) covers each window ``[opens, closes)``."""
     if len(starts) == 0:
         return np.zeros(len(opens), dtype=bool)
-    order = np.argsort(starts, kind="stable")
-    merged_lo: list[int] = []
-    merged_hi: list[int] = []
-    for s, e in zip(starts[order].tolist(), ends[order].tolist(), strict=True):
-        if merged_hi and s <= merged_hi[-1]:
-            merged_hi[-1] = max(merged_hi[-1], e)
-        else:
-            merged_lo.append(s)
-            merged_hi.append(e)
-    lo, hi = np.array(merged_lo, dtype=np.int64), np.array(merged_hi, dtype=np.int64)
-    k = np.searchsorted(lo, opens, side="right") - 1
-    return (k >= 0) & (hi[np.clip(k, 0, None)] >= closes)
+    k = np.searchsorted(starts, opens, side="right") - 1
+    return (k >= 0) & (ends[np.clip(k, 0, None)] >= closes)
