@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from hdi_lab.config import Settings
 from hdi_lab.core import calendars
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
@@ -105,7 +106,7 @@ def coverage(
     now = pd.Timestamp.now(tz="UTC")  # a session not closed yet cannot be complete: it is no gap (yet)
     parts: list[pd.DataFrame] = []
     for sym in syms:
-        code = _calendar(ds, sym)
+        code = _calendar(ds, sym, session.settings)
         if code not in schedules:
             days = calendars.sessions(code, first.date(), last.date(), halts=True)
             schedules[code] = days[days["close"] <= now].reset_index(drop=True)
@@ -170,15 +171,15 @@ def _reasons(frame: pd.DataFrame, bars: bool, partial: float) -> list[str | None
     return [r or None for r in reason.tolist()]
 
 
-def _calendar(dataset: str, symbol: str) -> str:
+def _calendar(dataset: str, symbol: str, settings: Settings) -> str:
     """The calendar of ``symbol``'s sessions: the dataset's, for IB the contract's exchange's (the symbol is
     ``SYMBOL:SECTYPE[:EXCHANGE...]``)."""
     key = dataset.strip().upper()
     if key == "IB" or key.startswith("IB."):
         from hdi_lab.providers.ib.contracts import parse_contract
 
-        return calendars.calendar_for(dataset, parse_contract(symbol).exchange)
-    return calendars.calendar_for(dataset)
+        return calendars.calendar_for(dataset, parse_contract(symbol).exchange, settings)
+    return calendars.calendar_for(dataset, settings=settings)
 
 
 def _dataset(dataset: str | None, spans: list[Span], logged: pd.DataFrame, syms: tuple[str, ...]) -> str:
