@@ -31,6 +31,7 @@ BENCHES = (
     "bench_features",
     "bench_ib",
     "bench_feast",
+    "bench_gaps",
 )
 
 

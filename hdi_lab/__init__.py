@@ -24,7 +24,7 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import ingest, query, sql, unwatch, watch, watches
+    from hdi_lab.api import gaps, ingest, query, sql, unwatch, watch, watches
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -32,6 +32,7 @@ if typing.TYPE_CHECKING:
 
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
 _LAZY = {
+    "gaps": "hdi_lab.api",
     "ingest": "hdi_lab.api",
     "query": "hdi_lab.api",
     "sql": "hdi_lab.api",
@@ -83,6 +84,7 @@ __all__ = [
     "Subscription",
     "ValidationError",
     "enable_logging",
+    "gaps",
     "ingest",
     "load_ipython_extension",
     "load_settings",

@@ -8,13 +8,14 @@ from typing import Any
 
 import pandas as pd
 
+from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 
-__all__ = ["ingest", "make_request", "query", "sql", "unwatch", "watch", "watches"]
+__all__ = ["gaps", "ingest", "make_request", "query", "sql", "unwatch", "watch", "watches"]
 
 
 def make_request(
@@ -141,3 +142,31 @@ def unwatch(which: int | str, *, session: HdiSession | None = None) -> Subscript
 
     Raises ValidationError when there is no such subscription, StorageError."""
     return with_session(session, lambda s: subscriptions.remove(s, which))
+
+
+def gaps(
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    *,
+    dataset: str | None = None,
+    stype_in: str | SType = SType.RAW_SYMBOL,
+    partial: float = gap_finder.PARTIAL,
+    session: HdiSession | None = None,
+) -> pd.DataFrame:
+    """The trading sessions of ``symbols`` (session dates in ``[start, end)``) whose data is missing: one row per
+    symbol and session, columns symbol, instrument_id, session, reason (``not_ingested``, ``empty`` or
+    ``partial``), expected and present (bars). Sessions the exchange calendar closed are never gaps.
+
+    ``hdi_lab.gaps("ohlcv-1m", "ESH4", "2024-01-01", "2024-02-01", dataset="GLBX.MDP3")``. A bar session with
+    fewer bars than ``partial`` (default half) of the expected ones is ``partial``; ``partial=0`` turns that off.
+    See :mod:`hdi_lab.core.gaps`.
+
+    Raises ValidationError (a bad schema, stype_in, range or partial; no symbols; no dataset given and none or
+    several known for the symbols; a dataset without a known calendar), ConfigError and StorageError.
+    """
+    return with_session(
+        session,
+        lambda s: gap_finder.gaps(s, schema, symbols, start, end, dataset=dataset, stype_in=stype_in, partial=partial),
+    )

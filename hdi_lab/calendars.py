@@ -16,7 +16,9 @@ the library another 0.35-0.6 s); after that :func:`sessions` takes about 0.5 ms 
 assigns 2.6 million minute stamps in about 0.1 s.
 
 exchange_calendars' ``CMES`` runs 17:00-17:00 Chicago time without CME's daily 16:00-17:00 maintenance
-halt, so :func:`minutes` of a regular CME session is 1440 (a real ES session has at most 1380 bars).
+halt, so :func:`minutes` of a regular CME session is 1440 as there. A real ES session has at most 1380 bars:
+:data:`DAILY_HALTS` declares the halt, and ``minutes(..., halts=True)`` / ``sessions(..., halts=True)`` leave it
+out (what :mod:`hdi_lab.core.gaps` expects). A bar in the halt still belongs to its session.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from hdi_lab.config import Settings, load_settings, parse_calendars
 from hdi_lab.errors import ConfigError, ValidationError
 
 __all__ = [
+    "DAILY_HALTS",
     "DATASET_CALENDARS",
     "FIRST_SESSION",
     "IB_EXCHANGE_CALENDARS",
@@ -96,6 +99,11 @@ IB_EXCHANGE_CALENDARS: dict[str, str] = {
     "ASX": "XASX",
     "IDEALPRO": "24/5",
 }
+#: daily halts exchange_calendars leaves out: calendar -> (start, end, time zone), local wall-clock times on the
+#: session's date, clipped to the session (an early close before the halt has none)
+DAILY_HALTS: dict[str, tuple[dt.time, dt.time, str]] = {
+    "CMES": (dt.time(16), dt.time(17), "America/Chicago"),  # CME Globex's daily maintenance halt
+}
 _IB = "IB"
 _MINUTE = 60_000_000_000
 _LOCK = threading.Lock()
@@ -111,6 +119,8 @@ class _Table:
     closes: npt.NDArray[np.int64]
     break_starts: npt.NDArray[np.int64]  # NaT (int64 min) where the session has no break
     break_ends: npt.NDArray[np.int64]
+    halt_starts: npt.NDArray[np.int64]  # the daily halt inside the session (DAILY_HALTS), NaT where none
+    halt_ends: npt.NDArray[np.int64]
 
 
 def calendar_for(dataset: str, exchange: str | None = None, settings: Settings | None = None) -> str:
@@ -146,10 +156,11 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
     )
 
 
-def sessions(calendar: str, start: DateLike, end: DateLike) -> pd.DataFrame:
+def sessions(calendar: str, start: DateLike, end: DateLike, *, halts: bool = False) -> pd.DataFrame:
     """The trading sessions from ``start`` to ``end`` (session dates, both included): columns ``session``
     (datetime64, the date at 00:00), ``open`` and ``close`` (UTC, the close exclusive) and ``minutes``
-    (1-minute bars expected, see :func:`minutes`). Holidays are absent, early closes and DST are applied.
+    (1-minute bars expected, see :func:`minutes`; ``halts=True`` leaves out the :data:`DAILY_HALTS`).
+    Holidays are absent, early closes and DST are applied.
 
     Raises ValidationError when ``start`` is after ``end``, a date does not parse, or the range leaves the
     calendar's bounds; ConfigError for an unknown calendar code."""
@@ -164,13 +175,14 @@ def sessions(calendar: str, start: DateLike, end: DateLike) -> pd.DataFrame:
             "session": pd.to_datetime(table.labels[i:j]),
             "open": pd.to_datetime(table.opens[i:j], utc=True),
             "close": pd.to_datetime(table.closes[i:j], utc=True),
-            "minutes": _minutes(table, slice(i, j)),
+            "minutes": _minutes(table, slice(i, j), halts),
         }
     )
 
 
-def minutes(calendar: str, session: DateLike) -> int:
-    """The number of 1-minute bars a full ``session`` has: minutes from open to close, less a midday break.
+def minutes(calendar: str, session: DateLike, *, halts: bool = False) -> int:
+    """The number of 1-minute bars a full ``session`` has: minutes from open to close, less a midday break
+    (and with ``halts=True`` less the calendar's daily halt of :data:`DAILY_HALTS`, e.g. 1380 for CME's 1440).
 
     Raises ValidationError when ``session`` is not a session of ``calendar`` (a holiday, a weekend, outside
     the calendar's bounds); ConfigError for an unknown calendar code."""
@@ -180,7 +192,7 @@ def minutes(calendar: str, session: DateLike) -> int:
     i = int(np.searchsorted(table.labels, label))
     if i >= len(table.labels) or table.labels[i] != label:
         raise ValidationError(f"{pd.Timestamp(label).date()} is not a trading session of {table.code}")
-    return int(_minutes(table, slice(i, i + 1))[0])
+    return int(_minutes(table, slice(i, i + 1), halts)[0])
 
 
 def open_minutes(calendar: str, day: DateLike) -> npt.NDArray[np.bool_]:
@@ -240,10 +252,13 @@ def sessions_of(calendar: str, timestamps: pd.Series[Any] | pd.DatetimeIndex | n
     return pd.Series(labels.view("datetime64[ns]"), index=index, name="session")
 
 
-def _minutes(table: _Table, rows: slice) -> npt.NDArray[np.int64]:
+def _minutes(table: _Table, rows: slice, halts: bool) -> npt.NDArray[np.int64]:
     span = table.closes[rows] - table.opens[rows]
     starts, ends = table.break_starts[rows], table.break_ends[rows]
     gap = np.where(starts != np.iinfo(np.int64).min, ends - starts, 0)
+    if halts:
+        has = table.halt_starts[rows] != np.iinfo(np.int64).min
+        span = span - np.where(has, table.halt_ends[rows] - table.halt_starts[rows], 0)
     return ((span - gap) // _MINUTE).astype(np.int64)
 
 
@@ -316,11 +331,35 @@ def _build(name: str) -> _Table:
     def ns(column: str) -> npt.NDArray[np.int64]:
         return _utc_ns(pd.DatetimeIndex(schedule[column]))
 
+    labels, opens, closes = _utc_ns(pd.DatetimeIndex(schedule.index)), ns("open"), ns("close")
+    halt_starts, halt_ends = _halts(name, pd.DatetimeIndex(schedule.index), opens, closes)
     return _Table(
         code=name,
-        labels=_utc_ns(pd.DatetimeIndex(schedule.index)),
-        opens=ns("open"),
-        closes=ns("close"),
+        labels=labels,
+        opens=opens,
+        closes=closes,
         break_starts=ns("break_start"),
         break_ends=ns("break_end"),
+        halt_starts=halt_starts,
+        halt_ends=halt_ends,
     )
+
+
+def _halts(
+    name: str, labels: pd.DatetimeIndex, opens: npt.NDArray[np.int64], closes: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The calendar's :data:`DAILY_HALTS` on each session's date, clipped to the session; NaT where none."""
+    nat = np.full(len(labels), np.iinfo(np.int64).min, dtype=np.int64)
+    if name not in DAILY_HALTS:
+        return nat, nat.copy()
+    start, end, tz = DAILY_HALTS[name]
+    days = labels.tz_localize(None).normalize()
+
+    def at(t: dt.time) -> npt.NDArray[np.int64]:
+        local = (days + pd.Timedelta(hours=t.hour, minutes=t.minute)).tz_localize(tz)
+        return _utc_ns(local)
+
+    lo = np.clip(at(start), opens, closes)
+    hi = np.clip(at(end), opens, closes)
+    some = lo < hi
+    return np.where(some, lo, nat), np.where(some, hi, nat)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -12,8 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hdi_lab.config import Settings, load_settings, parse_calendars
-from hdi_lab.core.calendars import (
+from hdi_lab.calendars import (
     DATASET_CALENDARS,
     IB_EXCHANGE_CALENDARS,
     calendar_for,
@@ -23,6 +23,7 @@ from hdi_lab.core.calendars import (
     sessions,
     sessions_of,
 )
+from hdi_lab.config import Settings, load_settings, parse_calendars
 from hdi_lab.errors import ConfigError, ValidationError
 from hdi_lab.providers.databento.provider import DATASETS
 
@@ -227,9 +228,23 @@ def test_a_malformed_calendars_setting_fails_with_one_line(tmp_path: Path) -> No
 
 
 def test_importing_hdi_lab_and_the_calendars_module_does_not_load_exchange_calendars() -> None:
-    code = "import json, sys, hdi_lab, hdi_lab.core.calendars\nprint(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, hdi_lab, hdi_lab.calendars\nprint(json.dumps(sorted(sys.modules)))"
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not [m for m in loaded if m.startswith("exchange_calendars")]
+
+
+def test_the_cme_daily_halt_is_left_out_of_expected_minutes() -> None:
+    """exchange_calendars' CMES has no 16:00-17:00 Chicago halt: ``halts=True`` takes it out (1380 bars at most),
+    in both seasons, and not from an early close that ends before it; other calendars declare none."""
+    from hdi_lab.calendars import DAILY_HALTS
+
+    assert DAILY_HALTS["CMES"][:2] == (dt.time(16), dt.time(17))
+    assert minutes("CMES", "2024-01-16", halts=True) == 1380  # CST
+    assert minutes("CMES", "2024-07-16", halts=True) == 1380  # CDT
+    assert minutes("CMES", "2024-01-15", halts=True) == minutes("CMES", "2024-01-15") == 1140  # MLK: 12:00 close
+    frame = sessions("CMES", "2024-01-12", "2024-01-16", halts=True)
+    assert frame["minutes"].tolist() == [1380, 1140, 1380]
+    assert minutes("XNYS", "2024-01-16", halts=True) == minutes("XNYS", "2024-01-16") == 390

@@ -68,6 +68,8 @@ def every_declaration() -> list[options.Option]:
         (options.PUBLISH_SET_MAGIC,),
         options.WATCH,
         options.WATCH_MAGIC,
+        options.GAPS_CLI,
+        options.GAPS_MAGIC,
     ]
     return [*options.OPTIONS.values(), *(options.option(ref) for refs in lists for ref in refs)]
 
@@ -87,8 +89,9 @@ CLI_COMMANDS = [
     ("watch", "add"),
     ("watch", "list"),
     ("watch", "remove"),
+    ("gaps",),
 ]
-MAGICS = ["hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols", "hdi_publish", "hdi_watch"]
+MAGICS = ["hdi_ingest", "hdi_query", "hdi_status", "hdi_config", "hdi_symbols", "hdi_publish", "hdi_watch", "hdi_gaps"]
 
 
 @pytest.mark.parametrize(
@@ -113,6 +116,7 @@ def test_every_option_of_the_cli_and_the_magics_is_declared_in_options(
         (("ingest",), "hdi_ingest", options.INGEST),
         (("query",), "hdi_query", options.QUERY),
         (("features", "publish"), "hdi_publish", options.PUBLISH),
+        (("gaps",), "hdi_gaps", options.GAPS),
     ],
 )
 def test_shared_options_are_equal_in_the_cli_and_the_magic(

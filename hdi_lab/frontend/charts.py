@@ -1,4 +1,5 @@
-"""Charts for the widgets: price overlays (pure pandas) and a candlestick + volume ``FigureWidget``.
+"""Charts for the widgets: price overlays (pure pandas), a candlestick + volume ``FigureWidget`` and the coverage
+heatmap of :func:`hdi_lab.core.gaps.coverage` (instrument x session, colour = present / expected bars).
 
 plotly is imported only inside :func:`new_figure` / :func:`draw`, so importing this module (or
 :mod:`hdi_lab.frontend.widgets`) stays cheap. Overlay conventions (chosen to match pandas-ta's defaults,
@@ -22,7 +23,17 @@ from hdi_lab.extras import require
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["OVERLAYS", "draw", "ema", "new_figure", "one_series", "overlays", "sma"]
+__all__ = [
+    "OVERLAYS",
+    "coverage_heatmap",
+    "coverage_matrix",
+    "draw",
+    "ema",
+    "new_figure",
+    "one_series",
+    "overlays",
+    "sma",
+]
 
 #: Overlay names :func:`overlays` accepts.
 OVERLAYS = ("sma", "ema")
@@ -158,3 +169,66 @@ def draw(fig: go.FigureWidget, frame: pd.DataFrame, lines: dict[str, pd.Series],
         fig.data = ()
         fig.update_layout(title_text=title)
     fig.add_traces([t for t, _ in traces], rows=[r for _, r in traces], cols=[1] * len(traces))
+
+
+def coverage_matrix(coverage: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The heatmap of a :func:`hdi_lab.core.gaps.coverage` frame as (values, reasons): one row per symbol and
+    instrument (``"ESH4 · 4242"``, ``"?"`` where the symbol meant none), one column per calendar day from the
+    first session to the last. A value is present / expected bars (at most 1; for ticks 1 when any row is
+    stored, else 0); a day that is no session (closed by the calendar) is NaN, drawn blank. ``reasons`` holds
+    each session's gap reason ("" when complete), NaN on closed days. Raises nothing."""
+    if coverage.empty:
+        return pd.DataFrame(dtype=np.float64), pd.DataFrame(dtype=object)
+    iid = coverage["instrument_id"].astype("string").fillna("?")
+    row = coverage["symbol"].astype(str) + " · " + iid
+    expected = coverage["expected"].to_numpy(dtype=np.float64, na_value=np.nan)
+    present = coverage["present"].to_numpy(np.float64)
+    ratio = np.where(
+        np.isnan(expected), (present > 0).astype(np.float64), present / np.where(expected > 0, expected, 1)
+    )
+    cells = pd.DataFrame(
+        {
+            "row": row.to_numpy(),
+            "session": pd.DatetimeIndex(coverage["session"]),
+            "value": np.minimum(ratio, 1.0),
+            "reason": coverage["reason"].fillna("").to_numpy(dtype=object),
+        }
+    )
+    days = pd.date_range(cells["session"].min(), cells["session"].max(), freq="D")
+    order = list(dict.fromkeys(cells["row"]))
+    values = cells.pivot(index="row", columns="session", values="value").reindex(index=order, columns=days)
+    reasons = cells.pivot(index="row", columns="session", values="reason").reindex(index=order, columns=days)
+    return values, reasons
+
+
+def coverage_heatmap(coverage: pd.DataFrame, *, title: str = "", widget: bool = False) -> go.Figure:
+    """A plotly heatmap of :func:`coverage_matrix`: red (nothing) to green (every expected bar), closed days
+    blank, the gap reason in the hover text. ``widget=True`` returns a ``FigureWidget`` (for ipywidgets).
+
+    Raises MissingDependency without plotly (the ``notebook`` extra)."""
+    go_ = require("plotly.graph_objects", "notebook")
+    values, reasons = coverage_matrix(coverage)
+    x = list(pd.DatetimeIndex(values.columns).strftime("%Y-%m-%d"))
+    heat = go_.Heatmap(
+        z=values.to_numpy(np.float64),
+        x=x,
+        y=list(values.index),
+        zmin=0.0,
+        zmax=1.0,
+        colorscale=[[0.0, "#c62828"], [0.5, "#f9a825"], [1.0, "#2e7d32"]],
+        colorbar=dict(title="present / expected"),
+        customdata=reasons.fillna("closed").to_numpy(dtype=object),
+        hovertemplate="%{y}<br>%{x}: %{z:.0%}<br>%{customdata}<extra></extra>",
+        hoverongaps=False,
+        xgap=1,
+        ygap=1,
+    )
+    figure = (go_.FigureWidget if widget else go_.Figure)(data=[heat])
+    figure.update_layout(
+        title_text=title,
+        height=max(220, 60 + 28 * len(values.index)),
+        margin=dict(l=120, r=20, t=40, b=40),
+        xaxis=dict(type="category" if len(x) <= 1 else "date", title_text="session"),
+        yaxis=dict(autorange="reversed"),
+    )
+    return figure

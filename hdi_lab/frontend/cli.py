@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     options.add(sub.add_parser("ingest", help="fetch, validate and load market data"), *options.INGEST)
     options.add(sub.add_parser("query", help="read stored data"), *options.QUERY_CLI)
+    options.add(
+        sub.add_parser("gaps", help="trading sessions missing (not ingested, empty or partial) by exchange calendar"),
+        *options.GAPS_CLI,
+    )
     sub.add_parser("status", help="ingest log, row counts and coverage")
 
     qu = sub.add_parser("quarantine", help="records that failed validation")
@@ -140,6 +144,21 @@ def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
             print(shown.to_string() if len(shown) else "(no rows)", file=out)
         if len(shown) < len(df):
             print(f"... {len(df)} rows in all (--limit 0 shows all, --format csv exports)", file=out)
+    return 0
+
+
+def _cmd_gaps(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    found = options.gaps(a, session)
+    if a.format == "csv":
+        found.to_csv(out, index=False, date_format="%Y-%m-%d")
+        return 0
+    if found.empty:
+        print("no gaps", file=out)
+        return 0
+    shown = found if a.limit == 0 else found.head(a.limit)
+    _table(shown.assign(session=shown["session"].dt.date), out, "")
+    more = f" ({len(shown)} shown: --limit 0 shows all, --format csv exports)" if len(shown) < len(found) else ""
+    print(f"{len(found)} gaps{more}", file=out)
     return 0
 
 
@@ -265,6 +284,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "status": _cmd_status,
     "quarantine": _cmd_quarantine,
     "watch": _cmd_watch,
+    "gaps": _cmd_gaps,
     "db": _cmd_db,
     "config": _cmd_config,
     "demo": _cmd_demo,

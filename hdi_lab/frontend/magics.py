@@ -10,6 +10,8 @@
 ``%hdi_symbols``   symbols (symbology and instrument master) matching a pattern
 ``%hdi_publish``   ``SET --symbols --interval --start --end``: compute, ``feast apply``, materialize
                    (the options of ``hdi features publish``); returns the :class:`PublishReport`
+``%hdi_gaps``      ``SCHEMA SYMBOLS START END [--dataset --stype-in --partial]``: the sessions missing, a
+                   DataFrame (see :func:`hdi_lab.gaps`)
 ``%hdi_watch``     ``add [the options of hdi watch add]``, ``list`` or ``remove ID|NAME``: subscriptions;
                    returns the :class:`Subscription` added or removed, or the list as a DataFrame
 =================  =========================================================================
@@ -267,6 +269,15 @@ class HdiMagics(Magics):
     def hdi_publish(self, args: argparse.Namespace) -> PublishReport:
         """Compute a feature set, apply the Feast feature repo and load the online store (Feast loads now)."""
         return options.publish(args, self.session)
+
+    @line_magic
+    @_front_end
+    @options.magic_arguments(*options.GAPS_MAGIC, *options.MAGIC)
+    def hdi_gaps(self, args: argparse.Namespace) -> pd.DataFrame:
+        """The trading sessions of SYMBOLS from START to END (exclusive) whose data is missing, like ``hdi gaps``:
+        one row per symbol and session with the reason (not_ingested, empty, partial) and the expected and
+        present bars. ``%hdi_gaps ohlcv-1m ESH4 2024-01-02 2024-02-01 --dataset GLBX.MDP3``"""
+        return self._frames.track(options.gaps(args, self.session))
 
     @line_magic
     @_front_end

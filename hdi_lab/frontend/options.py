@@ -23,6 +23,8 @@ from hdi_lab.core.session import PROVIDERS
 from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.featurestore.publish import PublishReport
@@ -32,6 +34,9 @@ __all__ = [
     "BAR_SCHEMAS",
     "COMPARE",
     "FEATURES_COMPUTE",
+    "GAPS",
+    "GAPS_CLI",
+    "GAPS_MAGIC",
     "GLOBAL",
     "INGEST",
     "MAGIC",
@@ -54,6 +59,8 @@ __all__ = [
     "OptionRef",
     "add",
     "count",
+    "fraction",
+    "gaps",
     "ingest_request",
     "interval_help",
     "magic_arguments",
@@ -85,6 +92,20 @@ def count(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{n} is negative: give 0 or more")
     return n
+
+
+def fraction(text: str) -> float:
+    """argparse type of ``--partial``: a number from 0 to 1.
+
+    Raises :class:`argparse.ArgumentTypeError` (argparse's one-line message) for anything else.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give a fraction from 0 to 1, e.g. 0.5") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not from 0 to 1: give a fraction, e.g. 0.5")
+    return value
 
 
 def one_of(values: Sequence[str], default: str | None = None) -> str:
@@ -256,6 +277,14 @@ OPTIONS: dict[str, Option] = {
     "watch_name": Option(("--name",), help="a unique name to refer to the subscription by (not all digits)"),
     "watch_action": Option(("action",), choices=WATCH_ACTIONS, metavar="ACTION", help=one_of(WATCH_ACTIONS)),
     "watch_target": Option(("target",), metavar="ID|NAME", help="the subscription's id or name"),
+    # gaps
+    "partial": Option(
+        ("--partial",),
+        type=fraction,
+        metavar="FRACTION",
+        help="a bar session with fewer bars than this fraction of its expected bars is partial "
+        "(default 0.5; 0 reports only empty and not ingested sessions)",
+    ),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
     "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
@@ -348,6 +377,20 @@ WATCH: tuple[OptionRef, ...] = (
 #: ``%hdi_watch ACTION [ID|NAME] [add's options]``: one parser for every action, so the target may be left out
 #: (``hdi watch remove ID|NAME`` requires it)
 WATCH_MAGIC: tuple[OptionRef, ...] = ("watch_action", option("watch_target").as_positional(optional=True), *WATCH)
+#: the options ``hdi gaps`` and ``%hdi_gaps`` share after the range
+GAPS: tuple[OptionRef, ...] = ("dataset_filter", "stype_in", "partial")
+#: ``hdi gaps SCHEMA --symbols --start --end``: as ``hdi query``, printed as a table or CSV
+GAPS_CLI: tuple[OptionRef, ...] = (
+    *QUERY_RANGE_CLI,
+    *GAPS,
+    option("format").but(choices=("table", "csv")),
+    "rows_limit",
+)
+#: ``%hdi_gaps SCHEMA SYMBOLS START END``: positional, as ``%hdi_query``'s line form, all required
+GAPS_MAGIC: tuple[OptionRef, ...] = (
+    *(option(n).as_positional() for n in ("schema", "symbols", "start", "end")),
+    *GAPS,
+)
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
 
@@ -436,3 +479,24 @@ def watch(args: argparse.Namespace, session: HdiSession) -> tuple[Subscription, 
         args.provider, schema=args.schema, symbols=args.symbols, dataset=args.dataset, stype_in=args.stype_in
     )
     return subscriptions.add(session, request, args.since, name=args.name)
+
+
+def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
+    """The gaps the :data:`GAPS_CLI` / :data:`GAPS_MAGIC` options of ``hdi gaps`` and ``%hdi_gaps`` ask for
+    (without ``--partial``, the core's default threshold).
+
+    Raises what :func:`hdi_lab.core.gaps.gaps` raises (ValidationError for a bad request, ConfigError,
+    StorageError)."""
+    from hdi_lab.core import gaps
+
+    threshold = {} if args.partial is None else {"partial": args.partial}
+    return gaps.gaps(
+        session,
+        args.schema,
+        args.symbols,
+        args.start,
+        args.end,
+        dataset=args.dataset,
+        stype_in=args.stype_in,
+        **threshold,
+    )

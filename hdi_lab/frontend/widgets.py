@@ -1,9 +1,10 @@
-"""ipywidgets front ends: :class:`IngestForm` and :class:`QueryExplorer`.
+"""ipywidgets front ends: :class:`IngestForm`, :class:`QueryExplorer` and :class:`Coverage`.
 
 Like the magics and the CLI they only build a request, call the core and render its result:
 ``IngestForm`` validates its fields with :func:`hdi_lab.api.make_request` and runs
 :func:`hdi_lab.core.ingestion.run`; ``QueryExplorer`` reads with :func:`hdi_lab.core.retrieval.query` and
-lists symbols with :func:`hdi_lab.core.catalog.search_symbols`.
+lists symbols with :func:`hdi_lab.core.catalog.search_symbols`; ``Coverage`` draws
+:func:`hdi_lab.core.gaps.coverage` as a heatmap and lists the gaps.
 
 The handlers are plain methods (``IngestForm.request()/preview()/run()``,
 ``QueryExplorer.refresh()/load()``) that return their result and raise ``HdiError`` on bad
@@ -14,6 +15,7 @@ raised in a callback (ipywidgets#2949). plotly is imported on the first chart on
 >>> from hdi_lab.frontend.widgets import IngestForm, QueryExplorer
 >>> IngestForm(session)        # a cell ending with the object displays the form
 >>> QueryExplorer(session)
+>>> Coverage(session)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hdi_lab.api import make_request
-from hdi_lab.core import catalog, ingestion, retrieval
+from hdi_lab.core import catalog, gaps, ingestion, retrieval
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError
 from hdi_lab.extras import require
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 w = require("ipywidgets")
 
-__all__ = ["BAR_SCHEMAS", "IngestForm", "QueryExplorer", "error_text"]
+__all__ = ["BAR_SCHEMAS", "Coverage", "IngestForm", "QueryExplorer", "error_text"]
 
 _WIDE = {"description_width": "90px"}
 _UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
@@ -407,3 +409,82 @@ class QueryExplorer(_Panel):
             f"<b>first {n}</b>{_table_html(frame.head(n))}<b>last {n}</b>{_table_html(frame.tail(n))}"
             f"<i>{len(frame):,} rows in all</i>"
         )
+
+
+class Coverage(_Panel):
+    """What is stored per trading session: a heatmap (instrument x session, colour = present / expected bars,
+    closed sessions blank) and the table of gaps (see :func:`hdi_lab.gaps`).
+
+    Widgets (attributes): ``symbols`` (Text, comma-separated), ``schema``, ``dataset`` (Text, empty: the one the
+    symbols are stored in), ``stype_in``, ``start``/``end`` (DatePickers, session dates, end exclusive),
+    ``partial`` (the fraction below which a bar session is partial), ``load_button``, ``chart`` (a Box holding
+    ``figure``, created on the first load), ``table`` (HTML, the gaps) and ``output``. ``frame`` holds the last
+    coverage frame (every session), ``gaps`` its missing sessions.
+    """
+
+    def __init__(self, session: HdiSession, *, rows: int = 50) -> None:
+        super().__init__()
+        self.session = session
+        self.rows = rows
+        self.frame: pd.DataFrame | None = None
+        self.gaps: pd.DataFrame | None = None
+        self.figure: go.FigureWidget | None = None
+        self.symbols = w.Text(value="", placeholder="symbols, e.g. ESH4,NQH4", description="symbols", style=_WIDE)
+        self.schema = w.Dropdown(
+            options=options.SCHEMAS, value=Schema.OHLCV_1M.value, description="schema", style=_WIDE
+        )
+        self.dataset = w.Text(value="", placeholder="e.g. GLBX.MDP3", description="dataset", style=_WIDE)
+        self.stype_in = w.Dropdown(options=options.STYPES, value=options.STYPES[0], description="stype_in", style=_WIDE)
+        self.start = w.DatePicker(description="start", style=_WIDE)
+        self.end = w.DatePicker(description="end (excl.)", style=_WIDE)
+        self.partial = w.BoundedFloatText(
+            value=gaps.PARTIAL, min=0.0, max=1.0, step=0.05, description="partial <", style=_WIDE
+        )
+        self.load_button = w.Button(description="Coverage", icon="th", button_style="primary")
+        self.chart = w.Box(layout=w.Layout(width="100%"))
+        self.table = w.HTML(value="")
+        self._buttons = (self.load_button,)
+        self.load_button.on_click(self._guard(self.load))
+        self._root = w.VBox(
+            [
+                w.HBox([self.symbols, self.schema]),
+                w.HBox([self.dataset, self.stype_in]),
+                w.HBox([self.start, self.end]),
+                w.HBox([self.partial, self.load_button]),
+                self.output,
+                self.chart,
+                self.table,
+            ]
+        )
+
+    def load(self) -> pd.DataFrame:
+        """Compute the coverage, redraw the heatmap and the gaps table; returns the gaps (as ``hdi_lab.gaps``).
+
+        Raises what :func:`hdi_lab.core.gaps.coverage` raises (the button shows it in the panel)."""
+        frame = gaps.coverage(
+            self.session,
+            self.schema.value,
+            self.symbols.value,
+            self.start.value,
+            self.end.value,
+            dataset=self.dataset.value.strip() or None,
+            stype_in=self.stype_in.value,
+            partial=float(self.partial.value),
+        )
+        missing = frame[frame["reason"].notna()].reset_index(drop=True)
+        heat = charts.coverage_heatmap(frame, title=f"{self.symbols.value} {self.schema.value}", widget=True)
+        if self.figure is None:
+            self.figure = heat
+            self.chart.children = (self.figure,)
+        else:
+            with self.figure.batch_update():
+                self.figure.data = ()
+                self.figure.add_traces(list(heat.data))
+                self.figure.layout = heat.layout
+        self.frame, self.gaps = frame, missing
+        shown = missing.head(self.rows).assign(session=missing["session"].head(self.rows).dt.date)
+        more = f"<i>{len(missing):,} gaps in all</i>" if len(missing) > self.rows else ""
+        self.table.value = _table_html(shown, index=False) + more if len(missing) else "<i>no gaps</i>"
+        status = f"{len(frame):,} sessions, {len(missing):,} gaps"
+        _show(self.output, f"<div class='hdi-status'>{html.escape(status)}</div>", status)
+        return missing

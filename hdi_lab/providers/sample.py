@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab.calendars import DATASET_CALENDARS, open_minutes, sessions
+from hdi_lab.calendars import DAILY_HALTS, DATASET_CALENDARS, open_minutes, sessions
 from hdi_lab.dbn import store_from_bytes
 from hdi_lab.dbn.writer import (
     UNDEF_PRICE,
@@ -143,7 +143,8 @@ def _utc(s: str) -> pd.Timestamp:
     return pd.Timestamp(s, tz="UTC").as_unit("ns")
 
 
-_CME = ("America/Chicago", (dt.time(16), dt.time(17)))  # CME Globex equity futures halt 16:00-17:00 CT
+_HALT_FROM, _HALT_TO, _HALT_TZ = DAILY_HALTS["CMES"]  # CME Globex's daily halt, 16:00-17:00 Chicago
+_CME = (_HALT_TZ, (_HALT_FROM, _HALT_TO))
 ROOTS: dict[str, Root] = {
     r.name: r
     for r in (
