@@ -204,6 +204,7 @@ class ChunkResult:
     updated: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    recovered: int = 0  # quarantined records (of earlier chunks) whose instrument this chunk made known, now loaded
     seconds: float = 0.0
     skipped: bool = False
     est_bytes: int | None = None  # dry runs: the provider's size estimate
@@ -223,6 +224,7 @@ class ChunkResult:
         return (
             f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
             f"duplicates {self.duplicates}, quarantined {self.quarantined}"
+            + (f", recovered from quarantine {self.recovered}" if self.recovered else "")
         )
 
 
@@ -264,6 +266,11 @@ class IngestReport:
     @property
     def quarantined(self) -> int:
         return self._sum("quarantined")
+
+    @property
+    def recovered(self) -> int:
+        """Quarantine entries resolved because the ingest made their instrument known (companions included)."""
+        return int(sum(c.recovered for c in self.chunks))
 
     @property
     def chunks_skipped(self) -> int:
@@ -337,6 +344,7 @@ class IngestReport:
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             **({"definitions": self.definitions} if any(c.chunk.companion for c in self.chunks) else {}),
+            **({"recovered": self.recovered} if self.recovered else {}),
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_second),
         }
@@ -358,6 +366,7 @@ class IngestReport:
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']}"
             + (f", definitions {s['definitions']}" if "definitions" in s else "")
+            + (f", recovered from quarantine {s['recovered']}" if "recovered" in s else "")
             + f" in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
         ) + "".join(f"\nwarning: {w}" for w in self.warnings)
