@@ -3,12 +3,13 @@ transaction), and ``retry --auto`` retries every open entry whose rule now passe
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import index_ns, row_counts, run_cli
+from helpers import index_ns, make_session, row_counts, run_cli
 
 import hdi_lab
 from hdi_lab.core import quarantine
@@ -60,14 +61,14 @@ def _stray_bars(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return _bar_file(tmp_path / "testa.ohlcv-1m.dbn.zst", rec, "TESTA", KNOWN_ID), rec[3:]
 
 
-def _definition_file(tmp_path: Path) -> Path:
-    """A definition (and symbology TESTB -> 9999) for the stray instrument."""
+def _definition_file(tmp_path: Path, version: int = 0) -> Path:
+    """A definition (and symbology TESTB -> 9999) for the stray instrument; ``version`` n is received n s later."""
     d = empty_records("definition", 1)
     d["publisher_id"], d["instrument_id"] = PUBLISHER, STRAY_ID
-    d["ts_event"] = d["ts_recv"] = START.value + PX
+    d["ts_event"] = d["ts_recv"] = START.value + (1 + version) * PX
     d["raw_symbol"], d["asset"], d["exchange"], d["currency"] = b"TESTB", b"TB", b"XCME", b"USD"
     d["security_type"], d["instrument_class"], d["min_price_increment"] = b"FUT", b"F", 250_000_000
-    path = tmp_path / "testb.definition.dbn.zst"
+    path = tmp_path / f"testb{version or ''}.definition.dbn.zst"
     path.write_bytes(
         encode_dbn(
             dataset=DATASET,
@@ -190,6 +191,25 @@ def test_recovery_lands_with_its_chunk_or_not_at_all(session: HdiSession, tmp_pa
     report = hdi_lab.ingest(provider="file", path=_definition_file(tmp_path), session=session)
     assert (report.inserted, report.recovered) == (1, 2)
     _assert_bars(_query(session, "TESTB"), stray)
+    assert (_entries(session)["status"] == "resolved").all()
+
+
+def test_concurrent_chunks_making_one_instrument_known_recover_its_records_once(
+    pg_url: str, db_schema: str, session: HdiSession, tmp_path: Path
+) -> None:
+    bars, stray = _stray_bars(tmp_path)
+    hdi_lab.ingest(provider="file", path=bars, session=session)
+    files = [_definition_file(tmp_path, v) for v in range(4)]
+
+    def ingest(path: Path) -> int:
+        with make_session(pg_url, db_schema) as own:
+            return hdi_lab.ingest(provider="file", path=path, session=own).recovered
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        recovered = list(pool.map(ingest, files))
+    assert sorted(recovered) == [0, 0, 0, 2]  # one chunk recovered both; the others found them resolved
+    _assert_bars(_query(session, "TESTB"), stray)
+    assert row_counts(session)["ohlcv_1m"] == 5
     assert (_entries(session)["status"] == "resolved").all()
 
 
