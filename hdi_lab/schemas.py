@@ -205,6 +205,7 @@ class ChunkResult:
     duplicates: int = 0
     quarantined: int = 0
     deleted: int = 0  # stored rows of the chunk's range that its (revised) data no longer has
+    recovered: int = 0  # quarantined records (of earlier chunks) whose instrument this chunk made known, now loaded
     seconds: float = 0.0
     skipped: bool = False
     est_bytes: int | None = None  # dry runs: the provider's size estimate
@@ -224,6 +225,7 @@ class ChunkResult:
         return (
             f"loaded: {what}: fetched {self.fetched}, inserted {self.inserted}, updated {self.updated}, "
             f"duplicates {self.duplicates}, quarantined {self.quarantined}, deleted {self.deleted}"
+            + (f", recovered from quarantine {self.recovered}" if self.recovered else "")
         )
 
 
@@ -269,6 +271,11 @@ class IngestReport:
     @property
     def quarantined(self) -> int:
         return self._sum("quarantined")
+
+    @property
+    def recovered(self) -> int:
+        """Quarantine entries resolved because the ingest made their instrument known (companions included)."""
+        return int(sum(c.recovered for c in self.chunks))
 
     @property
     def chunks_skipped(self) -> int:
@@ -343,6 +350,7 @@ class IngestReport:
             "quarantined": self.quarantined,
             "deleted": self.deleted,
             **({"definitions": self.definitions} if any(c.chunk.companion for c in self.chunks) else {}),
+            **({"recovered": self.recovered} if self.recovered else {}),
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_second),
         }
@@ -364,6 +372,7 @@ class IngestReport:
             f"fetched {s['fetched']}, inserted {s['inserted']}, updated {s['updated']}, "
             f"duplicates {s['duplicates']}, quarantined {s['quarantined']}, deleted {s['deleted']}"
             + (f", definitions {s['definitions']}" if "definitions" in s else "")
+            + (f", recovered from quarantine {s['recovered']}" if "recovered" in s else "")
             + f" in {s['seconds']} s "
             f"({s['rows_per_s']} rows/s)"
         ) + "".join(f"\nwarning: {w}" for w in self.warnings)

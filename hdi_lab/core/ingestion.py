@@ -3,6 +3,8 @@
 Each chunk commits its rows, its quarantined records and its ingest-log row in one transaction,
 so a crash keeps every committed chunk and leaves no half chunk; a re-run skips completed chunks
 unless ``force`` is set (which re-loads them without duplicates).
+A chunk whose symbology or definitions make an instrument known also loads, in its transaction, the
+records quarantined earlier because that instrument was unknown (:func:`reload_quarantined`).
 
 Files are independent inputs: a file whose bytes are bad (:data:`CHUNK_ERRORS`: truncated,
 corrupt) fails alone, the run goes on with the other files, then raises :class:`IngestError`
@@ -18,8 +20,9 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import databento as db
@@ -31,7 +34,7 @@ from hdi_lab import dbn
 from hdi_lab.core import conditions as vendor_conditions
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
 from hdi_lab.core.session import HdiSession
-from hdi_lab.core.validate import validate
+from hdi_lab.core.validate import UNKNOWN_INSTRUMENT, validate
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import Fetch, Provider
@@ -41,7 +44,7 @@ from hdi_lab.storage import load, normalise, quarantine
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
 
-__all__ = ["CHUNK_ERRORS", "ProgressFn", "ingest_chunk", "load_records", "run"]
+__all__ = ["CHUNK_ERRORS", "ProgressFn", "Reloaded", "ingest_chunk", "load_records", "reload_quarantined", "run"]
 
 ProgressFn: TypeAlias = Callable[[Progress], None]
 log = logging.getLogger(__name__)
@@ -222,6 +225,7 @@ def ingest_chunk(
     counts = dict(fetched=0, inserted=0, updated=0, duplicates=0, quarantined=0)
     bad_rows: list[load.BadRow] = []
     scope = _Scope()
+    brought: dict[str, set[int]] = {}  # dataset -> instruments the chunk's symbology or definitions make known
     dups = normalise.DupCounter(chunk.schema)
     batch = int(session.settings.chunk_rows)
     with transaction(conn) as cur:
@@ -237,9 +241,12 @@ def ingest_chunk(
                     raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)
                 _load_part(cur, schema_name, chunk, part, dups, counts, bad_rows, scope)
+                _note_instruments(brought, chunk, part)
         _keep_fixed(cur, schema_name, chunk, scope, bad_rows)
         deleted = _delete_stale(cur, schema_name, chunk, scope)
         _supersede(cur, schema_name, chunk, scope, bad_rows)
+        # after the deletes: records recovered inside the chunk's own range must not be deleted again
+        recovered = _recover(cur, schema_name, brought, name)
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         seconds = time.perf_counter() - t0
@@ -251,6 +258,7 @@ def ingest_chunk(
             duplicates=counts["duplicates"],
             quarantined=counts["quarantined"],
             deleted=deleted,
+            recovered=recovered,
             seconds=seconds,
             warnings=tuple(dict.fromkeys(notes)),
         )
@@ -328,6 +336,83 @@ def _spans(chunk: Chunk, scope: _Scope) -> list[load.Span]:
     ]
     mapped = {iid for iid, _, _ in scope.mapped}
     return spans + [(iid, lo, hi) for iid in scope.instruments - mapped]
+
+
+def _note_instruments(brought: dict[str, set[int]], chunk: Chunk, part: dbn.Decoded) -> None:
+    ids = brought.setdefault(part.dataset, set())
+    ids.update(m.instrument_id for m in part.mappings)
+    if chunk.schema is Schema.DEFINITION:
+        ids.update(np.unique(part.records["instrument_id"]).tolist())
+
+
+def _recover(cur: load.Cursor, schema_name: str, brought: dict[str, set[int]], name: str) -> int:
+    """Retry the open entries quarantined as of an unknown instrument that the chunk made known, in the
+    chunk's transaction (they land with it or not at all); returns how many were resolved."""
+    resolved = 0
+    for dataset, ids in brought.items():
+        if not ids:
+            continue
+        rows = quarantine.lock_open_of_instruments(cur, schema_name, UNKNOWN_INSTRUMENT, dataset, sorted(ids))
+        if rows:
+            done = reload_quarantined(
+                cur, schema_name, rows, f"retried automatically when {name} made its instrument known"
+            )
+            resolved += len(done.resolved)
+    if resolved:
+        log.info("%s: %d quarantined records of instruments it made known were loaded", name, resolved)
+    return resolved
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What :func:`reload_quarantined` did: entries resolved (their records loaded, or found already stored)
+    and entries that stayed open, each with the rule it still breaks and why."""
+
+    loaded: int
+    duplicates: int
+    resolved: list[int]
+    stayed: list[tuple[int, str, str]]  # (entry id, rule, reason)
+
+
+def reload_quarantined(cur: load.Cursor, schema_name: str, rows: Sequence[tuple[Any, ...]], how: str) -> Reloaded:
+    """Re-validate quarantined records with the ingest's validators (against their entry's request and the
+    instruments known now); load the valid ones and resolve their entries, their reason starting with ``how``.
+    Entries still invalid stay open with the rule and reason they break now.
+
+    ``rows`` are locked open entries as :func:`hdi_lab.storage.quarantine.lock_open` returns them.
+    Raises StorageError.
+    """
+    loaded = dups = 0
+    resolved: list[int] = []
+    stayed: list[tuple[int, str, str]] = []
+    groups: dict[tuple[str, str, Any, Any], list[tuple[int, dict[str, Any], int]]] = {}
+    for qid, ds, sch, rec, dup, lo, hi in rows:
+        groups.setdefault((ds, sch, lo, hi), []).append((qid, rec, dup))
+    for (ds, sch, lo, hi), items in groups.items():
+        schema = Schema(sch)
+        records = dbn.records_from_json([r for _, r, _ in items], record_dtype(schema))
+        ids_arr = np.array([q for q, _, _ in items])
+        dup_idx = np.array([d for _, _, d in items], dtype=np.int32)
+        known = None
+        if schema is not Schema.DEFINITION:
+            known = load.known_instruments(cur, schema_name, ds, np.unique(records["instrument_id"]).astype(np.int64))
+        rej = validate(records, schema, pd.Timestamp(lo).value, pd.Timestamp(hi).value, known)
+        good = np.ones(len(records), dtype=bool)
+        good[rej.index] = False
+        bad = [
+            (int(ids_arr[j]), rule, reason) for j, rule, reason in zip(rej.index, rej.rules, rej.reasons, strict=True)
+        ]
+        if bad:
+            quarantine.set_reasons(cur, schema_name, bad)
+        counts = dict(inserted=0, updated=0, duplicates=0)
+        load_records(cur, schema_name, schema, ds, records[good], counts, dup_idx[good])
+        done = ids_arr[good].tolist()
+        quarantine.mark_resolved(cur, schema_name, done, how)
+        loaded += counts["inserted"] + counts["updated"]
+        dups += counts["duplicates"]
+        resolved += done
+        stayed += bad
+    return Reloaded(loaded, dups, resolved, stayed)
 
 
 def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:

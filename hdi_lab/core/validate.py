@@ -12,9 +12,13 @@ import numpy.typing as npt
 from hdi_lab.dbn import INT64_MAX
 from hdi_lab.schemas import Schema
 
-__all__ = ["Reason", "Rejected", "Rule", "rules_for", "validate"]
+__all__ = ["UNKNOWN_INSTRUMENT", "Reason", "Rejected", "Rule", "rules_for", "validate"]
 
 Reason: TypeAlias = Callable[[np.void], str]
+
+#: the rule of a record whose instrument has no symbology or definition yet: its entry is retried
+#: automatically when an ingest brings them
+UNKNOWN_INSTRUMENT = "unknown_instrument"
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ def validate(
     if known_ids is not None:
         rules.append(
             Rule(
-                "unknown_instrument",
+                UNKNOWN_INSTRUMENT,
                 lambda r: ~np.isin(r["instrument_id"], known_ids),
                 lambda x: (
                     f"instrument_id {int(x['instrument_id'])} has no symbology or definition; "

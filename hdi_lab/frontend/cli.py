@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     qsub = qu.add_subparsers(dest="action", required=True, metavar="ACTION")
     options.add(qsub.add_parser("list"), "entry_status", "rule", "entries_limit")
     options.add(qsub.add_parser("show"), "entry_id")
-    options.add(qsub.add_parser("retry", help="re-validate and load fixed entries"), "entry_ids")
+    options.add(qsub.add_parser("retry", help="re-validate and load fixed entries"), "entry_ids", "auto")
 
     wa = sub.add_parser("watch", help="subscriptions: the market data `hdi update` keeps current (in the database)")
     wsub = wa.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -202,12 +202,14 @@ def _cmd_quarantine(session: HdiSession, a: argparse.Namespace, out: TextIO, err
         for k, v in quarantine.show(session, a.id).items():
             print(f"{k}: {v}", file=out)
     else:
-        r = quarantine.retry(session, a.ids or None)
+        r = quarantine.retry(session, a.ids or None, auto=a.auto)
         print(
             f"retried {r.retried}: loaded {r.loaded}, already stored {r.duplicates}, still failing {r.still_bad}",
             file=out,
         )
-        return 0 if r.still_bad == 0 else 1
+        for st in r.stayed:
+            print(f"  stayed open: {st.count} {st.rule}, e.g. {st.reason}", file=out)
+        return 0 if r.still_bad == 0 or a.auto else 1
     return 0
 
 

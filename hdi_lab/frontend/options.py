@@ -234,6 +234,12 @@ OPTIONS: dict[str, Option] = {
     "entries_limit": Option(("--limit",), type=count, default=100),
     "entry_id": Option(("id",), type=int),
     "entry_ids": Option(("ids",), type=int, nargs="*", help="entry ids (default: all open)"),
+    "auto": Option(
+        ("--auto",),
+        action="store_true",
+        help="retry every open entry whose rule now passes (no ids; exit 0 when the others stay open, "
+        "e.g. from cron); unknown instruments are also retried by the ingest that makes them known",
+    ),
     # the database server, settings
     "db_action": Option(
         ("action",),

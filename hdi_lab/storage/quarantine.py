@@ -11,7 +11,16 @@ import psycopg2.extras
 
 from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 
-__all__ = ["entries", "entry", "fixed_records", "lock_open", "mark_resolved", "set_reasons", "supersede"]
+__all__ = [
+    "entries",
+    "entry",
+    "fixed_records",
+    "lock_open",
+    "lock_open_of_instruments",
+    "mark_resolved",
+    "set_reasons",
+    "supersede",
+]
 
 
 def _t(schema: str, cur: Any) -> str:
@@ -52,6 +61,20 @@ def lock_open(cur: psycopg2.extensions.cursor, schema: str, ids: list[int] | Non
     return cur.fetchall()
 
 
+def lock_open_of_instruments(
+    cur: psycopg2.extensions.cursor, schema: str, rule: str, dataset: str, instrument_ids: list[int]
+) -> list[tuple[Any, ...]]:
+    """As :func:`lock_open`: the open entries of ``dataset`` under ``rule`` whose record is of one of
+    ``instrument_ids``, locked for update until the transaction ends."""
+    cur.execute(
+        f"SELECT id, dataset, schema, record, dup_idx, req_start, req_end FROM {_t(schema, cur)} "
+        "WHERE status = 'open' AND rule = %s AND dataset = %s AND (record->>'instrument_id')::bigint = ANY(%s) "
+        "ORDER BY id FOR UPDATE",
+        (rule, dataset, instrument_ids),
+    )
+    return cur.fetchall()
+
+
 def set_reasons(cur: psycopg2.extensions.cursor, schema: str, rows: list[tuple[int, str, str]]) -> None:
     """The new (id, rule, reason) of entries that are still invalid."""
     psycopg2.extras.execute_values(
@@ -62,8 +85,13 @@ def set_reasons(cur: psycopg2.extensions.cursor, schema: str, rows: list[tuple[i
     )
 
 
-def mark_resolved(cur: psycopg2.extensions.cursor, schema: str, ids: list[int]) -> None:
-    cur.execute(f"UPDATE {_t(schema, cur)} SET status = 'resolved', resolved_at = now() WHERE id = ANY(%s)", (ids,))
+def mark_resolved(cur: psycopg2.extensions.cursor, schema: str, ids: list[int], how: str) -> None:
+    """Entries ``ids`` resolved; their reason now starts with ``how`` (then what it was)."""
+    cur.execute(
+        f"UPDATE {_t(schema, cur)} SET status = 'resolved', resolved_at = now(), "
+        "reason = %s || '; quarantined as: ' || reason WHERE id = ANY(%s)",
+        (how, ids),
+    )
 
 
 def fixed_records(
