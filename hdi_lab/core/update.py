@@ -31,7 +31,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.errors import CostLimitError, ValidationError
 from hdi_lab.providers.base import ConditionSource, Provider, RangeSource
-from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, parse_time
+from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, Schema, parse_time
 from hdi_lab.storage import load
 from hdi_lab.storage.db import transaction
 
@@ -60,6 +60,7 @@ class SubscriptionPlan:
     until: pd.Timestamp
     chunks: list[Chunk] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # chunk key -> one of REASONS
+    notes: list[str] = field(default_factory=list)  # what could not be judged (e.g. no calendar: no gap check)
     report: IngestReport | None = None
 
     @property
@@ -76,19 +77,20 @@ class SubscriptionPlan:
         """One line: the subscription, what was planned and, after a run, what was done."""
         sub = self.subscription
         head = f"{sub.label} {sub.schema} {','.join(sub.symbols)} to {self.until.date()}"
+        notes = "".join(f"; {n}" for n in self.notes)
         if not self.chunks:
-            return f"{head}: up to date"
+            return f"{head}: up to date{notes}"
         why = ", ".join(f"{n} {r}" for r, n in self.counts().items())
         line = f"{head}: {len(self.chunks)} chunks ({why})"
         rep = self.report
         if rep is None:
-            return line
+            return line + notes
         if rep.dry_run:
             cost = "" if rep.cost_usd is None else f", ~${rep.cost_usd:,.2f}"
-            return f"{line}: ~{rep.fetched:,} records{cost}"
+            return f"{line}: ~{rep.fetched:,} records{cost}{notes}"
         return (
             f"{line}: {rep.fetched:,} fetched, {rep.inserted:,} inserted, {rep.updated:,} updated, "
-            f"{rep.deleted:,} deleted, {rep.chunks_skipped} skipped"
+            f"{rep.deleted:,} deleted, {rep.chunks_skipped} skipped{notes}"
         )
 
 
@@ -163,8 +165,9 @@ def select(session: HdiSession, which: Sequence[int | str] = ()) -> list[Subscri
 
 
 def until_of(provider: Provider, sub: Subscription, until: object = None) -> pd.Timestamp:
-    """Where an update of ``sub`` ends: ``until`` when given, else the end of the dataset's available range
-    (a vendor that says it), else the start of today (UTC).
+    """Where an update of ``sub`` ends: ``until`` when given, else the start (UTC) of the last day the dataset's
+    available range ends in (a vendor that says it: complete days only, so a day is planned as one chunk,
+    whose key a later update finds stored), else the start of today (UTC).
 
     Raises ValidationError for a bad ``until``; what the provider raises asking the range."""
     if until is not None:
@@ -172,7 +175,7 @@ def until_of(provider: Provider, sub: Subscription, until: object = None) -> pd.
     if isinstance(provider, RangeSource):
         available = provider.available_range(sub.dataset)
         if available is not None:
-            return available[1]
+            return available[1].floor("D")
     return pd.Timestamp.now(tz="UTC").floor("D")
 
 
@@ -180,11 +183,17 @@ def _chunk_days(chunk: Chunk) -> list[dt.date]:
     return [d.date() for d in pd.date_range(chunk.start.floor("D"), chunk.end - pd.Timedelta(1, "ns"), freq="D")]
 
 
-def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp) -> dict[dt.date, str]:
-    """The UTC days of sessions that are ``empty`` or ``partial`` (``not_ingested`` ones are new chunks)."""
-    found = gap_finder.gaps(
-        session, sub.schema, list(sub.symbols), sub.since, end, dataset=sub.dataset, stype_in=sub.stype_in
-    )
+def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp, notes: list[str]) -> dict[dt.date, str]:
+    """The UTC days of sessions that are ``empty`` or ``partial`` (``not_ingested`` ones are new chunks).
+    Sessions that cannot be judged (a dataset without a known calendar) add a note and no day."""
+    try:
+        found = gap_finder.gaps(
+            session, sub.schema, list(sub.symbols), sub.since, end, dataset=sub.dataset, stype_in=sub.stype_in
+        )
+    except ValidationError as exc:
+        log.warning("%s: empty or partial sessions not checked: %s", sub.label, exc)
+        notes.append(f"empty or partial sessions not checked: {exc}")
+        return {}
     days: dict[dt.date, str] = {}
     for session_day, reason in zip(found["session"], found["reason"], strict=True):
         if reason == "not_ingested":
@@ -219,7 +228,7 @@ def plan_subscription(
     chunks = provider.plan(sub.request(end))
     with transaction(session.connection()) as cur:
         done = load.completed(cur, session.schema, [c.key for c in chunks])
-    redo = _gap_days(session, sub, end) if sub.schema.is_bar else {}
+    redo = {} if sub.schema is Schema.DEFINITION else _gap_days(session, sub, end, out.notes)
     redo.update(_stale(session, provider, sub, end))
     for chunk in chunks:
         if chunk.key not in done:
