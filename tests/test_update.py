@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_databento import KEY, FakeDatabento
+from fake_ib import FakeIbGateway
 from helpers import TestingShell, hdi_shell, run_cli
 
 import hdi_lab
 from hdi_lab.core import update as updater
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import CostLimitError, ValidationError
+from hdi_lab.providers.ib.pacing import VirtualClock
 
 pytestmark = pytest.mark.integration
 
@@ -270,3 +272,35 @@ def test_magic_update(ip: TestingShell, session: HdiSession) -> None:
     done = ip.run_cell("%hdi_update --until 2024-01-04").result
     assert done.plans[0].report.inserted > 0
     assert ip.run_cell("%hdi_update --until 2024-01-04").result.up_to_date
+
+
+# --- IB: through the IB provider and its pacing ------------------------------------------------------------
+
+
+@pytest.fixture
+def ib(session: HdiSession) -> Iterator[tuple[HdiSession, FakeIbGateway]]:
+    gw = FakeIbGateway(clock=VirtualClock(1000.0))
+    gw.start()
+    s = HdiSession(
+        session.settings.replace(
+            ib_host="127.0.0.1", ib_port=gw.port, ib_client_id=7, ib_library="ib_async", ib_timeout=5.0
+        )
+    )
+    yield s, gw
+    s.close()
+    gw.stop()
+
+
+def test_an_ib_subscription_is_updated_through_the_ib_provider(ib: tuple[HdiSession, FakeIbGateway]) -> None:
+    s, gw = ib
+    es = "ES:FUT:CME:USD:202403"
+    hdi_lab.watch("ib", schema="ohlcv-1d", symbols=es, since="2023-11-01", name="es_ib", session=s)
+    report = hdi_lab.update(until="2024-01-06", session=s)
+    [p] = report.plans
+    assert set(p.reasons.values()) == {"new"} and p.report is not None and p.report.inserted > 0
+    assert gw.violations == []
+    stored = hdi_lab.query("ohlcv-1d", es, "2023-11-01", "2024-01-06", dataset="IB", session=s)
+    assert len(stored) == p.report.inserted
+    sent = len(gw.sent)
+    assert hdi_lab.update(until="2024-01-06", session=s).up_to_date
+    assert len(gw.sent) == sent  # nothing asked of IB again
