@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_databento import KEY, FakeDatabento
+from fake_databento import KEY, FakeDatabento, Fault
 from fake_ib import FakeIbGateway
 from helpers import TestingShell, hdi_shell, run_cli
 
 import hdi_lab
 from hdi_lab.core import update as updater
 from hdi_lab.core.session import HdiSession
-from hdi_lab.errors import CostLimitError, ValidationError
+from hdi_lab.errors import CostLimitError, ProviderError, ValidationError
 from hdi_lab.providers.ib.pacing import VirtualClock
 
 pytestmark = pytest.mark.integration
@@ -211,6 +211,19 @@ def test_a_degraded_day_is_fetched_again_once_the_vendor_fixes_it(dbs: HdiSessio
     [p] = hdi_lab.update(until="2024-03-15", session=dbs).plans
     assert {c.start.date().isoformat() for c in p.chunks} == {"2024-03-14"}
     assert set(p.reasons.values()) == {"degraded"}
+    assert hdi_lab.update(until="2024-03-15", session=dbs).up_to_date
+
+
+def test_a_failed_update_keeps_what_it_committed_and_resumes(dbs: HdiSession, fake: FakeDatabento) -> None:
+    hdi_lab.watch("databento", dataset=GLBX, schema="ohlcv-1m", symbols="ESH4", since="2024-03-12", session=dbs)
+    # the third chunk fails, after its retries
+    fake.faults += [Fault("timeseries.get_range", status=500, after=2 if i == 0 else 0) for i in range(3)]
+    with pytest.raises(ProviderError, match=r"updating subscription 1: .* re-run the update to resume"):
+        hdi_lab.update(until="2024-03-15", session=dbs)
+    kept = hdi_lab.sql("SELECT count(*) AS n FROM ingest_log", session=dbs)["n"].iloc[0]
+    assert kept == 2
+    [p] = hdi_lab.update(until="2024-03-15", session=dbs).plans
+    assert len(p.chunks) == 2 and p.report is not None and p.report.inserted > 0  # the rest, nothing twice
     assert hdi_lab.update(until="2024-03-15", session=dbs).up_to_date
 
 

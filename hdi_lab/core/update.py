@@ -29,7 +29,7 @@ from hdi_lab.core import conditions, ingestion, plan, subscriptions
 from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import Subscription
-from hdi_lab.errors import CostLimitError, ValidationError
+from hdi_lab.errors import CostLimitError, HdiError, ValidationError
 from hdi_lab.providers.base import ConditionSource, Provider, RangeSource
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, Schema, parse_time
 from hdi_lab.storage import load
@@ -94,7 +94,7 @@ class SubscriptionPlan:
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class UpdateReport:
     """What an update planned and did, per subscription."""
 
@@ -133,6 +133,9 @@ class UpdateReport:
                     row[name] = getattr(rep, name) if rep else 0
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:  # what a notebook shows for %hdi_update's result
+        return str(self)
 
     def __str__(self) -> str:
         if not self.plans:
@@ -308,12 +311,24 @@ def update(
                 _check_cost(session, plans, providers)
             for p in plans:
                 if p.chunks:
-                    p.report = _run(session, providers(p.subscription.provider), p)
+                    try:
+                        p.report = _run(session, providers(p.subscription.provider), p)
+                    except HdiError as exc:
+                        _note_committed(exc, p, plans)
+                        raise
     finally:
         for prov in made.values():
             prov.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _note_committed(exc: HdiError, failed: SubscriptionPlan, plans: list[SubscriptionPlan]) -> None:
+    """Extend the message of the error that stopped the update by where it stopped and what it kept."""
+    done = [p for p in plans if p.report is not None]
+    kept = f"; the {len(done)} subscriptions before it were brought current and are kept" if done else ""
+    where = f"updating {failed.subscription.label}: its chunks committed before this are kept{kept}"
+    exc.args = (f"{exc} ({where}; re-run the update to resume)", *exc.args[1:])
 
 
 def _run(session: HdiSession, provider: Provider, p: SubscriptionPlan) -> IngestReport:
