@@ -293,7 +293,7 @@ OPTIONS: dict[str, Option] = {
     "until": Option(
         ("--until",),
         metavar="DATE",
-        help=f"{_DATE}, exclusive: update up to here (default: the end of what the vendor has available; "
+        help=f"{_DATE}, exclusive: update up to here (default: the last whole UTC day the vendor has available; "
         "today for sample and IB)",
     ),
     # gaps
