@@ -32,6 +32,7 @@ BENCHES = (
     "bench_ib",
     "bench_feast",
     "bench_gaps",
+    "bench_update",
 )
 
 

@@ -24,10 +24,11 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import gaps, ingest, query, sql, unwatch, watch, watches
+    from hdi_lab.api import gaps, ingest, query, sql, unwatch, update, watch, watches
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
+    from hdi_lab.core.update import UpdateReport
     from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType
 
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
@@ -39,6 +40,8 @@ _LAZY = {
     "watch": "hdi_lab.api",
     "watches": "hdi_lab.api",
     "unwatch": "hdi_lab.api",
+    "update": "hdi_lab.api",
+    "UpdateReport": "hdi_lab.core.update",
     "Settings": "hdi_lab.config",
     "load_settings": "hdi_lab.config",
     "IngestReport": "hdi_lab.schemas",
@@ -82,6 +85,7 @@ __all__ = [
     "Settings",
     "StorageError",
     "Subscription",
+    "UpdateReport",
     "ValidationError",
     "enable_logging",
     "gaps",
@@ -92,6 +96,7 @@ __all__ = [
     "sql",
     "unload_ipython_extension",
     "unwatch",
+    "update",
     "watch",
     "watches",
 ]

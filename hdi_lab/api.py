@@ -10,12 +10,14 @@ import pandas as pd
 
 from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
+from hdi_lab.core import update as updater
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
+from hdi_lab.core.update import UpdateReport
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 
-__all__ = ["gaps", "ingest", "make_request", "query", "sql", "unwatch", "watch", "watches"]
+__all__ = ["gaps", "ingest", "make_request", "query", "sql", "unwatch", "update", "watch", "watches"]
 
 
 def make_request(
@@ -169,4 +171,26 @@ def gaps(
     return with_session(
         session,
         lambda s: gap_finder.gaps(s, schema, symbols, start, end, dataset=dataset, stype_in=stype_in, partial=partial),
+    )
+
+
+def update(
+    *which: int | str,
+    until: object = None,
+    dry_run: bool = False,
+    allow_cost: bool = False,
+    session: HdiSession | None = None,
+) -> UpdateReport:
+    """Bring every subscription (or those named by id or name) current: the sessions not stored since its
+    ``since`` up to ``until`` (default: what the vendor has available; today for sample and IB), the empty
+    or partial ones, and the days the vendor revised (re-fetched with force), as one chunk plan.
+
+    ``hdi_lab.update()``, ``hdi_lab.update("es_1m", until="2024-03-01", dry_run=True)``. Resumable and
+    idempotent: an up-to-date set does nothing. See :mod:`hdi_lab.core.update`.
+
+    Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses),
+    CostLimitError (above the cost limit without ``allow_cost``), ConfigError, ProviderError, DataFormatError
+    and StorageError."""
+    return with_session(
+        session, lambda s: updater.update(s, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
     )

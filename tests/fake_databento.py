@@ -16,6 +16,7 @@ import json
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,6 +67,7 @@ class FakeDatabento:
         self.served_schemas: list[str] = []  # the schema of each entry of ``served``
         self.cache: dict[str, tuple[int, dict[str, str], bytes]] | None = {} if cache else None  # benchmarks
         self.conditions: dict[str, tuple[str, str | None]] = {}  # ISO day -> (condition, last_modified_date)
+        self.revise: Callable[[np.ndarray], np.ndarray] | None = None  # a vendor revision of what get_range serves
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -164,6 +166,8 @@ class FakeDatabento:
             return _error(422, f"None of the symbols could be resolved: {','.join(unknown)}")
         chunk = self.chunk(p, known)
         records = sample.SampleProvider().records(chunk)
+        if self.revise is not None:
+            records = self.revise(records)
         days = sample.utc_days(chunk.start, chunk.end)
         hits = {s: sum(1 for d in days if sample.resolve(s, stype, d)) for s in known}
         maps = {s: iv for s, iv in sample.mappings(known, stype, days).items() if iv}

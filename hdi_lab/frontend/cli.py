@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     wsub.add_parser("list", help="every subscription")
     options.add(wsub.add_parser("remove", help="remove a subscription (its stored data stays)"), "watch_target")
 
+    options.add(
+        sub.add_parser(
+            "update",
+            help="bring subscriptions current: new sessions, gaps and vendor revisions, as one chunk plan",
+        ),
+        *options.UPDATE,
+    )
+
     options.add(sub.add_parser("db", help="the database server"), "db_action")
     options.add(sub.add_parser("config", help="settings"), "config_action")
 
@@ -224,6 +232,17 @@ def _cmd_watch(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
     return 0
 
 
+def _cmd_update(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    report = options.update(a, session)
+    print(report, file=out)
+    if a.dry_run:
+        for p in report.plans:
+            for c in p.report.chunks if p.report else []:
+                cost = "" if c.cost_usd is None else f", ~${c.cost_usd:,.2f}"
+                print(f"  {c.chunk.describe()} ({p.reasons[c.chunk.key]}): ~{c.fetched} records{cost}", file=out)
+    return 0
+
+
 def _cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if a.action == "info":
         print(catalog.storage_info(session).summary(), file=out)
@@ -287,6 +306,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "quarantine": _cmd_quarantine,
     "watch": _cmd_watch,
     "gaps": _cmd_gaps,
+    "update": _cmd_update,
     "db": _cmd_db,
     "config": _cmd_config,
     "demo": _cmd_demo,

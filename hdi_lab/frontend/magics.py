@@ -14,6 +14,8 @@
                    DataFrame (see :func:`hdi_lab.gaps`)
 ``%hdi_watch``     ``add [the options of hdi watch add]``, ``list`` or ``remove ID|NAME``: subscriptions;
                    returns the :class:`Subscription` added or removed, or the list as a DataFrame
+``%hdi_update``    ``[ID|NAME...] [--until --dry-run --allow-cost]``: bring subscriptions current (as
+                   ``hdi update``); returns the :class:`UpdateReport`
 =================  =========================================================================
 
 Every magic returns its result and takes ``-o/--out NAME`` (also bind it in the user namespace)
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from hdi_lab.core.subscriptions import Subscription
+    from hdi_lab.core.update import UpdateReport
     from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestReport
 
@@ -308,6 +311,16 @@ class HdiMagics(Magics):
         if args.action == "remove":
             return subscriptions.remove(self.session, args.target)
         return self._frames.track(subscriptions.frame(subscriptions.list_all(self.session)))
+
+    @line_magic
+    @_front_end
+    @options.magic_arguments(*options.UPDATE, *options.MAGIC)
+    def hdi_update(self, args: argparse.Namespace) -> UpdateReport:
+        """Bring subscriptions (all, or those named by id or name) current, like ``hdi update``: new sessions,
+        gaps and vendor revisions as one chunk plan; ``--dry-run`` shows it with its cost.
+
+        ``%hdi_update es_1m --until 2024-03-01 --dry-run``"""
+        return options.update(args, self.session)
 
 
 def load(shell: InteractiveShell) -> HdiMagics:

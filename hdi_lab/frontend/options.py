@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
+    from hdi_lab.core.update import UpdateReport
     from hdi_lab.featurestore.publish import PublishReport
     from hdi_lab.schemas import IngestRequest
 
@@ -52,6 +53,7 @@ __all__ = [
     "QUERY_RANGE_MAGIC",
     "SCHEMAS",
     "STYPES",
+    "UPDATE",
     "WATCH",
     "WATCH_ACTIONS",
     "WATCH_MAGIC",
@@ -67,6 +69,7 @@ __all__ = [
     "one_of",
     "option",
     "publish",
+    "update",
     "watch",
 ]
 
@@ -283,6 +286,16 @@ OPTIONS: dict[str, Option] = {
     "watch_name": Option(("--name",), help="a unique name to refer to the subscription by (not all digits)"),
     "watch_action": Option(("action",), choices=WATCH_ACTIONS, metavar="ACTION", help=one_of(WATCH_ACTIONS)),
     "watch_target": Option(("target",), metavar="ID|NAME", help="the subscription's id or name"),
+    # updates
+    "update_targets": Option(
+        ("targets",), nargs="*", metavar="ID|NAME", help="subscriptions to update, by id or name (default: all)"
+    ),
+    "until": Option(
+        ("--until",),
+        metavar="DATE",
+        help=f"{_DATE}, exclusive: update up to here (default: the last whole UTC day the vendor has available; "
+        "today for sample and IB)",
+    ),
     # gaps
     "partial": Option(
         ("--partial",),
@@ -397,6 +410,13 @@ GAPS_MAGIC: tuple[OptionRef, ...] = (
     *(option(n).as_positional() for n in ("schema", "symbols", "start", "end")),
     *GAPS,
 )
+#: ``hdi update [ID|NAME...]`` and ``%hdi_update [ID|NAME...]``: bring subscriptions current
+UPDATE: tuple[OptionRef, ...] = (
+    "update_targets",
+    "until",
+    option("dry_run").but(help="plan and estimate only: the chunks and their total cost"),
+    "allow_cost",
+)
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
 
@@ -505,4 +525,17 @@ def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
         dataset=args.dataset,
         stype_in=args.stype_in,
         **threshold,
+    )
+
+
+def update(args: argparse.Namespace, session: HdiSession) -> UpdateReport:
+    """Run the update the :data:`UPDATE` options of ``hdi update`` and ``%hdi_update`` describe.
+
+    Raises what :func:`hdi_lab.core.update.update` raises (ValidationError for an unknown subscription or a
+    bad --until, CostLimitError above the cost limit, ConfigError, ProviderError, DataFormatError,
+    StorageError)."""
+    from hdi_lab.core import update
+
+    return update.update(
+        session, args.targets or (), until=args.until, dry_run=args.dry_run, allow_cost=args.allow_cost
     )

@@ -29,6 +29,7 @@ __all__ = [
     "Fetch",
     "LocalProvider",
     "Provider",
+    "RangeSource",
     "plan_chunks",
 ]
 
@@ -157,6 +158,17 @@ class ConditionSource(Protocol):
     def dataset_conditions(self, dataset: str, start: dt.date, end: dt.date) -> pd.DataFrame:
         """One row per day of ``[start, end]`` (both inclusive) the vendor describes: ``date``,
         ``condition`` (one of :data:`CONDITIONS`) and ``last_modified_date`` (NaT when missing).
+
+        Raises ProviderError when the vendor refuses or fails."""
+        ...
+
+
+@runtime_checkable
+class RangeSource(Protocol):
+    """A provider whose vendor says which time range of a dataset it holds."""
+
+    def available_range(self, dataset: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """The dataset's available ``[start, end)`` (UTC), None when the vendor gives none.
 
         Raises ProviderError when the vendor refuses or fails."""
         ...

@@ -220,15 +220,26 @@ class DatabentoProvider:
         self._key()
         return chunks
 
-    def _check_available(self, dataset: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
-        """Refuse a range beyond the dataset's available range (``metadata.get_dataset_range``) before
-        planning it: a request from 1700 would otherwise plan a chunk per day for centuries."""
+    def available_range(self, dataset: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """The dataset's available range ``[start, end)`` (``metadata.get_dataset_range``), None when the
+        vendor's answer holds none.
+
+        Raises ConfigError without an API key; what :class:`Caller` raises when the request fails."""
         client, caller = self.client(), self.caller()
         got = caller("metadata.get_dataset_range", lambda: client.metadata.get_dataset_range(dataset))
         bounds = [got.get(k) or got.get(f"{k}_date") for k in ("start", "end")] if isinstance(got, dict) else []
         if len(bounds) != 2 or not all(isinstance(b, str) for b in bounds):
-            return  # an answer without a range: the vendor still refuses a range it does not hold
+            return None
         lo, hi = (parse_time(b, "available range") for b in bounds)
+        return lo, hi
+
+    def _check_available(self, dataset: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
+        """Refuse a range beyond the dataset's available range (``metadata.get_dataset_range``) before
+        planning it: a request from 1700 would otherwise plan a chunk per day for centuries."""
+        available = self.available_range(dataset)
+        if available is None:
+            return  # an answer without a range: the vendor still refuses a range it does not hold
+        lo, hi = available
         if start < lo or end > hi:
             raise ValidationError(
                 f"[{start.isoformat()}, {end.isoformat()}) is outside the range Databento offers for {dataset}: "

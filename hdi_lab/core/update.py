@@ -1,0 +1,347 @@
+"""Updates: bring subscriptions current (``hdi update``, ``hdi_lab.update``, ``%hdi_update``).
+
+An update of a subscription ingests, from its ``since`` up to ``until`` (default: the end of the dataset's
+available range when the vendor says it, else the start of today, UTC):
+
+* ``new``: the chunks no completed ingest holds (never fetched, or deleted since: their ingest-log row gone);
+* ``empty`` / ``partial``: the chunks of the sessions :func:`hdi_lab.core.gaps.gaps` reports covered but
+  empty or partial, re-fetched with force;
+* the days :func:`hdi_lab.core.conditions.stale_days` reports (``degraded``, ``pending``, ``missing``,
+  ``revised``), re-fetched with force so the vendor's revision lands.
+
+Every subscription's chunks form one plan: the dry run estimates each chunk and the total cost; a run first
+checks the cost of the whole plan against the limit (refused above it unless ``allow_cost``), then ingests
+chunk by chunk exactly as an ingest does (each chunk one transaction), so an update is resumable and a
+second one has nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from hdi_lab.core import conditions, ingestion, plan, subscriptions
+from hdi_lab.core import gaps as gap_finder
+from hdi_lab.core.session import HdiSession
+from hdi_lab.core.subscriptions import Subscription
+from hdi_lab.errors import CostLimitError, HdiError, ValidationError
+from hdi_lab.providers.base import ConditionSource, Provider, RangeSource
+from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, Schema, parse_time
+from hdi_lab.storage import load
+from hdi_lab.storage.db import transaction
+
+__all__ = [
+    "REASONS",
+    "SubscriptionPlan",
+    "UpdateReport",
+    "plan_subscription",
+    "plan_update",
+    "select",
+    "until_of",
+    "update",
+]
+
+log = logging.getLogger(__name__)
+
+#: why a chunk is in an update's plan: not stored yet, a gap session, or a vendor condition of its day
+REASONS = ("new", "empty", "partial", *conditions.REASONS)
+
+
+@dataclass
+class SubscriptionPlan:
+    """One subscription's part of an update: its chunks to fetch (why, and which are forced) and the result."""
+
+    subscription: Subscription
+    until: pd.Timestamp
+    chunks: list[Chunk] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # chunk key -> one of REASONS
+    notes: list[str] = field(default_factory=list)  # what could not be judged (e.g. no calendar: no gap check)
+    report: IngestReport | None = None
+
+    @property
+    def forced(self) -> set[str]:
+        """The keys of the chunks re-fetched with force (stored before: a gap or a vendor revision)."""
+        return {k for k, r in self.reasons.items() if r != "new"}
+
+    def counts(self) -> dict[str, int]:
+        """How many chunks per reason, in :data:`REASONS` order."""
+        found = list(self.reasons.values())
+        return {r: found.count(r) for r in REASONS if r in found}
+
+    def describe(self) -> str:
+        """One line: the subscription, what was planned and, after a run, what was done."""
+        sub = self.subscription
+        head = f"{sub.label} {sub.schema} {','.join(sub.symbols)} to {self.until.date()}"
+        notes = "".join(f"; {n}" for n in self.notes)
+        if not self.chunks:
+            return f"{head}: up to date{notes}"
+        why = ", ".join(f"{n} {r}" for r, n in self.counts().items())
+        line = f"{head}: {len(self.chunks)} chunks ({why})"
+        rep = self.report
+        if rep is None:
+            return line + notes
+        if rep.dry_run:
+            cost = "" if rep.cost_usd is None else f", ~${rep.cost_usd:,.2f}"
+            return f"{line}: ~{rep.fetched:,} records{cost}{notes}"
+        return (
+            f"{line}: {rep.fetched:,} fetched, {rep.inserted:,} inserted, {rep.updated:,} updated, "
+            f"{rep.deleted:,} deleted, {rep.chunks_skipped} skipped{notes}"
+        )
+
+
+@dataclass(repr=False)
+class UpdateReport:
+    """What an update planned and did, per subscription."""
+
+    plans: list[SubscriptionPlan]
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether there was nothing to fetch."""
+        return not any(p.chunks for p in self.plans)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The dry run's total estimated cost (None when no provider gives one)."""
+        costs = [p.report.cost_usd for p in self.plans if p.report is not None and p.report.cost_usd is not None]
+        return float(sum(costs)) if costs else None
+
+    def frame(self) -> pd.DataFrame:
+        """One row per subscription: id, name, until, chunks, one column per reason, and (after a run)
+        fetched, inserted, updated, deleted; (after a dry run) est_records, cost_usd."""
+        rows = []
+        for p in self.plans:
+            row: dict[str, object] = {
+                "id": p.subscription.id,
+                "name": p.subscription.name,
+                "until": p.until,
+                "chunks": len(p.chunks),
+                **{r: p.counts().get(r, 0) for r in REASONS},
+            }
+            rep = p.report
+            if self.dry_run:
+                row.update(est_records=rep.fetched if rep else 0, cost_usd=rep.cost_usd if rep else None)
+            else:
+                for name in ("fetched", "inserted", "updated", "deleted"):
+                    row[name] = getattr(rep, name) if rep else 0
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:  # what a notebook shows for %hdi_update's result
+        return str(self)
+
+    def __str__(self) -> str:
+        if not self.plans:
+            return "no subscriptions: nothing to update (hdi watch add ...)"
+        if self.up_to_date:
+            head = f"{len(self.plans)} subscriptions up to date: nothing to do"
+        else:
+            n = sum(len(p.chunks) for p in self.plans)
+            verb = "would fetch" if self.dry_run else "fetched"
+            cost = "" if self.cost_usd is None else f", estimated ${self.cost_usd:,.2f}"
+            head = f"update {verb} {n} chunks{cost} in {self.seconds:.1f} s"
+        return "\n".join([head, *(f"  {p.describe()}" for p in self.plans)])
+
+
+def select(session: HdiSession, which: Sequence[int | str] = ()) -> list[Subscription]:
+    """The subscriptions named by id or name in ``which`` (all when empty), by id.
+
+    Raises ValidationError naming an unknown one, StorageError."""
+    every = subscriptions.list_all(session)
+    if not which:
+        return every
+    chosen: dict[int, Subscription] = {}
+    for w in which:
+        text = str(w).strip()
+        found = [s for s in every if (str(s.id) == text if text.isdigit() else s.name == text)]
+        if not found:
+            raise ValidationError(f"no subscription {text!r}: see `hdi watch list` for ids and names")
+        chosen[found[0].id] = found[0]
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def until_of(provider: Provider, sub: Subscription, until: object = None) -> pd.Timestamp:
+    """Where an update of ``sub`` ends: ``until`` when given, else the start (UTC) of the last day the dataset's
+    available range ends in (a vendor that says it: complete days only, so a day is planned as one chunk,
+    whose key a later update finds stored), else the start of today (UTC).
+
+    Raises ValidationError for a bad ``until``; what the provider raises asking the range."""
+    if until is not None:
+        return parse_time(until, "until")
+    if isinstance(provider, RangeSource):
+        available = provider.available_range(sub.dataset)
+        if available is not None:
+            return available[1].floor("D")
+    return pd.Timestamp.now(tz="UTC").floor("D")
+
+
+def _chunk_days(chunk: Chunk) -> list[dt.date]:
+    return [d.date() for d in pd.date_range(chunk.start.floor("D"), chunk.end - pd.Timedelta(1, "ns"), freq="D")]
+
+
+def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp, notes: list[str]) -> dict[dt.date, str]:
+    """The UTC days of sessions that are ``empty`` or ``partial`` (``not_ingested`` ones are new chunks).
+    Sessions that cannot be judged (a dataset without a known calendar) add a note and no day."""
+    try:
+        found = gap_finder.gaps(
+            session, sub.schema, list(sub.symbols), sub.since, end, dataset=sub.dataset, stype_in=sub.stype_in
+        )
+    except ValidationError as exc:
+        log.warning("%s: empty or partial sessions not checked: %s", sub.label, exc)
+        notes.append(f"empty or partial sessions not checked: {exc}")
+        return {}
+    days: dict[dt.date, str] = {}
+    for session_day, reason in zip(found["session"], found["reason"], strict=True):
+        if reason == "not_ingested":
+            continue
+        day = pd.Timestamp(session_day).date()
+        # a session's bars may start the UTC day before its date (CME opens the evening before)
+        for d in (day - dt.timedelta(days=1), day):
+            days.setdefault(d, str(reason))
+    return days
+
+
+def _stale(session: HdiSession, provider: Provider, sub: Subscription, end: pd.Timestamp) -> dict[dt.date, str]:
+    if not isinstance(provider, ConditionSource):
+        return {}
+    found = conditions.stale_days(
+        session, sub.dataset, sub.schema, list(sub.symbols), sub.since, end, provider=provider
+    )
+    return {pd.Timestamp(d).date(): str(r) for d, r in zip(found["day"], found["reason"], strict=True)}
+
+
+def plan_subscription(
+    session: HdiSession, provider: Provider, sub: Subscription, until: object = None
+) -> SubscriptionPlan:
+    """What an update of ``sub`` fetches (see the module).
+
+    Raises ValidationError (a bad until, or a range the provider refuses), ConfigError, ProviderError,
+    StorageError."""
+    end = until_of(provider, sub, until)
+    out = SubscriptionPlan(sub, end)
+    if end <= parse_time(sub.since, "since"):
+        return out
+    chunks = provider.plan(sub.request(end))
+    with transaction(session.connection()) as cur:
+        done = load.completed(cur, session.schema, [c.key for c in chunks])
+    redo = {} if sub.schema is Schema.DEFINITION else _gap_days(session, sub, end, out.notes)
+    redo.update(_stale(session, provider, sub, end))
+    for chunk in chunks:
+        if chunk.key not in done:
+            reason: str | None = "new"
+        elif chunk.companion:  # definitions fetched along: the gaps and conditions judged are the data's
+            reason = None
+        else:
+            reason = next((redo[d] for d in _chunk_days(chunk) if d in redo), None)
+        if reason is not None:
+            out.chunks.append(chunk)
+            out.reasons[chunk.key] = reason
+    return out
+
+
+def plan_update(
+    session: HdiSession, providers: Callable[[str], Provider], subs: Sequence[Subscription], until: object = None
+) -> list[SubscriptionPlan]:
+    """The one plan of an update of ``subs``: each subscription's chunks (``providers`` gives the provider
+    of a name). Raises what :func:`plan_subscription` raises."""
+    return [plan_subscription(session, providers(s.provider), s, until) for s in subs]
+
+
+def _check_cost(session: HdiSession, plans: list[SubscriptionPlan], providers: Callable[[str], Provider]) -> None:
+    """Refuse the whole plan above ``databento_max_cost_usd``: each subscription's chunks are costed by its
+    provider (which refuses them alone above the limit), and their sum must be under it too."""
+    total = 0.0
+    for p in plans:
+        if p.chunks:
+            cost = providers(p.subscription.provider).check_cost(p.chunks, False)
+            total += cost or 0.0
+    limit = session.settings.databento_max_cost_usd
+    if limit is not None and total > float(limit):
+        raise CostLimitError(
+            f"estimated cost ${total:,.2f} of the update of {len(plans)} subscriptions is above the limit "
+            f"databento_max_cost_usd=${float(limit):,.2f}: update fewer subscriptions, give an earlier --until, "
+            "raise HDI_DATABENTO_MAX_COST_USD, or override with allow_cost=True (--allow-cost); --dry-run shows "
+            "the cost"
+        )
+
+
+def update(
+    session: HdiSession,
+    which: Sequence[int | str] = (),
+    *,
+    until: object = None,
+    dry_run: bool = False,
+    allow_cost: bool = False,
+) -> UpdateReport:
+    """Bring the subscriptions ``which`` (ids or names; all when empty) current; returns what was planned and
+    done per subscription (see the module).
+
+    Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses),
+    CostLimitError (the plan costs more than the limit, without ``allow_cost``), ConfigError, ProviderError,
+    DataFormatError and StorageError (a failed chunk stops the update; the chunks committed before it are kept
+    and a re-run resumes)."""
+    t0 = time.perf_counter()
+    subs = select(session, which)
+    made: dict[str, Provider] = {}
+
+    def providers(name: str) -> Provider:
+        if name not in made:
+            made[name] = session.provider(name)
+        return made[name]
+
+    try:
+        plans = plan_update(session, providers, subs, until)
+        report = UpdateReport(plans, dry_run=dry_run)
+        if dry_run:
+            for p in plans:
+                if p.chunks:
+                    prov = providers(p.subscription.provider)
+                    rep = IngestReport(provider=prov.name, schema=p.subscription.schema.value, dry_run=True)
+                    rep.chunks.extend(plan.estimate(plan.Plan(tuple(p.chunks)), prov))
+                    p.report = rep
+        elif not report.up_to_date:
+            if not allow_cost:
+                _check_cost(session, plans, providers)
+            for p in plans:
+                if p.chunks:
+                    try:
+                        p.report = _run(session, providers(p.subscription.provider), p)
+                    except HdiError as exc:
+                        _note_committed(exc, p, plans)
+                        raise
+    finally:
+        for prov in made.values():
+            prov.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _note_committed(exc: HdiError, failed: SubscriptionPlan, plans: list[SubscriptionPlan]) -> None:
+    """Extend the message of the error that stopped the update by where it stopped and what it kept."""
+    done = [p for p in plans if p.report is not None]
+    kept = f"; the {len(done)} subscriptions before it were brought current and are kept" if done else ""
+    where = f"updating {failed.subscription.label}: its chunks committed before this are kept{kept}"
+    exc.args = (f"{exc} ({where}; re-run the update to resume)", *exc.args[1:])
+
+
+def _run(session: HdiSession, provider: Provider, p: SubscriptionPlan) -> IngestReport:
+    """Ingest one subscription's chunks in order, each in its own transaction (forced ones re-loaded)."""
+    t0 = time.perf_counter()
+    rep = IngestReport(provider=provider.name, schema=p.subscription.schema.value)
+    seen = conditions.seen(provider, p.chunks)
+    forced = p.forced
+    for chunk in p.chunks:
+        result: ChunkResult = ingestion.ingest_chunk(
+            session, provider, chunk, force=chunk.key in forced, conditions=seen.get(chunk.dataset)
+        )
+        rep.chunks.append(result)
+        log.info("%s %s (%s): %s", p.subscription.label, chunk.describe(), p.reasons[chunk.key], result.outcome)
+    rep.seconds = time.perf_counter() - t0
+    return rep
