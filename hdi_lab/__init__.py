@@ -24,7 +24,7 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import gaps, ingest, query, sql, unwatch, watch, watches
+    from hdi_lab.api import gaps, ingest, query, report, sql, unwatch, watch, watches
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -35,6 +35,7 @@ _LAZY = {
     "gaps": "hdi_lab.api",
     "ingest": "hdi_lab.api",
     "query": "hdi_lab.api",
+    "report": "hdi_lab.api",
     "sql": "hdi_lab.api",
     "watch": "hdi_lab.api",
     "watches": "hdi_lab.api",
@@ -89,6 +90,7 @@ __all__ = [
     "load_ipython_extension",
     "load_settings",
     "query",
+    "report",
     "sql",
     "unload_ipython_extension",
     "unwatch",

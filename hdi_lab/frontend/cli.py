@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("gaps", help="trading sessions missing (not ingested, empty or partial) by exchange calendar"),
         *options.GAPS_CLI,
     )
+    options.add(
+        sub.add_parser(
+            "report",
+            help="daily operations report: ingests, gaps, quarantine, vendor conditions, data-quality checks "
+            "(exit code 0 green, 1 amber, 2 red)",
+        ),
+        *options.REPORT,
+    )
     sub.add_parser("status", help="ingest log, row counts and coverage")
 
     qu = sub.add_parser("quarantine", help="records that failed validation")
@@ -162,6 +170,23 @@ def _cmd_gaps(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
     return 0
 
 
+def _cmd_report(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.frontend.report import render
+
+    found = options.report(a, session)
+    text = render(found, a.format)
+    if a.output:
+        path = Path(a.output)
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ValidationError(f"--output {path} cannot be written: {exc.strerror or exc}") from None
+        print(f"{found.status}: report written to {path}", file=out)
+    else:
+        out.write(text)
+    return found.exit_code
+
+
 def _write(df: pd.DataFrame, path: Path, fmt: str) -> None:
     """``df`` as csv or parquet into ``path``; a path that cannot be written is a one-line error."""
     if path.is_dir():
@@ -287,6 +312,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "quarantine": _cmd_quarantine,
     "watch": _cmd_watch,
     "gaps": _cmd_gaps,
+    "report": _cmd_report,
     "db": _cmd_db,
     "config": _cmd_config,
     "demo": _cmd_demo,

@@ -25,6 +25,7 @@ from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.featurestore.publish import PublishReport
@@ -50,6 +51,8 @@ __all__ = [
     "QUERY_MAGIC",
     "QUERY_RANGE_CLI",
     "QUERY_RANGE_MAGIC",
+    "REPORT",
+    "REPORT_FORMATS",
     "SCHEMAS",
     "STYPES",
     "WATCH",
@@ -67,6 +70,7 @@ __all__ = [
     "one_of",
     "option",
     "publish",
+    "report",
     "watch",
 ]
 
@@ -78,6 +82,8 @@ STYPES: tuple[str, ...] = tuple(s.value for s in SType)
 PRICE_TYPES: tuple[str, ...] = ("float", "fixed")
 #: the actions of ``hdi watch ACTION`` and ``%hdi_watch ACTION``
 WATCH_ACTIONS: tuple[str, ...] = ("add", "list", "remove")
+#: the formats of ``hdi report --format``
+REPORT_FORMATS: tuple[str, ...] = ("text", "html", "json")
 
 
 def count(text: str) -> int:
@@ -291,6 +297,12 @@ OPTIONS: dict[str, Option] = {
         help="a bar session with fewer bars than this fraction of its expected bars is partial "
         "(default 0.5; 0 reports only empty and not ingested sessions)",
     ),
+    # the operations report
+    "report_date": Option(("--date",), metavar="DATE", help="the UTC day to report on (default: today)"),
+    "report_start": Option(("--start",), metavar="START", help="first UTC day of a range, inclusive"),
+    "report_end": Option(("--end",), metavar="END", help="last day of the range, exclusive (default: START + 1 day)"),
+    "report_format": Option(("--format",), choices=REPORT_FORMATS, default="text", help=one_of(REPORT_FORMATS, "text")),
+    "report_output": Option(("--output",), metavar="FILE", help="write the report to FILE (default: print it)"),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
     "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
@@ -397,6 +409,8 @@ GAPS_MAGIC: tuple[OptionRef, ...] = (
     *(option(n).as_positional() for n in ("schema", "symbols", "start", "end")),
     *GAPS,
 )
+#: ``hdi report`` and ``%hdi_report``: the exit code of ``hdi report`` is 0 green, 1 amber, 2 red
+REPORT: tuple[OptionRef, ...] = ("report_date", "report_start", "report_end", "report_format", "report_output")
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
 
@@ -506,3 +520,13 @@ def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
         stype_in=args.stype_in,
         **threshold,
     )
+
+
+def report(args: argparse.Namespace, session: HdiSession) -> Report:
+    """The operations report the :data:`REPORT` options of ``hdi report`` and ``%hdi_report`` ask for.
+
+    Raises what :func:`hdi_lab.core.report.report` raises (ValidationError for a bad date or range,
+    ConfigError, StorageError)."""
+    from hdi_lab.core.report import report
+
+    return report(session, args.date, start=args.start, end=args.end)
