@@ -43,32 +43,68 @@ def _exec(session: HdiSession, sql: str, *params: object) -> None:
 def _inject(session: HdiSession) -> None:
     px = 1_000_000_000
     # a crossed quote and a locked one
-    _exec(session, "UPDATE {s}.tbbo SET bid_px_00 = ask_px_00 + %s WHERE ts_event_ns = "
-          "(SELECT min(ts_event_ns) FROM {s}.tbbo)", px)  # fmt: skip
-    _exec(session, "UPDATE {s}.tbbo SET bid_px_00 = ask_px_00 WHERE ts_event_ns = "
-          "(SELECT max(ts_event_ns) FROM {s}.tbbo)")  # fmt: skip
+    _exec(
+        session,
+        "UPDATE {s}.tbbo SET bid_px_00 = ask_px_00 + %s WHERE ts_event_ns = (SELECT min(ts_event_ns) FROM {s}.tbbo)",
+        px,
+    )
+    _exec(
+        session, "UPDATE {s}.tbbo SET bid_px_00 = ask_px_00 WHERE ts_event_ns = (SELECT max(ts_event_ns) FROM {s}.tbbo)"
+    )
     # a zero-volume bar and a price jump (ES, 10% up for one bar)
-    _exec(session, "UPDATE {s}.ohlcv_1m SET volume = 0 WHERE instrument_id = %s AND ts_event = %s",
-          ES, pd.Timestamp(f"{DAY} 15:00", tz="UTC"))  # fmt: skip
-    _exec(session, "UPDATE {s}.ohlcv_1m SET close = close * 11 / 10, high = close * 11 / 10 "
-          "WHERE instrument_id = %s AND ts_event = %s", ES, pd.Timestamp(f"{DAY} 16:00", tz="UTC"))  # fmt: skip
+    _exec(
+        session,
+        "UPDATE {s}.ohlcv_1m SET volume = 0 WHERE instrument_id = %s AND ts_event = %s",
+        ES,
+        pd.Timestamp(f"{DAY} 15:00", tz="UTC"),
+    )
+    _exec(
+        session,
+        "UPDATE {s}.ohlcv_1m SET close = close * 11 / 10, high = close * 11 / 10 "
+        "WHERE instrument_id = %s AND ts_event = %s",
+        ES,
+        pd.Timestamp(f"{DAY} 16:00", tz="UTC"),
+    )
     # AAPL: 40 bars with one price, then an inconsistent bar (high below low)
-    _exec(session, "UPDATE {s}.ohlcv_1m SET open = 190::bigint * %s, high = 190::bigint * %s, low = 190::bigint * %s, "
-          "close = 190::bigint * %s "
-          "WHERE instrument_id = %s AND ts_event >= %s AND ts_event < %s", px, px, px, px, AAPL,
-          pd.Timestamp(f"{DAY} 18:00", tz="UTC"), pd.Timestamp(f"{DAY} 18:40", tz="UTC"))  # fmt: skip
-    _exec(session, "UPDATE {s}.ohlcv_1m SET high = low - %s WHERE instrument_id = %s AND ts_event = %s",
-          px, AAPL, pd.Timestamp(f"{DAY} 20:00", tz="UTC"))  # fmt: skip
+    _exec(
+        session,
+        "UPDATE {s}.ohlcv_1m SET open = 190::bigint * %s, high = 190::bigint * %s, low = 190::bigint * %s, "
+        "close = 190::bigint * %s "
+        "WHERE instrument_id = %s AND ts_event >= %s AND ts_event < %s",
+        px,
+        px,
+        px,
+        px,
+        AAPL,
+        pd.Timestamp(f"{DAY} 18:00", tz="UTC"),
+        pd.Timestamp(f"{DAY} 18:40", tz="UTC"),
+    )
+    _exec(
+        session,
+        "UPDATE {s}.ohlcv_1m SET high = low - %s WHERE instrument_id = %s AND ts_event = %s",
+        px,
+        AAPL,
+        pd.Timestamp(f"{DAY} 20:00", tz="UTC"),
+    )
     # an AAPL bar at 03:00 UTC: Nasdaq is closed
-    _exec(session, "INSERT INTO {s}.ohlcv_1m SELECT instrument_id, publisher_id, ts_event - interval '12 hours', "
-          "open, high, low, close, volume FROM {s}.ohlcv_1m WHERE instrument_id = %s AND ts_event = %s",
-          AAPL, pd.Timestamp(f"{DAY} 15:00", tz="UTC"))  # fmt: skip
+    _exec(
+        session,
+        "INSERT INTO {s}.ohlcv_1m SELECT instrument_id, publisher_id, ts_event - interval '12 hours', "
+        "open, high, low, close, volume FROM {s}.ohlcv_1m WHERE instrument_id = %s AND ts_event = %s",
+        AAPL,
+        pd.Timestamp(f"{DAY} 15:00", tz="UTC"),
+    )
     # a second publisher of ES, 1% above for 5 minutes
     _exec(session, "INSERT INTO {s}.publishers VALUES (9001, 'GLBX.MDP3', 'TEST')")
-    _exec(session, "INSERT INTO {s}.ohlcv_1m SELECT instrument_id, 9001, ts_event, open, "
-          "greatest(high, close * 101 / 100), low, close * 101 / 100, volume FROM {s}.ohlcv_1m "
-          "WHERE instrument_id = %s AND ts_event >= %s AND ts_event < %s", ES,
-          pd.Timestamp(f"{DAY} 12:00", tz="UTC"), pd.Timestamp(f"{DAY} 12:05", tz="UTC"))  # fmt: skip
+    _exec(
+        session,
+        "INSERT INTO {s}.ohlcv_1m SELECT instrument_id, 9001, ts_event, open, "
+        "greatest(high, close * 101 / 100), low, close * 101 / 100, volume FROM {s}.ohlcv_1m "
+        "WHERE instrument_id = %s AND ts_event >= %s AND ts_event < %s",
+        ES,
+        pd.Timestamp(f"{DAY} 12:00", tz="UTC"),
+        pd.Timestamp(f"{DAY} 12:05", tz="UTC"),
+    )
 
 
 def test_clean_day_is_green(day: HdiSession, hdi_env: dict[str, str]) -> None:
@@ -91,7 +127,7 @@ def test_injected_anomalies_are_found(day: HdiSession, hdi_env: dict[str, str], 
     _inject(day)
     found = hdi_lab.report(DAY, session=day)
     f = found.findings
-    by = {check: part for check, part in f.groupby("check")}
+    by = dict(tuple(f.groupby("check")))
 
     def one(check: str) -> pd.Series:
         assert len(by[check]) == 1, by[check]
@@ -156,8 +192,12 @@ def test_injected_anomalies_are_found(day: HdiSession, hdi_env: dict[str, str], 
 
 
 def test_amber_day_and_thresholds(day: HdiSession, hdi_env: dict[str, str]) -> None:
-    _exec(day, "UPDATE {s}.ohlcv_1m SET volume = 0 WHERE instrument_id = %s AND ts_event = %s",
-          ES, pd.Timestamp(f"{DAY} 15:00", tz="UTC"))  # fmt: skip
+    _exec(
+        day,
+        "UPDATE {s}.ohlcv_1m SET volume = 0 WHERE instrument_id = %s AND ts_event = %s",
+        ES,
+        pd.Timestamp(f"{DAY} 15:00", tz="UTC"),
+    )
     found = hdi_lab.report(DAY, session=day)
     assert (found.status, found.reasons, found.exit_code) == ("amber", ("amber: zero_volume x1",), 1)
     assert run_cli(["report", "--date", DAY])[0] == 1
@@ -171,8 +211,11 @@ def test_gaps_quarantine_and_range(day: HdiSession, hdi_env: dict[str, str]) -> 
     found = hdi_lab.report(start=DAY, end="2024-01-05", session=day)
     assert found.gaps[["subscription", "symbol", "reason"]].values.tolist() == [["es", "ESH4", "not_ingested"]]
     assert found.status == "amber" and "amber: gap x1" in found.reasons
-    _exec(day, "INSERT INTO {s}.quarantine (chunk_key, dataset, schema, rule, reason, record, req_start, req_end, "
-          "fingerprint) VALUES ('k', 'GLBX.MDP3', 'ohlcv-1m', 'price_positive', 'r', '{}', now(), now(), 'fp')")  # fmt: skip
+    _exec(
+        day,
+        "INSERT INTO {s}.quarantine (chunk_key, dataset, schema, rule, reason, record, req_start, req_end, "
+        "fingerprint) VALUES ('k', 'GLBX.MDP3', 'ohlcv-1m', 'price_positive', 'r', '{}', now(), now(), 'fp')",
+    )
     found = hdi_lab.report(DAY, session=day)
     assert found.quarantine.values.tolist() == [["price_positive", 1, 0, 0]]
     assert found.reasons == ("amber: quarantine x1",)
