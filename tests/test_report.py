@@ -201,6 +201,12 @@ def test_amber_day_and_thresholds(day: HdiSession, hdi_env: dict[str, str]) -> N
     found = hdi_lab.report(DAY, session=day)
     assert (found.status, found.reasons, found.exit_code) == ("amber", ("amber: zero_volume x1",), 1)
     assert run_cli(["report", "--date", DAY])[0] == 1
+    code, out, err = run_cli(["report", "--date", DAY, "--threshold", "stale_bars=2", "--format", "json"])
+    assert code == 1 and json.loads(out)["thresholds"]["stale_bars"] == 2, err
+    code, out, err = run_cli(["report", "--date", DAY, "--threshold", "bogus=2"])
+    assert code == 1 and "bogus=2" in err and out == ""
+    code, out, err = run_cli(["report", "--date", DAY, "--output", "/nonexistent/dir/r.txt"])
+    assert code == 1 and "cannot be written" in err
     # a sample session has no 30-bar stale run, but a 2-bar one somewhere: the threshold is a parameter
     strict = hdi_lab.report(DAY, thresholds={"stale_bars": 2}, session=day)
     assert "stale_price" in set(strict.findings["check"])
@@ -228,6 +234,8 @@ def test_hdi_report_magic(day: HdiSession, hdi_env: dict[str, str], tmp_path: Pa
         out = tmp_path / "r.json"
         shell.run_cell(f"%hdi_report --date {DAY} --format json --output {out}")
         assert json.loads(out.read_text())["status"] == "green"
+        result = shell.run_cell(f"%hdi_report --date {DAY} --format html --threshold stale_bars=2")
+        assert result.success and result.result.status == "amber"
 
 
 class _Page(HTMLParser):

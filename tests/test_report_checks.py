@@ -161,3 +161,11 @@ def test_window() -> None:
 def test_thresholds_are_validated(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Thresholds(**bad)  # type: ignore[arg-type]
+
+
+def test_thresholds_parse() -> None:
+    assert Thresholds.parse(["jump_sigmas=8", "stale-bars=60"]) == Thresholds(jump_sigmas=8.0, stale_bars=60)
+    assert Thresholds.parse([]) == Thresholds()
+    for bad in (["bogus=1"], ["jump_sigmas"], ["stale_bars=1.5"], ["stale_bars=1"], ["disagreement=x"]):
+        with pytest.raises(ValidationError):
+            Thresholds.parse(bad)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,25 @@ class Thresholds:
                 raise ValidationError(f"{name}={value!r} is not valid: give a whole number >= 2")
         if self.jump_min_returns > self.jump_window:
             raise ValidationError("jump_min_returns must not exceed jump_window")
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> Thresholds:
+        """Thresholds from ``NAME=VALUE`` texts (``["jump_sigmas=8", "stale_bars=60"]``), the others default.
+
+        Raises ValidationError for an unknown name, a text without ``=``, or a value that is no number of the
+        field's kind or is out of range."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        given: dict[str, int | float] = {}
+        for item in items:
+            name, sep, text = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in types:
+                raise ValidationError(f"{item!r} is not NAME=VALUE with NAME one of {', '.join(types)}")
+            try:
+                given[name] = int(text) if types[name] == "int" else float(text)
+            except ValueError:
+                raise ValidationError(f"{item!r}: {text!r} is not a {types[name]}") from None
+        return cls(**given)  # type: ignore[arg-type]  # each value's kind is its field's
 
 
 def _findings(

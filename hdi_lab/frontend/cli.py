@@ -171,17 +171,12 @@ def _cmd_gaps(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
 
 
 def _cmd_report(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from hdi_lab.frontend.report import render
+    from hdi_lab.frontend.report import render, write
 
     found = options.report(a, session)
     text = render(found, a.format)
     if a.output:
-        path = Path(a.output)
-        try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ValidationError(f"--output {path} cannot be written: {exc.strerror or exc}") from None
-        print(f"{found.status}: report written to {path}", file=out)
+        print(f"{found.status}: report written to {write(text, a.output)}", file=out)
     else:
         out.write(text)
     return found.exit_code

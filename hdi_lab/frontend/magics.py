@@ -12,8 +12,8 @@
                    (the options of ``hdi features publish``); returns the :class:`PublishReport`
 ``%hdi_gaps``      ``SCHEMA SYMBOLS START END [--dataset --stype-in --partial]``: the sessions missing, a
                    DataFrame (see :func:`hdi_lab.gaps`)
-``%hdi_report``    ``[--date D | --start S --end E] [--format text|html|json] [--output F]``: the daily
-                   operations report shown (or written to F); returns the :class:`~hdi_lab.core.report.Report`
+``%hdi_report``    ``[--date D | --start S --end E] [--format text|html|json] [--output F] [--threshold]``:
+                   the daily operations report shown (or written to F); returns the ``Report``
 ``%hdi_watch``     ``add [the options of hdi watch add]``, ``list`` or ``remove ID|NAME``: subscriptions;
                    returns the :class:`Subscription` added or removed, or the list as a DataFrame
 =================  =========================================================================
@@ -291,13 +291,12 @@ class HdiMagics(Magics):
         ``%hdi_report --date 2024-01-03 --format html``"""
         from IPython.display import HTML, Pretty, display
 
-        from hdi_lab.frontend.report import render
+        from hdi_lab.frontend.report import render, write
 
         found = options.report(args, self.session)
         text = render(found, args.format)
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text)
+            write(text, args.output)
         elif args.format == "html":
             display(HTML(text))
         else:

@@ -303,6 +303,13 @@ OPTIONS: dict[str, Option] = {
     "report_end": Option(("--end",), metavar="END", help="last day of the range, exclusive (default: START + 1 day)"),
     "report_format": Option(("--format",), choices=REPORT_FORMATS, default="text", help=one_of(REPORT_FORMATS, "text")),
     "report_output": Option(("--output",), metavar="FILE", help="write the report to FILE (default: print it)"),
+    "report_threshold": Option(
+        ("--threshold",),
+        action="append",
+        metavar="NAME=VALUE",
+        help="a quality threshold, e.g. jump_sigmas=8 or stale_bars=60 (repeatable; the names and defaults are "
+        "hdi_lab.core.report.Thresholds')",
+    ),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
     "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
@@ -410,7 +417,14 @@ GAPS_MAGIC: tuple[OptionRef, ...] = (
     *GAPS,
 )
 #: ``hdi report`` and ``%hdi_report``: the exit code of ``hdi report`` is 0 green, 1 amber, 2 red
-REPORT: tuple[OptionRef, ...] = ("report_date", "report_start", "report_end", "report_format", "report_output")
+REPORT: tuple[OptionRef, ...] = (
+    "report_date",
+    "report_start",
+    "report_end",
+    "report_format",
+    "report_output",
+    "report_threshold",
+)
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
 
@@ -525,8 +539,9 @@ def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
 def report(args: argparse.Namespace, session: HdiSession) -> Report:
     """The operations report the :data:`REPORT` options of ``hdi report`` and ``%hdi_report`` ask for.
 
-    Raises what :func:`hdi_lab.core.report.report` raises (ValidationError for a bad date or range,
+    Raises what :func:`hdi_lab.core.report.report` raises (ValidationError for a bad date, range or threshold,
     ConfigError, StorageError)."""
-    from hdi_lab.core.report import report
+    from hdi_lab.core.report import Thresholds, report
 
-    return report(session, args.date, start=args.start, end=args.end)
+    limits = Thresholds.parse(args.threshold or ())
+    return report(session, args.date, start=args.start, end=args.end, thresholds=limits)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from hdi_lab.core.report import CHECKS, SEVERITIES, Report
+from hdi_lab.errors import ValidationError
 from hdi_lab.extras import require
 from hdi_lab.frontend.charts import coverage_heatmap
 from hdi_lab.frontend.options import REPORT_FORMATS
@@ -17,7 +19,7 @@ from hdi_lab.frontend.options import REPORT_FORMATS
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["FORMATS", "render", "render_html", "render_json", "render_text"]
+__all__ = ["FORMATS", "render", "render_html", "render_json", "render_text", "write"]
 
 #: the formats of ``hdi report --format`` (declared with the options)
 FORMATS = REPORT_FORMATS
@@ -36,6 +38,18 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "html":
         return render_html(report)
     raise ValueError(f"unknown report format {fmt!r}: one of {', '.join(FORMATS)}")
+
+
+def write(text: str, path: str | Path) -> Path:
+    """Write a rendered report to ``path`` (UTF-8); returns the path.
+
+    Raises ValidationError when the file cannot be written (a directory, a missing folder, no permission)."""
+    target = Path(path)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"{target} cannot be written: {exc.strerror or exc}") from None
+    return target
 
 
 def render_json(report: Report) -> str:
