@@ -58,13 +58,14 @@ def _inject(session: HdiSession) -> None:
         ES,
         pd.Timestamp(f"{DAY} 15:00", tz="UTC"),
     )
-    _exec(
-        session,
-        "UPDATE {s}.ohlcv_1m SET close = close * 11 / 10, high = close * 11 / 10 "
-        "WHERE instrument_id = %s AND ts_event = %s",
-        ES,
-        pd.Timestamp(f"{DAY} 16:00", tz="UTC"),
-    )
+    for at in ("00:05", "16:00"):  # 00:05: judged against the evening before (01-02) too
+        _exec(
+            session,
+            "UPDATE {s}.ohlcv_1m SET close = close * 11 / 10, high = close * 11 / 10 "
+            "WHERE instrument_id = %s AND ts_event = %s",
+            ES,
+            pd.Timestamp(f"{DAY} {at}", tz="UTC"),
+        )
     # AAPL: 40 bars with one price, then an inconsistent bar (high below low)
     _exec(
         session,
@@ -140,8 +141,7 @@ def test_injected_anomalies_are_found(day: HdiSession, hdi_env: dict[str, str], 
     assert (zero["instrument_id"], zero["ts_event"]) == (ES, pd.Timestamp(f"{DAY} 15:00", tz="UTC"))
     jumps = by["price_jump"]  # ES up, then back down (AAPL's stale run may end in one too)
     assert set(jumps[jumps["instrument_id"] == ES]["ts_event"]) == {
-        pd.Timestamp(f"{DAY} 16:00", tz="UTC"),
-        pd.Timestamp(f"{DAY} 16:01", tz="UTC"),
+        pd.Timestamp(f"{DAY} {at}", tz="UTC") for at in ("00:05", "00:06", "16:00", "16:01")
     }
     stale = one("stale_price")
     assert (stale["instrument_id"], stale["count"]) == (AAPL, 40)
@@ -176,7 +176,7 @@ def test_injected_anomalies_are_found(day: HdiSession, hdi_env: dict[str, str], 
     assert data["findings"]["counts"]["stale_price"] == 40
     assert list(data["findings"]["rows"][0]) == list(reporter.FINDING_COLUMNS)
     assert data["thresholds"] == {
-        "jump_sigmas": 6.0, "jump_window": 60, "jump_min_returns": 20, "stale_bars": 30, "missing_share": 0.2,
+        "jump_sigmas": 6.0, "jump_window": 60, "jump_min_returns": 20, "jump_max_gap": 30, "stale_bars": 30, "missing_share": 0.2,
         "disagreement": 0.001,
     }  # fmt: skip
 

@@ -169,3 +169,12 @@ def test_thresholds_parse() -> None:
     for bad in (["bogus=1"], ["jump_sigmas"], ["stale_bars=1.5"], ["stale_bars=1"], ["disagreement=x"]):
         with pytest.raises(ValidationError):
             Thresholds.parse(bad)
+
+
+def test_a_return_across_a_pause_is_no_jump() -> None:
+    closes = _walk(120)
+    closes[100:] = [c * 1.02 for c in closes[100:]]
+    bars = _bars(closes)
+    bars.loc[100:, "ts_event"] += pd.Timedelta(hours=17)  # overnight between bar 99 and 100
+    assert report.price_jumps(bars).empty
+    assert len(report.price_jumps(bars, Thresholds(jump_max_gap=24 * 60))) == 1

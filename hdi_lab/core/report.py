@@ -8,7 +8,8 @@
   :mod:`hdi_lab.core.subscriptions`, sessions dated in the window),
 * quarantine entries by rule (open ones, and those created in the window by status),
 * the vendor's day conditions seen by the ingests (``degraded``, ``pending``, ``missing`` days),
-* data-quality findings over the window's 1-minute bars and TBBO quotes, from the pure checks below.
+* data-quality findings over the window's 1-minute bars and TBBO quotes, from the pure checks below (the
+  price jumps of the window's first bars judged against the bars of the day before).
 
 Each finding has a severity (``info``, ``amber``, ``red``); the report's :attr:`Report.status` is the worst
 severity (``green`` without amber or red findings) with the reasons, and :attr:`Report.exit_code` 0 / 1 / 2
@@ -78,6 +79,7 @@ CHECKS = (
 )
 _KEYS = ["dataset", "instrument_id", "publisher_id"]
 _PRICE = 1e-9  # stored prices are int64 fixed-point
+_CONTEXT = pd.Timedelta(days=1)  # bars read before the window for the price jumps' recent returns
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ class Thresholds:
     """The thresholds of the quality checks (one declaration; every front end passes these on).
 
     * ``jump_sigmas`` (6.0): a close-to-close log return beyond this many standard deviations of the
-      ``jump_window`` (60) returns before it is a price jump; at least ``jump_min_returns`` (20) of them needed.
+      ``jump_window`` (60) returns before it is a price jump; at least ``jump_min_returns`` (20) of them needed;
+      returns between bars more than ``jump_max_gap`` (30) minutes apart (overnight, a halt) are left out.
     * ``stale_bars`` (30): this many consecutive bars with the same close are a stale price.
     * ``missing_share`` (0.2): missing minutes inside a session (between an instrument's first and last bar of
       it) are ``amber`` beyond this share of those minutes, ``info`` below (Databento sends no bar for a
@@ -97,6 +100,7 @@ class Thresholds:
     jump_sigmas: float = 6.0
     jump_window: int = 60
     jump_min_returns: int = 20
+    jump_max_gap: int = 30
     stale_bars: int = 30
     missing_share: float = 0.2
     disagreement: float = 0.001
@@ -107,7 +111,7 @@ class Thresholds:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValidationError(f"{name}={value!r} is not valid: give a number >= 0")
-        for name in ("jump_window", "jump_min_returns", "stale_bars"):
+        for name in ("jump_window", "jump_min_returns", "jump_max_gap", "stale_bars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise ValidationError(f"{name}={value!r} is not valid: give a whole number >= 2")
@@ -184,7 +188,8 @@ def zero_volume(bars: pd.DataFrame) -> pd.DataFrame:
 
 def price_jumps(bars: pd.DataFrame, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
     """Bars whose close-to-close log return (per dataset, instrument and publisher) exceeds
-    ``thresholds.jump_sigmas`` standard deviations of the ``jump_window`` returns before it (``amber``).
+    ``thresholds.jump_sigmas`` standard deviations of the ``jump_window`` returns before it (``amber``); returns
+    across more than ``thresholds.jump_max_gap`` minutes are left out.
     Raises nothing."""
     parts = []
     for _, group in bars.groupby(_KEYS, sort=False):
@@ -192,6 +197,9 @@ def price_jumps(bars: pd.DataFrame, thresholds: Thresholds = Thresholds()) -> pd
         if len(close) < 2 or (close <= 0).any():
             continue
         ret = pd.Series(np.diff(np.log(close)))
+        # a return across a pause (overnight, a halt) is no minute's move: neither judged nor a yardstick
+        pause = np.diff(pd.DatetimeIndex(group["ts_event"]).asi8) > thresholds.jump_max_gap * 60_000_000_000
+        ret[pause] = np.nan
         sd = ret.rolling(thresholds.jump_window, min_periods=thresholds.jump_min_returns).std().shift(1)
         hit = ((ret.abs() > thresholds.jump_sigmas * sd) & (sd > 0)).to_numpy()
         if hit.any():
@@ -330,7 +338,13 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=list(FINDING_COLUMNS))
-    return pd.concat(parts, ignore_index=True)
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True)
+    # as objects: findings without an instrument or a time (all-NA columns) would make pandas guess dtypes
+    frame = pd.concat([p.astype(object) for p in parts], ignore_index=True)
+    frame["ts_event"] = pd.to_datetime(frame["ts_event"], utc=True)
+    frame["count"] = frame["count"].astype(np.int64)
+    return frame
 
 
 def status_of(findings: pd.DataFrame) -> tuple[str, tuple[str, ...]]:
@@ -572,7 +586,11 @@ def report(
     coverage = _coverage(session, lo, hi, notes)
     quarantine = stored.quarantine(conn, schema, lo, hi)
     conditions = stored.conditions(conn, schema, lo.date(), (hi - pd.Timedelta(days=1)).date())
-    bars = stored.bars(conn, schema, Schema.OHLCV_1M.table, lo, hi)
+    # the day before gives the first bars of the window their recent returns (price jumps only)
+    recent = stored.bars(conn, schema, Schema.OHLCV_1M.table, lo - _CONTEXT, hi)
+    bars = recent[recent["ts_event"] >= lo].reset_index(drop=True)
+    jumps = price_jumps(recent, limits)
+    jumps = jumps[pd.to_datetime(jumps["ts_event"], utc=True) >= lo]
     quotes = stored.quotes(conn, schema, lo, hi)
     findings = _concat(
         [
@@ -581,7 +599,7 @@ def report(
             missing_minutes(bars, calendar_of, limits),
             bars_outside_sessions(bars, calendar_of),
             ohlc_anomalies(bars),
-            price_jumps(bars, limits),
+            jumps,
             zero_volume(bars),
             stale_prices(bars, limits),
             crossed_quotes(quotes),
