@@ -176,8 +176,8 @@ def test_injected_anomalies_are_found(day: HdiSession, hdi_env: dict[str, str], 
     assert data["findings"]["counts"]["stale_price"] == 40
     assert list(data["findings"]["rows"][0]) == list(reporter.FINDING_COLUMNS)
     assert data["thresholds"] == {
-        "jump_sigmas": 6.0, "jump_window": 60, "jump_min_returns": 20, "jump_max_gap": 30, "stale_bars": 30, "missing_share": 0.2,
-        "disagreement": 0.001,
+        "jump_sigmas": 6.0, "jump_window": 60, "jump_min_returns": 20, "jump_max_gap": 30, "stale_bars": 30,
+        "missing_share": 0.2, "disagreement": 0.001,
     }  # fmt: skip
 
     # the HTML page: written, parseable, plotly inline (no external script) and three plots

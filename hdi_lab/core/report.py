@@ -198,7 +198,7 @@ def price_jumps(bars: pd.DataFrame, thresholds: Thresholds = Thresholds()) -> pd
             continue
         ret = pd.Series(np.diff(np.log(close)))
         # a return across a pause (overnight, a halt) is no minute's move: neither judged nor a yardstick
-        pause = np.diff(pd.DatetimeIndex(group["ts_event"]).asi8) > thresholds.jump_max_gap * 60_000_000_000
+        pause = np.diff(pd.DatetimeIndex(group["ts_event"])) > pd.Timedelta(minutes=thresholds.jump_max_gap)
         ret[pause] = np.nan
         sd = ret.rolling(thresholds.jump_window, min_periods=thresholds.jump_min_returns).std().shift(1)
         hit = ((ret.abs() > thresholds.jump_sigmas * sd) & (sd > 0)).to_numpy()
