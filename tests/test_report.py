@@ -225,6 +225,16 @@ def test_gaps_quarantine_and_range(day: HdiSession, hdi_env: dict[str, str]) -> 
     found = hdi_lab.report(DAY, session=day)
     assert found.quarantine.values.tolist() == [["price_positive", 1, 0, 0]]
     assert found.reasons == ("amber: quarantine x1",)
+    # the vendor said the day was degraded when it was ingested
+    _exec(
+        day,
+        "INSERT INTO {s}.ingest_conditions (ingest_id, day, condition) SELECT max(id), %s, 'degraded' "
+        "FROM {s}.ingest_log WHERE schema = 'tbbo'",
+        DAY,
+    )
+    found = hdi_lab.report(DAY, session=day)
+    assert found.conditions[["dataset", "schema", "condition"]].values.tolist() == [["XNAS.ITCH", "tbbo", "degraded"]]
+    assert found.reasons == ("amber: quarantine x1", "amber: vendor_condition x1")
 
 
 def test_hdi_report_magic(day: HdiSession, hdi_env: dict[str, str], tmp_path: Path) -> None:
