@@ -215,7 +215,10 @@ def test_amber_day_and_thresholds(day: HdiSession, hdi_env: dict[str, str]) -> N
 def test_gaps_quarantine_and_range(day: HdiSession, hdi_env: dict[str, str]) -> None:
     # the subscription's next session, 01-04, was never ingested
     found = hdi_lab.report(start=DAY, end="2024-01-05", session=day)
-    assert found.gaps[["subscription", "symbol", "reason"]].values.tolist() == [["es", "ESH4", "not_ingested"]]
+    assert found.gaps[["subscription", "dataset", "symbol", "reason"]].values.tolist() == [
+        ["es", "GLBX.MDP3", "ESH4", "not_ingested"]
+    ]
+    assert found.findings[["check", "dataset"]].values.tolist() == [["gap", "GLBX.MDP3"]]
     assert found.status == "amber" and "amber: gap x1" in found.reasons
     _exec(
         day,

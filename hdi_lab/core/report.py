@@ -401,7 +401,7 @@ class Report:
     end: pd.Timestamp
     thresholds: Thresholds
     ingests: pd.DataFrame  # storage.report.INGEST_COLUMNS per day, provider, dataset, schema
-    coverage: pd.DataFrame  # subscription + gaps.COLUMNS, every session of every subscription
+    coverage: pd.DataFrame  # subscription, dataset + gaps.COLUMNS: every session of every subscription
     quarantine: pd.DataFrame  # storage.report.QUARANTINE_COLUMNS
     conditions: pd.DataFrame  # storage.report.CONDITION_COLUMNS
     findings: pd.DataFrame  # FINDING_COLUMNS
@@ -498,8 +498,8 @@ def _coverage(session: HdiSession, lo: pd.Timestamp, hi: pd.Timestamp, notes: li
         except HdiError as exc:  # one subscription's calendar or symbols must not hide the rest of the report
             notes.append(f"gaps of {sub.label} not computed: {exc}")
             continue
-        parts.append(found.assign(subscription=sub.name or str(sub.id)))
-    columns = ["subscription", *gap_finder.COLUMNS]
+        parts.append(found.assign(subscription=sub.name or str(sub.id), dataset=sub.dataset))
+    columns = ["subscription", "dataset", *gap_finder.COLUMNS]
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]
@@ -513,7 +513,7 @@ def _gap_findings(coverage: pd.DataFrame) -> pd.DataFrame:
         {
             "check": "gap",
             "severity": "amber",
-            "dataset": None,
+            "dataset": missing["dataset"].to_numpy(),
             "instrument_id": missing["instrument_id"].astype("Int64").to_numpy(),
             "publisher_id": pd.array([pd.NA] * len(missing), dtype="Int64"),
             "ts_event": pd.DatetimeIndex(missing["session"]).tz_localize("UTC"),
