@@ -24,7 +24,7 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import gaps, ingest, query, sql, unwatch, update, watch, watches
+    from hdi_lab.api import gaps, ingest, query, report, sql, unwatch, update, watch, watches
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -36,6 +36,7 @@ _LAZY = {
     "gaps": "hdi_lab.api",
     "ingest": "hdi_lab.api",
     "query": "hdi_lab.api",
+    "report": "hdi_lab.api",
     "sql": "hdi_lab.api",
     "watch": "hdi_lab.api",
     "watches": "hdi_lab.api",
@@ -93,6 +94,7 @@ __all__ = [
     "load_ipython_extension",
     "load_settings",
     "query",
+    "report",
     "sql",
     "unload_ipython_extension",
     "unwatch",

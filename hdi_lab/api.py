@@ -10,6 +10,7 @@ import pandas as pd
 
 from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
+from hdi_lab.core import report as reporter
 from hdi_lab.core import update as updater
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
@@ -17,7 +18,7 @@ from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.core.update import UpdateReport
 from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
 
-__all__ = ["gaps", "ingest", "make_request", "query", "sql", "unwatch", "update", "watch", "watches"]
+__all__ = ["gaps", "ingest", "make_request", "query", "report", "sql", "unwatch", "update", "watch", "watches"]
 
 
 def make_request(
@@ -194,3 +195,23 @@ def update(
     return with_session(
         session, lambda s: updater.update(s, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
     )
+
+
+def report(
+    date: object = None,
+    *,
+    start: object = None,
+    end: object = None,
+    thresholds: reporter.Thresholds | Mapping[str, Any] | None = None,
+    session: HdiSession | None = None,
+) -> reporter.Report:
+    """The daily operations report of ``date``'s UTC day (default today) or of the days ``start`` to ``end``
+    (exclusive): ingests, gaps left per subscription, quarantine by rule, vendor conditions and data-quality
+    findings, with a ``status`` (green / amber / red) and its ``reasons``.
+
+    ``hdi_lab.report("2024-01-03").status``; ``thresholds={"jump_sigmas": 8}`` changes a quality threshold (see
+    :class:`hdi_lab.core.report.Thresholds` for each and its default); ``.to_dict()`` is the JSON form.
+
+    Raises ValidationError (a bad date, range or threshold), ConfigError and StorageError.
+    """
+    return with_session(session, lambda s: reporter.report(s, date, start=start, end=end, thresholds=thresholds))

@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("gaps", help="trading sessions missing (not ingested, empty or partial) by exchange calendar"),
         *options.GAPS_CLI,
     )
+    options.add(
+        sub.add_parser(
+            "report",
+            help="daily operations report: ingests, gaps, quarantine, vendor conditions, data-quality checks "
+            "(exit code 0 green, 1 amber, 2 red)",
+        ),
+        *options.REPORT,
+    )
     sub.add_parser("status", help="ingest log, row counts and coverage")
 
     qu = sub.add_parser("quarantine", help="records that failed validation")
@@ -168,6 +176,18 @@ def _cmd_gaps(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
     more = f" ({len(shown)} shown: --limit 0 shows all, --format csv exports)" if len(shown) < len(found) else ""
     print(f"{len(found)} gaps{more}", file=out)
     return 0
+
+
+def _cmd_report(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.frontend.report import render, write
+
+    found = options.report(a, session)
+    text = render(found, a.format)
+    if a.output:
+        print(f"{found.status}: report written to {write(text, a.output)}", file=out)
+    else:
+        out.write(text)
+    return found.exit_code
 
 
 def _write(df: pd.DataFrame, path: Path, fmt: str) -> None:
@@ -307,6 +327,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "watch": _cmd_watch,
     "gaps": _cmd_gaps,
     "update": _cmd_update,
+    "report": _cmd_report,
     "db": _cmd_db,
     "config": _cmd_config,
     "demo": _cmd_demo,

@@ -12,6 +12,8 @@
                    (the options of ``hdi features publish``); returns the :class:`PublishReport`
 ``%hdi_gaps``      ``SCHEMA SYMBOLS START END [--dataset --stype-in --partial]``: the sessions missing, a
                    DataFrame (see :func:`hdi_lab.gaps`)
+``%hdi_report``    ``[--date D | --start S --end E] [--format text|html|json] [--output F] [--threshold]``:
+                   the daily operations report shown (or written to F); returns the ``Report``
 ``%hdi_watch``     ``add [the options of hdi watch add]``, ``list`` or ``remove ID|NAME``: subscriptions;
                    returns the :class:`Subscription` added or removed, or the list as a DataFrame
 ``%hdi_update``    ``[ID|NAME...] [--until --dry-run --allow-cost]``: bring subscriptions current (as
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
+    from hdi_lab.core.report import Report
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.core.update import UpdateReport
     from hdi_lab.featurestore.publish import PublishReport
@@ -281,6 +284,27 @@ class HdiMagics(Magics):
         one row per symbol and session with the reason (not_ingested, empty, partial) and the expected and
         present bars. ``%hdi_gaps ohlcv-1m ESH4 2024-01-02 2024-02-01 --dataset GLBX.MDP3``"""
         return self._frames.track(options.gaps(args, self.session))
+
+    @line_magic
+    @_front_end
+    @options.magic_arguments(*options.REPORT, *options.MAGIC)
+    def hdi_report(self, args: argparse.Namespace) -> Report:
+        """The daily operations report, like ``hdi report``: shown in the notebook (html as a page with its
+        charts), or written to ``--output``; returns the report (``.status``, ``.findings``, ``.to_dict()``).
+        ``%hdi_report --date 2024-01-03 --format html``"""
+        from IPython.display import HTML, Pretty, display
+
+        from hdi_lab.frontend.report import render, write
+
+        found = options.report(args, self.session)
+        text = render(found, args.format)
+        if args.output:
+            write(text, args.output)
+        elif args.format == "html":
+            display(HTML(text))
+        else:
+            display(Pretty(text))
+        return found
 
     @line_magic
     @_front_end

@@ -25,6 +25,7 @@ from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.core.update import UpdateReport
@@ -51,6 +52,8 @@ __all__ = [
     "QUERY_MAGIC",
     "QUERY_RANGE_CLI",
     "QUERY_RANGE_MAGIC",
+    "REPORT",
+    "REPORT_FORMATS",
     "SCHEMAS",
     "STYPES",
     "UPDATE",
@@ -69,6 +72,7 @@ __all__ = [
     "one_of",
     "option",
     "publish",
+    "report",
     "update",
     "watch",
 ]
@@ -81,6 +85,8 @@ STYPES: tuple[str, ...] = tuple(s.value for s in SType)
 PRICE_TYPES: tuple[str, ...] = ("float", "fixed")
 #: the actions of ``hdi watch ACTION`` and ``%hdi_watch ACTION``
 WATCH_ACTIONS: tuple[str, ...] = ("add", "list", "remove")
+#: the formats of ``hdi report --format``
+REPORT_FORMATS: tuple[str, ...] = ("text", "html", "json")
 
 
 def count(text: str) -> int:
@@ -304,6 +310,19 @@ OPTIONS: dict[str, Option] = {
         help="a bar session with fewer bars than this fraction of its expected bars is partial "
         "(default 0.5; 0 reports only empty and not ingested sessions)",
     ),
+    # the operations report
+    "report_date": Option(("--date",), metavar="DATE", help="the UTC day to report on (default: today)"),
+    "report_start": Option(("--start",), metavar="START", help="first UTC day of a range, inclusive"),
+    "report_end": Option(("--end",), metavar="END", help="last day of the range, exclusive (default: START + 1 day)"),
+    "report_format": Option(("--format",), choices=REPORT_FORMATS, default="text", help=one_of(REPORT_FORMATS, "text")),
+    "report_output": Option(("--output",), metavar="FILE", help="write the report to FILE (default: print it)"),
+    "report_threshold": Option(
+        ("--threshold",),
+        action="append",
+        metavar="NAME=VALUE",
+        help="a quality threshold, e.g. jump_sigmas=8 or stale_bars=60 (repeatable; the names and defaults are "
+        "hdi_lab.core.report.Thresholds')",
+    ),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
     "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
@@ -416,6 +435,16 @@ UPDATE: tuple[OptionRef, ...] = (
     "until",
     option("dry_run").but(help="plan and estimate only: the chunks and their total cost"),
     "allow_cost",
+)
+
+#: ``hdi report`` and ``%hdi_report``: the exit code of ``hdi report`` is 0 green, 1 amber, 2 red
+REPORT: tuple[OptionRef, ...] = (
+    "report_date",
+    "report_start",
+    "report_end",
+    "report_format",
+    "report_output",
+    "report_threshold",
 )
 #: what every magic takes after its own options
 MAGIC: tuple[OptionRef, ...] = ("out", "verbose")
@@ -539,3 +568,14 @@ def update(args: argparse.Namespace, session: HdiSession) -> UpdateReport:
     return update.update(
         session, args.targets or (), until=args.until, dry_run=args.dry_run, allow_cost=args.allow_cost
     )
+
+
+def report(args: argparse.Namespace, session: HdiSession) -> Report:
+    """The operations report the :data:`REPORT` options of ``hdi report`` and ``%hdi_report`` ask for.
+
+    Raises what :func:`hdi_lab.core.report.report` raises (ValidationError for a bad date, range or threshold,
+    ConfigError, StorageError)."""
+    from hdi_lab.core.report import Thresholds, report
+
+    limits = Thresholds.parse(args.threshold or ())
+    return report(session, args.date, start=args.start, end=args.end, thresholds=limits)
