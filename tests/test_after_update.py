@@ -168,10 +168,10 @@ def test_options_are_checked(hsession: HdiSession) -> None:
 
 def test_cli_watch_add_with_features_and_publish(hdi_env: dict[str, str], session: HdiSession) -> None:
     add = ["watch", "add", "--provider", "sample", "--schema", "ohlcv-1d", "--since", "2023-06-01"]
-    code, out, err = run_cli([*add, "--symbols", "AAPL", "--features", "momentum_v1", "--interval", "1d", "--publish"])
+    code, _, err = run_cli([*add, "--symbols", "AAPL", "--features", "momentum_v1", "--interval", "1d", "--publish"])
     assert code == 0, err
     [sub] = subscriptions.list_all(session)
     assert sub.options == {"features": ["momentum_v1"], "interval": "1d", "publish": True}
     assert (sub.feature_sets, sub.feature_interval, sub.publishes) == (("momentum_v1",), "1d", True)
-    code, out, err = run_cli([*add, "--symbols", "MSFT", "--features", "nope"])
+    code, _, err = run_cli([*add, "--symbols", "MSFT", "--features", "nope"])
     assert code != 0 and "nope" in err

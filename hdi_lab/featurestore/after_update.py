@@ -44,7 +44,7 @@ def validate_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def start_of(first_changed: pd.Timestamp, interval: str) -> pd.Timestamp:
     """The open of the ``interval`` bar holding ``first_changed`` (bars are aligned on the epoch). Raises nothing."""
-    return first_changed.floor(pd.Timedelta(seconds=INTERVALS[interval]))
+    return first_changed.floor(f"{INTERVALS[interval]}s")
 
 
 def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | None = None) -> list[object]:
