@@ -175,3 +175,33 @@ def test_cli_watch_add_with_features_and_publish(hdi_env: dict[str, str], sessio
     assert (sub.feature_sets, sub.feature_interval, sub.publishes) == (("momentum_v1",), "1d", True)
     code, _, err = run_cli([*add, "--symbols", "MSFT", "--features", "nope"])
     assert code != 0 and "nope" in err
+
+
+def test_a_chunk_reports_the_first_row_it_changed_per_instrument(session: HdiSession) -> None:
+    hdi_lab.watch("sample", schema="ohlcv-1m", symbols=SYMBOLS, since="2024-01-03", session=session)
+    [p] = hdi_lab.update(until="2024-01-04", session=session).plans
+    first = hdi_lab.sql("SELECT instrument_id, min(ts_event) AS ts FROM ohlcv_1m GROUP BY 1", session=session)
+    assert p.changed == {int(i): pd.Timestamp(t) for i, t in zip(first["instrument_id"], first["ts"], strict=True)}
+    # one minute of one instrument wrong, another minute of it gone: the re-ingest restores both
+    [iid, other] = sorted(p.changed)
+    bar, gone = pd.Timestamp("2024-01-03 16:00", tz="UTC"), pd.Timestamp("2024-01-03 18:30", tz="UTC")
+    hdi_lab.sql("UPDATE ohlcv_1m SET close = close + 1 WHERE instrument_id = %s AND ts_event = %s", [iid, bar],
+                session=session)  # fmt: skip
+    hdi_lab.sql("DELETE FROM ohlcv_1m WHERE instrument_id = %s AND ts_event = %s", [iid, gone], session=session)
+    hdi_lab.sql("DELETE FROM ingest_log", session=session)
+    [p] = hdi_lab.update(until="2024-01-04", session=session).plans
+    assert p.report is not None and (p.report.inserted, p.report.updated, p.report.deleted) == (1, 1, 0)
+    assert p.changed == {iid: bar} and other not in p.changed
+    # a stored row the vendor does not send is deleted by the re-ingest: a change from that row on
+    extra = pd.Timestamp("2024-01-03 03:00", tz="UTC")
+    names = (
+        "SELECT string_agg(quote_ident(column_name), ', ') AS c FROM information_schema.columns WHERE "
+        "table_schema = current_schema() AND table_name = 'ohlcv_1m' AND column_name <> 'ts_event'"
+    )
+    cols = hdi_lab.sql(names, session=session)["c"].iloc[0]
+    hdi_lab.sql(f"INSERT INTO ohlcv_1m (ts_event, {cols}) SELECT %s, {cols} FROM ohlcv_1m "
+                "WHERE instrument_id = %s AND ts_event = %s", [extra, other, bar], session=session)  # fmt: skip
+    hdi_lab.sql("DELETE FROM ingest_log", session=session)
+    [p] = hdi_lab.update(until="2024-01-04", session=session).plans
+    assert p.report is not None and (p.report.inserted, p.report.updated, p.report.deleted) == (0, 0, 1)
+    assert p.changed == {other: extra}

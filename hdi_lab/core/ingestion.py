@@ -261,7 +261,7 @@ def ingest_chunk(
             recovered=recovered,
             seconds=seconds,
             warnings=tuple(dict.fromkeys(notes)),
-            changed=_changed(chunk, scope, counts["inserted"] + counts["updated"] + deleted),
+            changed=dict(sorted(scope.coverage.changed.items())),
         )
         log_id = load.insert_log(cur, schema_name, result, force)
         condition_table.insert_conditions(cur, schema_name, log_id, vendor_conditions.chunk_rows(conditions, chunk))
@@ -324,14 +324,6 @@ def _delete_stale(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scop
         scope.dataset,
         sorted(scope.publishers),
     )
-
-
-def _changed(chunk: Chunk, scope: _Scope, changes: int) -> dict[int, int]:
-    """Where the chunk's stored rows may have changed: from its start, for the instruments of its range (those
-    of its data and those its symbology maps: deleted rows lie there), when it changed any row."""
-    if not changes or chunk.schema is Schema.DEFINITION:
-        return {}
-    return {int(iid): chunk.start.value for iid, _, _ in _spans(chunk, scope)}
 
 
 def _spans(chunk: Chunk, scope: _Scope) -> list[load.Span]:

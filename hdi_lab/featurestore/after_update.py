@@ -6,9 +6,9 @@ store is loaded with them.
 It lives above the core (which ingests and knows nothing of features): :func:`hdi_lab.update` and the
 front ends run the core's update, then :func:`run` over its report.
 
-**From the first changed bar.** A chunk that inserted, updated or deleted rows reports its instruments as
-changed from its start (:attr:`hdi_lab.schemas.ChunkResult.changed`); the computation starts at the
-interval's bar holding the earliest such start. :func:`hdi_lab.features.compute` resumes an instrument
+**From the first changed bar.** A chunk reports, per instrument whose rows it inserted, updated or deleted,
+the first such row's ``ts_event`` (:attr:`hdi_lab.schemas.ChunkResult.changed`); the computation starts at
+the ``interval`` bar holding the earliest of them. :func:`hdi_lab.features.compute` resumes an instrument
 from its saved state only when that state lies just before the start; a revised bar before a saved
 state makes it compute the instrument from its first bar and store the rows from the start on, so a
 revision of old bars is never hidden by a state saved after them.
