@@ -85,7 +85,8 @@ def test_features_follow_new_and_revised_bars(hsession: HdiSession) -> None:
     # re-ingest of its day (its ingest-log row gone) brings the vendor's bar back and recomputes from it
     day = pd.Timestamp("2023-11-01", tz="UTC")
     hdi_lab.sql(
-        "UPDATE ohlcv_1d SET close = close * 2 WHERE ts_event >= %(lo)s AND ts_event < %(hi)s",
+        "UPDATE ohlcv_1d SET close = close * 2 WHERE ts_event >= %(lo)s AND ts_event < %(hi)s "
+        "AND instrument_id = (SELECT min(instrument_id) FROM ohlcv_1d)",  # one instrument only
         {"lo": day, "hi": day + pd.Timedelta(days=1)},
         session=s,
     )
@@ -98,11 +99,12 @@ def test_features_follow_new_and_revised_bars(hsession: HdiSession) -> None:
     )
     revised = hdi_lab.update(until="2023-12-15", session=s)
     [p] = revised.plans
-    assert p.report is not None and p.report.updated == 2 and p.report.inserted == 0
-    assert set(p.changed.values()) == {day}
+    assert p.report is not None and p.report.updated == 1 and p.report.inserted == 0
+    assert list(p.changed.values()) == [day]
     [computed] = p.after
     assert isinstance(computed, features.FeatureReport)
     assert computed.start == day and computed.resumed == 0 and computed.updated > 0
+    assert computed.instruments == 1  # the changed one only
     pd.testing.assert_frame_equal(_stored(s), after_new)  # equal to the features of the right bars again
 
     # nothing changed: nothing runs after

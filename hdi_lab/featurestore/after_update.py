@@ -28,8 +28,9 @@ from hdi_lab.core.subscriptions import check_options
 from hdi_lab.core.update import SubscriptionPlan, UpdateReport
 from hdi_lab.featurestore import publish as publisher
 from hdi_lab.schemas import INTERVALS
+from hdi_lab.storage import symbology
 
-__all__ = ["run", "run_plan", "start_of", "validate_options"]
+__all__ = ["changed_symbols", "run", "run_plan", "start_of", "validate_options"]
 
 
 def validate_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -47,8 +48,22 @@ def start_of(first_changed: pd.Timestamp, interval: str) -> pd.Timestamp:
     return first_changed.floor(f"{INTERVALS[interval]}s")
 
 
+def changed_symbols(session: HdiSession, plan: SubscriptionPlan, start: pd.Timestamp) -> tuple[str, ...]:
+    """The subscription's symbols that map, from ``start`` on, to an instrument the update changed (all of
+    them when the symbology says none: the computation then sorts out which have bars).
+
+    Raises StorageError."""
+    sub, changed = plan.subscription, plan.changed
+    spans = symbology.lookup(
+        session.connection(), session.schema, sub.symbols, start, pd.Timestamp.now(tz="UTC"), sub.dataset, []
+    )
+    found = tuple(sorted({sp.symbol for sp in spans if sp.instrument_id in changed}))
+    return found or sub.symbols
+
+
 def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | None = None) -> list[object]:
-    """Run what follows one subscription's update (its feature sets, then its publishes) and add the reports
+    """Run what follows one subscription's update (its feature sets, then its publishes, for
+    :func:`changed_symbols` from the first changed bar on) and add the reports
     to ``plan.after``; returns them (none when its options ask for nothing or its run changed no row).
 
     Raises ValidationError (an unknown feature set, a gap in the bars), ConfigError (an unusable Feast repo)
@@ -59,14 +74,15 @@ def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | Non
         return []
     interval = sub.feature_interval
     start = start_of(min(changed.values()), interval)
+    symbols = changed_symbols(session, plan, start)
     done: list[object] = []
     for name in sub.feature_sets:
-        done.append(features.compute(name, sub.symbols, interval, start, dataset=sub.dataset, session=session))
+        done.append(features.compute(name, symbols, interval, start, dataset=sub.dataset, session=session))
         if sub.publishes:
             done.append(
                 publisher.publish(
                     name,
-                    sub.symbols,
+                    symbols,
                     interval,
                     start,
                     compute=False,
