@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_session, run_cli
+from helpers import TestingShell, hdi_shell, make_session, run_cli
 
 import hdi_lab
 from hdi_lab import features
@@ -207,3 +207,22 @@ def test_a_chunk_reports_the_first_row_it_changed_per_instrument(session: HdiSes
     [p] = hdi_lab.update(until="2024-01-04", session=session).plans
     assert p.report is not None and (p.report.inserted, p.report.updated, p.report.deleted) == (0, 0, 1)
     assert p.changed == {other: extra}
+
+
+@pytest.fixture
+def ip(hdi_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
+    with hdi_shell() as shell:
+        yield shell
+
+
+def test_magic_watch_with_features_then_update(ip: TestingShell, session: HdiSession) -> None:
+    ip.run_cell(
+        "%hdi_watch add --provider sample --schema ohlcv-1d --symbols AAPL --since 2023-06-01 --features momentum_v1"
+    )
+    [sub] = subscriptions.list_all(session)
+    assert sub.options == {"features": ["momentum_v1"]}
+    done = ip.run_cell("%hdi_update --until 2023-08-01").result
+    [computed] = done.plans[0].after
+    assert isinstance(computed, features.FeatureReport) and computed.inserted > 0
+    assert "then momentum_v1 1d" in str(done)
