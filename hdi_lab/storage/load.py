@@ -223,7 +223,7 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
     target = quote(cur.connection, schema, t.name)
     names = [quote(cur.connection, c) for c in t.column_names]
     same, changed = _compare(cur, schema, cols, coverage)
-    keys = key_values(cols)
+    keys = key_values(cols) if coverage is not None else []
     if coverage is not None:
         coverage.keep(keys)
     fresh = ~(same | changed)
