@@ -125,13 +125,19 @@ def watch(
     ``hdi_lab.watch("databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ES.c.0",
     stype_in="continuous", since="2020-01-01", name="es_1m")``. The request is validated like an ingest of
     its first day (nothing is fetched); adding the same subscription again returns the stored one.
-    ``options`` (a JSON object) is kept with it for what runs after its updates.
+    ``options`` (a JSON object) is kept with it for what runs after its updates: ``{"features": ["momentum_v1"],
+    "interval": "1d", "publish": True}`` recomputes those feature sets (and loads the Feast online store) after
+    an update changed its data (see :data:`hdi_lab.core.subscriptions.OPTIONS`).
 
-    Raises ValidationError (a bad request; the same request or name subscribed with other settings),
+    Raises ValidationError (a bad request or option, an unknown feature set; the same request or name
+    subscribed with other settings),
     ConfigError or ProviderError (the provider cannot plan, e.g. no Databento API key) and StorageError.
     """
     req = make_request(provider, schema=schema, symbols=symbols, dataset=dataset, stype_in=stype_in)
-    return with_session(session, lambda s: subscriptions.add(s, req, since, name=name, options=options)[0])
+    from hdi_lab.featurestore.after_update import validate_options
+
+    opts = validate_options(options)
+    return with_session(session, lambda s: subscriptions.add(s, req, since, name=name, options=opts)[0])
 
 
 def watches(*, session: HdiSession | None = None) -> pd.DataFrame:
@@ -187,14 +193,24 @@ def update(
     or partial ones, and the days the vendor revised (re-fetched with force), as one chunk plan.
 
     ``hdi_lab.update()``, ``hdi_lab.update("es_1m", until="2024-03-01", dry_run=True)``. Resumable and
-    idempotent: an up-to-date set does nothing. See :mod:`hdi_lab.core.update`.
+    idempotent: an up-to-date set does nothing. See :mod:`hdi_lab.core.update`. Then, for each subscription
+    whose rows changed, what its options ask: its feature sets recomputed from the first changed bar and
+    published to the Feast online store (:mod:`hdi_lab.featurestore.after_update`; reported in each plan's
+    ``after``).
 
-    Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses),
-    CostLimitError (above the cost limit without ``allow_cost``), ConfigError, ProviderError, DataFormatError
-    and StorageError."""
-    return with_session(
-        session, lambda s: updater.update(s, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
-    )
+    Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses; an unknown
+    feature set or a gap in the bars after the update), CostLimitError (above the cost limit without
+    ``allow_cost``), ConfigError, ProviderError, DataFormatError and StorageError."""
+    return with_session(session, lambda s: _update(s, which, until, dry_run, allow_cost))
+
+
+def _update(
+    session: HdiSession, which: Sequence[int | str], until: object, dry_run: bool, allow_cost: bool
+) -> UpdateReport:
+    from hdi_lab.featurestore import after_update  # features and Feast load only for an update
+
+    done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
+    return after_update.run(session, done)
 
 
 def report(

@@ -213,6 +213,8 @@ class ChunkResult:
     est_start_s: float | None = None  # dry runs: earliest start under the provider's pacing (IB)
     warnings: tuple[str, ...] = ()  # e.g. symbols the provider could not resolve (partial resolution)
     error: str | None = None  # why the chunk failed (nothing of it was stored)
+    # instrument id -> ts_event (ns) of the first of its rows the chunk inserted, updated or deleted (none: empty)
+    changed: dict[int, int] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:

@@ -261,6 +261,7 @@ def ingest_chunk(
             recovered=recovered,
             seconds=seconds,
             warnings=tuple(dict.fromkeys(notes)),
+            changed=dict(sorted(scope.coverage.changed.items())),
         )
         log_id = load.insert_log(cur, schema_name, result, force)
         condition_table.insert_conditions(cur, schema_name, log_id, vendor_conditions.chunk_rows(conditions, chunk))

@@ -22,13 +22,41 @@ import pandas as pd
 
 from hdi_lab.core.session import PROVIDERS, HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import SCHEMAS, IngestRequest, Schema, SType, parse_enum, parse_time, require_symbols
+from hdi_lab.schemas import (
+    SCHEMAS,
+    IngestRequest,
+    Schema,
+    SType,
+    check_interval,
+    parse_enum,
+    parse_time,
+    require_symbols,
+)
 from hdi_lab.storage import subscriptions as table
 
-__all__ = ["COLUMNS", "Subscription", "add", "frame", "list_all", "remove"]
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_INTERVAL",
+    "OPTIONS",
+    "Subscription",
+    "add",
+    "check_options",
+    "frame",
+    "list_all",
+    "remove",
+]
 
 #: the columns of :func:`frame`: the table's, symbols joined by commas
 COLUMNS = table.COLUMNS
+
+#: the options that say what runs after an update changed a subscription's data (other keys are kept as given)
+OPTIONS = {
+    "features": "feature sets recomputed from the first changed bar of the instruments an update changed",
+    "interval": "the bar interval of those feature sets (default 1d)",
+    "publish": "true: the Feast online store is materialized with them after the update",
+}
+#: the ``interval`` of the feature sets when the options do not say
+DEFAULT_INTERVAL = "1d"
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,21 @@ class Subscription:
             created_at=pd.Timestamp(row["created_at"]).tz_convert("UTC"),
             options=dict(row["options"]),
         )
+
+    @property
+    def feature_sets(self) -> tuple[str, ...]:
+        """The feature sets recomputed after an update changed this subscription's data (``features``)."""
+        return tuple(self.options.get("features", ()))
+
+    @property
+    def feature_interval(self) -> str:
+        """The bar interval of :attr:`feature_sets` (``interval``, default 1d)."""
+        return str(self.options.get("interval", DEFAULT_INTERVAL))
+
+    @property
+    def publishes(self) -> bool:
+        """Whether the feature sets are published to the Feast online store after an update (``publish``)."""
+        return bool(self.options.get("publish", False))
 
     @property
     def label(self) -> str:
@@ -102,17 +145,39 @@ def _name(name: str | None) -> str | None:
     return text
 
 
-def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as stored (a JSON object), the keys of :data:`OPTIONS` checked: ``features`` a list of
+    feature-set names (a string of comma-separated names is split), ``interval`` a bar interval, ``publish``
+    a boolean that needs ``features``. Empty ``features`` and a false ``publish`` are left out.
+
+    Raises ValidationError for options that are not a JSON object or a bad value of those keys."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise ValidationError(f"options must be a mapping (a JSON object), not {type(options).__name__}")
     try:
-        return dict(json.loads(json.dumps(dict(options))))  # stored as JSONB: what comes back is what is compared
+        opts = dict(json.loads(json.dumps(dict(options))))  # stored as JSONB: what comes back is what is compared
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"options cannot be stored as JSON ({exc}): give strings, numbers, lists, dicts"
         ) from None
+    sets = opts.pop("features", None)
+    if isinstance(sets, str):
+        sets = [p.strip() for p in sets.split(",")]
+    if sets is not None and (not isinstance(sets, list) or not all(isinstance(n, str) and n.strip() for n in sets)):
+        raise ValidationError(f"options features={sets!r}: give a list of feature-set names, e.g. ['momentum_v1']")
+    if sets:
+        opts["features"] = list(dict.fromkeys(n.strip() for n in sets))
+    if "interval" in opts:
+        check_interval(str(opts["interval"]))
+    publish = opts.pop("publish", False)
+    if not isinstance(publish, bool):
+        raise ValidationError(f"options publish={publish!r}: give true or false")
+    if publish:
+        if not sets:
+            raise ValidationError("options publish=true needs features: the feature sets to publish")
+        opts["publish"] = True
+    return opts
 
 
 def _planned_dataset(session: HdiSession, request: IngestRequest, since: dt.date) -> str:
@@ -157,7 +222,7 @@ def add(
     """
     since_day = parse_time(since, "since").date()
     label = _name(name)
-    opts = _options(options)
+    opts = check_options(options)
     dataset = _planned_dataset(session, request, since_day)
     schema = parse_enum(Schema, request.schema, "schema")
     stype = parse_enum(SType, request.stype_in, "stype_in")

@@ -62,6 +62,17 @@ class SubscriptionPlan:
     reasons: dict[str, str] = field(default_factory=dict)  # chunk key -> one of REASONS
     notes: list[str] = field(default_factory=list)  # what could not be judged (e.g. no calendar: no gap check)
     report: IngestReport | None = None
+    # what ran after the update for the instruments it changed (feature computations, publishes: their reports)
+    after: list[object] = field(default_factory=list)
+
+    @property
+    def changed(self) -> dict[int, pd.Timestamp]:
+        """The instruments whose stored rows the run changed, each with where its changes may start (UTC)."""
+        first: dict[int, int] = {}
+        for result in self.report.chunks if self.report is not None and not self.report.dry_run else ():
+            for iid, ns in result.changed.items():
+                first[iid] = min(ns, first.get(iid, ns))
+        return {iid: pd.Timestamp(ns, tz="UTC") for iid, ns in sorted(first.items())}
 
     @property
     def forced(self) -> set[str]:
@@ -88,9 +99,10 @@ class SubscriptionPlan:
         if rep.dry_run:
             cost = "" if rep.cost_usd is None else f", ~${rep.cost_usd:,.2f}"
             return f"{line}: ~{rep.fetched:,} records{cost}{notes}"
+        then = "".join(f"\n    then {a}" for a in self.after)
         return (
             f"{line}: {rep.fetched:,} fetched, {rep.inserted:,} inserted, {rep.updated:,} updated, "
-            f"{rep.deleted:,} deleted, {rep.chunks_skipped} skipped{notes}"
+            f"{rep.deleted:,} deleted, {rep.chunks_skipped} skipped{notes}{then}"
         )
 
 

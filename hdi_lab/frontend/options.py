@@ -292,6 +292,14 @@ OPTIONS: dict[str, Option] = {
     "watch_name": Option(("--name",), help="a unique name to refer to the subscription by (not all digits)"),
     "watch_action": Option(("action",), choices=WATCH_ACTIONS, metavar="ACTION", help=one_of(WATCH_ACTIONS)),
     "watch_target": Option(("target",), metavar="ID|NAME", help="the subscription's id or name"),
+    "watch_features": Option(
+        ("--features",),
+        metavar="SET[,SET]",
+        help="feature sets recomputed after an update changed the data, e.g. momentum_v1",
+    ),
+    "watch_publish": Option(
+        ("--publish",), action="store_true", help="after an update, load the Feast online store with --features"
+    ),
     # updates
     "update_targets": Option(
         ("targets",), nargs="*", metavar="ID|NAME", help="subscriptions to update, by id or name (default: all)"
@@ -411,6 +419,9 @@ WATCH: tuple[OptionRef, ...] = (
     "stype_in",
     "since",
     "watch_name",
+    "watch_features",
+    option("interval").but(default=None, help="the bar interval of --features (default 1d)"),
+    "watch_publish",
 )
 #: ``%hdi_watch ACTION [ID|NAME] [add's options]``: one parser for every action, so the target may be left out
 #: (``hdi watch remove ID|NAME`` requires it)
@@ -525,15 +536,18 @@ def watch(args: argparse.Namespace, session: HdiSession) -> tuple[Subscription, 
     """Add the subscription the :data:`WATCH` options of ``hdi watch add`` and ``%hdi_watch add`` describe;
     returns it and whether it is new.
 
-    Raises what :func:`hdi_lab.core.subscriptions.add` raises (ValidationError for a bad request or one
-    subscribed with other settings, ConfigError, ProviderError, StorageError)."""
+    Raises what :func:`hdi_lab.core.subscriptions.add` raises (ValidationError for a bad request or option, an
+    unknown feature set, or one subscribed with other settings, ConfigError, ProviderError, StorageError)."""
     from hdi_lab.api import make_request
     from hdi_lab.core import subscriptions
+    from hdi_lab.featurestore.after_update import validate_options
 
     request = make_request(
         args.provider, schema=args.schema, symbols=args.symbols, dataset=args.dataset, stype_in=args.stype_in
     )
-    return subscriptions.add(session, request, args.since, name=args.name)
+    given = {"features": args.features, "interval": args.interval, "publish": args.publish or None}
+    opts = validate_options({k: v for k, v in given.items() if v is not None})
+    return subscriptions.add(session, request, args.since, name=args.name, options=opts)
 
 
 def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
@@ -560,13 +574,13 @@ def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
 def update(args: argparse.Namespace, session: HdiSession) -> UpdateReport:
     """Run the update the :data:`UPDATE` options of ``hdi update`` and ``%hdi_update`` describe.
 
-    Raises what :func:`hdi_lab.core.update.update` raises (ValidationError for an unknown subscription or a
-    bad --until, CostLimitError above the cost limit, ConfigError, ProviderError, DataFormatError,
-    StorageError)."""
-    from hdi_lab.core import update
+    Raises what :func:`hdi_lab.api.update` raises (ValidationError for an unknown subscription, a bad --until
+    or an unknown feature set, CostLimitError above the cost limit, ConfigError, ProviderError,
+    DataFormatError, StorageError)."""
+    from hdi_lab.api import update
 
-    return update.update(
-        session, args.targets or (), until=args.until, dry_run=args.dry_run, allow_cost=args.allow_cost
+    return update(
+        *(args.targets or ()), until=args.until, dry_run=args.dry_run, allow_cost=args.allow_cost, session=session
     )
 
 

@@ -74,10 +74,23 @@ class Coverage:
         self.kept: list[Arrays] = []  # key columns of rows stored (or kept) for the chunk, one list per load
         self.windows: list[tuple[list[int], int, int]] = []  # (instrument ids, first, last time in PG us)
         self.unmatched: list[Arrays] = []  # key columns of stored rows read in a window and not in its data
+        self.changed: dict[int, int] = {}  # instrument id -> ts_event (ns) of its first row inserted/updated/deleted
 
     def keep(self, keys: Arrays) -> None:
         """Count rows with these key columns (stored types, see :func:`key_values`) as the chunk's."""
         self.kept.append(keys)
+
+    def note_changed(self, t: Table, keys: Arrays) -> None:
+        """Count rows of ``t`` with these key columns (stored types) as inserted, updated or deleted: each
+        instrument's earliest ``ts_event`` is kept in :attr:`changed`."""
+        if len(keys[0]) == 0:
+            return
+        k = dict(zip(t.key, keys, strict=True))
+        ns = k[t.ns_column] if t.ns_column else (k[t.time_column].astype(np.int64) + copy.PG_EPOCH_US) * 1000
+        ids = k["instrument_id"].astype(np.int64)
+        for iid in np.unique(ids):
+            first = int(ns[ids == iid].min())
+            self.changed[int(iid)] = min(first, self.changed.get(int(iid), first))
 
 
 def _native(t: Table, column: str, v: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -210,8 +223,9 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
     target = quote(cur.connection, schema, t.name)
     names = [quote(cur.connection, c) for c in t.column_names]
     same, changed = _compare(cur, schema, cols, coverage)
+    keys = key_values(cols) if coverage is not None else []
     if coverage is not None:
-        coverage.keep(key_values(cols))
+        coverage.keep(keys)
     fresh = ~(same | changed)
     cur.execute("SAVEPOINT hdi_direct")
     try:
@@ -220,7 +234,12 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
         cur.execute("RELEASE SAVEPOINT hdi_direct")
     except psycopg2.errors.UniqueViolation:
         cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
+        if coverage is not None:  # which rows the upsert changes is not known here: all of them may have
+            coverage.note_changed(t, keys)
         return _upsert(cur, t, target, names, _payload(cols))
+    if coverage is not None and (fresh.any() or changed.any()):
+        touched = fresh | changed
+        coverage.note_changed(t, [k[touched] for k in keys])
     if not changed.any():
         return int(fresh.sum()), 0
     stage = _stage(cur, t, target, names, _payload(cols, changed))
@@ -343,6 +362,7 @@ def delete_stale(
         stale = [c[~is_kept] for c in stale]
     if len(stale[0]) == 0:
         return 0
+    coverage.note_changed(t, stale)
     names = [quote(conn, k) for k in t.key]
     payload = copy.encode([t.column(k).pgtype for k in t.key], stale, {})
     stage = quote(conn, f"hdi_stale_{t.name}")
