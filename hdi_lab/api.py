@@ -134,7 +134,7 @@ def watch(
     ConfigError or ProviderError (the provider cannot plan, e.g. no Databento API key) and StorageError.
     """
     req = make_request(provider, schema=schema, symbols=symbols, dataset=dataset, stype_in=stype_in)
-    from hdi_lab.featurestore.after_update import validate_options
+    from hdi_lab.after_update import validate_options
 
     opts = validate_options(options)
     return with_session(session, lambda s: subscriptions.add(s, req, since, name=name, options=opts)[0])
@@ -195,7 +195,7 @@ def update(
     ``hdi_lab.update()``, ``hdi_lab.update("es_1m", until="2024-03-01", dry_run=True)``. Resumable and
     idempotent: an up-to-date set does nothing. See :mod:`hdi_lab.core.update`. Then, for each subscription
     whose rows changed, what its options ask: its feature sets recomputed from the first changed bar and
-    published to the Feast online store (:mod:`hdi_lab.featurestore.after_update`; reported in each plan's
+    published to the Feast online store (:mod:`hdi_lab.after_update`; reported in each plan's
     ``after``).
 
     Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses; an unknown
@@ -207,7 +207,7 @@ def update(
 def _update(
     session: HdiSession, which: Sequence[int | str], until: object, dry_run: bool, allow_cost: bool
 ) -> UpdateReport:
-    from hdi_lab.featurestore import after_update  # features and Feast load only for an update
+    from hdi_lab import after_update  # features and Feast load only for an update
 
     done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
     return after_update.run(session, done)

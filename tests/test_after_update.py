@@ -13,11 +13,10 @@ import pytest
 from helpers import TestingShell, hdi_shell, make_session, run_cli
 
 import hdi_lab
-from hdi_lab import features
+from hdi_lab import after_update, features
 from hdi_lab.core import subscriptions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.featurestore import after_update
 from hdi_lab.featurestore.publish import PublishReport, online_features
 
 pytestmark = pytest.mark.integration

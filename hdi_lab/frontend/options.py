@@ -538,9 +538,9 @@ def watch(args: argparse.Namespace, session: HdiSession) -> tuple[Subscription, 
 
     Raises what :func:`hdi_lab.core.subscriptions.add` raises (ValidationError for a bad request or option, an
     unknown feature set, or one subscribed with other settings, ConfigError, ProviderError, StorageError)."""
+    from hdi_lab.after_update import validate_options
     from hdi_lab.api import make_request
     from hdi_lab.core import subscriptions
-    from hdi_lab.featurestore.after_update import validate_options
 
     request = make_request(
         args.provider, schema=args.schema, symbols=args.symbols, dataset=args.dataset, stype_in=args.stype_in
