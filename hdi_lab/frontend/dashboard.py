@@ -68,7 +68,7 @@ def subscription_status(subs: pd.DataFrame, log: pd.DataFrame, coverage: pd.Data
             mine = log
         else:
             same = (log["provider"] == sub.provider) & (log["dataset"] == sub.dataset) & (log["schema"] == sub.schema)
-            named = log["symbols"].map(lambda text: bool(symbols & set(str(text).split(","))))
+            named = pd.Series([bool(symbols & set(str(t).split(","))) for t in log["symbols"]], index=log.index)
             mine = log[same & named]
         last = pd.Timestamp(mine["finished_at"].max()) if len(mine) else pd.NaT
         n_gaps = int(((coverage["subscription"] == label) & coverage["reason"].notna()).sum()) if len(coverage) else 0
