@@ -212,8 +212,8 @@ class Operations:
         self.chart.children = (self.figure,)
 
 
-def _when(value: object) -> str:
-    return "never" if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M UTC")  # type: ignore[arg-type]
+def _when(value: Any) -> str:
+    return "never" if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _recent(log: pd.DataFrame, rows: int) -> pd.DataFrame:
