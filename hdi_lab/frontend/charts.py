@@ -223,7 +223,7 @@ def coverage_heatmap(coverage: pd.DataFrame, *, title: str = "", widget: bool = 
         xgap=1,
         ygap=1,
     )
-    figure = (go_.FigureWidget if widget else go_.Figure)(data=[heat])
+    figure = go_.Figure(data=[heat])
     figure.update_layout(
         title_text=title,
         height=max(220, 60 + 28 * len(values.index)),
@@ -231,4 +231,6 @@ def coverage_heatmap(coverage: pd.DataFrame, *, title: str = "", widget: bool = 
         xaxis=dict(type="category" if len(x) <= 1 else "date", title_text="session"),
         yaxis=dict(autorange="reversed"),
     )
-    return figure
+    # Built as a Figure first: the layout of a FigureWidget changed before any view shows it never reaches
+    # the page (a FigureWidget made from a whole figure starts with it).
+    return go_.FigureWidget(figure) if widget else figure
