@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fake_databento import KEY, FakeDatabento, Fault
 from helpers import run_cli
 
 import hdi_lab
+from hdi_lab.core import scheduler
 from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.integration
@@ -143,3 +148,66 @@ def test_sigkill_and_restart_does_not_run_anything_twice(
     assert len(chunks) == 4 and all(n == 1 for _, n in chunks), chunks  # each chunk ingested once
     again.send_signal(signal.SIGTERM)
     assert again.wait(60) == 0, again_log.read_text()
+
+
+# --- in-process: retries against the fake Databento gateway ----------------------------------------------
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
+    gw = FakeDatabento(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
+    yield gw
+    gw.close()
+
+
+def _run_until(session: HdiSession, done: Callable[[], bool], **kwargs: Any) -> None:
+    """Run the scheduler in a thread until ``done()`` (at most 60 s), then stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(session, stop), kwargs=kwargs)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+
+
+def test_a_failed_update_is_retried_with_backoff_and_resumes(
+    session: HdiSession, fake: FakeDatabento, caplog: pytest.LogCaptureFixture
+) -> None:
+    dbs = HdiSession(
+        session.settings.replace(
+            databento_api_key=KEY, databento_gateway=fake.url, databento_backoff=0.01, databento_retries=2
+        )
+    )
+    try:
+        hdi_lab.watch(
+            "databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ESH4", since="2024-03-12",
+            options={"cron": "* * * * * *"}, session=dbs,
+        )  # fmt: skip
+        # the third chunk fails, after the provider's own retries: the scheduler's retry resumes there
+        fake.faults += [Fault("timeseries.get_range", status=500, after=2 if i == 0 else 0) for i in range(3)]
+        caplog.set_level(logging.INFO, logger="hdi_lab")
+        _run_until(dbs, lambda: "scheduled update done" in caplog.text, until="2024-03-15", retries=2, backoff=0.05)
+        assert "update failed (" in caplog.text and "retrying in 0.1 s" in caplog.text
+        chunks = _chunks(dbs)  # the definitions fetched along, and three days of bars: each once
+        assert len(chunks) == 4 and all(n == 1 for _, n in chunks), chunks
+    finally:
+        dbs.close()
+
+
+def test_a_refused_update_is_not_retried(session: HdiSession, caplog: pytest.LogCaptureFixture) -> None:
+    _watch(session, cron="* * * * * *")
+    caplog.set_level(logging.INFO, logger="hdi_lab")
+    # an until before the subscription's since: nothing to do; a bad cron: not scheduled, said once
+    hdi_lab.watch(
+        "sample", schema="ohlcv-1m", symbols="NQH4", since="2024-01-02", name="nq", options={"cron": "61 * * * *"},
+        session=session,
+    )  # fmt: skip
+    _run_until(session, lambda: "scheduled update done" in caplog.text, until=UNTIL, retries=3, backoff=0.05)
+    assert "subscription 2 (nq) is not scheduled: subscription 2 (nq): cron '61 * * * *' is not valid" in caplog.text
+    assert "retrying" not in caplog.text

@@ -14,10 +14,12 @@ regular time (the run is later than needed, never too early). An update stores w
 ``until`` is the start of the current UTC day, or the vendor's available range), so a US session that closed
 before UTC midnight is stored by the next run. A dataset without a known calendar runs at 00:30 UTC every day.
 
-Runs. A failed update (an hdi_lab error) is retried ``retries`` times, waiting ``backoff`` seconds, doubled each
-time; the chunks it committed before failing stay, so a retry resumes. ``coalesce=True``: runs missed while no
-scheduler was running become one run (an update catches up every missing day anyway); ``misfire_grace_time=None``:
-that run happens however late the scheduler starts; ``max_instances=1``: a subscription never runs twice at once.
+Runs. A failed update is retried ``retries`` times, waiting ``backoff`` seconds, doubled each time; the chunks
+it committed before failing stay, so a retry resumes. What a retry cannot fix (ValidationError, e.g. the cost
+limit; ConfigError, e.g. no API key) is logged and not retried: the next scheduled run tries again.
+``coalesce=True``: runs missed while no scheduler was running become one run (an update catches up every
+missing day anyway); ``misfire_grace_time=None``: that run happens however late the scheduler starts;
+``max_instances=1``: a subscription never runs twice at once.
 APScheduler stores a job's next run time as soon as it hands the job to its worker, before the update does its
 work, so a scheduler killed during a run does not run that fire time again when restarted; and an update is
 idempotent (stored chunks are not fetched again), so even a repeated run (a kill in between) applies nothing twice.
@@ -45,7 +47,7 @@ from hdi_lab import calendars
 from hdi_lab.core import update as updater
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import Subscription
-from hdi_lab.errors import HdiError, ValidationError
+from hdi_lab.errors import ConfigError, HdiError, ValidationError
 from hdi_lab.extras import require
 from hdi_lab.schemas import parse_time
 from hdi_lab.storage import db
@@ -170,9 +172,17 @@ def schedule_of(sub: Subscription) -> str:
 
 
 def _store(session: HdiSession) -> Any:
-    sqlalchemy = require("apscheduler.jobstores.sqlalchemy", _EXTRA)
-    return sqlalchemy.SQLAlchemyJobStore(
-        url=session.database_url(), tablename=lock.JOBS_TABLE, tableschema=session.schema
+    """APScheduler's SQLAlchemy job store on ``session``'s database, through psycopg2 (hdi_lab's driver;
+    SQLAlchemy's default for ``postgresql://`` may be another), holding no connection between its uses."""
+    jobstores = require("apscheduler.jobstores.sqlalchemy", _EXTRA)
+    pool = require("sqlalchemy.pool", _EXTRA)
+    scheme, _, rest = session.database_url().partition("://")
+    url = f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else session.database_url()
+    return jobstores.SQLAlchemyJobStore(
+        url=url,
+        tablename=lock.JOBS_TABLE,
+        tableschema=session.schema,
+        engine_options={"poolclass": pool.NullPool},
     )
 
 
@@ -225,6 +235,9 @@ def run_subscription(sub_id: int) -> None:
         t0 = time.perf_counter()
         try:
             report = updater.update(runner.session, [sub_id], until=runner.until)
+        except (ValidationError, ConfigError) as exc:  # a retry cannot fix these: a person must
+            log.error("subscription %s: update refused, not retried: %s", sub_id, exc)
+            return
         except HdiError as exc:
             wait = runner.backoff * 2**attempt
             if attempt == runner.retries:
