@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from helpers import run_cli
 import hdi_lab
 from hdi_lab.core import scheduler
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import StorageError
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +110,8 @@ def test_a_scheduler_updates_a_second_refuses_and_sigterm_stops_it(
     code, out, err = run_cli(["scheduler", "status"])
     assert code == 0, err
     assert out.startswith("scheduler: running\n")
-    assert "subscription-1" in out and "*/2 * * * * *" in out and "2026" not in out.splitlines()[0]
+    [row] = [line for line in out.splitlines() if line.startswith("subscription-1 ")]
+    assert "*/2 * * * * * UTC" in row and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$", row), out
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, log.read_text()
@@ -211,3 +214,36 @@ def test_a_refused_update_is_not_retried(session: HdiSession, caplog: pytest.Log
     _run_until(session, lambda: "scheduled update done" in caplog.text, until=UNTIL, retries=3, backoff=0.05)
     assert "subscription 2 (nq) is not scheduled: subscription 2 (nq): cron '61 * * * *' is not valid" in caplog.text
     assert "retrying" not in caplog.text
+
+
+def test_a_scheduler_that_loses_its_lock_stops(session: HdiSession) -> None:
+    _watch(session, cron="0 0 1 1 *")  # never due while the test runs
+    stop, failed = threading.Event(), []
+
+    def target() -> None:
+        try:
+            scheduler.run(session, stop, refresh=0.2)
+        except StorageError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not scheduler.active(session):
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.1)
+        # the lock's connection dies (a server restart, a network cut): the lock is gone with it
+        # (this schema's scheduler lock only: other tests on the server hold advisory locks of their own)
+        hdi_lab.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = "
+            "hashtext('hdi_lab.scheduler')::oid AND objid = hashtext(%(schema)s)::oid",
+            {"schema": session.schema},
+            session=session,
+        )
+        thread.join(30)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and len(failed) == 1
+    assert str(failed[0]).startswith("lost the connection to PostgreSQL")

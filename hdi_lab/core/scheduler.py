@@ -293,7 +293,8 @@ def run(
     are picked up every ``refresh`` seconds. ``until`` is passed to every update (default: the update's).
 
     Raises SchedulerBusy when another scheduler holds the lock and ``wait`` is False; ValidationError for a
-    bad ``until``; MissingDependency without the ``scheduler`` extra; StorageError."""
+    bad ``until``; MissingDependency without the ``scheduler`` extra; StorageError (also when the lock's
+    connection is lost: the running update finishes, then the scheduler stops)."""
     background = require("apscheduler.schedulers.background", _EXTRA)
     if until is not None:
         until = parse_time(until, "until")
@@ -323,6 +324,7 @@ def run(
                 _sync(scheduler, session)
                 if stop.wait(refresh):
                     break
+                lock.check_held(conn)  # without the lock another scheduler may start: stop rather than run two
         finally:
             log.info("scheduler stopping: waiting for the running update to finish")
             scheduler.shutdown(wait=True)

@@ -8,7 +8,7 @@ import psycopg2.extensions
 
 from hdi_lab.storage.cursor import storage_error
 
-__all__ = ["JOBS_TABLE", "try_lock", "unlock"]
+__all__ = ["JOBS_TABLE", "check_held", "try_lock", "unlock"]
 
 #: the job store's table, created by APScheduler in the hdi_lab schema
 JOBS_TABLE = "scheduler_jobs"
@@ -38,6 +38,19 @@ def unlock(conn: psycopg2.extensions.connection, schema: str) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT pg_advisory_unlock(k1, k2) FROM ({_KEY}) AS k(k1, k2)", (schema,))
+        conn.commit()
+    except psycopg2.Error as exc:
+        raise storage_error(exc, conn) from exc
+
+
+def check_held(conn: psycopg2.extensions.connection) -> None:
+    """Check that ``conn``, which took the lock, is still connected: a session-level lock lives as long as its
+    connection, so a live connection still holds it.
+
+    Raises StorageError when the connection is lost (the lock with it: another scheduler may take over)."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
         conn.commit()
     except psycopg2.Error as exc:
         raise storage_error(exc, conn) from exc
