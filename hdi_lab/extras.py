@@ -19,6 +19,8 @@ EXTRAS: dict[str, str] = {
     "IPython": "notebook",
     "plotly": "notebook",
     "anywidget": "notebook",
+    "apscheduler": "scheduler",
+    "sqlalchemy": "scheduler",
 }
 
 

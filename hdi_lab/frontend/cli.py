@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -64,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         *options.UPDATE,
     )
+
+    sch = sub.add_parser("scheduler", help="keep every subscription current on its schedule (APScheduler)")
+    ssub = sch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    options.add(
+        ssub.add_parser(
+            "run", help="run the scheduler until SIGTERM/SIGINT (one per database; jobs stored in the database)"
+        ),
+        *options.SCHEDULER_RUN,
+    )
+    ssub.add_parser("status", help="whether a scheduler runs, each subscription's schedule and next run")
 
     options.add(sub.add_parser("db", help="the database server"), "db_action")
     options.add(sub.add_parser("config", help="settings"), "config_action")
@@ -263,6 +277,76 @@ def _cmd_update(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
     return 0
 
 
+def _cmd_scheduler(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.api import update
+    from hdi_lab.core import scheduler
+
+    if a.action == "status":
+        found = scheduler.jobs(session)
+        print(f"scheduler: {'running' if scheduler.active(session) else 'not running'}", file=out)
+        rows = [
+            {
+                "job": scheduler.job_id(j.subscription),
+                "subscription": j.subscription.label,
+                "schedule": j.schedule,
+                "next_run": "-" if j.next_run is None else j.next_run.isoformat(),
+            }
+            for j in found
+        ]
+        _table(pd.DataFrame(rows), out, "(no subscriptions: hdi watch add ...)")
+        return 0
+    stop = threading.Event()
+    with _logging_to(err), _stopped_by_signals(stop, err):
+        scheduler.run(
+            session,
+            stop,
+            wait=a.wait,
+            until=a.until,
+            retries=a.retries,
+            backoff=a.backoff,
+            # hdi_lab.api's update: the work after an update (features, Feast) runs for scheduled updates too
+            update=lambda s, which, until: update(*which, until=until, session=s),
+        )
+    return 0
+
+
+@contextlib.contextmanager
+def _logging_to(err: TextIO) -> Iterator[None]:
+    """Log hdi_lab's INFO messages to ``err`` for the command's duration: the scheduler's run outcomes."""
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hdi_lab")
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event, err: TextIO) -> Iterator[None]:
+    """SIGTERM or SIGINT sets ``stop`` (the running update finishes); a second one abandons it at once: the
+    process exits, and the server rolls back the chunk in flight. The ``hdi`` command owns its process, so it
+    may set the handlers for the command's duration; library code never does."""
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            print("hdi: stopping now: the chunk in flight is rolled back", file=err)
+            os._exit(130)
+        print(f"hdi: {signal.Signals(signum).name}: stopping after the running update", file=err)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _cmd_db(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if a.action == "info":
         print(catalog.storage_info(session).summary(), file=out)
@@ -327,6 +411,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "watch": _cmd_watch,
     "gaps": _cmd_gaps,
     "update": _cmd_update,
+    "scheduler": _cmd_scheduler,
     "report": _cmd_report,
     "db": _cmd_db,
     "config": _cmd_config,

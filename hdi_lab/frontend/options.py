@@ -54,6 +54,7 @@ __all__ = [
     "QUERY_RANGE_MAGIC",
     "REPORT",
     "REPORT_FORMATS",
+    "SCHEDULER_RUN",
     "SCHEMAS",
     "STYPES",
     "UPDATE",
@@ -310,6 +311,20 @@ OPTIONS: dict[str, Option] = {
         help=f"{_DATE}, exclusive: update up to here (default: the last whole UTC day the vendor has available; "
         "today for sample and IB)",
     ),
+    # the scheduler
+    "wait": Option(
+        ("--wait",),
+        action="store_true",
+        help="when another scheduler runs on this database, wait and take over when it stops (default: exit)",
+    ),
+    "retries": Option(("--retries",), type=count, default=3, help="retries of a failed update (default 3)"),
+    "backoff": Option(
+        ("--backoff",),
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait before the first retry, doubled for each next one (default 60)",
+    ),
     # gaps
     "partial": Option(
         ("--partial",),
@@ -446,6 +461,14 @@ UPDATE: tuple[OptionRef, ...] = (
     "until",
     option("dry_run").but(help="plan and estimate only: the chunks and their total cost"),
     "allow_cost",
+)
+
+#: ``hdi scheduler run``: keep every subscription current on its schedule until SIGTERM/SIGINT
+SCHEDULER_RUN: tuple[OptionRef, ...] = (
+    "wait",
+    option("until").but(help=f"{_DATE}, exclusive: every scheduled update goes up to here (default: the update's)"),
+    "retries",
+    "backoff",
 )
 
 #: ``hdi report`` and ``%hdi_report``: the exit code of ``hdi report`` is 0 green, 1 amber, 2 red
