@@ -24,6 +24,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.extras import require
 from hdi_lab.frontend import charts
 from hdi_lab.frontend import report as report_view
+from hdi_lab.frontend.display import RootWidget
 from hdi_lab.frontend.widgets import error_text
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def _heading(text: str) -> Any:
     return w.HTML(f"<h3 style='margin:12px 0 4px'>{html.escape(text)}</h3>")
 
 
-class Operations:
+class Operations(RootWidget):
     """The dashboard (see the module). ``start``/``end`` (end exclusive) or ``date`` choose the report's days,
     like :func:`hdi_lab.report`; ``recent`` is how many ingests the recent-ingests table lists.
 
@@ -142,19 +143,6 @@ class Operations:
             layout=w.Layout(width="100%"),
         )
         self.refresh()
-
-    @property
-    def widget(self) -> Any:
-        """The root ipywidgets container (display it, or put it in your own layout)."""
-        return self._root
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self._root)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self._root._repr_mimebundle_(**kwargs)
 
     def _on_refresh(self, _button: Any = None) -> None:
         # ipywidgets would only log an exception raised in a callback (ipywidgets#2949): show it instead.

@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-__all__ = ["ConfigView", "FrameDisplay", "StatusView", "frame_options"]
+__all__ = ["ConfigView", "FrameDisplay", "RootWidget", "StatusView", "frame_options"]
 
 
 if TYPE_CHECKING:  # pandas is imported when a frame is first shown: loading the extension stays fast
@@ -42,6 +42,26 @@ def frame_options(rows: int) -> Iterator[None]:
         "truncate",
     ):
         yield
+
+
+class RootWidget:
+    """A page of ipywidgets shown through its root container ``_root`` (set by the subclass): in a notebook,
+    in Voila, or inside a layout of yours (:attr:`widget`)."""
+
+    _root: Any
+
+    @property
+    def widget(self) -> Any:
+        """The root ipywidgets container (display it, or put it in your own layout)."""
+        return self._root
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._root)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self._root._repr_mimebundle_(**kwargs)
 
 
 class FrameDisplay:

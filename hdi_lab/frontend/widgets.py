@@ -33,6 +33,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError
 from hdi_lab.extras import require
 from hdi_lab.frontend import charts, options
+from hdi_lab.frontend.display import RootWidget
 from hdi_lab.schemas import IngestReport, IngestRequest, Progress, Schema
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _table_html(frame: pd.DataFrame, **kwargs: Any) -> str:
         return str(frame.to_html(border=0, **kwargs))
 
 
-class _Panel:
+class _Panel(RootWidget):
     """Shared plumbing: the root container, self-display, guarded button callbacks."""
 
     output: Any
@@ -98,19 +99,6 @@ class _Panel:
     def __init__(self) -> None:
         self.last_error: BaseException | None = None
         self.output = w.Output(layout=w.Layout(width="100%"))
-
-    @property
-    def widget(self) -> Any:
-        """The root ipywidgets container (display it, or put it in your own layout)."""
-        return self._root
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self._root)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self._root._repr_mimebundle_(**kwargs)
 
     def message(self) -> str:
         """The plain text the output area shows (the last report, status or error)."""
