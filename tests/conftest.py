@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from fake_databento import KEY, FakeDatabento
 from helpers import drop_schema, make_session
 
 from hdi_lab.core.session import HdiSession
@@ -147,3 +148,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("live") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
+    """The local TLS Databento gateway (tests/fake_databento.py), trusted by the real client."""
+    gw = FakeDatabento(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
+    yield gw
+    gw.close()
+
+
+def databento_session(session: HdiSession, fake: FakeDatabento, **overrides: object) -> HdiSession:
+    """A session of ``session``'s database whose Databento provider talks to ``fake`` (quick retries)."""
+    values: dict[str, object] = dict(
+        databento_api_key=KEY,
+        databento_gateway=fake.url,
+        databento_backoff=0.01,
+        databento_retries=2,
+        databento_max_cost_usd=1000.0,
+    )
+    values.update(overrides)
+    return HdiSession(session.settings.replace(**values))
+
+
+@pytest.fixture
+def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
+    """:func:`databento_session` with the defaults, closed after the test."""
+    s = databento_session(session, fake)
+    yield s
+    s.close()

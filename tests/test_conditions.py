@@ -4,8 +4,6 @@ client, the conditions kept with each ingest in PostgreSQL, and the days a later
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import databento as db
 import pandas as pd
@@ -21,29 +19,6 @@ from hdi_lab.providers.databento.provider import DatabentoProvider
 pytestmark = pytest.mark.integration
 GLBX = "GLBX.MDP3"
 D = dt.date
-
-
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
-    gw = FakeDatabento(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
-    yield gw
-    gw.close()
-
-
-@pytest.fixture
-def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
-    s = HdiSession(
-        session.settings.replace(
-            databento_api_key=KEY,
-            databento_gateway=fake.url,
-            databento_backoff=0.01,
-            databento_retries=2,
-            databento_max_cost_usd=1000.0,
-        )
-    )
-    yield s
-    s.close()
 
 
 def _provider(s: HdiSession) -> DatabentoProvider:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import databento_session
 from fake_databento import KEY, FakeDatabento, Fault
 from helpers import hdi_shell
 
@@ -32,33 +31,6 @@ pytestmark = pytest.mark.integration
 #: read at import: the autouse clean_environ fixture removes vendor keys before each test runs
 LIVE_KEY = os.environ.get("HDI_DATABENTO_API_KEY") or os.environ.get("DATABENTO_API_KEY")
 GLBX = "GLBX.MDP3"
-
-
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
-    gw = FakeDatabento(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
-    yield gw
-    gw.close()
-
-
-def _session(session: HdiSession, fake: FakeDatabento, **overrides: object) -> HdiSession:
-    values = dict(
-        databento_api_key=KEY,
-        databento_gateway=fake.url,
-        databento_backoff=0.01,
-        databento_retries=2,
-        databento_max_cost_usd=1000.0,
-    )
-    values.update(overrides)
-    return HdiSession(session.settings.replace(**values))
-
-
-@pytest.fixture
-def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
-    s = _session(session, fake)
-    yield s
-    s.close()
 
 
 def _ingest(s: HdiSession, **kw: object) -> hdi_lab.IngestReport:
@@ -165,7 +137,7 @@ def test_no_discovery_for_datasets_databento_does_not_serve(dbs: HdiSession, fak
 def test_discovery_uses_the_dataset_setting_and_reports_unknown_symbols(
     session: HdiSession, fake: FakeDatabento
 ) -> None:
-    with _session(session, fake, databento_dataset=GLBX) as s:
+    with databento_session(session, fake, databento_dataset=GLBX) as s:
         df = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-01", "2024-03-05", session=s)
         assert df.empty  # symbology known now, no bars ingested
         with pytest.raises(ValidationError, match="Databento does not know them"):
@@ -210,7 +182,7 @@ def test_dry_run_reports_records_and_cost(dbs: HdiSession, fake: FakeDatabento) 
 
 
 def test_cost_guard_refuses_then_allow_cost_overrides(session: HdiSession, fake: FakeDatabento) -> None:
-    with _session(session, fake, databento_max_cost_usd=0.5) as s:
+    with databento_session(session, fake, databento_max_cost_usd=0.5) as s:
         with pytest.raises(CostLimitError) as info:
             _ingest(s, schema="trades")
         msg = str(info.value)
@@ -344,7 +316,7 @@ def test_connection_cuts_exhausting_retries_fail_the_chunk(dbs: HdiSession, fake
 
 
 def test_definitions_with_the_data_can_be_turned_off(session: HdiSession, fake: FakeDatabento) -> None:
-    with _session(session, fake, databento_definitions=False) as s:
+    with databento_session(session, fake, databento_definitions=False) as s:
         report = _ingest(s, start="2024-03-12", end="2024-03-13")
         assert [p["schema"] for e, p in fake.calls if e == "timeseries.get_range"] == ["ohlcv-1m"]
         assert report.inserted > 0 and "definitions" not in report.summary() and _count(s, "instruments") == 0
@@ -371,9 +343,9 @@ def test_cost_guard_counts_only_the_chunks_still_to_fetch(session: HdiSession, f
     whole = cost("trades", "2024-03-11", "2024-03-14") + cost("definition", "2024-03-11", "2024-03-14")
     last_day = cost("trades", "2024-03-13", "2024-03-14")
     assert last_day < whole / 2
-    with _session(session, fake, databento_max_cost_usd=whole) as s:
+    with databento_session(session, fake, databento_max_cost_usd=whole) as s:
         _ingest(s, schema="trades", start="2024-03-11", end="2024-03-13")
-    with _session(session, fake, databento_max_cost_usd=(last_day + whole) / 2) as s:
+    with databento_session(session, fake, databento_max_cost_usd=(last_day + whole) / 2) as s:
         with pytest.raises(CostLimitError):  # the whole range costs more than the limit ...
             _ingest(s, schema="trades", start="2024-03-11", end="2024-03-14", force=True)
         report = _ingest(s, schema="trades", start="2024-03-11", end="2024-03-14")  # ... what is left does not
@@ -385,7 +357,7 @@ def test_cost_guard_counts_only_the_chunks_still_to_fetch(session: HdiSession, f
 
 def test_bad_key_is_a_one_line_auth_error_without_the_key(session: HdiSession, fake: FakeDatabento) -> None:
     bad = "db-WrongKeyWrongKey0123456789"
-    with _session(session, fake, databento_api_key=bad) as s, pytest.raises(AuthError) as info:
+    with databento_session(session, fake, databento_api_key=bad) as s, pytest.raises(AuthError) as info:
         _ingest(s)
     msg = str(info.value)
     assert "HDI_DATABENTO_API_KEY" in msg and "\n" not in msg and info.value.status == 401
@@ -534,7 +506,7 @@ def test_magic_and_widget_offer_the_cost_override(
             shell.run_cell(line)
         report = shell.run_cell(line + " --allow-cost").result
         assert report.inserted == len(fake.served_of("ohlcv-1m")) > 0
-    with _session(session, fake, databento_max_cost_usd=0.01) as s:
+    with databento_session(session, fake, databento_max_cost_usd=0.01) as s:
         form = IngestForm(s)
         form.provider.value, form.dataset.value, form.schema.value = "databento", GLBX, "ohlcv-1m"
         form.symbols.value, form.stype_in.value = "ESH4", "raw_symbol"

@@ -156,14 +156,6 @@ def test_sigkill_and_restart_does_not_run_anything_twice(
 # --- in-process: retries against the fake Databento gateway ----------------------------------------------
 
 
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
-    gw = FakeDatabento(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
-    yield gw
-    gw.close()
-
-
 def _run_until(session: HdiSession, done: Callable[[], bool], **kwargs: Any) -> None:
     """Run the scheduler in a thread until ``done()`` (at most 60 s), then stop it."""
     stop = threading.Event()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_databento import KEY, FakeDatabento, Fault
+from fake_databento import FakeDatabento, Fault
 from fake_ib import FakeIbGateway
 from helpers import TestingShell, hdi_shell, run_cli
 
@@ -28,29 +28,6 @@ GLBX = "GLBX.MDP3"
 def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No hdi_lab.toml or pyproject table from the working directory."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDatabento]:
-    gw = FakeDatabento(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(gw.ca_path))
-    yield gw
-    gw.close()
-
-
-@pytest.fixture
-def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
-    s = HdiSession(
-        session.settings.replace(
-            databento_api_key=KEY,
-            databento_gateway=fake.url,
-            databento_backoff=0.01,
-            databento_retries=2,
-            databento_max_cost_usd=1000.0,
-        )
-    )
-    yield s
-    s.close()
 
 
 def _bars(s: HdiSession, symbol: str, start: str, end: str, dataset: str = GLBX) -> pd.DataFrame:
