@@ -236,7 +236,6 @@ def test_server_label() -> None:
 
 
 def test_widgets_offer_the_declared_choices() -> None:
-    pytest.importorskip("ipywidgets")
     from hdi_lab.frontend.widgets import BAR_SCHEMAS, IngestForm
 
     assert BAR_SCHEMAS == (
