@@ -39,7 +39,7 @@ def _together(session: HdiSession, run: Callable[[HdiSession], UpdateReport], n:
             own.connection()  # connected (and migrated) before the race starts
             start.wait(30)
             reports[i] = run(own)
-        except BaseException as exc:  # reported below, in the test's thread
+        except Exception as exc:  # noqa: BLE001  # re-raised below, in the test's thread
             errors.append(exc)
         finally:
             own.close()
@@ -69,7 +69,10 @@ def test_two_updates_at_once_fetch_and_store_each_chunk_once(session: HdiSession
     assert len(keys) == len(set(keys)) == 10  # ten days, each loaded by one of the two
     assert set(_logged(session).values()) == {1}
     stored = hdi_lab.query("ohlcv-1m", symbols, "2024-01-02", "2024-01-12", session=session)
-    assert len(stored) == sum(c.inserted for c in done) and not stored.reset_index().duplicated(["symbol", "ts_event"]).any()
+    assert (
+        len(stored) == sum(c.inserted for c in done)
+        and not stored.reset_index().duplicated(["symbol", "ts_event"]).any()
+    )
     assert hdi_lab.update(until="2024-01-12", session=session).up_to_date
 
 
