@@ -256,7 +256,7 @@ def ingest_chunk(
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         cost = provider.take_cost(chunk) if isinstance(provider, CostSource) else None
-        held = _held(cur, schema_name, chunk, scope)
+        held = _held(chunk, scope)
         seconds = time.perf_counter() - t0
         result = ChunkResult(
             chunk,
@@ -336,13 +336,20 @@ def _delete_stale(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scop
     )
 
 
-def _held(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scope) -> dict[int, int] | None:
-    """The rows the chunk's range holds now per instrument of its data or its symbols (none for definitions):
-    logged with it, so an update can tell that nothing changed there since (see :mod:`hdi_lab.core.update`)."""
+def _held(chunk: Chunk, scope: _Scope) -> dict[int, int] | None:
+    """The rows the chunk's range holds after it per instrument of its data or its symbols (none for
+    definitions): logged with it, so an update can tell that nothing changed there since (see
+    :mod:`hdi_lab.core.update`). Counted from the rows its loads stored or kept, which are exactly what its range
+    holds once the stale rows are deleted (no query: a count over a fresh range costs a heap fetch per row)."""
     if chunk.schema is Schema.DEFINITION:
         return None
-    ids = sorted(scope.instruments | {iid for iid, _, _ in scope.mapped})
-    return settle.held(cur, schema_name, TABLES[chunk.schema], ids, chunk.start.value, chunk.end.value)
+    held = dict.fromkeys(sorted(scope.instruments | {iid for iid, _, _ in scope.mapped}), 0)
+    at = TABLES[chunk.schema].key.index("instrument_id")
+    for keys in scope.coverage.kept:
+        ids, counts = np.unique(keys[at], return_counts=True)
+        for iid, n in zip(ids.tolist(), counts.tolist(), strict=True):
+            held[int(iid)] = held.get(int(iid), 0) + int(n)
+    return held
 
 
 def _spans(chunk: Chunk, scope: _Scope) -> list[load.Span]:

@@ -1,6 +1,7 @@
 """What an update asks the database to tell a session the vendor has no (more) data for from one to fetch again
-(:mod:`hdi_lab.core.update`): the rows a chunk's range holds per instrument (``ingest_log.held``, written with
-the chunk, and now), the latest ingest of each chunk with what it saw, and the ingests logged since a plan."""
+(:mod:`hdi_lab.core.update`): the rows a chunk's range holds per instrument now (to compare with
+``ingest_log.held``, written with the chunk), the latest ingest of each chunk with what it saw, and the ingests
+logged since a plan."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def held(
     cur: psycopg2.extensions.cursor, schema: str, t: Table, ids: Sequence[int], lo: int, hi: int
 ) -> dict[int, int]:
     """The rows of ``t`` each instrument of ``ids`` has in ``[lo, hi)`` (int64 ns UTC), 0 for none; read in the
-    caller's transaction (a chunk's, after its loads).
+    caller's transaction.
 
     Raises StorageError (psycopg2's errors, translated by the caller's transaction) when the database fails."""
     if not ids:
