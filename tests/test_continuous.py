@@ -11,6 +11,7 @@ session, with the exchange calendar's sessions.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import itertools
 from pathlib import Path
 
@@ -512,3 +513,34 @@ def test_open_interest_needs_the_statistics_schema(session: HdiSession) -> None:
     with pytest.raises(ValidationError, match=r"ESH4 has no ohlcv-1d bar before it; ingest that contract's bars"):
         hdi_lab.continuous("ES", "ohlcv-1d", "2024-03-01", "2024-03-20", adjust="ratio", session=session)
     assert hdi_lab.continuous("ES", "ohlcv-1d", "2024-03-01", "2024-03-20", session=session).empty  # no bars stored
+
+
+# --- front ends -------------------------------------------------------------------------------------------
+
+
+def test_hdi_query_magic_and_cli_take_adjust(
+    cycle: HdiSession, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import hdi_shell, run_cli
+
+    want = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-01", "2024-04-01", adjust="ratio", session=cycle)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    with hdi_shell() as shell:
+        got = shell.run_cell("%hdi_query ohlcv-1d ES.c.0 2024-03-01 2024-04-01 --adjust ratio").result
+        pd.testing.assert_frame_equal(got, want)
+        with pytest.raises(Exception, match="adjust"):  # IPython's UsageError: argparse's choices
+            shell.run_cell("%hdi_query ohlcv-1d ES.c.0 2024-03-01 2024-04-01 --adjust log")
+    code, out, err = run_cli(
+        ["query", "ohlcv-1d", "--symbols", "ES.c.0", "--start", "2024-03-01", "--end", "2024-04-01",
+         "--adjust", "difference", "--format", "csv"]
+    )  # fmt: skip
+    assert code == 0, err
+    csv = pd.read_csv(io.StringIO(out), index_col=0)
+    diff = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-03-01", "2024-04-01", adjust="difference", session=cycle)
+    np.testing.assert_allclose(csv["close"].to_numpy(), diff["close"].to_numpy(), rtol=1e-12)
+    assert csv["instrument_id"].tolist() == diff["instrument_id"].tolist()
+    code, _, err = run_cli(
+        ["query", "ohlcv-1d", "--symbols", "ESH4", "--start", "2024-03-01", "--end", "2024-04-01", "--adjust", "ratio"]
+    )
+    assert code != 0 and "applies to continuous symbols" in err
