@@ -220,15 +220,14 @@ def _calendar(session: HdiSession, dataset: str, exchanges: Sequence[object]) ->
 
 def _sessions(
     code: str, lo: pd.Timestamp, hi: pd.Timestamp, offset: int
-) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """Session labels and closes (ns) from three weeks before ``lo`` to well after ``hi`` (enough sessions
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Session labels and closes (UTC ns) from three weeks before ``lo`` to well after ``hi`` (enough sessions
     after it that every contract expiring later rolls after the range, ``offset`` included)."""
     first = max(lo.date() - dt.timedelta(days=21), dt.date.fromisoformat(calendars.FIRST_SESSION))
     try:
-        table = calendars.sessions(code, first, hi.date() + dt.timedelta(days=14 + 2 * offset))
+        return calendars.session_closes(code, first, hi.date() + dt.timedelta(days=14 + 2 * offset))
     except ValidationError:  # near the calendar's end (a year ahead): up to the range's end only
-        table = calendars.sessions(code, first, hi.date())
-    return table["session"].dt.date.to_numpy(), _ns(table["close"])
+        return calendars.session_closes(code, first, hi.date())
 
 
 def _choose(eligible: npt.NDArray[np.bool_], score: npt.NDArray[Any] | None) -> npt.NDArray[np.int64]:
@@ -258,6 +257,8 @@ def _choose(eligible: npt.NDArray[np.bool_], score: npt.NDArray[Any] | None) -> 
 
 def _ranked(eligible: npt.NDArray[np.bool_], front: npt.NDArray[np.int64], rank: int) -> npt.NDArray[np.int64]:
     """The column ``rank`` places after ``front`` among each session's eligible contracts, -1 where none."""
+    if rank == 0:
+        return front
     cols = np.arange(eligible.shape[1])
     after = eligible & (cols[None, :] >= front[:, None]) & (front[:, None] >= 0)
     cum = np.cumsum(after, axis=1)
@@ -347,21 +348,21 @@ def plan(session: HdiSession, spec: ContinuousSpec) -> Plan:
             "definitions of later contracts"
         )
     symbols = found["raw_symbol"].tolist()
+    rows = np.flatnonzero(held >= 0)  # the sessions (rows of js) with a contract
+    cols = held[rows]
+    # a run of one contract ends where the contract changes or a session without one interrupts it
+    starts_run = np.ones(len(rows), dtype=bool)
+    starts_run[1:] = (cols[1:] != cols[:-1]) | (rows[1:] != rows[:-1] + 1)
+    heads = np.flatnonzero(starts_run)
+    tails = np.append(heads[1:] - 1, len(rows) - 1)
     spans: list[Span] = []
-    changes: list[tuple[int, int, int]] = []  # (session row, from column, to column)
-    prev = -1
-    for i, col in enumerate(held.tolist()):
-        if col < 0:
-            continue
-        j = int(js[i])
-        a, b = max(lo, pd.Timestamp(int(starts[j]), tz="UTC")), min(hi, pd.Timestamp(int(closes[j]), tz="UTC"))
-        if spans and col == prev and spans[-1].hi == a:
-            spans[-1] = Span(symbols[col], dataset, ids[col], spans[-1].lo, b)
-        else:
-            if prev >= 0 and col != prev:
-                changes.append((j, prev, col))
-            spans.append(Span(symbols[col], dataset, ids[col], a, b))
-        prev = col
+    for h, t in zip(heads.tolist(), tails.tolist(), strict=True):
+        col = int(cols[h])
+        a = max(lo.value, int(starts[js[rows[h]]]))
+        b = min(hi.value, int(closes[js[rows[t]]]))
+        spans.append(Span(symbols[col], dataset, ids[col], pd.Timestamp(a, tz="UTC"), pd.Timestamp(b, tz="UTC")))
+    moved = np.flatnonzero(cols[1:] != cols[:-1]) + 1  # rolls: the contract changes (across gaps too)
+    changes = [(int(js[rows[k]]), int(cols[k - 1]), int(cols[k])) for k in moved.tolist()]
     before = [int(starts[j]) for j, _, _ in changes]
     prices = store.last_closes(
         conn,
@@ -379,7 +380,7 @@ def plan(session: HdiSession, spec: ContinuousSpec) -> Plan:
         tp = np.nan if p_to is None else p_to / 1e9
         rolls.append(
             RollRecord(
-                session=labels[j],
+                session=pd.Timestamp(int(labels[j])).date(),
                 from_instrument=int(ids[c_from]),
                 to_instrument=int(ids[c_to]),
                 from_price=fp,
