@@ -14,14 +14,18 @@ if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must s
     import pandas as pd
 
 __all__ = [
+    "ADJUSTS",
     "INTERVALS",
+    "ROLLS",
     "SCHEMAS",
     "TIME_RANGE",
+    "Adjust",
     "Chunk",
     "ChunkResult",
     "IngestReport",
     "IngestRequest",
     "Progress",
+    "Roll",
     "SType",
     "Schema",
     "check_interval",
@@ -72,6 +76,30 @@ class SType(enum.StrEnum):
     PARENT = "parent"
     CONTINUOUS = "continuous"
     INSTRUMENT_ID = "instrument_id"
+
+
+class Roll(enum.StrEnum):
+    """How a continuous future picks its contract on each session (see :mod:`hdi_lab.core.continuous`)."""
+
+    CALENDAR = "calendar"  # front by expiration, ``offset`` sessions before the last trade session
+    VOLUME = "volume"  # the highest prior-session volume
+    OPEN_INTEREST = "open_interest"  # the highest prior-session open interest (statistics schema)
+
+
+#: every roll rule's name: what the front ends offer and the errors list
+ROLLS: tuple[str, ...] = tuple(r.value for r in Roll)
+
+
+class Adjust(enum.StrEnum):
+    """How a continuous future's prices are back-adjusted at its rolls."""
+
+    NONE = "none"  # raw prices of each contract
+    DIFFERENCE = "difference"  # add the later rolls' price gaps
+    RATIO = "ratio"  # multiply by the later rolls' price ratios
+
+
+#: every adjustment's name: what the front ends offer and the errors list
+ADJUSTS: tuple[str, ...] = tuple(a.value for a in Adjust)
 
 
 def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:

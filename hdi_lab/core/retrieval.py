@@ -30,6 +30,7 @@ def query(
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
     interval: str | None = None,
+    adjust: str | None = None,
 ) -> pd.DataFrame:
     """Rows of ``schema`` for ``symbols`` in ``[start, end)`` (UTC), indexed by ``ts_event`` (ns).
 
@@ -43,10 +44,21 @@ def query(
     aggregate serves it when one exists (see :mod:`hdi_lab.storage.aggregates`), else it is
     computed (``time_bucket`` / ``date_bin``).
 
+    ``adjust`` (``none``, ``difference`` or ``ratio``) reads continuous symbols (``ES.c.0``, ``ES.v.0``,
+    ``ES.n.0``) with hdi_lab's roll rules and back-adjustment instead of the stored symbology: see
+    :func:`hdi_lab.core.continuous.query`.
+
     Raises ValidationError (a bad schema, interval, range, price type or column; no symbols; a symbol
-    neither stored nor found by auto-discovery), StorageError, and ProviderError when auto-discovery
-    asks Databento and it fails.
+    neither stored nor found by auto-discovery; with ``adjust``, what the continuous query raises),
+    StorageError, and ProviderError when auto-discovery asks Databento and it fails.
     """
+    if adjust is not None:  # continuous futures rolled and back-adjusted on read
+        from hdi_lab.core import continuous
+
+        return continuous.query(
+            session, schema, symbols, start, end, adjust=adjust, dataset=dataset, price_type=price_type,
+            columns=columns, interval=interval,
+        )  # fmt: skip
     sch = parse_enum(Schema, schema, "schema")
     seconds = None
     if interval is not None:

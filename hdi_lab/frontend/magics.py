@@ -2,7 +2,7 @@
 
 =================  =========================================================================
 ``%hdi_ingest``    the options of ``hdi ingest``; returns the :class:`IngestReport`
-``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --price-type --columns --indicators]``: a DataFrame
+``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --columns --adjust --indicators ...]``: a DataFrame
 ``%%hdi_query``    SQL in the cell; ``:name`` and ``{{name}}`` are bound as parameters from the
                    notebook's variables (never pasted into the SQL text)
 ``%hdi_status``    server, coverage and recent ingests
@@ -212,6 +212,7 @@ class HdiMagics(Magics):
             price_type=args.price_type,
             columns=columns,
             interval=args.interval,
+            adjust=args.adjust,
         )
         if args.indicators:
             from hdi_lab import features

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
+from hdi_lab.schemas import ADJUSTS, INTERVALS, SCHEMAS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,6 +225,13 @@ OPTIONS: dict[str, Option] = {
     ),
     "columns": Option(("--columns",), help="comma-separated columns to keep"),
     "rollup": Option(("--interval",), help=_rollup_help()),
+    "adjust": Option(
+        ("--adjust",),
+        choices=ADJUSTS,
+        metavar="ADJUST",
+        help=f"continuous symbols (ES.c.0, ES.v.0, ES.n.0) rolled by hdi_lab's rules and back-adjusted: "
+        f"{one_of(ADJUSTS)} (default: as stored, unadjusted)",
+    ),
     "indicators": Option(
         ("--indicators",),
         metavar="COLUMNS",
@@ -378,7 +385,7 @@ INGEST: tuple[OptionRef, ...] = (
     "quiet",
 )
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
-QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup")
+QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "adjust")
 #: ``hdi query SCHEMA --symbols --start --end``: the range is required
 QUERY_RANGE_CLI: tuple[OptionRef, ...] = (
     option("schema").as_positional(),
