@@ -84,16 +84,28 @@ def query(
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
     interval: str | None = None,
+    align: str = "utc",
     session: HdiSession | None = None,
 ) -> pd.DataFrame:
     """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``.
 
-    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...
+    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...; bars carry a
+    ``session`` column (each bar's trading date) and ``align="session"`` buckets from each trading session's
+    open instead of midnight UTC (see :func:`hdi_lab.core.retrieval.query`).
     """
     return with_session(
         session,
         lambda s: retrieval.query(
-            s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns, interval=interval
+            s,
+            schema,
+            symbols,
+            start,
+            end,
+            dataset=dataset,
+            price_type=price_type,
+            columns=columns,
+            interval=interval,
+            align=align,
         ),
     )
 
