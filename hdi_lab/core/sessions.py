@@ -197,7 +197,7 @@ def _rollup(
     order = np.argsort(key, kind="stable")  # keeps time order inside each key
     k, b = key[order], bucket[order]
     starts = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]) | (b[1:] != b[:-1])]) if len(k) else np.empty(0, np.intp)
-    last = np.r_[starts[1:], len(k)] - 1
+    last = np.r_[starts[1:], len(k)] - 1 if len(k) else starts
     first_row, last_row = order[starts], order[last]
     out_ts = bucket[first_row]
     final = np.lexsort((iid[first_row], sym[first_row], out_ts))

@@ -160,6 +160,7 @@ def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
         price_type=a.price_type,
         columns=cols,
         interval=a.interval,
+        align=a.align,
     )
     if a.format == "parquet" and not a.output:
         raise ValidationError("--format parquet needs --output FILE")

@@ -212,6 +212,7 @@ class HdiMagics(Magics):
             price_type=args.price_type,
             columns=columns,
             interval=args.interval,
+            align=args.align,
         )
         if args.indicators:
             from hdi_lab import features

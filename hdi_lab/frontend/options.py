@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
+from hdi_lab.schemas import ALIGNS, INTERVALS, SCHEMAS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hdi_lab.schemas import IngestRequest
 
 __all__ = [
+    "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
     "FEATURES_COMPUTE",
@@ -225,6 +226,14 @@ OPTIONS: dict[str, Option] = {
     ),
     "columns": Option(("--columns",), help="comma-separated columns to keep"),
     "rollup": Option(("--interval",), help=_rollup_help()),
+    "align": Option(
+        ("--align",),
+        choices=ALIGNS,
+        default=ALIGNS[0],
+        metavar="ALIGN",
+        help="bars: buckets from midnight UTC (utc, the default) or from each trading session's open (session: "
+        "--interval 1d gives one bar per session; the sessions dated in the range, bars outside them left out)",
+    ),
     "indicators": Option(
         ("--indicators",),
         metavar="COLUMNS",
@@ -378,7 +387,7 @@ INGEST: tuple[OptionRef, ...] = (
     "quiet",
 )
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
-QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup")
+QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "align")
 #: ``hdi query SCHEMA --symbols --start --end``: the range is required
 QUERY_RANGE_CLI: tuple[OptionRef, ...] = (
     option("schema").as_positional(),
