@@ -38,9 +38,9 @@ from hdi_lab.frontend.cli import main
 pytestmark = pytest.mark.integration
 
 #: (first session, end, symbols) of the windows the sample data covers whole (UTC days ingested wider); no
-#: sample future is listed in July 2024
+#: sample future is listed in July 2024; in January ES.c.0 is ESH4: one instrument under two symbols
 WINDOWS = (
-    ("2024-01-08", "2024-01-20", "ESH4,AAPL"),
+    ("2024-01-08", "2024-01-20", "ES.c.0,AAPL,ESH4"),
     ("2024-03-07", "2024-03-14", "ESH4,AAPL"),
     ("2024-07-01", "2024-07-06", "AAPL"),
 )
@@ -56,6 +56,10 @@ def db(pg_url: str) -> Iterator[HdiSession]:
         for lo, hi in (("2024-01-05", "2024-01-21"), ("2024-03-06", "2024-03-15")):
             for schema_ in ("ohlcv-1m", "ohlcv-1d"):
                 hdi_lab.ingest(provider="sample", schema=schema_, symbols=["ESH4"], start=lo, end=hi, session=s)
+        hdi_lab.ingest(  # the same bars again (nothing inserted), and the continuous symbology
+            provider="sample", schema="ohlcv-1m", symbols=["ES.c.0"], stype_in="continuous", start="2024-01-05",
+            end="2024-01-21", session=s,
+        )  # fmt: skip
         for lo, hi in (("2024-01-05", "2024-01-21"), ("2024-03-06", "2024-03-15"), ("2024-06-28", "2024-07-08")):
             for schema_ in ("ohlcv-1m", "ohlcv-1d"):
                 hdi_lab.ingest(provider="sample", schema=schema_, symbols=["AAPL"], start=lo, end=hi, session=s)

@@ -109,13 +109,18 @@ def bars(
     wlo, whi = lo.normalize() - pd.Timedelta(days=1), hi.ceil("D") + pd.Timedelta(days=1)
     wide = symbology.lookup(session.connection(), session.schema, syms, wlo, whi, dataset, missing=[])
     frame = read.query(session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None)
-    labels, opens = _sessions(session, frame, sch.bar_seconds * _NS, strict=True)
-    keep = (labels != NAT) & (labels >= lo.value) & (labels < hi.value)
+    labels, opens, pairs = _sessions(session, frame, sch.bar_seconds * _NS, strict=True)
+    rows = np.flatnonzero((labels != NAT) & (labels >= lo.value) & (labels < hi.value))  # in time order
     if seconds is None:
-        out = frame[keep].copy()
-        out[COLUMN] = labels[keep].view("datetime64[ns]")
+        out = frame.iloc[rows].copy()
+        out[COLUMN] = labels[rows].view("datetime64[ns]")
     else:
-        out = _rollup(frame[keep], syms, _buckets(_ns(frame.index)[keep], opens[keep], seconds), labels[keep])
+        # one group per (symbol, publisher, instrument): the pair alone unless an instrument has several symbols
+        group = pairs
+        if len({(sp.symbol, sp.instrument_id) for sp in wide}) > len({sp.instrument_id for sp in wide}):
+            group = pairs * len(syms) + pd.factorize(frame["symbol"])[0]
+        bucket = _buckets(_ns(frame.index)[rows], opens[rows], seconds)
+        out = _rollup(frame, syms, rows, group[rows], bucket, labels[rows])
     return out  # the query keeps ``columns`` of it
 
 
@@ -125,20 +130,21 @@ def label(session: HdiSession, frame: pd.DataFrame, length: int) -> pd.Series:
     the UTC date where the dataset has no calendar (see the module).
 
     Raises ConfigError (an unknown calendar in the ``calendars`` setting) and StorageError."""
-    labels, _ = _sessions(session, frame, length, strict=False)
+    labels, _, _ = _sessions(session, frame, length, strict=False)
     return pd.Series(labels.view("datetime64[ns]"), index=frame.index, name=COLUMN)
 
 
 def _sessions(
     session: HdiSession, frame: pd.DataFrame, length: int, *, strict: bool
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(session date, session open) of each bar, int64 ns (NAT outside every session). Without a calendar: the
-    UTC date (and its midnight as the open), or with ``strict`` a ValidationError naming the dataset."""
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """(session date, session open) of each bar, int64 ns (NAT outside every session), and the code of its
+    (publisher, instrument) pair. Without a calendar: the UTC date (and its midnight as the open), or with
+    ``strict`` a ValidationError naming the dataset."""
     ts = _ns(frame.index)
     labels = np.full(len(ts), NAT, dtype=np.int64)
     opens = labels.copy()
     if not len(ts):
-        return labels, opens
+        return labels, opens, np.zeros(0, dtype=np.intp)
     pubs = frame["publisher_id"].to_numpy().astype(np.int64)
     iids = frame["instrument_id"].to_numpy().astype(np.int64)  # DBN instrument ids are uint32
     codes, keys = pd.factorize((pubs << 32) | iids)
@@ -160,7 +166,7 @@ def _sessions(
             opens[rows] = labels[rows]
         else:
             labels[rows], opens[rows], _ = calendars.bar_sessions(code, ts[rows], length)
-    return labels, opens
+    return labels, opens, codes
 
 
 def _calendar(session: HdiSession, dataset: str | None, exchange: str | None, strict: bool) -> str | None:
@@ -186,39 +192,39 @@ def _buckets(ts: npt.NDArray[np.int64], opens: npt.NDArray[np.int64], seconds: i
 
 
 def _rollup(
-    frame: pd.DataFrame, syms: tuple[str, ...], bucket: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]
+    frame: pd.DataFrame,
+    syms: tuple[str, ...],
+    rows: npt.NDArray[np.intp],
+    group: npt.NDArray[np.intp],
+    bucket: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.int64],
 ) -> pd.DataFrame:
-    """One bar per (symbol, instrument, publisher, bucket) of ``frame`` (rows in time order), in the order of a
-    bars query (time, symbol as requested, instrument)."""
-    sym = pd.Categorical(frame["symbol"], categories=list(syms)).codes.astype(np.int64)
-    iid = frame["instrument_id"].to_numpy().astype(np.int64)
-    pub = frame["publisher_id"].to_numpy().astype(np.int64)
-    key = (sym << 48) | (pub << 32) | (iid & 0xFFFFFFFF)
-    order = np.argsort(key, kind="stable")  # keeps time order inside each key
-    k, b = key[order], bucket[order]
-    starts = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]) | (b[1:] != b[:-1])]) if len(k) else np.empty(0, np.intp)
-    last = np.r_[starts[1:], len(k)] - 1 if len(k) else starts
+    """One bar per group and bucket of the ``rows`` of ``frame`` (in time order; ``group``, ``bucket`` and
+    ``labels`` of each), in the order of a bars query (time, symbol as requested, instrument)."""
+    small = np.int16 if len(group) == 0 or group.max() < 2**15 else np.int64  # int16: numpy's radix sort
+    by = np.argsort(group.astype(small), kind="stable")  # keeps time order inside each group
+    order, g, b = rows[by], group[by], bucket[by]
+    if len(order):
+        starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (b[1:] != b[:-1])])
+        last = np.r_[starts[1:], len(order)] - 1
+    else:
+        starts = last = np.zeros(0, dtype=np.intp)
     first_row, last_row = order[starts], order[last]
-    out_ts = bucket[first_row]
-    final = np.lexsort((iid[first_row], sym[first_row], out_ts))
+    out_ts, out_labels = b[starts], labels[by][starts]
+    sym = pd.Categorical(frame["symbol"].array.take(first_row), categories=list(syms)).codes
+    final = np.lexsort((frame["instrument_id"].to_numpy()[first_row], sym, out_ts))
     cols: dict[str, object] = {}
     for name in frame.columns:
-        if name == "open":
-            v = frame[name].to_numpy()[first_row]
-        elif name == "close":
-            v = frame[name].to_numpy()[last_row]
-        elif name in ("high", "low", "volume"):
+        values = frame[name].array if name == "symbol" else frame[name].to_numpy()
+        if name in ("high", "low", "volume"):
             ufunc = {"high": np.maximum, "low": np.minimum, "volume": np.add}[name]
-            v = ufunc.reduceat(frame[name].to_numpy()[order], starts) if len(starts) else frame[name].to_numpy()[:0]
-        elif name == "symbol":
-            cols[name] = frame[name].array.take(first_row[final])
-            continue
-        else:  # instrument_id, publisher_id: constant in a group
-            v = frame[name].to_numpy()[first_row]
-        cols[name] = np.asarray(v)[final].astype(frame[name].dtype, copy=False)
+            v = ufunc.reduceat(values[order], starts) if len(starts) else values[:0]
+            cols[name] = np.asarray(v)[final].astype(frame[name].dtype, copy=False)
+        else:  # open: the first bar's; close: the last's; symbol, instrument_id, publisher_id: one per group
+            cols[name] = values.take((last_row if name == "close" else first_row)[final])
     index = pd.DatetimeIndex(pd.to_datetime(out_ts[final], unit="ns", utc=True), name="ts_event")
     out = pd.DataFrame(cols, index=index)
-    out[COLUMN] = labels[first_row[final]].view("datetime64[ns]")
+    out[COLUMN] = out_labels[final].view("datetime64[ns]")
     return out
 
 
