@@ -8,15 +8,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from hdi_lab import extras
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import Schema, parse_enum, parse_range, require_symbols
+from hdi_lab.schemas import Output, Schema, parse_enum, parse_range, require_symbols
 from hdi_lab.storage import aggregates, read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
 
-__all__ = ["PriceType", "plain", "query", "sql"]
+__all__ = ["PriceType", "convert", "plain", "query", "resolve", "sql"]
 
 
 def query(
@@ -31,7 +33,8 @@ def query(
     columns: Sequence[str] | None = None,
     interval: str | None = None,
     adjust: str | None = None,
-) -> pd.DataFrame:
+    output: str | Output = Output.PANDAS,
+) -> pd.DataFrame | Any:  # Any: a pyarrow.Table or polars.DataFrame (output=), so pandas callers keep their type
     """Rows of ``schema`` for ``symbols`` in ``[start, end)`` (UTC), indexed by ``ts_event`` (ns).
 
     Prices are floats (``price_type="fixed"`` keeps int64 1e-9 fixed-point with UNDEF_PRICE as
@@ -48,17 +51,23 @@ def query(
     ``ES.n.0``) with hdi_lab's roll rules and back-adjustment instead of the stored symbology: see
     :func:`hdi_lab.core.continuous.query`.
 
-    Raises ValidationError (a bad schema, interval, range, price type or column; no symbols; a symbol
+    ``output="arrow"`` returns a ``pyarrow.Table``, ``"polars"`` a Polars DataFrame, built from the decoded
+    columns without a pandas frame in between: ``ts_event`` (``timestamp[ns, tz=UTC]``) is the first column,
+    then the frame's columns with the same values and types (see :func:`convert`).
+
+    Raises ValidationError (a bad schema, interval, range, price type, output or column; no symbols; a symbol
     neither stored nor found by auto-discovery; with ``adjust``, what the continuous query raises),
-    StorageError, and ProviderError when auto-discovery asks Databento and it fails.
+    StorageError, MissingDependency (``output="polars"`` without Polars), and ProviderError when
+    auto-discovery asks Databento and it fails.
     """
+    out = parse_enum(Output, output, "output")
     if adjust is not None:  # continuous futures rolled and back-adjusted on read
         from hdi_lab.core import continuous
 
-        return continuous.query(
+        return convert(continuous.query(
             session, schema, symbols, start, end, adjust=adjust, dataset=dataset, price_type=price_type,
             columns=columns, interval=interval,
-        )  # fmt: skip
+        ), out)  # fmt: skip
     sch = parse_enum(Schema, schema, "schema")
     seconds = None
     if interval is not None:
@@ -70,6 +79,34 @@ def query(
     lo, hi = parse_range(start, end)
     if price_type not in ("float", "fixed"):
         raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    spans = resolve(session, syms, lo, hi, dataset)
+    conn = session.connection()
+    if out is not Output.PANDAS:  # Arrow straight from the decoded columns
+        table = read.query_arrow(conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
+        if columns:
+            _check_columns(columns, table.column_names[1:], sch)
+            table = table.select(["ts_event", *columns])
+        return convert(table, out)
+    frame = read.query(conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
+    if columns:
+        _check_columns(columns, list(frame.columns), sch)
+        frame = frame[list(columns)]
+    return frame
+
+
+def _check_columns(columns: Sequence[str], names: list[str], sch: Schema) -> None:
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {names}")
+
+
+def resolve(
+    session: HdiSession, syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp, dataset: str | None
+) -> list[Span]:
+    """The spans of ``syms`` over ``[lo, hi)``: what each symbol means (dataset, instrument) on which dates. A
+    symbol not stored is auto-discovered when a Databento key is configured.
+
+    Raises ValidationError (a symbol neither stored nor found), StorageError, ProviderError (discovery)."""
     missing: list[str] = []
     spans = _resolve(session, syms, lo, hi, dataset, missing)
     if missing:  # auto-discovery when a Databento key is configured; else the unknown-symbol error
@@ -78,12 +115,22 @@ def query(
         if discovery.can_discover(session, dataset):
             discovery.discover(session, tuple(missing), lo, hi, dataset)
         spans = _resolve(session, syms, lo, hi, dataset)
-    frame = read.query(session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
-    if columns:
-        unknown = [c for c in columns if c not in frame.columns]
-        if unknown:
-            raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {list(frame.columns)}")
-        frame = frame[list(columns)]
+    return spans
+
+
+def convert(frame: pd.DataFrame | pa.Table, output: str | Output) -> pd.DataFrame | Any:
+    """A query result as ``output``: a DataFrame indexed by ``ts_event`` stays one (``pandas``) or becomes a
+    ``pyarrow.Table`` with ``ts_event`` as its first column (``arrow``); an Arrow table becomes a Polars frame
+    without a copy (``polars``). Raises ValidationError (an unknown output), MissingDependency (no Polars)."""
+    out = parse_enum(Output, output, "output")
+    if isinstance(frame, pd.DataFrame):
+        if out is Output.PANDAS:
+            return frame
+        frame = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
+    if out is Output.PANDAS:
+        return frame.to_pandas().set_index("ts_event")
+    if out is Output.POLARS:
+        return extras.require("polars").from_arrow(frame)
     return frame
 
 
