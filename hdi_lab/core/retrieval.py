@@ -121,12 +121,17 @@ def resolve(
 def convert(frame: pd.DataFrame | pa.Table, output: str | Output) -> pd.DataFrame | Any:
     """A query result as ``output``: a DataFrame indexed by ``ts_event`` stays one (``pandas``) or becomes a
     ``pyarrow.Table`` with ``ts_event`` as its first column (``arrow``); an Arrow table becomes a Polars frame
-    without a copy (``polars``). Raises ValidationError (an unknown output), MissingDependency (no Polars)."""
+    without a copy (``polars``); ``frame.attrs`` (the roll table of ``adjust``: see :func:`hdi_lab.rolls`) does not
+    carry over. Raises ValidationError (an unknown output), MissingDependency (no Polars)."""
     out = parse_enum(Output, output, "output")
     if isinstance(frame, pd.DataFrame):
         if out is Output.PANDAS:
             return frame
-        frame = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
+        flat = frame.reset_index()  # a new frame: the caller's keeps its attrs (adjust's roll table stays there)
+        flat.attrs = {}
+        table = pa.Table.from_pandas(flat, preserve_index=False).replace_schema_metadata(None)
+        fields = [f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]
+        frame = table.cast(pa.schema(fields))  # str columns as string, as the Arrow path builds them
     if out is Output.PANDAS:
         return frame.to_pandas().set_index("ts_event")
     if out is Output.POLARS:

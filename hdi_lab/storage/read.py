@@ -79,7 +79,7 @@ def query_arrow(
     with transaction(conn) as cur:
         if sch is Schema.DEFINITION:
             frame = _definitions(cur, schema, spans, lo, hi, price_type)
-            return pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
+            return pa.Table.from_pandas(frame.reset_index(), preserve_index=False).replace_schema_metadata(None)
         rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns)
     return _table(rows, syms, price_type, fixed_too)
 
