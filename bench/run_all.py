@@ -34,6 +34,7 @@ BENCHES = (
     "bench_gaps",
     "bench_update",
     "bench_continuous",
+    "bench_export",
 )
 
 

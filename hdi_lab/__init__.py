@@ -24,7 +24,20 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import continuous, gaps, ingest, query, report, rolls, sql, unwatch, update, watch, watches
+    from hdi_lab.api import (
+        continuous,
+        export,
+        gaps,
+        ingest,
+        query,
+        report,
+        rolls,
+        sql,
+        unwatch,
+        update,
+        watch,
+        watches,
+    )
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -34,6 +47,7 @@ if typing.TYPE_CHECKING:
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
 _LAZY = {
     "continuous": "hdi_lab.api",
+    "export": "hdi_lab.api",
     "gaps": "hdi_lab.api",
     "ingest": "hdi_lab.api",
     "query": "hdi_lab.api",
@@ -92,6 +106,7 @@ __all__ = [
     "ValidationError",
     "continuous",
     "enable_logging",
+    "export",
     "gaps",
     "ingest",
     "load_ipython_extension",

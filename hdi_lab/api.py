@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from hdi_lab.core import continuous as chain
+from hdi_lab.core import export as exporter
 from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core import report as reporter
@@ -17,10 +19,21 @@ from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.core.update import UpdateReport
-from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
+from hdi_lab.schemas import (
+    ExportFormat,
+    IngestReport,
+    IngestRequest,
+    Output,
+    Schema,
+    SType,
+    parse_enum,
+    parse_range,
+    parse_symbols,
+)
 
 __all__ = [
     "continuous",
+    "export",
     "gaps",
     "ingest",
     "make_request",
@@ -100,15 +113,21 @@ def query(
     interval: str | None = None,
     align: str = "utc",
     adjust: str | None = None,
+    output: str | Output = Output.PANDAS,
     session: HdiSession | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame | Any:  # Any: a pyarrow.Table or polars.DataFrame (output=)
     """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``.
 
     ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...; bars carry a
     ``session`` column (each bar's trading date) and ``align="session"`` buckets from each trading session's
     open instead of midnight UTC (see :func:`hdi_lab.core.retrieval.query`).
     ``adjust="ratio"`` (or ``difference``, ``none``) reads continuous symbols (``ES.c.0``) with hdi_lab's roll
-    rules, back-adjusted (see :func:`continuous`).
+    rules, back-adjusted (see :func:`continuous`). ``output="arrow"`` returns a ``pyarrow.Table``,
+    ``output="polars"`` a Polars DataFrame (``pip install 'hdi_lab[polars]'``), built without a pandas copy:
+    ``ts_event`` is their first column.
+
+    Raises what :func:`hdi_lab.core.retrieval.query` raises (ValidationError, StorageError, MissingDependency,
+    ProviderError).
     """
     return with_session(
         session,
@@ -124,6 +143,40 @@ def query(
             interval=interval,
             align=align,
             adjust=adjust,
+            output=output,
+        ),
+    )
+
+
+def export(
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    path: str | os.PathLike[str],
+    *,
+    format: str | ExportFormat = ExportFormat.PARQUET,  # noqa: A002  (hdi export --format)
+    dataset: str | None = None,
+    progress: exporter.ExportProgress | None = None,
+    session: HdiSession | None = None,
+) -> exporter.ExportReport:
+    """Write stored rows as Hive-partitioned files under the folder ``path``: ``date=YYYY-MM-DD/symbol=.../
+    part-0.parquet`` (``format="arrow"``: Arrow IPC, ``"csv"``: CSV with ISO UTC timestamps), one per UTC day and
+    symbol, read as they are by DuckDB, Polars and pyarrow.
+
+    ``hdi_lab.export("ohlcv-1m", ["ESH4", "ES.c.0"], "2024-01-02", "2024-02-01", "exports/es")``. Each row as
+    :func:`query` returns it, ``ts_event`` as a ``timestamp[ns, UTC]`` column, each price as float64 and as exact
+    int64 fixed-point (``close`` and ``close_fixed``). Read and written one day at a time; ``path`` changes only
+    when the whole export succeeded; exporting again replaces the request's partitions. See
+    :mod:`hdi_lab.core.export`.
+
+    Raises ValidationError (a bad request or format, ``path`` is a file, nothing stored, a file that cannot be
+    written), StorageError, ProviderError (auto-discovery).
+    """
+    return with_session(
+        session,
+        lambda s: exporter.export(
+            s, schema, symbols, start, end, path, format=format, dataset=dataset, progress=progress
         ),
     )
 

@@ -16,15 +16,19 @@ if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must s
 __all__ = [
     "ADJUSTS",
     "ALIGNS",
+    "EXPORT_FORMATS",
     "INTERVALS",
+    "OUTPUTS",
     "ROLLS",
     "SCHEMAS",
     "TIME_RANGE",
     "Adjust",
     "Chunk",
     "ChunkResult",
+    "ExportFormat",
     "IngestReport",
     "IngestRequest",
+    "Output",
     "Progress",
     "Roll",
     "SType",
@@ -101,6 +105,30 @@ class Adjust(enum.StrEnum):
 
 #: every adjustment's name: what the front ends offer and the errors list
 ADJUSTS: tuple[str, ...] = tuple(a.value for a in Adjust)
+
+
+class Output(enum.StrEnum):
+    """What ``query`` returns: a pandas DataFrame, a ``pyarrow.Table`` or a Polars DataFrame."""
+
+    PANDAS = "pandas"
+    ARROW = "arrow"
+    POLARS = "polars"
+
+
+#: every query output's name: what the errors list
+OUTPUTS: tuple[str, ...] = tuple(o.value for o in Output)
+
+
+class ExportFormat(enum.StrEnum):
+    """The file format of an export: one file per (date, symbol) partition."""
+
+    PARQUET = "parquet"
+    ARROW = "arrow"  # Arrow IPC files (Feather v2)
+    CSV = "csv"
+
+
+#: every export format's name: what the front ends offer and the errors list
+EXPORT_FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
 
 
 def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import ADJUSTS, ALIGNS, INTERVALS, SCHEMAS, Schema, SType
+from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hdi_lab.core.export import ExportProgress, ExportReport
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -36,6 +37,9 @@ __all__ = [
     "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
+    "EXPORT",
+    "EXPORT_CLI",
+    "EXPORT_MAGIC",
     "FEATURES_COMPUTE",
     "GAPS",
     "GAPS_CLI",
@@ -66,6 +70,7 @@ __all__ = [
     "OptionRef",
     "add",
     "count",
+    "export",
     "fraction",
     "gaps",
     "ingest_request",
@@ -250,6 +255,20 @@ OPTIONS: dict[str, Option] = {
     "format": Option(("--format",), choices=("table", "csv", "parquet"), default="table"),
     "output": Option(("--output",), help="file to write (required for parquet)"),
     "rows_limit": Option(("--limit",), type=count, default=20, help="rows shown by --format table (0 = all)"),
+    # exports
+    "export_format": Option(
+        ("--format",),
+        choices=EXPORT_FORMATS,
+        default="parquet",
+        help=f"{one_of(EXPORT_FORMATS, 'parquet')}: one file per UTC day and symbol (arrow: Arrow IPC; csv: ISO UTC "
+        "timestamps)",
+    ),
+    "export_output": Option(
+        ("--output",),
+        required=True,
+        metavar="DIR",
+        help="folder of the partitions date=YYYY-MM-DD/symbol=SYMBOL/ (created; exporting again replaces them)",
+    ),
     # what is stored
     "recent": Option(("--recent",), type=count, default=10, help="ingest-log rows to show (default 10)"),
     "pattern": Option(("pattern",), nargs="?", default="", help="case-insensitive substring (default: all)"),
@@ -457,6 +476,15 @@ WATCH: tuple[OptionRef, ...] = (
 #: ``%hdi_watch ACTION [ID|NAME] [add's options]``: one parser for every action, so the target may be left out
 #: (``hdi watch remove ID|NAME`` requires it)
 WATCH_MAGIC: tuple[OptionRef, ...] = ("watch_action", option("watch_target").as_positional(optional=True), *WATCH)
+#: the options ``hdi export`` and ``%hdi_export`` share after the range
+EXPORT: tuple[OptionRef, ...] = ("dataset_filter", "export_format", "export_output")
+#: ``hdi export SCHEMA --symbols --start --end --output DIR``: as ``hdi query``
+EXPORT_CLI: tuple[OptionRef, ...] = (*QUERY_RANGE_CLI, *EXPORT, "quiet")
+#: ``%hdi_export SCHEMA SYMBOLS START END --output DIR``: positional, as ``%hdi_gaps``
+EXPORT_MAGIC: tuple[OptionRef, ...] = (
+    *(option(n).as_positional() for n in ("schema", "symbols", "start", "end")),
+    *EXPORT,
+)
 #: the options ``hdi gaps`` and ``%hdi_gaps`` share after the range
 GAPS: tuple[OptionRef, ...] = ("dataset_filter", "stype_in", "partial")
 #: ``hdi gaps SCHEMA --symbols --start --end``: as ``hdi query``, printed as a table or CSV
@@ -607,6 +635,27 @@ def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
         dataset=args.dataset,
         stype_in=args.stype_in,
         **threshold,
+    )
+
+
+def export(args: argparse.Namespace, session: HdiSession, progress: ExportProgress | None = None) -> ExportReport:
+    """Run the export the :data:`EXPORT_CLI` / :data:`EXPORT_MAGIC` options of ``hdi export`` and ``%hdi_export``
+    describe.
+
+    Raises what :func:`hdi_lab.api.export` raises (ValidationError for a bad request, an output that is a file,
+    nothing stored or a file that cannot be written, StorageError, ProviderError)."""
+    from hdi_lab.api import export
+
+    return export(
+        args.schema,
+        args.symbols,
+        args.start,
+        args.end,
+        args.output,
+        format=args.format,
+        dataset=args.dataset,
+        progress=progress,
+        session=session,
     )
 
 
