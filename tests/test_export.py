@@ -111,10 +111,10 @@ def _plain(values: dict[str, Any]) -> pd.DataFrame:
     cols: dict[str, Any] = {}
     for name, v in values.items():
         if isinstance(v, pa.ChunkedArray | pa.Array):
-            arr = v.cast(pa.int64()) if pa.types.is_timestamp(v.type) else v
+            arr = v.cast(pa.int64()).fill_null(np.iinfo(np.int64).min) if pa.types.is_timestamp(v.type) else v
             cols[name] = arr.to_numpy(zero_copy_only=False)
-        elif isinstance(v.dtype, pd.DatetimeTZDtype):
-            cols[name] = pd.DatetimeIndex(v).asi8
+        elif isinstance(v.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(v.dtype):
+            cols[name] = pd.DatetimeIndex(v).asi8  # NaT: int64 min, as the Arrow nulls above
         else:
             cols[name] = v.to_numpy(dtype=object if isinstance(v.dtype, pd.StringDtype) else v.dtype)
     frame = pd.DataFrame(cols)
@@ -155,6 +155,9 @@ def _polars_as_arrow(frame: pl.DataFrame) -> pa.Schema:
             fields.append(pa.field(name, pa.string()))
         elif dtype == pl.Datetime("ns", "UTC"):
             fields.append(pa.field(name, pa.timestamp("ns", tz="UTC")))
+        elif name == "session":  # the bars' trading date: naive, at 00:00, as the query gives it
+            assert dtype == pl.Datetime("ns"), dtype
+            fields.append(pa.field(name, pa.timestamp("ns")))
         else:
             assert not isinstance(dtype, pl.Datetime), (name, dtype)  # no other unit or time zone
             fields.append(pa.field(name, frame.select(name).to_arrow().schema.field(0).type))

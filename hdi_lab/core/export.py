@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hdi_lab.core import retrieval
+from hdi_lab.core import retrieval, sessions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import ExportFormat, Progress, Schema, parse_enum, parse_range, require_symbols
@@ -222,6 +222,8 @@ def _days(
             session.connection(), session.schema, sch, clipped, syms, day_lo, day_hi, "float", None, None,
             fixed_too=True,
         ) if clipped else None  # fmt: skip
+        if table is not None and sch.is_bar:  # each bar's trading session, as a query gives it
+            table = table.append_column(sessions.COLUMN, retrieval.session_column(session, table, sch.bar_seconds))
         yield day, table
 
 

@@ -19,7 +19,7 @@ from hdi_lab.storage import aggregates, read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
 
-__all__ = ["PriceType", "convert", "plain", "query", "resolve", "sql"]
+__all__ = ["PriceType", "convert", "plain", "query", "resolve", "session_column", "sql"]
 
 
 def query(
@@ -104,7 +104,7 @@ def query(
             asked = list(dict.fromkeys([*asked, "publisher_id", "instrument_id"]))
         table = read.query_arrow(conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked)
         if labelled:
-            table = table.append_column(sessions.COLUMN, _session_column(session, table, seconds or sch.bar_seconds))
+            table = table.append_column(sessions.COLUMN, session_column(session, table, seconds or sch.bar_seconds))
         if columns:
             _check_columns(columns, table.column_names[1:], sch)
             table = table.select(["ts_event", *columns])
@@ -121,9 +121,12 @@ def query(
     return convert(frame, out)
 
 
-def _session_column(session: HdiSession, table: pa.Table, seconds: int) -> pa.Array:
-    """The :data:`hdi_lab.core.sessions.COLUMN` of a bars table (``ts_event``, ``publisher_id``,
-    ``instrument_id``), as the pandas path gives it: timestamp[ns] at 00:00, null outside every session."""
+def session_column(session: HdiSession, table: pa.Table, seconds: int) -> pa.Array:
+    """The :data:`hdi_lab.core.sessions.COLUMN` of a table of bars lasting ``seconds`` (``ts_event``,
+    ``publisher_id``, ``instrument_id``), as the pandas path gives it: timestamp[ns] at 00:00, null outside every
+    session.
+
+    Raises ConfigError (an unknown calendar in the ``calendars`` setting) and StorageError."""
     keys = pd.DataFrame(
         {c: table[c].to_numpy() for c in ("publisher_id", "instrument_id")},
         index=pd.DatetimeIndex(table["ts_event"].to_numpy()),
