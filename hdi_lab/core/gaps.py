@@ -135,15 +135,11 @@ def coverage(
     frame = pd.concat(parts, ignore_index=True)
     known = frame["_iid"].to_numpy() >= 0
     counts = np.zeros(len(frame), dtype=np.int64)
-    counts[known] = stored.present(
-        conn,
-        session.schema,
-        sch.table,
-        frame["_iid"].to_numpy()[known],
-        frame["_open"].to_numpy()[known],
-        frame["_close"].to_numpy()[known],
-        exists_only=not sch.is_bar,
-    )
+    iids, opens, closes = (frame[c].to_numpy()[known] for c in ("_iid", "_open", "_close"))
+    if sch.is_bar:  # from the bar counts kept at ingest
+        counts[known] = stored.bars(conn, session.schema, sch.table, iids, opens, closes)
+    else:
+        counts[known] = stored.present(conn, session.schema, sch.table, iids, opens, closes, exists_only=True)
     frame["present"] = counts
     frame["reason"] = _reasons(frame, sch.is_bar, partial)
     return frame[list(COLUMNS)].sort_values(["symbol", "session", "instrument_id"], kind="stable", ignore_index=True)
