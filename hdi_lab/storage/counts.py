@@ -23,6 +23,7 @@ policy is in force, the counts of windows older than its horizon are not used ei
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -77,22 +78,39 @@ def deltas(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """The count rows of bars with these instruments and ``ts_event`` (PostgreSQL microseconds, since
     2000-01-01): (instrument ids, days since 1970-01-01, counts (n, :data:`BUCKETS`) int32), by instrument
-    and day, each bar counted ``sign`` (1 inserted, -1 deleted)."""
+    and day, each bar counted ``sign`` (1 inserted, -1 deleted).
+
+    Rows sorted by instrument and time (the loader's key order) are counted by bisecting each instrument's
+    times at the bucket edges of its days; other rows are sorted first."""
     iid = np.asarray(instrument_ids, dtype=np.int64)
-    bucket = (np.asarray(ts_us, dtype=np.int64) + copy.PG_EPOCH_US) // _BUCKET_US
-    day = bucket // BUCKETS
-    slot = bucket - day * BUCKETS
-    if (
-        len(iid) > 1 and not (((d_iid := np.diff(iid)) > 0) | ((d_iid == 0) & (np.diff(day) >= 0))).all()
-    ):  # the loader's rows come key-sorted; anything else is sorted here
-        order = np.lexsort((day, iid))
-        iid, day, slot = iid[order], day[order], slot[order]
-    first = np.ones(len(iid), dtype=bool)
-    first[1:] = (iid[1:] != iid[:-1]) | (day[1:] != day[:-1])
-    group = np.cumsum(first) - 1
-    n = int(group[-1]) + 1 if len(group) else 0
-    counts = np.bincount(group * BUCKETS + slot, minlength=n * BUCKETS).reshape(n, BUCKETS).astype(np.int32)
-    return iid[first], day[first], counts * np.int32(sign)
+    ts = np.asarray(ts_us, dtype=np.int64) + copy.PG_EPOCH_US  # Unix microseconds
+    if len(iid) == 0:
+        return iid, iid.copy(), np.zeros((0, BUCKETS), dtype=np.int32)
+    if not ((iid[1:] >= iid[:-1]).all() and ((ts[1:] >= ts[:-1]) | (iid[1:] != iid[:-1])).all()):
+        order = np.lexsort((ts, iid))
+        iid, ts = iid[order], ts[order]
+    starts = np.concatenate([[0], np.flatnonzero(iid[1:] != iid[:-1]) + 1, [len(iid)]])
+    out_ids, out_days, out_counts = [], [], []
+    day_us = BUCKETS * _BUCKET_US
+    for lo, hi in itertools.pairwise(starts):
+        times = ts[lo:hi]
+        first, last = int(times[0]) // day_us, int(times[-1]) // day_us
+        if (last - first + 1) * BUCKETS <= 4 * len(times) + 4 * BUCKETS:  # a dense range: bisect its edges
+            edges = np.arange(first * BUCKETS, (last + 1) * BUCKETS + 1, dtype=np.int64) * _BUCKET_US
+            per_day = np.diff(np.searchsorted(times, edges)).reshape(-1, BUCKETS)
+            days = np.arange(first, last + 1, dtype=np.int64)
+        else:  # sparse (daily bars over decades): bucket each bar
+            bucket = times // _BUCKET_US
+            days, at = np.unique(bucket // BUCKETS, return_inverse=True)
+            per_day = np.bincount(
+                at * BUCKETS + (bucket - (bucket // BUCKETS) * BUCKETS), minlength=len(days) * BUCKETS
+            ).reshape(-1, BUCKETS)
+        kept = per_day.any(axis=1)
+        out_ids.append(np.full(int(kept.sum()), iid[lo], dtype=np.int64))
+        out_days.append(days[kept])
+        out_counts.append(per_day[kept])
+    counts = np.concatenate(out_counts).astype(np.int32) * np.int32(sign)
+    return np.concatenate(out_ids), np.concatenate(out_days), counts
 
 
 def _upsert_sql(conn: psycopg2.extensions.connection, schema: str, source: str) -> str:
