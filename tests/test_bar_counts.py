@@ -332,3 +332,19 @@ def test_deltas_follow_the_counting_rule() -> None:
     iid, day, rows = counts.deltas(ids[::-1], ts[::-1], -1)  # unsorted input is sorted
     assert iid.tolist() == [7, 7] and day.tolist() == [0, 1]
     assert rows[0, 0] == -2 and rows[0, 1] == -1 and rows[0, 95] == -1 and rows[1, 0] == -1 and rows.sum() == -5
+
+
+@pytest.mark.parametrize("spread_days", [3, 20 * 365], ids=["dense", "sparse-over-decades"])
+def test_deltas_equal_a_plain_count_per_bucket(spread_days: int) -> None:
+    rng = np.random.default_rng(5)
+    n = 5000
+    ids = rng.integers(1, 4, n)
+    ts = rng.integers(0, spread_days * 86_400_000_000, n) - 946_684_800_000_000 + 1_600_000_000_000_000
+    iid, day, rows = counts.deltas(ids, ts)
+    got = {
+        (int(i), int(d) * 96 + s): int(r[s]) for i, d, r in zip(iid, day, rows, strict=True) for s in np.flatnonzero(r)
+    }
+    bucket = (ts + 946_684_800_000_000) // 900_000_000
+    keys, n_per = np.unique(np.stack([ids, bucket]), axis=1, return_counts=True)
+    assert got == {(int(i), int(b)): int(c) for (i, b), c in zip(keys.T, n_per, strict=True)}
+    assert rows.sum() == n and (rows.any(axis=1)).all()

@@ -98,7 +98,7 @@ def deltas(
         if (last - first + 1) * BUCKETS <= 4 * len(times) + 4 * BUCKETS:  # a dense range: bisect its edges
             edges = np.arange(first * BUCKETS, (last + 1) * BUCKETS + 1, dtype=np.int64) * _BUCKET_US
             per_day = np.diff(np.searchsorted(times, edges)).reshape(-1, BUCKETS)
-            days = np.arange(first, last + 1, dtype=np.int64)
+            days: npt.NDArray[np.int64] = np.arange(first, last + 1, dtype=np.int64)
         else:  # sparse (daily bars over decades): bucket each bar
             bucket = times // _BUCKET_US
             days, at = np.unique(bucket // BUCKETS, return_inverse=True)
