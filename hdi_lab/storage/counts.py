@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -317,9 +317,10 @@ def trust(cur: psycopg2.extensions.cursor, schema: str, table: str) -> Trust:
 
 def read(
     cur: psycopg2.extensions.cursor, schema: str, table: str, instrument_ids: Sequence[int], first: int, last: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[Any]]:
     """The count rows of ``instrument_ids`` in ``table`` on days ``first`` to ``last`` (days since 1970-01-01,
-    inclusive): (instrument ids, days, counts (n, :data:`BUCKETS`)), by instrument and day. One binary COPY.
+    inclusive): (instrument ids, days, counts (n, :data:`BUCKETS`), big-endian int4 as read), by instrument and
+    day. One binary COPY.
 
     Raises StorageError when a stored row is not one day's counts."""
     conn = cur.connection
@@ -338,4 +339,4 @@ def read(
     if body < 0 or body % dtype.itemsize:
         raise StorageError("bar_counts holds a row of another size than the counts of one day: run repair")
     rows = np.frombuffer(buf, dtype=dtype, offset=start, count=body // dtype.itemsize)
-    return rows["v0"].astype(np.int64), rows["v1"].astype(np.int64), rows["v2"].astype(np.int32)
+    return rows["v0"].astype(np.int64), rows["v1"].astype(np.int64), rows["v2"]

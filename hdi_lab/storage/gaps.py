@@ -132,25 +132,27 @@ def _summed(
     end: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.int64]:
     """The bars in buckets ``[first, end)`` (bucket numbers since 1970) of each instrument, from one read of
-    their count rows: prefix sums over the rows in (instrument, day) order, a missing row counting 0."""
+    their count rows: the rows in (instrument, day) order are one run of buckets, in which a window is the
+    stretch from its first bucket to its end (a missing row holds no bar, so the stretch skips it)."""
     per_day = counts.BUCKETS
     lo_day, hi_day = int(first.min() // per_day), int(end.max() // per_day)
     ids, days, rows = counts.read(cur, schema, table, np.unique(instrument_ids).tolist(), lo_day, hi_day)
     span = hi_day - lo_day + 1
+    row_keys = ids * span + (days - lo_day)
+    flat = np.zeros(rows.size + 1, dtype=np.int32)  # a last 0 so that every position can start a stretch
+    flat[:-1].reshape(rows.shape)[...] = rows  # one pass: native byte order, contiguous
 
-    def key(iid: npt.NDArray[np.int64], day: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        return iid * span + (day - lo_day)
-
-    row_keys = key(ids, days)
-    prefix = np.zeros(len(rows) * per_day + 1, dtype=np.int64)
-    np.cumsum(rows.ravel(), out=prefix[1:])
-
-    def before(bucket: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    def position(bucket: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         day = bucket // per_day
-        k = key(instrument_ids, day)
+        k = instrument_ids * span + (day - lo_day)
         r = np.searchsorted(row_keys, k)
         found = r < len(row_keys)
         found[found] &= row_keys[r[found]] == k[found]
-        return prefix[r * per_day + np.where(found, bucket - day * per_day, 0)]
+        return r * per_day + np.where(found, bucket - day * per_day, 0)
 
-    return before(end) - before(first)
+    starts, ends = position(first), position(end)
+    bounds = np.empty(2 * len(starts), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
+    sums = np.add.reduceat(flat, bounds)[0::2].astype(np.int64)  # each window's stretch (odd ones: between)
+    sums[ends <= starts] = 0  # reduceat gives an empty stretch its first element
+    return sums
