@@ -55,11 +55,10 @@ def _large_setup(url: str, sch: str, n: int, until: pd.Timestamp) -> int:
     """The state a completed backfill of ``n`` equity subscriptions leaves (see the module); returns the chunks
     logged."""
     sess = common.session(url, sch)
+    wanted = [(schema, syms) for schema in ("ohlcv-1m", "ohlcv-1h", "ohlcv-1d") for syms in _symbol_sets()][:n]
     subs = [
-        hdi_lab.watch("sample", schema=schema, symbols=syms, since=LARGE_SINCE, session=sess)
-        for schema in ("ohlcv-1m", "ohlcv-1h", "ohlcv-1d")
-        for syms in _symbol_sets()
-    ][:n]
+        hdi_lab.watch("sample", schema=schema, symbols=syms, since=LARGE_SINCE, session=sess) for schema, syms in wanted
+    ]
     provider = sess.provider("sample")
     chunks = [c for sub in subs for c in provider.plan(sub.request(until))]
     provider.close()
