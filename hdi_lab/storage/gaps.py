@@ -4,6 +4,7 @@ where they can be trusted, anything else counted in the database (one index rang
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,21 +30,39 @@ def covered(
     """The time completed ingests of ``data_schema`` covered per requested symbol (of ``stype_in``, in ``dataset``
     or any), overlapping and touching ranges merged: columns ``symbol``, ``dataset``, ``start``, ``end`` (UTC, the
     end exclusive), by symbol and start. An ingest is logged when its chunk completed, so every logged range is
-    covered. Merged in the database (``range_agg``, PostgreSQL 14+): years of daily chunks come back as a few rows.
+    covered. Merged in the database per logged symbol list (``range_agg``, PostgreSQL 14+), then across lists:
+    years of daily chunks come back as a few rows.
 
     Raises StorageError when the database fails."""
+    wanted = set(symbols)
     with transaction(conn) as cur:
         log = quote(conn, schema, "ingest_log")
+        # merged per logged symbol list first (a subscription logs the same list chunk after chunk), never per
+        # symbol of each chunk: years of 100-symbol daily chunks are a few ranges, not 180k unnested rows
         cur.execute(
-            "SELECT g.symbol, g.dataset, lower(r), upper(r) FROM ("
-            "SELECT s.symbol, l.dataset, range_agg(tstzrange(l.start_ts, l.end_ts)) AS m "
-            f"FROM {log} l CROSS JOIN LATERAL unnest(l.symbols) AS s(symbol) "
-            "WHERE l.schema = %s AND l.stype_in = %s AND s.symbol = ANY(%s) AND (%s::text IS NULL OR l.dataset = %s) "
-            "GROUP BY 1, 2) g CROSS JOIN LATERAL unnest(g.m) AS r ORDER BY 1, 2, 3",
+            "SELECT g.symbols, g.dataset, lower(r), upper(r) FROM ("
+            "SELECT l.symbols, l.dataset, range_agg(tstzrange(l.start_ts, l.end_ts)) AS m "
+            f"FROM {log} l WHERE l.schema = %s AND l.stype_in = %s AND l.symbols && %s::text[] "
+            "AND (%s::text IS NULL OR l.dataset = %s) GROUP BY 1, 2) g CROSS JOIN LATERAL unnest(g.m) AS r",
             (data_schema, stype_in, list(symbols), dataset, dataset),
         )
         rows = cur.fetchall()
-    frame = pd.DataFrame(rows, columns=["symbol", "dataset", "start", "end"])
+    ranges: dict[tuple[str, str], list[tuple[dt.datetime, dt.datetime]]] = {}
+    for syms, ds, lo, hi in rows:
+        for sym in set(syms) & wanted:
+            ranges.setdefault((sym, ds), []).append((lo, hi))
+    merged = []
+    for (sym, ds), spans in sorted(ranges.items()):
+        spans.sort()
+        cur_lo, cur_hi = spans[0]
+        for lo, hi in spans[1:]:
+            if lo <= cur_hi:  # overlapping or touching
+                cur_hi = max(cur_hi, hi)
+            else:
+                merged.append((sym, ds, cur_lo, cur_hi))
+                cur_lo, cur_hi = lo, hi
+        merged.append((sym, ds, cur_lo, cur_hi))
+    frame = pd.DataFrame(merged, columns=["symbol", "dataset", "start", "end"])
     for col in ("start", "end"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     return frame
