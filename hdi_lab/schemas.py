@@ -19,6 +19,7 @@ __all__ = [
     "ROLLS",
     "SCHEMAS",
     "TIME_RANGE",
+    "VIEWS",
     "Adjust",
     "Chunk",
     "ChunkResult",
@@ -28,6 +29,7 @@ __all__ = [
     "Roll",
     "SType",
     "Schema",
+    "View",
     "check_interval",
     "parse_enum",
     "parse_range",
@@ -100,6 +102,17 @@ class Adjust(enum.StrEnum):
 
 #: every adjustment's name: what the front ends offer and the errors list
 ADJUSTS: tuple[str, ...] = tuple(a.value for a in Adjust)
+
+
+class View(enum.StrEnum):
+    """Which back-adjustment a value computed over an adjusted continuous series uses (feature sets)."""
+
+    RESEARCH = "research"  # one adjustment, from the latest roll of the computed range: changes at a new roll
+    AS_OF = "as_of"  # each bar with the adjustment known at its time: a stored value never changes later
+
+
+#: every view's name: what the front ends offer and the errors list
+VIEWS: tuple[str, ...] = tuple(v.value for v in View)
 
 
 def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
