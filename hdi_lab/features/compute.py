@@ -389,7 +389,7 @@ class _SeriesComputation:
             largest = max(largest, largest_gap(series.instrument(), self.gap_limit))
             report.bars_read += len(series.bars)
             report.instruments += int(len(series.bars) > 0)
-            opens, values = series_of.computed(series, self.cols, self.adjust, self.view, self.lo.value)
+            opens, values = series_of.computed(series, self.cols, self.adjust, self.view, self.lo.value, step)
             out = _Output(step)
             if len(opens):
                 out.add(series.id, sym, opens, values)

@@ -11,10 +11,12 @@ first listed contract on, so indicators see no roll jump. Two views of a back-ad
   rolls differ from the stored ones (a new roll, a revised close, an ``end`` before a stored roll) rewrites the
   series from its first bar to ``end``; with the same rolls it writes the bars of ``[start, end)`` only.
   Right for research on a fixed history, wrong as a point-in-time feature.
-* **as_of**: the value of each bar uses the adjustment known at that bar's time, i.e. the series cut after the
-  bar (only rolls whose session started by then), backward-adjusted from the contract held then: exactly what a
-  computation run right after that bar gave. A stored value never changes when later bars or rolls arrive, so
-  it is point in time. Between two rolls the adjustment is fixed: one computation per roll segment.
+* **as_of**: the value of each bar uses the adjustment known at its ``event_timestamp`` (the bar's close, when
+  the value became knowable): the series cut there (``continuous(..., end=event_timestamp)``), with the rolls
+  decided by then, backward-adjusted from the contract they lead to. A roll is decided at the previous
+  session's close, so a contract's last daily bar (stamped 00:00 UTC, closing after that) already carries it.
+  This is exactly what a computation run at that instant gives; a stored value never changes when later bars or
+  rolls arrive, so it is point in time. Between two rolls the adjustment is fixed: one computation per segment.
 
 ``adjust="none"`` (raw contracts chained by the rule) has one view: the roll decisions never change when later
 sessions arrive. The rows of a series are stored under :func:`series_id` (a negative id derived from the dataset
@@ -148,19 +150,20 @@ def read_series(
     return ContinuousSeries(symbol, ds, bars, rolls)
 
 
-def segments(opens_ns: npt.NDArray[np.int64], rolls: Sequence[RollRecord]) -> npt.NDArray[np.int64]:
-    """For each bar (its open, ns), how many rolls were known when it opened: rolls whose first instant
-    (``ts_roll``) is at or before it. The as-of view adjusts bar ``t`` by exactly those."""
+def segments(events_ns: npt.NDArray[np.int64], rolls: Sequence[RollRecord]) -> npt.NDArray[np.int64]:
+    """For each bar (its event, the close, ns), how many rolls were known then: rolls whose first instant
+    (``ts_roll``) is before it, as in a read ending there. The as-of view adjusts the bar by exactly those."""
     at = np.array([r.ts_roll.value for r in rolls], dtype=np.int64)
-    return np.searchsorted(at, opens_ns, side="right").astype(np.int64)
+    return np.searchsorted(at, events_ns, side="left").astype(np.int64)
 
 
 def computed(
-    series: ContinuousSeries, cols: Sequence[Column], adjust: Adjust, view: View, lo_ns: int
+    series: ContinuousSeries, cols: Sequence[Column], adjust: Adjust, view: View, lo_ns: int, step_ns: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """(bar opens, feature values) of the series: every bar for the research view (and ``none``); for the as-of
     view the bars of the roll segments holding a bar opening at or after ``lo_ns`` (earlier values never
-    change), each segment computed from the first bar with the rolls known in it."""
+    change), each segment computed from the first bar with the rolls known at its bars' events (open +
+    ``step_ns``)."""
     bars = series.bars.drop(columns="instrument_id")
     opens = pd.DatetimeIndex(bars.index).asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
     if len(opens) == 0:
@@ -168,7 +171,7 @@ def computed(
     if view is View.RESEARCH or adjust is Adjust.NONE or not series.rolls:
         adjusted = adjust_prices(bars, series.rolls, adjust)
         return opens, indicators.compute_many([adjusted], cols)[0]
-    seg = segments(opens, series.rolls)
+    seg = segments(opens + step_ns, series.rolls)
     wanted = np.unique(seg[opens >= lo_ns]).tolist()
     ends = [int(np.searchsorted(seg, k, side="right")) for k in wanted]
     frames = [adjust_prices(bars.iloc[:end], series.rolls[:k], adjust) for k, end in zip(wanted, ends, strict=True)]
