@@ -67,7 +67,13 @@ class FeatureReport:
 
     def __str__(self) -> str:
         gap = f"; largest gap between bars {self.largest_gap}" if self.largest_gap is not None else ""
-        what = "instrument(s)" if self.adjust is None else f"continuous series ({self.adjust}, {self.view} view)"
+        what = (
+            "instrument(s)"
+            if self.adjust is None
+            else "continuous series (unadjusted)"
+            if self.adjust == "none"
+            else f"continuous series ({self.adjust}, {self.view} view)"
+        )
         again = (
             f"; rewritten from the first bar (their rolls changed): {', '.join(self.rewritten)}, "
             f"{self.deleted:,} rows replaced"
