@@ -98,12 +98,15 @@ def query(
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
     interval: str | None = None,
+    align: str = "utc",
     adjust: str | None = None,
     session: HdiSession | None = None,
 ) -> pd.DataFrame:
     """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``.
 
-    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...
+    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...; bars carry a
+    ``session`` column (each bar's trading date) and ``align="session"`` buckets from each trading session's
+    open instead of midnight UTC (see :func:`hdi_lab.core.retrieval.query`).
     ``adjust="ratio"`` (or ``difference``, ``none``) reads continuous symbols (``ES.c.0``) with hdi_lab's roll
     rules, back-adjusted (see :func:`continuous`).
     """
@@ -119,6 +122,7 @@ def query(
             price_type=price_type,
             columns=columns,
             interval=interval,
+            align=align,
             adjust=adjust,
         ),
     )

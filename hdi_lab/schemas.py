@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must s
 
 __all__ = [
     "ADJUSTS",
+    "ALIGNS",
     "INTERVALS",
     "ROLLS",
     "SCHEMAS",
@@ -171,6 +172,9 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
 #: bar interval -> seconds: the intervals feature sets are computed at (1s/1m/1h/1d are stored tables; 5m/15m are
 #: rolled up from ohlcv-1m). The one list of feature interval names: the CLI's and the magics' help show it.
 INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
+#: how bar queries bucket and select (``align=``): on midnight UTC (the default) or on the exchange's trading
+#: sessions (:mod:`hdi_lab.core.sessions`)
+ALIGNS: tuple[str, ...] = ("utc", "session")
 
 
 def check_interval(interval: str) -> str:

@@ -52,6 +52,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from hdi_lab import calendars
+from hdi_lab.core import sessions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Adjust, Roll, Schema, parse_enum, parse_range, require_symbols
@@ -485,8 +486,10 @@ def _frame(
     spans = [Span(label, s.dataset, s.instrument_id, s.lo, s.hi) for s in p.spans] if label else list(p.spans)
     syms = tuple(dict.fromkeys(s.symbol for s in spans)) or ((label,) if label else ())
     frame = read.query(
-        session.connection(), session.schema, spec.schema, spans, syms, spec.start, spec.end, price_type, None, columns
+        session.connection(), session.schema, spec.schema, spans, syms, spec.start, spec.end, price_type, None, None
     )
+    if not columns or sessions.COLUMN in columns:  # like every bar query: each bar's trading session
+        frame[sessions.COLUMN] = sessions.label(session, frame, spec.schema.bar_seconds * 1_000_000_000).to_numpy()
     if columns:
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hdi_lab.core import sessions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Schema, parse_enum, parse_range, require_symbols
@@ -30,6 +31,7 @@ def query(
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
     interval: str | None = None,
+    align: str = "utc",
     adjust: str | None = None,
 ) -> pd.DataFrame:
     """Rows of ``schema`` for ``symbols`` in ``[start, end)`` (UTC), indexed by ``ts_event`` (ns).
@@ -44,16 +46,29 @@ def query(
     aggregate serves it when one exists (see :mod:`hdi_lab.storage.aggregates`), else it is
     computed (``time_bucket`` / ``date_bin``).
 
+    Bars end with a ``session`` column, the date of each bar's trading session (the exchange calendar of its
+    dataset). ``align="session"`` returns the sessions whose dates are in ``[start, end)`` instead, and with
+    ``interval`` buckets from each session's open (``"1d"``: one bar per session, stamped at its open); bars
+    outside every session are left out. See :mod:`hdi_lab.core.sessions`.
+
     ``adjust`` (``none``, ``difference`` or ``ratio``) reads continuous symbols (``ES.c.0``, ``ES.v.0``,
     ``ES.n.0``) with hdi_lab's roll rules and back-adjustment instead of the stored symbology: see
     :func:`hdi_lab.core.continuous.query`.
 
-    Raises ValidationError (a bad schema, interval, range, price type or column; no symbols; a symbol
-    neither stored nor found by auto-discovery; with ``adjust``, what the continuous query raises),
-    StorageError, and ProviderError when auto-discovery asks Databento and it fails.
+    Raises ValidationError (a bad schema, interval, align, range, price type or column; no symbols; a symbol
+    neither stored nor found by auto-discovery; a dataset without a calendar under session alignment; with
+    ``adjust``, what the continuous query raises, and ``align="session"`` with it),
+    ConfigError (an unknown calendar in the ``calendars`` setting), StorageError, and ProviderError when
+    auto-discovery asks Databento and it fails.
     """
     if adjust is not None:  # continuous futures rolled and back-adjusted on read
         from hdi_lab.core import continuous
+
+        if align != "utc":
+            raise ValidationError(
+                f"align={align!r} cannot be combined with adjust yet: the continuous series' bars carry their "
+                "session column; roll them up by it (frame.groupby('session'))"
+            )
 
         return continuous.query(
             session, schema, symbols, start, end, adjust=adjust, dataset=dataset, price_type=price_type,
@@ -66,6 +81,7 @@ def query(
             raise ValidationError(f"interval={interval!r} applies to bars only (ohlcv-*), not {sch}")
         seconds = aggregates.parse_interval(interval, sch.bar_seconds)
         seconds = None if seconds == sch.bar_seconds else seconds
+    align = sessions.check_align(align, sch, seconds)
     syms = require_symbols(symbols)
     lo, hi = parse_range(start, end)
     if price_type not in ("float", "fixed"):
@@ -78,7 +94,12 @@ def query(
         if discovery.can_discover(session, dataset):
             discovery.discover(session, tuple(missing), lo, hi, dataset)
         spans = _resolve(session, syms, lo, hi, dataset)
-    frame = read.query(session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
+    if sch.is_bar:  # with the session column, aligned on midnight UTC or on sessions
+        frame = sessions.bars(
+            session, sch, spans, syms, lo, hi, price_type, seconds, columns, align=align, dataset=dataset
+        )
+    else:
+        frame = read.query(session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
     if columns:
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:

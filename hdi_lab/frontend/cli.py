@@ -161,6 +161,7 @@ def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
         columns=cols,
         interval=a.interval,
         adjust=a.adjust,
+        align=a.align,
     )
     if a.format == "parquet" and not a.output:
         raise ValidationError("--format parquet needs --output FILE")

@@ -213,6 +213,7 @@ class HdiMagics(Magics):
             columns=columns,
             interval=args.interval,
             adjust=args.adjust,
+            align=args.align,
         )
         if args.indicators:
             from hdi_lab import features

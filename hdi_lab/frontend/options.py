@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import ADJUSTS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
+from hdi_lab.schemas import ADJUSTS, ALIGNS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADJUSTS",
+    "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
     "FEATURES_COMPUTE",
@@ -234,6 +235,14 @@ OPTIONS: dict[str, Option] = {
         help=f"continuous symbols (ES.c.0, ES.v.0, ES.n.0) rolled by hdi_lab's rules and back-adjusted: "
         f"{one_of(ADJUSTS)} (default: as stored, unadjusted)",
     ),
+    "align": Option(
+        ("--align",),
+        choices=ALIGNS,
+        default=ALIGNS[0],
+        metavar="ALIGN",
+        help="bars: buckets from midnight UTC (utc, the default) or from each trading session's open (session: "
+        "--interval 1d gives one bar per session; the sessions dated in the range, bars outside them left out)",
+    ),
     "indicators": Option(
         ("--indicators",),
         metavar="COLUMNS",
@@ -395,7 +404,7 @@ INGEST: tuple[OptionRef, ...] = (
     "quiet",
 )
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
-QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "adjust")
+QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "align", "adjust")
 #: ``hdi query SCHEMA --symbols --start --end``: the range is required
 QUERY_RANGE_CLI: tuple[OptionRef, ...] = (
     option("schema").as_positional(),

@@ -23,7 +23,7 @@ from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES, Column, Table
 
-__all__ = ["PriceType", "query", "sql"]
+__all__ = ["PriceType", "query", "sql", "venues"]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
 _SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
@@ -239,6 +239,26 @@ def _definitions(
         pd.to_datetime(frame.pop("ts_event").astype(np.int64), unit="ns", utc=True), name="ts_event"
     )
     return frame
+
+
+def venues(
+    conn: psycopg2.extensions.connection, schema: str, publisher_ids: Sequence[int], instrument_ids: Sequence[int]
+) -> list[tuple[int, int, str, str | None]]:
+    """``(publisher_id, instrument_id, dataset, exchange)`` of each pair: the publisher's dataset and the exchange
+    of the instrument's latest definition in it (None when no definition is stored), for the calendars of
+    :mod:`hdi_lab.core.sessions`.
+
+    Raises StorageError when the server fails."""
+    with transaction(conn) as cur:
+        cur.execute(
+            "SELECT k.pub, k.iid, p.dataset, (SELECT i.exchange FROM "
+            f"{quote(conn, schema, 'instruments')} i WHERE i.dataset = p.dataset AND i.instrument_id = k.iid "
+            "ORDER BY i.ts_recv_ns DESC LIMIT 1) "
+            "FROM unnest(%s::int2[], %s::int8[]) AS k(pub, iid) "
+            f"JOIN {quote(conn, schema, 'publishers')} p ON p.publisher_id = k.pub",
+            ([int(v) for v in publisher_ids], [int(v) for v in instrument_ids]),
+        )
+        return [(int(pub), int(iid), str(ds), None if ex is None else str(ex)) for pub, iid, ds, ex in cur.fetchall()]
 
 
 def sql(
