@@ -22,6 +22,7 @@ __all__ = [
     "ROLLS",
     "SCHEMAS",
     "TIME_RANGE",
+    "VIEWS",
     "Adjust",
     "Chunk",
     "ChunkResult",
@@ -33,6 +34,7 @@ __all__ = [
     "Roll",
     "SType",
     "Schema",
+    "View",
     "check_interval",
     "parse_enum",
     "parse_range",
@@ -129,6 +131,15 @@ class ExportFormat(enum.StrEnum):
 
 #: every export format's name: what the front ends offer and the errors list
 EXPORT_FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
+class View(enum.StrEnum):
+    """Which back-adjustment a value computed over an adjusted continuous series uses (feature sets)."""
+
+    RESEARCH = "research"  # one adjustment, from the latest roll of the computed range: changes at a new roll
+    AS_OF = "as_of"  # each bar with the adjustment known at its time: a stored value never changes later
+
+
+#: every view's name: what the front ends offer and the errors list
+VIEWS: tuple[str, ...] = tuple(v.value for v in View)
 
 
 def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:

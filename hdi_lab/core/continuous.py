@@ -69,6 +69,7 @@ __all__ = [
     "RollRecord",
     "adjust_prices",
     "continuous",
+    "is_continuous",
     "parse_root",
     "plan",
     "query",
@@ -181,6 +182,11 @@ def parse_root(text: object, roll: str | Roll = Roll.CALENDAR, rank: object = 0)
         f"root={text!r} is not a futures root: write ES, ES.FUT or a continuous symbol (ES.c.0 by calendar, "
         "ES.v.0 by volume, ES.n.0 by open interest)"
     )
+
+
+def is_continuous(symbol: object) -> bool:
+    """Whether ``symbol`` is a continuous symbol hdi_lab rolls (``ES.c.0``, ``ES.v.1``, ``ES.n.0``)."""
+    return isinstance(symbol, str) and _CONTINUOUS.match(symbol.strip()) is not None
 
 
 def _spec(

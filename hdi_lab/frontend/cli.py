@@ -410,7 +410,16 @@ def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: 
         print(shell_exports(shell_env(session)), file=out)
         return 0
     report = features.compute(
-        a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset, max_gap=a.max_gap, session=session
+        a.feature_set,
+        a.symbols,
+        a.interval,
+        a.start,
+        a.end,
+        dataset=a.dataset,
+        max_gap=a.max_gap,
+        adjust=a.adjust,
+        view=a.view,
+        session=session,
     )
     print(report, file=out)
     return 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, Schema, SType
+from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from hdi_lab.schemas import IngestRequest
 
 __all__ = [
+    "ADJUSTS",
     "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
@@ -63,6 +64,7 @@ __all__ = [
     "SCHEMAS",
     "STYPES",
     "UPDATE",
+    "VIEWS",
     "WATCH",
     "WATCH_ACTIONS",
     "WATCH_MAGIC",
@@ -306,6 +308,14 @@ OPTIONS: dict[str, Option] = {
     ),
     "bars_end": Option(("--end",), metavar="END", help="bars opening before this, exclusive (default: now)"),
     "max_gap": Option(("--max-gap",), help="refuse instruments with a longer gap between bars, e.g. 4D or 2h"),
+    "view": Option(
+        ("--view",),
+        choices=VIEWS,
+        metavar="VIEW",
+        help="with --adjust: research (one adjustment from the latest roll up to --end; values change when a new "
+        "roll comes) or as_of (each bar with the rolls known at its time; stored values never change): "
+        f"{one_of(VIEWS, VIEWS[0])}",
+    ),
     "no_compute": Option(
         ("--no-compute",), dest="compute", action="store_false", help="publish the rows already stored"
     ),
@@ -434,6 +444,8 @@ FEATURES_COMPUTE: tuple[OptionRef, ...] = (
     "bars_end",
     "dataset_filter",
     "max_gap",
+    "adjust",
+    "view",
 )
 #: ``hdi features publish`` and ``%hdi_publish`` after the set; symbols may be omitted with --no-compute
 PUBLISH: tuple[OptionRef, ...] = (
