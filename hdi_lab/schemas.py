@@ -131,6 +131,8 @@ class ExportFormat(enum.StrEnum):
 
 #: every export format's name: what the front ends offer and the errors list
 EXPORT_FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
+
+
 class View(enum.StrEnum):
     """Which back-adjustment a value computed over an adjusted continuous series uses (feature sets)."""
 
