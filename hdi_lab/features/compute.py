@@ -140,7 +140,8 @@ def compute(
     :mod:`hdi_lab.features`). Only rows in the range are written, idempotently. Returns a
     :class:`FeatureReport` (``resumed``: instruments continued from their state; ``largest_gap``
     is over the bars read, only the window for those). ``instruments`` (ids) limits the computation to
-    those of the symbols' instruments (a continuous symbol's contracts whose bars changed, say).
+    those of the symbols' instruments (a continuous symbol's contracts whose bars changed, say; the contracts'
+    own bars, without ``adjust``).
 
     ``adjust`` (``none``, ``difference``, ``ratio``) computes over the back-adjusted continuous series of
     continuous symbols (``ES.c.0``, ``ES.v.0``, ``ES.n.0``) instead, in the ``view`` ``research`` (default:
@@ -169,9 +170,7 @@ def compute(
             lambda s: _SeriesComputation(s, fs, syms, interval, lo, hi, dataset, gap_limit, how, seen, var).run(),
         )
     only = None if instruments is None else frozenset(int(i) for i in instruments)
-    return with_session(
-        session, lambda s: _Computation(s, fs, syms, interval, lo, hi, dataset, gap_limit, only).run()
-    )
+    return with_session(session, lambda s: _Computation(s, fs, syms, interval, lo, hi, dataset, gap_limit, only).run())
 
 
 @dataclass(frozen=True)
