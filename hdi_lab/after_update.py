@@ -8,10 +8,11 @@ front ends run the core's update, then :func:`run` over its report.
 
 **From the first changed bar.** A chunk reports, per instrument whose rows it inserted, updated or deleted,
 the first such row's ``ts_event`` (:attr:`hdi_lab.schemas.ChunkResult.changed`); the computation starts at
-the ``interval`` bar holding the earliest of them. :func:`hdi_lab.features.compute` resumes an instrument
-from its saved state only when that state lies just before the start; a revised bar before a saved
-state makes it compute the instrument from its first bar and store the rows from the start on, so a
-revision of old bars is never hidden by a state saved after them.
+the ``interval`` bar holding the earliest of them, for those instruments only (a continuous or parent
+symbol maps to several contracts: the ones whose bars did not change are not recomputed).
+:func:`hdi_lab.features.compute` resumes an instrument from its saved state only when that state lies just
+before the start; a revised bar before a saved state makes it compute the instrument from its first bar and
+store the rows from the start on, so a revision of old bars is never hidden by a state saved after them.
 """
 
 from __future__ import annotations
@@ -77,7 +78,11 @@ def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | Non
     symbols = changed_symbols(session, plan, start)
     done: list[object] = []
     for name in sub.feature_sets:
-        done.append(features.compute(name, symbols, interval, start, dataset=sub.dataset, session=session))
+        done.append(
+            features.compute(
+                name, symbols, interval, start, dataset=sub.dataset, instruments=sorted(changed), session=session
+            )
+        )
         if sub.publishes:
             done.append(
                 publisher.publish(

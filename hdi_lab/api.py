@@ -19,6 +19,7 @@ from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.core.update import UpdateReport
+from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import (
     ExportFormat,
     IngestReport,
@@ -278,6 +279,7 @@ def watch(
     stype_in: str | SType = SType.RAW_SYMBOL,
     name: str | None = None,
     options: Mapping[str, Any] | None = None,
+    cron: str | None = None,
     session: HdiSession | None = None,
 ) -> Subscription:
     """Subscribe to market data from ``since`` on, stored in the database for every user and the scheduler.
@@ -287,16 +289,23 @@ def watch(
     its first day (nothing is fetched); adding the same subscription again returns the stored one.
     ``options`` (a JSON object) is kept with it for what runs after its updates: ``{"features": ["momentum_v1"],
     "interval": "1d", "publish": True}`` recomputes those feature sets (and loads the Feast online store) after
-    an update changed its data (see :data:`hdi_lab.core.subscriptions.OPTIONS`).
+    an update changed its data (see :data:`hdi_lab.core.subscriptions.OPTIONS`). ``cron="30 22 * * mon-fri"``
+    (five cron fields, UTC; the ``cron`` option) says when ``hdi scheduler run`` updates it (default: 30 minutes
+    after its exchange's close).
 
-    Raises ValidationError (a bad request or option, an unknown feature set; the same request or name
-    subscribed with other settings),
+    Raises ValidationError (a bad request or option, a bad cron expression, an unknown feature set; the same
+    request or name subscribed with other settings; cron given both ways),
     ConfigError or ProviderError (the provider cannot plan, e.g. no Databento API key) and StorageError.
     """
     req = make_request(provider, schema=schema, symbols=symbols, dataset=dataset, stype_in=stype_in)
     from hdi_lab.after_update import validate_options
 
-    opts = validate_options(options)
+    given = options
+    if cron is not None and (options is None or isinstance(options, Mapping)):  # other options: refused below
+        if options is not None and options.get("cron") not in (None, cron):
+            raise ValidationError("cron is given twice (cron= and options['cron']): give it once")
+        given = {**(options or {}), "cron": cron}
+    opts = validate_options(given)
     return with_session(session, lambda s: subscriptions.add(s, req, since, name=name, options=opts)[0])
 
 

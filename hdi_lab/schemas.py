@@ -282,12 +282,14 @@ class ChunkResult:
     seconds: float = 0.0
     skipped: bool = False
     est_bytes: int | None = None  # dry runs: the provider's size estimate
-    cost_usd: float | None = None  # dry runs: the provider's cost estimate
+    cost_usd: float | None = None  # the vendor's estimated cost of the chunk (dry runs and runs; None: unknown)
     est_start_s: float | None = None  # dry runs: earliest start under the provider's pacing (IB)
     warnings: tuple[str, ...] = ()  # e.g. symbols the provider could not resolve (partial resolution)
     error: str | None = None  # why the chunk failed (nothing of it was stored)
     # instrument id -> ts_event (ns) of the first of its rows the chunk inserted, updated or deleted (none: empty)
     changed: dict[int, int] = field(default_factory=dict)
+    # instrument id -> rows the chunk's range held right after it (its data's and its symbols' instruments)
+    held: dict[int, int] | None = None
 
     @property
     def outcome(self) -> str:
@@ -386,7 +388,8 @@ class IngestReport:
 
     @property
     def cost_usd(self) -> float | None:
-        """Estimated cost of a dry run (None when the provider gives none)."""
+        """The estimated cost of the chunks (a dry run's, or what a run fetched), None when the provider gives
+        none."""
         costs = [c.cost_usd for c in self.chunks if c.cost_usd is not None]
         return float(sum(costs)) if costs else None
 

@@ -225,3 +225,61 @@ def test_magic_watch_with_features_then_update(ip: TestingShell, session: HdiSes
     [computed] = done.plans[0].after
     assert isinstance(computed, features.FeatureReport) and computed.inserted > 0
     assert "then momentum_v1 1d" in str(done)
+
+
+def _es_features(s: HdiSession) -> pd.DataFrame:
+    frame = features.read("momentum_v1", ["ES.c.0"], "2000-01-01", "2100-01-01", session=s)
+    cols = [c for c in frame.columns if c not in ("symbol", "created_timestamp")]
+    return frame[cols].sort_values(["instrument_id", "event_timestamp"]).reset_index(drop=True)
+
+
+def test_a_continuous_subscription_recomputes_the_contracts_that_changed(hsession: HdiSession) -> None:
+    """ES.c.0 (stype_in continuous) maps to the front contract: ESH4, then ESM4 from 2024-03-14 on (the sample
+    provider rolls the day before expiration). Each update recomputes, from its first changed bar, the feature
+    sets of the contracts whose bars it changed, and the result equals a computation from scratch."""
+    s = hsession
+    esh4, esm4 = 400001, 400002
+    hdi_lab.watch(
+        "sample", schema="ohlcv-1d", symbols="ES.c.0", stype_in="continuous", since="2023-06-01", name="es_c",
+        options={"features": ["momentum_v1"]}, session=s,
+    )  # fmt: skip
+    [p] = hdi_lab.update(until="2024-03-01", session=s).plans
+    assert p.changed == {esh4: pd.Timestamp("2023-06-01", tz="UTC")}
+    [computed] = p.after
+    assert isinstance(computed, features.FeatureReport) and computed.instruments == 1 and computed.inserted > 0
+    before_roll = _es_features(s)
+    assert set(before_roll["instrument_id"]) == {esh4}
+
+    # the roll: ESH4's last days and ESM4's first ones; each contract from its own first changed bar
+    [p] = hdi_lab.update(until="2024-03-21", session=s).plans
+    assert p.changed == {esh4: pd.Timestamp("2024-03-01", tz="UTC"), esm4: pd.Timestamp("2024-03-14", tz="UTC")}
+    [computed] = p.after
+    assert isinstance(computed, features.FeatureReport)
+    assert computed.start == pd.Timestamp("2024-03-01", tz="UTC") and computed.instruments == 2
+    assert computed.resumed == 1  # ESH4 resumed from its saved state; ESM4 has none: from its first bar
+    assert computed.updated == 0 and computed.inserted == computed.rows > 0
+    after_roll = _es_features(s)
+    first = after_roll.groupby("instrument_id")["event_timestamp"].min()
+    assert first[esm4] == pd.Timestamp("2024-03-15", tz="UTC")  # the close of ESM4's first bar as the front
+    old = after_roll[after_roll["event_timestamp"] <= before_roll["event_timestamp"].max()].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, before_roll)  # nothing before the changes was touched
+    features.compute("momentum_v1", ["ES.c.0"], "1d", session=s)  # from every contract's first bar
+    pd.testing.assert_frame_equal(_es_features(s), after_roll)
+
+    # a revision of one of ESH4's old bars: ESH4 alone, from that bar
+    day = pd.Timestamp("2023-11-01", tz="UTC")
+    hdi_lab.sql(
+        "UPDATE ohlcv_1d SET close = close * 2, high = high * 2 WHERE instrument_id = %(iid)s "
+        "AND ts_event >= %(lo)s AND ts_event < %(hi)s",
+        {"iid": esh4, "lo": day, "hi": day + pd.Timedelta(days=1)},
+        session=s,
+    )
+    features.compute("momentum_v1", ["ES.c.0"], "1d", session=s)  # the features of the wrong bar
+    assert not _es_features(s).equals(after_roll)
+    hdi_lab.sql("DELETE FROM ingest_log WHERE start_ts <= %(day)s AND end_ts > %(day)s", {"day": day}, session=s)
+    [p] = hdi_lab.update(until="2024-03-21", session=s).plans
+    assert p.changed == {esh4: day}
+    [computed] = p.after
+    assert isinstance(computed, features.FeatureReport)
+    assert computed.start == day and computed.instruments == 1 and computed.updated > 0
+    pd.testing.assert_frame_equal(_es_features(s), after_roll)  # the vendor's bar back, its features too

@@ -26,13 +26,15 @@ from helpers import xc_sessions
 
 import hdi_lab
 from hdi_lab.api import make_request
+from hdi_lab.config import Settings
 from hdi_lab.core import ingestion, retrieval
 from hdi_lab.core.compare import compare_bars
 from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.errors import ProviderError, UnavailableError, ValidationError
 from hdi_lab.frontend import cli
-from hdi_lab.providers.ib.pacing import Rules, VirtualClock
+from hdi_lab.providers.base import Provider
+from hdi_lab.providers.ib.pacing import Rules, VirtualClock, violations
 from hdi_lab.providers.ib.provider import IbProvider
 from hdi_lab.schemas import IngestRequest, Schema, parse_time
 
@@ -439,3 +441,44 @@ def test_cli_dry_run_shows_ib_plan(hdi_env: dict[str, str]) -> None:
     # 2 contracts x 45 one-day requests: 5 per contract every 2 s, and the last 30 wait for the 10-minute window
     assert re.search(r"minimum duration 10 min 0\d s under the provider's pacing rules", text)
     assert text.count("starts at +0 s") == 10
+
+
+# --- a subscription's update goes through the pacing planner -------------------------------------------------
+
+
+class _PacedSession(HdiSession):
+    """A session whose IB provider runs on the fake's virtual clock (the update makes its providers itself)."""
+
+    def __init__(self, settings: Settings, clock: VirtualClock) -> None:
+        super().__init__(settings)
+        self._clock = clock
+
+    def provider(self, name: str) -> Provider:
+        if name == "ib":
+            return IbProvider(self.settings, clock=self._clock, rules=Rules(margin_s=0.5))
+        return super().provider(name)
+
+
+def test_an_ib_subscription_update_is_paced(fake: FakeIbGateway, clock: VirtualClock, session: HdiSession) -> None:
+    """More requests than IB allows in 10 minutes: the update waits on the planner's clock instead of being
+    refused (error 162), and the fake gateway, checking IB's rules on the same clock, sees no violation."""
+    settings = session.settings.replace(
+        ib_host="127.0.0.1", ib_port=fake.port, ib_client_id=9, ib_library="ib_async", ib_timeout=5.0
+    )
+    s = _PacedSession(settings, clock)
+    try:
+        es = "ES:FUT:CME:USD:202403"
+        hdi_lab.watch("ib", schema="ohlcv-1m", symbols=es, since="2023-11-01", name="es_ib", session=s)
+        t0 = clock.now()
+        report = hdi_lab.update(until="2024-01-10", session=s)
+        [p] = report.plans
+        assert p.report is not None and p.report.inserted > 0 and not p.report.failed
+        bars = [(t, r) for t, r in fake.sent if r.bar_size == "1 min"]
+        assert len(bars) > 60  # more than one 10-minute window allows
+        assert fake.violations == [] and violations(fake.sent) == []
+        # the 61st request waited for the first to leave the 10-minute window
+        assert bars[60][0] - bars[0][0] >= 600 and clock.now() - t0 >= 600
+        stored = hdi_lab.query("ohlcv-1m", es, "2023-11-01", "2024-01-10", dataset="IB", session=s)
+        assert len(stored) == p.report.inserted
+    finally:
+        s.close()

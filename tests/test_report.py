@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fake_databento import FakeDatabento, Fault
 from helpers import hdi_shell, run_cli
 
 import hdi_lab
@@ -168,7 +169,7 @@ def test_injected_anomalies_are_found(day: HdiSession, hdi_env: dict[str, str], 
     data = json.loads(out)
     assert list(data) == [
         "schema_version", "start", "end", "status", "exit_code", "reasons", "notes", "thresholds", "ingests", "gaps",
-        "quarantine", "conditions", "findings",
+        "quarantine", "conditions", "findings", "subscriptions",
     ]  # fmt: skip
     assert data["schema_version"] == 1 and data["status"] == "red" and data["exit_code"] == 2
     assert data["start"] == f"{DAY}T00:00:00+00:00" and data["end"] == "2024-01-04T00:00:00+00:00"
@@ -279,3 +280,72 @@ class _Page(HTMLParser):
             self.scripts[-1] += data
         else:
             self.text += data
+
+
+# --- what the ingests cost ------------------------------------------------------------------------------------
+
+
+def test_the_estimated_cost_of_what_was_ingested(
+    dbs: HdiSession, fake: FakeDatabento, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Databento chunk logs the gateway's metadata.get_cost of its request; the sample provider gives none."""
+    monkeypatch.chdir(tmp_path)
+    hdi_lab.watch(
+        "databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ESH4", since="2024-03-12", name="es_db",
+        session=dbs,
+    )  # fmt: skip
+    hdi_lab.watch("sample", schema="ohlcv-1m", symbols="NQH4", since="2024-03-12", name="nq_sample", session=dbs)
+    dry = hdi_lab.update(until="2024-03-15", dry_run=True, session=dbs)
+    expected = dry.plans[0].report.cost_usd  # type: ignore[union-attr]  # the dry run's estimate of the same chunks
+    assert expected is not None and expected > 0
+    costs_asked = fake.count("metadata.get_cost")
+    done = hdi_lab.update(until="2024-03-15", session=dbs)
+    assert done.plans[0].report.cost_usd == pytest.approx(expected)  # type: ignore[union-attr]
+    chunks = len(done.plans[0].chunks)
+    # one per chunk fetched, and the limit check's one per schema (the bars, the definitions fetched along)
+    assert fake.count("metadata.get_cost") - costs_asked == chunks + 2
+    logged = hdi_lab.sql("SELECT provider, cost_usd FROM ingest_log ORDER BY id", session=dbs)
+    assert logged[logged["provider"] == "databento"]["cost_usd"].notna().all()
+    assert logged[logged["provider"] == "sample"]["cost_usd"].isna().all()
+
+    found = hdi_lab.report(session=dbs)  # today: the ingests just made
+    assert found.cost_usd == pytest.approx(expected)
+    per_provider = found.ingests.groupby("provider")["cost_usd"].sum(min_count=1)
+    assert per_provider["databento"] == pytest.approx(expected) and pd.isna(per_provider["sample"])
+    subs = found.subscriptions.set_index("subscription")
+    assert subs.loc["es_db", "cost_usd"] == pytest.approx(expected) and pd.isna(subs.loc["nq_sample", "cost_usd"])
+    assert subs.loc["es_db", "chunks"] == chunks and subs.loc["nq_sample", "chunks"] == 3
+
+    code, out, err = run_cli(["report"])
+    assert code in (0, 1), err
+    assert f"estimated cost ${expected:,.2f}" in out and "Ingested per subscription" in out
+    nq_line = next(line for line in out.splitlines() if line.strip().startswith("nq_sample"))
+    assert nq_line.rstrip().endswith("n/a")
+    code, out, err = run_cli(["report", "--format", "json"])
+    data = json.loads(out)
+    assert data["ingests"]["totals"]["cost_usd"] == pytest.approx(expected)
+    by_name = {r["subscription"]: r for r in data["subscriptions"]}
+    assert by_name["es_db"]["cost_usd"] == pytest.approx(expected) and by_name["nq_sample"]["cost_usd"] is None
+    page = tmp_path / "r.html"
+    assert run_cli(["report", "--format", "html", "--output", str(page)])[0] in (0, 1)
+    assert f"Ingested (estimated cost ${expected:,.2f})" in page.read_text()
+
+    empty = hdi_lab.report("2024-01-03", session=dbs)  # nothing ingested that day: no cost to show
+    assert empty.cost_usd is None and empty.to_dict()["ingests"]["totals"]["cost_usd"] is None
+
+
+def test_a_cost_the_vendor_does_not_give_is_unknown_and_the_chunk_stored(
+    dbs: HdiSession, fake: FakeDatabento, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the first chunk fetched (the definitions, fetched first) gets no estimate: 500 outlasts the 2 retries
+    fake.faults += [Fault("metadata.get_cost", status=500) for _ in range(3)]
+    report = hdi_lab.ingest(
+        provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ESH4", start="2024-03-13",
+        end="2024-03-14", allow_cost=True, session=dbs,
+    )  # fmt: skip
+    assert report.inserted > 0
+    logged = hdi_lab.sql("SELECT schema, inserted, cost_usd FROM ingest_log ORDER BY id", session=dbs)
+    assert logged["schema"].tolist() == ["definition", "ohlcv-1m"] and (logged["inserted"] > 0).all()
+    assert pd.isna(logged["cost_usd"].iloc[0]) and logged["cost_usd"].iloc[1] > 0
+    assert "no cost estimate for" in caplog.text
+    assert hdi_lab.report(session=dbs).cost_usd == pytest.approx(logged["cost_usd"].iloc[1])

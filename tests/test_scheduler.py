@@ -198,11 +198,13 @@ def test_a_failed_update_is_retried_with_backoff_and_resumes(
 def test_a_refused_update_is_not_retried(session: HdiSession, caplog: pytest.LogCaptureFixture) -> None:
     _watch(session, cron="* * * * * *")
     caplog.set_level(logging.INFO, logger="hdi_lab")
-    # an until before the subscription's since: nothing to do; a bad cron: not scheduled, said once
+    # an until before the subscription's since: nothing to do; a bad cron (stored before adding checked it, as
+    # an older hdi_lab did): not scheduled, said once
     hdi_lab.watch(
-        "sample", schema="ohlcv-1m", symbols="NQH4", since="2024-01-02", name="nq", options={"cron": "61 * * * *"},
+        "sample", schema="ohlcv-1m", symbols="NQH4", since="2024-01-02", name="nq", options={"cron": "1 * * * *"},
         session=session,
     )  # fmt: skip
+    hdi_lab.sql("UPDATE subscriptions SET options = '{\"cron\": \"61 * * * *\"}' WHERE name = 'nq'", session=session)
     _run_until(session, lambda: "scheduled update done" in caplog.text, until=UNTIL, retries=3, backoff=0.05)
     assert "subscription 2 (nq) is not scheduled: subscription 2 (nq): cron '61 * * * *' is not valid" in caplog.text
     assert "retrying" not in caplog.text

@@ -295,3 +295,52 @@ def test_magic_errors_are_one_line(ip: TestingShell) -> None:
     assert "(add --verbose for the traceback)" in str(info.value)
     with pytest.raises(ValidationError, match="provider='file' reads local files"):
         ip.run_cell(f"%hdi_watch add {MAGIC_ES.replace('sample', 'file')} --verbose")
+
+
+# --- the cron schedule, validated when added ---------------------------------------------------------------
+
+BAD_CRONS = [
+    ("61 * * * *", r"cron '61 \* \* \* \*' is not valid \(.*59.*\): give five cron fields in UTC"),
+    ("0 22 * *", r"cron '0 22 \* \*' has 4 fields: give five cron fields in UTC"),
+    ("30 22 * * funday", r"cron '30 22 \* \* funday' is not valid"),
+    ("", r"cron '' is not a cron expression"),
+]
+
+
+@pytest.mark.parametrize(("cron", "message"), BAD_CRONS)
+def test_a_bad_cron_is_refused_when_added_and_nothing_is_stored(session: HdiSession, cron: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as info:
+        watch(session, cron=cron)
+    assert "e.g. '30 22 * * mon-fri'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValidationError, match=message):
+        watch(session, options={"cron": cron})
+    assert hdi_lab.watches(session=session).empty
+
+
+def test_a_valid_cron_is_stored_as_the_scheduler_reads_it(session: HdiSession) -> None:
+    from hdi_lab.core.scheduler import schedule_of
+
+    sub = watch(session, cron="  30  22 * *   mon-fri ", name="es")
+    assert sub.options == {"cron": "30 22 * * mon-fri"} and schedule_of(sub) == "30 22 * * mon-fri UTC"
+    assert watch(session, options={"cron": "30 22 * * mon-fri"}, name="es") == sub  # the same: nothing new
+    six = watch(session, symbols="NQH4", cron="*/5 * * * * *")
+    assert six.options["cron"] == "*/5 * * * * *"
+    with pytest.raises(ValidationError, match="cron is given twice"):
+        watch(session, symbols="AAPL", cron="0 1 * * *", options={"cron": "0 2 * * *"})
+
+
+@pytest.mark.parametrize(("cron", "message"), BAD_CRONS[:3])
+def test_cli_refuses_a_bad_cron_in_one_line(hdi_env: dict[str, str], cron: str, message: str) -> None:
+    code, out, err = run_cli([*CLI_ES, "--cron", cron])
+    assert (code, out) == (1, "") and err.count("\n") == 1, err
+    assert err.startswith("hdi: error: cron ") and "e.g. '30 22 * * mon-fri'" in err
+    code, out, err = run_cli([*CLI_ES, "--cron", "0 23 * * mon-fri", "--name", "es"])
+    assert code == 0, err
+    assert hdi_lab.watches(session=None)["options"].tolist() == [{"cron": "0 23 * * mon-fri"}]
+
+
+def test_magic_refuses_a_bad_cron(ip: TestingShell) -> None:
+    with pytest.raises(UsageError, match=r"^ValidationError: cron '61 \* \* \* \*' is not valid"):
+        ip.run_cell(f"%hdi_watch add {MAGIC_ES} --cron '61 * * * *'")
+    sub = ip.run_cell(f"%hdi_watch add {MAGIC_ES} --cron '30 22 * * mon-fri'").result
+    assert sub.options == {"cron": "30 22 * * mon-fri"}

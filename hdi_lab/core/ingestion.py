@@ -37,10 +37,10 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.core.validate import UNKNOWN_INSTRUMENT, validate
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import DataFormatError, HdiError, IngestError
-from hdi_lab.providers.base import Fetch, Provider
+from hdi_lab.providers.base import CostSource, Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.storage import conditions as condition_table
-from hdi_lab.storage import load, normalise, quarantine
+from hdi_lab.storage import load, normalise, quarantine, settle
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
 
@@ -212,9 +212,13 @@ def ingest_chunk(
     force: bool = False,
     stores: Iterable[db.DBNStore] | None = None,
     conditions: pd.DataFrame | None = None,
+    planned_at: int | None = None,
 ) -> ChunkResult:
     """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction,
     with its ingest-log row and the vendor's ``conditions`` of its days (see :func:`hdi_lab.core.conditions.seen`).
+    The chunk's lock is held throughout: a concurrent ingest of the same chunk waits, then skips it when it is
+    stored (not forced), or when forced with ``planned_at`` (the last ingest-log id when its plan was made) and
+    another run logged the chunk since (an update planned the same re-fetch twice: once is enough).
 
     Raises DataFormatError (bad bytes, or another schema than planned), StorageError, or what the provider's
     fetch raises; nothing of the chunk is stored then.
@@ -231,6 +235,8 @@ def ingest_chunk(
     with transaction(conn) as cur:
         load.lock_chunk(cur, chunk.key)
         if not force and load.completed(cur, schema_name, [chunk.key]):
+            return ChunkResult(chunk, skipped=True)
+        if force and planned_at is not None and settle.logged_since(cur, schema_name, chunk.key, planned_at):
             return ChunkResult(chunk, skipped=True)
         name = chunk.path or chunk.describe()
         notes: list[str] = []
@@ -249,6 +255,8 @@ def ingest_chunk(
         recovered = _recover(cur, schema_name, brought, name)
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
+        cost = provider.take_cost(chunk) if isinstance(provider, CostSource) else None
+        held = _held(chunk, scope)
         seconds = time.perf_counter() - t0
         result = ChunkResult(
             chunk,
@@ -262,6 +270,8 @@ def ingest_chunk(
             seconds=seconds,
             warnings=tuple(dict.fromkeys(notes)),
             changed=dict(sorted(scope.coverage.changed.items())),
+            cost_usd=cost,
+            held=held,
         )
         log_id = load.insert_log(cur, schema_name, result, force)
         condition_table.insert_conditions(cur, schema_name, log_id, vendor_conditions.chunk_rows(conditions, chunk))
@@ -324,6 +334,22 @@ def _delete_stale(cur: load.Cursor, schema_name: str, chunk: Chunk, scope: _Scop
         scope.dataset,
         sorted(scope.publishers),
     )
+
+
+def _held(chunk: Chunk, scope: _Scope) -> dict[int, int] | None:
+    """The rows the chunk's range holds after it per instrument of its data or its symbols (none for
+    definitions): logged with it, so an update can tell that nothing changed there since (see
+    :mod:`hdi_lab.core.update`). Counted from the rows its loads stored or kept, which are exactly what its range
+    holds once the stale rows are deleted (no query: a count over a fresh range costs a heap fetch per row)."""
+    if chunk.schema is Schema.DEFINITION:
+        return None
+    held = dict.fromkeys(sorted(scope.instruments | {iid for iid, _, _ in scope.mapped}), 0)
+    at = TABLES[chunk.schema].key.index("instrument_id")
+    for keys in scope.coverage.kept:
+        ids, counts = np.unique(keys[at], return_counts=True)
+        for iid, n in zip(ids.tolist(), counts.tolist(), strict=True):
+            held[int(iid)] = held.get(int(iid), 0) + int(n)
+    return held
 
 
 def _spans(chunk: Chunk, scope: _Scope) -> list[load.Span]:

@@ -3,7 +3,8 @@
 :func:`report` gathers, for a window of UTC days (one day by default):
 
 * the ingests finished in it (chunks, rows fetched / inserted / updated / deleted / duplicate / quarantined,
-  duration) per provider, dataset and schema, and per day,
+  duration, estimated cost) per provider, dataset and schema, and per day, and per subscription (its request's
+  chunks, with the definitions fetched along),
 * the gaps left per subscription (:func:`hdi_lab.core.gaps.coverage` over each subscription of
   :mod:`hdi_lab.core.subscriptions`, sessions dated in the window),
 * quarantine entries by rule (open ones, and those created in the window by status),
@@ -14,7 +15,9 @@
 Each finding has a severity (``info``, ``amber``, ``red``); the report's :attr:`Report.status` is the worst
 severity (``green`` without amber or red findings) with the reasons, and :attr:`Report.exit_code` 0 / 1 / 2
 lets cron alert. Thresholds are the fields of :class:`Thresholds`, whose defaults are documented there.
-There is no estimated cost column: the ingest log does not store the estimate a dry run prints.
+The estimated cost is the vendor's estimate of each chunk fetched, logged with it (Databento's
+``metadata.get_cost``): None ("n/a") where no chunk of a group has one (sample, file and IB data; ingests logged
+before schema version 11), the sum of the known ones otherwise.
 """
 
 from __future__ import annotations
@@ -408,6 +411,10 @@ class Report:
     status: str
     reasons: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    # storage.report.SUBSCRIPTION_COLUMNS: the window's ingests per subscription
+    subscriptions: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=list(stored.SUBSCRIPTION_COLUMNS))
+    )
 
     def __repr__(self) -> str:
         days = f"{self.start.date()} to {(self.end - pd.Timedelta(days=1)).date()}"
@@ -423,14 +430,22 @@ class Report:
         """The missing sessions of :attr:`coverage`."""
         return self.coverage[self.coverage["reason"].notna()].reset_index(drop=True)
 
+    @property
+    def cost_usd(self) -> float | None:
+        """The estimated cost of the window's ingests: the sum of the known estimates, None when none is known."""
+        known = pd.to_numeric(self.ingests["cost_usd"], errors="coerce").dropna() if len(self.ingests) else ()
+        return float(sum(known)) if len(known) else None
+
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data, a stable schema (``schema_version`` 1): start, end, status, exit_code,
-        reasons, notes, thresholds, ingests (totals and rows), gaps, quarantine, conditions, findings (counts per
-        check and rows); timestamps as ISO 8601 strings, missing values as null."""
-        totals = {
+        """The report as JSON-ready data, a stable schema (``schema_version`` 1, keys only ever added): start, end,
+        status, exit_code, reasons, notes, thresholds, ingests (totals, ``cost_usd`` among them, and rows),
+        gaps, quarantine, conditions, findings (counts per check and rows), subscriptions (the ingests per
+        subscription); timestamps as ISO 8601 strings, missing values (an unknown cost) as null."""
+        totals: dict[str, Any] = {
             col: _plain(self.ingests[col].sum()) if not self.ingests.empty else 0
             for col in ("chunks", "fetched", "inserted", "updated", "deleted", "duplicates", "quarantined", "seconds")
         }
+        totals["cost_usd"] = self.cost_usd
         serious = self.findings.groupby("check")["count"].sum() if not self.findings.empty else pd.Series(dtype=int)
         return {
             "schema_version": 1,
@@ -449,6 +464,7 @@ class Report:
                 "counts": {check: int(serious.get(check, 0)) for check in CHECKS},
                 "rows": _records(self.findings),
             },
+            "subscriptions": _records(self.subscriptions),
         }
 
 
@@ -607,4 +623,17 @@ def report(
         ]
     )
     status, reasons = status_of(findings)
-    return Report(lo, hi, limits, ingests, coverage, quarantine, conditions, findings, status, reasons, tuple(notes))
+    return Report(
+        lo,
+        hi,
+        limits,
+        ingests,
+        coverage,
+        quarantine,
+        conditions,
+        findings,
+        status,
+        reasons,
+        tuple(notes),
+        stored.subscription_ingests(conn, schema, lo, hi),
+    )

@@ -47,7 +47,7 @@ import pandas as pd
 from hdi_lab import calendars
 from hdi_lab.core import update as updater
 from hdi_lab.core.session import HdiSession
-from hdi_lab.core.subscriptions import Subscription
+from hdi_lab.core.subscriptions import Subscription, cron_fields
 from hdi_lab.errors import ConfigError, HdiError, ValidationError
 from hdi_lab.extras import require
 from hdi_lab.schemas import parse_time
@@ -142,17 +142,11 @@ def trigger_of(sub: Subscription) -> CronTrigger:
 def _cron_fields(sub: Subscription) -> dict[str, str]:
     """The CronTrigger arguments of ``sub``'s schedule. Raises ValidationError for a bad ``cron`` option."""
     cron = sub.options.get("cron")
-    if cron is not None:
-        fields = str(cron).split()
-        names: tuple[str, ...] = ("minute", "hour", "day", "month", "day_of_week")
-        if len(fields) == 6:
-            names = ("second", *names)
-        elif len(fields) != 5:
-            raise ValidationError(
-                f"{sub.label}: cron {cron!r} has {len(fields)} fields: give five (minute hour day month weekday, "
-                "UTC) or six (seconds first)"
-            )
-        return {**dict(zip(names, fields, strict=True)), "timezone": "UTC"}
+    if cron is not None:  # checked when added (subscriptions.check_cron); one stored before is checked here
+        try:
+            return cron_fields(cron)
+        except ValidationError as exc:
+            raise ValidationError(f"{sub.label}: {exc}") from None
     try:
         code = calendars.calendar_for(sub.dataset)
     except ValidationError:

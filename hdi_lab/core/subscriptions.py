@@ -22,6 +22,7 @@ import pandas as pd
 
 from hdi_lab.core.session import PROVIDERS, HdiSession
 from hdi_lab.errors import ValidationError
+from hdi_lab.extras import require
 from hdi_lab.schemas import (
     SCHEMAS,
     IngestRequest,
@@ -36,11 +37,14 @@ from hdi_lab.storage import subscriptions as table
 
 __all__ = [
     "COLUMNS",
+    "CRON_EXAMPLE",
     "DEFAULT_INTERVAL",
     "OPTIONS",
     "Subscription",
     "add",
+    "check_cron",
     "check_options",
+    "cron_fields",
     "frame",
     "list_all",
     "remove",
@@ -54,9 +58,47 @@ OPTIONS = {
     "features": "feature sets recomputed from the first changed bar of the instruments an update changed",
     "interval": "the bar interval of those feature sets (default 1d)",
     "publish": "true: the Feast online store is materialized with them after the update",
+    "cron": "when the scheduler updates it: five cron fields in UTC (default: 30 minutes after the close)",
 }
 #: the ``interval`` of the feature sets when the options do not say
 DEFAULT_INTERVAL = "1d"
+#: a valid ``cron`` option, as the errors about one show it: weekdays at 22:30 UTC
+CRON_EXAMPLE = "30 22 * * mon-fri"
+_CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+_CRON_HELP = (
+    f"give five cron fields in UTC, minute hour day month weekday, e.g. '{CRON_EXAMPLE}' (or six, seconds first)"
+)
+
+
+def cron_fields(cron: object) -> dict[str, str]:
+    """The APScheduler ``CronTrigger`` arguments of a ``cron`` option: five crontab fields (minute hour day month
+    weekday) or six with seconds first, in UTC.
+
+    Raises ValidationError when ``cron`` is no text or has another number of fields."""
+    if not isinstance(cron, str) or not cron.strip():
+        raise ValidationError(f"cron {cron!r} is not a cron expression: {_CRON_HELP}")
+    fields = cron.split()
+    names: tuple[str, ...] = _CRON_FIELDS
+    if len(fields) == 6:
+        names = ("second", *names)
+    elif len(fields) != 5:
+        raise ValidationError(f"cron {cron!r} has {len(fields)} fields: {_CRON_HELP}")
+    return {**dict(zip(names, fields, strict=True)), "timezone": "UTC"}
+
+
+def check_cron(cron: object) -> str:
+    """A ``cron`` option as stored (its fields separated by single spaces), checked as the scheduler will read
+    it (APScheduler's ``CronTrigger``: field ranges, names, steps).
+
+    Raises ValidationError for a bad expression, saying what a valid one looks like; MissingDependency without
+    the ``scheduler`` extra (which reads the option)."""
+    fields = cron_fields(cron)
+    cron_module = require("apscheduler.triggers.cron", "scheduler")
+    try:
+        cron_module.CronTrigger(**fields)
+    except ValueError as exc:
+        raise ValidationError(f"cron {cron!r} is not valid ({exc}): {_CRON_HELP}") from None
+    return " ".join(str(cron).split())
 
 
 @dataclass(frozen=True)
@@ -148,9 +190,11 @@ def _name(name: str | None) -> str | None:
 def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``options`` as stored (a JSON object), the keys of :data:`OPTIONS` checked: ``features`` a list of
     feature-set names (a string of comma-separated names is split), ``interval`` a bar interval, ``publish``
-    a boolean that needs ``features``. Empty ``features`` and a false ``publish`` are left out.
+    a boolean that needs ``features``, ``cron`` a cron expression (:func:`check_cron`). Empty ``features`` and a
+    false ``publish`` are left out.
 
-    Raises ValidationError for options that are not a JSON object or a bad value of those keys."""
+    Raises ValidationError for options that are not a JSON object or a bad value of those keys;
+    MissingDependency for a ``cron`` without the ``scheduler`` extra."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
@@ -170,6 +214,10 @@ def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         opts["features"] = list(dict.fromkeys(n.strip() for n in sets))
     if "interval" in opts:
         check_interval(str(opts["interval"]))
+    if opts.get("cron") is not None:
+        opts["cron"] = check_cron(opts["cron"])
+    else:
+        opts.pop("cron", None)
     publish = opts.pop("publish", False)
     if not isinstance(publish, bool):
         raise ValidationError(f"options publish={publish!r}: give true or false")

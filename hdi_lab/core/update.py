@@ -5,9 +5,32 @@ available range when the vendor says it, else the start of today, UTC):
 
 * ``new``: the chunks no completed ingest holds (never fetched, or deleted since: their ingest-log row gone);
 * ``empty`` / ``partial``: the chunks of the sessions :func:`hdi_lab.core.gaps.gaps` reports covered but
-  empty or partial, re-fetched with force;
+  empty or partial, re-fetched with force, unless *settled* (below);
 * the days :func:`hdi_lab.core.conditions.stale_days` reports (``degraded``, ``pending``, ``missing``,
   ``revised``), re-fetched with force so the vendor's revision lands.
+
+**Settled sessions.** A vendor may simply have no data for a symbol on a session (an illiquid contract, one not
+listed yet or expired) or only part of it: re-fetching would bring the same bytes at every update, at a cost.
+A chunk holding an ``empty`` session is not fetched again when its latest ingest
+
+1. began after the chunk's range ended (so every minute of the session that the chunk holds had passed),
+2. saw the vendor call each UTC day of the chunk ``available`` (providers that report dataset conditions;
+   others skip this), and
+3. left the chunk's range holding, for each instrument of the gap sessions, exactly the rows it holds now
+   (``ingest_log.held``): nothing was removed since, so what the range lacks is what the vendor sent none of.
+   A symbol that maps to no instrument on the session (not listed yet, expired) has nothing to compare.
+
+A ``partial`` session also needs that latest ingest to be a forced re-fetch that changed nothing (inserted,
+updated or deleted no row): a partial session is fetched again once, and settles when that brought nothing.
+Rows removed since (by hand, or a failed restore) change the count and the chunk is fetched again; a vendor
+revision of a settled day (a later ``last_modified_date``) is a ``revised`` day and is fetched whatever the
+rule says. Ingests logged before schema version 11 recorded no ``held`` and settle after one re-fetch. To fetch
+a settled range anyway, ingest it with force (``hdi ingest ... --force``). Each plan lists its settled chunks
+(:attr:`SubscriptionPlan.settled`).
+
+**Concurrent updates.** Each chunk is fetched and loaded under its advisory lock (see
+:func:`hdi_lab.core.ingestion.ingest_chunk`): of two updates running at once, the second waits for the chunk,
+then skips it (a new chunk now stored, or a forced re-fetch another update logged after this one planned).
 
 Every subscription's chunks form one plan: the dry run estimates each chunk and the total cost; a run first
 checks the cost of the whole plan against the limit (refused above it unless ``allow_cost``), then ingests
@@ -32,8 +55,10 @@ from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.errors import CostLimitError, HdiError, ValidationError
 from hdi_lab.providers.base import ConditionSource, Provider, RangeSource
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, Schema, parse_time
-from hdi_lab.storage import load
+from hdi_lab.storage import load, settle
 from hdi_lab.storage.db import transaction
+from hdi_lab.storage.settle import Latest
+from hdi_lab.storage.tables import TABLES
 
 __all__ = [
     "REASONS",
@@ -42,6 +67,7 @@ __all__ = [
     "plan_subscription",
     "plan_update",
     "select",
+    "settled",
     "until_of",
     "update",
 ]
@@ -61,6 +87,8 @@ class SubscriptionPlan:
     chunks: list[Chunk] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # chunk key -> one of REASONS
     notes: list[str] = field(default_factory=list)  # what could not be judged (e.g. no calendar: no gap check)
+    settled: list[Chunk] = field(default_factory=list)  # gap chunks not fetched again: the vendor has no more
+    planned_at: int = 0  # the last ingest-log id when the plan was made (see ingestion.ingest_chunk)
     report: IngestReport | None = None
     # what ran after the update for the instruments it changed (feature computations, publishes: their reports)
     after: list[object] = field(default_factory=list)
@@ -88,7 +116,8 @@ class SubscriptionPlan:
         """One line: the subscription, what was planned and, after a run, what was done."""
         sub = self.subscription
         head = f"{sub.label} {sub.schema} {','.join(sub.symbols)} to {self.until.date()}"
-        notes = "".join(f"; {n}" for n in self.notes)
+        settled = f"; {len(self.settled)} settled (the vendor has no more data)" if self.settled else ""
+        notes = settled + "".join(f"; {n}" for n in self.notes)
         if not self.chunks:
             return f"{head}: up to date{notes}"
         why = ", ".join(f"{n} {r}" for r, n in self.counts().items())
@@ -121,13 +150,14 @@ class UpdateReport:
 
     @property
     def cost_usd(self) -> float | None:
-        """The dry run's total estimated cost (None when no provider gives one)."""
+        """The total estimated cost of the chunks planned (dry run) or fetched (run); None when no provider
+        gives one."""
         costs = [p.report.cost_usd for p in self.plans if p.report is not None and p.report.cost_usd is not None]
         return float(sum(costs)) if costs else None
 
     def frame(self) -> pd.DataFrame:
         """One row per subscription: id, name, until, chunks, one column per reason, and (after a run)
-        fetched, inserted, updated, deleted; (after a dry run) est_records, cost_usd."""
+        fetched, inserted, updated, deleted, cost_usd; (after a dry run) est_records, cost_usd."""
         rows = []
         for p in self.plans:
             row: dict[str, object] = {
@@ -143,6 +173,7 @@ class UpdateReport:
             else:
                 for name in ("fetched", "inserted", "updated", "deleted"):
                     row[name] = getattr(rep, name) if rep else 0
+                row["cost_usd"] = rep.cost_usd if rep else None
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -202,7 +233,19 @@ def _chunk_days(chunk: Chunk) -> list[dt.date]:
     return [epoch + dt.timedelta(days=d) for d in range(first, last + 1)]
 
 
-def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp, notes: list[str]) -> dict[dt.date, str]:
+@dataclass
+class _Gap:
+    """The gap sessions touching one UTC day: their reasons and instruments (None: the symbol maps to none)."""
+
+    reasons: set[str] = field(default_factory=set)
+    instruments: set[int | None] = field(default_factory=set)
+
+    @property
+    def reason(self) -> str:
+        return "empty" if "empty" in self.reasons else "partial"
+
+
+def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp, notes: list[str]) -> dict[dt.date, _Gap]:
     """The UTC days of sessions that are ``empty`` or ``partial`` (``not_ingested`` ones are new chunks).
     Sessions that cannot be judged (a dataset without a known calendar) add a note and no day."""
     try:
@@ -213,15 +256,63 @@ def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp, notes: 
         log.warning("%s: empty or partial sessions not checked: %s", sub.label, exc)
         notes.append(f"empty or partial sessions not checked: {exc}")
         return {}
-    days: dict[dt.date, str] = {}
-    for session_day, reason in zip(found["session"], found["reason"], strict=True):
+    days: dict[dt.date, _Gap] = {}
+    for session_day, reason, iid in zip(found["session"], found["reason"], found["instrument_id"], strict=True):
         if reason == "not_ingested":
             continue
         day = pd.Timestamp(session_day).date()
         # a session's bars may start the UTC day before its date (CME opens the evening before)
         for d in (day - dt.timedelta(days=1), day):
-            days.setdefault(d, str(reason))
+            gap = days.setdefault(d, _Gap())
+            gap.reasons.add(str(reason))
+            gap.instruments.add(None if pd.isna(iid) else int(iid))
     return days
+
+
+def settled(
+    chunk: Chunk,
+    reasons: set[str],
+    held_now: dict[int, int],
+    latest: Latest | None,
+    *,
+    conditions: bool,
+) -> bool:
+    """Whether a chunk holding gap sessions (``reasons``: ``empty``, ``partial``) is settled: not fetched again
+    (the rule is the module's). ``held_now`` is the rows the chunk's range holds now for the gap sessions'
+    instruments, ``latest`` its latest ingest, ``conditions`` whether the provider reports dataset conditions.
+    Raises nothing."""
+    if latest is None or latest.held is None or latest.finished_at < chunk.end:
+        return False
+    if conditions and not set(_chunk_days(chunk)) <= latest.available:
+        return False
+    if any(latest.held.get(iid, 0) != n for iid, n in held_now.items()):
+        return False
+    return "partial" not in reasons or (latest.forced and not latest.changed)
+
+
+def _settled(
+    session: HdiSession, provider: Provider, sub: Subscription, candidates: dict[str, tuple[Chunk, _Gap]]
+) -> set[str]:
+    """The keys of the gap ``candidates`` (key -> chunk and its gap) that are settled (see :func:`settled`)."""
+    if not candidates:
+        return set()
+    conn = session.connection()
+    last = settle.latest(conn, session.schema, list(candidates))
+    ranges = [
+        (key, iid, chunk.start.value, chunk.end.value)
+        for key, (chunk, gap) in candidates.items()
+        for iid in sorted(i for i in gap.instruments if i is not None)
+    ]
+    counts = settle.held_now(conn, session.schema, TABLES[sub.schema], [r[1:] for r in ranges])
+    now: dict[str, dict[int, int]] = {key: {} for key in candidates}
+    for (key, iid, _, _), n in zip(ranges, counts, strict=True):
+        now[key][iid] = n
+    reports = isinstance(provider, ConditionSource)
+    return {
+        key
+        for key, (chunk, gap) in candidates.items()
+        if settled(chunk, gap.reasons, now[key], last.get(key), conditions=reports)
+    }
 
 
 def _stale(session: HdiSession, provider: Provider, sub: Subscription, end: pd.Timestamp) -> dict[dt.date, str]:
@@ -244,21 +335,37 @@ def plan_subscription(
     out = SubscriptionPlan(sub, end)
     if end <= parse_time(sub.since, "since"):
         return out
+    out.planned_at = settle.last_log_id(session.connection(), session.schema)
     chunks = provider.plan(sub.request(end))
     with transaction(session.connection()) as cur:
         done = load.completed(cur, session.schema, [c.key for c in chunks])
-    redo = {} if sub.schema is Schema.DEFINITION else _gap_days(session, sub, end, out.notes)
-    redo.update(_stale(session, provider, sub, end))
+    gap_days = {} if sub.schema is Schema.DEFINITION else _gap_days(session, sub, end, out.notes)
+    stale = _stale(session, provider, sub, end)
+    reasons: dict[str, str] = {}
+    candidates: dict[str, tuple[Chunk, _Gap]] = {}  # gap chunks, unless settled
     for chunk in chunks:
+        days = _chunk_days(chunk)
         if chunk.key not in done:
-            reason: str | None = "new"
+            reasons[chunk.key] = "new"
         elif chunk.companion:  # definitions fetched along: the gaps and conditions judged are the data's
-            reason = None
-        else:
-            reason = next((redo[d] for d in _chunk_days(chunk) if d in redo), None)
-        if reason is not None:
+            continue
+        elif any(d in stale for d in days):  # a vendor revision is fetched whatever the gaps say
+            reasons[chunk.key] = next(stale[d] for d in days if d in stale)
+        elif any(d in gap_days for d in days):
+            gap = _Gap()
+            for d in days:
+                if d in gap_days:
+                    gap.reasons |= gap_days[d].reasons
+                    gap.instruments |= gap_days[d].instruments
+            candidates[chunk.key] = (chunk, gap)
+            reasons[chunk.key] = gap.reason
+    calm = _settled(session, provider, sub, candidates)
+    for chunk in chunks:
+        if chunk.key in calm:
+            out.settled.append(chunk)
+        elif chunk.key in reasons:
             out.chunks.append(chunk)
-            out.reasons[chunk.key] = reason
+            out.reasons[chunk.key] = reasons[chunk.key]
     return out
 
 
@@ -355,7 +462,12 @@ def _run(session: HdiSession, provider: Provider, p: SubscriptionPlan) -> Ingest
     forced = p.forced
     for chunk in p.chunks:
         result: ChunkResult = ingestion.ingest_chunk(
-            session, provider, chunk, force=chunk.key in forced, conditions=seen.get(chunk.dataset)
+            session,
+            provider,
+            chunk,
+            force=chunk.key in forced,
+            conditions=seen.get(chunk.dataset),
+            planned_at=p.planned_at,
         )
         rep.chunks.append(result)
         log.info("%s %s (%s): %s", p.subscription.label, chunk.describe(), p.reasons[chunk.key], result.outcome)

@@ -6,7 +6,7 @@ computed all at once (:mod:`hdi_lab.indicators`) and stored with their new state
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +129,7 @@ def compute(
     max_gap: str | pd.Timedelta | None = None,
     adjust: str | None = None,
     view: str | None = None,
+    instruments: Collection[int] | None = None,
     session: HdiSession | None = None,
 ) -> FeatureReport:
     """Compute ``set_name`` for the bars of ``symbols`` whose open lies in ``[start, end)`` and store it.
@@ -138,7 +139,9 @@ def compute(
     previous computation when ``start`` follows it, else computed from the first bar (see
     :mod:`hdi_lab.features`). Only rows in the range are written, idempotently. Returns a
     :class:`FeatureReport` (``resumed``: instruments continued from their state; ``largest_gap``
-    is over the bars read, only the window for those).
+    is over the bars read, only the window for those). ``instruments`` (ids) limits the computation to
+    those of the symbols' instruments (a continuous symbol's contracts whose bars changed, say; the contracts'
+    own bars, without ``adjust``).
 
     ``adjust`` (``none``, ``difference``, ``ratio``) computes over the back-adjusted continuous series of
     continuous symbols (``ES.c.0``, ``ES.v.0``, ``ES.n.0``) instead, in the ``view`` ``research`` (default:
@@ -166,7 +169,8 @@ def compute(
             session,
             lambda s: _SeriesComputation(s, fs, syms, interval, lo, hi, dataset, gap_limit, how, seen, var).run(),
         )
-    return with_session(session, lambda s: _Computation(s, fs, syms, interval, lo, hi, dataset, gap_limit).run())
+    only = None if instruments is None else frozenset(int(i) for i in instruments)
+    return with_session(session, lambda s: _Computation(s, fs, syms, interval, lo, hi, dataset, gap_limit, only).run())
 
 
 @dataclass(frozen=True)
@@ -261,8 +265,10 @@ class _Computation:
         hi: pd.Timestamp,
         dataset: str | None,
         gap_limit: pd.Timedelta | None,
+        only: frozenset[int] | None = None,
     ) -> None:
         self.session, self.fs, self.syms, self.interval = session, fs, syms, interval
+        self.only = only  # the instruments to compute (None: every one of the symbols)
         self.lo, self.hi, self.dataset, self.gap_limit = lo, hi, dataset, gap_limit
         self.cols = fs.resolved
         self.inputs = tuple(dict.fromkeys(i for c in self.cols for i in c.inputs))
@@ -316,10 +322,17 @@ class _Computation:
             self.context,
         )
         usable = (usable_state(s, len(self.layout), self.context) for s in stored)
-        return {s.saved.instrument_id: s for s in usable if s is not None}
+        return {
+            s.saved.instrument_id: s
+            for s in usable
+            if s is not None and (self.only is None or s.saved.instrument_id in self.only)
+        }
 
     def _bars(self, start: pd.Timestamp) -> pd.DataFrame:
-        return read_bars(self.session, self.interval, self.syms, start, self.hi, self.dataset, self.inputs)
+        bars = read_bars(self.session, self.interval, self.syms, start, self.hi, self.dataset, self.inputs)
+        if self.only is None:
+            return bars
+        return bars[bars["instrument_id"].isin(self.only)]
 
     def _computed(self, triage: _Triage) -> _Output:
         out = _Output(INTERVALS[self.interval] * 1_000_000_000)

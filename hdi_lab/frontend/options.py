@@ -346,6 +346,12 @@ OPTIONS: dict[str, Option] = {
     "watch_publish": Option(
         ("--publish",), action="store_true", help="after an update, load the Feast online store with --features"
     ),
+    "watch_cron": Option(
+        ("--cron",),
+        metavar="'M H DOM MON DOW'",
+        help="when `hdi scheduler run` updates it: five cron fields in UTC, e.g. '30 22 * * mon-fri' "
+        "(default: 30 minutes after the exchange's close)",
+    ),
     # updates
     "update_targets": Option(
         ("targets",), nargs="*", metavar="ID|NAME", help="subscriptions to update, by id or name (default: all)"
@@ -484,6 +490,7 @@ WATCH: tuple[OptionRef, ...] = (
     "watch_features",
     option("interval").but(default=None, help="the bar interval of --features (default 1d)"),
     "watch_publish",
+    "watch_cron",
 )
 #: ``%hdi_watch ACTION [ID|NAME] [add's options]``: one parser for every action, so the target may be left out
 #: (``hdi watch remove ID|NAME`` requires it)
@@ -624,7 +631,7 @@ def watch(args: argparse.Namespace, session: HdiSession) -> tuple[Subscription, 
     request = make_request(
         args.provider, schema=args.schema, symbols=args.symbols, dataset=args.dataset, stype_in=args.stype_in
     )
-    given = {"features": args.features, "interval": args.interval, "publish": args.publish or None}
+    given = {"features": args.features, "interval": args.interval, "publish": args.publish or None, "cron": args.cron}
     opts = validate_options({k: v for k, v in given.items() if v is not None})
     return subscriptions.add(session, request, args.since, name=args.name, options=opts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,20 @@ def _days(report: Report) -> str:
     return str(first) if first == last else f"{first} to {last}"
 
 
+def _cost(value: object) -> str:
+    """A cost in USD as the report shows it: ``$0.36``, ``n/a`` when unknown."""
+    if not isinstance(value, int | float) or math.isnan(value):  # None, pandas' missing values, NaN
+        return "n/a"
+    return f"${float(value):,.2f}"
+
+
+def _costs(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``cost_usd`` column shown as :func:`_cost` does."""
+    if frame.empty or "cost_usd" not in frame:
+        return frame
+    return frame.assign(cost_usd=[_cost(v) for v in frame["cost_usd"]])
+
+
 def _table(frame: pd.DataFrame) -> str:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         return frame.to_string(index=False) if len(frame) else "(none)"
@@ -78,13 +93,16 @@ def render_text(report: Report) -> str:
     ingested = (
         f"Ingested: {t['chunks']} chunks, {t['fetched']} rows fetched, {t['inserted']} inserted, {t['updated']} "
         f"updated, {t['deleted']} deleted, {t['duplicates']} duplicates, {t['quarantined']} quarantined in "
-        f"{t['seconds']:.1f} s"
+        f"{t['seconds']:.1f} s, estimated cost {_cost(t['cost_usd'])}"
     )
     counted = ", ".join(f"{k} {v}" for k, v in data["findings"]["counts"].items() if v)
     lines += [
         "",
         ingested,
-        _table(report.ingests),
+        _table(_costs(report.ingests)),
+        "",
+        "Ingested per subscription",
+        _table(_costs(report.subscriptions)),
         "",
         f"Gaps left per subscription: {len(report.gaps)}",
         _table(report.gaps.assign(session=pd.DatetimeIndex(report.gaps["session"]).date)),
@@ -164,7 +182,8 @@ def render_html(report: Report) -> str:
     esc = html.escape
     color = _COLORS[report.status]
     sections = [
-        ("Ingested", _html_table(report.ingests)),
+        (f"Ingested (estimated cost {_cost(report.cost_usd)})", _html_table(_costs(report.ingests))),
+        ("Ingested per subscription", _html_table(_costs(report.subscriptions))),
         ("Gaps left per subscription", _html_table(report.gaps)),
         ("Quarantine by rule", _html_table(report.quarantine)),
         ("Vendor conditions", _html_table(report.conditions)),

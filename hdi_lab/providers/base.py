@@ -27,6 +27,7 @@ __all__ = [
     "SPARSE",
     "ConditionSource",
     "CostEstimate",
+    "CostSource",
     "Fetch",
     "LocalProvider",
     "Provider",
@@ -172,6 +173,16 @@ class ConditionSource(Protocol):
         ``condition`` (one of :data:`CONDITIONS`) and ``last_modified_date`` (NaT when missing).
 
         Raises ProviderError when the vendor refuses or fails."""
+        ...
+
+
+@runtime_checkable
+class CostSource(Protocol):
+    """A provider whose vendor estimates what fetching a chunk costs."""
+
+    def take_cost(self, chunk: Chunk) -> float | None:
+        """The vendor's estimated cost (USD) of the fetch of ``chunk`` just made, None when it could not be had;
+        forgotten once taken (the ingest logs it with the chunk). Raises nothing."""
         ...
 
 

@@ -513,12 +513,13 @@ def completed(cur: Cursor, schema: str, keys: Sequence[str]) -> set[str]:
 
 
 def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> int:
+    """Log a committed chunk (its counts, estimated cost and the rows its range held); returns the log id."""
     c = result.chunk
     log = quote(cur.connection, schema, "ingest_log")
     cur.execute(
         f"INSERT INTO {log} (chunk_key, provider, dataset, schema, stype_in, symbols, "
         "start_ts, end_ts, source, fetched, inserted, updated, duplicates, deleted, quarantined, seconds, forced, "
-        f"warnings) VALUES ({', '.join(['%s'] * 17)}, %s::text[]) RETURNING id",
+        f"warnings, cost_usd, held) VALUES ({', '.join(['%s'] * 17)}, %s::text[], %s, %s) RETURNING id",
         (
             c.key,
             c.provider,
@@ -538,6 +539,8 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
             result.seconds,
             forced,
             list(result.warnings),
+            result.cost_usd,
+            None if result.held is None else psycopg2.extras.Json({str(k): v for k, v in sorted(result.held.items())}),
         ),
     )
     return int(one(cur)[0])

@@ -17,11 +17,13 @@ __all__ = [
     "INGEST_COLUMNS",
     "QUARANTINE_COLUMNS",
     "QUOTE_COLUMNS",
+    "SUBSCRIPTION_COLUMNS",
     "bars",
     "conditions",
     "ingests",
     "quarantine",
     "quotes",
+    "subscription_ingests",
 ]
 
 #: the columns of :func:`ingests`
@@ -38,6 +40,21 @@ INGEST_COLUMNS = (
     "duplicates",
     "quarantined",
     "seconds",
+    "cost_usd",
+)
+#: the columns of :func:`subscription_ingests`
+SUBSCRIPTION_COLUMNS = (
+    "subscription",
+    "provider",
+    "dataset",
+    "schema",
+    "chunks",
+    "fetched",
+    "inserted",
+    "updated",
+    "deleted",
+    "seconds",
+    "cost_usd",
 )
 #: the columns of :func:`quarantine`
 QUARANTINE_COLUMNS = ("rule", "open", "resolved", "superseded")
@@ -56,8 +73,8 @@ def _frame(cur: psycopg2.extensions.cursor, columns: tuple[str, ...]) -> pd.Data
 
 def ingests(conn: psycopg2.extensions.connection, schema: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
     """The ingest log's chunks finished in ``[lo, hi)`` summed per UTC day (of finishing), provider, dataset and
-    schema
-    (:data:`INGEST_COLUMNS`; ``seconds`` is the chunks' total duration).
+    schema (:data:`INGEST_COLUMNS`; ``seconds`` is the chunks' total duration, ``cost_usd`` the sum of their
+    estimated costs, NULL when no chunk of the group has one).
 
     Raises StorageError when the database fails."""
     log = quote(conn, schema, "ingest_log")
@@ -67,11 +84,37 @@ def ingests(conn: psycopg2.extensions.connection, schema: str, lo: pd.Timestamp,
             "sum(fetched)::bigint AS fetched, "
             "sum(inserted)::bigint AS inserted, sum(updated)::bigint AS updated, sum(deleted)::bigint AS deleted, "
             "sum(duplicates)::bigint AS duplicates, sum(quarantined)::bigint AS quarantined, "
-            f"sum(seconds)::float8 AS seconds FROM {log} WHERE finished_at >= %s AND finished_at < %s "
+            "sum(seconds)::float8 AS seconds, sum(cost_usd)::float8 AS cost_usd "
+            f"FROM {log} WHERE finished_at >= %s AND finished_at < %s "
             "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
             (lo, hi),
         )
         return _frame(cur, INGEST_COLUMNS)
+
+
+def subscription_ingests(
+    conn: psycopg2.extensions.connection, schema: str, lo: pd.Timestamp, hi: pd.Timestamp
+) -> pd.DataFrame:
+    """The chunks finished in ``[lo, hi)`` of each subscription's request (same provider, dataset, stype_in and
+    symbols; its schema, and the definitions fetched along with it), summed per subscription
+    (:data:`SUBSCRIPTION_COLUMNS`; ``subscription`` its name, else its id; ``cost_usd`` NULL when no chunk has
+    an estimate). Subscriptions with no such chunk have no row.
+
+    Raises StorageError when the database fails."""
+    log, subs = quote(conn, schema, "ingest_log"), quote(conn, schema, "subscriptions")
+    with transaction(conn) as cur:
+        cur.execute(
+            "SELECT coalesce(s.name, s.id::text) AS subscription, s.provider, s.dataset, s.schema, "
+            "count(*) AS chunks, sum(l.fetched)::bigint AS fetched, sum(l.inserted)::bigint AS inserted, "
+            "sum(l.updated)::bigint AS updated, sum(l.deleted)::bigint AS deleted, "
+            "sum(l.seconds)::float8 AS seconds, sum(l.cost_usd)::float8 AS cost_usd "
+            f"FROM {subs} s JOIN {log} l ON l.provider = s.provider AND l.dataset = s.dataset "
+            "AND l.stype_in = s.stype_in AND l.symbols @> s.symbols AND l.symbols <@ s.symbols "
+            "AND l.schema IN (s.schema, 'definition') "
+            "WHERE l.finished_at >= %s AND l.finished_at < %s GROUP BY s.id ORDER BY s.id",
+            (lo, hi),
+        )
+        return _frame(cur, SUBSCRIPTION_COLUMNS)
 
 
 def quarantine(conn: psycopg2.extensions.connection, schema: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:

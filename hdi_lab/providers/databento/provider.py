@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import logging
 import re
 import tempfile
 import threading
@@ -30,7 +31,7 @@ from databento_dbn import DBNError
 from hdi_lab import dbn
 from hdi_lab.config import Settings
 from hdi_lab.dbn.writer import record_dtype
-from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, ValidationError
+from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, HdiError, ValidationError
 from hdi_lab.providers.base import CONDITIONS, CostEstimate, Fetch, plan_chunks
 from hdi_lab.providers.databento.http import Caller, close_abandoned_files
 from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
@@ -44,6 +45,8 @@ __all__ = [
     "validate_dataset",
     "validate_symbols",
 ]
+
+log = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
 _PARENT = re.compile(r"^[^.\s]+\.(FUT|OPT|SPOT|MLEG)$")
@@ -146,6 +149,7 @@ class DatabentoProvider:
         self.settings = settings
         self._client: db.Historical | None = None
         self._warnings: dict[str, list[str]] = {}
+        self._costs: dict[str, float | None] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -312,6 +316,9 @@ class DatabentoProvider:
                 ) from None
             with self._lock:
                 self._warnings.setdefault(chunk.key, []).extend(caller.warnings)
+            cost = self._chunk_cost(chunk, args)
+            with self._lock:
+                self._costs[chunk.key] = cost
             try:
                 yield store
             finally:
@@ -319,6 +326,22 @@ class DatabentoProvider:
 
     def close(self) -> None:
         """Nothing to release: each call is one HTTP request."""
+
+    def _chunk_cost(self, chunk: Chunk, args: dict[str, Any]) -> float | None:
+        """``metadata.get_cost`` of the chunk's request (what was just fetched), None when the vendor does not
+        answer with a number: a missing estimate is logged, it never fails the chunk."""
+        caller, client = self.caller(), self.client()
+        try:
+            return float(caller("metadata.get_cost", lambda: client.metadata.get_cost(**args)))
+        except (HdiError, TypeError, ValueError) as exc:
+            log.warning("no cost estimate for %s: %s", chunk.describe(), exc)
+            return None
+
+    def take_cost(self, chunk: Chunk) -> float | None:
+        """The estimated cost of the last fetch of ``chunk`` (``metadata.get_cost`` of its request), None when
+        the vendor gave none; forgotten once taken."""
+        with self._lock:
+            return self._costs.pop(chunk.key, None)
 
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """The vendor's warnings (``X-Warning``, e.g. partial resolution) for a fetched chunk."""
