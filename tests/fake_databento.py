@@ -2,6 +2,7 @@
 
 It speaks the endpoints the client calls (``POST /v0/timeseries.get_range`` streaming zstd DBN,
 ``/v0/symbology.resolve``, ``/v0/metadata.get_cost``, ``/v0/metadata.get_record_count``,
+``GET /v0/metadata.list_unit_prices`` (per schema, priced so that records x record size x price = get_cost),
 ``GET /v0/metadata.get_dataset_range``, ``GET /v0/metadata.get_dataset_condition``, Basic auth
 with the key as user) and serves the offline sample provider's universe as real DBN bytes,
 filtered by the request's symbols, stype_in and [start, end). Faults are queued per endpoint.
@@ -315,6 +316,10 @@ class _Handler(BaseHTTPRequestHandler):
             return fake.resolve(p)
         if endpoint in ("metadata.get_cost", "metadata.get_record_count"):
             return fake.metadata(endpoint, p)
+        if endpoint == "metadata.list_unit_prices":  # USD per GB of uncompressed DBN, as get_cost charges
+            prices = {str(sch): fake.usd_per_record * 1e9 / record_dtype(sch).itemsize for sch in Schema}
+            modes = [{"mode": m, "unit_prices": prices} for m in ("historical", "historical-streaming", "live")]
+            return 200, {"Content-Type": "application/json"}, json.dumps(modes).encode()
         if endpoint == "metadata.get_dataset_condition":
             return fake.dataset_condition(p)
         if endpoint == "metadata.get_dataset_range":

@@ -288,7 +288,8 @@ class _Page(HTMLParser):
 def test_the_estimated_cost_of_what_was_ingested(
     dbs: HdiSession, fake: FakeDatabento, hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each Databento chunk logs the gateway's metadata.get_cost of its request; the sample provider gives none."""
+    """Each Databento chunk logs its cost (its records at the dataset's unit price: the dry run's get_cost of the
+    same chunks); the sample provider gives none."""
     monkeypatch.chdir(tmp_path)
     hdi_lab.watch(
         "databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ESH4", since="2024-03-12", name="es_db",
@@ -301,9 +302,11 @@ def test_the_estimated_cost_of_what_was_ingested(
     costs_asked = fake.count("metadata.get_cost")
     done = hdi_lab.update(until="2024-03-15", session=dbs)
     assert done.plans[0].report.cost_usd == pytest.approx(expected)  # type: ignore[union-attr]
+    # priced from the dataset's unit prices, asked once: no request per chunk (only the limit check's one per
+    # schema: the bars and the definitions fetched along)
+    assert fake.count("metadata.get_cost") - costs_asked == 2
+    assert fake.count("metadata.list_unit_prices") == 1
     chunks = len(done.plans[0].chunks)
-    # one per chunk fetched, and the limit check's one per schema (the bars, the definitions fetched along)
-    assert fake.count("metadata.get_cost") - costs_asked == chunks + 2
     logged = hdi_lab.sql("SELECT provider, cost_usd FROM ingest_log ORDER BY id", session=dbs)
     assert logged[logged["provider"] == "databento"]["cost_usd"].notna().all()
     assert logged[logged["provider"] == "sample"]["cost_usd"].isna().all()
@@ -337,8 +340,8 @@ def test_the_estimated_cost_of_what_was_ingested(
 def test_a_cost_the_vendor_does_not_give_is_unknown_and_the_chunk_stored(
     dbs: HdiSession, fake: FakeDatabento, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # the first chunk fetched (the definitions, fetched first) gets no estimate: 500 outlasts the 2 retries
-    fake.faults += [Fault("metadata.get_cost", status=500) for _ in range(3)]
+    # no unit prices for the dataset: 500 outlasts the 2 retries, so no chunk of this run gets an estimate
+    fake.faults += [Fault("metadata.list_unit_prices", status=500) for _ in range(3)]
     report = hdi_lab.ingest(
         provider="databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="ESH4", start="2024-03-13",
         end="2024-03-14", allow_cost=True, session=dbs,
@@ -346,6 +349,7 @@ def test_a_cost_the_vendor_does_not_give_is_unknown_and_the_chunk_stored(
     assert report.inserted > 0
     logged = hdi_lab.sql("SELECT schema, inserted, cost_usd FROM ingest_log ORDER BY id", session=dbs)
     assert logged["schema"].tolist() == ["definition", "ohlcv-1m"] and (logged["inserted"] > 0).all()
-    assert pd.isna(logged["cost_usd"].iloc[0]) and logged["cost_usd"].iloc[1] > 0
-    assert "no cost estimate for" in caplog.text
-    assert hdi_lab.report(session=dbs).cost_usd == pytest.approx(logged["cost_usd"].iloc[1])
+    assert logged["cost_usd"].isna().all()
+    assert "no unit prices for GLBX.MDP3" in caplog.text
+    assert fake.count("metadata.list_unit_prices") == 3  # asked once (with its retries), not once per chunk
+    assert hdi_lab.report(session=dbs).cost_usd is None

@@ -255,7 +255,7 @@ def ingest_chunk(
         recovered = _recover(cur, schema_name, brought, name)
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
-        cost = provider.take_cost(chunk) if isinstance(provider, CostSource) else None
+        cost = provider.cost_of(chunk, counts["fetched"]) if isinstance(provider, CostSource) else None
         held = _held(chunk, scope)
         seconds = time.perf_counter() - t0
         result = ChunkResult(

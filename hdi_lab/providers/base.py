@@ -178,11 +178,11 @@ class ConditionSource(Protocol):
 
 @runtime_checkable
 class CostSource(Protocol):
-    """A provider whose vendor estimates what fetching a chunk costs."""
+    """A provider whose vendor prices what fetching a chunk costs."""
 
-    def take_cost(self, chunk: Chunk) -> float | None:
-        """The vendor's estimated cost (USD) of the fetch of ``chunk`` just made, None when it could not be had;
-        forgotten once taken (the ingest logs it with the chunk). Raises nothing."""
+    def cost_of(self, chunk: Chunk, records: int) -> float | None:
+        """The estimated cost (USD) of the fetch of ``chunk`` just made, which brought ``records`` records; None
+        when it could not be had (the ingest logs it with the chunk). Raises nothing."""
         ...
 
 

@@ -149,7 +149,7 @@ class DatabentoProvider:
         self.settings = settings
         self._client: db.Historical | None = None
         self._warnings: dict[str, list[str]] = {}
-        self._costs: dict[str, float | None] = {}
+        self._prices: dict[str, dict[str, float]] = {}  # dataset -> schema -> USD per GB
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -316,9 +316,6 @@ class DatabentoProvider:
                 ) from None
             with self._lock:
                 self._warnings.setdefault(chunk.key, []).extend(caller.warnings)
-            cost = self._chunk_cost(chunk, args)
-            with self._lock:
-                self._costs[chunk.key] = cost
             try:
                 yield store
             finally:
@@ -327,21 +324,29 @@ class DatabentoProvider:
     def close(self) -> None:
         """Nothing to release: each call is one HTTP request."""
 
-    def _chunk_cost(self, chunk: Chunk, args: dict[str, Any]) -> float | None:
-        """``metadata.get_cost`` of the chunk's request (what was just fetched), None when the vendor does not
-        answer with a number: a missing estimate is logged, it never fails the chunk."""
-        caller, client = self.caller(), self.client()
-        try:
-            return float(caller("metadata.get_cost", lambda: client.metadata.get_cost(**args)))
-        except (HdiError, TypeError, ValueError) as exc:
-            log.warning("no cost estimate for %s: %s", chunk.describe(), exc)
-            return None
+    def cost_of(self, chunk: Chunk, records: int) -> float | None:
+        """What fetching ``records`` records of ``chunk`` cost: their uncompressed DBN bytes (what Databento bills a
+        request by) at the unit price of the chunk's schema (``metadata.list_unit_prices``, asked once per dataset
+        and provider: no request per chunk); None when the vendor gives no price, which is logged and never fails
+        the chunk."""
+        price = self._unit_price(chunk.dataset, chunk.schema)
+        return None if price is None else records * record_dtype(chunk.schema).itemsize * price / 1e9
 
-    def take_cost(self, chunk: Chunk) -> float | None:
-        """The estimated cost of the last fetch of ``chunk`` (``metadata.get_cost`` of its request), None when
-        the vendor gave none; forgotten once taken."""
+    def _unit_price(self, dataset: str, schema: Schema) -> float | None:
         with self._lock:
-            return self._costs.pop(chunk.key, None)
+            if dataset in self._prices:
+                return self._prices[dataset].get(str(schema))
+        caller, client = self.caller(), self.client()
+        prices: dict[str, float] = {}
+        try:
+            modes = caller("metadata.list_unit_prices", lambda: client.metadata.list_unit_prices(dataset=dataset))
+            by_mode = {m["mode"]: m["unit_prices"] for m in modes}
+            prices = {k: float(v) for k, v in by_mode.get("historical-streaming", by_mode["historical"]).items()}
+        except (HdiError, KeyError, TypeError, ValueError) as exc:
+            log.warning("no unit prices for %s, so no cost estimate for its chunks: %s", dataset, exc)
+        with self._lock:
+            self._prices[dataset] = prices
+        return prices.get(str(schema))
 
     def take_warnings(self, chunk: Chunk) -> list[str]:
         """The vendor's warnings (``X-Warning``, e.g. partial resolution) for a fetched chunk."""

@@ -1,7 +1,7 @@
 -- hdi_lab schema, version 11: what each chunk cost and what it left stored.
 --
--- cost_usd: the vendor's estimated cost of fetching the chunk (Databento's metadata.get_cost of the chunk's
--- request), NULL when the provider gives none (sample, file, IB) or the estimate could not be had. The daily
+-- cost_usd: the vendor's estimated cost of fetching the chunk (Databento: its records' bytes at the dataset's
+-- unit price), NULL when the provider gives none (sample, file, IB) or the estimate could not be had. The daily
 -- report sums it per provider and subscription.
 ALTER TABLE {s}.ingest_log ADD COLUMN cost_usd double precision CHECK (cost_usd IS NULL OR cost_usd >= 0);
 
