@@ -13,13 +13,18 @@ backfill plan: target < 5 s.
    nothing to do; it reads the same counts rows as one over real 1-minute bars would.
 3. dry run: ``hdi_lab.update(dry_run=True)`` of 4 sample subscriptions (AAPL, MSFT, NVDA 1-minute, AAPL
    1-hour) over ``--years`` years with nothing stored: every chunk planned and estimated, nothing fetched.
+4. the same dry run of 2 Databento subscriptions (ESH4, NQH4 1-minute, with their definitions) through the local
+   TLS fake gateway (tests/fake_databento.py): the vendor's estimates are asked per span of contiguous chunks
+   (``hdi_lab.core.plan.estimate``), 2 x 2 requests per subscription instead of 2 per chunk.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +33,7 @@ import psycopg2
 import psycopg2.extras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import common
 from common import Row
@@ -175,6 +181,51 @@ def run_dry(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def run_dry_databento(args: argparse.Namespace) -> list[Row]:
+    from fake_databento import KEY, FakeDatabento
+
+    from hdi_lab.config import load_settings
+    from hdi_lab.core.session import HdiSession
+
+    until = LARGE_SINCE + pd.DateOffset(years=args.years)
+    with (
+        tempfile.TemporaryDirectory(prefix="hdi-bench-fake-") as tmp,
+        common.database(args.database_url) as url,
+        common.fresh_schema(url, "bench_update_dry_db") as sch,
+    ):
+        fake = FakeDatabento(Path(tmp))
+        os.environ["REQUESTS_CA_BUNDLE"] = str(fake.ca_path)  # a bench process: the fake's CA trusted
+        values = {"database_url": url, "db_schema": sch, "databento_api_key": KEY, "databento_gateway": fake.url}
+        sess = HdiSession(load_settings(values, environ={}))
+        for sym in ("ESH4", "NQH4"):
+            hdi_lab.watch(
+                "databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols=sym, since=LARGE_SINCE, session=sess
+            )
+        planned: list[int] = []
+
+        def dry() -> object:
+            report = hdi_lab.update(until=until, dry_run=True, session=sess)
+            planned.append(sum(len(p.chunks) for p in report.plans))
+            return report
+
+        try:
+            timing = common.best_of(dry, args.repeat)
+            asked = fake.count("metadata.get_cost") + fake.count("metadata.get_record_count")
+        finally:
+            sess.close()
+            fake.close()
+    return [
+        Row(
+            BENCH,
+            f"hdi_lab.update dry run: 2 Databento subscriptions x {args.years} years < 5 s",
+            f"{timing.best:.2f}s",
+            5.0 / timing.best,
+            1.0,
+            f"{planned[-1]:,} chunks; {asked // args.repeat} vendor estimate requests a run (fake gateway)",
+        )
+    ]
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     n = min(args.subscriptions, len(SYMBOLS))
     until = SINCE + pd.Timedelta(days=args.days)
@@ -218,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large", type=int, default=20, help="subscriptions of the large set (default 20, at most 21)")
     p.add_argument("--years", type=int, default=5, help="years of the large set and the dry run (default 5)")
     args = p.parse_args(argv)
-    rows = run(args) + run_large(args) + run_dry(args)
+    rows = run(args) + run_large(args) + run_dry(args) + run_dry_databento(args)
     common.print_table(rows, f"update: {args.subscriptions} subscriptions x {args.days} days, up to date")
     common.write_json(args.json, rows)
     return 0

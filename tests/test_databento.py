@@ -449,6 +449,33 @@ def test_live_databento_smoke(session: HdiSession) -> None:
 # --- front ends ------------------------------------------------------------------------------------
 
 
+def test_a_long_dry_run_is_estimated_per_span(dbs: HdiSession, fake: FakeDatabento) -> None:
+    """More than SPAN_AFTER daily chunks: two vendor requests per run of contiguous chunks, not two per chunk; the
+    totals are the vendor's, each chunk's share by its length, and they add up to what per-chunk requests give."""
+    from hdi_lab.core.plan import SPAN_AFTER
+
+    start, end = pd.Timestamp("2023-12-01", tz="UTC"), pd.Timestamp("2024-02-15", tz="UTC")
+    days = (end - start).days
+    assert days > SPAN_AFTER
+    report = _ingest(dbs, start=start, end=end, dry_run=True)
+    bars = [r for r in report.chunks if r.chunk.schema == Schema.OHLCV_1M]
+    assert len(bars) == days
+    # one span per schema (the bars, the definitions fetched along): 2 x (record count + cost)
+    assert fake.count("metadata.get_record_count") == 2 and fake.count("metadata.get_cost") == 2
+    served = fake.records(
+        {"dataset": GLBX, "schema": "ohlcv-1m", "stype_in": "raw_symbol", "symbols": "ESH4",
+         "start": str(start.date()), "end": str(end.date())}
+    )  # fmt: skip
+    assert sum(r.fetched for r in bars) == len(served) > 0
+    assert sum(r.cost_usd or 0.0 for r in bars) == pytest.approx(len(served) * fake.usd_per_record)
+    assert {r.fetched for r in bars} <= {len(served) // days, len(served) // days + 1}  # shared by length
+    assert "together" in bars[0].warnings[0] and not bars[1].warnings
+    # the per-chunk path (a short plan) gives the same total for the same days
+    short = sum(_ingest(dbs, start=d, end=d + pd.Timedelta(days=1), dry_run=True).fetched
+                for d in pd.date_range(start, end, freq="D", inclusive="left"))  # fmt: skip
+    assert short == len(served)
+
+
 def test_cli_dry_run_and_allow_cost(
     hdi_env: dict[str, str], fake: FakeDatabento, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -32,6 +32,7 @@ __all__ = [
     "LocalProvider",
     "Provider",
     "RangeSource",
+    "SpanEstimator",
     "plan_chunks",
 ]
 
@@ -173,6 +174,18 @@ class ConditionSource(Protocol):
         ``condition`` (one of :data:`CONDITIONS`) and ``last_modified_date`` (NaT when missing).
 
         Raises ProviderError when the vendor refuses or fails."""
+        ...
+
+
+@runtime_checkable
+class SpanEstimator(Protocol):
+    """A provider whose vendor estimates many chunks in one request (dry runs of long plans)."""
+
+    def estimate_span(self, chunks: Sequence[Chunk]) -> CostEstimate:
+        """The estimate of fetching ``chunks`` (contiguous, one dataset, schema, stype and symbol list) together,
+        with one request for their whole span; the estimate's chunk is the first.
+
+        Raises what :meth:`Provider.estimate` raises."""
         ...
 
 

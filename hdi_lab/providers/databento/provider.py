@@ -20,6 +20,7 @@ import logging
 import re
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -354,10 +355,19 @@ class DatabentoProvider:
             return [f"{chunk.describe()}: {w}" for w in self._warnings.pop(chunk.key, [])]
 
     def estimate(self, chunk: Chunk) -> CostEstimate:
-        caller, client, args = self.caller(), self.client(), self._args(chunk)
+        return self.estimate_span([chunk])
+
+    def estimate_span(self, chunks: Sequence[Chunk]) -> CostEstimate:
+        """``metadata.get_record_count`` and ``get_cost`` of the span of ``chunks`` (contiguous, one request's
+        dataset, schema, stype and symbols): two requests however many days it holds.
+
+        Raises what :class:`Caller` raises when the vendor refuses or fails."""
+        first = chunks[0]
+        caller, client = self.caller(), self.client()
+        args = {**self._args(first), "end": chunks[-1].end}
         n = int(caller("metadata.get_record_count", lambda: client.metadata.get_record_count(**args)))
         cost = float(caller("metadata.get_cost", lambda: client.metadata.get_cost(**args)))
-        return CostEstimate(chunk, records=n, bytes=n * record_dtype(chunk.schema).itemsize, cost_usd=cost)
+        return CostEstimate(first, records=n, bytes=n * record_dtype(first.schema).itemsize, cost_usd=cost)
 
     # --- vendor revisions -------------------------------------------------------------------
 
