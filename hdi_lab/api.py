@@ -15,6 +15,7 @@ from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core import report as reporter
 from hdi_lab.core import update as updater
+from hdi_lab.core.executors import executor_of
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
@@ -89,6 +90,8 @@ def ingest(
     *,
     session: HdiSession | None = None,
     progress: ingestion.ProgressFn | None = None,
+    executor: str | None = None,
+    scheduler: Any = None,
     **request: Any,
 ) -> IngestReport:
     """Ingest market data and return the :class:`IngestReport`.
@@ -96,9 +99,20 @@ def ingest(
     ``hdi_lab.ingest(provider="file", path="x.dbn.zst")`` or ``hdi_lab.ingest(provider="sample",
     schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-05")``. Chunks already
     ingested are skipped unless ``force=True``; ``dry_run=True`` only plans and estimates.
+    ``executor="dask"`` runs the chunks on a Dask cluster: ``scheduler="tcp://host:8786"`` or a
+    ``distributed.Client`` (default: ``HDI_DASK_SCHEDULER``); its workers connect to the same database
+    (see :mod:`hdi_lab.core.cluster`; ``pip install 'hdi_lab[dask]'``).
+
+    Raises what :func:`hdi_lab.core.ingestion.run` raises (ValidationError, also for a bad executor or
+    scheduler; CostLimitError, IngestError, DataFormatError, StorageError, ProviderError, ClusterError,
+    MissingDependency).
     """
     req = make_request(provider, **request)
-    return with_session(session, lambda s: ingestion.run(req, s, progress=progress))
+
+    def run(s: HdiSession) -> IngestReport:
+        return ingestion.run(req, s, progress=progress, executor=executor_of(executor, scheduler, s.settings))
+
+    return with_session(session, run)
 
 
 def query(

@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from hdi_lab.core.executors import EXECUTORS
 from hdi_lab.core.session import PROVIDERS
 from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hdi_lab.core.executors import DaskExecutor
     from hdi_lab.core.export import ExportProgress, ExportReport
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
@@ -38,6 +40,7 @@ __all__ = [
     "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
+    "EXECUTORS",
     "EXPORT",
     "EXPORT_CLI",
     "EXPORT_MAGIC",
@@ -72,6 +75,7 @@ __all__ = [
     "OptionRef",
     "add",
     "count",
+    "executor",
     "export",
     "fraction",
     "gaps",
@@ -227,6 +231,18 @@ OPTIONS: dict[str, Option] = {
     "dry_run": Option(("--dry-run",), action="store_true", help="plan and estimate only"),
     "allow_cost": Option(("--allow-cost",), action="store_true", help="run even above the configured cost limit"),
     "quiet": Option(("--quiet",), action="store_true", help="no progress bar"),
+    "executor": Option(
+        ("--executor",),
+        choices=EXECUTORS,
+        metavar="EXECUTOR",
+        help=f"where the chunks run: {one_of(EXECUTORS, 'local')}; dask: on the Dask cluster of --scheduler "
+        "(workers connect to the same database)",
+    ),
+    "scheduler": Option(
+        ("--scheduler",),
+        metavar="ADDRESS",
+        help="Dask scheduler, e.g. tcp://scheduler:8786 (implies --executor dask; default: $HDI_DASK_SCHEDULER)",
+    ),
     # how to read
     "price_type": Option(
         ("--price-type",), choices=PRICE_TYPES, default="float", help="float (default) or fixed (int64, 1e-9)"
@@ -421,6 +437,8 @@ INGEST: tuple[OptionRef, ...] = (
     "dry_run",
     "allow_cost",
     "quiet",
+    "executor",
+    "scheduler",
 )
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
 QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "align", "adjust")
@@ -589,6 +607,16 @@ def ingest_request(args: argparse.Namespace) -> IngestRequest:
         dry_run=args.dry_run,
         allow_cost=args.allow_cost,
     )
+
+
+def executor(args: argparse.Namespace, session: HdiSession) -> DaskExecutor | None:
+    """Where the ``--executor`` / ``--scheduler`` options of ``hdi ingest`` and ``%hdi_ingest`` run the chunks
+    (None: locally).
+
+    Raises :class:`~hdi_lab.errors.ValidationError` (see :func:`hdi_lab.core.executors.executor_of`)."""
+    from hdi_lab.core.executors import executor_of
+
+    return executor_of(args.executor, args.scheduler, session.settings)
 
 
 def publish(args: argparse.Namespace, session: HdiSession) -> PublishReport:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -27,6 +28,8 @@ __all__ = [
     "SPARSE",
     "ConditionSource",
     "CostEstimate",
+    "DownloadLimited",
+    "DownloadSlots",
     "Fetch",
     "LocalProvider",
     "Provider",
@@ -37,6 +40,9 @@ __all__ = [
 #: what ``Provider.fetch`` returns: a generator, which the core closes to release what a fetch holds
 #: (a download's temporary file) when it stops early
 Fetch: TypeAlias = Generator[db.DBNStore, None, None]
+
+#: a factory of the context held around one download (a slot of a limit shared by several processes)
+DownloadSlots: TypeAlias = Callable[[], AbstractContextManager[object]]
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
@@ -172,6 +178,20 @@ class ConditionSource(Protocol):
         ``condition`` (one of :data:`CONDITIONS`) and ``last_modified_date`` (NaT when missing).
 
         Raises ProviderError when the vendor refuses or fails."""
+        ...
+
+
+@runtime_checkable
+class DownloadLimited(Protocol):
+    """A provider whose vendor limits how many downloads run at once: an executor running chunks in several
+    processes (Dask workers) gives each process's copy slots of one shared limit."""
+
+    def max_downloads(self) -> int:
+        """How many downloads may run at once across every process of a run."""
+        ...
+
+    def limit_downloads(self, slots: DownloadSlots) -> None:
+        """Hold one of ``slots`` around each download from now on."""
         ...
 
 
