@@ -15,7 +15,7 @@ from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core import report as reporter
 from hdi_lab.core import update as updater
-from hdi_lab.core.executors import executor_of
+from hdi_lab.core.executors import DaskExecutor, executor_of
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
@@ -360,6 +360,8 @@ def update(
     until: object = None,
     dry_run: bool = False,
     allow_cost: bool = False,
+    executor: str | None = None,
+    scheduler: Any = None,
     session: HdiSession | None = None,
 ) -> UpdateReport:
     """Bring every subscription (or those named by id or name) current: the sessions not stored since its
@@ -373,17 +375,26 @@ def update(
     ``after``).
 
     Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses; an unknown
-    feature set or a gap in the bars after the update), CostLimitError (above the cost limit without
-    ``allow_cost``), ConfigError, ProviderError, DataFormatError and StorageError."""
-    return with_session(session, lambda s: _update(s, which, until, dry_run, allow_cost))
+    feature set or a gap in the bars after the update; a bad executor or scheduler), CostLimitError (above the
+    cost limit without ``allow_cost``), ConfigError, ProviderError, DataFormatError, StorageError and, with
+    ``executor="dask"`` (the chunks on a Dask cluster, as :func:`ingest`), ClusterError and MissingDependency."""
+    return with_session(
+        session,
+        lambda s: _update(s, which, until, dry_run, allow_cost, executor_of(executor, scheduler, s.settings)),
+    )
 
 
 def _update(
-    session: HdiSession, which: Sequence[int | str], until: object, dry_run: bool, allow_cost: bool
+    session: HdiSession,
+    which: Sequence[int | str],
+    until: object,
+    dry_run: bool,
+    allow_cost: bool,
+    executor: DaskExecutor | None = None,
 ) -> UpdateReport:
     from hdi_lab import after_update  # features and Feast load only for an update
 
-    done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
+    done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost, executor=executor)
     return after_update.run(session, done)
 
 

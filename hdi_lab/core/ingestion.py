@@ -53,6 +53,7 @@ __all__ = [
     "chunk_task",
     "ingest_chunk",
     "load_records",
+    "on_cluster",
     "reload_quarantined",
     "run",
 ]
@@ -184,6 +185,24 @@ def _on_cluster(
     seen: dict[str, pd.DataFrame],
 ) -> Iterator[ChunkResult]:
     """The chunks as tasks of a Dask cluster, yielded as they finish (skipped ones first)."""
+    for chunk in plan.chunks:
+        if plan.skips(chunk):
+            yield ChunkResult(chunk, skipped=True)
+    work: list[ChunkWork] = [(c, force, seen.get(c.dataset)) for c in plan.todo]
+    for result, error in on_cluster(executor, session, provider, work):
+        if error is not None:
+            failures[result.chunk.key] = error
+        yield result
+
+
+def on_cluster(
+    executor: DaskExecutor, session: HdiSession, provider: Provider, work: Sequence[ChunkWork]
+) -> Iterator[tuple[ChunkResult, HdiError | None]]:
+    """Chunks as tasks of a Dask cluster (:func:`chunk_task` each), yielded as they finish; companion chunks
+    (definitions) all first, as in a local run: the data's instruments are known when it is validated.
+
+    Raises ValidationError (a provider that holds one connection for the run: IB), MissingDependency, what
+    :func:`hdi_lab.core.cluster.map_unordered` raises and what a chunk raises."""
     if provider.name == "ib":
         raise ValidationError(
             "provider='ib' cannot run with executor='dask': IB allows one connection per client id and paces "
@@ -192,18 +211,10 @@ def _on_cluster(
     extras.require("distributed", "dask")
     from hdi_lab.core import cluster
 
-    for chunk in plan.chunks:
-        if plan.skips(chunk):
-            yield ChunkResult(chunk, skipped=True)
-    # companions (definitions) first, as in a local run: the data's instruments are known when it is validated
-    for wave in ([c for c in plan.todo if c.companion], [c for c in plan.todo if not c.companion]):
-        work: list[ChunkWork] = [(c, force, seen.get(c.dataset)) for c in wave]
-        if not work:
-            continue
-        for _, (result, error) in cluster.map_unordered(executor, session, provider, chunk_task, work):
-            if error is not None:
-                failures[result.chunk.key] = error
-            yield result
+    for wave in ([w for w in work if w[0].companion], [w for w in work if not w[0].companion]):
+        if wave:
+            for _, out in cluster.map_unordered(executor, session, provider, chunk_task, wave):
+                yield out
 
 
 def _note_committed(exc: HdiError, report: IngestReport, total: int) -> None:

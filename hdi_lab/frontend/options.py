@@ -535,6 +535,8 @@ UPDATE: tuple[OptionRef, ...] = (
     "until",
     option("dry_run").but(help="plan and estimate only: the chunks and their total cost"),
     "allow_cost",
+    "executor",
+    "scheduler",
 )
 
 #: ``hdi scheduler run``: keep every subscription current on its schedule until SIGTERM/SIGINT
@@ -702,13 +704,19 @@ def export(args: argparse.Namespace, session: HdiSession, progress: ExportProgre
 def update(args: argparse.Namespace, session: HdiSession) -> UpdateReport:
     """Run the update the :data:`UPDATE` options of ``hdi update`` and ``%hdi_update`` describe.
 
-    Raises what :func:`hdi_lab.api.update` raises (ValidationError for an unknown subscription, a bad --until
-    or an unknown feature set, CostLimitError above the cost limit, ConfigError, ProviderError,
-    DataFormatError, StorageError)."""
+    Raises what :func:`hdi_lab.api.update` raises (ValidationError for an unknown subscription, a bad --until,
+    an unknown feature set or a bad --executor / --scheduler, CostLimitError above the cost limit, ConfigError,
+    ProviderError, DataFormatError, StorageError, ClusterError)."""
     from hdi_lab.api import update
 
     return update(
-        *(args.targets or ()), until=args.until, dry_run=args.dry_run, allow_cost=args.allow_cost, session=session
+        *(args.targets or ()),
+        until=args.until,
+        dry_run=args.dry_run,
+        allow_cost=args.allow_cost,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        session=session,
     )
 
 
