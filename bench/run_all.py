@@ -33,6 +33,7 @@ BENCHES = (
     "bench_feast",
     "bench_gaps",
     "bench_update",
+    "bench_cluster",
     "bench_continuous",
     "bench_export",
 )

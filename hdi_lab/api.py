@@ -15,6 +15,7 @@ from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core import report as reporter
 from hdi_lab.core import update as updater
+from hdi_lab.core.executors import DaskExecutor, executor_of
 from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
@@ -90,6 +91,8 @@ def ingest(
     *,
     session: HdiSession | None = None,
     progress: ingestion.ProgressFn | None = None,
+    executor: str | None = None,
+    scheduler: Any = None,
     **request: Any,
 ) -> IngestReport:
     """Ingest market data and return the :class:`IngestReport`.
@@ -97,9 +100,20 @@ def ingest(
     ``hdi_lab.ingest(provider="file", path="x.dbn.zst")`` or ``hdi_lab.ingest(provider="sample",
     schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-05")``. Chunks already
     ingested are skipped unless ``force=True``; ``dry_run=True`` only plans and estimates.
+    ``executor="dask"`` runs the chunks on a Dask cluster: ``scheduler="tcp://host:8786"`` or a
+    ``distributed.Client`` (default: ``HDI_DASK_SCHEDULER``); its workers connect to the same database
+    (see :mod:`hdi_lab.core.cluster`; ``pip install 'hdi_lab[dask]'``).
+
+    Raises what :func:`hdi_lab.core.ingestion.run` raises (ValidationError, also for a bad executor or
+    scheduler; CostLimitError, IngestError, DataFormatError, StorageError, ProviderError, ClusterError,
+    MissingDependency).
     """
     req = make_request(provider, **request)
-    return with_session(session, lambda s: ingestion.run(req, s, progress=progress))
+
+    def run(s: HdiSession) -> IngestReport:
+        return ingestion.run(req, s, progress=progress, executor=executor_of(executor, scheduler, s.settings))
+
+    return with_session(session, run)
 
 
 def query(
@@ -355,6 +369,8 @@ def update(
     until: object = None,
     dry_run: bool = False,
     allow_cost: bool = False,
+    executor: str | None = None,
+    scheduler: Any = None,
     session: HdiSession | None = None,
 ) -> UpdateReport:
     """Bring every subscription (or those named by id or name) current: the sessions not stored since its
@@ -368,17 +384,26 @@ def update(
     ``after``).
 
     Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses; an unknown
-    feature set or a gap in the bars after the update), CostLimitError (above the cost limit without
-    ``allow_cost``), ConfigError, ProviderError, DataFormatError and StorageError."""
-    return with_session(session, lambda s: _update(s, which, until, dry_run, allow_cost))
+    feature set or a gap in the bars after the update; a bad executor or scheduler), CostLimitError (above the
+    cost limit without ``allow_cost``), ConfigError, ProviderError, DataFormatError, StorageError and, with
+    ``executor="dask"`` (the chunks on a Dask cluster, as :func:`ingest`), ClusterError and MissingDependency."""
+    return with_session(
+        session,
+        lambda s: _update(s, which, until, dry_run, allow_cost, executor_of(executor, scheduler, s.settings)),
+    )
 
 
 def _update(
-    session: HdiSession, which: Sequence[int | str], until: object, dry_run: bool, allow_cost: bool
+    session: HdiSession,
+    which: Sequence[int | str],
+    until: object,
+    dry_run: bool,
+    allow_cost: bool,
+    executor: DaskExecutor | None = None,
 ) -> UpdateReport:
     from hdi_lab import after_update  # features and Feast load only for an update
 
-    done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost)
+    done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost, executor=executor)
     return after_update.run(session, done)
 
 

@@ -111,6 +111,14 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "also store the instruments' definitions (the definition schema) with every market-data ingest",
     ),
+    Option(
+        "databento_concurrency",
+        ("HDI_DATABENTO_CONCURRENCY",),
+        4,
+        int,
+        False,
+        "most Databento downloads in flight at once across a Dask cluster (executor='dask'; a local run makes one)",
+    ),
     Option("ib_host", ("HDI_IB_HOST",), "127.0.0.1", str, False, "IB Gateway/TWS host"),
     Option("ib_port", ("HDI_IB_PORT",), 4002, int, False, "IB Gateway/TWS port"),
     Option("ib_client_id", ("HDI_IB_CLIENT_ID",), 17, int, False, "IB API client id"),
@@ -130,6 +138,15 @@ OPTIONS: tuple[Option, ...] = (
         str,
         False,
         "exchange calendar per dataset, overriding the built-in map, e.g. GLBX.MDP3=CMES,IB=XNYS,IB:SMART=XLON",
+    ),
+    Option(
+        "dask_scheduler",
+        ("HDI_DASK_SCHEDULER",),
+        None,
+        str,
+        False,
+        "Dask scheduler of executor='dask' / --executor dask, e.g. tcp://scheduler:8786 (settings, secrets included, "
+        "travel to its workers)",
     ),
     Option("chunk_rows", ("HDI_CHUNK_ROWS",), 1_000_000, int, False, "records per load batch"),
     Option(
@@ -167,7 +184,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 #: settings that decide where a credential is sent: never from a project file (see the module docstring)
-ROUTING = ("databento_gateway", "database_url")
+ROUTING = ("databento_gateway", "database_url", "dask_scheduler")
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
 _CALENDAR_ENTRY = re.compile(r"^([A-Z0-9._]+(?::[A-Z0-9._]+)?)=([A-Za-z0-9_/]+)$")
@@ -192,6 +209,8 @@ class Settings:
         p.text(repr(self))
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "values":  # unpickling (a Dask worker) looks up before values is set
+            raise AttributeError(name)
         try:
             return self.values[name]
         except KeyError:
@@ -298,7 +317,11 @@ def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
         if name == "database_url" and dsn.secrets(table[name]):
             continue
         opt = _BY_NAME[name]
-        what = "the Databento API key" if name == "databento_gateway" else "your PostgreSQL password"
+        what = {
+            "databento_gateway": "the Databento API key",
+            "database_url": "your PostgreSQL password",
+            "dask_scheduler": "your settings and their secrets (a Dask cluster's workers receive them)",
+        }[name]
         raise ConfigError(
             f"{name} in {path} is refused: a file in the working directory may not decide where {what} is "
             f"sent; set {opt.env[0]} or put it in {user_config_file()} (or the file named by $HDI_CONFIG)"
@@ -390,6 +413,11 @@ def load_settings(
     for name, raw in overrides.items():
         values[name] = _coerce(_BY_NAME[name], raw, "argument")
         sources[name] = "argument"
+    if int(values["databento_concurrency"]) < 1:
+        raise ConfigError(
+            f"databento_concurrency={values['databento_concurrency']!r} (from {sources['databento_concurrency']}) "
+            "must be 1 or more: it is how many Databento downloads may run at once"
+        )
     parse_calendars(values["calendars"], sources["calendars"])  # a typo fails here, not at the first gap check
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_schema"])):
         raise ConfigError(f"db_schema={values['db_schema']!r} must be a lowercase SQL identifier like 'hdi'")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthError",
+    "ClusterError",
     "ConfigError",
     "CostLimitError",
     "DataFormatError",
@@ -117,6 +118,10 @@ class RateLimitError(ProviderError):
 
 class UnavailableError(ProviderError):
     """The provider could not be reached or failed on its side."""
+
+
+class ClusterError(HdiError):
+    """The Dask cluster of ``executor="dask"`` could not be reached, or lost a chunk's work too often."""
 
 
 class StorageError(HdiError):

@@ -22,6 +22,8 @@ EXTRAS: dict[str, str] = {
     "apscheduler": "scheduler",
     "sqlalchemy": "scheduler",
     "polars": "polars",
+    "dask": "dask",
+    "distributed": "dask",
 }
 
 

@@ -17,6 +17,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,9 @@ class FakeDatabento:
         self.cache: dict[str, tuple[int, dict[str, str], bytes]] | None = {} if cache else None  # benchmarks
         self.conditions: dict[str, tuple[str, str | None]] = {}  # ISO day -> (condition, last_modified_date)
         self.revise: Callable[[np.ndarray], np.ndarray] | None = None  # a vendor revision of what get_range serves
+        self.get_range_delay = 0.0  # seconds each get_range takes (concurrency tests)
+        self.in_flight = 0  # get_range calls being answered now
+        self.max_in_flight = 0  # the most get_range calls answered at once
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -150,6 +154,17 @@ class FakeDatabento:
         return sample.SampleProvider().records(self.chunk(p, known))
 
     def get_range(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.get_range_delay)
+            return self._cached_range(p)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _cached_range(self, p: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         if self.cache is None:
             return self._get_range(p)
         key = json.dumps(p, sort_keys=True)

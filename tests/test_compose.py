@@ -15,8 +15,18 @@ def test_compose_file_services_health_volumes_and_secrets() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
-    assert set(services) == {"timescaledb", "jupyter", "redis"}
+    assert set(services) == {"timescaledb", "jupyter", "redis", "dask-scheduler", "dask-worker"}
     assert services["redis"]["profiles"] == ["feast"]  # optional
+    # optional Dask cluster: the notebook's image (same hdi_lab and Dask), the scheduler the notebook is given
+    scheduler, worker = services["dask-scheduler"], services["dask-worker"]
+    assert scheduler["profiles"] == worker["profiles"] == ["dask"]
+    assert scheduler["build"] == worker["build"] == services["jupyter"]["build"]
+    assert scheduler["command"][:2] == ["dask", "scheduler"] and "8786" in scheduler["command"]
+    assert worker["command"][:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert worker["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    assert services["jupyter"]["environment"]["HDI_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786"
+    assert not any("PASSWORD" in str(v) or "API_KEY" in str(v) for v in (worker.get("environment") or {}).values())
+    assert ",dask]" in (ROOT / "docker" / "Dockerfile").read_text()
     for name, svc in services.items():
         assert "healthcheck" in svc, name
         for volume in svc.get("volumes", []):

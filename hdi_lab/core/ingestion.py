@@ -30,13 +30,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab import dbn
+from hdi_lab import dbn, extras
 from hdi_lab.core import conditions as vendor_conditions
+from hdi_lab.core.executors import DaskExecutor
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.validate import UNKNOWN_INSTRUMENT, validate
 from hdi_lab.dbn.writer import record_dtype
-from hdi_lab.errors import DataFormatError, HdiError, IngestError
+from hdi_lab.errors import DataFormatError, HdiError, IngestError, ValidationError
 from hdi_lab.providers.base import CostSource, Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.storage import conditions as condition_table
@@ -44,9 +45,24 @@ from hdi_lab.storage import load, normalise, quarantine, settle
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.tables import TABLES
 
-__all__ = ["CHUNK_ERRORS", "ProgressFn", "Reloaded", "ingest_chunk", "load_records", "reload_quarantined", "run"]
+__all__ = [
+    "CHUNK_ERRORS",
+    "ChunkWork",
+    "ProgressFn",
+    "Reloaded",
+    "chunk_task",
+    "ingest_chunk",
+    "load_records",
+    "on_cluster",
+    "reload_quarantined",
+    "run",
+]
 
 ProgressFn: TypeAlias = Callable[[Progress], None]
+#: one chunk's work where it may run elsewhere (a Dask worker): the chunk, whether forced, the vendor's
+#: conditions of its dataset's days
+#: a chunk to run: (chunk, force, the vendor conditions of its dataset, ``planned_at`` (see :func:`ingest_chunk`))
+ChunkWork: TypeAlias = tuple[Chunk, bool, "pd.DataFrame | None", int | None]
 log = logging.getLogger(__name__)
 
 #: errors that belong to one file's bytes: the file fails, the other files are still ingested
@@ -59,17 +75,21 @@ def run(
     *,
     provider: Provider | None = None,
     progress: ProgressFn | None = None,
-    executor: Executor | None = None,
+    executor: Executor | DaskExecutor | None = None,
 ) -> IngestReport:
     """Ingest ``request``; returns the report.
 
     Chunks are independent: ``executor`` (default: in order, in this thread) may run them
-    elsewhere, but every chunk still writes through its own transaction.
+    elsewhere, but every chunk still writes through its own transaction. A :class:`DaskExecutor` runs
+    them as tasks of a Dask cluster (:mod:`hdi_lab.core.cluster`): progress comes as they finish, the
+    report lists them in plan order.
 
     Raises ValidationError (a bad request), CostLimitError (over the cost limit without ``allow_cost``),
     IngestError (some files failed: its report says which; the others are stored), DataFormatError (the one
     chunk's bytes are bad), StorageError, ProviderError or another HdiError that stopped the run (its message
-    says how many chunks were committed before it).
+    says how many chunks were committed before it); with a DaskExecutor also ClusterError (the cluster cannot be
+    reached or lost a chunk's worker too often), ValidationError (a provider that cannot run on a cluster) and
+    MissingDependency (``pip install 'hdi_lab[dask]'``).
     """
     if provider is None:  # a provider made here is closed here (the IB one holds a connection for the run)
         owned = session.provider(request.provider)
@@ -101,9 +121,13 @@ def run(
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
-    results: Iterable[ChunkResult] = (
-        executor.map(one, chunks) if executor else _in_order(session, provider, plan, request.force, failures, seen)
-    )
+    results: Iterable[ChunkResult]
+    if isinstance(executor, DaskExecutor):
+        results = _on_cluster(executor, session, provider, plan, request.force, failures, seen)
+    elif executor is not None:
+        results = executor.map(one, chunks)
+    else:
+        results = _in_order(session, provider, plan, request.force, failures, seen)
     rows = 0
     try:
         for i, result in enumerate(results, 1):
@@ -116,6 +140,8 @@ def run(
         _note_committed(exc, report, len(chunks))
         raise
     finally:
+        order = {c.key: i for i, c in enumerate(chunks)}
+        report.chunks.sort(key=lambda r: order[r.chunk.key])  # a cluster reports them as they finish
         report.seconds = time.perf_counter() - t0
     if failures:
         if len(chunks) == 1:  # the one chunk's own error says it all
@@ -134,6 +160,63 @@ def _attempt(chunk: Chunk, failures: dict[str, HdiError], work: Callable[[], Chu
         log.warning("chunk %s failed, nothing of it stored: %s", chunk.describe(), exc)
         failures[chunk.key] = exc
         return ChunkResult(chunk, error=str(exc))
+
+
+def chunk_task(session: HdiSession, provider: Provider | None, work: ChunkWork) -> tuple[ChunkResult, HdiError | None]:
+    """One chunk as a cluster task runs it (:func:`hdi_lab.core.cluster.map_unordered`): ingested in its own
+    transaction; a file's bad bytes make a failed result and its error, as in a local run.
+
+    Raises what :func:`ingest_chunk` raises but a file chunk's :data:`CHUNK_ERRORS`."""
+    assert provider is not None, "an ingest task runs with the run's provider"
+    chunk, force, conditions, planned_at = work
+    failures: dict[str, HdiError] = {}
+    run = functools.partial(
+        ingest_chunk, session, provider, chunk, force=force, conditions=conditions, planned_at=planned_at
+    )
+    result = _attempt(chunk, failures, run)
+    return result, failures.get(chunk.key)
+
+
+def _on_cluster(
+    executor: DaskExecutor,
+    session: HdiSession,
+    provider: Provider,
+    plan: Plan,
+    force: bool,
+    failures: dict[str, HdiError],
+    seen: dict[str, pd.DataFrame],
+) -> Iterator[ChunkResult]:
+    """The chunks as tasks of a Dask cluster, yielded as they finish (skipped ones first)."""
+    for chunk in plan.chunks:
+        if plan.skips(chunk):
+            yield ChunkResult(chunk, skipped=True)
+    work: list[ChunkWork] = [(c, force, seen.get(c.dataset), None) for c in plan.todo]
+    for result, error in on_cluster(executor, session, provider, work):
+        if error is not None:
+            failures[result.chunk.key] = error
+        yield result
+
+
+def on_cluster(
+    executor: DaskExecutor, session: HdiSession, provider: Provider, work: Sequence[ChunkWork]
+) -> Iterator[tuple[ChunkResult, HdiError | None]]:
+    """Chunks as tasks of a Dask cluster (:func:`chunk_task` each), yielded as they finish; companion chunks
+    (definitions) all first, as in a local run: the data's instruments are known when it is validated.
+
+    Raises ValidationError (a provider that holds one connection for the run: IB), MissingDependency, what
+    :func:`hdi_lab.core.cluster.map_unordered` raises and what a chunk raises."""
+    if provider.name == "ib":
+        raise ValidationError(
+            "provider='ib' cannot run with executor='dask': IB allows one connection per client id and paces "
+            "every request of it, so its chunks run in one process; use executor='local'"
+        )
+    extras.require("distributed", "dask")
+    from hdi_lab.core import cluster
+
+    for wave in ([w for w in work if w[0].companion], [w for w in work if not w[0].companion]):
+        if wave:
+            for _, out in cluster.map_unordered(executor, session, provider, chunk_task, wave):
+                yield out
 
 
 def _note_committed(exc: HdiError, report: IngestReport, total: int) -> None:

@@ -43,13 +43,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from hdi_lab.core import conditions, ingestion, plan, subscriptions
 from hdi_lab.core import gaps as gap_finder
+from hdi_lab.core.executors import DaskExecutor
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.errors import CostLimitError, HdiError, ValidationError
@@ -402,6 +403,7 @@ def update(
     until: object = None,
     dry_run: bool = False,
     allow_cost: bool = False,
+    executor: DaskExecutor | None = None,
 ) -> UpdateReport:
     """Bring the subscriptions ``which`` (ids or names; all when empty) current; returns what was planned and
     done per subscription (see the module).
@@ -409,7 +411,7 @@ def update(
     Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses),
     CostLimitError (the plan costs more than the limit, without ``allow_cost``), ConfigError, ProviderError,
     DataFormatError and StorageError (a failed chunk stops the update; the chunks committed before it are kept
-    and a re-run resumes)."""
+    and a re-run resumes); with ``executor`` (chunks on a Dask cluster) also ClusterError and MissingDependency."""
     t0 = time.perf_counter()
     subs = select(session, which)
     made: dict[str, Provider] = {}
@@ -435,7 +437,7 @@ def update(
             for p in plans:
                 if p.chunks:
                     try:
-                        p.report = _run(session, providers(p.subscription.provider), p)
+                        p.report = _run(session, providers(p.subscription.provider), p, executor)
                     except HdiError as exc:
                         _note_committed(exc, p, plans)
                         raise
@@ -454,22 +456,27 @@ def _note_committed(exc: HdiError, failed: SubscriptionPlan, plans: list[Subscri
     exc.args = (f"{exc} ({where}; re-run the update to resume)", *exc.args[1:])
 
 
-def _run(session: HdiSession, provider: Provider, p: SubscriptionPlan) -> IngestReport:
-    """Ingest one subscription's chunks in order, each in its own transaction (forced ones re-loaded)."""
+def _run(session: HdiSession, provider: Provider, p: SubscriptionPlan, executor: DaskExecutor | None) -> IngestReport:
+    """Ingest one subscription's chunks in order (on a Dask cluster: as they finish), each in its own transaction
+    (forced ones re-loaded)."""
     t0 = time.perf_counter()
     rep = IngestReport(provider=provider.name, schema=p.subscription.schema.value)
     seen = conditions.seen(provider, p.chunks)
     forced = p.forced
-    for chunk in p.chunks:
-        result: ChunkResult = ingestion.ingest_chunk(
-            session,
-            provider,
-            chunk,
-            force=chunk.key in forced,
-            conditions=seen.get(chunk.dataset),
-            planned_at=p.planned_at,
+    work: list[ingestion.ChunkWork] = [(c, c.key in forced, seen.get(c.dataset), p.planned_at) for c in p.chunks]
+    results: Iterable[ChunkResult] = (
+        (r for r, _ in ingestion.on_cluster(executor, session, provider, work))
+        if executor is not None
+        else (
+            ingestion.ingest_chunk(session, provider, c, force=f, conditions=cond, planned_at=at)
+            for c, f, cond, at in work
         )
+    )
+    for result in results:
         rep.chunks.append(result)
+        chunk = result.chunk
         log.info("%s %s (%s): %s", p.subscription.label, chunk.describe(), p.reasons[chunk.key], result.outcome)
+    order = {c.key: i for i, c in enumerate(p.chunks)}
+    rep.chunks.sort(key=lambda r: order[r.chunk.key])
     rep.seconds = time.perf_counter() - t0
     return rep

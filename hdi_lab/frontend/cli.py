@@ -117,7 +117,7 @@ def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
     req = options.ingest_request(a)
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
-        report = ingestion.run(req, session, progress=update)
+        report = ingestion.run(req, session, progress=update, executor=options.executor(a, session))
     except IngestError as exc:  # some files failed: every file's outcome, then the one-line error
         print(exc.report, file=out)
         for c in exc.report.chunks:

@@ -175,7 +175,7 @@ class HdiMagics(Magics):
         request = options.ingest_request(args)
         update, close = progress_bar(self.progress and not args.quiet, "hdi_ingest")
         try:
-            return ingestion.run(request, self.session, progress=update)
+            return ingestion.run(request, self.session, progress=update, executor=options.executor(args, self.session))
         finally:
             close()
 

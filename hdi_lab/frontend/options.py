@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from hdi_lab.core.executors import EXECUTORS
 from hdi_lab.core.session import PROVIDERS
 from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hdi_lab.core.executors import DaskExecutor
     from hdi_lab.core.export import ExportProgress, ExportReport
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
@@ -38,6 +40,7 @@ __all__ = [
     "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
+    "EXECUTORS",
     "EXPORT",
     "EXPORT_CLI",
     "EXPORT_MAGIC",
@@ -72,6 +75,7 @@ __all__ = [
     "OptionRef",
     "add",
     "count",
+    "executor",
     "export",
     "fraction",
     "gaps",
@@ -227,6 +231,18 @@ OPTIONS: dict[str, Option] = {
     "dry_run": Option(("--dry-run",), action="store_true", help="plan and estimate only"),
     "allow_cost": Option(("--allow-cost",), action="store_true", help="run even above the configured cost limit"),
     "quiet": Option(("--quiet",), action="store_true", help="no progress bar"),
+    "executor": Option(
+        ("--executor",),
+        choices=EXECUTORS,
+        metavar="EXECUTOR",
+        help=f"where the chunks run: {one_of(EXECUTORS, 'local')}; dask: on the Dask cluster of --scheduler "
+        "(workers connect to the same database)",
+    ),
+    "scheduler": Option(
+        ("--scheduler",),
+        metavar="ADDRESS",
+        help="Dask scheduler, e.g. tcp://scheduler:8786 (implies --executor dask; default: $HDI_DASK_SCHEDULER)",
+    ),
     # how to read
     "price_type": Option(
         ("--price-type",), choices=PRICE_TYPES, default="float", help="float (default) or fixed (int64, 1e-9)"
@@ -427,6 +443,8 @@ INGEST: tuple[OptionRef, ...] = (
     "dry_run",
     "allow_cost",
     "quiet",
+    "executor",
+    "scheduler",
 )
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
 QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "align", "adjust")
@@ -524,6 +542,8 @@ UPDATE: tuple[OptionRef, ...] = (
     "until",
     option("dry_run").but(help="plan and estimate only: the chunks and their total cost"),
     "allow_cost",
+    "executor",
+    "scheduler",
 )
 
 #: ``hdi scheduler run``: keep every subscription current on its schedule until SIGTERM/SIGINT
@@ -596,6 +616,16 @@ def ingest_request(args: argparse.Namespace) -> IngestRequest:
         dry_run=args.dry_run,
         allow_cost=args.allow_cost,
     )
+
+
+def executor(args: argparse.Namespace, session: HdiSession) -> DaskExecutor | None:
+    """Where the ``--executor`` / ``--scheduler`` options of ``hdi ingest`` and ``%hdi_ingest`` run the chunks
+    (None: locally).
+
+    Raises :class:`~hdi_lab.errors.ValidationError` (see :func:`hdi_lab.core.executors.executor_of`)."""
+    from hdi_lab.core.executors import executor_of
+
+    return executor_of(args.executor, args.scheduler, session.settings)
 
 
 def publish(args: argparse.Namespace, session: HdiSession) -> PublishReport:
@@ -681,13 +711,19 @@ def export(args: argparse.Namespace, session: HdiSession, progress: ExportProgre
 def update(args: argparse.Namespace, session: HdiSession) -> UpdateReport:
     """Run the update the :data:`UPDATE` options of ``hdi update`` and ``%hdi_update`` describe.
 
-    Raises what :func:`hdi_lab.api.update` raises (ValidationError for an unknown subscription, a bad --until
-    or an unknown feature set, CostLimitError above the cost limit, ConfigError, ProviderError,
-    DataFormatError, StorageError)."""
+    Raises what :func:`hdi_lab.api.update` raises (ValidationError for an unknown subscription, a bad --until,
+    an unknown feature set or a bad --executor / --scheduler, CostLimitError above the cost limit, ConfigError,
+    ProviderError, DataFormatError, StorageError, ClusterError)."""
     from hdi_lab.api import update
 
     return update(
-        *(args.targets or ()), until=args.until, dry_run=args.dry_run, allow_cost=args.allow_cost, session=session
+        *(args.targets or ()),
+        until=args.until,
+        dry_run=args.dry_run,
+        allow_cost=args.allow_cost,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        session=session,
     )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -28,6 +29,8 @@ __all__ = [
     "ConditionSource",
     "CostEstimate",
     "CostSource",
+    "DownloadLimited",
+    "DownloadSlots",
     "Fetch",
     "LocalProvider",
     "Provider",
@@ -39,6 +42,9 @@ __all__ = [
 #: what ``Provider.fetch`` returns: a generator, which the core closes to release what a fetch holds
 #: (a download's temporary file) when it stops early
 Fetch: TypeAlias = Generator[db.DBNStore, None, None]
+
+#: a factory of the context held around one download (a slot of a limit shared by several processes)
+DownloadSlots: TypeAlias = Callable[[], AbstractContextManager[object]]
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
@@ -196,6 +202,20 @@ class CostSource(Protocol):
     def cost_of(self, chunk: Chunk, records: int) -> float | None:
         """The estimated cost (USD) of the fetch of ``chunk`` just made, which brought ``records`` records; None
         when it could not be had (the ingest logs it with the chunk). Raises nothing."""
+        ...
+
+
+@runtime_checkable
+class DownloadLimited(Protocol):
+    """A provider whose vendor limits how many downloads run at once: an executor running chunks in several
+    processes (Dask workers) gives each process's copy slots of one shared limit."""
+
+    def max_downloads(self) -> int:
+        """How many downloads may run at once across every process of a run."""
+        ...
+
+    def limit_downloads(self, slots: DownloadSlots) -> None:
+        """Hold one of ``slots`` around each download from now on."""
         ...
 
 

@@ -13,6 +13,7 @@ logged, shown in a repr or put into an error message.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
@@ -33,7 +34,7 @@ from hdi_lab import dbn
 from hdi_lab.config import Settings
 from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, HdiError, ValidationError
-from hdi_lab.providers.base import CONDITIONS, CostEstimate, Fetch, plan_chunks
+from hdi_lab.providers.base import CONDITIONS, CostEstimate, DownloadSlots, Fetch, plan_chunks
 from hdi_lab.providers.databento.http import Caller, close_abandoned_files
 from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
 
@@ -152,9 +153,26 @@ class DatabentoProvider:
         self._warnings: dict[str, list[str]] = {}
         self._prices: dict[str, dict[str, float]] = {}  # dataset -> schema -> USD per GB
         self._lock = threading.Lock()
+        self._slots: DownloadSlots = contextlib.nullcontext
 
     def __repr__(self) -> str:
         return f"DatabentoProvider(gateway={self.settings.databento_gateway!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy on another process (a Dask worker) starts from: the settings only; it makes its own
+        client and takes its own download slots (:meth:`limit_downloads`)."""
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])  # type: ignore[misc]
+
+    def max_downloads(self) -> int:
+        """How many downloads may run at once across the processes of one run (``databento_concurrency``)."""
+        return int(self.settings.databento_concurrency)
+
+    def limit_downloads(self, slots: DownloadSlots) -> None:
+        """Hold one of ``slots`` (a context manager factory, e.g. a cluster-wide semaphore) around each download."""
+        self._slots = slots
 
     # --- the client --------------------------------------------------------------------------
 
@@ -298,11 +316,12 @@ class DatabentoProvider:
         with tempfile.TemporaryDirectory(prefix="hdi-databento-") as tmp:
             path = Path(tmp) / "chunk.dbn.zst"
             try:
-                store = caller(
-                    "timeseries.get_range",
-                    lambda: client.timeseries.get_range(**args, path=path),
-                    on_retry=lambda: path.unlink(missing_ok=True),
-                )
+                with self._slots():
+                    store = caller(
+                        "timeseries.get_range",
+                        lambda: client.timeseries.get_range(**args, path=path),
+                        on_retry=lambda: path.unlink(missing_ok=True),
+                    )
             except ValueError as exc:  # an empty response
                 raise DataFormatError(
                     f"Databento timeseries.get_range for {chunk.describe()} returned no DBN "

@@ -1,0 +1,104 @@
+"""``executor="dask"``: an ingest of the sample provider on a 2-worker ``LocalCluster`` (processes) vs the same
+ingest run serially, interleaved, each into a fresh schema; rows/s ratio.
+
+``--days`` (default 10) UTC days of ESH4 and NQH4 trades (~35k trades per weekday and symbol): one chunk per day.
+Both runs make, decode, validate and load the same records; the cluster's are two processes with their own
+connections. On 2 cores shared with the server (and other jobs) the ratio is bounded near 1-1.5x; on a machine
+with more cores than workers it is the speed-up of the workers. The cluster starts before the timed runs
+(untimed: ~2 s). Target: >= 1.0x (the cluster never slower than one process).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import psycopg2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+from common import Row
+from distributed import Client, LocalCluster
+
+import hdi_lab
+
+BENCH = "cluster"
+START = pd.Timestamp("2024-01-08", tz="UTC")
+
+
+def run(args: object) -> list[Row]:
+    days, repeat = int(args.days), int(args.repeat)  # type: ignore[attr-defined]
+    request = dict(schema="trades", symbols=["ESH4", "NQH4"], start=START, end=START + pd.Timedelta(days=days))
+    with (
+        common.database(args.database_url) as url,  # type: ignore[attr-defined]
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        state: dict[str, object] = {}
+        schemas: list[str] = []
+
+        def setup() -> None:  # untimed: a fresh schema, migrated
+            sch = f"bench_cluster_{len(schemas)}_{uuid.uuid4().hex[:8]}"
+            schemas.append(sch)
+            sess = common.session(url, sch)
+            sess.connection()
+            state["session"] = sess
+
+        def ingest(how: dict[str, object]) -> object:
+            sess = state["session"]
+            report = hdi_lab.ingest("sample", session=sess, **request, **how)  # type: ignore[arg-type]
+            sess.close()  # type: ignore[attr-defined]
+            state["rows"] = report.inserted
+            return report
+
+        try:
+            times = common.interleaved(
+                {
+                    "serial": (lambda: ingest({}), setup),
+                    "dask": (lambda: ingest({"executor": "dask", "scheduler": client}), setup),
+                },
+                repeat,
+            )
+        finally:
+            for sch in schemas:
+                _drop(url, sch)
+    serial, dask = times["serial"], times["dask"]
+    n = int(state["rows"])  # type: ignore[call-overload]
+    return [
+        Row(
+            BENCH,
+            f"ingest of {days} days of sample trades on 2 Dask worker processes vs serial",
+            f"{common.rate(n, dask.best)} vs {common.rate(n, serial.best)}",
+            serial.best / dask.best,
+            1.0,
+            f"{n:,} rows; best of {repeat}: {dask.best:.2f} s vs {serial.best:.2f} s",
+        )
+    ]
+
+
+def _drop(url: str, schema: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser(__doc__.splitlines()[0] if __doc__ else BENCH, repeat=3)
+    p.add_argument("--days", type=int, default=10, help="UTC days of trades, one chunk each (default 10)")
+    args = p.parse_args(argv)
+    rows = run(args)
+    common.print_table(rows, f"cluster: {args.days} days of sample trades, 2 workers vs serial")
+    common.write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""executor="dask": ingest plans on a real multi-process Dask LocalCluster against the test PostgreSQL.
+
+Each test starts its own ``LocalCluster(n_workers=2, processes=True)`` (~2 s): one test kills a worker, and the
+workers inherit the environment of their start (the fake gateway's CA bundle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import pytest
+from cluster_providers import FailingSampleProvider, StallingSampleProvider
+from conftest import databento_session
+from distributed import Client, LocalCluster
+from fake_databento import FakeDatabento
+from helpers import drop_schema, make_session, run_cli
+
+from hdi_lab.api import make_request
+from hdi_lab.config import load_settings
+from hdi_lab.core import ingestion
+from hdi_lab.core.executors import DaskExecutor, executor_of
+from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import ConfigError, ProviderError, ValidationError
+from hdi_lab.providers.sample import SampleProvider
+from hdi_lab.schemas import IngestReport, Progress
+
+#: tables compared whole between a serial and a cluster run (the rest hold ids, times or nothing here)
+COMPARED = ("ohlcv_1m", "trades", "instruments", "symbology", "bar_counts", "publishers")
+LOG_COLUMNS = "chunk_key, fetched, inserted, updated, duplicates, quarantined, deleted, forced"
+SAMPLE = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-09")
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[LocalCluster, Client]]:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cl,
+        Client(cl, set_as_default=False) as client,
+    ):
+        yield cl, client
+
+
+@pytest.fixture
+def other_schema(pg_url: str) -> Iterator[str]:
+    """A second schema: the serial run the cluster's is compared with."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    drop_schema(pg_url, name)
+
+
+def _dump(pg_url: str, schema: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every compared table's rows in a fixed order, and the ingest log's counts per chunk."""
+    out: dict[str, list[tuple[object, ...]]] = {}
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            for table in COMPARED:
+                cur.execute(f'SELECT * FROM "{schema}"."{table}"')
+                out[table] = sorted(cur.fetchall(), key=repr)
+            cur.execute(f'SELECT {LOG_COLUMNS} FROM "{schema}".ingest_log ORDER BY chunk_key')
+            out["ingest_log"] = cur.fetchall()
+            cur.execute(f'SELECT count(*) FROM "{schema}".quarantine')
+            out["quarantine"] = cur.fetchall()
+    finally:
+        conn.close()
+    return out
+
+
+def _serial(pg_url: str, db_schema: str, **request: object) -> IngestReport:
+    with make_session(pg_url, db_schema) as s:
+        return ingestion.run(make_request("sample", **request), s)  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_sample_ingest_on_two_worker_processes_equals_a_serial_run(
+    pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
+) -> None:
+    cl, client = cluster
+    serial = _serial(pg_url, other_schema, **SAMPLE)
+    events: list[Progress] = []
+    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
+    report = ingestion.run(req, session, executor=DaskExecutor(client), progress=events.append)
+
+    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert [c.chunk.key for c in report.chunks] == [c.chunk.key for c in serial.chunks]  # plan order
+    assert (report.fetched, report.inserted, report.duplicates) == (serial.fetched, serial.inserted, 0)
+    assert report.fetched > 5000
+    assert [e.done for e in events] == list(range(len(serial.chunks) + 1))  # as each chunk finished
+    assert events[-1].rows == serial.fetched
+    worker_pids = set(client.run(os.getpid).values())
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+
+    # by address (a client opened and closed for the run): everything committed is skipped
+    again = ingestion.run(req, session, executor=DaskExecutor(cl.scheduler_address))
+    assert [c.skipped for c in again.chunks] == [True] * len(serial.chunks)
+    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+
+
+@pytest.mark.integration
+@pytest.mark.reliability
+def test_a_worker_killed_mid_chunk_loses_and_duplicates_nothing(
+    pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client], tmp_path: Path
+) -> None:
+    _, client = cluster
+    marker = tmp_path / "stalled.pid"
+    provider = StallingSampleProvider("2024-01-03", marker)
+    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ingestion.run, req, session, provider=provider, executor=DaskExecutor(client))
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the stalling chunk never started"
+            assert not running.done(), running.result()
+            time.sleep(0.05)
+        pid = int(marker.read_text())
+        assert pid in set(client.run(os.getpid).values()) and pid != os.getpid()
+        # mid-chunk: its rows are loaded in a transaction that is still open, invisible to anyone else
+        conn = psycopg2.connect(pg_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
+                assert cur.fetchone()[0] >= 1
+                cur.execute(
+                    f'SELECT count(*) FROM "{session.schema}".ohlcv_1m WHERE ts_event >= %s AND ts_event < %s',
+                    ("2024-01-03", "2024-01-04"),
+                )
+                assert cur.fetchone()[0] == 0
+        finally:
+            conn.close()
+        os.kill(pid, signal.SIGKILL)
+        report = running.result(timeout=120)
+
+    assert pid not in set(client.run(os.getpid).values())  # that worker is gone (its nanny started another)
+    serial = _serial(pg_url, other_schema, **SAMPLE)
+    assert [c.error for c in report.chunks] == [None] * len(serial.chunks)
+    assert not any(c.skipped for c in report.chunks)
+    assert report.fetched == serial.fetched and report.inserted == serial.inserted
+    stored = _dump(pg_url, session.schema)
+    assert stored == _dump(pg_url, other_schema)
+    assert len({row[0] for row in stored["ingest_log"]}) == len(stored["ingest_log"]) == len(serial.chunks)
+
+
+@pytest.mark.integration
+def test_databento_on_the_cluster_equals_serial_and_holds_the_download_limit(
+    pg_url: str, session: HdiSession, other_schema: str, fake: FakeDatabento
+) -> None:
+    request = dict(dataset="GLBX.MDP3", schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-10")
+    req = make_request("databento", **request)  # type: ignore[arg-type]
+    with (
+        databento_session(make_session(pg_url, other_schema), fake) as serial_session,
+        databento_session(session, fake, databento_concurrency=1) as dbs,
+    ):
+        serial = ingestion.run(req, serial_session)
+        fake.max_in_flight = 0
+        # long enough for the two workers to overlap without a limit (within one process the vendor calls are
+        # serialised already, hdi_lab.dbn.vendor_warnings: with databento_concurrency=2 this sees 2)
+        fake.get_range_delay = 0.4
+        # the cluster starts after the fake gateway: its workers inherit REQUESTS_CA_BUNDLE
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cl,
+            Client(cl, set_as_default=False) as client,
+        ):
+            report = ingestion.run(req, dbs, executor=DaskExecutor(client))
+    assert fake.max_in_flight == 1  # two worker processes, one lease
+    assert report.fetched == serial.fetched > 0 and report.definitions == serial.definitions > 0
+    assert [c.chunk.key for c in report.chunks] == [c.chunk.key for c in serial.chunks]
+    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+
+
+@pytest.mark.integration
+@pytest.mark.reliability
+def test_the_database_password_never_reaches_dask_logs(
+    pg_url: str, db_schema: str, cluster: tuple[LocalCluster, Client]
+) -> None:
+    _, client = cluster
+    secret = f"pw-{uuid.uuid4().hex}"
+    url = pg_url.replace("postgres@", f"postgres:{secret}@", 1)  # trust auth: the password is never checked
+    assert secret in url
+    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
+    with HdiSession(load_settings({"database_url": url, "db_schema": db_schema}, environ={})) as s:
+        with pytest.raises(ProviderError, match="the test vendor refuses") as err:
+            ingestion.run(req, s, provider=FailingSampleProvider("2024-01-05"), executor=DaskExecutor(client))
+        assert secret not in str(err.value) and secret not in repr(s)
+    logs = [msg for records in client.get_worker_logs().values() for _, msg in records]
+    logs += [msg for _, msg in client.get_scheduler_logs()]
+    assert any("Compute Failed" in m and "the test vendor refuses" in m for m in logs)  # the task's repr is logged
+    assert not [m for m in logs if secret in m]
+
+
+@pytest.mark.integration
+def test_cli_ingest_with_executor_dask(
+    hdi_env: dict[str, str], session: HdiSession, cluster: tuple[LocalCluster, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl, _ = cluster
+    args = ["--provider", "sample", "--schema", "ohlcv-1m", "--symbols", "ESH4", "--start", "2024-01-02"]
+    code, out, err = run_cli(["ingest", *args, "--end", "2024-01-04", "--scheduler", cl.scheduler_address])
+    assert (code, err) == (0, "") and "2 chunks (0 already done)" in out
+    monkeypatch.setenv("HDI_DASK_SCHEDULER", cl.scheduler_address)
+    code, out, err = run_cli(["ingest", *args, "--end", "2024-01-05", "--executor", "dask"])
+    assert (code, err) == (0, "") and "3 chunks (2 already done)" in out
+    code, out, err = run_cli(["ingest", *args, "--end", "2024-01-05", "--executor", "local", "--scheduler", "x:1"])
+    assert code != 0 and "scheduler= is given with executor='local'" in err
+
+
+@pytest.mark.integration
+def test_an_unreachable_scheduler_is_a_one_line_error(session: HdiSession) -> None:
+    from hdi_lab.errors import ClusterError
+
+    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
+    with pytest.raises(ClusterError, match=r"tcp://127\.0\.0\.1:9 cannot be reached.*HDI_DASK_SCHEDULER"):
+        ingestion.run(req, session, executor=DaskExecutor("tcp://127.0.0.1:9"))
+
+
+@pytest.mark.unit
+def test_executor_choices() -> None:
+    settings = load_settings(environ={})
+    assert executor_of(None, None, settings) is None
+    assert executor_of("local", None, settings) is None
+    assert executor_of("dask", "tcp://h:8786", settings) == DaskExecutor("tcp://h:8786")
+    assert executor_of(None, "tcp://h:8786", settings) == DaskExecutor("tcp://h:8786")
+    env = load_settings(environ={"HDI_DASK_SCHEDULER": "tcp://env:8786"})
+    assert executor_of("dask", None, env) == DaskExecutor("tcp://env:8786")
+    with pytest.raises(ValidationError, match=r"executor=.dask. needs a scheduler.*HDI_DASK_SCHEDULER"):
+        executor_of("dask", None, settings)
+    with pytest.raises(ValidationError, match="executor='ray' is not known: use one of local, dask"):
+        executor_of("ray", None, settings)
+    with pytest.raises(ValidationError, match="not a Dask scheduler address"):
+        executor_of("dask", "localhost", settings)
+    with pytest.raises(ValidationError, match=r"neither an address nor a distributed\.Client"):
+        executor_of("dask", 8786, settings)
+
+
+@pytest.mark.unit
+def test_settings_of_the_cluster(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"databento_concurrency=0 .* must be 1 or more"):
+        load_settings(environ={"HDI_DATABENTO_CONCURRENCY": "0"})
+    (tmp_path / "hdi_lab.toml").write_text('dask_scheduler = "tcp://evil:8786"\n')
+    with pytest.raises(ConfigError, match=r"dask_scheduler in .* is refused: .*secrets"):
+        load_settings(environ={}, cwd=tmp_path)
+
+
+@pytest.mark.integration
+def test_ib_does_not_run_on_a_cluster(session: HdiSession) -> None:
+    class Ib(SampleProvider):
+        name = "ib"
+
+    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="provider='ib' cannot run with executor='dask'"):
+        ingestion.run(req, session, provider=Ib(), executor=DaskExecutor("tcp://127.0.0.1:9"))
+
+
+@pytest.mark.integration
+def test_update_on_the_cluster_equals_a_serial_update(
+    pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
+) -> None:
+    import hdi_lab
+
+    _, client = cluster
+    reports = []
+    with make_session(pg_url, other_schema) as serial:
+        for s, how in ((serial, {}), (session, {"executor": "dask", "scheduler": client})):
+            hdi_lab.watch("sample", schema="ohlcv-1m", symbols="ESH4", since="2024-01-02", name="es", session=s)
+            reports.append(hdi_lab.update(until="2024-01-08", session=s, **how))  # type: ignore[arg-type]
+    local, dask = (r.plans[0].report for r in reports)
+    assert local is not None and dask is not None
+    assert [c.chunk.key for c in dask.chunks] == [c.chunk.key for c in local.chunks] and len(local.chunks) == 6
+    assert dask.fetched == local.fetched > 0
+    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert hdi_lab.update(until="2024-01-08", executor="dask", scheduler=client, session=session).up_to_date
