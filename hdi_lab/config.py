@@ -71,6 +71,14 @@ OPTIONS: tuple[Option, ...] = (
         "Databento historical gateway",
     ),
     Option(
+        "databento_live_gateway",
+        ("HDI_DATABENTO_LIVE_GATEWAY",),
+        None,
+        str,
+        False,
+        "Databento live gateway as host or host:port (default: the dataset's, e.g. glbx-mdp3.lsg.databento.com:13000)",
+    ),
+    Option(
         "databento_dataset",
         ("HDI_DATABENTO_DATASET",),
         None,
@@ -167,7 +175,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 #: settings that decide where a credential is sent: never from a project file (see the module docstring)
-ROUTING = ("databento_gateway", "database_url")
+ROUTING = ("databento_gateway", "databento_live_gateway", "database_url")
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
 _CALENDAR_ENTRY = re.compile(r"^([A-Z0-9._]+(?::[A-Z0-9._]+)?)=([A-Za-z0-9_/]+)$")
@@ -298,7 +306,7 @@ def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
         if name == "database_url" and dsn.secrets(table[name]):
             continue
         opt = _BY_NAME[name]
-        what = "the Databento API key" if name == "databento_gateway" else "your PostgreSQL password"
+        what = "the Databento API key" if name.startswith("databento") else "your PostgreSQL password"
         raise ConfigError(
             f"{name} in {path} is refused: a file in the working directory may not decide where {what} is "
             f"sent; set {opt.env[0]} or put it in {user_config_file()} (or the file named by $HDI_CONFIG)"
