@@ -44,7 +44,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from hdi_lab.core.ingestion import load_records
-from hdi_lab.core.session import HdiSession
+from hdi_lab.core.session import LIVE_PROVIDERS, HdiSession
 from hdi_lab.core.validate import validate
 from hdi_lab.dbn import Mapping, record_to_json
 from hdi_lab.dbn.live import decode_live
@@ -58,7 +58,6 @@ from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
 
 __all__ = [
-    "LIVE_PROVIDERS",
     "LIVE_SCHEMAS",
     "LiveCommit",
     "LiveHandle",
@@ -72,8 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: providers with a live feed
-LIVE_PROVIDERS: tuple[str, ...] = ("databento",)
 #: the schemas a live session stores (mbp-1 is not stored: tbbo is the trade with the book before it)
 LIVE_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
 _FAR = 2**63 - 1
@@ -152,7 +149,8 @@ class LiveStatus:
     batches: int = 0
     last_ts_event: pd.Timestamp | None = None
     buffered: int = 0
-    backpressure_waits: int = 0
+    backpressure_waits: int = 0  # times the feed waited for room in the buffer (a slow writer)
+    buffer_high_water: int = 0  # most records held in the buffer at once (at most its capacity)
     error: str | None = None
     notes: tuple[str, ...] = ()
 
@@ -296,6 +294,7 @@ class LiveHandle:
                 last_ts_event=None if sh.last_ts is None else pd.Timestamp(sh.last_ts, tz="UTC"),
                 buffered=len(self._buffer),
                 backpressure_waits=self._buffer.waits,
+                buffer_high_water=self._buffer.high_water,
                 error=sh.error,
                 notes=tuple(sh.notes[-20:]),
             )
