@@ -536,9 +536,9 @@ class LiveHandle:
                 reach[int(iid)] = max(day, reach.get(int(iid), day))
         grown = []
         for symbol, m in list(self._mapped.items()):
-            day = reach.get(m.instrument_id)
-            if day is not None and day >= m.d1:
-                longer = Mapping(m.stype, m.symbol, m.d0, day + dt.timedelta(days=1), m.instrument_id)
+            until = reach.get(m.instrument_id)
+            if until is not None and until >= m.d1:
+                longer = Mapping(m.stype, m.symbol, m.d0, until + dt.timedelta(days=1), m.instrument_id)
                 self._mapped[symbol] = longer
                 grown.append(longer)
         if grown:

@@ -409,6 +409,7 @@ class HdiMagics(Magics):
             return stopped[0]
         return sorted({*mine, *asked})
 
+
 def load(shell: InteractiveShell) -> HdiMagics:
     """Register the magics once per shell; loading again returns the registered instance unchanged."""
     registered = shell.magics_manager.registry.get(HdiMagics.__name__)
