@@ -35,6 +35,7 @@ BENCHES = (
     "bench_update",
     "bench_continuous",
     "bench_export",
+    "bench_live",
 )
 
 

@@ -76,7 +76,7 @@ LIVE_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
 _FAR = 2**63 - 1
 #: a record sharing a duplicate key (instrument, publisher, ts_event) with an earlier one arrives within this
 #: many ns of the latest ts_event seen; older keys are forgotten
-_DUP_HORIZON_NS = 2_000_000_000
+_DUP_HORIZON_NS = 500_000_000
 
 
 @dataclass(frozen=True)
@@ -616,7 +616,7 @@ def start(
     heartbeat_interval_s: int = 10,
     heartbeat_timeout: float | None = None,
     flush_s: float = 0.1,
-    max_batch: int = 20_000,
+    max_batch: int = 5_000,
     buffer_size: int = 100_000,
     max_reconnects: int = 10,
     backoff: float = 1.0,
