@@ -36,6 +36,7 @@ BENCHES = (
     "bench_cluster",
     "bench_continuous",
     "bench_export",
+    "bench_live",
 )
 
 

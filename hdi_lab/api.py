@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from hdi_lab.config import load_settings
 from hdi_lab.core import continuous as chain
 from hdi_lab.core import export as exporter
 from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
+from hdi_lab.core import live as live_core
 from hdi_lab.core import report as reporter
 from hdi_lab.core import update as updater
 from hdi_lab.core.executors import DaskExecutor, executor_of
@@ -38,6 +40,9 @@ __all__ = [
     "export",
     "gaps",
     "ingest",
+    "live",
+    "live_sessions",
+    "live_stop",
     "make_request",
     "query",
     "report",
@@ -425,3 +430,60 @@ def report(
     Raises ValidationError (a bad date, range or threshold), ConfigError and StorageError.
     """
     return with_session(session, lambda s: reporter.report(s, date, start=start, end=end, thresholds=thresholds))
+
+
+def live(
+    provider: str = "databento",
+    *,
+    schema: str | Sequence[str],
+    symbols: str | Sequence[str],
+    dataset: str | None = None,
+    stype_in: str | SType = SType.RAW_SYMBOL,
+    start: object = None,
+    session: HdiSession | None = None,
+    on_commit: Callable[[live_core.LiveCommit], None] | None = None,
+    heartbeat_interval_s: int = 10,
+    **tuning: Any,
+) -> live_core.LiveHandle:
+    """Stream live data into the same tables as history, in background threads; returns the session's handle
+    (``status()``, ``stop()``, ``wait()``).
+
+    ``hdi_lab.live("databento", dataset="GLBX.MDP3", schema="trades,ohlcv-1s", symbols="ES.c.0",
+    stype_in="continuous")``. Records go through the ingestion core's decode -> validate -> load path in small
+    batches (committed at most 100 ms after their first record), with the historical path's keys, so a later
+    historical ingest of the same day stores nothing twice. A lost connection is reconnected with intraday replay
+    from the last stored ``ts_event``; ``start`` replays from an earlier time of the day. ``on_commit`` is called
+    (on the writer's thread) with each committed batch (:class:`hdi_lab.core.live.LiveCommit`). ``tuning`` is
+    passed to :func:`hdi_lab.core.live.start` (``flush_s``, ``max_batch``, ``buffer_size``, ``heartbeat_timeout``,
+    ``max_reconnects``, ``backoff``).
+
+    Without ``session`` the handle opens its own (closed when the session ends).
+
+    Raises ValidationError (a bad request), ConfigError (no API key, a bad gateway setting) and StorageError.
+    """
+    default = (session.settings if session is not None else load_settings()).databento_dataset
+    request = live_core.make_request(
+        provider,
+        dataset=dataset,
+        schema=schema,
+        symbols=symbols,
+        stype_in=str(stype_in),
+        start=start,
+        default_dataset=default,
+    )
+    return live_core.start(request, session, heartbeat_interval_s=heartbeat_interval_s, on_commit=on_commit, **tuning)
+
+
+def live_sessions(session: HdiSession | None = None) -> pd.DataFrame:
+    """The live sessions of the database, newest first (``state``: running, lost, stopped or failed; counts of
+    records, inserted, duplicates, quarantined, replayed, reconnects; the last ts_event stored).
+
+    Raises StorageError."""
+    return with_session(session, live_core.sessions)
+
+
+def live_stop(*ids: int, session: HdiSession | None = None) -> list[int]:
+    """Ask running live sessions (``ids``, or all) to stop gracefully, wherever they run; returns the ids asked.
+
+    Raises ValidationError for an id that is not running, StorageError."""
+    return with_session(session, lambda s: live_core.request_stop(s, list(ids) or None))

@@ -71,6 +71,14 @@ OPTIONS: tuple[Option, ...] = (
         "Databento historical gateway",
     ),
     Option(
+        "databento_live_gateway",
+        ("HDI_DATABENTO_LIVE_GATEWAY",),
+        None,
+        str,
+        False,
+        "Databento live gateway as host or host:port (default: the dataset's, e.g. glbx-mdp3.lsg.databento.com:13000)",
+    ),
+    Option(
         "databento_dataset",
         ("HDI_DATABENTO_DATASET",),
         None,
@@ -184,7 +192,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 #: settings that decide where a credential is sent: never from a project file (see the module docstring)
-ROUTING = ("databento_gateway", "database_url", "dask_scheduler")
+ROUTING = ("databento_gateway", "databento_live_gateway", "database_url", "dask_scheduler")
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
 _CALENDAR_ENTRY = re.compile(r"^([A-Z0-9._]+(?::[A-Z0-9._]+)?)=([A-Za-z0-9_/]+)$")
@@ -319,6 +327,7 @@ def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
         opt = _BY_NAME[name]
         what = {
             "databento_gateway": "the Databento API key",
+            "databento_live_gateway": "the Databento API key",
             "database_url": "your PostgreSQL password",
             "dask_scheduler": "your settings and their secrets (a Dask cluster's workers receive them)",
         }[name]

@@ -16,9 +16,11 @@ if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%
     from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
 
-__all__ = ["PROVIDERS", "HdiSession", "with_session"]
+__all__ = ["LIVE_PROVIDERS", "PROVIDERS", "HdiSession", "with_session"]
 
 PROVIDERS = ("file", "sample", "databento", "ib")
+#: the providers with a live feed (:mod:`hdi_lab.core.live`)
+LIVE_PROVIDERS = ("databento",)
 
 
 class HdiSession:

@@ -87,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ssub.add_parser("status", help="whether a scheduler runs, each subscription's schedule and next run")
 
+    lv = sub.add_parser("live", help="live data into the same tables (Databento Live), until SIGTERM/SIGINT")
+    lsub = lv.add_subparsers(dest="action", required=True, metavar="ACTION")
+    options.add(
+        lsub.add_parser(
+            "start",
+            help="stream in the foreground until SIGTERM/SIGINT (everything received is stored first); "
+            "reconnects with intraday replay",
+        ),
+        *options.LIVE,
+    )
+    lsub.add_parser("status", help="live sessions: running, stopped, failed or lost, with their counts")
+    options.add(lsub.add_parser("stop", help="ask running live sessions to stop gracefully"), "live_ids")
+
     options.add(sub.add_parser("db", help="the database server"), "db_action")
     options.add(sub.add_parser("config", help="settings"), "config_action")
 
@@ -297,6 +310,27 @@ def _cmd_update(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
     return 0
 
 
+def _cmd_live(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from hdi_lab.core import live
+
+    if a.action == "status":
+        _table(live.sessions(session), out, "(no live sessions: hdi live start ...)")
+        return 0
+    if a.action == "stop":
+        asked = live.request_stop(session, a.ids or None)
+        print(f"asked to stop: {', '.join(map(str, asked))}" if asked else "no running live session", file=out)
+        return 0
+    stop = threading.Event()
+    with _logging_to(err), _stopped_by_signals(stop, err, "stopping the live session: what was received is stored"):
+        handle = options.live(a, session)
+        print(f"hdi: live session {handle.id} started: {handle.request.describe()}", file=err)
+        while handle.running and not stop.wait(0.2):
+            pass
+        final = handle.stop()
+    print(final, file=out)
+    return 0 if final.state == "stopped" else 1
+
+
 def _cmd_scheduler(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab.api import update
     from hdi_lab.core import scheduler
@@ -316,7 +350,7 @@ def _cmd_scheduler(session: HdiSession, a: argparse.Namespace, out: TextIO, err:
         _table(pd.DataFrame(rows), out, "(no subscriptions: hdi watch add ...)")
         return 0
     stop = threading.Event()
-    with _logging_to(err), _stopped_by_signals(stop, err):
+    with _logging_to(err), _stopped_by_signals(stop, err, "stopping after the running update"):
         scheduler.run(
             session,
             stop,
@@ -347,16 +381,16 @@ def _logging_to(err: TextIO) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stopped_by_signals(stop: threading.Event, err: TextIO) -> Iterator[None]:
-    """SIGTERM or SIGINT sets ``stop`` (the running update finishes); a second one abandons it at once: the
-    process exits, and the server rolls back the chunk in flight. The ``hdi`` command owns its process, so it
-    may set the handlers for the command's duration; library code never does."""
+def _stopped_by_signals(stop: threading.Event, err: TextIO, what: str) -> Iterator[None]:
+    """SIGTERM or SIGINT sets ``stop`` (the running work finishes: ``what`` says how); a second one abandons it
+    at once: the process exits, and the server rolls back the transaction in flight. The ``hdi`` command owns its
+    process, so it may set the handlers for the command's duration; library code never does."""
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
-            print("hdi: stopping now: the chunk in flight is rolled back", file=err)
+            print("hdi: stopping now: the transaction in flight is rolled back", file=err)
             os._exit(130)
-        print(f"hdi: {signal.Signals(signum).name}: stopping after the running update", file=err)
+        print(f"hdi: {signal.Signals(signum).name}: {what}", file=err)
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -442,6 +476,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "gaps": _cmd_gaps,
     "update": _cmd_update,
     "scheduler": _cmd_scheduler,
+    "live": _cmd_live,
     "report": _cmd_report,
     "db": _cmd_db,
     "config": _cmd_config,

@@ -20,6 +20,9 @@
                    returns the :class:`Subscription` added or removed, or the list as a DataFrame
 ``%hdi_update``    ``[ID|NAME...] [--until --dry-run --allow-cost]``: bring subscriptions current (as
                    ``hdi update``); returns the :class:`UpdateReport`
+``%hdi_live``      ``start [the options of hdi live start]``: stream live data in the background, returns the
+                   session's handle (``.status()``, ``.stop()``); ``status``: the sessions (a DataFrame);
+                   ``stop [ID...]``: stop sessions (this kernel's at once, others' within a second)
 =================  =========================================================================
 
 Every magic returns its result and takes ``-o/--out NAME`` (also bind it in the user namespace)
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from hdi_lab.core.export import ExportReport
+    from hdi_lab.core.live import LiveHandle, LiveStatus
     from hdi_lab.core.report import Report
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.core.update import UpdateReport
@@ -139,6 +143,7 @@ class HdiMagics(Magics):
         super().__init__(shell, **kwargs)  # Magics adds itself to shell.configurables (%config HdiMagics)
         self._session = session
         self._frames = FrameDisplay(shell, lambda: self.display_rows)
+        self._live: dict[int, LiveHandle] = {}  # the live sessions started here, stopped on unload
 
     @property
     def session(self) -> HdiSession:
@@ -156,7 +161,11 @@ class HdiMagics(Magics):
         return _arg_error(getattr(type(self), magic), message)
 
     def close(self) -> None:
-        """Close the session's connections and restore the DataFrame formatters."""
+        """Stop the live sessions started here, close the session's connections, restore the DataFrame
+        formatters."""
+        for handle in self._live.values():
+            handle.stop()
+        self._live.clear()
         if self._session is not None:
             self._session.close()
         self._frames.uninstall()
@@ -363,6 +372,42 @@ class HdiMagics(Magics):
 
         ``%hdi_update es_1m --until 2024-03-01 --dry-run``"""
         return options.update(args, self.session)
+
+    @line_magic
+    @_front_end
+    @options.magic_arguments(*options.LIVE_MAGIC, *options.MAGIC)
+    def hdi_live(self, args: argparse.Namespace) -> LiveHandle | LiveStatus | pd.DataFrame | list[int]:
+        """Live sessions, like ``hdi live``: ``start`` one in the background (returns its handle; the kernel stays
+        usable), ``status`` (the sessions, a DataFrame) or ``stop [ID...]`` (a session started in this kernel
+        stops at once and its final status is returned; others are asked through the database: their ids).
+
+        ``h = %hdi_live start --dataset GLBX.MDP3 --schema trades,ohlcv-1s --symbols ES.c.0 --stype-in continuous``
+
+        Raises UsageError when an option does not go with the action, and like every magic for an HdiError.
+        """
+        from hdi_lab.core import live
+
+        parser = type(self).hdi_live.parser  # type: ignore[union-attr]  # set by IPython's @magic_arguments
+        start_only = {options.option(ref).name for ref in options.LIVE}
+        given = {n for n, v in vars(args).items() if n in start_only and v != parser.get_default(n)}
+        if args.action != "start" and given:
+            names = ", ".join("--" + n.replace("_", "-") for n in sorted(given))
+            raise self._usage("hdi_live", f"{names}: only %hdi_live start takes these")
+        if args.ids and args.action != "stop":
+            raise self._usage("hdi_live", f"%hdi_live {args.action}: only stop takes session ids")
+        if args.action == "start":
+            handle = options.live(args, self.session)
+            self._live[handle.id] = handle
+            return handle
+        if args.action == "status":
+            return self._frames.track(live.sessions(self.session))
+        mine = [i for i in (args.ids or list(self._live)) if i in self._live]
+        stopped = [self._live.pop(i).stop() for i in mine]
+        others = [i for i in args.ids if i not in mine]
+        asked = live.request_stop(self.session, others or None) if others or not args.ids else []
+        if len(stopped) == 1 and not asked:
+            return stopped[0]
+        return sorted({*mine, *asked})
 
 
 def load(shell: InteractiveShell) -> HdiMagics:

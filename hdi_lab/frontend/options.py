@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.executors import EXECUTORS
-from hdi_lab.core.session import PROVIDERS
+from hdi_lab.core.session import LIVE_PROVIDERS, PROVIDERS
 from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from hdi_lab.core.executors import DaskExecutor
     from hdi_lab.core.export import ExportProgress, ExportReport
+    from hdi_lab.core.live import LiveCommit, LiveHandle
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -50,6 +51,10 @@ __all__ = [
     "GAPS_MAGIC",
     "GLOBAL",
     "INGEST",
+    "LIVE",
+    "LIVE_ACTIONS",
+    "LIVE_MAGIC",
+    "LIVE_PROVIDERS",
     "MAGIC",
     "OPTIONS",
     "PRICE_TYPES",
@@ -81,6 +86,7 @@ __all__ = [
     "gaps",
     "ingest_request",
     "interval_help",
+    "live",
     "magic_arguments",
     "one_of",
     "option",
@@ -98,6 +104,8 @@ STYPES: tuple[str, ...] = tuple(s.value for s in SType)
 PRICE_TYPES: tuple[str, ...] = ("float", "fixed")
 #: the actions of ``hdi watch ACTION`` and ``%hdi_watch ACTION``
 WATCH_ACTIONS: tuple[str, ...] = ("add", "list", "remove")
+#: the actions of ``hdi live ACTION`` and ``%hdi_live ACTION``
+LIVE_ACTIONS: tuple[str, ...] = ("start", "status", "stop")
 #: the formats of ``hdi report --format``
 REPORT_FORMATS: tuple[str, ...] = ("text", "html", "json")
 
@@ -413,6 +421,29 @@ OPTIONS: dict[str, Option] = {
         help="a quality threshold, e.g. jump_sigmas=8 or stale_bars=60 (repeatable; the names and defaults are "
         "hdi_lab.core.report.Thresholds')",
     ),
+    # live sessions
+    "live_action": Option(("action",), choices=LIVE_ACTIONS, metavar="ACTION", help=one_of(LIVE_ACTIONS)),
+    "live_schema": Option(
+        ("--schema",),
+        metavar="SCHEMA[,SCHEMA]",
+        help=f"comma-separated schemas streamed together, e.g. trades,ohlcv-1s ({', '.join(SCHEMAS)})",
+    ),
+    "live_start": Option(
+        ("--start",),
+        metavar="START",
+        help=f"{_DATE}: intraday replay from here (Databento: within the last 24 hours; default: from now)",
+    ),
+    "heartbeat": Option(
+        ("--heartbeat",),
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="heartbeat interval asked of the gateway; silence for twice as long plus 5 s is a dead connection "
+        "(reconnected with intraday replay) (default 10)",
+    ),
+    "live_ids": Option(
+        ("ids",), type=int, nargs="*", metavar="ID", help="live session ids (default: every running one)"
+    ),
     # every magic
     "out": Option(("-o", "--out"), metavar="NAME", help="also store the result in the user namespace as NAME"),
     "verbose": Option(("--verbose",), action="store_true", help="on an hdi_lab error, show the full traceback"),
@@ -545,6 +576,20 @@ UPDATE: tuple[OptionRef, ...] = (
     "executor",
     "scheduler",
 )
+
+#: ``hdi live start`` and ``%hdi_live start``: stream a vendor's live data into the same tables
+LIVE: tuple[OptionRef, ...] = (
+    option("provider").but(default=LIVE_PROVIDERS[0], choices=LIVE_PROVIDERS, help=one_of(LIVE_PROVIDERS, "databento")),
+    option("dataset").but(help="e.g. GLBX.MDP3 (default: the databento_dataset setting)"),
+    "live_schema",
+    "symbols",
+    "stype_in",
+    "live_start",
+    "heartbeat",
+)
+#: ``%hdi_live start|status|stop [ID...] [start's options]``: one parser for every action (``hdi live`` has one
+#: subcommand per action)
+LIVE_MAGIC: tuple[OptionRef, ...] = ("live_action", "live_ids", *LIVE)
 
 #: ``hdi scheduler run``: keep every subscription current on its schedule until SIGTERM/SIGINT
 SCHEDULER_RUN: tuple[OptionRef, ...] = (
@@ -736,3 +781,25 @@ def report(args: argparse.Namespace, session: HdiSession) -> Report:
 
     limits = Thresholds.parse(args.threshold or ())
     return report(session, args.date, start=args.start, end=args.end, thresholds=limits)
+
+
+def live(
+    args: argparse.Namespace, session: HdiSession, on_commit: Callable[[LiveCommit], None] | None = None
+) -> LiveHandle:
+    """Start the live session the :data:`LIVE` options of ``hdi live start`` and ``%hdi_live start`` describe
+    (running in background threads); returns its handle.
+
+    Raises what :func:`hdi_lab.core.live.make_request` and :func:`hdi_lab.core.live.start` raise (ValidationError
+    for a bad request, ConfigError without an API key or with a bad gateway setting, StorageError)."""
+    from hdi_lab.core import live
+
+    request = live.make_request(
+        args.provider,
+        dataset=args.dataset,
+        schema=args.schema,
+        symbols=args.symbols,
+        stype_in=args.stype_in,
+        start=args.start,
+        default_dataset=session.settings.databento_dataset,
+    )
+    return live.start(request, session, heartbeat_interval_s=args.heartbeat, on_commit=on_commit)

@@ -66,6 +66,7 @@ class DupCounter:
         self.fields = dup_key(schema)
         self._keys: npt.NDArray[Any] | None = None  # sorted unique keys (void view) seen so far
         self._counts: npt.NDArray[Any] | None = None
+        self._packed: np.dtype[Any] | None = None  # the keys' fields behind the void view
 
     def assign(self, records: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """dup_idx for key-sorted ``records`` of the next batch."""
@@ -73,6 +74,7 @@ class DupCounter:
         if not self.fields or n == 0:
             return np.zeros(n, dtype=np.int32)
         keys = key_view([records[f] for f in self.fields])
+        self._packed = np.dtype([(f"k{i}", records[f].dtype.newbyteorder("=")) for i, f in enumerate(self.fields)])
         local = _runs(records, self.fields)
         uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         offset = np.zeros(len(uniq), dtype=np.int64)
@@ -87,6 +89,16 @@ class DupCounter:
             self._keys = merged
             self._counts = np.bincount(inv, weights=np.concatenate([self._counts, counts])).astype(np.int64)
         return (local + offset[inverse.reshape(-1)]).astype(np.int32)
+
+    def forget_before(self, ts_event: int) -> None:
+        """Forget the keys whose ``ts_event`` (ns) is before ``ts_event``: a stream in time order (a live
+        session) sends no more records of them, and the counter stays small."""
+        if self._keys is None or self._counts is None or self._packed is None or "ts_event" not in self.fields:
+            return
+        times = self._keys.view(self._packed)[f"k{self.fields.index('ts_event')}"]
+        keep = times >= ts_event
+        if not keep.all():
+            self._keys, self._counts = self._keys[keep], self._counts[keep]
 
 
 def normalise(records: npt.NDArray[Any], table: Table, dup_idx: npt.NDArray[Any] | None = None) -> Columns:

@@ -1,0 +1,188 @@
+"""Live ingestion: a trades stream through the real ``databento.Live`` client from the local fake live gateway
+(tests/fake_databento_live.py) into storage: sustained throughput and end-to-end commit latency.
+
+Cases (one instrument, ESH4; ``--records`` dense trades, one every 20 us of data time):
+
+a. baseline: the raw client alone: ``databento.Live`` against the fake, a callback that only counts, nothing
+   stored: how fast the client itself takes the stream (records/s).
+b. ``hdi_lab.live`` end to end into a fresh schema, the stream sent as fast as it is read: the client, the
+   bounded buffer, decode (the one DBN path), duplicate numbering, validation, ``load_market``, the registry row,
+   one transaction per batch (flushed 100 ms after its first record, or at 5k records). Records/s and the ratio
+   to (a); the target is absolute: >= 50k records/s. The gaps between commits while the stream runs are reported
+   (target: batches committed at least every 250 ms).
+c. latency: the stream paced at ``--rate`` records/s (default 20k/s, 10 s): from the fake handing a record's
+   block to the socket (``time.time()`` just before ``sendall``) to the commit of the batch holding it returning
+   (``on_commit``'s ``committed_at``): p50 and p99 (targets < 250 ms and < 1 s). Indicators updated per closed
+   bar come with the live-chart work; this measures the commit.
+
+Nothing is asserted; the machine is shared (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+
+import databento as db
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import common
+from common import Row
+from fake_databento_live import KEY, FakeLiveGateway, trades
+
+from hdi_lab.core import live
+from hdi_lab.core.session import HdiSession
+from hdi_lab.schemas import Schema
+
+BENCH = "live"
+WINDOW = ("2024-03-01", "2024-03-02")
+
+
+def raw_client(gw: FakeLiveGateway, n: int) -> float:
+    """Seconds for the bare client to receive ``n`` trades (a counting callback)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    got = [0]
+    done = threading.Event()
+
+    def count(rec: object) -> None:
+        if type(rec) is db.TradeMsg:
+            got[0] += 1
+            if got[0] == n:
+                done.set()
+
+    client = db.Live(key=KEY, gateway=gw.host, port=gw.port, heartbeat_interval_s=5, loop=loop)
+    client.add_callback(count)
+    t0 = time.perf_counter()
+    client.subscribe("GLBX.MDP3", "trades", ["ESH4"])
+    client.start()
+    done.wait(300)
+    seconds = time.perf_counter() - t0
+    client.stop()
+    client.block_for_close(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+    return seconds
+
+
+def hdi_live(session: HdiSession, gw: FakeLiveGateway, n: int) -> tuple[float, list[float], list[live.LiveCommit]]:
+    """(seconds until all ``n`` are committed, commit times, the commits) of one hdi_lab live session."""
+    commits: list[live.LiveCommit] = []
+    s = HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
+    request = live.make_request("databento", dataset="GLBX.MDP3", schema="trades", symbols="ESH4")
+    t0 = time.perf_counter()
+    handle = live.start(request, s, heartbeat_interval_s=5, on_commit=commits.append)
+    deadline = time.monotonic() + 600
+    while handle.status().records < n and handle.running and time.monotonic() < deadline:
+        time.sleep(0.005)
+    seconds = time.perf_counter() - t0
+    st = handle.stop()
+    s.close()
+    if st.records != n or st.inserted != n:
+        print(f"[{BENCH}] WARNING: {st}", flush=True)
+    return seconds, [c.committed_at for c in commits], commits
+
+
+def latencies(gw: FakeLiveGateway, commits: list[live.LiveCommit], n: int) -> np.ndarray:
+    """Per record: commit time - the time its block was handed to the socket (s)."""
+    sent = np.full(n, np.nan)
+    for t, _schema, first, count in gw.sent:
+        sent[first : first + count] = t
+    out = []
+    for c in commits:
+        rec = c.records.get(Schema.TRADES)
+        if rec is None or not len(rec):
+            continue
+        pos = rec["sequence"].astype(np.int64) - 1_000
+        out.append(c.committed_at - sent[pos])
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    n = int(args.records)
+    data = {Schema.TRADES: trades(n)}
+    rows: list[Row] = []
+    with common.database(args.database_url) as url:
+        print(f"[{BENCH}] {common.server_summary(url)}; {n:,} trades", flush=True)
+        raw_t, hdi_t, gaps = [], [], []
+        for _ in range(args.repeat):
+            with FakeLiveGateway(window=WINDOW, data=data) as gw:
+                gw.records(Schema.TRADES, live.SType.RAW_SYMBOL, ["ESH4"])  # served from memory: not timed
+                raw_t.append(raw_client(gw, n))
+            with FakeLiveGateway(window=WINDOW, data=data) as gw, common.fresh_schema(url, "bench_live") as name:
+                gw.records(Schema.TRADES, live.SType.RAW_SYMBOL, ["ESH4"])
+                sess = common.session(url, name)
+                sess.connection()  # migrate outside the timing
+                seconds, times, _ = hdi_live(sess, gw, n)
+                sess.close()
+                hdi_t.append(seconds)
+                gaps.append(np.diff(np.array(times)))
+        raw_best, hdi_best = min(raw_t), min(hdi_t)
+        gap = np.concatenate(gaps)
+        rows.append(Row(BENCH, "(a) raw databento.Live client, counting [baseline]", common.rate(n, raw_best)))
+        rows.append(
+            Row(
+                BENCH,
+                "(b) hdi_lab.live end to end (stored) / (a)",
+                common.rate(n, hdi_best),
+                raw_best / hdi_best,
+                None,
+                note=f"{hdi_best:.2f}s; target >= 50,000 rows/s: {'MET' if n / hdi_best >= 50_000 else 'MISSED'}",
+            )
+        )
+        rows.append(
+            Row(
+                BENCH,
+                "(b) gap between commits while streaming",
+                f"p50 {1000 * np.median(gap):.0f} ms, p99 {1000 * np.percentile(gap, 99):.0f} ms, "
+                f"max {1000 * gap.max():.0f} ms",
+                note=f"target <= 250 ms: {'MET' if gap.max() <= 0.25 else 'MISSED'} ({len(gap) + len(gaps)} commits)",
+            )
+        )
+        m = min(n, int(args.rate * args.seconds))
+        paced = {Schema.TRADES: data[Schema.TRADES][:m]}
+        with (
+            FakeLiveGateway(window=WINDOW, data=paced, rate=args.rate) as gw,
+            common.fresh_schema(url, "bench_live") as name,
+        ):
+            gw.records(Schema.TRADES, live.SType.RAW_SYMBOL, ["ESH4"])
+            sess = common.session(url, name)
+            sess.connection()
+            _, _, commits = hdi_live(sess, gw, m)
+            sess.close()
+            lat = latencies(gw, commits, m)
+        p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99))
+        rows.append(
+            Row(
+                BENCH,
+                f"(c) latency sent -> committed, {args.rate:,.0f} records/s for {m / args.rate:.0f} s",
+                f"p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms",
+                note=f"targets p50 < 250 ms: {'MET' if p50 < 0.25 else 'MISSED'}, p99 < 1 s: "
+                f"{'MET' if p99 < 1 else 'MISSED'}; max {1000 * lat.max():.0f} ms over {len(lat):,} records",
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser(__doc__.splitlines()[0], records=500_000, repeat=3)
+    p.add_argument("--rate", type=float, default=20_000.0, help="records/s of the paced stream (latency)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the paced stream (s)")
+    args = p.parse_args(argv)
+    rows = run(args)
+    common.print_table(rows, "live ingestion (bench_live.py)")
+    common.write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The live-session registry (table ``live_sessions``, migration 13) for :mod:`hdi_lab.core.live`: a session's
+row is inserted when it starts, advanced in the transaction of every batch it commits (so its counts never run
+ahead of the stored rows), and closed when it ends. ``hdi live stop`` sets ``stop_requested``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import psycopg2.extensions
+
+from hdi_lab.storage.cursor import fetch_frame, one, quote, transaction
+
+__all__ = ["COLUMNS", "Progress", "advance", "close", "frame", "insert", "request_stop", "row"]
+
+#: the columns :func:`frame` and :func:`row` return, in order
+COLUMNS = (
+    "id",
+    "status",
+    "provider",
+    "dataset",
+    "schemas",
+    "stype_in",
+    "symbols",
+    "replay_start",
+    "started_at",
+    "ended_at",
+    "heartbeat_at",
+    "host",
+    "pid",
+    "records",
+    "inserted",
+    "updated",
+    "duplicates",
+    "quarantined",
+    "replayed",
+    "batches",
+    "reconnects",
+    "last_ts_event",
+    "stop_requested",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one committed batch adds to its session's row."""
+
+    records: int = 0
+    inserted: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    replayed: int = 0
+    reconnects: int = 0
+    batches: int = 0
+    last_ts_event: dt.datetime | None = None
+
+
+def _t(conn: psycopg2.extensions.connection, schema: str) -> str:
+    return quote(conn, schema, "live_sessions")
+
+
+def insert(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    *,
+    provider: str,
+    dataset: str,
+    schemas: Sequence[str],
+    stype_in: str,
+    symbols: Sequence[str],
+    replay_start: dt.datetime | None,
+    host: str,
+    pid: int,
+) -> int:
+    """Register a running session; returns its id. Raises StorageError."""
+    with transaction(conn) as cur:
+        cur.execute(
+            f"INSERT INTO {_t(conn, schema)} (provider, dataset, schemas, stype_in, symbols, replay_start, host, pid) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (provider, dataset, list(schemas), stype_in, list(symbols), replay_start, host, pid),
+        )
+        return int(one(cur)[0])
+
+
+def advance(cur: psycopg2.extensions.cursor, schema: str, session_id: int, p: Progress) -> bool:
+    """Add ``p`` to the session's row and mark it alive (in the caller's transaction); returns whether a stop
+    was requested. Raises StorageError (through the caller's transaction)."""
+    cur.execute(
+        f"UPDATE {_t(cur.connection, schema)} SET records = records + %s, inserted = inserted + %s, "
+        "updated = updated + %s, duplicates = duplicates + %s, quarantined = quarantined + %s, "
+        "replayed = replayed + %s, reconnects = reconnects + %s, batches = batches + %s, heartbeat_at = now(), "
+        "last_ts_event = GREATEST(last_ts_event, %s) WHERE id = %s RETURNING stop_requested",
+        (
+            p.records,
+            p.inserted,
+            p.updated,
+            p.duplicates,
+            p.quarantined,
+            p.replayed,
+            p.reconnects,
+            p.batches,
+            p.last_ts_event,
+            session_id,
+        ),
+    )
+    found = cur.fetchone()
+    return bool(found and found[0])
+
+
+def close(conn: psycopg2.extensions.connection, schema: str, session_id: int, status: str, error: str | None) -> None:
+    """Mark the session ended (``stopped`` or ``failed``, with the error). Raises StorageError."""
+    with transaction(conn) as cur:
+        cur.execute(
+            f"UPDATE {_t(conn, schema)} SET status = %s, error = %s, ended_at = now(), heartbeat_at = now() "
+            "WHERE id = %s",
+            (status, error, session_id),
+        )
+
+
+def request_stop(conn: psycopg2.extensions.connection, schema: str, ids: Sequence[int] | None) -> list[int]:
+    """Ask running sessions (``ids``, or all) to stop; returns the ids asked. Raises StorageError."""
+    with transaction(conn) as cur:
+        cur.execute(
+            f"UPDATE {_t(conn, schema)} SET stop_requested = true WHERE status = 'running' "
+            "AND (%s::integer[] IS NULL OR id = ANY(%s::integer[])) RETURNING id",
+            (None if ids is None else list(ids), None if ids is None else list(ids)),
+        )
+        return sorted(int(r[0]) for r in cur.fetchall())
+
+
+def row(conn: psycopg2.extensions.connection, schema: str, session_id: int) -> dict[str, Any] | None:
+    """One session's row (:data:`COLUMNS`), or None. Raises StorageError."""
+    with transaction(conn) as cur:
+        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM {_t(conn, schema)} WHERE id = %s", (session_id,))
+        found = cur.fetchone()
+    return None if found is None else dict(zip(COLUMNS, found, strict=True))
+
+
+def frame(conn: psycopg2.extensions.connection, schema: str, limit: int = 50) -> pd.DataFrame:
+    """The newest sessions first (:data:`COLUMNS`). Raises StorageError."""
+    with transaction(conn) as cur:
+        cur.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM {_t(conn, schema)} ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        return fetch_frame(cur)
