@@ -26,7 +26,7 @@ from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path("/work/shared/fixtures/databento")
-ES_H, ES_M, NQ_H, AAPL = 400001, 400002, 400003, 500001
+ES_H, ES_M, NQ_H, ES_U, ES_Z, AAPL = 400001, 400002, 400003, 400005, 400006, 500001
 BARS = [Schema.OHLCV_1S, Schema.OHLCV_1M, Schema.OHLCV_1H, Schema.OHLCV_1D]
 
 
@@ -208,8 +208,8 @@ def test_plan_clips_partial_days() -> None:
 
 
 def test_unknown_symbol_names_it_and_lists_known_ones() -> None:
-    with pytest.raises(ValidationError, match="ESZ4") as err:
-        SampleProvider().plan(request(Schema.OHLCV_1M, ("ESH4", "ESZ4"), "2024-01-02", "2024-01-03"))
+    with pytest.raises(ValidationError, match="ESH5") as err:
+        SampleProvider().plan(request(Schema.OHLCV_1M, ("ESH4", "ESH5"), "2024-01-02", "2024-01-03"))
     assert "ESH4" in str(err.value) and "AAPL" in str(err.value)
 
 
@@ -256,6 +256,10 @@ def test_universe_lists_symbols_and_ids() -> None:
         "ESM4": 400002,
         "NQH4": 400003,
         "NQM4": 400004,
+        "ESU4": 400005,
+        "ESZ4": 400006,
+        "NQU4": 400007,
+        "NQZ4": 400008,
         "AAPL": 500001,
         "MSFT": 500002,
         "NVDA": 500003,
@@ -333,12 +337,13 @@ def test_parent_maps_to_every_listed_contract() -> None:
     store, rec = fetch(
         provider, provider.plan(request(Schema.OHLCV_1M, ("ES.FUT",), "2024-01-02", "2024-01-03", SType.PARENT))[0]
     )
+    listed = (ES_H, ES_M, ES_U, ES_Z)  # five quarters are listed; the sample has the four of 2024
     assert store.metadata.mappings["ES.FUT"] == [
-        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(iid)} for iid in (ES_H, ES_M)
+        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(iid)} for iid in listed
     ]
-    assert set(rec["instrument_id"]) == {ES_H, ES_M}
-    front, back = (np.sum(rec["volume"][rec["instrument_id"] == i]) for i in (ES_H, ES_M))
-    assert front > 10 * back  # the deferred contract trades thinly
+    assert set(rec["instrument_id"]) == set(listed)
+    front, *deferred = (np.sum(rec["volume"][rec["instrument_id"] == i]) for i in listed)
+    assert all(front > 10 * back for back in deferred)  # the deferred contracts trade thinly
 
 
 def test_metadata_describes_the_chunk() -> None:
@@ -455,7 +460,7 @@ def test_definitions_one_per_instrument_per_day() -> None:
     provider = SampleProvider()
     chunks = provider.plan(request(Schema.DEFINITION, ("ES.FUT",), "2024-01-06", "2024-01-08", SType.PARENT))
     defs = fetch_all(provider, chunks)
-    assert len(defs) == 4 and (defs["ts_recv"] % 86_400_000_000_000 == 0).all()
+    assert len(defs) == 2 * 4 and (defs["ts_recv"] % 86_400_000_000_000 == 0).all()
     esh4 = defs[defs["raw_symbol"] == b"ESH4"][0]
     assert esh4["instrument_id"] == ES_H and esh4["instrument_class"] == b"F"
     assert esh4["min_price_increment"] == 250_000_000 and esh4["currency"] == b"USD"
