@@ -160,7 +160,9 @@ def test_parent_symbol_resolves_to_every_listed_contract(session: HdiSession) ->
     m4_days = {ts.date() for ts, iid in zip(frame.index, frame["instrument_id"], strict=True) if iid == ESM4}
     assert h4_days < m4_days
     for later in (ESU4, ESZ4):
-        assert {ts.date() for ts, iid in zip(frame.index, frame["instrument_id"], strict=True) if iid == later} == m4_days
+        assert {
+            ts.date() for ts, iid in zip(frame.index, frame["instrument_id"], strict=True) if iid == later
+        } == m4_days
     assert ESH4 not in set(frame.loc[frame.index >= pd.Timestamp("2024-03-16", tz="UTC"), "instrument_id"])
 
 

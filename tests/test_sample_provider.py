@@ -580,3 +580,59 @@ def test_a_sunday_evening_bar_belongs_to_mondays_session() -> None:
     first = minute_bars("ESM4", "2024-04-07", "2024-04-08")[0]
     assert first == utc("2024-04-07 22:00")  # 17:00 CDT
     assert session_of("CMES", first) == dt.date(2024, 4, 8)
+
+
+# --- the 2024 quarterly cycle ------------------------------------------------------------------
+
+
+def test_listing_rule_reproduces_databentos_definition() -> None:
+    """The real ESH1 definition (vendor bytes): listed 2019-12-20 14:30 UTC (ESZ9's expiry, 09:30 EST),
+    expiring 2021-03-19 13:30 UTC (09:30 EDT)."""
+    data = (FIXTURES / "GLBX.MDP3" / "test_data.definition.dbn.zst").read_bytes()
+    real = db.DBNStore.from_bytes(io.BytesIO(data)).to_ndarray()[0]
+    assert real["raw_symbol"] == b"ESH1"
+    activation, expiration = sample.quarterly_listing(2021, 3)
+    assert (activation.value, expiration.value) == (int(real["activation"]), int(real["expiration"]))
+
+
+@pytest.mark.parametrize(
+    ("symbol", "iid", "activation", "expiration"),
+    [
+        ("ESH4", ES_H, "2022-12-16 14:30", "2024-03-15 13:30"),
+        ("ESM4", ES_M, "2023-03-17 13:30", "2024-06-21 13:30"),
+        ("ESU4", ES_U, "2023-06-16 13:30", "2024-09-20 13:30"),
+        ("ESZ4", ES_Z, "2023-09-15 13:30", "2024-12-20 14:30"),  # December: 09:30 EST
+        ("NQU4", 400007, "2023-06-16 13:30", "2024-09-20 13:30"),
+        ("NQZ4", 400008, "2023-09-15 13:30", "2024-12-20 14:30"),
+    ],
+)
+def test_contracts_trade_from_activation_to_expiration(symbol: str, iid: int, activation: str, expiration: str) -> None:
+    provider = SampleProvider()
+    first = minute_bars(symbol, activation[:10], str((utc(activation) + pd.Timedelta(days=1)).date()))
+    assert first[0] == utc(activation)
+    last = minute_bars(symbol, expiration[:10], str((utc(expiration) + pd.Timedelta(days=3)).date()))
+    assert last[-1] == utc(expiration) - pd.Timedelta(minutes=1)
+    defs = fetch_all(provider, provider.plan(request(Schema.DEFINITION, (symbol,), activation[:10], "2025-01-01")))
+    assert set(defs["instrument_id"].tolist()) == {iid} and set(defs["raw_symbol"].tolist()) == {symbol.encode()}
+    assert set(defs["activation"].tolist()) == {utc(activation).value}
+    assert set(defs["expiration"].tolist()) == {utc(expiration).value}
+    days = pd.to_datetime(defs["ts_event"].astype(np.int64), utc=True)
+    assert (days.min(), days.max()) == (utc(activation).normalize(), utc(expiration).normalize())
+    maturity = set(zip(defs["maturity_year"].tolist(), defs["maturity_month"].tolist(), strict=True))
+    assert maturity == {(2024, {"H": 3, "M": 6, "U": 9, "Z": 12}[symbol[2]])}
+
+
+def test_continuous_front_runs_through_the_2024_cycle() -> None:
+    provider = SampleProvider()
+    chunk = one_chunk(
+        provider.plan(request(Schema.DEFINITION, ("NQ.c.0",), "2024-01-01", "2025-01-01", SType.CONTINUOUS))
+    )
+    store, rec = fetch(provider, chunk)
+    ids = ("400003", "400004", "400007", "400008")  # NQH4, NQM4, NQU4, NQZ4: each rolls the day before expiry
+    edges = [dt.date.fromisoformat(d) for d in ("2024-01-01", "2024-03-14", "2024-06-20", "2024-09-19", "2024-12-19")]
+    assert store.metadata.mappings["NQ.c.0"] == [
+        {"start_date": a, "end_date": b, "symbol": iid}
+        for (a, b), iid in zip(itertools.pairwise(edges), ids, strict=True)
+    ]
+    assert store.metadata.partial == ["NQ.c.0"]  # no front after NQZ4's roll: the universe ends with 2024
+    assert [str(i) for i in dict.fromkeys(rec["instrument_id"].tolist())] == list(ids)
