@@ -51,6 +51,7 @@ intervals come from one shared 5-second price path per product and day, so 1m/1h
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import hashlib
@@ -459,13 +460,19 @@ def _chain(root: Root, day: dt.date) -> tuple[Instrument, ...]:
     return tuple(sorted(listed, key=lambda i: str(i.expiration)))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=64)
+def _last_month(root: Root, last: dt.date) -> tuple[dt.date, ...]:
+    """The product's sessions in the 31 days up to and including ``last``."""
+    return tuple(s.date() for s in sessions(root.calendar, last - dt.timedelta(days=31), last)["session"])
+
+
 def _sessions_left(root: Root, day: dt.date, last: dt.date) -> int:
     """The product's sessions after ``day`` up to and including ``last`` (0 on ``last``); more than a
     month before ``last``, its calendar days instead (beyond every roll window either way)."""
     if (last - day).days > 31:
         return (last - day).days
-    return 0 if day >= last else len(sessions(root.calendar, day + dt.timedelta(days=1), last))
+    found = _last_month(root, last)
+    return len(found) - bisect.bisect_right(found, day)
 
 
 def _moved(window: tuple[int, int], left: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -777,7 +784,7 @@ def day_times(inst: Instrument, day: dt.date, schema: Schema) -> npt.NDArray[np.
 def clear_caches() -> None:
     """Forget every memoised symbology answer and price path (records are pure: they come back the same)."""
     memoised = (front, minute_mask, _open_minutes, _session, _previous_session, _anchor, _spot, _minutes)
-    for cached in (*memoised, _chain, _sessions_left):
+    for cached in (*memoised, _chain, _last_month):
         cached.cache_clear()
 
 
