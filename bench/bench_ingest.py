@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
         t = common.interleaved(
             {
                 "raw": (raw_copy, lambda: truncate("raw_ohlcv_1m")),
-                "hdi": (hdi_fresh, lambda: truncate(table.name, "ingest_log", "quarantine", "symbology")),
+                "hdi": (hdi_fresh, lambda: truncate(table.name, "ingest_log", "quarantine", "symbology", "bar_counts")),
             },
             args.repeat,
             checks={"hdi": expect("inserted")},

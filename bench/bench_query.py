@@ -10,6 +10,10 @@ schema, then ``VACUUM ANALYZE`` (the steady state autovacuum would reach; both s
   prices left as int64 fixed point, so the baseline does slightly less work).
 * small: 1 instrument x 1 week (~6.6k rows), 50 timed runs after 3 warm-ups: p50 / p95 in ms,
   for both hdi_lab and read_sql.
+* session rollups (issue 16): ``query(..., interval="1d" | "1h", align="session")`` (numpy on the fetched
+  1-minute bars, CME sessions) vs ``align="utc"`` (the server's ``date_bin`` / ``time_bucket`` rollup) of the
+  same rows, interleaved: target within 2x (ratio >= 0.5). Also the cost of the ``session`` column on the full
+  query (``columns=`` without it vs the default).
 """
 
 from __future__ import annotations
@@ -111,7 +115,33 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
         print(f"[{BENCH}]   hdi_lab.query p50 {p['hdi'][0]:.1f} ms p95 {p['hdi'][1]:.1f} ms", flush=True)
         print(f"[{BENCH}]   read_sql      p50 {p['sql'][0]:.1f} ms p95 {p['sql'][1]:.1f} ms", flush=True)
 
+        print(f"[{BENCH}] rollups of all rows: align=session vs align=utc, interleaved x{args.repeat} ...", flush=True)
+        rollups: dict[str, common.Timing] = {}
+        for interval in ("1d", "1h"):
+
+            def rollup(align: str, interval: str = interval) -> pd.DataFrame:
+                return hdi_lab.query("ohlcv-1m", syms, lo, hi, interval=interval, align=align, session=sess)
+
+            timed = common.interleaved(
+                {"utc": (lambda: rollup("utc"), None), "session": (lambda: rollup("session"), None)}, args.repeat
+            )
+            rollups[f"{interval} utc"], rollups[f"{interval} session"] = timed["utc"], timed["session"]
+            print(f"[{BENCH}]   {interval}: utc {timed['utc']}\n[{BENCH}]   {interval}: session {timed['session']}")
+        bare = ["symbol", "instrument_id", "publisher_id", "open", "high", "low", "close", "volume"]
+        cols = common.interleaved(
+            {
+                "with": (lambda: hdi_query(syms, lo, hi), None),
+                "without": (lambda: hdi_lab.query("ohlcv-1m", syms, lo, hi, columns=bare, session=sess), None),
+            },
+            args.repeat,
+        )
+        print(f"[{BENCH}]   full with session {cols['with']}\n[{BENCH}]   full without {cols['without']}")
+
         if args.profile:
+            print(f"\n[{BENCH}] cProfile of the session rollup:", flush=True)
+            common.profile(
+                lambda: hdi_lab.query("ohlcv-1m", syms, lo, hi, interval="1d", align="session", session=sess), 30
+            )
             print(f"\n[{BENCH}] cProfile of the full hdi_lab.query:", flush=True)
             common.profile(lambda: hdi_query(syms, lo, hi), 30)
             print(f"\n[{BENCH}] cProfile of the full read_sql:", flush=True)
@@ -147,6 +177,16 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
             note="ratio = read_sql p50 / hdi p50",
         ),
     ]
+    for interval in ("1d", "1h"):
+        utc, ses = rollups[f"{interval} utc"].best, rollups[f"{interval} session"].best
+        rows += [
+            Row(BENCH, f"rollup {interval}: align=utc [baseline]", common.rate(n, utc), note=f"{utc:.2f}s"),
+            Row(BENCH, f"rollup {interval}: align=session / utc", common.rate(n, ses), utc / ses, 0.5, f"{ses:.2f}s"),
+        ]
+    w, wo = cols["with"].best, cols["without"].best
+    rows.append(
+        Row(BENCH, "full: with / without the session column", common.rate(n, w), wo / w, note=f"{w:.2f}s vs {wo:.2f}s")
+    )
     return rows
 
 

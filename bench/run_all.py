@@ -33,6 +33,8 @@ BENCHES = (
     "bench_feast",
     "bench_gaps",
     "bench_update",
+    "bench_continuous",
+    "bench_export",
 )
 
 

@@ -24,7 +24,20 @@ from hdi_lab.errors import (
 if typing.TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hdi_lab.api import gaps, ingest, query, report, sql, unwatch, update, watch, watches
+    from hdi_lab.api import (
+        continuous,
+        export,
+        gaps,
+        ingest,
+        query,
+        report,
+        rolls,
+        sql,
+        unwatch,
+        update,
+        watch,
+        watches,
+    )
     from hdi_lab.config import Settings, load_settings
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -33,10 +46,13 @@ if typing.TYPE_CHECKING:
 
 # Loaded on first use (PEP 562), so `import hdi_lab` and `%load_ext hdi_lab` stay fast.
 _LAZY = {
+    "continuous": "hdi_lab.api",
+    "export": "hdi_lab.api",
     "gaps": "hdi_lab.api",
     "ingest": "hdi_lab.api",
     "query": "hdi_lab.api",
     "report": "hdi_lab.api",
+    "rolls": "hdi_lab.api",
     "sql": "hdi_lab.api",
     "watch": "hdi_lab.api",
     "watches": "hdi_lab.api",
@@ -88,13 +104,16 @@ __all__ = [
     "Subscription",
     "UpdateReport",
     "ValidationError",
+    "continuous",
     "enable_logging",
+    "export",
     "gaps",
     "ingest",
     "load_ipython_extension",
     "load_settings",
     "query",
     "report",
+    "rolls",
     "sql",
     "unload_ipython_extension",
     "unwatch",

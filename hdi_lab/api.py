@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from hdi_lab.core import continuous as chain
+from hdi_lab.core import export as exporter
 from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import ingestion, retrieval, subscriptions
 from hdi_lab.core import report as reporter
@@ -16,9 +19,33 @@ from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.core.update import UpdateReport
-from hdi_lab.schemas import IngestReport, IngestRequest, Schema, SType, parse_enum, parse_range, parse_symbols
+from hdi_lab.schemas import (
+    ExportFormat,
+    IngestReport,
+    IngestRequest,
+    Output,
+    Schema,
+    SType,
+    parse_enum,
+    parse_range,
+    parse_symbols,
+)
 
-__all__ = ["gaps", "ingest", "make_request", "query", "report", "sql", "unwatch", "update", "watch", "watches"]
+__all__ = [
+    "continuous",
+    "export",
+    "gaps",
+    "ingest",
+    "make_request",
+    "query",
+    "report",
+    "rolls",
+    "sql",
+    "unwatch",
+    "update",
+    "watch",
+    "watches",
+]
 
 
 def make_request(
@@ -84,16 +111,149 @@ def query(
     price_type: PriceType = "float",
     columns: Sequence[str] | None = None,
     interval: str | None = None,
+    align: str = "utc",
+    adjust: str | None = None,
+    output: str | Output = Output.PANDAS,
     session: HdiSession | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame | Any:  # Any: a pyarrow.Table or polars.DataFrame (output=)
     """Stored rows for ``symbols`` in ``[start, end)`` as a DataFrame indexed by ``ts_event``.
 
-    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...
+    ``interval="5m"`` (bars only) rolls bars up into 5-minute buckets, likewise 15m, 1h, 1d...; bars carry a
+    ``session`` column (each bar's trading date) and ``align="session"`` buckets from each trading session's
+    open instead of midnight UTC (see :func:`hdi_lab.core.retrieval.query`).
+    ``adjust="ratio"`` (or ``difference``, ``none``) reads continuous symbols (``ES.c.0``) with hdi_lab's roll
+    rules, back-adjusted (see :func:`continuous`). ``output="arrow"`` returns a ``pyarrow.Table``,
+    ``output="polars"`` a Polars DataFrame (``pip install 'hdi_lab[polars]'``), built without a pandas copy:
+    ``ts_event`` is their first column.
+
+    Raises what :func:`hdi_lab.core.retrieval.query` raises (ValidationError, StorageError, MissingDependency,
+    ProviderError).
     """
     return with_session(
         session,
         lambda s: retrieval.query(
-            s, schema, symbols, start, end, dataset=dataset, price_type=price_type, columns=columns, interval=interval
+            s,
+            schema,
+            symbols,
+            start,
+            end,
+            dataset=dataset,
+            price_type=price_type,
+            columns=columns,
+            interval=interval,
+            align=align,
+            adjust=adjust,
+            output=output,
+        ),
+    )
+
+
+def export(
+    schema: str | Schema,
+    symbols: str | Sequence[str],
+    start: object,
+    end: object,
+    path: str | os.PathLike[str],
+    *,
+    format: str | ExportFormat = ExportFormat.PARQUET,  # noqa: A002  (hdi export --format)
+    dataset: str | None = None,
+    progress: exporter.ExportProgress | None = None,
+    session: HdiSession | None = None,
+) -> exporter.ExportReport:
+    """Write stored rows as Hive-partitioned files under the folder ``path``: ``date=YYYY-MM-DD/symbol=.../
+    part-0.parquet`` (``format="arrow"``: Arrow IPC, ``"csv"``: CSV with ISO UTC timestamps), one per UTC day and
+    symbol, read as they are by DuckDB, Polars and pyarrow.
+
+    ``hdi_lab.export("ohlcv-1m", ["ESH4", "ES.c.0"], "2024-01-02", "2024-02-01", "exports/es")``. Each row as
+    :func:`query` returns it, ``ts_event`` as a ``timestamp[ns, UTC]`` column, each price as float64 and as exact
+    int64 fixed-point (``close`` and ``close_fixed``). Read and written one day at a time; ``path`` changes only
+    when the whole export succeeded; exporting again replaces the request's partitions. See
+    :mod:`hdi_lab.core.export`.
+
+    Raises ValidationError (a bad request or format, ``path`` is a file, nothing stored, a file that cannot be
+    written), StorageError, ProviderError (auto-discovery).
+    """
+    return with_session(
+        session,
+        lambda s: exporter.export(
+            s, schema, symbols, start, end, path, format=format, dataset=dataset, progress=progress
+        ),
+    )
+
+
+def continuous(
+    root: str,
+    schema: str | Schema,
+    start: object,
+    end: object,
+    *,
+    rank: int = 0,
+    roll: str = "calendar",
+    offset: int = 0,
+    adjust: str = "none",
+    dataset: str | None = None,
+    price_type: PriceType = "float",
+    session: HdiSession | None = None,
+) -> pd.DataFrame:
+    """A continuous future's bars in ``[start, end)``, derived on read from the stored contracts: indexed by
+    ``ts_event``, each row with its contract's ``instrument_id`` and ``symbol``; the roll table is on
+    ``frame.attrs["rolls"]`` (and :func:`rolls`).
+
+    ``hdi_lab.continuous("ES.c.0", "ohlcv-1d", "2020-01-01", "2024-07-01", adjust="ratio")``. ``root`` is
+    ``ES``, ``ES.FUT`` or a continuous symbol (``ES.c.0`` calendar, ``ES.v.0`` volume, ``ES.n.0`` open interest:
+    its letter picks ``roll``, its number ``rank``). ``roll``: ``calendar`` (front by expiration, rolling
+    ``offset`` sessions before its last trade session), ``volume`` or ``open_interest`` (the highest in the
+    previous session; open interest from the ``statistics`` schema); decisions use only what was known at the
+    previous session's close and never roll back to an earlier expiry. ``rank``: 0 the front, 1 the next...
+    ``adjust``: ``none``, ``difference`` or ``ratio``, backward from the latest contract (its prices stay raw;
+    the gap is between both contracts' closes on the last session before the roll); volumes are never
+    adjusted. See :mod:`hdi_lab.core.continuous` (research view vs as-of view).
+
+    Raises ValidationError (a bad root, schema, range, rank, offset, roll or adjust; no contracts of the root
+    stored or listed in the range; open interest missing for ``open_interest``; a rank above the contracts
+    listed together; a roll without prices to adjust by), ConfigError and StorageError.
+    """
+    return with_session(
+        session,
+        lambda s: chain.continuous(
+            s,
+            root,
+            schema,
+            start,
+            end,
+            rank=rank,
+            roll=roll,
+            offset=offset,
+            adjust=adjust,
+            dataset=dataset,
+            price_type=price_type,
+        ),
+    )
+
+
+def rolls(
+    root: str,
+    schema: str | Schema,
+    start: object,
+    end: object,
+    *,
+    rank: int = 0,
+    roll: str = "calendar",
+    offset: int = 0,
+    adjust: str = "none",
+    dataset: str | None = None,
+    session: HdiSession | None = None,
+) -> pd.DataFrame:
+    """The roll table of :func:`continuous` with the same arguments: one row per roll in ``[start, end)``
+    with session, from_instrument, to_instrument, from_price, to_price, difference, ratio, from_symbol,
+    to_symbol and ts_roll (the first instant of the new contract). Bars are not read.
+
+    Raises what :func:`continuous` raises (ValidationError, ConfigError, StorageError).
+    """
+    return with_session(
+        session,
+        lambda s: chain.rolls(
+            s, root, schema, start, end, rank=rank, roll=roll, offset=offset, adjust=adjust, dataset=dataset
         ),
     )
 

@@ -4,7 +4,9 @@ Sessions come from `exchange_calendars <https://github.com/gerrymanoim/exchange_
 early closes, daylight saving time). A session is labelled by its date; its ``open`` and ``close`` are
 UTC times, the close exclusive: a bar whose ``ts_event`` (its start) lies in ``[open, close)`` belongs to
 the session. CME Globex (``CMES``) opens at 17:00 Chicago time the evening before, so a bar at Sunday
-18:00 Chicago belongs to Monday's session.
+18:00 Chicago belongs to Monday's session. :func:`bar_sessions` gives a bar of any length its session (the first
+it overlaps: an hourly bar holding a 09:30 open, a daily bar stamped 00:00 UTC), for the ``session`` column of
+bar queries and session-aligned rollups (:mod:`hdi_lab.core.sessions`).
 
 Every dataset hdi_lab knows maps to a calendar where one exists (:data:`DATASET_CALENDARS`); IB datasets
 map by the contract's exchange (:data:`IB_EXCHANGE_CALENDARS`). The ``calendars`` setting
@@ -42,11 +44,14 @@ __all__ = [
     "DATASET_CALENDARS",
     "FIRST_SESSION",
     "IB_EXCHANGE_CALENDARS",
+    "NAT",
     "DateLike",
     "TimeLike",
+    "bar_sessions",
     "calendar_for",
     "minutes",
     "open_minutes",
+    "session_closes",
     "session_of",
     "sessions",
     "sessions_of",
@@ -104,6 +109,8 @@ IB_EXCHANGE_CALENDARS: dict[str, str] = {
 DAILY_HALTS: dict[str, tuple[dt.time, dt.time, str]] = {
     "CMES": (dt.time(16), dt.time(17), "America/Chicago"),  # CME Globex's daily maintenance halt
 }
+#: "not a time" in the int64 nanosecond arrays of :func:`bar_sessions` (numpy's NaT)
+NAT = np.iinfo(np.int64).min
 _IB = "IB"
 _MINUTE = 60_000_000_000
 _LOCK = threading.Lock()
@@ -150,6 +157,10 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
         raise ValidationError(f"an {dataset} contract's calendar follows its exchange: give exchange=, e.g. 'CME'")
     if venue in IB_EXCHANGE_CALENDARS:
         return IB_EXCHANGE_CALENDARS[venue]
+    # an IB definition record keeps 5 characters of the exchange (DBN's field): IDEAL is IDEALPRO
+    stems = {IB_EXCHANGE_CALENDARS[k] for k in IB_EXCHANGE_CALENDARS if len(venue) == 5 and k.startswith(venue)}
+    if len(stems) == 1:
+        return stems.pop()
     raise ValidationError(
         f"IB exchange {exchange!r} has no known exchange calendar: set calendars / HDI_CALENDARS, "
         f"e.g. HDI_CALENDARS='IB:{venue}=XNYS'"
@@ -178,6 +189,23 @@ def sessions(calendar: str, start: DateLike, end: DateLike, *, halts: bool = Fal
             "minutes": _minutes(table, slice(i, j), halts),
         }
     )
+
+
+def session_closes(
+    calendar: str, start: DateLike, end: DateLike
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The sessions from ``start`` to ``end`` (session dates, both included) as numpy arrays: (labels, closes) in
+    UTC nanoseconds, labels at 00:00: :func:`sessions` without building a DataFrame (for hot paths).
+
+    Raises ValidationError when ``start`` is after ``end``, a date does not parse, or the range leaves the
+    calendar's bounds; ConfigError for an unknown calendar code."""
+    table = _table(calendar)
+    lo, hi = _date_ns(start), _date_ns(end)
+    if lo > hi:
+        raise ValidationError(f"sessions: start {start} is after end {end}")
+    _check_bounds(table, lo, hi)
+    i, j = np.searchsorted(table.labels, [lo, hi + 1])
+    return table.labels[i:j].copy(), table.closes[i:j].copy()
 
 
 def minutes(calendar: str, session: DateLike, *, halts: bool = False) -> int:
@@ -250,6 +278,31 @@ def sessions_of(calendar: str, timestamps: pd.Series[Any] | pd.DatetimeIndex | n
         inside &= ~(has_break & (ns >= table.break_starts[safe]) & (ns < table.break_ends[safe]))
         labels[inside] = table.labels[safe[inside]]
     return pd.Series(labels.view("datetime64[ns]"), index=index, name="session")
+
+
+def bar_sessions(
+    calendar: str, starts: npt.NDArray[np.int64], length: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The trading session of each bar ``[start, start + length)`` (int64 nanoseconds, UTC): the first session
+    the bar overlaps, i.e. the one its start lies in (breaks and halts inside a session count as the session),
+    else the first one opening before the bar ends. So an hourly bar at 14:00 UTC belongs to the XNAS session
+    opening at 14:30, a daily bar stamped 00:00 UTC to that date's XNAS session, and a CME bar at Sunday
+    23:00 UTC (18:00 Chicago in winter) to Monday's. Returns ``(labels, opens, closes)``: the session's date
+    at 00:00, its open and its (exclusive) close, :data:`NAT` for a bar that overlaps no session (pre- and
+    post-market equity bars, holidays) or lies outside the calendar's bounds (:data:`FIRST_SESSION` to about
+    a year ahead). Numpy only: about 35 ms a million bars.
+
+    Raises ConfigError for an unknown calendar code."""
+    table = _table(calendar)
+    ns = np.asarray(starts, dtype=np.int64)
+    i = np.searchsorted(table.closes, ns, side="right")  # the first session closing after the bar's start
+    safe = np.clip(i, 0, len(table.closes) - 1)
+    hit = (ns != NAT) & (i < len(table.closes)) & (table.opens[safe] < ns + length)
+
+    def pick(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return np.where(hit, values[safe], NAT)
+
+    return pick(table.labels), pick(table.opens), pick(table.closes)
 
 
 def _minutes(table: _Table, rows: slice, halts: bool) -> npt.NDArray[np.int64]:

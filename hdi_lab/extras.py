@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "anywidget": "notebook",
     "apscheduler": "scheduler",
     "sqlalchemy": "scheduler",
+    "polars": "polars",
 }
 
 

@@ -14,16 +14,27 @@ if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must s
     import pandas as pd
 
 __all__ = [
+    "ADJUSTS",
+    "ALIGNS",
+    "EXPORT_FORMATS",
     "INTERVALS",
+    "OUTPUTS",
+    "ROLLS",
     "SCHEMAS",
     "TIME_RANGE",
+    "VIEWS",
+    "Adjust",
     "Chunk",
     "ChunkResult",
+    "ExportFormat",
     "IngestReport",
     "IngestRequest",
+    "Output",
     "Progress",
+    "Roll",
     "SType",
     "Schema",
+    "View",
     "check_interval",
     "parse_enum",
     "parse_range",
@@ -72,6 +83,65 @@ class SType(enum.StrEnum):
     PARENT = "parent"
     CONTINUOUS = "continuous"
     INSTRUMENT_ID = "instrument_id"
+
+
+class Roll(enum.StrEnum):
+    """How a continuous future picks its contract on each session (see :mod:`hdi_lab.core.continuous`)."""
+
+    CALENDAR = "calendar"  # front by expiration, ``offset`` sessions before the last trade session
+    VOLUME = "volume"  # the highest prior-session volume
+    OPEN_INTEREST = "open_interest"  # the highest prior-session open interest (statistics schema)
+
+
+#: every roll rule's name: what the front ends offer and the errors list
+ROLLS: tuple[str, ...] = tuple(r.value for r in Roll)
+
+
+class Adjust(enum.StrEnum):
+    """How a continuous future's prices are back-adjusted at its rolls."""
+
+    NONE = "none"  # raw prices of each contract
+    DIFFERENCE = "difference"  # add the later rolls' price gaps
+    RATIO = "ratio"  # multiply by the later rolls' price ratios
+
+
+#: every adjustment's name: what the front ends offer and the errors list
+ADJUSTS: tuple[str, ...] = tuple(a.value for a in Adjust)
+
+
+class Output(enum.StrEnum):
+    """What ``query`` returns: a pandas DataFrame, a ``pyarrow.Table`` or a Polars DataFrame."""
+
+    PANDAS = "pandas"
+    ARROW = "arrow"
+    POLARS = "polars"
+
+
+#: every query output's name: what the errors list
+OUTPUTS: tuple[str, ...] = tuple(o.value for o in Output)
+
+
+class ExportFormat(enum.StrEnum):
+    """The file format of an export: one file per (date, symbol) partition."""
+
+    PARQUET = "parquet"
+    ARROW = "arrow"  # Arrow IPC files (Feather v2)
+    CSV = "csv"
+
+
+#: every export format's name: what the front ends offer and the errors list
+EXPORT_FORMATS: tuple[str, ...] = tuple(f.value for f in ExportFormat)
+
+
+class View(enum.StrEnum):
+    """Which back-adjustment a value computed over an adjusted continuous series uses (feature sets)."""
+
+    RESEARCH = "research"  # one adjustment, from the latest roll of the computed range: changes at a new roll
+    AS_OF = "as_of"  # each bar with the adjustment known at its time: a stored value never changes later
+
+
+#: every view's name: what the front ends offer and the errors list
+VIEWS: tuple[str, ...] = tuple(v.value for v in View)
 
 
 def parse_enum[E: enum.Enum](kind: type[E], value: object, param: str) -> E:
@@ -130,6 +200,9 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
 #: bar interval -> seconds: the intervals feature sets are computed at (1s/1m/1h/1d are stored tables; 5m/15m are
 #: rolled up from ohlcv-1m). The one list of feature interval names: the CLI's and the magics' help show it.
 INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
+#: how bar queries bucket and select (``align=``): on midnight UTC (the default) or on the exchange's trading
+#: sessions (:mod:`hdi_lab.core.sessions`)
+ALIGNS: tuple[str, ...] = ("utc", "session")
 
 
 def check_interval(interval: str) -> str:

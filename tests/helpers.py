@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import functools
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,44 @@ def col_ns(series: pd.Series) -> np.ndarray:
 
 #: pandas offset aliases of the rollup intervals hdi_lab accepts
 PANDAS_RULE = {"5m": "5min", "15m": "15min", "30m": "30min", "1h": "1h", "4h": "4h", "1d": "1D"}
+#: the sample data's publishers -> their exchange calendar (GLBX.MDP3: CME Globex, XNAS.ITCH: Nasdaq)
+SAMPLE_CALENDARS = {1: "CMES", 2: "XNAS"}
+
+
+@functools.cache
+def xc_schedule(code: str) -> pd.DataFrame:
+    """exchange_calendars' schedule of ``code`` (session, open, close), straight from the library."""
+    import exchange_calendars as xc
+
+    sched = xc.get_calendar(code, start="2000-01-01").schedule
+    return pd.DataFrame(
+        {"session": sched.index.tz_localize(None).as_unit("ns"), "open": sched["open"], "close": sched["close"]}
+    ).reset_index(drop=True)
+
+
+def xc_sessions(code: str, starts: pd.DatetimeIndex, length: pd.Timedelta) -> np.ndarray:
+    """The session of each bar ``[start, start + length)`` computed independently of hdi_lab, with pandas on
+    exchange_calendars' schedule: the first session closing after the bar's start, if it opens before the bar
+    ends; NaT otherwise. datetime64[ns] dates, in the order of ``starts``."""
+    sched = xc_schedule(code)
+    left = pd.DataFrame({"ts": pd.DatetimeIndex(starts).as_unit("ns"), "row": np.arange(len(starts))})
+    left = left.sort_values("ts", kind="stable")
+    right = sched.assign(close=sched["close"].dt.as_unit("ns"))
+    m = pd.merge_asof(left, right, left_on="ts", right_on="close", direction="forward", allow_exact_matches=False)
+    hit = m["open"].notna() & (m["open"] < m["ts"] + length)
+    out = np.full(len(starts), np.datetime64("NaT"), dtype="datetime64[ns]")
+    out[m["row"].to_numpy()] = np.where(hit, m["session"].to_numpy(), np.datetime64("NaT"))
+    return out
+
+
+def sample_sessions(bars: pd.DataFrame, length: pd.Timedelta) -> np.ndarray:
+    """:func:`xc_sessions` of sample bars, each by its publisher's calendar (:data:`SAMPLE_CALENDARS`)."""
+    out = np.full(len(bars), np.datetime64("NaT"), dtype="datetime64[ns]")
+    pubs = bars["publisher_id"].to_numpy()
+    for pub, code in SAMPLE_CALENDARS.items():
+        mine = pubs == pub
+        out[mine] = xc_sessions(code, pd.DatetimeIndex(bars.index[mine]), length)
+    return out
 
 
 def resample_bars(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
@@ -162,6 +201,8 @@ def resample_bars(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
     for name in ("instrument_id", "publisher_id", "open", "high", "low", "close", "volume"):
         out[name] = out[name].astype(bars[name].dtype)
     out["symbol"] = out["symbol"].astype(bars["symbol"].dtype)
+    if "session" in bars:  # each bucket's session, from exchange_calendars (sample publishers)
+        out["session"] = sample_sessions(out, pd.Timedelta(PANDAS_RULE[interval]))
     return out[list(bars.columns)]
 
 

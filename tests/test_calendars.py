@@ -16,6 +16,8 @@ import pytest
 from hdi_lab.calendars import (
     DATASET_CALENDARS,
     IB_EXCHANGE_CALENDARS,
+    NAT,
+    bar_sessions,
     calendar_for,
     minutes,
     open_minutes,
@@ -193,6 +195,10 @@ def test_ib_maps_by_the_contracts_exchange(tmp_path: Path) -> None:
     assert calendar_for("IB.MIDPOINT", "ISLAND", settings=s) == "XNAS"
     assert calendar_for("IB", "SMART", settings=s) == "XNAS"
     assert calendar_for("IB", "NYSE", settings=s) == "XNYS"
+    # the definition record keeps DBN's 5 characters of the exchange: a unique prefix of a known one
+    assert calendar_for("IB", "IDEAL", settings=s) == "24/5"
+    assert calendar_for("IB", "GLOBE", settings=s) == "CMES"
+    assert calendar_for("IB", "NASDA", settings=s) == "XNAS"
     with pytest.raises(ValidationError, match="give exchange="):
         calendar_for("IB", settings=s)
     with pytest.raises(ValidationError, match="HDI_CALENDARS='IB:MOON=XNYS'"):
@@ -248,3 +254,50 @@ def test_the_cme_daily_halt_is_left_out_of_expected_minutes() -> None:
     frame = sessions("CMES", "2024-01-12", "2024-01-16", halts=True)
     assert frame["minutes"].tolist() == [1380, 1140, 1380]
     assert minutes("XNYS", "2024-01-16", halts=True) == minutes("XNYS", "2024-01-16") == 390
+
+
+# -- bars of any length: the first session they overlap --------------------------------------------------------
+
+
+def _bars(*stamps: str) -> np.ndarray:
+    return pd.DatetimeIndex(stamps).as_unit("ns").asi8
+
+
+def test_bar_sessions_give_each_bar_the_first_session_it_overlaps() -> None:
+    minute, hour, day = (pd.Timedelta(x).value for x in ("1min", "1h", "1D"))
+    labels, opens, closes = bar_sessions(
+        "XNAS", _bars("2024-01-08 14:29", "2024-01-08 14:30", "2024-01-08 20:59", "2024-01-08 21:00"), minute
+    )
+    assert [str(pd.Timestamp(v).date()) if v != NAT else None for v in labels] == [
+        None, "2024-01-08", "2024-01-08", None,
+    ]  # fmt: skip
+    assert pd.Timestamp(opens[1], tz="UTC") == utc("2024-01-08 14:30") and closes[2] == utc("2024-01-08 21:00").value
+    # an hourly bar at 14:00 UTC holds the 14:30 open; a daily bar at 00:00 UTC holds its date's session
+    labels, _, _ = bar_sessions("XNAS", _bars("2024-01-08 14:00", "2024-01-08 13:00"), hour)
+    assert labels[0] == pd.Timestamp("2024-01-08").value and labels[1] == NAT
+    labels, _, _ = bar_sessions("XNAS", _bars("2024-01-08", "2024-01-15", "2024-01-13"), day)
+    assert labels[0] == pd.Timestamp("2024-01-08").value and labels[1] == labels[2] == NAT  # MLK, a Saturday
+    # CME: Sunday 23:00 UTC (17:00 Chicago) is Monday's; a UTC-day bar of Sunday too (its last hour)
+    labels, _, _ = bar_sessions("CMES", _bars("2024-01-07 22:59", "2024-01-07 23:00", "2024-01-15 18:00"), minute)
+    assert labels[0] == NAT and labels[1] == pd.Timestamp("2024-01-08").value and labels[2] == NAT
+    labels, _, _ = bar_sessions("CMES", _bars("2024-01-07", "2024-01-08", "2024-01-12"), day)
+    assert [str(pd.Timestamp(v).date()) for v in labels] == ["2024-01-08", "2024-01-08", "2024-01-12"]
+    # outside the calendar's bounds and NaT: no session (no error)
+    labels, _, _ = bar_sessions("XNAS", np.array([_bars("1990-01-02 15:00")[0], NAT, _bars("2200-01-02")[0]]), minute)
+    assert (labels == NAT).all()
+
+
+@pytest.mark.parametrize("code", ["XNAS", "CMES", "XTKS"])
+def test_bar_sessions_of_minutes_agree_with_exchange_calendars(code: str) -> None:
+    """Minute bars: the library's session of each trading minute (a break counts as its session here)."""
+    cal = xc.get_calendar(code, start="2000-01-01")
+    stamps = pd.date_range("2024-03-27", "2024-04-03", freq="7min", tz="UTC")
+    labels, _, _ = bar_sessions(code, stamps.asi8, pd.Timedelta("1min").value)
+    for ts, label in zip(stamps, labels, strict=True):
+        if cal.is_trading_minute(ts):
+            want = cal.minute_to_session(ts, direction="none").value
+        elif cal.is_break_minute(ts):  # a lunch break (XTKS) lies inside its session
+            want = cal.minute_to_session(ts, direction="previous").value
+        else:
+            want = None
+        assert (label if label != NAT else None) == want, ts

@@ -22,6 +22,7 @@ from fake_ib import (
     bar,
     bar_times,
 )
+from helpers import xc_sessions
 
 import hdi_lab
 from hdi_lab.api import make_request
@@ -177,6 +178,11 @@ def test_backfill_across_pacing_windows(
         got = stored(session, Schema.OHLCV_1M, text, "2024-01-01", "2024-02-05")
         pd.testing.assert_frame_equal(got, want)
         assert got.attrs["instrument_id"] == [contract.con_id]
+        # each bar's session follows the contract's exchange (stored as DBN's 5 characters: IDEALPRO -> IDEAL)
+        code = {"AAPL": "XNAS", "EUR": "24/5"}[text.split(":")[0]]
+        bars = retrieval.query(session, Schema.OHLCV_1M, text, "2024-01-01", "2024-02-05", dataset="IB")
+        ref = pd.DatetimeIndex(xc_sessions(code, pd.DatetimeIndex(bars.index), pd.Timedelta("1min")))
+        assert pd.DatetimeIndex(bars["session"]).equals(ref) and ref.notna().sum() > 1000, text
     assert report.quarantined == 0 and report.fetched == report.inserted
     # a re-run fetches nothing
     again = run(session, prov, "ohlcv-1m", ["AAPL:STK:SMART:USD", "EUR:CASH:IDEALPRO:USD"], "2024-01-01", "2024-02-05")

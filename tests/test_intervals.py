@@ -145,7 +145,9 @@ def test_cli_query_interval_and_db_info_on_plain_postgres(
         "csv",
     )
     frame = pd.read_csv(io.StringIO(csv), index_col="ts_event")
-    assert list(frame.columns) == ["symbol", "instrument_id", "publisher_id", "open", "high", "low", "close", "volume"]
+    assert list(frame.columns) == [
+        *("symbol", "instrument_id", "publisher_id", "open", "high", "low", "close", "volume", "session")
+    ]
     assert len(frame) == 23 and frame.index[1].startswith("2024-01-02 01:00:00")  # 22:00-23:00 is the break
     info = cli("db", "info")
     assert "plain PostgreSQL" in info and "date_bin" in info and "hypertables" not in info

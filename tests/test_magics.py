@@ -277,9 +277,9 @@ def test_returned_frames_display_truncated(ip: TestingShell) -> None:
     df = run(ip, "%hdi_query ohlcv-1m ESH4 2024-01-02 2024-01-05")
     data, _ = ip.display_formatter.format(df)
     assert sum(line.startswith("2024-") for line in data["text/plain"].splitlines()) == 6
-    assert "[4140 rows x 8 columns]" in data["text/plain"]
+    assert "[4140 rows x 9 columns]" in data["text/plain"]  # the bars' columns and their session
     html = data["text/html"]
-    assert html.count("<th>2024-") == 6 and "4140 rows \N{MULTIPLICATION SIGN} 8 columns" in html
+    assert html.count("<th>2024-") == 6 and "4140 rows \N{MULTIPLICATION SIGN} 9 columns" in html
     other, _ = ip.display_formatter.format(df.copy())  # a frame of the user's own: pandas' defaults
     assert sum(line.startswith("2024-") for line in other["text/plain"].splitlines()) == 10
     assert pd.get_option("display.max_rows") == 60  # options were only set while rendering

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 from hdi_lab.frontend import cli, options
 from hdi_lab.frontend.magics import HdiMagics
-from hdi_lab.schemas import INTERVALS, Schema, SType
+from hdi_lab.schemas import ALIGNS, INTERVALS, Schema, SType
 from hdi_lab.storage.db import ServerInfo
 
 pytestmark = pytest.mark.unit
@@ -171,6 +171,9 @@ def test_choice_lists_come_from_the_enums() -> None:
     assert ingest["schema"].help == f"one of {', '.join(options.SCHEMAS)}"
     assert ingest["stype_in"].help == f"one of {', '.join(options.STYPES)} (default raw_symbol)"
     assert described(actions(cli_parser("compare"))["schema"])["choices"] == options.BAR_SCHEMAS
+    align = actions(cli_parser("query"))["align"]
+    assert described(align)["choices"] == options.ALIGNS == ALIGNS == ("utc", "session")
+    assert align.default == "utc"
 
 
 def test_interval_help_lists_the_intervals() -> None:

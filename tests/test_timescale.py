@@ -471,3 +471,44 @@ def test_bridge_queues_a_second_client_until_the_first_leaves(ts_url: str) -> No
     first.close()
     waiter.join(20)
     assert result == [(42,)]
+
+
+def test_bar_counts_under_compression_and_retention(ts_url: str, ts_schema: str) -> None:
+    """Compression keeps the bar counts right; a retention policy drops chunks without the loader, so gaps does not
+    use the counts of windows older than its horizon, and removing the policy marks the counts stale until
+    ``repair`` rebuilds them."""
+    from hdi_lab.core.gaps import coverage
+    from hdi_lab.storage import counts
+
+    req = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-05")
+
+    def stale(s: HdiSession) -> set[str]:
+        return set(hdi_lab.sql(f'SELECT bar_table FROM "{ts_schema}".bar_counts_stale', session=s)["bar_table"])
+
+    def present(s: HdiSession) -> list[int]:
+        return coverage(s, "ohlcv-1m", ["ESH4"], "2024-01-02", "2024-01-05", dataset="GLBX.MDP3")["present"].tolist()
+
+    def stored(s: HdiSession) -> int:
+        return int(row_counts(s, ("ohlcv_1m",))["ohlcv_1m"])
+
+    with make_session(ts_url, ts_schema, timescale_retention="365 days") as s:
+        hdi_lab.ingest(provider="sample", **req, session=s)  # type: ignore[arg-type]
+        assert run_jobs(s, "policy_compression", ("ohlcv_1m",)) == ["ohlcv_1m"]
+        assert stale(s) == set()  # compressing moved rows, no loader needed
+        full = present(s)
+        assert len(full) == 3 and all(n > 1000 for n in full)
+        hdi_lab.sql(f"INSERT INTO \"{ts_schema}\".bar_counts_stale VALUES ('ohlcv_1m')", session=s)
+        assert present(s) == full  # the rows counted in the (compressed) table
+        hdi_lab.sql(f'DELETE FROM "{ts_schema}".bar_counts_stale', session=s)
+        assert run_jobs(s, "policy_retention", ("ohlcv_1m",)) == ["ohlcv_1m"]  # 2024-01 is older than a year
+        assert stored(s) == 0
+        assert present(s) == [0, 0, 0]  # the counts (still there) are older than the horizon: rows counted
+        assert len(hdi_lab.sql(f'SELECT 1 FROM "{ts_schema}".bar_counts', session=s)) > 0
+    with make_session(ts_url, ts_schema) as s:  # retention unset: the policy goes, the counts are stale
+        s.connection()
+        assert stale(s) == {"ohlcv_1s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d"}
+        assert present(s) == [0, 0, 0]
+        counts.repair(s.connection(), ts_schema)
+        assert stale(s) == set()
+        assert len(hdi_lab.sql(f'SELECT 1 FROM "{ts_schema}".bar_counts', session=s)) == 0
+        assert present(s) == [0, 0, 0]

@@ -338,3 +338,42 @@ def test_overlays_are_pure_and_follow_the_documented_conventions() -> None:
     with pytest.raises(ValidationError, match="longer than the 6 bars"):
         charts.ema(close, 7)
     assert charts.overlays(close.iloc[:0], ("sma",), 20) == {}
+
+
+def test_explorer_offers_the_adjustment_for_continuous_symbols(session: HdiSession) -> None:
+    """The adjust choice (as stored, or one of hdi_lab.schemas.ADJUSTS) is enabled for continuous symbols only,
+    and loads what hdi_lab.query(..., adjust=...) returns: the sample's ES across the ESH4 -> ESM4 roll."""
+    from hdi_lab.frontend import options
+
+    for schema in ("definition", "ohlcv-1d"):
+        hdi_lab.ingest(provider="sample", schema=schema, symbols="ES.FUT", stype_in="parent", start="2024-02-01",
+                       end="2024-04-01", session=session)  # fmt: skip
+    # the provider's own mapping of ES.c.0, what "as stored" reads
+    hdi_lab.ingest(provider="sample", schema="ohlcv-1d", symbols="ES.c.0", stype_in="continuous", start="2024-02-01",
+                   end="2024-04-01", session=session)  # fmt: skip
+    explorer = QueryExplorer(session)
+    assert explorer.adjust.options == (("as stored", ""), *((a, a) for a in options.ADJUSTS))
+    assert explorer.adjust.value == "" and explorer.adjust.disabled
+    explorer.symbol.value = "ESH4"
+    assert explorer.adjust.disabled  # a contract: nothing to roll
+    explorer.symbol.value = "ES.c.0"
+    assert not explorer.adjust.disabled
+    explorer.schema.value = "ohlcv-1d"
+    explorer.start.value, explorer.end.value = dt.date(2024, 2, 1), dt.date(2024, 4, 1)
+    explorer.adjust.value = "ratio"
+    explorer.load_button.click()
+    assert explorer.last_error is None and explorer.frame is not None
+    want = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust="ratio", session=session)
+    pd.testing.assert_frame_equal(explorer.frame, want)
+    assert set(want["instrument_id"]) == {400001, 400002}  # both contracts, ESH4's prices adjusted
+    fig = explorer.figure
+    assert fig is not None and fig.layout.title.text == "ES.c.0 ohlcv-1d (ratio-adjusted)"
+    np.testing.assert_array_equal(fig.data[0].close, want["close"].to_numpy())
+    assert "ratio-adjusted at 1 roll(s), 2024-03-15 ESH4 -> ESM4" in explorer.message()
+    # as stored: the symbology's contracts, unadjusted (the raw jump at the roll)
+    explorer.adjust.value = ""
+    explorer.load_button.click()
+    assert explorer.last_error is None
+    pd.testing.assert_frame_equal(
+        explorer.frame, hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", session=session)
+    )

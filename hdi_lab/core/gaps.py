@@ -23,6 +23,7 @@ contract's exchange (``AAPL:STK:SMART`` the Nasdaq calendar, ``ES:CONTFUT:CME`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -102,51 +103,70 @@ def coverage(
     first, last = lo.normalize(), (hi - pd.Timedelta(1, "ns")).normalize()
     spans = symbology.lookup(conn, session.schema, syms, first, last + pd.Timedelta(days=1), dataset, missing=[])
     ds = _dataset(dataset, spans, logged, syms)
-    schedules: dict[str, pd.DataFrame] = {}
+    schedules: dict[str, _Schedule] = {}
     now = pd.Timestamp.now(tz="UTC")  # a session not closed yet cannot be complete: it is no gap (yet)
-    parts: list[pd.DataFrame] = []
+    log_sym, log_ds = logged["symbol"].to_numpy(), logged["dataset"].to_numpy()
+    log_start, log_end = _ns(logged["start"]), _ns(logged["end"])
+    cols: dict[str, list[npt.NDArray[Any]]] = {c: [] for c in ("symbol", "session", "covered", "bars", "o", "c", "i")}
     for sym in syms:
         code = _calendar(ds, sym, session.settings)
         if code not in schedules:
-            days = calendars.sessions(code, first.date(), last.date(), halts=True)
-            schedules[code] = days[days["close"] <= now].reset_index(drop=True)
-        days = schedules[code]
-        rows, iids = _instruments(_ns(days["session"]), [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
-        opens, closes = _windows(days, sch)
-        opens, closes = opens[rows], closes[rows]
-        mine = logged[(logged["symbol"] == sym) & (logged["dataset"] == ds)]
-        minutes = days["minutes"].to_numpy(np.int64)[rows]
-        bars = -(-minutes * 60 // sch.bar_seconds) if sch.is_bar else minutes  # ticks: masked below
-        parts.append(
-            pd.DataFrame(
-                {
-                    "symbol": sym,
-                    "instrument_id": pd.arrays.IntegerArray(np.where(iids < 0, 0, iids), iids < 0),
-                    "session": days["session"].to_numpy()[rows],
-                    "covered": _covered(_ns(mine["start"]), _ns(mine["end"]), opens, closes),
-                    # ticks have no expected count
-                    "expected": pd.arrays.IntegerArray(bars, np.full(len(rows), not sch.is_bar)),
-                    "_open": opens,
-                    "_close": closes,
-                    "_iid": iids,
-                }
-            )
-        )
-    frame = pd.concat(parts, ignore_index=True)
+            schedules[code] = _schedule(code, first, last, now, sch)
+        sched = schedules[code]
+        rows, iids = _instruments(sched.labels, [sp for sp in spans if sp.symbol == sym and sp.dataset == ds])
+        opens, closes = sched.opens[rows], sched.closes[rows]
+        mine = (log_sym == sym) & (log_ds == ds)
+        cols["symbol"].append(np.full(len(rows), sym, dtype=object))
+        cols["session"].append(sched.sessions[rows])
+        cols["covered"].append(_covered(log_start[mine], log_end[mine], opens, closes))
+        cols["bars"].append(sched.bars[rows])
+        cols["o"].append(opens)
+        cols["c"].append(closes)
+        cols["i"].append(iids)
+    whole = {k: np.concatenate(v) for k, v in cols.items()}
+    iid_all = whole["i"].astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "symbol": whole["symbol"],
+            "instrument_id": pd.arrays.IntegerArray(np.where(iid_all < 0, 0, iid_all), iid_all < 0),
+            "session": whole["session"],
+            "covered": whole["covered"].astype(bool),
+            # ticks have no expected count
+            "expected": pd.arrays.IntegerArray(whole["bars"].astype(np.int64), np.full(len(iid_all), not sch.is_bar)),
+            "_open": whole["o"].astype(np.int64),
+            "_close": whole["c"].astype(np.int64),
+            "_iid": iid_all,
+        }
+    )
     known = frame["_iid"].to_numpy() >= 0
     counts = np.zeros(len(frame), dtype=np.int64)
-    counts[known] = stored.present(
-        conn,
-        session.schema,
-        sch.table,
-        frame["_iid"].to_numpy()[known],
-        frame["_open"].to_numpy()[known],
-        frame["_close"].to_numpy()[known],
-        exists_only=not sch.is_bar,
-    )
+    iids, opens, closes = (frame[c].to_numpy()[known] for c in ("_iid", "_open", "_close"))
+    if sch.is_bar:  # from the bar counts kept at ingest
+        counts[known] = stored.bars(conn, session.schema, sch.table, iids, opens, closes)
+    else:
+        counts[known] = stored.present(conn, session.schema, sch.table, iids, opens, closes, exists_only=True)
     frame["present"] = counts
     frame["reason"] = _reasons(frame, sch.is_bar, partial)
     return frame[list(COLUMNS)].sort_values(["symbol", "session", "instrument_id"], kind="stable", ignore_index=True)
+
+
+class _Schedule(NamedTuple):
+    """A calendar's closed sessions in the range, as the windows of one schema."""
+
+    sessions: npt.NDArray[Any]  # session dates, as the calendar gives them
+    labels: npt.NDArray[np.int64]  # session dates, int64 ns
+    opens: npt.NDArray[np.int64]
+    closes: npt.NDArray[np.int64]
+    bars: npt.NDArray[np.int64]  # expected bars (bar schemas), minutes (ticks: masked)
+
+
+def _schedule(code: str, first: pd.Timestamp, last: pd.Timestamp, now: pd.Timestamp, sch: Schema) -> _Schedule:
+    days = calendars.sessions(code, first.date(), last.date(), halts=True)
+    days = days[days["close"] <= now].reset_index(drop=True)
+    opens, closes = _windows(days, sch)
+    minutes = days["minutes"].to_numpy(np.int64)
+    bars = -(-minutes * 60 // sch.bar_seconds) if sch.is_bar else minutes
+    return _Schedule(days["session"].to_numpy(), _ns(days["session"]), opens, closes, bars)
 
 
 def _windows(days: pd.DataFrame, sch: Schema) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

@@ -195,7 +195,11 @@ def until_of(provider: Provider, sub: Subscription, until: object = None) -> pd.
 
 
 def _chunk_days(chunk: Chunk) -> list[dt.date]:
-    return [d.date() for d in pd.date_range(chunk.start.floor("D"), chunk.end - pd.Timedelta(1, "ns"), freq="D")]
+    """The UTC days the chunk's range touches (plain integer arithmetic: an update asks it of every chunk)."""
+    day = 86_400_000_000_000
+    first, last = chunk.start.value // day, (chunk.end.value - 1) // day
+    epoch = dt.date(1970, 1, 1)
+    return [epoch + dt.timedelta(days=d) for d in range(first, last + 1)]
 
 
 def _gap_days(session: HdiSession, sub: Subscription, end: pd.Timestamp, notes: list[str]) -> dict[dt.date, str]:

@@ -70,6 +70,11 @@ read) and :mod:`~hdi_lab.features.read` (stored features, overlays); the SQL is 
 **Symbols.** Features belong to instruments. Compute with raw or parent symbols: a continuous
 symbol (``ES.c.0``) only reads the days it maps to each contract, which is a shorter history than
 the contract's own.
+
+**Continuous series.** ``adjust="ratio"`` (``difference``, ``none``) computes over the back-adjusted
+continuous series of continuous symbols instead, in the ``view`` ``research`` (one adjustment from the
+latest roll: rewritten when a new roll comes) or ``as_of`` (point in time), each in a table of its own
+(``features_momentum_v1_1d_ratio_as_of``): see :mod:`hdi_lab.features.continuous`.
 """
 
 from hdi_lab.features.compute import FeatureReport, compute

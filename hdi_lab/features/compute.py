@@ -16,12 +16,22 @@ import pandas as pd
 from hdi_lab import indicators
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.errors import ValidationError
+from hdi_lab.features import continuous as series_of
 from hdi_lab.features.bars import HISTORY_START, InstrumentBars, by_instrument, read_bars
 from hdi_lab.features.resume import Action, decide, states_apply, usable_state, window_start
-from hdi_lab.features.sets import FeatureSet, feature_set, feature_table, table_name
-from hdi_lab.schemas import INTERVALS, check_interval, parse_range, parse_time, require_symbols
+from hdi_lab.features.sets import FeatureSet, feature_set, feature_table, table_name, variant
+from hdi_lab.schemas import (
+    INTERVALS,
+    Adjust,
+    View,
+    check_interval,
+    parse_enum,
+    parse_range,
+    parse_time,
+    require_symbols,
+)
 from hdi_lab.storage import features as stored_features
-from hdi_lab.storage.features import FeatureRows, StateRow, StoredState
+from hdi_lab.storage.features import FeatureRows, SeriesWrite, StateRow, StoredState
 
 __all__ = ["FeatureReport", "compute", "largest_gap", "parse_max_gap"]
 
@@ -44,6 +54,12 @@ class FeatureReport:
     largest_gap: pd.Timedelta | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    # over back-adjusted continuous series (adjust=): the adjustment, the view, the rows deleted and the
+    # series rewritten from their first bar because their rolls changed (research view)
+    adjust: str | None = None
+    view: str | None = None
+    deleted: int = 0
+    rewritten: list[str] = field(default_factory=list)
 
     @property
     def unchanged(self) -> int:
@@ -51,10 +67,23 @@ class FeatureReport:
 
     def __str__(self) -> str:
         gap = f"; largest gap between bars {self.largest_gap}" if self.largest_gap is not None else ""
+        what = (
+            "instrument(s)"
+            if self.adjust is None
+            else "continuous series (unadjusted)"
+            if self.adjust == "none"
+            else f"continuous series ({self.adjust}, {self.view} view)"
+        )
+        again = (
+            f"; rewritten from the first bar (their rolls changed): {', '.join(self.rewritten)}, "
+            f"{self.deleted:,} rows replaced"
+            if self.rewritten
+            else ""
+        )
         return (
             f"{self.feature_set} {self.interval} -> {self.table}: {self.rows:,} rows for {self.instruments} "
-            f"instrument(s) in [{self.start}, {self.end}): {self.inserted:,} inserted, {self.updated:,} "
-            f"updated, {self.unchanged:,} unchanged ({self.bars_read:,} bars read, {self.seconds:.2f} s){gap}"
+            f"{what} in [{self.start}, {self.end}): {self.inserted:,} inserted, {self.updated:,} "
+            f"updated, {self.unchanged:,} unchanged ({self.bars_read:,} bars read, {self.seconds:.2f} s){gap}{again}"
         )
 
 
@@ -98,6 +127,8 @@ def compute(
     *,
     dataset: str | None = None,
     max_gap: str | pd.Timedelta | None = None,
+    adjust: str | None = None,
+    view: str | None = None,
     session: HdiSession | None = None,
 ) -> FeatureReport:
     """Compute ``set_name`` for the bars of ``symbols`` whose open lies in ``[start, end)`` and store it.
@@ -109,8 +140,15 @@ def compute(
     :class:`FeatureReport` (``resumed``: instruments continued from their state; ``largest_gap``
     is over the bars read, only the window for those).
 
+    ``adjust`` (``none``, ``difference``, ``ratio``) computes over the back-adjusted continuous series of
+    continuous symbols (``ES.c.0``, ``ES.v.0``, ``ES.n.0``) instead, in the ``view`` ``research`` (default:
+    one adjustment from the latest roll up to ``end``) or ``as_of`` (each bar with the rolls known at its
+    time), stored in a table of its own per adjustment and view: see :mod:`hdi_lab.features.continuous`.
+
     Raises ValidationError for an unknown set, interval or symbol, a bad range or ``max_gap``, a
-    gap longer than ``max_gap``, or a table stored with another definition of the set.
+    gap longer than ``max_gap``, a table stored with another definition of the set, or with ``adjust``:
+    an unknown adjust or view (a view without adjust), a symbol that is not continuous, an interval
+    rolled up from 1m bars, and what :func:`hdi_lab.core.continuous.continuous` raises.
     """
     fs = feature_set(set_name)
     check_interval(interval)
@@ -119,6 +157,15 @@ def compute(
     hi = parse_time(end, "end") if end is not None else pd.Timestamp.now(tz="UTC").as_unit("ns")
     parse_range(lo, hi)
     gap_limit = parse_max_gap(max_gap) if max_gap is not None else None
+    var = variant(adjust, view)
+    if var:
+        how = parse_enum(Adjust, adjust, "adjust")
+        seen = parse_enum(View, view, "view") if view is not None else View.RESEARCH
+        series_of.check_symbols(syms, how, interval)
+        return with_session(
+            session,
+            lambda s: _SeriesComputation(s, fs, syms, interval, lo, hi, dataset, gap_limit, how, seen, var).run(),
+        )
     return with_session(session, lambda s: _Computation(s, fs, syms, interval, lo, hi, dataset, gap_limit).run())
 
 
@@ -298,3 +345,81 @@ class _Computation:
                 out.add(job.bars.instrument_id, s.symbol, ts[job.first :], feats[job.first :])
                 out.save(job.bars.instrument_id, int(ts[-1]), s.bars + len(ts) - job.first, s.symbol, state)
         return out
+
+
+class _SeriesComputation:
+    """One call of :func:`compute` with ``adjust``: each continuous series read from its first bar, computed
+    in its view and stored in the variant table (see :mod:`hdi_lab.features.continuous`)."""
+
+    def __init__(
+        self,
+        session: HdiSession,
+        fs: FeatureSet,
+        syms: tuple[str, ...],
+        interval: str,
+        lo: pd.Timestamp,
+        hi: pd.Timestamp,
+        dataset: str | None,
+        gap_limit: pd.Timedelta | None,
+        adjust: Adjust,
+        view: View,
+        var: str,
+    ) -> None:
+        self.session, self.fs, self.syms, self.interval = session, fs, syms, interval
+        self.lo, self.hi, self.dataset, self.gap_limit = lo, hi, dataset, gap_limit
+        self.adjust, self.view = adjust, view
+        self.cols = fs.resolved
+        self.inputs = tuple(dict.fromkeys(i for c in self.cols for i in c.inputs))
+        self.table = feature_table(fs, interval, var)
+
+    def run(self) -> FeatureReport:
+        t0 = time.perf_counter()
+        report = FeatureReport(
+            self.fs.name,
+            self.interval,
+            self.table.name,
+            self.lo,
+            self.hi,
+            adjust=self.adjust.value,
+            view=self.view.value,
+        )
+        step = INTERVALS[self.interval] * 1_000_000_000
+        writes, largest = [], 0
+        t_read = t_compute = 0.0
+        for sym in self.syms:
+            t1 = time.perf_counter()
+            series = series_of.read_series(
+                self.session, sym, self.interval, self.hi, self.dataset, self.inputs, self.adjust
+            )
+            t2 = time.perf_counter()
+            largest = max(largest, largest_gap(series.instrument(), self.gap_limit))
+            report.bars_read += len(series.bars)
+            report.instruments += int(len(series.bars) > 0)
+            opens, values = series_of.computed(series, self.cols, self.adjust, self.view, self.lo.value, step)
+            out = _Output(step)
+            if len(opens):
+                out.add(series.id, sym, opens, values)
+            t_read, t_compute = t_read + t2 - t1, t_compute + time.perf_counter() - t2
+            writes.append(
+                SeriesWrite(
+                    series.id,
+                    sym,
+                    series.dataset,
+                    self.adjust.value,
+                    self.view.value,
+                    series_of.roll_json(series.rolls),
+                    out.rows(),
+                    self.lo.value + step,
+                    self.view is View.RESEARCH and self.adjust is not Adjust.NONE,
+                )
+            )
+        t3 = time.perf_counter()
+        created = pd.Timestamp.now(tz="UTC").floor("us")
+        report.rows, report.inserted, report.updated, report.deleted, report.rewritten = stored_features.store_series(
+            self.session.connection(), self.session.schema, self.table, writes, created
+        )
+        report.largest_gap = pd.Timedelta(largest) if largest else None
+        t4 = time.perf_counter()
+        report.timings = {"read": t_read, "compute": t_compute, "store": t4 - t3}
+        report.seconds = t4 - t0
+        return report

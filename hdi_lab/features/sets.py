@@ -8,10 +8,18 @@ from typing import Any
 from hdi_lab import indicators
 from hdi_lab.errors import ValidationError
 from hdi_lab.indicators import Column
-from hdi_lab.schemas import check_interval
+from hdi_lab.schemas import Adjust, View, check_interval, parse_enum
 from hdi_lab.storage.features import FeatureTable
 
-__all__ = ["FEATURE_SETS", "FeatureSet", "feature_set", "feature_table", "state_table_name", "table_name"]
+__all__ = [
+    "FEATURE_SETS",
+    "FeatureSet",
+    "feature_set",
+    "feature_table",
+    "state_table_name",
+    "table_name",
+    "variant",
+]
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,33 @@ def feature_set(name: str) -> FeatureSet:
     return fs
 
 
-def table_name(set_name: str, interval: str) -> str:
-    """The table holding ``set_name`` at ``interval`` (unqualified; it lives in the hdi_lab schema).
+def variant(adjust: str | Adjust | None, view: str | View | None) -> str:
+    """The variant of a set computed over back-adjusted continuous series (:mod:`hdi_lab.features.continuous`):
+    ``""`` without ``adjust`` (the per-instrument table), ``"none"`` (raw contracts: both views are the same
+    values), else ``"<adjust>_<view>"`` (``ratio_research``, ``difference_as_of``); ``view`` defaults to
+    research.
+
+    Raises ValidationError for an unknown adjust or view, or a view without adjust."""
+    if adjust is None:
+        if view is not None:
+            raise ValidationError(
+                f"view={str(view)!r} applies to back-adjusted continuous series: pass adjust= too "
+                "(e.g. adjust='ratio', view='as_of')"
+            )
+        return ""
+    how = parse_enum(Adjust, adjust, "adjust")
+    seen = parse_enum(View, view, "view") if view is not None else View.RESEARCH
+    return how.value if how is Adjust.NONE else f"{how.value}_{seen.value}"
+
+
+def table_name(set_name: str, interval: str, variant: str = "") -> str:
+    """The table holding ``set_name`` at ``interval`` (unqualified; it lives in the hdi_lab schema), of
+    ``variant`` (see :func:`variant`; ``features_momentum_v1_1d_ratio_research``).
 
     Raises ValidationError for an unknown set or interval.
     """
-    return f"features_{feature_set(set_name).name}_{check_interval(interval)}"
+    base = f"features_{feature_set(set_name).name}_{check_interval(interval)}"
+    return f"{base}_{variant}" if variant else base
 
 
 def state_table_name(set_name: str, interval: str) -> str:
@@ -90,14 +119,17 @@ def state_table_name(set_name: str, interval: str) -> str:
     return f"features_state_{feature_set(set_name).name}_{check_interval(interval)}"
 
 
-def feature_table(fs: FeatureSet, interval: str) -> FeatureTable:
-    """Where ``fs`` at ``interval`` is stored, for :mod:`hdi_lab.storage.features`."""
+def feature_table(fs: FeatureSet, interval: str, variant: str = "") -> FeatureTable:
+    """Where ``fs`` at ``interval`` (of ``variant``, see :func:`variant`) is stored, for
+    :mod:`hdi_lab.storage.features`. A variant keeps no indicator states (its series are computed from
+    their first bar)."""
     return FeatureTable(
-        table_name(fs.name, interval),
-        state_table_name(fs.name, interval),
+        table_name(fs.name, interval, variant),
+        state_table_name(fs.name, interval) + (f"_{variant}" if variant else ""),
         fs.name,
         fs.version,
         interval,
         tuple(c.name for c in fs.resolved),
         fs.definition(),
+        variant,
     )

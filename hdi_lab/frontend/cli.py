@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.add(sub.add_parser("ingest", help="fetch, validate and load market data"), *options.INGEST)
     options.add(sub.add_parser("query", help="read stored data"), *options.QUERY_CLI)
     options.add(
+        sub.add_parser(
+            "export",
+            help="write stored data as Hive-partitioned Parquet, Arrow or CSV files (by date and symbol) for "
+            "DuckDB, Polars, pyarrow",
+        ),
+        *options.EXPORT_CLI,
+    )
+    options.add(
         sub.add_parser("gaps", help="trading sessions missing (not ingested, empty or partial) by exchange calendar"),
         *options.GAPS_CLI,
     )
@@ -160,6 +168,8 @@ def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
         price_type=a.price_type,
         columns=cols,
         interval=a.interval,
+        adjust=a.adjust,
+        align=a.align,
     )
     if a.format == "parquet" and not a.output:
         raise ValidationError("--format parquet needs --output FILE")
@@ -174,6 +184,16 @@ def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Tex
             print(shown.to_string() if len(shown) else "(no rows)", file=out)
         if len(shown) < len(df):
             print(f"... {len(df)} rows in all (--limit 0 shows all, --format csv exports)", file=out)
+    return 0
+
+
+def _cmd_export(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    update, close = progress_bar(not a.quiet and err.isatty(), "hdi export", err, unit="day")
+    try:
+        report = options.export(a, session, progress=update)
+    finally:
+        close()
+    print(report, file=out)
     return 0
 
 
@@ -390,7 +410,16 @@ def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: 
         print(shell_exports(shell_env(session)), file=out)
         return 0
     report = features.compute(
-        a.feature_set, a.symbols, a.interval, a.start, a.end, dataset=a.dataset, max_gap=a.max_gap, session=session
+        a.feature_set,
+        a.symbols,
+        a.interval,
+        a.start,
+        a.end,
+        dataset=a.dataset,
+        max_gap=a.max_gap,
+        adjust=a.adjust,
+        view=a.view,
+        session=session,
     )
     print(report, file=out)
     return 0
@@ -406,6 +435,7 @@ def _cmd_demo(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Text
 COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], int]] = {
     "ingest": _cmd_ingest,
     "query": _cmd_query,
+    "export": _cmd_export,
     "status": _cmd_status,
     "quarantine": _cmd_quarantine,
     "watch": _cmd_watch,

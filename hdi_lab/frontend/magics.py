@@ -2,9 +2,11 @@
 
 =================  =========================================================================
 ``%hdi_ingest``    the options of ``hdi ingest``; returns the :class:`IngestReport`
-``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --price-type --columns --indicators]``: a DataFrame
+``%hdi_query``     ``SCHEMA SYMBOLS START END [--dataset --columns --adjust --indicators ...]``: a DataFrame
 ``%%hdi_query``    SQL in the cell; ``:name`` and ``{{name}}`` are bound as parameters from the
                    notebook's variables (never pasted into the SQL text)
+``%hdi_export``    ``SCHEMA SYMBOLS START END --output DIR [--format parquet|arrow|csv --dataset]``: Hive-
+                   partitioned files by date and symbol (as ``hdi export``); returns the ``ExportReport``
 ``%hdi_status``    server, coverage and recent ingests
 ``%hdi_config``    every setting with its source, secrets masked
 ``%hdi_symbols``   symbols (symbology and instrument master) matching a pattern
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
+    from hdi_lab.core.export import ExportReport
     from hdi_lab.core.report import Report
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.core.update import UpdateReport
@@ -212,6 +215,8 @@ class HdiMagics(Magics):
             price_type=args.price_type,
             columns=columns,
             interval=args.interval,
+            adjust=args.adjust,
+            align=args.align,
         )
         if args.indicators:
             from hdi_lab import features
@@ -237,6 +242,19 @@ class HdiMagics(Magics):
             raise self._usage("hdi_query", "the cell is empty: write SQL below %%hdi_query")
         text, params = bind(cell, self.user_ns)
         return retrieval.sql(self.session, text, params)
+
+    @line_magic
+    @_front_end
+    @options.magic_arguments(*options.EXPORT_MAGIC, *options.MAGIC)
+    def hdi_export(self, args: argparse.Namespace) -> ExportReport:
+        """Write stored rows as Hive-partitioned Parquet (Arrow IPC, CSV) files, one per UTC day and symbol, like
+        ``hdi export``; returns the ExportReport. ``%hdi_export ohlcv-1m ESH4,ES.c.0 2024-01-02 2024-02-01
+        --output exports/es``"""
+        update, close = progress_bar(self.progress, "hdi_export", unit="day")
+        try:
+            return options.export(args, self.session, progress=update)
+        finally:
+            close()
 
     @line_magic
     @_front_end

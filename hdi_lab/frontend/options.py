@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.session import PROVIDERS
-from hdi_lab.schemas import INTERVALS, SCHEMAS, Schema, SType
+from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hdi_lab.core.export import ExportProgress, ExportReport
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
@@ -33,8 +34,13 @@ if TYPE_CHECKING:
     from hdi_lab.schemas import IngestRequest
 
 __all__ = [
+    "ADJUSTS",
+    "ALIGNS",
     "BAR_SCHEMAS",
     "COMPARE",
+    "EXPORT",
+    "EXPORT_CLI",
+    "EXPORT_MAGIC",
     "FEATURES_COMPUTE",
     "GAPS",
     "GAPS_CLI",
@@ -58,6 +64,7 @@ __all__ = [
     "SCHEMAS",
     "STYPES",
     "UPDATE",
+    "VIEWS",
     "WATCH",
     "WATCH_ACTIONS",
     "WATCH_MAGIC",
@@ -65,6 +72,7 @@ __all__ = [
     "OptionRef",
     "add",
     "count",
+    "export",
     "fraction",
     "gaps",
     "ingest_request",
@@ -225,6 +233,21 @@ OPTIONS: dict[str, Option] = {
     ),
     "columns": Option(("--columns",), help="comma-separated columns to keep"),
     "rollup": Option(("--interval",), help=_rollup_help()),
+    "adjust": Option(
+        ("--adjust",),
+        choices=ADJUSTS,
+        metavar="ADJUST",
+        help=f"continuous symbols (ES.c.0, ES.v.0, ES.n.0) rolled by hdi_lab's rules and back-adjusted: "
+        f"{one_of(ADJUSTS)} (default: as stored, unadjusted)",
+    ),
+    "align": Option(
+        ("--align",),
+        choices=ALIGNS,
+        default=ALIGNS[0],
+        metavar="ALIGN",
+        help="bars: buckets from midnight UTC (utc, the default) or from each trading session's open (session: "
+        "--interval 1d gives one bar per session; the sessions dated in the range, bars outside them left out)",
+    ),
     "indicators": Option(
         ("--indicators",),
         metavar="COLUMNS",
@@ -234,6 +257,20 @@ OPTIONS: dict[str, Option] = {
     "format": Option(("--format",), choices=("table", "csv", "parquet"), default="table"),
     "output": Option(("--output",), help="file to write (required for parquet)"),
     "rows_limit": Option(("--limit",), type=count, default=20, help="rows shown by --format table (0 = all)"),
+    # exports
+    "export_format": Option(
+        ("--format",),
+        choices=EXPORT_FORMATS,
+        default="parquet",
+        help=f"{one_of(EXPORT_FORMATS, 'parquet')}: one file per UTC day and symbol (arrow: Arrow IPC; csv: ISO UTC "
+        "timestamps)",
+    ),
+    "export_output": Option(
+        ("--output",),
+        required=True,
+        metavar="DIR",
+        help="folder of the partitions date=YYYY-MM-DD/symbol=SYMBOL/ (created; exporting again replaces them)",
+    ),
     # what is stored
     "recent": Option(("--recent",), type=count, default=10, help="ingest-log rows to show (default 10)"),
     "pattern": Option(("pattern",), nargs="?", default="", help="case-insensitive substring (default: all)"),
@@ -271,6 +308,14 @@ OPTIONS: dict[str, Option] = {
     ),
     "bars_end": Option(("--end",), metavar="END", help="bars opening before this, exclusive (default: now)"),
     "max_gap": Option(("--max-gap",), help="refuse instruments with a longer gap between bars, e.g. 4D or 2h"),
+    "view": Option(
+        ("--view",),
+        choices=VIEWS,
+        metavar="VIEW",
+        help="with --adjust: research (one adjustment from the latest roll up to --end; values change when a new "
+        "roll comes) or as_of (each bar with the rolls known at its time; stored values never change): "
+        f"{one_of(VIEWS, VIEWS[0])}",
+    ),
     "no_compute": Option(
         ("--no-compute",), dest="compute", action="store_false", help="publish the rows already stored"
     ),
@@ -378,7 +423,7 @@ INGEST: tuple[OptionRef, ...] = (
     "quiet",
 )
 #: the options ``hdi query`` and ``%hdi_query`` share after the range
-QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup")
+QUERY: tuple[OptionRef, ...] = ("dataset_filter", "price_type", "columns", "rollup", "align", "adjust")
 #: ``hdi query SCHEMA --symbols --start --end``: the range is required
 QUERY_RANGE_CLI: tuple[OptionRef, ...] = (
     option("schema").as_positional(),
@@ -399,6 +444,8 @@ FEATURES_COMPUTE: tuple[OptionRef, ...] = (
     "bars_end",
     "dataset_filter",
     "max_gap",
+    "adjust",
+    "view",
 )
 #: ``hdi features publish`` and ``%hdi_publish`` after the set; symbols may be omitted with --no-compute
 PUBLISH: tuple[OptionRef, ...] = (
@@ -441,6 +488,15 @@ WATCH: tuple[OptionRef, ...] = (
 #: ``%hdi_watch ACTION [ID|NAME] [add's options]``: one parser for every action, so the target may be left out
 #: (``hdi watch remove ID|NAME`` requires it)
 WATCH_MAGIC: tuple[OptionRef, ...] = ("watch_action", option("watch_target").as_positional(optional=True), *WATCH)
+#: the options ``hdi export`` and ``%hdi_export`` share after the range
+EXPORT: tuple[OptionRef, ...] = ("dataset_filter", "export_format", "export_output")
+#: ``hdi export SCHEMA --symbols --start --end --output DIR``: as ``hdi query``
+EXPORT_CLI: tuple[OptionRef, ...] = (*QUERY_RANGE_CLI, *EXPORT, "quiet")
+#: ``%hdi_export SCHEMA SYMBOLS START END --output DIR``: positional, as ``%hdi_gaps``
+EXPORT_MAGIC: tuple[OptionRef, ...] = (
+    *(option(n).as_positional() for n in ("schema", "symbols", "start", "end")),
+    *EXPORT,
+)
 #: the options ``hdi gaps`` and ``%hdi_gaps`` share after the range
 GAPS: tuple[OptionRef, ...] = ("dataset_filter", "stype_in", "partial")
 #: ``hdi gaps SCHEMA --symbols --start --end``: as ``hdi query``, printed as a table or CSV
@@ -591,6 +647,27 @@ def gaps(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
         dataset=args.dataset,
         stype_in=args.stype_in,
         **threshold,
+    )
+
+
+def export(args: argparse.Namespace, session: HdiSession, progress: ExportProgress | None = None) -> ExportReport:
+    """Run the export the :data:`EXPORT_CLI` / :data:`EXPORT_MAGIC` options of ``hdi export`` and ``%hdi_export``
+    describe.
+
+    Raises what :func:`hdi_lab.api.export` raises (ValidationError for a bad request, an output that is a file,
+    nothing stored or a file that cannot be written, StorageError, ProviderError)."""
+    from hdi_lab.api import export
+
+    return export(
+        args.schema,
+        args.symbols,
+        args.start,
+        args.end,
+        args.output,
+        format=args.format,
+        dataset=args.dataset,
+        progress=progress,
+        session=session,
     )
 
 

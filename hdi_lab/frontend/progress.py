@@ -14,8 +14,10 @@ def progress_bar(
     enabled: bool,
     desc: str,
     file: TextIO | None = None,
+    unit: str = "chunk",
 ) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
-    """(callback, close) for a tqdm.auto bar: a widget in Jupyter, text on ``file`` elsewhere."""
+    """(callback, close) for a tqdm.auto bar counting ``unit`` (chunks of an ingest, days of an export): a widget
+    in Jupyter, text on ``file`` elsewhere."""
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
@@ -24,7 +26,7 @@ def progress_bar(
 
     def update(ev: Progress) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=ev.total, unit="chunk", desc=desc, file=file, leave=False, dynamic_ncols=True)
+            bar["bar"] = tqdm(total=ev.total, unit=unit, desc=desc, file=file, leave=False, dynamic_ncols=True)
         bar["bar"].update(ev.done - bar["bar"].n)
         bar["bar"].set_postfix(rows=ev.rows)
 

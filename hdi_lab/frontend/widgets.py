@@ -29,6 +29,7 @@ import pandas as pd
 
 from hdi_lab.api import make_request
 from hdi_lab.core import catalog, gaps, ingestion, retrieval
+from hdi_lab.core.continuous import is_continuous
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError
 from hdi_lab.extras import require
@@ -276,9 +277,11 @@ class QueryExplorer(_Panel):
 
     Widgets (attributes): ``symbol`` (Combobox filled from the catalog), ``refresh_button``,
     ``schema`` (bar interval), ``start``/``end`` (DatePickers, UTC days, end exclusive),
-    ``sma``/``ema`` (Checkboxes), ``window`` (IntText), ``indicators`` (Text: more price-scale
-    overlays by column name, e.g. ``bbu_20_2, bbl_20_2``; every overlay is computed by
-    :mod:`hdi_lab.indicators`), ``load_button``, ``chart`` (a Box
+    ``adjust`` (Dropdown: as stored, or a back-adjustment of :data:`hdi_lab.schemas.ADJUSTS`; enabled for
+    continuous symbols such as ``ES.c.0``, which it then reads rolled by hdi_lab's rules, as
+    ``hdi_lab.query(..., adjust=...)``), ``sma``/``ema`` (Checkboxes), ``window`` (IntText), ``indicators``
+    (Text: more price-scale overlays by column name, e.g. ``bbu_20_2, bbl_20_2``; every overlay is computed by
+    :mod:`hdi_lab.indicators`, over the adjusted prices when adjusted), ``load_button``, ``chart`` (a Box
     holding ``figure``, a plotly FigureWidget created on the first load), ``table`` (HTML with
     the first and last rows) and ``output``. ``frame`` holds the last loaded DataFrame and
     ``symbols_frame`` the last catalog listing.
@@ -308,6 +311,14 @@ class QueryExplorer(_Panel):
         self.schema = w.Dropdown(options=BAR_SCHEMAS, value=Schema.OHLCV_1M.value, description="interval", style=_WIDE)
         self.start = w.DatePicker(description="start (UTC)", style=_WIDE)
         self.end = w.DatePicker(description="end (excl.)", style=_WIDE)
+        self.adjust = w.Dropdown(
+            options=[("as stored", ""), *((a, a) for a in options.ADJUSTS)],
+            value="",
+            description="adjust",
+            disabled=True,
+            tooltip="continuous symbols (ES.c.0, ES.v.0, ES.n.0): rolled by hdi_lab's rules and back-adjusted",
+            style=_WIDE,
+        )
         self.sma = w.Checkbox(value=False, description="SMA", indent=False, layout=w.Layout(width="70px"))
         self.ema = w.Checkbox(value=False, description="EMA", indent=False, layout=w.Layout(width="70px"))
         self.indicators = w.Text(
@@ -330,7 +341,7 @@ class QueryExplorer(_Panel):
         self._root = w.VBox(
             [
                 w.HBox([self.symbol, self.refresh_button, self.schema]),
-                w.HBox([self.start, self.end]),
+                w.HBox([self.start, self.end, self.adjust]),
                 w.HBox([self.sma, self.ema, self.window, self.indicators, self.load_button]),
                 self.output,
                 self.chart,
@@ -351,7 +362,9 @@ class QueryExplorer(_Panel):
         return symbols
 
     def _symbol_changed(self, _change: object = None) -> None:
-        """Fill empty dates with the range the catalog knows for the chosen symbol."""
+        """Offer the adjustment for continuous symbols only; fill empty dates with the range the catalog knows
+        for the chosen symbol."""
+        self.adjust.disabled = not is_continuous(self.symbol.value)
         known = self.symbols_frame[self.symbols_frame["symbol"] == self.symbol.value]
         first, last = pd.Timestamp(known["first"].min()), pd.Timestamp(known["last"].max())
         if self.start.value is None and self.end.value is None and first is not pd.NaT and last is not pd.NaT:
@@ -363,8 +376,18 @@ class QueryExplorer(_Panel):
     def load(self) -> pd.DataFrame:
         """Query the bars, redraw the chart and the table; returns the DataFrame (as ``hdi_lab.query``)."""
         symbol = str(self.symbol.value).strip()
-        frame = retrieval.query(self.session, self.schema.value, symbol, self.start.value, self.end.value)
+        adjust = self.adjust.value or None if is_continuous(symbol) else None
+        frame = retrieval.query(
+            self.session, self.schema.value, symbol, self.start.value, self.end.value, adjust=adjust
+        )
         shown, note = charts.one_series(frame)
+        if adjust is not None:
+            rolls = frame.attrs["rolls"].get(symbol, ())
+            note = (
+                (note + "; " if note else "")
+                + f"{adjust}-adjusted at {len(rolls)} roll(s)"
+                + "".join(f", {r.session} {r.from_symbol} -> {r.to_symbol}" for r in rolls)
+            )
         if len(shown) > self.max_points:
             note = (note + "; " if note else "") + (
                 f"the chart shows the last {self.max_points:,} of {len(shown):,} bars: narrow the range "
@@ -380,7 +403,8 @@ class QueryExplorer(_Panel):
         if self.figure is None:
             self.figure = charts.new_figure()
             self.chart.children = (self.figure,)
-        charts.draw(self.figure, shown, lines, title=f"{symbol} {self.schema.value}")
+        title = f"{symbol} {self.schema.value}" + (f" ({adjust}-adjusted)" if adjust else "")
+        charts.draw(self.figure, shown, lines, title=title)
         self.frame = frame
         self.table.value = self._table(frame)
         status = f"{len(frame):,} rows of {symbol} {self.schema.value}" + (f" ({note})" if note else "")

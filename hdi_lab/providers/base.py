@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
 import databento as db
+import numpy as np
 import pandas as pd
 
 from hdi_lab.errors import ValidationError
@@ -45,6 +46,7 @@ CONDITIONS = ("available", "degraded", "pending", "missing")
 
 #: the most chunks one request may plan (~27 years of day chunks): a range beyond is most likely a typo
 MAX_CHUNKS = 10_000
+_DAY_NS = 86_400_000_000_000
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,11 @@ class CostEstimate:
 
 def _fmt(ts: pd.Timestamp) -> str:
     frac = ts.value % 1_000_000_000
-    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac:09d}" if frac else "") + "Z"
+    return (
+        f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}"
+        + (f".{frac:09d}" if frac else "")
+        + "Z"
+    )
 
 
 def plan_chunks(
@@ -85,16 +91,22 @@ def plan_chunks(
             f"[{start.date()}, {end.date()}) of {schema} would be {n:,} chunks (one per {per}), more than the "
             f"{MAX_CHUNKS:,} one request may plan: check start and end, or ingest the range in parts"
         )
-    bounds: list[pd.Timestamp] = []
-    t = first
-    while t <= last:
+    if schema in SPARSE:
+        bounds: list[pd.Timestamp] = []
+        t = first
+        while t <= last:
+            bounds.append(t)
+            try:
+                t = (t + pd.offsets.MonthBegin(1)).floor("D")
+            except (OverflowError, ValueError):  # past the last nanosecond timestamp (2262): end closes the chunk
+                t = end
+                break
         bounds.append(t)
-        try:
-            t = (t + pd.offsets.MonthBegin(1) if schema in SPARSE else t + pd.Timedelta(days=1)).floor("D")
-        except (OverflowError, ValueError):  # past the last nanosecond timestamp (2262): end closes the chunk
-            t = end
-            break
-    bounds.append(t)
+    else:  # day bounds in integer nanoseconds: a 5-year plan is 1,826 of them
+        firsts = first.value + _DAY_NS * np.arange(n + 1, dtype=np.int64)
+        bounds = [pd.Timestamp(int(v), tz="UTC") for v in firsts[:-1]]
+        # the day after the last (past 2262 the end closes the chunk)
+        bounds.append(pd.Timestamp(int(firsts[-1]), tz="UTC") if firsts[-1] > firsts[-2] else end)
     chunks = []
     for a, b in itertools.pairwise(bounds):
         lo, hi = max(start, a), min(end, b)

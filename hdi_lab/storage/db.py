@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -18,7 +19,7 @@ import psycopg2.extras
 
 from hdi_lab import dsn
 from hdi_lab.errors import StorageError
-from hdi_lab.storage import timescale
+from hdi_lab.storage import counts, timescale
 from hdi_lab.storage.cursor import fetch_frame, one, quote, storage_error, transaction
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 _MIGRATION = re.compile(r"^(\d{3})_(\w+)\.sql$")
+#: what runs right after a migration's SQL, in its transaction: version 10 counts the bars already stored
+_AFTER: dict[int, Callable[[psycopg2.extensions.cursor, str], None]] = {10: counts.fill}
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,8 @@ def migrate(conn: psycopg2.extensions.connection, schema: str, policies: timesca
             if version in done:
                 continue
             cur.execute(text.replace("{s}", s))
+            if version in _AFTER:
+                _AFTER[version](cur, schema)
             cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             applied_now.append(version)
         timescale.enable(cur, schema, policies)

@@ -4,7 +4,7 @@ COPY, upsert), reads (:mod:`hdi_lab.features`) and what a publication covers (:m
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,17 @@ from hdi_lab.storage.symbology import resolve
 __all__ = [
     "FeatureRows",
     "FeatureTable",
+    "SeriesWrite",
     "StateRow",
+    "StoredSeries",
     "StoredState",
     "list_tables",
     "published_rows",
     "read_features",
+    "read_series_features",
     "store",
+    "store_series",
+    "stored_series",
     "stored_states",
 ]
 
@@ -44,6 +49,7 @@ class FeatureTable:
     interval: str
     columns: tuple[str, ...]  # the feature columns, in order
     definition: dict[str, Any]  # the set's JSON definition
+    variant: str = ""  # "" the per-instrument table; else the continuous series' adjustment (and view)
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,8 @@ def _ensure_table(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTa
     cols = list(table.columns)
     cur.execute("SELECT pg_advisory_xact_lock(hashtext('hdi_lab.features.' || %s || '.' || %s))", (schema, name))
     cur.execute(
-        f"SELECT columns, version FROM {reg} WHERE name = %s AND interval = %s", (table.set_name, table.interval)
+        f"SELECT columns, version FROM {reg} WHERE name = %s AND interval = %s AND variant = %s",
+        (table.set_name, table.interval, table.variant),
     )
     row = cur.fetchone()
     if row is not None and (list(row[0]) != cols or int(row[1]) != table.version):
@@ -232,9 +239,9 @@ def _ensure_table(cur: psycopg2.extensions.cursor, schema: str, table: FeatureTa
             f"created timestamptz NOT NULL, symbol text, {feature_cols})"
         )
     cur.execute(
-        f"INSERT INTO {reg} (name, version, interval, columns, definition, table_name) VALUES (%s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (name, interval) DO UPDATE SET updated = now()",
-        (table.set_name, table.version, table.interval, cols, json.dumps(table.definition), name),
+        f"INSERT INTO {reg} (name, version, interval, variant, columns, definition, table_name) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name, interval, variant) DO UPDATE SET updated = now()",
+        (table.set_name, table.version, table.interval, table.variant, cols, json.dumps(table.definition), name),
     )
     return new
 
@@ -338,6 +345,113 @@ def _upsert(
     return int(ins), int(upd)
 
 
+# -- continuous series (variant tables) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesWrite:
+    """One continuous series' rows for a variant table (:attr:`FeatureTable.variant`), and what they are.
+
+    ``rows`` are every row computed, from the series' first bar; those with an event at or after
+    ``window_ns`` are stored. With ``rewrite_on_change`` (the research view), a series whose stored roll
+    table differs from ``rolls`` is rewritten: its stored rows are deleted and every row of ``rows`` stored,
+    so the rows of one series always share one adjustment."""
+
+    series_id: int  # stored as the rows' instrument_id
+    symbol: str
+    dataset: str
+    adjust: str
+    view: str
+    rolls: list[dict[str, Any]]  # the roll table the rows were computed with (JSON values)
+    rows: FeatureRows | None
+    window_ns: int
+    rewrite_on_change: bool
+
+
+@dataclass(frozen=True)
+class StoredSeries:
+    """A continuous series stored in a variant table (the registry ``feature_series``)."""
+
+    series_id: int
+    symbol: str
+    dataset: str
+    adjust: str
+    view: str
+    rolls: list[dict[str, Any]]
+
+
+def _window(rows: FeatureRows, from_ns: int) -> FeatureRows | None:
+    keep = rows.event_ns >= from_ns
+    if not keep.any():
+        return None
+    return FeatureRows(rows.ids[keep], rows.event_ns[keep], rows.sym[keep], rows.labels, rows.values[keep])
+
+
+def store_series(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    table: FeatureTable,
+    writes: Sequence[SeriesWrite],
+    created: pd.Timestamp,
+) -> tuple[int, int, int, int, list[str]]:
+    """Store continuous series' rows in the variant table ``table`` and record each series in
+    ``feature_series``, in one transaction (serialised with every computation of the table); returns
+    (rows written, inserted, updated, deleted, the symbols of the series rewritten).
+
+    Raises ValidationError when the table was stored with other columns or another version."""
+    written = inserted = updated = deleted = 0
+    rewritten: list[str] = []
+    with transaction(conn) as cur:
+        new = _ensure_table(cur, schema, table)
+        target = quote(conn, schema, table.name)
+        registry = quote(conn, schema, "feature_series")
+        for w in writes:
+            cur.execute(
+                f"SELECT rolls FROM {registry} WHERE table_name = %s AND series_id = %s", (table.name, w.series_id)
+            )
+            found = cur.fetchone()
+            rolls = json.loads(json.dumps(w.rolls))  # as the registry gives them back
+            rewrite = w.rewrite_on_change and found is not None and found[0] != rolls
+            if rewrite:
+                cur.execute(f"DELETE FROM {target} WHERE instrument_id = %s", (w.series_id,))
+                deleted += cur.rowcount
+                rewritten.append(w.symbol)
+            rows = w.rows if rewrite or w.rows is None else _window(w.rows, w.window_ns)
+            written += len(rows.ids) if rows is not None else 0
+            if rows is not None and new:
+                _copy_rows(cur, schema, table, rows, created)
+                inserted += len(rows.ids)
+            elif rows is not None:
+                ins, upd = _upsert(cur, schema, table, rows, created)
+                inserted, updated = inserted + ins, updated + upd
+            cur.execute(
+                f"INSERT INTO {registry} (table_name, series_id, symbol, dataset, adjust, view, rolls) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (table_name, series_id) DO UPDATE SET "
+                "symbol = EXCLUDED.symbol, dataset = EXCLUDED.dataset, adjust = EXCLUDED.adjust, "
+                "view = EXCLUDED.view, rolls = EXCLUDED.rolls, updated = now()",
+                (table.name, w.series_id, w.symbol, w.dataset, w.adjust, w.view, json.dumps(w.rolls)),
+            )
+        if new:
+            _add_keys(cur, schema, table.name)
+    return written, inserted, updated, deleted, rewritten
+
+
+def stored_series(
+    conn: psycopg2.extensions.connection, schema: str, table_name: str, symbols: Sequence[str], dataset: str | None
+) -> list[StoredSeries]:
+    """The series of ``symbols`` (of ``dataset`` if given) stored in the variant table ``table_name``, by
+    symbol then dataset. Raises StorageError."""
+    with transaction(conn) as cur:
+        cur.execute(
+            f"SELECT series_id, symbol, dataset, adjust, view, rolls FROM {quote(conn, schema, 'feature_series')} "
+            "WHERE table_name = %s AND symbol = ANY(%s) AND (%s::text IS NULL OR dataset = %s) "
+            "ORDER BY symbol, dataset",
+            (table_name, list(symbols), dataset, dataset),
+        )
+        rows = cur.fetchall()
+    return [StoredSeries(int(i), str(s), str(d), str(a), str(v), list(r)) for i, s, d, a, v, r in rows]
+
+
 # -- reading --------------------------------------------------------------------------------
 
 
@@ -360,22 +474,51 @@ def read_features(
     with transaction(conn) as cur:
         # the bars behind events in [lo, hi) opened up to one interval earlier: resolve over both
         spans = resolve(cur, schema, syms, lo - pd.Timedelta(days=1), hi, dataset)
-        cur.execute("SELECT to_regclass(%s)", (quote(conn, schema, name),))
-        if one(cur)[0] is None:
-            raise ValidationError(
-                f"{name} does not exist yet: compute it first (hdi_lab.features.compute / hdi features compute)"
-            )
         owner: dict[int, str] = {}
         for sp in spans:
             owner.setdefault(sp.instrument_id, sp.symbol)
-        feats = [quote(conn, c) for c in wanted]
-        text = cur.mogrify(
-            f"SELECT instrument_id, event_timestamp, {', '.join(f'COALESCE({f}, %s)' for f in feats)} "
-            f"FROM {quote(conn, schema, name)} WHERE instrument_id = ANY(%s) "
-            "AND event_timestamp >= %s AND event_timestamp < %s ORDER BY instrument_id, event_timestamp",
-            [*([float("nan")] * len(feats)), list(owner), lo.to_pydatetime(), hi.to_pydatetime()],
-        ).decode()
-        raw = copy.decode(copy.copy_out(cur, text), ["int8", "timestamptz", *(["float8"] * len(feats))])
+        return _read_rows(cur, schema, name, owner, lo, hi, wanted)
+
+
+def read_series_features(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    name: str,
+    series: Mapping[int, str],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    wanted: Sequence[str],
+) -> pd.DataFrame:
+    """:func:`read_features` of the continuous series ``series`` (series id -> symbol) of a variant table.
+
+    Raises ValidationError when the table does not exist yet."""
+    with transaction(conn) as cur:
+        return _read_rows(cur, schema, name, dict(series), lo, hi, wanted)
+
+
+def _read_rows(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    name: str,
+    owner: dict[int, str],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    wanted: Sequence[str],
+) -> pd.DataFrame:
+    conn = cur.connection
+    cur.execute("SELECT to_regclass(%s)", (quote(conn, schema, name),))
+    if one(cur)[0] is None:
+        raise ValidationError(
+            f"{name} does not exist yet: compute it first (hdi_lab.features.compute / hdi features compute)"
+        )
+    feats = [quote(conn, c) for c in wanted]
+    text = cur.mogrify(
+        f"SELECT instrument_id, event_timestamp, {', '.join(f'COALESCE({f}, %s)' for f in feats)} "
+        f"FROM {quote(conn, schema, name)} WHERE instrument_id = ANY(%s) "
+        "AND event_timestamp >= %s AND event_timestamp < %s ORDER BY instrument_id, event_timestamp",
+        [*([float("nan")] * len(feats)), list(owner), lo.to_pydatetime(), hi.to_pydatetime()],
+    ).decode()
+    raw = copy.decode(copy.copy_out(cur, text), ["int8", "timestamptz", *(["float8"] * len(feats))])
     iid = raw["v0"].astype(np.int64)
     known = np.array(list(owner), dtype=np.int64)
     labels = np.array(list(owner.values()), dtype=object)
@@ -393,18 +536,19 @@ def read_features(
 
 def list_tables(
     conn: psycopg2.extensions.connection, schema: str
-) -> list[tuple[str, str, str, int, pd.Timestamp | None, pd.Timestamp]]:
-    """Each (set, interval) of the registry: (set, interval, table, rows, last event, last update)."""
+) -> list[tuple[str, str, str, str, int, pd.Timestamp | None, pd.Timestamp]]:
+    """Each (set, interval, variant) of the registry: (set, interval, variant, table, rows, last event, last
+    update); variant "" is the per-instrument table."""
     with transaction(conn) as cur:
         cur.execute(
-            f"SELECT name, interval, table_name, updated FROM {quote(conn, schema, 'feature_sets')} "
-            "ORDER BY name, interval"
+            f"SELECT name, interval, variant, table_name, updated FROM {quote(conn, schema, 'feature_sets')} "
+            "ORDER BY name, interval, variant"
         )
         out = []
-        for name, interval, table, updated in cur.fetchall():
+        for name, interval, variant, table, updated in cur.fetchall():
             cur.execute(f"SELECT count(*), max(event_timestamp) FROM {quote(conn, schema, table)}")
             n, last = one(cur)
-            out.append((name, interval, table, int(n), last, updated))
+            out.append((name, interval, variant, table, int(n), last, updated))
     return out
 
 

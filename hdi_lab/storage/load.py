@@ -18,7 +18,7 @@ import psycopg2.extras
 
 from hdi_lab.dbn import INT64_MAX, UINT64_MAX, Mapping, record_to_json
 from hdi_lab.schemas import Chunk, ChunkResult
-from hdi_lab.storage import copy
+from hdi_lab.storage import copy, counts
 from hdi_lab.storage.cursor import quote
 from hdi_lab.storage.db import one
 from hdi_lab.storage.normalise import Columns
@@ -219,14 +219,31 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
     n = len(cols)
     if n == 0:
         return 0, 0
-    t = cols.table
-    target = quote(cur.connection, schema, t.name)
-    names = [quote(cur.connection, c) for c in t.column_names]
     same, changed = _compare(cur, schema, cols, coverage)
     keys = key_values(cols) if coverage is not None else []
     if coverage is not None:
         coverage.keep(keys)
     fresh = ~(same | changed)
+    if not (fresh.any() or changed.any()):
+        return 0, 0
+    with counts.kept(cur, cols.table.name):
+        ins, upd = _write(cur, schema, cols, fresh, changed, keys, coverage)
+    return ins, upd
+
+
+def _write(
+    cur: Cursor,
+    schema: str,
+    cols: Columns,
+    fresh: npt.NDArray[np.bool_],
+    changed: npt.NDArray[np.bool_],
+    keys: Arrays,
+    coverage: Coverage | None,
+) -> tuple[int, int]:
+    """COPY the ``fresh`` rows, update the ``changed`` ones (see :func:`load_market`); bar counts follow."""
+    t = cols.table
+    target = quote(cur.connection, schema, t.name)
+    names = [quote(cur.connection, c) for c in t.column_names]
     cur.execute("SAVEPOINT hdi_direct")
     try:
         if fresh.any():
@@ -236,7 +253,10 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
         cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
         if coverage is not None:  # which rows the upsert changes is not known here: all of them may have
             coverage.note_changed(t, keys)
-        return _upsert(cur, t, target, names, _payload(cols))
+        return _upsert(cur, schema, t, _payload(cols))
+    if fresh.any():
+        ids, ts = cols.values["instrument_id"], cols.values[t.time_column]
+        counts.add(cur, schema, t.name, ids[fresh], ts[fresh])
     if coverage is not None and (fresh.any() or changed.any()):
         touched = fresh | changed
         coverage.note_changed(t, [k[touched] for k in keys])
@@ -250,20 +270,28 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
     return int(fresh.sum()), cur.rowcount
 
 
-def _upsert(cur: Cursor, t: Table, target: str, names: Sequence[str], payload: bytes) -> tuple[int, int]:
-    """Insert or update every row of ``payload``; returns (inserted, updated)."""
+def _upsert(cur: Cursor, schema: str, t: Table, payload: bytes) -> tuple[int, int]:
+    """Insert or update every row of ``payload``; returns (inserted, updated). The rows it inserts are
+    counted (bar tables)."""
+    conn = cur.connection
+    target = quote(conn, schema, t.name)
+    names = [quote(conn, c) for c in t.column_names]
     stage = _stage(cur, t, target, names, payload)
     cols_sql = ", ".join(names)
-    key_sql = ", ".join(quote(cur.connection, k) for k in t.key)
-    rest = [quote(cur.connection, c) for c in t.column_names if c not in t.key]
+    key_sql = ", ".join(quote(conn, k) for k in t.key)
+    rest = [quote(conn, c) for c in t.column_names if c not in t.key]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)
     old = ", ".join(f"{target}.{c}" for c in rest)
     new = ", ".join(f"EXCLUDED.{c}" for c in rest)
+    bars = t.name in counts.TABLES
+    returning = ", instrument_id, ts_event" if bars else ""
+    counted = f", counted AS ({counts.change_sql(conn, schema, '(SELECT * FROM up WHERE fresh)', 1)})" if bars else ""
     cur.execute(
         f"WITH up AS (INSERT INTO {target} ({cols_sql}) SELECT {cols_sql} FROM {stage} "
         f"ON CONFLICT ({key_sql}) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}) "
-        "RETURNING (xmax = 0) AS fresh) "
-        "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up"
+        f"RETURNING (xmax = 0) AS fresh{returning}){counted} "
+        "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM up",
+        (t.name,) if bars else None,
     )
     ins, upd = one(cur)
     return int(ins), int(upd)
@@ -372,8 +400,17 @@ def delete_stale(
     cur.execute(f"TRUNCATE {stage}")
     copy.copy_in(cur, stage, names, payload)
     match = " AND ".join(f"d.{k} = s.{k}" for k in names)
-    cur.execute(f"DELETE FROM {table} AS d USING {stage} AS s WHERE {match}")
-    return cur.rowcount
+    delete = f"DELETE FROM {table} AS d USING {stage} AS s WHERE {match}"
+    if t.name not in counts.TABLES:
+        cur.execute(delete)
+        return cur.rowcount
+    with counts.kept(cur, t.name):  # the deleted rows are subtracted from the bar counts
+        cur.execute(
+            f"WITH gone AS ({delete} RETURNING d.instrument_id, d.ts_event), "
+            f"counted AS ({counts.change_sql(conn, schema, 'gone', -1)}) SELECT count(*) FROM gone",
+            (t.name,),
+        )
+        return int(one(cur)[0])
 
 
 def _text(v: bytes) -> str | None:

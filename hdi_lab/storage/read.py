@@ -1,9 +1,10 @@
 """The storage reader: stored rows of a schema for resolved symbol spans (binary COPY into a
-DataFrame), instrument definitions, and analysts' SQL."""
+DataFrame, or an Arrow table built from the same numpy columns), instrument definitions, and analysts' SQL."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -23,9 +24,11 @@ from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES, Column, Table
 
-__all__ = ["PriceType", "query", "sql"]
+__all__ = ["FIXED_SUFFIX", "PriceType", "float_prices", "query", "query_arrow", "sql", "venues"]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
+#: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
+FIXED_SUFFIX = "_fixed"
 _SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
 
 
@@ -48,22 +51,80 @@ def query(
     server fails."""
     with transaction(conn) as cur:
         if sch is Schema.DEFINITION:
+            return _definitions(cur, schema, spans, lo, hi, price_type)
+        rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns)
+    return _frame(rows, syms, price_type)
+
+
+def query_arrow(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    sch: Schema,
+    spans: list[Span],
+    syms: tuple[str, ...],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    price_type: PriceType,
+    seconds: int | None,
+    columns: Sequence[str] | None,
+    *,
+    fixed_too: bool = False,
+) -> pa.Table:
+    """:func:`query`'s rows as a ``pyarrow.Table`` built from the decoded numpy columns (no pandas in between):
+    ``ts_event`` (``timestamp[ns, tz=UTC]``) first, then the frame's columns with the same names, values and
+    types (``symbol`` and the char columns as ``string``). ``fixed_too`` (float prices) adds each price's exact
+    int64 fixed-point value as ``<name>_fixed`` right after it. Definitions come from their frame.
+
+    Raises what :func:`query` raises."""
+    with transaction(conn) as cur:
+        if sch is Schema.DEFINITION:
             frame = _definitions(cur, schema, spans, lo, hi, price_type)
-        else:
-            rollup = (
-                None
-                if seconds is None
-                else aggregates.choose(cur, schema, TABLES[sch].name, seconds, lo.value, hi.value + seconds * 10**9)
-            )
-            wanted = None
-            if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
-                known = [c.name for c in _out_columns(TABLES[sch])] + ["symbol"]
-                unknown = [c for c in columns if c not in known]
-                if unknown:
-                    raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {known}")
-                wanted = set(columns)
-            frame = _market(cur, schema, TABLES[sch], spans, syms, price_type, rollup, wanted)
-    return frame
+            return pa.Table.from_pandas(frame.reset_index(), preserve_index=False).replace_schema_metadata(None)
+        rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns)
+    return _table(rows, syms, price_type, fixed_too)
+
+
+def float_prices(fixed: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """int64 1e-9 fixed-point prices as floats, UNDEF_PRICE as NaN (how every float price is made). Raises nothing."""
+    f = fixed.astype(np.float64) / 1e9
+    f[fixed == INT64_MAX] = np.nan
+    return f
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Decoded rows in output order: each read column's native array, the index of each row's symbol."""
+
+    arrays: dict[str, npt.NDArray[Any]]
+    sym: npt.NDArray[np.int32]
+    cols: list[Column]
+    table: Table
+
+
+def _read(
+    cur: Any,
+    schema: str,
+    sch: Schema,
+    spans: list[Span],
+    syms: tuple[str, ...],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    seconds: int | None,
+    columns: Sequence[str] | None,
+) -> _Rows:
+    rollup = (
+        None
+        if seconds is None
+        else aggregates.choose(cur, schema, TABLES[sch].name, seconds, lo.value, hi.value + seconds * 10**9)
+    )
+    wanted = None
+    if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
+        known = [c.name for c in _out_columns(TABLES[sch])] + ["symbol"]
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {known}")
+        wanted = set(columns)
+    return _market(cur, schema, TABLES[sch], spans, syms, rollup, wanted)
 
 
 def _out_columns(t: Table) -> list[Column]:
@@ -76,10 +137,9 @@ def _market(
     t: Table,
     spans: list[Span],
     syms: tuple[str, ...],
-    price_type: PriceType,
     rollup: aggregates.Rollup | None = None,
     wanted: Collection[str] | None = None,
-) -> pd.DataFrame:
+) -> _Rows:
     """The rows of ``spans``; ``wanted`` (bars) limits the value columns read (the key always comes)."""
     cols = [
         c
@@ -146,49 +206,76 @@ def _market(
     # sorted client-side (time, symbol, instrument, then the rest of the key): a server sort of a
     # large result spills to disk with the default work_mem
     order = np.lexsort([*(arrays[k] for k in reversed(ties)), arrays["instrument_id"], sym, arrays[t.ns_column or ts]])
-    return _frame({k: v[order] for k, v in arrays.items()}, sym[order], cols, t, syms, price_type)
+    return _Rows({k: v[order] for k, v in arrays.items()}, sym[order], cols, t)
 
 
-def _frame(
-    arrays: dict[str, npt.NDArray[Any]],
-    sym: npt.NDArray[Any],
-    cols: list[Column],
-    t: Table,
-    syms: tuple[str, ...],
-    price_type: PriceType,
-) -> pd.DataFrame:
+#: the output name of a stored column whose name differs (the nanosecond columns)
+_RENAMED = {"ts_recv_ns": "ts_recv", "ts_ref_ns": "ts_ref"}
+
+
+def _values(
+    rows: _Rows, price_type: PriceType, fixed_too: bool = False
+) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
+    """The time index (int64 ns) and every value column in output order (``symbol`` aside): native numpy arrays,
+    Arrow string arrays for chars; ``ts_recv`` as int64 ns. One conversion for the frame and the Arrow table."""
     data: dict[str, Any] = {}
-    for c in cols:
-        v = arrays[c.name]
+    for c in rows.cols:
+        v = rows.arrays[c.name]
+        name = _RENAMED.get(c.name, c.name)
         if c.kind == "ts":
-            data[c.name] = v.astype(np.int64) * 1000 + copy.PG_EPOCH_US * 1000
+            data[name] = v.astype(np.int64) * 1000 + copy.PG_EPOCH_US * 1000
         elif c.kind == "char":
-            data[c.name] = _strings(v.astype(np.int32), _CHARS)
+            data[name] = _arrow_strings(v.astype(np.int32), _CHARS)
         elif c.kind == "price" and price_type == "float":
-            f = v.astype(np.float64) / 1e9
-            f[v == INT64_MAX] = np.nan
-            data[c.name] = f
+            data[name] = float_prices(v)
+            if fixed_too:
+                data[name + FIXED_SUFFIX] = v.astype(np.int64)
         elif c.kind == "undef_u64":
-            data[c.name] = v.astype(np.int64).view(np.uint64)
+            data[name] = v.astype(np.int64).view(np.uint64)
         else:
-            data[c.name] = v.astype(v.dtype.newbyteorder("="))
-    time_ns = data.pop(t.ns_column or t.time_column)
+            data[name] = v.astype(v.dtype.newbyteorder("="))
+    t = rows.table
+    time_ns = data.pop(_RENAMED.get(t.ns_column or t.time_column, t.ns_column or t.time_column))
+    if "ts_recv" in data:  # first after symbol, as DBNStore.to_df() shows it
+        data = {"ts_recv": data.pop("ts_recv"), **data}
+    return time_ns, data
+
+
+def _frame(rows: _Rows, syms: tuple[str, ...], price_type: PriceType) -> pd.DataFrame:
+    time_ns, data = _values(rows, price_type)
     index = pd.DatetimeIndex(pd.to_datetime(time_ns, unit="ns", utc=True), name="ts_event")
+    if "ts_recv" in data:
+        data["ts_recv"] = pd.to_datetime(data["ts_recv"], unit="ns", utc=True)
+    for name, v in data.items():
+        if isinstance(v, pa.Array):
+            data[name] = _strings(v)
     frame = pd.DataFrame(data, index=index)
-    if "ts_recv_ns" in frame:
-        frame.insert(0, "ts_recv", pd.to_datetime(frame.pop("ts_recv_ns").to_numpy(), unit="ns", utc=True))
-    if "ts_ref_ns" in frame:
-        frame = frame.rename(columns={"ts_ref_ns": "ts_ref"})
-    frame.insert(0, "symbol", _strings(sym, syms))
+    frame.insert(0, "symbol", _strings(_arrow_strings(rows.sym, syms)))
     return frame
+
+
+_NS_UTC = pa.timestamp("ns", tz="UTC")
+
+
+def _table(rows: _Rows, syms: tuple[str, ...], price_type: PriceType, fixed_too: bool) -> pa.Table:
+    time_ns, data = _values(rows, price_type, fixed_too)
+    arrays = {"ts_event": pa.array(time_ns, type=_NS_UTC), "symbol": _arrow_strings(rows.sym, syms)}
+    for name, v in data.items():
+        arrays[name] = pa.array(v, type=_NS_UTC) if name == "ts_recv" else v
+    return pa.table(arrays)
 
 
 _CHARS = tuple(chr(i) if i else "" for i in range(256))
 
 
-def _strings(codes: npt.NDArray[Any], labels: Sequence[str]) -> Any:
-    """A ``str`` array from integer codes into ``labels`` (via Arrow: ~6x faster than object arrays)."""
-    arr = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(list(labels)))
+def _arrow_strings(codes: npt.NDArray[Any], labels: Sequence[str]) -> pa.Array:
+    """An Arrow ``string`` array from integer codes into ``labels`` (~6x faster than object arrays)."""
+    arr = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(list(labels), type=pa.string()))
+    return arr.cast(pa.string())
+
+
+def _strings(arr: pa.Array) -> Any:
+    """A pandas ``str`` array over an Arrow string array."""
     return pd.array(arr.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
@@ -239,6 +326,26 @@ def _definitions(
         pd.to_datetime(frame.pop("ts_event").astype(np.int64), unit="ns", utc=True), name="ts_event"
     )
     return frame
+
+
+def venues(
+    conn: psycopg2.extensions.connection, schema: str, publisher_ids: Sequence[int], instrument_ids: Sequence[int]
+) -> list[tuple[int, int, str, str | None]]:
+    """``(publisher_id, instrument_id, dataset, exchange)`` of each pair: the publisher's dataset and the exchange
+    of the instrument's latest definition in it (None when no definition is stored), for the calendars of
+    :mod:`hdi_lab.core.sessions`.
+
+    Raises StorageError when the server fails."""
+    with transaction(conn) as cur:
+        cur.execute(
+            "SELECT k.pub, k.iid, p.dataset, (SELECT i.exchange FROM "
+            f"{quote(conn, schema, 'instruments')} i WHERE i.dataset = p.dataset AND i.instrument_id = k.iid "
+            "ORDER BY i.ts_recv_ns DESC LIMIT 1) "
+            "FROM unnest(%s::int2[], %s::int8[]) AS k(pub, iid) "
+            f"JOIN {quote(conn, schema, 'publishers')} p ON p.publisher_id = k.pub",
+            ([int(v) for v in publisher_ids], [int(v) for v in instrument_ids]),
+        )
+        return [(int(pub), int(iid), str(ds), None if ex is None else str(ex)) for pub, iid, ds, ex in cur.fetchall()]
 
 
 def sql(

@@ -30,7 +30,7 @@ import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.errors import ConfigError
-from hdi_lab.storage import aggregates
+from hdi_lab.storage import aggregates, counts
 from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.tables import TABLES
 
@@ -212,6 +212,8 @@ def _sync_policy(
         target = quote(conn, schema, table)
         if table in current and (wanted is None or not current[table]):
             cur.execute(f"SELECT {e}.{remove}(%s::regclass)", (target,))
+            if proc == "policy_retention":  # it may have dropped rows the bar counts still hold
+                counts.mark_stale(cur, schema, [table])
         if wanted is not None and not current.get(table):
             cur.execute(f"SELECT {e}.{add}(%s::regclass, %s::interval)", (target, wanted))
 

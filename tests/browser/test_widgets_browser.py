@@ -13,158 +13,41 @@ pytest's tmp_path) and its path is printed.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_servers import Server, artifact_dir, chromium, jupyter_env, poll, require_browser_tools, serve
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "03_widgets.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SERVER_START_TIMEOUT = 60.0
 RUN_ALL_TIMEOUT = 120.0
 ROUND_TRIP_TIMEOUT_MS = 30_000
 # The kernel and the browser run in a time zone other than UTC: the chart must still show UTC times.
 LOCAL_TZ = "America/New_York"
-# Read at import: the autouse clean_environ fixture removes every HDI_* variable before the test runs.
-ARTIFACTS = os.environ.get("HDI_BROWSER_ARTIFACTS")
-# No HTTP proxy from the environment for the local server.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _require_browser_tools() -> None:
-    """Skip (fail in CI) with the reason when Chromium or Playwright is missing."""
-    missing = []
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401 - only whether it imports
-    except ImportError:
-        missing.append("the playwright Python package (pip install 'hdi_lab[dev]'; do not run `playwright install`)")
-    if missing:
-        reason = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: required in CI", pytrace=False)
-        pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, start time) for every process (from /proc)."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        table[int(entry)] = (int(fields[1]), fields[19])
-    return table
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """Descendants of ``pid`` (the kernel runs in a session of its own) with their start times."""
-    table = _proc_table()
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for child, (ppid, start) in table.items():
-            if ppid == parent and child not in found:
-                found[child] = start
-                todo.append(child)
-    return found
-
-
-def _kill_server(proc: subprocess.Popen[bytes], base_url: str, token: str) -> None:
-    """Shut the server down (it stops its kernel), then kill its process group and any leftover child."""
-    children = _descendants(proc.pid)
-    try:
-        req = urllib.request.Request(
-            f"{base_url}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
-        )
-        _HTTP.open(req, timeout=5).close()
-        proc.wait(timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=wait)
-    table = _proc_table()
-    for pid, start in children.items():  # only the very processes seen above (pids may be reused)
-        if table.get(pid, (0, ""))[1] == start:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-@dataclass
-class Lab:
-    base_url: str
-    token: str
-    log: Path
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
 
 
 @pytest.fixture
-def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
+def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Server]:
     """JupyterLab on a free port, serving a temp copy of 03_widgets.ipynb, its config in temp dirs."""
-    _require_browser_tools()
-    home = tmp_path / "jupyter"
+    require_browser_tools()
     dirs = {
-        name: home / sub
-        for name, sub in (
-            ("JUPYTER_CONFIG_DIR", "config"),
-            ("JUPYTER_DATA_DIR", "data"),
-            ("JUPYTER_RUNTIME_DIR", "runtime"),
-            ("IPYTHONDIR", "ipython"),
-            ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-            ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
-        )
+        "JUPYTER_CONFIG_DIR": "config",
+        "JUPYTER_DATA_DIR": "data",
+        "JUPYTER_RUNTIME_DIR": "runtime",
+        "IPYTHONDIR": "ipython",
+        "JUPYTERLAB_SETTINGS_DIR": "settings",
+        "JUPYTERLAB_WORKSPACES_DIR": "workspaces",
     }
-    for d in dirs.values():
-        d.mkdir(parents=True)
+    env = jupyter_env(tmp_path, dirs, HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, TZ=LOCAL_TZ)
     # Every cell attached to the DOM (no windowing), and no news/update toasts or requests.
-    settings = dirs["JUPYTERLAB_SETTINGS_DIR"]
+    settings = Path(env["JUPYTERLAB_SETTINGS_DIR"])
     (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
         json.dumps({"windowingMode": "none"})
@@ -176,67 +59,27 @@ def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Lab]:
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    token = secrets.token_hex(16)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HDI_", "JUPYTER", "IPYTHONDIR"))}
-    env.update({k: str(v) for k, v in dirs.items()})
-    env.update(HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, PYTHONUNBUFFERED="1", TZ=LOCAL_TZ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    port, token = _free_port(), secrets.token_hex(16)
-    log = tmp_path / "jupyter.log"
     # -m jupyterlab, not `jupyter lab` (whose jupyter-lab script may name another interpreter): the server,
     # and so the kernel (jupyter_client starts a "python" kernel with the server's interpreter), run this one.
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--allow-root",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        f"--IdentityProvider.token={token}",
-        "--LabApp.expose_app_in_browser=True",
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    base_url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Lab(base_url, token, log)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}", pytrace=False)
-            try:
-                req = urllib.request.Request(f"{base_url}/api/status", headers={"Authorization": f"token {token}"})
-                with _HTTP.open(req, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"jupyter lab not up after {SERVER_START_TIMEOUT:.0f} s:\n{server.log_tail()}", pytrace=False
-                )
-            time.sleep(0.25)
+    def args(port: int) -> list[str]:
+        return [
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            "--LabApp.expose_app_in_browser=True",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+
+    with serve(
+        "jupyterlab", args, cwd=root, env=env, log=tmp_path / "jupyter.log", ready="/api/status", token=token
+    ) as server:
         yield server
-    finally:
-        _kill_server(proc, base_url, token)
-
-
-def _artifact_dir(tmp_path: Path) -> Path:
-    out = Path(ARTIFACTS) if ARTIFACTS else tmp_path
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 # JupyterLab's state, read in the page: the notebook panel, its kernel, and every code cell.
@@ -256,21 +99,10 @@ NOTEBOOK_STATE_JS = """() => {
 }"""
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float, describe: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}: {describe()}", pytrace=False)
-        time.sleep(0.25)
-
-
-def test_widgets_are_live_in_jupyterlab(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_widgets_are_live_in_jupyterlab(lab: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    artifacts = _artifact_dir(tmp_path)
+    artifacts = artifact_dir(tmp_path)
     shot = artifacts / "03_widgets_browser.png"
     page_errors: list[str] = []
 
@@ -279,15 +111,7 @@ def test_widgets_are_live_in_jupyterlab(lab: Lab, tmp_path: Path, capsys: pytest
         return f"notebook state {json.dumps(state)}\npage errors {page_errors}\njupyter log tail:\n{lab.log_tail(2000)}"
 
     with sync_playwright() as pw:
-        home = tmp_path / "chromium-home"  # else Chromium writes ~/.config/chromium and ~/.cache/dconf
-        browser_env = {
-            **os.environ,
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "TZ": LOCAL_TZ,
-        }
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=browser_env)
+        browser = chromium(pw, tmp_path, TZ=LOCAL_TZ)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 2000})
             page.on("pageerror", lambda exc: page_errors.append(f"pageerror: {exc}"))
@@ -320,7 +144,7 @@ def _run_and_check(page: Any, expect: Any, report: Callable[[], str]) -> None:
         s = state()
         return bool(s and s["kernel"] == "idle" and s["cells"])
 
-    _poll("the notebook's kernel to be idle", kernel_idle, 60, report)
+    poll("the notebook's kernel to be idle", kernel_idle, 60, report)
     # Not awaited (execute() resolves only when every cell has run): the poll below bounds the wait.
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
@@ -333,7 +157,7 @@ def _run_and_check(page: Any, expect: Any, report: Callable[[], str]) -> None:
             pytest.fail(f"a cell raised: {errors}\n{report()}", pytrace=False)
         return all(c["count"] is not None and not c["running"] for c in s["cells"])
 
-    _poll("every cell to run", all_run, RUN_ALL_TIMEOUT, report)
+    poll("every cell to run", all_run, RUN_ALL_TIMEOUT, report)
 
     # The two panels, found by their buttons; each panel's output area is its .widget-output.
     form = page.locator(".jp-Cell").filter(has=page.locator("button.widget-button", has_text="Preview"))
