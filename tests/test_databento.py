@@ -103,7 +103,7 @@ def test_acceptance_form_parent_symbol(dbs: HdiSession, fake: FakeDatabento) -> 
     )
     assert report.inserted == len(fake.served_of("ohlcv-1d")) > 0
     df = hdi_lab.query("ohlcv-1d", "ES.FUT", "2024-02-01", "2024-03-01", session=dbs)
-    assert set(df["instrument_id"]) == {400001, 400002}
+    assert set(df["instrument_id"]) == {400001, 400002, 400005, 400006}  # ESH4 ESM4 ESU4 ESZ4, all listed
 
 
 def test_continuous_symbol_rolls_on_2024_03_14(dbs: HdiSession) -> None:
@@ -183,12 +183,13 @@ def test_dry_run_reports_records_and_cost(dbs: HdiSession, fake: FakeDatabento) 
 
 def test_cost_guard_refuses_then_allow_cost_overrides(session: HdiSession, fake: FakeDatabento) -> None:
     with databento_session(session, fake, databento_max_cost_usd=0.5) as s:
+        # ESM4: its volume has moved from ESH4 by then (the roll before ESH4's expiry on 2024-03-15)
         with pytest.raises(CostLimitError) as info:
-            _ingest(s, schema="trades")
+            _ingest(s, schema="trades", symbols=["ESM4"])
         msg = str(info.value)
         assert "databento_max_cost_usd=$0.50" in msg and "allow_cost=True" in msg and "\n" not in msg
         assert fake.count("timeseries.get_range") == 0
-        report = _ingest(s, schema="trades", allow_cost=True)
+        report = _ingest(s, schema="trades", symbols=["ESM4"], allow_cost=True)
         assert report.inserted > 0
 
 

@@ -18,7 +18,7 @@ from hdi_lab.providers.sample import SampleProvider
 
 pytestmark = pytest.mark.integration
 
-ESH4, ESM4 = 400001, 400002
+ESH4, ESM4, ESU4, ESZ4 = 400001, 400002, 400005, 400006
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -145,21 +145,25 @@ def test_continuous_query_over_a_sub_range(session: HdiSession) -> None:
     assert frame["instrument_id"].tolist() == [ESH4, ESH4, ESM4, ESM4]
 
 
-def test_parent_symbol_resolves_to_both_contracts(session: HdiSession) -> None:
+def test_parent_symbol_resolves_to_every_listed_contract(session: HdiSession) -> None:
     request = dict(schema="ohlcv-1d", symbols=["ES.FUT"], stype_in="parent", start="2024-03-11", end="2024-03-20")
     report = hdi_lab.ingest(provider="sample", **request, session=session)  # type: ignore[arg-type]
     assert report.quarantined == 0 and report.inserted == report.fetched > 0
 
     frame = hdi_lab.query("ohlcv-1d", ["ES.FUT"], "2024-03-11", "2024-03-20", price_type="fixed", session=session)
     assert (frame["symbol"] == "ES.FUT").all()
-    assert set(frame["instrument_id"]) == {ESH4, ESM4}
+    assert set(frame["instrument_id"]) == {ESH4, ESM4, ESU4, ESZ4}
     _check_bars(frame, _provider_records(**request))
-    # both contracts while ESH4 is listed (to its expiry on 2024-03-15), then only ESM4
+    # ESH4 while it is listed (to its expiry on 2024-03-15), the later contracts on every day
     h4_days = {ts.date() for ts, iid in zip(frame.index, frame["instrument_id"], strict=True) if iid == ESH4}
     assert max(h4_days) == dt.date(2024, 3, 15)
     m4_days = {ts.date() for ts, iid in zip(frame.index, frame["instrument_id"], strict=True) if iid == ESM4}
     assert h4_days < m4_days
-    assert frame.loc[frame.index >= pd.Timestamp("2024-03-16", tz="UTC"), "instrument_id"].eq(ESM4).all()
+    for later in (ESU4, ESZ4):
+        assert {
+            ts.date() for ts, iid in zip(frame.index, frame["instrument_id"], strict=True) if iid == later
+        } == m4_days
+    assert ESH4 not in set(frame.loc[frame.index >= pd.Timestamp("2024-03-16", tz="UTC"), "instrument_id"])
 
 
 def test_several_symbols_one_dataset(session: HdiSession) -> None:

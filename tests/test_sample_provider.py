@@ -26,7 +26,7 @@ from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path("/work/shared/fixtures/databento")
-ES_H, ES_M, NQ_H, AAPL = 400001, 400002, 400003, 500001
+ES_H, ES_M, NQ_H, ES_U, ES_Z, AAPL = 400001, 400002, 400003, 400005, 400006, 500001
 BARS = [Schema.OHLCV_1S, Schema.OHLCV_1M, Schema.OHLCV_1H, Schema.OHLCV_1D]
 
 
@@ -208,8 +208,8 @@ def test_plan_clips_partial_days() -> None:
 
 
 def test_unknown_symbol_names_it_and_lists_known_ones() -> None:
-    with pytest.raises(ValidationError, match="ESZ4") as err:
-        SampleProvider().plan(request(Schema.OHLCV_1M, ("ESH4", "ESZ4"), "2024-01-02", "2024-01-03"))
+    with pytest.raises(ValidationError, match="ESH5") as err:
+        SampleProvider().plan(request(Schema.OHLCV_1M, ("ESH4", "ESH5"), "2024-01-02", "2024-01-03"))
     assert "ESH4" in str(err.value) and "AAPL" in str(err.value)
 
 
@@ -256,6 +256,10 @@ def test_universe_lists_symbols_and_ids() -> None:
         "ESM4": 400002,
         "NQH4": 400003,
         "NQM4": 400004,
+        "ESU4": 400005,
+        "ESZ4": 400006,
+        "NQU4": 400007,
+        "NQZ4": 400008,
         "AAPL": 500001,
         "MSFT": 500002,
         "NVDA": 500003,
@@ -333,12 +337,13 @@ def test_parent_maps_to_every_listed_contract() -> None:
     store, rec = fetch(
         provider, provider.plan(request(Schema.OHLCV_1M, ("ES.FUT",), "2024-01-02", "2024-01-03", SType.PARENT))[0]
     )
+    listed = (ES_H, ES_M, ES_U, ES_Z)  # five quarters are listed; the sample has the four of 2024
     assert store.metadata.mappings["ES.FUT"] == [
-        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(iid)} for iid in (ES_H, ES_M)
+        {"start_date": dt.date(2024, 1, 2), "end_date": dt.date(2024, 1, 3), "symbol": str(iid)} for iid in listed
     ]
-    assert set(rec["instrument_id"]) == {ES_H, ES_M}
-    front, back = (np.sum(rec["volume"][rec["instrument_id"] == i]) for i in (ES_H, ES_M))
-    assert front > 10 * back  # the deferred contract trades thinly
+    assert set(rec["instrument_id"]) == set(listed)
+    front, *deferred = (np.sum(rec["volume"][rec["instrument_id"] == i]) for i in listed)
+    assert all(front > 10 * back for back in deferred)  # the deferred contracts trade thinly
 
 
 def test_metadata_describes_the_chunk() -> None:
@@ -455,7 +460,7 @@ def test_definitions_one_per_instrument_per_day() -> None:
     provider = SampleProvider()
     chunks = provider.plan(request(Schema.DEFINITION, ("ES.FUT",), "2024-01-06", "2024-01-08", SType.PARENT))
     defs = fetch_all(provider, chunks)
-    assert len(defs) == 4 and (defs["ts_recv"] % 86_400_000_000_000 == 0).all()
+    assert len(defs) == 2 * 4 and (defs["ts_recv"] % 86_400_000_000_000 == 0).all()
     esh4 = defs[defs["raw_symbol"] == b"ESH4"][0]
     assert esh4["instrument_id"] == ES_H and esh4["instrument_class"] == b"F"
     assert esh4["min_price_increment"] == 250_000_000 and esh4["currency"] == b"USD"
@@ -575,3 +580,59 @@ def test_a_sunday_evening_bar_belongs_to_mondays_session() -> None:
     first = minute_bars("ESM4", "2024-04-07", "2024-04-08")[0]
     assert first == utc("2024-04-07 22:00")  # 17:00 CDT
     assert session_of("CMES", first) == dt.date(2024, 4, 8)
+
+
+# --- the 2024 quarterly cycle ------------------------------------------------------------------
+
+
+def test_listing_rule_reproduces_databentos_definition() -> None:
+    """The real ESH1 definition (vendor bytes): listed 2019-12-20 14:30 UTC (ESZ9's expiry, 09:30 EST),
+    expiring 2021-03-19 13:30 UTC (09:30 EDT)."""
+    data = (FIXTURES / "GLBX.MDP3" / "test_data.definition.dbn.zst").read_bytes()
+    real = db.DBNStore.from_bytes(io.BytesIO(data)).to_ndarray()[0]
+    assert real["raw_symbol"] == b"ESH1"
+    activation, expiration = sample.quarterly_listing(2021, 3)
+    assert (activation.value, expiration.value) == (int(real["activation"]), int(real["expiration"]))
+
+
+@pytest.mark.parametrize(
+    ("symbol", "iid", "activation", "expiration"),
+    [
+        ("ESH4", ES_H, "2022-12-16 14:30", "2024-03-15 13:30"),
+        ("ESM4", ES_M, "2023-03-17 13:30", "2024-06-21 13:30"),
+        ("ESU4", ES_U, "2023-06-16 13:30", "2024-09-20 13:30"),
+        ("ESZ4", ES_Z, "2023-09-15 13:30", "2024-12-20 14:30"),  # December: 09:30 EST
+        ("NQU4", 400007, "2023-06-16 13:30", "2024-09-20 13:30"),
+        ("NQZ4", 400008, "2023-09-15 13:30", "2024-12-20 14:30"),
+    ],
+)
+def test_contracts_trade_from_activation_to_expiration(symbol: str, iid: int, activation: str, expiration: str) -> None:
+    provider = SampleProvider()
+    first = minute_bars(symbol, activation[:10], str((utc(activation) + pd.Timedelta(days=1)).date()))
+    assert first[0] == utc(activation)
+    last = minute_bars(symbol, expiration[:10], str((utc(expiration) + pd.Timedelta(days=3)).date()))
+    assert last[-1] == utc(expiration) - pd.Timedelta(minutes=1)
+    defs = fetch_all(provider, provider.plan(request(Schema.DEFINITION, (symbol,), activation[:10], "2025-01-01")))
+    assert set(defs["instrument_id"].tolist()) == {iid} and set(defs["raw_symbol"].tolist()) == {symbol.encode()}
+    assert set(defs["activation"].tolist()) == {utc(activation).value}
+    assert set(defs["expiration"].tolist()) == {utc(expiration).value}
+    days = pd.to_datetime(defs["ts_event"].astype(np.int64), utc=True)
+    assert (days.min(), days.max()) == (utc(activation).normalize(), utc(expiration).normalize())
+    maturity = set(zip(defs["maturity_year"].tolist(), defs["maturity_month"].tolist(), strict=True))
+    assert maturity == {(2024, {"H": 3, "M": 6, "U": 9, "Z": 12}[symbol[2]])}
+
+
+def test_continuous_front_runs_through_the_2024_cycle() -> None:
+    provider = SampleProvider()
+    chunk = one_chunk(
+        provider.plan(request(Schema.DEFINITION, ("NQ.c.0",), "2024-01-01", "2025-01-01", SType.CONTINUOUS))
+    )
+    store, rec = fetch(provider, chunk)
+    ids = ("400003", "400004", "400007", "400008")  # NQH4, NQM4, NQU4, NQZ4: each rolls the day before expiry
+    edges = [dt.date.fromisoformat(d) for d in ("2024-01-01", "2024-03-14", "2024-06-20", "2024-09-19", "2024-12-19")]
+    assert store.metadata.mappings["NQ.c.0"] == [
+        {"start_date": a, "end_date": b, "symbol": iid}
+        for (a, b), iid in zip(itertools.pairwise(edges), ids, strict=True)
+    ]
+    assert store.metadata.partial == ["NQ.c.0"]  # no front after NQZ4's roll: the universe ends with 2024
+    assert [str(i) for i in dict.fromkeys(rec["instrument_id"].tolist())] == list(ids)

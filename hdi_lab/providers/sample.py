@@ -1,29 +1,47 @@
 """The offline ``sample`` provider: deterministic, realistic market data served as real DBN bytes.
 
-Universe (instrument ids are stable; futures are listed from activation to expiration day):
+Universe (instrument ids are stable; futures are listed from activation to expiration, the real CME
+schedule of :func:`quarterly_listing`: listed when the contract five quarters earlier expires, expiring
+the third Friday of the month at 09:30 New York time, i.e. 13:30 UTC in summer, 14:30 in winter):
 
-======  =========  ===  =============  ====  =======  =========================
-symbol  dataset    pub  instrument_id  tick  level    listed (UTC days)
-======  =========  ===  =============  ====  =======  =========================
-ESH4    GLBX.MDP3  1    400001         0.25  ~4800    2022-12-16 .. 2024-03-15
-ESM4    GLBX.MDP3  1    400002         0.25  ~4800    2023-03-17 .. 2024-06-21
-NQH4    GLBX.MDP3  1    400003         0.25  ~16800   2022-12-16 .. 2024-03-15
-NQM4    GLBX.MDP3  1    400004         0.25  ~16800   2023-03-17 .. 2024-06-21
+======  =========  ===  =============  ====  =======  ===========================================
+symbol  dataset    pub  instrument_id  tick  level    listed (UTC)
+======  =========  ===  =============  ====  =======  ===========================================
+ESH4    GLBX.MDP3  1    400001         0.25  ~4800    2022-12-16 14:30 .. 2024-03-15 13:30
+ESM4    GLBX.MDP3  1    400002         0.25  ~4800    2023-03-17 13:30 .. 2024-06-21 13:30
+NQH4    GLBX.MDP3  1    400003         0.25  ~16800   2022-12-16 14:30 .. 2024-03-15 13:30
+NQM4    GLBX.MDP3  1    400004         0.25  ~16800   2023-03-17 13:30 .. 2024-06-21 13:30
+ESU4    GLBX.MDP3  1    400005         0.25  ~4800    2023-06-16 13:30 .. 2024-09-20 13:30
+ESZ4    GLBX.MDP3  1    400006         0.25  ~4800    2023-09-15 13:30 .. 2024-12-20 14:30
+NQU4    GLBX.MDP3  1    400007         0.25  ~16800   2023-06-16 13:30 .. 2024-09-20 13:30
+NQZ4    GLBX.MDP3  1    400008         0.25  ~16800   2023-09-15 13:30 .. 2024-12-20 14:30
 AAPL    XNAS.ITCH  2    500001         0.01  ~185     always
 MSFT    XNAS.ITCH  2    500002         0.01  ~375     always
 NVDA    XNAS.ITCH  2    500003         0.01  ~500     always
-======  =========  ===  =============  ====  =======  =========================
+======  =========  ===  =============  ====  =======  ===========================================
 
 Parents ``ES.FUT``/``NQ.FUT`` map to their listed contracts; continuous ``ES.c.0``/``NQ.c.0`` map
-to the front contract, which rolls the day before expiration (H4 -> M4 on 2024-03-14). Sessions
+to the front contract, which rolls the day before expiration (H4 -> M4 on 2024-03-14, M4 -> U4 on
+2024-06-20, U4 -> Z4 on 2024-09-19; none after 2024-12-18). Sessions
 follow the real exchange calendars (:mod:`hdi_lab.calendars`: holidays, early closes, DST).
 Futures trade CME Globex (``CMES``) sessions, Sunday 17:00 Chicago time to Friday 16:00 with the
 daily 16:00-17:00 halt (Chicago time; UTC 22:00-23:00 in winter, 21:00-22:00 in summer), holidays
-closed or closing early (12:00 on MLK day), and expiring contracts stop at 13:30 UTC on expiration
+closed or closing early (12:00 on MLK day), and expiring contracts stop at expiration on expiration
 day; equities trade Nasdaq (``XNAS``) sessions, 09:30-16:00 New York time (14:30-21:00 UTC in
 winter, 13:30-20:00 in summer), 13:00 on early-close days such as 2024-07-03, nothing on holidays
 (2024-01-15, 2024-03-29). The intraday activity profile follows local time, so it moves with DST.
 Days outside a calendar's range (2000 to a year ahead) have no data.
+
+Futures roll like real quarterly futures (:data:`VOLUME_ROLL`, :data:`OI_ROLL`): the nearest contract
+trades nearly all of its root's volume and holds its open interest, every other listed one trades 3% and
+holds 2%; from 13 sessions before expiry the volume moves to the next contract (more in the next than in
+the nearest from 8 sessions out), the open interest from 9 sessions out (more in the next from 4
+sessions out). So on the prior session's data a volume rule rolls ~7 sessions before expiry, an
+open-interest rule ~3 before, and a calendar rule (after the last full session) on expiration day, for
+H4 -> M4, M4 -> U4 and U4 -> Z4 of both roots. Bars, trades and the statistics' cleared volume
+(``stat_type`` 6, the UTC day's bar volume) follow the same split; open interest is ``stat_type`` 9.
+Deferred contracts trade at a carry premium (``F = S * exp(carry * years to expiry)``: ES ~40 points
+a quarter, NQ ~150), so a roll has a real price gap to back-adjust.
 
 Every value is a pure function of (instrument, UTC day, schema), drawn from streams seeded by a
 stable hash (blake2b / SHAKE-128, never ``hash()``), so records never depend on how a request is
@@ -33,6 +51,7 @@ intervals come from one shared 5-second price path per product and day, so 1m/1h
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import hashlib
@@ -67,11 +86,13 @@ __all__ = [
     "INSTRUMENTS",
     "MIN_NS",
     "NS",
+    "OI_ROLL",
     "PARENTS",
     "PER_MIN",
     "ROOTS",
     "STEPS",
     "STEP_S",
+    "VOLUME_ROLL",
     "Instrument",
     "Root",
     "SampleProvider",
@@ -81,6 +102,7 @@ __all__ = [
     "front",
     "mappings",
     "minute_mask",
+    "quarterly_listing",
     "resolve",
     "symbol_table",
     "universe",
@@ -155,13 +177,36 @@ ROOTS: dict[str, Root] = {
         Root("NVDA", "XNAS.ITCH", 2, "equity", 500.0, 0.028, 10_000_000, 110, 40_000),
     )
 }
-_H4 = (_utc("2022-12-16 14:30"), _utc("2024-03-15 13:30"))
-_M4 = (_utc("2023-03-17 14:30"), _utc("2024-06-21 13:30"))
+
+
+def quarterly_listing(year: int, month: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(activation, expiration) in UTC of the CME equity-index quarterly future of ``month`` ``year``.
+
+    It expires on the third Friday of its month at 09:30 New York time (the Special Opening Quotation:
+    13:30 UTC in summer, 14:30 in winter) and is listed when the contract five quarters before it
+    expires (CME keeps five quarterly months listed), as Databento's definitions show (ESH1: activation
+    2019-12-20 14:30, expiration 2021-03-19 13:30 UTC)."""
+
+    def third_friday_0930(y: int, m: int) -> pd.Timestamp:
+        first = dt.date(y, m, 1)
+        day = first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+        return pd.Timestamp(dt.datetime.combine(day, dt.time(9, 30), tzinfo=ZoneInfo("America/New_York")))
+
+    before = year * 12 + month - 1 - 15  # five quarters earlier, as a month count
+    activation = third_friday_0930(before // 12, before % 12 + 1)
+    return activation.tz_convert("UTC").as_unit("ns"), third_friday_0930(year, month).tz_convert("UTC").as_unit("ns")
+
+
+_H4, _M4, _U4, _Z4 = (quarterly_listing(2024, m) for m in (3, 6, 9, 12))
 INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("ESH4", 400001, ROOTS["ES"], *_H4),
     Instrument("ESM4", 400002, ROOTS["ES"], *_M4),
     Instrument("NQH4", 400003, ROOTS["NQ"], *_H4),
     Instrument("NQM4", 400004, ROOTS["NQ"], *_M4),
+    Instrument("ESU4", 400005, ROOTS["ES"], *_U4),
+    Instrument("ESZ4", 400006, ROOTS["ES"], *_Z4),
+    Instrument("NQU4", 400007, ROOTS["NQ"], *_U4),
+    Instrument("NQZ4", 400008, ROOTS["NQ"], *_Z4),
     Instrument("AAPL", 500001, ROOTS["AAPL"]),
     Instrument("MSFT", 500002, ROOTS["MSFT"]),
     Instrument("NVDA", 500003, ROOTS["NVDA"]),
@@ -395,12 +440,91 @@ def _at(inst: Instrument, day: dt.date, seconds: npt.NDArray[np.integer | np.flo
     return _ticks(inst, day, np.interp(seconds / STEP_S, np.arange(STEPS + 1), _spot(inst.root, day)[0]))
 
 
+# --- the roll: volume, then open interest, move from the expiring contract to the next -----------
+
+#: Sessions before the nearest contract's expiration over which its volume moves to the next contract
+#: (none moved 13 sessions out, all 4 out: level at 8.5) and its open interest follows (9 out to expiry:
+#: level between 5 and 4 out), so a volume rule rolls before an open-interest rule, and both before the
+#: calendar rule (after the last full session, i.e. on expiration day).
+VOLUME_ROLL, OI_ROLL = (13, 4), (9, 0)
+#: Further contracts trade 3% of the root's volume and hold 2% of its open interest each; 10% of the
+#: expiring contract's open interest is still held at expiration (and cash settled).
+_DEFERRED_VOLUME, _DEFERRED_OI, _EXPIRING_OI = 0.03, 0.02, 0.10
+_OPEN_INTEREST = 900  # the nearest contract's open interest, in minutes of volume at activity 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _chain(root: Root, day: dt.date) -> tuple[Instrument, ...]:
+    """The root's contracts listed on ``day``, nearest expiration first."""
+    listed = [i for i in INSTRUMENTS if i.root == root and i.expiration is not None and i.listed(day)]
+    return tuple(sorted(listed, key=lambda i: str(i.expiration)))
+
+
+@functools.lru_cache(maxsize=64)
+def _last_month(root: Root, last: dt.date) -> tuple[dt.date, ...]:
+    """The product's sessions in the 31 days up to and including ``last``."""
+    return tuple(s.date() for s in sessions(root.calendar, last - dt.timedelta(days=31), last)["session"])
+
+
+def _sessions_left(root: Root, day: dt.date, last: dt.date) -> int:
+    """The product's sessions after ``day`` up to and including ``last`` (0 on ``last``); more than a
+    month before ``last``, its calendar days instead (beyond every roll window either way)."""
+    if (last - day).days > 31:
+        return (last - day).days
+    found = _last_month(root, last)
+    return len(found) - bisect.bisect_right(found, day)
+
+
+def _moved(window: tuple[int, int], left: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The fraction moved to the next contract ``left`` sessions before the nearest one expires: a
+    smoothstep from 0 at ``window[0]`` sessions to 1 at ``window[1]``."""
+    t = np.clip((window[0] - np.asarray(left, np.float64)) / (window[0] - window[1]), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _roll(inst: Instrument, day: dt.date) -> tuple[int, int | None]:
+    """(rank of the listed future ``inst`` on ``day``, 0 for the nearest expiration; sessions after
+    ``day`` until the nearest contract expires, None when the universe lists no contract after it to
+    roll into)."""
+    chain = _chain(inst.root, day)
+    nearest = chain[0].expiration
+    assert nearest is not None
+    left = _sessions_left(inst.root, day, nearest.date()) if len(chain) > 1 else None
+    return chain.index(inst), left
+
+
 def _activity(inst: Instrument, day: dt.date) -> npt.NDArray[np.float64]:
-    """Per-minute activity; deferred (non-front) contracts trade ~3% of the front's."""
+    """Per-minute activity. A future's share of its root's volume follows the roll (:data:`VOLUME_ROLL`):
+    the nearest contract trades all of it and the next one 3% until the roll, which moves the rest to
+    the next; further contracts trade 3%. Minutes from the evening reopen on belong to the next session
+    and take its share."""
     act = _PROFILES[inst.root.kind, _summer(inst.root, day)]
-    if inst.expiration is not None and front(inst.root.name, day) != inst:
-        return act * 0.03
-    return act
+    if inst.expiration is None:
+        return act
+    rank, left = _roll(inst, day)
+    if rank > 1:
+        return act * _DEFERRED_VOLUME
+    if left is None:  # no next contract: nothing to roll into
+        return act
+    assert inst.root.halt is not None
+    reopen = (_local_ns(inst.root, day, inst.root.halt[1]) - _day_ns(day)) // MIN_NS
+    moved = _moved(VOLUME_ROLL, np.where(np.arange(1440) < reopen, left, left - 1))
+    if rank == 0:
+        return act * (1.0 - (1.0 - _DEFERRED_VOLUME) * moved)
+    return act * (_DEFERRED_VOLUME + (1.0 - _DEFERRED_VOLUME) * moved)
+
+
+def _open_interest(inst: Instrument, session: dt.date) -> float:
+    """The future's open interest at the close of ``session`` (before noise), following the roll
+    (:data:`OI_ROLL`) like the volume."""
+    rank, left = _roll(inst, session)
+    full = inst.root.volume_per_min * _OPEN_INTEREST
+    if rank > 1:
+        return full * _DEFERRED_OI
+    moved = 0.0 if left is None else float(_moved(OI_ROLL, left))
+    if rank == 0:
+        return full * (1.0 - (1.0 - _EXPIRING_OI) * moved)
+    return full * (_DEFERRED_OI + (1.0 - _DEFERRED_OI) * moved)
 
 
 # --- generators: every function returns the whole UTC day ---------------------------------------
@@ -540,11 +664,10 @@ def _statistics(inst: Instrument, day: dt.date) -> Records:
             prev = _previous_session(root, day)
             if inst.listed(prev):
                 cleared = int(_minutes(inst, prev)[4][minute_mask(inst, prev)].sum())
-                dte = (inst.expiration.date() - prev).days
-                oi = root.volume_per_min * 900 / (1 + np.exp((dte - 110) / 12) + np.exp((4 - dte) / 2))
+                oi = _open_interest(inst, prev) * rng.uniform(0.98, 1.02)
                 rows += [
                     (660, 6, UNDEF_PRICE, cleared, _day_ns(prev), 255),
-                    (660, 9, UNDEF_PRICE, int(oi * rng.uniform(0.98, 1.02)), _day_ns(prev), 255),
+                    (660, 9, UNDEF_PRICE, int(oi), _day_ns(prev), 255),
                 ]
         reopen = minute_of(_local_ns(root, day, root.halt[1]))
         if reopen < 1440 and mask[reopen]:
@@ -660,7 +783,8 @@ def day_times(inst: Instrument, day: dt.date, schema: Schema) -> npt.NDArray[np.
 
 def clear_caches() -> None:
     """Forget every memoised symbology answer and price path (records are pure: they come back the same)."""
-    for cached in (front, minute_mask, _open_minutes, _session, _previous_session, _anchor, _spot, _minutes):
+    memoised = (front, minute_mask, _open_minutes, _session, _previous_session, _anchor, _spot, _minutes)
+    for cached in (*memoised, _chain, _last_month):
         cached.cache_clear()
 
 
