@@ -31,7 +31,7 @@ OPEN_INTEREST, CLEARED_VOLUME = 9, 6  # statistics stat_type
 
 def _stored(session: HdiSession, parent: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(volume, close, open interest, cleared volume) per session date (rows) and instrument_id (columns)."""
-    for schema in ("ohlcv-1d", "statistics"):
+    for schema in ("definition", "ohlcv-1d", "statistics"):
         report = hdi_lab.ingest(
             provider="sample", schema=schema, symbols=[parent], stype_in="parent", start=START, end=END, session=session
         )
@@ -69,6 +69,10 @@ def test_volume_rolls_before_open_interest_before_the_calendar(session: HdiSessi
     assert len(both) > 500 and (both["cleared"] == both["bars"]).all()
 
     cme = [s.date() for s in sessions("CMES", START, END)["session"]]
+    tables = {
+        rule: hdi_lab.rolls(root, "ohlcv-1d", START, END, roll=rule, session=session)
+        for rule in ("volume", "open_interest", "calendar")
+    }
     for nearest, following, expiry in ROLLS[root]:
         expires = dt.date.fromisoformat(expiry)
         # sessions until the nearest contract's last full one (expiration day trades until 09:30 New York only)
@@ -94,3 +98,12 @@ def test_volume_rolls_before_open_interest_before_the_calendar(session: HdiSessi
         # both contracts close on the session the volume rule decides on, the next one at a carry premium
         front_px, next_px = close.at[volume_cross, nearest], close.at[volume_cross, following]
         assert 0.003 < (next_px - front_px) / front_px < 0.015, (front_px, next_px)
+
+        # hdi_lab's roll rules decide the same days from the same rows (open interest is published the
+        # morning after its session: known at the close of the session after the cross, so one session later)
+        expected = {"volume": volume_roll, "calendar": calendar_roll, "open_interest": cme[cme.index(oi_roll) + 1]}
+        for rule, day in expected.items():
+            table = tables[rule]
+            at = table[table["from_instrument"] == nearest]
+            assert len(at) == 1 and at["to_instrument"].iloc[0] == following, (rule, at)
+            assert pd.Timestamp(at["session"].iloc[0]).date() == day, (rule, at["session"].iloc[0], day)
