@@ -241,7 +241,7 @@ class _Default:
 #: idle default sessions kept besides those in use (settings rarely change within a process)
 _KEEP = 4
 _LOCK = threading.Lock()
-_SETTINGS: dict[Hashable, Settings] = {}  # fingerprint -> settings
+_SETTINGS: dict[Hashable, tuple[Settings, Hashable]] = {}  # fingerprint -> settings, their session key
 _DEFAULTS: dict[tuple[Any, ...], _Default] = {}  # (pid, settings, environment) -> session, least recently used first
 
 
@@ -263,14 +263,17 @@ def default_session() -> Iterator[HdiSession]:
 def _borrow() -> _Default:
     seen = fingerprint()
     with _LOCK:
-        settings = _SETTINGS.get(seen)
-    if settings is None:
+        known = _SETTINGS.get(seen)
+    if known is None:
         settings = load_settings()  # outside the lock: it reads files, and may raise ConfigError
+        # the session's key: every setting, and the variables libpq reads (PG*) with the others
+        known = settings, (tuple(sorted(settings.values.items(), key=lambda kv: kv[0])), seen[0])
         with _LOCK:
             if len(_SETTINGS) >= 4 * _KEEP:
                 _SETTINGS.clear()
-            _SETTINGS[seen] = settings
-    key = (os.getpid(), tuple(sorted(settings.values.items(), key=lambda kv: kv[0])), seen[0])
+            _SETTINGS[seen] = known
+    settings, values = known
+    key = (os.getpid(), values)
     with _LOCK:
         entry = _DEFAULTS.pop(key, None) or _Default(HdiSession(settings))
         _DEFAULTS[key] = entry  # the most recently used last

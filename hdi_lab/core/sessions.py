@@ -99,16 +99,28 @@ def bars(
     if align != "session":
         keys = ["publisher_id"] if wanted and asked and "publisher_id" not in asked else []
         frame = read.query(
-            session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked and asked + keys
+            session.connection(),
+            session.schema,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            asked and asked + keys,
+            lookups=session.lookups,
         )
         if not wanted:
             return frame
         frame[COLUMN] = label(session, frame, (seconds or sch.bar_seconds) * _NS).to_numpy()
-        return frame.drop(columns=keys)
+        return frame.drop(columns=keys) if keys else frame
     # whole sessions: the bars of one more UTC day each side (every calendar's session D lies in [D-1, D+2))
     wlo, whi = lo.normalize() - pd.Timedelta(days=1), hi.ceil("D") + pd.Timedelta(days=1)
     wide = symbology.lookup(session.connection(), session.schema, syms, wlo, whi, dataset, missing=[])
-    frame = read.query(session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None)
+    frame = read.query(
+        session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None, lookups=session.lookups
+    )
     labels, opens, pairs = _sessions(session, frame, sch.bar_seconds * _NS, strict=True)
     rows = np.flatnonzero((labels != NAT) & (labels >= lo.value) & (labels < hi.value))  # in time order
     if seconds is None:
@@ -149,15 +161,16 @@ def _sessions(
     iids = frame["instrument_id"].to_numpy().astype(np.int64)  # DBN instrument ids are uint32
     codes, keys = pd.factorize((pubs << 32) | iids)
     pairs = np.asarray(keys, dtype=np.int64)
-    found = {
-        (pub, iid): (ds, ex)
-        for pub, iid, ds, ex in read.venues(
-            session.connection(), session.schema, (pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist()
-        )
-    }
+    lookups = session.lookups  # the session's caches: usually no statement at all
+    conn = session.connection()
+    pair_list = [(key >> 32, key & 0xFFFFFFFF) for key in pairs.tolist()]
+    datasets = lookups.datasets(conn, sorted({pub for pub, _ in pair_list}))
+    wanted = [(datasets[pub], iid) for pub, iid in pair_list if calendars.follows_exchange(datasets.get(pub, ""))]
+    exchanges = lookups.exchanges(conn, wanted) if wanted else {}
     by_calendar: dict[str | None, list[int]] = {}
-    for k, key in enumerate(pairs.tolist()):
-        ds, ex = found.get((key >> 32, key & 0xFFFFFFFF), (None, None))
+    for k, (pub, iid) in enumerate(pair_list):
+        ds = datasets.get(pub)
+        ex = exchanges.get((ds, iid)) if ds is not None else None
         by_calendar.setdefault(_calendar(session, ds, ex, strict), []).append(k)
     for code, members in by_calendar.items():
         rows = np.isin(codes, members) if len(by_calendar) > 1 else slice(None)
