@@ -141,6 +141,9 @@ def _out_columns(t: Table) -> list[Column]:
 #: ~0.03 ms); more (a parent symbol over years) are read by one scan per span of an unnest of them (LATERAL: one
 #: plan whatever their number, ~0.3 ms more per read)
 UNION_SPANS = 32
+#: reads longer than this (summed over spans) turn the server's JIT off: a large scan's plan passes its
+#: jit_above_cost, and compiling its expressions took longer than it saved (1M bars: ~0.1-0.3 s)
+_JIT_OFF_NS = 31 * 86_400 * 10**9
 
 
 def _market(
@@ -166,11 +169,13 @@ def _market(
     fetched += [t.column(k) for k in [*ties, "publisher_id"] if k not in {c.name for c in fetched}]
     several = len(spans) > 1
     text, params = (_union if len(spans) <= UNION_SPANS else _lateral)(cur, schema, t, spans, fetched, rollup)
-    raw = copy.copy_out(cur, cur.mogrify(text, params).decode())
-    rows = copy.decode(raw, ["int4"] * several + [c.pgtype for c in fetched])
-    # native contiguous arrays first: sorting and gathering big-endian strided record fields is ~20x slower
-    arrays = {c.name: _native(rows[f"v{i}"]) for i, c in enumerate(fetched, start=int(several))}
-    span = _native(rows["v0"]).astype(np.intp) if several else np.zeros(len(rows), dtype=np.intp)
+    if sum(sp.hi.value - sp.lo.value for sp in spans) > _JIT_OFF_NS:
+        cur.execute("SET LOCAL jit = off")  # compiling a large scan's expressions costs more than it saves
+    raw = copy.copy_view(cur, cur.mogrify(text, params).decode())
+    # native contiguous arrays: sorting and gathering big-endian strided record fields is ~20x slower
+    decoded = copy.columns(raw, ["int4"] * several + [c.pgtype for c in fetched])
+    arrays = {c.name: v for c, v in zip(fetched, decoded[int(several) :], strict=True)}
+    span = decoded[0].astype(np.intp) if several else np.zeros(len(decoded[0]), dtype=np.intp)
     keep = _of_dataset(cur, schema, spans, arrays["publisher_id"], span, lookups)
     if keep is not None:
         arrays, span = {k: v[keep] for k, v in arrays.items()}, span[keep]
@@ -260,11 +265,6 @@ def _lateral(
         [sp.instrument_id for sp in spans],
         *([b[i] for b in bounds] for i in range(4)),
     )
-
-
-def _native(field: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A record field (big-endian, strided) as a contiguous native-endian array: one pass."""
-    return field.astype(field.dtype.newbyteorder("="))
 
 
 def _of_dataset(
