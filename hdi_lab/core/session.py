@@ -258,6 +258,9 @@ def default_session() -> Iterator[HdiSession]:
     finally:
         with _LOCK:
             entry.users -= 1
+            dropped = _trim()
+        for old in dropped:
+            old.session.close()
 
 
 def _borrow() -> _Default:
@@ -278,11 +281,13 @@ def _borrow() -> _Default:
         entry = _DEFAULTS.pop(key, None) or _Default(HdiSession(settings))
         _DEFAULTS[key] = entry  # the most recently used last
         entry.users += 1
-        idle = [k for k, e in _DEFAULTS.items() if e.users == 0]
-        dropped = [_DEFAULTS.pop(k) for k in idle[: max(0, len(idle) - _KEEP)]]
-    for old in dropped:
-        old.session.close()
     return entry
+
+
+def _trim() -> list[_Default]:
+    """Take the least recently used idle sessions beyond :data:`_KEEP` out of the cache (under the lock)."""
+    idle = [k for k, e in _DEFAULTS.items() if e.users == 0 and k[0] == os.getpid()]  # never a parent's
+    return [_DEFAULTS.pop(k) for k in idle[: max(0, len(idle) - _KEEP)]]
 
 
 def close_default_sessions() -> None:
