@@ -199,7 +199,10 @@ def _bounds(t: Table, spans: list[Span], rollup: aggregates.Rollup | None) -> li
     for sp in spans:
         lo_ns, hi_ns = sp.lo.value, sp.hi.value
         if rollup:  # whole buckets starting in [lo, hi): the rows from the first bucket start >= lo on
-            lo_ns, hi_ns = aggregates.bucket_ceil_ns(lo_ns, rollup.seconds), aggregates.bucket_ceil_ns(hi_ns, rollup.seconds)
+            lo_ns, hi_ns = (
+                aggregates.bucket_ceil_ns(lo_ns, rollup.seconds),
+                aggregates.bucket_ceil_ns(hi_ns, rollup.seconds),
+            )
         if t.ns_column:  # coarse microsecond window around the exact nanosecond one
             out.append((lo_ns // 1000, (hi_ns - 1) // 1000 + 1, lo_ns, hi_ns))
         else:  # bars are whole microseconds: ts*1000 >= lo_ns <=> ts >= ceil(lo_ns/1000)
@@ -213,7 +216,9 @@ _EPOCH = "'epoch'::timestamptz + interval '1 microsecond' * "
 def _select(cur: Any, fetched: list[Column]) -> list[str]:
     q = pgsql.Identifier
     return [
-        f"COALESCE(t.{q(c.name).as_string(cur)}, {_SENTINEL[c.kind]})" if c.nullable else f"t.{q(c.name).as_string(cur)}"
+        f"COALESCE(t.{q(c.name).as_string(cur)}, {_SENTINEL[c.kind]})"
+        if c.nullable
+        else f"t.{q(c.name).as_string(cur)}"
         for c in fetched
     ]
 
@@ -235,7 +240,11 @@ def _union(
         if t.ns_column:
             where += f" AND t.{t.ns_column} >= %s AND t.{t.ns_column} < %s"
             params += [lo_ns, hi_ns]
-        source = f"({aggregates.relation(cur.connection, schema, rollup, where)}) t" if rollup else f"{table} t WHERE {where}"
+        source = (
+            f"({aggregates.relation(cur.connection, schema, rollup, where)}) t"
+            if rollup
+            else f"{table} t WHERE {where}"
+        )
         parts.append(f"SELECT {f'{k}::int4, ' if len(spans) > 1 else ''}{select} FROM {source}")
     return " UNION ALL ".join(parts), params
 
@@ -351,7 +360,9 @@ def _frame(rows: _Rows, syms: tuple[str, ...], price_type: PriceType) -> pd.Data
         if isinstance(v, pa.Array):
             data[name] = _strings(v)
     # the arrays are this frame's own: no copy (a consolidating copy and inserts cost ~0.5 ms a small read)
-    return pd.DataFrame({"symbol": _strings(_arrow_strings(rows.sym, syms, large=True)), **data}, index=index, copy=False)
+    return pd.DataFrame(
+        {"symbol": _strings(_arrow_strings(rows.sym, syms, large=True)), **data}, index=index, copy=False
+    )
 
 
 def _utc(ns: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
