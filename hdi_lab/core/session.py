@@ -240,9 +240,19 @@ class _Default:
 
 #: idle default sessions kept besides those in use (settings rarely change within a process)
 _KEEP = 4
-_LOCK = threading.Lock()
-_SETTINGS: dict[Hashable, tuple[Settings, Hashable]] = {}  # fingerprint -> settings, their session key
-_DEFAULTS: dict[tuple[Any, ...], _Default] = {}  # (pid, settings, environment) -> session, least recently used first
+
+
+class _Cache:
+    """The default sessions of this process (one module-level instance)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.settings: dict[Hashable, tuple[Settings, Hashable]] = {}  # fingerprint -> settings, their session key
+        # (pid, settings, environment) -> session, least recently used first
+        self.defaults: dict[tuple[Any, ...], _Default] = {}
+
+
+_CACHE = _Cache()
 
 
 @contextlib.contextmanager
@@ -256,7 +266,7 @@ def default_session() -> Iterator[HdiSession]:
         entry.session.refresh()
         yield entry.session
     finally:
-        with _LOCK:
+        with _CACHE.lock:
             entry.users -= 1
             dropped = _trim()
         for old in dropped:
@@ -265,38 +275,38 @@ def default_session() -> Iterator[HdiSession]:
 
 def _borrow() -> _Default:
     seen = fingerprint()
-    with _LOCK:
-        known = _SETTINGS.get(seen)
+    with _CACHE.lock:
+        known = _CACHE.settings.get(seen)
     if known is None:
         settings = load_settings()  # outside the lock: it reads files, and may raise ConfigError
         # the session's key: every setting, and the variables libpq reads (PG*) with the others
         known = settings, (tuple(sorted(settings.values.items(), key=lambda kv: kv[0])), seen[0])
-        with _LOCK:
-            if len(_SETTINGS) >= 4 * _KEEP:
-                _SETTINGS.clear()
-            _SETTINGS[seen] = known
+        with _CACHE.lock:
+            if len(_CACHE.settings) >= 4 * _KEEP:
+                _CACHE.settings.clear()
+            _CACHE.settings[seen] = known
     settings, values = known
     key = (os.getpid(), values)
-    with _LOCK:
-        entry = _DEFAULTS.pop(key, None) or _Default(HdiSession(settings))
-        _DEFAULTS[key] = entry  # the most recently used last
+    with _CACHE.lock:
+        entry = _CACHE.defaults.pop(key, None) or _Default(HdiSession(settings))
+        _CACHE.defaults[key] = entry  # the most recently used last
         entry.users += 1
     return entry
 
 
 def _trim() -> list[_Default]:
     """Take the least recently used idle sessions beyond :data:`_KEEP` out of the cache (under the lock)."""
-    idle = [k for k, e in _DEFAULTS.items() if e.users == 0 and k[0] == os.getpid()]  # never a parent's
-    return [_DEFAULTS.pop(k) for k in idle[: max(0, len(idle) - _KEEP)]]
+    idle = [k for k, e in _CACHE.defaults.items() if e.users == 0 and k[0] == os.getpid()]  # never a parent's
+    return [_CACHE.defaults.pop(k) for k in idle[: max(0, len(idle) - _KEEP)]]
 
 
 def close_default_sessions() -> None:
     """Close every default session of this process (run at exit; the next call opens a new one).
 
     Raises nothing."""
-    with _LOCK:
-        mine = [k for k in _DEFAULTS if k[0] == os.getpid()]
-        entries = [_DEFAULTS.pop(k) for k in mine]
+    with _CACHE.lock:
+        mine = [k for k in _CACHE.defaults if k[0] == os.getpid()]
+        entries = [_CACHE.defaults.pop(k) for k in mine]
     for entry in entries:
         with contextlib.suppress(Exception):
             entry.session.close()
@@ -305,10 +315,9 @@ def close_default_sessions() -> None:
 def _after_fork_in_child() -> None:
     """The parent's default sessions are not the child's: let go of their connections without closing them
     (see :meth:`HdiSession._abandon`)."""
-    global _LOCK
-    _LOCK = threading.Lock()  # another thread may have held it at the fork
-    inherited = list(_DEFAULTS.values())
-    _DEFAULTS.clear()
+    _CACHE.lock = threading.Lock()  # another thread may have held it at the fork
+    inherited = list(_CACHE.defaults.values())
+    _CACHE.defaults.clear()
     for entry in inherited:
         entry.session._abandon()
 

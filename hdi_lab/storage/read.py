@@ -25,7 +25,7 @@ from hdi_lab.storage.lookups import Lookups
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES, Column, Table
 
-__all__ = ["FIXED_SUFFIX", "UNION_SPANS", "PriceType", "float_prices", "query", "query_arrow", "sql"]
+__all__ = ["FIXED_SUFFIX", "UNION_SPANS", "PriceType", "float_prices", "query", "query_arrow", "sql", "statement"]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
 #: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
@@ -87,6 +87,16 @@ def query_arrow(
             return pa.Table.from_pandas(frame.reset_index(), preserve_index=False).replace_schema_metadata(None)
         rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns, lookups)
     return _table(rows, syms, price_type, fixed_too)
+
+
+def statement(conn: psycopg2.extensions.connection, schema: str, sch: Schema, spans: list[Span]) -> str:
+    """The SELECT a read of ``spans`` of ``sch`` (market data, no rollup) sends inside its COPY, parameters bound:
+    for EXPLAIN and for benchmarks running the same plan through another client. Raises nothing."""
+    t = TABLES[sch]
+    with conn.cursor() as cur:
+        fetched = _fetched(t, _out_columns(t))
+        text, params = (_union if len(spans) <= UNION_SPANS else _lateral)(cur, schema, t, spans, fetched, None)
+        return str(cur.mogrify(text, params).decode())
 
 
 def float_prices(fixed: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
@@ -164,9 +174,8 @@ def _market(
     ]
     # symbol and instrument_id come client-side from the span of each row (one field less per row: the server's
     # COPY formatting is the read path's floor); with one span not even the span's index is sent
-    ties = [k for k in t.key if k not in ("instrument_id", "ts_event", "ts_event_ns")]
-    fetched = [c for c in cols if c.name != "instrument_id"]
-    fetched += [t.column(k) for k in [*ties, "publisher_id"] if k not in {c.name for c in fetched}]
+    ties = _ties(t)
+    fetched = _fetched(t, cols)
     several = len(spans) > 1
     text, params = (_union if len(spans) <= UNION_SPANS else _lateral)(cur, schema, t, spans, fetched, rollup)
     if sum(sp.hi.value - sp.lo.value for sp in spans) > _JIT_OFF_NS:
@@ -190,6 +199,17 @@ def _market(
         order = np.lexsort(keys[::-1])
         arrays, sym = {k: v[order] for k, v in arrays.items()}, sym[order]
     return _Rows(arrays, sym, cols, t)
+
+
+def _ties(t: Table) -> list[str]:
+    """The key columns after instrument and time: what orders rows of one instant."""
+    return [k for k in t.key if k not in ("instrument_id", "ts_event", "ts_event_ns")]
+
+
+def _fetched(t: Table, cols: list[Column]) -> list[Column]:
+    """What a read of ``cols`` fetches: them but instrument_id (from the span), then the ties and publisher_id."""
+    fetched = [c for c in cols if c.name != "instrument_id"]
+    return fetched + [t.column(k) for k in [*_ties(t), "publisher_id"] if k not in {c.name for c in fetched}]
 
 
 def _bounds(t: Table, spans: list[Span], rollup: aggregates.Rollup | None) -> list[tuple[int, int, int, int]]:
@@ -231,7 +251,7 @@ def _union(
     with its span's index."""
     select = ", ".join(_select(cur, fetched))
     table = pgsql.Identifier(schema, t.name).as_string(cur)
-    ts, parts, params = t.time_column, [], []
+    ts, parts, params = t.time_column, list[str](), list[int]()
     if not spans:
         return f"SELECT {select} FROM {table} t WHERE false", params
     for k, (sp, (lo_us, hi_us, lo_ns, hi_ns)) in enumerate(zip(spans, _bounds(t, spans, rollup), strict=True)):
