@@ -3,7 +3,7 @@ DataFrame, or an Arrow table built from the same numpy columns), instrument defi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -28,6 +28,8 @@ from hdi_lab.storage.tables import TABLES, Column, Table
 __all__ = ["FIXED_SUFFIX", "UNION_SPANS", "PriceType", "float_prices", "query", "query_arrow", "sql", "statement"]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
+#: columns a caller adds to a read's frame, computed from each row's time (int64 ns), publisher and instrument ids
+Extra: TypeAlias = Callable[[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[Any]], Mapping[str, npt.NDArray[Any]]]
 #: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
 FIXED_SUFFIX = "_fixed"
 _SENTINEL = {"price": INT64_MAX, "undef_i64": INT64_MAX, "undef_u64": -1}
@@ -46,10 +48,12 @@ def query(
     columns: Sequence[str] | None,
     *,
     lookups: Lookups | None = None,
+    extra: Extra | None = None,
 ) -> pd.DataFrame:
     """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.core.retrieval.query`);
     ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read. ``lookups``: the session's
-    cache of publishers (else they are read).
+    cache of publishers (else they are read). ``extra`` gives columns to append (market data only), built into
+    the frame at once (an insert into a built frame copies it).
 
     Raises ValidationError when ``columns`` names a column ``sch`` does not have, StorageError when the
     server fails."""
@@ -57,7 +61,7 @@ def query(
         if sch is Schema.DEFINITION:
             return _definitions(cur, schema, spans, lo, hi, price_type)
         rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns, lookups)
-    return _frame(rows, syms, price_type)
+    return _frame(rows, syms, price_type, extra)
 
 
 def query_arrow(
@@ -371,8 +375,10 @@ def _values(
     return time_ns, data
 
 
-def _frame(rows: _Rows, syms: tuple[str, ...], price_type: PriceType) -> pd.DataFrame:
+def _frame(rows: _Rows, syms: tuple[str, ...], price_type: PriceType, extra: Extra | None = None) -> pd.DataFrame:
     time_ns, data = _values(rows, price_type)
+    if extra is not None:
+        data.update(extra(time_ns, rows.arrays["publisher_id"], rows.arrays["instrument_id"]))
     index = _utc(time_ns).rename("ts_event")
     if "ts_recv" in data:
         data["ts_recv"] = _utc(data["ts_recv"])
@@ -408,6 +414,10 @@ def _arrow_strings(codes: npt.NDArray[Any], labels: Sequence[str], *, large: boo
     """An Arrow ``string`` (``large``: ``large_string``) array from integer codes into ``labels`` (~6x faster
     than object arrays)."""
     kind = pa.large_string() if large else pa.string()
+    if len(labels) == 1:  # one symbol: its bytes repeated, no dictionary to decode
+        raw = labels[0].encode()
+        offsets = np.arange(len(codes) + 1, dtype=np.int64 if large else np.int32) * len(raw)
+        return pa.Array.from_buffers(kind, len(codes), [None, pa.py_buffer(offsets), pa.py_buffer(raw * len(codes))])
     arr = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(list(labels), type=kind))
     return arr.cast(kind)
 
