@@ -25,7 +25,17 @@ from hdi_lab.storage.lookups import Lookups
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES, Column, Table
 
-__all__ = ["FIXED_SUFFIX", "UNION_SPANS", "PriceType", "float_prices", "query", "query_arrow", "sql", "statement"]
+__all__ = [
+    "FIXED_SUFFIX",
+    "UNION_SPANS",
+    "Extra",
+    "PriceType",
+    "float_prices",
+    "query",
+    "query_arrow",
+    "sql",
+    "statement",
+]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
 #: columns a caller adds to a read's frame, computed from each row's time (int64 ns), publisher and instrument ids
