@@ -83,6 +83,21 @@ def database(url: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the block (a benchmark script's own process), restoring them after."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def fresh_schema(url: str, prefix: str = "bench") -> Iterator[str]:
     """A new, unused schema name; the schema (whoever created it) is dropped at the end."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"

@@ -49,6 +49,7 @@ __all__ = [
     "TimeLike",
     "bar_sessions",
     "calendar_for",
+    "follows_exchange",
     "minutes",
     "open_minutes",
     "session_closes",
@@ -130,6 +131,13 @@ class _Table:
     halt_ends: npt.NDArray[np.int64]
 
 
+def follows_exchange(dataset: str) -> bool:
+    """Whether the calendar of ``dataset``'s instruments depends on each one's exchange (IB datasets): what
+    :func:`calendar_for` needs ``exchange`` for. Raises nothing."""
+    key = dataset.strip().upper()
+    return key == _IB or key.startswith(f"{_IB}.")
+
+
 def calendar_for(dataset: str, exchange: str | None = None, settings: Settings | None = None) -> str:
     """The exchange_calendars code of ``dataset`` (for IB datasets: of the contract's ``exchange``).
 
@@ -142,7 +150,7 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
     source = settings.sources.get("calendars", "calendars")
     overrides = parse_calendars(settings.values.get("calendars"), source)
     key = dataset.strip().upper()
-    ib = key == _IB or key.startswith(f"{_IB}.")
+    ib = follows_exchange(key)
     venue = (exchange or "").strip().upper()
     candidates = ([f"{_IB}:{venue}"] if ib and venue else []) + [key] + ([_IB] if ib else [])
     for candidate in candidates:

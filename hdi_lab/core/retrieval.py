@@ -102,7 +102,9 @@ def query(
         asked = None if not columns else [c for c in columns if c != sessions.COLUMN]
         if labelled and asked:  # what the session label needs
             asked = list(dict.fromkeys([*asked, "publisher_id", "instrument_id"]))
-        table = read.query_arrow(conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked)
+        table = read.query_arrow(
+            conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked, lookups=session.lookups
+        )
         if labelled:
             table = table.append_column(sessions.COLUMN, session_column(session, table, seconds or sch.bar_seconds))
         if columns:
@@ -114,7 +116,9 @@ def query(
             session, sch, spans, syms, lo, hi, price_type, seconds, columns, align=align, dataset=dataset
         )
     else:
-        frame = read.query(conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns)
+        frame = read.query(
+            conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns, lookups=session.lookups
+        )
     if columns:
         _check_columns(columns, list(frame.columns), sch)
         frame = frame[list(columns)]

@@ -34,6 +34,7 @@ session and the first hour(s) of the next: CME session bars differ from it (same
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -97,18 +98,32 @@ def bars(
     wanted = not columns or COLUMN in columns
     asked = None if not columns else [c for c in columns if c != COLUMN]
     if align != "session":
-        keys = ["publisher_id"] if wanted and asked and "publisher_id" not in asked else []
-        frame = read.query(
-            session.connection(), session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked and asked + keys
+        length = (seconds or sch.bar_seconds) * _NS
+
+        def column(ts: npt.NDArray[np.int64], pubs: npt.NDArray[Any], iids: npt.NDArray[Any]) -> dict[str, Any]:
+            labels, _, _ = _sessions_of(session, ts, pubs, iids, length, strict=False)
+            return {COLUMN: labels.view("datetime64[ns]")}
+
+        return read.query(
+            session.connection(),
+            session.schema,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            asked,
+            lookups=session.lookups,
+            extra=column if wanted else None,
         )
-        if not wanted:
-            return frame
-        frame[COLUMN] = label(session, frame, (seconds or sch.bar_seconds) * _NS).to_numpy()
-        return frame.drop(columns=keys)
     # whole sessions: the bars of one more UTC day each side (every calendar's session D lies in [D-1, D+2))
     wlo, whi = lo.normalize() - pd.Timedelta(days=1), hi.ceil("D") + pd.Timedelta(days=1)
     wide = symbology.lookup(session.connection(), session.schema, syms, wlo, whi, dataset, missing=[])
-    frame = read.query(session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None)
+    frame = read.query(
+        session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None, lookups=session.lookups
+    )
     labels, opens, pairs = _sessions(session, frame, sch.bar_seconds * _NS, strict=True)
     rows = np.flatnonzero((labels != NAT) & (labels >= lo.value) & (labels < hi.value))  # in time order
     if seconds is None:
@@ -140,24 +155,42 @@ def _sessions(
     """(session date, session open) of each bar, int64 ns (NAT outside every session), and the code of its
     (publisher, instrument) pair. Without a calendar: the UTC date (and its midnight as the open), or with
     ``strict`` a ValidationError naming the dataset."""
-    ts = _ns(frame.index)
+    return _sessions_of(
+        session, _ns(frame.index), frame["publisher_id"].to_numpy(), frame["instrument_id"].to_numpy(), length, strict
+    )
+
+
+def _sessions_of(
+    session: HdiSession,
+    ts: npt.NDArray[np.int64],
+    publishers: npt.NDArray[Any],
+    instruments: npt.NDArray[Any],
+    length: int,
+    strict: bool,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """:func:`_sessions` of bars starting at ``ts`` (int64 ns) of these publishers and instruments."""
     labels = np.full(len(ts), NAT, dtype=np.int64)
     opens = labels.copy()
     if not len(ts):
         return labels, opens, np.zeros(0, dtype=np.intp)
-    pubs = frame["publisher_id"].to_numpy().astype(np.int64)
-    iids = frame["instrument_id"].to_numpy().astype(np.int64)  # DBN instrument ids are uint32
-    codes, keys = pd.factorize((pubs << 32) | iids)
-    pairs = np.asarray(keys, dtype=np.int64)
-    found = {
-        (pub, iid): (ds, ex)
-        for pub, iid, ds, ex in read.venues(
-            session.connection(), session.schema, (pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist()
-        )
-    }
+    pubs = publishers.astype(np.int64)
+    iids = instruments.astype(np.int64)  # DBN instrument ids are uint32
+    pair = (pubs << 32) | iids
+    if (pair == pair[0]).all():  # one publisher and instrument (a one-symbol query): nothing to factorize
+        codes, pairs = np.zeros(len(pair), dtype=np.intp), pair[:1]
+    else:
+        codes, keys = pd.factorize(pair)
+        pairs = np.asarray(keys, dtype=np.int64)
+    lookups = session.lookups  # the session's caches: usually no statement at all
+    conn = session.connection()
+    pair_list = [(key >> 32, key & 0xFFFFFFFF) for key in pairs.tolist()]
+    datasets = lookups.datasets(conn, sorted({pub for pub, _ in pair_list}))
+    wanted = [(datasets[pub], iid) for pub, iid in pair_list if calendars.follows_exchange(datasets.get(pub, ""))]
+    exchanges = lookups.exchanges(conn, wanted) if wanted else {}
     by_calendar: dict[str | None, list[int]] = {}
-    for k, key in enumerate(pairs.tolist()):
-        ds, ex = found.get((key >> 32, key & 0xFFFFFFFF), (None, None))
+    for k, (pub, iid) in enumerate(pair_list):
+        ds = datasets.get(pub)
+        ex = exchanges.get((ds, iid)) if ds is not None else None
         by_calendar.setdefault(_calendar(session, ds, ex, strict), []).append(k)
     for code, members in by_calendar.items():
         rows = np.isin(codes, members) if len(by_calendar) > 1 else slice(None)
@@ -229,6 +262,8 @@ def _rollup(
 
 
 def _ns(index: pd.Index) -> npt.NDArray[np.int64]:
+    if isinstance(index, pd.DatetimeIndex) and index.unit == "ns":
+        return np.asarray(index.values).view(np.int64)  # UTC epoch nanoseconds whatever the time zone
     stamps = pd.DatetimeIndex(index)
     naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
     return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64)

@@ -25,8 +25,17 @@ class Span:
     hi: pd.Timestamp
 
 
-def _day(d: dt.date) -> pd.Timestamp:
-    return pd.Timestamp(d).tz_localize("UTC")
+_DAY_NS = 86_400_000_000_000
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+def _day_ns(d: dt.date) -> int:
+    return (d.toordinal() - _EPOCH_ORDINAL) * _DAY_NS
+
+
+def _stamp(ns: int, same: pd.Timestamp) -> pd.Timestamp:
+    """``ns`` as a UTC Timestamp (``same`` when it is that instant: no new object)."""
+    return same if ns == same.value else pd.Timestamp(ns, tz="UTC")
 
 
 def resolve(
@@ -45,29 +54,30 @@ def resolve(
     instrument master (an instrument is its raw symbol until it expires).
     """
     s = quote(cur.connection, schema)
+    lo_ns, hi_ns = start.value, end.value
+    first = dt.date.fromordinal(_EPOCH_ORDINAL + lo_ns // _DAY_NS)  # the UTC day of start
+    last = dt.date.fromordinal(_EPOCH_ORDINAL + -(-hi_ns // _DAY_NS))  # the first midnight at or after end
+    # both sources in one statement (one round trip, plans of ~0.02 ms): stored symbology intervals (from each
+    # DBN file's metadata) and, for raw symbols, the instrument master: an instrument listed under the symbol
+    # is valid until it expires (covers data loaded by parent or continuous requests)
     cur.execute(
-        f"SELECT symbol, dataset, instrument_id, d0, d1 FROM {s}.symbology "
-        "WHERE symbol = ANY(%s) AND d0 < %s AND d1 > %s AND (%s::text IS NULL OR dataset = %s) "
-        "ORDER BY symbol, d0",
-        (list(symbols), (end.ceil("D")).date(), start.floor("D").date(), dataset, dataset),
+        f"SELECT symbol, dataset, instrument_id, d0, d1, NULL::timestamptz FROM {s}.symbology "
+        "WHERE symbol = ANY(%(symbols)s) AND d0 < %(last)s AND d1 > %(first)s "
+        "AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s) "
+        f"UNION ALL SELECT raw_symbol, dataset, instrument_id, NULL, NULL, max(expiration) FROM {s}.instruments "
+        "WHERE raw_symbol = ANY(%(symbols)s) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s) "
+        "GROUP BY raw_symbol, dataset, instrument_id",
+        {"symbols": list(symbols), "first": first, "last": last, "dataset": dataset},
     )
     spans: list[Span] = []
-    for sym, ds, iid, d0, d1 in cur.fetchall():
-        lo, hi = max(start, _day(d0)), min(end, _day(d1))
+    for sym, ds, iid, d0, d1, expiration in cur.fetchall():
+        if d0 is not None:
+            lo, hi = max(lo_ns, _day_ns(d0)), min(hi_ns, _day_ns(d1))
+        else:
+            lo = lo_ns
+            hi = hi_ns if expiration is None else min(hi_ns, pd.Timestamp(expiration).value)
         if lo < hi:
-            spans.append(Span(sym, ds, int(iid), lo, hi))
-    # Raw symbols also resolve through the instrument master: an instrument listed under the
-    # symbol is valid until it expires (covers data loaded by parent or continuous requests).
-    cur.execute(
-        f"SELECT raw_symbol, dataset, instrument_id, max(expiration) FROM {s}.instruments "
-        "WHERE raw_symbol = ANY(%s) AND (%s::text IS NULL OR dataset = %s) "
-        "GROUP BY raw_symbol, dataset, instrument_id",
-        (list(symbols), dataset, dataset),
-    )
-    for sym, ds, iid, expiration in cur.fetchall():
-        hi = min(end, pd.Timestamp(expiration)) if expiration is not None else end
-        if start < hi:
-            spans.append(Span(sym, ds, int(iid), start, hi))
+            spans.append(Span(sym, ds, int(iid), _stamp(lo, start), _stamp(hi, end)))
     unknown = [x for x in symbols if x not in {sp.symbol for sp in spans}]
     if unknown and missing is not None:
         missing += unknown
