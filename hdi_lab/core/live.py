@@ -225,14 +225,17 @@ class LiveHandle:
         max_reconnects: int,
         backoff: float,
         on_commit: Callable[[LiveCommit], None] | None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.id = session_id
+        #: the live indicators (:class:`hdi_lab.features.live.LiveFeatures`) of ``hdi_lab.live(features=...)``
+        self.features: Any = None
         self.request = request
         self._session, self._owns = session, owns_session
         self._feed, self._buffer = feed, buffer
         self._timeout, self._flush_s, self._max_batch = heartbeat_timeout, flush_s, max_batch
         self._max_reconnects, self._backoff = max_reconnects, backoff
-        self._on_commit = on_commit
+        self._on_commit, self._on_close = on_commit, on_close
         self._stop = threading.Event()
         self._done = threading.Event()
         self._feed_closed = threading.Event()
@@ -340,6 +343,11 @@ class LiveHandle:
             self._feed.shutdown()
             self._feed_closed.set()
             self._writer.join()
+            if self._on_close is not None:
+                try:
+                    self._on_close()
+                except Exception:
+                    log.exception("live session %d: on_close failed", self.id)
             error = error or self._shared.error
             status = "failed" if error else "stopped"
             self._set_state(status, error)
@@ -621,11 +629,15 @@ def start(
     max_reconnects: int = 10,
     backoff: float = 1.0,
     on_commit: Callable[[LiveCommit], None] | None = None,
+    on_close: Callable[[], None] | None = None,
 ) -> LiveHandle:
     """Start a live session (see the module docstring) in background threads; returns its handle.
 
     ``heartbeat_interval_s`` is asked of the gateway; silence longer than ``heartbeat_timeout`` (default twice
     the interval plus 5 s) is a dead connection. Batches commit at most ``flush_s`` after their first record.
+    ``on_commit`` is called on the writer's thread with each committed batch; ``on_close`` once the writer has
+    committed everything, before the session is marked ended (what follows the session, e.g. live indicators,
+    finishes its work there).
 
     Raises ConfigError (no API key, a bad gateway setting), StorageError (the registry row cannot be written),
     ValidationError for bad settings. Connection failures after the start are the session's (see its status).
@@ -680,6 +692,7 @@ def start(
         max_reconnects=max_reconnects,
         backoff=backoff,
         on_commit=on_commit,
+        on_close=on_close,
     )
     handle._start()
     return handle
