@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 #: the schemas a live session stores (mbp-1 is not stored: tbbo is the trade with the book before it)
 LIVE_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
 _FAR = 2**63 - 1
+_PRICE = 1e9  # stored prices are int64 fixed-point 1e-9 (as storage.read makes floats of them)
 #: a record sharing a duplicate key (instrument, publisher, ts_event) with an earlier one arrives within this
 #: many ns of the latest ts_event seen; older keys are forgotten
 _DUP_HORIZON_NS = 500_000_000
@@ -175,6 +176,30 @@ class LiveCommit:
     mappings: list[Mapping]
     committed_at: float
 
+    def bars(self, schema: str | Schema) -> pd.DataFrame:
+        """The batch's bars of ``schema`` (``ohlcv-1s``...) as ``hdi_lab.query`` shows them: indexed by
+        ``ts_event`` (the open, UTC), ``instrument_id``, float ``open high low close``, ``volume``; empty when the
+        batch holds none. Raises ValidationError for a schema that is not a bar schema."""
+        sch = parse_enum(Schema, schema, "schema")
+        if not sch.value.startswith("ohlcv-"):
+            raise ValidationError(f"schema={schema!r} holds no bars: use one of ohlcv-1s, ohlcv-1m, ohlcv-1h, ohlcv-1d")
+        rec = self.records.get(sch)
+        cols = ["instrument_id", "open", "high", "low", "close", "volume"]
+        if rec is None or not len(rec):
+            return pd.DataFrame(
+                {c: pd.Series(dtype=np.float64 if c not in ("instrument_id", "volume") else np.int64) for c in cols},
+                index=pd.DatetimeIndex([], tz="UTC", name="ts_event"),
+            )
+        frame = pd.DataFrame(
+            {
+                "instrument_id": rec["instrument_id"].astype(np.int64),
+                **{c: rec[c].astype(np.float64) / _PRICE for c in ("open", "high", "low", "close")},
+                "volume": rec["volume"].astype(np.int64),
+            },
+            index=pd.DatetimeIndex(pd.to_datetime(rec["ts_event"].astype(np.int64), utc=True), name="ts_event"),
+        )
+        return frame.sort_index(kind="stable")
+
 
 @dataclass
 class _Counts:
@@ -236,6 +261,7 @@ class LiveHandle:
         self._timeout, self._flush_s, self._max_batch = heartbeat_timeout, flush_s, max_batch
         self._max_reconnects, self._backoff = max_reconnects, backoff
         self._on_commit, self._on_close = on_commit, on_close
+        self._listeners: tuple[Callable[[LiveCommit], None], ...] = ()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._feed_closed = threading.Event()
@@ -301,6 +327,12 @@ class LiveHandle:
                 error=sh.error,
                 notes=tuple(sh.notes[-20:]),
             )
+
+    def subscribe(self, callback: Callable[[LiveCommit], None]) -> None:
+        """Call ``callback`` (on the writer's thread, after ``on_commit``) with every batch committed from now on
+        (a live chart). Thread-safe; a callback that raises is logged, the session carries on. Raises nothing."""
+        with self._lock:
+            self._listeners = (*self._listeners, callback)
 
     @property
     def running(self) -> bool:
@@ -516,11 +548,15 @@ class LiveHandle:
         if stop and not self._stop.is_set():
             self._note("stop requested (hdi live stop)")
             self._stop.set()
-        if self._on_commit is not None and (stored or new_maps):
-            try:
-                self._on_commit(LiveCommit(self.id, req.dataset, stored, new_maps, time.time()))
-            except Exception:
-                log.exception("live session %d: on_commit failed", self.id)
+        if stored or new_maps:
+            commit = LiveCommit(self.id, req.dataset, stored, new_maps, time.time())
+            for callback in (self._on_commit, *self._listeners):
+                if callback is None:
+                    continue
+                try:
+                    callback(commit)
+                except Exception:
+                    log.exception("live session %d: on_commit failed", self.id)
 
     def _symbology(self, cur: Any, mappings: list[Mapping]) -> list[Mapping]:
         """Store the stream's mappings (as the historical metadata's intervals are stored)."""

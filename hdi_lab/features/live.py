@@ -90,7 +90,8 @@ class LiveFeatures:
         if not self.sets:
             raise ValidationError("features= names no feature set: give one or more, e.g. features=['momentum_v1']")
         self.symbols, self.dataset = tuple(symbols), dataset
-        self.session, self._on_update = session, on_update
+        self.session = session
+        self._listeners: tuple[Callable[[LiveUpdate], None], ...] = () if on_update is None else (on_update,)
         self._cv = threading.Condition()
         self._pending: dict[tuple[str, int], tuple[int, int]] = {}  # (interval, instrument) -> (first, last open)
         self._closing = False
@@ -101,6 +102,12 @@ class LiveFeatures:
 
     def __repr__(self) -> str:
         return f"LiveFeatures({', '.join(self.sets)}; {len(self._updates)} updates)"
+
+    def subscribe(self, callback: Callable[[LiveUpdate], None]) -> None:
+        """Call ``callback`` (on the features' thread) with every update from now on (a live chart's
+        indicators). A callback that raises is logged, the updates carry on. Raises nothing."""
+        with self._cv:
+            self._listeners = (*self._listeners, callback)
 
     @property
     def updates(self) -> list[LiveUpdate]:
@@ -196,8 +203,9 @@ class LiveFeatures:
             update = LiveUpdate(name, interval, iid, start, end, 0, False, time.time(), time.perf_counter() - t0, text)
         with self._cv:
             self._updates.append(update)
-        if self._on_update is not None:
+            listeners = self._listeners
+        for callback in listeners:
             try:
-                self._on_update(update)
+                callback(update)
             except Exception:
                 log.exception("live features: on_update failed")
