@@ -59,6 +59,7 @@ from hdi_lab.storage.db import transaction
 
 __all__ = [
     "LIVE_SCHEMAS",
+    "SUMMARY_COLUMNS",
     "LiveCommit",
     "LiveHandle",
     "LiveRequest",
@@ -67,6 +68,7 @@ __all__ = [
     "request_stop",
     "sessions",
     "start",
+    "summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -745,6 +747,34 @@ def sessions(session: HdiSession, limit: int = 50) -> pd.DataFrame:
     lost = (frame["status"] == "running") & (now - beat > pd.Timedelta(minutes=1))
     state = frame["status"].where(~lost, "lost")
     return frame.drop(columns="status").assign(state=state)[["id", "state", *frame.columns[2:]]]
+
+
+#: what ``hdi status`` and the operations dashboard show of each live session
+SUMMARY_COLUMNS = (
+    "id",
+    "state",
+    "provider",
+    "dataset",
+    "schemas",
+    "symbols",
+    "started_at",
+    "ended_at",
+    "records",
+    "inserted",
+    "duplicates",
+    "quarantined",
+    "reconnects",
+    "last_ts_event",
+    "error",
+)
+
+
+def summary(session: HdiSession, limit: int = 5) -> pd.DataFrame:
+    """The ``limit`` newest live sessions, :data:`SUMMARY_COLUMNS` of :func:`sessions`. Raises StorageError."""
+    frame = sessions(session, limit)
+    if frame.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    return frame.loc[:, list(SUMMARY_COLUMNS)]
 
 
 def request_stop(session: HdiSession, ids: Sequence[int] | None = None) -> list[int]:
