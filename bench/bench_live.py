@@ -12,8 +12,12 @@ b. ``hdi_lab.live`` end to end into a fresh schema, the stream sent as fast as i
    (target: batches committed at least every 250 ms).
 c. latency: the stream paced at ``--rate`` records/s (default 20k/s, 10 s): from the fake handing a record's
    block to the socket (``time.time()`` just before ``sendall``) to the commit of the batch holding it returning
-   (``on_commit``'s ``committed_at``): p50 and p99 (targets < 250 ms and < 1 s). Indicators updated per closed
-   bar come with the live-chart work; this measures the commit.
+   (``on_commit``'s ``committed_at``): p50 and p99 (targets < 250 ms and < 1 s).
+d. live indicators: the sample day's ``ohlcv-1s`` bars of ES.c.0 paced at ``--bar-rate`` bars/s (default 500/s,
+   10 s: far more than one instrument's one bar a second) into ``hdi_lab.live(..., features=["momentum_v1"])``:
+   from the fake handing a bar's block to the socket to the update of ``momentum_v1`` holding that bar stored
+   (:class:`hdi_lab.features.live.LiveUpdate` ``done_at``): p50 and p99 (targets < 250 ms and < 1 s), against the
+   same bars' commit latency in the same run (the baseline).
 
 Nothing is asserted; the machine is shared (see bench/README.md).
 """
@@ -37,9 +41,10 @@ import common
 from common import Row
 from fake_databento_live import KEY, FakeLiveGateway, trades
 
+import hdi_lab
 from hdi_lab.core import live
 from hdi_lab.core.session import HdiSession
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import Schema, SType
 
 BENCH = "live"
 WINDOW = ("2024-03-01", "2024-03-02")
@@ -107,6 +112,51 @@ def latencies(gw: FakeLiveGateway, commits: list[live.LiveCommit], n: int) -> np
     return np.concatenate(out) if out else np.empty(0)
 
 
+def indicator_latencies(
+    sess: HdiSession, gw: FakeLiveGateway, m: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, float, np.ndarray]]:
+    """Per bar of the paced ``ohlcv-1s`` stream: (sent -> its commit, sent -> its indicators stored) in s, and
+    (the number of updates, when the first was stored, when each bar was sent)."""
+    bars = gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])[:m]
+    commits: list[live.LiveCommit] = []
+    s = HdiSession(sess.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
+    handle = hdi_lab.live(
+        "databento",
+        dataset="GLBX.MDP3",
+        schema="ohlcv-1s",
+        symbols="ES.c.0",
+        stype_in="continuous",
+        features=["momentum_v1"],
+        on_commit=commits.append,
+        heartbeat_interval_s=5,
+        session=s,
+    )
+    deadline = time.monotonic() + 600
+    while handle.status().records < m and handle.running and time.monotonic() < deadline:
+        time.sleep(0.005)
+    handle.features.flush(60)
+    handle.stop()
+    s.close()
+    updates = [u for u in handle.features.updates if u.error is None]
+    sent = np.full(len(bars), np.nan)
+    for t, schema, first, count in gw.sent:
+        if schema == "ohlcv-1s":
+            sent[first : min(first + count, m)] = t
+    opens = bars["ts_event"].astype(np.int64)
+    committed = np.full(len(bars), np.nan)
+    for c in commits:
+        rec = c.records.get(Schema.OHLCV_1S)
+        if rec is not None and len(rec):
+            idx = np.searchsorted(opens, rec["ts_event"].astype(np.int64))
+            committed[idx[idx < len(opens)]] = c.committed_at  # bars past the first m are not measured
+    ends = np.array([u.end.value for u in updates], dtype=np.int64)
+    done = np.array([u.done_at for u in updates])
+    k = np.searchsorted(ends, opens, side="right")  # the first update whose range reaches past the bar's open
+    ok = k < len(updates)
+    feats = np.where(ok, done[np.minimum(k, len(updates) - 1)], np.nan) - sent
+    return committed - sent, feats, (len(updates), float(done[0]) if len(done) else np.inf, sent)
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     n = int(args.records)
     data = {Schema.TRADES: trades(n)}
@@ -170,13 +220,51 @@ def run(args: argparse.Namespace) -> list[Row]:
                 f"{'MET' if p99 < 1 else 'MISSED'}; max {1000 * lat.max():.0f} ms over {len(lat):,} records",
             )
         )
+        m = int(args.bar_rate * args.seconds)
+        with (
+            FakeLiveGateway(window=WINDOW, rate=args.bar_rate, block=8) as gw,  # bars sent 8 at a time
+            common.fresh_schema(url, "bench_live") as name,
+        ):
+            gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])
+            sess = common.session(url, name)
+            sess.connection()
+            commit_lat, feat_lat, (n_updates, first_done, sent) = indicator_latencies(sess, gw, m)
+            sess.close()
+        warm = feat_lat[sent > first_done]  # bars sent after the first update (the cold one: tables created, the
+        # whole history computed from the first bar) was stored
+        c50, f50, f99 = (
+            float(np.nanpercentile(commit_lat, 50)),
+            float(np.nanpercentile(feat_lat, 50)),
+            float(np.nanpercentile(feat_lat, 99)),
+        )
+        rows.append(
+            Row(
+                BENCH,
+                f"(d) ohlcv-1s bars at {args.bar_rate:,.0f}/s: sent -> committed [baseline]",
+                f"p50 {1000 * c50:.0f} ms, p99 {1000 * float(np.nanpercentile(commit_lat, 99)):.0f} ms",
+            )
+        )
+        rows.append(
+            Row(
+                BENCH,
+                "(d) sent -> momentum_v1 of the bar stored (ratio: commit p50 / this p50)",
+                f"p50 {1000 * f50:.0f} ms, p99 {1000 * f99:.0f} ms",
+                c50 / f50,
+                None,
+                note=f"targets p50 < 250 ms: {'MET' if f50 < 0.25 else 'MISSED'}, p99 < 1 s: "
+                f"{'MET' if f99 < 1 else 'MISSED'}; max {1000 * np.nanmax(feat_lat):.0f} ms over "
+                f"{int(np.isfinite(feat_lat).sum()):,} bars, {n_updates} updates; after the first (cold) update: p50 "
+                f"{1000 * np.nanpercentile(warm, 50):.0f} ms, p99 {1000 * np.nanpercentile(warm, 99):.0f} ms",
+            )
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__.splitlines()[0], records=500_000, repeat=3)
     p.add_argument("--rate", type=float, default=20_000.0, help="records/s of the paced stream (latency)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the paced stream (s)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the paced streams (s)")
+    p.add_argument("--bar-rate", type=float, default=500.0, help="ohlcv-1s bars/s of the live indicators stream")
     args = p.parse_args(argv)
     rows = run(args)
     common.print_table(rows, "live ingestion (bench_live.py)")

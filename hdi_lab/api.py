@@ -443,6 +443,7 @@ def live(
     session: HdiSession | None = None,
     on_commit: Callable[[live_core.LiveCommit], None] | None = None,
     heartbeat_interval_s: int = 10,
+    features: str | Sequence[str] | None = None,
     **tuning: Any,
 ) -> live_core.LiveHandle:
     """Stream live data into the same tables as history, in background threads; returns the session's handle
@@ -457,11 +458,18 @@ def live(
     passed to :func:`hdi_lab.core.live.start` (``flush_s``, ``max_batch``, ``buffer_size``, ``heartbeat_timeout``,
     ``max_reconnects``, ``backoff``).
 
+    ``features`` (``["momentum_v1"]``, or ``"momentum_v1,trend_v1"``) keeps those feature sets up to date per
+    closed bar of the ``ohlcv-1s`` / ``ohlcv-1m`` bars the session stores, through the incremental resume path
+    (:mod:`hdi_lab.features.live`; ``handle.features`` logs each update); the session's stop returns once they
+    are computed.
+
     Without ``session`` the handle opens its own (closed when the session ends).
 
-    Raises ValidationError (a bad request), ConfigError (no API key, a bad gateway setting) and StorageError.
+    Raises ValidationError (a bad request, an unknown feature set, features without a bar schema), ConfigError
+    (no API key, a bad gateway setting) and StorageError.
     """
-    default = (session.settings if session is not None else load_settings()).databento_dataset
+    settings = session.settings if session is not None else load_settings()
+    default = settings.databento_dataset
     request = live_core.make_request(
         provider,
         dataset=dataset,
@@ -471,7 +479,42 @@ def live(
         start=start,
         default_dataset=default,
     )
-    return live_core.start(request, session, heartbeat_interval_s=heartbeat_interval_s, on_commit=on_commit, **tuning)
+    if not features:
+        return live_core.start(
+            request, session, heartbeat_interval_s=heartbeat_interval_s, on_commit=on_commit, **tuning
+        )
+    from hdi_lab.features import live as live_features  # pandas-ta loads only for live indicators
+
+    bars = {s: live_features.LIVE_INTERVALS[str(s)] for s in request.schemas if str(s) in live_features.LIVE_INTERVALS}
+    if not bars:
+        raise ValidationError(
+            f"features={features!r} need bars: add {' or '.join(live_features.LIVE_INTERVALS)} to schema"
+        )
+    follower = live_features.LiveFeatures(
+        live_features.parse_sets(features), request.symbols, session=HdiSession(settings), dataset=request.dataset
+    )
+
+    def committed(commit: live_core.LiveCommit) -> None:
+        for bar_schema, interval in bars.items():
+            rec = commit.records.get(bar_schema)
+            if rec is not None and len(rec):
+                follower.bars_closed(interval, rec["instrument_id"], rec["ts_event"])
+        if on_commit is not None:
+            on_commit(commit)
+
+    def closed() -> None:
+        follower.close()
+        follower.session.close()
+
+    try:
+        handle = live_core.start(
+            request, session, heartbeat_interval_s=heartbeat_interval_s, on_commit=committed, on_close=closed, **tuning
+        )
+    except BaseException:
+        closed()
+        raise
+    handle.features = follower
+    return handle
 
 
 def live_sessions(session: HdiSession | None = None) -> pd.DataFrame:

@@ -340,7 +340,7 @@ class _Handler(socketserver.BaseRequestHandler):
                     self.send(heartbeat())
                     conn.heartbeats += 1
                     last = time.monotonic()
-                time.sleep(min(due - time.monotonic(), interval, 0.05) if due > time.monotonic() else 0)
+                time.sleep(max(0.0, min(due - time.monotonic(), interval, 0.05)))  # the clock moves between reads
             schema = subs[which[i]]["schema"]
             bad = [k for k in fake.malformed.get(schema, ()) if pos[i] <= k < pos[i] + (j - i)]
             if bad:

@@ -2,9 +2,16 @@
 
 It serves the real ``ib_async`` and ``ib_insync`` clients: the ``API\\0`` + version-range handshake,
 ``startApi`` -> ``nextValidId`` + ``managedAccounts``, the connect-time syncs (positions, open and
-completed orders, account updates, executions), ``reqContractDetails``, ``reqHistoricalData``
-(``keepUpToDate`` false), ``reqHeadTimeStamp``, cancels, and error messages. Messages are a 4-byte
-big-endian length then NUL-terminated text fields.
+completed orders, account updates, executions), ``reqContractDetails``, ``reqHistoricalData``,
+``reqHeadTimeStamp``, cancels, and error messages. Messages are a 4-byte big-endian length then
+NUL-terminated text fields.
+
+Live: ``reqRealTimeBars`` streams 5-second bars (``REAL_TIME_BARS``) from :attr:`FakeIbGateway.today`
+on, one every :attr:`FakeIbGateway.live_every` wall seconds (accelerated time), until
+``cancelRealTimeBars`` or the connection closes; ``reqHistoricalData(keepUpToDate=True)`` answers the
+bars up to ``today`` then streams ``HISTORICAL_DATA_UPDATE`` s of the bars that follow: each bar twice
+while it forms (its first 5 seconds, then the whole bar) before the next bar begins, as TWS updates
+the last bar, until ``cancelHistoricalData``.
 
 Bars are deterministic (:func:`bar`), on weekdays only, never before a contract's head timestamp nor
 after a future's last trade date. The fake checks IB's pacing rules on its (injectable) clock and
@@ -137,6 +144,7 @@ class FakeIbGateway:
     inject: dict[int, tuple[int, str]] = field(default_factory=dict)  # n-th historical request -> error
     disconnect_at: set[int] = field(default_factory=set)  # n-th historical request -> drop the connection
     down_after: int | None = None  # after this many historical requests the gateway goes down
+    live_every: float = 0.02  # wall seconds between two live messages of one subscription (accelerated time)
 
     def __post_init__(self) -> None:
         self.port = 0
@@ -151,6 +159,8 @@ class FakeIbGateway:
         self._socks: list[socket.socket] = []
         self._stopping = False
         self._bodies: dict[tuple[object, ...], str] = {}
+        self._live: dict[int, threading.Event] = {}  # live subscription (request id) -> its cancel
+        self.live_sent: list[tuple[str, int, int]] = []  # (kind, request id, bar start in epoch s) sent
 
     # -- server ------------------------------------------------------------------------------
     def start(self) -> int:
@@ -239,8 +249,11 @@ class FakeIbGateway:
             9: self._contract_details,
             20: self._historical,
             87: self._head,
-            # every query is answered at once, so a cancel finds none (as IB says for a finished one)
-            25: lambda c, x: _send(c, [4, 2, x[2], 366, f"No historical data query found for ticker id:{x[2]}", ""]),
+            # every query is answered at once, so a cancel finds none (as IB says for a finished one), but for
+            # a keepUpToDate one, which streams until cancelled
+            25: self._cancel_historical,
+            50: self._realtime_bars,
+            51: self._cancel_live,
             90: lambda c, x: None,
         }
         handler = handlers.get(msg)
@@ -329,8 +342,9 @@ class FakeIbGateway:
         if not found:
             _send(conn, [4, 2, req_id, 200, "No security definition has been found for the request", ""])
             return None
-        if f[21] not in ("0", ""):
-            text = "Error validating request.-'bP' : cause - keepUpToDate not supported by this fake"
+        keep_up = f[21] not in ("0", "")
+        if keep_up and (end_text or bar_size not in ("1 min", "1 hour")):
+            text = "Error validating request.-'bP' : cause - keepUpToDate needs no end time and 1 min or 1 hour bars"
             _send(conn, [4, 2, req_id, 321, text, ""])
             return None
         contract = found[0]
@@ -359,6 +373,70 @@ class FakeIbGateway:
         head = "".join(f"{v}\0" for v in [17, req_id, f"{start:%Y%m%d %H:%M:%S}", f"{end:%Y%m%d %H:%M:%S}"])
         text = (head + body).encode()
         conn.sendall(struct.pack(">I", len(text)) + text)
+        if keep_up:
+            self._stream(conn, req_id, contract, what, step, times[-1] + step, "update")
+        return None
+
+    # -- live --------------------------------------------------------------------------------
+    def _realtime_bars(self, conn: socket.socket, f: list[str]) -> bool | None:
+        req_id = int(f[2])
+        found = self._match(f, 3)
+        if not found:
+            _send(conn, [4, 2, req_id, 200, "No security definition has been found for the request", ""])
+            return None
+        if f[15] != "5":
+            _send(conn, [4, 2, req_id, 321, "Error validating request.-'bU' : cause - Invalid bar size", ""])
+            return None
+        start = int(self.today.timestamp()) // 5 * 5
+        self._stream(conn, req_id, found[0], f[16], 5, start, "realtime")
+        return None
+
+    def _stream(
+        self, conn: socket.socket, req_id: int, contract: FakeContract, what: str, step: int, start: int, kind: str
+    ) -> None:
+        cancel = threading.Event()
+        with self._lock:
+            self._live[req_id] = cancel
+
+        def run() -> None:
+            t = start
+            try:
+                while not cancel.wait(self.live_every) and not self._stopping:
+                    o, h, lo, c, v = bar(contract, what, t, step)
+                    if kind == "realtime":
+                        messages: list[list[object]] = [[50, 3, req_id, t, o, h, lo, c, v, o, max(int(v) // 2, 1)]]
+                    else:  # the forming bar after its first 5 seconds, then whole (IB: open, close, high, low order)
+                        _, h5, l5, c5, v5 = bar(contract, what, t, 5)
+                        messages = [
+                            [90, req_id, 1, t, o, c5, max(float(o), float(h5)), min(float(o), float(l5)), o, v5],
+                            [90, req_id, max(int(v) // 2, 1), t, o, c, h, lo, o, v],
+                        ]
+                    for m in messages:
+                        _send(conn, m)
+                    with self._lock:
+                        self.live_sent.append((kind, req_id, t))
+                    t += step
+            except OSError:
+                return
+
+        thread = threading.Thread(target=run, name=f"fake-ib-live-{req_id}", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _cancel_live(self, conn: socket.socket, f: list[str]) -> bool | None:
+        with self._lock:
+            cancel = self._live.pop(int(f[2]), None)
+        if cancel is not None:
+            cancel.set()
+        return None
+
+    def _cancel_historical(self, conn: socket.socket, f: list[str]) -> bool | None:
+        with self._lock:
+            streaming = int(f[2]) in self._live
+        if streaming:
+            return self._cancel_live(conn, f)
+        _send(conn, [4, 2, f[2], 366, f"No historical data query found for ticker id:{f[2]}", ""])
         return None
 
     def _head(self, conn: socket.socket, f: list[str]) -> bool | None:

@@ -323,3 +323,31 @@ def test_hdi_live_magic_starts_reports_and_stops(
         ip.run_cell("final = %hdi_live stop")
         final = ip.user_ns["final"]
         assert final.state == "stopped" and final.inserted == len(want), final
+
+
+def test_sessions_show_in_hdi_status_and_the_operations_dashboard(
+    session: HdiSession, gateway: FakeLiveGateway, hdi_env: dict[str, str]
+) -> None:
+    from helpers import run_cli
+
+    from hdi_lab.frontend.dashboard import Operations
+
+    code, out, _ = run_cli(["status"])
+    assert code == 0 and "live sessions:\n  (none: hdi live start ...)" in out
+    assert "no live sessions" in Operations(session).live.value
+    want = len(served(gateway, Schema.OHLCV_1S))
+    with live_session(session, gateway) as s:
+        handle = live.start(request("ohlcv-1s"), s, heartbeat_interval_s=1)
+        wait_for(handle, want)
+        running = live.summary(session)
+        page = Operations(session)
+        st = handle.stop()
+    assert list(running.columns) == list(live.SUMMARY_COLUMNS)
+    assert running.loc[0, "state"] == "running" and running.loc[0, "records"] >= 0
+    assert "hdi-live" in page.live.value and "<td>running</td>" in page.live.value
+    code, out, _ = run_cli(["status"])
+    assert code == 0, out
+    line = next(x for x in out.split("live sessions:")[1].splitlines() if x.strip().startswith(str(handle.id)))
+    assert "stopped" in line and "GLBX.MDP3" in line and str(st.records) in line, line
+    page.refresh()
+    assert "<td>stopped</td>" in page.live.value and f"<td>{st.records}</td>" in page.live.value

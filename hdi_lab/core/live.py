@@ -59,6 +59,7 @@ from hdi_lab.storage.db import transaction
 
 __all__ = [
     "LIVE_SCHEMAS",
+    "SUMMARY_COLUMNS",
     "LiveCommit",
     "LiveHandle",
     "LiveRequest",
@@ -67,6 +68,7 @@ __all__ = [
     "request_stop",
     "sessions",
     "start",
+    "summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ log = logging.getLogger(__name__)
 #: the schemas a live session stores (mbp-1 is not stored: tbbo is the trade with the book before it)
 LIVE_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
 _FAR = 2**63 - 1
+_PRICE = 1e9  # stored prices are int64 fixed-point 1e-9 (as storage.read makes floats of them)
 #: a record sharing a duplicate key (instrument, publisher, ts_event) with an earlier one arrives within this
 #: many ns of the latest ts_event seen; older keys are forgotten
 _DUP_HORIZON_NS = 500_000_000
@@ -175,6 +178,30 @@ class LiveCommit:
     mappings: list[Mapping]
     committed_at: float
 
+    def bars(self, schema: str | Schema) -> pd.DataFrame:
+        """The batch's bars of ``schema`` (``ohlcv-1s``...) as ``hdi_lab.query`` shows them: indexed by
+        ``ts_event`` (the open, UTC), ``instrument_id``, float ``open high low close``, ``volume``; empty when the
+        batch holds none. Raises ValidationError for a schema that is not a bar schema."""
+        sch = parse_enum(Schema, schema, "schema")
+        if not sch.value.startswith("ohlcv-"):
+            raise ValidationError(f"schema={schema!r} holds no bars: use one of ohlcv-1s, ohlcv-1m, ohlcv-1h, ohlcv-1d")
+        rec = self.records.get(sch)
+        cols = ["instrument_id", "open", "high", "low", "close", "volume"]
+        if rec is None or not len(rec):
+            return pd.DataFrame(
+                {c: pd.Series(dtype=np.float64 if c not in ("instrument_id", "volume") else np.int64) for c in cols},
+                index=pd.DatetimeIndex([], tz="UTC", name="ts_event"),
+            )
+        frame = pd.DataFrame(
+            {
+                "instrument_id": rec["instrument_id"].astype(np.int64),
+                **{c: rec[c].astype(np.float64) / _PRICE for c in ("open", "high", "low", "close")},
+                "volume": rec["volume"].astype(np.int64),
+            },
+            index=pd.DatetimeIndex(pd.to_datetime(rec["ts_event"].astype(np.int64), utc=True), name="ts_event"),
+        )
+        return frame.sort_index(kind="stable")
+
 
 @dataclass
 class _Counts:
@@ -225,14 +252,18 @@ class LiveHandle:
         max_reconnects: int,
         backoff: float,
         on_commit: Callable[[LiveCommit], None] | None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.id = session_id
+        #: the live indicators (:class:`hdi_lab.features.live.LiveFeatures`) of ``hdi_lab.live(features=...)``
+        self.features: Any = None
         self.request = request
         self._session, self._owns = session, owns_session
         self._feed, self._buffer = feed, buffer
         self._timeout, self._flush_s, self._max_batch = heartbeat_timeout, flush_s, max_batch
         self._max_reconnects, self._backoff = max_reconnects, backoff
-        self._on_commit = on_commit
+        self._on_commit, self._on_close = on_commit, on_close
+        self._listeners: tuple[Callable[[LiveCommit], None], ...] = ()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._feed_closed = threading.Event()
@@ -299,6 +330,12 @@ class LiveHandle:
                 notes=tuple(sh.notes[-20:]),
             )
 
+    def subscribe(self, callback: Callable[[LiveCommit], None]) -> None:
+        """Call ``callback`` (on the writer's thread, after ``on_commit``) with every batch committed from now on
+        (a live chart). Thread-safe; a callback that raises is logged, the session carries on. Raises nothing."""
+        with self._lock:
+            self._listeners = (*self._listeners, callback)
+
     @property
     def running(self) -> bool:
         return not self._done.is_set()
@@ -340,6 +377,11 @@ class LiveHandle:
             self._feed.shutdown()
             self._feed_closed.set()
             self._writer.join()
+            if self._on_close is not None:
+                try:
+                    self._on_close()
+                except Exception:
+                    log.exception("live session %d: on_close failed", self.id)
             error = error or self._shared.error
             status = "failed" if error else "stopped"
             self._set_state(status, error)
@@ -508,11 +550,15 @@ class LiveHandle:
         if stop and not self._stop.is_set():
             self._note("stop requested (hdi live stop)")
             self._stop.set()
-        if self._on_commit is not None and (stored or new_maps):
-            try:
-                self._on_commit(LiveCommit(self.id, req.dataset, stored, new_maps, time.time()))
-            except Exception:
-                log.exception("live session %d: on_commit failed", self.id)
+        if stored or new_maps:
+            commit = LiveCommit(self.id, req.dataset, stored, new_maps, time.time())
+            for callback in (self._on_commit, *self._listeners):
+                if callback is None:
+                    continue
+                try:
+                    callback(commit)
+                except Exception:
+                    log.exception("live session %d: on_commit failed", self.id)
 
     def _symbology(self, cur: Any, mappings: list[Mapping]) -> list[Mapping]:
         """Store the stream's mappings (as the historical metadata's intervals are stored)."""
@@ -621,11 +667,15 @@ def start(
     max_reconnects: int = 10,
     backoff: float = 1.0,
     on_commit: Callable[[LiveCommit], None] | None = None,
+    on_close: Callable[[], None] | None = None,
 ) -> LiveHandle:
     """Start a live session (see the module docstring) in background threads; returns its handle.
 
     ``heartbeat_interval_s`` is asked of the gateway; silence longer than ``heartbeat_timeout`` (default twice
     the interval plus 5 s) is a dead connection. Batches commit at most ``flush_s`` after their first record.
+    ``on_commit`` is called on the writer's thread with each committed batch; ``on_close`` once the writer has
+    committed everything, before the session is marked ended (what follows the session, e.g. live indicators,
+    finishes its work there).
 
     Raises ConfigError (no API key, a bad gateway setting), StorageError (the registry row cannot be written),
     ValidationError for bad settings. Connection failures after the start are the session's (see its status).
@@ -680,6 +730,7 @@ def start(
         max_reconnects=max_reconnects,
         backoff=backoff,
         on_commit=on_commit,
+        on_close=on_close,
     )
     handle._start()
     return handle
@@ -696,6 +747,34 @@ def sessions(session: HdiSession, limit: int = 50) -> pd.DataFrame:
     lost = (frame["status"] == "running") & (now - beat > pd.Timedelta(minutes=1))
     state = frame["status"].where(~lost, "lost")
     return frame.drop(columns="status").assign(state=state)[["id", "state", *frame.columns[2:]]]
+
+
+#: what ``hdi status`` and the operations dashboard show of each live session
+SUMMARY_COLUMNS = (
+    "id",
+    "state",
+    "provider",
+    "dataset",
+    "schemas",
+    "symbols",
+    "started_at",
+    "ended_at",
+    "records",
+    "inserted",
+    "duplicates",
+    "quarantined",
+    "reconnects",
+    "last_ts_event",
+    "error",
+)
+
+
+def summary(session: HdiSession, limit: int = 5) -> pd.DataFrame:
+    """The ``limit`` newest live sessions, :data:`SUMMARY_COLUMNS` of :func:`sessions`. Raises StorageError."""
+    frame = sessions(session, limit)
+    if frame.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    return frame.loc[:, list(SUMMARY_COLUMNS)]
 
 
 def request_stop(session: HdiSession, ids: Sequence[int] | None = None) -> list[int]:

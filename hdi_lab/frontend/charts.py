@@ -29,6 +29,7 @@ __all__ = [
     "coverage_matrix",
     "draw",
     "ema",
+    "iso_times",
     "new_figure",
     "one_series",
     "overlays",
@@ -102,14 +103,18 @@ def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.object_]]:
-    """The index's UTC times as ISO 8601 strings ending in ``Z`` (naive times are taken as UTC).
+    return iso_times(frame.index)
+
+
+def iso_times(times: pd.Index) -> np.ndarray[Any, np.dtype[np.object_]]:
+    """The UTC times as ISO 8601 strings ending in ``Z`` (naive times are taken as UTC): a chart's x.
 
     Strings reach the browser unchanged, whatever the kernel's time zone: naive datetimes would be
     sent with the kernel's *local* offset (jupyter_client's serialiser, with a DeprecationWarning)
     and datetime64[ns] arrays as integers (epoch ns). Whole seconds are written without a fraction
     (every bar), else to the microsecond. An object array: plotly copies it per trace by reference.
     """
-    index = pd.DatetimeIndex(frame.index)
+    index = pd.DatetimeIndex(times)
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
     values = index.to_numpy()

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         *options.REPORT,
     )
-    sub.add_parser("status", help="ingest log, row counts and coverage")
+    sub.add_parser("status", help="ingest log, row counts, coverage and live sessions")
 
     qu = sub.add_parser("quarantine", help="records that failed validation")
     qsub = qu.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -267,6 +267,10 @@ def _cmd_status(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
     _table(st.coverage, out, "  (no data yet: hdi ingest ...)")
     print("\nrecent ingests:", file=out)
     _table(st.recent, out, "  (none)")
+    from hdi_lab.core import live
+
+    print("\nlive sessions:", file=out)
+    _table(live.summary(session), out, "  (none: hdi live start ...)")
     return 0
 
 

@@ -1,10 +1,10 @@
 """The operations dashboard: :class:`Operations`, one ipywidgets page of what keeps the database current.
 
 It shows the subscriptions (last update, next run, status), the coverage heatmap of every subscription, the
-recent ingests, the open quarantine and the daily operations report, all read through the core
-(:func:`hdi_lab.core.report.report`, :func:`hdi_lab.core.catalog.status`, :func:`hdi_lab.core.quarantine.
-list_entries`). ``notebooks/06_operations.ipynb`` displays it; ``voila notebooks/06_operations.ipynb`` serves
-it as a standalone web page.
+recent ingests, the live sessions, the open quarantine and the daily operations report, all read through the
+core (:func:`hdi_lab.core.report.report`, :func:`hdi_lab.core.catalog.status`, :func:`hdi_lab.core.live.summary`,
+:func:`hdi_lab.core.quarantine.list_entries`). ``notebooks/06_operations.ipynb`` displays it;
+``voila notebooks/06_operations.ipynb`` serves it as a standalone web page.
 
 >>> from hdi_lab.frontend.dashboard import Operations
 >>> Operations(session, start="2024-01-02", end="2024-01-06")   # a cell ending with it shows the page
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from hdi_lab.core import catalog, quarantine, subscriptions
+from hdi_lab.core import catalog, live, quarantine, subscriptions
 from hdi_lab.core import report as reporter
 from hdi_lab.core.session import HdiSession
 from hdi_lab.extras import require
@@ -96,7 +96,8 @@ class Operations(RootWidget):
     like :func:`hdi_lab.report`; ``recent`` is how many ingests the recent-ingests table lists.
 
     Widgets (attributes): ``status`` (HTML, the report's status and reasons), ``subscriptions`` (HTML table),
-    ``chart`` (a Box holding ``figure``, the coverage heatmap), ``ingests``, ``quarantine`` and ``report_text``
+    ``chart`` (a Box holding ``figure``, the coverage heatmap), ``ingests``, ``live`` (the newest live sessions),
+    ``quarantine`` and ``report_text``
     (HTML), ``refresh_button`` and ``error`` (HTML, the last refresh's error). ``report`` holds the last
     :class:`hdi_lab.core.report.Report`, ``table`` the subscriptions frame."""
 
@@ -120,6 +121,7 @@ class Operations(RootWidget):
         self.subscriptions = w.HTML(value="")
         self.chart = w.Box(layout=w.Layout(width="100%"))
         self.ingests = w.HTML(value="")
+        self.live = w.HTML(value="")
         self.quarantine = w.HTML(value="")
         self.report_text = w.HTML(value="")
         self.refresh_button = w.Button(description="Refresh", icon="refresh", button_style="primary")
@@ -135,6 +137,8 @@ class Operations(RootWidget):
                 self.chart,
                 _heading("Recent ingests"),
                 self.ingests,
+                _heading("Live sessions"),
+                self.live,
                 _heading("Quarantine (open)"),
                 self.quarantine,
                 _heading("Daily report"),
@@ -167,6 +171,7 @@ class Operations(RootWidget):
         subs = subscriptions.frame(subscriptions.list_all(self.session))
         table = subscription_status(subs, state.recent, found.coverage)
         open_entries = quarantine.list_entries(self.session, limit=self.recent)
+        sessions = live.summary(self.session, self.recent)
         self.report, self.table, self.last_error = found, table, None
         self.error.value = ""
         self.status.value = _status_html(found)
@@ -177,6 +182,7 @@ class Operations(RootWidget):
         self.ingests.value = _table(
             _recent(state.recent, self.recent), "hdi-ingests", "no ingests yet (run `hdi ingest` or `hdi update`)"
         )
+        self.live.value = _table(sessions, "hdi-live", "no live sessions (`hdi live start`, `hdi_lab.live(...)`)")
         self.quarantine.value = _table(
             open_entries, "hdi-quarantine", f"nothing quarantined ({state.quarantine_open} open entries)"
         )
