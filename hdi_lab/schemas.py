@@ -364,7 +364,8 @@ class IngestReport:
     def failure_message(self) -> str:
         """One line for a run with failed chunks: how many, the first reason, what was stored, what to do."""
         failed = self.failed
-        unit = "files" if all(c.chunk.path for c in self.chunks) else "chunks"
+        paths = [c.chunk.path for c in self.chunks]
+        unit = "files" if all(paths) and len(set(paths)) == len(paths) else "chunks"  # a big file has several
         others = len(self.chunks) - len(failed)
         before = self.chunks_skipped
         stored = (
