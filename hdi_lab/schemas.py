@@ -261,6 +261,14 @@ class Chunk:
     end: pd.Timestamp
     path: str | None = None
     companion: bool = False  # fetched along with the requested data (the instruments' definitions)
+    # the [start, end) its records are validated against when not its own: a period of a streamed file is
+    # checked against the file's whole range (its records near midnight may be received the next day)
+    bounds: tuple[pd.Timestamp, pd.Timestamp] | None = None
+
+    @property
+    def request(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """The ``[start, end)`` the chunk's records must fall in (:attr:`bounds`, else its own)."""
+        return self.bounds or (self.start, self.end)
 
     def describe(self) -> str:
         what = self.path or ",".join(self.symbols)

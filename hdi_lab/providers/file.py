@@ -165,7 +165,12 @@ class FileProvider(LocalProvider):
         schema = self._check(request, path, head)
         index = self._index(path, schema)
         meta = head.metadata
+        whole = (
+            pd.Timestamp(meta.start, unit="ns", tz="UTC"),
+            pd.Timestamp(meta.end or meta.start + 1, unit="ns", tz="UTC"),
+        )
         common = dict(
+            bounds=whole,
             provider=self.name,
             dataset=str(head.dataset),
             schema=schema,
@@ -183,8 +188,7 @@ class FileProvider(LocalProvider):
             for p in index.periods
         ]
         if index.fault is not None:  # the rest of the file, from the period the fault is in: it fails alone
-            start = chunks[-1].end if chunks else pd.Timestamp(meta.start, unit="ns", tz="UTC")
-            end = pd.Timestamp(meta.end or meta.start + 1, unit="ns", tz="UTC")
+            start, end = (chunks[-1].end if chunks else whole[0]), whole[1]
             key = f"file:{schema}:fault:{hashlib.sha256(index.header).hexdigest()}:{index.fault.offset}"
             self._faults[key] = index.fault.message
             chunks.append(Chunk(key=key, start=start, end=max(start, end), **common))  # type: ignore[arg-type]
