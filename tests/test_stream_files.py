@@ -308,5 +308,5 @@ def test_truncated_header_is_refused_whole(tmp_path: Path) -> None:
     rec = _trades(np.random.default_rng(1))
     path = _write(tmp_path / "head.trades.dbn", "trades", rec, False)
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(DataFormatError, match="head.trades.dbn"):
+    with pytest.raises(DataFormatError, match=r"head\.trades\.dbn"):
         index_file(path, str(path), monthly=False, batch=BATCH)
