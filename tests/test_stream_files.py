@@ -18,7 +18,7 @@ from helpers import decompressed, drop_schema, file_schema, make_session, read_s
 import hdi_lab
 from hdi_lab import dbn
 from hdi_lab.core.session import HdiSession
-from hdi_lab.dbn.stream import index_file
+from hdi_lab.dbn.periods import index_file
 from hdi_lab.dbn.writer import empty_records, encode_dbn, record_dtype
 from hdi_lab.errors import DataFormatError, IngestError
 from hdi_lab.schemas import Progress, Schema

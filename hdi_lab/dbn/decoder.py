@@ -260,7 +260,7 @@ class _Unfinished(DataFormatError):
 
 
 #: compressed bytes :class:`ZstdStream` reads at a time (by default)
-READ_SIZE = 1 << 20
+_READ_SIZE = 1 << 20
 
 
 class ZstdStream:
@@ -274,7 +274,7 @@ class ZstdStream:
 
     WRITE_SIZE = 1 << 20  # zstandard's default (128 KiB) output pieces cost a second join
 
-    def __init__(self, source: Any, name: str, read_size: int = READ_SIZE) -> None:
+    def __init__(self, source: Any, name: str, read_size: int = _READ_SIZE) -> None:
         self._source, self._name, self._read_size = source, name, read_size
         self._frame = self._new_frame()
         self._in_frame = False  # input was fed to a frame that has not ended yet

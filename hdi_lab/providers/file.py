@@ -1,7 +1,7 @@
 """Local DBN files (``.dbn`` or ``.dbn.zst``).
 
 A file up to ``file_stream_bytes`` is one chunk, keyed by its content hash, read whole. A bigger one is
-ingested streaming (:mod:`hdi_lab.dbn.stream`): planning indexes it once in batches, and it becomes one chunk
+ingested streaming (:mod:`hdi_lab.dbn.periods`): planning indexes it once in batches, and it becomes one chunk
 per UTC day (calendar month for :data:`~hdi_lab.providers.base.SPARSE` schemas) of its records' ``ts_event``,
 each keyed by the hash of its own records and read back alone, in load batches. A cut or corrupt big file
 loads its periods before the fault and fails with the fault's byte offset; once the file is fixed, a re-run
@@ -20,7 +20,7 @@ import pandas as pd
 
 from hdi_lab.config import Settings
 from hdi_lab.dbn import open_store, schema_of, streamable, stype_of
-from hdi_lab.dbn.stream import FileIndex, index_file, read_header
+from hdi_lab.dbn.periods import FileIndex, index_file, read_header
 from hdi_lab.errors import DataFormatError, ValidationError
 from hdi_lab.providers.base import SPARSE, CostEstimate, Fetch, LocalProvider
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum
