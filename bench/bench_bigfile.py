@@ -11,7 +11,7 @@ Each step runs in a fresh process, which reports its wall time and its peak RSS 
   the file, period hashes) then every period chunk's ``fetch`` decoded by ``dbn.decode`` in load batches
   (a second read of the file);
 * ingest: ``hdi_lab.ingest(provider="file")`` of a file of ``--ingest-gb`` (default: the same file when
-  ``--gb`` <= 0.25, else a 0.25 GB one) into a fresh schema: decode -> validate -> load, one chunk per day.
+  ``--gb`` <= 0.1, else a 0.1 GB one) into a fresh schema: decode -> validate -> load, one chunk per day.
 
 Targets: peak RSS < 1 GB for every hdi_lab step (the issue's 5 GB file: run with ``--gb 5``); rows/s of
 the read path reported as a ratio to the baseline.
@@ -173,9 +173,7 @@ def _child(step: str, path: Path, url: str | None) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gb", type=float, default=0.25, help="compressed size of the generated file (default 0.25)")
-    p.add_argument(
-        "--ingest-gb", type=float, default=None, help="file size for the ingest step (default min(gb, 0.25))"
-    )
+    p.add_argument("--ingest-gb", type=float, default=None, help="file size for the ingest step (default min(gb, 0.1))")
     p.add_argument("--no-ingest", action="store_true", help="skip the ingest step")
     p.add_argument("--database-url", default=None)
     p.add_argument("--dir", default=None, help="where to write the temporary files (default: the system temp dir)")
@@ -204,7 +202,7 @@ def main() -> None:
             ("hdi read (index + periods, no database)", read),
         ]
         if not args.no_ingest:
-            ingest_gb = args.ingest_gb if args.ingest_gb is not None else min(args.gb, 0.25)
+            ingest_gb = args.ingest_gb if args.ingest_gb is not None else min(args.gb, 0.1)
             small = big
             if abs(ingest_gb - args.gb) > 1e-9:
                 small = tmp / "ingest.trades.dbn.zst"

@@ -39,8 +39,8 @@ from hdi_lab.schemas import Schema
 
 __all__ = ["READ_SIZE", "Fault", "FileIndex", "Period", "index_file", "read_header"]
 
-#: compressed bytes read at a time: what one read can decompress to stays small
-READ_SIZE = 1 << 17
+#: compressed bytes read at a time (what one read decompresses to: a few MB)
+READ_SIZE = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: a file's metadata range of more periods than this gets chunks only for the periods holding records
 _MAX_EMPTY_PERIODS = 10_000
@@ -80,27 +80,28 @@ def _open(path: Path, name: str, read_size: int) -> tuple[IO[bytes], Any, bool]:
     return f, (ZstdStream(f, name, read_size) if compressed else f), compressed
 
 
-def _read_exact(reader: Any, n: int) -> bytes:
-    """``n`` bytes, fewer only at the end of the input."""
-    parts, got = [], 0
+def _read_exact(reader: Any, n: int) -> bytes | memoryview:
+    """``n`` bytes, fewer only at the end of the input (one piece is returned as read: not copied)."""
+    parts: list[bytes | memoryview] = []
+    got = 0
     while got < n:
         part = reader.read(n - got)
         if not part:
             break
-        parts.append(bytes(part))
+        parts.append(part)
         got += len(part)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _header(reader: Any, name: str) -> bytes:
     head = _read_exact(reader, 8)
-    if len(head) < 8 or head[:3] != b"DBN":
+    if len(head) < 8 or bytes(head[:3]) != b"DBN":
         raise DataFormatError(
             f"{name} is not a readable DBN file (it does not start with a DBN header): hdi_lab reads Databento "
             "DBN files, plain or zstd-compressed (.dbn, .dbn.zst)"
         )
     body = _read_exact(reader, int.from_bytes(head[4:8], "little"))
-    return head + body
+    return bytes(head) + bytes(body)
 
 
 def read_header(path: Path, name: str) -> tuple[bytes, db.DBNStore]:
@@ -163,7 +164,7 @@ class FileIndex:
         sel = self._runs.period == i
         return list(zip(self._runs.start[sel].tolist(), self._runs.stop[sel].tolist(), strict=True))
 
-    def records(self, i: int, batch: int) -> Iterator[bytes]:
+    def records(self, i: int, batch: int) -> Iterator[bytes | memoryview]:
         """Period ``i``'s records in file order, at most ``batch`` records at a time.
 
         Raises DataFormatError when the file no longer holds what was indexed."""
@@ -366,7 +367,7 @@ class _Cursor:
     def can_serve(self, i: int) -> bool:
         return i in self._pending
 
-    def serve(self, i: int, batch: int) -> Iterator[bytes]:
+    def serve(self, i: int, batch: int) -> Iterator[bytes | memoryview]:
         for j in [j for j in self._pending if j < i]:  # periods skipped (already stored): never spool them
             self._drop(j)
         self._pending.discard(i)
@@ -429,7 +430,7 @@ class _Cursor:
                 left -= m
         self._p += k
 
-    def _read(self, k: int) -> bytes:
+    def _read(self, k: int) -> bytes | memoryview:
         want = k * self._size
         data = _read_exact(self._reader, want)
         if len(data) != want:
@@ -454,9 +455,9 @@ class _PeriodReader:
 
     def __init__(self, index: FileIndex, i: int, batch: int) -> None:
         self._index, self._i, self._batch = index, i, batch
-        self._records: Iterator[bytes] | None = None
+        self._records: Iterator[bytes | memoryview] | None = None
         self._pos = 0  # in the header while < len(header)
-        self._buf = b""
+        self._buf: memoryview = memoryview(b"")
         self._hash: Any = None
         self._ended = False
 
@@ -464,28 +465,29 @@ class _PeriodReader:
         if offset != 0 or whence != io.SEEK_SET:
             raise io.UnsupportedOperation("a period of a DBN file can only be rewound")
         self.close()
-        self._pos, self._buf, self._hash, self._ended = 0, b"", None, False
+        self._pos, self._buf, self._hash, self._ended = 0, memoryview(b""), None, False
         return 0
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | memoryview:
+        """Up to ``size`` bytes (all with -1); a whole piece read from the file is returned without a copy."""
         header = self._index.header
-        out = b""
+        parts: list[bytes | memoryview] = []
+        got = 0
         if self._pos < len(header):
             out = header[self._pos : self._pos + size] if size >= 0 else header[self._pos :]
             self._pos += len(out)
             if size >= 0 and len(out) == size:
                 return out
-        want = None if size < 0 else size - len(out)
-        parts = [out]
-        got = len(out)
-        while want is None or got < size:
-            if not self._buf and not self._more():
+            parts.append(out)
+            got = len(out)
+        while size < 0 or got < size:
+            if not len(self._buf) and not self._more():
                 break
-            take = self._buf if want is None else self._buf[: size - got]
+            take = self._buf if size < 0 else self._buf[: size - got]
             self._buf = self._buf[len(take) :]
             parts.append(take)
             got += len(take)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _more(self) -> bool:
         if self._ended:
@@ -500,7 +502,7 @@ class _PeriodReader:
             self._check()
             return False
         self._hash.update(piece)
-        self._buf = piece
+        self._buf = memoryview(piece)
         return True
 
     def _check(self) -> None:
