@@ -159,6 +159,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("chunk_rows", ("HDI_CHUNK_ROWS",), 1_000_000, int, False, "records per load batch"),
     Option(
+        "file_stream_bytes",
+        ("HDI_FILE_STREAM_BYTES",),
+        64 << 20,
+        int,
+        False,
+        "DBN files larger than this (bytes) are ingested streaming: one chunk per UTC day (calendar month for "
+        "sparse schemas) of their records, read in load batches, never whole",
+    ),
+    Option(
         "timescale_compress_after",
         ("HDI_TIMESCALE_COMPRESS_AFTER",),
         "7 days",

@@ -261,6 +261,14 @@ class Chunk:
     end: pd.Timestamp
     path: str | None = None
     companion: bool = False  # fetched along with the requested data (the instruments' definitions)
+    # the [start, end) its records are validated against when not its own: a period of a streamed file is
+    # checked against the file's whole range (its records near midnight may be received the next day)
+    bounds: tuple[pd.Timestamp, pd.Timestamp] | None = None
+
+    @property
+    def request(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """The ``[start, end)`` the chunk's records must fall in (:attr:`bounds`, else its own)."""
+        return self.bounds or (self.start, self.end)
 
     def describe(self) -> str:
         what = self.path or ",".join(self.symbols)
@@ -366,7 +374,8 @@ class IngestReport:
     def failure_message(self) -> str:
         """One line for a run with failed chunks: how many, the first reason, what was stored, what to do."""
         failed = self.failed
-        unit = "files" if all(c.chunk.path for c in self.chunks) else "chunks"
+        paths = [c.chunk.path for c in self.chunks]
+        unit = "files" if all(paths) and len(set(paths)) == len(paths) else "chunks"  # a big file has several
         others = len(self.chunks) - len(failed)
         before = self.chunks_skipped
         stored = (

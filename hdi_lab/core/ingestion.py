@@ -565,7 +565,8 @@ def _load_part(
         mapped = np.array([m.instrument_id for m in part.mappings], dtype=np.int64)
         missing = np.setdiff1d(ids, mapped)
         known = np.union1d(mapped, load.known_instruments(cur, schema_name, part.dataset, missing))
-    rejected = validate(records, chunk.schema, chunk.start.value, chunk.end.value, known)
+    lo, hi = chunk.request
+    rejected = validate(records, chunk.schema, lo.value, hi.value, known)
     if len(rejected.index):
         for j, rule, reason in zip(rejected.index, rejected.rules, rejected.reasons, strict=True):
             bad_rows.append(

@@ -194,7 +194,7 @@ class HdiSession:
         if name == "file":
             from hdi_lab.providers.file import FileProvider
 
-            return FileProvider()
+            return FileProvider(self.settings)
         if name == "sample":
             from hdi_lab.providers.sample import SampleProvider
 

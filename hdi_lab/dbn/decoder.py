@@ -30,13 +30,16 @@ __all__ = [
     "ZstdStream",
     "check_headers",
     "decode",
+    "first_bad",
     "mappings_of",
     "open_store",
+    "record_layout",
     "record_to_json",
     "records_from_json",
     "schema_of",
     "store_from_bytes",
     "stream",
+    "streamable",
     "stype_of",
     "truncated_message",
     "unfinished_zstd",
@@ -201,16 +204,27 @@ def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) ->
         ) from exc
 
 
-def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[Records]:
+def streamable(store: db.DBNStore, schema: Schema) -> bool:
+    """Whether the store's records are read as they are stored (:func:`record_layout`), batch by batch:
+    not DBN v1/v2 definitions and statistics, whose layouts changed in v3 and which the client upgrades."""
+    return not (store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS))
+
+
+def record_layout(store: db.DBNStore, schema: Schema) -> np.dtype[np.void]:
+    """The numpy dtype of the store's records as they are stored (with ``ts_out`` when the metadata says so)."""
     dtype = record_dtype(schema)
-    reader = stream(store, name)
-    if store.metadata.version < 3 and schema in (Schema.DEFINITION, Schema.STATISTICS):
-        # these layouts changed in DBN v3: let the client upgrade each record (they are few)
-        plain = store_from_bytes(reader.read(), Path(name).name)
-        yield np.frombuffer(b"".join(bytes(r) for r in plain), dtype=dtype)
-        return
     if store.metadata.ts_out:
         dtype = np.dtype([*dtype.descr, ("ts_out", "<u8")])
+    return dtype
+
+
+def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -> Iterator[Records]:
+    reader = stream(store, name)
+    if not streamable(store, schema):  # let the client upgrade each record (they are few)
+        plain = store_from_bytes(reader.read(), Path(name).name)
+        yield np.frombuffer(b"".join(bytes(r) for r in plain), dtype=record_dtype(schema))
+        return
+    dtype = record_layout(store, schema)
     head = reader.read(8)
     if len(head) < 8 or head[:3] != b"DBN":
         raise DataFormatError(f"{name} is not a DBN stream")
@@ -245,6 +259,10 @@ class _Unfinished(DataFormatError):
     """The input ended inside a zstd frame."""
 
 
+#: compressed bytes :class:`ZstdStream` reads at a time (by default)
+_READ_SIZE = 1 << 20
+
+
 class ZstdStream:
     """The decompressed bytes of a zstd stream of one or more frames, read as a file.
 
@@ -254,11 +272,10 @@ class ZstdStream:
     after frame, and raises DataFormatError when the input ends before the last frame does.
     """
 
-    READ_SIZE = 1 << 20  # compressed bytes per read
     WRITE_SIZE = 1 << 20  # zstandard's default (128 KiB) output pieces cost a second join
 
-    def __init__(self, source: Any, name: str) -> None:
-        self._source, self._name = source, name
+    def __init__(self, source: Any, name: str, read_size: int = _READ_SIZE) -> None:
+        self._source, self._name, self._read_size = source, name, read_size
         self._frame = self._new_frame()
         self._in_frame = False  # input was fed to a frame that has not ended yet
         self._parts: collections.deque[bytes] = collections.deque()
@@ -288,6 +305,19 @@ class ZstdStream:
             self._advance(len(piece))
         return memoryview(buf)
 
+    @property
+    def truncated(self) -> bool:
+        """Whether the input ended inside a frame (a read raised DataFormatError saying so)."""
+        return self._eof and self._in_frame
+
+    def leftover(self) -> bytes:
+        """The decompressed bytes not read yet (after a read raised because the input was truncated:
+        what the cut stream still gave)."""
+        out = b"".join(bytes(p) for p in self._parts)[self._pos :]
+        self._parts.clear()
+        self._pos = self._size = 0
+        return out
+
     def _advance(self, n: int) -> None:
         self._pos += n
         self._size -= n
@@ -296,7 +326,7 @@ class ZstdStream:
             self._pos = 0
 
     def _fill(self) -> None:
-        data = self._source.read(self.READ_SIZE)
+        data = self._source.read(self._read_size)
         if not data:
             self._eof = True
             if self._in_frame:
@@ -349,16 +379,21 @@ def check_headers(records: Records, schema: Schema, name: str) -> None:
     """Every record must carry the schema's rtype and record length (the decoder does not check).
 
     Raises DataFormatError naming the first record that does not."""
-    if len(records) == 0:
-        return
-    bad = (records["length"].astype(np.int64) * 4 != records.dtype.itemsize) | (records["rtype"] != RTYPES[schema])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    i = first_bad(records, schema)
+    if i is not None:
         raise DataFormatError(
             f"{name} is corrupt: record {i} has rtype {int(records['rtype'][i])} and length "
             f"{int(records['length'][i]) * 4} bytes, not a {schema} record ({RTYPES[schema]}, "
             f"{records.dtype.itemsize} bytes); nothing from it was stored"
         )
+
+
+def first_bad(records: Records, schema: Schema) -> int | None:
+    """The index of the first record without the schema's rtype and record length, None when all have them."""
+    if len(records) == 0:
+        return None
+    bad = (records["length"].astype(np.int64) * 4 != records.dtype.itemsize) | (records["rtype"] != RTYPES[schema])
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def record_to_json(record: np.void) -> dict[str, object]:

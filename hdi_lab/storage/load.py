@@ -580,8 +580,8 @@ def insert_quarantine(cur: Cursor, schema: str, ingest_id: int | None, chunk: Ch
                 r.reason,
                 psycopg2.extras.Json(r.record),
                 r.dup_idx,
-                chunk.start.to_pydatetime(),
-                chunk.end.to_pydatetime(),
+                chunk.request[0].to_pydatetime(),
+                chunk.request[1].to_pydatetime(),
             )
             for r in rows
         ],
