@@ -36,7 +36,7 @@ def run(args: object) -> list[Row]:
     with (
         common.database(args.database_url) as url,  # type: ignore[attr-defined]
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):

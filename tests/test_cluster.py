@@ -40,9 +40,11 @@ SAMPLE = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024
 
 @pytest.fixture
 def cluster() -> Iterator[tuple[LocalCluster, Client]]:
+    # dashboard_address ":0": the scheduler's HTTP server (metrics) binds a free port even with the dashboard off;
+    # on its default, 8787, a second cluster on the machine warns (an error under filterwarnings=error)
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
         ) as cl,
         Client(cl, set_as_default=False) as client,
     ):
@@ -166,7 +168,7 @@ def test_databento_on_the_cluster_equals_serial_and_holds_the_download_limit(
         fake.get_range_delay = 0.4
         # the cluster starts after the fake gateway: its workers inherit REQUESTS_CA_BUNDLE
         with (
-            LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cl,
+            LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0") as cl,
             Client(cl, set_as_default=False) as client,
         ):
             report = ingestion.run(req, dbs, executor=DaskExecutor(client))
