@@ -224,7 +224,7 @@ def test_a_wrong_key_fails_the_session_with_a_clear_message(session: HdiSession,
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(provider="ib"), "has no live feed"),
+        (dict(provider="sample"), "has no live feed"),
         (dict(dataset=None), "dataset is required"),
         (dict(schema=""), "schema is required"),
         (dict(schema="trades,mbp-10"), "schema"),
