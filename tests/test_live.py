@@ -224,7 +224,7 @@ def test_a_wrong_key_fails_the_session_with_a_clear_message(session: HdiSession,
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(provider="ib"), "has no live feed"),
+        (dict(provider="sample"), "has no live feed"),
         (dict(dataset=None), "dataset is required"),
         (dict(schema=""), "schema is required"),
         (dict(schema="trades,mbp-10"), "schema"),
@@ -311,10 +311,11 @@ def test_hdi_live_magic_starts_reports_and_stops(
     with hdi_shell() as ip:
         ip.run_cell(
             "h = %hdi_live start --dataset GLBX.MDP3 --schema ohlcv-1s --symbols ES.c.0 --stype-in continuous "
-            "--heartbeat 1"
+            "--heartbeat 1 --features momentum_v1"
         )
         handle = ip.user_ns["h"]
         assert isinstance(handle, live.LiveHandle)
+        assert handle.features is not None and handle.features.sets == ("momentum_v1",)
         wait_for(handle, len(want))
         ip.run_cell("frame = %hdi_live status")
         assert ip.user_ns["frame"].iloc[0]["state"] == "running"
@@ -323,6 +324,8 @@ def test_hdi_live_magic_starts_reports_and_stops(
         ip.run_cell("final = %hdi_live stop")
         final = ip.user_ns["final"]
         assert final.state == "stopped" and final.inserted == len(want), final
+        # --features: the feature set was advanced per closed bar (the stop returns once it is computed)
+        assert handle.features.errors == [] and handle.features.updates, handle.features.errors
 
 
 def test_sessions_show_in_hdi_status_and_the_operations_dashboard(

@@ -51,6 +51,7 @@ from hdi_lab.dbn.live import decode_live
 from hdi_lab.dbn.writer import Records
 from hdi_lab.errors import AuthError, HdiError, ProviderError, ValidationError
 from hdi_lab.providers.databento.live import DatabentoFeed
+from hdi_lab.providers.ib.live import IbFeed
 from hdi_lab.providers.live import Item, LiveBuffer, Note
 from hdi_lab.schemas import Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
@@ -117,9 +118,9 @@ def make_request(
     an unknown stype_in or a start that is not a time."""
     name = str(provider or "").strip().lower()
     if name not in LIVE_PROVIDERS:
-        raise ValidationError(
-            f"provider={provider!r} has no live feed here: use provider=databento (live: {', '.join(LIVE_PROVIDERS)})"
-        )
+        raise ValidationError(f"provider={provider!r} has no live feed here: use one of {', '.join(LIVE_PROVIDERS)}")
+    if name == "ib":  # IB's datasets (IB, IB.MIDPOINT, IB.BID_ASK), not the Databento default
+        default_dataset = "IB"
     ds = str(dataset or default_dataset or "").strip().upper()
     if not ds:
         raise ValidationError("dataset is required for a live session: e.g. --dataset GLBX.MDP3")
@@ -242,7 +243,7 @@ class LiveHandle:
         session: HdiSession,
         request: LiveRequest,
         session_id: int,
-        feed: DatabentoFeed,
+        feed: DatabentoFeed | IbFeed,
         buffer: LiveBuffer,
         *,
         owns_session: bool,
@@ -688,15 +689,21 @@ def start(
     session = session or HdiSession()
     try:
         buffer = LiveBuffer(buffer_size)
-        feed = DatabentoFeed(
-            session.settings,
-            buffer,
-            dataset=request.dataset,
-            schemas=request.schemas,
-            symbols=request.symbols,
-            stype_in=str(request.stype_in),
-            heartbeat_interval_s=heartbeat_interval_s,
-        )
+        feed: DatabentoFeed | IbFeed
+        if request.provider == "ib":
+            feed = IbFeed(
+                session.settings, buffer, dataset=request.dataset, schemas=request.schemas, symbols=request.symbols
+            )
+        else:
+            feed = DatabentoFeed(
+                session.settings,
+                buffer,
+                dataset=request.dataset,
+                schemas=request.schemas,
+                symbols=request.symbols,
+                stype_in=str(request.stype_in),
+                heartbeat_interval_s=heartbeat_interval_s,
+            )
         try:
             session_id = registry.insert(
                 session.connection(),

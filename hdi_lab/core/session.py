@@ -38,7 +38,7 @@ __all__ = ["LIVE_PROVIDERS", "PROVIDERS", "HdiSession", "close_default_sessions"
 
 PROVIDERS = ("file", "sample", "databento", "ib")
 #: the providers with a live feed (:mod:`hdi_lab.core.live`)
-LIVE_PROVIDERS = ("databento",)
+LIVE_PROVIDERS = ("databento", "ib")
 
 
 class HdiSession:

@@ -580,12 +580,18 @@ UPDATE: tuple[OptionRef, ...] = (
 #: ``hdi live start`` and ``%hdi_live start``: stream a vendor's live data into the same tables
 LIVE: tuple[OptionRef, ...] = (
     option("provider").but(default=LIVE_PROVIDERS[0], choices=LIVE_PROVIDERS, help=one_of(LIVE_PROVIDERS, "databento")),
-    option("dataset").but(help="e.g. GLBX.MDP3 (default: the databento_dataset setting)"),
+    option("dataset").but(
+        help="e.g. GLBX.MDP3 (default: the databento_dataset setting; for ib: IB, IB.MIDPOINT or IB.BID_ASK)"
+    ),
     "live_schema",
     "symbols",
     "stype_in",
     "live_start",
     "heartbeat",
+    option("watch_features").but(
+        help="feature sets kept up to date per closed bar of the session's ohlcv-1s / ohlcv-1m bars, "
+        "e.g. momentum_v1 (hdi_lab.live(features=...))"
+    ),
 )
 #: ``%hdi_live start|status|stop [ID...] [start's options]``: one parser for every action (``hdi live`` has one
 #: subcommand per action)
@@ -789,17 +795,19 @@ def live(
     """Start the live session the :data:`LIVE` options of ``hdi live start`` and ``%hdi_live start`` describe
     (running in background threads); returns its handle.
 
-    Raises what :func:`hdi_lab.core.live.make_request` and :func:`hdi_lab.core.live.start` raise (ValidationError
-    for a bad request, ConfigError without an API key or with a bad gateway setting, StorageError)."""
-    from hdi_lab.core import live
+    Raises what :func:`hdi_lab.api.live` raises (ValidationError for a bad request, an unknown feature set or
+    features without a bar schema, ConfigError without an API key or with a bad gateway setting, StorageError)."""
+    from hdi_lab.api import live
 
-    request = live.make_request(
+    return live(
         args.provider,
         dataset=args.dataset,
         schema=args.schema,
         symbols=args.symbols,
         stype_in=args.stype_in,
         start=args.start,
-        default_dataset=session.settings.databento_dataset,
+        session=session,
+        on_commit=on_commit,
+        heartbeat_interval_s=args.heartbeat,
+        features=args.features or None,
     )
-    return live.start(request, session, heartbeat_interval_s=args.heartbeat, on_commit=on_commit)

@@ -84,6 +84,7 @@ __all__ = [
     "PACING_RETRIES",
     "PUBLISHERS",
     "IbProvider",
+    "bar_records",
     "fixed_prices",
     "validate_dataset",
 ]
@@ -471,21 +472,40 @@ class IbProvider:
     def _records(
         self, bars: Any, chunk: Chunk, inst: IbInstrument, what: str, lo: pd.Timestamp, hi: pd.Timestamp
     ) -> NDArray[Any]:
-        ts = np.array([_bar_ns(b.date) for b in bars], dtype=np.int64)
-        keep = (ts >= lo.value) & (ts < hi.value)
-        chosen = [b for b, k in zip(bars, keep, strict=True) if k]
-        rec = empty_records(chunk.schema, len(chosen))
-        if not chosen:
-            return rec
-        rec["publisher_id"] = PUBLISHERS[chunk.dataset]
-        rec["instrument_id"] = inst.con_id
-        rec["ts_event"] = ts[keep].astype(np.uint64)
-        for name in ("open", "high", "low", "close"):
-            rec[name] = fixed_prices(np.array([getattr(b, name) for b in chosen], dtype=np.float64))
-        if what == "TRADES":
-            vol = np.rint(np.array([float(b.volume) for b in chosen], dtype=np.float64))
-            rec["volume"] = np.maximum(vol, 0).astype(np.uint64)
+        return bar_records(bars, chunk.schema, PUBLISHERS[chunk.dataset], inst.con_id, what, lo.value, hi.value)
+
+    # -- what the live feed shares (hdi_lab.providers.ib.live) --------------------------------
+    def connection(self) -> IbConnection:
+        """The provider's one open connection to TWS / IB Gateway (opened when needed).
+
+        Raises UnavailableError when TWS / IB Gateway cannot be reached."""
+        return self._connection()
+
+    def resolve(self, spec: ContractSpec) -> list[IbInstrument]:
+        """The qualified contract of ``spec`` (a one-item list) or, for CONTFUT, its futures chain.
+
+        Raises ValidationError for an unknown or ambiguous contract, UnavailableError without a connection."""
+        return self._resolve(self._connection(), spec)
+
+
+def bar_records(bars: Any, schema: Schema, publisher_id: int, con_id: int, what: str, lo_ns: int, hi_ns: int) -> Any:
+    """IB bars (of the client library) with a start in ``[lo_ns, hi_ns)`` as ``schema`` records: the one conversion
+    of IB bars, shared by the historical and the live paths."""
+    ts = np.array([_bar_ns(b.date) for b in bars], dtype=np.int64)
+    keep = (ts >= lo_ns) & (ts < hi_ns)
+    chosen = [b for b, k in zip(bars, keep, strict=True) if k]
+    rec = empty_records(schema, len(chosen))
+    if not chosen:
         return rec
+    rec["publisher_id"] = publisher_id
+    rec["instrument_id"] = con_id
+    rec["ts_event"] = ts[keep].astype(np.uint64)
+    for name in ("open", "high", "low", "close"):
+        rec[name] = fixed_prices(np.array([getattr(b, name) for b in chosen], dtype=np.float64))
+    if what == "TRADES":
+        vol = np.rint(np.array([float(b.volume) for b in chosen], dtype=np.float64))
+        rec["volume"] = np.maximum(vol, 0).astype(np.uint64)
+    return rec
 
 
 def _utc(value: Any) -> pd.Timestamp:
