@@ -244,7 +244,11 @@ def _on_cluster(
     spans = symbology.lookup(session.connection(), session.schema, job.syms, HISTORY_START, job.hi, job.dataset)
     ids = sorted({sp.instrument_id for sp in spans if job.only is None or sp.instrument_id in job.only})
     groups = np.array_split(np.array(ids, dtype=np.int64), min(PARTITIONS, len(ids))) if ids else []
-    parts = [dataclasses.replace(job, only=frozenset(int(i) for i in g)) for g in groups]
+    parts = []
+    for g in groups:  # each reads the symbols that map to its instruments only (raw symbols: its own)
+        only = frozenset(int(i) for i in g)
+        syms = tuple(dict.fromkeys(sp.symbol for sp in spans if sp.instrument_id in only))
+        parts.append(dataclasses.replace(job, syms=syms, only=only))
     total = FeatureReport(job.set_name, job.interval, table_name(job.set_name, job.interval), job.lo, job.hi)
     if progress is not None:
         progress(0, len(parts))
