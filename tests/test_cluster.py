@@ -278,3 +278,135 @@ def test_update_on_the_cluster_equals_a_serial_update(
     assert dask.fetched == local.fetched > 0
     assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
     assert hdi_lab.update(until="2024-01-08", executor="dask", scheduler=client, session=session).up_to_date
+
+
+# -- features.compute partitioned by instrument ------------------------------------------------------------------
+
+FEATURE_SYMBOLS = ["ESH4", "ESM4", "NQH4", "NQM4", "ESU4", "NQU4"]
+
+
+def _features(pg_url: str, schema: str) -> dict[str, list[tuple[object, ...]]]:
+    """The feature rows (``created`` left out: the time of each computation) and the saved states, in key order."""
+    from hdi_lab import features
+
+    table, states = features.table_name("momentum_v1", "1d"), features.state_table_name("momentum_v1", "1d")
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY instrument_id, event_timestamp')
+            names = [d[0] for d in cur.description]
+            rows = [tuple(v for n, v in zip(names, r, strict=True) if n != "created") for r in cur.fetchall()]
+            cur.execute(f'SELECT * FROM "{schema}"."{states}" ORDER BY instrument_id')
+            return {"rows": rows, "states": cur.fetchall()}
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration
+def test_features_on_the_cluster_equal_a_serial_compute_and_resume(
+    pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
+) -> None:
+    import hdi_lab
+    from hdi_lab import features
+
+    cl, client = cluster
+    ranges = [("2023-06-01", "2024-01-02"), ("2024-01-02", "2024-03-01")]
+    bars = dict(schema="ohlcv-1d", symbols=FEATURE_SYMBOLS, start="2023-06-01", end="2024-03-01")
+    serial, dask = [], []
+    events: list[tuple[int, int]] = []
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.ingest(provider="sample", session=s, **bars)  # type: ignore[arg-type]
+        for lo, hi in ranges:
+            serial.append(features.compute("momentum_v1", FEATURE_SYMBOLS, "1d", lo, hi, session=s))
+    hdi_lab.ingest(provider="sample", session=session, **bars)  # type: ignore[arg-type]
+    for lo, hi in ranges:  # the second range resumes from the states the first one's partitions saved
+        dask.append(
+            features.compute(
+                "momentum_v1",
+                FEATURE_SYMBOLS,
+                "1d",
+                lo,
+                hi,
+                executor="dask",
+                scheduler=client,
+                progress=lambda done, total: events.append((done, total)),
+                session=session,
+            )
+        )
+
+    stored = _features(pg_url, session.schema)
+    assert stored == _features(pg_url, other_schema)
+    assert len(stored["states"]) == len(FEATURE_SYMBOLS) and len(stored["rows"]) > 6 * 150
+    for local, remote in zip(serial, dask, strict=True):
+        assert (remote.instruments, remote.rows, remote.inserted, remote.updated) == (
+            local.instruments,
+            local.rows,
+            local.inserted,
+            local.updated,
+        )
+        assert (remote.resumed, remote.bars_read, remote.largest_gap) == (
+            local.resumed,
+            local.bars_read,
+            local.largest_gap,
+        )
+    assert serial[1].resumed == dask[1].resumed == len(FEATURE_SYMBOLS)  # nothing recomputed from the first bar
+    assert dask[0].instruments == len(FEATURE_SYMBOLS) and dask[1].inserted > 0
+    n = len(FEATURE_SYMBOLS)  # one partition per instrument (fewer than PARTITIONS)
+    assert events == [(i, n) for i in range(n + 1)] * 2
+
+    # a re-run by address: the same values, nothing changed, the same work as a serial re-run
+    again = features.compute(
+        "momentum_v1",
+        FEATURE_SYMBOLS,
+        "1d",
+        *ranges[1],
+        executor="dask",
+        scheduler=cl.scheduler_address,
+        session=session,
+    )
+    with make_session(pg_url, other_schema) as s:
+        local_again = features.compute("momentum_v1", FEATURE_SYMBOLS, "1d", *ranges[1], session=s)
+    assert (again.inserted, again.updated, again.rows) == (0, 0, dask[1].rows)
+    assert (again.resumed, again.bars_read) == (local_again.resumed, local_again.bars_read)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+
+
+@pytest.mark.integration
+def test_cli_features_compute_with_executor_dask(
+    hdi_env: dict[str, str], session: HdiSession, cluster: tuple[LocalCluster, Client]
+) -> None:
+    import hdi_lab
+
+    cl, _ = cluster
+    hdi_lab.ingest(
+        provider="sample",
+        schema="ohlcv-1d",
+        symbols=["AAPL", "MSFT"],
+        start="2023-01-01",
+        end="2023-04-01",
+        session=session,
+    )
+    args = ["features", "compute", "--set", "momentum_v1", "--symbols", "AAPL,MSFT", "--interval", "1d"]
+    args += ["--start", "2023-01-01", "--end", "2023-04-01"]
+    code, out, err = run_cli([*args, "--scheduler", cl.scheduler_address])
+    assert (code, err) == (0, "") and "for 2 instrument(s)" in out and " inserted" in out
+    code, out, err = run_cli([*args, "--executor", "local", "--scheduler", cl.scheduler_address])
+    assert code != 0 and "scheduler= is given with executor='local'" in err
+    code, out, err = run_cli([*args, "--executor", "dask", "--scheduler", cl.scheduler_address, "--adjust", "ratio"])
+    assert code != 0 and err.count("\n") == 1
+
+
+@pytest.mark.integration
+def test_features_on_the_cluster_refuse_continuous_series(session: HdiSession) -> None:
+    from hdi_lab import features
+
+    with pytest.raises(ValidationError, match="does not compute continuous series"):
+        features.compute(
+            "momentum_v1",
+            "ES.c.0",
+            "1d",
+            executor="dask",
+            scheduler="tcp://127.0.0.1:9",
+            adjust="ratio",
+            session=session,
+        )

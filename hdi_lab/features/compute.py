@@ -5,8 +5,9 @@ computed all at once (:mod:`hdi_lab.indicators`) and stored with their new state
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from hdi_lab import indicators
+from hdi_lab.core.executors import DaskExecutor, executor_of
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.errors import ValidationError
 from hdi_lab.features import continuous as series_of
@@ -31,9 +33,15 @@ from hdi_lab.schemas import (
     require_symbols,
 )
 from hdi_lab.storage import features as stored_features
+from hdi_lab.storage import symbology
 from hdi_lab.storage.features import FeatureRows, SeriesWrite, StateRow, StoredState
 
-__all__ = ["FeatureReport", "compute", "largest_gap", "parse_max_gap"]
+__all__ = ["PARTITIONS", "FeatureProgress", "FeatureReport", "compute", "largest_gap", "parse_max_gap"]
+
+#: how many partitions (groups of instruments, one task each) ``executor="dask"`` makes at most
+PARTITIONS = 16
+#: ``progress(done, total)``: partitions computed and stored so far, of ``total`` (one call with 0 first)
+FeatureProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -130,6 +138,9 @@ def compute(
     adjust: str | None = None,
     view: str | None = None,
     instruments: Collection[int] | None = None,
+    executor: str | None = None,
+    scheduler: object = None,
+    progress: FeatureProgress | None = None,
     session: HdiSession | None = None,
 ) -> FeatureReport:
     """Compute ``set_name`` for the bars of ``symbols`` whose open lies in ``[start, end)`` and store it.
@@ -148,10 +159,17 @@ def compute(
     one adjustment from the latest roll up to ``end``) or ``as_of`` (each bar with the rolls known at its
     time), stored in a table of its own per adjustment and view: see :mod:`hdi_lab.features.continuous`.
 
+    ``executor="dask"`` computes on a Dask cluster (``scheduler="tcp://host:8786"`` or a ``distributed.Client``;
+    default: ``HDI_DASK_SCHEDULER``), partitioned by instrument: the instruments of the symbols are split into at
+    most :data:`PARTITIONS` groups, each a task computing and storing its group as this function does (its own
+    session on its worker, its saved states), so the stored rows and states are those of a local run; the report
+    adds up every partition and ``progress`` is called per partition stored. Not with ``adjust``.
+
     Raises ValidationError for an unknown set, interval or symbol, a bad range or ``max_gap``, a
     gap longer than ``max_gap``, a table stored with another definition of the set, or with ``adjust``:
     an unknown adjust or view (a view without adjust), a symbol that is not continuous, an interval
-    rolled up from 1m bars, and what :func:`hdi_lab.core.continuous.continuous` raises.
+    rolled up from 1m bars, and what :func:`hdi_lab.core.continuous.continuous` raises; with ``executor``:
+    ValidationError for a bad executor or scheduler (or ``adjust``), ClusterError and MissingDependency.
     """
     fs = feature_set(set_name)
     check_interval(interval)
@@ -161,16 +179,95 @@ def compute(
     parse_range(lo, hi)
     gap_limit = parse_max_gap(max_gap) if max_gap is not None else None
     var = variant(adjust, view)
+
     if var:
         how = parse_enum(Adjust, adjust, "adjust")
         seen = parse_enum(View, view, "view") if view is not None else View.RESEARCH
         series_of.check_symbols(syms, how, interval)
-        return with_session(
-            session,
-            lambda s: _SeriesComputation(s, fs, syms, interval, lo, hi, dataset, gap_limit, how, seen, var).run(),
-        )
+
+        def series(s: HdiSession) -> FeatureReport:
+            if executor_of(executor, scheduler, s.settings) is not None:
+                raise ValidationError(
+                    "executor='dask' does not compute continuous series (adjust=): drop adjust or the executor"
+                )
+            return _SeriesComputation(s, fs, syms, interval, lo, hi, dataset, gap_limit, how, seen, var).run()
+
+        return with_session(session, series)
     only = None if instruments is None else frozenset(int(i) for i in instruments)
-    return with_session(session, lambda s: _Computation(s, fs, syms, interval, lo, hi, dataset, gap_limit, only).run())
+    job = _Request(fs.name, syms, interval, lo, hi, dataset, gap_limit, only)
+
+    def run(s: HdiSession) -> FeatureReport:
+        target = executor_of(executor, scheduler, s.settings)
+        if target is None:
+            if progress is not None:
+                progress(0, 1)
+            report = job.run(s)
+            if progress is not None:
+                progress(1, 1)
+            return report
+        return _on_cluster(target, s, job, progress)
+
+    return with_session(session, run)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A computation's request, plain data: run here or sent to a worker with a group of instruments."""
+
+    set_name: str
+    syms: tuple[str, ...]
+    interval: str
+    lo: pd.Timestamp
+    hi: pd.Timestamp
+    dataset: str | None
+    gap_limit: pd.Timedelta | None
+    only: frozenset[int] | None
+
+    def run(self, session: HdiSession) -> FeatureReport:
+        fs = feature_set(self.set_name)
+        args = (self.syms, self.interval, self.lo, self.hi, self.dataset, self.gap_limit, self.only)
+        return _Computation(session, fs, *args).run()
+
+
+def _partition(session: HdiSession, provider: object, job: _Request) -> FeatureReport:
+    """A cluster task: one group of instruments computed and stored with the worker's session."""
+    return job.run(session)
+
+
+def _on_cluster(
+    target: DaskExecutor, session: HdiSession, job: _Request, progress: FeatureProgress | None
+) -> FeatureReport:
+    """``job`` partitioned by instrument on the cluster; the report of every partition added up."""
+    from hdi_lab.core import cluster  # Dask only when it runs (pip install 'hdi_lab[dask]')
+
+    t0 = time.perf_counter()
+    spans = symbology.lookup(session.connection(), session.schema, job.syms, HISTORY_START, job.hi, job.dataset)
+    ids = sorted({sp.instrument_id for sp in spans if job.only is None or sp.instrument_id in job.only})
+    groups = np.array_split(np.array(ids, dtype=np.int64), min(PARTITIONS, len(ids))) if ids else []
+    parts = []
+    for g in groups:  # each reads the symbols that map to its instruments only (raw symbols: its own)
+        only = frozenset(int(i) for i in g)
+        syms = tuple(dict.fromkeys(sp.symbol for sp in spans if sp.instrument_id in only))
+        parts.append(dataclasses.replace(job, syms=syms, only=only))
+    total = FeatureReport(job.set_name, job.interval, table_name(job.set_name, job.interval), job.lo, job.hi)
+    if progress is not None:
+        progress(0, len(parts))
+    finished = cluster.map_unordered(target, session, None, _partition, parts, label="hdi-features")
+    for done, (_, r) in enumerate(finished, start=1):
+        total.instruments += r.instruments
+        total.bars_read += r.bars_read
+        total.resumed += r.resumed
+        total.rows += r.rows
+        total.inserted += r.inserted
+        total.updated += r.updated
+        if r.largest_gap is not None:
+            total.largest_gap = max(total.largest_gap or r.largest_gap, r.largest_gap)
+        for k, v in r.timings.items():
+            total.timings[k] = total.timings.get(k, 0.0) + v
+        if progress is not None:
+            progress(done, len(parts))
+    total.seconds = time.perf_counter() - t0
+    return total
 
 
 @dataclass(frozen=True)

@@ -457,6 +457,8 @@ def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: 
         max_gap=a.max_gap,
         adjust=a.adjust,
         view=a.view,
+        executor=a.executor,
+        scheduler=a.scheduler,
         session=session,
     )
     print(report, file=out)

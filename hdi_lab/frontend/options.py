@@ -501,6 +501,11 @@ FEATURES_COMPUTE: tuple[OptionRef, ...] = (
     "max_gap",
     "adjust",
     "view",
+    option("executor").but(
+        help=f"where the instruments are computed: {one_of(EXECUTORS, 'local')}; dask: partitioned by instrument on "
+        "the Dask cluster of --scheduler (workers connect to the same database)"
+    ),
+    "scheduler",
 )
 #: ``hdi features publish`` and ``%hdi_publish`` after the set; symbols may be omitted with --no-compute
 PUBLISH: tuple[OptionRef, ...] = (
