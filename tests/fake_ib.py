@@ -196,7 +196,10 @@ class FakeIbGateway:
         self._threads.clear()
 
     def _accept(self, listener: socket.socket) -> None:
-        listener.settimeout(0.05)  # closing a socket does not wake a blocked accept()
+        try:
+            listener.settimeout(0.05)  # closing a socket does not wake a blocked accept()
+        except OSError:  # the gateway went down before this thread ran: the listener is closed already
+            return
         while not self._stopping:
             try:
                 conn, _ = listener.accept()
