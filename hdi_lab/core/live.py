@@ -205,18 +205,6 @@ class LiveCommit:
 
 
 @dataclass
-class _Counts:
-    records: int = 0
-    inserted: int = 0
-    updated: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    replayed: int = 0
-    reconnects: int = 0
-    batches: int = 0
-
-
-@dataclass
 class _SchemaState:
     """What the writer knows of one schema's stream."""
 
@@ -228,7 +216,7 @@ class _SchemaState:
 
 @dataclass
 class _Shared:
-    counts: _Counts = field(default_factory=_Counts)
+    counts: registry.Progress = field(default_factory=registry.Progress)  # the session's totals
     state: str = "connecting"
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -315,14 +303,7 @@ class LiveHandle:
                 id=self.id,
                 state=sh.state,
                 request=self.request,
-                records=c.records,
-                inserted=c.inserted,
-                updated=c.updated,
-                duplicates=c.duplicates,
-                quarantined=c.quarantined,
-                replayed=c.replayed,
-                reconnects=c.reconnects,
-                batches=c.batches,
+                **{k: getattr(c, k) for k in registry.COUNTERS},
                 last_ts_event=None if sh.last_ts is None else pd.Timestamp(sh.last_ts, tz="UTC"),
                 buffered=len(self._buffer),
                 backpressure_waits=self._buffer.waits,
@@ -502,7 +483,7 @@ class LiveHandle:
                 self._note(payload.text)
             elif isinstance(payload, Mapping):
                 mappings.append(payload)
-        c = _Counts()
+        c = registry.Progress()  # what this batch adds
         stored: dict[Schema, Records] = {}
         name = f"live session {self.id}"
         req = self.request
@@ -522,28 +503,15 @@ class LiveHandle:
                 st.last_ts = top if st.last_ts is None else max(st.last_ts, top)
                 last = st.last_ts if last is None else max(last, st.last_ts)
                 stored[schema] = self._load(cur, schema, records, c)
-            stop = registry.advance(
-                cur,
-                self._session.schema,
-                self.id,
-                registry.Progress(
-                    records=c.records,
-                    inserted=c.inserted,
-                    updated=c.updated,
-                    duplicates=c.duplicates,
-                    quarantined=c.quarantined,
-                    replayed=c.replayed,
-                    reconnects=self._pending_reconnects,
-                    batches=1 if items else 0,
-                    last_ts_event=None if last is None else pd.Timestamp(last, tz="UTC").to_pydatetime(warn=False),
-                ),
-            )
+            c.reconnects, c.batches = self._pending_reconnects, 1 if items else 0
+            c.last_ts_event = None if last is None else pd.Timestamp(last, tz="UTC").to_pydatetime(warn=False)
+            stop = registry.advance(cur, self._session.schema, self.id, c)
         with self._committed:
             self._pending_reconnects = 0
             t = self._shared.counts
-            for k in ("records", "inserted", "updated", "duplicates", "quarantined", "replayed"):
-                setattr(t, k, getattr(t, k) + getattr(c, k))
-            t.batches += 1 if items else 0
+            for k in registry.COUNTERS:
+                if k != "reconnects":  # the totals count a reconnect when it happens, the row at the next commit
+                    setattr(t, k, getattr(t, k) + getattr(c, k))
             if last is not None:
                 self._shared.last_ts = last if self._shared.last_ts is None else max(self._shared.last_ts, last)
             self._items_done += len(items)
@@ -592,7 +560,7 @@ class LiveHandle:
             load.upsert_symbology(cur, self._session.schema, self.request.dataset, grown)
         return grown
 
-    def _load(self, cur: Any, schema: Schema, records: Records, c: _Counts) -> Records:
+    def _load(self, cur: Any, schema: Schema, records: Records, c: registry.Progress) -> Records:
         """Number, validate, quarantine and load one schema's records; returns the valid ones."""
         name = self._session.schema
         req = self.request
