@@ -46,14 +46,14 @@ import pandas as pd
 from hdi_lab.core.ingestion import load_records
 from hdi_lab.core.session import LIVE_PROVIDERS, HdiSession
 from hdi_lab.core.validate import validate
-from hdi_lab.dbn import Mapping, record_to_json
+from hdi_lab.dbn import INT64_MAX, Mapping, record_to_json
 from hdi_lab.dbn.live import decode_live
 from hdi_lab.dbn.writer import Records
 from hdi_lab.errors import AuthError, HdiError, ProviderError, ValidationError
 from hdi_lab.providers.databento.live import DatabentoFeed
 from hdi_lab.providers.ib.live import IbFeed
 from hdi_lab.providers.live import Item, LiveBuffer, Note
-from hdi_lab.schemas import Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
+from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
 from hdi_lab.storage import load, normalise
 from hdi_lab.storage.db import transaction
@@ -75,8 +75,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: the schemas a live session stores (mbp-1 is not stored: tbbo is the trade with the book before it)
-LIVE_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
-_FAR = 2**63 - 1
+LIVE_SCHEMAS: tuple[str, ...] = SCHEMAS
 _PRICE = 1e9  # stored prices are int64 fixed-point 1e-9 (as storage.read makes floats of them)
 #: a record sharing a duplicate key (instrument, publisher, ts_event) with an earlier one arrives within this
 #: many ns of the latest ts_event seen; older keys are forgotten
@@ -576,7 +575,7 @@ class LiveHandle:
             found = load.known_instruments(cur, name, req.dataset, missing)
             self._known.update(int(i) for i in found)
             known = np.array(sorted(self._known), dtype=np.int64)
-        rejected = validate(records, schema, 0, _FAR, known)
+        rejected = validate(records, schema, 0, INT64_MAX, known)
         if len(rejected.index):
             bad = [
                 load.BadRow(rule, reason, record_to_json(records[j]), int(dup_idx[j]) if dup_idx is not None else 0)
