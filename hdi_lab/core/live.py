@@ -55,7 +55,7 @@ from hdi_lab.providers.ib.live import IbFeed
 from hdi_lab.providers.live import Item, LiveBuffer, Note
 from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
-from hdi_lab.storage import load, normalise
+from hdi_lab.storage import load, normalise, read
 from hdi_lab.storage.db import transaction
 
 __all__ = [
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 
 #: the schemas a live session stores (mbp-1 is not stored: tbbo is the trade with the book before it)
 LIVE_SCHEMAS: tuple[str, ...] = SCHEMAS
-_PRICE = 1e9  # stored prices are int64 fixed-point 1e-9 (as storage.read makes floats of them)
 #: a record sharing a duplicate key (instrument, publisher, ts_event) with an earlier one arrives within this
 #: many ns of the latest ts_event seen; older keys are forgotten
 _DUP_HORIZON_NS = 500_000_000
@@ -183,8 +182,9 @@ class LiveCommit:
         ``ts_event`` (the open, UTC), ``instrument_id``, float ``open high low close``, ``volume``; empty when the
         batch holds none. Raises ValidationError for a schema that is not a bar schema."""
         sch = parse_enum(Schema, schema, "schema")
-        if not sch.value.startswith("ohlcv-"):
-            raise ValidationError(f"schema={schema!r} holds no bars: use one of ohlcv-1s, ohlcv-1m, ohlcv-1h, ohlcv-1d")
+        if not sch.is_bar:
+            bars = ", ".join(s for s in Schema if s.is_bar)
+            raise ValidationError(f"schema={schema!r} holds no bars: use one of {bars}")
         rec = self.records.get(sch)
         cols = ["instrument_id", "open", "high", "low", "close", "volume"]
         if rec is None or not len(rec):
@@ -195,7 +195,7 @@ class LiveCommit:
         frame = pd.DataFrame(
             {
                 "instrument_id": rec["instrument_id"].astype(np.int64),
-                **{c: rec[c].astype(np.float64) / _PRICE for c in ("open", "high", "low", "close")},
+                **{c: read.float_prices(rec[c]) for c in ("open", "high", "low", "close")},
                 "volume": rec["volume"].astype(np.int64),
             },
             index=pd.DatetimeIndex(pd.to_datetime(rec["ts_event"].astype(np.int64), utc=True), name="ts_event"),
