@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import psycopg2
 import pytest
-from fake_databento_live import KEY, FakeLiveGateway, Fault
+from fake_databento_live import KEY, FakeLiveGateway, Fault, live_session
 
 import hdi_lab
 from hdi_lab.core import live
@@ -34,11 +34,6 @@ def gateway() -> Iterator[FakeLiveGateway]:
     gw = FakeLiveGateway(window=DAY)
     yield gw
     gw.close()
-
-
-def live_session(session: HdiSession, gw: FakeLiveGateway) -> HdiSession:
-    """A session of ``session``'s database whose Databento live feed talks to ``gw``."""
-    return HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
 
 
 def request(schema: str = "trades,ohlcv-1s", **kw: object) -> live.LiveRequest:
