@@ -7,16 +7,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
 
 import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.storage.cursor import fetch_frame, one, quote, transaction
 
-__all__ = ["COLUMNS", "COUNTERS", "Progress", "advance", "close", "frame", "insert", "request_stop", "row"]
+__all__ = ["COLUMNS", "COUNTERS", "Progress", "advance", "close", "frame", "insert", "request_stop"]
 
-#: the columns :func:`frame` and :func:`row` return, in order
+#: the columns :func:`frame` returns, in order
 COLUMNS = (
     "id",
     "status",
@@ -123,14 +122,6 @@ def request_stop(conn: psycopg2.extensions.connection, schema: str, ids: Sequenc
             (None if ids is None else list(ids), None if ids is None else list(ids)),
         )
         return sorted(int(r[0]) for r in cur.fetchall())
-
-
-def row(conn: psycopg2.extensions.connection, schema: str, session_id: int) -> dict[str, Any] | None:
-    """One session's row (:data:`COLUMNS`), or None. Raises StorageError."""
-    with transaction(conn) as cur:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM {_t(conn, schema)} WHERE id = %s", (session_id,))
-        found = cur.fetchone()
-    return None if found is None else dict(zip(COLUMNS, found, strict=True))
 
 
 def frame(conn: psycopg2.extensions.connection, schema: str, limit: int = 50) -> pd.DataFrame:

@@ -64,8 +64,6 @@ class _Subscription:
 class IbFeed:
     """One live session's keep-up-to-date 1-minute bars from TWS / IB Gateway (see the module docstring)."""
 
-    name = "ib"
-
     def __init__(
         self,
         settings: Settings,
