@@ -211,3 +211,5 @@ def test_ib_live_refuses_what_it_cannot_stream(ib_session: tuple[object, FakeIbG
         hdi_lab.live("ib", schema="ohlcv-1s", symbols="AAPL:STK:SMART", session=s)  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match="not CONTFUT"):
         hdi_lab.live("ib", schema="ohlcv-1m", symbols="ES:CONTFUT:CME", session=s)  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="not an IB dataset"):
+        hdi_lab.live("ib", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="AAPL:STK:SMART", session=s)  # type: ignore[attr-defined]

@@ -52,6 +52,7 @@ from hdi_lab.dbn.writer import Records
 from hdi_lab.errors import AuthError, HdiError, ProviderError, ValidationError
 from hdi_lab.providers.databento.live import DatabentoFeed
 from hdi_lab.providers.ib.live import IbFeed
+from hdi_lab.providers.ib.provider import validate_dataset as validate_ib_dataset
 from hdi_lab.providers.live import Item, LiveBuffer, Note
 from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
@@ -112,16 +113,17 @@ def make_request(
 ) -> LiveRequest:
     """Validate a live request's arguments.
 
-    Raises ValidationError for a provider without a live feed, no dataset, no or unknown schemas, no symbols,
-    an unknown stype_in or a start that is not a time."""
+    Raises ValidationError for a provider without a live feed, no dataset (for ib: not an IB one), no or
+    unknown schemas, no symbols, an unknown stype_in or a start that is not a time."""
     name = str(provider or "").strip().lower()
     if name not in LIVE_PROVIDERS:
         raise ValidationError(f"provider={provider!r} has no live feed here: use one of {', '.join(LIVE_PROVIDERS)}")
-    if name == "ib":  # IB's datasets (IB, IB.MIDPOINT, IB.BID_ASK), not the Databento default
-        default_dataset = "IB"
-    ds = str(dataset or default_dataset or "").strip().upper()
-    if not ds:
-        raise ValidationError("dataset is required for a live session: e.g. --dataset GLBX.MDP3")
+    if name == "ib":  # IB's datasets (IB when left out), not the Databento default
+        ds = validate_ib_dataset(dataset)
+    else:
+        ds = str(dataset or default_dataset or "").strip().upper()
+        if not ds:
+            raise ValidationError("dataset is required for a live session: e.g. --dataset GLBX.MDP3")
     names = [s.strip() for s in schema.split(",")] if isinstance(schema, str) else list(schema or [])
     if not [n for n in names if n]:
         raise ValidationError(f"schema is required: one or more of {', '.join(LIVE_SCHEMAS)}, e.g. trades,ohlcv-1s")
