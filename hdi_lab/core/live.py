@@ -141,7 +141,7 @@ class LiveStatus:
     """A session's state and counts (what :meth:`LiveHandle.status` and ``hdi live status`` show)."""
 
     id: int
-    state: str  # connecting | streaming | reconnecting | stopping | stopped | failed
+    state: str  # connecting | streaming | reconnecting | failing (the writer failed) | stopping | stopped | failed
     request: LiveRequest
     records: int = 0  # received (stored, duplicates, quarantined)
     inserted: int = 0
