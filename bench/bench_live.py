@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import common
 from common import Row
-from fake_databento_live import KEY, FakeLiveGateway, trades
+from fake_databento_live import KEY, FakeLiveGateway, live_session, trades
 
 import hdi_lab
 from hdi_lab.core import live
@@ -82,7 +82,7 @@ def raw_client(gw: FakeLiveGateway, n: int) -> float:
 def hdi_live(session: HdiSession, gw: FakeLiveGateway, n: int) -> tuple[float, list[float], list[live.LiveCommit]]:
     """(seconds until all ``n`` are committed, commit times, the commits) of one hdi_lab live session."""
     commits: list[live.LiveCommit] = []
-    s = HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
+    s = live_session(session, gw)
     request = live.make_request("databento", dataset="GLBX.MDP3", schema="trades", symbols="ESH4")
     t0 = time.perf_counter()
     handle = live.start(request, s, heartbeat_interval_s=5, on_commit=commits.append)
@@ -119,7 +119,7 @@ def indicator_latencies(
     (the number of updates, when the first was stored, when each bar was sent)."""
     bars = gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])[:m]
     commits: list[live.LiveCommit] = []
-    s = HdiSession(sess.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
+    s = live_session(sess, gw)
     handle = hdi_lab.live(
         "databento",
         dataset="GLBX.MDP3",

@@ -46,6 +46,7 @@ import databento_dbn as dbn
 import numpy as np
 import pandas as pd
 
+from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import Records, empty_records, encode_metadata, record_dtype
 from hdi_lab.providers import sample
 from hdi_lab.schemas import Chunk, Schema, SType
@@ -185,6 +186,11 @@ class FakeLiveGateway:
                     )
                     out.append(bytes(msg))
         return out
+
+
+def live_session(session: HdiSession, gw: FakeLiveGateway) -> HdiSession:
+    """A session of ``session``'s database whose Databento live feed talks to ``gw`` (with the fake's key)."""
+    return HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
 
 
 def index_times(rec: Records) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from fake_databento_live import KEY, FakeLiveGateway, Fault
+from fake_databento_live import FakeLiveGateway, Fault, live_session
 
 import hdi_lab
 from hdi_lab import features
@@ -19,10 +19,6 @@ from hdi_lab.schemas import Schema, SType
 
 DAY = ("2024-03-01", "2024-03-02")
 ES = dict(dataset="GLBX.MDP3", symbols="ES.c.0", stype_in="continuous")
-
-
-def live_session(session: HdiSession, gw: FakeLiveGateway) -> HdiSession:
-    return HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
 
 
 @pytest.mark.unit

@@ -1,5 +1,6 @@
-"""The fake TWS gateway's live streams (issue 18, IB part): real-time 5-second bars and keepUpToDate 1-minute
-bars, received by the real ``ib_async`` client. (hdi_lab's IB live feed is not built yet: these are its fake.)"""
+"""IB live (issue 18, IB part): the fake TWS gateway's live streams (real-time 5-second bars, keepUpToDate 1-minute
+bars) received by the real ``ib_async`` client, then hdi_lab's IB live feed (:mod:`hdi_lab.providers.ib.live`)
+storing closed 1-minute bars through them into a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ ESH4 = next(c for c in UNIVERSE if c.local_symbol == "ESH4")
 
 @pytest.fixture
 def ib() -> Iterator[tuple[object, FakeIbGateway]]:
-    ib_async = pytest.importorskip("ib_async")
+    import ib_async  # a dev dependency (hdi_lab[ib]): missing, the test fails rather than skips
+
     loop = asyncio.new_event_loop()  # the client's synchronous API runs on the thread's event loop
     asyncio.set_event_loop(loop)
     gw = FakeIbGateway(today=pd.Timestamp("2024-02-01 15:00", tz="UTC"))
@@ -95,7 +97,6 @@ AAPL = next(c for c in UNIVERSE if c.symbol == "AAPL")
 def ib_session(session: object) -> Iterator[tuple[object, FakeIbGateway]]:
     from hdi_lab.core.session import HdiSession
 
-    pytest.importorskip("ib_async")
     gw = FakeIbGateway(today=pd.Timestamp("2024-02-01 15:00", tz="UTC"))
     gw.start()
     s = HdiSession(
@@ -210,3 +211,5 @@ def test_ib_live_refuses_what_it_cannot_stream(ib_session: tuple[object, FakeIbG
         hdi_lab.live("ib", schema="ohlcv-1s", symbols="AAPL:STK:SMART", session=s)  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match="not CONTFUT"):
         hdi_lab.live("ib", schema="ohlcv-1m", symbols="ES:CONTFUT:CME", session=s)  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="not an IB dataset"):
+        hdi_lab.live("ib", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols="AAPL:STK:SMART", session=s)  # type: ignore[attr-defined]

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import psycopg2
 import pytest
-from fake_databento_live import KEY, FakeLiveGateway, Fault
+from fake_databento_live import KEY, FakeLiveGateway, Fault, live_session
 
 import hdi_lab
 from hdi_lab.core import live
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import Schema, SType
+from hdi_lab.schemas import IngestReport, Schema, SType
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,6 @@ def gateway() -> Iterator[FakeLiveGateway]:
     gw = FakeLiveGateway(window=DAY)
     yield gw
     gw.close()
-
-
-def live_session(session: HdiSession, gw: FakeLiveGateway) -> HdiSession:
-    """A session of ``session``'s database whose Databento live feed talks to ``gw``."""
-    return HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
 
 
 def request(schema: str = "trades,ohlcv-1s", **kw: object) -> live.LiveRequest:
@@ -59,6 +54,19 @@ def wait_for(handle: live.LiveHandle, records: int, timeout: float = 60.0) -> li
             return st
         time.sleep(0.05)
     raise AssertionError(f"timed out: {handle.status()}")
+
+
+def ingest_day(session: HdiSession, schema: str) -> IngestReport:
+    """The streamed day of ES.c.0 ingested historically (the sample provider: the records the fake serves)."""
+    return hdi_lab.ingest(
+        provider="sample",
+        schema=schema,
+        symbols=["ES.c.0"],
+        stype_in="continuous",
+        start=DAY[0],
+        end=DAY[1],
+        session=session,
+    )
 
 
 def count(pg_url: str, schema: str, table: str) -> int:
@@ -88,15 +96,7 @@ def test_stream_a_day_then_ingest_it_historically_changes_nothing(
     assert np.array_equal(got["price"].to_numpy(), want[Schema.TRADES]["price"].astype(np.int64))
     # the same day ingested historically: every record is already stored, nothing changes
     for schema in ("trades", "ohlcv-1s"):
-        report = hdi_lab.ingest(
-            provider="sample",
-            schema=schema,
-            symbols=["ES.c.0"],
-            stype_in="continuous",
-            start=DAY[0],
-            end=DAY[1],
-            session=session,
-        )
+        report = ingest_day(session, schema)
         assert (report.inserted, report.updated, report.deleted, report.quarantined) == (0, 0, 0, 0), report
         assert report.duplicates == len(want[Schema(schema)])
     assert count(pg_url, db_schema, "trades") == len(want[Schema.TRADES])
@@ -200,15 +200,7 @@ def test_definitions_and_statistics_stream_into_their_tables(session: HdiSession
         st = handle.stop()
     assert st.inserted == sum(len(r) for r in want.values()) and st.quarantined == 0, st
     for schema in ("definition", "statistics"):
-        report = hdi_lab.ingest(
-            provider="sample",
-            schema=schema,
-            symbols=["ES.c.0"],
-            stype_in="continuous",
-            start=DAY[0],
-            end=DAY[1],
-            session=session,
-        )
+        report = ingest_day(session, schema)
         assert (report.inserted, report.updated, report.deleted) == (0, 0, 0), report
 
 

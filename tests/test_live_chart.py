@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from fake_databento_live import KEY, FakeLiveGateway
+from fake_databento_live import FakeLiveGateway, live_session
 
 import hdi_lab
 from hdi_lab import features
@@ -24,10 +24,6 @@ pytestmark = pytest.mark.integration
 
 DAY = ("2024-03-01", "2024-03-02")
 ES = dict(dataset="GLBX.MDP3", symbols="ES.c.0", stype_in="continuous")
-
-
-def live_session(session: HdiSession, gw: FakeLiveGateway) -> HdiSession:
-    return HdiSession(session.settings.replace(databento_api_key=KEY, databento_live_gateway=f"{gw.host}:{gw.port}"))
 
 
 def points(values: object) -> int:

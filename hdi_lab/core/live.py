@@ -46,16 +46,17 @@ import pandas as pd
 from hdi_lab.core.ingestion import load_records
 from hdi_lab.core.session import LIVE_PROVIDERS, HdiSession
 from hdi_lab.core.validate import validate
-from hdi_lab.dbn import Mapping, record_to_json
+from hdi_lab.dbn import INT64_MAX, Mapping, record_to_json
 from hdi_lab.dbn.live import decode_live
 from hdi_lab.dbn.writer import Records
 from hdi_lab.errors import AuthError, HdiError, ProviderError, ValidationError
 from hdi_lab.providers.databento.live import DatabentoFeed
 from hdi_lab.providers.ib.live import IbFeed
+from hdi_lab.providers.ib.provider import validate_dataset as validate_ib_dataset
 from hdi_lab.providers.live import Item, LiveBuffer, Note
-from hdi_lab.schemas import Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
+from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
-from hdi_lab.storage import load, normalise
+from hdi_lab.storage import load, normalise, read
 from hdi_lab.storage.db import transaction
 
 __all__ = [
@@ -75,9 +76,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: the schemas a live session stores (mbp-1 is not stored: tbbo is the trade with the book before it)
-LIVE_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
-_FAR = 2**63 - 1
-_PRICE = 1e9  # stored prices are int64 fixed-point 1e-9 (as storage.read makes floats of them)
+LIVE_SCHEMAS: tuple[str, ...] = SCHEMAS
 #: a record sharing a duplicate key (instrument, publisher, ts_event) with an earlier one arrives within this
 #: many ns of the latest ts_event seen; older keys are forgotten
 _DUP_HORIZON_NS = 500_000_000
@@ -114,16 +113,17 @@ def make_request(
 ) -> LiveRequest:
     """Validate a live request's arguments.
 
-    Raises ValidationError for a provider without a live feed, no dataset, no or unknown schemas, no symbols,
-    an unknown stype_in or a start that is not a time."""
+    Raises ValidationError for a provider without a live feed, no dataset (for ib: not an IB one), no or
+    unknown schemas, no symbols, an unknown stype_in or a start that is not a time."""
     name = str(provider or "").strip().lower()
     if name not in LIVE_PROVIDERS:
         raise ValidationError(f"provider={provider!r} has no live feed here: use one of {', '.join(LIVE_PROVIDERS)}")
-    if name == "ib":  # IB's datasets (IB, IB.MIDPOINT, IB.BID_ASK), not the Databento default
-        default_dataset = "IB"
-    ds = str(dataset or default_dataset or "").strip().upper()
-    if not ds:
-        raise ValidationError("dataset is required for a live session: e.g. --dataset GLBX.MDP3")
+    if name == "ib":  # IB's datasets (IB when left out), not the Databento default
+        ds = validate_ib_dataset(dataset)
+    else:
+        ds = str(dataset or default_dataset or "").strip().upper()
+        if not ds:
+            raise ValidationError("dataset is required for a live session: e.g. --dataset GLBX.MDP3")
     names = [s.strip() for s in schema.split(",")] if isinstance(schema, str) else list(schema or [])
     if not [n for n in names if n]:
         raise ValidationError(f"schema is required: one or more of {', '.join(LIVE_SCHEMAS)}, e.g. trades,ohlcv-1s")
@@ -141,7 +141,7 @@ class LiveStatus:
     """A session's state and counts (what :meth:`LiveHandle.status` and ``hdi live status`` show)."""
 
     id: int
-    state: str  # connecting | streaming | reconnecting | stopping | stopped | failed
+    state: str  # connecting | streaming | reconnecting | failing (the writer failed) | stopping | stopped | failed
     request: LiveRequest
     records: int = 0  # received (stored, duplicates, quarantined)
     inserted: int = 0
@@ -184,8 +184,9 @@ class LiveCommit:
         ``ts_event`` (the open, UTC), ``instrument_id``, float ``open high low close``, ``volume``; empty when the
         batch holds none. Raises ValidationError for a schema that is not a bar schema."""
         sch = parse_enum(Schema, schema, "schema")
-        if not sch.value.startswith("ohlcv-"):
-            raise ValidationError(f"schema={schema!r} holds no bars: use one of ohlcv-1s, ohlcv-1m, ohlcv-1h, ohlcv-1d")
+        if not sch.is_bar:
+            bars = ", ".join(s for s in Schema if s.is_bar)
+            raise ValidationError(f"schema={schema!r} holds no bars: use one of {bars}")
         rec = self.records.get(sch)
         cols = ["instrument_id", "open", "high", "low", "close", "volume"]
         if rec is None or not len(rec):
@@ -196,24 +197,12 @@ class LiveCommit:
         frame = pd.DataFrame(
             {
                 "instrument_id": rec["instrument_id"].astype(np.int64),
-                **{c: rec[c].astype(np.float64) / _PRICE for c in ("open", "high", "low", "close")},
+                **{c: read.float_prices(rec[c]) for c in ("open", "high", "low", "close")},
                 "volume": rec["volume"].astype(np.int64),
             },
             index=pd.DatetimeIndex(pd.to_datetime(rec["ts_event"].astype(np.int64), utc=True), name="ts_event"),
         )
         return frame.sort_index(kind="stable")
-
-
-@dataclass
-class _Counts:
-    records: int = 0
-    inserted: int = 0
-    updated: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    replayed: int = 0
-    reconnects: int = 0
-    batches: int = 0
 
 
 @dataclass
@@ -228,7 +217,7 @@ class _SchemaState:
 
 @dataclass
 class _Shared:
-    counts: _Counts = field(default_factory=_Counts)
+    counts: registry.Progress = field(default_factory=registry.Progress)  # the session's totals
     state: str = "connecting"
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -315,14 +304,7 @@ class LiveHandle:
                 id=self.id,
                 state=sh.state,
                 request=self.request,
-                records=c.records,
-                inserted=c.inserted,
-                updated=c.updated,
-                duplicates=c.duplicates,
-                quarantined=c.quarantined,
-                replayed=c.replayed,
-                reconnects=c.reconnects,
-                batches=c.batches,
+                **{k: getattr(c, k) for k in registry.COUNTERS},
                 last_ts_event=None if sh.last_ts is None else pd.Timestamp(sh.last_ts, tz="UTC"),
                 buffered=len(self._buffer),
                 backpressure_waits=self._buffer.waits,
@@ -502,7 +484,7 @@ class LiveHandle:
                 self._note(payload.text)
             elif isinstance(payload, Mapping):
                 mappings.append(payload)
-        c = _Counts()
+        c = registry.Progress()  # what this batch adds
         stored: dict[Schema, Records] = {}
         name = f"live session {self.id}"
         req = self.request
@@ -522,28 +504,15 @@ class LiveHandle:
                 st.last_ts = top if st.last_ts is None else max(st.last_ts, top)
                 last = st.last_ts if last is None else max(last, st.last_ts)
                 stored[schema] = self._load(cur, schema, records, c)
-            stop = registry.advance(
-                cur,
-                self._session.schema,
-                self.id,
-                registry.Progress(
-                    records=c.records,
-                    inserted=c.inserted,
-                    updated=c.updated,
-                    duplicates=c.duplicates,
-                    quarantined=c.quarantined,
-                    replayed=c.replayed,
-                    reconnects=self._pending_reconnects,
-                    batches=1 if items else 0,
-                    last_ts_event=None if last is None else pd.Timestamp(last, tz="UTC").to_pydatetime(warn=False),
-                ),
-            )
+            c.reconnects, c.batches = self._pending_reconnects, 1 if items else 0
+            c.last_ts_event = None if last is None else pd.Timestamp(last, tz="UTC").to_pydatetime(warn=False)
+            stop = registry.advance(cur, self._session.schema, self.id, c)
         with self._committed:
             self._pending_reconnects = 0
             t = self._shared.counts
-            for k in ("records", "inserted", "updated", "duplicates", "quarantined", "replayed"):
-                setattr(t, k, getattr(t, k) + getattr(c, k))
-            t.batches += 1 if items else 0
+            for k in registry.COUNTERS:
+                if k != "reconnects":  # the totals count a reconnect when it happens, the row at the next commit
+                    setattr(t, k, getattr(t, k) + getattr(c, k))
             if last is not None:
                 self._shared.last_ts = last if self._shared.last_ts is None else max(self._shared.last_ts, last)
             self._items_done += len(items)
@@ -592,7 +561,7 @@ class LiveHandle:
             load.upsert_symbology(cur, self._session.schema, self.request.dataset, grown)
         return grown
 
-    def _load(self, cur: Any, schema: Schema, records: Records, c: _Counts) -> Records:
+    def _load(self, cur: Any, schema: Schema, records: Records, c: registry.Progress) -> Records:
         """Number, validate, quarantine and load one schema's records; returns the valid ones."""
         name = self._session.schema
         req = self.request
@@ -608,7 +577,7 @@ class LiveHandle:
             found = load.known_instruments(cur, name, req.dataset, missing)
             self._known.update(int(i) for i in found)
             known = np.array(sorted(self._known), dtype=np.int64)
-        rejected = validate(records, schema, 0, _FAR, known)
+        rejected = validate(records, schema, 0, INT64_MAX, known)
         if len(rejected.index):
             bad = [
                 load.BadRow(rule, reason, record_to_json(records[j]), int(dup_idx[j]) if dup_idx is not None else 0)

@@ -12,13 +12,12 @@ from collections.abc import Iterable
 import numpy as np
 
 from hdi_lab.dbn.decoder import Decoded, Mapping, decode, store_from_bytes
-from hdi_lab.dbn.writer import Records, encode_metadata
+from hdi_lab.dbn.writer import UNDEF_TIMESTAMP, Records, encode_metadata
 from hdi_lab.schemas import Schema
 
 __all__ = ["decode_live", "live_mapping"]
 
 _DAY_NS = 86_400_000_000_000
-_UNDEF_TS = (1 << 64) - 1
 
 
 def decode_live(
@@ -39,9 +38,9 @@ def live_mapping(stype_in: str, symbol: str, instrument_id: int, start_ts: int, 
     ``instrument_id`` from the UTC day of ``start_ts`` (else of ``ts_event``) to the day ``end_ts`` falls in
     (exclusive; undefined: the day after the start). A session running past midnight extends it
     (see :func:`hdi_lab.core.live`)."""
-    first = start_ts if 0 < start_ts != _UNDEF_TS else ts_event
+    first = start_ts if 0 < start_ts != UNDEF_TIMESTAMP else ts_event
     d0 = _day(first)
-    d1 = _day(end_ts - 1) + dt.timedelta(days=1) if 0 < end_ts != _UNDEF_TS and end_ts > first else d0
+    d1 = _day(end_ts - 1) + dt.timedelta(days=1) if 0 < end_ts != UNDEF_TIMESTAMP and end_ts > first else d0
     return Mapping(stype_in, symbol, d0, max(d1, d0 + dt.timedelta(days=1)), int(instrument_id))
 
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
 
 import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.storage.cursor import fetch_frame, one, quote, transaction
 
-__all__ = ["COLUMNS", "Progress", "advance", "close", "frame", "insert", "request_stop", "row"]
+__all__ = ["COLUMNS", "COUNTERS", "Progress", "advance", "close", "frame", "insert", "request_stop"]
 
-#: the columns :func:`frame` and :func:`row` return, in order
+#: the columns :func:`frame` returns, in order
 COLUMNS = (
     "id",
     "status",
@@ -45,9 +44,9 @@ COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Progress:
-    """What one committed batch adds to its session's row."""
+    """A session's counts: what one committed batch adds to its row (:func:`advance`), or their running sum."""
 
     records: int = 0
     inserted: int = 0
@@ -58,6 +57,10 @@ class Progress:
     reconnects: int = 0
     batches: int = 0
     last_ts_event: dt.datetime | None = None
+
+
+#: the counters of :class:`Progress`: the columns of ``live_sessions`` that :func:`advance` adds to
+COUNTERS: tuple[str, ...] = tuple(f.name for f in fields(Progress) if f.name != "last_ts_event")
 
 
 def _t(conn: psycopg2.extensions.connection, schema: str) -> str:
@@ -90,23 +93,11 @@ def insert(
 def advance(cur: psycopg2.extensions.cursor, schema: str, session_id: int, p: Progress) -> bool:
     """Add ``p`` to the session's row and mark it alive (in the caller's transaction); returns whether a stop
     was requested. Raises StorageError (through the caller's transaction)."""
+    added = ", ".join(f"{c} = {c} + %s" for c in COUNTERS)
     cur.execute(
-        f"UPDATE {_t(cur.connection, schema)} SET records = records + %s, inserted = inserted + %s, "
-        "updated = updated + %s, duplicates = duplicates + %s, quarantined = quarantined + %s, "
-        "replayed = replayed + %s, reconnects = reconnects + %s, batches = batches + %s, heartbeat_at = now(), "
+        f"UPDATE {_t(cur.connection, schema)} SET {added}, heartbeat_at = now(), "
         "last_ts_event = GREATEST(last_ts_event, %s) WHERE id = %s RETURNING stop_requested",
-        (
-            p.records,
-            p.inserted,
-            p.updated,
-            p.duplicates,
-            p.quarantined,
-            p.replayed,
-            p.reconnects,
-            p.batches,
-            p.last_ts_event,
-            session_id,
-        ),
+        (*(getattr(p, c) for c in COUNTERS), p.last_ts_event, session_id),
     )
     found = cur.fetchone()
     return bool(found and found[0])
@@ -131,14 +122,6 @@ def request_stop(conn: psycopg2.extensions.connection, schema: str, ids: Sequenc
             (None if ids is None else list(ids), None if ids is None else list(ids)),
         )
         return sorted(int(r[0]) for r in cur.fetchall())
-
-
-def row(conn: psycopg2.extensions.connection, schema: str, session_id: int) -> dict[str, Any] | None:
-    """One session's row (:data:`COLUMNS`), or None. Raises StorageError."""
-    with transaction(conn) as cur:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM {_t(conn, schema)} WHERE id = %s", (session_id,))
-        found = cur.fetchone()
-    return None if found is None else dict(zip(COLUMNS, found, strict=True))
 
 
 def frame(conn: psycopg2.extensions.connection, schema: str, limit: int = 50) -> pd.DataFrame:

@@ -64,8 +64,6 @@ def gateway_of(settings: Settings) -> tuple[str | None, int]:
 class DatabentoFeed:
     """One live session's connection to Databento's live gateway (see the module docstring)."""
 
-    name = "databento"
-
     def __init__(
         self,
         settings: Settings,

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from hdi_lab.config import Settings
-from hdi_lab.dbn import Mapping
+from hdi_lab.dbn import INT64_MAX, Mapping
 from hdi_lab.errors import ProviderError, UnavailableError, ValidationError
 from hdi_lab.providers.ib.client import IbApiError, IbConnection, IbDisconnected
 from hdi_lab.providers.ib.contracts import ContractSpec, IbInstrument, parse_contract
@@ -63,8 +63,6 @@ class _Subscription:
 
 class IbFeed:
     """One live session's keep-up-to-date 1-minute bars from TWS / IB Gateway (see the module docstring)."""
-
-    name = "ib"
 
     def __init__(
         self,
@@ -125,7 +123,7 @@ class IbFeed:
                 return
             step = self.schema.bar_seconds * 1_000_000_000
             rec = bar_records(
-                bars, self.schema, self.publisher_id, sub.inst.con_id, self.what, sub.put_until + 1, 2**63 - 1
+                bars, self.schema, self.publisher_id, sub.inst.con_id, self.what, sub.put_until + 1, INT64_MAX
             )
             if not len(rec):
                 return
