@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,7 @@ from common import Row
 
 import hdi_lab
 from hdi_lab import calendars
+from hdi_lab.core.session import HdiSession
 from hdi_lab.providers.sample import SampleProvider
 from hdi_lab.storage import counts
 
@@ -55,6 +57,29 @@ def _symbol_sets() -> list[list[str]]:
     for k in (1, 2, 3):
         sets += [list(c) for c in itertools.combinations(EQUITIES, k)]
     return sets
+
+
+def _up_to_date(sess: HdiSession, until: pd.Timestamp) -> Callable[[], object]:
+    """The timed call: an update of every subscription, which must find nothing to do."""
+
+    def again() -> object:
+        report = hdi_lab.update(until=until, session=sess)
+        if not report.up_to_date:
+            raise AssertionError(f"not up to date:\n{report}")
+        return report
+
+    return again
+
+
+def _dry_run(sess: HdiSession, until: pd.Timestamp, planned: list[int]) -> Callable[[], object]:
+    """The timed call: a dry run of every subscription, each run's chunks appended to ``planned``."""
+
+    def dry() -> object:
+        report = hdi_lab.update(until=until, dry_run=True, session=sess)
+        planned.append(sum(len(p.chunks) for p in report.plans))
+        return report
+
+    return dry
 
 
 def _large_setup(url: str, sch: str, n: int, until: pd.Timestamp) -> int:
@@ -133,14 +158,7 @@ def run_large(args: argparse.Namespace) -> list[Row]:
         logged = _large_setup(url, sch, n, until)
         print(f"[{BENCH}] large setup: {n} subscriptions, {logged:,} chunks in {time.perf_counter() - t0:.1f}s")
         sess = common.session(url, sch)
-
-        def again() -> object:
-            report = hdi_lab.update(until=until, session=sess)
-            if not report.up_to_date:
-                raise AssertionError(f"not up to date:\n{report}")
-            return report
-
-        timing = common.best_of(again, args.repeat)
+        timing = common.best_of(_up_to_date(sess, until), args.repeat)
         sess.close()
     return [
         Row(
@@ -161,13 +179,7 @@ def run_dry(args: argparse.Namespace) -> list[Row]:
         for schema, sym in (("ohlcv-1m", "AAPL"), ("ohlcv-1m", "MSFT"), ("ohlcv-1m", "NVDA"), ("ohlcv-1h", "AAPL")):
             hdi_lab.watch("sample", schema=schema, symbols=sym, since=LARGE_SINCE, session=sess)
         planned: list[int] = []
-
-        def dry() -> object:
-            report = hdi_lab.update(until=until, dry_run=True, session=sess)
-            planned.append(sum(len(p.chunks) for p in report.plans))
-            return report
-
-        timing = common.best_of(dry, args.repeat)
+        timing = common.best_of(_dry_run(sess, until, planned), args.repeat)
         sess.close()
     return [
         Row(
@@ -185,7 +197,6 @@ def run_dry_databento(args: argparse.Namespace) -> list[Row]:
     from fake_databento import KEY, FakeDatabento
 
     from hdi_lab.config import load_settings
-    from hdi_lab.core.session import HdiSession
 
     until = LARGE_SINCE + pd.DateOffset(years=args.years)
     with (
@@ -202,14 +213,8 @@ def run_dry_databento(args: argparse.Namespace) -> list[Row]:
                 "databento", dataset="GLBX.MDP3", schema="ohlcv-1m", symbols=sym, since=LARGE_SINCE, session=sess
             )
         planned: list[int] = []
-
-        def dry() -> object:
-            report = hdi_lab.update(until=until, dry_run=True, session=sess)
-            planned.append(sum(len(p.chunks) for p in report.plans))
-            return report
-
         try:
-            timing = common.best_of(dry, args.repeat)
+            timing = common.best_of(_dry_run(sess, until, planned), args.repeat)
             asked = fake.count("metadata.get_cost") + fake.count("metadata.get_record_count")
         finally:
             sess.close()
@@ -240,14 +245,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         print(f"[{BENCH}] setup: {rows_stored:,} bars in {time.perf_counter() - t0:.1f}s", flush=True)
         calendars.sessions("CMES", SINCE.date(), SINCE.date())  # the calendars are built once per process
         calendars.sessions("XNAS", SINCE.date(), SINCE.date())
-
-        def again() -> object:
-            report = hdi_lab.update(until=until, session=sess)
-            if not report.up_to_date:
-                raise AssertionError(f"not up to date:\n{report}")
-            return report
-
-        timing = common.best_of(again, args.repeat)
+        timing = common.best_of(_up_to_date(sess, until), args.repeat)
         sess.close()
     best = timing.best
     return [

@@ -302,6 +302,8 @@ def test_repair_of_a_range_rebuilds_only_that_range(session: HdiSession, tmp_pat
     }
     counts.repair(session.connection(), session.schema)
     assert _stored_counts(session) == before
+    with pytest.raises(ValidationError, match="start='soon' is not a date or timestamp"):
+        counts.repair(session.connection(), session.schema, "ohlcv_1m", "soon")
 
 
 def test_migration_10_counts_the_bars_stored_before_it(pg_url: str, db_schema: str, tmp_path: Path) -> None:

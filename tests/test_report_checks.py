@@ -151,6 +151,10 @@ def test_window() -> None:
     for bad in (dict(date="2024-01-03", start="2024-01-01"), dict(end="2024-01-03"), dict(date="nope")):
         with pytest.raises(ValidationError):
             report.window(**bad)
+    with pytest.raises(ValidationError, match="date='nope' is not a date or timestamp"):
+        report.window("nope")
+    with pytest.raises(ValidationError, match="date is required"):  # an empty text is no day (was a crash)
+        report.window("")
     with pytest.raises(ValidationError, match="empty"):
         report.window(start="2024-01-03", end="2024-01-03")
 

@@ -36,7 +36,7 @@ from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import subscriptions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, ValidationError
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import Schema, parse_time
 from hdi_lab.storage import report as stored
 
 __all__ = [
@@ -377,18 +377,13 @@ def window(date: object = None, start: object = None, end: object = None) -> tup
         raise ValidationError("give a date or a start and end, not both")
     if start is None and end is not None:
         raise ValidationError("give the start of the range too")
-    try:
-        if start is None:
-            day = pd.Timestamp.now(tz="UTC") if date is None else pd.Timestamp(str(date))
-            lo = (day if day.tzinfo else day.tz_localize("UTC")).tz_convert("UTC").normalize()
-            return lo, lo + pd.Timedelta(days=1)
-        a, b = pd.Timestamp(str(start)), None if end is None else pd.Timestamp(str(end))
-    except ValueError as exc:
-        raise ValidationError(f"not a date: {exc}") from None
-    lo = (a if a.tzinfo else a.tz_localize("UTC")).tz_convert("UTC").normalize()
-    if b is None:
+    if start is None:
+        lo = (pd.Timestamp.now(tz="UTC") if date is None else parse_time(date, "date")).normalize()
         return lo, lo + pd.Timedelta(days=1)
-    hi = (b if b.tzinfo else b.tz_localize("UTC")).tz_convert("UTC")
+    lo = parse_time(start, "start").normalize()
+    if end is None:
+        return lo, lo + pd.Timedelta(days=1)
+    hi = parse_time(end, "end")
     hi = hi.normalize() + (pd.Timedelta(days=1) if hi != hi.normalize() else pd.Timedelta(0))
     if hi <= lo:
         raise ValidationError(f"the range {lo.date()} to {hi.date()} is empty: the end is exclusive")

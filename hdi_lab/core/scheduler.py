@@ -47,7 +47,7 @@ import pandas as pd
 from hdi_lab import calendars
 from hdi_lab.core import update as updater
 from hdi_lab.core.session import HdiSession
-from hdi_lab.core.subscriptions import Subscription, cron_fields
+from hdi_lab.core.subscriptions import CRON_FIELDS, Subscription, cron_fields
 from hdi_lab.errors import ConfigError, HdiError, ValidationError
 from hdi_lab.extras import require
 from hdi_lab.schemas import parse_time
@@ -172,8 +172,8 @@ def schedule_of(sub: Subscription) -> str:
     Raises ValidationError for a bad ``cron`` option; MissingDependency without the ``scheduler`` extra."""
     trigger_of(sub)  # validates the fields
     f = _cron_fields(sub)
-    names = ("minute", "hour", "day", "month", "day_of_week")
-    fields = [f.get(n, "*") for n in ("second", *names)] if "second" in f else [f.get(n, "*") for n in names]
+    names = ("second", *CRON_FIELDS) if "second" in f else CRON_FIELDS
+    fields = [f.get(n, "*") for n in names]
     return " ".join([*fields, f["timezone"]])
 
 

@@ -38,6 +38,7 @@ from hdi_lab.storage import subscriptions as table
 __all__ = [
     "COLUMNS",
     "CRON_EXAMPLE",
+    "CRON_FIELDS",
     "DEFAULT_INTERVAL",
     "OPTIONS",
     "Subscription",
@@ -64,7 +65,8 @@ OPTIONS = {
 DEFAULT_INTERVAL = "1d"
 #: a valid ``cron`` option, as the errors about one show it: weekdays at 22:30 UTC
 CRON_EXAMPLE = "30 22 * * mon-fri"
-_CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+#: the five crontab fields of a ``cron`` option, in order, as APScheduler's ``CronTrigger`` names them
+CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 _CRON_HELP = (
     f"give five cron fields in UTC, minute hour day month weekday, e.g. '{CRON_EXAMPLE}' (or six, seconds first)"
 )
@@ -78,7 +80,7 @@ def cron_fields(cron: object) -> dict[str, str]:
     if not isinstance(cron, str) or not cron.strip():
         raise ValidationError(f"cron {cron!r} is not a cron expression: {_CRON_HELP}")
     fields = cron.split()
-    names: tuple[str, ...] = _CRON_FIELDS
+    names: tuple[str, ...] = CRON_FIELDS
     if len(fields) == 6:
         names = ("second", *names)
     elif len(fields) != 5:

@@ -37,7 +37,7 @@ __all__ = ["LOG_ROWS", "NEXT_RUN", "STATUS_COLORS", "SUBSCRIPTION_COLUMNS", "Ope
 #: what the "next run" column says: no scheduler runs updates yet, so they run when someone runs them
 NEXT_RUN = "run `hdi update` / the scheduler"
 #: the colour each report status is drawn in
-STATUS_COLORS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828"}
+STATUS_COLORS = {status: report_view.COLORS[status] for status in reporter.STATUSES}
 SUBSCRIPTION_COLUMNS = (
     "subscription",
     "provider",

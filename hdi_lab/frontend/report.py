@@ -20,11 +20,12 @@ from hdi_lab.frontend.options import REPORT_FORMATS
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["FORMATS", "render", "render_html", "render_json", "render_text", "write"]
+__all__ = ["COLORS", "FORMATS", "render", "render_html", "render_json", "render_text", "write"]
 
 #: the formats of ``hdi report --format`` (declared with the options)
 FORMATS = REPORT_FORMATS
-_COLORS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828", "info": "#607d8b"}
+#: the colour each report status and finding severity is drawn in
+COLORS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828", "info": "#607d8b"}
 _SHOWN = 50  # findings listed in the text report (the JSON and HTML have them all)
 
 
@@ -152,7 +153,7 @@ def _findings_chart(report: Report) -> go.Figure:
                 x=list(CHECKS),
                 y=[int(counts.get((c, sev), 0)) for c in CHECKS],
                 name=sev,
-                marker_color=_COLORS[sev],
+                marker_color=COLORS[sev],
             )
             for sev in SEVERITIES
         ]
@@ -180,7 +181,7 @@ def render_html(report: Report) -> str:
         for i, fig in enumerate(figures)
     ]
     esc = html.escape
-    color = _COLORS[report.status]
+    color = COLORS[report.status]
     sections = [
         (f"Ingested (estimated cost {_cost(report.cost_usd)})", _html_table(_costs(report.ingests))),
         ("Ingested per subscription", _html_table(_costs(report.subscriptions))),

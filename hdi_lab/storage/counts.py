@@ -34,6 +34,7 @@ import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.errors import StorageError, ValidationError
+from hdi_lab.schemas import parse_time
 from hdi_lab.storage import copy
 from hdi_lab.storage.cursor import quote, transaction
 from hdi_lab.storage.tables import TABLES as _ALL_TABLES
@@ -265,24 +266,13 @@ def repair(
 
     Raises ValidationError (no bar table, a bad date) and StorageError."""
     names = TABLES if table is None else (_table(table),)
-    first = None if start is None else _day(start, "start")
-    last = None if end is None else _day(end, "end")
+    first = None if start is None else parse_time(start, "start").normalize()
+    last = None if end is None else parse_time(end, "end").normalize()
     written = 0
     with transaction(conn) as cur:
         for name in names:
             written += _rebuild(cur, schema, name, first, last, instrument_ids)
     return written
-
-
-def _day(value: object, what: str) -> pd.Timestamp:
-    try:
-        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what}={value!r} is not a date or timestamp: give e.g. 2024-01-02") from exc
-    if stamp is pd.NaT:
-        raise ValidationError(f"{what}={value!r} is not a date or timestamp: give e.g. 2024-01-02")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.normalize()
 
 
 class Trust(NamedTuple):

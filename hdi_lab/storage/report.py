@@ -66,6 +66,15 @@ BAR_COLUMNS = ("dataset", "instrument_id", "publisher_id", "ts_event", "open", "
 QUOTE_COLUMNS = ("dataset", "instrument_id", "publisher_id", "ts_event", "bid_px", "ask_px")
 
 
+def _sums(columns: tuple[str, ...], prefix: str) -> str:
+    """SQL: the sums of the ingest-log columns named after ``chunks`` in ``columns`` (from the table or alias
+    ``prefix``), each named as its column: durations and costs as float8, counts as bigint."""
+    summed = columns[columns.index("chunks") + 1 :]
+    return ", ".join(
+        f"sum({prefix}{c})::{'float8' if c in ('seconds', 'cost_usd') else 'bigint'} AS {c}" for c in summed
+    )
+
+
 def _frame(cur: psycopg2.extensions.cursor, columns: tuple[str, ...]) -> pd.DataFrame:
     frame = fetch_frame(cur)
     return pd.DataFrame(columns=list(columns)) if frame.empty else frame
@@ -81,11 +90,7 @@ def ingests(conn: psycopg2.extensions.connection, schema: str, lo: pd.Timestamp,
     with transaction(conn) as cur:
         cur.execute(
             "SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, provider, dataset, schema, count(*) AS chunks, "
-            "sum(fetched)::bigint AS fetched, "
-            "sum(inserted)::bigint AS inserted, sum(updated)::bigint AS updated, sum(deleted)::bigint AS deleted, "
-            "sum(duplicates)::bigint AS duplicates, sum(quarantined)::bigint AS quarantined, "
-            "sum(seconds)::float8 AS seconds, sum(cost_usd)::float8 AS cost_usd "
-            f"FROM {log} WHERE finished_at >= %s AND finished_at < %s "
+            f"{_sums(INGEST_COLUMNS, '')} FROM {log} WHERE finished_at >= %s AND finished_at < %s "
             "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
             (lo, hi),
         )
@@ -105,9 +110,7 @@ def subscription_ingests(
     with transaction(conn) as cur:
         cur.execute(
             "SELECT coalesce(s.name, s.id::text) AS subscription, s.provider, s.dataset, s.schema, "
-            "count(*) AS chunks, sum(l.fetched)::bigint AS fetched, sum(l.inserted)::bigint AS inserted, "
-            "sum(l.updated)::bigint AS updated, sum(l.deleted)::bigint AS deleted, "
-            "sum(l.seconds)::float8 AS seconds, sum(l.cost_usd)::float8 AS cost_usd "
+            f"count(*) AS chunks, {_sums(SUBSCRIPTION_COLUMNS, 'l.')} "
             f"FROM {subs} s JOIN {log} l ON l.provider = s.provider AND l.dataset = s.dataset "
             "AND l.stype_in = s.stype_in AND l.symbols @> s.symbols AND l.symbols <@ s.symbols "
             "AND l.schema IN (s.schema, 'definition') "

@@ -3,10 +3,9 @@ the name of the table APScheduler's SQLAlchemy job store keeps its jobs in (in t
 
 from __future__ import annotations
 
-import psycopg2
 import psycopg2.extensions
 
-from hdi_lab.storage.cursor import storage_error
+from hdi_lab.storage.cursor import transaction
 
 __all__ = ["JOBS_TABLE", "check_held", "held", "try_lock"]
 
@@ -21,13 +20,9 @@ def try_lock(conn: psycopg2.extensions.connection, schema: str) -> bool:
     closes); returns whether it was taken (False: another connection holds it).
 
     Raises StorageError when the database fails."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT pg_try_advisory_lock(k1, k2) FROM ({_KEY}) AS k(k1, k2)", (schema,))
-            row = cur.fetchone()
-        conn.commit()  # the lock is the session's: no transaction is left open while it is held
-    except psycopg2.Error as exc:
-        raise storage_error(exc, conn) from exc
+    with transaction(conn) as cur:  # the lock is the session's: no transaction is left open while it is held
+        cur.execute(f"SELECT pg_try_advisory_lock(k1, k2) FROM ({_KEY}) AS k(k1, k2)", (schema,))
+        row = cur.fetchone()
     return bool(row and row[0])
 
 
@@ -36,12 +31,8 @@ def check_held(conn: psycopg2.extensions.connection) -> None:
     connection, so a live connection still holds it.
 
     Raises StorageError when the connection is lost (the lock with it: another scheduler may take over)."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-        conn.commit()
-    except psycopg2.Error as exc:
-        raise storage_error(exc, conn) from exc
+    with transaction(conn) as cur:
+        cur.execute("SELECT 1")
 
 
 def held(conn: psycopg2.extensions.connection, schema: str) -> bool:
@@ -49,16 +40,12 @@ def held(conn: psycopg2.extensions.connection, schema: str) -> bool:
     the lock (a probe that took it, even briefly, could make a scheduler starting meanwhile think another runs).
 
     Raises StorageError when the database fails."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"SELECT EXISTS (SELECT 1 FROM pg_locks l, ({_KEY}) AS k(k1, k2) WHERE l.locktype = 'advisory' "
-                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND l.classid = k.k1::oid AND l.objid = k.k2::oid AND l.objsubid = 2 AND l.granted)",
-                (schema,),
-            )
-            row = cur.fetchone()
-        conn.commit()
-    except psycopg2.Error as exc:
-        raise storage_error(exc, conn) from exc
+    with transaction(conn) as cur:
+        cur.execute(
+            f"SELECT EXISTS (SELECT 1 FROM pg_locks l, ({_KEY}) AS k(k1, k2) WHERE l.locktype = 'advisory' "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = k.k1::oid AND l.objid = k.k2::oid AND l.objsubid = 2 AND l.granted)",
+            (schema,),
+        )
+        row = cur.fetchone()
     return bool(row and row[0])
