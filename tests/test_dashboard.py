@@ -51,6 +51,14 @@ def test_subscription_status_last_update_gaps_and_status() -> None:
 
 
 @pytest.mark.unit
+def test_subscription_status_shows_the_schedulers_next_run() -> None:
+    table = subscription_status(
+        SUBS, LOG, COVERAGE, {int(SUBS["id"].iloc[1]): pd.Timestamp("2024-03-01 22:30", tz="UTC")}
+    )
+    assert list(table["next_run"]) == [NEXT_RUN, "2024-03-01 22:30 UTC", NEXT_RUN]
+
+
+@pytest.mark.unit
 def test_subscription_status_of_nothing() -> None:
     empty_log = LOG.iloc[:0]
     table = subscription_status(SUBS, empty_log, COVERAGE.iloc[:0])

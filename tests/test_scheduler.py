@@ -241,3 +241,16 @@ def test_a_scheduler_that_loses_its_lock_stops(session: HdiSession) -> None:
         thread.join(30)
     assert not thread.is_alive() and len(failed) == 1
     assert str(failed[0]).startswith("lost the connection to PostgreSQL")
+
+
+def test_the_dashboard_shows_each_jobs_next_run(session: HdiSession, caplog: pytest.LogCaptureFixture) -> None:
+    """Once a scheduler stored its jobs, the operations dashboard's next-run column is each job's next run."""
+    from hdi_lab.frontend.dashboard import Operations
+
+    hdi_lab.watch("sample", schema="ohlcv-1d", symbols="AAPL", since="2024-01-02", name="aapl", session=session)
+    with caplog.at_level(logging.INFO):
+        _run_until(session, lambda: "subscription 1 (aapl) scheduled" in caplog.text, until="2024-01-03")
+    (job,) = scheduler.jobs(session)
+    assert job.next_run is not None
+    page = Operations(session, start="2024-01-02", end="2024-01-03")
+    assert list(page.table["next_run"]) == [job.next_run.strftime("%Y-%m-%d %H:%M UTC")]

@@ -13,14 +13,15 @@ core (:func:`hdi_lab.core.report.report`, :func:`hdi_lab.core.catalog.status`, :
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from hdi_lab.core import catalog, live, quarantine, subscriptions
 from hdi_lab.core import report as reporter
 from hdi_lab.core.session import HdiSession
+from hdi_lab.errors import MissingDependency
 from hdi_lab.extras import require
 from hdi_lab.frontend import charts
 from hdi_lab.frontend import report as report_view
@@ -34,7 +35,8 @@ w = require("ipywidgets")
 
 __all__ = ["LOG_ROWS", "NEXT_RUN", "STATUS_COLORS", "SUBSCRIPTION_COLUMNS", "Operations", "subscription_status"]
 
-#: what the "next run" column says: no scheduler runs updates yet, so they run when someone runs them
+#: what the "next run" column says of a subscription no scheduler has a job for yet (``hdi scheduler run``
+#: stores each job's next run in the database; until one does, updates run when someone runs them)
 NEXT_RUN = "run `hdi update` / the scheduler"
 #: the colour each report status is drawn in
 STATUS_COLORS = {status: report_view.COLORS[status] for status in reporter.STATUSES}
@@ -54,8 +56,13 @@ SUBSCRIPTION_COLUMNS = (
 LOG_ROWS = 1000
 
 
-def subscription_status(subs: pd.DataFrame, log: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFrame:
+def subscription_status(
+    subs: pd.DataFrame, log: pd.DataFrame, coverage: pd.DataFrame, next_runs: Mapping[int, pd.Timestamp] | None = None
+) -> pd.DataFrame:
     """One row per subscription (a :func:`hdi_lab.watches` frame) with SUBSCRIPTION_COLUMNS.
+
+    ``next_run`` is the scheduler's next run of the subscription (``next_runs``: subscription id -> UTC time, what
+    :func:`hdi_lab.core.scheduler.jobs` holds), else :data:`NEXT_RUN`.
 
     ``last_update`` is the newest ``finished_at`` of the ingest ``log`` rows (``catalog.status().recent``) of its
     provider, dataset and schema that name one of its symbols (NaT when none); ``gaps`` counts the missing
@@ -74,9 +81,9 @@ def subscription_status(subs: pd.DataFrame, log: pd.DataFrame, coverage: pd.Data
         last = pd.Timestamp(mine["finished_at"].max()) if len(mine) else pd.NaT
         n_gaps = int(((coverage["subscription"] == label) & coverage["reason"].notna()).sum()) if len(coverage) else 0
         status = "never updated" if pd.isna(last) else (f"{n_gaps} gaps" if n_gaps else "current")
-        rows.append(
-            (label, sub.provider, sub.dataset, sub.schema, sub.symbols, sub.since, last, NEXT_RUN, n_gaps, status)
-        )
+        when = (next_runs or {}).get(int(cast(int, sub.id)))
+        nxt = NEXT_RUN if when is None else _when(when)
+        rows.append((label, sub.provider, sub.dataset, sub.schema, sub.symbols, sub.since, last, nxt, n_gaps, status))
     return pd.DataFrame(rows, columns=list(SUBSCRIPTION_COLUMNS))
 
 
@@ -169,7 +176,7 @@ class Operations(RootWidget):
         found = reporter.report(self.session, self.date, start=self.start, end=self.end)
         state = catalog.status(self.session, recent=LOG_ROWS)
         subs = subscriptions.frame(subscriptions.list_all(self.session))
-        table = subscription_status(subs, state.recent, found.coverage)
+        table = subscription_status(subs, state.recent, found.coverage, _next_runs(self.session))
         open_entries = quarantine.list_entries(self.session, limit=self.recent)
         sessions = live.summary(self.session, self.recent)
         self.report, self.table, self.last_error = found, table, None
@@ -204,6 +211,18 @@ class Operations(RootWidget):
                 self.figure.add_traces(list(heat.data))
                 self.figure.layout = heat.layout
         self.chart.children = (self.figure,)
+
+
+def _next_runs(session: HdiSession) -> dict[int, pd.Timestamp]:
+    """Each scheduled subscription's next run, from the scheduler's job store; none without the ``scheduler``
+    extra. Raises StorageError."""
+    from hdi_lab.core import scheduler
+
+    try:
+        jobs = scheduler.jobs(session)
+    except MissingDependency:
+        return {}
+    return {j.subscription.id: j.next_run for j in jobs if j.next_run is not None}
 
 
 def _when(value: Any) -> str:
