@@ -204,8 +204,6 @@ class HdiMagics(Magics):
         return self._frames.track(self._sql(args, cell))
 
     def _rows(self, args: argparse.Namespace) -> pd.DataFrame:
-        from hdi_lab.core import retrieval
-
         range_ = [options.option(ref) for ref in options.QUERY_RANGE_MAGIC]
         missing = [str(opt.metavar) for opt in range_ if getattr(args, opt.name) is None]
         if missing:
@@ -213,20 +211,7 @@ class HdiMagics(Magics):
                 "hdi_query",
                 f"the following arguments are required: {', '.join(missing)} (or write SQL in a %%hdi_query cell)",
             )
-        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-        frame = retrieval.query(
-            self.session,
-            args.schema,
-            args.symbols,
-            args.start,
-            args.end,
-            dataset=args.dataset,
-            price_type=args.price_type,
-            columns=columns,
-            interval=args.interval,
-            adjust=args.adjust,
-            align=args.align,
-        )
+        frame = options.query(args, self.session)
         if args.indicators:
             from hdi_lab import features
 

@@ -91,6 +91,7 @@ __all__ = [
     "one_of",
     "option",
     "publish",
+    "query",
     "report",
     "update",
     "watch",
@@ -682,6 +683,30 @@ def executor(args: argparse.Namespace, session: HdiSession) -> DaskExecutor | No
     from hdi_lab.core.executors import executor_of
 
     return executor_of(args.executor, args.scheduler, session.settings)
+
+
+def query(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
+    """The rows the :data:`QUERY_CLI` / :data:`QUERY_MAGIC` options of ``hdi query`` and ``%hdi_query`` ask for
+    (``--columns`` comma-separated, empty items left out).
+
+    Raises what :func:`hdi_lab.core.retrieval.query` raises (ValidationError for a bad request or column,
+    StorageError, ProviderError)."""
+    from hdi_lab.core import retrieval
+
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    return retrieval.query(
+        session,
+        args.schema,
+        args.symbols,
+        args.start,
+        args.end,
+        dataset=args.dataset,
+        price_type=args.price_type,
+        columns=columns,
+        interval=args.interval,
+        adjust=args.adjust,
+        align=args.align,
+    )
 
 
 def publish(args: argparse.Namespace, session: HdiSession) -> PublishReport:
