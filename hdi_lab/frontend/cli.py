@@ -16,7 +16,7 @@ from typing import TextIO
 import pandas as pd
 
 from hdi_lab.config import load_settings
-from hdi_lab.core import catalog, ingestion, quarantine, subscriptions
+from hdi_lab.core import catalog, quarantine, subscriptions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError, ValidationError
 from hdi_lab.frontend import options
@@ -127,10 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    req = options.ingest_request(a)
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
-        report = ingestion.run(req, session, progress=update, executor=options.executor(a, session))
+        report = options.ingest(a, session, progress=update)
     except IngestError as exc:  # some files failed: every file's outcome, then the one-line error
         print(exc.report, file=out)
         for c in exc.report.chunks:

@@ -179,12 +179,9 @@ class HdiMagics(Magics):
         ``%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-05``
         or ``%hdi_ingest data/GLBX.MDP3/ohlcv-1m.dbn.zst``. Chunks already ingested are skipped.
         """
-        from hdi_lab.core import ingestion
-
-        request = options.ingest_request(args)
         update, close = progress_bar(self.progress and not args.quiet, "hdi_ingest")
         try:
-            return ingestion.run(request, self.session, progress=update, executor=options.executor(args, self.session))
+            return options.ingest(args, self.session, progress=update)
         finally:
             close()
 

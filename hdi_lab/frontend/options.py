@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 
     from hdi_lab.core.executors import DaskExecutor
     from hdi_lab.core.export import ExportProgress, ExportReport
+    from hdi_lab.core.ingestion import ProgressFn
     from hdi_lab.core.live import LiveCommit, LiveHandle
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.core.update import UpdateReport
     from hdi_lab.featurestore.publish import PublishReport
-    from hdi_lab.schemas import IngestRequest
+    from hdi_lab.schemas import IngestReport, IngestRequest
 
 __all__ = [
     "ADJUSTS",
@@ -84,6 +85,7 @@ __all__ = [
     "export",
     "fraction",
     "gaps",
+    "ingest",
     "ingest_request",
     "interval_help",
     "live",
@@ -683,6 +685,18 @@ def executor(args: argparse.Namespace, session: HdiSession) -> DaskExecutor | No
     from hdi_lab.core.executors import executor_of
 
     return executor_of(args.executor, args.scheduler, session.settings)
+
+
+def ingest(args: argparse.Namespace, session: HdiSession, progress: ProgressFn | None = None) -> IngestReport:
+    """Run the ingest the :data:`INGEST` options of ``hdi ingest`` and ``%hdi_ingest`` describe: the request of
+    :func:`ingest_request`, its chunks where :func:`executor` says.
+
+    Raises what :func:`hdi_lab.core.ingestion.run` raises (ValidationError for a bad request, executor or
+    scheduler; CostLimitError, IngestError, DataFormatError, StorageError, ProviderError, ClusterError,
+    MissingDependency)."""
+    from hdi_lab.core import ingestion
+
+    return ingestion.run(ingest_request(args), session, progress=progress, executor=executor(args, session))
 
 
 def query(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
