@@ -201,8 +201,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
-#: settings that decide where a credential is sent: never from a project file (see the module docstring)
-ROUTING = ("databento_gateway", "databento_live_gateway", "database_url", "dask_scheduler")
+#: settings that decide where a credential is sent, and what they send: never from a project file (see the
+#: module docstring)
+ROUTING: Mapping[str, str] = {
+    "databento_gateway": "the Databento API key",
+    "databento_live_gateway": "the Databento API key",
+    "database_url": "your PostgreSQL password",
+    "dask_scheduler": "your settings and their secrets (a Dask cluster's workers receive them)",
+}
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
 _CALENDAR_ENTRY = re.compile(r"^([A-Z0-9._]+(?::[A-Z0-9._]+)?)=([A-Za-z0-9_/]+)$")
@@ -329,18 +335,12 @@ def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
     A ``database_url`` carrying its own password is accepted: libpq then sends that password, not
     ``PGPASSWORD`` or ``~/.pgpass`` entries, so the file can only hand out its own secret.
     """
-    for name in ROUTING:
+    for name, what in ROUTING.items():
         if name not in table:
             continue
         if name == "database_url" and dsn.secrets(table[name]):
             continue
         opt = _BY_NAME[name]
-        what = {
-            "databento_gateway": "the Databento API key",
-            "databento_live_gateway": "the Databento API key",
-            "database_url": "your PostgreSQL password",
-            "dask_scheduler": "your settings and their secrets (a Dask cluster's workers receive them)",
-        }[name]
         raise ConfigError(
             f"{name} in {path} is refused: a file in the working directory may not decide where {what} is "
             f"sent; set {opt.env[0]} or put it in {user_config_file()} (or the file named by $HDI_CONFIG)"
