@@ -102,10 +102,6 @@ def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return frame[keep], note
 
 
-def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.object_]]:
-    return iso_times(frame.index)
-
-
 def iso_times(times: pd.Index) -> np.ndarray[Any, np.dtype[np.object_]]:
     """The UTC times as ISO 8601 strings ending in ``Z`` (naive times are taken as UTC): a chart's x.
 
@@ -138,7 +134,7 @@ def new_figure(height: int = 560) -> go.FigureWidget:
     )
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
-    fig.update_xaxes(type="date")  # the times travel as ISO strings (see _x)
+    fig.update_xaxes(type="date")  # the times travel as ISO strings (see iso_times)
     fig.update_xaxes(title_text="UTC", row=2, col=1)
     return fig
 
@@ -146,7 +142,7 @@ def new_figure(height: int = 560) -> go.FigureWidget:
 def draw(fig: go.FigureWidget, frame: pd.DataFrame, lines: dict[str, pd.Series], title: str = "") -> None:
     """Replace ``fig``'s traces with candles and volume of ``frame`` plus one line per overlay."""
     go_ = require("plotly.graph_objects", "notebook")
-    x = _x(frame)
+    x = iso_times(frame.index)
     traces: list[tuple[Any, int]] = [
         (
             go_.Candlestick(
