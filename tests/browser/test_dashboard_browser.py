@@ -8,12 +8,11 @@ test_widgets_browser.py (Debian's chromium, the playwright package).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_servers import Server, artifact_dir, chromium, jupyter_env, require_browser_tools, serve
+from browser_servers import Server, artifact_dir, chromium, jupyter_env, require_browser_tools, serve, served_copy
 
 pytestmark = pytest.mark.browser
 
@@ -27,18 +26,10 @@ RENDER_TIMEOUT_MS = 120_000
 def voila(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Server]:
     """Voila on a free port serving a temp copy of 06_operations.ipynb, its kernel on the test database."""
     require_browser_tools()
-    dirs = {
-        "JUPYTER_CONFIG_DIR": "config",
-        "JUPYTER_DATA_DIR": "data",
-        "JUPYTER_RUNTIME_DIR": "runtime",
-        "IPYTHONDIR": "ipython",
-    }
-    root = tmp_path / "root"
-    root.mkdir()
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    root = served_copy(tmp_path, NOTEBOOK)
     hdi_home = tmp_path / "hdi-home"
     hdi_home.mkdir()
-    env = jupyter_env(tmp_path, dirs, HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, HDI_HOME=str(hdi_home))
+    env = jupyter_env(tmp_path, HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, HDI_HOME=str(hdi_home))
     token = "dashboard-test"
 
     def args(port: int) -> list[str]:
