@@ -372,17 +372,28 @@ def find_config_file(environ: Mapping[str, str], cwd: Path) -> tuple[Path, Mappi
         return path, _read_toml(path)
     if (cwd / "hdi_lab.toml").is_file():
         return cwd / "hdi_lab.toml", _read_toml(cwd / "hdi_lab.toml")
-    for folder in (cwd, *cwd.parents):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            table = _read_toml(pyproject).get("tool", {}).get("hdi_lab")
-            if table is not None:
-                return pyproject, table
-            break
+    nearest = _nearest_pyproject(str(cwd))
+    if nearest is not None:
+        table = _read_toml(Path(nearest)).get("tool", {}).get("hdi_lab")
+        if table is not None:
+            return Path(nearest), table
     user = user_config_file()
     if user.is_file():
         return user, _read_toml(user)
     return None
+
+
+def _nearest_pyproject(folder: str) -> str | None:
+    """The ``pyproject.toml`` in ``folder`` or its nearest parent that has one (os.path: cheap enough for
+    :func:`fingerprint`)."""
+    while True:
+        path = os.path.join(folder, "pyproject.toml")
+        if os.path.isfile(path):
+            return path
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -473,14 +484,9 @@ def fingerprint(environ: Mapping[str, str] | None = None, cwd: Path | None = Non
     if explicit:
         files.append(_identity(os.path.expanduser(explicit)))
     else:
+        nearest = _nearest_pyproject(here)
         files.append(_identity(os.path.join(here, "hdi_lab.toml")))
-        folder = here
-        while True:  # the nearest pyproject.toml, as find_config_file looks for it
-            found = _identity(os.path.join(folder, "pyproject.toml"))
-            if found is not None or os.path.dirname(folder) == folder:
-                files.append(found)
-                break
-            folder = os.path.dirname(folder)
+        files.append(None if nearest is None else _identity(nearest))
         files.append(_identity(str(user_config_file())))
     return env, here, tuple(files)
 
