@@ -120,8 +120,8 @@ def iso_times(times: pd.Index) -> np.ndarray[Any, np.dtype[np.object_]]:
 
 def new_figure(height: int = 560) -> go.FigureWidget:
     """An empty candlestick (row 1) + volume (row 2) ``FigureWidget`` with a shared x axis."""
-    go_ = require("plotly.graph_objects", "notebook")
-    subplots = require("plotly.subplots", "notebook")
+    go_ = require("plotly.graph_objects")
+    subplots = require("plotly.subplots")
     base = subplots.make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     fig = go_.FigureWidget(base)
     fig.update_layout(
@@ -141,7 +141,7 @@ def new_figure(height: int = 560) -> go.FigureWidget:
 
 def draw(fig: go.FigureWidget, frame: pd.DataFrame, lines: dict[str, pd.Series], title: str = "") -> None:
     """Replace ``fig``'s traces with candles and volume of ``frame`` plus one line per overlay."""
-    go_ = require("plotly.graph_objects", "notebook")
+    go_ = require("plotly.graph_objects")
     x = iso_times(frame.index)
     traces: list[tuple[Any, int]] = [
         (
@@ -207,7 +207,7 @@ def coverage_heatmap(coverage: pd.DataFrame, *, title: str = "", widget: bool = 
     blank, the gap reason in the hover text. ``widget=True`` returns a ``FigureWidget`` (for ipywidgets).
 
     Raises MissingDependency without plotly (the ``notebook`` extra)."""
-    go_ = require("plotly.graph_objects", "notebook")
+    go_ = require("plotly.graph_objects")
     values, reasons = coverage_matrix(coverage)
     x = list(pd.DatetimeIndex(values.columns).strftime("%Y-%m-%d"))
     heat = go_.Heatmap(
