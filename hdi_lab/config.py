@@ -201,8 +201,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
-#: settings that decide where a credential is sent: never from a project file (see the module docstring)
-ROUTING = ("databento_gateway", "databento_live_gateway", "database_url", "dask_scheduler")
+#: settings that decide where a credential is sent, and what they send: never from a project file (see the
+#: module docstring)
+ROUTING: Mapping[str, str] = {
+    "databento_gateway": "the Databento API key",
+    "databento_live_gateway": "the Databento API key",
+    "database_url": "your PostgreSQL password",
+    "dask_scheduler": "your settings and their secrets (a Dask cluster's workers receive them)",
+}
 #: schemas that belong to PostgreSQL (or every role): hdi_lab tables need a dedicated one
 _SYSTEM_SCHEMA = re.compile(r"^(pg_.*|information_schema|public)$")
 _CALENDAR_ENTRY = re.compile(r"^([A-Z0-9._]+(?::[A-Z0-9._]+)?)=([A-Za-z0-9_/]+)$")
@@ -329,18 +335,12 @@ def _check_project_file(table: Mapping[str, Any], path: Path) -> None:
     A ``database_url`` carrying its own password is accepted: libpq then sends that password, not
     ``PGPASSWORD`` or ``~/.pgpass`` entries, so the file can only hand out its own secret.
     """
-    for name in ROUTING:
+    for name, what in ROUTING.items():
         if name not in table:
             continue
         if name == "database_url" and dsn.secrets(table[name]):
             continue
         opt = _BY_NAME[name]
-        what = {
-            "databento_gateway": "the Databento API key",
-            "databento_live_gateway": "the Databento API key",
-            "database_url": "your PostgreSQL password",
-            "dask_scheduler": "your settings and their secrets (a Dask cluster's workers receive them)",
-        }[name]
         raise ConfigError(
             f"{name} in {path} is refused: a file in the working directory may not decide where {what} is "
             f"sent; set {opt.env[0]} or put it in {user_config_file()} (or the file named by $HDI_CONFIG)"
@@ -372,17 +372,28 @@ def find_config_file(environ: Mapping[str, str], cwd: Path) -> tuple[Path, Mappi
         return path, _read_toml(path)
     if (cwd / "hdi_lab.toml").is_file():
         return cwd / "hdi_lab.toml", _read_toml(cwd / "hdi_lab.toml")
-    for folder in (cwd, *cwd.parents):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            table = _read_toml(pyproject).get("tool", {}).get("hdi_lab")
-            if table is not None:
-                return pyproject, table
-            break
+    nearest = _nearest_pyproject(str(cwd))
+    if nearest is not None:
+        table = _read_toml(Path(nearest)).get("tool", {}).get("hdi_lab")
+        if table is not None:
+            return Path(nearest), table
     user = user_config_file()
     if user.is_file():
         return user, _read_toml(user)
     return None
+
+
+def _nearest_pyproject(folder: str) -> str | None:
+    """The ``pyproject.toml`` in ``folder`` or its nearest parent that has one (os.path: cheap enough for
+    :func:`fingerprint`)."""
+    while True:
+        path = os.path.join(folder, "pyproject.toml")
+        if os.path.isfile(path):
+            return path
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -473,14 +484,9 @@ def fingerprint(environ: Mapping[str, str] | None = None, cwd: Path | None = Non
     if explicit:
         files.append(_identity(os.path.expanduser(explicit)))
     else:
+        nearest = _nearest_pyproject(here)
         files.append(_identity(os.path.join(here, "hdi_lab.toml")))
-        folder = here
-        while True:  # the nearest pyproject.toml, as find_config_file looks for it
-            found = _identity(os.path.join(folder, "pyproject.toml"))
-            if found is not None or os.path.dirname(folder) == folder:
-                files.append(found)
-                break
-            folder = os.path.dirname(folder)
+        files.append(None if nearest is None else _identity(nearest))
         files.append(_identity(str(user_config_file())))
     return env, here, tuple(files)
 

@@ -78,6 +78,10 @@ def test_query_csv(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path)
     to_stdout = pd.read_csv(io.StringIO(out), index_col="ts_event")
     assert list(to_stdout.columns) == ["price", "size"]
     np.testing.assert_array_equal(to_stdout["price"].to_numpy(), expected["price"].astype(np.int64))
+    # --columns is read as %hdi_query reads it (options.query): spaces and empty items left out
+    code, spaced, err = run_cli([*QUERY, "--format", "csv", "--price-type", "fixed", "--columns", " price, ,size,"])
+    assert code == 0, err
+    assert spaced == out
 
 
 def test_query_parquet(hdi_env: dict[str, str], session: HdiSession, tmp_path: Path) -> None:

@@ -150,6 +150,14 @@ def test_load_ext_imports_nothing_heavy_and_connects_nowhere(tmp_path: Path) -> 
         "ib_async",
         "ib_insync",
         "plotly",
+        # the change's dependencies: Arrow/Polars output, the Dask executor, exchange calendars, the scheduler
+        "pyarrow",
+        "polars",
+        "dask",
+        "distributed",
+        "exchange_calendars",
+        "sqlalchemy",
+        "apscheduler",
     }
     assert not heavy & modules
 

@@ -16,7 +16,7 @@ from IPython.core.error import UsageError
 from IPython.lib.pretty import pretty
 
 from hdi_lab import dsn
-from hdi_lab.config import load_settings, user_config_file
+from hdi_lab.config import OPTIONS, ROUTING, load_settings, user_config_file
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ConfigError
 
@@ -242,6 +242,18 @@ def test_a_project_file_may_not_route_a_credential(name: str, text: str, tmp_pat
     msg = str(info.value)
     assert "is refused: a file in the working directory may not decide where" in msg
     assert str(user_config_file()) in msg and ("HDI_DATABENTO_GATEWAY" in msg or "HDI_DATABASE_URL" in msg)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(ROUTING))
+def test_every_routing_setting_is_refused_from_a_project_file(name: str, tmp_path: Path) -> None:
+    value = "postgresql://me@evil.example/db" if name == "database_url" else "evil.example:8786"
+    (tmp_path / "hdi_lab.toml").write_text(f'{name} = "{value}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, cwd=tmp_path)
+    env = next(opt.env[0] for opt in OPTIONS if opt.name == name)
+    assert str(info.value).startswith(f"{name} in {tmp_path / 'hdi_lab.toml'} is refused: ")
+    assert f"may not decide where {ROUTING[name]} is sent; set {env} " in str(info.value)
 
 
 @pytest.mark.unit

@@ -102,10 +102,6 @@ def one_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return frame[keep], note
 
 
-def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.object_]]:
-    return iso_times(frame.index)
-
-
 def iso_times(times: pd.Index) -> np.ndarray[Any, np.dtype[np.object_]]:
     """The UTC times as ISO 8601 strings ending in ``Z`` (naive times are taken as UTC): a chart's x.
 
@@ -124,8 +120,8 @@ def iso_times(times: pd.Index) -> np.ndarray[Any, np.dtype[np.object_]]:
 
 def new_figure(height: int = 560) -> go.FigureWidget:
     """An empty candlestick (row 1) + volume (row 2) ``FigureWidget`` with a shared x axis."""
-    go_ = require("plotly.graph_objects", "notebook")
-    subplots = require("plotly.subplots", "notebook")
+    go_ = require("plotly.graph_objects")
+    subplots = require("plotly.subplots")
     base = subplots.make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     fig = go_.FigureWidget(base)
     fig.update_layout(
@@ -138,15 +134,15 @@ def new_figure(height: int = 560) -> go.FigureWidget:
     )
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
-    fig.update_xaxes(type="date")  # the times travel as ISO strings (see _x)
+    fig.update_xaxes(type="date")  # the times travel as ISO strings (see iso_times)
     fig.update_xaxes(title_text="UTC", row=2, col=1)
     return fig
 
 
 def draw(fig: go.FigureWidget, frame: pd.DataFrame, lines: dict[str, pd.Series], title: str = "") -> None:
     """Replace ``fig``'s traces with candles and volume of ``frame`` plus one line per overlay."""
-    go_ = require("plotly.graph_objects", "notebook")
-    x = _x(frame)
+    go_ = require("plotly.graph_objects")
+    x = iso_times(frame.index)
     traces: list[tuple[Any, int]] = [
         (
             go_.Candlestick(
@@ -211,7 +207,7 @@ def coverage_heatmap(coverage: pd.DataFrame, *, title: str = "", widget: bool = 
     blank, the gap reason in the hover text. ``widget=True`` returns a ``FigureWidget`` (for ipywidgets).
 
     Raises MissingDependency without plotly (the ``notebook`` extra)."""
-    go_ = require("plotly.graph_objects", "notebook")
+    go_ = require("plotly.graph_objects")
     values, reasons = coverage_matrix(coverage)
     x = list(pd.DatetimeIndex(values.columns).strftime("%Y-%m-%d"))
     heat = go_.Heatmap(

@@ -16,7 +16,7 @@ from typing import TextIO
 import pandas as pd
 
 from hdi_lab.config import load_settings
-from hdi_lab.core import catalog, ingestion, quarantine, retrieval, subscriptions
+from hdi_lab.core import catalog, quarantine, subscriptions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, IngestError, ValidationError
 from hdi_lab.frontend import options
@@ -127,10 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ingest(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    req = options.ingest_request(a)
     update, close = progress_bar(not a.quiet and err.isatty(), "hdi ingest", err)
     try:
-        report = ingestion.run(req, session, progress=update, executor=options.executor(a, session))
+        report = options.ingest(a, session, progress=update)
     except IngestError as exc:  # some files failed: every file's outcome, then the one-line error
         print(exc.report, file=out)
         for c in exc.report.chunks:
@@ -170,20 +169,7 @@ def _cmd_compare(session: HdiSession, a: argparse.Namespace, out: TextIO, err: T
 
 
 def _cmd_query(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    cols = [c.strip() for c in a.columns.split(",")] if a.columns else None
-    df = retrieval.query(
-        session,
-        a.schema,
-        a.symbols,
-        a.start,
-        a.end,
-        dataset=a.dataset,
-        price_type=a.price_type,
-        columns=cols,
-        interval=a.interval,
-        adjust=a.adjust,
-        align=a.align,
-    )
+    df = options.query(a, session)
     if a.format == "parquet" and not a.output:
         raise ValidationError("--format parquet needs --output FILE")
     if a.output and a.format != "table":

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import keyword
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -109,6 +109,12 @@ def _unquote(value: object) -> object:
     return value
 
 
+def _given(magic: Callable[..., Any], args: argparse.Namespace, names: Iterable[str]) -> list[str]:
+    """The options among ``names`` (attribute names) given on the line, i.e. not at their default, sorted."""
+    parser = magic.parser  # type: ignore[attr-defined]  # set by IPython's @magic_arguments
+    return sorted(name for name in names if getattr(args, name) != parser.get_default(name))
+
+
 def _front_end(magic: Callable[..., Any]) -> Callable[..., Any]:
     """Parse the line with the magic's own parser, run the magic on the namespace, bind ``--out``,
     and turn an HdiError into a short UsageError (chained, so the cause stays inspectable)."""
@@ -160,6 +166,14 @@ class HdiMagics(Magics):
     def _usage(self, magic: str, message: str) -> UsageError:
         return _arg_error(getattr(type(self), magic), message)
 
+    def _only_with(self, magic: str, action: str, args: argparse.Namespace, refs: Iterable[options.OptionRef]) -> None:
+        """Raise UsageError when an option of ``refs`` (those of ``%magic action`` only) is given with another
+        action."""
+        flags = {opt.name: opt.flags[-1] for opt in map(options.option, refs)}
+        given = _given(getattr(type(self), magic), args, flags)
+        if args.action != action and given:
+            raise self._usage(magic, f"{', '.join(flags[n] for n in given)}: only %{magic} {action} takes these")
+
     def close(self) -> None:
         """Stop the live sessions started here, close the session's connections, restore the DataFrame
         formatters."""
@@ -179,12 +193,9 @@ class HdiMagics(Magics):
         ``%hdi_ingest --provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 --end 2024-01-05``
         or ``%hdi_ingest data/GLBX.MDP3/ohlcv-1m.dbn.zst``. Chunks already ingested are skipped.
         """
-        from hdi_lab.core import ingestion
-
-        request = options.ingest_request(args)
         update, close = progress_bar(self.progress and not args.quiet, "hdi_ingest")
         try:
-            return ingestion.run(request, self.session, progress=update, executor=options.executor(args, self.session))
+            return options.ingest(args, self.session, progress=update)
         finally:
             close()
 
@@ -204,8 +215,6 @@ class HdiMagics(Magics):
         return self._frames.track(self._sql(args, cell))
 
     def _rows(self, args: argparse.Namespace) -> pd.DataFrame:
-        from hdi_lab.core import retrieval
-
         range_ = [options.option(ref) for ref in options.QUERY_RANGE_MAGIC]
         missing = [str(opt.metavar) for opt in range_ if getattr(args, opt.name) is None]
         if missing:
@@ -213,20 +222,7 @@ class HdiMagics(Magics):
                 "hdi_query",
                 f"the following arguments are required: {', '.join(missing)} (or write SQL in a %%hdi_query cell)",
             )
-        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-        frame = retrieval.query(
-            self.session,
-            args.schema,
-            args.symbols,
-            args.start,
-            args.end,
-            dataset=args.dataset,
-            price_type=args.price_type,
-            columns=columns,
-            interval=args.interval,
-            adjust=args.adjust,
-            align=args.align,
-        )
+        frame = options.query(args, self.session)
         if args.indicators:
             from hdi_lab import features
 
@@ -239,11 +235,7 @@ class HdiMagics(Magics):
         from hdi_lab.core import retrieval
         from hdi_lab.frontend.sqlparams import bind
 
-        parser = type(self).hdi_query.parser  # type: ignore[union-attr]  # set by IPython's @magic_arguments
-        given = [
-            name for name, value in vars(args).items() if name not in _EVERY_MAGIC and value != parser.get_default(name)
-        ]
-        if given:
+        if _given(type(self).hdi_query, args, set(vars(args)) - _EVERY_MAGIC):
             raise self._usage(
                 "hdi_query", "%%hdi_query runs the SQL in the cell: only -o/--out NAME and --verbose go on its line"
             )
@@ -348,12 +340,7 @@ class HdiMagics(Magics):
         """
         from hdi_lab.core import subscriptions
 
-        parser = type(self).hdi_watch.parser  # type: ignore[union-attr]  # set by IPython's @magic_arguments
-        add_only = {options.option(ref).name for ref in options.WATCH}
-        given = {n for n, v in vars(args).items() if n in add_only and v != parser.get_default(n)}
-        if args.action != "add" and given:
-            names = ", ".join("--" + n.replace("_", "-") for n in sorted(given))
-            raise self._usage("hdi_watch", f"{names}: only %hdi_watch add takes these")
+        self._only_with("hdi_watch", "add", args, options.WATCH)
         if (args.action == "remove") != (args.target is not None):
             what = "give the subscription's ID or NAME" if args.action == "remove" else "only remove takes ID|NAME"
             raise self._usage("hdi_watch", f"%hdi_watch {args.action}: {what}")
@@ -387,12 +374,7 @@ class HdiMagics(Magics):
         """
         from hdi_lab.core import live
 
-        parser = type(self).hdi_live.parser  # type: ignore[union-attr]  # set by IPython's @magic_arguments
-        start_only = {options.option(ref).name for ref in options.LIVE}
-        given = {n for n, v in vars(args).items() if n in start_only and v != parser.get_default(n)}
-        if args.action != "start" and given:
-            names = ", ".join("--" + n.replace("_", "-") for n in sorted(given))
-            raise self._usage("hdi_live", f"{names}: only %hdi_live start takes these")
+        self._only_with("hdi_live", "start", args, options.LIVE)
         if args.ids and args.action != "stop":
             raise self._usage("hdi_live", f"%hdi_live {args.action}: only stop takes session ids")
         if args.action == "start":

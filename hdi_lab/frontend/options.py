@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 
     from hdi_lab.core.executors import DaskExecutor
     from hdi_lab.core.export import ExportProgress, ExportReport
+    from hdi_lab.core.ingestion import ProgressFn
     from hdi_lab.core.live import LiveCommit, LiveHandle
     from hdi_lab.core.report import Report
     from hdi_lab.core.session import HdiSession
     from hdi_lab.core.subscriptions import Subscription
     from hdi_lab.core.update import UpdateReport
     from hdi_lab.featurestore.publish import PublishReport
-    from hdi_lab.schemas import IngestRequest
+    from hdi_lab.schemas import IngestReport, IngestRequest
 
 __all__ = [
     "ADJUSTS",
@@ -84,6 +85,7 @@ __all__ = [
     "export",
     "fraction",
     "gaps",
+    "ingest",
     "ingest_request",
     "interval_help",
     "live",
@@ -91,6 +93,7 @@ __all__ = [
     "one_of",
     "option",
     "publish",
+    "query",
     "report",
     "update",
     "watch",
@@ -682,6 +685,42 @@ def executor(args: argparse.Namespace, session: HdiSession) -> DaskExecutor | No
     from hdi_lab.core.executors import executor_of
 
     return executor_of(args.executor, args.scheduler, session.settings)
+
+
+def ingest(args: argparse.Namespace, session: HdiSession, progress: ProgressFn | None = None) -> IngestReport:
+    """Run the ingest the :data:`INGEST` options of ``hdi ingest`` and ``%hdi_ingest`` describe: the request of
+    :func:`ingest_request`, its chunks where :func:`executor` says.
+
+    Raises what :func:`hdi_lab.core.ingestion.run` raises (ValidationError for a bad request, executor or
+    scheduler; CostLimitError, IngestError, DataFormatError, StorageError, ProviderError, ClusterError,
+    MissingDependency)."""
+    from hdi_lab.core import ingestion
+
+    return ingestion.run(ingest_request(args), session, progress=progress, executor=executor(args, session))
+
+
+def query(args: argparse.Namespace, session: HdiSession) -> pd.DataFrame:
+    """The rows the :data:`QUERY_CLI` / :data:`QUERY_MAGIC` options of ``hdi query`` and ``%hdi_query`` ask for
+    (``--columns`` comma-separated, empty items left out).
+
+    Raises what :func:`hdi_lab.core.retrieval.query` raises (ValidationError for a bad request or column,
+    StorageError, ProviderError)."""
+    from hdi_lab.core import retrieval
+
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    return retrieval.query(
+        session,
+        args.schema,
+        args.symbols,
+        args.start,
+        args.end,
+        dataset=args.dataset,
+        price_type=args.price_type,
+        columns=columns,
+        interval=args.interval,
+        adjust=args.adjust,
+        align=args.align,
+    )
 
 
 def publish(args: argparse.Namespace, session: HdiSession) -> PublishReport:

@@ -446,7 +446,9 @@ class Coverage(_Panel):
             options=options.SCHEMAS, value=Schema.OHLCV_1M.value, description="schema", style=_WIDE
         )
         self.dataset = w.Text(value="", placeholder="e.g. GLBX.MDP3", description="dataset", style=_WIDE)
-        self.stype_in = w.Dropdown(options=options.STYPES, value=options.STYPES[0], description="stype_in", style=_WIDE)
+        self.stype_in = w.Dropdown(
+            options=options.STYPES, value=options.OPTIONS["stype_in"].default, description="stype_in", style=_WIDE
+        )
         self.start = w.DatePicker(description="start", style=_WIDE)
         self.end = w.DatePicker(description="end (excl.)", style=_WIDE)
         self.partial = w.BoundedFloatText(

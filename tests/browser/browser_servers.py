@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 __all__ = [
     "ARTIFACTS",
     "CHROMIUM",
+    "JUPYTER_DIRS",
     "SERVER_START_TIMEOUT",
     "Server",
     "artifact_dir",
@@ -36,6 +38,7 @@ __all__ = [
     "poll",
     "require_browser_tools",
     "serve",
+    "served_copy",
 ]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,6 +52,13 @@ _CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SERVER_START_TIMEOUT = 60.0
+#: the config, data, runtime and IPython dirs of every Jupyter-family server: in the test's temp dir
+JUPYTER_DIRS = {
+    "JUPYTER_CONFIG_DIR": "config",
+    "JUPYTER_DATA_DIR": "data",
+    "JUPYTER_RUNTIME_DIR": "runtime",
+    "IPYTHONDIR": "ipython",
+}
 # Read at import: the autouse clean_environ fixture removes every HDI_* variable before a test runs.
 ARTIFACTS = os.environ.get("HDI_BROWSER_ARTIFACTS")
 # No HTTP proxy from the environment for the local server.
@@ -81,18 +91,27 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
 
 
-def jupyter_env(tmp_path: Path, dirs: Mapping[str, str], **extra: str) -> dict[str, str]:
-    """The server's environment: this process's without HDI_*/JUPYTER*/IPYTHONDIR, each variable of ``dirs``
-    (name -> sub directory) pointing to a new dir under ``tmp_path/jupyter``, ``extra`` and this interpreter's
-    bin dir first on PATH."""
+def jupyter_env(tmp_path: Path, dirs: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The server's environment: this process's without HDI_*/JUPYTER*/IPYTHONDIR, each variable of
+    :data:`JUPYTER_DIRS` and ``dirs`` (name -> sub directory) pointing to a new dir under ``tmp_path/jupyter``,
+    ``extra`` and this interpreter's bin dir first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HDI_", "JUPYTER", "IPYTHONDIR"))}
-    for name, sub in dirs.items():
+    for name, sub in {**JUPYTER_DIRS, **(dirs or {})}.items():
         path = tmp_path / "jupyter" / sub
         path.mkdir(parents=True)
         env[name] = str(path)
     env.update(PYTHONUNBUFFERED="1", **extra)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def served_copy(tmp_path: Path, notebook: Path) -> Path:
+    """A new folder ``tmp_path/root`` holding a copy of ``notebook``: the server's root (the copy may be
+    changed by the run)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(notebook, root / notebook.name)
+    return root
 
 
 def _free_port() -> int:

@@ -8,12 +8,14 @@ test_widgets_browser.py (Debian's chromium, the playwright package).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_servers import Server, artifact_dir, chromium, jupyter_env, require_browser_tools, serve
+from browser_servers import Server, artifact_dir, chromium, jupyter_env, require_browser_tools, serve, served_copy
+
+import hdi_lab
+from hdi_lab.core.session import HdiSession
 
 pytestmark = pytest.mark.browser
 
@@ -27,18 +29,10 @@ RENDER_TIMEOUT_MS = 120_000
 def voila(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Server]:
     """Voila on a free port serving a temp copy of 06_operations.ipynb, its kernel on the test database."""
     require_browser_tools()
-    dirs = {
-        "JUPYTER_CONFIG_DIR": "config",
-        "JUPYTER_DATA_DIR": "data",
-        "JUPYTER_RUNTIME_DIR": "runtime",
-        "IPYTHONDIR": "ipython",
-    }
-    root = tmp_path / "root"
-    root.mkdir()
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    root = served_copy(tmp_path, NOTEBOOK)
     hdi_home = tmp_path / "hdi-home"
     hdi_home.mkdir()
-    env = jupyter_env(tmp_path, dirs, HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, HDI_HOME=str(hdi_home))
+    env = jupyter_env(tmp_path, HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, HDI_HOME=str(hdi_home))
     token = "dashboard-test"
 
     def args(port: int) -> list[str]:
@@ -58,7 +52,9 @@ def voila(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Server]:
         yield server
 
 
-def test_dashboard_served_by_voila(voila: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dashboard_served_by_voila(
+    voila: Server, tmp_path: Path, session: HdiSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     artifacts = artifact_dir(tmp_path)
@@ -87,11 +83,15 @@ def test_dashboard_served_by_voila(voila: Server, tmp_path: Path, capsys: pytest
                 assert status.get_attribute("data-status") in ("green", "amber", "red")
                 expect(page.locator(".hdi-ingests table")).to_be_visible()
                 expect(page.locator(".hdi-report-text")).to_contain_text("hdi operations report 2024-01-02")
-                # A round trip through the live kernel: Refresh redraws every section without an error.
+                # A round trip through the live kernel: a subscription added here (same database) appears only
+                # once Refresh has read everything again, and every section redraws without an error.
+                hdi_lab.watch("sample", schema="ohlcv-1m", symbols="NQH4", since="2024-01-01", name="nq_1m",
+                              session=session)  # fmt: skip
                 page.locator("button.widget-button", has_text="Refresh").click()
+                expect(page.locator(".hdi-subscriptions table tbody tr")).to_have_count(3, timeout=60_000)
+                expect(page.locator(".hdi-subscriptions table")).to_contain_text("nq_1m")
                 expect(page.locator("button.widget-button", has_text="Refresh")).to_be_enabled(timeout=60_000)
                 expect(page.locator(".hdi-error")).to_have_count(0)
-                expect(page.locator(".hdi-subscriptions table tbody tr")).to_have_count(2)
                 expect(page.locator(".jupyter-widgets-error-widget")).to_have_count(0)
                 # no code on the page (Voila strips the sources) and no failed cell
                 expect(page.get_by_text("hdi_lab.watch(")).to_have_count(0)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_servers import Server, artifact_dir, chromium, jupyter_env, poll, require_browser_tools, serve
+from browser_servers import Server, artifact_dir, chromium, jupyter_env, poll, require_browser_tools, serve, served_copy
 
 pytestmark = pytest.mark.browser
 
@@ -37,14 +36,7 @@ LOCAL_TZ = "America/New_York"
 def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Server]:
     """JupyterLab on a free port, serving a temp copy of 03_widgets.ipynb, its config in temp dirs."""
     require_browser_tools()
-    dirs = {
-        "JUPYTER_CONFIG_DIR": "config",
-        "JUPYTER_DATA_DIR": "data",
-        "JUPYTER_RUNTIME_DIR": "runtime",
-        "IPYTHONDIR": "ipython",
-        "JUPYTERLAB_SETTINGS_DIR": "settings",
-        "JUPYTERLAB_WORKSPACES_DIR": "workspaces",
-    }
+    dirs = {"JUPYTERLAB_SETTINGS_DIR": "settings", "JUPYTERLAB_WORKSPACES_DIR": "workspaces"}
     env = jupyter_env(tmp_path, dirs, HDI_DATABASE_URL=pg_url, HDI_DB_SCHEMA=db_schema, TZ=LOCAL_TZ)
     # Every cell attached to the DOM (no windowing), and no news/update toasts or requests.
     settings = Path(env["JUPYTERLAB_SETTINGS_DIR"])
@@ -56,9 +48,7 @@ def lab(tmp_path: Path, pg_url: str, db_schema: str) -> Iterator[Server]:
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    root = tmp_path / "root"
-    root.mkdir()
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    root = served_copy(tmp_path, NOTEBOOK)
     token = secrets.token_hex(16)
 
     # -m jupyterlab, not `jupyter lab` (whose jupyter-lab script may name another interpreter): the server,
