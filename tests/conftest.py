@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from fake_databento import KEY, FakeDatabento
-from helpers import drop_schema, make_session
+from helpers import TestingShell, drop_schema, hdi_shell, make_session
 
 from hdi_lab.core.session import HdiSession
 
@@ -178,3 +178,12 @@ def dbs(session: HdiSession, fake: FakeDatabento) -> Iterator[HdiSession]:
     s = databento_session(session, fake)
     yield s
     s.close()
+
+
+@pytest.fixture
+def ip(hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
+    """An IPython shell with hdi_lab's magics loaded, on the test database (``hdi_env``), in an empty folder."""
+    monkeypatch.chdir(tmp_path)  # no hdi_lab.toml / [tool.hdi_lab] from the working directory
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
+    with hdi_shell() as shell:
+        yield shell

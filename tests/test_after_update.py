@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TestingShell, hdi_shell, make_session, run_cli
+from helpers import TestingShell, make_session, run_cli
 
 import hdi_lab
 from hdi_lab import after_update, features
@@ -206,13 +206,6 @@ def test_a_chunk_reports_the_first_row_it_changed_per_instrument(session: HdiSes
     [p] = hdi_lab.update(until="2024-01-04", session=session).plans
     assert p.report is not None and (p.report.inserted, p.report.updated, p.report.deleted) == (0, 0, 1)
     assert p.changed == {other: extra}
-
-
-@pytest.fixture
-def ip(hdi_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
-    with hdi_shell() as shell:
-        yield shell
 
 
 def test_magic_watch_with_features_then_update(ip: TestingShell, session: HdiSession) -> None:

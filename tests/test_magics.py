@@ -13,14 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from conftest import FIXTURES, ROOT
-from helpers import TestingShell, decompressed, hdi_shell, read_store, row_counts
+from helpers import TestingShell, decompressed, read_store, row_counts
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -37,14 +36,6 @@ SAMPLE = "--provider sample --schema ohlcv-1m --symbols ESH4 --start 2024-01-02 
 SAMPLE_ROWS = 3 * 1380  # ESH4 trades 23 hours a day
 TRADES = FIXTURES / "GLBX.MDP3" / "test_data.trades.dbn.zst"
 EVIL = "x'); drop table ohlcv_1m;--"
-
-
-@pytest.fixture
-def ip(hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.chdir(tmp_path)  # no hdi_lab.toml / [tool.hdi_lab] from the working directory
-    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
-    with hdi_shell() as shell:
-        yield shell
 
 
 def magics(shell: InteractiveShell) -> HdiMagics:

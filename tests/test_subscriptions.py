@@ -4,7 +4,6 @@ test PostgreSQL: add, list, remove, duplicates, bad input, and the list seen fro
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fake_databento import KEY, FakeDatabento
-from helpers import TestingShell, hdi_shell, make_session, run_cli
+from helpers import TestingShell, make_session, run_cli
 from IPython.core.error import UsageError
 
 import hdi_lab
@@ -251,13 +250,6 @@ def test_cli_refuses_an_unknown_schema_and_a_remove_without_target(hdi_env: dict
 
 
 # --- %hdi_watch ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ip(hdi_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
-    with hdi_shell() as shell:
-        yield shell
 
 
 MAGIC_ES = "--provider sample --schema ohlcv-1m --symbols ESH4 --since 2024-01-02"

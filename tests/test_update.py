@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fake_databento import FakeDatabento, Fault
 from fake_ib import FakeIbGateway
-from helpers import TestingShell, hdi_shell, run_cli
+from helpers import TestingShell, run_cli
 
 import hdi_lab
 from hdi_lab.core import update as updater
@@ -246,13 +246,6 @@ def test_cli_update(hdi_env: dict[str, str], session: HdiSession) -> None:
     assert (code, out.splitlines()[0]) == (0, "1 subscriptions up to date: nothing to do")
     code, out, err = run_cli(["update", "nq"])
     assert (code, out) == (1, "") and err.startswith("hdi: error: no subscription 'nq'")
-
-
-@pytest.fixture
-def ip(hdi_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # IPython warns about a mismatched virtualenv
-    with hdi_shell() as shell:
-        yield shell
 
 
 def test_magic_update(ip: TestingShell, session: HdiSession) -> None:
