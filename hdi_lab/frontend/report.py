@@ -124,7 +124,7 @@ def render_text(report: Report) -> str:
 
 
 def _rows_per_day(report: Report) -> go.Figure:
-    go_ = require("plotly.graph_objects", "notebook")
+    go_ = require("plotly.graph_objects")
     frame = report.ingests
     per_day = (
         frame.assign(rows=frame["inserted"].astype("int64") + frame["updated"].astype("int64"))
@@ -145,7 +145,7 @@ def _rows_per_day(report: Report) -> go.Figure:
 
 
 def _findings_chart(report: Report) -> go.Figure:
-    go_ = require("plotly.graph_objects", "notebook")
+    go_ = require("plotly.graph_objects")
     counts = report.findings.groupby(["check", "severity"])["count"].sum() if len(report.findings) else pd.Series()
     fig = go_.Figure(
         [
