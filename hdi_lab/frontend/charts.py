@@ -33,6 +33,7 @@ __all__ = [
     "new_figure",
     "one_series",
     "overlays",
+    "redraw",
     "sma",
 ]
 
@@ -235,3 +236,15 @@ def coverage_heatmap(coverage: pd.DataFrame, *, title: str = "", widget: bool = 
     # Built as a Figure first: the layout of a FigureWidget changed before any view shows it never reaches
     # the page (a FigureWidget made from a whole figure starts with it).
     return go_.FigureWidget(figure) if widget else figure
+
+
+def redraw(figure: Any, new: Any) -> Any:
+    """The figure to show ``new`` in: ``figure`` (a ``FigureWidget`` already on the page) given ``new``'s traces
+    and layout in one batch update, so the page keeps its widget; ``new`` itself when there is none yet."""
+    if figure is None:
+        return new
+    with figure.batch_update():
+        figure.data = ()
+        figure.add_traces(list(new.data))
+        figure.layout = new.layout
+    return figure

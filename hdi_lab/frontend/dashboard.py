@@ -203,13 +203,7 @@ class Operations(RootWidget):
             self.figure = None
             return
         heat = charts.coverage_heatmap(coverage, title="coverage of the subscriptions", widget=True)
-        if self.figure is None:
-            self.figure = heat
-        else:
-            with self.figure.batch_update():
-                self.figure.data = ()
-                self.figure.add_traces(list(heat.data))
-                self.figure.layout = heat.layout
+        self.figure = charts.redraw(self.figure, heat)
         self.chart.children = (self.figure,)
 
 

@@ -487,14 +487,10 @@ class Coverage(_Panel):
         )
         missing = frame[frame["reason"].notna()].reset_index(drop=True)
         heat = charts.coverage_heatmap(frame, title=f"{self.symbols.value} {self.schema.value}", widget=True)
-        if self.figure is None:
-            self.figure = heat
+        first = self.figure is None
+        self.figure = charts.redraw(self.figure, heat)
+        if first:
             self.chart.children = (self.figure,)
-        else:
-            with self.figure.batch_update():
-                self.figure.data = ()
-                self.figure.add_traces(list(heat.data))
-                self.figure.layout = heat.layout
         self.frame, self.gaps = frame, missing
         shown = missing.head(self.rows).assign(session=missing["session"].head(self.rows).dt.date)
         more = f"<i>{len(missing):,} gaps in all</i>" if len(missing) > self.rows else ""
