@@ -38,7 +38,7 @@ from hdi_lab.storage import gaps as stored
 from hdi_lab.storage import symbology
 from hdi_lab.storage.symbology import Span
 
-__all__ = ["COLUMNS", "PARTIAL", "REASONS", "coverage", "gaps"]
+__all__ = ["COLUMNS", "PARTIAL", "REASONS", "coverage", "gaps", "missing"]
 
 #: the columns of :func:`gaps` and :func:`coverage`
 COLUMNS = ("symbol", "instrument_id", "session", "reason", "expected", "present")
@@ -64,7 +64,11 @@ def gaps(
     instrument) and session, :data:`COLUMNS`, by symbol and session (see the module for the reasons).
 
     Raises what :func:`coverage` raises."""
-    frame = coverage(session, schema, symbols, start, end, dataset=dataset, stype_in=stype_in, partial=partial)
+    return missing(coverage(session, schema, symbols, start, end, dataset=dataset, stype_in=stype_in, partial=partial))
+
+
+def missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """The gaps of a :func:`coverage` frame: its sessions with a reason, numbered from 0."""
     return frame[frame["reason"].notna()].reset_index(drop=True)
 
 

@@ -423,7 +423,7 @@ class Report:
     @property
     def gaps(self) -> pd.DataFrame:
         """The missing sessions of :attr:`coverage`."""
-        return self.coverage[self.coverage["reason"].notna()].reset_index(drop=True)
+        return gap_finder.missing(self.coverage)
 
     @property
     def cost_usd(self) -> float | None:
@@ -517,7 +517,7 @@ def _coverage(session: HdiSession, lo: pd.Timestamp, hi: pd.Timestamp, notes: li
 
 
 def _gap_findings(coverage: pd.DataFrame) -> pd.DataFrame:
-    missing = coverage[coverage["reason"].notna()]
+    missing = gap_finder.missing(coverage)
     if missing.empty:
         return pd.DataFrame(columns=list(FINDING_COLUMNS))
     return pd.DataFrame(

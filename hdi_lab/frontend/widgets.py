@@ -485,7 +485,7 @@ class Coverage(_Panel):
             stype_in=self.stype_in.value,
             partial=float(self.partial.value),
         )
-        missing = frame[frame["reason"].notna()].reset_index(drop=True)
+        missing = gaps.missing(frame)
         heat = charts.coverage_heatmap(frame, title=f"{self.symbols.value} {self.schema.value}", widget=True)
         first = self.figure is None
         self.figure = charts.redraw(self.figure, heat)
