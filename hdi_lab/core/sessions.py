@@ -55,7 +55,6 @@ __all__ = ["COLUMN", "bars", "check_align", "label"]
 COLUMN = "session"
 _NS = 1_000_000_000
 _DAY = 86_400 * _NS
-_OHLCV = ("open", "high", "low", "close", "volume")
 
 
 def check_align(align: str, sch: Schema, seconds: int | None) -> str:
