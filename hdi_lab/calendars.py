@@ -183,18 +183,13 @@ def sessions(calendar: str, start: DateLike, end: DateLike, *, halts: bool = Fal
 
     Raises ValidationError when ``start`` is after ``end``, a date does not parse, or the range leaves the
     calendar's bounds; ConfigError for an unknown calendar code."""
-    table = _table(calendar)
-    lo, hi = _date_ns(start), _date_ns(end)
-    if lo > hi:
-        raise ValidationError(f"sessions: start {start} is after end {end}")
-    _check_bounds(table, lo, hi)
-    i, j = np.searchsorted(table.labels, [lo, hi + 1])
+    table, rows = _rows(calendar, start, end)
     return pd.DataFrame(
         {
-            "session": pd.to_datetime(table.labels[i:j]),
-            "open": pd.to_datetime(table.opens[i:j], utc=True),
-            "close": pd.to_datetime(table.closes[i:j], utc=True),
-            "minutes": _minutes(table, slice(i, j), halts),
+            "session": pd.to_datetime(table.labels[rows]),
+            "open": pd.to_datetime(table.opens[rows], utc=True),
+            "close": pd.to_datetime(table.closes[rows], utc=True),
+            "minutes": _minutes(table, rows, halts),
         }
     )
 
@@ -207,13 +202,21 @@ def session_closes(
 
     Raises ValidationError when ``start`` is after ``end``, a date does not parse, or the range leaves the
     calendar's bounds; ConfigError for an unknown calendar code."""
+    table, rows = _rows(calendar, start, end)
+    return table.labels[rows].copy(), table.closes[rows].copy()
+
+
+def _rows(calendar: str, start: DateLike, end: DateLike) -> tuple[_Table, slice]:
+    """The calendar's table and the rows of its sessions from ``start`` to ``end`` (both included).
+
+    Raises what :func:`sessions` raises."""
     table = _table(calendar)
     lo, hi = _date_ns(start), _date_ns(end)
     if lo > hi:
         raise ValidationError(f"sessions: start {start} is after end {end}")
     _check_bounds(table, lo, hi)
     i, j = np.searchsorted(table.labels, [lo, hi + 1])
-    return table.labels[i:j].copy(), table.closes[i:j].copy()
+    return table, slice(int(i), int(j))
 
 
 def minutes(calendar: str, session: DateLike, *, halts: bool = False) -> int:
