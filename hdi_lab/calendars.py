@@ -253,7 +253,7 @@ def open_minutes(calendar: str, day: DateLike) -> npt.NDArray[np.bool_]:
     first, stop = np.searchsorted(table.closes, lo, side="right"), np.searchsorted(table.opens, hi)
     for k in range(int(first), int(stop)):
         mask[first_minute(table.opens[k]) : first_minute(table.closes[k])] = True
-        if table.break_starts[k] != np.iinfo(np.int64).min:
+        if table.break_starts[k] != NAT:
             mask[first_minute(table.break_starts[k]) : first_minute(table.break_ends[k])] = False
     return mask
 
@@ -277,15 +277,15 @@ def sessions_of(calendar: str, timestamps: pd.Series[Any] | pd.DatetimeIndex | n
     table = _table(calendar)
     index = timestamps.index if isinstance(timestamps, pd.Series) else None
     ns = _utc_ns(pd.DatetimeIndex(timestamps))
-    known = ns != np.iinfo(np.int64).min  # not NaT
-    labels = np.full(len(ns), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    known = ns != NAT
+    labels = np.full(len(ns), NAT, dtype=np.int64)
     if known.any():
         _check_bounds(table, int(ns[known].min()), int(ns[known].max()), instants=True)
         # the last session opening at or before ts; ts belongs to it when before its close (and not in its break)
         i = np.searchsorted(table.opens, ns, side="right") - 1
         safe = np.clip(i, 0, None)
         inside = known & (i >= 0) & (ns < table.closes[safe])
-        has_break = table.break_starts[safe] != np.iinfo(np.int64).min
+        has_break = table.break_starts[safe] != NAT
         inside &= ~(has_break & (ns >= table.break_starts[safe]) & (ns < table.break_ends[safe]))
         labels[inside] = table.labels[safe[inside]]
     return pd.Series(labels.view("datetime64[ns]"), index=index, name="session")
@@ -319,9 +319,9 @@ def bar_sessions(
 def _minutes(table: _Table, rows: slice, halts: bool) -> npt.NDArray[np.int64]:
     span = table.closes[rows] - table.opens[rows]
     starts, ends = table.break_starts[rows], table.break_ends[rows]
-    gap = np.where(starts != np.iinfo(np.int64).min, ends - starts, 0)
+    gap = np.where(starts != NAT, ends - starts, 0)
     if halts:
-        has = table.halt_starts[rows] != np.iinfo(np.int64).min
+        has = table.halt_starts[rows] != NAT
         span = span - np.where(has, table.halt_ends[rows] - table.halt_starts[rows], 0)
     return ((span - gap) // _MINUTE).astype(np.int64)
 
@@ -413,7 +413,7 @@ def _halts(
     name: str, labels: pd.DatetimeIndex, opens: npt.NDArray[np.int64], closes: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The calendar's :data:`DAILY_HALTS` on each session's date, clipped to the session; NaT where none."""
-    nat = np.full(len(labels), np.iinfo(np.int64).min, dtype=np.int64)
+    nat = np.full(len(labels), NAT, dtype=np.int64)
     if name not in DAILY_HALTS:
         return nat, nat.copy()
     start, end, tz = DAILY_HALTS[name]
