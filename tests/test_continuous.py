@@ -351,6 +351,14 @@ def test_continuous_symbols_pick_the_rule_and_query_adjusts(cycle: HdiSession) -
         "ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust="none", columns=["close"], session=cycle
     )
     assert list(cols.columns) == ["close"]
+    for how in ("none", "difference"):  # the columns read alone are the full series' columns
+        full = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust=how, session=cycle)
+        some = hdi_lab.query(
+            "ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust=how, columns=["close", "session"], session=cycle
+        )
+        pd.testing.assert_frame_equal(some, full[["close", "session"]])
+    with pytest.raises(ValidationError, match=r"unknown column\(s\) \['nope'\] for ohlcv-1d"):
+        hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust="none", columns=["nope"], session=cycle)
 
 
 def test_sample_data_h4_to_m4(session: HdiSession) -> None:

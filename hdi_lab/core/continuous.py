@@ -57,7 +57,6 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Adjust, Roll, Schema, parse_enum, parse_range, require_symbols
 from hdi_lab.storage import continuous as store
-from hdi_lab.storage import read
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES
@@ -485,15 +484,8 @@ def _frame(
     _check_adjustable(p)
     spans = [Span(label, s.dataset, s.instrument_id, s.lo, s.hi) for s in p.spans] if label else list(p.spans)
     syms = tuple(dict.fromkeys(s.symbol for s in spans)) or ((label,) if label else ())
-    frame = read.query(
-        session.connection(), session.schema, spec.schema, spans, syms, spec.start, spec.end, price_type, None, None
-    )
-    if not columns or sessions.COLUMN in columns:  # like every bar query: each bar's trading session
-        frame[sessions.COLUMN] = sessions.label(session, frame, spec.schema.bar_seconds * 1_000_000_000).to_numpy()
-    if columns:
-        unknown = [c for c in columns if c not in frame.columns]
-        if unknown:
-            raise ValidationError(f"unknown column(s) {unknown} for {spec.schema}: choose from {list(frame.columns)}")
+    # the read of every bar query: the session column built into the frame, ``columns`` checked and read alone
+    frame = sessions.bars(session, spec.schema, spans, syms, spec.start, spec.end, price_type, None, columns)
     frame = adjust_prices(frame, p.rolls, spec.adjust, p.fixed)
     return frame[list(columns)] if columns else frame
 
