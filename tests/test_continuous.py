@@ -552,3 +552,10 @@ def test_hdi_query_magic_and_cli_take_adjust(
         ["query", "ohlcv-1d", "--symbols", "ESH4", "--start", "2024-03-01", "--end", "2024-04-01", "--adjust", "ratio"]
     )
     assert code != 0 and "applies to continuous symbols" in err
+
+
+def test_a_bad_price_type_is_refused_with_and_without_adjust(cycle: HdiSession) -> None:
+    with pytest.raises(ValidationError, match=r"price_type='cents' is not valid: use float or fixed"):
+        hdi_lab.query("ohlcv-1d", "ESH4", "2024-02-01", "2024-02-05", price_type="cents", session=cycle)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"price_type='cents' is not valid: use float or fixed"):
+        hdi_lab.continuous("ES", "ohlcv-1d", "2024-02-01", "2024-04-01", price_type="cents", session=cycle)  # type: ignore[arg-type]

@@ -57,7 +57,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Adjust, Roll, Schema, parse_enum, parse_range, require_symbols
 from hdi_lab.storage import continuous as store
-from hdi_lab.storage.read import PriceType
+from hdi_lab.storage.read import PriceType, check_price_type
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES
 
@@ -477,8 +477,7 @@ def _frame(
     session: HdiSession, p: Plan, label: str | None, price_type: PriceType, columns: Sequence[str] | None
 ) -> pd.DataFrame:
     spec = p.spec
-    if price_type not in ("float", "fixed"):
-        raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    check_price_type(price_type)
     if price_type == "fixed" and spec.adjust is Adjust.RATIO:
         raise ValidationError("adjust='ratio' gives float prices: use price_type='float' (or adjust='difference')")
     _check_adjustable(p)

@@ -93,8 +93,7 @@ def query(
     align = sessions.check_align(align, sch, seconds)
     syms = require_symbols(symbols)
     lo, hi = parse_range(start, end)
-    if price_type not in ("float", "fixed"):
-        raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    read.check_price_type(price_type)
     spans = resolve(session, syms, lo, hi, dataset)
     conn = session.connection()
     if out is not Output.PANDAS and align == "utc":  # Arrow straight from the decoded columns

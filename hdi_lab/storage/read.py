@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +27,11 @@ from hdi_lab.storage.tables import TABLES, Column, Table
 
 __all__ = [
     "FIXED_SUFFIX",
+    "PRICE_TYPES",
     "UNION_SPANS",
     "Extra",
     "PriceType",
+    "check_price_type",
     "float_prices",
     "query",
     "query_arrow",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
+#: the values of :data:`PriceType`
+PRICE_TYPES: tuple[str, ...] = get_args(PriceType)
 #: columns a caller adds to a read's frame, computed from each row's time (int64 ns), publisher and instrument ids
 Extra: TypeAlias = Callable[[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[Any]], Mapping[str, npt.NDArray[Any]]]
 #: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
@@ -111,6 +115,15 @@ def statement(conn: psycopg2.extensions.connection, schema: str, sch: Schema, sp
         fetched = _fetched(t, _out_columns(t))
         text, params = (_union if len(spans) <= UNION_SPANS else _lateral)(cur, schema, t, spans, fetched, None)
         return str(cur.mogrify(text, params).decode())
+
+
+def check_price_type(price_type: object) -> PriceType:
+    """``price_type`` when it is one of :data:`PRICE_TYPES`.
+
+    Raises ValidationError otherwise."""
+    if price_type not in PRICE_TYPES:
+        raise ValidationError(f"price_type={price_type!r} is not valid: use {' or '.join(PRICE_TYPES)}")
+    return cast(PriceType, price_type)
 
 
 def float_prices(fixed: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
