@@ -31,6 +31,7 @@ __all__ = [
     "UNION_SPANS",
     "Extra",
     "PriceType",
+    "check_columns",
     "check_price_type",
     "float_prices",
     "query",
@@ -126,6 +127,15 @@ def check_price_type(price_type: object) -> PriceType:
     return cast(PriceType, price_type)
 
 
+def check_columns(columns: Sequence[str], names: Sequence[str], sch: Schema) -> None:
+    """Check that every one of ``columns`` is one of ``names``, the columns a read of ``sch`` gives.
+
+    Raises ValidationError naming the unknown ones and listing ``names``."""
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {list(names)}")
+
+
 def float_prices(fixed: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """int64 1e-9 fixed-point prices as floats, UNDEF_PRICE as NaN (how every float price is made). Raises nothing."""
     f = fixed.astype(np.float64) / 1e9
@@ -162,10 +172,7 @@ def _read(
     )
     wanted = None
     if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
-        known = [c.name for c in _out_columns(TABLES[sch])] + ["symbol"]
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {known}")
+        check_columns(columns, [c.name for c in _out_columns(TABLES[sch])] + ["symbol"], sch)
         wanted = set(columns)
     return _market(cur, schema, TABLES[sch], spans, syms, rollup, wanted, lookups)
 
