@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import daily_bars, futures_dbn, futures_definitions
 
 import hdi_lab
 from hdi_lab import calendars
 from hdi_lab.core.session import HdiSession
-from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
+from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records
 from hdi_lab.errors import ValidationError
 
 pytestmark = pytest.mark.integration
@@ -79,50 +80,11 @@ def _price(k: int, i: int) -> float:
     return round((base + 11 * k + ((i * 7 + k * 3) % 5) * 0.75) * 4) / 4
 
 
-def _write(tmp: Path, name: str, schema: str, rec: np.ndarray, start: str, end: str) -> Path:
-    maps = {sym: [(dt.date(2023, 1, 1), dt.date(2025, 1, 1), iid)] for sym, iid, _ in CONTRACTS}
-    path = tmp / f"{name}.{schema}.dbn.zst"
-    path.write_bytes(
-        encode_dbn(
-            dataset=DATASET,
-            schema=schema,
-            stype_in="raw_symbol",
-            start=pd.Timestamp(start, tz="UTC"),
-            end=pd.Timestamp(end, tz="UTC"),
-            symbols=[c[0] for c in CONTRACTS],
-            mappings=maps,
-            records=rec,
-        )
-    )
-    return path
-
-
 @pytest.fixture
 def cycle(session: HdiSession, tmp_path: Path) -> HdiSession:
     """The four contracts' definitions, daily bars and open interest, ingested through the file provider."""
     labels = [d.date() for d in _sessions()["session"]]
-    defs = empty_records("definition", len(CONTRACTS))
-    for r, (sym, iid, _) in enumerate(CONTRACTS):
-        exp = _exp(r)
-        values = dict(
-            publisher_id=1,
-            instrument_id=iid,
-            ts_event=pd.Timestamp("2023-12-29", tz="UTC").value,
-            ts_recv=pd.Timestamp("2023-12-29", tz="UTC").value,
-            raw_symbol=sym.encode(),
-            asset=b"ES",
-            group=b"ES",
-            exchange=b"XCME",
-            security_type=b"FUT",
-            instrument_class=b"F",
-            currency=b"USD",
-            expiration=exp.value,
-            activation=(exp - pd.Timedelta(days=400)).value,
-            min_price_increment=250_000_000,
-            display_factor=10_000_000,
-        )
-        for field, value in values.items():
-            defs[r][field] = value
+    defs = futures_definitions(CONTRACTS, "ES")
     bars, stats = [], []
     for i, day in enumerate(labels):
         t = pd.Timestamp(day, tz="UTC").value  # Databento's daily bars: 00:00 UTC, inside the CME session
@@ -132,11 +94,7 @@ def cycle(session: HdiSession, tmp_path: Path) -> HdiSession:
             c = _price(k, i)
             bars.append((t, iid, c - 1.5, c + 3.0, c - 4.25, c, _volume(k, day, labels)))
             stats.append((t + 11 * 3600 * NS, iid, _oi(k, day, labels)))
-    rec = empty_records("ohlcv-1d", len(bars))
-    rec["publisher_id"] = 1
-    for j, name in enumerate(("ts_event", "instrument_id", "open", "high", "low", "close", "volume")):
-        values = np.array([b[j] for b in bars])
-        rec[name] = np.rint(values * NS).astype(np.int64) if name in ("open", "high", "low", "close") else values
+    rec = daily_bars(bars)
     st = empty_records("statistics", len(stats))
     st["publisher_id"], st["stat_type"], st["update_action"], st["price"] = 1, 9, 1, UNDEF_PRICE
     st["ts_event"] = [s[0] for s in stats]
@@ -145,7 +103,9 @@ def cycle(session: HdiSession, tmp_path: Path) -> HdiSession:
     st["quantity"] = [s[2] for s in stats]
     for name, schema, records in (("defs", "definition", defs), ("bars", "ohlcv-1d", rec), ("oi", "statistics", st)):
         report = hdi_lab.ingest(
-            provider="file", path=_write(tmp_path, name, schema, records, "2023-12-29", "2025-01-01"), session=session
+            provider="file",
+            path=futures_dbn(tmp_path, name, schema, records, CONTRACTS),
+            session=session,
         )
         assert report.quarantined == 0 and report.inserted == len(records)
     return session
