@@ -141,8 +141,9 @@ def follows_exchange(dataset: str) -> bool:
 def calendar_for(dataset: str, exchange: str | None = None, settings: Settings | None = None) -> str:
     """The exchange_calendars code of ``dataset`` (for IB datasets: of the contract's ``exchange``).
 
-    The ``calendars`` setting wins: for IB, ``IB:EXCHANGE`` before the dataset (``IB.MIDPOINT``) before
-    ``IB``; for Databento, the dataset code.
+    The ``calendars`` setting wins: for IB, ``IB:EXCHANGE`` (a stored 5-character exchange, e.g. ``GLOBE``, also
+    by the name it is the start of, ``IB:GLOBEX``) before the dataset (``IB.MIDPOINT``) before ``IB``; for
+    Databento, the dataset code.
 
     Raises ValidationError for a dataset (or IB exchange) without a known calendar, or an IB dataset
     without ``exchange``; ConfigError for a ``calendars`` setting that names an unknown calendar."""
@@ -152,7 +153,11 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
     key = dataset.strip().upper()
     ib = follows_exchange(key)
     venue = (exchange or "").strip().upper()
-    candidates = ([f"{_IB}:{venue}"] if ib and venue else []) + [key] + ([_IB] if ib else [])
+    # an IB definition record keeps 5 characters of the exchange (DBN's field): IDEAL is IDEALPRO
+    names = [k for k in IB_EXCHANGE_CALENDARS if len(venue) == 5 and k.startswith(venue)] if ib else []
+    full = names[0] if len(names) == 1 else venue
+    exchanges = [f"{_IB}:{v}" for v in dict.fromkeys((venue, full))] if ib and venue else []
+    candidates = [*exchanges, key, *([_IB] if ib else [])]
     for candidate in candidates:
         if candidate in overrides:
             return _known(overrides[candidate], f"calendars {candidate}={overrides[candidate]} from {source}")
@@ -165,8 +170,7 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
         raise ValidationError(f"an {dataset} contract's calendar follows its exchange: give exchange=, e.g. 'CME'")
     if venue in IB_EXCHANGE_CALENDARS:
         return IB_EXCHANGE_CALENDARS[venue]
-    # an IB definition record keeps 5 characters of the exchange (DBN's field): IDEAL is IDEALPRO
-    stems = {IB_EXCHANGE_CALENDARS[k] for k in IB_EXCHANGE_CALENDARS if len(venue) == 5 and k.startswith(venue)}
+    stems = {IB_EXCHANGE_CALENDARS[k] for k in names}
     if len(stems) == 1:
         return stems.pop()
     raise ValidationError(

@@ -212,6 +212,12 @@ def test_the_calendars_setting_overrides(tmp_path: Path) -> None:
     assert calendar_for("IB.BID_ASK", "SMART", settings=s) == "XLON"  # IB:EXCHANGE beats IB; codes any case
     assert calendar_for("XNAS.ITCH", settings=s) == "XNAS"  # untouched
     assert calendar_for("CCCY.CGIF", settings=s) == "24/7"
+    # a stored 5-character exchange (DBN's field) takes the override of the IB name it starts, and its own
+    s = settings(tmp_path, "IB:GLOBEX=XNYS, IB:IDEAL=XLON")
+    assert calendar_for("IB", "GLOBE", settings=s) == "XNYS"
+    assert calendar_for("IB", "GLOBEX", settings=s) == "XNYS"
+    assert calendar_for("IB", "IDEAL", settings=s) == "XLON"
+    assert calendar_for("IB", "NYMEX", settings=s) == "CMES"
     assert days(sessions("24/7", "2024-01-13", "2024-01-14")) == ["2024-01-13", "2024-01-14"]
     with pytest.raises(ConfigError, match=r"'XNYSE' is not an exchange_calendars code; did you mean XNYS\?"):
         calendar_for("XNAS.ITCH", settings=settings(tmp_path, "XNAS.ITCH=XNYSE"))

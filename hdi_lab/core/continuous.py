@@ -215,12 +215,9 @@ def _ns(stamps: pd.Series[Any] | pd.Index[Any]) -> npt.NDArray[np.int64]:
 
 
 def _calendar(session: HdiSession, dataset: str, exchanges: Sequence[object]) -> str:
-    """The calendar of the contracts' dataset (IB: of their exchange; DBN keeps 5 characters of its name)."""
+    """The calendar of the contracts' dataset (IB: of their most common exchange)."""
     venues = Counter(str(e).strip().upper() for e in exchanges if e)
     venue = venues.most_common(1)[0][0] if venues else None
-    if venue and venue not in calendars.IB_EXCHANGE_CALENDARS:
-        longer = [k for k in calendars.IB_EXCHANGE_CALENDARS if k.startswith(venue)]
-        venue = longer[0] if len(longer) == 1 else venue
     return calendars.calendar_for(dataset, venue, session.settings)
 
 
