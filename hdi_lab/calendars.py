@@ -56,6 +56,7 @@ __all__ = [
     "session_of",
     "sessions",
     "sessions_of",
+    "utc_ns",
 ]
 
 #: a session date: ``"2024-01-15"``, a date, or a timestamp (its date)
@@ -280,7 +281,7 @@ def sessions_of(calendar: str, timestamps: pd.Series[Any] | pd.DatetimeIndex | n
     calendar code."""
     table = _table(calendar)
     index = timestamps.index if isinstance(timestamps, pd.Series) else None
-    ns = _utc_ns(pd.DatetimeIndex(timestamps))
+    ns = utc_ns(timestamps)
     known = ns != NAT
     labels = np.full(len(ns), NAT, dtype=np.int64)
     if known.any():
@@ -330,10 +331,11 @@ def _minutes(table: _Table, rows: slice, halts: bool) -> npt.NDArray[np.int64]:
     return ((span - gap) // _MINUTE).astype(np.int64)
 
 
-def _utc_ns(stamps: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
-    """Nanoseconds since the epoch (UTC; naive stamps are UTC), NaT as int64's minimum."""
-    naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
-    return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64).copy()
+def utc_ns(stamps: pd.Index[Any] | pd.Series[Any] | npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Nanoseconds since the epoch of ``stamps`` (UTC whatever their time zone; naive stamps are UTC), NaT as
+    :data:`NAT`; without a copy when they are nanosecond stamps of a DatetimeIndex. Raises nothing."""
+    index = pd.DatetimeIndex(stamps)
+    return np.asarray((index if index.unit == "ns" else index.as_unit("ns")).values).view(np.int64)
 
 
 def _date_ns(value: DateLike) -> int:
@@ -397,9 +399,9 @@ def _build(name: str) -> _Table:
     schedule = xc.get_calendar(name, start=FIRST_SESSION).schedule
 
     def ns(column: str) -> npt.NDArray[np.int64]:
-        return _utc_ns(pd.DatetimeIndex(schedule[column]))
+        return utc_ns(schedule[column])
 
-    labels, opens, closes = _utc_ns(pd.DatetimeIndex(schedule.index)), ns("open"), ns("close")
+    labels, opens, closes = utc_ns(schedule.index), ns("open"), ns("close")
     halt_starts, halt_ends = _halts(name, pd.DatetimeIndex(schedule.index), opens, closes)
     return _Table(
         code=name,
@@ -425,7 +427,7 @@ def _halts(
 
     def at(t: dt.time) -> npt.NDArray[np.int64]:
         local = (days + pd.Timedelta(hours=t.hour, minutes=t.minute)).tz_localize(tz)
-        return _utc_ns(local)
+        return utc_ns(local)
 
     lo = np.clip(at(start), opens, closes)
     hi = np.clip(at(end), opens, closes)

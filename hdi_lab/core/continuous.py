@@ -82,7 +82,6 @@ _PARENT = re.compile(r"^(?P<root>[A-Za-z0-9]+)\.FUT$")
 _ROOT = re.compile(r"^[A-Za-z0-9]+$")
 _RULES = {"c": Roll.CALENDAR, "v": Roll.VOLUME, "n": Roll.OPEN_INTEREST}
 _PRICES = ("open", "high", "low", "close")
-_EPOCH = pd.Timestamp(0, tz="UTC")
 #: how far before ``start`` open interest is looked for (it is published once a session)
 _OI_LOOKBACK_NS = 45 * 86_400 * 10**9
 #: the roll table's columns, in order
@@ -207,11 +206,6 @@ def _spec(
     how = parse_enum(Adjust, adjust, "adjust")
     ds = dataset.strip().upper() if dataset else None
     return ContinuousSpec(name, sch, lo, hi, k, rule, _count(offset, "offset"), how, ds)
-
-
-def _ns(stamps: pd.Series[Any] | pd.Index[Any]) -> npt.NDArray[np.int64]:
-    """UTC nanoseconds since the epoch of tz-aware ``stamps``."""
-    return np.asarray((pd.DatetimeIndex(stamps) - _EPOCH) // pd.Timedelta(1, "ns"), dtype=np.int64)
 
 
 def _calendar(session: HdiSession, dataset: str, exchanges: Sequence[object]) -> str:
@@ -450,7 +444,7 @@ def adjust_prices(
     if how is Adjust.NONE or not records:
         return out
     at = np.array([r.ts_roll.value for r in records], dtype=np.int64)
-    seg = np.searchsorted(at, _ns(out.index), side="right")
+    seg = np.searchsorted(at, calendars.utc_ns(out.index), side="right")
     cols = [c for c in _PRICES if c in out.columns]
     integer = bool(cols) and all(pd.api.types.is_integer_dtype(out[c]) for c in cols)
     if how is Adjust.DIFFERENCE:

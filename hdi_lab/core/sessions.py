@@ -133,7 +133,7 @@ def bars(
         group = pairs
         if len({(sp.symbol, sp.instrument_id) for sp in wide}) > len({sp.instrument_id for sp in wide}):
             group = pairs * len(syms) + pd.factorize(frame["symbol"])[0]
-        bucket = _buckets(_ns(frame.index)[rows], opens[rows], seconds)
+        bucket = _buckets(calendars.utc_ns(frame.index)[rows], opens[rows], seconds)
         out = _rollup(frame, syms, rows, group[rows], bucket, labels[rows])
     return out  # the query keeps ``columns`` of it
 
@@ -155,7 +155,12 @@ def _sessions(
     (publisher, instrument) pair. Without a calendar: the UTC date (and its midnight as the open), or with
     ``strict`` a ValidationError naming the dataset."""
     return _sessions_of(
-        session, _ns(frame.index), frame["publisher_id"].to_numpy(), frame["instrument_id"].to_numpy(), length, strict
+        session,
+        calendars.utc_ns(frame.index),
+        frame["publisher_id"].to_numpy(),
+        frame["instrument_id"].to_numpy(),
+        length,
+        strict,
     )
 
 
@@ -258,11 +263,3 @@ def _rollup(
     out = pd.DataFrame(cols, index=index)
     out[COLUMN] = out_labels[final].view("datetime64[ns]")
     return out
-
-
-def _ns(index: pd.Index) -> npt.NDArray[np.int64]:
-    if isinstance(index, pd.DatetimeIndex) and index.unit == "ns":
-        return np.asarray(index.values).view(np.int64)  # UTC epoch nanoseconds whatever the time zone
-    stamps = pd.DatetimeIndex(index)
-    naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
-    return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64)
