@@ -519,3 +519,30 @@ def test_a_bad_price_type_is_refused_with_and_without_adjust(cycle: HdiSession) 
         hdi_lab.query("ohlcv-1d", "ESH4", "2024-02-01", "2024-02-05", price_type="cents", session=cycle)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match=r"price_type='cents' is not valid: use float or fixed"):
         hdi_lab.continuous("ES", "ohlcv-1d", "2024-02-01", "2024-04-01", price_type="cents", session=cycle)  # type: ignore[arg-type]
+
+
+def test_a_roll_without_a_close_cannot_be_adjusted(session: HdiSession, tmp_path: Path) -> None:
+    """ESH4 has no bars: its roll to ESM4 has no gap, so adjusting refuses, the continuous read and the feature
+    series alike, naming the contract; unadjusted, the roll is listed without its price."""
+    from hdi_lab.features.continuous import read_series
+    from hdi_lab.schemas import Adjust
+
+    days = calendars.sessions("CMES", "2024-03-01", "2024-03-27")["session"]
+    bars = [(pd.Timestamp(d, tz="UTC").value, 910002, 5000.0, 5003.0, 4996.0, 5001.0, 10) for d in days]
+    for name, schema, records in (
+        ("defs", "definition", futures_definitions(CONTRACTS[:2], "ES")),
+        ("bars", "ohlcv-1d", daily_bars(bars)),  # ESM4's only
+    ):
+        path = futures_dbn(tmp_path, name, schema, records, CONTRACTS[:2])
+        assert hdi_lab.ingest(provider="file", path=path, session=session).inserted == len(records)
+    raw = hdi_lab.continuous("ES", "ohlcv-1d", "2024-03-01", "2024-03-28", session=session)
+    (roll,) = raw.attrs["rolls"]
+    assert (roll.from_symbol, roll.to_symbol, str(roll.session)) == ("ESH4", "ESM4", "2024-03-15")
+    assert np.isnan(roll.from_price) and roll.to_price == 5001.0
+    for how in ("difference", "ratio"):
+        with pytest.raises(
+            ValidationError, match=r"cannot adjust at the ESH4 -> ESM4 roll on 2024-03-15: ESH4 has no "
+        ):
+            hdi_lab.continuous("ES", "ohlcv-1d", "2024-03-01", "2024-03-28", adjust=how, session=session)
+        with pytest.raises(ValidationError, match=r"cannot adjust ES.c.0 at the ESH4 -> ESM4 roll on 2024-03-15: ESH4"):
+            read_series(session, "ES.c.0", "1d", pd.Timestamp("2024-03-28", tz="UTC"), None, ["close"], Adjust(how))

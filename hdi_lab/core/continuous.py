@@ -40,6 +40,7 @@ start at ``start``: the volume and open-interest rules' no-roll-back state begin
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
 import re
 from collections import Counter
@@ -67,6 +68,7 @@ __all__ = [
     "Plan",
     "RollRecord",
     "adjust_prices",
+    "check_adjustable",
     "continuous",
     "is_continuous",
     "parse_root",
@@ -409,21 +411,28 @@ def roll_frame(records: Sequence[RollRecord]) -> pd.DataFrame:
     return frame
 
 
-def _check_adjustable(p: Plan) -> None:
-    how = p.spec.adjust
-    if how is Adjust.NONE:
+def check_adjustable(
+    rolls: Sequence[RollRecord], adjust: Adjust, schema: str | Schema, symbol: str | None = None
+) -> None:
+    """Check that ``adjust`` can adjust a series of ``schema`` bars at ``rolls`` (``symbol``: the series, for
+    the message).
+
+    Raises ValidationError for a roll without a close of both contracts before it, or (``ratio``) with one that
+    is not positive."""
+    if adjust is Adjust.NONE:
         return
-    for r, (a, b) in zip(p.rolls, p.fixed, strict=True):
-        if a is None or b is None:
-            missing = r.from_symbol if a is None else r.to_symbol
+    of = f"{symbol} " if symbol else ""
+    for r in rolls:
+        if math.isnan(r.from_price) or math.isnan(r.to_price):
+            missing = r.from_symbol if math.isnan(r.from_price) else r.to_symbol
             raise ValidationError(
-                f"cannot adjust the {r.from_symbol} -> {r.to_symbol} roll on {r.session}: {missing} has no "
-                f"{p.spec.schema} bar before it; ingest that contract's bars or use adjust='none'"
+                f"cannot adjust {of}at the {r.from_symbol} -> {r.to_symbol} roll on {r.session}: {missing} has no "
+                f"{schema} bar before it; ingest that contract's bars or use adjust='none'"
             )
-        if how is Adjust.RATIO and (a <= 0 or b <= 0):
+        if adjust is Adjust.RATIO and (r.from_price <= 0 or r.to_price <= 0):
             raise ValidationError(
-                f"adjust='ratio' needs positive prices but the {r.from_symbol} -> {r.to_symbol} roll on {r.session} "
-                f"is at {r.from_price} -> {r.to_price}: use adjust='difference'"
+                f"adjust='ratio' needs positive prices but the {of}{r.from_symbol} -> {r.to_symbol} roll on "
+                f"{r.session} is at {r.from_price} -> {r.to_price}: use adjust='difference'"
             )
 
 
@@ -471,7 +480,7 @@ def _frame(
     check_price_type(price_type)
     if price_type == "fixed" and spec.adjust is Adjust.RATIO:
         raise ValidationError("adjust='ratio' gives float prices: use price_type='float' (or adjust='difference')")
-    _check_adjustable(p)
+    check_adjustable(p.rolls, spec.adjust, spec.schema)
     spans = [Span(label, s.dataset, s.instrument_id, s.lo, s.hi) for s in p.spans] if label else list(p.spans)
     syms = tuple(dict.fromkeys(s.symbol for s in spans)) or ((label,) if label else ())
     # the read of every bar query: the session column built into the frame, ``columns`` checked and read alone
