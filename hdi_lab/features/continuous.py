@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab import indicators
+from hdi_lab import calendars, indicators
 from hdi_lab.core.continuous import (
     RollRecord,
     adjust_prices,
@@ -160,7 +160,7 @@ def computed(
     change), each segment computed from the first bar with the rolls known at its bars' events (open +
     ``step_ns``)."""
     bars = series.bars.drop(columns="instrument_id")
-    opens = pd.DatetimeIndex(bars.index).asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
+    opens = calendars.utc_ns(bars.index)
     if len(opens) == 0:
         return opens, np.empty((0, len(cols)))
     if view is View.RESEARCH or adjust is Adjust.NONE or not series.rolls:
