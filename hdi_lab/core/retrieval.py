@@ -97,8 +97,8 @@ def query(
     spans = resolve(session, syms, lo, hi, dataset)
     conn = session.connection()
     if out is not Output.PANDAS and align == "utc":  # Arrow straight from the decoded columns
-        labelled = sch.is_bar and (not columns or sessions.COLUMN in columns)
-        asked = None if not columns else [c for c in columns if c != sessions.COLUMN]
+        labelled, asked = sessions.split_columns(columns)
+        labelled = labelled and sch.is_bar
         if labelled and asked:  # what the session label needs
             asked = list(dict.fromkeys([*asked, "publisher_id", "instrument_id"]))
         table = read.query_arrow(

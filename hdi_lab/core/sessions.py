@@ -49,12 +49,18 @@ from hdi_lab.storage import read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
 
-__all__ = ["COLUMN", "bars", "check_align", "label"]
+__all__ = ["COLUMN", "bars", "check_align", "label", "split_columns"]
 
 #: the name of the session column of bar queries
 COLUMN = "session"
 _NS = 1_000_000_000
 _DAY = 86_400 * _NS
+
+
+def split_columns(columns: Sequence[str] | None) -> tuple[bool, list[str] | None]:
+    """Whether a bar query with ``columns`` shows the :data:`COLUMN` column (all columns, or named), and the
+    columns to ask the read for (the others; None: all). Raises nothing."""
+    return not columns or COLUMN in columns, None if not columns else [c for c in columns if c != COLUMN]
 
 
 def check_align(align: str, sch: Schema, seconds: int | None) -> str:
@@ -94,8 +100,7 @@ def bars(
 
     Raises ValidationError (a bad column; a dataset without a calendar under session alignment), ConfigError
     (an unknown calendar in the ``calendars`` setting) and StorageError."""
-    wanted = not columns or COLUMN in columns
-    asked = None if not columns else [c for c in columns if c != COLUMN]
+    wanted, asked = split_columns(columns)
     if align != "session":
         length = (seconds or sch.bar_seconds) * _NS
 
