@@ -56,6 +56,7 @@ __all__ = [
     "session_of",
     "sessions",
     "sessions_of",
+    "utc_ns",
 ]
 
 #: a session date: ``"2024-01-15"``, a date, or a timestamp (its date)
@@ -141,8 +142,9 @@ def follows_exchange(dataset: str) -> bool:
 def calendar_for(dataset: str, exchange: str | None = None, settings: Settings | None = None) -> str:
     """The exchange_calendars code of ``dataset`` (for IB datasets: of the contract's ``exchange``).
 
-    The ``calendars`` setting wins: for IB, ``IB:EXCHANGE`` before the dataset (``IB.MIDPOINT``) before
-    ``IB``; for Databento, the dataset code.
+    The ``calendars`` setting wins: for IB, ``IB:EXCHANGE`` (a stored 5-character exchange, e.g. ``GLOBE``, also
+    by the name it is the start of, ``IB:GLOBEX``) before the dataset (``IB.MIDPOINT``) before ``IB``; for
+    Databento, the dataset code.
 
     Raises ValidationError for a dataset (or IB exchange) without a known calendar, or an IB dataset
     without ``exchange``; ConfigError for a ``calendars`` setting that names an unknown calendar."""
@@ -152,7 +154,11 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
     key = dataset.strip().upper()
     ib = follows_exchange(key)
     venue = (exchange or "").strip().upper()
-    candidates = ([f"{_IB}:{venue}"] if ib and venue else []) + [key] + ([_IB] if ib else [])
+    # an IB definition record keeps 5 characters of the exchange (DBN's field): IDEAL is IDEALPRO
+    names = [k for k in IB_EXCHANGE_CALENDARS if len(venue) == 5 and k.startswith(venue)] if ib else []
+    full = names[0] if len(names) == 1 else venue
+    exchanges = [f"{_IB}:{v}" for v in dict.fromkeys((venue, full))] if ib and venue else []
+    candidates = [*exchanges, key, *([_IB] if ib else [])]
     for candidate in candidates:
         if candidate in overrides:
             return _known(overrides[candidate], f"calendars {candidate}={overrides[candidate]} from {source}")
@@ -165,8 +171,7 @@ def calendar_for(dataset: str, exchange: str | None = None, settings: Settings |
         raise ValidationError(f"an {dataset} contract's calendar follows its exchange: give exchange=, e.g. 'CME'")
     if venue in IB_EXCHANGE_CALENDARS:
         return IB_EXCHANGE_CALENDARS[venue]
-    # an IB definition record keeps 5 characters of the exchange (DBN's field): IDEAL is IDEALPRO
-    stems = {IB_EXCHANGE_CALENDARS[k] for k in IB_EXCHANGE_CALENDARS if len(venue) == 5 and k.startswith(venue)}
+    stems = {IB_EXCHANGE_CALENDARS[k] for k in names}
     if len(stems) == 1:
         return stems.pop()
     raise ValidationError(
@@ -183,18 +188,13 @@ def sessions(calendar: str, start: DateLike, end: DateLike, *, halts: bool = Fal
 
     Raises ValidationError when ``start`` is after ``end``, a date does not parse, or the range leaves the
     calendar's bounds; ConfigError for an unknown calendar code."""
-    table = _table(calendar)
-    lo, hi = _date_ns(start), _date_ns(end)
-    if lo > hi:
-        raise ValidationError(f"sessions: start {start} is after end {end}")
-    _check_bounds(table, lo, hi)
-    i, j = np.searchsorted(table.labels, [lo, hi + 1])
+    table, rows = _rows(calendar, start, end)
     return pd.DataFrame(
         {
-            "session": pd.to_datetime(table.labels[i:j]),
-            "open": pd.to_datetime(table.opens[i:j], utc=True),
-            "close": pd.to_datetime(table.closes[i:j], utc=True),
-            "minutes": _minutes(table, slice(i, j), halts),
+            "session": pd.to_datetime(table.labels[rows]),
+            "open": pd.to_datetime(table.opens[rows], utc=True),
+            "close": pd.to_datetime(table.closes[rows], utc=True),
+            "minutes": _minutes(table, rows, halts),
         }
     )
 
@@ -207,13 +207,21 @@ def session_closes(
 
     Raises ValidationError when ``start`` is after ``end``, a date does not parse, or the range leaves the
     calendar's bounds; ConfigError for an unknown calendar code."""
+    table, rows = _rows(calendar, start, end)
+    return table.labels[rows].copy(), table.closes[rows].copy()
+
+
+def _rows(calendar: str, start: DateLike, end: DateLike) -> tuple[_Table, slice]:
+    """The calendar's table and the rows of its sessions from ``start`` to ``end`` (both included).
+
+    Raises what :func:`sessions` raises."""
     table = _table(calendar)
     lo, hi = _date_ns(start), _date_ns(end)
     if lo > hi:
         raise ValidationError(f"sessions: start {start} is after end {end}")
     _check_bounds(table, lo, hi)
     i, j = np.searchsorted(table.labels, [lo, hi + 1])
-    return table.labels[i:j].copy(), table.closes[i:j].copy()
+    return table, slice(int(i), int(j))
 
 
 def minutes(calendar: str, session: DateLike, *, halts: bool = False) -> int:
@@ -250,7 +258,7 @@ def open_minutes(calendar: str, day: DateLike) -> npt.NDArray[np.bool_]:
     first, stop = np.searchsorted(table.closes, lo, side="right"), np.searchsorted(table.opens, hi)
     for k in range(int(first), int(stop)):
         mask[first_minute(table.opens[k]) : first_minute(table.closes[k])] = True
-        if table.break_starts[k] != np.iinfo(np.int64).min:
+        if table.break_starts[k] != NAT:
             mask[first_minute(table.break_starts[k]) : first_minute(table.break_ends[k])] = False
     return mask
 
@@ -273,16 +281,16 @@ def sessions_of(calendar: str, timestamps: pd.Series[Any] | pd.DatetimeIndex | n
     calendar code."""
     table = _table(calendar)
     index = timestamps.index if isinstance(timestamps, pd.Series) else None
-    ns = _utc_ns(pd.DatetimeIndex(timestamps))
-    known = ns != np.iinfo(np.int64).min  # not NaT
-    labels = np.full(len(ns), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    ns = utc_ns(timestamps)
+    known = ns != NAT
+    labels = np.full(len(ns), NAT, dtype=np.int64)
     if known.any():
         _check_bounds(table, int(ns[known].min()), int(ns[known].max()), instants=True)
         # the last session opening at or before ts; ts belongs to it when before its close (and not in its break)
         i = np.searchsorted(table.opens, ns, side="right") - 1
         safe = np.clip(i, 0, None)
         inside = known & (i >= 0) & (ns < table.closes[safe])
-        has_break = table.break_starts[safe] != np.iinfo(np.int64).min
+        has_break = table.break_starts[safe] != NAT
         inside &= ~(has_break & (ns >= table.break_starts[safe]) & (ns < table.break_ends[safe]))
         labels[inside] = table.labels[safe[inside]]
     return pd.Series(labels.view("datetime64[ns]"), index=index, name="session")
@@ -316,17 +324,18 @@ def bar_sessions(
 def _minutes(table: _Table, rows: slice, halts: bool) -> npt.NDArray[np.int64]:
     span = table.closes[rows] - table.opens[rows]
     starts, ends = table.break_starts[rows], table.break_ends[rows]
-    gap = np.where(starts != np.iinfo(np.int64).min, ends - starts, 0)
+    gap = np.where(starts != NAT, ends - starts, 0)
     if halts:
-        has = table.halt_starts[rows] != np.iinfo(np.int64).min
+        has = table.halt_starts[rows] != NAT
         span = span - np.where(has, table.halt_ends[rows] - table.halt_starts[rows], 0)
     return ((span - gap) // _MINUTE).astype(np.int64)
 
 
-def _utc_ns(stamps: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
-    """Nanoseconds since the epoch (UTC; naive stamps are UTC), NaT as int64's minimum."""
-    naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
-    return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64).copy()
+def utc_ns(stamps: pd.Index[Any] | pd.Series[Any] | npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Nanoseconds since the epoch of ``stamps`` (UTC whatever their time zone; naive stamps are UTC), NaT as
+    :data:`NAT`; without a copy when they are nanosecond stamps of a DatetimeIndex. Raises nothing."""
+    index = pd.DatetimeIndex(stamps)
+    return np.asarray((index if index.unit == "ns" else index.as_unit("ns")).values).view(np.int64)
 
 
 def _date_ns(value: DateLike) -> int:
@@ -390,9 +399,9 @@ def _build(name: str) -> _Table:
     schedule = xc.get_calendar(name, start=FIRST_SESSION).schedule
 
     def ns(column: str) -> npt.NDArray[np.int64]:
-        return _utc_ns(pd.DatetimeIndex(schedule[column]))
+        return utc_ns(schedule[column])
 
-    labels, opens, closes = _utc_ns(pd.DatetimeIndex(schedule.index)), ns("open"), ns("close")
+    labels, opens, closes = utc_ns(schedule.index), ns("open"), ns("close")
     halt_starts, halt_ends = _halts(name, pd.DatetimeIndex(schedule.index), opens, closes)
     return _Table(
         code=name,
@@ -410,7 +419,7 @@ def _halts(
     name: str, labels: pd.DatetimeIndex, opens: npt.NDArray[np.int64], closes: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The calendar's :data:`DAILY_HALTS` on each session's date, clipped to the session; NaT where none."""
-    nat = np.full(len(labels), np.iinfo(np.int64).min, dtype=np.int64)
+    nat = np.full(len(labels), NAT, dtype=np.int64)
     if name not in DAILY_HALTS:
         return nat, nat.copy()
     start, end, tz = DAILY_HALTS[name]
@@ -418,7 +427,7 @@ def _halts(
 
     def at(t: dt.time) -> npt.NDArray[np.int64]:
         local = (days + pd.Timedelta(hours=t.hour, minutes=t.minute)).tz_localize(tz)
-        return _utc_ns(local)
+        return utc_ns(local)
 
     lo = np.clip(at(start), opens, closes)
     hi = np.clip(at(end), opens, closes)

@@ -22,6 +22,7 @@ from traitlets.config import Config
 import hdi_lab
 from hdi_lab.config import load_settings
 from hdi_lab.core.session import HdiSession
+from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.frontend import cli
 
 #: Every table hdi_lab writes market data, reference data or bookkeeping into.
@@ -140,6 +141,71 @@ def index_ns(frame: pd.DataFrame) -> np.ndarray:
 
 def col_ns(series: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(series).as_unit("ns").asi8
+
+
+#: a futures contract of the synthetic continuous-futures data: (raw symbol, instrument_id, expiration UTC)
+Contract = tuple[str, int, str]
+
+
+def futures_dbn(folder: Path, name: str, schema: str, records: np.ndarray, contracts: tuple[Contract, ...]) -> Path:
+    """``records`` of ``schema`` as a GLBX.MDP3 DBN file ``folder/name.schema.dbn.zst`` (hdi_lab.dbn.writer) of
+    2023-12-29 to 2025-01-01, the contracts' raw symbols mapped to their instrument ids over 2023-2024."""
+    maps = {sym: [(dt.date(2023, 1, 1), dt.date(2025, 1, 1), iid)] for sym, iid, _ in contracts}
+    path = folder / f"{name}.{schema}.dbn.zst"
+    path.write_bytes(
+        encode_dbn(
+            dataset="GLBX.MDP3",
+            schema=schema,
+            stype_in="raw_symbol",
+            start=pd.Timestamp("2023-12-29", tz="UTC"),
+            end=pd.Timestamp("2025-01-01", tz="UTC"),
+            symbols=[c[0] for c in contracts],
+            mappings=maps,
+            records=records,
+        )
+    )
+    return path
+
+
+def futures_definitions(contracts: tuple[Contract, ...], root: str) -> np.ndarray:
+    """Definition records of ``root``'s futures ``contracts`` received 2023-12-29: instrument class F, exchange
+    XCME, listed 400 days before their expiration, tick 0.25."""
+    defs = empty_records("definition", len(contracts))
+    for r, (sym, iid, expiration) in enumerate(contracts):
+        exp = pd.Timestamp(expiration, tz="UTC")
+        values = dict(
+            publisher_id=1,
+            instrument_id=iid,
+            ts_event=pd.Timestamp("2023-12-29", tz="UTC").value,
+            ts_recv=pd.Timestamp("2023-12-29", tz="UTC").value,
+            raw_symbol=sym.encode(),
+            asset=root.encode(),
+            group=root.encode(),
+            exchange=b"XCME",
+            security_type=b"FUT",
+            instrument_class=b"F",
+            currency=b"USD",
+            expiration=exp.value,
+            activation=(exp - pd.Timedelta(days=400)).value,
+            min_price_increment=250_000_000,
+            display_factor=10_000_000,
+        )
+        for field, value in values.items():
+            defs[r][field] = value
+    return defs
+
+
+def daily_bars(bars: list[tuple[int, int, float, float, float, float, int]]) -> np.ndarray:
+    """``ohlcv-1d`` records (publisher 1) of ``(ts_event ns, instrument_id, open, high, low, close, volume)`` rows,
+    prices in units (stored as int64 1e-9)."""
+    rec = empty_records("ohlcv-1d", len(bars))
+    rec["publisher_id"] = 1
+    for j, name in enumerate(("ts_event", "instrument_id", "open", "high", "low", "close", "volume")):
+        values = np.array([b[j] for b in bars])
+        rec[name] = (
+            np.rint(values * 1_000_000_000).astype(np.int64) if name in ("open", "high", "low", "close") else values
+        )
+    return rec
 
 
 #: pandas offset aliases of the rollup intervals hdi_lab accepts

@@ -24,6 +24,7 @@ from hdi_lab.calendars import (
     session_of,
     sessions,
     sessions_of,
+    utc_ns,
 )
 from hdi_lab.config import Settings, load_settings, parse_calendars
 from hdi_lab.errors import ConfigError, ValidationError
@@ -212,6 +213,12 @@ def test_the_calendars_setting_overrides(tmp_path: Path) -> None:
     assert calendar_for("IB.BID_ASK", "SMART", settings=s) == "XLON"  # IB:EXCHANGE beats IB; codes any case
     assert calendar_for("XNAS.ITCH", settings=s) == "XNAS"  # untouched
     assert calendar_for("CCCY.CGIF", settings=s) == "24/7"
+    # a stored 5-character exchange (DBN's field) takes the override of the IB name it starts, and its own
+    s = settings(tmp_path, "IB:GLOBEX=XNYS, IB:IDEAL=XLON")
+    assert calendar_for("IB", "GLOBE", settings=s) == "XNYS"
+    assert calendar_for("IB", "GLOBEX", settings=s) == "XNYS"
+    assert calendar_for("IB", "IDEAL", settings=s) == "XLON"
+    assert calendar_for("IB", "NYMEX", settings=s) == "CMES"
     assert days(sessions("24/7", "2024-01-13", "2024-01-14")) == ["2024-01-13", "2024-01-14"]
     with pytest.raises(ConfigError, match=r"'XNYSE' is not an exchange_calendars code; did you mean XNYS\?"):
         calendar_for("XNAS.ITCH", settings=settings(tmp_path, "XNAS.ITCH=XNYSE"))
@@ -301,3 +308,18 @@ def test_bar_sessions_of_minutes_agree_with_exchange_calendars(code: str) -> Non
         else:
             want = None
         assert (label if label != NAT else None) == want, ts
+
+
+def test_utc_ns_is_epoch_nanoseconds_whatever_the_zone_unit_or_container() -> None:
+    stamps = pd.DatetimeIndex(["2024-03-10 06:59:59.123456789", "2024-03-10 07:00", None], tz="UTC")
+    want = [1710053999123456789, 1710054000000000000, NAT]
+    for value in (
+        stamps,
+        stamps.tz_convert("America/Chicago"),
+        stamps.tz_localize(None),
+        pd.Series(stamps.tz_convert("Asia/Tokyo")),
+        stamps.tz_localize(None).to_numpy(),
+    ):
+        assert utc_ns(value).tolist() == want
+    micro = stamps.as_unit("us")
+    assert utc_ns(micro).tolist() == [1710053999123456000, 1710054000000000000, NAT]

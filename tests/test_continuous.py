@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import daily_bars, futures_dbn, futures_definitions
 
 import hdi_lab
 from hdi_lab import calendars
 from hdi_lab.core.session import HdiSession
-from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
+from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records
 from hdi_lab.errors import ValidationError
 
 pytestmark = pytest.mark.integration
@@ -79,50 +80,11 @@ def _price(k: int, i: int) -> float:
     return round((base + 11 * k + ((i * 7 + k * 3) % 5) * 0.75) * 4) / 4
 
 
-def _write(tmp: Path, name: str, schema: str, rec: np.ndarray, start: str, end: str) -> Path:
-    maps = {sym: [(dt.date(2023, 1, 1), dt.date(2025, 1, 1), iid)] for sym, iid, _ in CONTRACTS}
-    path = tmp / f"{name}.{schema}.dbn.zst"
-    path.write_bytes(
-        encode_dbn(
-            dataset=DATASET,
-            schema=schema,
-            stype_in="raw_symbol",
-            start=pd.Timestamp(start, tz="UTC"),
-            end=pd.Timestamp(end, tz="UTC"),
-            symbols=[c[0] for c in CONTRACTS],
-            mappings=maps,
-            records=rec,
-        )
-    )
-    return path
-
-
 @pytest.fixture
 def cycle(session: HdiSession, tmp_path: Path) -> HdiSession:
     """The four contracts' definitions, daily bars and open interest, ingested through the file provider."""
     labels = [d.date() for d in _sessions()["session"]]
-    defs = empty_records("definition", len(CONTRACTS))
-    for r, (sym, iid, _) in enumerate(CONTRACTS):
-        exp = _exp(r)
-        values = dict(
-            publisher_id=1,
-            instrument_id=iid,
-            ts_event=pd.Timestamp("2023-12-29", tz="UTC").value,
-            ts_recv=pd.Timestamp("2023-12-29", tz="UTC").value,
-            raw_symbol=sym.encode(),
-            asset=b"ES",
-            group=b"ES",
-            exchange=b"XCME",
-            security_type=b"FUT",
-            instrument_class=b"F",
-            currency=b"USD",
-            expiration=exp.value,
-            activation=(exp - pd.Timedelta(days=400)).value,
-            min_price_increment=250_000_000,
-            display_factor=10_000_000,
-        )
-        for field, value in values.items():
-            defs[r][field] = value
+    defs = futures_definitions(CONTRACTS, "ES")
     bars, stats = [], []
     for i, day in enumerate(labels):
         t = pd.Timestamp(day, tz="UTC").value  # Databento's daily bars: 00:00 UTC, inside the CME session
@@ -132,11 +94,7 @@ def cycle(session: HdiSession, tmp_path: Path) -> HdiSession:
             c = _price(k, i)
             bars.append((t, iid, c - 1.5, c + 3.0, c - 4.25, c, _volume(k, day, labels)))
             stats.append((t + 11 * 3600 * NS, iid, _oi(k, day, labels)))
-    rec = empty_records("ohlcv-1d", len(bars))
-    rec["publisher_id"] = 1
-    for j, name in enumerate(("ts_event", "instrument_id", "open", "high", "low", "close", "volume")):
-        values = np.array([b[j] for b in bars])
-        rec[name] = np.rint(values * NS).astype(np.int64) if name in ("open", "high", "low", "close") else values
+    rec = daily_bars(bars)
     st = empty_records("statistics", len(stats))
     st["publisher_id"], st["stat_type"], st["update_action"], st["price"] = 1, 9, 1, UNDEF_PRICE
     st["ts_event"] = [s[0] for s in stats]
@@ -145,7 +103,9 @@ def cycle(session: HdiSession, tmp_path: Path) -> HdiSession:
     st["quantity"] = [s[2] for s in stats]
     for name, schema, records in (("defs", "definition", defs), ("bars", "ohlcv-1d", rec), ("oi", "statistics", st)):
         report = hdi_lab.ingest(
-            provider="file", path=_write(tmp_path, name, schema, records, "2023-12-29", "2025-01-01"), session=session
+            provider="file",
+            path=futures_dbn(tmp_path, name, schema, records, CONTRACTS),
+            session=session,
         )
         assert report.quarantined == 0 and report.inserted == len(records)
     return session
@@ -351,6 +311,14 @@ def test_continuous_symbols_pick_the_rule_and_query_adjusts(cycle: HdiSession) -
         "ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust="none", columns=["close"], session=cycle
     )
     assert list(cols.columns) == ["close"]
+    for how in ("none", "difference"):  # the columns read alone are the full series' columns
+        full = hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust=how, session=cycle)
+        some = hdi_lab.query(
+            "ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust=how, columns=["close", "session"], session=cycle
+        )
+        pd.testing.assert_frame_equal(some, full[["close", "session"]])
+    with pytest.raises(ValidationError, match=r"unknown column\(s\) \['nope'\] for ohlcv-1d"):
+        hdi_lab.query("ohlcv-1d", "ES.c.0", "2024-02-01", "2024-04-01", adjust="none", columns=["nope"], session=cycle)
 
 
 def test_sample_data_h4_to_m4(session: HdiSession) -> None:
@@ -544,3 +512,37 @@ def test_hdi_query_magic_and_cli_take_adjust(
         ["query", "ohlcv-1d", "--symbols", "ESH4", "--start", "2024-03-01", "--end", "2024-04-01", "--adjust", "ratio"]
     )
     assert code != 0 and "applies to continuous symbols" in err
+
+
+def test_a_bad_price_type_is_refused_with_and_without_adjust(cycle: HdiSession) -> None:
+    with pytest.raises(ValidationError, match=r"price_type='cents' is not valid: use float or fixed"):
+        hdi_lab.query("ohlcv-1d", "ESH4", "2024-02-01", "2024-02-05", price_type="cents", session=cycle)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"price_type='cents' is not valid: use float or fixed"):
+        hdi_lab.continuous("ES", "ohlcv-1d", "2024-02-01", "2024-04-01", price_type="cents", session=cycle)  # type: ignore[arg-type]
+
+
+def test_a_roll_without_a_close_cannot_be_adjusted(session: HdiSession, tmp_path: Path) -> None:
+    """ESH4 has no bars: its roll to ESM4 has no gap, so adjusting refuses, the continuous read and the feature
+    series alike, naming the contract; unadjusted, the roll is listed without its price."""
+    from hdi_lab.features.continuous import read_series
+    from hdi_lab.schemas import Adjust
+
+    days = calendars.sessions("CMES", "2024-03-01", "2024-03-27")["session"]
+    bars = [(pd.Timestamp(d, tz="UTC").value, 910002, 5000.0, 5003.0, 4996.0, 5001.0, 10) for d in days]
+    for name, schema, records in (
+        ("defs", "definition", futures_definitions(CONTRACTS[:2], "ES")),
+        ("bars", "ohlcv-1d", daily_bars(bars)),  # ESM4's only
+    ):
+        path = futures_dbn(tmp_path, name, schema, records, CONTRACTS[:2])
+        assert hdi_lab.ingest(provider="file", path=path, session=session).inserted == len(records)
+    raw = hdi_lab.continuous("ES", "ohlcv-1d", "2024-03-01", "2024-03-28", session=session)
+    (roll,) = raw.attrs["rolls"]
+    assert (roll.from_symbol, roll.to_symbol, str(roll.session)) == ("ESH4", "ESM4", "2024-03-15")
+    assert np.isnan(roll.from_price) and roll.to_price == 5001.0
+    for how in ("difference", "ratio"):
+        with pytest.raises(
+            ValidationError, match=r"cannot adjust at the ESH4 -> ESM4 roll on 2024-03-15: ESH4 has no "
+        ):
+            hdi_lab.continuous("ES", "ohlcv-1d", "2024-03-01", "2024-03-28", adjust=how, session=session)
+        with pytest.raises(ValidationError, match=r"cannot adjust ES.c.0 at the ESH4 -> ESM4 roll on 2024-03-15: ESH4"):
+            read_series(session, "ES.c.0", "1d", pd.Timestamp("2024-03-28", tz="UTC"), None, ["close"], Adjust(how))

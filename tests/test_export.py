@@ -250,6 +250,7 @@ def test_arrow_and_csv_formats(stored: HdiSession, tmp_path: Path) -> None:
         ("ohlcv-1m", BARS, START, END, {}),
         ("ohlcv-1m", BARS, START, END, {"price_type": "fixed"}),
         ("ohlcv-1m", "ESH4", START, END, {"columns": ["close", "symbol"]}),
+        ("ohlcv-1m", "ESH4", START, END, {"columns": ["session", "close", "symbol"]}),
         ("ohlcv-1m", "ESM4", START, END, {"interval": "1h"}),
         ("trades", TICKS, START, END, {}),
         ("statistics", "ESH1", "2020-12-27", "2020-12-30", {}),

@@ -9,19 +9,17 @@ pandas-ta (talib=False) on the adjusted closes; the as-of view against features 
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_cli
+from helpers import daily_bars, futures_dbn, futures_definitions, run_cli
 
 import hdi_lab
 from hdi_lab import calendars, features, indicators
 from hdi_lab.core.session import HdiSession
-from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.errors import ValidationError
 from hdi_lab.features.continuous import series_id
 
@@ -37,7 +35,6 @@ CONTRACTS = (
     ("ESZ4", 930004, "2024-12-20 14:30"),
 )
 FIRST, LAST = "2024-01-02", "2024-12-31"
-NS = 1_000_000_000
 DAY = pd.Timedelta(days=1)
 COLS = list(features.FEATURE_SETS[SET].columns)
 
@@ -52,62 +49,24 @@ def _price(k: int, i: int) -> float:
     return round(base * (1 + 0.013 * k) * 4) / 4 + ((i * 7 + k * 3) % 5) * 0.25
 
 
-def _write(tmp: Path, name: str, schema: str, rec: np.ndarray) -> Path:
-    maps = {sym: [(dt.date(2023, 1, 1), dt.date(2025, 1, 1), iid)] for sym, iid, _ in CONTRACTS}
-    path = tmp / f"{name}.{schema}.dbn.zst"
-    path.write_bytes(
-        encode_dbn(
-            dataset=DATASET,
-            schema=schema,
-            stype_in="raw_symbol",
-            start=pd.Timestamp("2023-12-29", tz="UTC"),
-            end=pd.Timestamp("2025-01-01", tz="UTC"),
-            symbols=[c[0] for c in CONTRACTS],
-            mappings=maps,
-            records=rec,
-        )
-    )
-    return path
-
-
 @pytest.fixture
 def es(session: HdiSession, tmp_path: Path) -> HdiSession:
     """The four contracts' definitions and daily bars (00:00 UTC of each CME session, while listed)."""
     labels = [d.date() for d in calendars.sessions("CMES", FIRST, LAST)["session"]]
-    defs = empty_records("definition", len(CONTRACTS))
-    for r, (sym, iid, _) in enumerate(CONTRACTS):
-        values = dict(
-            publisher_id=1,
-            instrument_id=iid,
-            ts_event=pd.Timestamp("2023-12-29", tz="UTC").value,
-            ts_recv=pd.Timestamp("2023-12-29", tz="UTC").value,
-            raw_symbol=sym.encode(),
-            asset=b"ES",
-            group=b"ES",
-            exchange=b"XCME",
-            security_type=b"FUT",
-            instrument_class=b"F",
-            currency=b"USD",
-            expiration=_exp(r).value,
-            activation=(_exp(r) - pd.Timedelta(days=400)).value,
-            min_price_increment=250_000_000,
-            display_factor=10_000_000,
-        )
-        for field, value in values.items():
-            defs[r][field] = value
+    defs = futures_definitions(CONTRACTS, "ES")
     bars = []
     for i, day in enumerate(labels):
         for k, (_, iid, _) in enumerate(CONTRACTS):
             if day <= _exp(k).date():
                 c = _price(k, i)
                 bars.append((pd.Timestamp(day, tz="UTC").value, iid, c - 1.5, c + 6.0, c - 7.25, c, 1000 + i + k))
-    rec = empty_records("ohlcv-1d", len(bars))
-    rec["publisher_id"] = 1
-    for j, name in enumerate(("ts_event", "instrument_id", "open", "high", "low", "close", "volume")):
-        values = np.array([b[j] for b in bars])
-        rec[name] = np.rint(values * NS).astype(np.int64) if name in ("open", "high", "low", "close") else values
+    rec = daily_bars(bars)
     for name, schema, records in (("defs", "definition", defs), ("bars", "ohlcv-1d", rec)):
-        report = hdi_lab.ingest(provider="file", path=_write(tmp_path, name, schema, records), session=session)
+        report = hdi_lab.ingest(
+            provider="file",
+            path=futures_dbn(tmp_path, name, schema, records, CONTRACTS),
+            session=session,
+        )
         assert report.quarantined == 0 and report.inserted == len(records)
     return session
 

@@ -40,6 +40,7 @@ start at ``start``: the volume and open-interest rules' no-roll-back state begin
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
 import re
 from collections import Counter
@@ -57,8 +58,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import Adjust, Roll, Schema, parse_enum, parse_range, require_symbols
 from hdi_lab.storage import continuous as store
-from hdi_lab.storage import read
-from hdi_lab.storage.read import PriceType
+from hdi_lab.storage.read import PriceType, check_price_type
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES
 
@@ -68,6 +68,7 @@ __all__ = [
     "Plan",
     "RollRecord",
     "adjust_prices",
+    "check_adjustable",
     "continuous",
     "is_continuous",
     "parse_root",
@@ -83,7 +84,6 @@ _PARENT = re.compile(r"^(?P<root>[A-Za-z0-9]+)\.FUT$")
 _ROOT = re.compile(r"^[A-Za-z0-9]+$")
 _RULES = {"c": Roll.CALENDAR, "v": Roll.VOLUME, "n": Roll.OPEN_INTEREST}
 _PRICES = ("open", "high", "low", "close")
-_EPOCH = pd.Timestamp(0, tz="UTC")
 #: how far before ``start`` open interest is looked for (it is published once a session)
 _OI_LOOKBACK_NS = 45 * 86_400 * 10**9
 #: the roll table's columns, in order
@@ -210,18 +210,10 @@ def _spec(
     return ContinuousSpec(name, sch, lo, hi, k, rule, _count(offset, "offset"), how, ds)
 
 
-def _ns(stamps: pd.Series[Any] | pd.Index[Any]) -> npt.NDArray[np.int64]:
-    """UTC nanoseconds since the epoch of tz-aware ``stamps``."""
-    return np.asarray((pd.DatetimeIndex(stamps) - _EPOCH) // pd.Timedelta(1, "ns"), dtype=np.int64)
-
-
 def _calendar(session: HdiSession, dataset: str, exchanges: Sequence[object]) -> str:
-    """The calendar of the contracts' dataset (IB: of their exchange; DBN keeps 5 characters of its name)."""
+    """The calendar of the contracts' dataset (IB: of their most common exchange)."""
     venues = Counter(str(e).strip().upper() for e in exchanges if e)
     venue = venues.most_common(1)[0][0] if venues else None
-    if venue and venue not in calendars.IB_EXCHANGE_CALENDARS:
-        longer = [k for k in calendars.IB_EXCHANGE_CALENDARS if k.startswith(venue)]
-        venue = longer[0] if len(longer) == 1 else venue
     return calendars.calendar_for(dataset, venue, session.settings)
 
 
@@ -419,21 +411,28 @@ def roll_frame(records: Sequence[RollRecord]) -> pd.DataFrame:
     return frame
 
 
-def _check_adjustable(p: Plan) -> None:
-    how = p.spec.adjust
-    if how is Adjust.NONE:
+def check_adjustable(
+    rolls: Sequence[RollRecord], adjust: Adjust, schema: str | Schema, symbol: str | None = None
+) -> None:
+    """Check that ``adjust`` can adjust a series of ``schema`` bars at ``rolls`` (``symbol``: the series, for
+    the message).
+
+    Raises ValidationError for a roll without a close of both contracts before it, or (``ratio``) with one that
+    is not positive."""
+    if adjust is Adjust.NONE:
         return
-    for r, (a, b) in zip(p.rolls, p.fixed, strict=True):
-        if a is None or b is None:
-            missing = r.from_symbol if a is None else r.to_symbol
+    of = f"{symbol} " if symbol else ""
+    for r in rolls:
+        if math.isnan(r.from_price) or math.isnan(r.to_price):
+            missing = r.from_symbol if math.isnan(r.from_price) else r.to_symbol
             raise ValidationError(
-                f"cannot adjust the {r.from_symbol} -> {r.to_symbol} roll on {r.session}: {missing} has no "
-                f"{p.spec.schema} bar before it; ingest that contract's bars or use adjust='none'"
+                f"cannot adjust {of}at the {r.from_symbol} -> {r.to_symbol} roll on {r.session}: {missing} has no "
+                f"{schema} bar before it; ingest that contract's bars or use adjust='none'"
             )
-        if how is Adjust.RATIO and (a <= 0 or b <= 0):
+        if adjust is Adjust.RATIO and (r.from_price <= 0 or r.to_price <= 0):
             raise ValidationError(
-                f"adjust='ratio' needs positive prices but the {r.from_symbol} -> {r.to_symbol} roll on {r.session} "
-                f"is at {r.from_price} -> {r.to_price}: use adjust='difference'"
+                f"adjust='ratio' needs positive prices but the {of}{r.from_symbol} -> {r.to_symbol} roll on "
+                f"{r.session} is at {r.from_price} -> {r.to_price}: use adjust='difference'"
             )
 
 
@@ -454,7 +453,7 @@ def adjust_prices(
     if how is Adjust.NONE or not records:
         return out
     at = np.array([r.ts_roll.value for r in records], dtype=np.int64)
-    seg = np.searchsorted(at, _ns(out.index), side="right")
+    seg = np.searchsorted(at, calendars.utc_ns(out.index), side="right")
     cols = [c for c in _PRICES if c in out.columns]
     integer = bool(cols) and all(pd.api.types.is_integer_dtype(out[c]) for c in cols)
     if how is Adjust.DIFFERENCE:
@@ -478,22 +477,14 @@ def _frame(
     session: HdiSession, p: Plan, label: str | None, price_type: PriceType, columns: Sequence[str] | None
 ) -> pd.DataFrame:
     spec = p.spec
-    if price_type not in ("float", "fixed"):
-        raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    check_price_type(price_type)
     if price_type == "fixed" and spec.adjust is Adjust.RATIO:
         raise ValidationError("adjust='ratio' gives float prices: use price_type='float' (or adjust='difference')")
-    _check_adjustable(p)
+    check_adjustable(p.rolls, spec.adjust, spec.schema)
     spans = [Span(label, s.dataset, s.instrument_id, s.lo, s.hi) for s in p.spans] if label else list(p.spans)
     syms = tuple(dict.fromkeys(s.symbol for s in spans)) or ((label,) if label else ())
-    frame = read.query(
-        session.connection(), session.schema, spec.schema, spans, syms, spec.start, spec.end, price_type, None, None
-    )
-    if not columns or sessions.COLUMN in columns:  # like every bar query: each bar's trading session
-        frame[sessions.COLUMN] = sessions.label(session, frame, spec.schema.bar_seconds * 1_000_000_000).to_numpy()
-    if columns:
-        unknown = [c for c in columns if c not in frame.columns]
-        if unknown:
-            raise ValidationError(f"unknown column(s) {unknown} for {spec.schema}: choose from {list(frame.columns)}")
+    # the read of every bar query: the session column built into the frame, ``columns`` checked and read alone
+    frame = sessions.bars(session, spec.schema, spans, syms, spec.start, spec.end, price_type, None, columns)
     frame = adjust_prices(frame, p.rolls, spec.adjust, p.fixed)
     return frame[list(columns)] if columns else frame
 

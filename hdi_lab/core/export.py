@@ -95,6 +95,11 @@ def partition_path(day: dt.date, symbol: str) -> str:
     return f"date={day.isoformat()}/symbol={urllib.parse.quote(symbol, safe='')}"
 
 
+def _file(day: dt.date, symbol: str, fmt: ExportFormat) -> str:
+    """The file of ``day`` and ``symbol`` in ``fmt``, relative to the output."""
+    return f"{partition_path(day, symbol)}/part-0.{fmt.value}"
+
+
 def partitioning() -> Any:
     """The ``pyarrow.dataset`` partitioning of an export: ``date`` as date32, ``symbol`` as string whatever the
     values look like. ``pyarrow.dataset.dataset(path, partitioning=partitioning())``. Raises nothing."""
@@ -154,12 +159,11 @@ def export(
                 f"nothing stored for {sch} {', '.join(syms)} in [{lo.isoformat()}, {hi.isoformat()}): "
                 "ingest it first (hdi ingest / %hdi_ingest; hdi status shows what is stored)"
             )
-        name = f"part-0.{fmt.value}"
         stale = [
             rel
             for d in _day_range(lo, hi)
             for sym in syms
-            if (rel := f"{partition_path(d, sym)}/{name}") not in written and (out / rel).is_file()
+            if (rel := _file(d, sym, fmt)) not in written and (out / rel).is_file()
         ]
         _check_targets(out, [*written, *stale])
         for rel in written:  # the whole export is written: move it in, one rename per partition
@@ -245,7 +249,7 @@ def _write_day(
     for i, sym in enumerate(syms):
         n = int(counts[i])
         if n:
-            rel = f"{partition_path(day, sym)}/part-0.{fmt.value}"
+            rel = _file(day, sym, fmt)
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             part = table.slice(offset, n)

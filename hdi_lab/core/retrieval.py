@@ -93,13 +93,12 @@ def query(
     align = sessions.check_align(align, sch, seconds)
     syms = require_symbols(symbols)
     lo, hi = parse_range(start, end)
-    if price_type not in ("float", "fixed"):
-        raise ValidationError(f"price_type={price_type!r} is not valid: use float or fixed")
+    read.check_price_type(price_type)
     spans = resolve(session, syms, lo, hi, dataset)
     conn = session.connection()
     if out is not Output.PANDAS and align == "utc":  # Arrow straight from the decoded columns
-        labelled = sch.is_bar and (not columns or sessions.COLUMN in columns)
-        asked = None if not columns else [c for c in columns if c != sessions.COLUMN]
+        labelled, asked = sessions.split_columns(columns)
+        labelled = labelled and sch.is_bar
         if labelled and asked:  # what the session label needs
             asked = list(dict.fromkeys([*asked, "publisher_id", "instrument_id"]))
         table = read.query_arrow(
@@ -108,7 +107,7 @@ def query(
         if labelled:
             table = table.append_column(sessions.COLUMN, session_column(session, table, seconds or sch.bar_seconds))
         if columns:
-            _check_columns(columns, table.column_names[1:], sch)
+            read.check_columns(columns, table.column_names[1:], sch)
             table = table.select(["ts_event", *columns])
         return convert(table, out)
     if sch.is_bar:  # with the session column, aligned on midnight UTC or on sessions
@@ -120,7 +119,7 @@ def query(
             conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns, lookups=session.lookups
         )
     if columns:
-        _check_columns(columns, list(frame.columns), sch)
+        read.check_columns(columns, list(frame.columns), sch)
         frame = frame[list(columns)]
     return convert(frame, out)
 
@@ -136,12 +135,6 @@ def session_column(session: HdiSession, table: pa.Table, seconds: int) -> pa.Arr
         index=pd.DatetimeIndex(table["ts_event"].to_numpy()),
     )
     return pa.array(sessions.label(session, keys, seconds * 1_000_000_000).to_numpy(), from_pandas=True)
-
-
-def _check_columns(columns: Sequence[str], names: list[str], sch: Schema) -> None:
-    unknown = [c for c in columns if c not in names]
-    if unknown:
-        raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {names}")
 
 
 def resolve(

@@ -49,13 +49,18 @@ from hdi_lab.storage import read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
 
-__all__ = ["COLUMN", "bars", "check_align", "label"]
+__all__ = ["COLUMN", "bars", "check_align", "label", "split_columns"]
 
 #: the name of the session column of bar queries
 COLUMN = "session"
 _NS = 1_000_000_000
 _DAY = 86_400 * _NS
-_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def split_columns(columns: Sequence[str] | None) -> tuple[bool, list[str] | None]:
+    """Whether a bar query with ``columns`` shows the :data:`COLUMN` column (all columns, or named), and the
+    columns to ask the read for (the others; None: all). Raises nothing."""
+    return not columns or COLUMN in columns, None if not columns else [c for c in columns if c != COLUMN]
 
 
 def check_align(align: str, sch: Schema, seconds: int | None) -> str:
@@ -95,8 +100,7 @@ def bars(
 
     Raises ValidationError (a bad column; a dataset without a calendar under session alignment), ConfigError
     (an unknown calendar in the ``calendars`` setting) and StorageError."""
-    wanted = not columns or COLUMN in columns
-    asked = None if not columns else [c for c in columns if c != COLUMN]
+    wanted, asked = split_columns(columns)
     if align != "session":
         length = (seconds or sch.bar_seconds) * _NS
 
@@ -134,7 +138,7 @@ def bars(
         group = pairs
         if len({(sp.symbol, sp.instrument_id) for sp in wide}) > len({sp.instrument_id for sp in wide}):
             group = pairs * len(syms) + pd.factorize(frame["symbol"])[0]
-        bucket = _buckets(_ns(frame.index)[rows], opens[rows], seconds)
+        bucket = _buckets(calendars.utc_ns(frame.index)[rows], opens[rows], seconds)
         out = _rollup(frame, syms, rows, group[rows], bucket, labels[rows])
     return out  # the query keeps ``columns`` of it
 
@@ -156,7 +160,12 @@ def _sessions(
     (publisher, instrument) pair. Without a calendar: the UTC date (and its midnight as the open), or with
     ``strict`` a ValidationError naming the dataset."""
     return _sessions_of(
-        session, _ns(frame.index), frame["publisher_id"].to_numpy(), frame["instrument_id"].to_numpy(), length, strict
+        session,
+        calendars.utc_ns(frame.index),
+        frame["publisher_id"].to_numpy(),
+        frame["instrument_id"].to_numpy(),
+        length,
+        strict,
     )
 
 
@@ -259,11 +268,3 @@ def _rollup(
     out = pd.DataFrame(cols, index=index)
     out[COLUMN] = out_labels[final].view("datetime64[ns]")
     return out
-
-
-def _ns(index: pd.Index) -> npt.NDArray[np.int64]:
-    if isinstance(index, pd.DatetimeIndex) and index.unit == "ns":
-        return np.asarray(index.values).view(np.int64)  # UTC epoch nanoseconds whatever the time zone
-    stamps = pd.DatetimeIndex(index)
-    naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
-    return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64)

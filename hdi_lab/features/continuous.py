@@ -37,8 +37,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab import indicators
-from hdi_lab.core.continuous import RollRecord, adjust_prices, continuous, is_continuous, parse_root
+from hdi_lab import calendars, indicators
+from hdi_lab.core.continuous import (
+    RollRecord,
+    adjust_prices,
+    check_adjustable,
+    continuous,
+    is_continuous,
+    parse_root,
+)
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
 from hdi_lab.features.bars import STORED, InstrumentBars
@@ -133,19 +140,7 @@ def read_series(
     frame = frame[~frame.index.duplicated(keep="first")]  # several publishers: one bar per timestamp
     rolls: tuple[RollRecord, ...] = frame.attrs["rolls"]
     ds = str(frame.attrs["continuous"]["dataset"])
-    if adjust is not Adjust.NONE:
-        for r in rolls:
-            if math.isnan(r.from_price) or math.isnan(r.to_price):
-                missing = r.from_symbol if math.isnan(r.from_price) else r.to_symbol
-                raise ValidationError(
-                    f"cannot adjust {symbol} at the {r.from_symbol} -> {r.to_symbol} roll on {r.session}: {missing} "
-                    f"has no ohlcv-{interval} bar before it; ingest that contract's bars or use adjust='none'"
-                )
-            if adjust is Adjust.RATIO and (r.from_price <= 0 or r.to_price <= 0):
-                raise ValidationError(
-                    f"adjust='ratio' needs positive prices but {symbol}'s {r.from_symbol} -> {r.to_symbol} roll on "
-                    f"{r.session} is at {r.from_price} -> {r.to_price}: use adjust='difference'"
-                )
+    check_adjustable(rolls, adjust, f"ohlcv-{interval}", symbol)
     bars = frame[["instrument_id", *inputs]]
     return ContinuousSeries(symbol, ds, bars, rolls)
 
@@ -165,7 +160,7 @@ def computed(
     change), each segment computed from the first bar with the rolls known at its bars' events (open +
     ``step_ns``)."""
     bars = series.bars.drop(columns="instrument_id")
-    opens = pd.DatetimeIndex(bars.index).asi8  # type: ignore[attr-defined]  # pandas-stubs lacks asi8 (the int64 view)
+    opens = calendars.utc_ns(bars.index)
     if len(opens) == 0:
         return opens, np.empty((0, len(cols)))
     if view is View.RESEARCH or adjust is Adjust.NONE or not series.rolls:

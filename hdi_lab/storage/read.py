@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +27,12 @@ from hdi_lab.storage.tables import TABLES, Column, Table
 
 __all__ = [
     "FIXED_SUFFIX",
+    "PRICE_TYPES",
     "UNION_SPANS",
     "Extra",
     "PriceType",
+    "check_columns",
+    "check_price_type",
     "float_prices",
     "query",
     "query_arrow",
@@ -38,6 +41,8 @@ __all__ = [
 ]
 
 PriceType: TypeAlias = Literal["float", "fixed"]
+#: the values of :data:`PriceType`
+PRICE_TYPES: tuple[str, ...] = get_args(PriceType)
 #: columns a caller adds to a read's frame, computed from each row's time (int64 ns), publisher and instrument ids
 Extra: TypeAlias = Callable[[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[Any]], Mapping[str, npt.NDArray[Any]]]
 #: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
@@ -113,6 +118,24 @@ def statement(conn: psycopg2.extensions.connection, schema: str, sch: Schema, sp
         return str(cur.mogrify(text, params).decode())
 
 
+def check_price_type(price_type: object) -> PriceType:
+    """``price_type`` when it is one of :data:`PRICE_TYPES`.
+
+    Raises ValidationError otherwise."""
+    if price_type not in PRICE_TYPES:
+        raise ValidationError(f"price_type={price_type!r} is not valid: use {' or '.join(PRICE_TYPES)}")
+    return cast(PriceType, price_type)
+
+
+def check_columns(columns: Sequence[str], names: Sequence[str], sch: Schema) -> None:
+    """Check that every one of ``columns`` is one of ``names``, the columns a read of ``sch`` gives.
+
+    Raises ValidationError naming the unknown ones and listing ``names``."""
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {list(names)}")
+
+
 def float_prices(fixed: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """int64 1e-9 fixed-point prices as floats, UNDEF_PRICE as NaN (how every float price is made). Raises nothing."""
     f = fixed.astype(np.float64) / 1e9
@@ -149,10 +172,7 @@ def _read(
     )
     wanted = None
     if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
-        known = [c.name for c in _out_columns(TABLES[sch])] + ["symbol"]
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise ValidationError(f"unknown column(s) {unknown} for {sch}: choose from {known}")
+        check_columns(columns, [c.name for c in _out_columns(TABLES[sch])] + ["symbol"], sch)
         wanted = set(columns)
     return _market(cur, schema, TABLES[sch], spans, syms, rollup, wanted, lookups)
 
