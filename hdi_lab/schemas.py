@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 
 from hdi_lab.errors import ValidationError
 
@@ -19,6 +19,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "INTERVALS",
     "OUTPUTS",
+    "PRICE_TYPES",
     "ROLLS",
     "SCHEMAS",
     "TIME_RANGE",
@@ -30,6 +31,7 @@ __all__ = [
     "IngestReport",
     "IngestRequest",
     "Output",
+    "PriceType",
     "Progress",
     "Roll",
     "SType",
@@ -43,6 +45,11 @@ __all__ = [
     "require_symbols",
     "utc_date",
 ]
+
+#: prices as floats, or int64 fixed-point (1e-9) with UNDEF_PRICE as in DBN
+PriceType: TypeAlias = Literal["float", "fixed"]
+#: the values of :data:`PriceType`
+PRICE_TYPES: tuple[str, ...] = get_args(PriceType)
 
 
 class Schema(enum.StrEnum):

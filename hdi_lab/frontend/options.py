@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hdi_lab.core.executors import EXECUTORS
 from hdi_lab.core.session import LIVE_PROVIDERS, PROVIDERS
-from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, SCHEMAS, VIEWS, Schema, SType
+from hdi_lab.schemas import ADJUSTS, ALIGNS, EXPORT_FORMATS, INTERVALS, PRICE_TYPES, SCHEMAS, VIEWS, Schema, SType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,8 +103,6 @@ __all__ = [
 BAR_SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema if s.is_bar)
 #: how requested symbols are interpreted (``--stype-in``)
 STYPES: tuple[str, ...] = tuple(s.value for s in SType)
-#: prices as floats, or int64 fixed-point (1e-9) as in DBN
-PRICE_TYPES: tuple[str, ...] = ("float", "fixed")
 #: the actions of ``hdi watch ACTION`` and ``%hdi_watch ACTION``
 WATCH_ACTIONS: tuple[str, ...] = ("add", "list", "remove")
 #: the actions of ``hdi live ACTION`` and ``%hdi_live ACTION``

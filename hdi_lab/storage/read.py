@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, cast, get_args
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ from psycopg2 import sql as pgsql
 from hdi_lab import dbn
 from hdi_lab.dbn import INT64_MAX
 from hdi_lab.errors import StorageError, ValidationError, first_line
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import PRICE_TYPES, PriceType, Schema
 from hdi_lab.storage import aggregates, copy
 from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.lookups import Lookups
@@ -40,9 +40,6 @@ __all__ = [
     "statement",
 ]
 
-PriceType: TypeAlias = Literal["float", "fixed"]
-#: the values of :data:`PriceType`
-PRICE_TYPES: tuple[str, ...] = get_args(PriceType)
 #: columns a caller adds to a read's frame, computed from each row's time (int64 ns), publisher and instrument ids
 Extra: TypeAlias = Callable[[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[Any]], Mapping[str, npt.NDArray[Any]]]
 #: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
