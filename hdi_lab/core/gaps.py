@@ -110,7 +110,7 @@ def coverage(
     schedules: dict[str, _Schedule] = {}
     now = pd.Timestamp.now(tz="UTC")  # a session not closed yet cannot be complete: it is no gap (yet)
     log_sym, log_ds = logged["symbol"].to_numpy(), logged["dataset"].to_numpy()
-    log_start, log_end = _ns(logged["start"]), _ns(logged["end"])
+    log_start, log_end = calendars.utc_ns(logged["start"]), calendars.utc_ns(logged["end"])
     cols: dict[str, list[npt.NDArray[Any]]] = {c: [] for c in ("symbol", "session", "covered", "bars", "o", "c", "i")}
     for sym in syms:
         code = _calendar(ds, sym, session.settings)
@@ -170,19 +170,19 @@ def _schedule(code: str, first: pd.Timestamp, last: pd.Timestamp, now: pd.Timest
     opens, closes = _windows(days, sch)
     minutes = days["minutes"].to_numpy(np.int64)
     bars = -(-minutes * 60 // sch.bar_seconds) if sch.is_bar else minutes
-    return _Schedule(days["session"].to_numpy(), _ns(days["session"]), opens, closes, bars)
+    return _Schedule(days["session"].to_numpy(), calendars.utc_ns(days["session"]), opens, closes, bars)
 
 
 def _windows(days: pd.DataFrame, sch: Schema) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The ``[start, end)`` (int64 ns UTC) in which each session's rows are stored: the session, from its open
     floored to the bar interval (an hourly bar starting 14:00 holds a 14:30 open); for daily bars, which start at
     midnight UTC, the session's date."""
-    opens, closes = _ns(days["open"]), _ns(days["close"])
+    opens, closes = calendars.utc_ns(days["open"]), calendars.utc_ns(days["close"])
     if not sch.is_bar:
         return opens, closes
     bar = sch.bar_seconds * 1_000_000_000
     if bar >= _DAY:
-        labels = _ns(days["session"])
+        labels = calendars.utc_ns(days["session"])
         return labels, labels + _DAY
     return opens - opens % bar, closes
 
@@ -220,12 +220,6 @@ def _dataset(dataset: str | None, spans: list[Span], logged: pd.DataFrame, syms:
     raise ValidationError(f"{which} are known in several datasets ({', '.join(known)}): give dataset=")
 
 
-def _ns(values: pd.Series | pd.DatetimeIndex) -> npt.NDArray[np.int64]:
-    stamps = pd.DatetimeIndex(values)
-    naive = stamps if stamps.tz is None else stamps.tz_convert("UTC").tz_localize(None)
-    return np.asarray(naive.as_unit("ns").to_numpy(), dtype="datetime64[ns]").view(np.int64)
-
-
 def _instruments(
     labels: npt.NDArray[np.int64], spans: list[Span]
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
@@ -235,9 +229,8 @@ def _instruments(
     iids: list[npt.NDArray[np.int64]] = []
     seen = np.zeros(len(labels), dtype=bool)
     for sp in spans:
-        on = np.flatnonzero(
-            (labels >= _ns(pd.DatetimeIndex([sp.lo]))[0]) & (labels < _ns(pd.DatetimeIndex([sp.hi]))[0])
-        )
+        lo, hi = calendars.utc_ns(pd.DatetimeIndex([sp.lo, sp.hi]))
+        on = np.flatnonzero((labels >= lo) & (labels < hi))
         seen[on] = True
         rows.append(on)
         iids.append(np.full(len(on), sp.instrument_id, dtype=np.int64))
