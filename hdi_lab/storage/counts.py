@@ -320,7 +320,7 @@ def read(
         "AND day <= date '1970-01-01' + %s ORDER BY 1, 2",
         (table, [int(i) for i in instrument_ids], int(first), int(last)),
     ).decode()
-    buf = memoryview(copy.copy_out(cur, query))
+    buf = copy.copy_view(cur, query)  # no copy of the ~65 MB of a 100-instrument, 5-year read
     dtype = np.dtype(
         [("n", ">i2"), ("l0", ">i4"), ("v0", ">i8"), ("l1", ">i4"), ("v1", ">i4"), ("l2", ">i4"), ("v2", _ROW)]
     )
