@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab import dbn, extras
+from hdi_lab import dbn
 from hdi_lab.core import conditions as vendor_conditions
 from hdi_lab.core.executors import DaskExecutor
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
@@ -214,8 +214,7 @@ def on_cluster(
             "provider='ib' cannot run with executor='dask': IB allows one connection per client id and paces "
             "every request of it, so its chunks run in one process; use executor='local'"
         )
-    extras.require("distributed", "dask")
-    from hdi_lab.core import cluster
+    from hdi_lab.core import cluster  # MissingDependency without Dask
 
     for wave in ([w for w in work if w[0].companion], [w for w in work if not w[0].companion]):
         if wave:
