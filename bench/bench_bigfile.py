@@ -20,6 +20,7 @@ the read path reported as a ratio to the baseline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +143,7 @@ def step_read(path: Path) -> dict[str, float]:
 def step_ingest(path: Path, url: str) -> dict[str, float]:
     import hdi_lab
 
-    schema = f"bench_big_{uuid.uuid4().hex[:8]}"
-    session = common.session(url, schema)
-    try:
+    with common.fresh_schema(url, "bench_big") as schema, contextlib.closing(common.session(url, schema)) as session:
         t0 = time.perf_counter()
         report = hdi_lab.ingest(provider="file", path=path, session=session)
         seconds = time.perf_counter() - t0
@@ -155,11 +153,6 @@ def step_ingest(path: Path, url: str) -> dict[str, float]:
             "chunks": len(report.chunks),
             "peak_mb": _peak_mb(),
         }
-    finally:
-        with session.connection().cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        session.connection().commit()
-        session.close()
 
 
 def _child(step: str, path: Path, url: str | None) -> dict[str, float]:

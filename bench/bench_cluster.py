@@ -14,9 +14,9 @@ serially, interleaved; before each run (untimed) the feature and state tables ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -45,14 +45,12 @@ def run(args: object) -> list[Row]:
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
+        contextlib.ExitStack() as schemas,  # each run's schema, dropped at the end
     ):
         state: dict[str, object] = {}
-        schemas: list[str] = []
 
         def setup() -> None:  # untimed: a fresh schema, migrated
-            sch = f"bench_cluster_{len(schemas)}_{uuid.uuid4().hex[:8]}"
-            schemas.append(sch)
-            sess = common.session(url, sch)
+            sess = common.session(url, schemas.enter_context(common.fresh_schema(url, "bench_cluster")))
             sess.connection()
             state["session"] = sess
 
@@ -63,17 +61,13 @@ def run(args: object) -> list[Row]:
             state["rows"] = report.inserted
             return report
 
-        try:
-            times = common.interleaved(
-                {
-                    "serial": (lambda: ingest({}), setup),
-                    "dask": (lambda: ingest({"executor": "dask", "scheduler": client}), setup),
-                },
-                repeat,
-            )
-        finally:
-            for sch in schemas:
-                _drop(url, sch)
+        times = common.interleaved(
+            {
+                "serial": (lambda: ingest({}), setup),
+                "dask": (lambda: ingest({"executor": "dask", "scheduler": client}), setup),
+            },
+            repeat,
+        )
         feature_times, bars = _features(url, client, int(args.feature_days), repeat)  # type: ignore[attr-defined]
     serial, dask = times["serial"], times["dask"]
     n = int(state["rows"])  # type: ignore[call-overload]
@@ -100,10 +94,11 @@ def run(args: object) -> list[Row]:
 
 def _features(url: str, client: Client, days: int, repeat: int) -> tuple[dict[str, common.Timing], int]:
     """Feature computations of the same stored bars, serial and on the cluster, each from the first bar."""
-    sch = f"bench_cluster_features_{uuid.uuid4().hex[:8]}"
-    sess = common.session(url, sch)
     end = START + pd.Timedelta(days=days)
-    try:
+    with (
+        common.fresh_schema(url, "bench_cluster_features") as sch,
+        contextlib.closing(common.session(url, sch)) as sess,
+    ):
         hdi_lab.ingest("sample", session=sess, schema="ohlcv-1m", symbols=FUTURES, start=START, end=end)
         out: dict[str, int] = {}
 
@@ -128,17 +123,6 @@ def _features(url: str, client: Client, days: int, repeat: int) -> tuple[dict[st
             repeat,
         )
         return times, out["bars"]
-    finally:
-        sess.close()
-        _drop(url, sch)
-
-
-def _drop(url: str, schema: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -220,6 +221,23 @@ def test_an_unreachable_scheduler_is_a_one_line_error(session: HdiSession) -> No
     req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
     with pytest.raises(ClusterError, match=r"tcp://127\.0\.0\.1:9 cannot be reached.*HDI_DASK_SCHEDULER"):
         ingestion.run(req, session, executor=DaskExecutor("tcp://127.0.0.1:9"))
+
+
+@pytest.mark.integration
+def test_without_dask_both_cluster_paths_name_the_extra(session: HdiSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hdi_lab.core
+    from hdi_lab import features
+    from hdi_lab.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` raises ImportError
+    monkeypatch.delitem(sys.modules, "hdi_lab.core.cluster", raising=False)
+    monkeypatch.delattr(hdi_lab.core, "cluster", raising=False)
+    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
+    extra = r"distributed is not installed: install it with `pip install 'hdi_lab\[dask\]'`"
+    with pytest.raises(MissingDependency, match=extra):
+        ingestion.run(req, session, executor=DaskExecutor("tcp://127.0.0.1:9"))
+    with pytest.raises(MissingDependency, match=extra):
+        features.compute("momentum_v1", ["ESH4"], executor="dask", scheduler="tcp://127.0.0.1:9", session=session)
 
 
 @pytest.mark.unit

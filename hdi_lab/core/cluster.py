@@ -18,7 +18,8 @@ task, every worker with its own database connections against the one shared Post
   share it, and the scheduler frees the leases of a dead worker (``distributed.scheduler.locks.lease-timeout``).
   A semaphore (rather than a lease row in the database) needs no extra connection and no clean-up after a crash.
 
-Only this module imports Dask (``pip install 'hdi_lab[dask]'``); :mod:`hdi_lab.core.executors` says when it runs.
+Only this module imports Dask (``pip install 'hdi_lab[dask]'``; importing it without raises MissingDependency);
+:mod:`hdi_lab.core.executors` says when it runs.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeAlias
 
-from distributed import Client, KilledWorker, Semaphore, WorkerPlugin, as_completed, get_worker
-
 from hdi_lab import dsn
 from hdi_lab.config import Settings
 from hdi_lab.core.executors import DaskExecutor
 from hdi_lab.core.session import HdiSession
-from hdi_lab.errors import ClusterError, ConfigError, first_line
+from hdi_lab.errors import ClusterError, ConfigError, MissingDependency, first_line
 from hdi_lab.providers.base import DownloadLimited, Provider
+
+try:  # importing this module without Dask says which extra to install, whoever imports it
+    from distributed import Client, KilledWorker, Semaphore, WorkerPlugin, as_completed, get_worker
+except ImportError as exc:
+    raise MissingDependency("distributed", "dask") from exc
 
 __all__ = ["CONNECT_TIMEOUT_S", "DOWNLOADS", "Work", "map_unordered", "open_client"]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab import dbn, extras
+from hdi_lab import dbn
 from hdi_lab.core import conditions as vendor_conditions
 from hdi_lab.core.executors import DaskExecutor
 from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
@@ -59,8 +58,6 @@ __all__ = [
 ]
 
 ProgressFn: TypeAlias = Callable[[Progress], None]
-#: one chunk's work where it may run elsewhere (a Dask worker): the chunk, whether forced, the vendor's
-#: conditions of its dataset's days
 #: a chunk to run: (chunk, force, the vendor conditions of its dataset, ``planned_at`` (see :func:`ingest_chunk`))
 ChunkWork: TypeAlias = tuple[Chunk, bool, "pd.DataFrame | None", int | None]
 log = logging.getLogger(__name__)
@@ -114,10 +111,7 @@ def run(
     def one(chunk: Chunk) -> ChunkResult:
         if plan.skips(chunk):
             return ChunkResult(chunk, skipped=True)
-        work = functools.partial(
-            ingest_chunk, session, provider, chunk, force=request.force, conditions=seen.get(chunk.dataset)
-        )
-        return _attempt(chunk, failures, work)
+        return _attempt(failures, session, provider, chunk, force=request.force, conditions=seen.get(chunk.dataset))
 
     if progress is not None:
         progress(Progress(done=0, total=len(chunks), rows=0))
@@ -150,10 +144,23 @@ def run(
     return report
 
 
-def _attempt(chunk: Chunk, failures: dict[str, HdiError], work: Callable[[], ChunkResult]) -> ChunkResult:
-    """Run one chunk; bad bytes of a file (:data:`CHUNK_ERRORS`) become the chunk's failed result."""
+def _attempt(
+    failures: dict[str, HdiError],
+    session: HdiSession,
+    provider: Provider,
+    chunk: Chunk,
+    *,
+    force: bool,
+    conditions: pd.DataFrame | None,
+    stores: Iterable[db.DBNStore] | None = None,
+    planned_at: int | None = None,
+) -> ChunkResult:
+    """Run one chunk (:func:`ingest_chunk`); bad bytes of a file (:data:`CHUNK_ERRORS`) become the chunk's failed
+    result, its error kept in ``failures``."""
     try:
-        return work()
+        return ingest_chunk(
+            session, provider, chunk, force=force, stores=stores, conditions=conditions, planned_at=planned_at
+        )
     except CHUNK_ERRORS as exc:
         if chunk.path is None:  # a vendor's chunk: the next ones would likely fail alike
             raise
@@ -170,10 +177,7 @@ def chunk_task(session: HdiSession, provider: Provider | None, work: ChunkWork) 
     assert provider is not None, "an ingest task runs with the run's provider"
     chunk, force, conditions, planned_at = work
     failures: dict[str, HdiError] = {}
-    run = functools.partial(
-        ingest_chunk, session, provider, chunk, force=force, conditions=conditions, planned_at=planned_at
-    )
-    result = _attempt(chunk, failures, run)
+    result = _attempt(failures, session, provider, chunk, force=force, conditions=conditions, planned_at=planned_at)
     return result, failures.get(chunk.key)
 
 
@@ -210,8 +214,7 @@ def on_cluster(
             "provider='ib' cannot run with executor='dask': IB allows one connection per client id and paces "
             "every request of it, so its chunks run in one process; use executor='local'"
         )
-    extras.require("distributed", "dask")
-    from hdi_lab.core import cluster
+    from hdi_lab.core import cluster  # MissingDependency without Dask
 
     for wave in ([w for w in work if w[0].companion], [w for w in work if not w[0].companion]):
         if wave:
@@ -269,8 +272,8 @@ def _in_order(
                 if nxt is not None:
                     ahead[nxt.key] = _Prefetch(pool, provider.fetch(nxt))
                 try:
-                    load = functools.partial(
-                        ingest_chunk,
+                    result = _attempt(
+                        failures,
                         session,
                         provider,
                         chunk,
@@ -278,7 +281,6 @@ def _in_order(
                         stores=current,
                         conditions=seen.get(chunk.dataset),
                     )
-                    result = _attempt(chunk, failures, load)
                 finally:
                     current.close()
                 yield result

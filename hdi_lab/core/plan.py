@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
@@ -73,17 +72,17 @@ def estimate(plan: Plan, provider: Provider) -> list[ChunkResult]:
 
     Raises what the provider's ``estimate`` raises (HdiError subclasses: a vendor refusing the query).
     """
-    todo = [c for c in plan.chunks if not plan.skips(c)]
-    spans = isinstance(provider, SpanEstimator) and len(todo) > SPAN_AFTER
+    todo = plan.todo
+    spans = provider if isinstance(provider, SpanEstimator) and len(todo) > SPAN_AFTER else None
     shares: dict[str, ChunkResult] = {}
-    if spans:
-        for run in _runs(plan):
-            shares.update(_spread(run, cast(SpanEstimator, provider).estimate_span(run)))
+    if spans is not None:
+        for run in _runs(todo):
+            shares.update(_spread(run, spans.estimate_span(run)))
     out = []
     for chunk in plan.chunks:
         if plan.skips(chunk):
             out.append(ChunkResult(chunk, skipped=True))
-        elif spans:
+        elif spans is not None:
             out.append(shares[chunk.key])
         else:
             est = provider.estimate(chunk)
@@ -96,12 +95,10 @@ def estimate(plan: Plan, provider: Provider) -> list[ChunkResult]:
     return out
 
 
-def _runs(plan: Plan) -> list[list[Chunk]]:
+def _runs(todo: Sequence[Chunk]) -> list[list[Chunk]]:
     """The chunks to fetch in runs of contiguous chunks of one request (dataset, schema, stype, symbols)."""
     runs: list[list[Chunk]] = []
-    for chunk in plan.chunks:
-        if plan.skips(chunk):
-            continue
+    for chunk in todo:
         last = runs[-1][-1] if runs else None
         if (
             last is not None

@@ -33,6 +33,7 @@ __all__ = [
     "first_bad",
     "mappings_of",
     "open_store",
+    "read_full",
     "record_layout",
     "record_to_json",
     "records_from_json",
@@ -232,7 +233,7 @@ def _batches(store: db.DBNStore, schema: Schema, name: str, batch: int | None) -
     size = dtype.itemsize * batch if batch else -1
     first = True
     while True:
-        buf = _read_full(reader, size)
+        buf = read_full(reader, size)
         if not buf:
             if first:
                 yield np.empty(0, dtype=dtype)
@@ -259,10 +260,6 @@ class _Unfinished(DataFormatError):
     """The input ended inside a zstd frame."""
 
 
-#: compressed bytes :class:`ZstdStream` reads at a time (by default)
-_READ_SIZE = 1 << 20
-
-
 class ZstdStream:
     """The decompressed bytes of a zstd stream of one or more frames, read as a file.
 
@@ -272,10 +269,11 @@ class ZstdStream:
     after frame, and raises DataFormatError when the input ends before the last frame does.
     """
 
+    READ_SIZE = 1 << 20  # compressed bytes per read
     WRITE_SIZE = 1 << 20  # zstandard's default (128 KiB) output pieces cost a second join
 
-    def __init__(self, source: Any, name: str, read_size: int = _READ_SIZE) -> None:
-        self._source, self._name, self._read_size = source, name, read_size
+    def __init__(self, source: Any, name: str) -> None:
+        self._source, self._name = source, name
         self._frame = self._new_frame()
         self._in_frame = False  # input was fed to a frame that has not ended yet
         self._parts: collections.deque[bytes] = collections.deque()
@@ -326,7 +324,7 @@ class ZstdStream:
             self._pos = 0
 
     def _fill(self) -> None:
-        data = self._source.read(self._read_size)
+        data = self._source.read(self.READ_SIZE)
         if not data:
             self._eof = True
             if self._in_frame:
@@ -361,8 +359,9 @@ def unfinished_zstd(data: bytes) -> bool:
     return False
 
 
-def _read_full(reader: Any, size: int) -> bytes | memoryview:
-    """``size`` bytes (all with -1) or fewer only at the end: stream readers may return short reads."""
+def read_full(reader: Any, size: int) -> bytes | memoryview:
+    """``size`` bytes (all with -1) or fewer only at the end: stream readers may return short reads (one piece
+    is returned as read: not copied)."""
     if size < 0:
         return reader.read()
     parts, got = [], 0

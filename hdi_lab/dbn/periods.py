@@ -33,14 +33,12 @@ import numpy.typing as npt
 import zstandard
 from databento.common.dbnstore import DataSource
 
-from hdi_lab.dbn.decoder import ZstdStream, first_bad, open_store, record_layout, schema_of
+from hdi_lab.dbn.decoder import ZstdStream, first_bad, open_store, read_full, record_layout, schema_of
 from hdi_lab.errors import DataFormatError
 from hdi_lab.schemas import Schema
 
-__all__ = ["READ_SIZE", "Fault", "FileIndex", "Period", "index_file", "read_header"]
+__all__ = ["Fault", "FileIndex", "Period", "index_file", "read_header"]
 
-#: compressed bytes read at a time (what one read decompresses to: a few MB)
-READ_SIZE = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: a file's metadata range of more periods than this gets chunks only for the periods holding records
 _MAX_EMPTY_PERIODS = 10_000
@@ -67,7 +65,7 @@ class Fault:
     record: int  # index of the first record not read
 
 
-def _open(path: Path, name: str, read_size: int) -> tuple[IO[bytes], Any, bool]:
+def _open(path: Path, name: str) -> tuple[IO[bytes], Any, bool]:
     """The open file, a reader of its DBN bytes (decompressing when it is zstd) and whether it is compressed."""
     try:
         f = open(path, "rb")  # noqa: SIM115  (closed by the caller)
@@ -77,30 +75,17 @@ def _open(path: Path, name: str, read_size: int) -> tuple[IO[bytes], Any, bool]:
         ) from exc
     compressed = f.read(4) == _ZSTD_MAGIC
     f.seek(0)
-    return f, (ZstdStream(f, name, read_size) if compressed else f), compressed
-
-
-def _read_exact(reader: Any, n: int) -> bytes | memoryview:
-    """``n`` bytes, fewer only at the end of the input (one piece is returned as read: not copied)."""
-    parts: list[bytes | memoryview] = []
-    got = 0
-    while got < n:
-        part = reader.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return f, (ZstdStream(f, name) if compressed else f), compressed
 
 
 def _header(reader: Any, name: str) -> bytes:
-    head = _read_exact(reader, 8)
+    head = read_full(reader, 8)
     if len(head) < 8 or bytes(head[:3]) != b"DBN":
         raise DataFormatError(
             f"{name} is not a readable DBN file (it does not start with a DBN header): hdi_lab reads Databento "
             "DBN files, plain or zstd-compressed (.dbn, .dbn.zst)"
         )
-    body = _read_exact(reader, int.from_bytes(head[4:8], "little"))
+    body = read_full(reader, int.from_bytes(head[4:8], "little"))
     return bytes(head) + bytes(body)
 
 
@@ -108,7 +93,7 @@ def read_header(path: Path, name: str) -> tuple[bytes, db.DBNStore]:
     """The file's metadata block (uncompressed) and a store over it alone (no records), read without the rest.
 
     Raises DataFormatError when the file is not readable DBN or its header is cut."""
-    f, reader, _ = _open(path, name, READ_SIZE)
+    f, reader, _ = _open(path, name)
     with f:
         try:
             header = _header(reader, name)
@@ -220,13 +205,13 @@ def index_file(path: Path, name: str, *, monthly: bool, batch: int) -> FileIndex
     n = 0
     last: int | None = None  # period of the last record read
     fault: Fault | None = None
-    f, reader, compressed = _open(path, name, READ_SIZE)
+    f, reader, compressed = _open(path, name)
     with f:
-        _read_exact(reader, len(header))
+        read_full(reader, len(header))
         while fault is None:
             unfinished = False
             try:
-                buf = _read_exact(reader, size * batch)
+                buf = read_full(reader, size * batch)
             except DataFormatError:
                 if not (compressed and reader.truncated):
                     raise
@@ -349,14 +334,14 @@ class _Cursor:
     def __init__(self, index: FileIndex) -> None:
         self._index = index
         self._size = index.dtype.itemsize
-        self._file, self._reader, self._compressed = _open(index.path, index.name, READ_SIZE)
+        self._file, self._reader, self._compressed = _open(index.path, index.name)
         self._runs = index._runs
         self._p = 0  # next record to read
         self._r = 0  # first run that ends after _p
         self._pending = set(range(len(index.periods)))  # periods not served yet
         self._spools: dict[int, IO[bytes]] = {}  # a pending period's records met before it was served
         if self._compressed:
-            _read_exact(self._reader, len(index.header))
+            read_full(self._reader, len(index.header))
         else:
             self._file.seek(len(index.header))
 
@@ -432,7 +417,7 @@ class _Cursor:
 
     def _read(self, k: int) -> bytes | memoryview:
         want = k * self._size
-        data = _read_exact(self._reader, want)
+        data = read_full(self._reader, want)
         if len(data) != want:
             raise DataFormatError(
                 f"{self._index.name} changed while it was being ingested (it ends before record "

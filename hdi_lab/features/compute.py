@@ -349,7 +349,27 @@ class _Output:
         )
 
 
-class _Computation:
+class _Base:
+    """What both computations of :func:`compute` start from: the request, the set's columns and their inputs."""
+
+    def __init__(
+        self,
+        session: HdiSession,
+        fs: FeatureSet,
+        syms: tuple[str, ...],
+        interval: str,
+        lo: pd.Timestamp,
+        hi: pd.Timestamp,
+        dataset: str | None,
+        gap_limit: pd.Timedelta | None,
+    ) -> None:
+        self.session, self.fs, self.syms, self.interval = session, fs, syms, interval
+        self.lo, self.hi, self.dataset, self.gap_limit = lo, hi, dataset, gap_limit
+        self.cols = fs.resolved
+        self.inputs = tuple(dict.fromkeys(i for c in self.cols for i in c.inputs))
+
+
+class _Computation(_Base):
     """One call of :func:`compute`: read, sort, compute, store."""
 
     def __init__(
@@ -364,11 +384,8 @@ class _Computation:
         gap_limit: pd.Timedelta | None,
         only: frozenset[int] | None = None,
     ) -> None:
-        self.session, self.fs, self.syms, self.interval = session, fs, syms, interval
+        super().__init__(session, fs, syms, interval, lo, hi, dataset, gap_limit)
         self.only = only  # the instruments to compute (None: every one of the symbols)
-        self.lo, self.hi, self.dataset, self.gap_limit = lo, hi, dataset, gap_limit
-        self.cols = fs.resolved
-        self.inputs = tuple(dict.fromkeys(i for c in self.cols for i in c.inputs))
         self.layout = indicators.state_layout(self.cols)
         self.context = indicators.history(self.cols)
         self.table = feature_table(fs, interval)
@@ -457,7 +474,7 @@ class _Computation:
         return out
 
 
-class _SeriesComputation:
+class _SeriesComputation(_Base):
     """One call of :func:`compute` with ``adjust``: each continuous series read from its first bar, computed
     in its view and stored in the variant table (see :mod:`hdi_lab.features.continuous`)."""
 
@@ -475,11 +492,8 @@ class _SeriesComputation:
         view: View,
         var: str,
     ) -> None:
-        self.session, self.fs, self.syms, self.interval = session, fs, syms, interval
-        self.lo, self.hi, self.dataset, self.gap_limit = lo, hi, dataset, gap_limit
+        super().__init__(session, fs, syms, interval, lo, hi, dataset, gap_limit)
         self.adjust, self.view = adjust, view
-        self.cols = fs.resolved
-        self.inputs = tuple(dict.fromkeys(i for c in self.cols for i in c.inputs))
         self.table = feature_table(fs, interval, var)
 
     def run(self) -> FeatureReport:

@@ -18,7 +18,7 @@ from pathlib import Path
 import databento as db
 import pandas as pd
 
-from hdi_lab.config import Settings
+from hdi_lab.config import OPTIONS, Settings
 from hdi_lab.dbn import open_store, schema_of, streamable, stype_of
 from hdi_lab.dbn.periods import FileIndex, index_file, read_header
 from hdi_lab.errors import DataFormatError, ValidationError
@@ -27,10 +27,11 @@ from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType, parse_enum
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_STREAM_BYTES", "SUFFIXES", "FileProvider", "chunk_key", "expand", "period_key"]
 
+_DEFAULTS = {o.name: o.default for o in OPTIONS}
 #: records per read when no settings are given (the ``chunk_rows`` default)
-DEFAULT_BATCH = 1_000_000
+DEFAULT_BATCH: int = _DEFAULTS["chunk_rows"]
 #: files above this many bytes are ingested streaming when no settings are given (``file_stream_bytes``)
-DEFAULT_STREAM_BYTES = 64 << 20
+DEFAULT_STREAM_BYTES: int = _DEFAULTS["file_stream_bytes"]
 
 SUFFIXES = (".dbn", ".dbn.zst")
 

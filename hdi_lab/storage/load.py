@@ -86,11 +86,18 @@ class Coverage:
         if len(keys[0]) == 0:
             return
         k = dict(zip(t.key, keys, strict=True))
-        ns = k[t.ns_column] if t.ns_column else (k[t.time_column].astype(np.int64) + copy.PG_EPOCH_US) * 1000
+        ns = _ns_of(t, k)
         ids = k["instrument_id"].astype(np.int64)
         for iid in np.unique(ids):
             first = int(ns[ids == iid].min())
             self.changed[int(iid)] = min(first, self.changed.get(int(iid), first))
+
+
+def _ns_of(t: Table, key: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.int64]:
+    """The time (ns) of rows from their key columns (stored types): the ns column, else the PG microseconds."""
+    if t.ns_column:
+        return key[t.ns_column].astype(np.int64, copy=False)
+    return (key[t.time_column].astype(np.int64) + copy.PG_EPOCH_US) * 1000
 
 
 def _native(t: Table, column: str, v: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -376,7 +383,7 @@ def delete_stale(
         candidates.append(_read(cur, t, t.key, where, [pubs, *params]))
     for keys in coverage.unmatched:  # rows a load read and its data lacked: candidates if inside the range
         k = dict(zip(t.key, keys, strict=True))
-        ns = k[t.ns_column] if t.ns_column else (k[t.time_column] + copy.PG_EPOCH_US) * 1000
+        ns = _ns_of(t, k)
         inside = np.zeros(len(ns), dtype=bool)
         for (lo, hi), ids in ranges.items():
             inside |= np.isin(k["instrument_id"], ids) & (ns >= lo) & (ns < hi)

@@ -50,15 +50,21 @@ def entry(conn: psycopg2.extensions.connection, schema: str, entry_id: int) -> d
         return dict(zip([d.name for d in cur.description or ()], row, strict=True))
 
 
+def _lock(cur: psycopg2.extensions.cursor, schema: str, where: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """(id, dataset, schema, record, dup_idx, req_start, req_end) of the open entries matching ``where``, locked
+    for update until the transaction ends: the rows :func:`hdi_lab.core.ingestion.reload_quarantined` takes."""
+    cur.execute(
+        f"SELECT id, dataset, schema, record, dup_idx, req_start, req_end FROM {_t(schema, cur)} "
+        f"WHERE status = 'open' AND {where} ORDER BY id FOR UPDATE",
+        params,
+    )
+    return cur.fetchall()
+
+
 def lock_open(cur: psycopg2.extensions.cursor, schema: str, ids: list[int] | None) -> list[tuple[Any, ...]]:
     """(id, dataset, schema, record, dup_idx, req_start, req_end) of the open entries (all, or ``ids``),
     locked for update until the transaction ends."""
-    cur.execute(
-        f"SELECT id, dataset, schema, record, dup_idx, req_start, req_end FROM {_t(schema, cur)} "
-        "WHERE status = 'open' AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id FOR UPDATE",
-        (ids, ids),
-    )
-    return cur.fetchall()
+    return _lock(cur, schema, "(%s::bigint[] IS NULL OR id = ANY(%s))", (ids, ids))
 
 
 def lock_open_of_instruments(
@@ -66,13 +72,12 @@ def lock_open_of_instruments(
 ) -> list[tuple[Any, ...]]:
     """As :func:`lock_open`: the open entries of ``dataset`` under ``rule`` whose record is of one of
     ``instrument_ids``, locked for update until the transaction ends."""
-    cur.execute(
-        f"SELECT id, dataset, schema, record, dup_idx, req_start, req_end FROM {_t(schema, cur)} "
-        "WHERE status = 'open' AND rule = %s AND dataset = %s AND (record->>'instrument_id')::bigint = ANY(%s) "
-        "ORDER BY id FOR UPDATE",
+    return _lock(
+        cur,
+        schema,
+        "rule = %s AND dataset = %s AND (record->>'instrument_id')::bigint = ANY(%s)",
         (rule, dataset, instrument_ids),
     )
-    return cur.fetchall()
 
 
 def set_reasons(cur: psycopg2.extensions.cursor, schema: str, rows: list[tuple[int, str, str]]) -> None:
