@@ -153,6 +153,26 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_nothing(
 
 
 @pytest.mark.integration
+def test_a_retried_task_reports_what_its_run_committed(session: HdiSession) -> None:
+    """A cluster task run again after its worker died past the commit (the result lost with it) reports what the
+    first attempt logged; a chunk another run committed stays skipped."""
+    provider = SampleProvider()
+    chunk = provider.plan(make_request("sample", **SAMPLE))[1]  # a bars chunk (the first is definitions)
+    work: ingestion.ChunkWork = (chunk, False, None, None)
+    first, _ = ingestion.chunk_task(session, provider, work, run_id="run-a")
+    assert not first.skipped and first.inserted > 0
+    again, error = ingestion.chunk_task(session, provider, work, run_id="run-a")
+    assert error is None and not again.skipped
+    assert (again.fetched, again.inserted, again.updated, again.duplicates, again.held) == (
+        first.fetched, first.inserted, first.updated, first.duplicates, first.held,
+    )  # fmt: skip
+    # what it changed is not logged: each instrument it holds counts as changed from the chunk's start
+    assert again.changed == dict.fromkeys(first.changed, chunk.start.value)
+    other, _ = ingestion.chunk_task(session, provider, work, run_id="run-b")
+    assert other.skipped and other.inserted == 0
+
+
+@pytest.mark.integration
 def test_databento_on_the_cluster_equals_serial_and_holds_the_download_limit(
     pg_url: str, session: HdiSession, other_schema: str, fake: FakeDatabento
 ) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,13 +156,15 @@ def _attempt(
     conditions: pd.DataFrame | None,
     stores: Iterable[db.DBNStore] | None = None,
     planned_at: int | None = None,
+    run_id: str | None = None,
 ) -> ChunkResult:
     """Run one chunk (:func:`ingest_chunk`); bad bytes of a file (:data:`CHUNK_ERRORS`) become the chunk's failed
     result, its error kept in ``failures``."""
     try:
         return ingest_chunk(
-            session, provider, chunk, force=force, stores=stores, conditions=conditions, planned_at=planned_at
-        )
+            session, provider, chunk, force=force, stores=stores, conditions=conditions, planned_at=planned_at,
+            run_id=run_id,
+        )  # fmt: skip
     except CHUNK_ERRORS as exc:
         if chunk.path is None:  # a vendor's chunk: the next ones would likely fail alike
             raise
@@ -169,15 +173,24 @@ def _attempt(
         return ChunkResult(chunk, error=str(exc))
 
 
-def chunk_task(session: HdiSession, provider: Provider | None, work: ChunkWork) -> tuple[ChunkResult, HdiError | None]:
-    """One chunk as a cluster task runs it (:func:`hdi_lab.core.cluster.map_unordered`): ingested in its own
-    transaction; a file's bad bytes make a failed result and its error, as in a local run.
+def chunk_task(
+    session: HdiSession, provider: Provider | None, work: ChunkWork, *, run_id: str
+) -> tuple[ChunkResult, HdiError | None]:
+    """One chunk as a cluster task of run ``run_id`` runs it (:func:`hdi_lab.core.cluster.map_unordered`):
+    ingested in its own transaction; a file's bad bytes make a failed result and its error, as in a local run.
+    A retry of a task whose first attempt committed (its worker died before the result reached the caller)
+    reports what that attempt logged, not a skip (see :func:`hdi_lab.storage.load.logged_result`).
 
-    Raises what :func:`ingest_chunk` raises but a file chunk's :data:`CHUNK_ERRORS`."""
+    Raises what :func:`ingest_chunk` raises but a file chunk's :data:`CHUNK_ERRORS`, and StorageError."""
     assert provider is not None, "an ingest task runs with the run's provider"
     chunk, force, conditions, planned_at = work
     failures: dict[str, HdiError] = {}
-    result = _attempt(failures, session, provider, chunk, force=force, conditions=conditions, planned_at=planned_at)
+    result = _attempt(
+        failures, session, provider, chunk, force=force, conditions=conditions, planned_at=planned_at, run_id=run_id
+    )
+    if result.skipped:
+        with transaction(session.connection()) as cur:
+            result = load.logged_result(cur, session.schema, chunk, run_id) or result
     return result, failures.get(chunk.key)
 
 
@@ -216,9 +229,10 @@ def on_cluster(
         )
     from hdi_lab.core import cluster  # MissingDependency without Dask
 
+    task = functools.partial(chunk_task, run_id=uuid.uuid4().hex)  # the run's id, logged with its chunks
     for wave in ([w for w in work if w[0].companion], [w for w in work if not w[0].companion]):
         if wave:
-            for _, out in cluster.map_unordered(executor, session, provider, chunk_task, wave):
+            for _, out in cluster.map_unordered(executor, session, provider, task, wave):
                 yield out
 
 
@@ -298,9 +312,11 @@ def ingest_chunk(
     stores: Iterable[db.DBNStore] | None = None,
     conditions: pd.DataFrame | None = None,
     planned_at: int | None = None,
+    run_id: str | None = None,
 ) -> ChunkResult:
     """Fetch (unless ``stores`` already holds the chunk's fetch), validate and load one chunk in one transaction,
-    with its ingest-log row and the vendor's ``conditions`` of its days (see :func:`hdi_lab.core.conditions.seen`).
+    with its ingest-log row (naming ``run_id``, a cluster run) and the vendor's ``conditions`` of its days (see
+    :func:`hdi_lab.core.conditions.seen`).
     The chunk's lock is held throughout: a concurrent ingest of the same chunk waits, then skips it when it is
     stored (not forced), or when forced with ``planned_at`` (the last ingest-log id when its plan was made) and
     another run logged the chunk since (an update planned the same re-fetch twice: once is enough).
@@ -358,7 +374,7 @@ def ingest_chunk(
             cost_usd=cost,
             held=held,
         )
-        log_id = load.insert_log(cur, schema_name, result, force)
+        log_id = load.insert_log(cur, schema_name, result, force, run_id)
         condition_table.insert_conditions(cur, schema_name, log_id, vendor_conditions.chunk_rows(conditions, chunk))
         load.insert_quarantine(cur, schema_name, log_id, chunk, bad_rows)
     return result

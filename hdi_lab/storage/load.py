@@ -39,6 +39,7 @@ __all__ = [
     "load_definitions",
     "load_market",
     "lock_chunk",
+    "logged_result",
     "upsert_symbology",
 ]
 
@@ -519,14 +520,15 @@ def completed(cur: Cursor, schema: str, keys: Sequence[str]) -> set[str]:
     return {r[0] for r in cur.fetchall()}
 
 
-def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> int:
-    """Log a committed chunk (its counts, estimated cost and the rows its range held); returns the log id."""
+def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool, run_id: str | None = None) -> int:
+    """Log a committed chunk (its counts, estimated cost and the rows its range held; ``run_id``, the cluster run
+    that committed it); returns the log id."""
     c = result.chunk
     log = quote(cur.connection, schema, "ingest_log")
     cur.execute(
         f"INSERT INTO {log} (chunk_key, provider, dataset, schema, stype_in, symbols, "
         "start_ts, end_ts, source, fetched, inserted, updated, duplicates, deleted, quarantined, seconds, forced, "
-        f"warnings, cost_usd, held) VALUES ({', '.join(['%s'] * 17)}, %s::text[], %s, %s) RETURNING id",
+        f"warnings, cost_usd, held, run_id) VALUES ({', '.join(['%s'] * 17)}, %s::text[], %s, %s, %s) RETURNING id",
         (
             c.key,
             c.provider,
@@ -548,9 +550,43 @@ def insert_log(cur: Cursor, schema: str, result: ChunkResult, forced: bool) -> i
             list(result.warnings),
             result.cost_usd,
             None if result.held is None else psycopg2.extras.Json({str(k): v for k, v in sorted(result.held.items())}),
+            run_id,
         ),
     )
     return int(one(cur)[0])
+
+
+def logged_result(cur: Cursor, schema: str, chunk: Chunk, run_id: str) -> ChunkResult | None:
+    """What the cluster run ``run_id`` logged for ``chunk`` (its latest row), None when that run did not log it.
+
+    The rows it changed are not logged: every instrument its range held counts as changed from the chunk's start
+    (dependent work then recomputes from there: more than needed, never less)."""
+    cur.execute(
+        "SELECT fetched, inserted, updated, duplicates, deleted, quarantined, seconds, warnings, cost_usd, held "
+        f"FROM {quote(cur.connection, schema, 'ingest_log')} WHERE chunk_key = %s AND run_id = %s "
+        "ORDER BY id DESC LIMIT 1",
+        (chunk.key, run_id),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    fetched, inserted, updated, duplicates, deleted, quarantined, seconds, warnings, cost, held_json = row
+    held = None if held_json is None else {int(k): int(v) for k, v in held_json.items()}
+    changed = dict.fromkeys(sorted(held or {}), chunk.start.value) if inserted + updated + deleted else {}
+    return ChunkResult(
+        chunk,
+        fetched=fetched,
+        inserted=inserted,
+        updated=updated,
+        duplicates=duplicates,
+        quarantined=quarantined,
+        deleted=deleted,
+        seconds=float(seconds),
+        warnings=tuple(warnings),
+        changed=changed,
+        cost_usd=cost,
+        held=held,
+    )
 
 
 class BadRow(NamedTuple):
