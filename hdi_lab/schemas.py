@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pandas is imported on first use: `%load_ext hdi_lab` must s
 __all__ = [
     "ADJUSTS",
     "ALIGNS",
+    "DAY_NS",
     "EXPORT_FORMATS",
     "INTERVALS",
     "OUTPUTS",
@@ -46,6 +47,8 @@ __all__ = [
     "utc_date",
 ]
 
+#: nanoseconds in a day (a UTC day: the unit of day chunks, symbology dates and daily bars)
+DAY_NS = 86_400_000_000_000
 #: prices as floats, or int64 fixed-point (1e-9) with UNDEF_PRICE as in DBN
 PriceType: TypeAlias = Literal["float", "fixed"]
 #: the values of :data:`PriceType`

@@ -39,8 +39,6 @@ DATA_TABLES = (
 )
 ALL_TABLES = (*DATA_TABLES, "ingest_log", "quarantine")
 
-DAY_NS = 86_400_000_000_000
-
 
 def read_store(path: str | Path) -> db.DBNStore:
     """The DBN file through the real databento decoder.

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES, fixture_files
 from helpers import (
-    DAY_NS,
     assert_nothing_written,
     col_ns,
     drop_schema,
@@ -25,7 +24,7 @@ import hdi_lab
 from hdi_lab.core.session import HdiSession
 from hdi_lab.dbn.writer import UNDEF_PRICE, empty_records, encode_dbn
 from hdi_lab.errors import DataFormatError
-from hdi_lab.schemas import Progress, Schema
+from hdi_lab.schemas import DAY_NS, Progress, Schema
 from hdi_lab.storage.tables import TABLES
 
 pytestmark = pytest.mark.integration

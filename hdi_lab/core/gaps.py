@@ -33,7 +33,7 @@ from hdi_lab import calendars
 from hdi_lab.config import Settings
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import Schema, SType, parse_enum, parse_range, require_symbols
+from hdi_lab.schemas import DAY_NS, Schema, SType, parse_enum, parse_range, require_symbols
 from hdi_lab.storage import gaps as stored
 from hdi_lab.storage import symbology
 from hdi_lab.storage.symbology import Span
@@ -46,7 +46,6 @@ COLUMNS = ("symbol", "instrument_id", "session", "reason", "expected", "present"
 REASONS = ("not_ingested", "empty", "partial")
 #: a bar session with fewer bars than this fraction of its expected bars is ``partial`` (0 turns it off)
 PARTIAL = 0.5
-_DAY = 86_400_000_000_000
 
 
 def gaps(
@@ -181,9 +180,9 @@ def _windows(days: pd.DataFrame, sch: Schema) -> tuple[npt.NDArray[np.int64], np
     if not sch.is_bar:
         return opens, closes
     bar = sch.bar_seconds * 1_000_000_000
-    if bar >= _DAY:
+    if bar >= DAY_NS:
         labels = calendars.utc_ns(days["session"])
-        return labels, labels + _DAY
+        return labels, labels + DAY_NS
     return opens - opens % bar, closes
 
 

@@ -44,7 +44,7 @@ from hdi_lab import calendars
 from hdi_lab.calendars import NAT
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import ALIGNS, Schema
+from hdi_lab.schemas import ALIGNS, DAY_NS, Schema
 from hdi_lab.storage import read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
@@ -54,7 +54,6 @@ __all__ = ["COLUMN", "bars", "check_align", "label", "split_columns"]
 #: the name of the session column of bar queries
 COLUMN = "session"
 _NS = 1_000_000_000
-_DAY = 86_400 * _NS
 
 
 def split_columns(columns: Sequence[str] | None) -> tuple[bool, list[str] | None]:
@@ -204,7 +203,7 @@ def _sessions_of(
     for code, members in by_calendar.items():
         rows = np.isin(codes, members) if len(by_calendar) > 1 else slice(None)
         if code is None:
-            labels[rows] = ts[rows] - ts[rows] % _DAY
+            labels[rows] = ts[rows] - ts[rows] % DAY_NS
             opens[rows] = labels[rows]
         else:
             labels[rows], opens[rows], _ = calendars.bar_sessions(code, ts[rows], length)

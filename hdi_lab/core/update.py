@@ -55,7 +55,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.errors import CostLimitError, HdiError, ValidationError
 from hdi_lab.providers.base import ConditionSource, Provider, RangeSource
-from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, Schema, parse_time
+from hdi_lab.schemas import DAY_NS, Chunk, ChunkResult, IngestReport, Schema, parse_time
 from hdi_lab.storage import load, settle
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.settle import Latest
@@ -228,8 +228,7 @@ def until_of(provider: Provider, sub: Subscription, until: object = None) -> pd.
 
 def _chunk_days(chunk: Chunk) -> list[dt.date]:
     """The UTC days the chunk's range touches (plain integer arithmetic: an update asks it of every chunk)."""
-    day = 86_400_000_000_000
-    first, last = chunk.start.value // day, (chunk.end.value - 1) // day
+    first, last = chunk.start.value // DAY_NS, (chunk.end.value - 1) // DAY_NS
     epoch = dt.date(1970, 1, 1)
     return [epoch + dt.timedelta(days=d) for d in range(first, last + 1)]
 

@@ -13,11 +13,9 @@ import numpy as np
 
 from hdi_lab.dbn.decoder import Decoded, Mapping, decode, store_from_bytes
 from hdi_lab.dbn.writer import UNDEF_TIMESTAMP, Records, encode_metadata
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import DAY_NS, Schema
 
 __all__ = ["decode_live", "live_mapping"]
-
-_DAY_NS = 86_400_000_000_000
 
 
 def decode_live(
@@ -45,4 +43,4 @@ def live_mapping(stype_in: str, symbol: str, instrument_id: int, start_ts: int, 
 
 
 def _day(ns: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=int(ns) // _DAY_NS)
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(ns) // DAY_NS)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import Chunk, IngestRequest, Schema, SType
+from hdi_lab.schemas import DAY_NS, Chunk, IngestRequest, Schema, SType
 
 __all__ = [
     "CONDITIONS",
@@ -54,7 +54,6 @@ CONDITIONS = ("available", "degraded", "pending", "missing")
 
 #: the most chunks one request may plan (~27 years of day chunks): a range beyond is most likely a typo
 MAX_CHUNKS = 10_000
-_DAY_NS = 86_400_000_000_000
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def plan_chunks(
                 break
         bounds.append(t)
     else:  # day bounds in integer nanoseconds: a 5-year plan is 1,826 of them
-        firsts = first.value + _DAY_NS * np.arange(n + 1, dtype=np.int64)
+        firsts = first.value + DAY_NS * np.arange(n + 1, dtype=np.int64)
         bounds = [pd.Timestamp(int(v), tz="UTC") for v in firsts[:-1]]
         # the day after the last (past 2262 the end closes the chunk)
         bounds.append(pd.Timestamp(int(firsts[-1]), tz="UTC") if firsts[-1] > firsts[-2] else end)

@@ -77,7 +77,7 @@ from hdi_lab.dbn.writer import (
 )
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
-from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
+from hdi_lab.schemas import DAY_NS, SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
 
 __all__ = [
     "CONTINUOUS",
@@ -110,7 +110,7 @@ __all__ = [
     "validate_symbols",
 ]
 
-NS, MIN_NS, DAY_NS = 1_000_000_000, 60_000_000_000, 86_400_000_000_000
+NS, MIN_NS = 1_000_000_000, 60_000_000_000
 STEP_S = 5  # the shared intraday price path has one point every 5 seconds
 STEPS = 86_400 // STEP_S
 PER_MIN = 60 // STEP_S

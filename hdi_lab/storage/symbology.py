@@ -9,6 +9,7 @@ import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.errors import ValidationError
+from hdi_lab.schemas import DAY_NS
 from hdi_lab.storage.cursor import quote, transaction
 
 __all__ = ["Span", "lookup", "resolve"]
@@ -25,12 +26,11 @@ class Span:
     hi: pd.Timestamp
 
 
-_DAY_NS = 86_400_000_000_000
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 def _day_ns(d: dt.date) -> int:
-    return (d.toordinal() - _EPOCH_ORDINAL) * _DAY_NS
+    return (d.toordinal() - _EPOCH_ORDINAL) * DAY_NS
 
 
 def _stamp(ns: int, same: pd.Timestamp) -> pd.Timestamp:
@@ -55,8 +55,8 @@ def resolve(
     """
     s = quote(cur.connection, schema)
     lo_ns, hi_ns = start.value, end.value
-    first = dt.date.fromordinal(_EPOCH_ORDINAL + lo_ns // _DAY_NS)  # the UTC day of start
-    last = dt.date.fromordinal(_EPOCH_ORDINAL + -(-hi_ns // _DAY_NS))  # the first midnight at or after end
+    first = dt.date.fromordinal(_EPOCH_ORDINAL + lo_ns // DAY_NS)  # the UTC day of start
+    last = dt.date.fromordinal(_EPOCH_ORDINAL + -(-hi_ns // DAY_NS))  # the first midnight at or after end
     # both sources in one statement (one round trip, plans of ~0.02 ms): stored symbology intervals (from each
     # DBN file's metadata) and, for raw symbols, the instrument master: an instrument listed under the symbol
     # is valid until it expires (covers data loaded by parent or continuous requests)
