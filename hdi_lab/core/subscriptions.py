@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "check_cron",
     "check_options",
     "cron_fields",
+    "find",
     "frame",
     "list_all",
     "remove",
@@ -328,6 +329,26 @@ def frame(subscriptions: list[Subscription]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def find(every: Sequence[Subscription], which: int | str) -> Subscription:
+    """The subscription of ``every`` with id (a number, or all digits) or name ``which``.
+
+    Raises ValidationError when there is none."""
+    text = str(which).strip()
+    sub_id, name = _id_or_name(text)
+    for sub in every:
+        if sub.id == sub_id or (name is not None and sub.name == name):
+            return sub
+    raise _unknown(text)
+
+
+def _id_or_name(text: str) -> tuple[int | None, str | None]:
+    return (int(text), None) if text.isdigit() else (None, text)
+
+
+def _unknown(text: str) -> ValidationError:
+    return ValidationError(f"no subscription {text!r}: see `hdi watch list` for ids and names")
+
+
 def remove(session: HdiSession, which: int | str) -> Subscription:
     """Remove the subscription with id (a number, or all digits) or name ``which``; returns it.
 
@@ -335,8 +356,8 @@ def remove(session: HdiSession, which: int | str) -> Subscription:
     text = str(which).strip()
     if not text:
         raise ValidationError("give the id or the name of the subscription to remove (see `hdi watch list`)")
-    sub_id, name = (int(text), None) if text.isdigit() else (None, text)
+    sub_id, name = _id_or_name(text)
     row = table.delete(session.connection(), session.schema, sub_id=sub_id, name=name)
     if row is None:
-        raise ValidationError(f"no subscription {text!r}: see `hdi watch list` for ids and names")
+        raise _unknown(text)
     return Subscription.from_row(row)

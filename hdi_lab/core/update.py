@@ -201,13 +201,7 @@ def select(session: HdiSession, which: Sequence[int | str] = ()) -> list[Subscri
     every = subscriptions.list_all(session)
     if not which:
         return every
-    chosen: dict[int, Subscription] = {}
-    for w in which:
-        text = str(w).strip()
-        found = [s for s in every if (str(s.id) == text if text.isdigit() else s.name == text)]
-        if not found:
-            raise ValidationError(f"no subscription {text!r}: see `hdi watch list` for ids and names")
-        chosen[found[0].id] = found[0]
+    chosen = {sub.id: sub for sub in (subscriptions.find(every, w) for w in which)}
     return [chosen[k] for k in sorted(chosen)]
 
 
