@@ -45,6 +45,7 @@ __all__ = [
     "parse_time",
     "require_symbols",
     "utc_date",
+    "utc_days",
 ]
 
 #: nanoseconds in a day (a UTC day: the unit of day chunks, symbology dates and daily bars)
@@ -561,3 +562,10 @@ def _duration(seconds: float) -> str:
 
 def utc_date(ts: pd.Timestamp) -> dt.date:
     return ts.tz_convert("UTC").date()
+
+
+def utc_days(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
+    """The UTC days that ``[start, end)`` touches (integer arithmetic: updates ask it of every chunk they plan)."""
+    first, last = start.value // DAY_NS, (end.value - 1) // DAY_NS
+    epoch = dt.date(1970, 1, 1)
+    return [epoch + dt.timedelta(days=d) for d in range(first, last + 1)]

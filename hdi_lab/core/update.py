@@ -55,7 +55,7 @@ from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.errors import CostLimitError, HdiError, ValidationError
 from hdi_lab.providers.base import ConditionSource, Provider, RangeSource
-from hdi_lab.schemas import DAY_NS, Chunk, ChunkResult, IngestReport, Schema, parse_time
+from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, Schema, parse_time, utc_days
 from hdi_lab.storage import load, settle
 from hdi_lab.storage.db import transaction
 from hdi_lab.storage.settle import Latest
@@ -220,13 +220,6 @@ def until_of(provider: Provider, sub: Subscription, until: object = None) -> pd.
     return pd.Timestamp.now(tz="UTC").floor("D")
 
 
-def _chunk_days(chunk: Chunk) -> list[dt.date]:
-    """The UTC days the chunk's range touches (plain integer arithmetic: an update asks it of every chunk)."""
-    first, last = chunk.start.value // DAY_NS, (chunk.end.value - 1) // DAY_NS
-    epoch = dt.date(1970, 1, 1)
-    return [epoch + dt.timedelta(days=d) for d in range(first, last + 1)]
-
-
 @dataclass
 class _Gap:
     """The gap sessions touching one UTC day: their reasons and instruments (None: the symbol maps to none)."""
@@ -277,7 +270,7 @@ def settled(
     Raises nothing."""
     if latest is None or latest.held is None or latest.finished_at < chunk.end:
         return False
-    if conditions and not set(_chunk_days(chunk)) <= latest.available:
+    if conditions and not set(utc_days(chunk.start, chunk.end)) <= latest.available:
         return False
     if any(latest.held.get(iid, 0) != n for iid, n in held_now.items()):
         return False
@@ -338,7 +331,7 @@ def plan_subscription(
     reasons: dict[str, str] = {}
     candidates: dict[str, tuple[Chunk, _Gap]] = {}  # gap chunks, unless settled
     for chunk in chunks:
-        days = _chunk_days(chunk)
+        days = utc_days(chunk.start, chunk.end)
         if chunk.key not in done:
             reasons[chunk.key] = "new"
         elif chunk.companion:  # definitions fetched along: the gaps and conditions judged are the data's

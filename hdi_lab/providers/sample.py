@@ -77,7 +77,7 @@ from hdi_lab.dbn.writer import (
 )
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
-from hdi_lab.schemas import DAY_NS, SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range
+from hdi_lab.schemas import DAY_NS, SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, utc_days
 
 __all__ = [
     "CONTINUOUS",
@@ -270,12 +270,6 @@ def validate_symbols(symbols: Sequence[str], stype: SType) -> str:
         detail = "; ".join(f"{d}: {','.join(s for s in symbols if table[s] == d)}" for d in datasets)
         raise ValidationError(f"symbols span several datasets ({detail}): request one dataset at a time")
     return datasets[0]
-
-
-def utc_days(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
-    """The UTC days that ``[start, end)`` touches."""
-    first, last = start.date(), (end - pd.Timedelta(1, "ns")).date()
-    return [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
 
 
 def mappings(symbols: Sequence[str], stype: SType, days: Sequence[dt.date]) -> dict[str, list[Interval]]:
