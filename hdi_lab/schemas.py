@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
@@ -46,6 +47,7 @@ __all__ = [
     "require_symbols",
     "utc_date",
     "utc_days",
+    "whole_number",
 ]
 
 #: nanoseconds in a day (a UTC day: the unit of day chunks, symbology dates and daily bars)
@@ -569,3 +571,18 @@ def utc_days(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
     first, last = start.value // DAY_NS, (end.value - 1) // DAY_NS
     epoch = dt.date(1970, 1, 1)
     return [epoch + dt.timedelta(days=d) for d in range(first, last + 1)]
+
+
+def whole_number(value: object, name: str, minimum: int = 0) -> int:
+    """``value`` as an int when it is a whole number (an ``int`` or numpy integer, not a bool) >= ``minimum``.
+
+    Raises ValidationError naming ``name`` otherwise."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        n = None
+    if n is None or n < minimum:
+        raise ValidationError(f"{name}={value!r} is not valid: give a whole number >= {minimum}")
+    return n

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import operator
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -56,7 +55,7 @@ from hdi_lab import calendars
 from hdi_lab.core import sessions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ValidationError
-from hdi_lab.schemas import Adjust, Roll, Schema, parse_enum, parse_range, require_symbols
+from hdi_lab.schemas import Adjust, Roll, Schema, parse_enum, parse_range, require_symbols, whole_number
 from hdi_lab.storage import continuous as store
 from hdi_lab.storage.read import PriceType, check_price_type
 from hdi_lab.storage.symbology import Span
@@ -146,18 +145,6 @@ class Plan:
     fixed: tuple[tuple[int | None, int | None], ...]
 
 
-def _count(value: object, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        n = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValidationError(f"{name}={value!r} is not valid: give a whole number >= 0") from None
-    if n < 0:
-        raise ValidationError(f"{name}={n} is not valid: give a whole number >= 0")
-    return n
-
-
 def parse_root(text: object, roll: str | Roll = Roll.CALENDAR, rank: object = 0) -> tuple[str, Roll, int]:
     """(root, roll rule, rank) of ``ES``, ``ES.FUT`` or a continuous symbol (``ES.c.0``, ``ES.v.1``,
     ``ES.n.0``: its letter picks the rule, its number the rank).
@@ -165,7 +152,7 @@ def parse_root(text: object, roll: str | Roll = Roll.CALENDAR, rank: object = 0)
     Raises ValidationError for anything else, an unknown ``roll``, a bad ``rank``, or a ``roll`` / ``rank``
     that contradicts the continuous symbol's."""
     rule = parse_enum(Roll, roll, "roll")
-    n = _count(rank, "rank")
+    n = whole_number(rank, "rank")
     raw = str(text).strip() if text is not None else ""
     if m := _CONTINUOUS.match(raw):
         letter, k = _RULES[m["rule"]], int(m["rank"])
@@ -207,7 +194,7 @@ def _spec(
     lo, hi = parse_range(start, end)
     how = parse_enum(Adjust, adjust, "adjust")
     ds = dataset.strip().upper() if dataset else None
-    return ContinuousSpec(name, sch, lo, hi, k, rule, _count(offset, "offset"), how, ds)
+    return ContinuousSpec(name, sch, lo, hi, k, rule, whole_number(offset, "offset"), how, ds)
 
 
 def _calendar(session: HdiSession, dataset: str, exchanges: Sequence[object]) -> str:

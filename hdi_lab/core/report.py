@@ -36,7 +36,7 @@ from hdi_lab.core import gaps as gap_finder
 from hdi_lab.core import subscriptions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import HdiError, ValidationError
-from hdi_lab.schemas import Schema, parse_time
+from hdi_lab.schemas import Schema, parse_time, whole_number
 from hdi_lab.storage import report as stored
 
 __all__ = [
@@ -115,9 +115,7 @@ class Thresholds:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValidationError(f"{name}={value!r} is not valid: give a number >= 0")
         for name in ("jump_window", "jump_min_returns", "jump_max_gap", "stale_bars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValidationError(f"{name}={value!r} is not valid: give a whole number >= 2")
+            whole_number(getattr(self, name), name, 2)
         if self.jump_min_returns > self.jump_window:
             raise ValidationError("jump_min_returns must not exceed jump_window")
 
