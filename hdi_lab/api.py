@@ -404,7 +404,7 @@ def _update(
     until: object,
     dry_run: bool,
     allow_cost: bool,
-    executor: DaskExecutor | None = None,
+    executor: DaskExecutor | None,
 ) -> UpdateReport:
     from hdi_lab import after_update  # features and Feast load only for an update
 
