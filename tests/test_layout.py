@@ -477,3 +477,29 @@ def test_the_raise_scan_sees_each_form() -> None:
         "class _Hidden:\n    def method(self):\n        raise ValueError('x')\n"
     )
     assert _silent_raisers(ast.parse(code)) == ["quiet:1", "Public.method:14"]
+
+
+@pytest.mark.unit
+def test_every_extra_the_code_names_is_declared_and_installed_by_dev() -> None:
+    """extras.EXTRAS (what a MissingDependency tells a user to install) names extras pyproject declares, each
+    holding the module's distribution, and the dev extra (what CI installs) includes each of them."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    from hdi_lab.extras import EXTRAS
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    dev = next(d for d in declared["dev"] if d.startswith("hdi_lab["))
+    in_dev = set(dev[len("hdi_lab[") : -1].split(","))
+    dists = importlib.metadata.packages_distributions()
+    for module, extra in EXTRAS.items():
+        assert extra in declared and extra in in_dev, (module, extra)
+        # each requirement's name and the extras it asks for ("dask[distributed]": dask and distributed)
+        wanted = {
+            w.lower().replace("_", "-")
+            for d in declared[extra]
+            for w in re.findall(r"[\w.-]+", re.split("[<>=~!]", d)[0])
+        }
+        names = {n.lower().replace("_", "-") for n in dists.get(module, [])}
+        assert names & wanted, (module, names, wanted)
