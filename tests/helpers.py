@@ -308,3 +308,29 @@ def hdi_shell() -> Iterator[TestingShell]:
         yield shell
     finally:
         dispose_shell(shell)
+
+
+def definition_file(
+    path: Path, *, instrument_id: int, symbol: str, start: pd.Timestamp, end: pd.Timestamp, received_ns: int
+) -> Path:
+    """A GLBX.MDP3 (publisher 1) definition file: one future ``symbol`` -> ``instrument_id``, received at
+    ``received_ns``, its symbology on ``start``'s day, the file's range ``[start, end)``."""
+    d = empty_records("definition", 1)
+    d["publisher_id"], d["instrument_id"] = 1, instrument_id
+    d["ts_event"] = d["ts_recv"] = received_ns
+    d["raw_symbol"], d["asset"], d["exchange"], d["currency"] = symbol.encode(), b"TB", b"XCME", b"USD"
+    d["security_type"], d["instrument_class"], d["min_price_increment"] = b"FUT", b"F", 250_000_000
+    day = start.normalize()
+    path.write_bytes(
+        encode_dbn(
+            dataset="GLBX.MDP3",
+            schema="definition",
+            stype_in="raw_symbol",
+            start=start,
+            end=end,
+            symbols=[symbol],
+            mappings={symbol: [(day.date(), (day + pd.Timedelta(days=1)).date(), instrument_id)]},
+            records=d,
+        )
+    )
+    return path

@@ -9,7 +9,7 @@ import pandas as pd
 import psycopg2
 import psycopg2.extras
 import pytest
-from helpers import index_ns, make_session, row_counts, run_cli, schema_at_version
+from helpers import definition_file, index_ns, make_session, row_counts, run_cli, schema_at_version
 
 import hdi_lab
 from hdi_lab import dbn
@@ -79,25 +79,10 @@ def _write(tmp_path: Path) -> tuple[Path, np.ndarray, dict[str, int]]:
 
 def _definition_file(tmp_path: Path) -> Path:
     """A definition (and symbology TESTB -> 9999) for the stray instrument."""
-    d = empty_records("definition", 1)
-    d["publisher_id"], d["instrument_id"] = PUBLISHER, STRAY_ID
-    d["ts_event"] = d["ts_recv"] = START.value + PX
-    d["raw_symbol"], d["asset"], d["exchange"], d["currency"] = b"TESTB", b"TB", b"XCME", b"USD"
-    d["security_type"], d["instrument_class"], d["min_price_increment"] = b"FUT", b"F", 250_000_000
-    path = tmp_path / "stray.definition.dbn.zst"
-    path.write_bytes(
-        encode_dbn(
-            dataset=DATASET,
-            schema="definition",
-            stype_in="raw_symbol",
-            start=START,
-            end=END,
-            symbols=["TESTB"],
-            mappings={"TESTB": [(DAY.date(), (DAY + pd.Timedelta(days=1)).date(), STRAY_ID)]},
-            records=d,
-        )
-    )
-    return path
+    return definition_file(
+        tmp_path / "stray.definition.dbn.zst", instrument_id=STRAY_ID, symbol="TESTB", start=START, end=END,
+        received_ns=START.value + PX,
+    )  # fmt: skip
 
 
 def _entries(session: HdiSession) -> pd.DataFrame:

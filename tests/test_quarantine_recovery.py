@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import index_ns, make_session, row_counts, run_cli
+from helpers import definition_file, index_ns, make_session, row_counts, run_cli
 
 import hdi_lab
 from hdi_lab.core import quarantine
@@ -66,25 +66,10 @@ def _stray_bars(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 def _definition_file(tmp_path: Path, version: int = 0) -> Path:
     """A definition (and symbology TESTB -> 9999) for the stray instrument; ``version`` n is received n s later."""
-    d = empty_records("definition", 1)
-    d["publisher_id"], d["instrument_id"] = PUBLISHER, STRAY_ID
-    d["ts_event"] = d["ts_recv"] = START.value + (1 + version) * PX
-    d["raw_symbol"], d["asset"], d["exchange"], d["currency"] = b"TESTB", b"TB", b"XCME", b"USD"
-    d["security_type"], d["instrument_class"], d["min_price_increment"] = b"FUT", b"F", 250_000_000
-    path = tmp_path / f"testb{version or ''}.definition.dbn.zst"
-    path.write_bytes(
-        encode_dbn(
-            dataset=DATASET,
-            schema="definition",
-            stype_in="raw_symbol",
-            start=START,
-            end=END,
-            symbols=["TESTB"],
-            mappings={"TESTB": [(DAY.date(), NEXT_DAY, STRAY_ID)]},
-            records=d,
-        )
-    )
-    return path
+    return definition_file(
+        tmp_path / f"testb{version or ''}.definition.dbn.zst", instrument_id=STRAY_ID, symbol="TESTB", start=START,
+        end=END, received_ns=START.value + (1 + version) * PX,
+    )  # fmt: skip
 
 
 def _entries(session: HdiSession) -> pd.DataFrame:
