@@ -304,16 +304,19 @@ def test_hdi_live_magic_starts_reports_and_stops(
     with hdi_shell() as ip:
         ip.run_cell(
             "h = %hdi_live start --dataset GLBX.MDP3 --schema ohlcv-1s --symbols ES.c.0 --stype-in continuous "
-            "--heartbeat 1 --features momentum_v1"
+            "--heartbeat 1 --features momentum_v1 --no-online"
         )
         handle = ip.user_ns["h"]
         assert isinstance(handle, live.LiveHandle)
         assert handle.features is not None and handle.features.sets == ("momentum_v1",)
+        assert handle.online is None  # --no-online: the Feast online store is left alone
         wait_for(handle, len(want))
         ip.run_cell("frame = %hdi_live status")
         assert ip.user_ns["frame"].iloc[0]["state"] == "running"
         with pytest.raises(UsageError, match="only %hdi_live start takes these"):
             ip.run_cell("%hdi_live status --symbols ES.c.0")
+        with pytest.raises(UsageError, match="--online: only %hdi_live start takes these"):
+            ip.run_cell("%hdi_live status --online")
         ip.run_cell("final = %hdi_live stop")
         final = ip.user_ns["final"]
         assert final.state == "stopped" and final.inserted == len(want), final

@@ -260,6 +260,8 @@ class LiveHandle:
         self.id = session_id
         #: the live indicators (:class:`hdi_lab.features.live.LiveFeatures`) of ``hdi_lab.live(features=...)``
         self.features: Any = None
+        #: their writes into the Feast online store (:class:`hdi_lab.featurestore.live.LiveOnline`), if on
+        self.online: Any = None
         self.request = request
         self._session, self._owns = session, owns_session
         self._feed, self._buffer = feed, buffer
@@ -331,6 +333,11 @@ class LiveHandle:
         (a live chart). Thread-safe; a callback that raises is logged, the session carries on. Raises nothing."""
         with self._lock:
             self._listeners = (*self._listeners, callback)
+
+    def note(self, text: str) -> None:
+        """Add ``text`` to the session's notes (``status().notes``): what follows the session (the online store)
+        reports there. Raises nothing."""
+        self._note(text)
 
     @property
     def running(self) -> bool:
