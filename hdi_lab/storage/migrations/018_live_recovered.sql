@@ -5,3 +5,7 @@
 -- loaded (or found stored) once it knew the instrument, in the transaction of the batch that made it known, or
 -- at the session's end. The entries themselves are resolved with that reason.
 ALTER TABLE {s}.live_sessions ADD COLUMN recovered bigint NOT NULL DEFAULT 0;
+
+-- The session's last retry finds its open entries by their chunk key (live-<session id>-<schema>) without reading
+-- the resolved ones.
+CREATE INDEX quarantine_open_chunk_key ON {s}.quarantine (chunk_key) WHERE status = 'open';
