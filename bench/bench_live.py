@@ -18,6 +18,15 @@ d. live indicators: the sample day's ``ohlcv-1s`` bars of ES.c.0 paced at ``--ba
    from the fake handing a bar's block to the socket to the update of ``momentum_v1`` holding that bar stored
    (:class:`hdi_lab.features.live.LiveUpdate` ``done_at``): p50 and p99 (targets < 250 ms and < 1 s), against the
    same bars' commit latency in the same run (the baseline).
+e. the Feast online store: the same paced bars into ``hdi_lab.live(..., features=["momentum_v1"], online=True)``
+   (a fresh schema, Feast's registry and sqlite online store in a temporary data home): from the fake handing a
+   bar's block to the socket to the online store holding that bar's values or a later bar's
+   (:class:`hdi_lab.featurestore.live.OnlineWrite` ``done_at`` of the first write whose row is stamped at or
+   after the bar's close): p50 and p99 (same targets as (d)); the writes' own durations; and the same run's
+   commit and indicator latencies, against (d)'s (what writing online costs the session: nothing on its
+   critical path, the writes run on a thread of their own). Feast is imported before the session (untimed, as in
+   a kernel that used it: a fresh process adds the import, ~3.6 s, to the first write only); bars sent before the
+   first write (the store opened, the view registered) are reported apart.
 
 Nothing is asserted; the machine is shared (see bench/README.md).
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,6 +52,7 @@ from common import Row
 from fake_databento_live import KEY, FakeLiveGateway, live_session, trades
 
 import hdi_lab
+from hdi_lab.config import load_settings
 from hdi_lab.core import live
 from hdi_lab.core.session import HdiSession
 from hdi_lab.schemas import Schema, SType
@@ -112,11 +123,11 @@ def latencies(gw: FakeLiveGateway, commits: list[live.LiveCommit], n: int) -> np
     return np.concatenate(out) if out else np.empty(0)
 
 
-def indicator_latencies(
-    sess: HdiSession, gw: FakeLiveGateway, m: int
-) -> tuple[np.ndarray, np.ndarray, tuple[int, float, np.ndarray]]:
-    """Per bar of the paced ``ohlcv-1s`` stream: (sent -> its commit, sent -> its indicators stored) in s, and
-    (the number of updates, when the first was stored, when each bar was sent)."""
+def indicator_latencies(sess: HdiSession, gw: FakeLiveGateway, m: int, *, online: bool = False) -> dict[str, object]:
+    """Per bar of the paced ``ohlcv-1s`` stream, in s: ``commit`` (sent -> its commit), ``features`` (sent -> its
+    indicators stored), with ``online`` also ``online`` (sent -> the online store holding it or a later bar) and
+    ``writes`` (the online writes); ``updates`` (how many), ``first_done`` (when the first update was stored),
+    ``sent`` (when each bar was sent)."""
     bars = gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])[:m]
     commits: list[live.LiveCommit] = []
     s = live_session(sess, gw)
@@ -127,6 +138,7 @@ def indicator_latencies(
         symbols="ES.c.0",
         stype_in="continuous",
         features=["momentum_v1"],
+        online=online,
         on_commit=commits.append,
         heartbeat_interval_s=5,
         session=s,
@@ -135,6 +147,8 @@ def indicator_latencies(
     while handle.status().records < m and handle.running and time.monotonic() < deadline:
         time.sleep(0.005)
     handle.features.flush(60)
+    if handle.online is not None:
+        handle.online.flush(60)
     handle.stop()
     s.close()
     updates = [u for u in handle.features.updates if u.error is None]
@@ -149,12 +163,33 @@ def indicator_latencies(
         if rec is not None and len(rec):
             idx = np.searchsorted(opens, rec["ts_event"].astype(np.int64))
             committed[idx[idx < len(opens)]] = c.committed_at  # bars past the first m are not measured
-    ends = np.array([u.end.value for u in updates], dtype=np.int64)
-    done = np.array([u.done_at for u in updates])
-    k = np.searchsorted(ends, opens, side="right")  # the first update whose range reaches past the bar's open
-    ok = k < len(updates)
-    feats = np.where(ok, done[np.minimum(k, len(updates) - 1)], np.nan) - sent
-    return committed - sent, feats, (len(updates), float(done[0]) if len(done) else np.inf, sent)
+    out: dict[str, object] = {
+        "commit": committed - sent,
+        "features": _first_reaching(opens, [(u.end.value, u.done_at) for u in updates]) - sent,
+        "updates": len(updates),
+        "first_done": float(updates[0].done_at) if updates else np.inf,
+        "sent": sent,
+    }
+    if handle.online is not None:
+        writes = [w for w in handle.online.writes if w.error is None and w.rows and w.event_timestamp is not None]
+        # a row stamped at a bar's close (open + 1 s) holds that bar: the write reaches past the bar's open
+        out["online"] = _first_reaching(opens, [(w.event_timestamp.value, w.done_at) for w in writes]) - sent
+        out["writes"] = handle.online.writes
+    return out
+
+
+def _first_reaching(opens: np.ndarray, done: list[tuple[int, float]]) -> np.ndarray:
+    """Per bar open: the time of the first of ``done`` ((reach ns, time), in order) whose reach is past it."""
+    if not done:
+        return np.full(len(opens), np.nan)
+    reach = np.maximum.accumulate(np.array([r for r, _ in done], dtype=np.int64))
+    at = np.array([t for _, t in done])
+    k = np.searchsorted(reach, opens, side="right")
+    return np.where(k < len(done), at[np.minimum(k, len(done) - 1)], np.nan)
+
+
+def _pcts(values: np.ndarray) -> str:
+    return f"p50 {1000 * np.nanpercentile(values, 50):.0f} ms, p99 {1000 * np.nanpercentile(values, 99):.0f} ms"
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -228,21 +263,19 @@ def run(args: argparse.Namespace) -> list[Row]:
             gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])
             sess = common.session(url, name)
             sess.connection()
-            commit_lat, feat_lat, (n_updates, first_done, sent) = indicator_latencies(sess, gw, m)
+            d = indicator_latencies(sess, gw, m)
             sess.close()
-        warm = feat_lat[sent > first_done]  # bars sent after the first update (the cold one: tables created, the
-        # whole history computed from the first bar) was stored
+        commit_lat, feat_lat, sent = d["commit"], d["features"], d["sent"]
+        assert isinstance(commit_lat, np.ndarray) and isinstance(feat_lat, np.ndarray) and isinstance(sent, np.ndarray)
+        warm = feat_lat[sent > d["first_done"]]  # bars sent after the first update (the cold one: tables created,
+        # the whole history computed from the first bar) was stored
         c50, f50, f99 = (
             float(np.nanpercentile(commit_lat, 50)),
             float(np.nanpercentile(feat_lat, 50)),
             float(np.nanpercentile(feat_lat, 99)),
         )
         rows.append(
-            Row(
-                BENCH,
-                f"(d) ohlcv-1s bars at {args.bar_rate:,.0f}/s: sent -> committed [baseline]",
-                f"p50 {1000 * c50:.0f} ms, p99 {1000 * float(np.nanpercentile(commit_lat, 99)):.0f} ms",
-            )
+            Row(BENCH, f"(d) ohlcv-1s bars at {args.bar_rate:,.0f}/s: sent -> committed [baseline]", _pcts(commit_lat))
         )
         rows.append(
             Row(
@@ -253,11 +286,65 @@ def run(args: argparse.Namespace) -> list[Row]:
                 None,
                 note=f"targets p50 < 250 ms: {'MET' if f50 < 0.25 else 'MISSED'}, p99 < 1 s: "
                 f"{'MET' if f99 < 1 else 'MISSED'}; max {1000 * np.nanmax(feat_lat):.0f} ms over "
-                f"{int(np.isfinite(feat_lat).sum()):,} bars, {n_updates} updates; after the first (cold) update: p50 "
-                f"{1000 * np.nanpercentile(warm, 50):.0f} ms, p99 {1000 * np.nanpercentile(warm, 99):.0f} ms",
+                f"{int(np.isfinite(feat_lat).sum()):,} bars, {d['updates']} updates; after the first (cold) update: "
+                f"{_pcts(warm)}",
             )
         )
+        rows += online_rows(url, m, args.bar_rate, f50)
     return rows
+
+
+def online_rows(url: str, m: int, bar_rate: float, features_p50: float) -> list[Row]:
+    """Case (e): the paced bars with live indicators written into the Feast online store."""
+    import feast  # noqa: F401  (imported before the session, as in a kernel that used Feast: a cold process adds
+    # the import, ~3.6 s, to the first write only; until then the online store serves what was published before)
+
+    with (
+        FakeLiveGateway(window=WINDOW, rate=bar_rate, block=8) as gw,
+        common.fresh_schema(url, "bench_live") as name,
+        tempfile.TemporaryDirectory(prefix="hdi-bench-live-") as home,
+    ):
+        gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])
+        sess = HdiSession(load_settings({"database_url": url, "db_schema": name, "home": home}, environ={}))
+        sess.connection()
+        e = indicator_latencies(sess, gw, m, online=True)
+        sess.close()
+    lat, sent, writes = e["online"], e["sent"], e["writes"]
+    assert isinstance(lat, np.ndarray) and isinstance(sent, np.ndarray) and isinstance(writes, list)
+    feat_lat, commit_lat = e["features"], e["commit"]
+    assert isinstance(feat_lat, np.ndarray) and isinstance(commit_lat, np.ndarray)
+    done = [w for w in writes if w.error is None and w.rows]
+    failed = sum(w.error is not None for w in writes)
+    first = done[0].done_at if done else np.inf
+    warm = lat[sent > first]
+    took = np.array([w.seconds for w in done if not w.applied])
+    o50, o99 = float(np.nanpercentile(lat, 50)), float(np.nanpercentile(lat, 99))
+    return [
+        Row(
+            BENCH,
+            "(e) sent -> online store holding the bar (ratio: (d) indicators p50 / this p50)",
+            f"p50 {1000 * o50:.0f} ms, p99 {1000 * o99:.0f} ms",
+            features_p50 / o50,
+            None,
+            note=f"targets p50 < 250 ms: {'MET' if o50 < 0.25 else 'MISSED'}, p99 < 1 s: "
+            f"{'MET' if o99 < 1 else 'MISSED'}; max {1000 * np.nanmax(lat):.0f} ms over "
+            f"{int(np.isfinite(lat).sum()):,} bars, {len(done)} writes ({failed} failed); bars sent after the "
+            f"first write (the store opened, the view registered): {_pcts(warm)}",
+        ),
+        Row(
+            BENCH,
+            "(e) one online write (latest rows read + write_to_online_store, sqlite)",
+            _pcts(took) if len(took) else "-",
+            note=f"the first, registering the view (feast apply): {1000 * done[0].seconds:.0f} ms"
+            if done and done[0].applied
+            else "",
+        ),
+        Row(
+            BENCH,
+            "(e) same run: sent -> committed; sent -> momentum_v1 stored",
+            f"commit {_pcts(commit_lat)}; indicators {_pcts(feat_lat)}",
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

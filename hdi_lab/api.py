@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from hdi_lab.core.retrieval import PriceType
 from hdi_lab.core.session import HdiSession, with_session
 from hdi_lab.core.subscriptions import Subscription
 from hdi_lab.core.update import UpdateReport
-from hdi_lab.errors import ValidationError
+from hdi_lab.errors import MissingDependency, ValidationError
 from hdi_lab.schemas import (
     ExportFormat,
     IngestReport,
@@ -444,6 +445,7 @@ def live(
     on_commit: Callable[[live_core.LiveCommit], None] | None = None,
     heartbeat_interval_s: int = 10,
     features: str | Sequence[str] | None = None,
+    online: bool | None = None,
     **tuning: Any,
 ) -> live_core.LiveHandle:
     """Stream live data into the same tables as history, in background threads; returns the session's handle
@@ -463,10 +465,18 @@ def live(
     (:mod:`hdi_lab.features.live`; ``handle.features`` logs each update); the session's stop returns once they
     are computed.
 
+    ``online`` (with ``features``) keeps the Feast online store current: after each update the latest rows of its
+    instruments are written into the feature repo's online store (view ``<set>_<interval>``, e.g.
+    ``momentum_v1_1s``, registered first if needed), on a thread of its own (:mod:`hdi_lab.featurestore.live`;
+    ``handle.online`` logs each write, a failed one is logged and noted in the status, the session carries on).
+    By default (``None``) it is on when Feast is set up for the database (the ``feast_repo`` setting, or a
+    registry a publish created: :func:`hdi_lab.featurestore.repo.in_use`); ``True`` turns it on, ``False`` off.
+
     Without ``session`` the handle opens its own (closed when the session ends).
 
-    Raises ValidationError (a bad request, an unknown feature set, features without a bar schema), ConfigError
-    (no API key, a bad gateway setting) and StorageError.
+    Raises ValidationError (a bad request, an unknown feature set, features without a bar schema, ``online=True``
+    without features), MissingDependency (``online=True`` without the feast extra), ConfigError (no API key, a bad
+    gateway setting) and StorageError.
     """
     settings = session.settings if session is not None else load_settings()
     default = settings.databento_dataset
@@ -479,6 +489,13 @@ def live(
         start=start,
         default_dataset=default,
     )
+    if online and not features:
+        raise ValidationError(
+            "online=True writes live indicators into the Feast online store: give features= too, "
+            "e.g. features=['momentum_v1']"
+        )
+    if online and importlib.util.find_spec("feast") is None:
+        raise MissingDependency("feast", "feast")
     if not features:
         return live_core.start(
             request, session, heartbeat_interval_s=heartbeat_interval_s, on_commit=on_commit, **tuning
@@ -493,6 +510,18 @@ def live(
     follower = live_features.LiveFeatures(
         live_features.parse_sets(features), request.symbols, session=HdiSession(settings), dataset=request.dataset
     )
+    writer = None
+    try:
+        from hdi_lab.featurestore import repo as feast_repo
+
+        if online or (online is None and feast_repo.in_use(follower.session)):
+            from hdi_lab.featurestore.live import LiveOnline
+
+            writer = LiveOnline(follower)
+    except BaseException:
+        follower.close()
+        follower.session.close()
+        raise
 
     def committed(commit: live_core.LiveCommit) -> None:
         for bar_schema, interval in bars.items():
@@ -503,7 +532,9 @@ def live(
             on_commit(commit)
 
     def closed() -> None:
-        follower.close()
+        follower.close()  # its pending updates reach the online writer, which writes them before it ends
+        if writer is not None:
+            writer.close()
         follower.session.close()
 
     try:
@@ -514,6 +545,9 @@ def live(
         closed()
         raise
     handle.features = follower
+    handle.online = writer
+    if writer is not None:
+        writer.report_to(handle.note)  # its failures in the session's notes
     return handle
 
 

@@ -58,10 +58,15 @@ VERSION = "0.7.0-fake"
 @dataclass
 class Fault:
     """What one connection does wrong: close after ``drop_after`` records, or stop sending anything (heartbeats
-    included) after ``stall_after`` records; ``None``: nothing."""
+    included) after ``stall_after`` records; ``None``: nothing. ``map_after``: the symbol mappings of the stream's
+    start are sent only after that many records (never, if the stream holds fewer), ``map_pause`` seconds after
+    the last of them (the client commits those records first): records arriving before their instrument is
+    known."""
 
     drop_after: int | None = None
     stall_after: int | None = None
+    map_after: int | None = None
+    map_pause: float = 0.5
 
 
 @dataclass
@@ -310,7 +315,10 @@ class _Handler(socketserver.BaseRequestHandler):
             )
         )
         day = pd.Timestamp(start, tz="UTC").date()
-        self.send(b"".join(fake.mappings(subs, day, start)))
+        held = b"".join(fake.mappings(subs, day, start))
+        if fault.map_after is None:
+            self.send(held)
+            held = b""
         last = time.monotonic()
         t0_wall, t0_data = time.monotonic(), None
         n, i = len(which), 0
@@ -329,6 +337,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     conn.ended = "stalled"
                     self._wait_closed()
                     return
+            if held and fault.map_after is not None:
+                j = min(j, i + max(fault.map_after - conn.records, 1))
             rec = parts[which[i]][pos[i:j]]
             t = index_times(rec)
             if int(t[0]) // sample.DAY_NS != day.toordinal() - dt.date(1970, 1, 1).toordinal():
@@ -358,6 +368,10 @@ class _Handler(socketserver.BaseRequestHandler):
             conn.records += j - i
             last = time.monotonic()
             i = j
+            if held and fault.map_after is not None and conn.records >= fault.map_after:
+                time.sleep(fault.map_pause)
+                self.send(held)
+                held = b""
         if fault.stall_after is not None:
             conn.ended = "stalled"
             self._wait_closed()

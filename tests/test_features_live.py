@@ -85,3 +85,22 @@ def test_bars_closed_rejects_an_interval_that_is_not_stored(session: HdiSession)
         assert live.flush(5) and live.updates == []
     finally:
         live.close()
+
+
+@pytest.mark.integration
+def test_bars_recovered_from_quarantine_advance_the_live_indicators(session: HdiSession) -> None:
+    with FakeLiveGateway(window=DAY, rate=20_000) as gw:
+        bars = gw.records(Schema.OHLCV_1S, SType.CONTINUOUS, ["ES.c.0"])
+        gw.faults = [Fault(map_after=500)]  # the first 500 bars arrive before the mapping that makes ESH4 known
+        with live_session(session, gw) as s:
+            handle = hdi_lab.live("databento", schema="ohlcv-1s", features="momentum_v1", session=s, **ES)
+            deadline = time.monotonic() + 120
+            while handle.status().records < len(bars) and handle.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+            st = handle.stop()
+    assert st.state == "stopped" and st.quarantined > 0 and st.recovered == st.quarantined, st
+    assert st.inserted + st.recovered == len(bars), st
+    live = handle.features
+    assert live.errors == [] and sum(u.rows for u in live.updates) == len(bars)  # the recovered bars too, once
+    report = features.compute("momentum_v1", "ES.c.0", "1s", session=session)
+    assert (report.rows, report.inserted, report.updated) == (len(bars), 0, 0), report

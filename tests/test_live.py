@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -303,16 +304,19 @@ def test_hdi_live_magic_starts_reports_and_stops(
     with hdi_shell() as ip:
         ip.run_cell(
             "h = %hdi_live start --dataset GLBX.MDP3 --schema ohlcv-1s --symbols ES.c.0 --stype-in continuous "
-            "--heartbeat 1 --features momentum_v1"
+            "--heartbeat 1 --features momentum_v1 --no-online"
         )
         handle = ip.user_ns["h"]
         assert isinstance(handle, live.LiveHandle)
         assert handle.features is not None and handle.features.sets == ("momentum_v1",)
+        assert handle.online is None  # --no-online: the Feast online store is left alone
         wait_for(handle, len(want))
         ip.run_cell("frame = %hdi_live status")
         assert ip.user_ns["frame"].iloc[0]["state"] == "running"
         with pytest.raises(UsageError, match="only %hdi_live start takes these"):
             ip.run_cell("%hdi_live status --symbols ES.c.0")
+        with pytest.raises(UsageError, match="--online: only %hdi_live start takes these"):
+            ip.run_cell("%hdi_live status --online")
         ip.run_cell("final = %hdi_live stop")
         final = ip.user_ns["final"]
         assert final.state == "stopped" and final.inserted == len(want), final
@@ -346,3 +350,65 @@ def test_sessions_show_in_hdi_status_and_the_operations_dashboard(
     assert "stopped" in line and "GLBX.MDP3" in line and str(st.records) in line, line
     page.refresh()
     assert "<td>stopped</td>" in page.live.value and f"<td>{st.records}</td>" in page.live.value
+
+
+def test_records_before_their_mapping_are_retried_automatically_when_it_arrives(
+    session: HdiSession, gateway: FakeLiveGateway, pg_url: str, db_schema: str
+) -> None:
+    from hdi_lab.core import quarantine
+
+    want = served(gateway, Schema.TRADES)
+    gateway.faults = [Fault(map_after=300)]  # 300 trades, then (0.5 s later) the mapping that makes ESH4 known
+    with live_session(session, gateway) as s:
+        handle = live.start(request("trades"), s, heartbeat_interval_s=1)
+        wait_for(handle, len(want))
+        st = handle.stop()
+    assert st.state == "stopped" and st.records == len(want), st
+    # quarantined as of an unknown instrument when they arrived, loaded by the batch that brought the mapping
+    assert 0 < st.quarantined <= 300 and st.recovered == st.quarantined, st
+    assert st.inserted + st.recovered == len(want) and st.duplicates == 0, st
+    entries = quarantine.list_entries(session, "all", None, 1_000)
+    assert len(entries) == st.quarantined and (entries["status"] == "resolved").all()
+    reason = (
+        f"retried automatically when live session {handle.id} made its instrument known; quarantined as: "
+        f"instrument_id {int(want['instrument_id'][0])} has no symbology or definition"
+    )
+    assert entries["reason"].str.startswith(reason).all(), entries["reason"].iloc[0]
+    row = live.sessions(session).iloc[0]
+    assert (row["quarantined"], row["recovered"], row["inserted"]) == (st.quarantined, st.recovered, st.inserted)
+    # nothing lost, nothing twice: the stored trades are the served ones, and the day ingested again adds nothing
+    got = hdi_lab.query("trades", "ES.c.0", *DAY, session=session, price_type="fixed")
+    assert np.array_equal(got["price"].to_numpy(), want["price"].astype(np.int64))
+    assert count(pg_url, db_schema, "trades") == len(want)
+    report = ingest_day(session, "trades")
+    assert (report.inserted, report.updated, report.quarantined, report.duplicates) == (0, 0, 0, len(want)), report
+
+
+def test_records_of_an_instrument_made_known_elsewhere_are_retried_at_the_end(
+    session: HdiSession, gateway: FakeLiveGateway, pg_url: str, db_schema: str
+) -> None:
+    from hdi_lab.dbn import Mapping
+    from hdi_lab.storage import load
+
+    want = served(gateway, Schema.TRADES)
+    gateway.faults = [Fault(map_after=len(want) + 1)]  # the stream never maps ES.c.0
+    with live_session(session, gateway) as s:
+        handle = live.start(request("trades"), s, heartbeat_interval_s=1)
+        st = wait_for(handle, len(want))
+        time.sleep(0.3)  # the last batch committed
+        assert (st.quarantined, st.recovered, st.inserted) == (len(want), 0, 0), st
+        # another writer stores the instrument's symbology meanwhile, without retrying the session's entries (as a
+        # concurrent ingest whose own retry ran before they were committed)
+        day = dt.date.fromisoformat(DAY[0])
+        mapping = Mapping("continuous", "ES.c.0", day, day + dt.timedelta(days=1), int(want["instrument_id"][0]))
+        with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+            load.upsert_symbology(cur, db_schema, "GLBX.MDP3", [mapping])
+        conn.close()
+        st = handle.stop()
+    assert st.state == "stopped" and st.recovered == len(want), st
+    assert any("loaded at the end" in n for n in st.notes), st.notes
+    assert count(pg_url, db_schema, "trades") == len(want)
+    assert live.sessions(session).iloc[0]["recovered"] == len(want)
+    reasons = hdi_lab.sql(f'SELECT status, reason FROM "{db_schema}".quarantine', session=session)
+    assert len(reasons) == len(want) and (reasons["status"] == "resolved").all()
+    assert reasons["reason"].str.startswith(f"retried automatically at the end of live session {handle.id}").all()

@@ -55,6 +55,7 @@ __all__ = [
     "ingest_chunk",
     "load_records",
     "on_cluster",
+    "recover_known",
     "reload_quarantined",
     "run",
 ]
@@ -353,7 +354,7 @@ def ingest_chunk(
         deleted = _delete_stale(cur, schema_name, chunk, scope)
         _supersede(cur, schema_name, chunk, scope, bad_rows)
         # after the deletes: records recovered inside the chunk's own range must not be deleted again
-        recovered = _recover(cur, schema_name, brought, name)
+        recovered = len(recover_known(cur, schema_name, brought, name).resolved)
         vendor = provider.take_warnings(chunk)
         notes += [] if notes else vendor  # the metadata's not_found already says what HTTP 206 says
         cost = provider.cost_of(chunk, counts["fetched"]) if isinstance(provider, CostSource) else None
@@ -473,22 +474,24 @@ def _note_instruments(brought: dict[str, set[int]], chunk: Chunk, part: dbn.Deco
         ids.update(np.unique(part.records["instrument_id"]).tolist())
 
 
-def _recover(cur: load.Cursor, schema_name: str, brought: dict[str, set[int]], name: str) -> int:
-    """Retry the open entries quarantined as of an unknown instrument that the chunk made known, in the
-    chunk's transaction (they land with it or not at all); returns how many were resolved."""
-    resolved = 0
+def recover_known(cur: load.Cursor, schema_name: str, brought: dict[str, set[int]], name: str) -> Reloaded:
+    """Retry the open entries quarantined as of an unknown instrument that ``name`` (a chunk, a live session's
+    batch) made known (``brought``: dataset -> instrument ids), through :func:`reload_quarantined`, in the
+    caller's transaction (they land with it or not at all); returns what was resolved and loaded.
+
+    Raises StorageError."""
+    out = Reloaded(0, 0, [], [])
     for dataset, ids in brought.items():
         if not ids:
             continue
         rows = quarantine.lock_open_of_instruments(cur, schema_name, UNKNOWN_INSTRUMENT, dataset, sorted(ids))
         if rows:
-            done = reload_quarantined(
+            out = out + reload_quarantined(
                 cur, schema_name, rows, f"retried automatically when {name} made its instrument known"
             )
-            resolved += len(done.resolved)
-    if resolved:
-        log.info("%s: %d quarantined records of instruments it made known were loaded", name, resolved)
-    return resolved
+    if out.resolved:
+        log.info("%s: %d quarantined records of instruments it made known were loaded", name, len(out.resolved))
+    return out
 
 
 @dataclass(frozen=True)
@@ -500,6 +503,17 @@ class Reloaded:
     duplicates: int
     resolved: list[int]
     stayed: list[tuple[int, str, str]]  # (entry id, rule, reason)
+    #: (dataset, schema, the records of the resolved entries: loaded now or found stored), per group retried
+    records: tuple[tuple[str, Schema, npt.NDArray[np.void]], ...] = ()
+
+    def __add__(self, other: Reloaded) -> Reloaded:
+        return Reloaded(
+            self.loaded + other.loaded,
+            self.duplicates + other.duplicates,
+            self.resolved + other.resolved,
+            self.stayed + other.stayed,
+            self.records + other.records,
+        )
 
 
 def reload_quarantined(cur: load.Cursor, schema_name: str, rows: Sequence[tuple[Any, ...]], how: str) -> Reloaded:
@@ -513,6 +527,7 @@ def reload_quarantined(cur: load.Cursor, schema_name: str, rows: Sequence[tuple[
     loaded = dups = 0
     resolved: list[int] = []
     stayed: list[tuple[int, str, str]] = []
+    found: list[tuple[str, Schema, npt.NDArray[np.void]]] = []
     groups: dict[tuple[str, str, Any, Any], list[tuple[int, dict[str, Any], int]]] = {}
     for qid, ds, sch, rec, dup, lo, hi in rows:
         groups.setdefault((ds, sch, lo, hi), []).append((qid, rec, dup))
@@ -540,7 +555,9 @@ def reload_quarantined(cur: load.Cursor, schema_name: str, rows: Sequence[tuple[
         dups += counts["duplicates"]
         resolved += done
         stayed += bad
-    return Reloaded(loaded, dups, resolved, stayed)
+        if done:
+            found.append((ds, schema, records[good]))
+    return Reloaded(loaded, dups, resolved, stayed, tuple(found))
 
 
 def _not_found(store: db.DBNStore, chunk: Chunk) -> list[str]:

@@ -19,6 +19,16 @@ the stream (the index time, ``ts_recv`` where the schema has it, and how many re
 received) and counted as ``replayed``, before duplicate keys are numbered, so a replay never renumbers them; a
 new session that replays what an earlier one stored finds the rows stored (duplicates).
 
+A record whose instrument the session does not know yet (it arrived before the stream's symbol mapping or
+definition of its instrument, and the database knows it from neither) is quarantined as ``unknown_instrument``,
+like the historical path's. The batch that makes the instrument known (its mapping, its definition, or its rows
+found stored by another writer) retries those entries in its own transaction through the quarantine's retry path
+(:func:`hdi_lab.core.ingestion.recover_known`, as a historical chunk bringing definitions does): they are loaded
+with their original duplicate numbers, so nothing is lost or stored twice, and handed to ``on_commit`` with the
+batch (live indicators and charts see them). At the session's end its entries still open are retried once more
+(an instrument made known meanwhile by another writer). The status and the registry row count them as
+``recovered``; the entries are resolved with a reason saying which session retried them.
+
 The buffer between the client's callback and the writer is bounded: when it is full the callback waits, so the
 client stops reading and TCP pushes back on the gateway. A slow database never makes a record be dropped.
 
@@ -43,9 +53,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hdi_lab.core.ingestion import load_records
+from hdi_lab.core.ingestion import Reloaded, load_records, recover_known, reload_quarantined
 from hdi_lab.core.session import LIVE_PROVIDERS, HdiSession
-from hdi_lab.core.validate import validate
+from hdi_lab.core.validate import UNKNOWN_INSTRUMENT, validate
 from hdi_lab.dbn import INT64_MAX, Mapping, record_to_json
 from hdi_lab.dbn.live import decode_live
 from hdi_lab.dbn.writer import Records
@@ -57,6 +67,7 @@ from hdi_lab.providers.live import Item, LiveBuffer, Note
 from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
 from hdi_lab.storage import load, normalise, read
+from hdi_lab.storage import quarantine as quarantined
 from hdi_lab.storage.db import transaction
 
 __all__ = [
@@ -148,6 +159,7 @@ class LiveStatus:
     updated: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    recovered: int = 0  # quarantined as of an unknown instrument, then loaded once the session knew it
     replayed: int = 0  # received again after a reconnect, recognised and skipped
     reconnects: int = 0
     batches: int = 0
@@ -163,7 +175,8 @@ class LiveStatus:
         text = (
             f"live session {self.id} {self.state}: {self.request.describe()}; records {self.records}, inserted "
             f"{self.inserted}, updated {self.updated}, duplicates {self.duplicates}, quarantined {self.quarantined}, "
-            f"replayed {self.replayed}, reconnects {self.reconnects}, batches {self.batches}, last ts_event {last}"
+            f"recovered {self.recovered}, replayed {self.replayed}, reconnects {self.reconnects}, batches "
+            f"{self.batches}, last ts_event {last}"
         )
         return text + (f"; error: {self.error}" if self.error else "")
 
@@ -247,6 +260,8 @@ class LiveHandle:
         self.id = session_id
         #: the live indicators (:class:`hdi_lab.features.live.LiveFeatures`) of ``hdi_lab.live(features=...)``
         self.features: Any = None
+        #: their writes into the Feast online store (:class:`hdi_lab.featurestore.live.LiveOnline`), if on
+        self.online: Any = None
         self.request = request
         self._session, self._owns = session, owns_session
         self._feed, self._buffer = feed, buffer
@@ -318,6 +333,11 @@ class LiveHandle:
         (a live chart). Thread-safe; a callback that raises is logged, the session carries on. Raises nothing."""
         with self._lock:
             self._listeners = (*self._listeners, callback)
+
+    def note(self, text: str) -> None:
+        """Add ``text`` to the session's notes (``status().notes``): what follows the session (the online store)
+        reports there. Raises nothing."""
+        self._note(text)
 
     @property
     def running(self) -> bool:
@@ -460,6 +480,7 @@ class LiveHandle:
                     self._commit(conn, pending)
                     pending, beat = [], now
                 if finishing and not pending and not len(self._buffer):
+                    self._sweep(conn)
                     break
         except Exception as exc:
             log.exception("live session %d: writing failed", self.id)
@@ -474,7 +495,8 @@ class LiveHandle:
 
     def _commit(self, conn: Any, items: list[Item]) -> None:
         """Decode, validate and load one batch, its symbology and quarantine, and advance the registry row, in
-        one transaction."""
+        one transaction. The records quarantined earlier as of an instrument the batch makes known (its symbol
+        mappings, definitions, or another writer's rows found in the database) are retried in it too."""
         parts: dict[Schema, list[bytes]] = {}
         mappings: list[Mapping] = []
         for schema, payload in items:
@@ -486,11 +508,16 @@ class LiveHandle:
                 mappings.append(payload)
         c = registry.Progress()  # what this batch adds
         stored: dict[Schema, Records] = {}
+        fresh: set[int] = set()  # instruments the batch made known to the session
         name = f"live session {self.id}"
         req = self.request
         with transaction(conn) as cur:
-            new_maps = self._symbology(cur, mappings)
-            decoded = {s: decode_live(req.dataset, s, str(req.stype_in), 0, p, f"{name} {s}") for s, p in parts.items()}
+            new_maps = self._symbology(cur, mappings, fresh)
+            # definitions first: the instruments they define are known to the batch's other records
+            decoded = {
+                s: decode_live(req.dataset, s, str(req.stype_in), 0, parts[s], f"{name} {s}")
+                for s in sorted(parts, key=lambda s: s is not Schema.DEFINITION)
+            }
             new_maps += self._extend(cur, decoded)
             last: int | None = None
             for schema, received in decoded.items():
@@ -503,10 +530,50 @@ class LiveHandle:
                 top = int(records["ts_event"].max())
                 st.last_ts = top if st.last_ts is None else max(st.last_ts, top)
                 last = st.last_ts if last is None else max(last, st.last_ts)
-                stored[schema] = self._load(cur, schema, records, c)
+                stored[schema] = self._load(cur, schema, records, c, fresh)
+            if fresh:
+                self._recovered(recover_known(cur, self._session.schema, {req.dataset: fresh}, name), c, stored)
             c.reconnects, c.batches = self._pending_reconnects, 1 if items else 0
             c.last_ts_event = None if last is None else pd.Timestamp(last, tz="UTC").to_pydatetime(warn=False)
             stop = registry.advance(cur, self._session.schema, self.id, c)
+        self._account(c, last, len(items))
+        if stop and not self._stop.is_set():
+            self._note("stop requested (hdi live stop)")
+            self._stop.set()
+        self._hand_on(stored, new_maps)
+
+    def _sweep(self, conn: Any) -> None:
+        """At the end, once everything received is committed: retry once more the session's records still
+        quarantined as of an unknown instrument (made known since by another writer, e.g. an ingest whose own
+        retry ran before this session's entries were committed)."""
+        c = registry.Progress()
+        stored: dict[Schema, Records] = {}
+        keys = [chunk.key for chunk in self._quarantine_chunks.values()]
+        with transaction(conn) as cur:
+            rows = quarantined.lock_open_of_chunks(cur, self._session.schema, UNKNOWN_INSTRUMENT, keys)
+            if not rows:
+                return
+            how = f"retried automatically at the end of live session {self.id}: its instrument is known now"
+            self._recovered(reload_quarantined(cur, self._session.schema, rows, how), c, stored)
+            if not c.recovered:
+                return
+            c.reconnects = self._pending_reconnects
+            registry.advance(cur, self._session.schema, self.id, c)
+        self._account(c, None, 0)
+        self._note(f"{c.recovered} quarantined record(s) of instruments known now loaded at the end")
+        self._hand_on(stored, [])
+
+    def _recovered(self, done: Reloaded, c: registry.Progress, stored: dict[Schema, Records]) -> None:
+        """Count what a retry of quarantined records resolved; the records of the session's schemas join the
+        batch handed to ``on_commit`` (live indicators and charts see them as stored now)."""
+        c.recovered += len(done.resolved)
+        for dataset, schema, records in done.records:
+            if dataset != self.request.dataset or schema not in self._states or not len(records):
+                continue
+            stored[schema] = np.concatenate([stored[schema], records]) if schema in stored else records
+
+    def _account(self, c: registry.Progress, last: int | None, items: int) -> None:
+        """Add a committed transaction's counts to the session's totals."""
         with self._committed:
             self._pending_reconnects = 0
             t = self._shared.counts
@@ -515,28 +582,30 @@ class LiveHandle:
                     setattr(t, k, getattr(t, k) + getattr(c, k))
             if last is not None:
                 self._shared.last_ts = last if self._shared.last_ts is None else max(self._shared.last_ts, last)
-            self._items_done += len(items)
+            self._items_done += items
             self._committed.notify_all()
-        if stop and not self._stop.is_set():
-            self._note("stop requested (hdi live stop)")
-            self._stop.set()
-        if stored or new_maps:
-            commit = LiveCommit(self.id, req.dataset, stored, new_maps, time.time())
-            for callback in (self._on_commit, *self._listeners):
-                if callback is None:
-                    continue
-                try:
-                    callback(commit)
-                except Exception:
-                    log.exception("live session %d: on_commit failed", self.id)
 
-    def _symbology(self, cur: Any, mappings: list[Mapping]) -> list[Mapping]:
-        """Store the stream's mappings (as the historical metadata's intervals are stored)."""
+    def _hand_on(self, stored: dict[Schema, Records], new_maps: list[Mapping]) -> None:
+        """Hand what a transaction stored to ``on_commit`` and the subscribers."""
+        if not stored and not new_maps:
+            return
+        commit = LiveCommit(self.id, self.request.dataset, stored, new_maps, time.time())
+        for callback in (self._on_commit, *self._listeners):
+            if callback is None:
+                continue
+            try:
+                callback(commit)
+            except Exception:
+                log.exception("live session %d: on_commit failed", self.id)
+
+    def _symbology(self, cur: Any, mappings: list[Mapping], fresh: set[int]) -> list[Mapping]:
+        """Store the stream's mappings (as the historical metadata's intervals are stored); ``fresh`` gains the
+        instruments they make known."""
         if not mappings:
             return []
         for m in mappings:
             self._mapped[m.symbol] = m  # a new instrument for the symbol (a roll) ends the previous one's extension
-            self._known.add(m.instrument_id)
+            self._learn([m.instrument_id], fresh)
         load.upsert_symbology(cur, self._session.schema, self.request.dataset, mappings)
         return mappings
 
@@ -561,8 +630,17 @@ class LiveHandle:
             load.upsert_symbology(cur, self._session.schema, self.request.dataset, grown)
         return grown
 
-    def _load(self, cur: Any, schema: Schema, records: Records, c: registry.Progress) -> Records:
-        """Number, validate, quarantine and load one schema's records; returns the valid ones."""
+    def _learn(self, ids: Sequence[int], fresh: set[int]) -> None:
+        """The session knows instruments ``ids`` now; ``fresh`` gains those it did not know."""
+        for iid in ids:
+            if int(iid) not in self._known:
+                self._known.add(int(iid))
+                fresh.add(int(iid))
+
+    def _load(self, cur: Any, schema: Schema, records: Records, c: registry.Progress, fresh: set[int]) -> Records:
+        """Number, validate, quarantine and load one schema's records; returns the valid ones. ``fresh`` gains
+        the instruments the session learns of: found in the database (stored by another writer since), or
+        defined by the records (definitions)."""
         name = self._session.schema
         req = self.request
         dup_idx = None
@@ -574,8 +652,7 @@ class LiveHandle:
             st.dups.forget_before(int(records["ts_event"].max()) - _DUP_HORIZON_NS)
             ids = np.unique(records["instrument_id"]).astype(np.int64)
             missing = np.setdiff1d(ids, np.array(sorted(self._known), dtype=np.int64))
-            found = load.known_instruments(cur, name, req.dataset, missing)
-            self._known.update(int(i) for i in found)
+            self._learn(load.known_instruments(cur, name, req.dataset, missing).tolist(), fresh)
             known = np.array(sorted(self._known), dtype=np.int64)
         rejected = validate(records, schema, 0, INT64_MAX, known)
         if len(rejected.index):
@@ -594,6 +671,8 @@ class LiveHandle:
         c.inserted += counts["inserted"]
         c.updated += counts["updated"]
         c.duplicates += counts["duplicates"]
+        if schema is Schema.DEFINITION:
+            self._learn(np.unique(records["instrument_id"]).tolist(), fresh)
         return records
 
 
@@ -739,6 +818,7 @@ SUMMARY_COLUMNS = (
     "inserted",
     "duplicates",
     "quarantined",
+    "recovered",
     "reconnects",
     "last_ts_event",
     "error",

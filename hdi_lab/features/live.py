@@ -11,7 +11,8 @@ database makes updates larger, never late by more than one update.
 
 Each update is logged as a :class:`LiveUpdate` (:attr:`LiveFeatures.updates`, the last 100,000): what was
 computed and when it was stored (``time.time()``), which is what the latency of live indicators is measured
-against (bench/bench_live.py).
+against (bench/bench_live.py). Subscribers (:meth:`LiveFeatures.subscribe`) follow the updates: a live chart's
+indicators, and the Feast online store (:mod:`hdi_lab.featurestore.live`, ``hdi_lab.live(..., online=True)``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from hdi_lab import dsn as dsns
 from hdi_lab import features
 from hdi_lab.core.session import HdiSession
-from hdi_lab.errors import ConfigError, StorageError, ValidationError, first_line
+from hdi_lab.errors import ConfigError, HdiError, StorageError, ValidationError, first_line
 from hdi_lab.extras import require
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ __all__ = [
     "feast_home",
     "feature_service",
     "feature_view",
+    "in_use",
     "instrument_entity",
     "load_config",
     "materialize",
@@ -287,6 +288,36 @@ def load_config(path: Path, env: Mapping[str, str]) -> RepoConfig:
         raise ConfigError(f"feature_store.yaml is not valid for Feast: {first_line(exc)} (at {yaml_file})") from None
     config.repo_path = path
     return config
+
+
+def in_use(session: HdiSession) -> bool:
+    """Whether Feast is set up for the session's database: the ``feast_repo`` setting names a repo, or the
+    repo's registry exists (a publish or ``feast apply`` registered something for this database and schema),
+    and the ``feast`` extra is installed. Reads the repo's ``feature_store.yaml`` only (Feast is not imported);
+    a registry that is not a local file (a custom repo's SQL or object-store registry) counts as set up.
+
+    Raises nothing: a repo or configuration that cannot be read means not set up."""
+    import importlib.util
+
+    import yaml
+
+    if importlib.util.find_spec("feast") is None:
+        return False
+    if session.settings.values.get("feast_repo"):
+        return True
+    try:
+        path = repo_path(session)
+        raw = yaml.safe_load((path / "feature_store.yaml").read_text(encoding="utf-8"))
+        registry = _substitute(raw.get("registry"), feast_env(session)) if isinstance(raw, dict) else None
+    except (HdiError, OSError, yaml.YAMLError):
+        return False
+    where = registry.get("path") if isinstance(registry, dict) else registry
+    if not isinstance(where, str) or "${" in where:
+        return False
+    if "://" in where and not where.startswith("file://"):
+        return True
+    file = Path(where.removeprefix("file://"))
+    return (file if file.is_absolute() else path / file).is_file()
 
 
 def open_store(session: HdiSession, repo: str | Path | None = None) -> FeatureStore:

@@ -14,6 +14,7 @@ This module is imported by ``%load_ext hdi_lab``: it imports argparse and hdi_la
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     default: Any = None
     metavar: str | None = None
-    action: str | None = None
+    action: str | builtins.type[argparse.Action] | None = None  # e.g. argparse.BooleanOptionalAction: --x / --no-x
     nargs: str | None = None
     required: bool = False
 
@@ -442,6 +443,12 @@ OPTIONS: dict[str, Option] = {
         help="heartbeat interval asked of the gateway; silence for twice as long plus 5 s is a dead connection "
         "(reconnected with intraday replay) (default 10)",
     ),
+    "live_online": Option(
+        ("--online",),
+        action=argparse.BooleanOptionalAction,
+        help="write the live values of --features into the Feast online store (--no-online: never; default: when "
+        "Feast is set up for the database: HDI_FEAST_REPO, or a registry a publish created)",
+    ),
     "live_ids": Option(
         ("ids",), type=int, nargs="*", metavar="ID", help="live session ids (default: every running one)"
     ),
@@ -598,6 +605,7 @@ LIVE: tuple[OptionRef, ...] = (
         help="feature sets kept up to date per closed bar of the session's ohlcv-1s / ohlcv-1m bars, "
         "e.g. momentum_v1 (hdi_lab.live(features=...))"
     ),
+    "live_online",
 )
 #: ``%hdi_live start|status|stop [ID...] [start's options]``: one parser for every action (``hdi live`` has one
 #: subcommand per action)
@@ -852,4 +860,5 @@ def live(
         on_commit=on_commit,
         heartbeat_interval_s=args.heartbeat,
         features=args.features or None,
+        online=args.online,
     )

@@ -27,6 +27,7 @@ __all__ = [
     "StateRow",
     "StoredSeries",
     "StoredState",
+    "latest_rows",
     "list_tables",
     "published_rows",
     "read_features",
@@ -532,6 +533,30 @@ def _read_rows(
     for i, c in enumerate(wanted):
         data[c] = raw[f"v{i + 2}"].astype(np.float64)
     return pd.DataFrame(data)
+
+
+def latest_rows(
+    conn: psycopg2.extensions.connection, schema: str, name: str, ids: Sequence[int], wanted: Sequence[str]
+) -> pd.DataFrame:
+    """The latest row of each of ``ids`` in feature table ``name`` (one primary-key lookup each):
+    ``instrument_id``, ``event_timestamp``, ``created`` (UTC) and the ``wanted`` columns (NULL as NaN), by
+    instrument; an instrument without a row is left out. Raises StorageError."""
+    with transaction(conn) as cur:
+        cols = ", ".join(f"r.{quote(conn, c)}" for c in wanted)
+        cur.execute(
+            f"SELECT i.id, r.event_timestamp, r.created, {cols} FROM unnest(%s::bigint[]) AS i(id) "
+            f"CROSS JOIN LATERAL (SELECT * FROM {quote(conn, schema, name)} t WHERE t.instrument_id = i.id "
+            "ORDER BY t.event_timestamp DESC LIMIT 1) r ORDER BY i.id",
+            (sorted({int(i) for i in ids}),),
+        )
+        rows = cur.fetchall()
+    frame = pd.DataFrame(rows, columns=["instrument_id", "event_timestamp", "created", *wanted])
+    frame["instrument_id"] = frame["instrument_id"].astype(np.int64)
+    for c in ("event_timestamp", "created"):
+        frame[c] = pd.to_datetime(frame[c], utc=True)
+    for c in wanted:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
+    return frame
 
 
 def list_tables(

@@ -1,4 +1,4 @@
-"""The live-session registry (table ``live_sessions``, migration 13) for :mod:`hdi_lab.core.live`: a session's
+"""The live-session registry (table ``live_sessions``, migrations 13 and 18) for :mod:`hdi_lab.core.live`: a session's
 row is inserted when it starts, advanced in the transaction of every batch it commits (so its counts never run
 ahead of the stored rows), and closed when it ends. ``hdi live stop`` sets ``stop_requested``."""
 
@@ -35,6 +35,7 @@ COLUMNS = (
     "updated",
     "duplicates",
     "quarantined",
+    "recovered",
     "replayed",
     "batches",
     "reconnects",
@@ -53,6 +54,7 @@ class Progress:
     updated: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    recovered: int = 0  # quarantined records of an unknown instrument loaded once it became known
     replayed: int = 0
     reconnects: int = 0
     batches: int = 0

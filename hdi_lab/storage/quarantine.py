@@ -16,6 +16,7 @@ __all__ = [
     "entry",
     "fixed_records",
     "lock_open",
+    "lock_open_of_chunks",
     "lock_open_of_instruments",
     "mark_resolved",
     "set_reasons",
@@ -78,6 +79,14 @@ def lock_open_of_instruments(
         "rule = %s AND dataset = %s AND (record->>'instrument_id')::bigint = ANY(%s)",
         (rule, dataset, instrument_ids),
     )
+
+
+def lock_open_of_chunks(
+    cur: psycopg2.extensions.cursor, schema: str, rule: str, chunk_keys: list[str]
+) -> list[tuple[Any, ...]]:
+    """As :func:`lock_open`: the open entries under ``rule`` quarantined by the chunks ``chunk_keys`` (a live
+    session's), locked for update until the transaction ends."""
+    return _lock(cur, schema, "rule = %s AND chunk_key = ANY(%s)", (rule, chunk_keys))
 
 
 def set_reasons(cur: psycopg2.extensions.cursor, schema: str, rows: list[tuple[int, str, str]]) -> None:
