@@ -178,6 +178,7 @@ class FakeIbGateway:
         self._bodies: dict[tuple[object, ...], str] = {}
         self._live: dict[int, threading.Event] = {}  # live subscription (request id) -> its cancel
         self.live_sent: list[tuple[str, int, int]] = []  # (kind, request id, bar start in epoch s) sent
+        self.live_sent_at: list[float] = []  # when each of them was handed to the socket (time.time())
 
     # -- server ------------------------------------------------------------------------------
     def start(self) -> int:
@@ -442,10 +443,12 @@ class FakeIbGateway:
                             [90, req_id, 1, t, o, c5, max(float(o), float(h5)), min(float(o), float(l5)), o, v5],
                             [90, req_id, max(int(v) // 2, 1), t, o, c, h, lo, o, v],
                         ]
+                    at = time.time()
                     for m in messages:
                         _send(conn, m)
                     with self._lock:
                         self.live_sent.append((kind, req_id, t))
+                        self.live_sent_at.append(at)
                     t += step
             except OSError:
                 return
