@@ -229,6 +229,23 @@ def test_a_disconnect_mid_stream_is_backfilled_from_history_without_duplicates(
     assert sum(q.bar_size == "realtime" for _, q in gw.sent) == 2 and gw.violations == []
 
 
+def test_a_real_time_subscription_ib_refuses_later_is_noted_in_the_session(
+    ib_session: tuple[HdiSession, FakeIbGateway],
+) -> None:
+    s, gw = ib_session
+    gw.inject = {1: (354, "Requested market data is not subscribed.")}  # the first paced request: the real-time one
+    handle = hdi_lab.live("ib", schema="ohlcv-5s", symbols=SYMBOL, session=s)
+    try:
+        for _ in range(300):  # the feed looks at IB's errors about once a second
+            if handle.status().notes:
+                break
+            time.sleep(0.02)
+    finally:
+        status = handle.stop()
+    want = "IB error 354 for the ohlcv-5s bars of AAPL:STK:SMART: Requested market data is not subscribed."
+    assert want in status.notes and status.inserted == 0, status
+
+
 def test_live_five_second_bars_advance_features_through_the_magic(
     ib_session: tuple[HdiSession, FakeIbGateway], hdi_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -74,7 +74,6 @@ class _Subscription:
         self.spec, self.inst, self.schema = spec, inst, schema
         self.bars: Any = None  # the client's BarDataList (1m) or RealTimeBarList (5s)
         self.put_until = -1  # ts_event (ns) of the last bar put
-        self.seen = 0  # real-time bars: how many of the list were looked at
         self.ready = False  # real-time bars: put as they arrive (after the backfill)
         self.cancelled = False  # a subscription given up (closed, or its connection attempt failed): puts nothing
 
@@ -167,11 +166,12 @@ class IbFeed:
         with self._lock:
             if sub.cancelled:
                 return
-            if sub.schema is Schema.OHLCV_5S:  # each real-time bar is final: the ones not looked at yet
+            if sub.schema is Schema.OHLCV_5S:  # each real-time bar is final: those received since the last call
                 if not sub.ready or sub.bars is None:
                     return
                 n = len(sub.bars)
-                new, sub.seen = sub.bars[sub.seen : n], n
+                new = sub.bars[:n]
+                del sub.bars[:n]  # the client appends to this list for the whole session: keep it short
                 self._put_bars(sub, self._convert(sub, new))
                 return
             bars = list(sub.bars or ())
@@ -369,7 +369,8 @@ class IbFeed:
     def _note_errors(self, conn: IbConnection) -> None:
         """IB's errors about a subscription after it was made (a real-time request answers at once, its refusal
         comes later), as notes of the session."""
-        errors, self._errors_seen = conn.errors[self._errors_seen :], len(conn.errors)
+        n = len(conn.errors)
+        errors, self._errors_seen = conn.errors[self._errors_seen : n], n
         ids = {getattr(s.bars, "reqId", None): s for s in self._subs}
         for req_id, code, message in errors:
             sub = ids.get(req_id)
