@@ -27,6 +27,11 @@ e. the Feast online store: the same paced bars into ``hdi_lab.live(..., features
    critical path, the writes run on a thread of their own). Feast is imported before the session (untimed, as in
    a kernel that used it: a fresh process adds the import, ~3.6 s, to the first write only); bars sent before the
    first write (the store opened, the view registered) are reported apart.
+f. IB real-time 5-second bars: the fake TWS gateway (tests/fake_ib.py) streaming ``reqRealTimeBars`` of one
+   contract at ``--ib-rate`` bars/s (default 50/s, ``--seconds`` long: a real contract sends one every 5 s) into
+   ``hdi_lab.live("ib", schema="ohlcv-5s")`` through the real ``ib_async`` client: from the fake handing a bar to
+   the socket to the commit holding it returning, against the bare client's callback receiving it (the baseline,
+   same gateway and rate).
 
 Nothing is asserted; the machine is shared (see bench/README.md).
 """
@@ -43,6 +48,7 @@ from pathlib import Path
 
 import databento as db
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -50,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import common
 from common import Row
 from fake_databento_live import KEY, FakeLiveGateway, live_session, trades
+from fake_ib import FakeIbGateway
 
 import hdi_lab
 from hdi_lab.config import load_settings
@@ -192,6 +199,69 @@ def _pcts(values: np.ndarray) -> str:
     return f"p50 {1000 * np.nanpercentile(values, 50):.0f} ms, p99 {1000 * np.nanpercentile(values, 99):.0f} ms"
 
 
+IB_T0 = pd.Timestamp("2024-02-01 15:00", tz="UTC")  # the fake TWS's server time: a Thursday afternoon
+IB_SYMBOL = "AAPL:STK:SMART"
+
+
+def _sent_at(gw: FakeIbGateway) -> dict[int, float]:
+    """When each real-time bar (by its start, epoch s) was handed to the socket."""
+    return {t: at for (kind, _, t), at in zip(gw.live_sent, gw.live_sent_at, strict=True) if kind == "realtime"}
+
+
+def ib_raw_client(rate: float, seconds: float) -> np.ndarray:
+    """Per real-time bar: the bare ``ib_async`` client's callback time - the fake's send time (s)."""
+    import ib_async
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    gw = FakeIbGateway(today=IB_T0, live_every=1 / rate)
+    gw.start()
+    got: dict[int, float] = {}
+    try:
+        ib = ib_async.IB()
+        ib.connect("127.0.0.1", gw.port, clientId=21, timeout=10)
+        bars = ib.reqRealTimeBars(ib_async.Stock(conId=265598, exchange="SMART"), 5, "TRADES", False)
+        bars.updateEvent += lambda b, new: got.setdefault(int(b[-1].time.timestamp()), time.time())
+        ib.sleep(seconds)
+        ib.cancelRealTimeBars(bars)
+        ib.disconnect()
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        gw.stop()
+        asyncio.set_event_loop(None)
+        loop.close()
+    sent = _sent_at(gw)
+    return np.array([at - sent[t] for t, at in got.items() if t in sent])
+
+
+def ib_hdi_live(url: str, rate: float, seconds: float) -> tuple[np.ndarray, live.LiveStatus]:
+    """Per real-time bar: the commit of the batch holding it - the fake's send time (s), and the final status."""
+    commits: list[live.LiveCommit] = []
+    gw = FakeIbGateway(today=IB_T0, live_every=1 / rate)
+    gw.start()
+    try:
+        with common.fresh_schema(url, "bench_live") as name:
+            sess = common.session(url, name)
+            sess = HdiSession(
+                sess.settings.replace(ib_host="127.0.0.1", ib_port=gw.port, ib_client_id=22, ib_library="ib_async")
+            )
+            sess.connection()  # migrate outside the timing
+            handle = hdi_lab.live("ib", schema="ohlcv-5s", symbols=IB_SYMBOL, on_commit=commits.append, session=sess)
+            time.sleep(seconds)
+            st = handle.stop()
+            sess.close()
+    finally:
+        gw.stop()
+    sent = _sent_at(gw)
+    lat = [
+        c.committed_at - sent[t]
+        for c in commits
+        for t in (c.records[Schema.OHLCV_5S]["ts_event"] // 1_000_000_000).tolist()
+        if t in sent
+    ]
+    return np.array(lat), st
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     n = int(args.records)
     data = {Schema.TRADES: trades(n)}
@@ -291,6 +361,29 @@ def run(args: argparse.Namespace) -> list[Row]:
             )
         )
         rows += online_rows(url, m, args.bar_rate, f50)
+        raw = ib_raw_client(args.ib_rate, args.seconds)
+        lat, st = ib_hdi_live(url, args.ib_rate, args.seconds)
+        r50, l50, l99 = (float(np.percentile(raw, 50)), float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+        rows.append(
+            Row(
+                BENCH,
+                f"(f) IB real-time 5 s bars at {args.ib_rate:,.0f}/s: sent -> bare ib_async callback [baseline]",
+                f"p50 {1000 * r50:.1f} ms, p99 {1000 * float(np.percentile(raw, 99)):.1f} ms",
+                note=f"{len(raw):,} bars",
+            )
+        )
+        rows.append(
+            Row(
+                BENCH,
+                "(f) sent -> committed by hdi_lab.live('ib', 'ohlcv-5s') (ratio: baseline p50 / this p50)",
+                f"p50 {1000 * l50:.0f} ms, p99 {1000 * l99:.0f} ms",
+                r50 / l50,
+                None,
+                note=f"targets p50 < 250 ms: {'MET' if l50 < 0.25 else 'MISSED'}, p99 < 1 s: "
+                f"{'MET' if l99 < 1 else 'MISSED'}; max {1000 * lat.max():.0f} ms over {len(lat):,} bars "
+                f"({st.inserted:,} stored, {st.duplicates} duplicates, {st.batches} batches)",
+            )
+        )
     return rows
 
 
@@ -352,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=20_000.0, help="records/s of the paced stream (latency)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the paced streams (s)")
     p.add_argument("--bar-rate", type=float, default=500.0, help="ohlcv-1s bars/s of the live indicators stream")
+    p.add_argument("--ib-rate", type=float, default=50.0, help="IB real-time 5-second bars/s of the fake TWS (e)")
     args = p.parse_args(argv)
     rows = run(args)
     common.print_table(rows, "live ingestion (bench_live.py)")

@@ -452,18 +452,21 @@ def live(
     (``status()``, ``stop()``, ``wait()``).
 
     ``hdi_lab.live("databento", dataset="GLBX.MDP3", schema="trades,ohlcv-1s", symbols="ES.c.0",
-    stype_in="continuous")``. Records go through the ingestion core's decode -> validate -> load path in small
-    batches (committed at most 100 ms after their first record), with the historical path's keys, so a later
-    historical ingest of the same day stores nothing twice. A lost connection is reconnected with intraday replay
-    from the last stored ``ts_event``; ``start`` replays from an earlier time of the day. ``on_commit`` is called
+    stype_in="continuous")``; ``hdi_lab.live("ib", schema="ohlcv-5s", symbols="AAPL:STK:SMART")`` (IB's real-time
+    5-second bars; ``ohlcv-1m``: keep-up-to-date 1-minute bars; see :mod:`hdi_lab.providers.ib.live`). Records go
+    through the ingestion core's decode -> validate -> load path in small batches (committed at most 100 ms after
+    their first record), with the historical path's keys, so a later historical ingest of the same day stores
+    nothing twice. A lost connection is reconnected with intraday replay from the last stored ``ts_event`` (IB's
+    real-time bars: the gap backfilled by paced historical requests); ``start`` replays from an earlier time of the
+    day. ``on_commit`` is called
     (on the writer's thread) with each committed batch (:class:`hdi_lab.core.live.LiveCommit`). ``tuning`` is
     passed to :func:`hdi_lab.core.live.start` (``flush_s``, ``max_batch``, ``buffer_size``, ``heartbeat_timeout``,
     ``max_reconnects``, ``backoff``).
 
     ``features`` (``["momentum_v1"]``, or ``"momentum_v1,trend_v1"``) keeps those feature sets up to date per
-    closed bar of the ``ohlcv-1s`` / ``ohlcv-1m`` bars the session stores, through the incremental resume path
-    (:mod:`hdi_lab.features.live`; ``handle.features`` logs each update); the session's stop returns once they
-    are computed.
+    closed bar of the ``ohlcv-1s`` / ``ohlcv-5s`` / ``ohlcv-1m`` bars the session stores, through the incremental
+    resume path (:mod:`hdi_lab.features.live`; ``handle.features`` logs each update); the session's stop returns
+    once they are computed.
 
     ``online`` (with ``features``) keeps the Feast online store current: after each update the latest rows of its
     instruments are written into the feature repo's online store (view ``<set>_<interval>``, e.g.
@@ -505,7 +508,7 @@ def live(
     bars = {s: live_features.LIVE_INTERVALS[str(s)] for s in request.schemas if str(s) in live_features.LIVE_INTERVALS}
     if not bars:
         raise ValidationError(
-            f"features={features!r} need bars: add {' or '.join(live_features.LIVE_INTERVALS)} to schema"
+            f"features={features!r} need bars: add one of {', '.join(live_features.LIVE_INTERVALS)} to schema"
         )
     follower = live_features.LiveFeatures(
         live_features.parse_sets(features), request.symbols, session=HdiSession(settings), dataset=request.dataset

@@ -20,6 +20,7 @@ __all__ = [
     "DAY_NS",
     "EXPORT_FORMATS",
     "INTERVALS",
+    "ONLY_FROM",
     "OUTPUTS",
     "PRICE_TYPES",
     "ROLLS",
@@ -40,6 +41,7 @@ __all__ = [
     "Schema",
     "View",
     "check_interval",
+    "check_provided",
     "parse_enum",
     "parse_range",
     "parse_symbols",
@@ -62,6 +64,7 @@ class Schema(enum.StrEnum):
     """The market-data schemas hdi_lab stores (Databento's names)."""
 
     OHLCV_1S = "ohlcv-1s"
+    OHLCV_5S = "ohlcv-5s"  # IB's 5-second bars (real-time and historical); Databento has none: see ONLY_FROM
     OHLCV_1M = "ohlcv-1m"
     OHLCV_1H = "ohlcv-1h"
     OHLCV_1D = "ohlcv-1d"
@@ -82,11 +85,32 @@ class Schema(enum.StrEnum):
     @property
     def bar_seconds(self) -> int:
         """Bar length in seconds (bars only)."""
-        return {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}[self.value.split("-")[1]]
+        return {"1s": 1, "5s": 5, "1m": 60, "1h": 3600, "1d": 86400}[self.value.split("-")[1]]
 
 
 #: every schema's name, in the enum's order: what the front ends offer and the errors list
 SCHEMAS: tuple[str, ...] = tuple(s.value for s in Schema)
+
+#: the schemas only some providers serve, and which (the others refuse them, naming these)
+ONLY_FROM: dict[Schema, tuple[str, ...]] = {Schema.OHLCV_5S: ("ib",)}
+
+
+def check_provided(schema: Schema, provider: str) -> Schema:
+    """``schema`` when ``provider`` serves it (every provider serves the schemas not in :data:`ONLY_FROM`).
+
+    Raises ValidationError naming the providers that have it otherwise."""
+    who = ONLY_FROM.get(schema)
+    if who is None or provider in who:
+        return schema
+    hint = ""
+    if schema.is_bar:  # a finer bar schema the provider has, rolled up at query time
+        finer = [s for s in Schema if s.is_bar and s not in ONLY_FROM and s.bar_seconds < schema.bar_seconds]
+        if finer:
+            hint = f"; or ingest {finer[-1]} and query it with interval='{schema.value.removeprefix('ohlcv-')}'"
+    raise ValidationError(
+        f"schema={schema} is not available from the {provider} provider: only the {' or '.join(who)} provider has "
+        f"it (--provider {who[0]}){hint}"
+    )
 
 
 class SType(enum.StrEnum):
@@ -210,9 +234,10 @@ def parse_range(start: object, end: object) -> tuple[pd.Timestamp, pd.Timestamp]
     return s, e
 
 
-#: bar interval -> seconds: the intervals feature sets are computed at (1s/1m/1h/1d are stored tables; 5m/15m are
-#: rolled up from ohlcv-1m). The one list of feature interval names: the CLI's and the magics' help show it.
-INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
+#: bar interval -> seconds: the intervals feature sets are computed at (1s/5s/1m/1h/1d are stored tables, 5s holding
+#: IB's 5-second bars; 5m/15m are rolled up from ohlcv-1m). The one list of feature interval names: the CLI's and the
+#: magics' help show it.
+INTERVALS: dict[str, int] = {"1s": 1, "5s": 5, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
 #: how bar queries bucket and select (``align=``): on midnight UTC (the default) or on the exchange's trading
 #: sessions (:mod:`hdi_lab.core.sessions`)
 ALIGNS: tuple[str, ...] = ("utc", "session")

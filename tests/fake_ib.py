@@ -6,17 +6,19 @@ completed orders, account updates, executions), ``reqContractDetails``, ``reqHis
 ``reqHeadTimeStamp``, cancels, and error messages. Messages are a 4-byte big-endian length then
 NUL-terminated text fields.
 
-Live: ``reqRealTimeBars`` streams 5-second bars (``REAL_TIME_BARS``) from :attr:`FakeIbGateway.today`
-on, one every :attr:`FakeIbGateway.live_every` wall seconds (accelerated time), until
-``cancelRealTimeBars`` or the connection closes; ``reqHistoricalData(keepUpToDate=True)`` answers the
-bars up to ``today`` then streams ``HISTORICAL_DATA_UPDATE`` s of the bars that follow: each bar twice
-while it forms (its first 5 seconds, then the whole bar) before the next bar begins, as TWS updates
-the last bar, until ``cancelHistoricalData``.
+Live: ``reqRealTimeBars`` (paced like a historical request, as IB counts it; TRADES, MIDPOINT, BID or ASK)
+streams 5-second bars (``REAL_TIME_BARS``) from :attr:`FakeIbGateway.today` on, one every
+:attr:`FakeIbGateway.live_every` wall seconds (accelerated time), until ``cancelRealTimeBars`` or the connection
+closes: the same bars a historical ``5 secs`` request answers for those times (``today`` is the server's now:
+move it forward to stand for time passing while a client was away). ``reqHistoricalData(keepUpToDate=True)``
+answers the bars up to ``today`` then streams ``HISTORICAL_DATA_UPDATE`` s of the bars that follow: each bar
+twice while it forms (its first 5 seconds, then the whole bar) before the next bar begins, as TWS updates the
+last bar, until ``cancelHistoricalData``.
 
-Bars are deterministic (:func:`bar`), on weekdays only, never before a contract's head timestamp nor
-after a future's last trade date. The fake checks IB's pacing rules on its (injectable) clock and
-answers a violation with error 162, as IB does; tests can also inject pacing violations, any error
-code, and dropped connections on the n-th historical request, or take the gateway down.
+Bars are deterministic (:func:`bar`; a minute rolls its 5-second bars up), on weekdays only, never before a
+contract's head timestamp nor after a future's last trade date. The fake checks IB's pacing rules on its
+(injectable) clock and answers a violation with error 162, as IB does; tests can also inject pacing violations,
+any error code, and dropped connections on the n-th paced request, or take the gateway down.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import datetime as dt
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,8 +40,9 @@ SERVER_VERSION = 176
 ACCOUNT = "DU1234567"
 PACING_TEXT = "Historical Market Data Service error message:Historical data request pacing violation"
 NO_DATA_TEXT = "Historical Market Data Service error message:HMDS query returned no data: {}"
-MAX_SECONDS = {"1 secs": 1800, "1 min": 86_400, "1 hour": 30 * 86_400, "1 day": 365 * 86_400}
-BAR_SECONDS = {"1 secs": 1, "1 min": 60, "1 hour": 3600, "1 day": 86_400}
+MAX_SECONDS = {"1 secs": 1800, "5 secs": 3600, "1 min": 86_400, "1 hour": 30 * 86_400, "1 day": 365 * 86_400}
+BAR_SECONDS = {"1 secs": 1, "5 secs": 5, "1 min": 60, "1 hour": 3600, "1 day": 86_400}
+REALTIME_WHAT = ("TRADES", "MIDPOINT", "BID", "ASK")  # what IB streams as real-time bars
 
 
 @dataclass(frozen=True)
@@ -88,19 +92,31 @@ UNIVERSE = (
 
 def bar(contract: FakeContract, what: str, ts_s: int, bar_s: int) -> tuple[str, str, str, str, str]:
     """The fake's bar (open, high, low, close, volume) as the text it sends, for a bar starting at
-    ``ts_s`` (epoch seconds; daily bars: 00:00 UTC of the date)."""
+    ``ts_s`` (epoch seconds; daily bars: 00:00 UTC of the date). A 1-minute bar is its twelve 5-second bars
+    rolled up (first open, highest high, lowest low, last close, summed volume), as IB's are: the real-time
+    5-second bars of a minute roll up to the minute's historical bar."""
+    if bar_s == 60:
+        parts = [_bar(contract, what, ts_s + 5 * i, 5) for i in range(12)]
+        vol = "-1" if what != "TRADES" else str(sum(int(p[4]) for p in parts))
+        o, h, lo, c = parts[0][0], max(p[1] for p in parts), min(p[2] for p in parts), parts[-1][3]
+        return repr(o), repr(h), repr(lo), repr(c), vol
+    o, h, lo, c, vol = _bar(contract, what, ts_s, bar_s)
+    return repr(o), repr(h), repr(lo), repr(c), vol
+
+
+def _bar(contract: FakeContract, what: str, ts_s: int, bar_s: int) -> tuple[float, float, float, float, str]:
     k = ts_s // bar_s
     if contract.sec_type == "CASH":
         base, tick = 1.05, 0.00005
     else:
         base, tick = 100.0 + contract.con_id % 89 * 10, 0.25
-    shift = {"TRADES": 0.0, "MIDPOINT": tick / 2, "BID_ASK": -tick / 2}[what]
+    shift = {"TRADES": 0.0, "MIDPOINT": tick / 2, "BID_ASK": -tick / 2, "BID": -tick / 2, "ASK": tick / 2}[what]
     o = round(base + (k * 7 % 40) * tick + shift, 6)
     c = round(base + ((k * 7 + 3) % 40) * tick + shift, 6)
     h = round(max(o, c) + 2 * tick, 6)
     lo = round(min(o, c) - tick, 6)
     vol = str(10 + k % 17) if what == "TRADES" else "-1"
-    return repr(o), repr(h), repr(lo), repr(c), vol
+    return o, h, lo, c, vol
 
 
 def bar_times(contract: FakeContract, bar_size: str, start: pd.Timestamp, end: pd.Timestamp) -> list[int]:
@@ -145,6 +161,7 @@ class FakeIbGateway:
     disconnect_at: set[int] = field(default_factory=set)  # n-th historical request -> drop the connection
     down_after: int | None = None  # after this many historical requests the gateway goes down
     live_every: float = 0.02  # wall seconds between two live messages of one subscription (accelerated time)
+    hist_delay: float = 0.0  # wall seconds a historical answer takes (IB's are slow): live streams go on meanwhile
 
     def __post_init__(self) -> None:
         self.port = 0
@@ -161,6 +178,7 @@ class FakeIbGateway:
         self._bodies: dict[tuple[object, ...], str] = {}
         self._live: dict[int, threading.Event] = {}  # live subscription (request id) -> its cancel
         self.live_sent: list[tuple[str, int, int]] = []  # (kind, request id, bar start in epoch s) sent
+        self.live_sent_at: list[float] = []  # when each of them was handed to the socket (time.time())
 
     # -- server ------------------------------------------------------------------------------
     def start(self) -> int:
@@ -357,6 +375,8 @@ class FakeIbGateway:
             _send(conn, [4, 2, req_id, 162, "Historical Market Data Service error message:Time length exceed max.", ""])
             return None
         start = end - span
+        if self.hist_delay:
+            time.sleep(self.hist_delay)
         times = bar_times(contract, bar_size, start, end)
         if not times:
             _send(conn, [4, 2, req_id, 162, NO_DATA_TEXT.format(req_id), ""])
@@ -384,11 +404,20 @@ class FakeIbGateway:
     def _realtime_bars(self, conn: socket.socket, f: list[str]) -> bool | None:
         req_id = int(f[2])
         found = self._match(f, 3)
+        # IB counts real-time bar requests against the historical-data pacing rules; no two are identical (each
+        # starts a stream of its own): the request id stands for the duration
+        key = str(found[0].con_id) if found else f[3]
+        req = HistRequest(key, f[10], f[16], "realtime", pd.Timestamp(0, tz="UTC"), f"#{req_id}")
+        if not self._paced(conn, req_id, req):
+            return self._listener is not None and conn.fileno() >= 0
         if not found:
             _send(conn, [4, 2, req_id, 200, "No security definition has been found for the request", ""])
             return None
         if f[15] != "5":
             _send(conn, [4, 2, req_id, 321, "Error validating request.-'bU' : cause - Invalid bar size", ""])
+            return None
+        if f[16] not in REALTIME_WHAT:
+            _send(conn, [4, 2, req_id, 321, "Error validating request.-'bU' : cause - Invalid what to show", ""])
             return None
         start = int(self.today.timestamp()) // 5 * 5
         self._stream(conn, req_id, found[0], f[16], 5, start, "realtime")
@@ -414,10 +443,12 @@ class FakeIbGateway:
                             [90, req_id, 1, t, o, c5, max(float(o), float(h5)), min(float(o), float(l5)), o, v5],
                             [90, req_id, max(int(v) // 2, 1), t, o, c, h, lo, o, v],
                         ]
+                    at = time.time()
                     for m in messages:
                         _send(conn, m)
                     with self._lock:
                         self.live_sent.append((kind, req_id, t))
+                        self.live_sent_at.append(at)
                     t += step
             except OSError:
                 return

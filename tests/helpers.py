@@ -28,6 +28,7 @@ from hdi_lab.frontend import cli
 #: Every table hdi_lab writes market data, reference data or bookkeeping into.
 DATA_TABLES = (
     "ohlcv_1s",
+    "ohlcv_5s",
     "ohlcv_1m",
     "ohlcv_1h",
     "ohlcv_1d",

@@ -25,7 +25,7 @@ from hdi_lab.errors import (
     UnavailableError,
     ValidationError,
 )
-from hdi_lab.schemas import Schema
+from hdi_lab.schemas import ONLY_FROM, Schema
 
 pytestmark = pytest.mark.integration
 #: read at import: the autouse clean_environ fixture removes vendor keys before each test runs
@@ -55,7 +55,7 @@ COMPARE = {
 }
 
 
-@pytest.mark.parametrize("schema", [s.value for s in Schema])
+@pytest.mark.parametrize("schema", [s.value for s in Schema if s not in ONLY_FROM])  # ohlcv-5s: IB's only
 def test_ingest_each_schema_stores_exactly_what_was_served(dbs: HdiSession, fake: FakeDatabento, schema: str) -> None:
     sparse = schema in ("ohlcv-1h", "ohlcv-1d", "statistics", "definition")
     start, end = ("2024-02-20", "2024-03-10") if sparse else ("2024-03-12", "2024-03-14")

@@ -213,7 +213,7 @@ def test_bad_input_is_refused(session: HdiSession) -> None:
     ingest(session, "2023-01-01", "2023-02-01", ("AAPL",))
     with pytest.raises(ValidationError, match="feature set 'momentum_v9' is not known: use one of momentum_v1"):
         features.compute("momentum_v9", "AAPL", session=session)
-    with pytest.raises(ValidationError, match="interval='2d' is not valid: use one of 1s, 1m, 5m"):
+    with pytest.raises(ValidationError, match="interval='2d' is not valid: use one of 1s, 5s, 1m, 5m"):
         features.compute(SET, "AAPL", "2d", session=session)
     with pytest.raises(ValidationError, match="unknown symbol"):
         features.compute(SET, "ZZZZ", "1d", session=session)

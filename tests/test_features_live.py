@@ -30,7 +30,7 @@ def test_feature_sets_are_checked() -> None:
 
 @pytest.mark.integration
 def test_features_need_a_bar_schema(session: HdiSession) -> None:
-    with pytest.raises(ValidationError, match="need bars: add ohlcv-1s or ohlcv-1m"):
+    with pytest.raises(ValidationError, match="need bars: add one of ohlcv-1s, ohlcv-5s, ohlcv-1m to schema"):
         hdi_lab.live("databento", schema="trades", features=["momentum_v1"], session=session, **ES)
     with pytest.raises(ValidationError, match="nosuch_v1"):
         hdi_lab.live("databento", schema="ohlcv-1s", features="nosuch_v1", session=session, **ES)

@@ -120,6 +120,7 @@ def test_pacer_sleeps_on_its_clock_and_honours_a_penalty() -> None:
     ("schema", "days", "windows", "longest"),
     [
         (Schema.OHLCV_1S, 1, 48, "1800 S"),
+        (Schema.OHLCV_5S, 1, 24, "3600 S"),
         (Schema.OHLCV_1M, 365, 365, "86400 S"),
         (Schema.OHLCV_1H, 365, 13, "30 D"),
         (Schema.OHLCV_1D, 800, 3, "365 D"),

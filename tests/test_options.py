@@ -164,7 +164,7 @@ def test_the_declared_differences_of_query_and_publish() -> None:
 
 def test_choice_lists_come_from_the_enums() -> None:
     assert tuple(s.value for s in Schema) == options.SCHEMAS
-    assert options.BAR_SCHEMAS == ("ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d")
+    assert options.BAR_SCHEMAS == ("ohlcv-1s", "ohlcv-5s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d")
     assert tuple(s.value for s in SType) == options.STYPES
     ingest = actions(cli_parser("ingest"))
     assert described(ingest["schema"])["choices"] == options.SCHEMAS
@@ -177,13 +177,13 @@ def test_choice_lists_come_from_the_enums() -> None:
 
 
 def test_interval_help_lists_the_intervals() -> None:
-    text = "bar interval: 1s, 1m, 5m, 15m, 1h or 1d (default 1d)"
+    text = "bar interval: 1s, 5s, 1m, 5m, 15m, 1h or 1d (default 1d)"
     assert options.interval_help("1d") == text
     assert all(name in text for name in INTERVALS)
     for parser in (cli_parser("features", "compute"), cli_parser("features", "publish"), magic_parser("hdi_publish")):
         interval = actions(parser)["interval"]
         assert interval.help == text and interval.default == "1d" and interval.default in INTERVALS
-    assert text in (HdiMagics.hdi_publish.__doc__ or "")  # %hdi_publish? shows it
+    assert text in " ".join((HdiMagics.hdi_publish.__doc__ or "").split())  # %hdi_publish? shows it (wrapped)
     rollup = actions(cli_parser("query"))["interval"].help
     assert rollup == "roll bars up into buckets: 5m, 15m, 1h, 1d... (bars only)"
 
@@ -243,6 +243,7 @@ def test_widgets_offer_the_declared_choices() -> None:
 
     assert BAR_SCHEMAS == (
         ("1 second", "ohlcv-1s"),
+        ("5 seconds", "ohlcv-5s"),
         ("1 minute", "ohlcv-1m"),
         ("1 hour", "ohlcv-1h"),
         ("1 day", "ohlcv-1d"),

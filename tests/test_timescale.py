@@ -41,7 +41,7 @@ from hdi_lab.storage import aggregates, db, timescale
 
 pytestmark = pytest.mark.integration
 
-BARS = ("ohlcv_1s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d")
+BARS = ("ohlcv_1s", "ohlcv_5s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d")
 TICKS = ("trades", "tbbo", "statistics")
 
 
@@ -155,6 +155,7 @@ def test_migrations_create_hypertables_compression_aggregates_and_policies(
     )
     assert dict(zip(ht["t"], ht["chunk"], strict=True)) == {
         "ohlcv_1s": "1 day",
+        "ohlcv_5s": "1 day",
         "ohlcv_1m": "7 days",
         "ohlcv_1h": "90 days",
         "ohlcv_1d": "365 days",
@@ -506,7 +507,7 @@ def test_bar_counts_under_compression_and_retention(ts_url: str, ts_schema: str)
         assert len(hdi_lab.sql(f'SELECT 1 FROM "{ts_schema}".bar_counts', session=s)) > 0
     with make_session(ts_url, ts_schema) as s:  # retention unset: the policy goes, the counts are stale
         s.connection()
-        assert stale(s) == {"ohlcv_1s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d"}
+        assert stale(s) == {"ohlcv_1s", "ohlcv_5s", "ohlcv_1m", "ohlcv_1h", "ohlcv_1d"}
         assert present(s) == [0, 0, 0]
         counts.repair(s.connection(), ts_schema)
         assert stale(s) == set()

@@ -78,7 +78,8 @@ def compare_bars(
     """
     sch = parse_enum(Schema, schema, "schema")
     if not sch.is_bar:
-        raise ValidationError(f"schema={sch} is not a bar schema: compare ohlcv-1s, ohlcv-1m, ohlcv-1h or ohlcv-1d")
+        bars = ", ".join(s for s in Schema if s.is_bar)
+        raise ValidationError(f"schema={sch} is not a bar schema: compare one of {bars}")
     if price_tol < 0 or volume_tol < 0:
         raise ValidationError("price_tol and volume_tol must be >= 0")
     lo, hi = parse_range(start, end)

@@ -344,7 +344,7 @@ def ingest_chunk(
         notes: list[str] = []
         for store in provider.fetch(chunk) if stores is None else stores:
             notes += _not_found(store, chunk)
-            for part in dbn.decode(store, name, batch=batch):
+            for part in dbn.decode(store, name, batch=batch, schema=chunk.schema):
                 if part.schema != chunk.schema:
                     raise DataFormatError(f"{name}: provider returned {part.schema}, expected {chunk.schema}")
                 load.upsert_symbology(cur, schema_name, part.dataset, part.mappings)

@@ -64,7 +64,7 @@ from hdi_lab.providers.databento.live import DatabentoFeed
 from hdi_lab.providers.ib.live import IbFeed
 from hdi_lab.providers.ib.provider import validate_dataset as validate_ib_dataset
 from hdi_lab.providers.live import Item, LiveBuffer, Note
-from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, parse_enum, parse_symbols, parse_time
+from hdi_lab.schemas import SCHEMAS, Chunk, Schema, SType, check_provided, parse_enum, parse_symbols, parse_time
 from hdi_lab.storage import live as registry
 from hdi_lab.storage import load, normalise, read
 from hdi_lab.storage import quarantine as quarantined
@@ -125,7 +125,8 @@ def make_request(
     """Validate a live request's arguments.
 
     Raises ValidationError for a provider without a live feed, no dataset (for ib: not an IB one), no or
-    unknown schemas, no symbols, an unknown stype_in or a start that is not a time."""
+    unknown schemas or one the provider does not have (ohlcv-5s: ib only), no symbols, an unknown stype_in or a
+    start that is not a time."""
     name = str(provider or "").strip().lower()
     if name not in LIVE_PROVIDERS:
         raise ValidationError(f"provider={provider!r} has no live feed here: use one of {', '.join(LIVE_PROVIDERS)}")
@@ -138,7 +139,7 @@ def make_request(
     names = [s.strip() for s in schema.split(",")] if isinstance(schema, str) else list(schema or [])
     if not [n for n in names if n]:
         raise ValidationError(f"schema is required: one or more of {', '.join(LIVE_SCHEMAS)}, e.g. trades,ohlcv-1s")
-    schemas = tuple(dict.fromkeys(parse_enum(Schema, n, "schema") for n in names if n))
+    schemas = tuple(dict.fromkeys(check_provided(parse_enum(Schema, n, "schema"), name) for n in names if n))
     syms = parse_symbols(symbols)
     if not syms:
         raise ValidationError("symbols are required for a live session: e.g. --symbols ES.c.0 --stype-in continuous")
@@ -450,11 +451,12 @@ class LiveHandle:
 
     def _resume_starts(self, previous: dict[Schema, int | None]) -> dict[Schema, int | None]:
         """Each schema's replay start: its last ts_event committed (else where it started before, else the
-        first connection's session start); its cursor is armed to recognise what is received again."""
+        first connection's session start); its cursor is armed to recognise what a feed that replays (Databento)
+        sends again (the IB feed resumes after what it put, per contract)."""
         out: dict[Schema, int | None] = {}
         for s, st in self._states.items():
             out[s] = st.last_ts if st.last_ts is not None else previous.get(s) or self._feed.metadata_start
-            st.skip = st.cursor
+            st.skip = st.cursor if self._feed.replays else None
         return out
 
     # -- the writer ----------------------------------------------------------------------------

@@ -20,8 +20,8 @@ one of a session ends at its close. OHLC: first open, highest high, lowest low, 
 one bar per symbol, instrument and publisher (a continuous symbol whose contract changes during a session, since
 symbology maps by UTC day, gives one bar per contract there). Bars outside every session (see above) are left
 out. Without ``interval`` it returns the stored bars of those sessions. Stored bars are bucketed by their start
-(a bar holding the open, e.g. an hourly 14:00 bar of a 14:30 session, goes to the first bucket): exact for 1s and
-1m bars, approximate for hourly bars of sessions that do not open on the hour. Daily bars cannot be re-aligned
+(a bar holding the open, e.g. an hourly 14:00 bar of a 14:30 session, goes to the first bucket): exact for 1s, 5s
+and 1m bars, approximate for hourly bars of sessions that do not open on the hour. Daily bars cannot be re-aligned
 (ask ``ohlcv-1m`` with ``interval="1d"``). It is computed with numpy from the fetched bars, never from a
 TimescaleDB continuous aggregate, and needs each dataset's calendar (no UTC fallback: it raises).
 

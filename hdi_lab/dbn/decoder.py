@@ -19,7 +19,7 @@ import zstandard
 from databento_dbn import DBN_VERSION
 
 from hdi_lab.dbn import vendor_warnings
-from hdi_lab.dbn.writer import RTYPES, Records, record_dtype
+from hdi_lab.dbn.writer import NOT_IN_DBN, RTYPES, Records, record_dtype
 from hdi_lab.errors import DataFormatError, first_line
 from hdi_lab.schemas import SCHEMAS, Schema
 
@@ -139,11 +139,15 @@ def _short(exc: BaseException) -> str:
     return first_line(exc)[:160]
 
 
-def schema_of(store: db.DBNStore, name: str = "input") -> Schema:
-    """The one schema ``store`` holds.
+def schema_of(store: db.DBNStore, name: str = "input", expected: Schema | None = None) -> Schema:
+    """The one schema ``store`` holds: its metadata's, or ``expected`` when that is a schema DBN cannot name
+    (:data:`~hdi_lab.dbn.writer.NOT_IN_DBN`: ohlcv-5s) and the metadata names none (its records' rtype is then
+    checked as they are read).
 
     Raises DataFormatError when it mixes schemas or holds one hdi_lab does not store."""
     raw = store.schema
+    if raw is None and expected in NOT_IN_DBN:
+        return expected
     if raw is None:
         raise DataFormatError(f"{name} mixes several schemas: split it by schema first")
     value = str(raw.value if hasattr(raw, "value") else raw)
@@ -179,14 +183,19 @@ def mappings_of(store: db.DBNStore) -> list[Mapping]:
     return out
 
 
-def decode(store: db.DBNStore, name: str = "input", batch: int | None = None) -> Iterator[Decoded]:
+def decode(
+    store: db.DBNStore, name: str = "input", batch: int | None = None, schema: Schema | None = None
+) -> Iterator[Decoded]:
     """Yield the store's records in batches; a truncated or corrupt stream raises DataFormatError.
+
+    ``schema`` is what the caller expects (a chunk's schema): it names the records of a stream whose metadata
+    cannot (:func:`schema_of`); another schema in the metadata is still reported as it is.
 
     Records are read straight from the (decompressed) stream into numpy arrays, and a trailing
     partial record is an error here rather than a warning in the client: no global warnings
     state is touched, so decoding is safe while other threads download.
     """
-    schema = schema_of(store, name)
+    schema = schema_of(store, name, schema)
     meta = store.metadata
     stype = stype_of(meta)
     start = pd.Timestamp(meta.start, unit="ns", tz="UTC")

@@ -27,7 +27,7 @@ def decode_live(
     Raises DataFormatError when the bytes are not whole records of ``schema`` (a wrong rtype or length)."""
     head = encode_metadata(dataset=dataset, schema=schema, stype_in=stype_in, start=start_ns, end=None)
     store = store_from_bytes(b"".join((head, *parts)), name)
-    out: list[Decoded] = list(decode(store, name))
+    out: list[Decoded] = list(decode(store, name, schema=schema))
     return out[0].records if len(out) == 1 else np.concatenate([d.records for d in out])
 
 

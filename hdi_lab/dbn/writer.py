@@ -24,6 +24,7 @@ from hdi_lab.schemas import Schema, SType
 
 __all__ = [
     "FIXED_PRICE_SCALE",
+    "NOT_IN_DBN",
     "RECORD_CLASSES",
     "RTYPES",
     "UNDEF_PRICE",
@@ -45,6 +46,7 @@ FIXED_PRICE_SCALE: int = dbn.FIXED_PRICE_SCALE
 #: Record class per schema (tbbo records are MBP-1 records).
 RECORD_CLASSES: dict[Schema, Any] = {
     Schema.OHLCV_1S: dbn.OHLCVMsg,
+    Schema.OHLCV_5S: dbn.OHLCVMsg,
     Schema.OHLCV_1M: dbn.OHLCVMsg,
     Schema.OHLCV_1H: dbn.OHLCVMsg,
     Schema.OHLCV_1D: dbn.OHLCVMsg,
@@ -54,9 +56,10 @@ RECORD_CLASSES: dict[Schema, Any] = {
     Schema.DEFINITION: dbn.InstrumentDefMsg,
 }
 
-#: ``rtype`` per schema, as in Databento's files (checked against the fixtures).
+#: ``rtype`` per schema, as in Databento's files (checked against the fixtures); ohlcv-5s: see :data:`NOT_IN_DBN`.
 RTYPES: dict[Schema, int] = {
     Schema.OHLCV_1S: 0x20,
+    Schema.OHLCV_5S: 0x11,
     Schema.OHLCV_1M: 0x21,
     Schema.OHLCV_1H: 0x22,
     Schema.OHLCV_1D: 0x23,
@@ -65,6 +68,12 @@ RTYPES: dict[Schema, int] = {
     Schema.STATISTICS: 0x18,
     Schema.DEFINITION: 0x13,
 }
+
+#: hdi_lab schemas DBN has no schema for: IB's 5-second bars (ohlcv-5s). Their DBN streams say no schema in the
+#: metadata (DBN's "mixed"), the reader is told which (:func:`hdi_lab.dbn.decoder.decode`'s ``schema``), and their
+#: OHLCV records carry rtype 0x11, DBN's generic OHLCV rtype (``OHLCV_DEPRECATED``), which Databento no longer sends
+#: and which no other schema uses: the decoder's rtype check still tells them from every other record.
+NOT_IN_DBN: frozenset[Schema] = frozenset({Schema.OHLCV_5S})
 
 #: One mapping interval: [start_date, end_date) -> instrument_id.
 Interval: TypeAlias = tuple[dt.date, dt.date, int | str]
@@ -190,7 +199,10 @@ def encode_metadata(
     not_found: Sequence[str] = (),
     limit: int | None = None,
 ) -> bytes:
-    """The DBN v3 metadata header (``b"DBN\\x03"`` + length + body), encoded by databento_dbn."""
+    """The DBN v3 metadata header (``b"DBN\\x03"`` + length + body), encoded by databento_dbn; a schema of
+    :data:`NOT_IN_DBN` is written as none (DBN's "mixed")."""
+    if schema is not None and Schema(schema) in NOT_IN_DBN:
+        schema = None
     meta = dbn.Metadata(
         dataset=dataset,
         start=_ns(start),

@@ -56,7 +56,8 @@ only moves when a value changed.
 not filled. The report gives the largest gap between consecutive bars read; ``max_gap="3D"``
 refuses instruments with a longer gap (ValidationError naming the instrument and the gap).
 
-**Intervals.** ``1s``, ``1m``, ``1h`` and ``1d`` read the stored bar tables (``ohlcv_1d``...);
+**Intervals.** ``1s``, ``5s`` (IB's 5-second bars), ``1m``, ``1h`` and ``1d`` read the stored bar tables
+(``ohlcv_1d``...);
 ``5m`` and ``15m`` read bars rolled up from ``ohlcv-1m`` (``hdi_lab.query(..., interval=...)``,
 buckets aligned on midnight UTC). A rolled-up bucket is only final once all its minutes are
 stored: compute up to an ``end`` on a bucket boundary that has been ingested.

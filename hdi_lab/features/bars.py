@@ -17,7 +17,7 @@ from hdi_lab.storage import read, symbology
 __all__ = ["HISTORY_START", "STORED", "InstrumentBars", "by_instrument", "read_bars"]
 
 #: intervals read from a stored bar table; the others are rolled up from ohlcv-1m
-STORED = ("1s", "1m", "1h", "1d")
+STORED = ("1s", "5s", "1m", "1h", "1d")
 #: the start of every instrument's history: a read from there holds all its bars
 HISTORY_START = pd.Timestamp("1970-01-01", tz="UTC")
 

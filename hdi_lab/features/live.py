@@ -1,13 +1,13 @@
 """Live indicators: feature sets advanced per closed bar while a live session stores bars.
 
 A live session (:func:`hdi_lab.live` with ``features=["momentum_v1"]``) hands every committed batch of bars
-(``ohlcv-1s`` -> interval ``1s``, ``ohlcv-1m`` -> ``1m``) to :meth:`LiveFeatures.bars_closed`; a background
-thread then runs :func:`hdi_lab.features.compute` over just those bars, per instrument, from the bar after the
-one its state was saved at: the incremental resume path (:mod:`hdi_lab.features.resume`), so each update reads
-the last ``history`` bars and the new ones, continues the recursive indicators from the saved state and stores
-the rows and the new state in one transaction. The rows stored are those of a batch computation over the same
-bars, bit for bit (tested). Batches that arrive while an update runs are merged into the next update, so a slow
-database makes updates larger, never late by more than one update.
+(``ohlcv-1s`` -> interval ``1s``, ``ohlcv-5s`` (IB's real-time bars) -> ``5s``, ``ohlcv-1m`` -> ``1m``) to
+:meth:`LiveFeatures.bars_closed`; a background thread then runs :func:`hdi_lab.features.compute` over just those
+bars, per instrument, from the bar after the one its state was saved at: the incremental resume path
+(:mod:`hdi_lab.features.resume`), so each update reads the last ``history`` bars and the new ones, continues the
+recursive indicators from the saved state and stores the rows and the new state in one transaction. The rows stored
+are those of a batch computation over the same bars, bit for bit (tested). Batches that arrive while an update
+runs are merged into the next update, so a slow database makes updates larger, never late by more than one update.
 
 Each update is logged as a :class:`LiveUpdate` (:attr:`LiveFeatures.updates`, the last 100,000): what was
 computed and when it was stored (``time.time()``), which is what the latency of live indicators is measured
@@ -40,7 +40,7 @@ __all__ = ["LIVE_INTERVALS", "LiveFeatures", "LiveUpdate", "parse_sets"]
 log = logging.getLogger(__name__)
 
 #: the bar schemas a live session stores whose closed bars advance live indicators, and their intervals
-LIVE_INTERVALS: dict[str, str] = {"ohlcv-1s": "1s", "ohlcv-1m": "1m"}
+LIVE_INTERVALS: dict[str, str] = {"ohlcv-1s": "1s", "ohlcv-5s": "5s", "ohlcv-1m": "1m"}
 
 
 def parse_sets(sets: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -100,6 +100,7 @@ SECRET = "HDI_FEAST_PG_PASSWORD"
 #: bars, a weekend for intraday bars (futures close Friday 22:00 and reopen Sunday 23:00 UTC)
 TTL: dict[str, dt.timedelta] = {
     "1s": dt.timedelta(days=3),
+    "5s": dt.timedelta(days=3),
     "1m": dt.timedelta(days=3),
     "5m": dt.timedelta(days=3),
     "15m": dt.timedelta(days=3),

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ssub.add_parser("status", help="whether a scheduler runs, each subscription's schedule and next run")
 
-    lv = sub.add_parser("live", help="live data into the same tables (Databento Live), until SIGTERM/SIGINT")
+    lv = sub.add_parser("live", help="live data into the same tables (Databento Live, IB bars), until SIGTERM/SIGINT")
     lsub = lv.add_subparsers(dest="action", required=True, metavar="ACTION")
     options.add(
         lsub.add_parser(

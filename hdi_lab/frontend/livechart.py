@@ -71,7 +71,7 @@ class LiveChart(RootWidget):
         if chosen is None or chosen not in bar_schemas:
             raise ValidationError(
                 f"the live session stores no {schema or 'bars'} to chart (schemas {', '.join(handle.request.schemas)}):"
-                f" start it with schema {' or '.join(LIVE_INTERVALS)}"
+                f" start it with one of {', '.join(LIVE_INTERVALS)} in schema"
             )
         if max_bars < 1:
             raise ValidationError(f"max_bars={max_bars} must be >= 1")

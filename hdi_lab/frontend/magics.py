@@ -369,6 +369,7 @@ class HdiMagics(Magics):
         stops at once and its final status is returned; others are asked through the database: their ids).
 
         ``h = %hdi_live start --dataset GLBX.MDP3 --schema trades,ohlcv-1s --symbols ES.c.0 --stype-in continuous``
+        or ``h = %hdi_live start --provider ib --schema ohlcv-5s --symbols AAPL:STK:SMART`` (IB's real-time bars)
 
         Raises UsageError when an option does not go with the action, and like every magic for an HdiError.
         """

@@ -428,7 +428,8 @@ OPTIONS: dict[str, Option] = {
     "live_schema": Option(
         ("--schema",),
         metavar="SCHEMA[,SCHEMA]",
-        help=f"comma-separated schemas streamed together, e.g. trades,ohlcv-1s ({', '.join(SCHEMAS)})",
+        help=f"comma-separated schemas streamed together, e.g. trades,ohlcv-1s ({', '.join(SCHEMAS)}; ib: "
+        "ohlcv-5s real-time bars, ohlcv-1m)",
     ),
     "live_start": Option(
         ("--start",),
@@ -602,7 +603,7 @@ LIVE: tuple[OptionRef, ...] = (
     "live_start",
     "heartbeat",
     option("watch_features").but(
-        help="feature sets kept up to date per closed bar of the session's ohlcv-1s / ohlcv-1m bars, "
+        help="feature sets kept up to date per closed bar of the session's ohlcv-1s / ohlcv-5s / ohlcv-1m bars, "
         "e.g. momentum_v1 (hdi_lab.live(features=...))"
     ),
     "live_online",

@@ -77,7 +77,18 @@ from hdi_lab.dbn.writer import (
 )
 from hdi_lab.errors import ValidationError
 from hdi_lab.providers.base import CostEstimate, Fetch, LocalProvider, plan_chunks
-from hdi_lab.schemas import DAY_NS, SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, utc_days
+from hdi_lab.schemas import (
+    DAY_NS,
+    SCHEMAS,
+    Chunk,
+    IngestRequest,
+    Schema,
+    SType,
+    check_provided,
+    parse_enum,
+    parse_range,
+    utc_days,
+)
 
 __all__ = [
     "CONTINUOUS",
@@ -842,7 +853,7 @@ class SampleProvider(LocalProvider):
         of several datasets, a dataset they are not in, or a bad range."""
         if request.schema is None:
             raise ValidationError(f"schema is required: use one of {', '.join(SCHEMAS)}")
-        schema = parse_enum(Schema, request.schema, "schema")
+        schema = check_provided(parse_enum(Schema, request.schema, "schema"), self.name)
         stype = parse_enum(SType, request.stype_in, "stype_in")
         symbols = tuple(sorted(dict.fromkeys(request.symbols)))
         if not symbols:

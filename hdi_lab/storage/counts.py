@@ -242,9 +242,12 @@ def _rebuild(
 
 
 def fill(cur: psycopg2.extensions.cursor, schema: str) -> None:
-    """Count the rows of every bar table (migration 10, in its transaction)."""
+    """Count the rows of every bar table (migration 10, in its transaction; a bar table a later migration adds,
+    such as ohlcv_5s, does not exist yet and starts empty)."""
     for table in TABLES:
-        _rebuild(cur, schema, table, None, None, None)
+        cur.execute("SELECT to_regclass(%s)", (quote(cur.connection, schema, table),))
+        if (cur.fetchone() or (None,))[0] is not None:
+            _rebuild(cur, schema, table, None, None, None)
 
 
 def repair(

@@ -110,7 +110,8 @@ _DUP_KEY = {  # the key without dup_idx; dup_idx numbers records sharing it, in 
 TABLES: dict[Schema, Table] = {
     **{
         s: Table(s.table, _BAR, ("instrument_id", "ts_event", "publisher_id"), "ts_event", None)
-        for s in (Schema.OHLCV_1S, Schema.OHLCV_1M, Schema.OHLCV_1H, Schema.OHLCV_1D)
+        for s in Schema
+        if s.is_bar
     },
     Schema.TRADES: Table("trades", _TRADE, _TICK_KEY, "ts_event", "ts_event_ns"),
     Schema.TBBO: Table("tbbo", _TRADE + _BOOK, _TICK_KEY, "ts_event", "ts_event_ns"),

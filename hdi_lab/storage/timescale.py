@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 #: Chunk interval per table: about a day of ticks, a week of minute bars, a year of daily bars.
 CHUNK_INTERVALS: dict[str, str] = {
     "ohlcv_1s": "1 day",
+    "ohlcv_5s": "1 day",
     "ohlcv_1m": "7 days",
     "ohlcv_1h": "90 days",
     "ohlcv_1d": "365 days",

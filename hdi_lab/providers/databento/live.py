@@ -25,7 +25,7 @@ import databento_dbn as dbn_lib
 
 from hdi_lab.config import Settings
 from hdi_lab.dbn.live import live_mapping
-from hdi_lab.dbn.writer import RTYPES
+from hdi_lab.dbn.writer import NOT_IN_DBN, RTYPES
 from hdi_lab.errors import AuthError, ConfigError, UnavailableError
 from hdi_lab.providers.live import LiveBuffer, Note
 from hdi_lab.schemas import Schema
@@ -41,7 +41,7 @@ _CLASSES: dict[Any, Schema] = {
     dbn_lib.StatMsg: Schema.STATISTICS,
     dbn_lib.InstrumentDefMsg: Schema.DEFINITION,
 }
-_BARS = {RTYPES[s]: s for s in Schema if s.is_bar}
+_BARS = {RTYPES[s]: s for s in Schema if s.is_bar and s not in NOT_IN_DBN}
 
 
 def gateway_of(settings: Settings) -> tuple[str | None, int]:
@@ -94,6 +94,8 @@ class DatabentoFeed:
         self.last_message = time.monotonic()
         self.items = 0  # items put into the buffer (by the client's thread)
         self.metadata_start: int | None = None  # the first connection's session start (ns)
+        #: a reconnection replays from the last ts_event stored: records received before come again
+        self.replays = True
 
     def __repr__(self) -> str:
         return f"DatabentoFeed(dataset={self.dataset!r}, gateway={self.host or 'default'}:{self.port})"

@@ -36,7 +36,17 @@ from hdi_lab.dbn.writer import record_dtype
 from hdi_lab.errors import ConfigError, CostLimitError, DataFormatError, HdiError, ValidationError
 from hdi_lab.providers.base import CONDITIONS, CostEstimate, DownloadSlots, Fetch, plan_chunks
 from hdi_lab.providers.databento.http import Caller, close_abandoned_files
-from hdi_lab.schemas import SCHEMAS, Chunk, IngestRequest, Schema, SType, parse_enum, parse_range, parse_time
+from hdi_lab.schemas import (
+    SCHEMAS,
+    Chunk,
+    IngestRequest,
+    Schema,
+    SType,
+    check_provided,
+    parse_enum,
+    parse_range,
+    parse_time,
+)
 
 __all__ = [
     "DATASETS",
@@ -228,7 +238,7 @@ class DatabentoProvider:
         the dataset's; ConfigError without an API key; ProviderError when asking the available range fails."""
         if request.schema is None:
             raise ValidationError(f"schema is required: use one of {', '.join(SCHEMAS)}")
-        schema = parse_enum(Schema, request.schema, "schema")
+        schema = check_provided(parse_enum(Schema, request.schema, "schema"), self.name)
         stype = parse_enum(SType, request.stype_in, "stype_in")
         dataset = validate_dataset(request.dataset, self.settings.databento_dataset)
         symbols = tuple(sorted(dict.fromkeys(request.symbols)))

@@ -48,15 +48,17 @@ __all__ = [
 #: IB bar size setting per schema.
 BAR_SIZES: dict[Schema, str] = {
     Schema.OHLCV_1S: "1 secs",
+    Schema.OHLCV_5S: "5 secs",
     Schema.OHLCV_1M: "1 min",
     Schema.OHLCV_1H: "1 hour",
     Schema.OHLCV_1D: "1 day",
 }
 
 #: Longest duration (seconds) of one request per bar size, from IB's duration/bar-size table
-#: (1 secs: 1800 S; 1 min: 1 D; 1 hour: 1 M; 1 day: 1 Y).
+#: (1 secs: 1800 S; 5 secs: 3600 S; 1 min: 1 D; 1 hour: 1 M; 1 day: 1 Y).
 MAX_SECONDS: dict[Schema, int] = {
     Schema.OHLCV_1S: 1800,
+    Schema.OHLCV_5S: 3600,
     Schema.OHLCV_1M: 86_400,
     Schema.OHLCV_1H: 30 * 86_400,
     Schema.OHLCV_1D: 365 * 86_400,
@@ -80,7 +82,8 @@ class Rules:
 
 @dataclass(frozen=True)
 class HistRequest:
-    """One ``reqHistoricalData`` call (or ``reqHeadTimeStamp`` with ``bar_size="head"``)."""
+    """One ``reqHistoricalData`` call (or ``reqHeadTimeStamp`` with ``bar_size="head"``, ``reqRealTimeBars`` with
+    ``bar_size="realtime"``: IB counts real-time bar requests against the historical-data pacing limits)."""
 
     contract: str  # the contract's identity (conId or contract text)
     exchange: str

@@ -25,6 +25,10 @@ One connection to TWS / IB Gateway serves a provider's fetches (re-opened if los
 otherwise). The client runs on a private event loop (:mod:`hdi_lab.providers.ib.client`), so it works
 the same in scripts and in notebooks.
 
+Schemas: ohlcv-1s/5s/1m/1h/1d, requested with barSizeSetting 1 secs / 5 secs / 1 min / 1 hour / 1 day (ohlcv-5s,
+IB's 5-second bars, is the one schema only this provider has; its live real-time bars are
+:mod:`hdi_lab.providers.ib.live`'s, which backfills their gaps through :meth:`IbProvider.history`).
+
 Timestamps: intraday bars are requested with formatDate=2 (epoch seconds, UTC, bar start); daily
 bars come as the exchange's trading date and are stored at 00:00 UTC of that date, like Databento's
 ohlcv-1d. Prices are decimal-rounded to int64 fixed-point 1e-9. Only all-hours data (useRTH=0).
@@ -368,20 +372,20 @@ class IbProvider:
             mappings.setdefault(spec.text, []).append((a, b, inst.con_id))
             if not spec.continuous:
                 mappings.setdefault(inst.text, []).append((a, b, inst.con_id))
-            parts.append(self._segment(conn, chunk, inst, lo, hi))
+            parts.append(self._segment(conn, chunk.schema, chunk.dataset, inst, lo, hi))
         records = np.concatenate(parts) if parts else empty_records(chunk.schema, 0)
         return _chunk_dbn(chunk, chunk.schema, spec, mappings, records)
 
     def _segment(
-        self, conn: IbConnection, chunk: Chunk, inst: IbInstrument, lo: pd.Timestamp, hi: pd.Timestamp
+        self, conn: IbConnection, schema: Schema, dataset: str, inst: IbInstrument, lo: pd.Timestamp, hi: pd.Timestamp
     ) -> NDArray[Any]:
-        what = DATASETS[chunk.dataset]
+        what = DATASETS[dataset]
         head = None if inst.sec_type == "FUT" else self._head(conn, inst, what)
         if head is not None and hi <= head:
-            return empty_records(chunk.schema, 0)  # before IB's earliest data: no request spent
+            return empty_records(schema, 0)  # before IB's earliest data: no request spent
         contract = inst.ib_contract(self.lib)
-        duration = duration_string((hi - lo).total_seconds(), chunk.schema)
-        req = HistRequest(str(inst.con_id), inst.exchange, what, BAR_SIZES[chunk.schema], hi, duration)
+        duration = duration_string((hi - lo).total_seconds(), schema)
+        req = HistRequest(str(inst.con_id), inst.exchange, what, BAR_SIZES[schema], hi, duration)
         end = hi.to_pydatetime()
 
         async def call(ib: Any) -> Any:
@@ -398,7 +402,7 @@ class IbProvider:
             )
 
         bars = self._paced(conn, req, call, inst.text)
-        return self._records(bars, chunk, inst, what, lo, hi)
+        return bar_records(bars, schema, PUBLISHERS[dataset], inst.con_id, what, lo.value, hi.value)
 
     def _head(self, conn: IbConnection, inst: IbInstrument, what: str) -> pd.Timestamp | None:
         key = (inst.con_id, what)
@@ -469,11 +473,6 @@ class IbProvider:
             )
         return ProviderError(f"IB error {code} for {call} {what}: {msg}", provider=self.name, status=code)
 
-    def _records(
-        self, bars: Any, chunk: Chunk, inst: IbInstrument, what: str, lo: pd.Timestamp, hi: pd.Timestamp
-    ) -> NDArray[Any]:
-        return bar_records(bars, chunk.schema, PUBLISHERS[chunk.dataset], inst.con_id, what, lo.value, hi.value)
-
     # -- what the live feed shares (hdi_lab.providers.ib.live) --------------------------------
     def connection(self) -> IbConnection:
         """The provider's one open connection to TWS / IB Gateway (opened when needed).
@@ -487,11 +486,25 @@ class IbProvider:
         Raises ValidationError for an unknown or ambiguous contract, UnavailableError without a connection."""
         return self._resolve(self._connection(), spec)
 
+    def history(
+        self, inst: IbInstrument, schema: Schema, dataset: str, start: pd.Timestamp, end: pd.Timestamp
+    ) -> NDArray[Any]:
+        """The ``schema`` bars of the qualified contract ``inst`` opening in ``[start, end)``, requested as an
+        ingest's chunks request them: one paced ``reqHistoricalData`` per window of IB's maximum duration
+        (:func:`~hdi_lab.providers.ib.pacing.split_range`). What the live feed backfills a gap with.
+
+        Raises UnavailableError without a connection, IbDisconnected when it is lost meanwhile, and for IB's
+        errors what an ingest raises (ValidationError, RateLimitError, ProviderError)."""
+        conn = self._connection()
+        parts = [self._segment(conn, schema, dataset, inst, lo, hi) for lo, hi in split_range(start, end, schema)]
+        return np.concatenate(parts) if parts else empty_records(schema, 0)
+
 
 def bar_records(bars: Any, schema: Schema, publisher_id: int, con_id: int, what: str, lo_ns: int, hi_ns: int) -> Any:
     """IB bars (of the client library) with a start in ``[lo_ns, hi_ns)`` as ``schema`` records: the one conversion
-    of IB bars, shared by the historical and the live paths."""
-    ts = np.array([_bar_ns(b.date) for b in bars], dtype=np.int64)
+    of IB bars, shared by the historical and the live paths. Historical bars (``BarData``: ``date``, ``open``) and
+    real-time bars (``RealTimeBar``: ``time``, ``open_``, both the bar's start) alike."""
+    ts = np.array([_bar_ns(b.date if hasattr(b, "date") else b.time) for b in bars], dtype=np.int64)
     keep = (ts >= lo_ns) & (ts < hi_ns)
     chosen = [b for b, k in zip(bars, keep, strict=True) if k]
     rec = empty_records(schema, len(chosen))
@@ -500,7 +513,8 @@ def bar_records(bars: Any, schema: Schema, publisher_id: int, con_id: int, what:
     rec["publisher_id"] = publisher_id
     rec["instrument_id"] = con_id
     rec["ts_event"] = ts[keep].astype(np.uint64)
-    for name in ("open", "high", "low", "close"):
+    rec["open"] = fixed_prices(np.array([b.open if hasattr(b, "open") else b.open_ for b in chosen], dtype=np.float64))
+    for name in ("high", "low", "close"):
         rec[name] = fixed_prices(np.array([getattr(b, name) for b in chosen], dtype=np.float64))
     if what == "TRADES":
         vol = np.rint(np.array([float(b.volume) for b in chosen], dtype=np.float64))
