@@ -6,13 +6,11 @@ workers inherit the environment of their start (the fake gateway's CA bundle).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from cluster_providers import FailingSampleProvider, StallingSampleProvider
 from conftest import databento_session
 from distributed import Client, LocalCluster
 from fake_databento import FakeDatabento
-from helpers import drop_schema, make_session, run_cli
+from helpers import make_session, run_cli, stored_rows
 
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
@@ -33,49 +31,7 @@ from hdi_lab.errors import ConfigError, ProviderError, ValidationError
 from hdi_lab.providers.sample import SampleProvider
 from hdi_lab.schemas import IngestReport, Progress
 
-#: tables compared whole between a serial and a cluster run (the rest hold ids, times or nothing here)
-COMPARED = ("ohlcv_1m", "trades", "instruments", "symbology", "bar_counts", "publishers")
-LOG_COLUMNS = "chunk_key, fetched, inserted, updated, duplicates, quarantined, deleted, forced"
 SAMPLE = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-09")
-
-
-@pytest.fixture
-def cluster() -> Iterator[tuple[LocalCluster, Client]]:
-    # dashboard_address ":0": the scheduler's HTTP server (metrics) binds a free port even with the dashboard off;
-    # on its default, 8787, a second cluster on the machine warns (an error under filterwarnings=error)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
-        ) as cl,
-        Client(cl, set_as_default=False) as client,
-    ):
-        yield cl, client
-
-
-@pytest.fixture
-def other_schema(pg_url: str) -> Iterator[str]:
-    """A second schema: the serial run the cluster's is compared with."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    drop_schema(pg_url, name)
-
-
-def _dump(pg_url: str, schema: str) -> dict[str, list[tuple[object, ...]]]:
-    """Every compared table's rows in a fixed order, and the ingest log's counts per chunk."""
-    out: dict[str, list[tuple[object, ...]]] = {}
-    conn = psycopg2.connect(pg_url)
-    try:
-        with conn.cursor() as cur:
-            for table in COMPARED:
-                cur.execute(f'SELECT * FROM "{schema}"."{table}"')
-                out[table] = sorted(cur.fetchall(), key=repr)
-            cur.execute(f'SELECT {LOG_COLUMNS} FROM "{schema}".ingest_log ORDER BY chunk_key')
-            out["ingest_log"] = cur.fetchall()
-            cur.execute(f'SELECT count(*) FROM "{schema}".quarantine')
-            out["quarantine"] = cur.fetchall()
-    finally:
-        conn.close()
-    return out
 
 
 def _serial(pg_url: str, db_schema: str, **request: object) -> IngestReport:
@@ -93,7 +49,7 @@ def test_sample_ingest_on_two_worker_processes_equals_a_serial_run(
     req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
     report = ingestion.run(req, session, executor=DaskExecutor(client), progress=events.append)
 
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
     assert [c.chunk.key for c in report.chunks] == [c.chunk.key for c in serial.chunks]  # plan order
     assert (report.fetched, report.inserted, report.duplicates) == (serial.fetched, serial.inserted, 0)
     assert report.fetched > 5000
@@ -105,7 +61,7 @@ def test_sample_ingest_on_two_worker_processes_equals_a_serial_run(
     # by address (a client opened and closed for the run): everything committed is skipped
     again = ingestion.run(req, session, executor=DaskExecutor(cl.scheduler_address))
     assert [c.skipped for c in again.chunks] == [True] * len(serial.chunks)
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
 
 
 @pytest.mark.integration
@@ -147,8 +103,8 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_nothing(
     assert [c.error for c in report.chunks] == [None] * len(serial.chunks)
     assert not any(c.skipped for c in report.chunks)
     assert report.fetched == serial.fetched and report.inserted == serial.inserted
-    stored = _dump(pg_url, session.schema)
-    assert stored == _dump(pg_url, other_schema)
+    stored = stored_rows(pg_url, session.schema)
+    assert stored == stored_rows(pg_url, other_schema)
     assert len({row[0] for row in stored["ingest_log"]}) == len(stored["ingest_log"]) == len(serial.chunks)
 
 
@@ -196,7 +152,7 @@ def test_databento_on_the_cluster_equals_serial_and_holds_the_download_limit(
     assert fake.max_in_flight == 1  # two worker processes, one lease
     assert report.fetched == serial.fetched > 0 and report.definitions == serial.definitions > 0
     assert [c.chunk.key for c in report.chunks] == [c.chunk.key for c in serial.chunks]
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
 
 
 @pytest.mark.integration
@@ -289,16 +245,6 @@ def test_settings_of_the_cluster(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_ib_does_not_run_on_a_cluster(session: HdiSession) -> None:
-    class Ib(SampleProvider):
-        name = "ib"
-
-    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="provider='ib' cannot run with executor='dask'"):
-        ingestion.run(req, session, provider=Ib(), executor=DaskExecutor("tcp://127.0.0.1:9"))
-
-
-@pytest.mark.integration
 def test_update_on_the_cluster_equals_a_serial_update(
     pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
 ) -> None:
@@ -314,7 +260,7 @@ def test_update_on_the_cluster_equals_a_serial_update(
     assert local is not None and dask is not None
     assert [c.chunk.key for c in dask.chunks] == [c.chunk.key for c in local.chunks] and len(local.chunks) == 6
     assert dask.fetched == local.fetched > 0
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
     assert hdi_lab.update(until="2024-01-08", executor="dask", scheduler=client, session=session).up_to_date
 
 
