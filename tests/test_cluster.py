@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 from cluster_providers import FailingSampleProvider, StallingSampleProvider
 from conftest import databento_session
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from fake_databento import FakeDatabento
 from helpers import make_session, run_cli, stored_rows
 
@@ -394,3 +394,43 @@ def test_features_on_the_cluster_refuse_continuous_series(session: HdiSession) -
             adjust="ratio",
             session=session,
         )
+
+
+@pytest.mark.integration
+def test_update_on_the_cluster_computes_its_feature_sets_there(
+    pg_url: str,
+    hdi_env: dict[str, str],
+    session: HdiSession,
+    other_schema: str,
+    cluster: tuple[LocalCluster, Client],
+) -> None:
+    """`hdi update --scheduler ...` (and hdi_lab.update(executor="dask")) computes a subscription's feature sets,
+    after its chunks, on the same cluster: partitioned by instrument, equal to a serial update's."""
+    import hdi_lab
+
+    cl, client = cluster
+    symbols = FEATURE_SYMBOLS[:4]
+    watch = dict(schema="ohlcv-1d", symbols=symbols, since="2023-06-01", options={"features": "momentum_v1"})
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.watch("sample", name="eq", session=s, **watch)  # type: ignore[arg-type]
+        local = hdi_lab.update(until="2023-12-01", session=s)
+    hdi_lab.watch("sample", name="eq", session=session, **watch)  # type: ignore[arg-type]
+    with get_task_stream(client=client) as stream:
+        code, out, err = run_cli(["update", "--until", "2023-12-01", "--scheduler", cl.scheduler_address])
+    assert (code, err) == (0, "") and "then momentum_v1 1d" in out
+    keys = [str(t["key"]) for t in stream.data]
+    assert sum(k.startswith("hdi-features-") for k in keys) == len(symbols)  # one partition per instrument
+    assert any(k.startswith("hdi-chunk-") for k in keys)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+    [computed] = local.plans[0].after
+    assert computed.instruments == len(symbols) and computed.inserted > 0
+
+    # the API: new bars, their features resumed from the states, on the cluster too
+    with get_task_stream(client=client) as stream:
+        later = hdi_lab.update(until="2023-12-15", executor="dask", scheduler=client, session=session)
+    [computed] = later.plans[0].after
+    assert computed.resumed == len(symbols) and computed.inserted > 0
+    assert sum(str(t["key"]).startswith("hdi-features-") for t in stream.data) == len(symbols)
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.update(until="2023-12-15", session=s)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
