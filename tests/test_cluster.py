@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from cluster_providers import FailingSampleProvider, StallingSampleProvider
+from cluster_providers import FailingSampleProvider, StallingSampleProvider, executing
 from conftest import databento_session
 from distributed import Client, LocalCluster, get_task_stream
 from fake_databento import FakeDatabento
@@ -394,6 +394,89 @@ def test_features_on_the_cluster_refuse_continuous_series(session: HdiSession) -
             adjust="ratio",
             session=session,
         )
+
+
+@pytest.mark.integration
+@pytest.mark.reliability
+def test_a_worker_killed_mid_feature_compute_loses_and_duplicates_nothing(
+    pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
+) -> None:
+    """A partition's worker killed while the partition's rows are written but not committed: the partition runs
+    again on another worker, and the stored rows and states equal a serial compute's, each row once."""
+    import hdi_lab
+    from hdi_lab import features
+
+    _, client = cluster
+    bars = dict(schema="ohlcv-1d", symbols=FEATURE_SYMBOLS, start="2023-06-01", end="2024-03-01")
+    first, second = ("2023-06-01", "2024-01-02"), ("2024-01-02", "2024-03-01")
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.ingest(provider="sample", session=s, **bars)  # type: ignore[arg-type]
+        for lo, hi in (first, second):
+            serial = features.compute("momentum_v1", FEATURE_SYMBOLS, "1d", lo, hi, session=s)
+    hdi_lab.ingest(provider="sample", session=session, **bars)  # type: ignore[arg-type]
+    features.compute("momentum_v1", FEATURE_SYMBOLS, "1d", *first, session=session)
+
+    # the test holds one instrument's saved state (a row lock): its partition stores its rows, then waits there
+    states = f'"{session.schema}"."{features.state_table_name("momentum_v1", "1d")}"'
+    table = f'"{session.schema}"."{features.table_name("momentum_v1", "1d")}"'
+    ids = sorted(int(i) for i in hdi_lab.sql(f"SELECT instrument_id FROM {states}", session=session)["instrument_id"])
+    assert len(ids) == len(FEATURE_SYMBOLS)
+    target = ids[2]
+    partition = ids.index(target)  # one partition per instrument, in id order
+    lock, probe = psycopg2.connect(pg_url), psycopg2.connect(pg_url)
+    probe.autocommit = True  # pg_stat_activity is read once per transaction: each probe reads it anew
+    try:
+        with lock.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {states} WHERE instrument_id = %s FOR UPDATE", (target,))
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                on_cluster = dict(executor="dask", scheduler=client, session=session)
+                running = pool.submit(features.compute, "momentum_v1", FEATURE_SYMBOLS, "1d", *second, **on_cluster)
+                deadline = time.monotonic() + 60
+                worker = None
+                while worker is None:
+                    assert time.monotonic() < deadline, "the partition never waited on the held state"
+                    assert not running.done(), running.result()
+                    with probe.cursor() as cur:  # a backend waits for the test's row lock (not the table's lock)
+                        cur.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND wait_event IN ('transactionid', 'tuple')"
+                        )
+                        waiting = cur.fetchone()[0]
+                    if waiting:
+                        prefix = f"hdi-features-{partition}-"
+                        found = [
+                            w for w, keys in client.run(executing).items() if any(k.startswith(prefix) for k in keys)
+                        ]
+                        worker = found[0] if found else None
+                    time.sleep(0.05)
+                # its rows are written, not committed: no one else sees them
+                with probe.cursor() as cur:
+                    where = "instrument_id = %s AND event_timestamp > %s"
+                    cur.execute(f"SELECT count(*) FROM {table} WHERE {where}", (target, second[0]))
+                    assert cur.fetchone()[0] == 0
+                pid = client.run(os.getpid, workers=[worker])[worker]
+                assert pid != os.getpid()
+                os.kill(pid, signal.SIGKILL)
+            finally:
+                lock.rollback()  # the killed worker's backend goes on, finds its client gone and rolls back
+            report = running.result(timeout=120)
+    finally:
+        lock.close()
+        probe.close()
+
+    assert pid not in set(client.run(os.getpid).values())
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+    figures = ("instruments", "rows", "inserted", "updated", "resumed", "bars_read")
+    assert [getattr(report, f) for f in figures] == [getattr(serial, f) for f in figures]
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*), count(DISTINCT (instrument_id, event_timestamp)) FROM {table}")
+            total, distinct = cur.fetchone()
+    finally:
+        conn.close()
+    assert total == distinct == len(_features(pg_url, other_schema)["rows"])
 
 
 @pytest.mark.integration
