@@ -20,7 +20,7 @@ from cluster_providers import FailingSampleProvider, StallingSampleProvider, exe
 from conftest import databento_session
 from distributed import Client, LocalCluster, get_task_stream
 from fake_databento import FakeDatabento
-from helpers import make_session, run_cli, stored_rows
+from helpers import TestingShell, make_session, run_cli, stored_rows
 
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
@@ -486,9 +486,11 @@ def test_update_on_the_cluster_computes_its_feature_sets_there(
     session: HdiSession,
     other_schema: str,
     cluster: tuple[LocalCluster, Client],
+    ip: TestingShell,
 ) -> None:
-    """`hdi update --scheduler ...` (and hdi_lab.update(executor="dask")) computes a subscription's feature sets,
-    after its chunks, on the same cluster: partitioned by instrument, equal to a serial update's."""
+    """`hdi update --scheduler ...`, hdi_lab.update(executor="dask") and `%hdi_update --executor dask` compute a
+    subscription's feature sets, after its chunks, on the same cluster: partitioned by instrument, equal to a
+    serial update's."""
     import hdi_lab
 
     cl, client = cluster
@@ -516,4 +518,14 @@ def test_update_on_the_cluster_computes_its_feature_sets_there(
     assert sum(str(t["key"]).startswith("hdi-features-") for t in stream.data) == len(symbols)
     with make_session(pg_url, other_schema) as s:
         hdi_lab.update(until="2023-12-15", session=s)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+
+    # the magic
+    with get_task_stream(client=client) as stream:
+        done = ip.run_cell(f"%hdi_update --until 2023-12-29 --executor dask --scheduler {cl.scheduler_address}")
+    [computed] = done.result.plans[0].after
+    assert computed.resumed == len(symbols) and computed.inserted > 0
+    assert sum(str(t["key"]).startswith("hdi-features-") for t in stream.data) == len(symbols)
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.update(until="2023-12-29", session=s)
     assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
