@@ -13,6 +13,9 @@ symbol maps to several contracts: the ones whose bars did not change are not rec
 :func:`hdi_lab.features.compute` resumes an instrument from its saved state only when that state lies just
 before the start; a revised bar before a saved state makes it compute the instrument from its first bar and
 store the rows from the start on, so a revision of old bars is never hidden by a state saved after them.
+
+**Where it runs.** An update run on a Dask cluster (``executor="dask"``) computes the feature sets on the same
+cluster (:func:`hdi_lab.features.compute` partitioned by instrument); a local update computes them here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from hdi_lab import features
+from hdi_lab.core.executors import DaskExecutor
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.subscriptions import check_options
 from hdi_lab.core.update import SubscriptionPlan, UpdateReport
@@ -62,13 +66,20 @@ def changed_symbols(session: HdiSession, plan: SubscriptionPlan, start: pd.Times
     return found or sub.symbols
 
 
-def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | None = None) -> list[object]:
+def run_plan(
+    session: HdiSession,
+    plan: SubscriptionPlan,
+    repo: str | Path | None = None,
+    *,
+    executor: DaskExecutor | None = None,
+) -> list[object]:
     """Run what follows one subscription's update (its feature sets, then its publishes, for
     :func:`changed_symbols` from the first changed bar on) and add the reports
-    to ``plan.after``; returns them (none when its options ask for nothing or its run changed no row).
+    to ``plan.after``; returns them (none when its options ask for nothing or its run changed no row). The
+    feature sets are computed on ``executor``'s Dask cluster when given, else here.
 
     Raises ValidationError (an unknown feature set, a gap in the bars), ConfigError (an unusable Feast repo)
-    and StorageError."""
+    and StorageError; with ``executor`` also ClusterError and MissingDependency."""
     sub = plan.subscription
     changed = plan.changed
     if not sub.feature_sets or not changed:
@@ -80,7 +91,15 @@ def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | Non
     for name in sub.feature_sets:
         done.append(
             features.compute(
-                name, symbols, interval, start, dataset=sub.dataset, instruments=sorted(changed), session=session
+                name,
+                symbols,
+                interval,
+                start,
+                dataset=sub.dataset,
+                instruments=sorted(changed),
+                executor=None if executor is None else "dask",
+                scheduler=None if executor is None else executor.scheduler,
+                session=session,
             )
         )
         if sub.publishes:
@@ -100,12 +119,19 @@ def run_plan(session: HdiSession, plan: SubscriptionPlan, repo: str | Path | Non
     return done
 
 
-def run(session: HdiSession, report: UpdateReport, repo: str | Path | None = None) -> UpdateReport:
-    """Run what follows the update of ``report`` (nothing after a dry run) for each subscription, in order;
-    returns ``report``, its plans' ``after`` filled.
+def run(
+    session: HdiSession,
+    report: UpdateReport,
+    repo: str | Path | None = None,
+    *,
+    executor: DaskExecutor | None = None,
+) -> UpdateReport:
+    """Run what follows the update of ``report`` (nothing after a dry run) for each subscription, in order,
+    its feature sets on ``executor``'s Dask cluster when given (the update's); returns ``report``, its plans'
+    ``after`` filled.
 
     Raises what :func:`run_plan` raises; the update's data stays stored and the work before is kept."""
     if not report.dry_run:
         for plan in report.plans:
-            run_plan(session, plan, repo)
+            run_plan(session, plan, repo, executor=executor)
     return report

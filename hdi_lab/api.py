@@ -385,9 +385,9 @@ def update(
 
     ``hdi_lab.update()``, ``hdi_lab.update("es_1m", until="2024-03-01", dry_run=True)``. Resumable and
     idempotent: an up-to-date set does nothing. See :mod:`hdi_lab.core.update`. Then, for each subscription
-    whose rows changed, what its options ask: its feature sets recomputed from the first changed bar and
-    published to the Feast online store (:mod:`hdi_lab.after_update`; reported in each plan's
-    ``after``).
+    whose rows changed, what its options ask: its feature sets recomputed from the first changed bar (on the same
+    Dask cluster with ``executor="dask"``) and published to the Feast online store (:mod:`hdi_lab.after_update`;
+    reported in each plan's ``after``).
 
     Raises ValidationError (an unknown subscription, a bad until, a range the provider refuses; an unknown
     feature set or a gap in the bars after the update; a bad executor or scheduler), CostLimitError (above the
@@ -410,7 +410,7 @@ def _update(
     from hdi_lab import after_update  # features and Feast load only for an update
 
     done = updater.update(session, which, until=until, dry_run=dry_run, allow_cost=allow_cost, executor=executor)
-    return after_update.run(session, done)
+    return after_update.run(session, done, executor=executor)
 
 
 def report(

@@ -1,5 +1,5 @@
-"""Test-only providers for the Dask executor tests (tests/test_cluster.py). A module of its own: the Dask worker
-processes unpickle these classes by reference, so they must be importable there (spawned workers get the test
+"""Test-only providers and probes for the Dask executor tests (tests/test_cluster.py). A module of its own: the Dask
+worker processes unpickle these by reference, so they must be importable there (spawned workers get the test
 process's sys.path)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from hdi_lab.errors import ProviderError
 from hdi_lab.providers.base import Fetch
@@ -43,3 +44,8 @@ class FailingSampleProvider(SampleProvider):
         if f"{chunk.start.date()}" == self.fail_day:
             raise ProviderError(f"the test vendor refuses {chunk.describe()}", provider="sample", status=503)
         yield from super().fetch(chunk)
+
+
+def executing(dask_worker: Any) -> list[str]:
+    """The keys of the tasks a worker is running now (``client.run(executing)``: Dask passes the worker)."""
+    return [str(ts.key) for ts in dask_worker.state.executing]

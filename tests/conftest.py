@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -122,6 +123,33 @@ def hdi_env(pg_url: str, db_schema: str, monkeypatch: pytest.MonkeyPatch) -> dic
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+@pytest.fixture
+def other_schema(pg_url: str) -> Iterator[str]:
+    """A second schema: the serial run a cluster run is compared with."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    drop_schema(pg_url, name)
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[Any, Any]]:
+    """A real Dask ``LocalCluster`` of 2 worker processes (2 threads each) and a client of it (Dask loads here
+    only). The workers inherit the environment of their start (a fake gateway's CA bundle)."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    # dashboard_address ":0": the scheduler's HTTP server (metrics) binds a free port even with the dashboard off;
+    # on its default, 8787, a second cluster on the machine warns (an error under filterwarnings=error)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+        ) as cl,
+        Client(cl, set_as_default=False) as client,
+    ):
+        yield cl, client
 
 
 def fixture_files(schema: str | None = None) -> list[Path]:

@@ -19,12 +19,19 @@ Bars are deterministic (:func:`bar`; a minute rolls its 5-second bars up), on we
 contract's head timestamp nor after a future's last trade date. The fake checks IB's pacing rules on its
 (injectable) clock and answers a violation with error 162, as IB does; tests can also inject pacing violations,
 any error code, and dropped connections on the n-th paced request, or take the gateway down.
+
+Client ids: as TWS, the fake allows one live connection per client id; a second one is answered with error 326
+and closed, and recorded in :attr:`FakeIbGateway.clashes`. Each paced request records its connection's client id
+(:attr:`FakeIbGateway.sent_by`). A request in :attr:`FakeIbGateway.hold_at` is answered only once
+:attr:`FakeIbGateway.release` is set (its client id is added to :attr:`FakeIbGateway.holding` meanwhile): a test
+can kill the process waiting for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import select
 import socket
 import struct
 import threading
@@ -40,6 +47,7 @@ SERVER_VERSION = 176
 ACCOUNT = "DU1234567"
 PACING_TEXT = "Historical Market Data Service error message:Historical data request pacing violation"
 NO_DATA_TEXT = "Historical Market Data Service error message:HMDS query returned no data: {}"
+CLIENT_ID_TEXT = "Unable to connect as the client id is already in use. Retry with a unique client id."
 MAX_SECONDS = {"1 secs": 1800, "5 secs": 3600, "1 min": 86_400, "1 hour": 30 * 86_400, "1 day": 365 * 86_400}
 BAR_SECONDS = {"1 secs": 1, "5 secs": 5, "1 min": 60, "1 hour": 3600, "1 day": 86_400}
 REALTIME_WHAT = ("TRADES", "MIDPOINT", "BID", "ASK")  # what IB streams as real-time bars
@@ -162,12 +170,19 @@ class FakeIbGateway:
     down_after: int | None = None  # after this many historical requests the gateway goes down
     live_every: float = 0.02  # wall seconds between two live messages of one subscription (accelerated time)
     hist_delay: float = 0.0  # wall seconds a historical answer takes (IB's are slow): live streams go on meanwhile
+    hold_at: set[int] = field(default_factory=set)  # n-th historical request -> answered once `release` is set
 
     def __post_init__(self) -> None:
         self.port = 0
         self.connections = 0
         self.hist_count = 0
         self.sent: list[tuple[float, HistRequest]] = []  # paced requests as received (clock time)
+        self.sent_by: list[int] = []  # the client id of each one's connection
+        self.client_ids: list[int] = []  # the client id of every connection accepted, in order
+        self.clashes: list[int] = []  # client ids refused (error 326): another live connection used them
+        self.holding: list[int] = []  # client ids whose request (of hold_at) waits for `release`
+        self.release = threading.Event()
+        self._ids: dict[socket.socket, int] = {}  # live connection -> its client id
         self.violations: list[str] = []
         self.log: list[tuple[str, list[str]]] = []  # (kind, fields) of every request
         self._lock = threading.RLock()
@@ -208,6 +223,7 @@ class FakeIbGateway:
             _close(s)
 
     def stop(self) -> None:
+        self.release.set()
         self.go_down()
         for t in self._threads:
             t.join(5)
@@ -254,12 +270,13 @@ class FakeIbGateway:
             with self._lock:
                 if conn in self._socks:
                     self._socks.remove(conn)
+                self._ids.pop(conn, None)
 
     # -- requests ----------------------------------------------------------------------------
     def _handle(self, conn: socket.socket, f: list[str]) -> bool:
         msg = int(f[0])
         handlers: dict[int, Callable[[socket.socket, list[str]], bool | None]] = {
-            71: lambda c, x: _send_all(c, [[9, 1, 1], [15, 1, ACCOUNT]]),
+            71: self._start_api,
             61: lambda c, x: _send(c, [62, 1]),
             5: lambda c, x: _send(c, [53, 1]),
             99: lambda c, x: _send(c, [102]),
@@ -283,6 +300,22 @@ class FakeIbGateway:
         if handler is None:
             return True
         return handler(conn, f) is not False
+
+    def _start_api(self, conn: socket.socket, f: list[str]) -> bool | None:
+        """startApi (71: version, client id, capabilities): one live connection per client id, as TWS."""
+        client_id = int(f[2])
+        with self._lock:
+            clash = client_id in self._ids.values()
+            if clash:
+                self.clashes.append(client_id)
+            else:
+                self._ids[conn] = client_id
+                self.client_ids.append(client_id)
+        if clash:
+            _send(conn, [4, 2, -1, 326, CLIENT_ID_TEXT, ""])
+            return False  # TWS closes the connection
+        _send_all(conn, [[9, 1, 1], [15, 1, ACCOUNT]])
+        return None
 
     def _match(self, f: list[str], first: int) -> list[FakeContract]:
         con_id, symbol, sec_type, last, _strike, _right, _mult, exchange, _prim, currency, local, _tc = f[
@@ -328,6 +361,7 @@ class FakeIbGateway:
         with self._lock:
             now = self.clock.now()
             self.sent.append((now, req))
+            self.sent_by.append(self._ids.get(conn, -1))
             self.hist_count += 1
             n = self.hist_count
             horizon = max(self.rules.window_s, self.rules.identical_s)
@@ -337,6 +371,11 @@ class FakeIbGateway:
             injected = self.inject.pop(n, None)
             drop = n in self.disconnect_at
             down = self.down_after is not None and n > self.down_after
+            held = n in self.hold_at
+            if held:
+                self.holding.append(self._ids.get(conn, -1))
+        if held and not self._hold(conn):
+            return False
         if down:
             self.go_down()
             return False
@@ -349,6 +388,17 @@ class FakeIbGateway:
         if injected is not None:
             _send(conn, [4, 2, req_id, injected[0], injected[1], ""])
             return False
+        return True
+
+    def _hold(self, conn: socket.socket) -> bool:
+        """Wait for :attr:`release` while watching the connection, as TWS does (it reads every socket all the
+        time): a client that goes away frees its client id at once. Returns whether the client is still there."""
+        while not self.release.wait(0.05):
+            readable, _, _ = select.select([conn], [], [], 0)
+            if readable and not conn.recv(1, socket.MSG_PEEK):
+                with self._lock:
+                    self._ids.pop(conn, None)
+                return False
         return True
 
     def _historical(self, conn: socket.socket, f: list[str]) -> bool | None:

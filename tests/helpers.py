@@ -117,6 +117,30 @@ def row_counts(session: HdiSession, tables: tuple[str, ...] = ALL_TABLES) -> dic
     return {str(t): int(n) for t, n in zip(df["t"], df["n"], strict=True)}
 
 
+#: tables compared whole between a serial and a cluster run (the rest hold ids, times or nothing there)
+COMPARED = ("ohlcv_1m", "trades", "instruments", "symbology", "bar_counts", "publishers")
+LOG_COLUMNS = "chunk_key, fetched, inserted, updated, duplicates, quarantined, deleted, forced"
+
+
+def stored_rows(pg_url: str, schema: str, tables: tuple[str, ...] = COMPARED) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of ``tables`` in a fixed order, the ingest log's counts per chunk and the quarantine's size: what
+    two runs that stored the same must agree on."""
+    out: dict[str, list[tuple[object, ...]]] = {}
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            for table in tables:
+                cur.execute(f'SELECT * FROM "{schema}"."{table}"')
+                out[table] = sorted(cur.fetchall(), key=repr)
+            cur.execute(f'SELECT {LOG_COLUMNS} FROM "{schema}".ingest_log ORDER BY chunk_key')
+            out["ingest_log"] = cur.fetchall()
+            cur.execute(f'SELECT count(*) FROM "{schema}".quarantine')
+            out["quarantine"] = cur.fetchall()
+    finally:
+        conn.close()
+    return out
+
+
 def assert_nothing_written(session: HdiSession) -> None:
     counts = row_counts(session)
     assert counts == dict.fromkeys(ALL_TABLES, 0), counts

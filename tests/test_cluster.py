@@ -6,23 +6,21 @@ workers inherit the environment of their start (the fake gateway's CA bundle).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2
 import pytest
-from cluster_providers import FailingSampleProvider, StallingSampleProvider
+from cluster_providers import FailingSampleProvider, StallingSampleProvider, executing
 from conftest import databento_session
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from fake_databento import FakeDatabento
-from helpers import drop_schema, make_session, run_cli
+from helpers import TestingShell, make_session, run_cli, stored_rows
 
 from hdi_lab.api import make_request
 from hdi_lab.config import load_settings
@@ -33,49 +31,7 @@ from hdi_lab.errors import ConfigError, ProviderError, ValidationError
 from hdi_lab.providers.sample import SampleProvider
 from hdi_lab.schemas import IngestReport, Progress
 
-#: tables compared whole between a serial and a cluster run (the rest hold ids, times or nothing here)
-COMPARED = ("ohlcv_1m", "trades", "instruments", "symbology", "bar_counts", "publishers")
-LOG_COLUMNS = "chunk_key, fetched, inserted, updated, duplicates, quarantined, deleted, forced"
 SAMPLE = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-09")
-
-
-@pytest.fixture
-def cluster() -> Iterator[tuple[LocalCluster, Client]]:
-    # dashboard_address ":0": the scheduler's HTTP server (metrics) binds a free port even with the dashboard off;
-    # on its default, 8787, a second cluster on the machine warns (an error under filterwarnings=error)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
-        ) as cl,
-        Client(cl, set_as_default=False) as client,
-    ):
-        yield cl, client
-
-
-@pytest.fixture
-def other_schema(pg_url: str) -> Iterator[str]:
-    """A second schema: the serial run the cluster's is compared with."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    drop_schema(pg_url, name)
-
-
-def _dump(pg_url: str, schema: str) -> dict[str, list[tuple[object, ...]]]:
-    """Every compared table's rows in a fixed order, and the ingest log's counts per chunk."""
-    out: dict[str, list[tuple[object, ...]]] = {}
-    conn = psycopg2.connect(pg_url)
-    try:
-        with conn.cursor() as cur:
-            for table in COMPARED:
-                cur.execute(f'SELECT * FROM "{schema}"."{table}"')
-                out[table] = sorted(cur.fetchall(), key=repr)
-            cur.execute(f'SELECT {LOG_COLUMNS} FROM "{schema}".ingest_log ORDER BY chunk_key')
-            out["ingest_log"] = cur.fetchall()
-            cur.execute(f'SELECT count(*) FROM "{schema}".quarantine')
-            out["quarantine"] = cur.fetchall()
-    finally:
-        conn.close()
-    return out
 
 
 def _serial(pg_url: str, db_schema: str, **request: object) -> IngestReport:
@@ -93,7 +49,7 @@ def test_sample_ingest_on_two_worker_processes_equals_a_serial_run(
     req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
     report = ingestion.run(req, session, executor=DaskExecutor(client), progress=events.append)
 
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
     assert [c.chunk.key for c in report.chunks] == [c.chunk.key for c in serial.chunks]  # plan order
     assert (report.fetched, report.inserted, report.duplicates) == (serial.fetched, serial.inserted, 0)
     assert report.fetched > 5000
@@ -105,7 +61,7 @@ def test_sample_ingest_on_two_worker_processes_equals_a_serial_run(
     # by address (a client opened and closed for the run): everything committed is skipped
     again = ingestion.run(req, session, executor=DaskExecutor(cl.scheduler_address))
     assert [c.skipped for c in again.chunks] == [True] * len(serial.chunks)
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
 
 
 @pytest.mark.integration
@@ -147,8 +103,8 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_nothing(
     assert [c.error for c in report.chunks] == [None] * len(serial.chunks)
     assert not any(c.skipped for c in report.chunks)
     assert report.fetched == serial.fetched and report.inserted == serial.inserted
-    stored = _dump(pg_url, session.schema)
-    assert stored == _dump(pg_url, other_schema)
+    stored = stored_rows(pg_url, session.schema)
+    assert stored == stored_rows(pg_url, other_schema)
     assert len({row[0] for row in stored["ingest_log"]}) == len(stored["ingest_log"]) == len(serial.chunks)
 
 
@@ -196,7 +152,7 @@ def test_databento_on_the_cluster_equals_serial_and_holds_the_download_limit(
     assert fake.max_in_flight == 1  # two worker processes, one lease
     assert report.fetched == serial.fetched > 0 and report.definitions == serial.definitions > 0
     assert [c.chunk.key for c in report.chunks] == [c.chunk.key for c in serial.chunks]
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
 
 
 @pytest.mark.integration
@@ -289,16 +245,6 @@ def test_settings_of_the_cluster(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_ib_does_not_run_on_a_cluster(session: HdiSession) -> None:
-    class Ib(SampleProvider):
-        name = "ib"
-
-    req = make_request("sample", **SAMPLE)  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="provider='ib' cannot run with executor='dask'"):
-        ingestion.run(req, session, provider=Ib(), executor=DaskExecutor("tcp://127.0.0.1:9"))
-
-
-@pytest.mark.integration
 def test_update_on_the_cluster_equals_a_serial_update(
     pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
 ) -> None:
@@ -314,7 +260,7 @@ def test_update_on_the_cluster_equals_a_serial_update(
     assert local is not None and dask is not None
     assert [c.chunk.key for c in dask.chunks] == [c.chunk.key for c in local.chunks] and len(local.chunks) == 6
     assert dask.fetched == local.fetched > 0
-    assert _dump(pg_url, session.schema) == _dump(pg_url, other_schema)
+    assert stored_rows(pg_url, session.schema) == stored_rows(pg_url, other_schema)
     assert hdi_lab.update(until="2024-01-08", executor="dask", scheduler=client, session=session).up_to_date
 
 
@@ -448,3 +394,138 @@ def test_features_on_the_cluster_refuse_continuous_series(session: HdiSession) -
             adjust="ratio",
             session=session,
         )
+
+
+@pytest.mark.integration
+@pytest.mark.reliability
+def test_a_worker_killed_mid_feature_compute_loses_and_duplicates_nothing(
+    pg_url: str, session: HdiSession, other_schema: str, cluster: tuple[LocalCluster, Client]
+) -> None:
+    """A partition's worker killed while the partition's rows are written but not committed: the partition runs
+    again on another worker, and the stored rows and states equal a serial compute's, each row once."""
+    import hdi_lab
+    from hdi_lab import features
+
+    _, client = cluster
+    bars = dict(schema="ohlcv-1d", symbols=FEATURE_SYMBOLS, start="2023-06-01", end="2024-03-01")
+    first, second = ("2023-06-01", "2024-01-02"), ("2024-01-02", "2024-03-01")
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.ingest(provider="sample", session=s, **bars)  # type: ignore[arg-type]
+        for lo, hi in (first, second):
+            serial = features.compute("momentum_v1", FEATURE_SYMBOLS, "1d", lo, hi, session=s)
+    hdi_lab.ingest(provider="sample", session=session, **bars)  # type: ignore[arg-type]
+    features.compute("momentum_v1", FEATURE_SYMBOLS, "1d", *first, session=session)
+
+    # the test holds one instrument's saved state (a row lock): its partition stores its rows, then waits there
+    states = f'"{session.schema}"."{features.state_table_name("momentum_v1", "1d")}"'
+    table = f'"{session.schema}"."{features.table_name("momentum_v1", "1d")}"'
+    ids = sorted(int(i) for i in hdi_lab.sql(f"SELECT instrument_id FROM {states}", session=session)["instrument_id"])
+    assert len(ids) == len(FEATURE_SYMBOLS)
+    target = ids[2]
+    partition = ids.index(target)  # one partition per instrument, in id order
+    lock, probe = psycopg2.connect(pg_url), psycopg2.connect(pg_url)
+    probe.autocommit = True  # pg_stat_activity is read once per transaction: each probe reads it anew
+    try:
+        with lock.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {states} WHERE instrument_id = %s FOR UPDATE", (target,))
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                on_cluster = dict(executor="dask", scheduler=client, session=session)
+                running = pool.submit(features.compute, "momentum_v1", FEATURE_SYMBOLS, "1d", *second, **on_cluster)
+                deadline = time.monotonic() + 60
+                worker = None
+                while worker is None:
+                    assert time.monotonic() < deadline, "the partition never waited on the held state"
+                    assert not running.done(), running.result()
+                    with probe.cursor() as cur:  # a backend waits for the test's row lock (not the table's lock)
+                        cur.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND wait_event IN ('transactionid', 'tuple')"
+                        )
+                        waiting = cur.fetchone()[0]
+                    if waiting:
+                        prefix = f"hdi-features-{partition}-"
+                        found = [
+                            w for w, keys in client.run(executing).items() if any(k.startswith(prefix) for k in keys)
+                        ]
+                        worker = found[0] if found else None
+                    time.sleep(0.05)
+                # its rows are written, not committed: no one else sees them
+                with probe.cursor() as cur:
+                    where = "instrument_id = %s AND event_timestamp > %s"
+                    cur.execute(f"SELECT count(*) FROM {table} WHERE {where}", (target, second[0]))
+                    assert cur.fetchone()[0] == 0
+                pid = client.run(os.getpid, workers=[worker])[worker]
+                assert pid != os.getpid()
+                os.kill(pid, signal.SIGKILL)
+            finally:
+                lock.rollback()  # the killed worker's backend goes on, finds its client gone and rolls back
+            report = running.result(timeout=120)
+    finally:
+        lock.close()
+        probe.close()
+
+    assert pid not in set(client.run(os.getpid).values())
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+    figures = ("instruments", "rows", "inserted", "updated", "resumed", "bars_read")
+    assert [getattr(report, f) for f in figures] == [getattr(serial, f) for f in figures]
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*), count(DISTINCT (instrument_id, event_timestamp)) FROM {table}")
+            total, distinct = cur.fetchone()
+    finally:
+        conn.close()
+    assert total == distinct == len(_features(pg_url, other_schema)["rows"])
+
+
+@pytest.mark.integration
+def test_update_on_the_cluster_computes_its_feature_sets_there(
+    pg_url: str,
+    hdi_env: dict[str, str],
+    session: HdiSession,
+    other_schema: str,
+    cluster: tuple[LocalCluster, Client],
+    ip: TestingShell,
+) -> None:
+    """`hdi update --scheduler ...`, hdi_lab.update(executor="dask") and `%hdi_update --executor dask` compute a
+    subscription's feature sets, after its chunks, on the same cluster: partitioned by instrument, equal to a
+    serial update's."""
+    import hdi_lab
+
+    cl, client = cluster
+    symbols = FEATURE_SYMBOLS[:4]
+    watch = dict(schema="ohlcv-1d", symbols=symbols, since="2023-06-01", options={"features": "momentum_v1"})
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.watch("sample", name="eq", session=s, **watch)  # type: ignore[arg-type]
+        local = hdi_lab.update(until="2023-12-01", session=s)
+    hdi_lab.watch("sample", name="eq", session=session, **watch)  # type: ignore[arg-type]
+    with get_task_stream(client=client) as stream:
+        code, out, err = run_cli(["update", "--until", "2023-12-01", "--scheduler", cl.scheduler_address])
+    assert (code, err) == (0, "") and "then momentum_v1 1d" in out
+    keys = [str(t["key"]) for t in stream.data]
+    assert sum(k.startswith("hdi-features-") for k in keys) == len(symbols)  # one partition per instrument
+    assert any(k.startswith("hdi-chunk-") for k in keys)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+    [computed] = local.plans[0].after
+    assert computed.instruments == len(symbols) and computed.inserted > 0
+
+    # the API: new bars, their features resumed from the states, on the cluster too
+    with get_task_stream(client=client) as stream:
+        later = hdi_lab.update(until="2023-12-15", executor="dask", scheduler=client, session=session)
+    [computed] = later.plans[0].after
+    assert computed.resumed == len(symbols) and computed.inserted > 0
+    assert sum(str(t["key"]).startswith("hdi-features-") for t in stream.data) == len(symbols)
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.update(until="2023-12-15", session=s)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)
+
+    # the magic
+    with get_task_stream(client=client) as stream:
+        done = ip.run_cell(f"%hdi_update --until 2023-12-29 --executor dask --scheduler {cl.scheduler_address}")
+    [computed] = done.result.plans[0].after
+    assert computed.resumed == len(symbols) and computed.inserted > 0
+    assert sum(str(t["key"]).startswith("hdi-features-") for t in stream.data) == len(symbols)
+    with make_session(pg_url, other_schema) as s:
+        hdi_lab.update(until="2023-12-29", session=s)
+    assert _features(pg_url, session.schema) == _features(pg_url, other_schema)

@@ -17,6 +17,11 @@ task, every worker with its own database connections against the one shared Post
   ``distributed.Semaphore`` on the scheduler around each download: every worker and every run on the cluster
   share it, and the scheduler frees the leases of a dead worker (``distributed.scheduler.locks.lease-timeout``).
   A semaphore (rather than a lease row in the database) needs no extra connection and no clean-up after a crash.
+  A provider whose vendor paces every request per account and allows one connection per client id
+  (:class:`~hdi_lab.providers.base.LedgerPaced`: IB) gets a :class:`~hdi_lab.core.ledger.DatabaseLedger` on each
+  worker instead: its requests are booked under one lock in the database, on the database's clock, over what every
+  worker sent (the pacing rules hold for all of them, on any machine), and each worker's connection leases a client
+  id no other worker holds; a lease is a lock of the worker's ledger connection, freed when the worker dies.
 
 Only this module imports Dask (``pip install 'hdi_lab[dask]'``; importing it without raises MissingDependency);
 :mod:`hdi_lab.core.executors` says when it runs.
@@ -34,9 +39,10 @@ from typing import Any, TypeAlias
 from hdi_lab import dsn
 from hdi_lab.config import Settings
 from hdi_lab.core.executors import DaskExecutor
+from hdi_lab.core.ledger import DatabaseLedger
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import ClusterError, ConfigError, MissingDependency, first_line
-from hdi_lab.providers.base import DownloadLimited, Provider
+from hdi_lab.providers.base import DownloadLimited, LedgerPaced, Provider
 
 try:  # importing this module without Dask says which extra to install, whoever imports it
     from distributed import Client, KilledWorker, Semaphore, WorkerPlugin, as_completed, get_worker
@@ -85,6 +91,7 @@ class _Run(WorkerPlugin):
         self.provider = provider
         self.downloads = downloads
         self.session: HdiSession | None = None
+        self.ledger: DatabaseLedger | None = None
         self._semaphore: Semaphore | None = None
         self._lock = threading.Lock()
 
@@ -101,12 +108,19 @@ class _Run(WorkerPlugin):
         self.session = HdiSession(self.settings)
         if self.downloads is not None and isinstance(self.provider, DownloadLimited):
             self.provider.limit_downloads(self._slot)
+        if isinstance(self.provider, LedgerPaced):  # connects on first use, in a task
+            self.ledger = DatabaseLedger(str(self.settings.database_url), str(self.settings.db_schema))
+            self.provider.share_ledger(self.ledger)
 
     def teardown(self, worker: Any) -> None:
-        if self.session is not None:
-            self.session.close()
-        if self.provider is not None:
-            self.provider.close()
+        try:
+            if self.provider is not None:
+                self.provider.close()
+        finally:
+            if self.ledger is not None:
+                self.ledger.close()
+            if self.session is not None:
+                self.session.close()
 
     def _slot(self) -> AbstractContextManager[object]:
         """A lease of the cluster-wide download semaphore (made on first use, in a task's thread)."""
@@ -159,7 +173,7 @@ def map_unordered(
     as tasks finish. Closing the iterator early cancels the tasks not started yet (running ones finish: each is a
     committed-or-nothing chunk).
 
-    ``provider`` is copied to the workers (pickled): a provider holding a connection for the run (IB) cannot go.
+    ``provider`` is copied to the workers (pickled; a copy holds none of the caller's connections).
 
     Raises ClusterError (the scheduler cannot be reached; a task lost its worker too often), ConfigError (a
     download limit other than the cluster's) and what ``fn`` raises (re-raised as it was raised on the worker).

@@ -38,7 +38,7 @@ from hdi_lab.core.plan import Plan, estimate, make_plan, schema_label
 from hdi_lab.core.session import HdiSession
 from hdi_lab.core.validate import UNKNOWN_INSTRUMENT, validate
 from hdi_lab.dbn.writer import record_dtype
-from hdi_lab.errors import DataFormatError, HdiError, IngestError, ValidationError
+from hdi_lab.errors import DataFormatError, HdiError, IngestError
 from hdi_lab.providers.base import CostSource, Fetch, Provider
 from hdi_lab.schemas import Chunk, ChunkResult, IngestReport, IngestRequest, Progress, Schema
 from hdi_lab.storage import conditions as condition_table
@@ -88,8 +88,7 @@ def run(
     IngestError (some files failed: its report says which; the others are stored), DataFormatError (the one
     chunk's bytes are bad), StorageError, ProviderError or another HdiError that stopped the run (its message
     says how many chunks were committed before it); with a DaskExecutor also ClusterError (the cluster cannot be
-    reached or lost a chunk's worker too often), ValidationError (a provider that cannot run on a cluster) and
-    MissingDependency (``pip install 'hdi_lab[dask]'``).
+    reached or lost a chunk's worker too often) and MissingDependency (``pip install 'hdi_lab[dask]'``).
     """
     if provider is None:  # a provider made here is closed here (the IB one holds a connection for the run)
         owned = session.provider(request.provider)
@@ -221,13 +220,7 @@ def on_cluster(
     """Chunks as tasks of a Dask cluster (:func:`chunk_task` each), yielded as they finish; companion chunks
     (definitions) all first, as in a local run: the data's instruments are known when it is validated.
 
-    Raises ValidationError (a provider that holds one connection for the run: IB), MissingDependency, what
-    :func:`hdi_lab.core.cluster.map_unordered` raises and what a chunk raises."""
-    if provider.name == "ib":
-        raise ValidationError(
-            "provider='ib' cannot run with executor='dask': IB allows one connection per client id and paces "
-            "every request of it, so its chunks run in one process; use executor='local'"
-        )
+    Raises MissingDependency, what :func:`hdi_lab.core.cluster.map_unordered` raises and what a chunk raises."""
     from hdi_lab.core import cluster  # MissingDependency without Dask
 
     task = functools.partial(chunk_task, run_id=uuid.uuid4().hex)  # the run's id, logged with its chunks

@@ -587,7 +587,10 @@ UPDATE: tuple[OptionRef, ...] = (
     "until",
     option("dry_run").but(help="plan and estimate only: the chunks and their total cost"),
     "allow_cost",
-    "executor",
+    option("executor").but(
+        help=f"where the chunks run, and the subscriptions' feature sets after them: {one_of(EXECUTORS, 'local')}; "
+        "dask: on the Dask cluster of --scheduler (workers connect to the same database)"
+    ),
     "scheduler",
 )
 

@@ -32,6 +32,9 @@ __all__ = [
     "DownloadLimited",
     "DownloadSlots",
     "Fetch",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerPaced",
     "LocalProvider",
     "Provider",
     "RangeSource",
@@ -45,6 +48,9 @@ Fetch: TypeAlias = Generator[db.DBNStore, None, None]
 
 #: a factory of the context held around one download (a slot of a limit shared by several processes)
 DownloadSlots: TypeAlias = Callable[[], AbstractContextManager[object]]
+
+#: an entry of a :class:`Ledger`: (time on the ledger's clock in seconds, weight, identity, group)
+LedgerEntry: TypeAlias = tuple[float, int, str, str]
 
 #: schemas planned one chunk per calendar month (the others: one per UTC day)
 SPARSE = (Schema.OHLCV_1H, Schema.OHLCV_1D, Schema.STATISTICS, Schema.DEFINITION)
@@ -215,6 +221,52 @@ class DownloadLimited(Protocol):
 
     def limit_downloads(self, slots: DownloadSlots) -> None:
         """Hold one of ``slots`` around each download from now on."""
+        ...
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """What every process talking to one vendor account agrees on, wherever it runs (the database:
+    :mod:`hdi_lab.core.ledger`): the requests sent lately, per scope (a gateway), and which connection ids are
+    taken."""
+
+    def book(
+        self,
+        scope: str,
+        horizon_s: float,
+        decide: Callable[[float, list[LedgerEntry]], tuple[float, list[LedgerEntry]]],
+    ) -> float:
+        """Call ``decide(now, entries)`` with the ledger's clock and ``scope``'s entries of the last ``horizon_s``
+        seconds while holding the scope's lock (the other processes wait their turn); add the entries it returns
+        and return the wait it returns (seconds; 0 when it booked).
+
+        Raises StorageError when the ledger fails."""
+        ...
+
+    def lease(self, scope: str, candidates: Sequence[int]) -> int | None:
+        """Take the first of ``candidates`` (connection ids) no other process holds in ``scope``, held until
+        :meth:`release` or until this process ends; None when every one is held.
+
+        Raises StorageError when the ledger fails."""
+        ...
+
+    def release(self, scope: str, value: int) -> None:
+        """Give back a connection id :meth:`lease` gave. Raises StorageError when the ledger fails."""
+        ...
+
+    def close(self) -> None:
+        """Give back every lease and close the ledger's connection."""
+        ...
+
+
+@runtime_checkable
+class LedgerPaced(Protocol):
+    """A provider whose vendor paces every request and allows one connection per id across all the processes of
+    an account (IB): an executor running chunks in several processes (Dask workers) hands each process's copy one
+    :class:`Ledger` of them all, instead of the copy's own pacing and fixed id."""
+
+    def share_ledger(self, ledger: Ledger) -> None:
+        """Pace every request and lease every connection id through ``ledger`` from now on."""
         ...
 
 

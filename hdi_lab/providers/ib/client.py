@@ -20,9 +20,20 @@ from typing import Any, Self, TypeVar
 
 from hdi_lab.errors import ConfigError, MissingDependency
 
-__all__ = ["LIBRARIES", "IbApiError", "IbConnection", "IbDisconnected", "load_library"]
+__all__ = [
+    "CLIENT_ID_IN_USE",
+    "LIBRARIES",
+    "IbApiError",
+    "IbClientIdInUse",
+    "IbConnection",
+    "IbDisconnected",
+    "load_library",
+]
 
 LIBRARIES = ("ib_async", "ib_insync")
+#: IB's error code for a connection whose client id another connection uses ("Unable to connect as the client id
+#: is already in use"); TWS closes the connection after it
+CLIENT_ID_IN_USE = 326
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,10 @@ class IbApiError(Exception):
 
 class IbDisconnected(Exception):
     """The connection to TWS / IB Gateway was lost or could not be opened."""
+
+
+class IbClientIdInUse(IbDisconnected):
+    """TWS / IB Gateway refused the connection: another connection uses its client id (IB error 326)."""
 
 
 def load_library(choice: str | None = "auto") -> ModuleType:
@@ -116,13 +131,27 @@ class IbConnection:
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnect
         self.ib = ib
+        # TWS answers a client id in use with error 326 and closes the connection, which the client library
+        # notices only when its handshake times out: the error ends the wait at once
+        self._failure = refused = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(
+            ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout, readonly=True)
+        )
         try:
-            await ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout, readonly=True)
+            done, _ = await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                raise refused.result()
+            task.result()
         except (TimeoutError, OSError, ConnectionError) as exc:
             raise IbDisconnected(
                 f"cannot connect to TWS / IB Gateway at {self.host}:{self.port} "
                 f"(client id {self.client_id}): {type(exc).__name__} {exc}".rstrip()
             ) from exc
+        finally:
+            self._failure = None
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _disconnect(self) -> None:
         if self.ib is not None:
@@ -148,6 +177,14 @@ class IbConnection:
     # -- events ------------------------------------------------------------------------------
     def _on_error(self, req_id: int, code: int, message: str, *rest: object) -> None:
         self.errors.append((int(req_id), int(code), str(message)))
+        if code == CLIENT_ID_IN_USE and self._failure is not None and not self._failure.done():
+            self._failure.set_result(
+                IbClientIdInUse(
+                    f"TWS / IB Gateway at {self.host}:{self.port} refused client id {self.client_id}: another "
+                    f"connection uses it (IB error {code}: {message})"
+                )
+            )
+            return
         informational = code in (2104, 2106, 2107, 2108, 2158, 2119) or 2100 <= code < 2200
         if req_id > 0 and not informational and self._failure is not None and not self._failure.done():
             self._failure.set_result(IbApiError(int(code), str(message), int(req_id)))

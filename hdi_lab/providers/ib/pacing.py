@@ -13,6 +13,10 @@ The rules (IB "Historical Data Limitations"), all checked by :class:`Pacer` befo
 Time comes from a :class:`Clock` (``now``/``sleep``), so tests and the planner run the same code on a
 virtual clock. :func:`schedule` simulates a whole plan and gives each request its earliest start:
 the last one is the plan's minimum wall time.
+
+A :class:`Pacer` knows what its own process sent. On a cluster every worker's copy of the provider paces through a
+:class:`SharedPacer` instead: the same rules over the requests *every* worker sent, read from and booked in a
+shared :class:`~hdi_lab.providers.base.Ledger` (the database) under one lock, on the ledger's clock.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hdi_lab.errors import ValidationError
+from hdi_lab.providers.base import Ledger, LedgerEntry
 from hdi_lab.schemas import Schema
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "HistRequest",
     "Pacer",
     "Rules",
+    "SharedPacer",
     "VirtualClock",
     "duration_string",
     "format_duration",
@@ -162,7 +168,12 @@ class _Sent:
     t: float
     weight: int
     identity: tuple[str, ...]
-    group: tuple[str, str, str]
+    group: tuple[str, ...]
+
+
+#: joins a request's identity and group fields into one ledger text (no field holds it)
+_SEP = "\x1f"
+_PENALTY = ("penalty",)
 
 
 class Pacer:
@@ -228,9 +239,72 @@ class Pacer:
             self._open = max(self._open - 1, 0)
 
     def penalise(self, until: float) -> None:
-        """After a pacing violation: fill the window so nothing is sent before ``until``."""
+        """After a pacing violation: fill the window so nothing is sent before ``until`` (on :attr:`clock`)."""
         with self._lock:
-            self._sent.append(_Sent(until - self.rules.window_s, self.rules.window_max, ("penalty",), ("", "", "")))
+            self._sent.append(_Sent(until - self.rules.window_s, self.rules.window_max, _PENALTY, ("", "", "")))
+
+    def hold(self, seconds: float) -> None:
+        """After a pacing violation: send nothing for ``seconds`` from now."""
+        self.penalise(self.clock.now() + seconds)
+
+
+class SharedPacer(Pacer):
+    """A :class:`Pacer` over the requests of every process that sends to one gateway (``scope``): each request is
+    booked in ``ledger`` under the scope's lock when the rules allow it there and then, on the ledger's clock (the
+    database's, the one clock workers on several machines share); else the pacer sleeps (on ``clock``) for what the
+    rules say and asks again. A pacing violation holds every process back (:meth:`hold` books a full window).
+    Requests of this process go one at a time."""
+
+    def __init__(self, rules: Rules, clock: Clock, ledger: Ledger, scope: str) -> None:
+        super().__init__(rules, clock)
+        self.ledger, self.scope = ledger, scope
+
+    @property
+    def horizon_s(self) -> float:
+        """How far back a request's rules look (older ledger entries are dropped)."""
+        return max(self.rules.window_s, self.rules.identical_s) + 1.0
+
+    def acquire(self, req: HistRequest) -> float:
+        """Wait until ``req`` may go for every process of the scope, book it; returns its time on the ledger's
+        clock.
+
+        Raises RuntimeError when the most requests the rules allow are already open (a caller's bug), StorageError
+        when the ledger fails."""
+        with self._lock:
+            if self._open >= self.rules.max_open:
+                raise RuntimeError(f"{self._open} requests are open: at most {self.rules.max_open} allowed")
+            booked: list[float] = []
+
+            def decide(now: float, entries: list[LedgerEntry]) -> tuple[float, list[LedgerEntry]]:
+                self._sent = deque(_Sent(t, w, tuple(i.split(_SEP)), tuple(g.split(_SEP))) for t, w, i, g in entries)
+                at = self.earliest(req, now)
+                if at > now:
+                    return at - now, []
+                booked.append(now)
+                return 0.0, [(now, req.weight(self.rules), _SEP.join(req.identity), _SEP.join(req.group))]
+
+            while not booked:
+                wait = self.ledger.book(self.scope, self.horizon_s, decide)
+                if not booked:
+                    self.clock.sleep(wait)
+            self._open += 1
+            return booked[0]
+
+    def hold(self, seconds: float) -> None:
+        """After a pacing violation: no process of the scope sends anything for ``seconds`` from now.
+
+        Raises StorageError when the ledger fails."""
+        r = self.rules
+
+        def penalty(now: float, entries: list[LedgerEntry]) -> tuple[float, list[LedgerEntry]]:
+            return 0.0, [(now + seconds - r.window_s, r.window_max, _SEP.join(_PENALTY), "")]
+
+        with self._lock:
+            self.ledger.book(self.scope, self.horizon_s, penalty)
+
+    def penalise(self, until: float) -> None:
+        """:meth:`hold` until ``until`` on :attr:`clock`. Raises StorageError when the ledger fails."""
+        self.hold(until - self.clock.now())
 
 
 def _free_at(sent: Iterable[_Sent], t: float, window: float, allowed: int, weight: object) -> float:

@@ -20,14 +20,21 @@ disconnect resumes from the last committed chunk. Requests go through a :class:`
 breaks IB's pacing rules; a dry run reports each chunk's earliest start and so the plan's minimum
 duration. ``reqHeadTimeStamp`` skips requests that end before a contract's earliest data.
 
-One connection to TWS / IB Gateway serves a provider's fetches (re-opened if lost) until
-:meth:`IbProvider.close` (``ingestion.run`` closes the providers it creates; use ``with IbProvider(...)``
+One connection to TWS / IB Gateway serves a provider's fetches (re-opened if lost), one request at a time,
+until :meth:`IbProvider.close` (``ingestion.run`` closes the providers it creates; use ``with IbProvider(...)``
 otherwise). The client runs on a private event loop (:mod:`hdi_lab.providers.ib.client`), so it works
 the same in scripts and in notebooks.
 
 Schemas: ohlcv-1s/5s/1m/1h/1d, requested with barSizeSetting 1 secs / 5 secs / 1 min / 1 hour / 1 day (ohlcv-5s,
 IB's 5-second bars, is the one schema only this provider has; its live real-time bars are
 :mod:`hdi_lab.providers.ib.live`'s, which backfills their gaps through :meth:`IbProvider.history`).
+
+**On a cluster** (``executor="dask"``) each worker gets a copy of the provider, which the executor hands a
+shared :class:`~hdi_lab.providers.base.Ledger` (:meth:`IbProvider.share_ledger`): its requests are paced over
+what every worker sent to the gateway (:class:`~hdi_lab.providers.ib.pacing.SharedPacer`), and its connection
+uses a client id leased from ``ib_client_id`` .. ``ib_client_id + CLIENT_IDS - 1`` that no other worker holds (an
+id TWS still refuses, held by another program, is skipped). A worker that dies frees its lease with its database
+connection.
 
 Timestamps: intraday bars are requested with formatDate=2 (epoch seconds, UTC, bar start); daily
 bars come as the exchange's trading date and are stored at 00:00 UTC of that date, like Databento's
@@ -39,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 import weakref
 from typing import Any, Self
 
@@ -55,9 +63,10 @@ from hdi_lab.errors import (
     UnavailableError,
     ValidationError,
 )
-from hdi_lab.providers.base import CostEstimate, Fetch
+from hdi_lab.providers.base import CostEstimate, Fetch, Ledger
 from hdi_lab.providers.ib.client import (
     IbApiError,
+    IbClientIdInUse,
     IbConnection,
     IbDisconnected,
     load_library,
@@ -76,6 +85,7 @@ from hdi_lab.providers.ib.pacing import (
     HistRequest,
     Pacer,
     Rules,
+    SharedPacer,
     duration_string,
     schedule,
     split_range,
@@ -83,6 +93,7 @@ from hdi_lab.providers.ib.pacing import (
 from hdi_lab.schemas import Chunk, IngestRequest, Schema, parse_enum, parse_range
 
 __all__ = [
+    "CLIENT_IDS",
     "DATASETS",
     "PACING_BACKOFF_S",
     "PACING_RETRIES",
@@ -97,6 +108,8 @@ DATASETS: dict[str, str] = {"IB": "TRADES", "IB.MIDPOINT": "MIDPOINT", "IB.BID_A
 PUBLISHERS: dict[str, int] = {"IB": 32000, "IB.MIDPOINT": 32001, "IB.BID_ASK": 32002}
 PACING_RETRIES = 3
 PACING_BACKOFF_S = 60.0
+#: how many client ids, from ``ib_client_id`` on, the workers of a cluster lease their connections from
+CLIENT_IDS = 32
 log = logging.getLogger(__name__)
 
 
@@ -148,6 +161,29 @@ class IbProvider:
         self.connections = 0  # connections opened (one per run, plus reconnects)
         self._conn: IbConnection | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._ledger: Ledger | None = None
+        self._lease: int | None = None  # the client id leased from the ledger for the open connection
+        self._refused: list[int] = []  # leased ids TWS refused (used by another program), held until close()
+        self._calls = threading.RLock()  # one request at a time on the one connection (a worker runs tasks in threads)
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy for another process: the settings and the pacing rules
+        return {"settings": self.settings, "rules": self.pacer.rules, "clock": self.pacer.clock}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"], clock=state["clock"], rules=state["rules"])  # type: ignore[misc]
+
+    @property
+    def scope(self) -> str:
+        """The gateway the provider talks to, as the ledger names it."""
+        return f"ib:{self.settings.ib_host}:{self.settings.ib_port}"
+
+    def share_ledger(self, ledger: Ledger) -> None:
+        """Pace every request over what every process sharing ``ledger`` sent to this gateway, and connect with a
+        client id leased from it (see the module docstring); the connection open now is closed."""
+        with self._calls:
+            self.close()
+            self._ledger = ledger
+            self.pacer = SharedPacer(self.pacer.rules, self.pacer.clock, ledger, self.scope)
 
     @property
     def lib(self) -> Any:
@@ -244,12 +280,13 @@ class IbProvider:
         spec = parse_contract(chunk.symbols[0])
         for attempt in (1, 2):
             try:
-                conn = self._connection()
-                data = (
-                    self._definitions(conn, chunk, spec)
-                    if chunk.schema is Schema.DEFINITION
-                    else self._bars(conn, chunk, spec)
-                )
+                with self._calls:
+                    conn = self._connection()
+                    data = (
+                        self._definitions(conn, chunk, spec)
+                        if chunk.schema is Schema.DEFINITION
+                        else self._bars(conn, chunk, spec)
+                    )
                 break
             except IbDisconnected as exc:
                 self.close()
@@ -274,14 +311,34 @@ class IbProvider:
 
     def _connection(self) -> IbConnection:
         """The open connection, (re)connecting when needed; it stays open until :meth:`close`."""
-        if self._conn is not None and self._conn.connected:
-            return self._conn
-        self.close()
+        with self._calls:
+            if self._conn is not None and self._conn.connected:
+                return self._conn
+            self.close()
+            conn = self._open(self.settings.ib_client_id) if self._ledger is None else self._open_leased(self._ledger)
+            self._conn = conn
+            self._finalizer = weakref.finalize(self, conn.close)  # a provider dropped without close()
+            return conn
+
+    def _open(self, client_id: int, *, leased: bool = False) -> IbConnection:
+        """A new connection with ``client_id``.
+
+        Raises UnavailableError when TWS / IB Gateway cannot be reached or refuses the id; IbClientIdInUse when
+        ``leased`` and TWS refuses the id (the caller takes another)."""
         s = self.settings
         self.connections += 1
-        conn = IbConnection(self.lib, s.ib_host, s.ib_port, s.ib_client_id, s.ib_timeout)
+        conn = IbConnection(self.lib, s.ib_host, s.ib_port, client_id, s.ib_timeout)
         try:
             conn.__enter__()
+        except IbClientIdInUse:
+            if leased:
+                raise
+            raise UnavailableError(
+                f"TWS / IB Gateway at {s.ib_host}:{s.ib_port} refused client id {client_id}: another connection "
+                "uses it; set HDI_IB_CLIENT_ID to an id no other program uses, then re-run the same ingest to resume "
+                "from the last committed chunk",
+                provider=self.name,
+            ) from None
         except (IbDisconnected, TimeoutError) as exc:
             raise UnavailableError(
                 f"{exc}: start TWS or IB Gateway with the API enabled, or set HDI_IB_HOST / HDI_IB_PORT / "
@@ -289,18 +346,59 @@ class IbProvider:
                 "the same ingest to resume from the last committed chunk",
                 provider=self.name,
             ) from exc
-        self._conn = conn
-        self._finalizer = weakref.finalize(self, conn.close)  # a provider dropped without close()
         return conn
 
+    def _open_leased(self, ledger: Ledger) -> IbConnection:
+        """A new connection with a client id leased from ``ledger``: one no other process holds. An id TWS refuses
+        (another program uses it) stays leased, so the other workers skip it too, until :meth:`close`.
+
+        Raises UnavailableError when every id is held or refused, or TWS / IB Gateway cannot be reached;
+        StorageError when the ledger fails."""
+        first = int(self.settings.ib_client_id)
+        while True:
+            client_id = ledger.lease(self.scope, range(first, first + CLIENT_IDS))
+            if client_id is None:
+                raise UnavailableError(
+                    f"every IB client id from {first} to {first + CLIENT_IDS - 1} is held by another worker or used "
+                    f"by another program ({len(self._refused)} refused by TWS / IB Gateway): run fewer workers or "
+                    "set HDI_IB_CLIENT_ID to a free range, then re-run the same ingest to resume",
+                    provider=self.name,
+                )
+            try:
+                conn = self._open(client_id, leased=True)
+            except IbClientIdInUse:
+                log.warning("IB client id %d is used by another program: trying the next one", client_id)
+                self._refused.append(client_id)
+                continue
+            except BaseException:
+                ledger.release(self.scope, client_id)
+                raise
+            self._lease = client_id
+            return conn
+
+    @property
+    def client_id(self) -> int | None:
+        """The client id of the open connection (None when none is open)."""
+        return None if self._conn is None else self._conn.client_id
+
     def close(self) -> None:
-        """Close the connection to TWS / IB Gateway (the next fetch opens a new one)."""
+        """Close the connection to TWS / IB Gateway (the next fetch opens a new one) and give back its leased
+        client id.
+
+        Raises StorageError when the ledger fails giving the lease back (the connection is closed)."""
         conn, self._conn = self._conn, None
+        leases = [*self._refused, *([] if self._lease is None else [self._lease])]
+        self._lease, self._refused = None, []
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if conn is not None:
-            conn.close()
+        try:
+            if conn is not None:
+                conn.close()
+        finally:
+            if self._ledger is not None:
+                for client_id in leases:
+                    self._ledger.release(self.scope, client_id)
 
     def __enter__(self) -> Self:
         return self
@@ -430,7 +528,7 @@ class IbProvider:
                 if exc.code == 162 and "pacing" in text and attempt < PACING_RETRIES:
                     wait = PACING_BACKOFF_S * 2**attempt
                     log.warning("IB pacing violation for %s: waiting %.0f s, then retrying", what, wait)
-                    self.pacer.penalise(self.pacer.clock.now() + wait)
+                    self.pacer.hold(wait)
                     continue
                 raise self._error(
                     exc, what, "reqHistoricalData" if req.bar_size != "head" else "reqHeadTimeStamp"
