@@ -102,7 +102,18 @@ def query(
         if labelled and asked:  # what the session label needs
             asked = list(dict.fromkeys([*asked, "publisher_id", "instrument_id"]))
         table = read.query_arrow(
-            conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked, lookups=session.lookups
+            conn,
+            session.schema,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            asked,
+            lookups=session.lookups,
+            cache=session.cache,
         )
         if labelled:
             table = table.append_column(sessions.COLUMN, session_column(session, table, seconds or sch.bar_seconds))
@@ -116,7 +127,18 @@ def query(
         )
     else:
         frame = read.query(
-            conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns, lookups=session.lookups
+            conn,
+            session.schema,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            columns,
+            lookups=session.lookups,
+            cache=session.cache,
         )
     if columns:
         read.check_columns(columns, list(frame.columns), sch)

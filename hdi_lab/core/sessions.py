@@ -120,12 +120,24 @@ def bars(
             asked,
             lookups=session.lookups,
             extra=column if wanted else None,
+            cache=session.cache,
         )
     # whole sessions: the bars of one more UTC day each side (every calendar's session D lies in [D-1, D+2))
     wlo, whi = lo.normalize() - pd.Timedelta(days=1), hi.ceil("D") + pd.Timedelta(days=1)
     wide = symbology.lookup(session.connection(), session.schema, syms, wlo, whi, dataset, missing=[])
     frame = read.query(
-        session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None, lookups=session.lookups
+        session.connection(),
+        session.schema,
+        sch,
+        wide,
+        syms,
+        wlo,
+        whi,
+        price_type,
+        None,
+        None,
+        lookups=session.lookups,
+        cache=session.cache,
     )
     labels, opens, pairs = _sessions(session, frame, sch.bar_seconds * _NS, strict=True)
     rows = np.flatnonzero((labels != NAT) & (labels >= lo.value) & (labels < hi.value))  # in time order

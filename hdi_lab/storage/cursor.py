@@ -23,7 +23,7 @@ from hdi_lab.errors import StorageError, first_line
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["fetch_frame", "one", "quote", "storage_error", "transaction"]
+__all__ = ["fetch_frame", "one", "quote", "statements", "storage_error", "transaction"]
 
 #: sqlstate classes of a connection that is gone: connection exception, operator intervention
 _LOST = ("08", "57P")
@@ -84,6 +84,27 @@ def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.exten
         raise
     finally:
         cur.close()
+
+
+@contextmanager
+def statements(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor whose statements each run as a transaction of their own (autocommit): one round trip per
+    statement, no ``BEGIN`` and ``COMMIT`` around them (two more each). For reads that need no snapshot shared
+    by their statements; a connection already in a transaction (or in autocommit) runs them as
+    :func:`transaction` does.
+
+    Raises what :func:`transaction` raises."""
+    if conn.autocommit or conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
+        with transaction(conn) as cur:
+            yield cur
+        return
+    conn.autocommit = True
+    try:
+        with transaction(conn) as cur:  # its commit is a no-op here; it translates the errors
+            yield cur
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
 
 
 def _rollback(conn: psycopg2.extensions.connection) -> None:

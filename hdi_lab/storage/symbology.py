@@ -10,7 +10,7 @@ import psycopg2.extensions
 
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import DAY_NS
-from hdi_lab.storage.cursor import quote, transaction
+from hdi_lab.storage.cursor import quote, statements
 
 __all__ = ["Span", "lookup", "resolve"]
 
@@ -101,8 +101,8 @@ def lookup(
     dataset: str | None = None,
     missing: list[str] | None = None,
 ) -> list[Span]:
-    """:func:`resolve` in a transaction of its own."""
-    with transaction(conn) as cur:
+    """:func:`resolve` in a transaction of its own (one statement: one round trip)."""
+    with statements(conn) as cur:
         return resolve(cur, schema, symbols, start, end, dataset, missing)
 
 
