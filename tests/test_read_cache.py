@@ -189,8 +189,9 @@ def test_damaged_files_are_read_again_and_rewritten(stored: tuple[HdiSession, Hd
     cut, garbage = (cache.path(Day(ident, "ohlcv_1m", 400001, _day(d))) for d in ("2024-03-12", "2024-03-13"))
     cut.write_bytes(cut.read_bytes()[:-100])  # a file cut short (a writer killed before its rename cannot do this)
     garbage.write_bytes(b"not an arrow file")
-    pd.testing.assert_frame_equal(hdi_lab.query(*args, session=on), hdi_lab.query(*args, session=off))
-    assert cache.flush(30)
+    with HdiSession(on.settings) as other:  # another reader of the folder (this one keeps the days in memory)
+        pd.testing.assert_frame_equal(hdi_lab.query(*args, session=other), hdi_lab.query(*args, session=off))
+        assert _cache(other).flush(30)
     for path in (cut, garbage):  # rewritten whole
         assert pa.ipc.open_file(path.read_bytes()).read_all().num_rows > 1000
 
@@ -384,27 +385,56 @@ def test_hdi_cache_off_reads_without_files(
 @pytest.mark.unit
 def test_the_least_recently_used_days_go_first(tmp_path: Path) -> None:
     schema = cached.layout("ohlcv_1m")
-    rows = {f.name: np.arange(1000, dtype=f.type.to_pandas_dtype()) for f in schema}  # 1000 rows: ~42 KB a day
+    rows = pa.RecordBatch.from_arrays(  # 1000 rows: ~50 KB a day
+        [pa.array(np.arange(1000), type=f.type) for f in schema], schema=schema
+    )
     probe = ReadCache(tmp_path, 1 << 30)
-    probe.put(Day("db", "ohlcv_1m", 1, 0), "t", rows, schema)
+    probe.put(Day("db", "ohlcv_1m", 1, 0), "t", rows)
     assert probe.flush(30)
     size = probe.usage().bytes
     cache = ReadCache(tmp_path, 8 * size)  # room for 8 days; trimmed to 6 whenever an eighth (1 day) is written
     days = [Day("db", "ohlcv_1m", 1, d) for d in range(8)]
     for k, day in enumerate(days):
-        cache.put(day, "t", rows, schema)
+        cache.put(day, "t", rows)
         assert cache.flush(30)
         os.utime(cache.path(day), (1000.0 + k, 1000.0 + k))  # written in this order, a second apart
     assert cache.usage().files == 8
     got = cache.get(days[0], "t", schema)  # a hit refreshes the oldest day
-    assert got is not None and (got["close"] == rows["close"]).all()
-    cache.put(Day("db", "ohlcv_1m", 1, 8), "t", rows, schema)  # over the bound: the least recently used go
+    assert got is not None and got.equals(rows)
+    cache.put(Day("db", "ohlcv_1m", 1, 8), "t", rows)  # over the bound: the least recently used go
     assert cache.flush(30)
     left = {d.day for d in [*days, Day("db", "ohlcv_1m", 1, 8)] if cache.path(d).exists()}
     assert left == {0, 4, 5, 6, 7, 8}
     assert cache.usage().bytes <= 6 * size
     assert cache.get(days[0], "other token", schema) is None  # another version: not this file
     assert cache.get(days[0], "t", cached.layout("ohlcv_1h").remove(0)) is None  # another layout
+    empty = rows.slice(0, 0)  # a day without rows is cached too
+    cache.put(Day("db", "ohlcv_1m", 2, 0), "t", empty)
+    assert cache.flush(30)
+    got = cache.get(Day("db", "ohlcv_1m", 2, 0), "t", schema)
+    assert got is not None and got.num_rows == 0 and got.schema.equals(schema)
+
+
+@pytest.mark.unit
+def test_days_read_lately_are_kept_in_memory_up_to_its_bound(tmp_path: Path) -> None:
+    schema = cached.layout("ohlcv_1h")
+    rows = pa.RecordBatch.from_arrays([pa.array(np.arange(100), type=f.type) for f in schema], schema=schema)
+    writer = ReadCache(tmp_path, 1 << 30)
+    days = [Day("db", "ohlcv_1h", 7, d) for d in range(3)]
+    for day in days:
+        writer.put(day, "v1", rows)
+    assert writer.flush(30)
+    size = writer.path(days[0]).stat().st_size
+    cache = ReadCache(tmp_path, 1 << 30, memory_bytes=2 * size)  # room for two days in memory
+    for day in days:
+        assert cache.get(day, "v1", schema) is not None  # read from its file, then kept
+    for day in days:
+        writer.path(day).unlink()
+    assert cache.get(days[0], "v1", schema) is None  # the least recently read went: its file is gone
+    for day in days[1:]:
+        got = cache.get(day, "v1", schema)
+        assert got is not None and got.equals(rows)  # from memory
+    assert cache.get(days[2], "v2", schema) is None  # another version: not the day kept
 
 
 @pytest.mark.integration

@@ -36,11 +36,9 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import numpy.typing as npt
 import pyarrow as pa
 
 from hdi_lab.storage.cached import Day
@@ -77,16 +75,20 @@ class ReadCache:
     """The cache folder ``root``, bounded to ``max_bytes`` (see the module); thread-safe, and safe to share with
     other processes. Implements :class:`hdi_lab.storage.cached.DayStore`."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, memory_bytes: int = 0) -> None:
         self.root = Path(root)
         self._root = str(self.root)
         self.max_bytes = int(max_bytes)
+        self.memory_bytes = int(memory_bytes)
+        # the days last read from files, kept in memory (least recently used first): day -> token, rows, bytes
+        self._memory: collections.OrderedDict[Day, tuple[str, pa.RecordBatch, int]] = collections.OrderedDict()
+        self._held = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._written = 0  # bytes written since the last trim
         self._folders: set[Path] = set()  # folders known to exist
         # the days put and not yet written, their bytes, the writer thread (of process _pid) and whether it writes
-        self._queue: collections.deque[tuple[Day, str, Mapping[str, npt.NDArray[Any]], pa.Schema]] = collections.deque()
+        self._queue: collections.deque[tuple[Day, str, pa.RecordBatch]] = collections.deque()
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -94,7 +96,7 @@ class ReadCache:
         _CACHES.add(self)
 
     def __repr__(self) -> str:
-        return f"ReadCache(root={str(self.root)!r}, max_bytes={self.max_bytes})"
+        return f"ReadCache(root={str(self.root)!r}, max_bytes={self.max_bytes}, memory_bytes={self.memory_bytes})"
 
     def path(self, day: Day) -> Path:
         """The file of ``day``."""
@@ -104,10 +106,15 @@ class ReadCache:
         date = dt.date.fromordinal(_EPOCH_ORDINAL + day.day).isoformat()
         return f"{self._root}/{day.identity}/{day.table}/{day.instrument_id}/{date}.arrow"
 
-    def get(self, day: Day, token: str, schema: pa.Schema) -> dict[str, npt.NDArray[Any]] | None:
-        """The columns of ``day`` cached under ``token`` with ``schema`` (read-only arrays over the file's bytes),
-        None when there is no such file or it cannot be read. A hit refreshes the file's place in the LRU order.
-        Raises nothing."""
+    def get(self, day: Day, token: str, schema: pa.Schema) -> pa.RecordBatch | None:
+        """The rows of ``day`` cached under ``token`` with ``schema``, None when there is no such file or it cannot
+        be read: from memory when this cache read it lately, else from its file (then kept in memory, and the file's
+        place in the LRU order refreshed). Raises nothing."""
+        with self._lock:
+            kept = self._memory.get(day)
+            if kept is not None and kept[0] == token:
+                self._memory.move_to_end(day)
+                return kept[1]
         try:
             data = _read(self._file(day))
         except OSError:  # not cached (or unreadable): a miss
@@ -117,29 +124,45 @@ class ReadCache:
             found = reader.schema
             if (found.metadata or {}).get(b"token") != token.encode() or not found.equals(schema):
                 return None
-            table = reader.read_all()
-            return {name: table.column(name).to_numpy() for name in schema.names}
+            if reader.num_record_batches == 1:
+                rows = reader.get_batch(0).replace_schema_metadata(None)
+            else:  # none (an empty day), or another writer's batches
+                batches = reader.read_all().combine_chunks().to_batches()
+                rows = batches[0].replace_schema_metadata(None) if batches else pa.RecordBatch.from_pylist([], schema)
         except (pa.ArrowException, ValueError):  # cut short or damaged: a miss, rewritten by the read
             return None
+        self._remember(day, token, rows, len(data))
+        return rows
 
-    def put(self, day: Day, token: str, arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> None:
-        """Cache the columns of ``day`` under ``token``: handed to this cache's writer thread (the read does not
-        wait for the disk), or written at once when the writer is :data:`_PENDING_BYTES` behind. The arrays must
-        not change afterwards. Raises nothing."""
-        size = sum(int(a.nbytes) for a in arrays.values())
+    def _remember(self, day: Day, token: str, rows: pa.RecordBatch, size: int) -> None:
+        """Keep ``rows`` (over ``size`` bytes) in memory, the least recently used going beyond ``memory_bytes``."""
+        if size > self.memory_bytes:
+            return
+        with self._lock:
+            old = self._memory.pop(day, None)
+            self._held += size - (old[2] if old else 0)
+            self._memory[day] = (token, rows, size)
+            while self._held > self.memory_bytes:
+                _, (_, _, gone) = self._memory.popitem(last=False)
+                self._held -= gone
+
+    def put(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
+        """Cache the ``rows`` of ``day`` under ``token``: handed to this cache's writer thread (the read does not
+        wait for the disk), or written at once when the writer is :data:`_PENDING_BYTES` behind. Raises nothing."""
+        size = int(rows.nbytes)
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's writer and its queue are not ours
                 self._queue.clear()
                 self._pending, self._thread, self._pid = 0, None, os.getpid()
             if self._pending + size <= _PENDING_BYTES:
-                self._queue.append((day, token, arrays, schema))
+                self._queue.append((day, token, rows))
                 self._pending += size
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._drain, name="hdi-read-cache", daemon=True)
                     self._thread.start()
                 self._changed.notify_all()
                 return
-        self._store(day, token, arrays, schema)
+        self._store(day, token, rows)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every day handed to :meth:`put` is written (or ``timeout`` seconds); whether it is.
@@ -154,24 +177,21 @@ class ReadCache:
                 if not self._changed.wait_for(lambda: bool(self._queue), _IDLE_SECONDS):
                     self._thread = None
                     return
-                day, token, arrays, schema = self._queue.popleft()
+                day, token, rows = self._queue.popleft()
                 self._busy = True
             try:
-                self._store(day, token, arrays, schema)
+                self._store(day, token, rows)
             finally:
                 with self._lock:
-                    self._pending -= sum(int(a.nbytes) for a in arrays.values())
+                    self._pending -= int(rows.nbytes)
                     self._busy = False
                     self._changed.notify_all()
 
-    def _store(self, day: Day, token: str, arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> None:
+    def _store(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
         """Write ``day`` (whole, then renamed into place); trim the folder when this cache has written an eighth
         of its bound since it last did. A failure to write is logged (debug) and leaves the reads unaffected."""
         path = self.path(day)
-        table = pa.Table.from_arrays(
-            [pa.array(arrays[name], type=field.type) for name, field in zip(schema.names, schema, strict=True)],
-            schema=schema.with_metadata({b"token": token.encode()}),
-        )
+        table = pa.Table.from_batches([rows]).replace_schema_metadata({b"token": token.encode()})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             size = self._write(tmp, path, table)
@@ -237,7 +257,11 @@ class ReadCache:
         return Usage(len(files), total)
 
     def clear(self) -> int:
-        """Delete every cached file (of every database); returns how many. Raises nothing."""
+        """Delete every cached file (of every database) and forget the days kept in memory; returns how many files.
+        Raises nothing."""
+        with self._lock:
+            self._memory.clear()
+            self._held = 0
         files, _ = self._listing()
         removed = 0
         for _, _, name in files:

@@ -117,7 +117,11 @@ class HdiSession:
 
             with self._lock:
                 if self._cache is None:
-                    self._cache = ReadCache(self.settings.home_dir / "cache", int(self.settings.cache_bytes))
+                    self._cache = ReadCache(
+                        self.settings.home_dir / "cache",
+                        int(self.settings.cache_bytes),
+                        int(self.settings.cache_memory_bytes),
+                    )
                 found = self._cache
         return found
 

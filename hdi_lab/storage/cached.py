@@ -49,12 +49,12 @@ class Day(NamedTuple):
 class DayStore(Protocol):
     """Where cached days live (:class:`hdi_lab.core.cache.ReadCache`)."""
 
-    def get(self, day: Day, token: str, schema: pa.Schema) -> dict[str, npt.NDArray[Any]] | None:
-        """The columns of ``day`` cached under ``token`` with this Arrow ``schema``, None when it has none
-        (never cached, another token, a damaged file)."""
+    def get(self, day: Day, token: str, schema: pa.Schema) -> pa.RecordBatch | None:
+        """The rows of ``day`` cached under ``token`` with this Arrow ``schema``, None when it has none (never
+        cached, another token, a damaged file)."""
 
-    def put(self, day: Day, token: str, arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> None:
-        """Cache the columns of ``day`` under ``token``."""
+    def put(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
+        """Cache the rows of ``day`` under ``token``."""
 
 
 @functools.cache
@@ -102,7 +102,7 @@ def fetch(
     if not fresh:
         return None
     shape = layout(t.name)
-    days: dict[tuple[int, int], dict[str, npt.NDArray[Any]]] = {}
+    days: dict[tuple[int, int], pa.RecordBatch] = {}
     for key in fresh:
         got = store.get(Day(seen.identity, t.name, *key), seen.tokens[key], shape)
         if got is not None:
@@ -113,24 +113,29 @@ def fetch(
     runs = _runs(missing)
     reads = [(iid, d0 * DAY_NS, (d1 + 1) * DAY_NS) for iid, d0, d1 in runs]
     reads += [(p.instrument_id, p.lo, p.hi) for p in direct]
-    exact: dict[tuple[int, int], dict[str, npt.NDArray[Any]]] = {}
+    exact: dict[tuple[int, int], pa.RecordBatch] = {}
     if reads:
         arrays, index = scan.fetch(cur, schema, t, reads, scan.fetched(t, scan.out_columns(t)))
         groups = _groups(index, len(reads))
         for rows, (iid, d0, d1) in zip(groups, runs, strict=False):
-            part = _in_order(t, {n: v[rows] for n, v in arrays.items()})
+            part = _batch(_in_order(t, {n: v[rows] for n, v in arrays.items()}), shape)
             for d, one in _by_day(t, part, d0, d1):
                 days[(iid, d)] = one
-                store.put(Day(seen.identity, t.name, iid, d), seen.tokens[(iid, d)], one, shape)
+                store.put(Day(seen.identity, t.name, iid, d), seen.tokens[(iid, d)], one)
         for rows, p in zip(groups[len(runs) :], direct, strict=True):
-            exact[(p.k, p.day)] = {n: v[rows] for n, v in arrays.items()}
+            exact[(p.k, p.day)] = _batch({n: v[rows] for n, v in arrays.items()}, shape)
     parts = [
         _cut(t, days[(p.instrument_id, p.day)], p) if (p.instrument_id, p.day) in days else exact[(p.k, p.day)]
         for p in pieces
     ]
-    sizes = [len(next(iter(part.values()))) for part in parts]
-    index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), sizes)
-    return {n: np.concatenate([part[n] for part in parts]) for n in shape.names}, index
+    index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), [part.num_rows for part in parts])
+    table = pa.Table.from_batches(parts, schema=shape)  # one concatenation per column, in C++
+    return {n: table.column(n).to_numpy() for n in shape.names}, index
+
+
+def _batch(arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """Columns as a record batch of ``schema`` (no copy)."""
+    return pa.RecordBatch.from_arrays([pa.array(arrays[f.name], type=f.type) for f in schema], schema=schema)
 
 
 def _runs(keys: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
@@ -170,22 +175,23 @@ def _day_edge(t: Table, day: int) -> int:
     return day * DAY_NS if t.ns_column else day * _DAY_US - copy.PG_EPOCH_US
 
 
-def _by_day(
-    t: Table, rows: dict[str, npt.NDArray[Any]], first: int, last: int
-) -> list[tuple[int, dict[str, npt.NDArray[Any]]]]:
+def _times(t: Table, rows: pa.RecordBatch) -> npt.NDArray[Any]:
+    return rows.column(t.ns_column or t.time_column).to_numpy()
+
+
+def _by_day(t: Table, rows: pa.RecordBatch, first: int, last: int) -> list[tuple[int, pa.RecordBatch]]:
     """Rows of days ``first`` to ``last`` (in key order) split by day."""
-    edges = np.searchsorted(_time(t, rows), [_day_edge(t, d) for d in range(first, last + 2)])
-    return [(first + i, {n: v[a:b] for n, v in rows.items()}) for i, (a, b) in enumerate(itertools.pairwise(edges))]
+    edges = np.searchsorted(_times(t, rows), [_day_edge(t, d) for d in range(first, last + 2)])
+    return [(first + i, rows.slice(a, b - a)) for i, (a, b) in enumerate(itertools.pairwise(edges.tolist()))]
 
 
-def _cut(t: Table, rows: dict[str, npt.NDArray[Any]], p: _Piece) -> dict[str, npt.NDArray[Any]]:
+def _cut(t: Table, rows: pa.RecordBatch, p: _Piece) -> pa.RecordBatch:
     """The rows of a whole cached day (in key order) on the piece's ``[lo, hi)``."""
     if p.hi - p.lo == DAY_NS:
         return rows
-    time = _time(t, rows)
     if t.ns_column:
         lo, hi = p.lo, p.hi
     else:  # bars are whole microseconds: ts*1000 >= lo <=> ts >= ceil(lo/1000)
         lo, hi = -(-p.lo // 1000) - copy.PG_EPOCH_US, -(-p.hi // 1000) - copy.PG_EPOCH_US
-    a, b = np.searchsorted(time, [lo, hi])
-    return {n: v[a:b] for n, v in rows.items()}
+    a, b = np.searchsorted(_times(t, rows), [lo, hi]).tolist()
+    return rows.slice(a, b - a)
