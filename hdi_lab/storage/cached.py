@@ -80,11 +80,17 @@ class _Piece(NamedTuple):
 
 
 def fetch(
-    cur: Any, schema: str, t: Table, ranges: Sequence[Range], store: DayStore
+    cur: Any,
+    schema: str,
+    t: Table,
+    ranges: Sequence[Range],
+    store: DayStore,
+    observed: versions.Observed | None = None,
 ) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]] | None:
     """The rows of ``ranges`` as :func:`hdi_lab.storage.scan.fetch` gives them (every column a read can give),
-    through ``store``; each range's rows in key order. None when nothing of them can be cached (read them
-    directly then), or the table has no versions (a schema without migration 15's rows)."""
+    through ``store``; each range's rows in key order. ``observed``: the versions already read (with the symbols'
+    resolution, before any row), else read here. None when nothing of them can be cached (read them directly
+    then), or the table has no epoch row."""
     pieces = [
         _Piece(k, iid, d, max(lo, d * DAY_NS), min(hi, (d + 1) * DAY_NS))
         for k, (iid, lo, hi) in enumerate(ranges)
@@ -95,7 +101,8 @@ def fetch(
     wanted = sorted({(p.instrument_id, p.day) for p in pieces if whole or p.hi - p.lo == DAY_NS})
     if not wanted:
         return None
-    seen = versions.observe(cur, schema, t.name, wanted)
+    seen = observed if observed is not None and observed.covers(wanted) else None
+    seen = seen or versions.observe(cur, schema, t.name, wanted)
     if seen is None:
         return None
     fresh = [key for key in wanted if seen.horizon is None or key[1] * DAY_NS >= seen.horizon]
@@ -104,7 +111,7 @@ def fetch(
     shape = layout(t.name)
     days: dict[tuple[int, int], pa.RecordBatch] = {}
     for key in fresh:
-        got = store.get(Day(seen.identity, t.name, *key), seen.tokens[key], shape)
+        got = store.get(Day(seen.identity, t.name, *key), seen.token(key), shape)
         if got is not None:
             days[key] = got
     missing = [key for key in fresh if key not in days]
@@ -121,7 +128,7 @@ def fetch(
             part = _batch(_in_order(t, {n: v[rows] for n, v in arrays.items()}), shape)
             for d, one in _by_day(t, part, d0, d1):
                 days[(iid, d)] = one
-                store.put(Day(seen.identity, t.name, iid, d), seen.tokens[(iid, d)], one)
+                store.put(Day(seen.identity, t.name, iid, d), seen.token((iid, d)), one)
         for rows, p in zip(groups[len(runs) :], direct, strict=True):
             exact[(p.k, p.day)] = _batch({n: v[rows] for n, v in arrays.items()}, shape)
     parts = [

@@ -26,6 +26,7 @@ from hdi_lab.storage.cursor import fetch_frame, quote, statements, transaction
 from hdi_lab.storage.lookups import Lookups
 from hdi_lab.storage.symbology import Span
 from hdi_lab.storage.tables import TABLES, Column, Table
+from hdi_lab.storage.versions import Observed
 
 __all__ = [
     "FIXED_SUFFIX",
@@ -62,19 +63,21 @@ def query(
     lookups: Lookups | None = None,
     extra: Extra | None = None,
     cache: DayStore | None = None,
+    observed: Observed | None = None,
 ) -> pd.DataFrame:
     """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.core.retrieval.query`);
     ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read. ``lookups``: the session's
     cache of publishers (else they are read). ``extra`` gives columns to append (market data only), built into
     the frame at once (an insert into a built frame copies it). ``cache``: where instrument-days are cached (see
-    :mod:`hdi_lab.storage.cached`; rollups and definitions are always read from the tables).
+    :mod:`hdi_lab.storage.cached`; rollups and definitions are always read from the tables), ``observed`` the
+    versions of their days if already read (:func:`hdi_lab.storage.symbology.lookup_observing`).
 
     Raises ValidationError when ``columns`` names a column ``sch`` does not have, StorageError when the
     server fails."""
     with _cursor(conn, spans, seconds) as cur:
         if sch is Schema.DEFINITION:
             return _definitions(cur, schema, spans, lo, hi, price_type)
-        rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns, lookups, cache)
+        rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns, lookups, cache, observed)
     return _frame(rows, syms, price_type, extra)
 
 
@@ -93,6 +96,7 @@ def query_arrow(
     fixed_too: bool = False,
     lookups: Lookups | None = None,
     cache: DayStore | None = None,
+    observed: Observed | None = None,
 ) -> pa.Table:
     """:func:`query`'s rows as a ``pyarrow.Table`` built from the decoded numpy columns (no pandas in between):
     ``ts_event`` (``timestamp[ns, tz=UTC]``) first, then the frame's columns with the same names, values and
@@ -104,7 +108,7 @@ def query_arrow(
         if sch is Schema.DEFINITION:
             frame = _definitions(cur, schema, spans, lo, hi, price_type)
             return pa.Table.from_pandas(frame.reset_index(), preserve_index=False).replace_schema_metadata(None)
-        rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns, lookups, cache)
+        rows = _read(cur, schema, sch, spans, syms, lo, hi, seconds, columns, lookups, cache, observed)
     return _table(rows, syms, price_type, fixed_too)
 
 
@@ -175,6 +179,7 @@ def _read(
     columns: Sequence[str] | None,
     lookups: Lookups | None,
     cache: DayStore | None,
+    observed: Observed | None,
 ) -> _Rows:
     rollup = (
         None
@@ -185,7 +190,7 @@ def _read(
     if columns and sch.is_bar:  # read only these from the server (its row formatting is the floor)
         check_columns(columns, [c.name for c in scan.out_columns(TABLES[sch])] + ["symbol"], sch)
         wanted = set(columns)
-    return _market(cur, schema, TABLES[sch], spans, syms, rollup, wanted, lookups, cache)
+    return _market(cur, schema, TABLES[sch], spans, syms, rollup, wanted, lookups, cache, observed)
 
 
 def _market(
@@ -198,6 +203,7 @@ def _market(
     wanted: Collection[str] | None = None,
     lookups: Lookups | None = None,
     cache: DayStore | None = None,
+    observed: Observed | None = None,
 ) -> _Rows:
     """The rows of ``spans``; ``wanted`` (bars) limits the value columns read (the key always comes); ``cache``
     (not with ``rollup``) serves and keeps whole instrument-days (see :mod:`hdi_lab.storage.cached`)."""
@@ -212,7 +218,7 @@ def _market(
     spans = sorted(spans, key=lambda sp: (syms.index(sp.symbol), sp.instrument_id, sp.lo, sp.dataset))
     ranges = [(sp.instrument_id, sp.lo.value, sp.hi.value) for sp in spans]
     fetched = scan.fetched(t, cols)
-    got = None if cache is None or rollup is not None else cached.fetch(cur, schema, t, ranges, cache)
+    got = None if cache is None or rollup is not None else cached.fetch(cur, schema, t, ranges, cache, observed)
     if got is None:
         arrays, span = scan.fetch(cur, schema, t, ranges, fetched, rollup)
     else:

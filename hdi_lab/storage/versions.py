@@ -23,21 +23,25 @@ than the versions it saw, never older, so what it caches under those versions is
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.schemas import DAY_NS
 from hdi_lab.storage.cursor import quote
 
-__all__ = ["Observed", "bump", "days_of", "kept", "observe", "set_retention"]
+__all__ = ["Observed", "bump", "days_of", "kept", "observe", "observe_with", "set_retention"]
 
 #: the transaction-local setting by which the loader tells the market tables' trigger that it keeps the versions
 _SETTING = "hdi_lab.market_versions"
+_EPOCH_DATE = dt.date(1970, 1, 1)
 
 
 def _seq(cur: psycopg2.extensions.cursor, schema: str) -> str:
@@ -89,14 +93,39 @@ def bump(
     )
 
 
-class Observed(NamedTuple):
-    """What :func:`observe` read: the schema's ``identity`` (where its entries live), the ``token`` of each
-    (instrument, day) asked (epoch and version: equal tokens, equal rows), and the retention ``horizon`` (int64 ns,
-    None without a policy): days starting before it may lose rows without a new token."""
+@dataclass(frozen=True)
+class Observed:
+    """What :func:`observe` read: the schema's ``identity`` (where its entries live), the table's ``epoch``, the
+    retention ``horizon`` (int64 ns, None without a policy: days starting before it may lose rows without a new
+    token), and the stored ``versions`` of ``instruments`` on days ``first`` to ``last``."""
 
     identity: str
-    tokens: dict[tuple[int, int], str]
+    epoch: int
     horizon: int | None
+    instruments: frozenset[int]
+    first: int
+    last: int
+    versions: Mapping[tuple[int, int], int]
+
+    def covers(self, wanted: Sequence[tuple[int, int]]) -> bool:
+        """Whether every (instrument, day) of ``wanted`` was observed."""
+        return all(iid in self.instruments and self.first <= d <= self.last for iid, d in wanted)
+
+    def token(self, key: tuple[int, int]) -> str:
+        """The token of an observed (instrument, day): equal tokens, equal rows."""
+        return f"{self.epoch}.{self.versions.get(key, 0)}"
+
+
+#: the rows of :func:`observe_with`'s statement: a kind, then two texts, a number, two dates, a time and a number
+_EPOCH_ROW = (
+    "SELECT 1, e.identity::text || '-' || e.tableoid::int8, NULL::text, e.epoch, NULL::date, NULL::date, "
+    "now() - e.retention, NULL::int8 FROM {epochs} e WHERE e.table_name = %(hdi_table)s"
+)
+_VERSION_ROWS = (
+    "SELECT 2, NULL, NULL, v.instrument_id, v.day, NULL, NULL, v.version FROM {versions} v "
+    "WHERE v.table_name = %(hdi_table)s AND v.instrument_id IN ({ids}) "
+    "AND v.day >= date '1970-01-01' + %(hdi_first)s AND v.day <= date '1970-01-01' + %(hdi_last)s"
+)
 
 
 def observe(
@@ -108,21 +137,56 @@ def observe(
     conn = cur.connection
     ids = sorted({iid for iid, _ in wanted})
     days = [d for _, d in wanted] or [0]
+    params = {"hdi_table": table, "hdi_ids": ids, "hdi_first": min(days), "hdi_last": max(days)}
     cur.execute(
-        "SELECT e.identity::text || '-' || e.tableoid::int8, e.epoch, "
-        "(extract(epoch FROM now() - e.retention) * 1e6)::int8, v.instrument_id, v.day - date '1970-01-01', "
-        f"v.version FROM {quote(conn, schema, 'market_epochs')} e LEFT JOIN {quote(conn, schema, 'market_versions')} "
-        "v ON v.table_name = e.table_name AND v.instrument_id = ANY(%s::int8[]) "
-        "AND v.day >= date '1970-01-01' + %s AND v.day <= date '1970-01-01' + %s WHERE e.table_name = %s",
-        (ids, min(days), max(days), table),
+        f"{_EPOCH_ROW} UNION ALL {_VERSION_ROWS}".format(
+            epochs=quote(conn, schema, "market_epochs"),
+            versions=quote(conn, schema, "market_versions"),
+            ids="SELECT unnest(%(hdi_ids)s::int8[])",
+        ),
+        params,
+    )
+    return _observed(cur.fetchall(), frozenset(ids), min(days), max(days))
+
+
+def observe_with(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    table: str,
+    query: str,
+    params: Mapping[str, Any],
+    first: int,
+    last: int,
+) -> tuple[list[tuple[Any, ...]], Observed | None]:
+    """The rows of ``query`` (a SELECT of six columns: two texts, the instrument id, two dates and a time; its
+    parameters named, none starting with ``hdi_``) and, in the same statement (one round trip), the
+    :class:`Observed` state of ``table`` for the instruments it returns on days ``first`` to ``last``."""
+    conn = cur.connection
+    state = f"UNION ALL {_EPOCH_ROW} UNION ALL {_VERSION_ROWS}".format(
+        epochs=quote(conn, schema, "market_epochs"),
+        versions=quote(conn, schema, "market_versions"),
+        ids="SELECT r.instrument_id FROM r",
+    )
+    cur.execute(
+        f"WITH r (a, b, instrument_id, c, d, e) AS ({query}) "
+        f"SELECT 0, r.a, r.b, r.instrument_id, r.c, r.d, r.e, NULL::int8 FROM r {state}",
+        {**params, "hdi_table": table, "hdi_first": first, "hdi_last": last},
     )
     rows = cur.fetchall()
-    if not rows:
+    found = [r[1:7] for r in rows if r[0] == 0]
+    ids = frozenset(int(r[2]) for r in found)
+    return found, _observed([r for r in rows if r[0] != 0], ids, first, last)
+
+
+def _observed(rows: Sequence[tuple[Any, ...]], ids: frozenset[int], first: int, last: int) -> Observed | None:
+    """:class:`Observed` from the epoch row (kind 1) and version rows (kind 2) of :data:`_EPOCH_ROW` and
+    :data:`_VERSION_ROWS`."""
+    epoch = next((r for r in rows if r[0] == 1), None)
+    if epoch is None:
         return None
-    identity, epoch, horizon_us = rows[0][0], rows[0][1], rows[0][2]
-    versions = {(int(iid), int(day)): int(v) for _, _, _, iid, day, v in rows if iid is not None}
-    tokens = {key: f"{epoch}.{versions.get(key, 0)}" for key in wanted}
-    return Observed(str(identity), tokens, None if horizon_us is None else int(horizon_us) * 1000)
+    horizon = None if epoch[6] is None else int(pd.Timestamp(epoch[6]).value)
+    found = {(int(r[3]), (r[4] - _EPOCH_DATE).days): int(r[7]) for r in rows if r[0] == 2}
+    return Observed(str(epoch[1]), int(epoch[3]), horizon, ids, first, last, found)
 
 
 def set_retention(
