@@ -1,5 +1,5 @@
-"""The read cache: the rows of queried instrument-days kept as Arrow IPC files under the data home, so that a
-repeated read costs what a local columnar store costs.
+"""The read cache: the rows of queried instrument-days kept as Arrow IPC files under the data home (and the days a
+process read lately in its memory), so that a repeated read costs what a local columnar store costs.
 
 **What is kept.** One file per market-data table, instrument and UTC day (``<home>/cache/<database>/<table>/
 <instrument_id>/<YYYY-MM-DD>.arrow``): every row and column a read can give of that day, as decoded from the
@@ -9,21 +9,23 @@ series: see :mod:`hdi_lab.storage.cached` for what is read whole and what is cac
 except session-aligned ones, which roll up cached bars), definitions, exports and feature computations read the
 database directly.
 
-**Never stale.** Every read first asks the database for the tokens of the days it wants (one small SELECT on the
-session's connection) and takes a file only when its token is the current one: anything written since (an
-ingest, an update, a vendor revision, a live batch, a quarantine retry, a hand-written statement, a retention
-policy's horizon) gives the day or the table a new token, in the transaction that writes. The database is the
-only truth; the cache is a copy any process may delete at any time.
+**Never stale.** Every read first asks the database for the tokens of the days it wants (in the statement that
+resolves its symbols) and takes a day only under its current token: anything written since (an ingest, an update,
+a vendor revision, a live batch, a quarantine retry, a hand-written statement, a retention policy's horizon)
+gives the day or the table a new token, in the transaction that writes. The database is the only truth; the
+cache is a copy any process may delete at any time.
 
-**Bounded.** At most ``cache_bytes`` (``HDI_CACHE_BYTES``, default 1 GiB): whenever a process has written an
-eighth of it, it lists the folder and deletes the least recently used files (by modification time, refreshed when a
-file is read) down to three quarters. Processes sharing the folder may overshoot the bound by an eighth each
-between their checks. ``HDI_CACHE=off`` (setting ``cache``) reads without it.
+**Bounded.** At most ``cache_bytes`` (``HDI_CACHE_BYTES``, default 1 GiB) on disk: whenever a process has written
+an eighth of it, it lists the folder and deletes the least recently used files (by modification time, refreshed
+when a file is read) down to three quarters. Processes sharing the folder may overshoot the bound by an eighth
+each between their checks. At most ``cache_memory_bytes`` (``HDI_CACHE_MEMORY_BYTES``, default 128 MiB) of days
+read from files are also kept in the process's memory, the least recently used going first. ``HDI_CACHE=off``
+(setting ``cache``) reads without any of it.
 
-**Safe to share.** Files are written to a temporary name and renamed into place, so a reader sees a whole old
-file or a whole new one; a file that cannot be read (cut short, damaged, of another layout) counts as missing
-and is rewritten; a file deleted while being read stays readable to its reader. Failing to write (a full disk, a
-read-only home) never fails a read.
+**Safe to share.** Files are written by a background thread (a read does not wait for the disk) to a temporary
+name and renamed into place, so a reader sees a whole old file or a whole new one; a file that cannot be read
+(cut short, damaged, of another layout) counts as missing and is rewritten; a file deleted while being read stays
+readable to its reader. Failing to write (a full disk, a read-only home) never fails a read.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ _STALE_TMP_SECONDS = 3600.0
 _PENDING_BYTES = 256 << 20
 #: the writer thread ends after this long without work (and starts again with the next put)
 _IDLE_SECONDS = 10.0
+#: the writer thread waits this long before writing days queued while it was idle (the read that queued them ends)
+_SETTLE_SECONDS = 0.05
 
 
 #: every cache of this process, flushed (briefly) at exit
@@ -171,12 +175,18 @@ class ReadCache:
             return self._changed.wait_for(lambda: not self._queue and not self._busy, timeout)
 
     def _drain(self) -> None:
-        """The writer thread: writes queued days; ends after :data:`_IDLE_SECONDS` without work."""
+        """The writer thread: writes queued days, starting :data:`_SETTLE_SECONDS` after the first of a batch is
+        queued (the read that queued it finishes meanwhile, not sharing the CPU with its writes); ends after
+        :data:`_IDLE_SECONDS` without work."""
+        settle = True
         while True:
             with self._lock:
                 if not self._changed.wait_for(lambda: bool(self._queue), _IDLE_SECONDS):
                     self._thread = None
                     return
+            if settle:
+                time.sleep(_SETTLE_SECONDS)
+            with self._lock:
                 day, token, rows = self._queue.popleft()
                 self._busy = True
             try:
@@ -185,6 +195,7 @@ class ReadCache:
                 with self._lock:
                     self._pending -= int(rows.nbytes)
                     self._busy = False
+                    settle = not self._queue
                     self._changed.notify_all()
 
     def _store(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
