@@ -471,3 +471,19 @@ def test_processes_sharing_one_cache_folder(stored: tuple[HdiSession, HdiSession
     assert len(arrows) == 10  # ESH4 (5 days) and ESM4 (5 days); ES.c.0 is one of them each day
     for f in arrows:
         assert pa.ipc.open_file(f.read_bytes()).schema.equals(cached.layout("ohlcv_1m"))
+
+
+@pytest.mark.integration
+def test_every_market_table_has_its_epoch_and_trigger(session: HdiSession) -> None:
+    from hdi_lab.storage.tables import TABLES
+
+    names = sorted(t.name for t in TABLES.values())
+    epochs = hdi_lab.sql(f'SELECT table_name, identity::text FROM "{session.schema}".market_epochs', session=session)
+    assert sorted(epochs["table_name"]) == names and epochs["identity"].nunique() == 1
+    triggers = hdi_lab.sql(
+        "SELECT c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
+        "WHERE g.tgname = 'market_touched' AND c.relnamespace = %s::regnamespace",
+        (f'"{session.schema}"',),
+        session=session,
+    )
+    assert sorted(triggers["relname"]) == names

@@ -2,7 +2,8 @@
 
 Migration 15 adds ``market_versions`` (one row per market-data table, instrument and UTC day: the ``version`` of
 its rows) and ``market_epochs`` (one row per table: an ``epoch``, the ``retention`` of its TimescaleDB retention
-policy and the schema's random ``identity``). Both numbers come from one sequence, so a value is never given twice.
+policy and the schema's random ``identity``; made with the tables' triggers by :func:`cover`). Both numbers come
+from one sequence, so a value is never given twice.
 
 Who changes them, always in the transaction that writes the rows (the new number commits with the rows, or not at
 all):
@@ -36,12 +37,40 @@ import psycopg2.extensions
 
 from hdi_lab.schemas import DAY_NS
 from hdi_lab.storage.cursor import quote
+from hdi_lab.storage.tables import TABLES
 
-__all__ = ["Observed", "bump", "days_of", "kept", "observe", "observe_with", "set_retention"]
+__all__ = ["Observed", "bump", "cover", "days_of", "kept", "observe", "observe_with", "set_retention"]
 
 #: the transaction-local setting by which the loader tells the market tables' trigger that it keeps the versions
 _SETTING = "hdi_lab.market_versions"
 _EPOCH_DATE = dt.date(1970, 1, 1)
+
+
+def cover(cur: psycopg2.extensions.cursor, schema: str) -> None:
+    """Give every market-data table (:data:`hdi_lab.storage.tables.TABLES`) its epoch row and its statement
+    trigger, where it has none yet (after the migrations: a table a later migration adds is covered too)."""
+    conn = cur.connection
+    epochs = quote(conn, schema, "market_epochs")
+    names = sorted(t.name for t in TABLES.values())
+    cur.execute(
+        f"WITH id AS (SELECT coalesce((SELECT identity FROM {epochs} LIMIT 1), gen_random_uuid()) AS u) "
+        f"INSERT INTO {epochs} (table_name, epoch, identity) SELECT t, 0, id.u FROM unnest(%s::text[]) AS t, id "
+        "ON CONFLICT (table_name) DO NOTHING",
+        (names,),
+    )
+    cur.execute(
+        "SELECT c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
+        "WHERE g.tgname = 'market_touched' AND c.relnamespace = %s::regnamespace",
+        (quote(conn, schema),),
+    )
+    have = {r[0] for r in cur.fetchall()}
+    for name in names:
+        if name not in have:
+            cur.execute(
+                f"CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "
+                f"{quote(conn, schema, name)} FOR EACH STATEMENT EXECUTE FUNCTION "
+                f"{quote(conn, schema, 'market_touched')}()"
+            )
 
 
 def _seq(cur: psycopg2.extensions.cursor, schema: str) -> str:

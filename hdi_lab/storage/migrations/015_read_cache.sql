@@ -20,16 +20,15 @@ CREATE TABLE {s}.market_versions (
 -- a TimescaleDB retention policy is removed or changed; `retention` is the drop_after of the retention policy
 -- hdi_lab keeps on the table (rows older than now() - retention may be dropped without any trigger). `identity`
 -- is random, the same on every row: cached entries of another database or of an earlier incarnation of this
--- schema never match.
+-- schema never match. The rows and the triggers of the market-data tables are made after every migration that
+-- ran (hdi_lab.storage.versions.cover, from hdi_lab.storage.tables.TABLES): a market table added later has them
+-- too.
 CREATE TABLE {s}.market_epochs (
     table_name text PRIMARY KEY,
     epoch      bigint NOT NULL,
     retention  interval,
     identity   uuid NOT NULL
 );
-INSERT INTO {s}.market_epochs (table_name, epoch, identity)
-SELECT t, 0, u.id FROM unnest(ARRAY['ohlcv_1s', 'ohlcv_1m', 'ohlcv_1h', 'ohlcv_1d', 'trades', 'tbbo', 'statistics']) AS t,
-    (SELECT gen_random_uuid() AS id) AS u;
 
 CREATE FUNCTION {s}.market_touched() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -40,18 +39,3 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.ohlcv_1s
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.ohlcv_1m
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.ohlcv_1h
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.ohlcv_1d
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.trades
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.tbbo
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
-CREATE TRIGGER market_touched AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.statistics
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.market_touched();
