@@ -22,10 +22,11 @@ each between their checks. At most ``cache_memory_bytes`` (``HDI_CACHE_MEMORY_BY
 read from files are also kept in the process's memory, the least recently used going first. ``HDI_CACHE=off``
 (setting ``cache``) reads without any of it.
 
-**Safe to share.** Files are written by a background thread (a read does not wait for the disk) to a temporary
-name and renamed into place, so a reader sees a whole old file or a whole new one; a file that cannot be read
-(cut short, damaged, of another layout) counts as missing and is rewritten; a file deleted while being read stays
-readable to its reader. Failing to write (a full disk, a read-only home) never fails a read.
+**Safe to share.** Files are written by a background thread (a read does not wait for the disk; the thread looks
+for work every 50 ms and ends after 10 s without any) to a temporary name and renamed into place, so a reader
+sees a whole old file or a whole new one; a file that cannot be read (cut short, damaged, of another layout)
+counts as missing and is rewritten; a file deleted while being read stays readable to its reader. Failing to
+write (a full disk, a read-only home) never fails a read.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ _STALE_TMP_SECONDS = 3600.0
 _PENDING_BYTES = 256 << 20
 #: the writer thread ends after this long without work (and starts again with the next put)
 _IDLE_SECONDS = 10.0
-#: the writer thread waits this long before writing days queued while it was idle (the read that queued them ends)
-_SETTLE_SECONDS = 0.05
+#: how often the writer thread looks for days to write
+_POLL_SECONDS = 0.05
 
 
 #: every cache of this process, flushed (briefly) at exit
@@ -97,6 +98,7 @@ class ReadCache:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._busy = False
+        self._hurry = False  # flush asks the writer to write now
         _CACHES.add(self)
 
     def __repr__(self) -> str:
@@ -151,52 +153,65 @@ class ReadCache:
                 self._held -= gone
 
     def put(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
-        """Cache the ``rows`` of ``day`` under ``token``: handed to this cache's writer thread (the read does not
-        wait for the disk), or written at once when the writer is :data:`_PENDING_BYTES` behind. Raises nothing."""
+        """Cache the ``rows`` of ``day`` under ``token``: queued for this cache's writer thread, which looks for
+        work every :data:`_POLL_SECONDS` (the read neither waits for the disk nor wakes the writer, which would make
+        it hand over the interpreter lock mid-read), or written at once when the writer is :data:`_PENDING_BYTES`
+        behind. Raises nothing."""
         size = int(rows.nbytes)
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's writer and its queue are not ours
-                self._queue.clear()
-                self._pending, self._thread, self._pid = 0, None, os.getpid()
+            self._adopt()
             if self._pending + size <= _PENDING_BYTES:
                 self._queue.append((day, token, rows))
                 self._pending += size
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._drain, name="hdi-read-cache", daemon=True)
                     self._thread.start()
-                self._changed.notify_all()
                 return
         self._store(day, token, rows)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every day handed to :meth:`put` is written (or ``timeout`` seconds); whether it is.
-        Raises nothing."""
+        """Have the writer write every day handed to :meth:`put` now, and wait until it has (or ``timeout``
+        seconds); whether it has. Raises nothing."""
         with self._lock:
+            self._adopt()
+            self._hurry = True
+            self._changed.notify_all()
             return self._changed.wait_for(lambda: not self._queue and not self._busy, timeout)
 
+    def _adopt(self) -> None:
+        """In a forked child (under the lock): the parent's writer and its queue are not this process's."""
+        if self._pid != os.getpid():
+            self._queue.clear()
+            self._pending, self._thread, self._busy, self._pid = 0, None, False, os.getpid()
+
     def _drain(self) -> None:
-        """The writer thread: writes queued days, starting :data:`_SETTLE_SECONDS` after the first of a batch is
-        queued (the read that queued it finishes meanwhile, not sharing the CPU with its writes); ends after
-        :data:`_IDLE_SECONDS` without work."""
-        settle = True
+        """The writer thread: every :data:`_POLL_SECONDS` (at once when :meth:`flush` asks), writes the days
+        queued; ends after :data:`_IDLE_SECONDS` without work."""
+        idle = 0.0
         while True:
             with self._lock:
-                if not self._changed.wait_for(lambda: bool(self._queue), _IDLE_SECONDS):
-                    self._thread = None
-                    return
-            if settle:
-                time.sleep(_SETTLE_SECONDS)
-            with self._lock:
-                day, token, rows = self._queue.popleft()
-                self._busy = True
-            try:
-                self._store(day, token, rows)
-            finally:
+                self._changed.wait_for(lambda: self._hurry, _POLL_SECONDS)
+                self._hurry = False
+                if not self._queue:
+                    idle += _POLL_SECONDS
+                    if idle >= _IDLE_SECONDS:
+                        self._thread = None
+                        return
+                    continue
+            idle = 0.0
+            while True:
                 with self._lock:
-                    self._pending -= int(rows.nbytes)
-                    self._busy = False
-                    settle = not self._queue
-                    self._changed.notify_all()
+                    if not self._queue:
+                        break
+                    day, token, rows = self._queue.popleft()
+                    self._busy = True
+                try:
+                    self._store(day, token, rows)
+                finally:
+                    with self._lock:
+                        self._pending -= int(rows.nbytes)
+                        self._busy = False
+                        self._changed.notify_all()
 
     def _store(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
         """Write ``day`` (whole, then renamed into place); trim the folder when this cache has written an eighth
