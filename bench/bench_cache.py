@@ -12,13 +12,14 @@ symbol holding the whole frame, and one symbol per instrument for the week), and
   ArcticDB reading one symbol per instrument merged into the same time order (``read_batch`` + a stable sort),
   and, for scale, ``pyarrow`` reading the same rows from one Arrow file into pandas; interleaved, best of
   ``--repeat``. Target: within 2x of ArcticDB (ratio >= 0.5).
-* warm 1 week: 1 instrument x 1 week (~6.6k rows), 200 interleaved calls after 3 warm-ups, timed as timeit times
-  (garbage collector off during the loop): the cached read (memory, files only) vs the database path
+* warm 1 week: 1 instrument x 1 week (~6.6k rows), 200 calls after 3 warm-ups, in alternating blocks of 20 calls
+  of one case (see ``_latencies``): the cached read (memory, files only) vs the database path
   (``HDI_CACHE=off``) vs ArcticDB's ``read(date_range=...)`` of the instrument's symbol; p50/p95. Target: cached
   p50 < 2 ms.
-* cold 1 week: the same query with the cache emptied before each call (untimed; the writer thread's files are
-  flushed after each call, untimed) vs the database path, 200 interleaved calls. Target: no slower (p50 ratio
-  >= 0.95, the run's noise), and the issue's cold p50 < 5 ms.
+* cold 1 week: the same query with the cache emptied before each call (untimed, after the writer thread has
+  written the previous call's days; the database path's calls get the same untimed work before them) vs the
+  database path, 200 calls in alternating blocks of 20. Target: no slower (p50 ratio >= 0.95, the run's noise),
+  and the issue's cold p50 < 5 ms.
 * cold 1M: the full read filling an empty cache vs the database path, interleaved, best of ``--repeat``.
 
 ArcticDB is an optional dependency of this script only (``pip install 'hdi_lab[bench]'``); without it the ArcticDB
@@ -106,6 +107,7 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
             table = pa.Table.from_pandas(want.assign(symbol=want["symbol"].astype(object)))
             with pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
+        del table, filled
 
         def from_ipc() -> pd.DataFrame:
             with pa.memory_map(str(ipc)) as source:
@@ -141,7 +143,7 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
             cache.flush()
             cache.clear()
 
-        cold_cases = {"cold": (week(on), empty), "off": (week(off), None)}
+        cold_cases = {"cold": (week(on), empty), "off": (week(off), empty)}  # the same untimed work before each
         cold = _latencies(cold_cases, SMALL_REPS)
         cache.flush()
         full_cold = common.interleaved({"cold": (full_on, empty), "off": (full_off, None)}, args.repeat)
@@ -256,24 +258,23 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
 
 
 def _latencies(
-    cases: dict[str, tuple[Callable[[], object], Callable[[], object] | None]], repeat: int
+    cases: dict[str, tuple[Callable[[], object], Callable[[], object] | None]], repeat: int, block: int = 20
 ) -> dict[str, common.Timing]:
-    """Each case's call timed ``repeat`` times, interleaved, as :mod:`timeit` times (the garbage collector off
-    during the loop: a full collection before every call of a few milliseconds, as ``common.interleaved`` does
-    for runs of seconds, would evict the CPU caches and time their refill); ``setup`` untimed."""
+    """Each case's call timed ``repeat`` times, ``block`` calls of one case after another (blocks of the cases
+    alternate, so that the machine's drift hits all alike; one call of each in turn would time every call with CPU
+    caches the other cases filled: ~2x for these millisecond calls, ArcticDB's too), with the garbage collector
+    left to itself (``common.interleaved``'s full collection before each call does the same: ~2x); ``setup``
+    untimed."""
     out: dict[str, common.Timing] = {k: common.Timing([]) for k in cases}
     gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            for name, (fn, setup) in cases.items():
+    for _ in range(max(1, repeat // block)):
+        for name, (fn, setup) in cases.items():
+            for _ in range(block):
                 if setup is not None:
                     setup()
                 t0 = time.perf_counter()
                 fn()
                 out[name].times.append(time.perf_counter() - t0)
-    finally:
-        gc.enable()
     return out
 
 

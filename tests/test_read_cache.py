@@ -106,6 +106,7 @@ READS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
     # under two symbols
     (("ohlcv-1m", ["ES.c.0", "ESM4"], "2024-03-12T13:07Z", "2024-03-15T21:00:00.000000123Z"), {}),
     (("ohlcv-1m", "ES.FUT", "2024-03-13", "2024-03-15"), {"columns": ["close", "volume"], "price_type": "fixed"}),
+    (("ohlcv-1m", "ESM4", "2024-03-12T13:07Z", "2024-03-14T21:00Z"), {}),  # one span, its days read whole
     (("ohlcv-1m", "ES.c.0", "2024-03-11", "2024-03-16"), {"output": "arrow"}),
     (("ohlcv-1h", "ES.c.0", "2024-03-11", "2024-03-16"), {}),
     (("ohlcv-1d", "ES.FUT", "2024-03-11", "2024-03-16"), {}),
@@ -130,6 +131,7 @@ def test_cached_reads_equal_reads_from_the_database(
     on, off = stored
     want = hdi_lab.query(*args, session=off, **kwargs)
     assert len(want) > 0
+    _cache(on).clear()
     cold = hdi_lab.query(*args, session=on, **kwargs)
     assert _cache(on).flush(30)
     warm = hdi_lab.query(*args, session=on, **kwargs)
@@ -487,3 +489,29 @@ def test_every_market_table_has_its_epoch_and_trigger(session: HdiSession) -> No
         session=session,
     )
     assert sorted(triggers["relname"]) == names
+
+
+@pytest.mark.integration
+def test_the_resolution_runs_prepared_and_survives_losing_it(stored: tuple[HdiSession, HdiSession]) -> None:
+    """The statement resolving the symbols and reading the days' versions is prepared once per connection; a
+    prepared statement gone from the server (here DEALLOCATE ALL) is run as is, then prepared again."""
+    on, off = stored
+    args = ("ohlcv-1m", "ESH4", "2024-03-12", "2024-03-14")
+    want = hdi_lab.query(*args, session=off)
+    pd.testing.assert_frame_equal(hdi_lab.query(*args, session=on), want)
+    conn = on.connection()
+
+    def prepared() -> list[str]:
+        with conn.cursor() as cur:
+            cur.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'hdi_%'")
+            names = [r[0] for r in cur.fetchall()]
+        conn.commit()
+        return names
+
+    assert len(prepared()) == 1 and prepared() == sorted(on.lookups.prepared(conn))
+    with conn.cursor() as cur:
+        cur.execute("DEALLOCATE ALL")
+    conn.commit()
+    pd.testing.assert_frame_equal(hdi_lab.query(*args, session=on), want)  # run as is
+    pd.testing.assert_frame_equal(hdi_lab.query(*args, session=on), want)  # prepared again
+    assert len(prepared()) == 1

@@ -204,8 +204,9 @@ def _resolve_observing(
 
     Raises what :func:`resolve` raises."""
     missing: list[str] = []
+    conn = session.connection()
     found = symbology.lookup_observing(
-        session.connection(), session.schema, TABLES[sch].name, syms, lo, hi, dataset, missing
+        conn, session.schema, TABLES[sch].name, syms, lo, hi, dataset, missing, session.lookups.prepared(conn)
     )
     return (resolve(session, syms, lo, hi, dataset), None) if missing else found
 

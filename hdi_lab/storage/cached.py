@@ -125,10 +125,14 @@ def fetch(
         arrays, index = scan.fetch(cur, schema, t, reads, scan.fetched(t, scan.out_columns(t)))
         groups = _groups(index, len(reads))
         for rows, (iid, d0, d1) in zip(groups, runs, strict=False):
-            part = _batch(_in_order(t, {n: v[rows] for n, v in arrays.items()}), shape)
+            ordered = _in_order(t, arrays if len(reads) == 1 else {n: v[rows] for n, v in arrays.items()})
+            part = _batch(ordered, shape)
             for d, one in _by_day(t, part, d0, d1):
                 days[(iid, d)] = one
                 store.put(Day(seen.identity, t.name, iid, d), seen.token((iid, d)), one)
+            if len(ranges) == len(reads) == 1 and len(missing) == len(pieces) and ranges[0] == reads[0]:
+                # one range of whole days, none of them cached: the rows read are the result
+                return ordered, np.zeros(part.num_rows, dtype=np.intp)
         for rows, p in zip(groups[len(runs) :], direct, strict=True):
             exact[(p.k, p.day)] = _batch({n: v[rows] for n, v in arrays.items()}, shape)
     parts = [

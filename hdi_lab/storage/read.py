@@ -65,7 +65,8 @@ def query(
     cache: DayStore | None = None,
     observed: Observed | None = None,
 ) -> pd.DataFrame:
-    """The rows of ``sch`` for ``spans`` in one transaction (see :func:`hdi_lab.core.retrieval.query`);
+    """The rows of ``sch`` for ``spans`` (see :func:`hdi_lab.core.retrieval.query`), in one transaction for a
+    rollup or a long read, else statement by statement (see :func:`_cursor`);
     ``seconds`` rolls bars up, ``columns`` (bars) limits the value columns read. ``lookups``: the session's
     cache of publishers (else they are read). ``extra`` gives columns to append (market data only), built into
     the frame at once (an insert into a built frame copies it). ``cache``: where instrument-days are cached (see

@@ -144,14 +144,16 @@ def lookup_observing(
     end: pd.Timestamp,
     dataset: str | None,
     missing: list[str],
+    prepared: set[str] | None = None,
 ) -> tuple[list[Span], versions.Observed | None]:
     """:func:`lookup` (unknown symbols appended to ``missing``) and, in the same statement, the versions of
     ``table``'s days of the instruments found over ``[start, end)`` (see
-    :func:`hdi_lab.storage.versions.observe_with`): what a cached read asks, in one round trip."""
+    :func:`hdi_lab.storage.versions.observe_with`, which ``prepared`` goes to): what a cached read asks, in one
+    round trip."""
     text, params = _statement(conn, schema, symbols, start, end, dataset)
     first, last = start.value // DAY_NS, (end.value - 1) // DAY_NS
     with statements(conn) as cur:
-        rows, seen = versions.observe_with(cur, schema, table, text, params, first, last)
+        rows, seen = versions.observe_with(cur, schema, table, text, params, first, last, prepared)
     return _spans(rows, symbols, start, end, dataset, missing), seen
 
 

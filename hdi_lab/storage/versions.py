@@ -36,7 +36,7 @@ import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.schemas import DAY_NS
-from hdi_lab.storage.cursor import quote
+from hdi_lab.storage.cursor import execute_prepared, quote
 from hdi_lab.storage.tables import TABLES
 
 __all__ = ["Observed", "bump", "cover", "days_of", "kept", "observe", "observe_with", "set_retention"]
@@ -153,7 +153,7 @@ _EPOCH_ROW = (
 _VERSION_ROWS = (
     "SELECT 2, NULL, NULL, v.instrument_id, v.day, NULL, NULL, v.version FROM {versions} v "
     "WHERE v.table_name = %(hdi_table)s AND v.instrument_id IN ({ids}) "
-    "AND v.day >= date '1970-01-01' + %(hdi_first)s AND v.day <= date '1970-01-01' + %(hdi_last)s"
+    "AND v.day >= date '1970-01-01' + %(hdi_first)s::int4 AND v.day <= date '1970-01-01' + %(hdi_last)s::int4"
 )
 
 
@@ -186,21 +186,28 @@ def observe_with(
     params: Mapping[str, Any],
     first: int,
     last: int,
+    prepared: set[str] | None = None,
 ) -> tuple[list[tuple[Any, ...]], Observed | None]:
     """The rows of ``query`` (a SELECT of six columns: two texts, the instrument id, two dates and a time; its
     parameters named, none starting with ``hdi_``) and, in the same statement (one round trip), the
-    :class:`Observed` state of ``table`` for the instruments it returns on days ``first`` to ``last``."""
+    :class:`Observed` state of ``table`` for the instruments it returns on days ``first`` to ``last``.
+    ``prepared``: the names of the statements the connection prepared (it runs as a prepared statement then: see
+    :func:`hdi_lab.storage.cursor.execute_prepared`)."""
     conn = cur.connection
     state = f"UNION ALL {_EPOCH_ROW} UNION ALL {_VERSION_ROWS}".format(
         epochs=quote(conn, schema, "market_epochs"),
         versions=quote(conn, schema, "market_versions"),
         ids="SELECT r.instrument_id FROM r",
     )
-    cur.execute(
+    text = (
         f"WITH r (a, b, instrument_id, c, d, e) AS ({query}) "
-        f"SELECT 0, r.a, r.b, r.instrument_id, r.c, r.d, r.e, NULL::int8 FROM r {state}",
-        {**params, "hdi_table": table, "hdi_first": first, "hdi_last": last},
+        f"SELECT 0, r.a, r.b, r.instrument_id, r.c, r.d, r.e, NULL::int8 FROM r {state}"
     )
+    values = {**params, "hdi_table": table, "hdi_first": first, "hdi_last": last}
+    if prepared is None:
+        cur.execute(text, values)
+    else:
+        execute_prepared(cur, prepared, text, values)
     rows = cur.fetchall()
     found = [r[1:7] for r in rows if r[0] == 0]
     ids = frozenset(int(r[2]) for r in found)
