@@ -515,3 +515,21 @@ def test_the_resolution_runs_prepared_and_survives_losing_it(stored: tuple[HdiSe
     pd.testing.assert_frame_equal(hdi_lab.query(*args, session=on), want)  # run as is
     pd.testing.assert_frame_equal(hdi_lab.query(*args, session=on), want)  # prepared again
     assert len(prepared()) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("days", [("2024-03-12", "2024-03-13"), ("2024-03-12", "2024-03-15")])
+def test_frames_own_their_values(stored: tuple[HdiSession, HdiSession], days: tuple[str, str]) -> None:
+    """A frame from the cache (a day read cold, then from memory; several days) is the caller's: writable, and
+    changing it in place changes nothing cached."""
+    on, off = stored
+    args = ("ohlcv-1m", "ESH4", *days)
+    want = hdi_lab.query(*args, session=off)
+    _cache(on).clear()
+    for _ in range(3):  # cold (its days queued for writing), then from the files, then from memory
+        frame = hdi_lab.query(*args, session=on)
+        pd.testing.assert_frame_equal(frame, want)
+        values = frame["volume"].to_numpy()
+        values[:] = -1  # in place
+        assert (frame["volume"] == -1).all()
+        assert _cache(on).flush(30)

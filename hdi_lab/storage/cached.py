@@ -130,9 +130,6 @@ def fetch(
             for d, one in _by_day(t, part, d0, d1):
                 days[(iid, d)] = one
                 store.put(Day(seen.identity, t.name, iid, d), seen.token((iid, d)), one)
-            if len(ranges) == len(reads) == 1 and len(missing) == len(pieces) and ranges[0] == reads[0]:
-                # one range of whole days, none of them cached: the rows read are the result
-                return ordered, np.zeros(part.num_rows, dtype=np.intp)
         for rows, p in zip(groups[len(runs) :], direct, strict=True):
             exact[(p.k, p.day)] = _batch({n: v[rows] for n, v in arrays.items()}, shape)
     parts = [
@@ -141,7 +138,14 @@ def fetch(
     ]
     index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), [part.num_rows for part in parts])
     table = pa.Table.from_batches(parts, schema=shape)  # one concatenation per column, in C++
-    return {n: table.column(n).to_numpy() for n in shape.names}, index
+    return {n: _own(table.column(n)) for n in shape.names}, index
+
+
+def _own(column: pa.ChunkedArray) -> npt.NDArray[Any]:
+    """``column`` as a new, writable array: never a view of what the store keeps (a day in memory, a day queued for
+    writing), which the caller's frame would otherwise share (and could change, or find read-only)."""
+    values = column.to_numpy()  # several chunks: concatenated into a new array; one: a view of it
+    return values.copy() if column.num_chunks <= 1 else values
 
 
 def _batch(arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> pa.RecordBatch:
