@@ -2,15 +2,16 @@
 from the table (and caches), and how it puts the rows together.
 
 The unit is one table, instrument and UTC day (:class:`Day`): all its rows, every publisher's, every column a read
-can give, in key order (time, then the rest of the key). A read splits each of its ranges into days and asks
-:func:`hdi_lab.storage.versions.observe` for their tokens (one SELECT, before any row is read); a day cached under
-its current token is taken from the :class:`DayStore`, the others are read from the table in one COPY (each run of
-consecutive missing days of an instrument as one range scan), cached, and cut to the range. Days are cached only
-when the read covers them whole, except on bar tables of a minute or longer (at most 1,440 bars a day per
-publisher), where a partly covered day is read whole; the part of a day a read does not cache (the first or last
-hours of a range of ticks or 1-second bars, days older than a retention policy's horizon) is read as it is asked.
-The rows given back are what :func:`hdi_lab.storage.scan.fetch` gives for the same ranges (values, range index),
-each range's rows in key order.
+can give, in key order (time, then the rest of the key). A read splits each of its ranges into days and takes the
+tokens of those days (:func:`hdi_lab.storage.versions.observe`, or read with the symbols' resolution: one
+statement, before any row is read); a day cached under its current token is taken from the :class:`DayStore`, the
+others are read from the table in one COPY (each run of consecutive missing days of an instrument as one range
+scan), cached, and cut to the range. Days are cached only when the read covers them whole, except on bar tables of
+a minute or longer (at most 1,440 bars a day per publisher), where a partly covered day is read whole; the part of
+a day a read does not cache (the first or last hours of a range of ticks or of bars shorter than a minute, days
+older than a retention policy's horizon) is read as it is asked. The rows given back are what
+:func:`hdi_lab.storage.scan.fetch` gives for the same ranges (values, range index), each range's rows in key order,
+in arrays of the caller's own.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ all):
   is kept in ``retention`` (:func:`set_retention`): rows older than ``now() - retention`` may vanish without any
   trigger, so a reader never takes a cached copy of those days.
 
-A reader (:func:`observe`) reads the identity, the epoch, the retention horizon and the versions of the days it
-wants in one SELECT, *before* it reads any row: a write that commits in between leaves the reader with rows newer
-than the versions it saw, never older, so what it caches under those versions is at worst refreshed once more.
+A reader (:func:`observe`, or :func:`observe_with` in the statement resolving its symbols) reads the identity, the
+epoch, the retention horizon and the versions of the days it wants in one SELECT, *before* it reads any row: a
+write that commits in between leaves the reader with rows newer than the versions it saw, never older, so what it
+caches under those versions is at worst refreshed once more. A version names one state of a day's rows, it counts
+nothing: a day no loader wrote since migration 15 has version 0.
 """
 
 from __future__ import annotations
