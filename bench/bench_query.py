@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace, data: common.Dataset, path: Path) -> list[Row
     with (
         common.database(args.database_url) as url,
         common.fresh_schema(url, "bench_query") as sch,
-        common.environment(HDI_DATABASE_URL=url, HDI_DB_SCHEMA=sch),  # what calls without session= use
+        # what calls without session= use (the server path: the read cache is bench_cache's)
+        common.environment(HDI_DATABASE_URL=url, HDI_DB_SCHEMA=sch, HDI_CACHE="off"),
     ):
         print(f"[{BENCH}] {common.server_summary(url)}; schema {sch}", flush=True)
         sess, t, stored = common.store_file(url, sch, path)

@@ -111,9 +111,11 @@ def fresh_schema(url: str, prefix: str = "bench") -> Iterator[str]:
         conn.close()
 
 
-def session(url: str, schema: str) -> HdiSession:
-    """An hdi_lab session on ``schema`` (migrated on first connection), ignoring the caller's HDI_* env."""
-    return HdiSession(load_settings({"database_url": url, "db_schema": schema}, environ={}))
+def session(url: str, schema: str, **extra: object) -> HdiSession:
+    """An hdi_lab session on ``schema`` (migrated on first connection), ignoring the caller's HDI_* env; without
+    the read cache unless ``extra`` says otherwise (the benchmarks measure the database path; bench_cache the
+    cache)."""
+    return HdiSession(load_settings({"database_url": url, "db_schema": schema, "cache": False, **extra}, environ={}))
 
 
 def checkpoint(conn: psycopg2.extensions.connection) -> None:

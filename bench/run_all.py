@@ -26,6 +26,7 @@ BENCHES = (
     "bench_ingest",
     "bench_decode",
     "bench_query",
+    "bench_cache",
     "bench_magics",
     "bench_databento",
     "bench_features",

@@ -145,7 +145,8 @@ def query(
     ``adjust="ratio"`` (or ``difference``, ``none``) reads continuous symbols (``ES.c.0``) with hdi_lab's roll
     rules, back-adjusted (see :func:`continuous`). ``output="arrow"`` returns a ``pyarrow.Table``,
     ``output="polars"`` a Polars DataFrame (``pip install 'hdi_lab[polars]'``), built without a pandas copy:
-    ``ts_event`` is their first column.
+    ``ts_event`` is their first column. Repeated reads are served by the read cache under ``HDI_HOME/cache`` (never
+    stale: see :mod:`hdi_lab.core.cache`; ``HDI_CACHE=off`` reads every row from the database).
 
     Raises what :func:`hdi_lab.core.retrieval.query` raises (ValidationError, StorageError, MissingDependency,
     ProviderError).

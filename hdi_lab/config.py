@@ -61,6 +61,31 @@ OPTIONS: tuple[Option, ...] = (
         "PostgreSQL/TimescaleDB URL; unset = the embedded server in home",
     ),
     Option("home", ("HDI_HOME",), None, Path, False, "data home (embedded server, caches)"),
+    Option(
+        "cache",
+        ("HDI_CACHE",),
+        True,
+        bool,
+        False,
+        "keep queried instrument-days in <home>/cache (Arrow IPC files, checked against the database on every "
+        "read, never stale); off: every read from the database",
+    ),
+    Option(
+        "cache_bytes",
+        ("HDI_CACHE_BYTES",),
+        1 << 30,
+        int,
+        False,
+        "most bytes the read cache keeps; the least recently used files go first",
+    ),
+    Option(
+        "cache_memory_bytes",
+        ("HDI_CACHE_MEMORY_BYTES",),
+        128 << 20,
+        int,
+        False,
+        "most bytes of cached days a process also keeps in memory (the days it read last); 0: none",
+    ),
     Option("db_schema", ("HDI_DB_SCHEMA",), "hdi", str, False, "PostgreSQL schema holding hdi_lab tables"),
     Option("databento_api_key", ("HDI_DATABENTO_API_KEY", "DATABENTO_API_KEY"), None, str, True, "Databento API key"),
     Option(
@@ -447,6 +472,16 @@ def load_settings(
         raise ConfigError(
             f"databento_concurrency={values['databento_concurrency']!r} (from {sources['databento_concurrency']}) "
             "must be 1 or more: it is how many Databento downloads may run at once"
+        )
+    if int(values["cache_bytes"]) < 1:
+        raise ConfigError(
+            f"cache_bytes={values['cache_bytes']!r} (from {sources['cache_bytes']}) must be 1 or more: it bounds "
+            "the read cache's size; turn the cache off with HDI_CACHE=off (cache = false)"
+        )
+    if int(values["cache_memory_bytes"]) < 0:
+        raise ConfigError(
+            f"cache_memory_bytes={values['cache_memory_bytes']!r} (from {sources['cache_memory_bytes']}) must be 0 "
+            "(no days kept in memory) or more"
         )
     parse_calendars(values["calendars"], sources["calendars"])  # a typo fails here, not at the first gap check
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_schema"])):

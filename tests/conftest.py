@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import pytest
 from fake_databento import KEY, FakeDatabento
-from helpers import TestingShell, drop_schema, hdi_shell, make_session
+from helpers import TEST_HOME, TestingShell, drop_schema, hdi_shell, make_session
 
 from hdi_lab.core.session import HdiSession
 
@@ -119,7 +119,7 @@ def session(pg_url: str, db_schema: str) -> Iterator[HdiSession]:
 @pytest.fixture
 def hdi_env(pg_url: str, db_schema: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment pointing hdi_lab (and child processes) at the test database and schema."""
-    env = {"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema}
+    env = {"HDI_DATABASE_URL": pg_url, "HDI_DB_SCHEMA": db_schema, "HDI_HOME": str(TEST_HOME)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env

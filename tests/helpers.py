@@ -7,6 +7,8 @@ import contextlib
 import datetime as dt
 import functools
 import io
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,8 +76,14 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+#: the data home of test sessions that name none (their read cache lives there), removed at exit
+TEST_HOME = Path(tempfile.mkdtemp(prefix="hdi-test-home-"))
+atexit.register(shutil.rmtree, TEST_HOME, ignore_errors=True)
+
+
 def make_session(pg_url: str, schema: str, **extra: Any) -> HdiSession:
-    return HdiSession(load_settings({"database_url": pg_url, "db_schema": schema, **extra}, environ={}))
+    settings = {"database_url": pg_url, "db_schema": schema, "home": TEST_HOME, **extra}
+    return HdiSession(load_settings(settings, environ={}))
 
 
 def drop_schema(pg_url: str, schema: str) -> None:

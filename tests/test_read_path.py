@@ -12,7 +12,7 @@ import pytest
 import hdi_lab
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import StorageError
-from hdi_lab.storage import copy, read
+from hdi_lab.storage import copy, scan
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_the_union_and_the_lateral_statements_read_the_same_rows(
         syms.append("ES.c.0")
     args = (schema, syms, "2024-01-02T13:07:00Z", "2024-01-03T21:00:00.000000123Z")
     union = hdi_lab.query(*args, session=session)
-    monkeypatch.setattr(read, "UNION_SPANS", 0)  # every read through the LATERAL statement
+    monkeypatch.setattr(scan, "UNION_SPANS", 0)  # every read through the LATERAL statement
     lateral = hdi_lab.query(*args, session=session)
     assert len(union) > 0 and set(union["symbol"]) == set(syms)
     pd.testing.assert_frame_equal(union, lateral)

@@ -513,3 +513,22 @@ def test_bar_counts_under_compression_and_retention(ts_url: str, ts_schema: str)
         assert stale(s) == set()
         assert len(hdi_lab.sql(f'SELECT 1 FROM "{ts_schema}".bar_counts', session=s)) == 0
         assert present(s) == [0, 0, 0]
+
+
+def test_cached_days_and_a_retention_policy(ts_url: str, ts_schema: str) -> None:
+    """A retention policy drops chunks without any trigger: the read cache takes no day older than its horizon,
+    and removing the policy gives the tables a new epoch, so days cached before it came are not taken either."""
+    req = dict(schema="ohlcv-1m", symbols=["ESH4"], start="2024-01-02", end="2024-01-05")
+    args = ("ohlcv-1m", "ESH4", "2024-01-02", "2024-01-05")
+    with make_session(ts_url, ts_schema) as s:
+        hdi_lab.ingest(provider="sample", **req, session=s)  # type: ignore[arg-type]
+        full = hdi_lab.query(*args, session=s)
+        assert s.cache is not None and s.cache.flush(30)
+        assert s.cache.usage().files >= 3 and len(full) > 3000
+        pd.testing.assert_frame_equal(hdi_lab.query(*args, session=s), full)  # from the cache
+    with make_session(ts_url, ts_schema, timescale_retention="365 days") as s:
+        assert run_jobs(s, "policy_retention", ("ohlcv_1m",)) == ["ohlcv_1m"]  # 2024-01 is older than a year
+        assert row_counts(s, ("ohlcv_1m",))["ohlcv_1m"] == 0
+        assert len(hdi_lab.query(*args, session=s)) == 0  # older than the horizon: not from the cache
+    with make_session(ts_url, ts_schema) as s:  # retention unset: the policy goes, the epoch moves on
+        assert len(hdi_lab.query(*args, session=s)) == 0

@@ -18,6 +18,8 @@ from hdi_lab.schemas import Output, Schema, parse_enum, parse_range, require_sym
 from hdi_lab.storage import aggregates, read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
+from hdi_lab.storage.tables import TABLES
+from hdi_lab.storage.versions import Observed
 
 __all__ = ["PriceType", "convert", "plain", "query", "resolve", "session_column", "sql"]
 
@@ -94,7 +96,11 @@ def query(
     syms = require_symbols(symbols)
     lo, hi = parse_range(start, end)
     read.check_price_type(price_type)
-    spans = resolve(session, syms, lo, hi, dataset)
+    observed = None
+    if session.cache is not None and seconds is None and align == "utc" and sch is not Schema.DEFINITION:
+        spans, observed = _resolve_observing(session, sch, syms, lo, hi, dataset)
+    else:
+        spans = resolve(session, syms, lo, hi, dataset)
     conn = session.connection()
     if out is not Output.PANDAS and align == "utc":  # Arrow straight from the decoded columns
         labelled, asked = sessions.split_columns(columns)
@@ -102,7 +108,19 @@ def query(
         if labelled and asked:  # what the session label needs
             asked = list(dict.fromkeys([*asked, "publisher_id", "instrument_id"]))
         table = read.query_arrow(
-            conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, asked, lookups=session.lookups
+            conn,
+            session.schema,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            asked,
+            lookups=session.lookups,
+            cache=session.cache,
+            observed=observed,
         )
         if labelled:
             table = table.append_column(sessions.COLUMN, session_column(session, table, seconds or sch.bar_seconds))
@@ -112,11 +130,34 @@ def query(
         return convert(table, out)
     if sch.is_bar:  # with the session column, aligned on midnight UTC or on sessions
         frame = sessions.bars(
-            session, sch, spans, syms, lo, hi, price_type, seconds, columns, align=align, dataset=dataset
+            session,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            columns,
+            align=align,
+            dataset=dataset,
+            observed=observed,
         )
     else:
         frame = read.query(
-            conn, session.schema, sch, spans, syms, lo, hi, price_type, seconds, columns, lookups=session.lookups
+            conn,
+            session.schema,
+            sch,
+            spans,
+            syms,
+            lo,
+            hi,
+            price_type,
+            seconds,
+            columns,
+            lookups=session.lookups,
+            cache=session.cache,
+            observed=observed,
         )
     if columns:
         read.check_columns(columns, list(frame.columns), sch)
@@ -153,6 +194,21 @@ def resolve(
             discovery.discover(session, tuple(missing), lo, hi, dataset)
         spans = _resolve(session, syms, lo, hi, dataset)
     return spans
+
+
+def _resolve_observing(
+    session: HdiSession, sch: Schema, syms: tuple[str, ...], lo: pd.Timestamp, hi: pd.Timestamp, dataset: str | None
+) -> tuple[list[Span], Observed | None]:
+    """:func:`resolve`, and with it (one round trip) the versions of the days a cached read of ``sch`` asks; a
+    symbol not stored goes the way of :func:`resolve` (auto-discovery or its error), without them.
+
+    Raises what :func:`resolve` raises."""
+    missing: list[str] = []
+    conn = session.connection()
+    found = symbology.lookup_observing(
+        conn, session.schema, TABLES[sch].name, syms, lo, hi, dataset, missing, session.lookups.prepared(conn)
+    )
+    return (resolve(session, syms, lo, hi, dataset), None) if missing else found
 
 
 def convert(frame: pd.DataFrame | pa.Table, output: str | Output) -> pd.DataFrame | Any:

@@ -30,6 +30,7 @@ from hdi_lab.errors import ValidationError
 if TYPE_CHECKING:  # the database and provider layers load on first use (fast `%load_ext`)
     import psycopg2.extensions
 
+    from hdi_lab.core.cache import ReadCache
     from hdi_lab.providers.base import Provider
     from hdi_lab.storage.embedded import EmbeddedServer
     from hdi_lab.storage.lookups import Lookups
@@ -57,6 +58,7 @@ class HdiSession:
         self._url: str | None = None
         self._migrated = False
         self._lookups: Lookups | None = None
+        self._cache: ReadCache | None = None
 
     def __repr__(self) -> str:
         where = "embedded server" if self.embedded else dsn.mask(self.settings.database_url)
@@ -101,6 +103,26 @@ class HdiSession:
                 if self._lookups is None:
                     self._lookups = Lookups(self.schema)
                 found = self._lookups
+        return found
+
+    @property
+    def cache(self) -> ReadCache | None:
+        """This session's read cache under ``<home>/cache`` (see :mod:`hdi_lab.core.cache`), None when the
+        ``cache`` setting is off."""
+        if not self.settings.cache:
+            return None
+        found = self._cache
+        if found is None:
+            from hdi_lab.core.cache import ReadCache
+
+            with self._lock:
+                if self._cache is None:
+                    self._cache = ReadCache(
+                        self.settings.home_dir / "cache",
+                        int(self.settings.cache_bytes),
+                        int(self.settings.cache_memory_bytes),
+                    )
+                found = self._cache
         return found
 
     def connection(self) -> psycopg2.extensions.connection:

@@ -48,6 +48,7 @@ from hdi_lab.schemas import ALIGNS, DAY_NS, Schema
 from hdi_lab.storage import read, symbology
 from hdi_lab.storage.read import PriceType
 from hdi_lab.storage.symbology import Span
+from hdi_lab.storage.versions import Observed
 
 __all__ = ["COLUMN", "bars", "check_align", "label", "split_columns"]
 
@@ -93,9 +94,11 @@ def bars(
     *,
     align: str = "utc",
     dataset: str | None = None,
+    observed: Observed | None = None,
 ) -> pd.DataFrame:
     """The bars of ``spans`` (see :func:`hdi_lab.core.retrieval.query`) with the :data:`COLUMN` column, aligned
-    on midnight UTC or on sessions (see the module).
+    on midnight UTC or on sessions (see the module); ``observed``: the versions of the spans' days, read with
+    them (for the read cache, see :func:`hdi_lab.storage.read.query`).
 
     Raises ValidationError (a bad column; a dataset without a calendar under session alignment), ConfigError
     (an unknown calendar in the ``calendars`` setting) and StorageError."""
@@ -120,12 +123,25 @@ def bars(
             asked,
             lookups=session.lookups,
             extra=column if wanted else None,
+            cache=session.cache,
+            observed=observed,
         )
     # whole sessions: the bars of one more UTC day each side (every calendar's session D lies in [D-1, D+2))
     wlo, whi = lo.normalize() - pd.Timedelta(days=1), hi.ceil("D") + pd.Timedelta(days=1)
     wide = symbology.lookup(session.connection(), session.schema, syms, wlo, whi, dataset, missing=[])
     frame = read.query(
-        session.connection(), session.schema, sch, wide, syms, wlo, whi, price_type, None, None, lookups=session.lookups
+        session.connection(),
+        session.schema,
+        sch,
+        wide,
+        syms,
+        wlo,
+        whi,
+        price_type,
+        None,
+        None,
+        lookups=session.lookups,
+        cache=session.cache,
     )
     labels, opens, pairs = _sessions(session, frame, sch.bar_seconds * _NS, strict=True)
     rows = np.flatnonzero((labels != NAT) & (labels >= lo.value) & (labels < hi.value))  # in time order

@@ -10,7 +10,8 @@ catches it inside the transaction, before the translation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from hdi_lab.errors import StorageError, first_line
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["fetch_frame", "one", "quote", "storage_error", "transaction"]
+__all__ = ["execute_prepared", "fetch_frame", "one", "quote", "statements", "storage_error", "transaction"]
 
 #: sqlstate classes of a connection that is gone: connection exception, operator intervention
 _LOST = ("08", "57P")
@@ -84,6 +85,56 @@ def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.exten
         raise
     finally:
         cur.close()
+
+
+@contextmanager
+def statements(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor whose statements each run as a transaction of their own (autocommit): one round trip per
+    statement, no ``BEGIN`` and ``COMMIT`` around them (two more each). For reads that need no snapshot shared
+    by their statements; a connection already in a transaction (or in autocommit) runs them as
+    :func:`transaction` does.
+
+    Raises what :func:`transaction` raises."""
+    if conn.autocommit or conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
+        with transaction(conn) as cur:
+            yield cur
+        return
+    conn.autocommit = True
+    try:
+        with transaction(conn) as cur:  # its commit is a no-op here; it translates the errors
+            yield cur
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
+
+
+def execute_prepared(cur: psycopg2.extensions.cursor, prepared: set[str], text: str, params: Mapping[str, Any]) -> None:
+    """Run ``text`` (a statement with named parameters ``%(name)s``) with ``params`` as a prepared statement of the
+    cursor's connection: planned once, not at every call (a small read's planning costs more than its execution);
+    ``prepared`` holds the names the connection has prepared (a ``PREPARE`` the first time). In a transaction, or
+    when the prepared statement fails (a table it names was dropped and made again), the statement runs as is.
+
+    Raises psycopg2.Error when the statement fails as is."""
+    names = list(params)
+    if not cur.connection.autocommit:  # an error in a transaction would abort it: no second chance there
+        cur.execute(text, params)
+        return
+    name = "hdi_" + hashlib.sha1("\0".join([text, *names]).encode()).hexdigest()[:20]
+    if name not in prepared:
+        positional = text
+        for i, key in enumerate(names, 1):
+            positional = positional.replace(f"%({key})s", f"${i}")
+        cur.execute(f"PREPARE {name} AS {positional}")
+        prepared.add(name)
+    try:
+        cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(names))})", [params[k] for k in names])
+    except psycopg2.Error as exc:
+        if exc.pgcode is None or exc.pgcode.startswith(_LOST):
+            raise
+        prepared.discard(name)
+        with contextlib.suppress(psycopg2.Error):
+            cur.execute(f"DEALLOCATE {name}")
+        cur.execute(text, params)
 
 
 def _rollback(conn: psycopg2.extensions.connection) -> None:

@@ -19,7 +19,7 @@ import psycopg2.extras
 
 from hdi_lab import dsn
 from hdi_lab.errors import StorageError
-from hdi_lab.storage import counts, timescale
+from hdi_lab.storage import counts, timescale, versions
 from hdi_lab.storage.cursor import fetch_frame, one, quote, storage_error, transaction
 
 __all__ = [
@@ -225,6 +225,8 @@ def migrate(conn: psycopg2.extensions.connection, schema: str, policies: timesca
                 _AFTER[version](cur, schema)
             cur.execute(f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             applied_now.append(version)
+        if applied_now:  # every market table (one added by a later migration too) has its versions' row, trigger
+            versions.cover(cur, schema)
         timescale.enable(cur, schema, policies)
         if applied_now:
             import databento as db

@@ -18,7 +18,7 @@ import psycopg2.extras
 
 from hdi_lab.dbn import INT64_MAX, UINT64_MAX, Mapping, record_to_json
 from hdi_lab.schemas import Chunk, ChunkResult
-from hdi_lab.storage import copy, counts
+from hdi_lab.storage import copy, counts, versions
 from hdi_lab.storage.cursor import quote
 from hdi_lab.storage.db import one
 from hdi_lab.storage.normalise import Columns
@@ -234,9 +234,19 @@ def load_market(cur: Cursor, schema: str, cols: Columns, coverage: Coverage | No
     fresh = ~(same | changed)
     if not (fresh.any() or changed.any()):
         return 0, 0
-    with counts.kept(cur, cols.table.name):
+    with counts.kept(cur, cols.table.name), versions.kept(cur):
         ins, upd = _write(cur, schema, cols, fresh, changed, keys, coverage)
     return ins, upd
+
+
+def _bump(cur: Cursor, schema: str, cols: Columns, rows: npt.NDArray[np.bool_] | None) -> None:
+    """New versions for the instrument-days of the rows (all, or those of the mask ``rows``) of ``cols``."""
+    t = cols.table
+    ids = cols.values["instrument_id"]
+    ns = cols.values[t.ns_column] if t.ns_column else (cols.values[t.time_column] + copy.PG_EPOCH_US) * 1000
+    if rows is not None:
+        ids, ns = ids[rows], ns[rows]
+    versions.bump(cur, schema, t.name, ids, ns)
 
 
 def _write(
@@ -248,7 +258,8 @@ def _write(
     keys: Arrays,
     coverage: Coverage | None,
 ) -> tuple[int, int]:
-    """COPY the ``fresh`` rows, update the ``changed`` ones (see :func:`load_market`); bar counts follow."""
+    """COPY the ``fresh`` rows, update the ``changed`` ones (see :func:`load_market`); bar counts and the versions
+    of their instrument-days follow."""
     t = cols.table
     target = quote(cur.connection, schema, t.name)
     names = [quote(cur.connection, c) for c in t.column_names]
@@ -261,12 +272,14 @@ def _write(
         cur.execute("ROLLBACK TO SAVEPOINT hdi_direct")
         if coverage is not None:  # which rows the upsert changes is not known here: all of them may have
             coverage.note_changed(t, keys)
+        _bump(cur, schema, cols, None)
         return _upsert(cur, schema, t, _payload(cols))
     if fresh.any():
         ids, ts = cols.values["instrument_id"], cols.values[t.time_column]
         counts.add(cur, schema, t.name, ids[fresh], ts[fresh])
-    if coverage is not None and (fresh.any() or changed.any()):
-        touched = fresh | changed
+    touched = fresh | changed
+    _bump(cur, schema, cols, None if touched.all() else touched)
+    if coverage is not None and touched.any():
         coverage.note_changed(t, [k[touched] for k in keys])
     if not changed.any():
         return int(fresh.sum()), 0
@@ -399,6 +412,8 @@ def delete_stale(
     if len(stale[0]) == 0:
         return 0
     coverage.note_changed(t, stale)
+    key = dict(zip(t.key, stale, strict=True))
+    versions.bump(cur, schema, t.name, key["instrument_id"], _ns_of(t, key))
     names = [quote(conn, k) for k in t.key]
     payload = copy.encode([t.column(k).pgtype for k in t.key], stale, {})
     stage = quote(conn, f"hdi_stale_{t.name}")
@@ -409,16 +424,17 @@ def delete_stale(
     copy.copy_in(cur, stage, names, payload)
     match = " AND ".join(f"d.{k} = s.{k}" for k in names)
     delete = f"DELETE FROM {table} AS d USING {stage} AS s WHERE {match}"
-    if t.name not in counts.TABLES:
-        cur.execute(delete)
-        return cur.rowcount
-    with counts.kept(cur, t.name):  # the deleted rows are subtracted from the bar counts
-        cur.execute(
-            f"WITH gone AS ({delete} RETURNING d.instrument_id, d.ts_event), "
-            f"counted AS ({counts.change_sql(conn, schema, 'gone', -1)}) SELECT count(*) FROM gone",
-            (t.name,),
-        )
-        return int(one(cur)[0])
+    with versions.kept(cur):
+        if t.name not in counts.TABLES:
+            cur.execute(delete)
+            return cur.rowcount
+        with counts.kept(cur, t.name):  # the deleted rows are subtracted from the bar counts
+            cur.execute(
+                f"WITH gone AS ({delete} RETURNING d.instrument_id, d.ts_event), "
+                f"counted AS ({counts.change_sql(conn, schema, 'gone', -1)}) SELECT count(*) FROM gone",
+                (t.name,),
+            )
+            return int(one(cur)[0])
 
 
 def _text(v: bytes) -> str | None:

@@ -12,6 +12,7 @@ instrument's exchange does not change between definitions.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 
 import psycopg2.extensions
@@ -29,6 +30,15 @@ class Lookups:
         self._lock = threading.Lock()
         self._datasets: dict[int, str] = {}
         self._exchanges: dict[tuple[str, int], str] = {}
+        # the names of the statements each connection prepared (see hdi_lab.storage.cursor.execute_prepared)
+        self._prepared: weakref.WeakKeyDictionary[psycopg2.extensions.connection, set[str]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def prepared(self, conn: psycopg2.extensions.connection) -> set[str]:
+        """The names of the statements ``conn`` has prepared (a set the caller adds to). Raises nothing."""
+        with self._lock:
+            return self._prepared.setdefault(conn, set())
 
     def datasets(self, conn: psycopg2.extensions.connection, publisher_ids: Iterable[int] = ()) -> Mapping[int, str]:
         """``publisher_id -> dataset`` of every stored publisher, read (in a transaction of its own) only the first

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.errors import ValidationError
 from hdi_lab.schemas import DAY_NS
-from hdi_lab.storage.cursor import quote, transaction
+from hdi_lab.storage import versions
+from hdi_lab.storage.cursor import quote, statements
 
-__all__ = ["Span", "lookup", "resolve"]
+__all__ = ["Span", "lookup", "lookup_observing", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -53,24 +56,50 @@ def resolve(
     Stored symbology intervals (from each DBN file's metadata) and, for raw symbols, the
     instrument master (an instrument is its raw symbol until it expires).
     """
-    s = quote(cur.connection, schema)
+    text, params = _statement(cur.connection, schema, symbols, start, end, dataset)
+    cur.execute(text, params)
+    return _spans(cur.fetchall(), symbols, start, end, dataset, missing)
+
+
+def _statement(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    symbols: tuple[str, ...],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    dataset: str | None,
+) -> tuple[str, dict[str, object]]:
+    """The SELECT of :func:`resolve` (symbol, dataset, instrument_id, d0, d1, expiration) and its parameters."""
+    s = quote(conn, schema)
     lo_ns, hi_ns = start.value, end.value
     first = dt.date.fromordinal(_EPOCH_ORDINAL + lo_ns // DAY_NS)  # the UTC day of start
     last = dt.date.fromordinal(_EPOCH_ORDINAL + -(-hi_ns // DAY_NS))  # the first midnight at or after end
     # both sources in one statement (one round trip, plans of ~0.02 ms): stored symbology intervals (from each
     # DBN file's metadata) and, for raw symbols, the instrument master: an instrument listed under the symbol
     # is valid until it expires (covers data loaded by parent or continuous requests)
-    cur.execute(
+    text = (
         f"SELECT symbol, dataset, instrument_id, d0, d1, NULL::timestamptz FROM {s}.symbology "
         "WHERE symbol = ANY(%(symbols)s) AND d0 < %(last)s AND d1 > %(first)s "
         "AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s) "
         f"UNION ALL SELECT raw_symbol, dataset, instrument_id, NULL, NULL, max(expiration) FROM {s}.instruments "
         "WHERE raw_symbol = ANY(%(symbols)s) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s) "
-        "GROUP BY raw_symbol, dataset, instrument_id",
-        {"symbols": list(symbols), "first": first, "last": last, "dataset": dataset},
+        "GROUP BY raw_symbol, dataset, instrument_id"
     )
+    return text, {"symbols": list(symbols), "first": first, "last": last, "dataset": dataset}
+
+
+def _spans(
+    rows: Sequence[tuple[Any, ...]],
+    symbols: tuple[str, ...],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    dataset: str | None,
+    missing: list[str] | None,
+) -> list[Span]:
+    """The spans of :func:`_statement`'s rows (see :func:`resolve`)."""
+    lo_ns, hi_ns = start.value, end.value
     spans: list[Span] = []
-    for sym, ds, iid, d0, d1, expiration in cur.fetchall():
+    for sym, ds, iid, d0, d1, expiration in rows:
         if d0 is not None:
             lo, hi = max(lo_ns, _day_ns(d0)), min(hi_ns, _day_ns(d1))
         else:
@@ -101,9 +130,31 @@ def lookup(
     dataset: str | None = None,
     missing: list[str] | None = None,
 ) -> list[Span]:
-    """:func:`resolve` in a transaction of its own."""
-    with transaction(conn) as cur:
+    """:func:`resolve` in a transaction of its own (one statement: one round trip)."""
+    with statements(conn) as cur:
         return resolve(cur, schema, symbols, start, end, dataset, missing)
+
+
+def lookup_observing(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    table: str,
+    symbols: tuple[str, ...],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    dataset: str | None,
+    missing: list[str],
+    prepared: set[str] | None = None,
+) -> tuple[list[Span], versions.Observed | None]:
+    """:func:`lookup` (unknown symbols appended to ``missing``) and, in the same statement, the versions of
+    ``table``'s days of the instruments found over ``[start, end)`` (see
+    :func:`hdi_lab.storage.versions.observe_with`, which ``prepared`` goes to): what a cached read asks, in one
+    round trip."""
+    text, params = _statement(conn, schema, symbols, start, end, dataset)
+    first, last = start.value // DAY_NS, (end.value - 1) // DAY_NS
+    with statements(conn) as cur:
+        rows, seen = versions.observe_with(cur, schema, table, text, params, first, last, prepared)
+    return _spans(rows, symbols, start, end, dataset, missing), seen
 
 
 def _merge(spans: list[Span]) -> list[Span]:

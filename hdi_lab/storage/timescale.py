@@ -30,7 +30,7 @@ import pandas as pd
 import psycopg2.extensions
 
 from hdi_lab.errors import ConfigError
-from hdi_lab.storage import aggregates, counts
+from hdi_lab.storage import aggregates, counts, versions
 from hdi_lab.storage.cursor import fetch_frame, quote, transaction
 from hdi_lab.storage.tables import TABLES
 
@@ -209,14 +209,18 @@ def _sync_policy(
         (option, wanted, proc, schema),
     )
     current = {name: bool(same) for name, same in cur.fetchall()}
+    removed = []
     for table in CHUNK_INTERVALS:
         target = quote(conn, schema, table)
         if table in current and (wanted is None or not current[table]):
             cur.execute(f"SELECT {e}.{remove}(%s::regclass)", (target,))
+            removed.append(table)
             if proc == "policy_retention":  # it may have dropped rows the bar counts still hold
                 counts.mark_stale(cur, schema, [table])
         if wanted is not None and not current.get(table):
             cur.execute(f"SELECT {e}.{add}(%s::regclass, %s::interval)", (target, wanted))
+    if proc == "policy_retention":  # what readers of cached days must know: the horizon, and rows maybe dropped
+        versions.set_retention(cur, schema, list(CHUNK_INTERVALS), wanted, removed)
 
 
 def objects(cur: psycopg2.extensions.cursor, schema: str) -> Objects:

@@ -1,0 +1,213 @@
+"""Market-data reads through a cache of instrument-days: what a read of ranges takes from the cache, what it reads
+from the table (and caches), and how it puts the rows together.
+
+The unit is one table, instrument and UTC day (:class:`Day`): all its rows, every publisher's, every column a read
+can give, in key order (time, then the rest of the key). A read splits each of its ranges into days and takes the
+tokens of those days (:func:`hdi_lab.storage.versions.observe`, or read with the symbols' resolution: one
+statement, before any row is read); a day cached under its current token is taken from the :class:`DayStore`, the
+others are read from the table in one COPY (each run of consecutive missing days of an instrument as one range
+scan), cached, and cut to the range. Days are cached only when the read covers them whole, except on bar tables of
+a minute or longer (at most 1,440 bars a day per publisher), where a partly covered day is read whole; the part of
+a day a read does not cache (the first or last hours of a range of ticks or of bars shorter than a minute, days
+older than a retention policy's horizon) is read as it is asked. The rows given back are what
+:func:`hdi_lab.storage.scan.fetch` gives for the same ranges (values, range index), each range's rows in key order,
+in arrays of the caller's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from hdi_lab.schemas import DAY_NS
+from hdi_lab.storage import copy, scan, versions
+from hdi_lab.storage.scan import Range
+from hdi_lab.storage.tables import TABLES, Table
+
+__all__ = ["Day", "DayStore", "fetch", "layout"]
+
+#: bar tables whose partly covered days are read and cached whole (bars of a minute or longer)
+_WHOLE_DAYS = frozenset(t.name for s, t in TABLES.items() if s.is_bar and s.bar_seconds >= 60)
+_DAY_US = DAY_NS // 1000
+
+
+class Day(NamedTuple):
+    """One cached unit: the rows of ``table``'s ``instrument_id`` on UTC ``day`` (days since 1970-01-01) in the
+    schema whose :attr:`hdi_lab.storage.versions.Observed.identity` is ``identity``."""
+
+    identity: str
+    table: str
+    instrument_id: int
+    day: int
+
+
+class DayStore(Protocol):
+    """Where cached days live (:class:`hdi_lab.core.cache.ReadCache`)."""
+
+    def get(self, day: Day, token: str, schema: pa.Schema) -> pa.RecordBatch | None:
+        """The rows of ``day`` cached under ``token`` with this Arrow ``schema``, None when it has none (never
+        cached, another token, a damaged file)."""
+
+    def put(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
+        """Cache the rows of ``day`` under ``token``."""
+
+
+@functools.cache
+def layout(table: str) -> pa.Schema:
+    """The Arrow schema of a cached day of ``table``: the columns a read can fetch, as decoded (native numbers)."""
+    t = next(t for t in TABLES.values() if t.name == table)
+    return pa.schema(
+        [
+            (c.name, pa.from_numpy_dtype(np.dtype(copy.WIDTH[c.pgtype]).newbyteorder("=")))
+            for c in scan.fetched(t, scan.out_columns(t))
+        ]
+    )
+
+
+class _Piece(NamedTuple):
+    """The part of range ``k`` on one day: the instrument's rows on ``[lo, hi)`` (ns), within ``day``."""
+
+    k: int
+    instrument_id: int
+    day: int
+    lo: int
+    hi: int
+
+
+def fetch(
+    cur: Any,
+    schema: str,
+    t: Table,
+    ranges: Sequence[Range],
+    store: DayStore,
+    observed: versions.Observed | None = None,
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]] | None:
+    """The rows of ``ranges`` as :func:`hdi_lab.storage.scan.fetch` gives them (every column a read can give),
+    through ``store``; each range's rows in key order. ``observed``: the versions already read (with the symbols'
+    resolution, before any row), else read here. None when nothing of them can be cached (read them directly
+    then), or the table has no epoch row."""
+    pieces = [
+        _Piece(k, iid, d, max(lo, d * DAY_NS), min(hi, (d + 1) * DAY_NS))
+        for k, (iid, lo, hi) in enumerate(ranges)
+        if lo < hi
+        for d in range(lo // DAY_NS, (hi - 1) // DAY_NS + 1)
+    ]
+    whole = t.name in _WHOLE_DAYS
+    wanted = sorted({(p.instrument_id, p.day) for p in pieces if whole or p.hi - p.lo == DAY_NS})
+    if not wanted:
+        return None
+    seen = observed if observed is not None and observed.covers(wanted) else None
+    seen = seen or versions.observe(cur, schema, t.name, wanted)
+    if seen is None:
+        return None
+    fresh = [key for key in wanted if seen.horizon is None or key[1] * DAY_NS >= seen.horizon]
+    if not fresh:
+        return None
+    shape = layout(t.name)
+    days: dict[tuple[int, int], pa.RecordBatch] = {}
+    for key in fresh:
+        got = store.get(Day(seen.identity, t.name, *key), seen.token(key), shape)
+        if got is not None:
+            days[key] = got
+    missing = [key for key in fresh if key not in days]
+    cachable = set(fresh)
+    direct = [p for p in pieces if (p.instrument_id, p.day) not in cachable]
+    runs = _runs(missing)
+    reads = [(iid, d0 * DAY_NS, (d1 + 1) * DAY_NS) for iid, d0, d1 in runs]
+    reads += [(p.instrument_id, p.lo, p.hi) for p in direct]
+    exact: dict[tuple[int, int], pa.RecordBatch] = {}
+    if reads:
+        arrays, index = scan.fetch(cur, schema, t, reads, scan.fetched(t, scan.out_columns(t)))
+        groups = _groups(index, len(reads))
+        for rows, (iid, d0, d1) in zip(groups, runs, strict=False):
+            ordered = _in_order(t, arrays if len(reads) == 1 else {n: v[rows] for n, v in arrays.items()})
+            part = _batch(ordered, shape)
+            for d, one in _by_day(t, part, d0, d1):
+                days[(iid, d)] = one
+                store.put(Day(seen.identity, t.name, iid, d), seen.token((iid, d)), one)
+        for rows, p in zip(groups[len(runs) :], direct, strict=True):
+            exact[(p.k, p.day)] = _batch({n: v[rows] for n, v in arrays.items()}, shape)
+    parts = [
+        _cut(t, days[(p.instrument_id, p.day)], p) if (p.instrument_id, p.day) in days else exact[(p.k, p.day)]
+        for p in pieces
+    ]
+    index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), [part.num_rows for part in parts])
+    table = pa.Table.from_batches(parts, schema=shape)  # one concatenation per column, in C++
+    return {n: _own(table.column(n)) for n in shape.names}, index
+
+
+def _own(column: pa.ChunkedArray) -> npt.NDArray[Any]:
+    """``column`` as a new, writable array: never a view of what the store keeps (a day in memory, a day queued for
+    writing), which the caller's frame would otherwise share (and could change, or find read-only)."""
+    values = column.to_numpy()  # several chunks: concatenated into a new array; one: a view of it
+    return values.copy() if column.num_chunks <= 1 else values
+
+
+def _batch(arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """Columns as a record batch of ``schema`` (no copy)."""
+    return pa.RecordBatch.from_arrays([pa.array(arrays[f.name], type=f.type) for f in schema], schema=schema)
+
+
+def _runs(keys: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Sorted (instrument, day) pairs as runs of consecutive days: (instrument, first day, last day)."""
+    out: list[tuple[int, int, int]] = []
+    for iid, d in keys:
+        if out and out[-1][0] == iid and out[-1][2] == d - 1:
+            out[-1] = (iid, out[-1][1], d)
+        else:
+            out.append((iid, d, d))
+    return out
+
+
+def _groups(index: npt.NDArray[np.intp], n: int) -> list[npt.NDArray[np.intp]]:
+    """The positions of the rows of each of ``n`` ranges (by ``index``), in the order they came."""
+    order = np.argsort(index, kind="stable") if (index[1:] < index[:-1]).any() else np.arange(len(index))
+    edges = np.searchsorted(index[order], np.arange(n + 1))
+    return [order[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def _time(t: Table, rows: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """What orders rows in time: ticks' nanoseconds, bars' microseconds since 2000."""
+    return rows[t.ns_column or t.time_column]
+
+
+def _in_order(t: Table, rows: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """``rows`` in key order: time, then the rest of the key (a range scan gives them so: checked)."""
+    keys = [_time(t, rows), *(rows[k] for k in scan.ties(t))]
+    if scan.ordered(keys):
+        return rows
+    order = np.lexsort(keys[::-1])
+    return {n: v[order] for n, v in rows.items()}
+
+
+def _day_edge(t: Table, day: int) -> int:
+    """The start of ``day`` in the units of :func:`_time`."""
+    return day * DAY_NS if t.ns_column else day * _DAY_US - copy.PG_EPOCH_US
+
+
+def _times(t: Table, rows: pa.RecordBatch) -> npt.NDArray[Any]:
+    return rows.column(t.ns_column or t.time_column).to_numpy()
+
+
+def _by_day(t: Table, rows: pa.RecordBatch, first: int, last: int) -> list[tuple[int, pa.RecordBatch]]:
+    """Rows of days ``first`` to ``last`` (in key order) split by day."""
+    edges = np.searchsorted(_times(t, rows), [_day_edge(t, d) for d in range(first, last + 2)])
+    return [(first + i, rows.slice(a, b - a)) for i, (a, b) in enumerate(itertools.pairwise(edges.tolist()))]
+
+
+def _cut(t: Table, rows: pa.RecordBatch, p: _Piece) -> pa.RecordBatch:
+    """The rows of a whole cached day (in key order) on the piece's ``[lo, hi)``."""
+    if p.hi - p.lo == DAY_NS:
+        return rows
+    if t.ns_column:
+        lo, hi = p.lo, p.hi
+    else:  # bars are whole microseconds: ts*1000 >= lo <=> ts >= ceil(lo/1000)
+        lo, hi = -(-p.lo // 1000) - copy.PG_EPOCH_US, -(-p.hi // 1000) - copy.PG_EPOCH_US
+    a, b = np.searchsorted(_times(t, rows), [lo, hi]).tolist()
+    return rows.slice(a, b - a)
