@@ -47,6 +47,7 @@ __all__ = [
     "NAT",
     "DateLike",
     "TimeLike",
+    "bar_labels",
     "bar_sessions",
     "calendar_for",
     "follows_exchange",
@@ -319,6 +320,35 @@ def bar_sessions(
         return np.where(hit, values[safe], NAT)
 
     return pick(table.labels), pick(table.opens), pick(table.closes)
+
+
+def bar_labels(calendar: str, starts: npt.NDArray[np.int64], length: int) -> npt.NDArray[np.int64]:
+    """The ``labels`` of :func:`bar_sessions` alone. When ``starts`` are in time order (a query's bars: the usual
+    case) they are found per session rather than per bar: two searches of the bars at each session's close and
+    open, then one fill (a few ms a million bars instead of ~35).
+
+    Raises ConfigError for an unknown calendar code."""
+    ns = np.asarray(starts, dtype=np.int64)
+    n = len(ns)
+    if n < 64 or ns[0] == NAT or not (ns[1:] >= ns[:-1]).all():  # NaT sorts first: none when the first is not
+        return bar_sessions(calendar, ns, length)[0]
+    table = _table(calendar)
+    closes, count = table.closes, len(table.closes)
+    # the bars whose first session closing after their start is j form one run: j from jlo to jhi (count: none)
+    jlo, jhi = np.searchsorted(closes, [ns[0], ns[-1]], side="right").tolist()
+    begin = np.empty(jhi - jlo + 1, dtype=np.int64)
+    begin[0] = 0
+    begin[1:] = np.searchsorted(ns, closes[jlo:jhi], side="left")
+    end = np.append(begin[1:], n)
+    j = np.arange(jlo, jhi + 1)
+    real = j < count
+    k = np.minimum(j, count - 1)
+    # a bar of run j overlaps session j when it ends after the open: the run's bars from the first such one
+    first = np.searchsorted(ns, table.opens[k] - length, side="right")
+    cut = np.where(real, np.clip(first, begin, end), end)
+    values = np.stack([np.full(len(j), NAT, dtype=np.int64), np.where(real, table.labels[k], NAT)], axis=1)
+    counts = np.stack([cut - begin, end - cut], axis=1)
+    return np.repeat(values.ravel(), counts.ravel())
 
 
 def _minutes(table: _Table, rows: slice, halts: bool) -> npt.NDArray[np.int64]:

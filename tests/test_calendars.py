@@ -17,6 +17,7 @@ from hdi_lab.calendars import (
     DATASET_CALENDARS,
     IB_EXCHANGE_CALENDARS,
     NAT,
+    bar_labels,
     bar_sessions,
     calendar_for,
     minutes,
@@ -292,6 +293,23 @@ def test_bar_sessions_give_each_bar_the_first_session_it_overlaps() -> None:
     # outside the calendar's bounds and NaT: no session (no error)
     labels, _, _ = bar_sessions("XNAS", np.array([_bars("1990-01-02 15:00")[0], NAT, _bars("2200-01-02")[0]]), minute)
     assert (labels == NAT).all()
+
+
+@pytest.mark.parametrize("code", ["XNAS", "CMES", "XTKS"])
+@pytest.mark.parametrize("length", ["5s", "1min", "1h", "1D"])
+def test_bar_labels_of_bars_in_time_order_are_bar_sessions_labels(code: str, length: str) -> None:
+    """The per-session path (bars in time order) gives each bar what :func:`bar_sessions` gives it: random
+    sorted bars with repeats (several instruments), over holidays, weekends and the calendar's bounds."""
+    rng = np.random.default_rng(17)
+    step = pd.Timedelta(length).value
+    for lo, days in [("2024-03-20", 20), ("2023-12-20", 30), ("1990-01-01", 800), ("2025-06-01", 900)]:
+        start = pd.Timestamp(lo).value
+        stamps = np.sort(start + rng.integers(0, days * 86_400, 3_000) * 1_000_000_000 // step * step)
+        stamps = np.sort(np.concatenate([stamps, stamps[:500]]))
+        assert np.array_equal(bar_labels(code, stamps, step), bar_sessions(code, stamps, step)[0])
+    unsorted = stamps[::-1].copy()  # not in time order, and with NaT: the per-bar path
+    unsorted[3] = NAT
+    assert np.array_equal(bar_labels(code, unsorted, step), bar_sessions(code, unsorted, step)[0])
 
 
 @pytest.mark.parametrize("code", ["XNAS", "CMES", "XTKS"])

@@ -45,25 +45,32 @@ def _cache(session: HdiSession) -> ReadCache:
 
 
 class Spy:
-    """Counts what a session's cache answered (hits, misses) and what it was given (puts): the real cache runs."""
+    """Counts what a session's cache answered (hits, misses) and what it was given (puts, counted as the writer
+    makes the days handed to it: :meth:`take` waits for it): the real cache runs."""
 
     def __init__(self, cache: ReadCache, monkeypatch: pytest.MonkeyPatch) -> None:
         self.seen: Counter[str] = Counter()
-        get, put = cache.get, cache.put
+        self.cache = cache
+        get_many, put_later = cache.get_many, cache.put_later
 
-        def spied_get(*args: Any) -> Any:
-            got = get(*args)
-            self.seen["hit" if got is not None else "miss"] += 1
+        def spied_get_many(*args: Any) -> Any:
+            got = get_many(*args)
+            self.seen.update("hit" if one is not None else "miss" for one in got)
             return got
 
-        def spied_put(*args: Any) -> None:
-            self.seen["put"] += 1
-            put(*args)
+        def spied_put_later(days: Any, size: int) -> None:
+            def made() -> Any:
+                out = list(days())
+                self.seen["put"] += len(out)
+                return out
 
-        monkeypatch.setattr(cache, "get", spied_get)
-        monkeypatch.setattr(cache, "put", spied_put)
+            put_later(made, size)
+
+        monkeypatch.setattr(cache, "get_many", spied_get_many)
+        monkeypatch.setattr(cache, "put_later", spied_put_later)
 
     def take(self) -> dict[str, int]:
+        assert self.cache.flush(30)
         out = dict(self.seen)
         self.seen.clear()
         return out
@@ -415,6 +422,27 @@ def test_the_least_recently_used_days_go_first(tmp_path: Path) -> None:
     assert cache.flush(30)
     got = cache.get(Day("db", "ohlcv_1m", 2, 0), "t", schema)
     assert got is not None and got.num_rows == 0 and got.schema.equals(schema)
+
+
+@pytest.mark.unit
+def test_many_days_are_looked_up_by_listing_each_instrument_once(tmp_path: Path) -> None:
+    """get_many answers what get answers, day by day: the folder of an instrument listed once, an instrument never
+    cached (no folder) all misses; days handed over whole are split and written by the writer."""
+    schema = cached.layout("ohlcv_1m")
+    rows = pa.RecordBatch.from_arrays([pa.array(np.arange(10), type=f.type) for f in schema], schema=schema)
+    cache = ReadCache(tmp_path, 1 << 30)
+    days = [Day("db", "ohlcv_1m", 1, d) for d in (3, 4, 5)] + [Day("db", "ohlcv_1m", 2, 4)]
+    tokens = ["t", "t", "t", "t"]
+    assert cache.get_many(days, tokens, schema) == [None] * 4
+    cache.put_later(lambda: [(days[0], "t", rows.slice(0, 4)), (days[2], "u", rows.slice(4))], int(rows.nbytes))
+    assert cache.flush(30)
+    got = cache.get_many(days, ["t", "t", "t", "t"], schema)
+    assert got[0] is not None and got[0].equals(rows.slice(0, 4)) and got[1:] == [None] * 3  # day 5 is "u"
+    got = cache.get_many(days, ["t", "t", "u", "t"], schema)
+    assert [g is not None for g in got] == [True, False, True, False]
+    assert [cache.get(d, k, schema) is not None for d, k in zip(days, ["t", "t", "u", "t"], strict=True)] == [
+        True, False, True, False,
+    ]  # fmt: skip
 
 
 @pytest.mark.unit

@@ -39,12 +39,13 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
 
-from hdi_lab.storage.cached import Day
+from hdi_lab.storage.cached import Day, Later
 
 __all__ = ["ReadCache", "Usage"]
 
@@ -93,7 +94,7 @@ class ReadCache:
         self._written = 0  # bytes written since the last trim
         self._folders: set[Path] = set()  # folders known to exist
         # the days put and not yet written, their bytes, the writer thread (of process _pid) and whether it writes
-        self._queue: collections.deque[tuple[Day, str, pa.RecordBatch]] = collections.deque()
+        self._queue: collections.deque[tuple[Later, int]] = collections.deque()
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -121,8 +122,39 @@ class ReadCache:
             if kept is not None and kept[0] == token:
                 self._memory.move_to_end(day)
                 return kept[1]
+        return self._load(day, token, schema, self._file(day))
+
+    def get_many(self, days: Sequence[Day], tokens: Sequence[str], schema: pa.Schema) -> list[pa.RecordBatch | None]:
+        """:meth:`get` of each of ``days`` under its token (in order), the folder of each instrument listed once
+        rather than every missing file probed. Raises nothing."""
+        out: list[pa.RecordBatch | None] = [None] * len(days)
+        rest: list[int] = []
+        with self._lock:
+            for i, (day, token) in enumerate(zip(days, tokens, strict=True)):
+                kept = self._memory.get(day)
+                if kept is not None and kept[0] == token:
+                    self._memory.move_to_end(day)
+                    out[i] = kept[1]
+                else:
+                    rest.append(i)
+        listed: dict[str, set[str]] = {}
+        for i in rest:
+            folder, name = self._file(days[i]).rsplit("/", 1)
+            names = listed.get(folder)
+            if names is None:
+                try:
+                    names = listed[folder] = set(os.listdir(folder))
+                except OSError:  # no folder (nothing cached of this instrument), unreadable: misses
+                    names = listed[folder] = set()
+            if name in names:  # a file written after the listing is read next time
+                out[i] = self._load(days[i], tokens[i], schema, f"{folder}/{name}")
+        return out
+
+    def _load(self, day: Day, token: str, schema: pa.Schema, file: str) -> pa.RecordBatch | None:
+        """The rows of ``day`` from its ``file`` (then kept in memory), None when it is not there or not of
+        ``token`` and ``schema``."""
         try:
-            data = _read(self._file(day))
+            data = _read(file)
         except OSError:  # not cached (or unreadable): a miss
             return None
         try:
@@ -157,17 +189,33 @@ class ReadCache:
         work every :data:`_POLL_SECONDS` (the read neither waits for the disk nor wakes the writer, which would make
         it hand over the interpreter lock mid-read), or written at once when the writer is :data:`_PENDING_BYTES`
         behind. Raises nothing."""
-        size = int(rows.nbytes)
+        self.put_later(lambda: [(day, token, rows)], int(rows.nbytes))
+
+    def put_later(self, days: Later, size: int) -> None:
+        """Cache the days ``days()`` gives (``size`` bytes), called by the writer thread (so the reader neither
+        splits nor writes them), as :meth:`put` does; at once when the writer is :data:`_PENDING_BYTES` behind.
+        Raises nothing."""
         with self._lock:
             self._adopt()
             if self._pending + size <= _PENDING_BYTES:
-                self._queue.append((day, token, rows))
+                self._queue.append((days, size))
                 self._pending += size
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._drain, name="hdi-read-cache", daemon=True)
                     self._thread.start()
                 return
-        self._store(day, token, rows)
+        self._store_all(days)
+
+    def _store_all(self, days: Later) -> None:
+        """:meth:`_store` every day ``days()`` gives; a failure to make them is logged (debug) and leaves the reads
+        unaffected (they are read again next time)."""
+        try:
+            made = list(days())
+        except (pa.ArrowException, ValueError) as exc:
+            log.debug("read cache: could not split days to cache: %s", exc)
+            return
+        for day, token, rows in made:
+            self._store(day, token, rows)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Have the writer write every day handed to :meth:`put` now, and wait until it has (or ``timeout``
@@ -203,13 +251,13 @@ class ReadCache:
                 with self._lock:
                     if not self._queue:
                         break
-                    day, token, rows = self._queue.popleft()
+                    days, size = self._queue.popleft()
                     self._busy = True
                 try:
-                    self._store(day, token, rows)
+                    self._store_all(days)
                 finally:
                     with self._lock:
-                        self._pending -= int(rows.nbytes)
+                        self._pending -= size
                         self._busy = False
                         self._changed.notify_all()
 

@@ -107,7 +107,7 @@ def bars(
         length = (seconds or sch.bar_seconds) * _NS
 
         def column(ts: npt.NDArray[np.int64], pubs: npt.NDArray[Any], iids: npt.NDArray[Any]) -> dict[str, Any]:
-            labels, _, _ = _sessions_of(session, ts, pubs, iids, length, strict=False)
+            labels, _, _ = _sessions_of(session, ts, pubs, iids, length, strict=False, opens_too=False)
             return {COLUMN: labels.view("datetime64[ns]")}
 
         return read.query(
@@ -191,10 +191,12 @@ def _sessions_of(
     instruments: npt.NDArray[Any],
     length: int,
     strict: bool,
+    opens_too: bool = True,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
-    """:func:`_sessions` of bars starting at ``ts`` (int64 ns) of these publishers and instruments."""
+    """:func:`_sessions` of bars starting at ``ts`` (int64 ns) of these publishers and instruments; without
+    ``opens_too`` the opens are left out (an empty array)."""
     labels = np.full(len(ts), NAT, dtype=np.int64)
-    opens = labels.copy()
+    opens = labels.copy() if opens_too else np.zeros(0, dtype=np.int64)
     if not len(ts):
         return labels, opens, np.zeros(0, dtype=np.intp)
     pubs = publishers.astype(np.int64)
@@ -220,9 +222,12 @@ def _sessions_of(
         rows = np.isin(codes, members) if len(by_calendar) > 1 else slice(None)
         if code is None:
             labels[rows] = ts[rows] - ts[rows] % DAY_NS
-            opens[rows] = labels[rows]
-        else:
+            if opens_too:
+                opens[rows] = labels[rows]
+        elif opens_too:
             labels[rows], opens[rows], _ = calendars.bar_sessions(code, ts[rows], length)
+        else:  # the labels alone: found per session when the bars are in time order (a query's are)
+            labels[rows] = calendars.bar_labels(code, ts[rows], length)
     return labels, opens, codes
 
 

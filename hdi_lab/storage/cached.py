@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +30,7 @@ from hdi_lab.storage import copy, scan, versions
 from hdi_lab.storage.scan import Range
 from hdi_lab.storage.tables import TABLES, Table
 
-__all__ = ["Day", "DayStore", "fetch", "layout"]
+__all__ = ["Day", "DayStore", "Later", "fetch", "layout"]
 
 #: bar tables whose partly covered days are read and cached whole (bars of a minute or longer)
 _WHOLE_DAYS = frozenset(t.name for s, t in TABLES.items() if s.is_bar and s.bar_seconds >= 60)
@@ -47,6 +47,10 @@ class Day(NamedTuple):
     day: int
 
 
+#: days to cache, made when the store writes them: (day, token, rows) each
+Later = Callable[[], Iterable[tuple[Day, str, pa.RecordBatch]]]
+
+
 class DayStore(Protocol):
     """Where cached days live (:class:`hdi_lab.core.cache.ReadCache`)."""
 
@@ -54,8 +58,15 @@ class DayStore(Protocol):
         """The rows of ``day`` cached under ``token`` with this Arrow ``schema``, None when it has none (never
         cached, another token, a damaged file)."""
 
+    def get_many(self, days: Sequence[Day], tokens: Sequence[str], schema: pa.Schema) -> list[pa.RecordBatch | None]:
+        """:meth:`get` of each of ``days`` under its token (in order)."""
+
     def put(self, day: Day, token: str, rows: pa.RecordBatch) -> None:
         """Cache the rows of ``day`` under ``token``."""
+
+    def put_later(self, days: Later, size: int) -> None:
+        """Cache the days ``days()`` gives (``size`` bytes), called when the store writes them rather than by
+        the reader: the reader hands over a run of days whole, the writer splits it."""
 
 
 @functools.cache
@@ -110,35 +121,53 @@ def fetch(
     if not fresh:
         return None
     shape = layout(t.name)
-    days: dict[tuple[int, int], pa.RecordBatch] = {}
-    for key in fresh:
-        got = store.get(Day(seen.identity, t.name, *key), seen.token(key), shape)
-        if got is not None:
-            days[key] = got
+    tokens = [seen.token(key) for key in fresh]
+    found = store.get_many([Day(seen.identity, t.name, *key) for key in fresh], tokens, shape)
+    days = {key: got for key, got in zip(fresh, found, strict=True) if got is not None}
     missing = [key for key in fresh if key not in days]
     cachable = set(fresh)
     direct = [p for p in pieces if (p.instrument_id, p.day) not in cachable]
     runs = _runs(missing)
     reads = [(iid, d0 * DAY_NS, (d1 + 1) * DAY_NS) for iid, d0, d1 in runs]
     reads += [(p.instrument_id, p.lo, p.hi) for p in direct]
+    got: list[dict[str, npt.NDArray[Any]]] = []  # the rows of each run, in key order
+    run_of: dict[tuple[int, int], int] = {}  # (instrument, day) -> its run
     exact: dict[tuple[int, int], pa.RecordBatch] = {}
     if reads:
         arrays, index = scan.fetch(cur, schema, t, reads, scan.fetched(t, scan.out_columns(t)))
         groups = _groups(index, len(reads))
         for rows, (iid, d0, d1) in zip(groups, runs, strict=False):
             ordered = _in_order(t, arrays if len(reads) == 1 else {n: v[rows] for n, v in arrays.items()})
-            part = _batch(ordered, shape)
-            for d, one in _by_day(t, part, d0, d1):
-                days[(iid, d)] = one
-                store.put(Day(seen.identity, t.name, iid, d), seen.token((iid, d)), one)
+            run_of.update(((iid, d), len(got)) for d in range(d0, d1 + 1))
+            got.append(ordered)
+            # made into days and cached by the store's writer: the reader only hands the run over (never to be
+            # changed: what the reader gives back is copied from it)
+            size = sum(int(v.nbytes) for v in ordered.values())
+            store.put_later(functools.partial(_days, t, seen, iid, d0, d1, ordered, shape), size)
         for rows, p in zip(groups[len(runs) :], direct, strict=True):
             exact[(p.k, p.day)] = _batch({n: v[rows] for n, v in arrays.items()}, shape)
-    parts = [
-        _cut(t, days[(p.instrument_id, p.day)], p) if (p.instrument_id, p.day) in days else exact[(p.k, p.day)]
-        for p in pieces
-    ]
-    index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), [part.num_rows for part in parts])
-    table = pa.Table.from_batches(parts, schema=shape)  # one concatenation per column, in C++
+    if not days and not direct:  # all read now (a cold read): the runs' rows as they came
+        return _from_runs(t, pieces, run_of, got, shape)
+    fetched = [_batch(rows, shape) for rows in got]
+    parts: list[pa.RecordBatch | None] = [None] * len(pieces)
+    in_runs: dict[int, list[int]] = {}  # run -> its pieces
+    for i, p in enumerate(pieces):
+        key = (p.instrument_id, p.day)
+        if key in days:
+            parts[i] = _cut(t, days[key], p)
+        elif key in run_of:
+            in_runs.setdefault(run_of[key], []).append(i)
+        else:
+            parts[i] = exact[(p.k, p.day)]
+    for r, members in in_runs.items():  # the pieces of a run cut from it with one search
+        run = fetched[r]
+        edges = [_edge(t, x) for i in members for x in (pieces[i].lo, pieces[i].hi)]
+        at = np.searchsorted(_times(t, run), edges).tolist()
+        for j, i in enumerate(members):
+            parts[i] = run.slice(at[2 * j], at[2 * j + 1] - at[2 * j])
+    ready = cast(list[pa.RecordBatch], parts)  # every piece has its part now
+    index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), [part.num_rows for part in ready])
+    table = pa.Table.from_batches(ready, schema=shape)  # one concatenation per column, in C++
     return {n: _own(table.column(n)) for n in shape.names}, index
 
 
@@ -191,6 +220,12 @@ def _day_edge(t: Table, day: int) -> int:
     return day * DAY_NS if t.ns_column else day * _DAY_US - copy.PG_EPOCH_US
 
 
+def _edge(t: Table, ns: int) -> int:
+    """The first time at or after ``ns`` (nanoseconds) in the units of :func:`_time`: bars are whole
+    microseconds, so ts*1000 >= ns <=> ts >= ceil(ns/1000)."""
+    return ns if t.ns_column else -(-ns // 1000) - copy.PG_EPOCH_US
+
+
 def _times(t: Table, rows: pa.RecordBatch) -> npt.NDArray[Any]:
     return rows.column(t.ns_column or t.time_column).to_numpy()
 
@@ -201,13 +236,57 @@ def _by_day(t: Table, rows: pa.RecordBatch, first: int, last: int) -> list[tuple
     return [(first + i, rows.slice(a, b - a)) for i, (a, b) in enumerate(itertools.pairwise(edges.tolist()))]
 
 
+def _days(
+    t: Table,
+    seen: versions.Observed,
+    iid: int,
+    first: int,
+    last: int,
+    rows: Mapping[str, npt.NDArray[Any]],
+    shape: pa.Schema,
+) -> list[tuple[Day, str, pa.RecordBatch]]:
+    """The days of a run of ``iid``'s rows (days ``first`` to ``last``, in key order) with their tokens: what the
+    store's writer caches."""
+    days = _by_day(t, _batch(rows, shape), first, last)
+    return [(Day(seen.identity, t.name, iid, d), seen.token((iid, d)), one) for d, one in days]
+
+
+def _from_runs(
+    t: Table,
+    pieces: Sequence[_Piece],
+    run_of: Mapping[tuple[int, int], int],
+    runs: Sequence[Mapping[str, npt.NDArray[Any]]],
+    shape: pa.Schema,
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
+    """What :func:`fetch` gives when every piece lies in a run just read: each piece's rows cut from its run (one
+    search a run), the pieces following on in a run taken as one slice, copied into arrays of the caller's own."""
+    of_run = [run_of[(p.instrument_id, p.day)] for p in pieces]
+    bounds: list[list[int]] = []  # each run's pieces' row bounds, in order
+    for r in range(len(runs)):
+        edges = [_edge(t, x) for p, pr in zip(pieces, of_run, strict=True) if pr == r for x in (p.lo, p.hi)]
+        bounds.append(np.searchsorted(_time(t, runs[r]), edges).tolist())
+    slices: list[tuple[int, int, int]] = []  # (run, first row, end)
+    counts: list[int] = []
+    taken = [0] * len(runs)
+    for r in of_run:
+        a, b = bounds[r][2 * taken[r]], bounds[r][2 * taken[r] + 1]
+        taken[r] += 1
+        counts.append(b - a)
+        if slices and slices[-1][0] == r and slices[-1][2] == a:
+            slices[-1] = (r, slices[-1][1], b)
+        else:
+            slices.append((r, a, b))
+    out = {
+        n: np.concatenate([runs[r][n][a:b] for r, a, b in slices]) if len(slices) > 1 else
+        runs[slices[0][0]][n][slices[0][1] : slices[0][2]].copy()
+        for n in shape.names
+    }  # fmt: skip
+    return out, np.repeat(np.array([p.k for p in pieces], dtype=np.intp), counts)
+
+
 def _cut(t: Table, rows: pa.RecordBatch, p: _Piece) -> pa.RecordBatch:
     """The rows of a whole cached day (in key order) on the piece's ``[lo, hi)``."""
     if p.hi - p.lo == DAY_NS:
         return rows
-    if t.ns_column:
-        lo, hi = p.lo, p.hi
-    else:  # bars are whole microseconds: ts*1000 >= lo <=> ts >= ceil(lo/1000)
-        lo, hi = -(-p.lo // 1000) - copy.PG_EPOCH_US, -(-p.hi // 1000) - copy.PG_EPOCH_US
-    a, b = np.searchsorted(_times(t, rows), [lo, hi]).tolist()
+    a, b = np.searchsorted(_times(t, rows), [_edge(t, p.lo), _edge(t, p.hi)]).tolist()
     return rows.slice(a, b - a)
