@@ -10,6 +10,8 @@ must match exactly.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -501,3 +503,20 @@ def test_resuming_needs_resumable_columns_and_enough_context() -> None:
     assert indicators.history("rsi_14,ema_20") == 20
     with pytest.raises(ValidationError, match="context=5 is too short: these columns need 20 bars"):
         indicators.compute_resumable(frames, "rsi_14,ema_20", context=5, state=state)
+
+
+def test_pandas_options_are_left_as_they_were() -> None:
+    """pandas-ta turns copy-on-write on for the whole process when imported; computing an indicator through
+    hdi_lab leaves the caller's pandas options as they were (a fresh interpreter: pandas-ta not imported yet)."""
+    code = (
+        "import pandas as pd\n"
+        "from hdi_lab import indicators\n"
+        "close = [1.0, 2.0, 3.0, 4.0, 5.0]\n"
+        "frame = pd.DataFrame({'open': close, 'high': close, 'low': close, 'close': close, 'volume': close},\n"
+        "                     index=pd.date_range('2024-01-02', periods=5, freq='min', tz='UTC'))\n"
+        "indicators.compute(frame, 'sma_2,rsi_2')\n"
+        "import pandas_ta\n"  # imported by hdi_lab above, not by this line
+        "print(pd.options.mode.copy_on_write)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

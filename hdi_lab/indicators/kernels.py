@@ -36,10 +36,19 @@ __all__ = [
 def ta() -> ModuleType:
     """pandas-ta, imported on first use.
 
+    Importing pandas-ta turns pandas' copy-on-write mode on for the whole process (``pandas_ta.core`` sets
+    ``pd.options.mode.copy_on_write = True``): the option is put back as the caller had it, so frames the user
+    holds do not change behaviour (e.g. ``to_numpy()`` becoming read-only) because hdi_lab computed an indicator.
+
     Raises:
         MissingDependency: pandas-ta is not installed (``pip install 'hdi_lab[ta]'``).
     """
-    return require("pandas_ta", "ta")
+    cow = pd.options.mode.copy_on_write
+    try:
+        return require("pandas_ta", "ta")
+    finally:
+        if pd.options.mode.copy_on_write != cow:
+            pd.options.mode.copy_on_write = cow
 
 
 # -- windows: the same bits wherever the series starts ---------------------------------------
