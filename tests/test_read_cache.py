@@ -20,7 +20,7 @@ import psycopg2
 import pyarrow as pa
 import pytest
 from fake_databento_live import FakeLiveGateway, live_session
-from helpers import drop_schema, make_session
+from helpers import drop_schema, make_session, run_cli
 
 import hdi_lab
 from hdi_lab.config import load_settings
@@ -389,6 +389,30 @@ def test_hdi_cache_off_reads_without_files(
     monkeypatch.setenv("HDI_CACHE_BYTES", "0")
     with pytest.raises(ConfigError, match=r"cache_bytes=0 .* HDI_CACHE=off"):
         load_settings()
+
+
+@pytest.mark.integration
+def test_hdi_cache_status_and_clear(hdi_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HDI_HOME", str(tmp_path))
+    args = ("ohlcv-1h", "ESH4", "2024-03-12", "2024-03-14")
+    with default_session() as s:
+        hdi_lab.ingest(**TICKS, schema="ohlcv-1h", session=s)  # type: ignore[arg-type]
+        want = hdi_lab.query(*args, session=s)
+        assert _cache(s).flush(30)
+        held = _cache(s).usage()
+    assert held.files == 2
+    code, out, err = run_cli(["cache", "status"])
+    assert (code, err) == (0, "")
+    assert f"read cache: on; 2 files, {held.bytes / 2**20:.1f} MiB of 1024 MiB" in out
+    assert str(tmp_path / "cache") in out
+    code, out, _ = run_cli(["cache", "clear"])
+    assert code == 0 and out.startswith("read cache: 2 files deleted")
+    assert "0 files" in run_cli(["cache", "status"])[1]
+    with default_session() as s:
+        pd.testing.assert_frame_equal(hdi_lab.query(*args, session=s), want)  # read from the database again
+    monkeypatch.setenv("HDI_CACHE", "off")
+    code, out, _ = run_cli(["cache", "clear"])
+    assert code == 0 and out.startswith("read cache: off")
 
 
 @pytest.mark.unit

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     options.add(sub.add_parser("db", help="the database server"), "db_action")
     options.add(sub.add_parser("config", help="settings"), "config_action")
+    options.add(sub.add_parser("cache", help="the read cache of query results under HDI_HOME/cache"), "cache_action")
 
     feat = sub.add_parser("features", help="feature sets: technical indicators computed and stored per instrument")
     fsub = feat.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -419,6 +420,25 @@ def _cmd_config(session: HdiSession, a: argparse.Namespace, out: TextIO, err: Te
     return 0
 
 
+def _cmd_cache(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    cache = session.cache
+    folder = session.settings.home_dir / "cache"
+    if cache is None:
+        print(f"read cache: off (the cache setting; HDI_CACHE=off); folder {folder}", file=out)
+        return 0
+    if a.action == "clear":
+        print(f"read cache: {cache.clear()} files deleted from {folder}", file=out)
+        return 0
+    used = cache.usage()
+    print(
+        f"read cache: on; {used.files} files, {used.bytes / 2**20:.1f} MiB of {cache.max_bytes / 2**20:.0f} MiB "
+        f"(cache_bytes); {cache.memory_bytes / 2**20:.0f} MiB in memory per process (cache_memory_bytes); "
+        f"folder {folder}",
+        file=out,
+    )
+    return 0
+
+
 def _cmd_features(session: HdiSession, a: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from hdi_lab import features
 
@@ -472,6 +492,7 @@ COMMANDS: dict[str, Callable[[HdiSession, argparse.Namespace, TextIO, TextIO], i
     "report": _cmd_report,
     "db": _cmd_db,
     "config": _cmd_config,
+    "cache": _cmd_cache,
     "demo": _cmd_demo,
     "features": _cmd_features,
     "compare": _cmd_compare,

@@ -320,6 +320,11 @@ OPTIONS: dict[str, Option] = {
         help="info: server, TimescaleDB or plain PostgreSQL, hypertables, compression, policies",
     ),
     "config_action": Option(("action",), choices=("show",)),
+    "cache_action": Option(
+        ("action",),
+        choices=("status", "clear"),
+        help="status: the files and bytes the read cache holds; clear: delete them (the database is untouched)",
+    ),
     # feature sets
     "feature_set": Option(
         ("--set",),
