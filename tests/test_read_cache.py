@@ -30,7 +30,7 @@ from hdi_lab.core.session import HdiSession, default_session
 from hdi_lab.dbn.writer import empty_records, encode_dbn
 from hdi_lab.errors import ConfigError
 from hdi_lab.schemas import Schema, SType
-from hdi_lab.storage import cached, scan
+from hdi_lab.storage import cached, read, scan
 from hdi_lab.storage.cached import Day
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,10 +131,19 @@ READS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("whole", [False, True], ids=["days", "whole"])
 @pytest.mark.parametrize(("args", "kwargs"), READS, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(READS)])
 def test_cached_reads_equal_reads_from_the_database(
-    stored: tuple[HdiSession, HdiSession], args: tuple[Any, ...], kwargs: dict[str, Any]
+    stored: tuple[HdiSession, HdiSession],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    whole: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Cold, then warm: put together from the cached days, or (``whole``: every read of cached days kept whole in
+    memory) the rows kept whole."""
+    if whole:
+        monkeypatch.setattr(read, "MEMO_PIECES", 1)
     on, off = stored
     want = hdi_lab.query(*args, session=off, **kwargs)
     assert len(want) > 0
@@ -144,6 +153,47 @@ def test_cached_reads_equal_reads_from_the_database(
     warm = hdi_lab.query(*args, session=on, **kwargs)
     _same(cold, want)
     _same(warm, want)
+    _same(hdi_lab.query(*args, session=on, **kwargs), want)
+
+
+@pytest.mark.integration
+def test_a_read_of_many_days_is_kept_whole_and_never_stale(
+    session: HdiSession, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of at least MEMO_PIECES cached instrument-days is kept put together in memory: repeated, it takes
+    no day at all; the frame it gives is the caller's; any write to one of its days reads the days again."""
+    minutes = np.arange(0, 3 * 1440, 7)
+    hdi_lab.ingest(provider="file", path=str(_file(tmp_path / "v1.dbn.zst", _bars(minutes))), session=session)
+    args = ("ohlcv-1m", SYMBOL, "2024-01-02", "2024-01-05")
+    cache = _cache(session)
+    recalled: list[bool] = []
+    recall = cache.recall
+    monkeypatch.setattr(cache, "recall", lambda *a: recalled.append(recall(*a) is not None) or recall(*a))
+    spy = Spy(cache, monkeypatch)
+    with make_session(pg_url, session.schema, cache=False) as off:
+        hdi_lab.query(*args, session=session)  # three days: fewer than MEMO_PIECES, put together each time
+        assert cache.flush(30) and hdi_lab.query(*args, session=session) is not None
+        assert recalled == [] and spy.take() == {"miss": 3, "put": 3, "hit": 3}
+        monkeypatch.setattr(read, "MEMO_PIECES", 3)
+        first = hdi_lab.query(*args, session=session)
+        with pd.option_context("mode.copy_on_write", False):  # with it on, pandas makes to_numpy() read-only
+            first["volume"].to_numpy()[:] = -1  # the caller's frame, changed in place
+            first["close"].to_numpy()[:] = -1.0
+        again = hdi_lab.query(*args, session=session)
+        assert recalled == [False, True] and spy.take() == {"hit": 3}  # the second read took no day
+        pd.testing.assert_frame_equal(again, hdi_lab.query(*args, session=off))
+        conn = psycopg2.connect(pg_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                f'UPDATE "{session.schema}".ohlcv_1m SET volume = volume + 1 WHERE ts_event = %s',
+                (DAY0 + pd.Timedelta(minutes=7 * 206),),  # on the second day
+            )
+            assert cur.rowcount == 1
+        conn.close()
+        after = hdi_lab.query(*args, session=session)
+        assert recalled[-1] is False
+        pd.testing.assert_frame_equal(after, hdi_lab.query(*args, session=off))
+        assert int((after["volume"] - again["volume"]).sum()) == 1
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@ import psycopg2
 import pytest
 
 import hdi_lab
+from hdi_lab.core import sessions
 from hdi_lab.core.session import HdiSession
 from hdi_lab.errors import StorageError
 from hdi_lab.storage import copy, scan
@@ -84,6 +85,10 @@ def test_rows_of_another_datasets_publisher_are_left_out_and_new_publishers_seen
     assert sorted(set(both["publisher_id"])) == sorted({*before["publisher_id"], 9002})
     assert (np.diff(both.index.asi8) >= 0).all()
     assert both["session"].notna().all()
+    # each row's session found from its own (publisher, instrument), as labelling the frame afresh finds it
+    many = hdi_lab.query("ohlcv-1m", ["NQH4", "ESH4"], "2024-01-02", "2024-01-05", session=session)
+    assert len(set(zip(many["publisher_id"], many["instrument_id"], strict=True))) == 3
+    pd.testing.assert_series_equal(many["session"], sessions.label(session, many, 60 * 10**9))
 
 
 def test_copy_columns_refuse_nulls(session: HdiSession) -> None:

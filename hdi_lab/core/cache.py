@@ -19,7 +19,9 @@ cache is a copy any process may delete at any time.
 an eighth of it, it lists the folder and deletes the least recently used files (by modification time, refreshed
 when a file is read) down to three quarters. Processes sharing the folder may overshoot the bound by an eighth
 each between their checks. At most ``cache_memory_bytes`` (``HDI_CACHE_MEMORY_BYTES``, default 128 MiB) of days
-read from files are also kept in the process's memory, the least recently used going first. ``HDI_CACHE=off``
+read from files, and of reads of many cached days as put together (in time order, ready for a frame: repeated, such
+a read takes no day at all), are also kept in the process's memory, the least recently used going first; a read
+kept whole is taken only under the tokens of all its days. ``HDI_CACHE=off``
 (setting ``cache``) reads without any of it.
 
 **Safe to share.** Files are written by a background thread (a read does not wait for the disk; the thread looks
@@ -41,11 +43,11 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import pyarrow as pa
 
-from hdi_lab.storage.cached import Day, Later
+from hdi_lab.storage.cached import Day, Later, Result
 
 __all__ = ["ReadCache", "Usage"]
 
@@ -86,8 +88,11 @@ class ReadCache:
         self._root = str(self.root)
         self.max_bytes = int(max_bytes)
         self.memory_bytes = int(memory_bytes)
-        # the days last read from files, kept in memory (least recently used first): day -> token, rows, bytes
-        self._memory: collections.OrderedDict[Day, tuple[str, pa.RecordBatch, int]] = collections.OrderedDict()
+        # the days last read from files and the reads last put together, kept in memory (least recently used
+        # first): day -> token, rows, bytes; result -> the tokens of its days, rows, bytes
+        self._memory: collections.OrderedDict[Day | Result, tuple[str | tuple[str, ...], object, int]] = (
+            collections.OrderedDict()
+        )
         self._held = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -121,7 +126,7 @@ class ReadCache:
             kept = self._memory.get(day)
             if kept is not None and kept[0] == token:
                 self._memory.move_to_end(day)
-                return kept[1]
+                return cast(pa.RecordBatch, kept[1])
         return self._load(day, token, schema, self._file(day))
 
     def get_many(self, days: Sequence[Day], tokens: Sequence[str], schema: pa.Schema) -> list[pa.RecordBatch | None]:
@@ -134,7 +139,7 @@ class ReadCache:
                 kept = self._memory.get(day)
                 if kept is not None and kept[0] == token:
                     self._memory.move_to_end(day)
-                    out[i] = kept[1]
+                    out[i] = cast(pa.RecordBatch, kept[1])
                 else:
                     rest.append(i)
         listed: dict[str, set[str]] = {}
@@ -172,14 +177,29 @@ class ReadCache:
         self._remember(day, token, rows, len(data))
         return rows
 
-    def _remember(self, day: Day, token: str, rows: pa.RecordBatch, size: int) -> None:
+    def recall(self, result: Result, tokens: Sequence[str]) -> object | None:
+        """What :meth:`keep` kept of ``result`` under these ``tokens``, None when nothing (see
+        :class:`hdi_lab.storage.cached.DayStore`). Raises nothing."""
+        with self._lock:
+            kept = self._memory.get(result)
+            if kept is not None and kept[0] == tuple(tokens):
+                self._memory.move_to_end(result)
+                return kept[1]
+        return None
+
+    def keep(self, result: Result, tokens: Sequence[str], rows: object, size: int) -> None:
+        """Keep ``rows`` (``size`` bytes) as ``result`` under ``tokens`` in memory, within ``memory_bytes`` (with
+        the days). Raises nothing."""
+        self._remember(result, tuple(tokens), rows, size)
+
+    def _remember(self, key: Day | Result, token: str | tuple[str, ...], rows: object, size: int) -> None:
         """Keep ``rows`` (over ``size`` bytes) in memory, the least recently used going beyond ``memory_bytes``."""
         if size > self.memory_bytes:
             return
         with self._lock:
-            old = self._memory.pop(day, None)
+            old = self._memory.pop(key, None)
             self._held += size - (old[2] if old else 0)
-            self._memory[day] = (token, rows, size)
+            self._memory[key] = (token, rows, size)
             while self._held > self.memory_bytes:
                 _, (_, _, gone) = self._memory.popitem(last=False)
                 self._held -= gone

@@ -106,8 +106,10 @@ def bars(
     if align != "session":
         length = (seconds or sch.bar_seconds) * _NS
 
-        def column(ts: npt.NDArray[np.int64], pubs: npt.NDArray[Any], iids: npt.NDArray[Any]) -> dict[str, Any]:
-            labels, _, _ = _sessions_of(session, ts, pubs, iids, length, strict=False, opens_too=False)
+        def column(
+            ts: npt.NDArray[np.int64], codes: npt.NDArray[np.intp], pairs: npt.NDArray[np.int64]
+        ) -> dict[str, Any]:
+            labels, _, _ = _sessions_of(session, ts, codes, pairs, length, strict=False, opens_too=False)
             return {COLUMN: labels.view("datetime64[ns]")}
 
         return read.query(
@@ -174,39 +176,36 @@ def _sessions(
     """(session date, session open) of each bar, int64 ns (NAT outside every session), and the code of its
     (publisher, instrument) pair. Without a calendar: the UTC date (and its midnight as the open), or with
     ``strict`` a ValidationError naming the dataset."""
-    return _sessions_of(
-        session,
-        calendars.utc_ns(frame.index),
-        frame["publisher_id"].to_numpy(),
-        frame["instrument_id"].to_numpy(),
-        length,
-        strict,
-    )
+    codes, pairs = _pairs(frame["publisher_id"].to_numpy(), frame["instrument_id"].to_numpy())
+    return _sessions_of(session, calendars.utc_ns(frame.index), codes, pairs, length, strict)
+
+
+def _pairs(
+    publishers: npt.NDArray[Any], instruments: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """The code of each row's (publisher, instrument) pair and the pairs, ``publisher << 32 | instrument``."""
+    pair = (publishers.astype(np.int64) << 32) | instruments.astype(np.int64)  # DBN instrument ids are uint32
+    if not len(pair) or (pair == pair[0]).all():  # one publisher and instrument: nothing to factorize
+        return np.zeros(len(pair), dtype=np.intp), pair[:1]
+    codes, keys = pd.factorize(pair)
+    return codes, np.asarray(keys, dtype=np.int64)
 
 
 def _sessions_of(
     session: HdiSession,
     ts: npt.NDArray[np.int64],
-    publishers: npt.NDArray[Any],
-    instruments: npt.NDArray[Any],
+    codes: npt.NDArray[np.intp],
+    pairs: npt.NDArray[np.int64],
     length: int,
     strict: bool,
     opens_too: bool = True,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
-    """:func:`_sessions` of bars starting at ``ts`` (int64 ns) of these publishers and instruments; without
-    ``opens_too`` the opens are left out (an empty array)."""
+    """:func:`_sessions` of bars starting at ``ts`` (int64 ns) whose (publisher, instrument) pairs are
+    ``pairs[codes]`` (see :func:`_pairs`); without ``opens_too`` the opens are left out (an empty array)."""
     labels = np.full(len(ts), NAT, dtype=np.int64)
     opens = labels.copy() if opens_too else np.zeros(0, dtype=np.int64)
     if not len(ts):
         return labels, opens, np.zeros(0, dtype=np.intp)
-    pubs = publishers.astype(np.int64)
-    iids = instruments.astype(np.int64)  # DBN instrument ids are uint32
-    pair = (pubs << 32) | iids
-    if (pair == pair[0]).all():  # one publisher and instrument (a one-symbol query): nothing to factorize
-        codes, pairs = np.zeros(len(pair), dtype=np.intp), pair[:1]
-    else:
-        codes, keys = pd.factorize(pair)
-        pairs = np.asarray(keys, dtype=np.int64)
     lookups = session.lookups  # the session's caches: usually no statement at all
     conn = session.connection()
     pair_list = [(key >> 32, key & 0xFFFFFFFF) for key in pairs.tolist()]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
@@ -30,7 +30,7 @@ from hdi_lab.storage import copy, scan, versions
 from hdi_lab.storage.scan import Range
 from hdi_lab.storage.tables import TABLES, Table
 
-__all__ = ["Day", "DayStore", "Later", "fetch", "layout"]
+__all__ = ["Day", "DayStore", "Later", "Plan", "Result", "fetch", "layout", "plan"]
 
 #: bar tables whose partly covered days are read and cached whole (bars of a minute or longer)
 _WHOLE_DAYS = frozenset(t.name for s, t in TABLES.items() if s.is_bar and s.bar_seconds >= 60)
@@ -45,6 +45,15 @@ class Day(NamedTuple):
     table: str
     instrument_id: int
     day: int
+
+
+class Result(NamedTuple):
+    """A read's rows as put together, kept in memory whole (see :meth:`DayStore.keep`): of ``table`` in the
+    schema ``identity``; ``key`` is what else decides them (the ranges, the columns)."""
+
+    identity: str
+    table: str
+    key: Hashable
 
 
 #: days to cache, made when the store writes them: (day, token, rows) each
@@ -67,6 +76,13 @@ class DayStore(Protocol):
     def put_later(self, days: Later, size: int) -> None:
         """Cache the days ``days()`` gives (``size`` bytes), called when the store writes them rather than by
         the reader: the reader hands over a run of days whole, the writer splits it."""
+
+    def recall(self, result: Result, tokens: Sequence[str]) -> object | None:
+        """What :meth:`keep` kept of ``result`` under ``tokens`` (the tokens of every day it lies in), None when
+        nothing is kept under them."""
+
+    def keep(self, result: Result, tokens: Sequence[str], rows: object, size: int) -> None:
+        """Keep ``rows`` (``size`` bytes) in memory as ``result`` under ``tokens``, within the memory bound."""
 
 
 @functools.cache
@@ -91,16 +107,28 @@ class _Piece(NamedTuple):
     hi: int
 
 
-def fetch(
-    cur: Any,
-    schema: str,
-    t: Table,
-    ranges: Sequence[Range],
-    store: DayStore,
-    observed: versions.Observed | None = None,
-) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]] | None:
-    """The rows of ``ranges`` as :func:`hdi_lab.storage.scan.fetch` gives them (every column a read can give),
-    through ``store``; each range's rows in key order. ``observed``: the versions already read (with the symbols'
+class Plan(NamedTuple):
+    """What a read of ``ranges`` of ``table`` takes from the cache: its pieces (a range's part of one day), the
+    versions ``seen``, the (instrument, day) pairs it caches (``fresh``) and their ``tokens``."""
+
+    table: Table
+    ranges: Sequence[Range]
+    pieces: list[_Piece]
+    seen: versions.Observed
+    fresh: list[tuple[int, int]]
+    tokens: list[str]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every piece lies in a cached day: the tokens then decide all the read's rows."""
+        cachable = set(self.fresh)
+        return all((p.instrument_id, p.day) in cachable for p in self.pieces)
+
+
+def plan(
+    cur: Any, schema: str, t: Table, ranges: Sequence[Range], observed: versions.Observed | None = None
+) -> Plan | None:
+    """How a read of ``ranges`` uses the cache. ``observed``: the versions already read (with the symbols'
     resolution, before any row), else read here. None when nothing of them can be cached (read them directly
     then), or the table has no epoch row."""
     pieces = [
@@ -120,9 +148,17 @@ def fetch(
     fresh = [key for key in wanted if seen.horizon is None or key[1] * DAY_NS >= seen.horizon]
     if not fresh:
         return None
+    return Plan(t, ranges, pieces, seen, fresh, [seen.token(key) for key in fresh])
+
+
+def fetch(
+    cur: Any, schema: str, planned: Plan, store: DayStore
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
+    """The rows of the ``planned`` read as :func:`hdi_lab.storage.scan.fetch` gives them (every column a read can
+    give), through ``store``: range after range, each range's rows in key order."""
+    t, pieces, seen, fresh = planned.table, planned.pieces, planned.seen, planned.fresh
     shape = layout(t.name)
-    tokens = [seen.token(key) for key in fresh]
-    found = store.get_many([Day(seen.identity, t.name, *key) for key in fresh], tokens, shape)
+    found = store.get_many([Day(seen.identity, t.name, *key) for key in fresh], planned.tokens, shape)
     days = {key: got for key, got in zip(fresh, found, strict=True) if got is not None}
     missing = [key for key in fresh if key not in days]
     cachable = set(fresh)

@@ -4,6 +4,7 @@ DataFrame, or an Arrow table built from the same numpy columns), instrument defi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,8 +43,13 @@ __all__ = [
     "statement",
 ]
 
-#: columns a caller adds to a read's frame, computed from each row's time (int64 ns), publisher and instrument ids
-Extra: TypeAlias = Callable[[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[Any]], Mapping[str, npt.NDArray[Any]]]
+#: columns a caller adds to a read's frame, computed from each row's time (int64 ns) and owner: the code of its
+#: (publisher, instrument) pair, and the pairs as ``publisher << 32 | instrument`` (int64; a code may have no row)
+Extra: TypeAlias = Callable[
+    [npt.NDArray[np.int64], npt.NDArray[np.intp], npt.NDArray[np.int64]], Mapping[str, npt.NDArray[Any]]
+]
+#: reads of at least this many instrument-days, all cached, are kept put together in memory (see :func:`_market`)
+MEMO_PIECES = 32
 #: the name suffix of the int64 fixed-point copy of a float price column (``close`` -> ``close_fixed``)
 FIXED_SUFFIX = "_fixed"
 
@@ -144,7 +150,8 @@ def check_columns(columns: Sequence[str], names: Sequence[str], sch: Schema) -> 
 def float_prices(fixed: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """int64 1e-9 fixed-point prices as floats, UNDEF_PRICE as NaN (how every float price is made). Raises nothing."""
     f = fixed.astype(np.float64) / 1e9
-    f[fixed == INT64_MAX] = np.nan
+    if len(fixed) and fixed.max() == INT64_MAX:  # a quick pass: most columns have no undefined price
+        f[fixed == INT64_MAX] = np.nan
     return f
 
 
@@ -160,12 +167,21 @@ def _cursor(
 
 @dataclass(frozen=True)
 class _Rows:
-    """Decoded rows in output order: each read column's native array, the index of each row's symbol."""
+    """Decoded rows in output order: each read column's native array, the index of each row's symbol, the code
+    of each row's (publisher, instrument) pair and the pairs (see :data:`Extra`)."""
 
     arrays: dict[str, npt.NDArray[Any]]
     sym: npt.NDArray[np.int32]
     cols: list[Column]
     table: Table
+    owner: npt.NDArray[np.intp]
+    pairs: npt.NDArray[np.int64]
+    #: the arrays are kept for later reads too: a frame made of them copies what it would otherwise share
+    shared: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(v.nbytes) for v in (*self.arrays.values(), self.sym, self.owner))
 
 
 def _read(
@@ -219,20 +235,54 @@ def _market(
     spans = sorted(spans, key=lambda sp: (syms.index(sp.symbol), sp.instrument_id, sp.lo, sp.dataset))
     ranges = [(sp.instrument_id, sp.lo.value, sp.hi.value) for sp in spans]
     fetched = scan.fetched(t, cols)
-    got = None if cache is None or rollup is not None else cached.fetch(cur, schema, t, ranges, cache, observed)
-    if got is None:
+    planned = None if cache is None or rollup is not None else cached.plan(cur, schema, t, ranges, observed)
+    result = None  # a read of many days all cached: its rows put together are kept whole (a repeated read)
+    if cache is not None and planned is not None and len(planned.pieces) >= MEMO_PIECES and planned.complete:
+        ties = tuple((syms.index(sp.symbol), sp.dataset) for sp in spans)
+        result = cached.Result(planned.seen.identity, t.name, (tuple(ranges), ties, tuple(c.name for c in cols)))
+        kept = cache.recall(result, planned.tokens)
+        if isinstance(kept, _Rows):
+            return kept
+    if cache is None or planned is None:
         arrays, span = scan.fetch(cur, schema, t, ranges, fetched, rollup)
     else:
+        got = cached.fetch(cur, schema, planned, cache)
         arrays, span = {c.name: got[0][c.name] for c in fetched}, got[1]
-    keep = _of_dataset(cur, schema, spans, arrays["publisher_id"], span, lookups)
+    keep, publishers = _of_dataset(cur, schema, spans, arrays["publisher_id"], span, lookups)
     if keep is not None:
         arrays, span = {k: v[keep] for k, v in arrays.items()}, span[keep]
-    arrays["instrument_id"] = np.array([sp.instrument_id for sp in spans], dtype=np.int64)[span]
-    sym = np.array([syms.index(sp.symbol) for sp in spans], dtype=np.int32)[span]
-    order = _order(t, spans, span, arrays, sym)
-    if order is not None:
-        arrays, sym = {k: v[order] for k, v in arrays.items()}, sym[order]
-    return _Rows(arrays, sym, cols, t)
+    iid_of = np.array([sp.instrument_id for sp in spans], dtype=np.int64)  # of each span
+    sym_of = np.array([syms.index(sp.symbol) for sp in spans], dtype=np.int32)
+    order = _order(t, spans, span, arrays, iid_of, sym_of, runs=planned is not None)
+    if order is not None:  # the rows' span in output order, then what comes of it from the spans (no gathers)
+        arrays, span = {k: v[order] for k, v in arrays.items()}, span[order]
+    arrays["instrument_id"] = iid_of[span]
+    owner, pairs = _owners(span, iid_of, arrays["publisher_id"], publishers)
+    rows = _Rows(arrays, sym_of[span], cols, t, owner, pairs)
+    if result is not None and cache is not None and planned is not None:
+        rows = dataclasses.replace(rows, shared=True)
+        cache.keep(result, planned.tokens, rows, rows.nbytes)
+    return rows
+
+
+def _owners(
+    span: npt.NDArray[np.intp],
+    iid_of: npt.NDArray[np.int64],
+    publisher: npt.NDArray[Any],
+    publishers: npt.NDArray[np.intp],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Each row's (publisher, instrument) code and the pairs (see :data:`Extra`), from the rows' spans and the
+    ``publishers`` present: lookups into small tables, no hashing of the rows."""
+    instruments, inst_of = np.unique(iid_of, return_inverse=True)  # of the spans: a few
+    pubs = publishers.astype(np.int64)
+    pairs = ((pubs[None, :] << 32) | instruments[:, None]).ravel()  # instrument-major, publisher-minor
+    code = inst_of.astype(np.intp)[span]
+    if len(pubs) > 1:
+        lut = np.zeros(1 << 16, dtype=np.intp)
+        lut[publishers] = np.arange(len(publishers))
+        code *= len(pubs)
+        code += lut[publisher.view(np.uint16)]
+    return code, pairs
 
 
 def _order(
@@ -240,7 +290,10 @@ def _order(
     spans: list[Span],
     span: npt.NDArray[np.intp],
     arrays: dict[str, npt.NDArray[Any]],
-    sym: npt.NDArray[np.int32],
+    iid_of: npt.NDArray[np.int64],
+    sym_of: npt.NDArray[np.int32],
+    *,
+    runs: bool = False,
 ) -> npt.NDArray[np.intp] | None:
     """The permutation putting the rows in order of time, symbol (as requested), instrument, then the rest of the
     key; None when they are in it (one span's rows come so from the primary key: checked). Sorted client-side: a
@@ -248,18 +301,24 @@ def _order(
 
     Spans come in (symbol, instrument) order; when each span's rows are in (time, rest of the key) order and
     spans sharing a symbol and instrument do not overlap in time, a stable sort by time alone merges them
-    (timsort over the spans' runs: ~10x faster than a lexsort of the four keys of 1M rows)."""
+    (timsort over the spans' runs: ~10x faster than a lexsort of the four keys of 1M rows). ``runs``: the rows
+    are known to come so (span by span, each in key order: the read cache's), not checked again."""
     several = len(spans) > 1
     time, ties = arrays[t.ns_column or t.time_column], [arrays[k] for k in scan.ties(t)]
-    keys = [time, *([sym, arrays["instrument_id"]] if several else []), *ties]
-    if scan.ordered(keys):
+
+    def keys() -> list[npt.NDArray[Any]]:
+        between: list[npt.NDArray[Any]] = [sym_of[span], iid_of[span]] if several else []
+        return [time, *between, *ties]
+
+    # several spans' rows are seldom in time order: their symbol and instrument keys are built only if they are
+    if (not several or scan.ordered([time])) and scan.ordered(keys()):
         return None
     apart = all(
         (a.symbol, a.instrument_id) != (b.symbol, b.instrument_id) or a.hi <= b.lo for a, b in itertools.pairwise(spans)
     )
-    if apart and scan.ordered([span, time, *ties]):
+    if apart and (runs or scan.ordered([span, time, *ties])):
         return np.argsort(time, kind="stable")
-    return np.lexsort(keys[::-1])
+    return np.lexsort(keys()[::-1])
 
 
 def _of_dataset(
@@ -269,25 +328,31 @@ def _of_dataset(
     publisher: npt.NDArray[Any],
     span: npt.NDArray[np.intp],
     lookups: Lookups | None,
-) -> npt.NDArray[np.bool_] | None:
+) -> tuple[npt.NDArray[np.bool_] | None, npt.NDArray[np.intp]]:
     """Which rows a publisher of their span's dataset published (instrument ids are the vendor's per dataset:
-    two datasets may use one), None when all did. Checked client-side from the session's cache of publishers
-    (a filter in the statement costs ~5% of a small read)."""
+    two datasets may use one), None when all did, and the publisher ids present (those of the rows kept).
+    Checked client-side from the session's cache of publishers (a filter in the statement costs ~5% of a small
+    read)."""
     if not len(publisher):
-        return None
-    seen = np.zeros(1 << 16, dtype=np.bool_)
-    seen[publisher.view(np.uint16)] = True
-    present = np.flatnonzero(seen)
+        return None, np.zeros(0, dtype=np.intp)
+    ids = publisher.view(np.uint16)
+    if ids.min() == ids.max():  # one publisher (the usual read): no scatter over the rows
+        present = ids[:1].astype(np.intp)
+    else:
+        seen = np.zeros(1 << 16, dtype=np.bool_)
+        seen[ids] = True
+        present = np.flatnonzero(seen)
     datasets = (lookups or Lookups(schema)).datasets_in(cur, present.tolist())
     names = sorted({sp.dataset for sp in spans})
     if len(names) == 1 and all(datasets.get(int(p)) == names[0] for p in present):
-        return None
+        return None, present
     code = np.full(1 << 16, -1, dtype=np.int32)  # the dataset of each publisher id
     for p in present:
         if datasets.get(int(p)) in names:
             code[p] = names.index(datasets[int(p)])
     wanted = np.array([names.index(sp.dataset) for sp in spans], dtype=np.int32)
-    return np.asarray(code[publisher.view(np.uint16)] == wanted[span])
+    keep = np.asarray(code[ids] == wanted[span])
+    return keep, np.flatnonzero(np.bincount(ids[keep], minlength=1 << 16))
 
 
 #: the output name of a stored column whose name differs (the nanosecond columns)
@@ -297,14 +362,18 @@ _RENAMED = {"ts_recv_ns": "ts_recv", "ts_ref_ns": "ts_ref"}
 def _values(
     rows: _Rows, price_type: PriceType, fixed_too: bool = False
 ) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
-    """The time index (int64 ns) and every value column in output order (``symbol`` aside): native numpy arrays,
-    Arrow string arrays for chars; ``ts_recv`` as int64 ns. One conversion for the frame and the Arrow table."""
+    """The time index (int64 ns) and every value column in output order (``symbol`` aside): native numpy arrays
+    of their own (never the rows' own when they are :attr:`_Rows.shared`), Arrow string arrays for chars;
+    ``ts_recv`` as int64 ns. One conversion for the frame and the Arrow table."""
     data: dict[str, Any] = {}
     for c in rows.cols:
         v = rows.arrays[c.name]
         name = _RENAMED.get(c.name, c.name)
         if c.kind == "ts":
-            data[name] = v.astype(np.int64) * 1000 + copy.PG_EPOCH_US * 1000
+            ns = v.astype(np.int64)  # microseconds since 2000 as nanoseconds since 1970, in place
+            ns *= 1000
+            ns += copy.PG_EPOCH_US * 1000
+            data[name] = ns
         elif c.kind == "char":
             data[name] = _arrow_strings(v.astype(np.int32), _CHARS)
         elif c.kind == "price" and price_type == "float":
@@ -314,7 +383,7 @@ def _values(
         elif c.kind == "undef_u64":
             data[name] = v.astype(np.int64).view(np.uint64)
         else:
-            data[name] = v.astype(v.dtype.newbyteorder("="), copy=False)
+            data[name] = v.astype(v.dtype.newbyteorder("="), copy=rows.shared)
     t = rows.table
     time_ns = data.pop(_RENAMED.get(t.ns_column or t.time_column, t.ns_column or t.time_column))
     if "ts_recv" in data:  # first after symbol, as DBNStore.to_df() shows it
@@ -325,7 +394,7 @@ def _values(
 def _frame(rows: _Rows, syms: tuple[str, ...], price_type: PriceType, extra: Extra | None = None) -> pd.DataFrame:
     time_ns, data = _values(rows, price_type)
     if extra is not None:
-        data.update(extra(time_ns, rows.arrays["publisher_id"], rows.arrays["instrument_id"]))
+        data.update(extra(time_ns, rows.owner, rows.pairs))
     index = _utc(time_ns).rename("ts_event")
     if "ts_recv" in data:
         data["ts_recv"] = _utc(data["ts_recv"])

@@ -111,6 +111,8 @@ def ordered(keys: Sequence[npt.NDArray[Any]]) -> bool:
     if later.all():
         return True
     tied = first[1:] == first[:-1]
+    if not (later | tied).all():  # the first key goes back somewhere: the others cannot help
+        return False
     for key in keys[1:]:
         later |= tied & (key[1:] > key[:-1])
         tied &= key[1:] == key[:-1]
