@@ -155,7 +155,8 @@ def fetch(
     cur: Any, schema: str, planned: Plan, store: DayStore
 ) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
     """The rows of the ``planned`` read as :func:`hdi_lab.storage.scan.fetch` gives them (every column a read can
-    give), through ``store``: range after range, each range's rows in key order."""
+    give), through ``store``: range after range, each range's rows in key order. The arrays may be (read-only)
+    views of what the store keeps or is about to write: the caller copies what it gives away."""
     t, pieces, seen, fresh = planned.table, planned.pieces, planned.seen, planned.fresh
     shape = layout(t.name)
     found = store.get_many([Day(seen.identity, t.name, *key) for key in fresh], planned.tokens, shape)
@@ -177,7 +178,7 @@ def fetch(
             run_of.update(((iid, d), len(got)) for d in range(d0, d1 + 1))
             got.append(ordered)
             # made into days and cached by the store's writer: the reader only hands the run over (never to be
-            # changed: what the reader gives back is copied from it)
+            # changed: the caller copies what it gives away)
             size = sum(int(v.nbytes) for v in ordered.values())
             store.put_later(functools.partial(_days, t, seen, iid, d0, d1, ordered, shape), size)
         for rows, p in zip(groups[len(runs) :], direct, strict=True):
@@ -204,14 +205,8 @@ def fetch(
     ready = cast(list[pa.RecordBatch], parts)  # every piece has its part now
     index = np.repeat(np.array([p.k for p in pieces], dtype=np.intp), [part.num_rows for part in ready])
     table = pa.Table.from_batches(ready, schema=shape)  # one concatenation per column, in C++
-    return {n: _own(table.column(n)) for n in shape.names}, index
-
-
-def _own(column: pa.ChunkedArray) -> npt.NDArray[Any]:
-    """``column`` as a new, writable array: never a view of what the store keeps (a day in memory, a day queued for
-    writing), which the caller's frame would otherwise share (and could change, or find read-only)."""
-    values = column.to_numpy()  # several chunks: concatenated into a new array; one: a view of it
-    return values.copy() if column.num_chunks <= 1 else values
+    # several chunks: concatenated into a new array; one: a view of it
+    return {n: table.column(n).to_numpy() for n in shape.names}, index
 
 
 def _batch(arrays: Mapping[str, npt.NDArray[Any]], schema: pa.Schema) -> pa.RecordBatch:
@@ -230,8 +225,10 @@ def _runs(keys: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _groups(index: npt.NDArray[np.intp], n: int) -> list[npt.NDArray[np.intp]]:
+def _groups(index: npt.NDArray[np.intp], n: int) -> list[npt.NDArray[np.intp] | slice]:
     """The positions of the rows of each of ``n`` ranges (by ``index``), in the order they came."""
+    if n == 1:
+        return [slice(None)]
     order = np.argsort(index, kind="stable") if (index[1:] < index[:-1]).any() else np.arange(len(index))
     edges = np.searchsorted(index[order], np.arange(n + 1))
     return [order[a:b] for a, b in itertools.pairwise(edges)]
@@ -295,7 +292,7 @@ def _from_runs(
     shape: pa.Schema,
 ) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
     """What :func:`fetch` gives when every piece lies in a run just read: each piece's rows cut from its run (one
-    search a run), the pieces following on in a run taken as one slice, copied into arrays of the caller's own."""
+    search a run), the pieces following on in a run taken as one slice (a view of the run when there is one)."""
     of_run = [run_of[(p.instrument_id, p.day)] for p in pieces]
     bounds: list[list[int]] = []  # each run's pieces' row bounds, in order
     for r in range(len(runs)):
@@ -314,7 +311,7 @@ def _from_runs(
             slices.append((r, a, b))
     out = {
         n: np.concatenate([runs[r][n][a:b] for r, a, b in slices]) if len(slices) > 1 else
-        runs[slices[0][0]][n][slices[0][1] : slices[0][2]].copy()
+        runs[slices[0][0]][n][slices[0][1] : slices[0][2]]
         for n in shape.names
     }  # fmt: skip
     return out, np.repeat(np.array([p.k for p in pieces], dtype=np.intp), counts)

@@ -258,7 +258,9 @@ def _market(
         arrays, span = {k: v[order] for k, v in arrays.items()}, span[order]
     arrays["instrument_id"] = iid_of[span]
     owner, pairs = _owners(span, iid_of, arrays["publisher_id"], publishers)
-    rows = _Rows(arrays, sym_of[span], cols, t, owner, pairs)
+    # the cache's arrays may be views of the days it keeps (unless the order or the dataset made new ones)
+    shared = planned is not None and order is None and keep is None
+    rows = _Rows(arrays, sym_of[span], cols, t, owner, pairs, shared)
     if result is not None and cache is not None and planned is not None:
         rows = dataclasses.replace(rows, shared=True)
         cache.keep(result, planned.tokens, rows, rows.nbytes)
