@@ -886,7 +886,9 @@ def main(argv: list[str] | None = None) -> int:
         common.database(args.database_url) as server,
         temporary_database(server) as url,
         tempfile.TemporaryDirectory(prefix="hdi-bench-scale-") as tmp,
-        common.environment(HDI_DATABASE_URL=url, HDI_DB_SCHEMA=SCHEMA),  # what calls without session= use
+        # what calls without session= use: the database path (the read cache would serve repeated weeks from
+        # files, and leave them in the data home)
+        common.environment(HDI_DATABASE_URL=url, HDI_DB_SCHEMA=SCHEMA, HDI_CACHE="off"),
     ):
         say(common.server_summary(url))
         with contextlib.closing(reference(url, args, Path(tmp))) as ref:

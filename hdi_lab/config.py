@@ -84,7 +84,7 @@ OPTIONS: tuple[Option, ...] = (
         128 << 20,
         int,
         False,
-        "most bytes of cached days a process also keeps in memory (the days it read last); 0: none",
+        "most bytes of cached days and reads a process also keeps in memory (those it read last); 0: none",
     ),
     Option("db_schema", ("HDI_DB_SCHEMA",), "hdi", str, False, "PostgreSQL schema holding hdi_lab tables"),
     Option("databento_api_key", ("HDI_DATABENTO_API_KEY", "DATABENTO_API_KEY"), None, str, True, "Databento API key"),
