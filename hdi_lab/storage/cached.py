@@ -226,10 +226,14 @@ def _runs(keys: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
 
 
 def _groups(index: npt.NDArray[np.intp], n: int) -> list[npt.NDArray[np.intp] | slice]:
-    """The positions of the rows of each of ``n`` ranges (by ``index``), in the order they came."""
+    """The positions of the rows of each of ``n`` ranges (by ``index``), in the order they came: slices (views,
+    no copies) when the ranges came one after the other, as the statements give them."""
     if n == 1:
         return [slice(None)]
-    order = np.argsort(index, kind="stable") if (index[1:] < index[:-1]).any() else np.arange(len(index))
+    if not (index[1:] < index[:-1]).any():
+        edges = np.searchsorted(index, np.arange(n + 1)).tolist()
+        return [slice(a, b) for a, b in itertools.pairwise(edges)]
+    order = np.argsort(index, kind="stable")
     edges = np.searchsorted(index[order], np.arange(n + 1))
     return [order[a:b] for a, b in itertools.pairwise(edges)]
 

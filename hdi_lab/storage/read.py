@@ -31,6 +31,7 @@ from hdi_lab.storage.versions import Observed
 
 __all__ = [
     "FIXED_SUFFIX",
+    "MEMO_PIECES",
     "PRICE_TYPES",
     "Extra",
     "PriceType",
