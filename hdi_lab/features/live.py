@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,7 @@ from hdi_lab.features.compute import compute
 from hdi_lab.features.sets import feature_set
 from hdi_lab.schemas import INTERVALS
 
-__all__ = ["LIVE_INTERVALS", "LiveFeatures", "LiveUpdate", "parse_sets"]
+__all__ = ["LIVE_INTERVALS", "Backlog", "LiveFeatures", "LiveUpdate", "parse_sets"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,37 @@ class LiveUpdate:
     error: str | None = None
 
 
-class LiveFeatures:
+class Backlog:
+    """What a live helper's thread has to do: work handed to it (``_pending``, under ``_cv``), whether the thread is
+    at it (``_busy``) and whether it ends once nothing is left (``_closing``); waiting for it (:meth:`flush`) and
+    ending it (:meth:`close`). The helper's ``_run`` takes the work and keeps the flags."""
+
+    _cv: threading.Condition
+    _pending: dict[Any, Any]
+    _busy: bool
+    _closing: bool
+    _thread: threading.Thread
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything handed so far is done (or failed); returns whether it was within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._pending or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Do what is pending, then end the thread. Raises nothing."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+
+class LiveFeatures(Backlog):
     """Feature sets kept up to date with the bars a live session stores (see the module docstring).
 
     ``symbols`` (of ``dataset``) are the session's: the bars are read through their stored symbology, as
@@ -142,24 +173,6 @@ class LiveFeatures:
                     lo, hi = min(lo, old[0]), max(hi, old[1])
                 self._pending[key] = (lo, hi)
             self._cv.notify_all()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every bar handed so far is computed; returns whether it was within ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cv:
-            while self._pending or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cv.wait(left)
-        return True
-
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Compute what is pending, then end the features' thread. Raises nothing."""
-        with self._cv:
-            self._closing = True
-            self._cv.notify_all()
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:

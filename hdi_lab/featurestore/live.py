@@ -40,7 +40,7 @@ import pandas as pd
 
 from hdi_lab import features
 from hdi_lab.errors import HdiError, ValidationError
-from hdi_lab.features.live import LiveFeatures, LiveUpdate
+from hdi_lab.features.live import Backlog, LiveFeatures, LiveUpdate
 from hdi_lab.featurestore import repo as feast_repo
 from hdi_lab.storage.features import latest_rows
 
@@ -68,7 +68,7 @@ class OnlineWrite:
     error: str | None = None
 
 
-class LiveOnline:
+class LiveOnline(Backlog):
     """Writes the live updates of ``live`` into the Feast online store (see the module docstring).
 
     ``repo``: the feature repo (default: the ``feast_repo`` setting, else hdi_lab's). The writes use ``live``'s
@@ -120,25 +120,6 @@ class LiveOnline:
             self._report, held, self._held = callback, self._held, []
         for text in held:
             self._tell(callback, text)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every update handed so far is written (or failed); returns whether it was within
-        ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cv:
-            while self._pending or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cv.wait(left)
-        return True
-
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Write what is pending (failed writes once more), then end the thread. Raises nothing."""
-        with self._cv:
-            self._closing = True
-            self._cv.notify_all()
-        self._thread.join(timeout)
 
     # -- the writer's thread -----------------------------------------------------------------------
 
