@@ -11,7 +11,11 @@ a minute or longer (at most 1,440 bars a day per publisher), where a partly cove
 a day a read does not cache (the first or last hours of a range of ticks or of bars shorter than a minute, days
 older than a retention policy's horizon) is read as it is asked. The rows given back are what
 :func:`hdi_lab.storage.scan.fetch` gives for the same ranges (values, range index), each range's rows in key order,
-in arrays of the caller's own.
+in arrays that may be views of what the store keeps (the caller copies what it gives away).
+
+A read whose every piece lies in a cached day (:attr:`Plan.complete`) is decided by the tokens of those days: the
+reader may keep its rows as put together (a :class:`Result`, in the store's memory) and take them again under the
+same tokens (:meth:`DayStore.recall`).
 """
 
 from __future__ import annotations
@@ -108,11 +112,10 @@ class _Piece(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """What a read of ``ranges`` of ``table`` takes from the cache: its pieces (a range's part of one day), the
-    versions ``seen``, the (instrument, day) pairs it caches (``fresh``) and their ``tokens``."""
+    """What a read of ``table`` takes from the cache: its pieces (a range's part of one day), the versions ``seen``,
+    the (instrument, day) pairs it caches (``fresh``) and their ``tokens``."""
 
     table: Table
-    ranges: Sequence[Range]
     pieces: list[_Piece]
     seen: versions.Observed
     fresh: list[tuple[int, int]]
@@ -148,7 +151,7 @@ def plan(
     fresh = [key for key in wanted if seen.horizon is None or key[1] * DAY_NS >= seen.horizon]
     if not fresh:
         return None
-    return Plan(t, ranges, pieces, seen, fresh, [seen.token(key) for key in fresh])
+    return Plan(t, pieces, seen, fresh, [seen.token(key) for key in fresh])
 
 
 def fetch(
