@@ -176,19 +176,8 @@ def _sessions(
     """(session date, session open) of each bar, int64 ns (NAT outside every session), and the code of its
     (publisher, instrument) pair. Without a calendar: the UTC date (and its midnight as the open), or with
     ``strict`` a ValidationError naming the dataset."""
-    codes, pairs = _pairs(frame["publisher_id"].to_numpy(), frame["instrument_id"].to_numpy())
+    codes, pairs = read.owner_pairs(frame["publisher_id"].to_numpy(), frame["instrument_id"].to_numpy())
     return _sessions_of(session, calendars.utc_ns(frame.index), codes, pairs, length, strict)
-
-
-def _pairs(
-    publishers: npt.NDArray[Any], instruments: npt.NDArray[Any]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """The code of each row's (publisher, instrument) pair and the pairs, ``publisher << 32 | instrument``."""
-    pair = (publishers.astype(np.int64) << 32) | instruments.astype(np.int64)  # DBN instrument ids are uint32
-    if not len(pair) or (pair == pair[0]).all():  # one publisher and instrument: nothing to factorize
-        return np.zeros(len(pair), dtype=np.intp), pair[:1]
-    codes, keys = pd.factorize(pair)
-    return codes, np.asarray(keys, dtype=np.int64)
 
 
 def _sessions_of(
@@ -201,14 +190,15 @@ def _sessions_of(
     opens_too: bool = True,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
     """:func:`_sessions` of bars starting at ``ts`` (int64 ns) whose (publisher, instrument) pairs are
-    ``pairs[codes]`` (see :func:`_pairs`); without ``opens_too`` the opens are left out (an empty array)."""
+    ``pairs[codes]`` (see :data:`hdi_lab.storage.read.Extra`); without ``opens_too`` the opens are left out (an
+    empty array)."""
     labels = np.full(len(ts), NAT, dtype=np.int64)
     opens = labels.copy() if opens_too else np.zeros(0, dtype=np.int64)
     if not len(ts):
         return labels, opens, np.zeros(0, dtype=np.intp)
     lookups = session.lookups  # the session's caches: usually no statement at all
     conn = session.connection()
-    pair_list = [(key >> 32, key & 0xFFFFFFFF) for key in pairs.tolist()]
+    pair_list = read.pair_ids(pairs)
     datasets = lookups.datasets(conn, sorted({pub for pub, _ in pair_list}))
     wanted = [(datasets[pub], iid) for pub, iid in pair_list if calendars.follows_exchange(datasets.get(pub, ""))]
     exchanges = lookups.exchanges(conn, wanted) if wanted else {}

@@ -38,6 +38,8 @@ __all__ = [
     "check_columns",
     "check_price_type",
     "float_prices",
+    "owner_pairs",
+    "pair_ids",
     "query",
     "query_arrow",
     "sql",
@@ -277,15 +279,36 @@ def _owners(
     """Each row's (publisher, instrument) code and the pairs (see :data:`Extra`), from the rows' spans and the
     ``publishers`` present: lookups into small tables, no hashing of the rows."""
     instruments, inst_of = np.unique(iid_of, return_inverse=True)  # of the spans: a few
-    pubs = publishers.astype(np.int64)
-    pairs = ((pubs[None, :] << 32) | instruments[:, None]).ravel()  # instrument-major, publisher-minor
+    pairs = _pair(publishers[None, :], instruments[:, None]).ravel()  # instrument-major, publisher-minor
     code = inst_of.astype(np.intp)[span]
-    if len(pubs) > 1:
+    if len(publishers) > 1:
         lut = np.zeros(1 << 16, dtype=np.intp)
         lut[publishers] = np.arange(len(publishers))
-        code *= len(pubs)
+        code *= len(publishers)
         code += lut[publisher.view(np.uint16)]
     return code, pairs
+
+
+def owner_pairs(
+    publishers: npt.NDArray[Any], instruments: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Each row's (publisher, instrument) code and the pairs (see :data:`Extra`) of rows given by their publisher and
+    instrument ids (a frame's columns): the pairs factorized. Raises nothing."""
+    pair = _pair(publishers, instruments)
+    if not len(pair) or (pair == pair[0]).all():  # one publisher and instrument: nothing to factorize
+        return np.zeros(len(pair), dtype=np.intp), pair[:1]
+    codes, keys = pd.factorize(pair)
+    return codes, np.asarray(keys, dtype=np.int64)
+
+
+def pair_ids(pairs: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """The (publisher, instrument) ids of each of :data:`Extra`'s pairs. Raises nothing."""
+    return [(key >> 32, key & 0xFFFFFFFF) for key in pairs.tolist()]
+
+
+def _pair(publishers: npt.NDArray[Any], instruments: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """``publisher << 32 | instrument`` (DBN instrument ids are uint32), element by element (broadcast)."""
+    return np.asarray((publishers.astype(np.int64) << 32) | instruments.astype(np.int64))
 
 
 def _order(
