@@ -113,19 +113,20 @@ class _Piece(NamedTuple):
 
 class Plan(NamedTuple):
     """What a read of ``table`` takes from the cache: its pieces (a range's part of one day), the versions ``seen``,
-    the (instrument, day) pairs it caches (``fresh``) and their ``tokens``."""
+    the (instrument, day) pairs it caches (``fresh``) and their ``tokens``, the pieces read as asked (``direct``:
+    not in a cached day)."""
 
     table: Table
     pieces: list[_Piece]
     seen: versions.Observed
     fresh: list[tuple[int, int]]
     tokens: list[str]
+    direct: list[_Piece]
 
     @property
     def complete(self) -> bool:
         """Whether every piece lies in a cached day: the tokens then decide all the read's rows."""
-        cachable = set(self.fresh)
-        return all((p.instrument_id, p.day) in cachable for p in self.pieces)
+        return not self.direct
 
 
 def plan(
@@ -151,7 +152,9 @@ def plan(
     fresh = [key for key in wanted if seen.horizon is None or key[1] * DAY_NS >= seen.horizon]
     if not fresh:
         return None
-    return Plan(t, pieces, seen, fresh, [seen.token(key) for key in fresh])
+    cachable = set(fresh)
+    direct = [p for p in pieces if (p.instrument_id, p.day) not in cachable]
+    return Plan(t, pieces, seen, fresh, [seen.token(key) for key in fresh], direct)
 
 
 def fetch(
@@ -160,13 +163,11 @@ def fetch(
     """The rows of the ``planned`` read as :func:`hdi_lab.storage.scan.fetch` gives them (every column a read can
     give), through ``store``: range after range, each range's rows in key order. The arrays may be (read-only)
     views of what the store keeps or is about to write: the caller copies what it gives away."""
-    t, pieces, seen, fresh = planned.table, planned.pieces, planned.seen, planned.fresh
+    t, pieces, seen, fresh, direct = planned.table, planned.pieces, planned.seen, planned.fresh, planned.direct
     shape = layout(t.name)
     found = store.get_many([Day(seen.identity, t.name, *key) for key in fresh], planned.tokens, shape)
     days = {key: got for key, got in zip(fresh, found, strict=True) if got is not None}
     missing = [key for key in fresh if key not in days]
-    cachable = set(fresh)
-    direct = [p for p in pieces if (p.instrument_id, p.day) not in cachable]
     runs = _runs(missing)
     reads = [(iid, d0 * DAY_NS, (d1 + 1) * DAY_NS) for iid, d0, d1 in runs]
     reads += [(p.instrument_id, p.lo, p.hi) for p in direct]
