@@ -123,10 +123,9 @@ class ReadCache:
         be read: from memory when this cache read it lately, else from its file (then kept in memory, and the file's
         place in the LRU order refreshed). Raises nothing."""
         with self._lock:
-            kept = self._memory.get(day)
-            if kept is not None and kept[0] == token:
-                self._memory.move_to_end(day)
-                return cast(pa.RecordBatch, kept[1])
+            kept = self._kept(day, token)
+        if kept is not None:
+            return cast(pa.RecordBatch, kept)
         return self._load(day, token, schema, self._file(day))
 
     def get_many(self, days: Sequence[Day], tokens: Sequence[str], schema: pa.Schema) -> list[pa.RecordBatch | None]:
@@ -136,10 +135,9 @@ class ReadCache:
         rest: list[int] = []
         with self._lock:
             for i, (day, token) in enumerate(zip(days, tokens, strict=True)):
-                kept = self._memory.get(day)
-                if kept is not None and kept[0] == token:
-                    self._memory.move_to_end(day)
-                    out[i] = cast(pa.RecordBatch, kept[1])
+                kept = self._kept(day, token)
+                if kept is not None:
+                    out[i] = cast(pa.RecordBatch, kept)
                 else:
                     rest.append(i)
         listed: dict[str, set[str]] = {}
@@ -181,11 +179,16 @@ class ReadCache:
         """What :meth:`keep` kept of ``result`` under these ``tokens``, None when nothing (see
         :class:`hdi_lab.storage.cached.DayStore`). Raises nothing."""
         with self._lock:
-            kept = self._memory.get(result)
-            if kept is not None and kept[0] == tuple(tokens):
-                self._memory.move_to_end(result)
-                return kept[1]
-        return None
+            return self._kept(result, tuple(tokens))
+
+    def _kept(self, key: Day | Result, token: str | tuple[str, ...]) -> object | None:
+        """What memory holds of ``key`` under ``token`` (then the most recently used), None when nothing; with the
+        lock held."""
+        kept = self._memory.get(key)
+        if kept is None or kept[0] != token:
+            return None
+        self._memory.move_to_end(key)
+        return kept[1]
 
     def keep(self, result: Result, tokens: Sequence[str], rows: object, size: int) -> None:
         """Keep ``rows`` (``size`` bytes) as ``result`` under ``tokens`` in memory, within ``memory_bytes`` (with
