@@ -359,15 +359,10 @@ def _of_dataset(
     two datasets may use one), None when all did, and the publisher ids present (those of the rows kept).
     Checked client-side from the session's cache of publishers (a filter in the statement costs ~5% of a small
     read)."""
-    if not len(publisher):
-        return None, np.zeros(0, dtype=np.intp)
     ids = publisher.view(np.uint16)
-    if ids.min() == ids.max():  # one publisher (the usual read): no scatter over the rows
-        present = ids[:1].astype(np.intp)
-    else:
-        seen = np.zeros(1 << 16, dtype=np.bool_)
-        seen[ids] = True
-        present = np.flatnonzero(seen)
+    present = _present(ids)
+    if not len(present):
+        return None, present
     datasets = (lookups or Lookups(schema)).datasets_in(cur, present.tolist())
     names = sorted({sp.dataset for sp in spans})
     if len(names) == 1 and all(datasets.get(int(p)) == names[0] for p in present):
@@ -378,7 +373,16 @@ def _of_dataset(
             code[p] = names.index(datasets[int(p)])
     wanted = np.array([names.index(sp.dataset) for sp in spans], dtype=np.int32)
     keep = np.asarray(code[ids] == wanted[span])
-    return keep, np.flatnonzero(np.bincount(ids[keep], minlength=1 << 16))
+    return keep, _present(ids[keep])
+
+
+def _present(ids: npt.NDArray[np.uint16]) -> npt.NDArray[np.intp]:
+    """The distinct publisher ids of the rows, ascending."""
+    if not len(ids) or ids.min() == ids.max():  # none, or one publisher (the usual read): no scatter over the rows
+        return ids[:1].astype(np.intp)
+    seen = np.zeros(1 << 16, dtype=np.bool_)
+    seen[ids] = True
+    return np.flatnonzero(seen)
 
 
 #: the output name of a stored column whose name differs (the nanosecond columns)
