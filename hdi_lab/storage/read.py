@@ -4,7 +4,7 @@ DataFrame, or an Arrow table built from the same numpy columns), instrument defi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -238,14 +238,17 @@ def _market(
     spans = sorted(spans, key=lambda sp: (syms.index(sp.symbol), sp.instrument_id, sp.lo, sp.dataset))
     ranges = [(sp.instrument_id, sp.lo.value, sp.hi.value) for sp in spans]
     fetched = scan.fetched(t, cols)
+    iid_of = np.array([sp.instrument_id for sp in spans], dtype=np.int64)  # of each span
+    sym_of = np.array([syms.index(sp.symbol) for sp in spans], dtype=np.int32)
     planned = None if cache is None or rollup is not None else cached.plan(cur, schema, t, ranges, observed)
-    result = None  # a read of many days all cached: its rows put together are kept whole (a repeated read)
+    keep_whole: Callable[[_Rows, int], None] | None = None  # a read of many days, all cached (a repeated read)
     if cache is not None and planned is not None and len(planned.pieces) >= MEMO_PIECES and planned.complete:
-        ties = tuple((syms.index(sp.symbol), sp.dataset) for sp in spans)
+        ties = tuple(zip(sym_of.tolist(), [sp.dataset for sp in spans], strict=True))
         result = cached.Result(planned.seen.identity, t.name, (tuple(ranges), ties, tuple(c.name for c in cols)))
         kept = cache.recall(result, planned.tokens)
         if isinstance(kept, _Rows):
             return kept
+        keep_whole = functools.partial(cache.keep, result, planned.tokens)
     if cache is None or planned is None:
         arrays, span = scan.fetch(cur, schema, t, ranges, fetched, rollup)
     else:
@@ -254,19 +257,16 @@ def _market(
     keep, publishers = _of_dataset(cur, schema, spans, arrays["publisher_id"], span, lookups)
     if keep is not None:
         arrays, span = {k: v[keep] for k, v in arrays.items()}, span[keep]
-    iid_of = np.array([sp.instrument_id for sp in spans], dtype=np.int64)  # of each span
-    sym_of = np.array([syms.index(sp.symbol) for sp in spans], dtype=np.int32)
     order = _order(t, spans, span, arrays, iid_of, sym_of, runs=planned is not None)
     if order is not None:  # the rows' span in output order, then what comes of it from the spans (no gathers)
         arrays, span = {k: v[order] for k, v in arrays.items()}, span[order]
     arrays["instrument_id"] = iid_of[span]
     owner, pairs = _owners(span, iid_of, arrays["publisher_id"], publishers)
-    # the cache's arrays may be views of the days it keeps (unless the order or the dataset made new ones)
-    shared = planned is not None and order is None and keep is None
+    # kept whole for later reads, or views of the days the cache keeps (unless the order or the dataset made new ones)
+    shared = keep_whole is not None or (planned is not None and order is None and keep is None)
     rows = _Rows(arrays, sym_of[span], cols, t, owner, pairs, shared)
-    if result is not None and cache is not None and planned is not None:
-        rows = dataclasses.replace(rows, shared=True)
-        cache.keep(result, planned.tokens, rows, rows.nbytes)
+    if keep_whole is not None:
+        keep_whole(rows, rows.nbytes)
     return rows
 
 
